@@ -1,0 +1,1 @@
+//! AoE/ATA target semantics (placeholder).

@@ -1,0 +1,1 @@
+//! Wire formats (placeholder, filled by the wire work).
