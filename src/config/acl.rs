@@ -1,6 +1,6 @@
 //! Resolution of named MAC access lists.
 //!
-//! Contract: an ACL entry is a MAC address (any spelling `MacAddr::from_str` accepts) or the
+//! Contract: an ACL entry is a MAC address (any spelling `parse_mac` accepts) or the
 //! name of another ACL, resolved recursively. A cycle, an unknown name, a group (multicast)
 //! or all-zero MAC, or more than `MacList::LEN_MAX` distinct MACs after resolution is an error,
 //! reported once, at the entry that causes it; ACLs and lists that merely include a broken ACL
@@ -9,6 +9,7 @@
 //! Hazard: MAC filtering is not a security boundary (MACs are trivially forged), as ggaoed's
 //! documentation says; it keeps well-behaved initiators apart.
 
+use super::types::parse_mac;
 use std::collections::BTreeMap;
 
 use toml::Spanned;
@@ -41,7 +42,7 @@ pub(crate) fn resolve_acls(raw: &RawAcls, problems: &mut Problems) -> ResolvedAc
     for name in raw.keys() {
         if name.get_ref().is_empty() {
             problems.push(name.span(), "acls: an ACL name is empty; give it a name");
-        } else if name.get_ref().parse::<MacAddr>().is_ok() {
+        } else if parse_mac(name.get_ref()).is_ok() {
             problems.push(
                 name.span(),
                 format!(
@@ -82,7 +83,7 @@ impl<'a> Resolver<'a> {
         let mut broken = false;
         for entry in entries.get_ref() {
             let text = entry.get_ref().as_str();
-            if let Ok(mac) = text.parse::<MacAddr>() {
+            if let Ok(mac) = parse_mac(text) {
                 broken |= !check_mac(&format!("acls.{name}"), entry, mac, problems);
                 macs.push(mac);
             } else if let Some(key) = self.raw.get_key_value(text).map(|(key, _)| *key) {
@@ -136,7 +137,7 @@ impl<'a> Resolver<'a> {
 fn check_mac(key: &str, entry: &Spanned<String>, mac: MacAddr, problems: &mut Problems) -> bool {
     let problem = if mac.is_multicast() {
         "is a group (multicast or broadcast) address"
-    } else if mac.is_zero() {
+    } else if mac.0 == [0; 6] {
         "is the all-zero address"
     } else {
         return true;
@@ -170,7 +171,7 @@ pub(crate) fn resolve_list(
     let mut broken = false;
     for entry in list.get_ref() {
         let text = entry.get_ref().as_str();
-        if let Ok(mac) = text.parse::<MacAddr>() {
+        if let Ok(mac) = parse_mac(text) {
             broken |= !check_mac(key, entry, mac, problems);
             macs.push(mac);
         } else if let Some(acl) = acls.get(text) {

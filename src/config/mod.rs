@@ -30,8 +30,8 @@ use std::path::{Path, PathBuf};
 pub use backing::{Backing, BackingError, BackingKind, BackingProblem};
 pub use raw::{unspanned, RawConfig, RawDevice, RawTarget};
 pub use types::{
-    Advertisement, Durability, IdleMode, InterfacePattern, InterfacePatternError, Interfaces,
-    KeywordError, LogLevel, MacAddr, MacAddrParseError, MacList, SocketKind, XdpMode,
+    parse_mac, Advertisement, Durability, IdleMode, InterfacePattern, InterfacePatternError,
+    Interfaces, KeywordError, LogLevel, MacAddr, MacAddrParseError, MacList, SocketKind, XdpMode,
     INTERFACE_NAME_LEN_MAX,
 };
 

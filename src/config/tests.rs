@@ -754,7 +754,7 @@ fn test_acl_nesting_and_spellings() {
     let device = &config.devices[0];
     assert_eq!(device.accept, config.acls["c"]);
     assert_eq!(device.deny, config.acls["a"]);
-    let mac = |text: &str| text.parse::<MacAddr>().unwrap();
+    let mac = |text: &str| parse_mac(text).unwrap();
     assert!(device.allows(&mac("02:00:00:00:00:03")));
     assert!(
         !device.allows(&mac("02:00:00:00:00:01")),
@@ -908,7 +908,7 @@ fn test_defaults() {
     assert_eq!(device.queue_length, 64);
     assert_eq!(device.model, "aoe-xdp e1.0");
     assert_eq!(device.serial, "1.0:testhost");
-    assert!(device.allows(&"02:00:00:00:00:01".parse().unwrap()));
+    assert!(device.allows(&parse_mac("02:00:00:00:00:01").unwrap()));
     assert_eq!(config.device(1, 0), Some(device));
     assert_eq!(config.device(1, 1), None);
 }
@@ -930,7 +930,7 @@ fn test_advertisement_modes() {
         let text = format!("[target]\n{target}\n{DEVICE}{device}\n");
         accept(&text).devices[0].advertisement.clone()
     };
-    let mac = "02:00:00:00:00:01".parse::<MacAddr>().unwrap();
+    let mac = parse_mac("02:00:00:00:00:01").unwrap();
     assert_eq!(
         with("", "accept = [\"02:00:00:00:00:01\"]"),
         Advertisement::Unicast(MacList::new(vec![mac]))

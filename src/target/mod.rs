@@ -1,1 +1,483 @@
-//! AoE/ATA target semantics (placeholder).
+//! AoE/ATA target semantics, sans-IO: a request frame in, storage operations and replies out.
+//!
+//! The dataplane receives a frame into a buffer it owns, asks [`Target::addressed`] which
+//! exported devices the frame is for, and calls [`Target::handle`] once per device. The reply is
+//! built **in place** in the same buffer (so a read reply can be the very frame the request
+//! arrived in, and the disk can read straight into it). `handle` returns an [`Outcome`]:
+//!
+//! - [`Outcome::Drop`]: say nothing (responses, wrong version, masked or denied initiators,
+//!   a Query Config test that does not match, anything not addressed to us);
+//! - [`Outcome::Reply`]: `buf[..len]` is a complete reply; when `persist` is set the device's
+//!   changeable state (config string, mask, reservation) changed and must be saved before the
+//!   reply is sent;
+//! - [`Outcome::Io`]: storage work is needed first. The caller performs the [`IoPlan`] on the
+//!   export (reading into or writing from `buf[plan.data_offset..][..plan.byte_len()]`), then
+//!   calls [`Target::complete`] which finishes the reply.
+//!
+//! Nothing here does I/O, reads a clock or allocates after construction. Bounds: every loop
+//! over peer input is bounded by a one-byte count field (≤ 255 directives or MACs).
+//!
+//! Range safety: an [`IoPlan`] never reaches past the device's last sector; the check uses
+//! `checked_add` and compares with the capacity (a plan is only created after it passes).
+
+mod ata;
+mod control;
+pub mod persist;
+pub mod state;
+
+use std::sync::Arc;
+
+use crate::wire::{
+    AoeCommand, AoeError, AoePacket, EthernetFrame, MacAddr, AOE_HEADER_LEN, AOE_VERSION,
+    ETHERTYPE_AOE, SHELF_BROADCAST, SLOT_BROADCAST,
+};
+
+pub use state::{DeviceState, MacList, SharedState};
+
+/// Firmware version reported in Query Config replies and IDENTIFY.
+pub const FIRMWARE_VERSION: u16 = 0x0001;
+/// Ethernet frames shorter than this are padded (veth does not pad; `aoeping` ignores runts).
+pub const MIN_FRAME_LEN: usize = 60;
+/// Bytes of Ethernet + AoE + ATA header in an untagged ATA frame.
+pub const ATA_FRAME_HEADER_LEN: usize = 14 + AOE_HEADER_LEN + crate::wire::ATA_HEADER_LEN;
+/// Smallest buffer the target works in: a Query Config reply with the longest string.
+pub const BUFFER_LEN_MIN: usize = 18 + AOE_HEADER_LEN + 8 + state::CONFIG_STRING_MAX;
+
+/// Index of a device inside one [`Target`].
+pub type DeviceIndex = u16;
+
+/// Immutable description of one exported device.
+#[derive(Debug, Clone)]
+pub struct DeviceParams {
+    /// Name used in logs and for the state file.
+    pub name: String,
+    /// AoE major address.
+    pub shelf: u16,
+    /// AoE minor address.
+    pub slot: u8,
+    /// Capacity in 512-byte sectors.
+    pub sectors: u64,
+    /// Writes are refused with ATA ABRT.
+    pub read_only: bool,
+    /// Advertised AoE buffer count (outstanding requests an initiator may send).
+    pub buffer_count: u16,
+    /// IDENTIFY model string.
+    pub model: String,
+    /// IDENTIFY serial string.
+    pub serial: String,
+    /// Index of the backing export in the storage engine.
+    pub export: u16,
+    /// When non-empty, only these initiators are served (sorted).
+    pub accept: Vec<MacAddr>,
+    /// Initiators never served, checked after `accept` (sorted).
+    pub deny: Vec<MacAddr>,
+    /// Bit `i` set: the device is exported on port `i`.
+    pub port_mask: u64,
+    /// Advertise by broadcast even when `accept` is non-empty.
+    pub broadcast: bool,
+}
+
+impl DeviceParams {
+    /// True when the static ACLs allow `src`.
+    pub fn acl_allows(&self, src: MacAddr) -> bool {
+        let accepted = self.accept.is_empty() || self.accept.binary_search(&src).is_ok();
+        accepted && self.deny.binary_search(&src).is_err()
+    }
+
+    /// Where the start-up advertisement goes: broadcast, or each accepted MAC.
+    pub fn advertisement_targets(&self) -> &[MacAddr] {
+        if self.accept.is_empty() || self.broadcast {
+            std::slice::from_ref(&MacAddr::BROADCAST)
+        } else {
+            &self.accept
+        }
+    }
+}
+
+/// The network port a frame arrived on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PortInfo {
+    /// Index of the port (bit in [`DeviceParams::port_mask`]).
+    pub index: u8,
+    /// Our MAC address on this port: the source of every reply.
+    pub mac: MacAddr,
+    /// The port's MTU, which bounds the sectors per ATA command.
+    pub mtu: u16,
+}
+
+impl PortInfo {
+    /// Sectors one ATA command may carry on this port: `(MTU − 36) / 512`, as the Linux
+    /// initiator and vblade compute it.
+    pub fn max_sectors(&self) -> u8 {
+        // 36 = Ethernet + AoE + ATA headers, as `struct aoe_hdr` + `aoe_atahdr` in Linux.
+        let sectors = usize::from(self.mtu).saturating_sub(36) / crate::wire::SECTOR_SIZE;
+        u8::try_from(sectors.min(255)).unwrap_or(u8::MAX)
+    }
+}
+
+/// Which direction a storage operation goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IoKind {
+    /// Read sectors into the reply frame.
+    Read,
+    /// Write sectors from the request frame.
+    Write,
+    /// Make all acknowledged writes durable.
+    Flush,
+}
+
+/// A storage operation the target needs before it can answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct IoPlan {
+    /// Device the request was for.
+    pub device: DeviceIndex,
+    /// Export index in the storage engine.
+    pub export: u16,
+    /// What to do.
+    pub kind: IoKind,
+    /// First sector, relative to the export's window.
+    pub sector: u64,
+    /// Number of sectors (0 for a flush).
+    pub count: u16,
+    /// Offset in the frame buffer where the data starts (reads land here; writes come from here).
+    pub data_offset: usize,
+}
+
+impl IoPlan {
+    /// Bytes moved by this operation.
+    pub fn byte_len(&self) -> usize {
+        usize::from(self.count) * crate::wire::SECTOR_SIZE
+    }
+}
+
+/// How a storage operation failed, as the ATA layer reports it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IoFailure {
+    /// The medium returned an error (EIO and friends): ATA UNC.
+    Media,
+    /// Anything else: ATA ABRT.
+    Aborted,
+}
+
+/// What the caller must do with a frame.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// Send nothing.
+    Drop,
+    /// Send `buf[..len]`; when `persist` is set, save the device state first.
+    Reply {
+        /// Length of the reply, padded to at least [`MIN_FRAME_LEN`].
+        len: usize,
+        /// The device's persistent state changed.
+        persist: bool,
+    },
+    /// Perform the storage operation, then call [`Target::complete`].
+    Io(IoPlan),
+}
+
+/// Per-device counters kept by one worker (not shared; the stats layer sums them).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct DeviceCounters {
+    /// ATA reads answered.
+    pub read_cmds: u64,
+    /// Bytes read.
+    pub read_bytes: u64,
+    /// ATA writes answered.
+    pub write_cmds: u64,
+    /// Bytes written.
+    pub write_bytes: u64,
+    /// Other ATA commands and AoE control commands.
+    pub other_cmds: u64,
+    /// ATA commands answered with an error status.
+    pub ata_errors: u64,
+    /// Requests answered with an AoE error.
+    pub proto_errors: u64,
+    /// Requests dropped by the mask list or ACLs.
+    pub dropped: u64,
+}
+
+struct Device {
+    params: Arc<DeviceParams>,
+    shared: Arc<SharedState>,
+    /// Private copy of `shared`'s state, valid for `generation`.
+    cache: DeviceState,
+    generation: u64,
+    counters: DeviceCounters,
+}
+
+/// The AoE target of one worker: every exported device, with a private view of shared state.
+pub struct Target {
+    /// Sorted by (shelf, slot); unique.
+    devices: Vec<Device>,
+}
+
+impl Target {
+    /// Creates a target over `devices`; (shelf, slot) pairs must be unique.
+    pub fn new(devices: impl IntoIterator<Item = (Arc<DeviceParams>, Arc<SharedState>)>) -> Self {
+        let mut devices: Vec<Device> = devices
+            .into_iter()
+            .map(|(params, shared)| {
+                let (cache, generation) = shared.snapshot();
+                Device {
+                    params,
+                    shared,
+                    cache,
+                    generation,
+                    counters: DeviceCounters::default(),
+                }
+            })
+            .collect();
+        devices.sort_by_key(|d| (d.params.shelf, d.params.slot));
+        for pair in devices.windows(2) {
+            let (a, b) = (&pair[0].params, &pair[1].params);
+            assert!(
+                (a.shelf, a.slot) != (b.shelf, b.slot),
+                "duplicate AoE address e{}.{}",
+                a.shelf,
+                a.slot
+            );
+        }
+        assert!(devices.len() <= usize::from(DeviceIndex::MAX));
+        Target { devices }
+    }
+
+    /// Number of devices.
+    pub fn device_count(&self) -> usize {
+        self.devices.len()
+    }
+
+    /// The parameters of device `index`.
+    pub fn params(&self, index: DeviceIndex) -> &Arc<DeviceParams> {
+        &self.devices[usize::from(index)].params
+    }
+
+    /// The shared state of device `index` (for persisting it).
+    pub fn shared_state(&self, index: DeviceIndex) -> &Arc<SharedState> {
+        &self.devices[usize::from(index)].shared
+    }
+
+    /// This worker's counters for device `index`.
+    pub fn counters(&self, index: DeviceIndex) -> &DeviceCounters {
+        &self.devices[usize::from(index)].counters
+    }
+
+    /// The devices a received frame is addressed to, on `port`. Empty for anything that is not
+    /// an AoE request of our version. Only Query Config may use the broadcast addresses: an ATA
+    /// command or a mask/reservation change is never fanned out to several devices.
+    pub fn addressed(&self, frame: &[u8], port: &PortInfo) -> Addressed {
+        let none = Addressed {
+            next: 0,
+            end: 0,
+            shelf: 0,
+            slot: 0,
+            port_bit: 0,
+        };
+        let Some((major, minor, command)) = request_address(frame) else {
+            return none;
+        };
+        let broadcast = major == SHELF_BROADCAST || minor == SLOT_BROADCAST;
+        if broadcast && command != AoeCommand::QueryConfig {
+            return none;
+        }
+        let (next, end) = if major == SHELF_BROADCAST {
+            (0, self.devices.len())
+        } else {
+            let start = self.devices.partition_point(|d| d.params.shelf < major);
+            let end = self.devices.partition_point(|d| d.params.shelf <= major);
+            (start, end)
+        };
+        Addressed {
+            next,
+            end,
+            shelf: major,
+            slot: minor,
+            port_bit: 1u64 << (port.index & 63),
+        }
+    }
+
+    /// Iterates [`Addressed`] against this target.
+    pub fn next_addressed(&self, addressed: &mut Addressed) -> Option<DeviceIndex> {
+        while addressed.next < addressed.end {
+            let index = addressed.next;
+            addressed.next += 1;
+            let params = &self.devices[index].params;
+            let slot_ok = addressed.slot == SLOT_BROADCAST || addressed.slot == params.slot;
+            let shelf_ok = addressed.shelf == SHELF_BROADCAST || addressed.shelf == params.shelf;
+            if slot_ok && shelf_ok && params.port_mask & addressed.port_bit != 0 {
+                return DeviceIndex::try_from(index).ok();
+            }
+        }
+        None
+    }
+
+    /// Handles a request for `device` received as `buf[..len]` on `port`, building the reply in
+    /// place. `buf` is the whole frame buffer: a reply may be longer than the request.
+    pub fn handle(
+        &mut self,
+        device: DeviceIndex,
+        buf: &mut [u8],
+        len: usize,
+        port: &PortInfo,
+    ) -> Outcome {
+        assert!(len <= buf.len());
+        assert!(buf.len() >= BUFFER_LEN_MIN, "frame buffer too small");
+        let Some(header) = RequestHeader::parse(&buf[..len]) else {
+            return Outcome::Drop;
+        };
+        let dev = &mut self.devices[usize::from(device)];
+        dev.refresh();
+        if !dev.params.acl_allows(header.src) || !dev.cache.mask_allows(header.src) {
+            dev.counters.dropped += 1;
+            return Outcome::Drop;
+        }
+        let ctx = Ctx {
+            device,
+            header,
+            port: *port,
+            len,
+        };
+        match header.command {
+            AoeCommand::Ata => dev.handle_ata(&ctx, buf),
+            AoeCommand::QueryConfig => dev.handle_query_config(&ctx, buf),
+            AoeCommand::MacMaskList => dev.handle_mask(&ctx, buf),
+            AoeCommand::ReserveRelease => dev.handle_reserve(&ctx, buf),
+            AoeCommand::Unknown(_) => {
+                dev.counters.proto_errors += 1;
+                aoe_error(&ctx, buf, AoeError::UnrecognizedCommand)
+            }
+        }
+    }
+
+    /// Finishes the reply for a completed [`IoPlan`]; returns the reply length.
+    pub fn complete(
+        &mut self,
+        buf: &mut [u8],
+        plan: &IoPlan,
+        result: Result<(), IoFailure>,
+    ) -> usize {
+        let dev = &mut self.devices[usize::from(plan.device)];
+        dev.complete_io(buf, plan, result)
+    }
+
+    /// Builds an unsolicited Query Config response (an advertisement) for `device` on `port`
+    /// to `dst` in `buf`; returns its length.
+    pub fn advertisement(
+        &mut self,
+        device: DeviceIndex,
+        port: &PortInfo,
+        dst: MacAddr,
+        buf: &mut [u8],
+    ) -> usize {
+        assert!(buf.len() >= BUFFER_LEN_MIN, "frame buffer too small");
+        let dev = &mut self.devices[usize::from(device)];
+        dev.refresh();
+        dev.advertisement(port, dst, buf)
+    }
+}
+
+/// Iterator state over the devices one frame is addressed to (see [`Target::addressed`]).
+#[derive(Debug, Clone, Copy)]
+pub struct Addressed {
+    next: usize,
+    end: usize,
+    shelf: u16,
+    slot: u8,
+    port_bit: u64,
+}
+
+/// The parts of a request's headers every handler needs.
+#[derive(Debug, Clone, Copy)]
+struct RequestHeader {
+    src: MacAddr,
+    /// Length of the Ethernet header (14, or 18 with a VLAN tag).
+    eth_len: usize,
+    command: AoeCommand,
+}
+
+impl RequestHeader {
+    fn parse(frame: &[u8]) -> Option<RequestHeader> {
+        request_address(frame)?;
+        let eth = EthernetFrame::new_checked(frame).ok()?;
+        let aoe = AoePacket::new_checked(eth.payload()).ok()?;
+        Some(RequestHeader {
+            src: eth.src_addr(),
+            eth_len: eth.header_len(),
+            command: aoe.command(),
+        })
+    }
+
+    fn arg_offset(&self) -> usize {
+        self.eth_len + AOE_HEADER_LEN
+    }
+}
+
+/// Everything a command handler needs to know about the request.
+struct Ctx {
+    device: DeviceIndex,
+    header: RequestHeader,
+    port: PortInfo,
+    /// Length of the request frame.
+    len: usize,
+}
+
+/// (major, minor, command) of an AoE request of our version; `None` for anything else.
+fn request_address(frame: &[u8]) -> Option<(u16, u8, AoeCommand)> {
+    let eth = EthernetFrame::new_checked(frame).ok()?;
+    if eth.ethertype() != ETHERTYPE_AOE {
+        return None;
+    }
+    let aoe = AoePacket::new_checked(eth.payload()).ok()?;
+    if aoe.is_response() || aoe.version() != AOE_VERSION {
+        return None;
+    }
+    Some((aoe.major(), aoe.minor(), aoe.command()))
+}
+
+impl Device {
+    /// Brings the private state copy up to date when another worker changed it.
+    fn refresh(&mut self) {
+        if self.shared.generation() != self.generation {
+            self.generation = self.shared.copy_into(&mut self.cache);
+        }
+    }
+
+    /// Applies a change to the shared state and refreshes the private copy.
+    fn update<R>(&mut self, change: impl FnOnce(&mut DeviceState) -> (R, bool)) -> (R, bool) {
+        let before = self.shared.generation();
+        let (result, generation) = self.shared.update(change);
+        self.refresh();
+        (result, generation != before)
+    }
+}
+
+/// Turns the request in `buf` into a response header: swaps the addresses, sets the R flag,
+/// clears the error. The AoE address, command and tag stay as they were (the tag is echoed).
+fn begin_reply(ctx: &Ctx, buf: &mut [u8]) {
+    let mut eth = EthernetFrame::new_unchecked(&mut buf[..ctx.header.eth_len]);
+    eth.set_dst_addr(ctx.header.src);
+    eth.set_src_addr(ctx.port.mac);
+    let mut aoe = AoePacket::new_unchecked(&mut buf[ctx.header.eth_len..ctx.header.arg_offset()]);
+    aoe.set_response(true);
+    aoe.set_error(None);
+}
+
+/// Replies with an AoE error: the request's headers with the E flag and the error code.
+fn aoe_error(ctx: &Ctx, buf: &mut [u8], error: AoeError) -> Outcome {
+    begin_reply(ctx, buf);
+    let mut aoe = AoePacket::new_unchecked(&mut buf[ctx.header.eth_len..ctx.header.arg_offset()]);
+    aoe.set_error(Some(error));
+    Outcome::Reply {
+        len: pad(buf, ctx.header.arg_offset()),
+        persist: false,
+    }
+}
+
+/// Zero-pads a reply to the Ethernet minimum; returns the padded length.
+fn pad(buf: &mut [u8], len: usize) -> usize {
+    if len < MIN_FRAME_LEN {
+        buf[len..MIN_FRAME_LEN].fill(0);
+        MIN_FRAME_LEN
+    } else {
+        len
+    }
+}

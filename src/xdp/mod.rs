@@ -1,2 +1,5 @@
 //! The only module allowed to use `unsafe` (placeholder).
-#![allow(unsafe_code, reason = "kernel-shared memory and raw syscalls live here; see module docs")]
+#![allow(
+    unsafe_code,
+    reason = "kernel-shared memory and raw syscalls live here; see module docs"
+)]

@@ -1,0 +1,169 @@
+//! A synchronous, single-threaded driver of the target core: frames in, replies out, storage
+//! through a real [`Engine`]. The demo, the conformance tests and the fuzzer use it; the XDP
+//! dataplane runs the same steps (addressed → handle → I/O → complete → persist) in its own
+//! batched loop.
+//!
+//! Frames are copied into chunks of a [`ChunkPool`] at [`FRAME_OFFSET`], the same place AF_XDP
+//! puts received packets, so that the sector data of an untagged ATA frame starts 512-aligned
+//! and O_DIRECT needs no bounce buffer.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use crate::state_dir::{StateDir, StateDirError};
+use crate::storage::{Engine, Export, IoCompletion, IoOp, IoRequest};
+use crate::target::{IoFailure, IoKind, IoPlan, Outcome, PortInfo, Target, ATA_FRAME_HEADER_LEN};
+use crate::xdp::mem::{Chunk, ChunkPool};
+
+/// Where a frame starts inside its chunk: 512 − 36, so ATA data is 512-aligned.
+pub const FRAME_OFFSET: usize = 512 - ATA_FRAME_HEADER_LEN;
+
+/// Why a frame could not be processed (never a protocol error: those are AoE/ATA replies).
+#[derive(Debug, thiserror::Error)]
+pub enum ServiceError {
+    /// No free chunk to work in.
+    #[error("no free frame buffer")]
+    NoBuffer,
+    /// The frame is larger than a chunk.
+    #[error("frame of {0} bytes does not fit a buffer")]
+    TooLong(usize),
+    /// The state directory could not be written.
+    #[error(transparent)]
+    State(#[from] StateDirError),
+    /// The storage engine failed as a whole.
+    #[error("storage engine: {0}")]
+    Engine(std::io::Error),
+}
+
+/// The target core wired to a storage engine and a state directory.
+pub struct LocalTarget {
+    target: Target,
+    engine: Engine,
+    pool: ChunkPool,
+    state_dir: Option<StateDir>,
+    exports: Arc<[Export]>,
+}
+
+impl LocalTarget {
+    /// Assembles a driver. `pool` must be the pool whose arena `engine` was built over.
+    pub fn new(
+        target: Target,
+        engine: Engine,
+        pool: ChunkPool,
+        exports: Arc<[Export]>,
+        state_dir: Option<StateDir>,
+    ) -> Self {
+        LocalTarget { target, engine, pool, state_dir, exports }
+    }
+
+    /// The target core.
+    pub fn target(&self) -> &Target {
+        &self.target
+    }
+
+    /// The storage engine.
+    pub fn engine(&self) -> &Engine {
+        &self.engine
+    }
+
+    /// The exports.
+    pub fn exports(&self) -> &Arc<[Export]> {
+        &self.exports
+    }
+
+    /// Processes one received frame, appending every reply to `replies`.
+    pub fn process(
+        &mut self,
+        frame: &[u8],
+        port: &PortInfo,
+        replies: &mut Vec<Vec<u8>>,
+    ) -> Result<(), ServiceError> {
+        let mut addressed = self.target.addressed(frame, port);
+        while let Some(device) = self.target.next_addressed(&mut addressed) {
+            let mut chunk = self.pool.alloc().ok_or(ServiceError::NoBuffer)?;
+            let result = self.process_one(device, frame, port, &mut chunk, replies);
+            self.pool.free(chunk);
+            result?;
+        }
+        Ok(())
+    }
+
+    fn process_one(
+        &mut self,
+        device: u16,
+        frame: &[u8],
+        port: &PortInfo,
+        chunk: &mut Chunk,
+        replies: &mut Vec<Vec<u8>>,
+    ) -> Result<(), ServiceError> {
+        let buf = &mut self.pool.bytes_mut(chunk)[FRAME_OFFSET..];
+        if frame.len() > buf.len() {
+            return Err(ServiceError::TooLong(frame.len()));
+        }
+        buf[..frame.len()].copy_from_slice(frame);
+        match self.target.handle(device, buf, frame.len(), port) {
+            Outcome::Drop => Ok(()),
+            Outcome::Reply { len, persist } => {
+                if persist {
+                    self.persist(device)?;
+                }
+                replies.push(buf[..len].to_vec());
+                Ok(())
+            }
+            Outcome::Io(plan) => {
+                let len = self.run_io(chunk, &plan)?;
+                let buf = &mut self.pool.bytes_mut(chunk)[FRAME_OFFSET..];
+                replies.push(buf[..len].to_vec());
+                Ok(())
+            }
+        }
+    }
+
+    /// Performs `plan` through the engine (submit, commit, wait) and completes the reply.
+    fn run_io(&mut self, chunk: &mut Chunk, plan: &IoPlan) -> Result<usize, ServiceError> {
+        let token = self.pool.take(chunk);
+        let request = IoRequest {
+            export: plan.export,
+            op: match plan.kind {
+                IoKind::Read => IoOp::Read,
+                IoKind::Write => IoOp::Write,
+                IoKind::Flush => IoOp::Flush,
+            },
+            sector: plan.sector,
+            len: u32::try_from(plan.byte_len()).expect("a frame's data fits u32"),
+            chunk: token,
+            buf_offset: u32::try_from(FRAME_OFFSET + plan.data_offset).expect("inside a chunk"),
+            user_data: 0,
+        };
+        if let Err(refused) = self.engine.submit(request) {
+            // Handed back, never lost: answer ABRT and keep the buffer.
+            self.pool.put_back(chunk, refused.req.chunk);
+            let buf = &mut self.pool.bytes_mut(chunk)[FRAME_OFFSET..];
+            return Ok(self.target.complete(buf, plan, Err(IoFailure::Aborted)));
+        }
+        self.engine.commit(Instant::now()).map_err(ServiceError::Engine)?;
+        self.engine.wait(1).map_err(ServiceError::Engine)?;
+        let mut done: Option<IoCompletion> = None;
+        self.engine.reap(&mut |c| done = Some(c));
+        let done = done.expect("one request in flight, one completion");
+        let result = done.result.map_err(|e| {
+            if e.is_media_error() {
+                IoFailure::Media
+            } else {
+                IoFailure::Aborted
+            }
+        });
+        self.pool.put_back(chunk, done.chunk);
+        let buf = &mut self.pool.bytes_mut(chunk)[FRAME_OFFSET..];
+        Ok(self.target.complete(buf, plan, result))
+    }
+
+    fn persist(&self, device: u16) -> Result<(), ServiceError> {
+        if let Some(dir) = &self.state_dir {
+            let params = self.target.params(device);
+            let (state, _) = self.target.shared_state(device).snapshot();
+            dir.save(params.shelf, params.slot, &state)?;
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,63 @@
+//! Installs what the build, the tests and the demo need on a fresh Debian machine.
+
+use std::process::Command;
+
+use anyhow::{bail, Result};
+
+use crate::util::{have, run};
+
+/// Debian packages: the BPF/libxdp build (clang, m4, libelf, zlib, pkg-config, make, libbpf
+/// headers), the real AoE peers and clients (vblade, aoetools), and network tooling.
+pub const PACKAGES: &[&str] = &[
+    "clang",
+    "llvm",
+    "m4",
+    "make",
+    "pkg-config",
+    "libelf-dev",
+    "zlib1g-dev",
+    "libbpf-dev",
+    "iproute2",
+    "ethtool",
+    "tcpdump",
+    "vblade",
+    "aoetools",
+];
+
+fn installed(package: &str) -> bool {
+    Command::new("dpkg-query")
+        .args(["-W", "-f=${Status}", package])
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).contains("install ok installed"))
+        .unwrap_or(false)
+}
+
+/// Installs any missing package with apt-get (we run as root on Debian).
+pub fn ensure_packages() -> Result<()> {
+    let missing: Vec<&str> = PACKAGES.iter().copied().filter(|p| !installed(p)).collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    if !have("apt-get") {
+        bail!("missing packages {missing:?} and no apt-get: install them by hand");
+    }
+    eprintln!("installing Debian packages: {}", missing.join(" "));
+    run(Command::new("apt-get").args(["update", "-qq"]))?;
+    run(Command::new("apt-get")
+        .args(["install", "-y", "-qq", "--no-install-recommends"])
+        .args(&missing)
+        .env("DEBIAN_FRONTEND", "noninteractive"))
+}
+
+/// Installs cargo-fuzz from crates.io when it is missing.
+pub fn ensure_cargo_fuzz() -> Result<()> {
+    let present = crate::util::cargo()
+        .args(["fuzz", "--version"])
+        .output()
+        .map(|o| o.status.success())
+        .unwrap_or(false);
+    if present {
+        return Ok(());
+    }
+    run(crate::util::cargo().args(["install", "cargo-fuzz", "--locked"]))
+}
