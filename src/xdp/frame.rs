@@ -7,14 +7,10 @@
 //! every frame and records its state:
 //!
 //! ```text
-//!            refill                kernel RX                 transmit
-//!   Free ───────────▶ Fill ─────────────────▶ Rx ──────────────────────▶ Tx
-//!    ▲ ▲  alloc                               │ ▲                        │ flush_tx
-//!    │ └──────────────────────────────────────┼─┘                        ▼
-//!    │              release                   │                      Completion
-//!    ├◀───────────────────────────────────────┘                          │
-//!    └◀──────────────────────────────────────────────────────────────────┘
-//!                          completion ring (reap_completions)
+//! Free ──refill──▶ Fill ──RX ring (rx_burst)──▶ Rx ──transmit──▶ Tx ──flush_tx──▶ Completion
+//! Free ──alloc────────────────────────────────▶ Rx
+//!                                               Rx ──release──▶ Free
+//! Completion ──completion ring (reap_completions)──▶ Free
 //! ```
 //!
 //! - `Free`: in the pool's free list; nobody uses it.

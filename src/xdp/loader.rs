@@ -225,7 +225,8 @@ impl XdpProgram {
                 Err(source) => {
                     let hint = attach_hint(&source);
                     if mode == XdpMode::Auto && attempt == AttachMode::Native {
-                        tracing::warn!(ifindex, error = %source, hint, "native XDP failed, trying generic");
+                        let error = &source;
+                        tracing::warn!(ifindex, %error, hint, "native XDP failed, trying generic");
                     }
                     last_error = Some(LoaderError::Attach {
                         ifindex,
@@ -346,7 +347,7 @@ impl XdpProgram {
 impl Drop for XdpProgram {
     fn drop(&mut self) {
         if let Err(error) = self.detach_inner() {
-            tracing::error!(%error, "XDP program left attached; detach_stale() removes it at next start");
+            tracing::error!(%error, "XDP program left attached; detach_stale() removes it later");
         }
     }
 }
@@ -532,8 +533,10 @@ fn route_libbpf_logs() {
             let message = message.trim_end();
             match level {
                 libbpf_rs::PrintLevel::Warn => tracing::warn!(target: "libbpf", "{message}"),
-                libbpf_rs::PrintLevel::Info => tracing::info!(target: "libbpf", "{message}"),
-                libbpf_rs::PrintLevel::Debug => tracing::debug!(target: "libbpf", "{message}"),
+                // libbpf's info messages are routine (skipped sections, probes): debug level.
+                libbpf_rs::PrintLevel::Info | libbpf_rs::PrintLevel::Debug => {
+                    tracing::debug!(target: "libbpf", "{message}");
+                }
             }
         };
         libbpf_rs::set_print(Some((libbpf_rs::PrintLevel::Info, callback)));

@@ -11,15 +11,16 @@
 //!         // read port.data(&frame), build the reply in port.data_mut(&mut frame)
 //!         port.transmit(frame, reply_len);   // or port.release(frame)
 //!     }
-//!     port.flush_tx()?;                 // queued frames -> TX ring, one sendto() if needed
+//!     port.flush_tx()?;                 // queued frames -> TX ring, sendto() kicks if needed
 //! }
 //! ```
 //!
 //! Binding tries zero-copy first and falls back to copy mode (veth refuses zero-copy with
 //! EOPNOTSUPP); [`XskPort::bind_mode`] reports what is in use. The socket is bound with
-//! `XDP_USE_NEED_WAKEUP`; in copy mode the kernel always asks for a TX kick, so `flush_tx` costs
-//! one `sendto` per batch. An XDP program must redirect the queue's traffic to this socket
-//! (`XdpProgram::insert_socket(queue, port.fd())`); the port never loads one itself.
+//! `XDP_USE_NEED_WAKEUP`; in copy mode the kernel always asks for a TX kick and sends at most 32
+//! frames per kick, so `flush_tx` costs one `sendto` per 32 frames. An XDP program must redirect
+//! the queue's traffic to this socket (`XdpProgram::insert_socket(queue, port.fd())`); the port
+//! never loads one itself.
 //!
 //! Hazards:
 //! - One port per (interface, queue); a second bind on the same pair fails with EBUSY.
@@ -349,7 +350,12 @@ impl XskPort {
 
     /// Offset of `frame`'s first packet byte from the UMEM start; the frame's bytes are
     /// `umem_base_ptr() + offset .. + frame_capacity(frame)`. With a fixed-buffer registration of
-    /// the whole UMEM, io_uring can read a disk block straight to `offset + 36`.
+    /// the whole UMEM, io_uring can read a disk block straight to `offset + 36` (chunk + 512).
+    ///
+    /// While an io_uring operation targets the frame, keep the handle (the frame stays owned by
+    /// the application, so the kernel's AF_XDP side will not touch it), do not call
+    /// [`Self::data`]/[`Self::data_mut`] on it, and transmit or release it only after the
+    /// completion arrived.
     pub fn umem_offset(&self, frame: &Frame) -> usize {
         self.pool.check(frame);
         self.descs[frame.index() as usize].addr()
@@ -494,9 +500,14 @@ impl XskPort {
         self.tx_queued.push(*desc);
     }
 
-    /// Moves queued frames onto the TX ring (as many as fit) and kicks the kernel with one
-    /// `sendto` if it asked for a wakeup. Returns the number moved; the rest stay queued for the
-    /// next call.
+    /// Moves queued frames onto the TX ring (as many as fit) and kicks the kernel with `sendto`
+    /// if it asked for a wakeup. Returns the number moved; the rest stay queued for the next
+    /// call.
+    ///
+    /// Zero-copy: one kick (it only schedules the driver). Copy mode: the kernel sends at most 32
+    /// frames per `sendto` (`TX_BATCH_SIZE` in net/xdp/xsk.c) and leaves the rest on the ring, so
+    /// this kicks until the ring is drained or a kick makes no progress (device busy; the next
+    /// call retries) — one `sendto` per 32 frames.
     pub fn flush_tx(&mut self) -> Result<usize, XskError> {
         let queued = u32::try_from(self.tx_queued.len()).expect("bounded by frame count");
         let count = queued.min(self.tx.nb_free(queued)) as usize;
@@ -512,14 +523,22 @@ impl XskPort {
             assert_eq!(sent, count, "TX ring had room but took {sent} of {count}");
             self.tx_queued.drain(..count);
         }
-        let ring_busy = self.tx.nb_free_exact() < self.tx_ring_size;
-        if (count > 0 || ring_busy) && self.tx.needs_wakeup() {
+        let mut free = self.tx.nb_free_exact();
+        if (count == 0 && free == self.tx_ring_size) || !self.tx.needs_wakeup() {
+            return Ok(count);
+        }
+        loop {
             self.tx.wakeup().map_err(|source| XskError::Syscall {
                 call: "sendto (TX kick)",
                 source,
             })?;
+            let before = free;
+            free = self.tx.nb_free_exact();
+            let drained = free == self.tx_ring_size;
+            if drained || free == before || self.bind_mode == BindMode::ZeroCopy {
+                return Ok(count);
+            }
         }
-        Ok(count)
     }
 
     /// Returns frames the kernel has finished sending to the free list. Returns how many.
@@ -630,13 +649,16 @@ fn bind_errno(error: &xsk_rs::socket::SocketCreateError) -> Option<i32> {
 
 fn bind_hint(errno: Option<i32>) -> &'static str {
     match errno {
-        Some(libc::EPERM | libc::EACCES) => "permission denied: run as root (needs CAP_NET_RAW and CAP_NET_ADMIN)",
+        Some(libc::EPERM | libc::EACCES) => {
+            "permission denied: run as root (needs CAP_NET_RAW and CAP_NET_ADMIN)"
+        }
         Some(libc::ENODEV) => "no such interface in this network namespace",
         Some(libc::EBUSY) => "another AF_XDP socket is already bound to this queue",
         Some(libc::EOPNOTSUPP) => "the driver does not support zero-copy AF_XDP (use copy mode)",
         Some(libc::EINVAL) => "the queue id does not exist on this interface (check ethtool -l)",
         Some(libc::ENOMEM | libc::ENOBUFS) => {
-            "out of locked memory: run as root or raise RLIMIT_MEMLOCK (ulimit -l), or use smaller rings"
+            "out of locked memory: run as root or raise RLIMIT_MEMLOCK (ulimit -l), or use \
+             smaller rings"
         }
         _ => "unexpected error from the kernel",
     }

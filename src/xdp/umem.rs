@@ -21,7 +21,7 @@
 //! [`payload_is_aligned`] and bounce-copy otherwise.
 //!
 //! io_uring: the whole mapping can be registered as one fixed buffer
-//! ([`UmemArea::base_ptr`], [`UmemArea::len`]); a frame's bytes are at
+//! (`XskPort::umem_base_ptr`, `XskPort::umem_len`); a frame's bytes are at
 //! `base + umem offset` (see `XskPort::umem_offset`).
 
 use std::num::NonZeroU32;
