@@ -1,5 +1,20 @@
-//! The only module allowed to use `unsafe` (placeholder).
+//! Kernel-bypass plumbing: the XDP program, AF_XDP sockets and their UMEM.
+//!
+//! This is the only module allowed to use `unsafe`. It talks to memory the kernel writes
+//! concurrently (the UMEM and the four AF_XDP rings) and to raw syscalls (`bpf`, `setsockopt`,
+//! `sendto`/`recvfrom` kicks), where the compiler cannot check who owns a frame at a given
+//! moment. The rule from xsk-rs — a frame handed to the fill or TX ring must not be touched until
+//! it comes back on the RX or completion ring — is turned into types here: [`frame::FramePool`]
+//! owns every frame and asserts each ownership transition, and the rest of the crate sees only
+//! safe, move-only [`frame::Frame`] handles through [`socket::XskPort`]. Every `unsafe` block
+//! carries a `// SAFETY:` comment; each file's `//!` doc states its contract and hazards.
 #![allow(
     unsafe_code,
     reason = "kernel-shared memory and raw syscalls live here; see module docs"
 )]
+
+pub mod abi;
+pub mod frame;
+pub mod loader;
+pub mod socket;
+pub mod umem;

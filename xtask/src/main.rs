@@ -1,3 +1,31 @@
+//! Project automation: `cargo xtask <command>` (see `.cargo/config.toml`).
+//!
+//! This file only parses the command line and dispatches; each command lives in its own module.
+
+mod bpf;
+mod util;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "xtask", about = "aoe-xdp project automation")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Compile bpf/aoe_xdp.bpf.c into the committed object bpf/aoe_xdp.bpf.o (needs clang).
+    BuildBpf {
+        /// Rebuild into a temporary file and fail if it differs from the committed object.
+        #[arg(long)]
+        check: bool,
+    },
+}
+
 fn main() -> anyhow::Result<()> {
-    Ok(())
+    match Cli::parse().command {
+        Command::BuildBpf { check } => bpf::build_bpf(check),
+    }
 }

@@ -1,58 +1,57 @@
-//! Running commands: every failure prints the full command line so it can be re-run by hand.
+//! Helpers shared by xtask commands.
 
-use std::ffi::OsStr;
-use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::path::PathBuf;
+use std::process::Command;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{bail, Context};
 
-/// The workspace root (the parent of `xtask/`).
+/// The workspace root (the parent of the xtask crate).
 pub fn workspace_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("xtask lives inside the workspace")
-        .to_path_buf()
+    let xtask_dir = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    xtask_dir.parent().map(PathBuf::from).unwrap_or(xtask_dir)
 }
 
-/// A printable form of a command.
+/// Renders `cmd` as a shell-like line (program, arguments, working directory) for error messages.
 pub fn describe(cmd: &Command) -> String {
-    let mut text = cmd.get_program().to_string_lossy().into_owned();
+    let mut line = cmd.get_program().to_string_lossy().into_owned();
     for arg in cmd.get_args() {
-        text.push(' ');
-        text.push_str(&arg.to_string_lossy());
+        line.push(' ');
+        line.push_str(&arg.to_string_lossy());
     }
-    text
+    if let Some(dir) = cmd.get_current_dir() {
+        line = format!("(cd {} && {line})", dir.display());
+    }
+    line
 }
 
-/// Runs `cmd`, inheriting stdio; fails with the command line on a non-zero exit.
-pub fn run(cmd: &mut Command) -> Result<()> {
-    let line = describe(cmd);
-    eprintln!("+ {line}");
-    let status = cmd.status().with_context(|| format!("could not start `{line}`"))?;
+/// Runs `cmd` with inherited stdio; on failure the error names the full command.
+pub fn run(cmd: &mut Command) -> anyhow::Result<()> {
+    let status = cmd
+        .status()
+        .with_context(|| format!("could not start: {}", describe(cmd)))?;
     if !status.success() {
-        bail!("`{line}` failed with {status}");
+        bail!("command failed ({status}): {}", describe(cmd));
     }
     Ok(())
 }
 
-/// Runs `cmd` and returns its standard output; fails with the command line and its stderr.
-pub fn output(cmd: &mut Command) -> Result<String> {
-    let line = describe(cmd);
+/// Runs `cmd` and returns its trimmed stdout; on failure the error names the full command.
+pub fn output(cmd: &mut Command) -> anyhow::Result<String> {
     let out = cmd
-        .stdin(Stdio::null())
         .output()
-        .with_context(|| format!("could not start `{line}`"))?;
+        .with_context(|| format!("could not start: {}", describe(cmd)))?;
     if !out.status.success() {
         bail!(
-            "`{line}` failed with {}:\n{}",
+            "command failed ({}): {}\n{}",
             out.status,
+            describe(cmd),
             String::from_utf8_lossy(&out.stderr)
         );
     }
-    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    Ok(String::from_utf8_lossy(&out.stdout).trim().to_owned())
 }
 
-/// A `cargo` command using the same toolchain that runs xtask.
+/// A `cargo` command using the same toolchain that runs xtask, in the workspace root.
 pub fn cargo() -> Command {
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     let mut cmd = Command::new(cargo);
@@ -61,10 +60,10 @@ pub fn cargo() -> Command {
 }
 
 /// True when `program` is on the PATH.
-pub fn have(program: impl AsRef<OsStr>) -> bool {
+pub fn have(program: &str) -> bool {
     Command::new("sh")
         .arg("-c")
-        .arg(format!("command -v {} >/dev/null", program.as_ref().to_string_lossy()))
+        .arg(format!("command -v {program} >/dev/null"))
         .status()
         .map(|s| s.success())
         .unwrap_or(false)

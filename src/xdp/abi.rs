@@ -1,0 +1,190 @@
+//! Rust mirror of `bpf/aoe_shared.h`: what user space and the XDP program agree on.
+//!
+//! Contract: every item here has the same value or layout as its C counterpart. The C header is
+//! the source of truth; change both together and rebuild the object (`cargo xtask build-bpf`).
+//! Struct layouts are checked at compile time below (size and field offsets); the map name
+//! constants are checked at load time by [`super::loader`], which fails if a map is missing.
+
+use std::mem::{offset_of, size_of};
+
+/// `AOE_ETH_P_AOE`: the AoE ethertype.
+pub const ETH_P_AOE: u16 = 0x88A2;
+/// `AOE_ETH_P_8021Q`: the one VLAN tag type the program looks behind.
+pub const ETH_P_8021Q: u16 = 0x8100;
+/// `AOE_VERSION`: the AoE version (high nibble of the first AoE byte) the program accepts.
+pub const AOE_VERSION: u8 = 1;
+/// `AOE_FLAG_RESPONSE`: the response flag (low nibble of the first AoE byte).
+pub const AOE_FLAG_RESPONSE: u8 = 0x08;
+/// `AOE_COMMON_HEADER_LEN`: AoE frames shorter than Ethernet header + this pass to the kernel.
+pub const AOE_COMMON_HEADER_LEN: usize = 10;
+/// `AOE_XSKS_MAP_MAX_ENTRIES`: the highest RX queue id + 1 that can have a socket.
+pub const XSKS_MAP_MAX_ENTRIES: u32 = 256;
+
+/// Name of the XDP program (the C function) in the object; the kernel reports it as the
+/// program name, which is how a leftover attachment is recognised.
+pub const PROGRAM_NAME: &str = "aoe_xdp";
+/// Name of the `BPF_MAP_TYPE_XSKMAP` (queue id -> AF_XDP socket fd).
+pub const XSKS_MAP_NAME: &str = "xsks_map";
+/// Name of the single-entry `BPF_MAP_TYPE_PERCPU_ARRAY` holding [`XdpCounters`].
+pub const COUNTERS_MAP_NAME: &str = "aoe_counters";
+
+/// `struct aoe_xdp_counters`: one per CPU; every frame increments exactly one field.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct XdpCounters {
+    /// AoE requests redirected to the AF_XDP socket of their RX queue.
+    pub redirected: u64,
+    /// Frames that are not AoE (other ethertype, or more than one VLAN tag).
+    pub passed_non_aoe: u64,
+    /// AoE responses (response flag set), e.g. from another target on the wire.
+    pub passed_response: u64,
+    /// AoE frames with a truncated common header or a version other than 1.
+    pub passed_malformed: u64,
+    /// AoE requests that arrived on a queue with no socket in the XSKMAP.
+    pub passed_no_xsk: u64,
+}
+
+// Layout of `struct aoe_xdp_counters` in aoe_shared.h: five __u64, no padding.
+const _: () = assert!(size_of::<XdpCounters>() == 40);
+const _: () = assert!(offset_of!(XdpCounters, redirected) == 0);
+const _: () = assert!(offset_of!(XdpCounters, passed_non_aoe) == 8);
+const _: () = assert!(offset_of!(XdpCounters, passed_response) == 16);
+const _: () = assert!(offset_of!(XdpCounters, passed_malformed) == 24);
+const _: () = assert!(offset_of!(XdpCounters, passed_no_xsk) == 32);
+
+impl XdpCounters {
+    /// Size of the C struct, i.e. the map's value size per CPU.
+    pub const SIZE: usize = size_of::<Self>();
+
+    /// Decodes one CPU's value as the kernel stores it (native endian, C layout).
+    ///
+    /// Returns `None` if `bytes` is not exactly [`Self::SIZE`] long (an object built from a
+    /// different header).
+    pub fn from_ne_bytes(bytes: &[u8]) -> Option<Self> {
+        if bytes.len() != Self::SIZE {
+            return None;
+        }
+        let field = |index: usize| {
+            let start = index * 8;
+            let mut word = [0u8; 8];
+            word.copy_from_slice(&bytes[start..start + 8]);
+            u64::from_ne_bytes(word)
+        };
+        Some(Self {
+            redirected: field(0),
+            passed_non_aoe: field(1),
+            passed_response: field(2),
+            passed_malformed: field(3),
+            passed_no_xsk: field(4),
+        })
+    }
+
+    /// Field-wise sum, used to fold the per-CPU values into one total.
+    #[must_use]
+    pub fn saturating_add(self, other: Self) -> Self {
+        Self {
+            redirected: self.redirected.saturating_add(other.redirected),
+            passed_non_aoe: self.passed_non_aoe.saturating_add(other.passed_non_aoe),
+            passed_response: self.passed_response.saturating_add(other.passed_response),
+            passed_malformed: self.passed_malformed.saturating_add(other.passed_malformed),
+            passed_no_xsk: self.passed_no_xsk.saturating_add(other.passed_no_xsk),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The header's `#define`s must match the constants above; parse them from the header itself
+    /// so a change on either side fails here.
+    #[test]
+    fn test_header_constants_match() {
+        let header = include_str!("../../bpf/aoe_shared.h");
+        let define = |name: &str| -> u64 {
+            let line = header
+                .lines()
+                .find(|line| line.split_whitespace().nth(1) == Some(name))
+                .unwrap_or_else(|| panic!("#define {name} missing from aoe_shared.h"));
+            let value = line.split_whitespace().nth(2).unwrap();
+            match value.strip_prefix("0x") {
+                Some(hex) => u64::from_str_radix(hex, 16).unwrap(),
+                None => value.parse().unwrap(),
+            }
+        };
+        assert_eq!(define("AOE_ETH_P_AOE"), u64::from(ETH_P_AOE));
+        assert_eq!(define("AOE_ETH_P_8021Q"), u64::from(ETH_P_8021Q));
+        assert_eq!(define("AOE_VERSION"), u64::from(AOE_VERSION));
+        assert_eq!(define("AOE_FLAG_RESPONSE"), u64::from(AOE_FLAG_RESPONSE));
+        assert_eq!(
+            define("AOE_COMMON_HEADER_LEN"),
+            AOE_COMMON_HEADER_LEN as u64
+        );
+        assert_eq!(
+            define("AOE_XSKS_MAP_MAX_ENTRIES"),
+            u64::from(XSKS_MAP_MAX_ENTRIES)
+        );
+    }
+
+    /// The struct in the header lists the same fields in the same order, all `__u64`.
+    #[test]
+    fn test_header_struct_fields_match() {
+        let header = include_str!("../../bpf/aoe_shared.h");
+        let body = header
+            .split("struct aoe_xdp_counters {")
+            .nth(1)
+            .and_then(|rest| rest.split("};").next())
+            .expect("struct aoe_xdp_counters missing from aoe_shared.h");
+        let fields: Vec<&str> = body
+            .lines()
+            .map(str::trim)
+            .filter(|line| line.starts_with("__u64"))
+            .map(|line| {
+                line.trim_start_matches("__u64")
+                    .trim()
+                    .trim_end_matches(';')
+            })
+            .collect();
+        assert_eq!(
+            fields,
+            [
+                "redirected",
+                "passed_non_aoe",
+                "passed_response",
+                "passed_malformed",
+                "passed_no_xsk"
+            ]
+        );
+        let declared = body
+            .lines()
+            .filter(|line| line.trim().ends_with(';'))
+            .count();
+        assert_eq!(
+            declared,
+            fields.len(),
+            "a field that is not __u64 was added"
+        );
+    }
+
+    #[test]
+    fn test_counters_decode_and_sum() {
+        let mut bytes = [0u8; XdpCounters::SIZE];
+        for (index, value) in [1u64, 2, 3, 4, 5].into_iter().enumerate() {
+            bytes[index * 8..index * 8 + 8].copy_from_slice(&value.to_ne_bytes());
+        }
+        let one = XdpCounters::from_ne_bytes(&bytes).unwrap();
+        assert_eq!(one.passed_response, 3);
+        let two = one.saturating_add(one);
+        assert_eq!(
+            two,
+            XdpCounters {
+                redirected: 2,
+                passed_non_aoe: 4,
+                passed_response: 6,
+                passed_malformed: 8,
+                passed_no_xsk: 10,
+            }
+        );
+        assert_eq!(XdpCounters::from_ne_bytes(&bytes[..39]), None);
+    }
+}

@@ -1,0 +1,523 @@
+//! Frame ownership: who may touch each UMEM frame right now.
+//!
+//! AF_XDP hands frames back and forth between user space and the kernel through four rings. A
+//! frame on the fill or TX ring belongs to the kernel, which may write (RX) or read (TX) it at
+//! any moment; touching it then is a data race, and putting it on two rings at once corrupts
+//! traffic. xsk-rs leaves this to the caller (`unsafe` ring calls). Here [`FramePool`] owns
+//! every frame and records its state:
+//!
+//! ```text
+//! Free ──refill──▶ Fill ──RX ring (rx_burst)──▶ Rx ──transmit──▶ Tx ──flush_tx──▶ Completion
+//! Free ──alloc────────────────────────────────▶ Rx
+//!                                               Rx ──release──▶ Free
+//! Completion ──completion ring (reap_completions)──▶ Free
+//! ```
+//!
+//! - `Free`: in the pool's free list; nobody uses it.
+//! - `Fill`: handed to the kernel on the fill ring; comes back on the RX ring.
+//! - `Rx`: held by the application through a [`Frame`] handle (received, or from `alloc`).
+//! - `Tx`: queued for transmission in user space (handle consumed), not yet on the TX ring.
+//! - `Completion`: on the TX ring, owned by the kernel until the completion ring returns it.
+//!
+//! Every transition checks the current state with `assert!` (not `debug_assert!`): a frame
+//! used twice or returned by the kernel in an unexpected state is a broken invariant, and the
+//! check is one byte compare. Counts per state are kept so leaks show up as a count that does
+//! not return to its start value.
+//!
+//! [`Frame`] is a move-only token (no `Clone`); the only way to give it up is
+//! `XskPort::transmit` or `XskPort::release`. Dropping a handle otherwise would leak its frame
+//! forever, so `Drop` panics (unless the thread is already panicking). The pool id in each handle
+//! catches a handle used with another port.
+
+use std::fmt;
+use std::mem::ManuallyDrop;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// Where a frame is; see the module docs for the transitions.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u8)]
+pub enum FrameState {
+    /// In the pool's free list.
+    Free = 0,
+    /// On the fill ring (kernel-owned), returns on the RX ring.
+    Fill = 1,
+    /// Held by the application through a [`Frame`].
+    Rx = 2,
+    /// Queued for transmission, not yet on the TX ring.
+    Tx = 3,
+    /// On the TX ring (kernel-owned), returns on the completion ring.
+    Completion = 4,
+}
+
+const STATE_COUNT: usize = 5;
+
+impl FrameState {
+    fn allowed(from: FrameState, to: FrameState) -> bool {
+        use FrameState::{Completion, Fill, Free, Rx, Tx};
+        matches!(
+            (from, to),
+            (Free, Fill)
+                | (Free, Rx)
+                | (Fill, Rx)
+                | (Rx, Tx)
+                | (Rx, Free)
+                | (Tx, Completion)
+                | (Completion, Free)
+        )
+    }
+}
+
+/// Number of frames in each state; they always sum to the frame count.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct FrameCounts {
+    /// In the free list.
+    pub free: u32,
+    /// On the fill ring or in the kernel waiting to be received into.
+    pub fill: u32,
+    /// Held by the application.
+    pub rx: u32,
+    /// Queued for transmission in user space.
+    pub tx: u32,
+    /// On the TX ring, waiting for the completion ring.
+    pub completion: u32,
+}
+
+impl FrameCounts {
+    /// Total number of frames.
+    pub fn total(&self) -> u32 {
+        self.free + self.fill + self.rx + self.tx + self.completion
+    }
+}
+
+/// Unique id per pool, so a handle from one pool is never accepted by another.
+static NEXT_POOL_ID: AtomicU64 = AtomicU64::new(1);
+
+/// Owner of every frame's state. Pure bookkeeping: knows nothing about rings or memory, so its
+/// state machine is unit-tested without a kernel.
+pub struct FramePool {
+    id: u64,
+    states: Vec<FrameState>,
+    /// Stack of free frame indexes; capacity = frame count, so pushing never allocates.
+    free: Vec<u32>,
+    counts: [u32; STATE_COUNT],
+}
+
+impl fmt::Debug for FramePool {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("FramePool")
+            .field("id", &self.id)
+            .field("counts", &self.counts())
+            .finish_non_exhaustive()
+    }
+}
+
+impl FramePool {
+    /// A pool of `frame_count` frames, all free.
+    pub fn new(frame_count: u32) -> Self {
+        // Relaxed: the id only needs to be unique, it orders nothing.
+        let id = NEXT_POOL_ID.fetch_add(1, Ordering::Relaxed);
+        let mut free = Vec::with_capacity(frame_count as usize);
+        // Highest index at the bottom, so frame 0 is handed out first (easier to read in traces).
+        free.extend((0..frame_count).rev());
+        let mut counts = [0; STATE_COUNT];
+        counts[FrameState::Free as usize] = frame_count;
+        Self {
+            id,
+            states: vec![FrameState::Free; frame_count as usize],
+            free,
+            counts,
+        }
+    }
+
+    /// This pool's id (carried by its handles).
+    pub fn id(&self) -> u64 {
+        self.id
+    }
+
+    /// Number of frames.
+    pub fn frame_count(&self) -> u32 {
+        u32::try_from(self.states.len()).expect("created from a u32")
+    }
+
+    /// The state of frame `index`.
+    pub fn state(&self, index: u32) -> FrameState {
+        self.states[index as usize]
+    }
+
+    /// Frames per state.
+    pub fn counts(&self) -> FrameCounts {
+        FrameCounts {
+            free: self.counts[FrameState::Free as usize],
+            fill: self.counts[FrameState::Fill as usize],
+            rx: self.counts[FrameState::Rx as usize],
+            tx: self.counts[FrameState::Tx as usize],
+            completion: self.counts[FrameState::Completion as usize],
+        }
+    }
+
+    /// Frames in `state`.
+    pub fn count(&self, state: FrameState) -> u32 {
+        self.counts[state as usize]
+    }
+
+    /// Takes a frame from the free list and moves it to `to` (`Fill` or `Rx`).
+    pub fn take_free(&mut self, to: FrameState) -> Option<u32> {
+        let index = self.free.pop()?;
+        self.transition(index, FrameState::Free, to);
+        Some(index)
+    }
+
+    /// Moves frame `index` from `from` to `Free` and puts it on the free list.
+    pub fn put_free(&mut self, index: u32, from: FrameState) {
+        self.transition(index, from, FrameState::Free);
+        assert!(
+            self.free.len() < self.free.capacity(),
+            "free list overflow: frame freed twice"
+        );
+        self.free.push(index);
+    }
+
+    /// Moves frame `index` from `from` to `to`, asserting both that the transition is one of the
+    /// allowed ones and that the frame really is in `from`.
+    pub fn transition(&mut self, index: u32, from: FrameState, to: FrameState) {
+        assert!(
+            FrameState::allowed(from, to),
+            "illegal frame transition {from:?} -> {to:?}"
+        );
+        let state = self
+            .states
+            .get_mut(index as usize)
+            .unwrap_or_else(|| panic!("frame index {index} out of range"));
+        assert!(
+            *state == from,
+            "frame {index} is {:?}, expected {from:?} for {from:?} -> {to:?} (used twice?)",
+            *state
+        );
+        *state = to;
+        self.counts[from as usize] -= 1;
+        self.counts[to as usize] += 1;
+    }
+
+    /// Creates the handle for a frame that just entered `Rx`.
+    pub(crate) fn handle(&self, index: u32, len: usize) -> Frame {
+        assert_eq!(
+            self.state(index),
+            FrameState::Rx,
+            "handle for frame {index} not held by the app"
+        );
+        Frame {
+            pool_id: self.id,
+            index,
+            len,
+        }
+    }
+
+    /// Checks that `frame` belongs to this pool and is held by the application.
+    pub(crate) fn check(&self, frame: &Frame) {
+        assert_eq!(
+            frame.pool_id, self.id,
+            "frame {} used with a different pool",
+            frame.index
+        );
+        assert_eq!(
+            self.state(frame.index),
+            FrameState::Rx,
+            "stale handle for frame {}",
+            frame.index
+        );
+    }
+}
+
+/// A UMEM frame the application owns: received by `XskPort::rx_burst` or taken with
+/// `XskPort::alloc`. Move-only; give it back with `XskPort::transmit` or `XskPort::release`.
+/// Access the bytes with `XskPort::data` / `XskPort::data_mut`.
+#[must_use = "a frame must be transmitted or released, or it leaks (dropping it panics)"]
+pub struct Frame {
+    pool_id: u64,
+    index: u32,
+    len: usize,
+}
+
+impl Frame {
+    /// The frame's index in its UMEM (chunk number).
+    pub fn index(&self) -> u32 {
+        self.index
+    }
+
+    /// Length of the received packet (0 for a frame from `alloc`).
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// True for a frame from `alloc` that has no packet yet.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Consumes the handle without running its `Drop` check.
+    pub(crate) fn into_parts(self) -> (u64, u32, usize) {
+        let frame = ManuallyDrop::new(self);
+        (frame.pool_id, frame.index, frame.len)
+    }
+
+    pub(crate) fn pool_id(&self) -> u64 {
+        self.pool_id
+    }
+}
+
+impl fmt::Debug for Frame {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Frame")
+            .field("index", &self.index)
+            .field("len", &self.len)
+            .finish()
+    }
+}
+
+impl Drop for Frame {
+    fn drop(&mut self) {
+        if !std::thread::panicking() {
+            panic!(
+                "frame {} (pool {}) dropped without transmit() or release(): it would leak",
+                self.index, self.pool_id
+            );
+        }
+    }
+}
+
+/// Most frames one `rx_burst` returns.
+pub const RX_BURST_MAX: usize = 64;
+
+/// The frames of one RX burst; an iterator of [`Frame`] handles that owns them until yielded.
+/// Fixed size, no allocation. Dropping it with frames not yet taken panics (they would leak).
+#[must_use = "received frames must be taken and transmitted or released"]
+pub struct RxBurst {
+    pool_id: u64,
+    frames: [(u32, usize); RX_BURST_MAX],
+    len: usize,
+    next: usize,
+}
+
+impl RxBurst {
+    pub(crate) fn new(pool_id: u64) -> Self {
+        Self {
+            pool_id,
+            frames: [(0, 0); RX_BURST_MAX],
+            len: 0,
+            next: 0,
+        }
+    }
+
+    pub(crate) fn push(&mut self, frame: Frame) {
+        assert!(self.len < RX_BURST_MAX, "RX burst overflow");
+        let (pool_id, index, len) = frame.into_parts();
+        assert_eq!(pool_id, self.pool_id);
+        self.frames[self.len] = (index, len);
+        self.len += 1;
+    }
+}
+
+impl Iterator for RxBurst {
+    type Item = Frame;
+
+    fn next(&mut self) -> Option<Frame> {
+        if self.next == self.len {
+            return None;
+        }
+        let (index, len) = self.frames[self.next];
+        self.next += 1;
+        Some(Frame {
+            pool_id: self.pool_id,
+            index,
+            len,
+        })
+    }
+
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        let left = self.len - self.next;
+        (left, Some(left))
+    }
+}
+
+impl ExactSizeIterator for RxBurst {}
+
+impl fmt::Debug for RxBurst {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RxBurst")
+            .field("left", &(self.len - self.next))
+            .finish()
+    }
+}
+
+impl Drop for RxBurst {
+    fn drop(&mut self) {
+        if self.next < self.len && !std::thread::panicking() {
+            panic!(
+                "RxBurst dropped with {} frames not taken: they would leak",
+                self.len - self.next
+            );
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use FrameState::{Completion, Fill, Rx, Tx};
+
+    fn release(pool: &mut FramePool, frame: Frame) {
+        pool.check(&frame);
+        let (_, index, _) = frame.into_parts();
+        pool.put_free(index, Rx);
+    }
+
+    #[test]
+    fn test_full_cycle_returns_every_frame() {
+        let mut pool = FramePool::new(4);
+        let start = pool.counts();
+        assert_eq!(
+            start,
+            FrameCounts {
+                free: 4,
+                ..FrameCounts::default()
+            }
+        );
+        // Refill two, receive both, reflect one, drop the other.
+        let a = pool.take_free(Fill).unwrap();
+        let b = pool.take_free(Fill).unwrap();
+        assert_eq!((a, b), (0, 1));
+        pool.transition(a, Fill, Rx);
+        pool.transition(b, Fill, Rx);
+        let frame_a = pool.handle(a, 60);
+        let frame_b = pool.handle(b, 60);
+        pool.check(&frame_a);
+        let (_, index, _) = frame_a.into_parts();
+        pool.transition(index, Rx, Tx);
+        pool.transition(index, Tx, Completion);
+        assert_eq!(
+            pool.counts(),
+            FrameCounts {
+                free: 2,
+                fill: 0,
+                rx: 1,
+                tx: 0,
+                completion: 1
+            }
+        );
+        release(&mut pool, frame_b);
+        pool.put_free(index, Completion);
+        assert_eq!(pool.counts(), start);
+        assert_eq!(pool.counts().total(), 4);
+    }
+
+    #[test]
+    fn test_exhaustion_returns_none() {
+        let mut pool = FramePool::new(2);
+        assert!(pool.take_free(Fill).is_some());
+        assert!(pool.take_free(Rx).is_some());
+        assert_eq!(pool.take_free(Fill), None);
+        assert_eq!(
+            pool.counts(),
+            FrameCounts {
+                free: 0,
+                fill: 1,
+                rx: 1,
+                tx: 0,
+                completion: 0
+            }
+        );
+    }
+
+    #[test]
+    #[should_panic(expected = "expected Rx")]
+    fn test_double_release_panics() {
+        let mut pool = FramePool::new(2);
+        let index = pool.take_free(Rx).unwrap();
+        pool.put_free(index, Rx);
+        pool.put_free(index, Rx);
+    }
+
+    #[test]
+    #[should_panic(expected = "expected Fill")]
+    fn test_rx_of_frame_not_on_fill_ring_panics() {
+        let mut pool = FramePool::new(2);
+        // The kernel "returns" frame 1 on the RX ring although we never gave it one.
+        pool.transition(1, Fill, Rx);
+    }
+
+    #[test]
+    #[should_panic(expected = "expected Completion")]
+    fn test_completion_of_frame_not_sent_panics() {
+        let mut pool = FramePool::new(2);
+        let index = pool.take_free(Fill).unwrap();
+        pool.put_free(index, Completion);
+    }
+
+    #[test]
+    #[should_panic(expected = "illegal frame transition Fill -> Tx")]
+    fn test_transmit_from_fill_ring_is_illegal() {
+        let mut pool = FramePool::new(1);
+        let index = pool.take_free(Fill).unwrap();
+        pool.transition(index, Fill, Tx);
+    }
+
+    #[test]
+    #[should_panic(expected = "used with a different pool")]
+    fn test_handle_from_other_pool_panics() {
+        let mut one = FramePool::new(1);
+        let other = FramePool::new(1);
+        let index = one.take_free(Rx).unwrap();
+        let frame = one.handle(index, 0);
+        other.check(&frame);
+    }
+
+    #[test]
+    #[should_panic(expected = "stale handle")]
+    fn test_stale_handle_panics() {
+        let mut pool = FramePool::new(1);
+        let index = pool.take_free(Rx).unwrap();
+        let frame = pool.handle(index, 0);
+        // Bookkeeping says the frame went back (a bug elsewhere); the handle must not be used.
+        pool.put_free(index, Rx);
+        pool.check(&frame);
+    }
+
+    #[test]
+    #[should_panic(expected = "dropped without transmit() or release()")]
+    fn test_dropping_a_handle_panics() {
+        let mut pool = FramePool::new(1);
+        let index = pool.take_free(Rx).unwrap();
+        let frame = pool.handle(index, 0);
+        drop(frame);
+    }
+
+    #[test]
+    #[should_panic(expected = "not taken")]
+    fn test_dropping_a_burst_with_frames_panics() {
+        let mut pool = FramePool::new(2);
+        let mut burst = RxBurst::new(pool.id());
+        let index = pool.take_free(Rx).unwrap();
+        burst.push(pool.handle(index, 60));
+        drop(burst);
+    }
+
+    #[test]
+    fn test_burst_yields_in_order() {
+        let mut pool = FramePool::new(3);
+        let mut burst = RxBurst::new(pool.id());
+        for len in [60, 61, 62] {
+            let index = pool.take_free(Rx).unwrap();
+            burst.push(pool.handle(index, len));
+        }
+        assert_eq!(burst.len(), 3);
+        let lens: Vec<usize> = burst
+            .map(|frame| {
+                let len = frame.len();
+                release(&mut pool, frame);
+                len
+            })
+            .collect();
+        assert_eq!(lens, [60, 61, 62]);
+        assert_eq!(pool.counts().free, 3);
+    }
+}

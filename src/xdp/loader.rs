@@ -1,0 +1,651 @@
+//! Loading and attaching the XDP program that steers AoE requests into AF_XDP sockets.
+//!
+//! Contract: [`XdpProgram::attach`] loads the object embedded from `bpf/aoe_xdp.bpf.o` (built by
+//! `cargo xtask build-bpf`, see `bpf/aoe_xdp.bpf.c` for what it matches) and attaches it to one
+//! interface through netlink, native (driver) mode first and generic (skb) mode as the fallback
+//! under [`XdpMode::Auto`]; [`XdpProgram::mode`] says which one it got. Sockets are registered
+//! per RX queue with [`XdpProgram::insert_socket`]; until then the program passes AoE to the
+//! kernel (counted as `passed_no_xsk`).
+//!
+//! Hazards:
+//! - A netlink attachment outlives the process. [`XdpProgram`] detaches in `Drop` (and
+//!   [`XdpProgram::detach`] reports errors), but after a crash or `kill -9` the program stays on
+//!   the interface and steers AoE into a socket that no longer exists. Call [`detach_stale`] at
+//!   startup. Detaching is conditional on the attached program being ours (the kernel compares
+//!   program ids atomically), so a detach never removes somebody else's program.
+//! - Interface indexes are per network namespace, and so is the netlink socket libbpf opens on
+//!   each call: create, use and drop an [`XdpProgram`] on threads in the same namespace.
+//! - Native and generic programs cannot coexist on one interface; attaching fails with EBUSY/EEXIST
+//!   while another program is attached (we use `XDP_FLAGS_UPDATE_IF_NOEXIST`, never replace).
+
+use std::ffi::CStr;
+use std::fmt;
+use std::io;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
+use std::sync::Once;
+
+use libbpf_rs::libbpf_sys;
+use libbpf_rs::{MapCore, MapFlags, ObjectBuilder};
+
+use super::abi::{
+    XdpCounters, COUNTERS_MAP_NAME, PROGRAM_NAME, XSKS_MAP_MAX_ENTRIES, XSKS_MAP_NAME,
+};
+
+/// The compiled XDP program, committed in `bpf/` so building needs no clang.
+static OBJECT: &[u8] = include_bytes!("../../bpf/aoe_xdp.bpf.o");
+
+/// Which attach mode to ask for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum XdpMode {
+    /// Native first; generic if native fails for any reason.
+    Auto,
+    /// Driver mode only (`XDP_FLAGS_DRV_MODE`).
+    Native,
+    /// Generic (skb) mode only (`XDP_FLAGS_SKB_MODE`): works on any interface, always copies.
+    Generic,
+}
+
+/// The attach mode actually in effect.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AttachMode {
+    /// Driver (native) XDP.
+    Native,
+    /// Generic (skb) XDP.
+    Generic,
+}
+
+impl AttachMode {
+    fn flag(self) -> u32 {
+        match self {
+            AttachMode::Native => libbpf_sys::XDP_FLAGS_DRV_MODE,
+            AttachMode::Generic => libbpf_sys::XDP_FLAGS_SKB_MODE,
+        }
+    }
+}
+
+impl fmt::Display for AttachMode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            AttachMode::Native => "native",
+            AttachMode::Generic => "generic",
+        })
+    }
+}
+
+/// Errors from loading, attaching, querying or detaching the XDP program.
+#[derive(Debug, thiserror::Error)]
+pub enum LoaderError {
+    /// The kernel refused the object (verifier, privileges, memory).
+    #[error("cannot load the XDP program: {hint}")]
+    Load {
+        /// Likely cause and fix.
+        hint: &'static str,
+        /// What libbpf reported.
+        #[source]
+        source: libbpf_rs::Error,
+    },
+    /// The embedded object does not match `src/xdp/abi.rs`.
+    #[error("embedded BPF object does not match abi.rs ({what}): run cargo xtask build-bpf")]
+    Abi {
+        /// What differs.
+        what: &'static str,
+    },
+    /// Attaching to the interface failed.
+    #[error("cannot attach XDP to ifindex {ifindex} in {mode} mode: {hint}")]
+    Attach {
+        /// Interface index (in the caller's network namespace).
+        ifindex: u32,
+        /// The mode that was tried last.
+        mode: AttachMode,
+        /// Likely cause and fix.
+        hint: &'static str,
+        /// The kernel's error.
+        #[source]
+        source: io::Error,
+    },
+    /// Detaching from the interface failed.
+    #[error("cannot detach XDP program {prog_id} from ifindex {ifindex}: {hint}")]
+    Detach {
+        /// Interface index.
+        ifindex: u32,
+        /// The program we tried to detach.
+        prog_id: u32,
+        /// Likely cause and fix.
+        hint: &'static str,
+        /// The kernel's error.
+        #[source]
+        source: io::Error,
+    },
+    /// Asking the kernel what is attached failed.
+    #[error("cannot query XDP state of ifindex {ifindex}: {hint}")]
+    Query {
+        /// Interface index.
+        ifindex: u32,
+        /// Likely cause and fix.
+        hint: &'static str,
+        /// The kernel's error.
+        #[source]
+        source: io::Error,
+    },
+    /// Reading or updating one of the program's maps failed.
+    #[error("cannot access BPF map {map}")]
+    Map {
+        /// Map name.
+        map: &'static str,
+        /// What libbpf reported.
+        #[source]
+        source: libbpf_rs::Error,
+    },
+    /// The queue id has no slot in the XSKMAP.
+    #[error("queue id {queue_id} is out of range: the XSKMAP has {max} entries")]
+    QueueOutOfRange {
+        /// The queue id asked for.
+        queue_id: u32,
+        /// `XSKS_MAP_MAX_ENTRIES`.
+        max: u32,
+    },
+}
+
+/// An XDP program currently attached to an interface (from [`attached_program`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AttachedProgram {
+    /// Kernel program id.
+    pub id: u32,
+    /// Attach mode.
+    pub mode: AttachMode,
+    /// Program name as the kernel reports it (at most 15 bytes).
+    pub name: String,
+}
+
+/// The loaded `aoe_xdp` program, attached to one interface until dropped.
+///
+/// Field order is drop order: `object` (program and map fds) is closed after `Drop::drop`
+/// detached the program, which needs the program fd for the conditional detach.
+pub struct XdpProgram {
+    ifindex: u32,
+    mode: AttachMode,
+    prog_id: u32,
+    /// Network namespace inode at attach time, to explain a detach from the wrong namespace.
+    netns_ino: Option<u64>,
+    attached: bool,
+    object: libbpf_rs::Object,
+}
+
+impl fmt::Debug for XdpProgram {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("XdpProgram")
+            .field("ifindex", &self.ifindex)
+            .field("mode", &self.mode)
+            .field("prog_id", &self.prog_id)
+            .field("attached", &self.attached)
+            .finish_non_exhaustive()
+    }
+}
+
+impl XdpProgram {
+    /// Loads the embedded program and attaches it to `ifindex` (in the calling thread's network
+    /// namespace).
+    ///
+    /// Fails if any XDP program is already attached; call [`detach_stale`] first to remove a
+    /// leftover `aoe_xdp` from a previous run.
+    pub fn attach(ifindex: u32, mode: XdpMode) -> Result<XdpProgram, LoaderError> {
+        route_libbpf_logs();
+        let object = load_object()?;
+        let prog_id = {
+            let prog = find_program(&object)?;
+            libbpf_rs::Program::id_from_fd(prog.as_fd()).map_err(|source| LoaderError::Load {
+                hint: "cannot read the program id",
+                source,
+            })?
+        };
+        let attempts: &[AttachMode] = match mode {
+            XdpMode::Auto => &[AttachMode::Native, AttachMode::Generic],
+            XdpMode::Native => &[AttachMode::Native],
+            XdpMode::Generic => &[AttachMode::Generic],
+        };
+        let mut last_error = None;
+        for &attempt in attempts {
+            let flags = attempt.flag() | libbpf_sys::XDP_FLAGS_UPDATE_IF_NOEXIST;
+            let result = {
+                let prog = find_program(&object)?;
+                xdp_set(ifindex, Some(prog.as_fd()), flags, None)
+            };
+            match result {
+                Ok(()) => {
+                    tracing::info!(ifindex, mode = %attempt, prog_id, "attached XDP program");
+                    return Ok(XdpProgram {
+                        ifindex,
+                        mode: attempt,
+                        prog_id,
+                        netns_ino: current_netns_ino(),
+                        attached: true,
+                        object,
+                    });
+                }
+                Err(source) => {
+                    let hint = attach_hint(&source);
+                    if mode == XdpMode::Auto && attempt == AttachMode::Native {
+                        let error = &source;
+                        tracing::warn!(ifindex, %error, hint, "native XDP failed, trying generic");
+                    }
+                    last_error = Some(LoaderError::Attach {
+                        ifindex,
+                        mode: attempt,
+                        hint,
+                        source,
+                    });
+                }
+            }
+        }
+        Err(last_error.expect("at least one attach mode was tried"))
+    }
+
+    /// The attach mode in effect.
+    pub fn mode(&self) -> AttachMode {
+        self.mode
+    }
+
+    /// The interface the program is attached to.
+    pub fn ifindex(&self) -> u32 {
+        self.ifindex
+    }
+
+    /// The kernel's id for the loaded program.
+    pub fn program_id(&self) -> u32 {
+        self.prog_id
+    }
+
+    /// Registers the AF_XDP socket `xsk` for RX queue `queue_id`: from now on AoE requests that
+    /// arrive on that queue are redirected to it.
+    pub fn insert_socket(&self, queue_id: u32, xsk: BorrowedFd<'_>) -> Result<(), LoaderError> {
+        check_queue(queue_id)?;
+        let map = self.map(XSKS_MAP_NAME)?;
+        map.update(
+            &queue_id.to_ne_bytes(),
+            &xsk.as_raw_fd().to_ne_bytes(),
+            MapFlags::ANY,
+        )
+        .map_err(|source| LoaderError::Map {
+            map: XSKS_MAP_NAME,
+            source,
+        })
+    }
+
+    /// Removes the socket of `queue_id` (AoE on that queue passes to the kernel again).
+    pub fn remove_socket(&self, queue_id: u32) -> Result<(), LoaderError> {
+        check_queue(queue_id)?;
+        let map = self.map(XSKS_MAP_NAME)?;
+        match map.delete(&queue_id.to_ne_bytes()) {
+            Ok(()) => Ok(()),
+            Err(error) if error.kind() == libbpf_rs::ErrorKind::NotFound => Ok(()),
+            Err(source) => Err(LoaderError::Map {
+                map: XSKS_MAP_NAME,
+                source,
+            }),
+        }
+    }
+
+    /// The program's counters, summed over all CPUs.
+    pub fn counters(&self) -> Result<XdpCounters, LoaderError> {
+        let map = self.map(COUNTERS_MAP_NAME)?;
+        let per_cpu = map
+            .lookup_percpu(&0u32.to_ne_bytes(), MapFlags::ANY)
+            .map_err(|source| LoaderError::Map {
+                map: COUNTERS_MAP_NAME,
+                source,
+            })?
+            .unwrap_or_default();
+        let mut total = XdpCounters::default();
+        for bytes in &per_cpu {
+            let one = XdpCounters::from_ne_bytes(bytes).ok_or(LoaderError::Abi {
+                what: "aoe_counters value size",
+            })?;
+            total = total.saturating_add(one);
+        }
+        Ok(total)
+    }
+
+    /// Detaches the program now, reporting failure (`Drop` can only log it).
+    pub fn detach(mut self) -> Result<(), LoaderError> {
+        self.detach_inner()
+    }
+
+    fn detach_inner(&mut self) -> Result<(), LoaderError> {
+        if !self.attached {
+            return Ok(());
+        }
+        self.attached = false;
+        let prog = find_program(&self.object)?;
+        // Conditional detach: the kernel removes the program only if it is still ours.
+        let flags = self.mode.flag();
+        if let Err(source) = xdp_set(self.ifindex, None, flags, Some(prog.as_fd())) {
+            let hint = if current_netns_ino() != self.netns_ino {
+                "dropped in a different network namespace than it was attached in"
+            } else {
+                detach_hint(&source)
+            };
+            return Err(LoaderError::Detach {
+                ifindex: self.ifindex,
+                prog_id: self.prog_id,
+                hint,
+                source,
+            });
+        }
+        tracing::info!(
+            ifindex = self.ifindex,
+            prog_id = self.prog_id,
+            "detached XDP program"
+        );
+        Ok(())
+    }
+
+    fn map(&self, name: &'static str) -> Result<libbpf_rs::Map<'_>, LoaderError> {
+        find_map(&self.object, name)
+    }
+}
+
+impl Drop for XdpProgram {
+    fn drop(&mut self) {
+        if let Err(error) = self.detach_inner() {
+            tracing::error!(%error, "XDP program left attached; detach_stale() removes it later");
+        }
+    }
+}
+
+/// What XDP program, if any, is attached to `ifindex` (in the calling thread's namespace).
+pub fn attached_program(ifindex: u32) -> Result<Option<AttachedProgram>, LoaderError> {
+    let mut opts = libbpf_sys::bpf_xdp_query_opts {
+        sz: size_of_u64::<libbpf_sys::bpf_xdp_query_opts>(),
+        ..Default::default()
+    };
+    let index = ifindex_arg(ifindex).map_err(|source| LoaderError::Query {
+        ifindex,
+        hint: "interface index out of range",
+        source,
+    })?;
+    // SAFETY: `opts` is a live, correctly sized `bpf_xdp_query_opts` (its `sz` field says so);
+    // libbpf writes only inside it and keeps no pointer after returning.
+    let ret = unsafe { libbpf_sys::bpf_xdp_query(index, 0, &mut opts) };
+    if ret < 0 {
+        let source = io::Error::from_raw_os_error(-ret);
+        let hint = query_hint(&source);
+        return Err(LoaderError::Query {
+            ifindex,
+            hint,
+            source,
+        });
+    }
+    let (id, mode) = if opts.drv_prog_id != 0 {
+        (opts.drv_prog_id, AttachMode::Native)
+    } else if opts.skb_prog_id != 0 {
+        (opts.skb_prog_id, AttachMode::Generic)
+    } else {
+        return Ok(None);
+    };
+    Ok(Some(AttachedProgram {
+        id,
+        mode,
+        name: program_name(id).unwrap_or_default(),
+    }))
+}
+
+/// Detaches an `aoe_xdp` program left on `ifindex` by a previous run that did not shut down
+/// cleanly. Returns the detached program's id, or `None` if there was nothing of ours attached.
+/// A program with another name is left alone (and [`XdpProgram::attach`] will then fail with
+/// a message naming it as the cause).
+pub fn detach_stale(ifindex: u32) -> Result<Option<u32>, LoaderError> {
+    let Some(found) = attached_program(ifindex)? else {
+        return Ok(None);
+    };
+    if found.name != PROGRAM_NAME {
+        return Ok(None);
+    }
+    let detach_error = |source: io::Error| LoaderError::Detach {
+        ifindex,
+        prog_id: found.id,
+        hint: detach_hint(&source),
+        source,
+    };
+    let fd = libbpf_rs::Program::fd_from_id(found.id)
+        .map_err(|error| detach_error(io::Error::other(error.to_string())))?;
+    xdp_set(ifindex, None, found.mode.flag(), Some(fd.as_fd())).map_err(detach_error)?;
+    tracing::warn!(
+        ifindex,
+        prog_id = found.id,
+        "detached a stale aoe_xdp program"
+    );
+    Ok(Some(found.id))
+}
+
+/// Attaches `prog` (or detaches with `None`), optionally only if `expected` is the current one.
+fn xdp_set(
+    ifindex: u32,
+    prog: Option<BorrowedFd<'_>>,
+    flags: u32,
+    expected: Option<BorrowedFd<'_>>,
+) -> io::Result<()> {
+    let index = ifindex_arg(ifindex)?;
+    let opts = libbpf_sys::bpf_xdp_attach_opts {
+        sz: size_of_u64::<libbpf_sys::bpf_xdp_attach_opts>(),
+        // libbpf adds XDP_FLAGS_REPLACE when this is non-zero.
+        old_prog_fd: expected.map_or(0, |fd| fd.as_raw_fd()),
+        ..Default::default()
+    };
+    let prog_fd = prog.map_or(-1, |fd| fd.as_raw_fd());
+    // SAFETY: both fds are borrowed for the duration of the call, so they are open; `opts` is a
+    // live, correctly sized struct that libbpf only reads.
+    let ret = unsafe { libbpf_sys::bpf_xdp_attach(index, prog_fd, flags, &opts) };
+    if ret < 0 {
+        return Err(io::Error::from_raw_os_error(-ret));
+    }
+    Ok(())
+}
+
+/// The kernel's name for program `id`, if it still exists.
+fn program_name(id: u32) -> Option<String> {
+    let fd = libbpf_rs::Program::fd_from_id(id).ok()?;
+    let mut info = libbpf_sys::bpf_prog_info::default();
+    let mut len = u32::try_from(std::mem::size_of::<libbpf_sys::bpf_prog_info>()).ok()?;
+    // SAFETY: `fd` is an open program fd; `info` is a live `bpf_prog_info` of `len` bytes, and all
+    // pointer fields in it are zero, so the kernel writes only the fixed-size fields.
+    let ret = unsafe { libbpf_sys::bpf_prog_get_info_by_fd(fd.as_raw_fd(), &mut info, &mut len) };
+    if ret < 0 {
+        return None;
+    }
+    let bytes: Vec<u8> = info.name.iter().map(|&c| c.to_ne_bytes()[0]).collect();
+    let name = CStr::from_bytes_until_nul(&bytes).ok()?;
+    Some(name.to_string_lossy().into_owned())
+}
+
+fn load_object() -> Result<libbpf_rs::Object, LoaderError> {
+    let open = ObjectBuilder::default()
+        .open_memory(OBJECT)
+        .map_err(|source| LoaderError::Load {
+            hint: "the embedded object is not a valid BPF ELF: run cargo xtask build-bpf",
+            source,
+        })?;
+    let object = open.load().map_err(|source| LoaderError::Load {
+        hint: load_hint(&source),
+        source,
+    })?;
+    // The ABI checks that need the loaded object: names and value sizes.
+    find_program(&object)?;
+    find_map(&object, XSKS_MAP_NAME)?;
+    let counters = find_map(&object, COUNTERS_MAP_NAME)?;
+    if usize::try_from(counters.value_size()).ok() != Some(XdpCounters::SIZE) {
+        return Err(LoaderError::Abi {
+            what: "aoe_counters value size",
+        });
+    }
+    Ok(object)
+}
+
+fn find_program(object: &libbpf_rs::Object) -> Result<libbpf_rs::Program<'_>, LoaderError> {
+    object
+        .progs()
+        .find(|prog| prog.name() == PROGRAM_NAME)
+        .ok_or(LoaderError::Abi {
+            what: "program aoe_xdp missing",
+        })
+}
+
+fn find_map<'obj>(
+    object: &'obj libbpf_rs::Object,
+    name: &'static str,
+) -> Result<libbpf_rs::Map<'obj>, LoaderError> {
+    object
+        .maps()
+        .find(|map| map.name() == name)
+        .ok_or(LoaderError::Abi {
+            what: "map missing",
+        })
+}
+
+fn check_queue(queue_id: u32) -> Result<(), LoaderError> {
+    if queue_id >= XSKS_MAP_MAX_ENTRIES {
+        return Err(LoaderError::QueueOutOfRange {
+            queue_id,
+            max: XSKS_MAP_MAX_ENTRIES,
+        });
+    }
+    Ok(())
+}
+
+fn ifindex_arg(ifindex: u32) -> io::Result<i32> {
+    i32::try_from(ifindex).map_err(|_| io::Error::from_raw_os_error(libc::ENODEV))
+}
+
+fn size_of_u64<T>() -> u64 {
+    u64::try_from(std::mem::size_of::<T>()).expect("struct size fits in u64")
+}
+
+fn current_netns_ino() -> Option<u64> {
+    rustix::fs::stat("/proc/thread-self/ns/net")
+        .ok()
+        .map(|stat| stat.st_ino)
+}
+
+/// Sends libbpf's own messages (verifier log, warnings) to `tracing` instead of stderr.
+fn route_libbpf_logs() {
+    static ONCE: Once = Once::new();
+    ONCE.call_once(|| {
+        let callback: libbpf_rs::PrintCallback = |level, message| {
+            let message = message.trim_end();
+            match level {
+                libbpf_rs::PrintLevel::Warn => tracing::warn!(target: "libbpf", "{message}"),
+                // libbpf's info messages are routine (skipped sections, probes): debug level.
+                libbpf_rs::PrintLevel::Info | libbpf_rs::PrintLevel::Debug => {
+                    tracing::debug!(target: "libbpf", "{message}");
+                }
+            }
+        };
+        libbpf_rs::set_print(Some((libbpf_rs::PrintLevel::Info, callback)));
+    });
+}
+
+const HINT_ROOT: &str = "permission denied: run as root (needs CAP_BPF/CAP_SYS_ADMIN and \
+                         CAP_NET_ADMIN; on kernels before 5.11 also raise RLIMIT_MEMLOCK, \
+                         e.g. ulimit -l unlimited)";
+
+fn load_hint(error: &libbpf_rs::Error) -> &'static str {
+    match error.kind() {
+        libbpf_rs::ErrorKind::PermissionDenied => HINT_ROOT,
+        libbpf_rs::ErrorKind::OutOfMemory => {
+            "out of memory for BPF maps: raise RLIMIT_MEMLOCK (ulimit -l unlimited) or the \
+             cgroup memory limit"
+        }
+        libbpf_rs::ErrorKind::InvalidInput => {
+            "the verifier rejected the program (see the libbpf log above); the kernel may be \
+             too old for XSKMAP redirect (needs Linux 5.3+)"
+        }
+        _ => "see the libbpf log for the cause",
+    }
+}
+
+fn attach_hint(error: &io::Error) -> &'static str {
+    match error.raw_os_error() {
+        Some(libc::EPERM | libc::EACCES) => HINT_ROOT,
+        Some(libc::ENODEV) => {
+            "no such interface in this network namespace (is it up and named right?)"
+        }
+        Some(libc::EBUSY | libc::EEXIST) => {
+            "another XDP program is already attached: if it is a leftover aoe_xdp, detach_stale() \
+             removes it; otherwise `ip link set dev IFACE xdp off`"
+        }
+        Some(libc::EOPNOTSUPP) => "the driver has no native XDP support: use generic mode",
+        Some(libc::ERANGE) => {
+            "the MTU is too large for native XDP (veth: peer MTU too large): lower the MTU or use \
+             generic mode"
+        }
+        Some(libc::EINVAL) => "the driver refused the program or flags (try generic mode)",
+        _ => "unexpected error from the kernel",
+    }
+}
+
+fn detach_hint(error: &io::Error) -> &'static str {
+    match error.raw_os_error() {
+        Some(libc::EPERM | libc::EACCES) => HINT_ROOT,
+        Some(libc::ENODEV) => "the interface is gone (its XDP program went with it)",
+        Some(libc::EEXIST) => "the attached program is no longer ours; left it alone",
+        _ => "unexpected error from the kernel",
+    }
+}
+
+fn query_hint(error: &io::Error) -> &'static str {
+    match error.raw_os_error() {
+        Some(libc::EPERM | libc::EACCES) => HINT_ROOT,
+        Some(libc::ENODEV) => "no such interface in this network namespace",
+        _ => "unexpected error from the kernel",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The committed object is an ELF for the BPF machine with the sections the loader needs.
+    /// (Loading it needs privileges; tests/xdp_reflect.rs does that.)
+    #[test]
+    fn test_embedded_object_is_bpf_elf() {
+        assert_eq!(&OBJECT[..4], b"\x7fELF");
+        // e_machine at offset 18, little-endian: EM_BPF = 247.
+        assert_eq!(u16::from_le_bytes([OBJECT[18], OBJECT[19]]), 247);
+        let contains = |needle: &[u8]| OBJECT.windows(needle.len()).any(|w| w == needle);
+        for needle in [
+            &b"xdp"[..],
+            b".maps",
+            b"license",
+            b"aoe_xdp",
+            b"xsks_map",
+            b"aoe_counters",
+        ] {
+            assert!(
+                contains(needle),
+                "{} missing",
+                String::from_utf8_lossy(needle)
+            );
+        }
+    }
+
+    #[test]
+    fn test_hints_name_the_fix() {
+        let hint = |errno| attach_hint(&io::Error::from_raw_os_error(errno));
+        assert!(hint(libc::EPERM).contains("run as root"));
+        assert!(hint(libc::ENODEV).contains("no such interface"));
+        assert!(hint(libc::EBUSY).contains("detach_stale"));
+        assert!(hint(libc::ERANGE).contains("MTU"));
+    }
+
+    #[test]
+    fn test_queue_range() {
+        assert!(check_queue(0).is_ok());
+        assert!(check_queue(XSKS_MAP_MAX_ENTRIES - 1).is_ok());
+        assert!(matches!(
+            check_queue(XSKS_MAP_MAX_ENTRIES),
+            Err(LoaderError::QueueOutOfRange {
+                queue_id: 256,
+                max: 256
+            })
+        ));
+    }
+}

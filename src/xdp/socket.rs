@@ -1,0 +1,719 @@
+//! [`XskPort`]: one AF_XDP socket bound to one (interface, RX queue), with its own UMEM.
+//!
+//! Contract: the port owns the UMEM, the four rings and a [`FramePool`] that owns every frame
+//! (see `frame.rs` for the ownership states). The data path is safe and does not allocate:
+//!
+//! ```text
+//! loop {
+//!     port.reap_completions();          // TX frames the kernel is done with -> Free
+//!     port.refill()?;                   // Free -> fill ring (kicks the kernel if it asks)
+//!     for frame in port.rx_burst(32) {  // RX ring -> Frame handles
+//!         // read port.data(&frame), build the reply in port.data_mut(&mut frame)
+//!         port.transmit(frame, reply_len);   // or port.release(frame)
+//!     }
+//!     port.flush_tx()?;                 // queued frames -> TX ring, sendto() kicks if needed
+//! }
+//! ```
+//!
+//! Binding tries zero-copy first and falls back to copy mode (veth refuses zero-copy with
+//! EOPNOTSUPP); [`XskPort::bind_mode`] reports what is in use. The socket is bound with
+//! `XDP_USE_NEED_WAKEUP`; in copy mode the kernel always asks for a TX kick and sends at most 32
+//! frames per kick, so `flush_tx` costs one `sendto` per 32 frames. An XDP program must redirect
+//! the queue's traffic to this socket (`XdpProgram::insert_socket(queue, port.fd())`); the port
+//! never loads one itself.
+//!
+//! Hazards:
+//! - One port per (interface, queue); a second bind on the same pair fails with EBUSY.
+//! - Frames sent shorter than 60 bytes are zero-padded to 60: veth does not pad, and some
+//!   initiators (aoeping) ignore runts.
+//! - Dropping the port with frames still held by the application is allowed, but the handles
+//!   then panic when dropped (release them first).
+//! - The socket is bound in the calling thread's network namespace (libxdp resolves the name).
+
+use std::io;
+use std::os::fd::{AsRawFd, BorrowedFd};
+use std::ptr::NonNull;
+use std::time::Duration;
+
+use xsk_rs::config::{BindFlags, LibxdpFlags, QueueSize, SocketConfig};
+use xsk_rs::{CompQueue, FillQueue, FrameDesc, RxQueue, TxQueue};
+
+use super::frame::{Frame, FrameCounts, FramePool, FrameState, RxBurst, RX_BURST_MAX};
+use super::umem::{UmemArea, UmemError, ETH_MIN_FRAME_LEN, FRAME_SIZE};
+
+/// Which bind mode to ask for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BindPreference {
+    /// Zero-copy first, copy mode if the driver refuses.
+    Auto,
+    /// Zero-copy only (`XDP_ZEROCOPY`): fail loudly if the driver cannot.
+    ZeroCopy,
+    /// Copy mode only (`XDP_COPY`).
+    Copy,
+}
+
+/// The bind mode in effect.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BindMode {
+    /// The NIC DMAs straight into the UMEM.
+    ZeroCopy,
+    /// The kernel copies between its buffers and the UMEM.
+    Copy,
+}
+
+/// Geometry of a port. Ring sizes must be powers of two.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct XskConfig {
+    /// Frames in the UMEM (each [`FRAME_SIZE`] bytes, locked memory).
+    pub frame_count: u32,
+    /// Fill ring entries; also how many frames `refill` keeps with the kernel for receiving.
+    pub fill_ring_size: u32,
+    /// Completion ring entries.
+    pub comp_ring_size: u32,
+    /// RX ring entries.
+    pub rx_ring_size: u32,
+    /// TX ring entries.
+    pub tx_ring_size: u32,
+    /// Zero-copy or copy mode.
+    pub bind: BindPreference,
+}
+
+impl Default for XskConfig {
+    /// 16 MiB of UMEM:
+    /// frame_count 4096 = 2048 (fill ring: buffers waiting for RX)
+    ///                  + 2048 (held by the application, queued or on the TX ring).
+    fn default() -> Self {
+        Self {
+            frame_count: 4096,
+            fill_ring_size: 2048,
+            comp_ring_size: 2048,
+            rx_ring_size: 2048,
+            tx_ring_size: 2048,
+            bind: BindPreference::Auto,
+        }
+    }
+}
+
+/// Busy-poll socket options (Linux 5.11+). With busy polling, the application's
+/// `recvfrom`/`sendto`/`poll` on this socket drive the driver's NAPI on its own core.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct BusyPoll {
+    /// `SO_PREFER_BUSY_POLL`.
+    pub prefer: bool,
+    /// `SO_BUSY_POLL`: microseconds to busy-poll in a blocking call (0 = off).
+    pub usecs: u32,
+    /// `SO_BUSY_POLL_BUDGET`: packets per busy-poll round (0 = kernel default).
+    pub budget: u32,
+}
+
+/// Socket statistics from `getsockopt(XDP_STATISTICS)`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct XskStats {
+    /// Received frames dropped for reasons other than those below.
+    pub rx_dropped: u64,
+    /// Received frames dropped because of an invalid descriptor.
+    pub rx_invalid_descs: u64,
+    /// TX descriptors rejected as invalid.
+    pub tx_invalid_descs: u64,
+    /// Received frames dropped because the RX ring was full.
+    pub rx_ring_full: u64,
+    /// Times the kernel found the fill ring empty.
+    pub rx_fill_ring_empty_descs: u64,
+    /// Times the kernel found the TX ring empty.
+    pub tx_ring_empty_descs: u64,
+}
+
+/// Errors creating or driving a port.
+#[derive(Debug, thiserror::Error)]
+pub enum XskError {
+    /// The UMEM could not be created.
+    #[error(transparent)]
+    Umem(#[from] UmemError),
+    /// A configuration value is invalid.
+    #[error("invalid XSK configuration: {what}")]
+    Config {
+        /// What is wrong.
+        what: &'static str,
+    },
+    /// Creating or binding the socket failed.
+    #[error("cannot bind AF_XDP socket to {interface} queue {queue_id} ({mode}): {hint}")]
+    Bind {
+        /// Interface name.
+        interface: String,
+        /// RX queue.
+        queue_id: u32,
+        /// The bind mode tried last.
+        mode: &'static str,
+        /// Likely cause and fix.
+        hint: &'static str,
+        /// What xsk-rs reported (with the kernel's errno as its source).
+        #[source]
+        source: xsk_rs::socket::SocketCreateError,
+    },
+    /// A socket syscall failed.
+    #[error("{call} failed on the AF_XDP socket")]
+    Syscall {
+        /// The call.
+        call: &'static str,
+        /// The kernel's error.
+        #[source]
+        source: io::Error,
+    },
+}
+
+/// One AF_XDP socket on one (interface, RX queue), with its UMEM and frame pool.
+///
+/// Field order is drop order: the rings (each holding a reference to the socket) go first, so the
+/// socket is closed before the UMEM it was bound to is unregistered and unmapped (xsk-rs also
+/// keeps the UMEM alive through the socket, so this is belt and braces).
+pub struct XskPort {
+    tx: TxQueue,
+    rx: RxQueue,
+    fill: FillQueue,
+    comp: CompQueue,
+    umem: UmemArea,
+    pool: FramePool,
+    /// Current descriptor of each frame (address as last received; length set on transmit).
+    descs: Vec<FrameDesc>,
+    /// Scratch descriptors for ring calls; fixed length, never reallocated.
+    scratch: Vec<FrameDesc>,
+    /// Frames in state `Tx`, in transmit order. Capacity = frame count, so it never grows.
+    tx_queued: Vec<FrameDesc>,
+    fill_target: u32,
+    tx_ring_size: u32,
+    bind_mode: BindMode,
+    interface: String,
+    queue_id: u32,
+}
+
+impl std::fmt::Debug for XskPort {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("XskPort")
+            .field("interface", &self.interface)
+            .field("queue_id", &self.queue_id)
+            .field("bind_mode", &self.bind_mode)
+            .field("counts", &self.pool.counts())
+            .finish_non_exhaustive()
+    }
+}
+
+impl XskPort {
+    /// Creates a UMEM and binds a socket to `interface` queue `queue_id` (in the calling thread's
+    /// network namespace), then fills the fill ring.
+    pub fn bind(interface: &str, queue_id: u32, config: &XskConfig) -> Result<XskPort, XskError> {
+        validate(config)?;
+        let umem = UmemArea::new(
+            config.frame_count,
+            config.fill_ring_size,
+            config.comp_ring_size,
+        )?;
+        let attempts: &[BindMode] = match config.bind {
+            BindPreference::Auto => &[BindMode::ZeroCopy, BindMode::Copy],
+            BindPreference::ZeroCopy => &[BindMode::ZeroCopy],
+            BindPreference::Copy => &[BindMode::Copy],
+        };
+        let if_name = interface
+            .parse::<xsk_rs::config::Interface>()
+            .map_err(|_| XskError::Config {
+                what: "interface name contains a NUL byte",
+            })?;
+        let mut last_error = None;
+        for &mode in attempts {
+            let socket_config = socket_config(config, mode)?;
+            // SAFETY: the UMEM is fresh and not shared with any other socket, so the
+            // INHIBIT_PROG_LOAD requirement for shared UMEMs does not apply (and we set that
+            // flag anyway: our own XDP program does the redirect). xsk-rs keeps the fill and
+            // completion rings it was handed when a bind fails, so a retry on the same UMEM is
+            // supported.
+            let created =
+                unsafe { xsk_rs::Socket::new(socket_config, umem.xsk(), &if_name, queue_id) };
+            match created {
+                Ok((tx, rx, Some((fill, comp)))) => {
+                    tracing::info!(interface, queue_id, ?mode, "AF_XDP socket bound");
+                    let mut port =
+                        Self::assemble(umem, tx, rx, fill, comp, config, mode, interface, queue_id);
+                    port.refill()?;
+                    return Ok(port);
+                }
+                Ok((_, _, None)) => {
+                    unreachable!("a fresh UMEM always gets its own fill and completion rings")
+                }
+                Err(source) => {
+                    let errno = bind_errno(&source);
+                    if mode == BindMode::ZeroCopy && attempts.len() > 1 {
+                        tracing::info!(
+                            interface,
+                            queue_id,
+                            ?errno,
+                            "zero-copy bind refused, using copy mode"
+                        );
+                    }
+                    last_error = Some(XskError::Bind {
+                        interface: interface.to_owned(),
+                        queue_id,
+                        mode: if mode == BindMode::ZeroCopy {
+                            "zero-copy"
+                        } else {
+                            "copy mode"
+                        },
+                        hint: bind_hint(errno),
+                        source,
+                    });
+                }
+            }
+        }
+        Err(last_error.expect("at least one bind mode was tried"))
+    }
+
+    #[expect(
+        clippy::too_many_arguments,
+        reason = "private constructor called once, from bind"
+    )]
+    fn assemble(
+        umem: UmemArea,
+        tx: TxQueue,
+        rx: RxQueue,
+        fill: FillQueue,
+        comp: CompQueue,
+        config: &XskConfig,
+        bind_mode: BindMode,
+        interface: &str,
+        queue_id: u32,
+    ) -> Self {
+        let frame_count = umem.frame_count();
+        let descs: Vec<FrameDesc> = (0..frame_count)
+            .map(|index| umem.canonical(index))
+            .collect();
+        let scratch_len =
+            (config.fill_ring_size.max(config.comp_ring_size) as usize).max(RX_BURST_MAX);
+        let scratch = vec![umem.canonical(0); scratch_len];
+        let tx_queued = Vec::with_capacity(frame_count as usize);
+        Self {
+            tx,
+            rx,
+            fill,
+            comp,
+            pool: FramePool::new(frame_count),
+            descs,
+            scratch,
+            tx_queued,
+            fill_target: config.fill_ring_size.min(frame_count),
+            tx_ring_size: config.tx_ring_size,
+            bind_mode,
+            interface: interface.to_owned(),
+            queue_id,
+            umem,
+        }
+    }
+
+    /// Zero-copy or copy mode.
+    pub fn bind_mode(&self) -> BindMode {
+        self.bind_mode
+    }
+
+    /// The interface name.
+    pub fn interface(&self) -> &str {
+        &self.interface
+    }
+
+    /// The RX queue.
+    pub fn queue_id(&self) -> u32 {
+        self.queue_id
+    }
+
+    /// The socket fd, for `XdpProgram::insert_socket` and for `poll`/`epoll`.
+    pub fn fd(&self) -> BorrowedFd<'_> {
+        // SAFETY: the fd belongs to the socket, which the rings keep open for as long as `self`
+        // lives; the returned borrow cannot outlive `self`.
+        unsafe { BorrowedFd::borrow_raw(self.rx.fd().as_raw_fd()) }
+    }
+
+    /// Frames per ownership state (they always sum to the frame count).
+    pub fn frame_counts(&self) -> FrameCounts {
+        self.pool.counts()
+    }
+
+    /// Start of the UMEM mapping (for registering it as one io_uring fixed buffer).
+    pub fn umem_base_ptr(&self) -> NonNull<u8> {
+        self.umem.base_ptr()
+    }
+
+    /// Length of the UMEM mapping in bytes (`frame_count * frame_size`).
+    pub fn umem_len(&self) -> usize {
+        self.umem.len()
+    }
+
+    /// Size of one frame (chunk).
+    pub fn frame_size(&self) -> usize {
+        FRAME_SIZE
+    }
+
+    /// Offset of `frame`'s first packet byte from the UMEM start; the frame's bytes are
+    /// `umem_base_ptr() + offset .. + frame_capacity(frame)`. With a fixed-buffer registration of
+    /// the whole UMEM, io_uring can read a disk block straight to `offset + 36` (chunk + 512).
+    ///
+    /// While an io_uring operation targets the frame, keep the handle (the frame stays owned by
+    /// the application, so the kernel's AF_XDP side will not touch it), do not call
+    /// [`Self::data`]/[`Self::data_mut`] on it, and transmit or release it only after the
+    /// completion arrived.
+    pub fn umem_offset(&self, frame: &Frame) -> usize {
+        self.pool.check(frame);
+        self.descs[frame.index() as usize].addr()
+    }
+
+    /// Bytes `frame` can hold, from its packet start to the end of its chunk.
+    pub fn frame_capacity(&self, frame: &Frame) -> usize {
+        UmemArea::capacity_at(self.umem_offset(frame))
+    }
+
+    /// The received packet (`frame.len()` bytes).
+    pub fn data<'a>(&'a self, frame: &'a Frame) -> &'a [u8] {
+        let addr = self.umem_offset(frame);
+        // SAFETY: `check` (in `umem_offset`) proved the frame is held by the application (state
+        // Rx), so the kernel does not touch it, and the shared borrow of the unique handle rules
+        // out a concurrent `data_mut` of the same frame. `len` came from the kernel's RX
+        // descriptor, which the kernel bounds by the chunk size.
+        unsafe { self.umem.bytes(addr, frame.len()) }
+    }
+
+    /// The whole frame buffer, from the packet start to the end of the chunk
+    /// ([`Self::frame_capacity`] bytes), for building a reply in place. The first `frame.len()`
+    /// bytes are the received packet.
+    pub fn data_mut<'a>(&'a self, frame: &'a mut Frame) -> &'a mut [u8] {
+        let addr = self.umem_offset(frame);
+        // SAFETY: as in `data`, plus the exclusive borrow of the unique handle guarantees no
+        // other slice of this frame exists while this one lives.
+        unsafe { self.umem.bytes_mut(addr, UmemArea::capacity_at(addr)) }
+    }
+
+    /// Posts free frames to the fill ring until the kernel holds `fill_ring_size` frames for
+    /// receiving (or the free list is empty), and kicks the kernel if it asked for a wakeup.
+    /// Returns the number of frames posted.
+    pub fn refill(&mut self) -> Result<usize, XskError> {
+        let held = self.pool.count(FrameState::Fill);
+        let wanted = self
+            .fill_target
+            .saturating_sub(held)
+            .min(self.pool.count(FrameState::Free));
+        let room = self.fill.nb_free(wanted);
+        let count = wanted.min(room) as usize;
+        if count > 0 {
+            for slot in 0..count {
+                let index = self
+                    .pool
+                    .take_free(FrameState::Fill)
+                    .expect("counted as free");
+                self.scratch[slot] = self.umem.canonical(index);
+            }
+            // SAFETY: every descriptor in `scratch[..count]` is a frame of this UMEM that just
+            // moved Free -> Fill, so no one else uses it and it is on no other ring.
+            let posted = unsafe { self.fill.produce(&self.scratch[..count]) };
+            assert_eq!(
+                posted, count,
+                "fill ring had room for {room} but took {posted}"
+            );
+        }
+        if self.fill.needs_wakeup() {
+            self.fill
+                .wakeup(self.rx.fd_mut(), 0)
+                .map_err(|source| XskError::Syscall {
+                    call: "poll (fill wakeup)",
+                    source,
+                })?;
+        }
+        Ok(count)
+    }
+
+    /// Takes up to `max` (at most [`RX_BURST_MAX`]) received frames off the RX ring. No syscall.
+    pub fn rx_burst(&mut self, max: usize) -> RxBurst {
+        let mut burst = RxBurst::new(self.pool.id());
+        let max = max.min(RX_BURST_MAX);
+        if max == 0 {
+            return burst;
+        }
+        // SAFETY: the descriptors are overwritten with frames of this UMEM that the kernel
+        // returns on the RX ring; the state transition below asserts each was on the fill ring.
+        let received = unsafe { self.rx.consume(&mut self.scratch[..max]) };
+        for slot in 0..received {
+            let desc = self.scratch[slot];
+            assert!(
+                !desc.has_more_frames(),
+                "multi-buffer frame without XDP_USE_SG"
+            );
+            let index = self.umem.index_of(desc.addr());
+            self.pool
+                .transition(index, FrameState::Fill, FrameState::Rx);
+            self.descs[index as usize] = desc;
+            burst.push(self.pool.handle(index, desc.lengths().data()));
+        }
+        burst
+    }
+
+    /// Waits until the RX ring has frames or `timeout` passes; true if frames are ready.
+    pub fn wait_rx(&mut self, timeout: Duration) -> Result<bool, XskError> {
+        let millis = i32::try_from(timeout.as_millis()).unwrap_or(i32::MAX);
+        self.rx.poll(millis).map_err(|source| XskError::Syscall {
+            call: "poll",
+            source,
+        })
+    }
+
+    /// A free frame for building a packet from scratch (e.g. an advertisement), or `None` if
+    /// every frame is in use.
+    pub fn alloc(&mut self) -> Option<Frame> {
+        let index = self.pool.take_free(FrameState::Rx)?;
+        self.descs[index as usize] = self.umem.canonical(index);
+        Some(self.pool.handle(index, 0))
+    }
+
+    /// Gives a frame back without sending it (e.g. a dropped request).
+    pub fn release(&mut self, frame: Frame) {
+        self.pool.check(&frame);
+        let (_, index, _) = frame.into_parts();
+        self.pool.put_free(index, FrameState::Rx);
+    }
+
+    /// Queues the first `len` bytes of `frame` for transmission (sent by the next
+    /// [`Self::flush_tx`]). Frames shorter than 60 bytes are zero-padded to 60. Never fails: the
+    /// queue has room for every frame.
+    pub fn transmit(&mut self, mut frame: Frame, len: usize) {
+        let capacity = self.frame_capacity(&frame);
+        assert!(
+            len <= capacity,
+            "transmit length {len} exceeds frame capacity {capacity}"
+        );
+        let wire_len = len.max(ETH_MIN_FRAME_LEN);
+        if len < wire_len {
+            self.data_mut(&mut frame)[len..wire_len].fill(0);
+        }
+        assert_eq!(frame.pool_id(), self.pool.id());
+        let (_, index, _) = frame.into_parts();
+        let desc = &mut self.descs[index as usize];
+        // SAFETY: the frame is held by the application (checked in `frame_capacity`), so
+        // setting its descriptor length touches nothing the kernel owns.
+        unsafe { self.umem.set_tx_len(desc, wire_len) };
+        self.pool.transition(index, FrameState::Rx, FrameState::Tx);
+        assert!(
+            self.tx_queued.len() < self.tx_queued.capacity(),
+            "TX queue overflow"
+        );
+        self.tx_queued.push(*desc);
+    }
+
+    /// Moves queued frames onto the TX ring (as many as fit) and kicks the kernel with `sendto`
+    /// if it asked for a wakeup. Returns the number moved; the rest stay queued for the next
+    /// call.
+    ///
+    /// Zero-copy: one kick (it only schedules the driver). Copy mode: the kernel sends at most 32
+    /// frames per `sendto` (`TX_BATCH_SIZE` in net/xdp/xsk.c) and leaves the rest on the ring, so
+    /// this kicks until the ring is drained or a kick makes no progress (device busy; the next
+    /// call retries) — one `sendto` per 32 frames.
+    pub fn flush_tx(&mut self) -> Result<usize, XskError> {
+        let queued = u32::try_from(self.tx_queued.len()).expect("bounded by frame count");
+        let count = queued.min(self.tx.nb_free(queued)) as usize;
+        if count > 0 {
+            for desc in &self.tx_queued[..count] {
+                let index = self.umem.index_of(desc.addr());
+                self.pool
+                    .transition(index, FrameState::Tx, FrameState::Completion);
+            }
+            // SAFETY: each descriptor is a frame of this UMEM that just moved Tx -> Completion:
+            // the application gave up its handle in `transmit` and it is on no other ring.
+            let sent = unsafe { self.tx.produce(&self.tx_queued[..count]) };
+            assert_eq!(sent, count, "TX ring had room but took {sent} of {count}");
+            self.tx_queued.drain(..count);
+        }
+        let mut free = self.tx.nb_free_exact();
+        if (count == 0 && free == self.tx_ring_size) || !self.tx.needs_wakeup() {
+            return Ok(count);
+        }
+        loop {
+            self.tx.wakeup().map_err(|source| XskError::Syscall {
+                call: "sendto (TX kick)",
+                source,
+            })?;
+            let before = free;
+            free = self.tx.nb_free_exact();
+            let drained = free == self.tx_ring_size;
+            if drained || free == before || self.bind_mode == BindMode::ZeroCopy {
+                return Ok(count);
+            }
+        }
+    }
+
+    /// Returns frames the kernel has finished sending to the free list. Returns how many.
+    pub fn reap_completions(&mut self) -> usize {
+        let mut total = 0;
+        loop {
+            // SAFETY: the descriptors are overwritten with frames of this UMEM from the
+            // completion ring; the transition below asserts each was on the TX ring.
+            let done = unsafe { self.comp.consume(&mut self.scratch) };
+            for slot in 0..done {
+                let index = self.umem.index_of(self.scratch[slot].addr());
+                self.pool.put_free(index, FrameState::Completion);
+            }
+            total += done;
+            if done < self.scratch.len() {
+                return total;
+            }
+        }
+    }
+
+    /// Kernel statistics for this socket.
+    pub fn stats(&self) -> Result<XskStats, XskError> {
+        let stats = self
+            .rx
+            .fd()
+            .xdp_statistics()
+            .map_err(|source| XskError::Syscall {
+                call: "getsockopt(XDP_STATISTICS)",
+                source,
+            })?;
+        Ok(XskStats {
+            rx_dropped: stats.rx_dropped(),
+            rx_invalid_descs: stats.rx_invalid_descs(),
+            tx_invalid_descs: stats.tx_invalid_descs(),
+            rx_ring_full: stats.rx_ring_full(),
+            rx_fill_ring_empty_descs: stats.rx_fill_ring_empty_descs(),
+            tx_ring_empty_descs: stats.tx_ring_empty_descs(),
+        })
+    }
+
+    /// Sets the busy-poll socket options.
+    pub fn set_busy_poll(&self, options: BusyPoll) -> Result<(), XskError> {
+        set_int_option(
+            self.fd(),
+            libc::SO_PREFER_BUSY_POLL,
+            i32::from(options.prefer),
+            "SO_PREFER_BUSY_POLL",
+        )?;
+        let usecs = i32::try_from(options.usecs).map_err(|_| XskError::Config {
+            what: "busy-poll usecs",
+        })?;
+        set_int_option(self.fd(), libc::SO_BUSY_POLL, usecs, "SO_BUSY_POLL")?;
+        if options.budget > 0 {
+            let budget = i32::try_from(options.budget).map_err(|_| XskError::Config {
+                what: "busy-poll budget",
+            })?;
+            set_int_option(
+                self.fd(),
+                libc::SO_BUSY_POLL_BUDGET,
+                budget,
+                "SO_BUSY_POLL_BUDGET",
+            )?;
+        }
+        Ok(())
+    }
+}
+
+fn validate(config: &XskConfig) -> Result<(), XskError> {
+    let rings = [
+        config.fill_ring_size,
+        config.comp_ring_size,
+        config.rx_ring_size,
+        config.tx_ring_size,
+    ];
+    if rings.iter().any(|size| !size.is_power_of_two()) {
+        return Err(XskError::Config {
+            what: "ring sizes must be powers of two",
+        });
+    }
+    if config.frame_count == 0 {
+        return Err(XskError::Config {
+            what: "frame_count must be at least 1",
+        });
+    }
+    Ok(())
+}
+
+fn socket_config(config: &XskConfig, mode: BindMode) -> Result<SocketConfig, XskError> {
+    let size = |size| QueueSize::new(size).map_err(|_| XskError::Config { what: "ring size" });
+    let copy_flag = match mode {
+        BindMode::ZeroCopy => BindFlags::XDP_ZEROCOPY,
+        BindMode::Copy => BindFlags::XDP_COPY,
+    };
+    Ok(SocketConfig::builder()
+        .rx_queue_size(size(config.rx_ring_size)?)
+        .tx_queue_size(size(config.tx_ring_size)?)
+        .libxdp_flags(LibxdpFlags::XSK_LIBXDP_FLAGS_INHIBIT_PROG_LOAD)
+        .bind_flags(copy_flag | BindFlags::XDP_USE_NEED_WAKEUP)
+        .build())
+}
+
+/// The kernel errno behind an xsk-rs socket error, if any.
+fn bind_errno(error: &xsk_rs::socket::SocketCreateError) -> Option<i32> {
+    std::error::Error::source(error)
+        .and_then(|source| source.downcast_ref::<io::Error>())
+        .and_then(io::Error::raw_os_error)
+}
+
+fn bind_hint(errno: Option<i32>) -> &'static str {
+    match errno {
+        Some(libc::EPERM | libc::EACCES) => {
+            "permission denied: run as root (needs CAP_NET_RAW and CAP_NET_ADMIN)"
+        }
+        Some(libc::ENODEV) => "no such interface in this network namespace",
+        Some(libc::EBUSY) => "another AF_XDP socket is already bound to this queue",
+        Some(libc::EOPNOTSUPP) => "the driver does not support zero-copy AF_XDP (use copy mode)",
+        Some(libc::EINVAL) => "the queue id does not exist on this interface (check ethtool -l)",
+        Some(libc::ENOMEM | libc::ENOBUFS) => {
+            "out of locked memory: run as root or raise RLIMIT_MEMLOCK (ulimit -l), or use \
+             smaller rings"
+        }
+        _ => "unexpected error from the kernel",
+    }
+}
+
+fn set_int_option(
+    fd: BorrowedFd<'_>,
+    option: i32,
+    value: i32,
+    name: &'static str,
+) -> Result<(), XskError> {
+    let len = libc::socklen_t::try_from(std::mem::size_of::<i32>()).expect("4 fits in socklen_t");
+    // SAFETY: `fd` is an open socket for the duration of the call; the option value points at a
+    // live `i32` of the length passed, which the kernel only reads.
+    let ret = unsafe {
+        libc::setsockopt(
+            fd.as_raw_fd(),
+            libc::SOL_SOCKET,
+            option,
+            std::ptr::from_ref(&value).cast::<libc::c_void>(),
+            len,
+        )
+    };
+    if ret != 0 {
+        return Err(XskError::Syscall {
+            call: name,
+            source: io::Error::last_os_error(),
+        });
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn test_config_validation() {
+        assert!(validate(&XskConfig::default()).is_ok());
+        let bad_ring = XskConfig {
+            rx_ring_size: 1000,
+            ..XskConfig::default()
+        };
+        assert!(matches!(validate(&bad_ring), Err(XskError::Config { .. })));
+        let no_frames = XskConfig {
+            frame_count: 0,
+            ..XskConfig::default()
+        };
+        assert!(matches!(validate(&no_frames), Err(XskError::Config { .. })));
+    }
+
+    #[test]
+    fn test_bind_hints_name_the_fix() {
+        assert!(bind_hint(Some(libc::EPERM)).contains("run as root"));
+        assert!(bind_hint(Some(libc::EOPNOTSUPP)).contains("copy mode"));
+        assert!(bind_hint(Some(libc::EBUSY)).contains("already bound"));
+    }
+}

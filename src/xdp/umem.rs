@@ -1,0 +1,250 @@
+//! The UMEM: one shared anonymous mapping split into 4096-byte frames, and its layout.
+//!
+//! Layout of every frame (chunk), chosen so that AoE payloads are 512-aligned for `O_DIRECT`:
+//!
+//! ```text
+//! chunk+0     FRAME_HEADROOM (220) bytes of user headroom (unused)
+//! chunk+220   XDP_PACKET_HEADROOM (256) bytes the kernel reserves for XDP
+//! chunk+476   packet: Ethernet header (14) + AoE header (10) + ATA header (12) = 36 bytes
+//! chunk+512   AoE payload (sector data), 512-aligned, up to 3584 bytes (7 sectors)
+//! chunk+4096  end of chunk
+//! ```
+//!
+//! The kernel places received data at `chunk + XDP_PACKET_HEADROOM + headroom` (verified on
+//! veth in copy mode by `tests/xdp_reflect.rs`), and TX descriptors reuse the same address, so
+//! a reply built in a received frame keeps the payload at chunk+512. A frame may be written up
+//! to the chunk end ([`FRAME_CAPACITY`] bytes from the packet start), so a reply can be longer
+//! than its request.
+//!
+//! Hazard: a request behind one 802.1Q tag is 4 bytes longer in front, so its payload lands at
+//! chunk+516 — not 512-aligned. Callers doing `O_DIRECT` straight from/to the frame must check
+//! [`payload_is_aligned`] and bounce-copy otherwise.
+//!
+//! io_uring: the whole mapping can be registered as one fixed buffer
+//! (`XskPort::umem_base_ptr`, `XskPort::umem_len`); a frame's bytes are at
+//! `base + umem offset` (see `XskPort::umem_offset`).
+
+use std::num::NonZeroU32;
+use std::ptr::NonNull;
+
+use xsk_rs::config::{FrameSize, QueueSize, UmemConfig};
+use xsk_rs::FrameDesc;
+
+/// Size of one UMEM frame (chunk); a power of two, as aligned mode requires.
+pub const FRAME_SIZE: usize = 4096;
+/// Headroom the kernel reserves in front of every packet for XDP (`XDP_PACKET_HEADROOM`).
+pub const XDP_PACKET_HEADROOM: usize = 256;
+/// User headroom configured on the UMEM; chosen so [`PAYLOAD_OFFSET`] is 512-aligned.
+pub const FRAME_HEADROOM: usize = 220;
+/// Offset of the first packet byte (Ethernet header) inside a chunk.
+pub const PACKET_OFFSET: usize = XDP_PACKET_HEADROOM + FRAME_HEADROOM;
+/// Ethernet (14) + AoE common (10) + ATA (12) header bytes of an untagged AoE ATA frame.
+pub const AOE_ATA_HEADERS_LEN: usize = 36;
+/// Offset of the AoE ATA payload inside a chunk, for an untagged frame.
+pub const PAYLOAD_OFFSET: usize = PACKET_OFFSET + AOE_ATA_HEADERS_LEN;
+/// Alignment of [`PAYLOAD_OFFSET`] (the sector size `O_DIRECT` needs).
+pub const PAYLOAD_ALIGN: usize = 512;
+/// Bytes a packet may occupy, from its start to the end of its chunk.
+pub const FRAME_CAPACITY: usize = FRAME_SIZE - PACKET_OFFSET;
+/// Minimum Ethernet frame length without FCS; shorter frames are zero-padded on transmit.
+pub const ETH_MIN_FRAME_LEN: usize = 60;
+
+const _: () = assert!(FRAME_SIZE.is_power_of_two());
+const _: () = assert!(PACKET_OFFSET == 476);
+const _: () = assert!(PAYLOAD_OFFSET == 512);
+const _: () = assert!(PAYLOAD_OFFSET % PAYLOAD_ALIGN == 0);
+// An MTU-1500 AoE frame (1024 bytes of data) fits, and so do 7 sectors.
+const _: () = assert!(FRAME_SIZE - PAYLOAD_OFFSET >= 7 * 512);
+const _: () = assert!(FRAME_CAPACITY >= 1514);
+
+/// True if the payload of a frame whose packet starts at `umem_offset`, after `headers_len`
+/// header bytes, is [`PAYLOAD_ALIGN`]-aligned in the UMEM.
+pub fn payload_is_aligned(umem_offset: usize, headers_len: usize) -> bool {
+    (umem_offset + headers_len) % PAYLOAD_ALIGN == 0
+}
+
+/// Errors creating the UMEM.
+#[derive(Debug, thiserror::Error)]
+pub enum UmemError {
+    /// A ring size is not a power of two, or the frame count is zero.
+    #[error("invalid UMEM geometry: {what}")]
+    Geometry {
+        /// What is wrong.
+        what: &'static str,
+    },
+    /// mmap or `XDP_UMEM_REG` failed.
+    #[error("cannot create the UMEM ({bytes} bytes): {hint}")]
+    Create {
+        /// Size of the mapping.
+        bytes: usize,
+        /// Likely cause and fix.
+        hint: &'static str,
+        /// What xsk-rs reported.
+        #[source]
+        source: xsk_rs::umem::UmemCreateError,
+    },
+}
+
+/// The UMEM mapping plus what is needed to address frames in it without going through xsk-rs'
+/// per-call slice construction.
+///
+/// Frame `i` is the chunk at `i * FRAME_SIZE`; its canonical descriptor points at
+/// `i * FRAME_SIZE + PACKET_OFFSET`.
+pub(crate) struct UmemArea {
+    umem: xsk_rs::Umem,
+    /// Start of the mapping. Valid while `umem` (which holds the mapping) lives.
+    base: NonNull<u8>,
+    len: usize,
+    /// One descriptor per frame, as `Umem::new` made them (the only way to make one).
+    canonical: Vec<FrameDesc>,
+}
+
+// SAFETY: `base` is only a cached address of the mapping that `umem` owns (xsk-rs' `Umem` is
+// `Send`); moving the whole struct to another thread moves the mapping's owner with it, and every
+// access through `base` is gated by `&self`/`&mut self` plus frame ownership (see `frame.rs`).
+unsafe impl Send for UmemArea {}
+
+impl UmemArea {
+    /// Maps `frame_count` frames and registers them with the kernel.
+    pub(crate) fn new(
+        frame_count: u32,
+        fill_ring_size: u32,
+        comp_ring_size: u32,
+    ) -> Result<Self, UmemError> {
+        let count = NonZeroU32::new(frame_count).ok_or(UmemError::Geometry {
+            what: "zero frames",
+        })?;
+        let geometry = |what| UmemError::Geometry { what };
+        let config = UmemConfig::builder()
+            .frame_size(FrameSize::new(4096).map_err(|_| geometry("frame size"))?)
+            .frame_headroom(220)
+            .fill_queue_size(
+                QueueSize::new(fill_ring_size).map_err(|_| geometry("fill ring size not 2^n"))?,
+            )
+            .comp_queue_size(
+                QueueSize::new(comp_ring_size)
+                    .map_err(|_| geometry("completion ring size not 2^n"))?,
+            )
+            .build()
+            .map_err(|_| geometry("headroom leaves no room for data"))?;
+        assert_eq!(config.frame_size().get() as usize, FRAME_SIZE);
+        assert_eq!(config.frame_headroom() as usize, FRAME_HEADROOM);
+        assert_eq!(config.xdp_headroom() as usize, XDP_PACKET_HEADROOM);
+        let bytes = usize::try_from(frame_count)
+            .unwrap_or(usize::MAX)
+            .saturating_mul(FRAME_SIZE);
+        let (umem, mut canonical) =
+            xsk_rs::Umem::new(config, count, false).map_err(|source| UmemError::Create {
+                bytes,
+                hint: "out of locked memory: run as root (CAP_IPC_LOCK) or raise RLIMIT_MEMLOCK \
+                       (ulimit -l), or use fewer frames",
+                source,
+            })?;
+        assert_eq!(canonical.len(), frame_count as usize);
+        for (index, desc) in canonical.iter().enumerate() {
+            assert_eq!(
+                desc.addr(),
+                index * FRAME_SIZE + PACKET_OFFSET,
+                "xsk-rs frame layout changed"
+            );
+        }
+        let first = &mut canonical[0];
+        let first_addr = first.addr();
+        // SAFETY: `first` is a descriptor of this UMEM and no frame has been handed to the
+        // kernel yet (no socket exists), so nothing else accesses this frame; the slice is only
+        // used for its start address.
+        let packet = unsafe { umem.data_mut(first) }.contents_mut().as_mut_ptr();
+        // SAFETY: `packet` points `first_addr` bytes into the mapping (xsk-rs computes it as
+        // mapping start + addr), so stepping back stays inside the same allocation.
+        let base = unsafe { packet.sub(first_addr) };
+        let base = NonNull::new(base).expect("mmap never returns null on success");
+        Ok(Self {
+            umem,
+            base,
+            len: bytes,
+            canonical,
+        })
+    }
+
+    /// The xsk-rs handle (for binding sockets and ring operations).
+    pub(crate) fn xsk(&self) -> &xsk_rs::Umem {
+        &self.umem
+    }
+
+    /// The canonical descriptor of frame `index` (packet at chunk + [`PACKET_OFFSET`]).
+    pub(crate) fn canonical(&self, index: u32) -> FrameDesc {
+        self.canonical[index as usize]
+    }
+
+    /// Number of frames.
+    pub(crate) fn frame_count(&self) -> u32 {
+        u32::try_from(self.canonical.len()).expect("frame count came from a u32")
+    }
+
+    /// Start of the mapping.
+    pub(crate) fn base_ptr(&self) -> NonNull<u8> {
+        self.base
+    }
+
+    /// Length of the mapping in bytes.
+    pub(crate) fn len(&self) -> usize {
+        self.len
+    }
+
+    /// The frame index of a UMEM address, asserting it is inside the mapping.
+    pub(crate) fn index_of(&self, addr: usize) -> u32 {
+        assert!(
+            addr < self.len,
+            "descriptor address {addr:#x} outside the UMEM ({:#x})",
+            self.len
+        );
+        u32::try_from(addr / FRAME_SIZE).expect("index < frame_count, a u32")
+    }
+
+    /// Bytes from `addr` to the end of its chunk.
+    pub(crate) fn capacity_at(addr: usize) -> usize {
+        FRAME_SIZE - addr % FRAME_SIZE
+    }
+
+    /// The bytes `[addr, addr + len)`.
+    ///
+    /// # Safety
+    ///
+    /// The range must lie inside one frame that user space owns (not on the fill or TX ring),
+    /// and nothing may write to it while the returned slice lives.
+    pub(crate) unsafe fn bytes(&self, addr: usize, len: usize) -> &[u8] {
+        debug_assert!(len <= Self::capacity_at(addr));
+        // SAFETY: in bounds of the mapping (addr + len stays in addr's chunk, which is inside
+        // the mapping), and the caller guarantees no concurrent writer.
+        unsafe { std::slice::from_raw_parts(self.base.as_ptr().add(addr), len) }
+    }
+
+    /// The bytes `[addr, addr + len)`, writable.
+    ///
+    /// # Safety
+    ///
+    /// As [`Self::bytes`], and additionally nothing else may read or write the range while the
+    /// returned slice lives (the caller holds the only handle to the frame).
+    #[expect(
+        clippy::mut_from_ref,
+        reason = "the UMEM is shared memory; exclusivity comes from frame ownership"
+    )]
+    pub(crate) unsafe fn bytes_mut(&self, addr: usize, len: usize) -> &mut [u8] {
+        debug_assert!(len <= Self::capacity_at(addr));
+        // SAFETY: in bounds as above; exclusivity is the caller's guarantee.
+        unsafe { std::slice::from_raw_parts_mut(self.base.as_ptr().add(addr), len) }
+    }
+
+    /// Sets the data length that a TX descriptor will carry.
+    ///
+    /// # Safety
+    ///
+    /// `desc` must describe a frame of this UMEM that user space owns.
+    pub(crate) unsafe fn set_tx_len(&self, desc: &mut FrameDesc, len: usize) {
+        // SAFETY: the caller owns the frame; the slice xsk-rs builds is dropped at once.
+        let mut data = unsafe { self.umem.data_mut(desc) };
+        let mut cursor = data.cursor();
+        cursor.set_pos(len);
+        assert_eq!(cursor.pos(), len, "TX length beyond the chunk end");
+    }
+}

@@ -1,0 +1,439 @@
+//! Test harness for real-kernel network tests: fresh network namespaces, veth pairs, code run
+//! inside a namespace, and raw AF_PACKET sockets to inject and capture Ethernet frames.
+//!
+//! Every namespace is named `aoex-<pid>-<tag>` and deleted in `Drop` (which also destroys the
+//! veth ends inside it and any XDP program attached to them). Traffic only ever flows on
+//! interfaces created here; nothing has an IP address.
+//!
+//! Privileges: [`privileged_or_skip`] returns false (after printing `skipping: <why>`) when the
+//! tests cannot run here; with `AOE_XDP_REQUIRE_PRIV=1` (CI, `cargo xtask test`) it panics
+//! instead, so the real path is always exercised where it can be.
+
+use std::fs::File;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::path::Path;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+/// Environment variable that turns "skipping" into a failure.
+pub const REQUIRE_PRIV_ENV: &str = "AOE_XDP_REQUIRE_PRIV";
+
+/// True if privileged network tests can run; otherwise prints why (or panics if
+/// `AOE_XDP_REQUIRE_PRIV=1`).
+pub fn privileged_or_skip() -> bool {
+    let why = if !rustix::process::geteuid().is_root() {
+        Some("not running as root (needs CAP_SYS_ADMIN, CAP_NET_ADMIN, CAP_BPF)".to_owned())
+    } else if !Path::new("/proc/self/ns/net").exists() {
+        Some("kernel without network namespace support".to_owned())
+    } else {
+        match Command::new("ip").args(["netns", "list"]).output() {
+            Ok(out) if out.status.success() => None,
+            Ok(out) => Some(format!(
+                "`ip netns list` failed: {}",
+                String::from_utf8_lossy(&out.stderr)
+            )),
+            Err(error) => Some(format!("iproute2 `ip` not runnable: {error}")),
+        }
+    };
+    let Some(why) = why else {
+        return true;
+    };
+    if std::env::var(REQUIRE_PRIV_ENV).is_ok_and(|value| value == "1") {
+        panic!("{REQUIRE_PRIV_ENV}=1 but privileged tests cannot run: {why}");
+    }
+    eprintln!("skipping: {why}");
+    false
+}
+
+/// Runs `ip` with `args`; panics with the full command line and stderr on failure.
+pub fn ip(args: &[&str]) -> String {
+    let out = Command::new("ip")
+        .args(args)
+        .output()
+        .unwrap_or_else(|error| panic!("cannot run ip {}: {error}", args.join(" ")));
+    assert!(
+        out.status.success(),
+        "ip {} failed: {}",
+        args.join(" "),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// A network namespace that exists for the lifetime of this value.
+#[derive(Debug)]
+pub struct NetNs {
+    name: String,
+}
+
+impl NetNs {
+    /// Creates `aoex-<pid>-<tag>`. `tag` must be unique among concurrently running tests.
+    pub fn new(tag: &str) -> NetNs {
+        let name = format!("aoex-{}-{tag}", std::process::id());
+        if Path::new("/run/netns").join(&name).exists() {
+            // Left behind by an earlier process with the same pid (pids are reused).
+            ip(&["netns", "del", &name]);
+        }
+        ip(&["netns", "add", &name]);
+        NetNs { name }
+    }
+
+    /// The namespace name (as `ip netns` knows it).
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Runs `ip -n <ns> args...`.
+    pub fn ip(&self, args: &[&str]) -> String {
+        let mut full = vec!["-n", self.name.as_str()];
+        full.extend_from_slice(args);
+        ip(&full)
+    }
+}
+
+impl Drop for NetNs {
+    fn drop(&mut self) {
+        let out = Command::new("ip")
+            .args(["netns", "del", &self.name])
+            .output();
+        if !out.as_ref().is_ok_and(|out| out.status.success()) {
+            eprintln!("warning: could not delete netns {}: {out:?}", self.name);
+        }
+    }
+}
+
+/// Lists the namespaces this process created that still exist (for leak checks).
+pub fn leftover_namespaces() -> Vec<String> {
+    let prefix = format!("aoex-{}-", std::process::id());
+    ip(&["netns", "list"])
+        .lines()
+        .filter_map(|line| line.split_whitespace().next())
+        .filter(|name| name.starts_with(&prefix))
+        .map(str::to_owned)
+        .collect()
+}
+
+/// Runs `f` on a thread that has joined `ns`'s network namespace and returns its result
+/// (a panic in `f` is propagated). Sockets created inside stay in that namespace wherever
+/// they are used later.
+pub fn in_netns<F, R>(ns: &NetNs, f: F) -> R
+where
+    F: FnOnce() -> R + Send,
+    R: Send,
+{
+    let path = Path::new("/run/netns").join(ns.name());
+    std::thread::scope(|scope| {
+        let handle = scope.spawn(move || {
+            let file = File::open(&path)
+                .unwrap_or_else(|error| panic!("open {}: {error}", path.display()));
+            // SAFETY: setns only changes this (fresh, scoped) thread's network namespace; the
+            // fd is open for the duration of the call.
+            let ret = unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) };
+            assert_eq!(
+                ret,
+                0,
+                "setns into {}: {}",
+                path.display(),
+                std::io::Error::last_os_error()
+            );
+            f()
+        });
+        match handle.join() {
+            Ok(result) => result,
+            Err(panic) => std::panic::resume_unwind(panic),
+        }
+    })
+}
+
+/// Interface index of `name` in the calling thread's namespace.
+pub fn ifindex(name: &str) -> u32 {
+    let c_name = std::ffi::CString::new(name).expect("no NUL in interface name");
+    // SAFETY: `c_name` is a valid NUL-terminated string for the duration of the call.
+    let index = unsafe { libc::if_nametoindex(c_name.as_ptr()) };
+    assert_ne!(
+        index,
+        0,
+        "no interface {name}: {}",
+        std::io::Error::last_os_error()
+    );
+    index
+}
+
+/// One end of a veth pair.
+#[derive(Clone, Debug)]
+pub struct VethEnd {
+    /// Namespace name.
+    pub netns: String,
+    /// Interface name.
+    pub name: String,
+    /// Interface index inside its namespace.
+    pub ifindex: u32,
+    /// MAC address.
+    pub mac: [u8; 6],
+}
+
+/// A veth pair with one RX and one TX queue per end (so all traffic lands on queue 0), both
+/// ends up, no addresses. Destroyed with its namespaces.
+#[derive(Debug)]
+pub struct VethPair {
+    /// The end in the first namespace.
+    pub a: VethEnd,
+    /// The end in the second namespace.
+    pub b: VethEnd,
+}
+
+impl VethPair {
+    /// Creates `name_a` in `ns_a` paired with `name_b` in `ns_b`, both with `mtu`.
+    pub fn new(ns_a: &NetNs, ns_b: &NetNs, name_a: &str, name_b: &str, mtu: u32) -> VethPair {
+        let mtu = mtu.to_string();
+        ns_a.ip(&[
+            "link",
+            "add",
+            name_a,
+            "numrxqueues",
+            "1",
+            "numtxqueues",
+            "1",
+            "type",
+            "veth",
+            "peer",
+            "name",
+            name_b,
+            "numrxqueues",
+            "1",
+            "numtxqueues",
+            "1",
+            "netns",
+            ns_b.name(),
+        ]);
+        ns_a.ip(&["link", "set", name_a, "mtu", &mtu, "up"]);
+        ns_b.ip(&["link", "set", name_b, "mtu", &mtu, "up"]);
+        VethPair {
+            a: veth_end(ns_a, name_a),
+            b: veth_end(ns_b, name_b),
+        }
+    }
+}
+
+fn veth_end(ns: &NetNs, name: &str) -> VethEnd {
+    let line = ns.ip(&["-o", "link", "show", "dev", name]);
+    let mac_text = line
+        .split("link/ether ")
+        .nth(1)
+        .and_then(|rest| rest.split_whitespace().next())
+        .unwrap_or_else(|| panic!("no MAC in `ip link show {name}`: {line}"));
+    let mut mac = [0u8; 6];
+    for (byte, text) in mac.iter_mut().zip(mac_text.split(':')) {
+        *byte = u8::from_str_radix(text, 16).expect("hex MAC byte");
+    }
+    let index = in_netns(ns, || ifindex(name));
+    VethEnd {
+        netns: ns.name().to_owned(),
+        name: name.to_owned(),
+        ifindex: index,
+        mac,
+    }
+}
+
+/// A raw `AF_PACKET` socket bound to one interface in one namespace, seeing every ethertype.
+/// Frames the socket's own host sends (PACKET_OUTGOING) are skipped on receive.
+/// PACKET_AUXDATA is on, so VLAN tags stripped by the kernel can be restored.
+#[derive(Debug)]
+pub struct PacketSocket {
+    fd: OwnedFd,
+}
+
+/// `htons(ETH_P_ALL)`.
+const ETH_P_ALL_BE: u16 = 0x0003u16.to_be();
+const _: () = assert!(libc::ETH_P_ALL == 0x0003);
+
+impl PacketSocket {
+    /// Opens a socket on `interface` inside `ns`.
+    pub fn open(ns: &NetNs, interface: &str) -> PacketSocket {
+        in_netns(ns, || {
+            // Protocol 0: receive nothing until bound to the interface below.
+            // SAFETY: plain socket(2) call; the returned fd is checked and then owned.
+            let raw =
+                unsafe { libc::socket(libc::AF_PACKET, libc::SOCK_RAW | libc::SOCK_CLOEXEC, 0) };
+            assert!(
+                raw >= 0,
+                "socket(AF_PACKET): {}",
+                std::io::Error::last_os_error()
+            );
+            // SAFETY: `raw` is a fresh fd that nothing else owns.
+            let fd = unsafe { OwnedFd::from_raw_fd(raw) };
+            let index = ifindex(interface);
+            // SAFETY: sockaddr_ll is plain old data; all-zero is a valid value.
+            let mut addr: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
+            addr.sll_family = u16::try_from(libc::AF_PACKET).expect("AF_PACKET fits u16");
+            addr.sll_protocol = ETH_P_ALL_BE;
+            addr.sll_ifindex = i32::try_from(index).expect("ifindex fits i32");
+            // SAFETY: `addr` is a valid sockaddr_ll of the size passed; the fd is open.
+            let ret = unsafe {
+                libc::bind(
+                    fd.as_raw_fd(),
+                    std::ptr::from_ref(&addr).cast::<libc::sockaddr>(),
+                    socklen::<libc::sockaddr_ll>(),
+                )
+            };
+            assert_eq!(
+                ret,
+                0,
+                "bind AF_PACKET to {interface}: {}",
+                std::io::Error::last_os_error()
+            );
+            let on: libc::c_int = 1;
+            // SAFETY: the option value is a live c_int of the size passed; the fd is open.
+            let ret = unsafe {
+                libc::setsockopt(
+                    fd.as_raw_fd(),
+                    libc::SOL_PACKET,
+                    libc::PACKET_AUXDATA,
+                    std::ptr::from_ref(&on).cast(),
+                    socklen::<libc::c_int>(),
+                )
+            };
+            assert_eq!(
+                ret,
+                0,
+                "PACKET_AUXDATA: {}",
+                std::io::Error::last_os_error()
+            );
+            PacketSocket { fd }
+        })
+    }
+
+    /// Sends one Ethernet frame (exactly these bytes: no padding is added).
+    pub fn send(&self, frame: &[u8]) {
+        // SAFETY: the buffer is valid for `frame.len()` bytes; the fd is open.
+        let sent =
+            unsafe { libc::send(self.fd.as_raw_fd(), frame.as_ptr().cast(), frame.len(), 0) };
+        assert_eq!(
+            usize::try_from(sent).ok(),
+            Some(frame.len()),
+            "send on packet socket: {}",
+            std::io::Error::last_os_error()
+        );
+    }
+
+    /// The next incoming frame, or `None` after `timeout`.
+    pub fn recv(&self, timeout: Duration) -> Option<Vec<u8>> {
+        self.recv_matching(timeout, |_| true)
+    }
+
+    /// The next incoming frame for which `wanted` is true (others are discarded), or `None`
+    /// after `timeout`. A VLAN tag the kernel stripped on receive is put back in the bytes
+    /// (as libpcap does), so frames look as they did on the wire.
+    pub fn recv_matching(
+        &self,
+        timeout: Duration,
+        wanted: impl Fn(&[u8]) -> bool,
+    ) -> Option<Vec<u8>> {
+        let deadline = Instant::now() + timeout;
+        let mut buf = vec![0u8; 16384];
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let mut pollfd = libc::pollfd {
+                fd: self.fd.as_raw_fd(),
+                events: libc::POLLIN,
+                revents: 0,
+            };
+            let millis = i32::try_from(left.as_millis()).unwrap_or(i32::MAX);
+            // SAFETY: one valid pollfd for the duration of the call.
+            let ready = unsafe { libc::poll(&mut pollfd, 1, millis) };
+            if ready == 0 {
+                return None;
+            }
+            assert!(ready > 0, "poll: {}", std::io::Error::last_os_error());
+            let Some(received) = self.recv_raw(&mut buf) else {
+                continue;
+            };
+            if received.outgoing {
+                continue;
+            }
+            let mut frame = buf[..received.len].to_vec();
+            if let Some((tpid, tci)) = received.vlan {
+                let mut tag = [0u8; 4];
+                tag[..2].copy_from_slice(&tpid.to_be_bytes());
+                tag[2..].copy_from_slice(&tci.to_be_bytes());
+                frame.splice(12..12, tag);
+            }
+            if wanted(&frame) {
+                return Some(frame);
+            }
+        }
+    }
+
+    /// One `recvmsg`, or `None` if nothing was ready.
+    fn recv_raw(&self, buf: &mut [u8]) -> Option<Received> {
+        // SAFETY: sockaddr_ll is plain old data; all-zero is a valid value.
+        let mut from: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
+        let mut control = [0u64; 16];
+        let mut iov = libc::iovec {
+            iov_base: buf.as_mut_ptr().cast(),
+            iov_len: buf.len(),
+        };
+        // SAFETY: msghdr is plain old data; all-zero is a valid value.
+        let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+        msg.msg_name = std::ptr::from_mut(&mut from).cast();
+        msg.msg_namelen = socklen::<libc::sockaddr_ll>();
+        msg.msg_iov = &mut iov;
+        msg.msg_iovlen = 1;
+        msg.msg_control = control.as_mut_ptr().cast();
+        msg.msg_controllen = std::mem::size_of_val(&control);
+        // SAFETY: every pointer in `msg` refers to a live local buffer of the stated size.
+        let len = unsafe { libc::recvmsg(self.fd.as_raw_fd(), &mut msg, libc::MSG_DONTWAIT) };
+        let Ok(len) = usize::try_from(len) else {
+            let error = std::io::Error::last_os_error();
+            assert_eq!(
+                error.kind(),
+                std::io::ErrorKind::WouldBlock,
+                "recvmsg: {error}"
+            );
+            return None;
+        };
+        let mut vlan = None;
+        // SAFETY: `msg` was filled by recvmsg; the CMSG_* macros walk its control buffer within
+        // `msg_controllen`, and PACKET_AUXDATA carries a `tpacket_auxdata` (read unaligned).
+        unsafe {
+            let mut cmsg = libc::CMSG_FIRSTHDR(&msg);
+            while !cmsg.is_null() {
+                if (*cmsg).cmsg_level == libc::SOL_PACKET
+                    && (*cmsg).cmsg_type == libc::PACKET_AUXDATA
+                {
+                    let aux = std::ptr::read_unaligned(
+                        libc::CMSG_DATA(cmsg).cast::<libc::tpacket_auxdata>(),
+                    );
+                    if aux.tp_status & libc::TP_STATUS_VLAN_VALID != 0 {
+                        let tpid = if aux.tp_status & libc::TP_STATUS_VLAN_TPID_VALID != 0 {
+                            aux.tp_vlan_tpid
+                        } else {
+                            0x8100
+                        };
+                        vlan = Some((tpid, aux.tp_vlan_tci));
+                    }
+                }
+                cmsg = libc::CMSG_NXTHDR(&msg, cmsg);
+            }
+        }
+        Some(Received {
+            len,
+            outgoing: from.sll_pkttype == libc::PACKET_OUTGOING,
+            vlan,
+        })
+    }
+}
+
+/// What one `recvmsg` on a packet socket returned.
+struct Received {
+    /// Bytes in the buffer.
+    len: usize,
+    /// Sent by this host (a copy of our own transmission).
+    outgoing: bool,
+    /// VLAN (tpid, tci) the kernel stripped from the frame, if any.
+    vlan: Option<(u16, u16)>,
+}
+
+fn socklen<T>() -> libc::socklen_t {
+    libc::socklen_t::try_from(std::mem::size_of::<T>()).expect("small struct")
+}

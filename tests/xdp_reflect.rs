@@ -1,0 +1,599 @@
+//! Real-kernel test of the XDP program and `XskPort`: a veth pair between two fresh network
+//! namespaces; side A runs `aoe_xdp` and an AF_XDP socket on queue 0, side B injects frames with
+//! a raw socket and captures what comes back.
+//!
+//! Needs root; prints "skipping: ..." otherwise (or fails with `AOE_XDP_REQUIRE_PRIV=1`).
+
+mod common;
+
+use std::collections::HashSet;
+use std::time::{Duration, Instant};
+
+use aoe_xdp::xdp::frame::{Frame, FrameCounts};
+use aoe_xdp::xdp::loader::{attached_program, detach_stale, AttachMode, XdpMode, XdpProgram};
+use aoe_xdp::xdp::socket::{BindMode, BindPreference, BusyPoll, XskConfig, XskPort};
+use aoe_xdp::xdp::umem::{
+    payload_is_aligned, AOE_ATA_HEADERS_LEN, ETH_MIN_FRAME_LEN, FRAME_SIZE, PACKET_OFFSET,
+    PAYLOAD_ALIGN,
+};
+use common::netns::{
+    in_netns, leftover_namespaces, privileged_or_skip, NetNs, PacketSocket, VethPair,
+};
+
+const WAIT: Duration = Duration::from_secs(2);
+/// How long to watch for a frame that must NOT arrive.
+const QUIET: Duration = Duration::from_millis(300);
+const ETH_P_AOE: u16 = 0x88A2;
+const REQUEST: u8 = 0x10;
+const RESPONSE: u8 = 0x18;
+
+/// Two namespaces joined by a veth pair, with a capture socket on side B.
+/// Field order is drop order: sockets, then the namespaces (which destroys the veths).
+struct Rig {
+    peer: PacketSocket,
+    veth: VethPair,
+    ns_a: NetNs,
+    /// Only kept alive: side B is reached through `peer`.
+    _ns_b: NetNs,
+}
+
+impl Rig {
+    fn new(tag: &str) -> Option<Rig> {
+        Rig::with_mtu(tag, 1500)
+    }
+
+    fn with_mtu(tag: &str, mtu: u32) -> Option<Rig> {
+        if !privileged_or_skip() {
+            return None;
+        }
+        let ns_a = NetNs::new(&format!("{tag}-a"));
+        let ns_b = NetNs::new(&format!("{tag}-b"));
+        let veth = VethPair::new(&ns_a, &ns_b, "aoexa", "aoexb", mtu);
+        let peer = PacketSocket::open(&ns_b, "aoexb");
+        Some(Rig {
+            peer,
+            veth,
+            ns_a,
+            _ns_b: ns_b,
+        })
+    }
+
+    /// An AoE request from B to A.
+    fn request(&self, vlan: Option<u16>, ver_flags: u8, tag: u32) -> Vec<u8> {
+        aoe_frame(self.veth.a.mac, self.veth.b.mac, vlan, ver_flags, tag)
+    }
+}
+
+/// A minimal AoE Query Config frame: 32 bytes untagged, 36 with a VLAN tag (both runts).
+fn aoe_frame(dst: [u8; 6], src: [u8; 6], vlan: Option<u16>, ver_flags: u8, tag: u32) -> Vec<u8> {
+    let mut frame = Vec::new();
+    frame.extend_from_slice(&dst);
+    frame.extend_from_slice(&src);
+    if let Some(id) = vlan {
+        frame.extend_from_slice(&0x8100u16.to_be_bytes());
+        frame.extend_from_slice(&id.to_be_bytes());
+    }
+    frame.extend_from_slice(&ETH_P_AOE.to_be_bytes());
+    frame.push(ver_flags);
+    frame.push(0); // error
+    frame.extend_from_slice(&7u16.to_be_bytes()); // major
+    frame.push(3); // minor
+    frame.push(1); // command: Query Config
+    frame.extend_from_slice(&tag.to_be_bytes());
+    frame.extend_from_slice(&[0, 0, 0, 0, 0, 0x10, 0, 0]); // bufcnt, fw, scnt, ver|ccmd, strlen
+    frame
+}
+
+/// Offset of the AoE header in a frame (behind at most one VLAN tag).
+fn aoe_offset(frame: &[u8]) -> usize {
+    if frame[12..14] == [0x81, 0x00] {
+        18
+    } else {
+        14
+    }
+}
+
+fn is_aoe(frame: &[u8]) -> bool {
+    let offset = aoe_offset(frame);
+    frame.len() >= offset && frame[offset - 2..offset] == ETH_P_AOE.to_be_bytes()
+}
+
+fn aoe_tag(frame: &[u8]) -> u32 {
+    let at = aoe_offset(frame) + 6;
+    u32::from_be_bytes(frame[at..at + 4].try_into().unwrap())
+}
+
+/// What A should send back for `request`: MACs swapped, response flag set.
+fn expected_reply(request: &[u8]) -> Vec<u8> {
+    let mut reply = request.to_vec();
+    reply[..6].copy_from_slice(&request[6..12]);
+    reply[6..12].copy_from_slice(&request[..6]);
+    reply[aoe_offset(request)] |= 0x08;
+    reply
+}
+
+/// Recognisable "sector data" byte `i`.
+fn pattern(i: usize) -> u8 {
+    u8::try_from(i % 251).unwrap()
+}
+
+fn small_config() -> XskConfig {
+    // 256 frames = 128 (fill ring) + 128 (held, queued, on the TX ring).
+    XskConfig {
+        frame_count: 256,
+        fill_ring_size: 128,
+        comp_ring_size: 128,
+        rx_ring_size: 128,
+        tx_ring_size: 128,
+        bind: BindPreference::Auto,
+    }
+}
+
+/// Attaches the program in `mode` and binds a port on queue 0 of side A (call inside ns A).
+fn setup_a(rig: &Rig, mode: XdpMode) -> (XdpProgram, XskPort) {
+    let program = XdpProgram::attach(rig.veth.a.ifindex, mode).expect("attach XDP");
+    let port = XskPort::bind(&rig.veth.a.name, 0, &small_config()).expect("bind XSK");
+    program
+        .insert_socket(0, port.fd())
+        .expect("insert socket into xsks_map");
+    eprintln!(
+        "veth: XDP attach mode {:?}, XSK bind mode {:?}",
+        program.mode(),
+        port.bind_mode()
+    );
+    (program, port)
+}
+
+/// The next frame at the XSK, or `None` after `timeout`.
+fn recv_one(port: &mut XskPort, timeout: Duration) -> Option<Frame> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(frame) = port.rx_burst(1).next() {
+            return Some(frame);
+        }
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return None;
+        }
+        port.wait_rx(left.min(Duration::from_millis(50))).unwrap();
+    }
+}
+
+/// Turns `frame` (a received request of `frame.len()` bytes) into its reply in place and queues
+/// it. Bytes past the request are dirtied first, so missing padding would show on the wire.
+fn reflect(port: &mut XskPort, mut frame: Frame) {
+    let len = frame.len();
+    let buf = port.data_mut(&mut frame);
+    let mut macs = [0u8; 12];
+    macs.copy_from_slice(&buf[..12]);
+    buf[..6].copy_from_slice(&macs[6..]);
+    buf[6..12].copy_from_slice(&macs[..6]);
+    let offset = aoe_offset(buf);
+    buf[offset] |= 0x08;
+    buf[len..len + 64].fill(0xEE);
+    port.transmit(frame, len);
+}
+
+/// Reaps completions and refills until the frame counts are back at `start`.
+fn settle(port: &mut XskPort, start: FrameCounts) {
+    let deadline = Instant::now() + WAIT;
+    while port.frame_counts() != start {
+        assert!(
+            Instant::now() < deadline,
+            "frames not returned: {:?} != {start:?}",
+            port.frame_counts()
+        );
+        port.flush_tx().unwrap();
+        port.reap_completions();
+        port.refill().unwrap();
+        std::thread::sleep(Duration::from_millis(1));
+    }
+}
+
+/// (a) A request reaches the XSK byte for byte, at the documented UMEM offset; the reply built
+/// in the same frame reaches B padded to 60 bytes; a reply longer than the request works too.
+fn reflect_request(tag: &str, mode: XdpMode, expect_mode: AttachMode) {
+    let Some(rig) = Rig::new(tag) else { return };
+    let short = rig.request(None, REQUEST, 0x1234_5678);
+    let long = rig.request(None, REQUEST, 0x0BAD_CAFE);
+    in_netns(&rig.ns_a, || {
+        let (program, mut port) = setup_a(&rig, mode);
+        assert_eq!(program.mode(), expect_mode);
+        assert_eq!(
+            port.bind_mode(),
+            BindMode::Copy,
+            "veth has no zero-copy AF_XDP"
+        );
+        let start = port.frame_counts();
+        assert_eq!(start.fill, 128);
+
+        rig.peer.send(&short);
+        let frame = recv_one(&mut port, WAIT).expect("AoE request did not reach the XSK");
+        assert_eq!(port.data(&frame), &short[..]);
+        // Layout: packet at chunk + 476, so the byte after a 36-byte AoE ATA header is at
+        // chunk + 512, 512-aligned; the frame can be written up to the chunk end.
+        let offset = port.umem_offset(&frame);
+        assert_eq!(offset % FRAME_SIZE, PACKET_OFFSET);
+        assert!(payload_is_aligned(offset, AOE_ATA_HEADERS_LEN));
+        assert_eq!((offset + AOE_ATA_HEADERS_LEN) % PAYLOAD_ALIGN, 0);
+        assert_eq!(port.frame_capacity(&frame), FRAME_SIZE - PACKET_OFFSET);
+        let in_umem = port.umem_base_ptr().as_ptr().wrapping_add(offset);
+        assert_eq!(port.data(&frame).as_ptr(), in_umem.cast_const());
+        assert!(offset + FRAME_SIZE - PACKET_OFFSET <= port.umem_len());
+        reflect(&mut port, frame);
+        port.flush_tx().unwrap();
+        let reply = rig
+            .peer
+            .recv_matching(WAIT, |f| is_aoe(f) && aoe_tag(f) == 0x1234_5678)
+            .expect("B did not receive the reply");
+        assert_eq!(
+            reply.len(),
+            ETH_MIN_FRAME_LEN,
+            "runt reply not padded to 60 bytes"
+        );
+        assert_eq!(reply[..short.len()], expected_reply(&short)[..]);
+        assert!(
+            reply[short.len()..].iter().all(|&b| b == 0),
+            "padding not zero: {reply:02x?}"
+        );
+
+        // A reply longer than its request: 1024 bytes of "sector data" after the 36-byte header.
+        rig.peer.send(&long);
+        let mut frame = recv_one(&mut port, WAIT).expect("second request did not reach the XSK");
+        let reply_len = AOE_ATA_HEADERS_LEN + 1024;
+        let buf = port.data_mut(&mut frame);
+        assert!(buf.len() >= reply_len);
+        let mut macs = [0u8; 12];
+        macs.copy_from_slice(&buf[..12]);
+        buf[..6].copy_from_slice(&macs[6..]);
+        buf[6..12].copy_from_slice(&macs[..6]);
+        buf[14] |= 0x08;
+        for (i, byte) in buf[AOE_ATA_HEADERS_LEN..reply_len].iter_mut().enumerate() {
+            *byte = pattern(i);
+        }
+        port.transmit(frame, reply_len);
+        port.flush_tx().unwrap();
+        let reply = rig
+            .peer
+            .recv_matching(WAIT, |f| is_aoe(f) && aoe_tag(f) == 0x0BAD_CAFE)
+            .expect("B did not receive the long reply");
+        assert_eq!(reply.len(), reply_len);
+        assert_eq!(reply[..long.len()], expected_reply(&long)[..]);
+        assert!(reply[AOE_ATA_HEADERS_LEN..]
+            .iter()
+            .enumerate()
+            .all(|(i, &b)| b == pattern(i)));
+
+        let counters = program.counters().unwrap();
+        assert_eq!(counters.redirected, 2);
+        assert_eq!(counters.passed_response, 0);
+        settle(&mut port, start);
+        let stats = port.stats().unwrap();
+        assert_eq!(
+            stats.rx_dropped + stats.rx_invalid_descs + stats.tx_invalid_descs,
+            0,
+            "{stats:?}"
+        );
+    });
+}
+
+#[test]
+fn test_reflect_native() {
+    reflect_request("native", XdpMode::Native, AttachMode::Native);
+}
+
+#[test]
+fn test_reflect_generic() {
+    reflect_request("generic", XdpMode::Generic, AttachMode::Generic);
+}
+
+#[test]
+fn test_auto_mode_picks_native_on_veth() {
+    reflect_request("auto", XdpMode::Auto, AttachMode::Native);
+}
+
+/// veth has no zero-copy AF_XDP: a forced zero-copy bind fails with a hint, Auto falls back.
+#[test]
+fn test_zero_copy_refused_on_veth() {
+    let Some(rig) = Rig::new("zc") else { return };
+    in_netns(&rig.ns_a, || {
+        let _program = XdpProgram::attach(rig.veth.a.ifindex, XdpMode::Native).unwrap();
+        let forced = XskConfig {
+            bind: BindPreference::ZeroCopy,
+            ..small_config()
+        };
+        let error = XskPort::bind(&rig.veth.a.name, 0, &forced).expect_err("veth zero-copy");
+        let text = error.to_string();
+        assert!(
+            text.contains("zero-copy") && text.contains("use copy mode"),
+            "{text}"
+        );
+        let source = std::error::Error::source(&error).and_then(std::error::Error::source);
+        let errno = source
+            .and_then(|s| s.downcast_ref::<std::io::Error>())
+            .and_then(|e| e.raw_os_error());
+        assert_eq!(errno, Some(libc::EOPNOTSUPP), "{error:?}");
+        let port = XskPort::bind(&rig.veth.a.name, 0, &small_config()).expect("Auto falls back");
+        assert_eq!(port.bind_mode(), BindMode::Copy);
+        let copy = XskConfig {
+            bind: BindPreference::Copy,
+            ..small_config()
+        };
+        let busy = XskPort::bind(&rig.veth.a.name, 0, &copy).expect_err("second socket on queue 0");
+        assert!(busy.to_string().contains("already bound"), "{busy}");
+    });
+}
+
+/// Native XDP on veth refuses a 9000-byte MTU (ERANGE) without frags support: the error says
+/// so, and Auto falls back to generic mode.
+#[test]
+fn test_jumbo_mtu_falls_back_to_generic() {
+    let Some(rig) = Rig::with_mtu("jumbo", 9000) else {
+        return;
+    };
+    in_netns(&rig.ns_a, || {
+        let error =
+            XdpProgram::attach(rig.veth.a.ifindex, XdpMode::Native).expect_err("native, MTU 9000");
+        assert!(error.to_string().contains("MTU"), "{error}");
+        let program = XdpProgram::attach(rig.veth.a.ifindex, XdpMode::Auto).expect("Auto");
+        assert_eq!(program.mode(), AttachMode::Generic);
+    });
+}
+
+/// (b) A request behind one 802.1Q tag is redirected too, tag intact, and can be reflected.
+#[test]
+fn test_vlan_request_reaches_xsk() {
+    let Some(rig) = Rig::new("vlan") else { return };
+    let request = rig.request(Some(42), REQUEST, 0x0000_0042);
+    in_netns(&rig.ns_a, || {
+        let (program, mut port) = setup_a(&rig, XdpMode::Native);
+        let start = port.frame_counts();
+        rig.peer.send(&request);
+        let frame = recv_one(&mut port, WAIT).expect("VLAN-tagged request did not reach the XSK");
+        assert_eq!(port.data(&frame), &request[..]);
+        // The tag shifts the payload: this is the case the dataplane must bounce-copy.
+        assert!(!payload_is_aligned(
+            port.umem_offset(&frame),
+            AOE_ATA_HEADERS_LEN + 4
+        ));
+        reflect(&mut port, frame);
+        port.flush_tx().unwrap();
+        let reply = rig
+            .peer
+            .recv_matching(WAIT, |f| {
+                f.len() >= 18 && f[12..14] == [0x81, 0x00] && is_aoe(f)
+            })
+            .expect("B did not receive the VLAN reply");
+        assert_eq!(reply[..request.len()], expected_reply(&request)[..]);
+        assert_eq!(reply.len(), ETH_MIN_FRAME_LEN);
+        assert_eq!(program.counters().unwrap().redirected, 1);
+        settle(&mut port, start);
+    });
+}
+
+/// (c) and (d): AoE responses and other ethertypes pass to the kernel stack, not the XSK.
+#[test]
+fn test_responses_and_non_aoe_pass_to_kernel() {
+    let Some(rig) = Rig::new("pass") else { return };
+    let response = rig.request(None, RESPONSE, 0x5EED_0001);
+    let mut other = rig.request(None, REQUEST, 0x5EED_0002);
+    other[12..14].copy_from_slice(&0x88B5u16.to_be_bytes()); // IEEE local experimental
+    let mut bad_version = rig.request(None, REQUEST, 0x5EED_0003);
+    bad_version[14] = 0x20; // AoE version 2
+    let kernel_side = PacketSocket::open(&rig.ns_a, &rig.veth.a.name);
+    in_netns(&rig.ns_a, || {
+        let (program, mut port) = setup_a(&rig, XdpMode::Native);
+        let before = program.counters().unwrap();
+        for (frame, what) in [
+            (&response, "response"),
+            (&other, "0x88B5"),
+            (&bad_version, "version 2"),
+        ] {
+            rig.peer.send(frame);
+            let seen = kernel_side
+                .recv_matching(WAIT, |f| f == &frame[..])
+                .unwrap_or_else(|| panic!("{what} frame did not reach the kernel stack on A"));
+            assert_eq!(seen, *frame);
+            if let Some(stray) = recv_one(&mut port, QUIET) {
+                let bytes = port.data(&stray).to_vec();
+                port.release(stray);
+                panic!("{what} frame was redirected to the XSK: {bytes:02x?}");
+            }
+        }
+        let after = program.counters().unwrap();
+        assert_eq!(after.passed_response - before.passed_response, 1);
+        assert_eq!(after.passed_malformed - before.passed_malformed, 1);
+        // At least our 0x88B5 frame; IPv6 link-local chatter on the fresh link may add more.
+        assert!(after.passed_non_aoe > before.passed_non_aoe);
+        assert_eq!(after.redirected, 0);
+    });
+}
+
+/// (e) Dropping the program detaches it (netlink query and `ip -d link show` agree); a program
+/// left behind (as after a crash) is found and removed by `detach_stale`; a second attach while
+/// one is attached fails with a hint instead of replacing it.
+#[test]
+fn test_detach_on_drop_and_stale_cleanup() {
+    let Some(rig) = Rig::new("detach") else {
+        return;
+    };
+    let ifindex = rig.veth.a.ifindex;
+    let prog_id = in_netns(&rig.ns_a, || {
+        let program = XdpProgram::attach(ifindex, XdpMode::Auto).expect("attach");
+        let attached = attached_program(ifindex)
+            .unwrap()
+            .expect("program attached");
+        assert_eq!(attached.id, program.program_id());
+        assert_eq!(attached.mode, AttachMode::Native);
+        assert_eq!(attached.name, "aoe_xdp");
+        let second = XdpProgram::attach(ifindex, XdpMode::Native).expect_err("double attach");
+        assert!(second.to_string().contains("detach_stale"), "{second}");
+        // The failed second attach must not have disturbed the first.
+        assert_eq!(
+            attached_program(ifindex).unwrap().map(|p| p.id),
+            Some(program.program_id())
+        );
+        program.program_id()
+    });
+    let shown = rig
+        .ns_a
+        .ip(&["-d", "link", "show", "dev", &rig.veth.a.name]);
+    assert!(
+        !shown.contains("prog/xdp"),
+        "XDP program {prog_id} still attached:\n{shown}"
+    );
+    in_netns(&rig.ns_a, || {
+        assert_eq!(attached_program(ifindex).unwrap(), None);
+        assert_eq!(detach_stale(ifindex).unwrap(), None, "nothing to clean up");
+
+        // Simulate a crash: the program stays attached without an owner.
+        let program = XdpProgram::attach(ifindex, XdpMode::Generic).expect("attach generic");
+        let leaked_id = program.program_id();
+        std::mem::forget(program);
+        let attached = attached_program(ifindex)
+            .unwrap()
+            .expect("leaked program attached");
+        assert_eq!(
+            (attached.id, attached.mode),
+            (leaked_id, AttachMode::Generic)
+        );
+        assert_eq!(detach_stale(ifindex).unwrap(), Some(leaked_id));
+        assert_eq!(attached_program(ifindex).unwrap(), None);
+    });
+    let shown = rig
+        .ns_a
+        .ip(&["-d", "link", "show", "dev", &rig.veth.a.name]);
+    assert!(
+        !shown.contains("prog/xdp"),
+        "stale program still attached:\n{shown}"
+    );
+}
+
+/// (f) 2000 requests, at most 64 in flight, all reflected; every frame back in its pool.
+#[test]
+fn test_burst_reflects_all_without_leaks() {
+    const COUNT: u32 = 2000;
+    const WINDOW: u32 = 64;
+    let Some(rig) = Rig::new("burst") else { return };
+    let rig = &rig;
+    let (a_mac, b_mac) = (rig.veth.a.mac, rig.veth.b.mac);
+    std::thread::scope(|scope| {
+        let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+        let reflector = scope.spawn(|| {
+            in_netns(&rig.ns_a, move || {
+                let (program, mut port) = setup_a(rig, XdpMode::Native);
+                port.set_busy_poll(BusyPoll {
+                    prefer: true,
+                    usecs: 20,
+                    budget: 16,
+                })
+                .unwrap();
+                let start = port.frame_counts();
+                ready_tx.send(()).unwrap();
+                let deadline = Instant::now() + Duration::from_secs(20);
+                let mut reflected = 0;
+                while reflected < COUNT {
+                    assert!(
+                        Instant::now() < deadline,
+                        "only {reflected} of {COUNT} reflected"
+                    );
+                    port.reap_completions();
+                    port.refill().unwrap();
+                    let burst = port.rx_burst(32);
+                    if burst.len() == 0 {
+                        drop(burst);
+                        port.wait_rx(Duration::from_millis(10)).unwrap();
+                        continue;
+                    }
+                    for frame in burst {
+                        reflect(&mut port, frame);
+                        reflected += 1;
+                    }
+                    port.flush_tx().unwrap();
+                }
+                settle(&mut port, start);
+                assert_eq!(port.frame_counts(), start);
+                assert_eq!(port.frame_counts().total(), 256);
+                assert_eq!(program.counters().unwrap().redirected, u64::from(COUNT));
+                port.stats().unwrap()
+            })
+        });
+        ready_rx
+            .recv_timeout(WAIT)
+            .expect("reflector did not start");
+        let mut sent = 0;
+        let mut seen = HashSet::new();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while seen.len() < COUNT as usize {
+            assert!(
+                Instant::now() < deadline,
+                "only {} of {COUNT} replies",
+                seen.len()
+            );
+            while sent < COUNT && sent - u32::try_from(seen.len()).unwrap() < WINDOW {
+                rig.peer.send(&aoe_frame(a_mac, b_mac, None, REQUEST, sent));
+                sent += 1;
+            }
+            let reply = rig
+                .peer
+                .recv_matching(WAIT, |f| is_aoe(f) && f[14] == RESPONSE)
+                .unwrap_or_else(|| panic!("reply stalled after {} of {COUNT}", seen.len()));
+            let tag = aoe_tag(&reply);
+            assert!(tag < COUNT, "unexpected tag {tag}");
+            assert_eq!(reply.len(), ETH_MIN_FRAME_LEN);
+            assert!(seen.insert(tag), "duplicate reply for tag {tag}");
+        }
+        let stats = reflector.join().unwrap();
+        assert_eq!(stats.rx_dropped + stats.rx_ring_full, 0, "{stats:?}");
+    });
+}
+
+/// Frames built from scratch with `alloc` (as for an advertisement), 100 of them sent by ONE
+/// `flush_tx`: copy mode sends at most 32 frames per `sendto`, so the flush must keep kicking.
+#[test]
+fn test_alloc_and_large_flush() {
+    const COUNT: u32 = 100;
+    let Some(rig) = Rig::new("alloc") else { return };
+    in_netns(&rig.ns_a, || {
+        let (_program, mut port) = setup_a(&rig, XdpMode::Native);
+        let start = port.frame_counts();
+        for tag in 0..COUNT {
+            let mut frame = port.alloc().expect("free frame");
+            assert!(frame.is_empty());
+            let bytes = aoe_frame(rig.veth.b.mac, rig.veth.a.mac, None, RESPONSE, tag);
+            port.data_mut(&mut frame)[..bytes.len()].copy_from_slice(&bytes);
+            port.transmit(frame, bytes.len());
+        }
+        assert_eq!(port.frame_counts().tx, COUNT);
+        assert_eq!(port.flush_tx().unwrap(), COUNT as usize);
+        let mut seen = HashSet::new();
+        while seen.len() < COUNT as usize {
+            let reply = rig
+                .peer
+                .recv_matching(WAIT, |f| is_aoe(f) && f[14] == RESPONSE)
+                .unwrap_or_else(|| {
+                    panic!(
+                        "only {} of {COUNT} frames left after one flush_tx",
+                        seen.len()
+                    )
+                });
+            assert_eq!(reply.len(), ETH_MIN_FRAME_LEN);
+            assert!(seen.insert(aoe_tag(&reply)));
+        }
+        settle(&mut port, start);
+    });
+}
+
+/// Namespaces are deleted with their guards: none of this test's are left once it is done.
+#[test]
+fn test_namespaces_are_cleaned_up() {
+    if !privileged_or_skip() {
+        return;
+    }
+    let name = {
+        let ns = NetNs::new("cleanup");
+        assert!(leftover_namespaces().contains(&ns.name().to_owned()));
+        ns.name().to_owned()
+    };
+    assert!(!leftover_namespaces().contains(&name));
+}
