@@ -18,6 +18,7 @@
 #![deny(unsafe_code)]
 
 pub mod config;
+pub mod initiator;
 pub mod state_dir;
 pub mod storage;
 pub mod target;

@@ -481,3 +481,5 @@ fn pad(buf: &mut [u8], len: usize) -> usize {
         len
     }
 }
+#[cfg(test)]
+mod tests;
