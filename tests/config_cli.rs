@@ -309,7 +309,7 @@ fn test_read_only_file_system() {
     if !probe.is_ok_and(|status| status.success()) {
         let reason = "skipping: cannot create a mount namespace (unshare --mount)";
         assert!(
-            std::env::var_os("AOE_XDP_REQUIRE_PRIVILEGED").is_none(),
+            std::env::var_os("AOE_XDP_REQUIRE_PRIV").is_none(),
             "{reason}"
         );
         eprintln!("{reason}");

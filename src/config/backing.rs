@@ -443,7 +443,7 @@ mod tests {
 
     impl LoopDevice {
         /// None (after saying why) where loop devices cannot be set up; CI runs as root, and
-        /// AOE_XDP_REQUIRE_PRIVILEGED=1 turns that skip into a failure.
+        /// AOE_XDP_REQUIRE_PRIV=1 turns that skip into a failure.
         fn attach(file: &std::path::Path, read_only: bool) -> Option<LoopDevice> {
             let mut command = Command::new("losetup");
             command.arg("--find").arg("--show");
@@ -461,7 +461,7 @@ mod tests {
                 other => {
                     let reason = format!("skipping: cannot attach a loop device: {other:?}");
                     assert!(
-                        std::env::var_os("AOE_XDP_REQUIRE_PRIVILEGED").is_none(),
+                        std::env::var_os("AOE_XDP_REQUIRE_PRIV").is_none(),
                         "{reason}"
                     );
                     eprintln!("{reason}");

@@ -4,7 +4,7 @@ use std::process::Command;
 
 use anyhow::{bail, Result};
 
-use crate::util::{have, run};
+use crate::util::{cargo, have, run};
 
 /// Debian packages: the BPF/libxdp build (clang, m4, libelf, zlib, pkg-config, make, libbpf
 /// headers), the real AoE peers and clients (vblade, aoetools), and network tooling.
@@ -51,7 +51,7 @@ pub fn ensure_packages() -> Result<()> {
 
 /// Installs cargo-fuzz from crates.io when it is missing.
 pub fn ensure_cargo_fuzz() -> Result<()> {
-    let present = crate::util::cargo()
+    let present = cargo()
         .args(["fuzz", "--version"])
         .output()
         .map(|o| o.status.success())
@@ -59,5 +59,5 @@ pub fn ensure_cargo_fuzz() -> Result<()> {
     if present {
         return Ok(());
     }
-    run(crate::util::cargo().args(["install", "cargo-fuzz", "--locked"]))
+    run(cargo().args(["install", "cargo-fuzz", "--locked"]))
 }

@@ -3,6 +3,8 @@
 //! This file only parses the command line and dispatches; each command lives in its own module.
 
 mod bpf;
+mod deps;
+mod test;
 mod util;
 
 use clap::{Parser, Subcommand};
@@ -22,10 +24,13 @@ enum Command {
         #[arg(long)]
         check: bool,
     },
+    /// Run every check and test (installs missing Debian packages; run as root).
+    Test(test::TestArgs),
 }
 
 fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
         Command::BuildBpf { check } => bpf::build_bpf(check),
+        Command::Test(args) => test::test(&args),
     }
 }

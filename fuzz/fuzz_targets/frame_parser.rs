@@ -1,0 +1,57 @@
+//! Arbitrary bytes through every wire view and the sans-IO target: nothing may panic, and any
+//! storage plan must stay inside the device.
+#![no_main]
+
+use std::sync::Arc;
+
+use aoe_xdp::initiator::frames::Reply;
+use aoe_xdp::target::{DeviceParams, Outcome, PortInfo, SharedState, Target};
+use aoe_xdp::wire::MacAddr;
+use libfuzzer_sys::fuzz_target;
+
+const SECTORS: u64 = 4096;
+
+fn target() -> Target {
+    let params = DeviceParams {
+        name: "fuzz".into(),
+        shelf: 1,
+        slot: 0,
+        sectors: SECTORS,
+        read_only: false,
+        buffer_count: 64,
+        model: "fuzz".into(),
+        serial: "fuzz".into(),
+        export: 0,
+        accept: Vec::new(),
+        deny: Vec::new(),
+        port_mask: u64::MAX,
+        broadcast: false,
+    };
+    Target::new([(Arc::new(params), Arc::new(SharedState::default()))])
+}
+
+fuzz_target!(|data: &[u8]| {
+    if let Some(reply) = Reply::parse(data) {
+        let _ = (reply.ata(), reply.query_config(), reply.mac_mask(), reply.reserve());
+    }
+    let mut target = target();
+    let port = PortInfo { index: 0, mac: MacAddr([2, 0, 0, 0, 0, 1]), mtu: 9000 };
+    let mut buf = vec![0u8; 9100];
+    if data.len() > buf.len() {
+        return;
+    }
+    let mut addressed = target.addressed(data, &port);
+    while let Some(device) = target.next_addressed(&mut addressed) {
+        buf[..data.len()].copy_from_slice(data);
+        match target.handle(device, &mut buf, data.len(), &port) {
+            Outcome::Io(plan) => {
+                assert!(plan.sector + u64::from(plan.count) <= SECTORS);
+                assert!(plan.data_offset + plan.byte_len() <= buf.len());
+                let len = target.complete(&mut buf, &plan, Ok(()));
+                assert!(len <= buf.len());
+            }
+            Outcome::Reply { len, .. } => assert!(len >= 60 && len <= buf.len()),
+            Outcome::Drop => {}
+        }
+    }
+});
