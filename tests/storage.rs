@@ -2,8 +2,11 @@
 //! the real io_uring engine, checked against the file contents read with std and against the
 //! synchronous engine as oracle.
 
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::cell::Cell;
 use std::os::unix::fs::FileExt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::process::Command;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -16,6 +19,44 @@ use proptest::prelude::*;
 use tempfile::NamedTempFile;
 
 const CHUNK_SIZE: usize = 4096;
+
+/// Counts heap allocations made by the current thread while counting is switched on.
+struct CountingAlloc;
+
+thread_local! {
+    static COUNTING: Cell<bool> = const { Cell::new(false) };
+    static ALLOCATIONS: Cell<u64> = const { Cell::new(0) };
+}
+
+fn note_allocation() {
+    if COUNTING.try_with(Cell::get).unwrap_or(false) {
+        let _ = ALLOCATIONS.try_with(|n| n.set(n.get() + 1));
+    }
+}
+
+// SAFETY: every call is forwarded unchanged to the system allocator; counting only touches
+// const-initialized thread-locals, which never allocate.
+unsafe impl GlobalAlloc for CountingAlloc {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        note_allocation();
+        // SAFETY: forwarded with the caller's guarantees.
+        unsafe { System.alloc(layout) }
+    }
+
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        // SAFETY: forwarded with the caller's guarantees.
+        unsafe { System.dealloc(ptr, layout) }
+    }
+
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        note_allocation();
+        // SAFETY: forwarded with the caller's guarantees.
+        unsafe { System.realloc(ptr, layout, new_size) }
+    }
+}
+
+#[global_allocator]
+static ALLOCATOR: CountingAlloc = CountingAlloc;
 
 /// A zero-filled temporary file of `sectors` sectors on a real file system.
 fn temp_file(sectors: u64) -> NamedTempFile {
@@ -557,6 +598,120 @@ fn test_engine_moves_to_another_thread_before_first_use() {
         .unwrap();
     assert!(done[0].result.is_ok());
     assert!(file_bytes(&file, 512, 512).iter().all(|b| *b == 0x77));
+}
+
+#[test]
+fn test_submit_commit_reap_do_not_allocate() {
+    let file = temp_file(64);
+    let mut s = spec(file.path());
+    s.direct_io = true;
+    let exports = open(&[s]);
+    let mut pool = pool();
+    for mut engine in [
+        uring(Arc::clone(&exports), &pool),
+        sync(Arc::clone(&exports), &pool),
+    ] {
+        let mut out: Vec<IoCompletion> = Vec::with_capacity(64);
+        let mut round = |engine: &mut Engine, pool: &mut ChunkPool| {
+            for i in 0..8u8 {
+                engine
+                    .submit(req(pool, IoOp::Write, 2 * u64::from(i), 1024, 0, i))
+                    .unwrap();
+            }
+            engine
+                .submit(req(pool, IoOp::Read, 20, 1024, 1, 8))
+                .unwrap(); // bounced
+            engine.submit(req(pool, IoOp::Flush, 0, 0, 0, 9)).unwrap();
+            engine.commit(Instant::now()).unwrap();
+            while engine.in_flight() > 0 {
+                engine.wait(1).unwrap();
+                engine.reap(&mut |c| out.push(c));
+            }
+            assert_eq!(out.len(), 10);
+            assert!(out.iter().all(|c| c.result.is_ok()));
+            out.drain(..).for_each(|c| pool.free(c.chunk));
+        };
+        round(&mut engine, &mut pool); // warm-up: enables the ring
+        ALLOCATIONS.with(|n| n.set(0));
+        COUNTING.with(|c| c.set(true));
+        for _ in 0..4 {
+            round(&mut engine, &mut pool);
+        }
+        COUNTING.with(|c| c.set(false));
+        assert_eq!(ALLOCATIONS.with(Cell::get), 0, "{:?}", engine.stats());
+        assert!(engine.stats().bounced >= 4);
+    }
+}
+
+/// A loop device over a temporary file, detached on drop.
+struct LoopDevice {
+    path: PathBuf,
+    backing: NamedTempFile,
+}
+
+impl LoopDevice {
+    fn new(sectors: u64, block_size: u32) -> LoopDevice {
+        let backing = temp_file(sectors);
+        let out = Command::new("losetup")
+            .args(["-b", &block_size.to_string(), "-f", "--show"])
+            .arg(backing.path())
+            .output();
+        let out = out.expect("losetup must be installed (util-linux)");
+        assert!(
+            out.status.success(),
+            "losetup failed (needs root): {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let path = PathBuf::from(String::from_utf8(out.stdout).unwrap().trim());
+        LoopDevice { path, backing }
+    }
+}
+
+impl Drop for LoopDevice {
+    fn drop(&mut self) {
+        let _ = Command::new("losetup").arg("-d").arg(&self.path).status();
+    }
+}
+
+#[test]
+fn test_block_device_export_is_exclusive_and_round_trips() {
+    // 4096-byte logical blocks: 512-byte requests cannot use O_DIRECT and take the buffered lane.
+    let dev = LoopDevice::new(2048, 4096);
+    let mut s = spec(&dev.path);
+    (s.offset_sectors, s.direct_io) = (1024, true);
+    let exports = open(&[s.clone()]);
+    assert_eq!(exports[0].sectors(), 1024);
+    let align = exports[0]
+        .dio_align()
+        .expect("block devices report STATX_DIOALIGN");
+    assert_eq!(align.offset_align, 4096);
+    let second = Export::open(&s).unwrap_err();
+    assert!(
+        second.to_string().contains(&dev.path.display().to_string()),
+        "{second}"
+    );
+    let mut pool = pool();
+    let mut engine = uring(Arc::clone(&exports), &pool);
+    let small = req(&mut pool, IoOp::Write, 1023, 512, 0, 0x3C);
+    let big = req(&mut pool, IoOp::Write, 0, 4096, 0, 0x3B);
+    let flush = req(&mut pool, IoOp::Flush, 0, 0, 0, 0x3D);
+    let done = submit_all(&mut engine, vec![small, big, flush]);
+    assert!(done.iter().all(|c| c.result.is_ok()), "{done:?}");
+    recycle(&mut pool, done);
+    assert_eq!((engine.stats().buffered, engine.stats().bounced), (1, 0));
+    // A direct read of the block holding the buffered write sees it.
+    let done = submit_all(
+        &mut engine,
+        vec![req(&mut pool, IoOp::Read, 1016, 4096, 0, 0x3E)],
+    );
+    let block = data(&pool, &done[0], 0, 4096);
+    assert!(block[..3584].iter().all(|b| *b == 0) && block[3584..].iter().all(|b| *b == 0x3C));
+    assert!(file_bytes(&dev.backing, 2047 * 512, 512)
+        .iter()
+        .all(|b| *b == 0x3C));
+    assert!(file_bytes(&dev.backing, 1024 * 512, 4096)
+        .iter()
+        .all(|b| *b == 0x3B));
 }
 
 // ---- Oracle: the io_uring engine must agree with the synchronous engine. ----

@@ -18,7 +18,10 @@
 //! - With `merge_delay > 0`, `commit` may hold a run back hoping for a neighbour; the caller
 //!   must keep calling `commit` (once per loop iteration) or `wait`, which flushes everything.
 //! - The ring is single-issuer: after the first `commit`, use the engine from that thread only.
-//! - Dropping the engine blocks until in-flight I/O finishes (see [`crate::xdp::uring`]).
+//! - Dropping the engine blocks until in-flight I/O finishes (see [`crate::xdp::uring`]), but
+//!   the kernel drops its references to the registered files a little later, asynchronously:
+//!   re-opening a block device export with `O_EXCL` right after dropping an engine may see
+//!   `EBUSY` for a moment.
 
 use std::collections::VecDeque;
 use std::os::fd::{AsRawFd, RawFd};
@@ -82,7 +85,6 @@ struct Slot {
 }
 
 /// io_uring engine.
-#[derive(Debug)]
 pub struct UringEngine {
     // Dropped first: waits for in-flight I/O while the arenas are still alive.
     ring: Ring,
@@ -410,6 +412,19 @@ impl UringEngine {
             (IoOp::Read, _) => ring.push_readv(file, offset, segs, ud).is_ok(),
             _ => ring.push_writev(file, offset, segs, flags, ud).is_ok(),
         }
+    }
+}
+
+impl std::fmt::Debug for UringEngine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("UringEngine")
+            .field("ring", &self.ring)
+            .field("exports", &self.exports.len())
+            .field("in_flight", &self.in_flight())
+            .field("pending", &self.pending.len())
+            .field("cfg", &self.cfg)
+            .field("stats", &self.stats)
+            .finish_non_exhaustive()
     }
 }
 

@@ -280,7 +280,6 @@ impl Chunk {
 }
 
 /// Owner of an arena's chunk tokens: a preallocated free list.
-#[derive(Debug)]
 pub struct ChunkPool {
     arena: Arc<Arena>,
     free: Vec<Chunk>,
@@ -347,6 +346,16 @@ impl ChunkPool {
     /// Number of free chunks.
     pub fn free_count(&self) -> usize {
         self.free.len()
+    }
+}
+
+impl std::fmt::Debug for ChunkPool {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ChunkPool")
+            .field("arena", &self.arena.id())
+            .field("chunk_count", &self.arena.chunk_count())
+            .field("free_count", &self.free_count())
+            .finish()
     }
 }
 
