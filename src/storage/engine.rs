@@ -6,7 +6,9 @@
 //!   its chunk, exactly once) or hands it back in [`RequestError`]; a request is never lost.
 //!   `is_throttling_err()` means "stop taking RX and retry later", never "drop".
 //! - [`Engine::commit`] pushes everything queued to the kernel in one batch; [`Engine::reap`]
-//!   never blocks; [`Engine::wait`] blocks. None of them allocates.
+//!   never blocks; [`Engine::wait`] blocks. None of them allocates. Call `commit` once per loop
+//!   iteration even with nothing queued: with `DEFER_TASKRUN` it is also what lets the kernel
+//!   post completions, and it releases requests held for `merge_delay`.
 //! - Every request is checked against its export's window before it is queued, and the byte
 //!   range is asserted again right before the I/O is issued.
 //! - Errors never panic: a failed I/O becomes an error completion ([`IoError`]).

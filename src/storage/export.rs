@@ -231,23 +231,27 @@ impl Export {
     }
 
     /// Chooses the descriptor for `len` bytes at file offset `file_offset` from memory at
-    /// address `mem_addr`.
+    /// address `mem_addr`: direct when offset and length meet the offset alignment and the
+    /// length meets the memory alignment (a bounce cannot fix a length); a bounce when only the
+    /// address is misaligned.
     pub fn route(&self, file_offset: u64, len: u32, mem_addr: usize) -> Route {
-        match self.direct {
-            Some((_, a))
-                if aligned(file_offset, a.offset_align) && aligned(len.into(), a.offset_align) =>
-            {
-                let mem_ok =
-                    aligned(mem_addr as u64, a.mem_align) && aligned(len.into(), a.mem_align);
-                Route {
-                    lane: Lane::Direct,
-                    bounce: !mem_ok,
-                }
-            }
-            _ => Route {
-                lane: Lane::Buffered,
-                bounce: false,
-            },
+        let buffered = Route {
+            lane: Lane::Buffered,
+            bounce: false,
+        };
+        let Some((_, a)) = &self.direct else {
+            return buffered;
+        };
+        let len = u64::from(len);
+        if !aligned(file_offset, a.offset_align)
+            || !aligned(len, a.offset_align)
+            || !aligned(len, a.mem_align)
+        {
+            return buffered;
+        }
+        Route {
+            lane: Lane::Direct,
+            bounce: !aligned(mem_addr as u64, a.mem_align),
         }
     }
 
