@@ -19,6 +19,7 @@
 
 pub mod config;
 pub mod initiator;
+pub mod service;
 pub mod state_dir;
 pub mod storage;
 pub mod target;

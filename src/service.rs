@@ -11,7 +11,8 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use crate::state_dir::{StateDir, StateDirError};
-use crate::storage::{Engine, Export, IoCompletion, IoOp, IoRequest};
+use crate::storage::engine::{Engine, EngineError, IoCompletion, IoError, IoOp, IoRequest};
+use crate::storage::export::Export;
 use crate::target::{IoFailure, IoKind, IoPlan, Outcome, PortInfo, Target, ATA_FRAME_HEADER_LEN};
 use crate::xdp::mem::{Chunk, ChunkPool};
 
@@ -32,7 +33,7 @@ pub enum ServiceError {
     State(#[from] StateDirError),
     /// The storage engine failed as a whole.
     #[error("storage engine: {0}")]
-    Engine(std::io::Error),
+    Engine(EngineError),
 }
 
 /// The target core wired to a storage engine and a state directory.
@@ -53,7 +54,13 @@ impl LocalTarget {
         exports: Arc<[Export]>,
         state_dir: Option<StateDir>,
     ) -> Self {
-        LocalTarget { target, engine, pool, state_dir, exports }
+        LocalTarget {
+            target,
+            engine,
+            pool,
+            state_dir,
+            exports,
+        }
     }
 
     /// The target core.
@@ -80,48 +87,53 @@ impl LocalTarget {
     ) -> Result<(), ServiceError> {
         let mut addressed = self.target.addressed(frame, port);
         while let Some(device) = self.target.next_addressed(&mut addressed) {
-            let mut chunk = self.pool.alloc().ok_or(ServiceError::NoBuffer)?;
-            let result = self.process_one(device, frame, port, &mut chunk, replies);
+            let chunk = self.pool.alloc().ok_or(ServiceError::NoBuffer)?;
+            let (chunk, result) = self.process_one(device, frame, port, chunk, replies);
             self.pool.free(chunk);
             result?;
         }
         Ok(())
     }
 
+    /// Handles `frame` for one device in `chunk`; always gives the chunk back.
     fn process_one(
         &mut self,
         device: u16,
         frame: &[u8],
         port: &PortInfo,
-        chunk: &mut Chunk,
+        mut chunk: Chunk,
         replies: &mut Vec<Vec<u8>>,
-    ) -> Result<(), ServiceError> {
-        let buf = &mut self.pool.bytes_mut(chunk)[FRAME_OFFSET..];
+    ) -> (Chunk, Result<(), ServiceError>) {
+        let buf = &mut self.pool.bytes_mut(&mut chunk)[FRAME_OFFSET..];
         if frame.len() > buf.len() {
-            return Err(ServiceError::TooLong(frame.len()));
+            return (chunk, Err(ServiceError::TooLong(frame.len())));
         }
         buf[..frame.len()].copy_from_slice(frame);
-        match self.target.handle(device, buf, frame.len(), port) {
-            Outcome::Drop => Ok(()),
+        let len = match self.target.handle(device, buf, frame.len(), port) {
+            Outcome::Drop => return (chunk, Ok(())),
             Outcome::Reply { len, persist } => {
                 if persist {
-                    self.persist(device)?;
+                    if let Err(e) = self.persist(device) {
+                        return (chunk, Err(e));
+                    }
                 }
-                replies.push(buf[..len].to_vec());
-                Ok(())
+                len
             }
-            Outcome::Io(plan) => {
-                let len = self.run_io(chunk, &plan)?;
-                let buf = &mut self.pool.bytes_mut(chunk)[FRAME_OFFSET..];
-                replies.push(buf[..len].to_vec());
-                Ok(())
-            }
-        }
+            Outcome::Io(plan) => match self.run_io(chunk, &plan) {
+                (c, Ok(len)) => {
+                    chunk = c;
+                    len
+                }
+                (c, Err(e)) => return (c, Err(e)),
+            },
+        };
+        let buf = &self.pool.bytes(&chunk)[FRAME_OFFSET..];
+        replies.push(buf[..len].to_vec());
+        (chunk, Ok(()))
     }
 
-    /// Performs `plan` through the engine (submit, commit, wait) and completes the reply.
-    fn run_io(&mut self, chunk: &mut Chunk, plan: &IoPlan) -> Result<usize, ServiceError> {
-        let token = self.pool.take(chunk);
+    /// Performs `plan` through the engine (submit, commit, wait, reap) and completes the reply.
+    fn run_io(&mut self, chunk: Chunk, plan: &IoPlan) -> (Chunk, Result<usize, ServiceError>) {
         let request = IoRequest {
             export: plan.export,
             op: match plan.kind {
@@ -131,31 +143,33 @@ impl LocalTarget {
             },
             sector: plan.sector,
             len: u32::try_from(plan.byte_len()).expect("a frame's data fits u32"),
-            chunk: token,
+            chunk,
             buf_offset: u32::try_from(FRAME_OFFSET + plan.data_offset).expect("inside a chunk"),
             user_data: 0,
         };
-        if let Err(refused) = self.engine.submit(request) {
-            // Handed back, never lost: answer ABRT and keep the buffer.
-            self.pool.put_back(chunk, refused.req.chunk);
-            let buf = &mut self.pool.bytes_mut(chunk)[FRAME_OFFSET..];
-            return Ok(self.target.complete(buf, plan, Err(IoFailure::Aborted)));
+        let (mut chunk, result) = match self.engine.submit(request) {
+            // Handed back, never lost: the request is answered ABRT.
+            Err(refused) => (refused.req.chunk, Err(IoFailure::Aborted)),
+            Ok(()) => match self.wait_one() {
+                Ok(done) => (done.chunk, done.result.map_err(to_failure)),
+                Err(e) => panic!("storage engine failed with a request in flight: {e}"),
+            },
+        };
+        let buf = &mut self.pool.bytes_mut(&mut chunk)[FRAME_OFFSET..];
+        let len = self.target.complete(buf, plan, result);
+        (chunk, Ok(len))
+    }
+
+    fn wait_one(&mut self) -> Result<IoCompletion, ServiceError> {
+        let mut done = None;
+        while done.is_none() {
+            self.engine
+                .commit(Instant::now())
+                .map_err(ServiceError::Engine)?;
+            self.engine.wait(1).map_err(ServiceError::Engine)?;
+            self.engine.reap(&mut |c| done = Some(c));
         }
-        self.engine.commit(Instant::now()).map_err(ServiceError::Engine)?;
-        self.engine.wait(1).map_err(ServiceError::Engine)?;
-        let mut done: Option<IoCompletion> = None;
-        self.engine.reap(&mut |c| done = Some(c));
-        let done = done.expect("one request in flight, one completion");
-        let result = done.result.map_err(|e| {
-            if e.is_media_error() {
-                IoFailure::Media
-            } else {
-                IoFailure::Aborted
-            }
-        });
-        self.pool.put_back(chunk, done.chunk);
-        let buf = &mut self.pool.bytes_mut(chunk)[FRAME_OFFSET..];
-        Ok(self.target.complete(buf, plan, result))
+        Ok(done.expect("loop ends with a completion"))
     }
 
     fn persist(&self, device: u16) -> Result<(), ServiceError> {
@@ -165,5 +179,13 @@ impl LocalTarget {
             dir.save(params.shelf, params.slot, &state)?;
         }
         Ok(())
+    }
+}
+
+fn to_failure(error: IoError) -> IoFailure {
+    if error.is_media_error() {
+        IoFailure::Media
+    } else {
+        IoFailure::Aborted
     }
 }

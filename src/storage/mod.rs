@@ -1,1 +1,23 @@
-//! Storage engines (placeholder).
+//! Storage: exports (windows of files or block devices) and the engines that serve them.
+//!
+//! ```text
+//!   target/ ──IoRequest──▶ Engine::submit ──▶ commit (merge, one io_uring_enter) ──▶ kernel
+//!           ◀─IoCompletion── Engine::reap ◀──────────────────────────────────────── CQEs
+//! ```
+//!
+//! - [`export`]: opens and validates exports; the only place sectors become file offsets.
+//! - [`engine`]: request/completion types, validation, and the [`engine::Engine`] enum.
+//! - [`uring_engine`]: io_uring with fixed buffers, registered files and merging.
+//! - [`sync_engine`]: pread/pwrite, the test oracle and fallback.
+//! - [`merge`]: pure merge planning.
+//!
+//! Invariants: no I/O outside an export's window (checked at submit, asserted at issue); a
+//! submitted request is completed exactly once or handed back; the submit/commit/reap path
+//! does not allocate; this module has no `unsafe` (memory and ring live in `xdp::mem` and
+//! `xdp::uring`).
+
+pub mod engine;
+pub mod export;
+pub mod merge;
+pub mod sync_engine;
+pub mod uring_engine;

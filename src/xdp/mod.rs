@@ -8,6 +8,9 @@
 //! owns every frame and asserts each ownership transition, and the rest of the crate sees only
 //! safe, move-only [`frame::Frame`] handles through [`socket::XskPort`]. Every `unsafe` block
 //! carries a `// SAFETY:` comment; each file's `//!` doc states its contract and hazards.
+//!
+//! The same goes for memory that io_uring reads and writes ([`mem`], [`uring`]): chunks are
+//! move-only tokens that the ring holds while an I/O is in flight and hands back on completion.
 #![allow(
     unsafe_code,
     reason = "kernel-shared memory and raw syscalls live here; see module docs"
@@ -16,5 +19,7 @@
 pub mod abi;
 pub mod frame;
 pub mod loader;
+pub mod mem;
 pub mod socket;
 pub mod umem;
+pub mod uring;

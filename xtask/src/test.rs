@@ -32,7 +32,14 @@ pub fn test(args: &TestArgs) -> Result<()> {
     bpf::build_bpf(true)?;
     if !args.no_lint {
         run(cargo().args(["fmt", "--all", "--check"]))?;
-        run(cargo().args(["clippy", "--workspace", "--all-targets", "--", "-D", "warnings"]))?;
+        run(cargo().args([
+            "clippy",
+            "--workspace",
+            "--all-targets",
+            "--",
+            "-D",
+            "warnings",
+        ]))?;
     }
     run(cargo()
         .args(["test", "--workspace", "--all-targets"])

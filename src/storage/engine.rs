@@ -1,0 +1,358 @@
+//! Request and completion types shared by the engines, and [`Engine`], which delegates to the
+//! io_uring engine or the synchronous oracle.
+//!
+//! Contract:
+//! - [`Engine::submit`] either takes ownership of the request (a completion will come back with
+//!   its chunk, exactly once) or hands it back in [`RequestError`]; a request is never lost.
+//!   `is_throttling_err()` means "stop taking RX and retry later", never "drop".
+//! - [`Engine::commit`] pushes everything queued to the kernel in one batch; [`Engine::reap`]
+//!   never blocks; [`Engine::wait`] blocks. None of them allocates. Call `commit` once per loop
+//!   iteration even with nothing queued: with `DEFER_TASKRUN` it is also what lets the kernel
+//!   post completions, and it releases requests held for `merge_delay`.
+//! - Every request is checked against its export's window before it is queued, and the byte
+//!   range is asserted again right before the I/O is issued.
+//! - Errors never panic: a failed I/O becomes an error completion ([`IoError`]).
+//!
+//! Hazard: requests queued in the same batch have no mutual order (as on the wire); a FLUSH
+//! covers writes that completed before it was submitted, not writes in flight with it.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use crate::storage::export::{Export, Lane, Route, SECTOR_SIZE};
+use crate::storage::sync_engine::SyncEngine;
+use crate::storage::uring_engine::UringEngine;
+use crate::xdp::mem::{Arena, Chunk, MemError};
+use crate::xdp::uring::RingError;
+
+/// What a request does.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum IoOp {
+    /// Read `len` bytes from `sector` into the chunk.
+    Read,
+    /// Write `len` bytes from the chunk to `sector`.
+    Write,
+    /// Make completed writes durable (`fdatasync`); `len` is 0.
+    Flush,
+}
+
+/// One storage request. The chunk travels with it and comes back in the completion.
+#[derive(Debug)]
+pub struct IoRequest {
+    /// Index into the engine's exports.
+    pub export: u16,
+    /// Operation.
+    pub op: IoOp,
+    /// First sector, relative to the export's window.
+    pub sector: u64,
+    /// Bytes: a positive multiple of 512, or 0 for FLUSH.
+    pub len: u32,
+    /// The memory: a chunk of the engine's arena.
+    pub chunk: Chunk,
+    /// Offset of the data inside the chunk.
+    pub buf_offset: u32,
+    /// Caller's tag, returned in the completion.
+    pub user_data: u64,
+}
+
+/// A finished request.
+#[derive(Debug)]
+pub struct IoCompletion {
+    /// The request's tag.
+    pub user_data: u64,
+    /// The request's chunk, returned.
+    pub chunk: Chunk,
+    /// Outcome.
+    pub result: Result<(), IoError>,
+}
+
+/// A failed I/O, as an errno.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("I/O failed: {}", std::io::Error::from_raw_os_error(*errno))]
+pub struct IoError {
+    /// The positive errno.
+    pub errno: i32,
+}
+
+impl IoError {
+    /// The errno of a short read or write that could not be completed.
+    pub const SHORT: IoError = IoError { errno: libc::EIO };
+
+    /// True for errors that mean the medium failed (the target answers ATA UNC); other errors
+    /// are answered with ABRT.
+    pub fn is_media_error(&self) -> bool {
+        matches!(
+            self.errno,
+            libc::EIO
+                | libc::ENODATA
+                | libc::EILSEQ
+                | libc::EBADMSG
+                | libc::EREMOTEIO
+                | libc::EUCLEAN
+        )
+    }
+}
+
+impl From<rustix::io::Errno> for IoError {
+    fn from(errno: rustix::io::Errno) -> Self {
+        IoError {
+            errno: errno.raw_os_error(),
+        }
+    }
+}
+
+/// Why a request was not accepted.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum SubmitError {
+    /// Every request slot is taken: stop taking RX, reap, retry.
+    #[error("request queue is full")]
+    QueueFull,
+    /// Every bounce chunk is taken: stop taking RX, reap, retry.
+    #[error("no bounce buffer is free")]
+    BounceFull,
+    /// The export index is unknown.
+    #[error("export {0} does not exist")]
+    NoSuchExport(u16),
+    /// The sectors lie (partly) outside the export's window.
+    #[error("{len} bytes at sector {sector} lie outside the export")]
+    OutOfRange {
+        /// Requested sector.
+        sector: u64,
+        /// Requested length.
+        len: u32,
+    },
+    /// `len` is not a positive multiple of 512 (or not 0 for FLUSH).
+    #[error("length {0} is invalid for this operation")]
+    BadLength(u32),
+    /// `buf_offset + len` does not fit in the chunk.
+    #[error("{len} bytes at buffer offset {offset} exceed the chunk")]
+    BadBuffer {
+        /// `buf_offset`.
+        offset: u32,
+        /// `len`.
+        len: u32,
+    },
+    /// The chunk belongs to another arena.
+    #[error("chunk does not belong to the engine's arena")]
+    ForeignChunk,
+}
+
+/// A refused request, handed back to the caller.
+#[derive(Debug, thiserror::Error)]
+#[error("{error}")]
+pub struct RequestError {
+    /// The request, untouched.
+    pub req: IoRequest,
+    /// Why.
+    pub error: SubmitError,
+}
+
+impl RequestError {
+    /// True when the engine is merely full: stop taking new work and retry after reaping.
+    pub fn is_throttling_err(&self) -> bool {
+        matches!(self.error, SubmitError::QueueFull | SubmitError::BounceFull)
+    }
+}
+
+/// Counters, next to what they count.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct EngineStats {
+    /// Requests accepted by `submit`.
+    pub submitted: u64,
+    /// Completions handed out by `reap`.
+    pub completed: u64,
+    /// I/O operations issued to the kernel (SQEs or syscalls).
+    pub ios: u64,
+    /// Requests that travelled inside another request's I/O (8 merged requests count 7).
+    pub merged: u64,
+    /// Requests copied through a bounce chunk for memory alignment.
+    pub bounced: u64,
+    /// Requests on a direct export sent to the buffered descriptor for offset alignment.
+    pub buffered: u64,
+    /// Completions carrying an error.
+    pub errors: u64,
+    /// Requests handed back by `submit`.
+    pub rejected: u64,
+}
+
+/// Errors building or driving an engine.
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    /// Arena set-up failed.
+    #[error("engine memory")]
+    Mem(#[from] MemError),
+    /// Ring set-up or submission failed.
+    #[error("io_uring")]
+    Ring(#[from] RingError),
+    /// The configuration is unusable.
+    #[error("invalid engine configuration: {0}")]
+    Config(&'static str),
+}
+
+/// A request that passed validation.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Checked {
+    /// Absolute file offset of the first byte.
+    pub file_offset: u64,
+    /// Descriptor and bounce decision.
+    pub route: Route,
+}
+
+/// Validates `req` against the exports and `arena`. Does not look at `read_only`: refused
+/// writes are accepted and completed with `EROFS`.
+pub(crate) fn check(
+    exports: &[Export],
+    arena: &Arena,
+    req: &IoRequest,
+) -> Result<Checked, SubmitError> {
+    let export = exports
+        .get(usize::from(req.export))
+        .ok_or(SubmitError::NoSuchExport(req.export))?;
+    if !arena.owns(&req.chunk) {
+        return Err(SubmitError::ForeignChunk);
+    }
+    if req.op == IoOp::Flush {
+        let route = Route {
+            lane: Lane::Buffered,
+            bounce: false,
+        };
+        return if req.len == 0 {
+            Ok(Checked {
+                file_offset: 0,
+                route,
+            })
+        } else {
+            Err(SubmitError::BadLength(req.len))
+        };
+    }
+    if req.len == 0 || u64::from(req.len) % SECTOR_SIZE != 0 {
+        return Err(SubmitError::BadLength(req.len));
+    }
+    let end = req.buf_offset.checked_add(req.len);
+    if end.is_none_or(|end| end as usize > arena.chunk_size()) {
+        return Err(SubmitError::BadBuffer {
+            offset: req.buf_offset,
+            len: req.len,
+        });
+    }
+    let out_of_range = SubmitError::OutOfRange {
+        sector: req.sector,
+        len: req.len,
+    };
+    let file_offset = export
+        .byte_range(req.sector, req.len.into())
+        .ok_or(out_of_range)?;
+    let mem_addr = arena.base_ptr().addr() + arena.offset(&req.chunk) + req.buf_offset as usize;
+    Ok(Checked {
+        file_offset,
+        route: export.route(file_offset, req.len, mem_addr),
+    })
+}
+
+/// Asserts, right before I/O, that `len` bytes at `file_offset` are `sector`'s bytes inside
+/// `export`'s window (defence in depth behind [`check`]).
+pub(crate) fn assert_in_window(export: &Export, sector: u64, len: u64, file_offset: u64) {
+    assert_eq!(
+        export.byte_range(sector, len),
+        Some(file_offset),
+        "I/O of {len} bytes at sector {sector} outside the window of {}",
+        export.path().display()
+    );
+}
+
+/// Error completion for a write to a read-only export.
+pub(crate) const READ_ONLY: IoError = IoError { errno: libc::EROFS };
+
+/// A storage engine: io_uring for production, synchronous as oracle and fallback.
+#[derive(Debug)]
+#[expect(
+    clippy::large_enum_variant,
+    reason = "one engine per worker, built once and never moved on the I/O path; boxing would add an indirection per call"
+)]
+pub enum Engine {
+    /// pread/pwrite at submit time.
+    Sync(SyncEngine),
+    /// io_uring with fixed buffers and request merging.
+    Uring(UringEngine),
+}
+
+impl Engine {
+    /// Queues one request or hands it back.
+    pub fn submit(&mut self, req: IoRequest) -> Result<(), RequestError> {
+        match self {
+            Engine::Sync(e) => e.submit(req),
+            Engine::Uring(e) => e.submit(req),
+        }
+    }
+
+    /// Pushes queued requests to the kernel in one batch, merging first.
+    pub fn commit(&mut self, now: Instant) -> Result<(), EngineError> {
+        match self {
+            Engine::Sync(e) => e.commit(now),
+            Engine::Uring(e) => e.commit(now),
+        }
+    }
+
+    /// Hands every ready completion to `out`, without blocking. Returns how many.
+    pub fn reap(&mut self, out: &mut impl FnMut(IoCompletion)) -> usize {
+        match self {
+            Engine::Sync(e) => e.reap(out),
+            Engine::Uring(e) => e.reap(out),
+        }
+    }
+
+    /// Blocks until at least `min` completions are ready or nothing is in flight.
+    pub fn wait(&mut self, min: usize) -> Result<(), EngineError> {
+        match self {
+            Engine::Sync(e) => e.wait(min),
+            Engine::Uring(e) => e.wait(min),
+        }
+    }
+
+    /// Requests accepted and not yet reaped.
+    pub fn in_flight(&self) -> usize {
+        match self {
+            Engine::Sync(e) => e.in_flight(),
+            Engine::Uring(e) => e.in_flight(),
+        }
+    }
+
+    /// Counters.
+    pub fn stats(&self) -> EngineStats {
+        match self {
+            Engine::Sync(e) => e.stats(),
+            Engine::Uring(e) => e.stats(),
+        }
+    }
+
+    /// The exports, by index.
+    pub fn exports(&self) -> &Arc<[Export]> {
+        match self {
+            Engine::Sync(e) => e.exports(),
+            Engine::Uring(e) => e.exports(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn test_media_errors_are_classified() {
+        assert!(IoError { errno: libc::EIO }.is_media_error());
+        assert!(IoError {
+            errno: libc::ENODATA
+        }
+        .is_media_error());
+        assert!(IoError::SHORT.is_media_error());
+        assert!(!IoError {
+            errno: libc::ENOSPC
+        }
+        .is_media_error());
+        assert!(!READ_ONLY.is_media_error());
+        assert!(IoError { errno: libc::EIO }
+            .to_string()
+            .contains("Input/output error"));
+    }
+}

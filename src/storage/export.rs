@@ -1,0 +1,458 @@
+//! Exports: a window of 512-byte sectors inside a regular file or block device.
+//!
+//! Contract: an [`Export`] is validated once at start-up (the window fits the backing size) and
+//! then only maps sectors to file offsets: [`Export::byte_range`] is the single place that turns
+//! a request into a file offset, with `checked_add` and a range check, and the engines assert
+//! its answer again before any I/O. Nothing outside `[offset, offset + length)` is ever touched.
+//!
+//! Hazards:
+//! - The backing file can shrink after open; reads past its new end come back short and are
+//!   completed with an error, never with stale or zero data.
+//! - With `direct_io`, two descriptors exist: `O_DIRECT` for requests meeting the device's
+//!   offset alignment, buffered for the rest. The kernel keeps them coherent (a direct write
+//!   invalidates cached pages, a direct read flushes dirty ones), but concurrent overlapping
+//!   I/O through both may observe either order, as with any concurrent overlapping I/O.
+//! - Block devices are opened with `O_EXCL` (no mount or second target at the same time); the
+//!   second (direct) descriptor is opened without it, which the kernel allows.
+//! - tmpfs accepts `O_DIRECT` but reports no `STATX_DIOALIGN`: such exports fall back to
+//!   buffered I/O and say so ([`Export::direct_fallback`]).
+
+use std::fs::{File, OpenOptions};
+use std::io;
+use std::os::fd::{AsFd, BorrowedFd};
+use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+
+use rustix::fs::{AtFlags, SeekFrom, StatxFlags};
+
+/// Bytes per sector.
+pub const SECTOR_SIZE: u64 = 512;
+
+/// When a write is acknowledged.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Durability {
+    /// Every write completes only once durable (`RWF_DSYNC`).
+    Sync,
+    /// Plain writes; FLUSH makes them durable (`fdatasync`).
+    Writeback,
+}
+
+/// What to export.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ExportSpec {
+    /// Regular file or block device.
+    pub path: PathBuf,
+    /// First sector of the window.
+    pub offset_sectors: u64,
+    /// Window length in sectors; `None` = up to the end of the backing store.
+    pub length_sectors: Option<u64>,
+    /// Open read-only and refuse writes.
+    pub read_only: bool,
+    /// Use `O_DIRECT` where the device's alignment allows.
+    pub direct_io: bool,
+    /// Write acknowledgement policy.
+    pub durability: Durability,
+}
+
+/// Direct I/O alignment from `STATX_DIOALIGN`, in bytes (powers of two).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct DioAlign {
+    /// Alignment of memory addresses and lengths.
+    pub mem_align: u32,
+    /// Alignment of file offsets and lengths.
+    pub offset_align: u32,
+}
+
+/// Which descriptor serves a request.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Lane {
+    /// The `O_DIRECT` descriptor.
+    Direct,
+    /// The buffered descriptor.
+    Buffered,
+}
+
+/// How one request is carried out.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Route {
+    /// Descriptor to use.
+    pub lane: Lane,
+    /// The memory does not meet `mem_align`: copy through an aligned bounce chunk.
+    pub bounce: bool,
+}
+
+/// Errors opening an export. Messages name the path, the sizes and the fix.
+#[derive(Debug, thiserror::Error)]
+pub enum ExportError {
+    /// `open` or `stat` failed.
+    #[error("{path}: cannot open (check the path and permissions; a block device in use elsewhere gives EBUSY)")]
+    Open {
+        /// The export path.
+        path: PathBuf,
+        /// The OS error.
+        #[source]
+        source: io::Error,
+    },
+    /// Not a regular file or block device.
+    #[error("{path}: not a regular file or block device")]
+    NotFileOrDevice {
+        /// The export path.
+        path: PathBuf,
+    },
+    /// Seeking to the end failed.
+    #[error("{path}: cannot determine the size")]
+    Size {
+        /// The export path.
+        path: PathBuf,
+        /// The OS error.
+        #[source]
+        source: io::Error,
+    },
+    /// The window does not fit the backing store.
+    #[error(
+        "{path}: window of {length_sectors} sectors at sector {offset_sectors} needs {needed_bytes} bytes \
+         but the backing store has {size_bytes} ({size_sectors} sectors); lower offset_sectors/length_sectors \
+         or grow the file"
+    )]
+    Window {
+        /// The export path.
+        path: PathBuf,
+        /// Requested first sector.
+        offset_sectors: u64,
+        /// Requested (or derived) length.
+        length_sectors: u64,
+        /// Bytes the window needs (saturating).
+        needed_bytes: u64,
+        /// Backing size in bytes.
+        size_bytes: u64,
+        /// Backing size in whole sectors.
+        size_sectors: u64,
+    },
+}
+
+/// An open export.
+#[derive(Debug)]
+pub struct Export {
+    path: PathBuf,
+    buffered: File,
+    direct: Option<(File, DioAlign)>,
+    direct_fallback: bool,
+    start_bytes: u64,
+    sectors: u64,
+    read_only: bool,
+    durability: Durability,
+}
+
+impl Export {
+    /// Opens and validates an export.
+    pub fn open(spec: &ExportSpec) -> Result<Export, ExportError> {
+        let path = spec.path.clone();
+        let open_err = |source| ExportError::Open {
+            path: path.clone(),
+            source,
+        };
+        let meta = std::fs::metadata(&path).map_err(open_err)?;
+        let is_block = meta.file_type().is_block_device();
+        if !is_block && !meta.file_type().is_file() {
+            return Err(ExportError::NotFileOrDevice { path });
+        }
+        let excl = if is_block { libc::O_EXCL } else { 0 };
+        let buffered = open_file(&path, spec.read_only, excl).map_err(open_err)?;
+        let size_bytes =
+            rustix::fs::seek(&buffered, SeekFrom::End(0)).map_err(|e| ExportError::Size {
+                path: path.clone(),
+                source: e.into(),
+            })?;
+        let (start_bytes, sectors) = window(spec, size_bytes)?;
+        let direct = if spec.direct_io {
+            open_direct(&path, &buffered, spec.read_only)
+        } else {
+            None
+        };
+        let direct_fallback = spec.direct_io && direct.is_none();
+        if direct_fallback {
+            tracing::warn!(path = %path.display(), "direct I/O unavailable, using buffered I/O");
+        }
+        Ok(Export {
+            path,
+            buffered,
+            direct,
+            direct_fallback,
+            start_bytes,
+            sectors,
+            read_only: spec.read_only,
+            durability: spec.durability,
+        })
+    }
+
+    /// The backing path.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Window length in sectors.
+    pub fn sectors(&self) -> u64 {
+        self.sectors
+    }
+
+    /// Whether writes are refused.
+    pub fn read_only(&self) -> bool {
+        self.read_only
+    }
+
+    /// Write acknowledgement policy.
+    pub fn durability(&self) -> Durability {
+        self.durability
+    }
+
+    /// Direct I/O alignment, if an `O_DIRECT` descriptor is open.
+    pub fn dio_align(&self) -> Option<DioAlign> {
+        self.direct.as_ref().map(|(_, align)| *align)
+    }
+
+    /// True when `direct_io` was asked for but the file system offers none.
+    pub fn direct_fallback(&self) -> bool {
+        self.direct_fallback
+    }
+
+    /// File offset of `sector`, if it lies inside the window.
+    pub fn byte_offset(&self, sector: u64) -> Option<u64> {
+        self.byte_range(sector, 0).filter(|_| sector < self.sectors)
+    }
+
+    /// File offset of `len` bytes starting at `sector`, if they all lie inside the window.
+    pub fn byte_range(&self, sector: u64, len: u64) -> Option<u64> {
+        let end_sectors = sector.checked_add(len.div_ceil(SECTOR_SIZE))?;
+        if end_sectors > self.sectors {
+            return None;
+        }
+        self.start_bytes
+            .checked_add(sector.checked_mul(SECTOR_SIZE)?)
+    }
+
+    /// Chooses the descriptor for `len` bytes at file offset `file_offset` from memory at
+    /// address `mem_addr`: direct when offset and length meet the offset alignment and the
+    /// length meets the memory alignment (a bounce cannot fix a length); a bounce when only the
+    /// address is misaligned.
+    pub fn route(&self, file_offset: u64, len: u32, mem_addr: usize) -> Route {
+        let buffered = Route {
+            lane: Lane::Buffered,
+            bounce: false,
+        };
+        let Some((_, a)) = &self.direct else {
+            return buffered;
+        };
+        let len = u64::from(len);
+        if !aligned(file_offset, a.offset_align)
+            || !aligned(len, a.offset_align)
+            || !aligned(len, a.mem_align)
+        {
+            return buffered;
+        }
+        Route {
+            lane: Lane::Direct,
+            bounce: !aligned(mem_addr as u64, a.mem_align),
+        }
+    }
+
+    /// The descriptor of `lane` (the buffered one when no direct descriptor is open).
+    pub fn fd(&self, lane: Lane) -> BorrowedFd<'_> {
+        match (&self.direct, lane) {
+            (Some((file, _)), Lane::Direct) => file.as_fd(),
+            _ => self.buffered.as_fd(),
+        }
+    }
+}
+
+fn aligned(value: u64, align: u32) -> bool {
+    value % u64::from(align) == 0
+}
+
+fn open_file(path: &Path, read_only: bool, flags: i32) -> io::Result<File> {
+    OpenOptions::new()
+        .read(true)
+        .write(!read_only)
+        .custom_flags(flags)
+        .open(path)
+}
+
+/// Opens the `O_DIRECT` descriptor if `STATX_DIOALIGN` reports support.
+fn open_direct(path: &Path, buffered: &File, read_only: bool) -> Option<(File, DioAlign)> {
+    let stx = rustix::fs::statx(buffered, "", AtFlags::EMPTY_PATH, StatxFlags::DIOALIGN).ok()?;
+    let reported = StatxFlags::from_bits_retain(stx.stx_mask).contains(StatxFlags::DIOALIGN);
+    let align = DioAlign {
+        mem_align: stx.stx_dio_mem_align,
+        offset_align: stx.stx_dio_offset_align,
+    };
+    let usable = |a: u32| a.is_power_of_two() && u64::from(a) <= 4096;
+    if !reported || !usable(align.mem_align) || !usable(align.offset_align) {
+        return None;
+    }
+    match open_file(path, read_only, libc::O_DIRECT) {
+        Ok(file) => Some((file, align)),
+        Err(e) => {
+            tracing::warn!(path = %path.display(), error = %e, "O_DIRECT open failed");
+            None
+        }
+    }
+}
+
+/// Validates the window; returns (start in bytes, length in sectors).
+fn window(spec: &ExportSpec, size_bytes: u64) -> Result<(u64, u64), ExportError> {
+    let size_sectors = size_bytes / SECTOR_SIZE;
+    let length_sectors = spec
+        .length_sectors
+        .unwrap_or_else(|| size_sectors.saturating_sub(spec.offset_sectors));
+    let end = spec.offset_sectors.checked_add(length_sectors);
+    if length_sectors == 0 || end.is_none_or(|end| end > size_sectors) {
+        let needed_bytes = end.unwrap_or(u64::MAX).saturating_mul(SECTOR_SIZE);
+        return Err(ExportError::Window {
+            path: spec.path.clone(),
+            offset_sectors: spec.offset_sectors,
+            length_sectors,
+            needed_bytes,
+            size_bytes,
+            size_sectors,
+        });
+    }
+    Ok((spec.offset_sectors * SECTOR_SIZE, length_sectors))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::fd::AsRawFd;
+
+    fn spec(path: &Path) -> ExportSpec {
+        ExportSpec {
+            path: path.to_path_buf(),
+            offset_sectors: 0,
+            length_sectors: None,
+            read_only: false,
+            direct_io: false,
+            durability: Durability::Writeback,
+        }
+    }
+
+    fn file_of(len: u64) -> tempfile::NamedTempFile {
+        let file = tempfile::NamedTempFile::new_in("/var/tmp").unwrap();
+        file.as_file().set_len(len).unwrap();
+        file
+    }
+
+    #[test]
+    fn test_window_defaults_to_rest_of_file() {
+        let file = file_of(100 * 512 + 17);
+        let mut s = spec(file.path());
+        s.offset_sectors = 10;
+        let export = Export::open(&s).unwrap();
+        assert_eq!(export.sectors(), 90);
+        assert_eq!(export.byte_offset(0), Some(5120));
+        assert_eq!(export.byte_offset(89), Some(5120 + 89 * 512));
+        assert_eq!(export.byte_offset(90), None);
+        assert_eq!(export.byte_range(88, 1024), Some(5120 + 88 * 512));
+        assert_eq!(export.byte_range(89, 1024), None);
+        assert_eq!(export.byte_range(u64::MAX, 512), None);
+        assert_eq!(export.byte_range(0, u64::MAX), None);
+    }
+
+    #[test]
+    fn test_window_that_does_not_fit_is_rejected_with_sizes() {
+        let file = file_of(8 * 512);
+        let mut s = spec(file.path());
+        s.offset_sectors = 4;
+        s.length_sectors = Some(5);
+        let err = Export::open(&s).unwrap_err();
+        let msg = err.to_string();
+        assert!(matches!(
+            err,
+            ExportError::Window {
+                size_sectors: 8,
+                length_sectors: 5,
+                ..
+            }
+        ));
+        assert!(
+            msg.contains("4096") && msg.contains(&file.path().display().to_string()),
+            "{msg}"
+        );
+        s.offset_sectors = 8;
+        s.length_sectors = None;
+        assert!(matches!(
+            Export::open(&s),
+            Err(ExportError::Window {
+                length_sectors: 0,
+                ..
+            })
+        ));
+        s.offset_sectors = u64::MAX;
+        s.length_sectors = Some(2);
+        assert!(matches!(Export::open(&s), Err(ExportError::Window { .. })));
+    }
+
+    #[test]
+    fn test_open_rejects_missing_and_directories() {
+        let s = spec(Path::new("/var/tmp/aoe-xdp-no-such-file"));
+        assert!(matches!(Export::open(&s), Err(ExportError::Open { .. })));
+        let dir = tempfile::tempdir_in("/var/tmp").unwrap();
+        assert!(matches!(
+            Export::open(&spec(dir.path())),
+            Err(ExportError::NotFileOrDevice { .. })
+        ));
+    }
+
+    #[test]
+    fn test_direct_routes_by_alignment() {
+        let file = file_of(64 * 512);
+        let mut s = spec(file.path());
+        s.direct_io = true;
+        let export = Export::open(&s).unwrap();
+        let Some(align) = export.dio_align() else {
+            assert!(export.direct_fallback());
+            panic!("/var/tmp offers no direct I/O on this machine");
+        };
+        let oa = u64::from(align.offset_align);
+        let direct = export.route(oa, align.offset_align, 4096);
+        assert_eq!(
+            direct,
+            Route {
+                lane: Lane::Direct,
+                bounce: false
+            }
+        );
+        if align.mem_align > 1 {
+            assert!(export.route(oa, align.offset_align, 4097).bounce);
+        }
+        if align.offset_align > 512 {
+            assert_eq!(export.route(512, 512, 4096).lane, Lane::Buffered);
+        }
+        assert_ne!(
+            export.fd(Lane::Direct).as_raw_fd(),
+            export.fd(Lane::Buffered).as_raw_fd()
+        );
+    }
+
+    #[test]
+    fn test_tmpfs_direct_falls_back_to_buffered() {
+        let Ok(file) = tempfile::NamedTempFile::new_in("/dev/shm") else {
+            return;
+        };
+        file.as_file().set_len(4096).unwrap();
+        let mut s = spec(file.path());
+        s.direct_io = true;
+        let export = Export::open(&s).unwrap();
+        assert!(export.direct_fallback());
+        assert_eq!(export.route(0, 4096, 0).lane, Lane::Buffered);
+    }
+
+    #[test]
+    fn test_read_only_export_opens_read_only() {
+        let file = file_of(4096);
+        let mut s = spec(file.path());
+        s.read_only = true;
+        let export = Export::open(&s).unwrap();
+        assert!(export.read_only());
+        let err = rustix::io::pwrite(export.fd(Lane::Buffered), &[0u8; 512], 0).unwrap_err();
+        assert_eq!(err, rustix::io::Errno::BADF);
+    }
+}

@@ -1,0 +1,523 @@
+//! The io_uring engine: fixed buffers, registered files, request merging, batched submission.
+//!
+//! Contract:
+//! - The request arena (fixed buffer 0) and an engine-owned bounce arena (fixed buffer 1) are
+//!   registered once; each export registers two files: `2 * export` (direct, or the buffered
+//!   descriptor again when there is none) and `2 * export + 1` (buffered).
+//! - A single request goes out as `READ_FIXED`/`WRITE_FIXED`; adjacent same-direction requests
+//!   of one export (see [`crate::storage::merge`]) go out as one `READV`/`WRITEV` of at most
+//!   `merge_max_segments` iovecs, and its one result is split back: requests fully covered by
+//!   the byte count succeed, a failed I/O fails each of its requests with the same errno, and
+//!   requests beyond a short count fail with `EIO` (never silently accepted).
+//! - FLUSH is `IORING_OP_FSYNC` with `DATASYNC`. `Durability::Sync` writes carry `RWF_DSYNC`.
+//! - Request slots, iovecs, the pending list and the completion queue are allocated in `new`:
+//!   `submit`, `commit` and `reap` never allocate. Slots are the queue depth (`entries`), so
+//!   the ring can never run out of submission entries for them.
+//!
+//! Hazards:
+//! - With `merge_delay > 0`, `commit` may hold a run back hoping for a neighbour; the caller
+//!   must keep calling `commit` (once per loop iteration) or `wait`, which flushes everything.
+//! - The ring is single-issuer: after the first `commit`, use the engine from that thread only.
+//! - Dropping the engine blocks until in-flight I/O finishes (see [`crate::xdp::uring`]), but
+//!   the kernel drops its references to the registered files a little later, asynchronously:
+//!   re-opening a block device export with `O_EXCL` right after dropping an engine may see
+//!   `EBUSY` for a moment.
+
+use std::collections::VecDeque;
+use std::os::fd::{AsRawFd, RawFd};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crate::storage::engine::{
+    assert_in_window, check, Checked, EngineError, EngineStats, IoCompletion, IoError, IoOp,
+    IoRequest, RequestError, SubmitError, READ_ONLY,
+};
+use crate::storage::export::{Durability, Export, Lane, Route};
+use crate::storage::merge::{self, Pending, Run};
+use crate::xdp::mem::{Arena, Chunk, ChunkPool};
+use crate::xdp::uring::{Ring, RingOptions, Seg, Segs, RWF_DSYNC, SEGMENTS_MAX};
+
+/// Most bounce chunks an engine keeps (bouncing is the slow path).
+pub const BOUNCE_CHUNKS_MAX: usize = 64;
+
+/// Marks the end of a slot chain.
+const NONE: u32 = u32::MAX;
+
+/// io_uring engine settings.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct UringConfig {
+    /// Queue depth: requests queued or in flight at once (and submission queue size).
+    pub entries: u32,
+    /// Most requests merged into one vectored I/O (ggaoed uses 32).
+    pub merge_max_segments: usize,
+    /// 0 = merge only what is queued in the same batch; > 0 = hold a request at most this
+    /// long hoping for a neighbour.
+    pub merge_delay: Duration,
+}
+
+impl Default for UringConfig {
+    fn default() -> Self {
+        UringConfig {
+            entries: 256,
+            merge_max_segments: 32,
+            merge_delay: Duration::ZERO,
+        }
+    }
+}
+
+/// One accepted request.
+#[derive(Debug)]
+struct Slot {
+    user_data: u64,
+    op: IoOp,
+    len: u32,
+    buf_offset: u32,
+    file_offset: u64,
+    route: Route,
+    /// The caller's chunk; `None` while lent to the ring.
+    chunk: Option<Chunk>,
+    /// The bounce chunk when `route.bounce`; `None` while lent to the ring.
+    bounce: Option<Chunk>,
+    /// Next slot in the same kernel I/O, or `NONE`.
+    next: u32,
+    /// When a `commit` first saw the request (for `merge_delay`).
+    first_commit: Option<Instant>,
+}
+
+/// io_uring engine.
+pub struct UringEngine {
+    // Dropped first: waits for in-flight I/O while the arenas are still alive.
+    ring: Ring,
+    exports: Arc<[Export]>,
+    arena: Arc<Arena>,
+    bounce: ChunkPool,
+    slots: Box<[Option<Slot>]>,
+    free_slots: Vec<u32>,
+    pending: Vec<Pending>,
+    /// Completions decided at submit time (writes to read-only exports).
+    ready: VecDeque<IoCompletion>,
+    cfg: UringConfig,
+    seq: u64,
+    stats: EngineStats,
+}
+
+impl UringEngine {
+    /// Builds the ring, registers `arena`, a bounce arena and the exports' files.
+    pub fn new(
+        exports: Arc<[Export]>,
+        arena: Arc<Arena>,
+        cfg: UringConfig,
+    ) -> Result<UringEngine, EngineError> {
+        let capacity = cfg.entries as usize;
+        if capacity == 0 || capacity > u32::MAX as usize / 2 {
+            return Err(EngineError::Config("entries must be in 1..2^31"));
+        }
+        if !(1..=SEGMENTS_MAX).contains(&cfg.merge_max_segments) {
+            return Err(EngineError::Config(
+                "merge_max_segments must be in 1..=1024",
+            ));
+        }
+        if exports.len() > usize::from(u16::MAX) + 1 {
+            return Err(EngineError::Config("at most 65536 exports"));
+        }
+        let opts = RingOptions {
+            max_segments: cfg.merge_max_segments,
+            ..RingOptions::default()
+        };
+        let mut ring = Ring::new(cfg.entries, opts)?;
+        // Bounce chunks are at least a page so their addresses meet any `dio_mem_align` we use.
+        let bounce_size = arena.chunk_size().max(4096);
+        let bounce_arena = Arc::new(Arena::new(bounce_size, capacity.min(BOUNCE_CHUNKS_MAX))?);
+        ring.register_arenas(&[Arc::clone(&arena), Arc::clone(&bounce_arena)])?;
+        let fds: Vec<RawFd> = exports
+            .iter()
+            .flat_map(|e| {
+                [
+                    e.fd(Lane::Direct).as_raw_fd(),
+                    e.fd(Lane::Buffered).as_raw_fd(),
+                ]
+            })
+            .collect();
+        if !fds.is_empty() {
+            ring.register_files(&fds)?;
+        }
+        let count = u32::try_from(capacity).expect("checked above");
+        Ok(UringEngine {
+            ring,
+            exports,
+            arena,
+            bounce: ChunkPool::new(bounce_arena)?,
+            slots: (0..capacity).map(|_| None).collect(),
+            free_slots: (0..count).rev().collect(),
+            pending: Vec::with_capacity(capacity),
+            ready: VecDeque::with_capacity(capacity),
+            cfg,
+            seq: 0,
+            stats: EngineStats::default(),
+        })
+    }
+
+    /// Queues `req` for the next `commit`, or hands it back.
+    pub fn submit(&mut self, req: IoRequest) -> Result<(), RequestError> {
+        if self.free_slots.len() <= self.ready.len() {
+            return Err(self.reject(req, SubmitError::QueueFull));
+        }
+        let checked = match check(&self.exports, &self.arena, &req) {
+            Ok(checked) => checked,
+            Err(error) => return Err(self.reject(req, error)),
+        };
+        let export = &self.exports[usize::from(req.export)];
+        if req.op == IoOp::Write && export.read_only() {
+            self.stats.submitted += 1;
+            self.stats.errors += 1;
+            let IoRequest {
+                user_data, chunk, ..
+            } = req;
+            self.ready.push_back(IoCompletion {
+                user_data,
+                chunk,
+                result: Err(READ_ONLY),
+            });
+            return Ok(());
+        }
+        let bounce = match checked.route.bounce {
+            false => None,
+            true => match self.bounce.alloc() {
+                Some(chunk) => Some(chunk),
+                None => return Err(self.reject(req, SubmitError::BounceFull)),
+            },
+        };
+        self.accept(req, checked, bounce);
+        Ok(())
+    }
+
+    /// Plans merges and pushes queued requests to the kernel with one `io_uring_enter`.
+    pub fn commit(&mut self, now: Instant) -> Result<(), EngineError> {
+        self.dispatch(Some(now));
+        self.ring.submit()?;
+        Ok(())
+    }
+
+    /// Hands every ready completion to `out`, without blocking. Returns how many.
+    pub fn reap(&mut self, out: &mut impl FnMut(IoCompletion)) -> usize {
+        let mut count = self.ready.len();
+        self.stats.completed += count as u64;
+        self.ready.drain(..).for_each(&mut *out);
+        let UringEngine {
+            ring,
+            slots,
+            free_slots,
+            bounce,
+            arena,
+            stats,
+            ..
+        } = self;
+        ring.reap(|head, res, segs| {
+            let head = u32::try_from(head).expect("ring user_data is a slot index");
+            let mut done = Done {
+                slots,
+                free_slots,
+                bounce,
+                arena,
+                stats,
+            };
+            count += done.complete(head, res, segs, out);
+        });
+        count
+    }
+
+    /// Submits everything held, then blocks until at least `min` completions are ready (each
+    /// kernel I/O counts once, so a merged I/O may satisfy more) or nothing is in flight.
+    pub fn wait(&mut self, min: usize) -> Result<(), EngineError> {
+        self.dispatch(None);
+        let want = min.saturating_sub(self.ready.len());
+        if want > 0 && self.ring.in_flight() > 0 {
+            self.ring.submit_and_wait(want)?;
+        } else {
+            self.ring.submit()?;
+        }
+        Ok(())
+    }
+
+    /// Requests accepted and not yet reaped.
+    pub fn in_flight(&self) -> usize {
+        self.slots.len() - self.free_slots.len() + self.ready.len()
+    }
+
+    /// Counters.
+    pub fn stats(&self) -> EngineStats {
+        self.stats
+    }
+
+    /// The exports, by index.
+    pub fn exports(&self) -> &Arc<[Export]> {
+        &self.exports
+    }
+
+    /// The ring's set-up mode (for logs).
+    pub fn ring_mode(&self) -> crate::xdp::uring::SetupMode {
+        self.ring.mode()
+    }
+
+    fn reject(&mut self, req: IoRequest, error: SubmitError) -> RequestError {
+        self.stats.rejected += 1;
+        RequestError { req, error }
+    }
+
+    /// Stores a validated request in a slot and queues it.
+    fn accept(&mut self, req: IoRequest, checked: Checked, mut bounce: Option<Chunk>) {
+        let export = &self.exports[usize::from(req.export)];
+        if let Some(b) = bounce.as_mut().filter(|_| req.op == IoOp::Write) {
+            let (offset, len) = (req.buf_offset as usize, req.len as usize);
+            let data = &self.arena.bytes(&req.chunk)[offset..offset + len];
+            self.bounce.bytes_mut(b)[..len].copy_from_slice(data);
+        }
+        self.stats.submitted += 1;
+        self.stats.bounced += u64::from(bounce.is_some());
+        let to_buffered = checked.route.lane == Lane::Buffered && export.dio_align().is_some();
+        self.stats.buffered += u64::from(to_buffered && req.op != IoOp::Flush);
+        let index = self
+            .free_slots
+            .pop()
+            .expect("submit checked for a free slot");
+        let pending = Pending {
+            export: req.export,
+            op: req.op,
+            lane: checked.route.lane,
+            sector: req.sector,
+            len: req.len,
+            seq: self.seq,
+            slot: index,
+        };
+        self.seq += 1;
+        self.pending.push(pending);
+        let slot = &mut self.slots[index as usize];
+        assert!(slot.is_none(), "slot {index} taken twice");
+        *slot = Some(Slot {
+            user_data: req.user_data,
+            op: req.op,
+            len: req.len,
+            buf_offset: req.buf_offset,
+            file_offset: checked.file_offset,
+            route: checked.route,
+            chunk: Some(req.chunk),
+            bounce,
+            next: NONE,
+            first_commit: None,
+        });
+    }
+
+    /// Pushes every runnable run to the ring; `now == None` forces held runs out too.
+    fn dispatch(&mut self, now: Option<Instant>) {
+        let max = self.cfg.merge_max_segments;
+        merge::sort(&mut self.pending);
+        let (mut start, mut kept) = (0, 0);
+        while start < self.pending.len() {
+            let run = Run {
+                start,
+                end: merge::run_end(&self.pending, start, max),
+            };
+            if self.hold(run, now) || !self.issue(run) {
+                self.pending.copy_within(run.start..run.end, kept);
+                kept += run.len();
+            }
+            start = run.end;
+        }
+        self.pending.truncate(kept);
+    }
+
+    /// Whether to keep `run` back for `merge_delay`, hoping for a neighbour.
+    fn hold(&mut self, run: Run, now: Option<Instant>) -> bool {
+        let Some(now) = now else { return false };
+        let first = self.pending[run.start];
+        if self.cfg.merge_delay.is_zero()
+            || first.op == IoOp::Flush
+            || run.len() >= self.cfg.merge_max_segments
+        {
+            return false;
+        }
+        let mut oldest = now;
+        for p in &self.pending[run.start..run.end] {
+            let slot = self.slots[p.slot as usize]
+                .as_mut()
+                .expect("pending slot is taken");
+            oldest = oldest.min(*slot.first_commit.get_or_insert(now));
+        }
+        now.saturating_duration_since(oldest) < self.cfg.merge_delay
+    }
+
+    /// Pushes `run` as one kernel I/O. Returns false (nothing changed) if the ring is full.
+    fn issue(&mut self, run: Run) -> bool {
+        if !self.ring.has_room(1) {
+            return false;
+        }
+        let first = self.pending[run.start];
+        let file = u32::from(first.export) * 2 + u32::from(first.lane == Lane::Buffered);
+        let ud = u64::from(first.slot);
+        let pushed = if first.op == IoOp::Flush {
+            self.ring.push_fsync(file, true, ud).is_ok()
+        } else {
+            let (offset, total) = self.link(run);
+            let export = &self.exports[usize::from(first.export)];
+            assert_in_window(export, first.sector, total, offset);
+            let flags = if export.durability() == Durability::Sync {
+                RWF_DSYNC
+            } else {
+                0
+            };
+            self.push_rw(run, first.op, file, offset, flags)
+        };
+        assert!(pushed, "has_room promised space");
+        self.stats.ios += 1;
+        self.stats.merged += run.len() as u64 - 1;
+        true
+    }
+
+    /// Chains the run's slots in order; returns (file offset, total bytes).
+    fn link(&mut self, run: Run) -> (u64, u64) {
+        let requests = &self.pending[run.start..run.end];
+        let mut total = 0u64;
+        for (i, p) in requests.iter().enumerate() {
+            let slot = self.slots[p.slot as usize]
+                .as_mut()
+                .expect("pending slot is taken");
+            slot.next = requests.get(i + 1).map_or(NONE, |n| n.slot);
+            total += u64::from(p.len);
+        }
+        let head = self.slots[requests[0].slot as usize]
+            .as_ref()
+            .expect("pending slot is taken");
+        (head.file_offset, total)
+    }
+
+    fn push_rw(&mut self, run: Run, op: IoOp, file: u32, offset: u64, flags: i32) -> bool {
+        let UringEngine {
+            ring,
+            slots,
+            pending,
+            ..
+        } = self;
+        let requests = &pending[run.start..run.end];
+        let ud = u64::from(requests[0].slot);
+        let mut segs = requests
+            .iter()
+            .map(|p| lend(slots[p.slot as usize].as_mut().expect("taken")));
+        match (op, requests.len()) {
+            (IoOp::Read, 1) => ring
+                .push_read_fixed(file, offset, segs.next().expect("one"), ud)
+                .is_ok(),
+            (IoOp::Write, 1) => ring
+                .push_write_fixed(file, offset, segs.next().expect("one"), flags, ud)
+                .is_ok(),
+            (IoOp::Read, _) => ring.push_readv(file, offset, segs, ud).is_ok(),
+            _ => ring.push_writev(file, offset, segs, flags, ud).is_ok(),
+        }
+    }
+}
+
+impl std::fmt::Debug for UringEngine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("UringEngine")
+            .field("ring", &self.ring)
+            .field("exports", &self.exports.len())
+            .field("in_flight", &self.in_flight())
+            .field("pending", &self.pending.len())
+            .field("cfg", &self.cfg)
+            .field("stats", &self.stats)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Lends a slot's I/O buffer (the bounce chunk if any) to the ring.
+fn lend(slot: &mut Slot) -> Seg {
+    if slot.route.bounce {
+        let chunk = slot.bounce.take().expect("bounce chunk lent twice");
+        Seg {
+            chunk,
+            offset: 0,
+            len: slot.len,
+        }
+    } else {
+        let chunk = slot.chunk.take().expect("chunk lent twice");
+        Seg {
+            chunk,
+            offset: slot.buf_offset,
+            len: slot.len,
+        }
+    }
+}
+
+/// Borrowed engine state for splitting one kernel completion into request completions.
+struct Done<'a> {
+    slots: &'a mut [Option<Slot>],
+    free_slots: &'a mut Vec<u32>,
+    bounce: &'a mut ChunkPool,
+    arena: &'a Arena,
+    stats: &'a mut EngineStats,
+}
+
+impl Done<'_> {
+    /// Completes the chain of slots starting at `head` with kernel result `res`.
+    fn complete(
+        &mut self,
+        head: u32,
+        res: i32,
+        segs: &mut Segs<'_>,
+        out: &mut impl FnMut(IoCompletion),
+    ) -> usize {
+        // Bytes the kernel reported, or the errno shared by every request of the I/O.
+        let mut left = u64::try_from(res).map_err(|_| IoError { errno: -res });
+        let (mut index, mut count) = (head, 0);
+        while index != NONE {
+            let mut slot = self.slots[index as usize]
+                .take()
+                .expect("completion for a free slot");
+            self.free_slots.push(index);
+            if slot.op != IoOp::Flush {
+                let seg = segs.next().expect("one segment per request");
+                assert_eq!(seg.len, slot.len, "segment returned to the wrong request");
+                *(if slot.route.bounce {
+                    &mut slot.bounce
+                } else {
+                    &mut slot.chunk
+                }) = Some(seg.chunk);
+            }
+            let result = match (&mut left, slot.op) {
+                (Err(e), _) => Err(*e),
+                (Ok(_), IoOp::Flush) => Ok(()),
+                (Ok(bytes), _) if *bytes >= u64::from(slot.len) => {
+                    *bytes -= u64::from(slot.len);
+                    Ok(())
+                }
+                (Ok(bytes), _) => {
+                    *bytes = 0;
+                    Err(IoError::SHORT)
+                }
+            };
+            index = slot.next;
+            count += 1;
+            out(self.finish(slot, result));
+        }
+        count
+    }
+
+    /// Copies bounced read data back, frees the bounce chunk, counts, builds the completion.
+    fn finish(&mut self, mut slot: Slot, result: Result<(), IoError>) -> IoCompletion {
+        let mut chunk = slot.chunk.take().expect("request chunk is home");
+        if let Some(bounce) = slot.bounce.take() {
+            if slot.op == IoOp::Read && result.is_ok() {
+                let (offset, len) = (slot.buf_offset as usize, slot.len as usize);
+                let data = &self.bounce.bytes(&bounce)[..len];
+                self.arena.bytes_mut(&mut chunk)[offset..offset + len].copy_from_slice(data);
+            }
+            self.bounce.free(bounce);
+        }
+        self.stats.completed += 1;
+        self.stats.errors += u64::from(result.is_err());
+        IoCompletion {
+            user_data: slot.user_data,
+            chunk,
+            result,
+        }
+    }
+}

@@ -1,0 +1,880 @@
+//! Storage engines on real files in /var/tmp (a real file system, so O_DIRECT is real) with
+//! the real io_uring engine, checked against the file contents read with std and against the
+//! synchronous engine as oracle.
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::cell::Cell;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use aoe_xdp::storage::engine::{Engine, IoCompletion, IoOp, IoRequest, SubmitError};
+use aoe_xdp::storage::export::{Durability, Export, ExportSpec};
+use aoe_xdp::storage::sync_engine::SyncEngine;
+use aoe_xdp::storage::uring_engine::{UringConfig, UringEngine};
+use aoe_xdp::xdp::mem::{Arena, ChunkPool};
+use proptest::prelude::*;
+use tempfile::NamedTempFile;
+
+const CHUNK_SIZE: usize = 4096;
+
+/// Counts heap allocations made by the current thread while counting is switched on.
+struct CountingAlloc;
+
+thread_local! {
+    static COUNTING: Cell<bool> = const { Cell::new(false) };
+    static ALLOCATIONS: Cell<u64> = const { Cell::new(0) };
+}
+
+fn note_allocation() {
+    if COUNTING.try_with(Cell::get).unwrap_or(false) {
+        let _ = ALLOCATIONS.try_with(|n| n.set(n.get() + 1));
+    }
+}
+
+// SAFETY: every call is forwarded unchanged to the system allocator; counting only touches
+// const-initialized thread-locals, which never allocate.
+unsafe impl GlobalAlloc for CountingAlloc {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        note_allocation();
+        // SAFETY: forwarded with the caller's guarantees.
+        unsafe { System.alloc(layout) }
+    }
+
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        // SAFETY: forwarded with the caller's guarantees.
+        unsafe { System.dealloc(ptr, layout) }
+    }
+
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        note_allocation();
+        // SAFETY: forwarded with the caller's guarantees.
+        unsafe { System.realloc(ptr, layout, new_size) }
+    }
+}
+
+#[global_allocator]
+static ALLOCATOR: CountingAlloc = CountingAlloc;
+
+/// A zero-filled temporary file of `sectors` sectors on a real file system.
+fn temp_file(sectors: u64) -> NamedTempFile {
+    let file = NamedTempFile::new_in("/var/tmp").unwrap();
+    file.as_file().set_len(sectors * 512).unwrap();
+    file
+}
+
+fn spec(path: &Path) -> ExportSpec {
+    ExportSpec {
+        path: path.to_path_buf(),
+        offset_sectors: 0,
+        length_sectors: None,
+        read_only: false,
+        direct_io: false,
+        durability: Durability::Writeback,
+    }
+}
+
+fn open(specs: &[ExportSpec]) -> Arc<[Export]> {
+    specs.iter().map(|s| Export::open(s).unwrap()).collect()
+}
+
+fn pool() -> ChunkPool {
+    ChunkPool::new(Arc::new(Arena::new(CHUNK_SIZE, 64).unwrap())).unwrap()
+}
+
+fn uring_with(exports: Arc<[Export]>, pool: &ChunkPool, cfg: UringConfig) -> Engine {
+    Engine::Uring(UringEngine::new(exports, Arc::clone(pool.arena()), cfg).unwrap())
+}
+
+fn uring(exports: Arc<[Export]>, pool: &ChunkPool) -> Engine {
+    uring_with(exports, pool, UringConfig::default())
+}
+
+fn sync(exports: Arc<[Export]>, pool: &ChunkPool) -> Engine {
+    Engine::Sync(SyncEngine::new(exports, Arc::clone(pool.arena())).unwrap())
+}
+
+/// A request with a fresh chunk; writes carry `len` bytes of `fill` at `buf_offset`.
+fn req(
+    pool: &mut ChunkPool,
+    op: IoOp,
+    sector: u64,
+    len: u32,
+    buf_offset: u32,
+    fill: u8,
+) -> IoRequest {
+    let mut chunk = pool.alloc().expect("pool has a free chunk");
+    let bytes = pool.bytes_mut(&mut chunk);
+    bytes.fill(0xEE);
+    if op == IoOp::Write {
+        bytes[buf_offset as usize..(buf_offset + len) as usize].fill(fill);
+    }
+    IoRequest {
+        export: 0,
+        op,
+        sector,
+        len,
+        chunk,
+        buf_offset,
+        user_data: u64::from(fill),
+    }
+}
+
+/// Commits and waits until nothing is in flight; completions sorted by `user_data`.
+fn drain(engine: &mut Engine) -> Vec<IoCompletion> {
+    engine.commit(Instant::now()).unwrap();
+    let mut out = Vec::new();
+    for _ in 0..10_000 {
+        if engine.in_flight() == 0 {
+            out.sort_by_key(|c: &IoCompletion| c.user_data);
+            return out;
+        }
+        engine.wait(1).unwrap();
+        engine.reap(&mut |c| out.push(c));
+    }
+    panic!("engine never drained: {} in flight", engine.in_flight());
+}
+
+fn submit_all(engine: &mut Engine, reqs: Vec<IoRequest>) -> Vec<IoCompletion> {
+    for r in reqs {
+        engine.submit(r).unwrap();
+    }
+    drain(engine)
+}
+
+fn file_bytes(file: &NamedTempFile, offset: u64, len: usize) -> Vec<u8> {
+    let mut buf = vec![0u8; len];
+    file.as_file().read_exact_at(&mut buf, offset).unwrap();
+    buf
+}
+
+fn data<'a>(pool: &'a ChunkPool, c: &'a IoCompletion, buf_offset: u32, len: u32) -> &'a [u8] {
+    &pool.bytes(&c.chunk)[buf_offset as usize..(buf_offset + len) as usize]
+}
+
+fn recycle(pool: &mut ChunkPool, completions: Vec<IoCompletion>) {
+    completions.into_iter().for_each(|c| pool.free(c.chunk));
+}
+
+#[test]
+fn test_uring_round_trip_at_first_and_last_sector_of_window() {
+    let file = temp_file(64);
+    let mut s = spec(file.path());
+    (s.offset_sectors, s.length_sectors) = (8, Some(16));
+    let mut pool = pool();
+    let mut engine = uring(open(&[s]), &pool);
+    let writes = vec![
+        req(&mut pool, IoOp::Write, 0, 512, 0, 1),
+        req(&mut pool, IoOp::Write, 15, 512, 0, 2),
+    ];
+    let done = submit_all(&mut engine, writes);
+    assert!(done.iter().all(|c| c.result.is_ok()), "{done:?}");
+    recycle(&mut pool, done);
+    assert!(file_bytes(&file, 8 * 512, 512).iter().all(|b| *b == 1));
+    assert!(file_bytes(&file, 23 * 512, 512).iter().all(|b| *b == 2));
+    assert!(
+        file_bytes(&file, 7 * 512, 512).iter().all(|b| *b == 0),
+        "before the window"
+    );
+    assert!(
+        file_bytes(&file, 24 * 512, 512).iter().all(|b| *b == 0),
+        "after the window"
+    );
+
+    let reads = vec![
+        req(&mut pool, IoOp::Read, 0, 512, 512, 3),
+        req(&mut pool, IoOp::Read, 15, 512, 512, 4),
+    ];
+    let done = submit_all(&mut engine, reads);
+    assert!(data(&pool, &done[0], 512, 512).iter().all(|b| *b == 1));
+    assert!(data(&pool, &done[1], 512, 512).iter().all(|b| *b == 2));
+    assert!(
+        pool.bytes(&done[0].chunk)[..512].iter().all(|b| *b == 0xEE),
+        "outside the buffer untouched"
+    );
+    assert_eq!(engine.stats().completed, 4);
+}
+
+#[test]
+fn test_invalid_requests_are_handed_back() {
+    let file = temp_file(32);
+    let mut s = spec(file.path());
+    (s.offset_sectors, s.length_sectors) = (8, Some(16));
+    let mut pool = pool();
+    let mut foreign = ChunkPool::new(Arc::new(Arena::new(CHUNK_SIZE, 1).unwrap())).unwrap();
+    for mut engine in [
+        uring(open(&[s.clone()]), &pool),
+        sync(open(&[s.clone()]), &pool),
+    ] {
+        let cases = [
+            (
+                IoOp::Read,
+                16,
+                512,
+                0,
+                SubmitError::OutOfRange {
+                    sector: 16,
+                    len: 512,
+                },
+            ),
+            (
+                IoOp::Write,
+                15,
+                1024,
+                0,
+                SubmitError::OutOfRange {
+                    sector: 15,
+                    len: 1024,
+                },
+            ),
+            (
+                IoOp::Read,
+                u64::MAX,
+                512,
+                0,
+                SubmitError::OutOfRange {
+                    sector: u64::MAX,
+                    len: 512,
+                },
+            ),
+            (IoOp::Read, 0, 100, 0, SubmitError::BadLength(100)),
+            (IoOp::Read, 0, 0, 0, SubmitError::BadLength(0)),
+            (IoOp::Flush, 0, 512, 0, SubmitError::BadLength(512)),
+            (
+                IoOp::Read,
+                0,
+                1024,
+                3584,
+                SubmitError::BadBuffer {
+                    offset: 3584,
+                    len: 1024,
+                },
+            ),
+        ];
+        for (op, sector, len, buf_offset, expected) in cases {
+            let r = req(&mut pool, op, sector, len, 0, 9);
+            let r = IoRequest { buf_offset, ..r };
+            let err = engine.submit(r).unwrap_err();
+            assert_eq!(err.error, expected);
+            assert!(!err.is_throttling_err());
+            assert_eq!((err.req.sector, err.req.user_data), (sector, 9));
+            pool.free(err.req.chunk);
+        }
+        let mut r = req(&mut pool, IoOp::Read, 0, 512, 0, 9);
+        r.export = 3;
+        let err = engine.submit(r).unwrap_err();
+        assert_eq!(err.error, SubmitError::NoSuchExport(3));
+        pool.free(err.req.chunk);
+        let chunk = foreign.alloc().unwrap();
+        let r = IoRequest {
+            export: 0,
+            op: IoOp::Read,
+            sector: 0,
+            len: 512,
+            chunk,
+            buf_offset: 0,
+            user_data: 1,
+        };
+        let err = engine.submit(r).unwrap_err();
+        assert_eq!(err.error, SubmitError::ForeignChunk);
+        foreign.free(err.req.chunk);
+        assert_eq!(
+            (
+                engine.stats().rejected,
+                engine.stats().submitted,
+                engine.in_flight()
+            ),
+            (9, 0, 0)
+        );
+    }
+    assert!(file_bytes(&file, 0, 32 * 512).iter().all(|b| *b == 0));
+}
+
+#[test]
+fn test_direct_io_aligned_and_bounced_buffers() {
+    let file = temp_file(64);
+    let mut s = spec(file.path());
+    s.direct_io = true;
+    let exports = open(&[s]);
+    let align = exports[0]
+        .dio_align()
+        .expect("/var/tmp must support O_DIRECT (STATX_DIOALIGN)");
+    assert!(
+        align.mem_align > 1,
+        "a misaligned buf_offset of 1 must need a bounce"
+    );
+    let oa = align.offset_align;
+    let mut pool = pool();
+    let mut engine = uring(exports, &pool);
+    let aligned = req(&mut pool, IoOp::Write, 0, oa, 0, 0x11);
+    let misaligned = req(&mut pool, IoOp::Write, u64::from(oa / 512) * 2, oa, 1, 0x22);
+    let done = submit_all(&mut engine, vec![aligned, misaligned]);
+    assert!(done.iter().all(|c| c.result.is_ok()), "{done:?}");
+    recycle(&mut pool, done);
+    assert_eq!(engine.stats().bounced, 1);
+    assert!(file_bytes(&file, 0, oa as usize).iter().all(|b| *b == 0x11));
+    assert!(file_bytes(&file, 2 * u64::from(oa), oa as usize)
+        .iter()
+        .all(|b| *b == 0x22));
+
+    let read = req(&mut pool, IoOp::Read, u64::from(oa / 512) * 2, oa, 7, 0x33);
+    let done = submit_all(&mut engine, vec![read]);
+    assert!(done[0].result.is_ok());
+    assert!(data(&pool, &done[0], 7, oa).iter().all(|b| *b == 0x22));
+    assert_eq!(
+        pool.bytes(&done[0].chunk)[6],
+        0xEE,
+        "bounce copy-back stays inside the buffer"
+    );
+    assert_eq!(engine.stats().bounced, 2);
+    recycle(&mut pool, done);
+
+    // 512-byte requests on a device with a larger offset alignment use the buffered descriptor.
+    let small = req(&mut pool, IoOp::Write, 1, 512, 0, 0x44);
+    let done = submit_all(&mut engine, vec![small]);
+    assert!(done[0].result.is_ok());
+    assert_eq!(engine.stats().buffered, u64::from(oa > 512));
+    assert!(file_bytes(&file, 512, 512).iter().all(|b| *b == 0x44));
+}
+
+#[test]
+fn test_eight_adjacent_1k_writes_merge_into_one_io() {
+    let file = temp_file(64);
+    let mut pool = pool();
+    let mut engine = uring(open(&[spec(file.path())]), &pool);
+    // Submitted out of order: the planner sorts by sector.
+    let writes: Vec<_> = (0u8..8)
+        .rev()
+        .map(|i| {
+            req(
+                &mut pool,
+                IoOp::Write,
+                4 + 2 * u64::from(i),
+                1024,
+                512,
+                i + 1,
+            )
+        })
+        .collect();
+    let done = submit_all(&mut engine, writes);
+    assert_eq!(done.len(), 8);
+    assert!(done.iter().all(|c| c.result.is_ok()), "{done:?}");
+    recycle(&mut pool, done);
+    let stats = engine.stats();
+    assert_eq!((stats.ios, stats.merged, stats.submitted), (1, 7, 8));
+    let disk = file_bytes(&file, 4 * 512, 8 * 1024);
+    for (i, block) in disk.chunks(1024).enumerate() {
+        assert!(block.iter().all(|b| usize::from(*b) == i + 1), "block {i}");
+    }
+    assert!(file_bytes(&file, 3 * 512, 512).iter().all(|b| *b == 0));
+    assert!(file_bytes(&file, 20 * 512, 512).iter().all(|b| *b == 0));
+
+    let reads: Vec<_> = (0u8..8)
+        .map(|i| req(&mut pool, IoOp::Read, 4 + 2 * u64::from(i), 1024, 0, 10 + i))
+        .collect();
+    let done = submit_all(&mut engine, reads);
+    for (i, c) in done.iter().enumerate() {
+        assert!(
+            data(&pool, c, 0, 1024)
+                .iter()
+                .all(|b| usize::from(*b) == i + 1),
+            "read {i}"
+        );
+    }
+    assert_eq!((engine.stats().ios, engine.stats().merged), (2, 14));
+}
+
+#[test]
+fn test_merge_cap_splits_runs() {
+    let file = temp_file(64);
+    let mut pool = pool();
+    let cfg = UringConfig {
+        merge_max_segments: 3,
+        ..UringConfig::default()
+    };
+    let mut engine = uring_with(open(&[spec(file.path())]), &pool, cfg);
+    let writes: Vec<_> = (0u8..8)
+        .map(|i| req(&mut pool, IoOp::Write, u64::from(i), 512, 0, i))
+        .collect();
+    let done = submit_all(&mut engine, writes);
+    assert!(done.iter().all(|c| c.result.is_ok()));
+    assert_eq!((engine.stats().ios, engine.stats().merged), (3, 5));
+    let disk = file_bytes(&file, 0, 8 * 512);
+    assert!(disk
+        .chunks(512)
+        .enumerate()
+        .all(|(i, b)| b.iter().all(|x| usize::from(*x) == i)));
+}
+
+#[test]
+fn test_merge_delay_holds_a_request_for_its_neighbour() {
+    let file = temp_file(64);
+    let mut pool = pool();
+    let cfg = UringConfig {
+        merge_delay: Duration::from_secs(60),
+        ..UringConfig::default()
+    };
+    let mut engine = uring_with(open(&[spec(file.path())]), &pool, cfg);
+    let t0 = Instant::now();
+    engine
+        .submit(req(&mut pool, IoOp::Write, 0, 512, 0, 1))
+        .unwrap();
+    engine.commit(t0).unwrap();
+    assert_eq!(engine.stats().ios, 0, "held for a neighbour");
+    engine
+        .submit(req(&mut pool, IoOp::Write, 1, 512, 0, 2))
+        .unwrap();
+    engine.commit(t0 + Duration::from_secs(1)).unwrap();
+    assert_eq!(engine.stats().ios, 0, "still inside merge_delay");
+    engine.commit(t0 + Duration::from_secs(61)).unwrap();
+    assert_eq!((engine.stats().ios, engine.stats().merged), (1, 1));
+    let done = drain(&mut engine);
+    assert!(done.iter().all(|c| c.result.is_ok()));
+    // `wait` forces held requests out.
+    engine
+        .submit(req(&mut pool, IoOp::Write, 9, 512, 0, 3))
+        .unwrap();
+    engine.commit(Instant::now()).unwrap();
+    engine.wait(1).unwrap();
+    let mut got = Vec::new();
+    engine.reap(&mut |c| got.push(c));
+    assert_eq!(got.len(), 1);
+    assert_eq!(engine.stats().ios, 2);
+    assert!(file_bytes(&file, 9 * 512, 512).iter().all(|b| *b == 3));
+}
+
+#[test]
+fn test_flush_and_durability_sync_writes() {
+    for durability in [Durability::Writeback, Durability::Sync] {
+        let file = temp_file(16);
+        let mut s = spec(file.path());
+        s.durability = durability;
+        let mut pool = pool();
+        let exports = open(&[s]);
+        for mut engine in [
+            uring(Arc::clone(&exports), &pool),
+            sync(Arc::clone(&exports), &pool),
+        ] {
+            let fill = if matches!(engine, Engine::Sync(_)) {
+                0x5A
+            } else {
+                0xA5
+            };
+            let write = req(&mut pool, IoOp::Write, 3, 2048, 0, fill);
+            let done = submit_all(&mut engine, vec![write]);
+            assert!(done[0].result.is_ok());
+            recycle(&mut pool, done);
+            let flush = req(&mut pool, IoOp::Flush, 0, 0, 0, 77);
+            let done = submit_all(&mut engine, vec![flush]);
+            assert_eq!((done[0].user_data, done[0].result), (77, Ok(())));
+            recycle(&mut pool, done);
+            assert_eq!(engine.stats().ios, 2);
+            assert!(
+                file_bytes(&file, 3 * 512, 2048).iter().all(|b| *b == fill),
+                "{durability:?}"
+            );
+        }
+    }
+}
+
+#[test]
+fn test_read_only_export_refuses_writes() {
+    let file = temp_file(16);
+    file.as_file().write_all_at(&[0x42; 512], 0).unwrap();
+    let mut s = spec(file.path());
+    s.read_only = true;
+    let mut pool = pool();
+    let exports = open(&[s]);
+    for mut engine in [
+        uring(Arc::clone(&exports), &pool),
+        sync(Arc::clone(&exports), &pool),
+    ] {
+        let write = req(&mut pool, IoOp::Write, 0, 512, 0, 1);
+        let read = req(&mut pool, IoOp::Read, 0, 512, 0, 2);
+        let done = submit_all(&mut engine, vec![write, read]);
+        let err = done[0].result.unwrap_err();
+        assert_eq!(err.errno, libc::EROFS);
+        assert!(!err.is_media_error());
+        assert!(done[1].result.is_ok());
+        assert!(data(&pool, &done[1], 0, 512).iter().all(|b| *b == 0x42));
+        assert_eq!(engine.stats().errors, 1);
+        recycle(&mut pool, done);
+    }
+    assert!(file_bytes(&file, 0, 512).iter().all(|b| *b == 0x42));
+}
+
+#[test]
+fn test_queue_full_hands_the_request_back() {
+    let file = temp_file(64);
+    let mut pool = pool();
+    let cfg = UringConfig {
+        entries: 4,
+        ..UringConfig::default()
+    };
+    let mut engine = uring_with(open(&[spec(file.path())]), &pool, cfg);
+    for i in 0..4u8 {
+        engine
+            .submit(req(&mut pool, IoOp::Write, u64::from(i) * 4, 512, 0, i))
+            .unwrap();
+    }
+    let err = engine
+        .submit(req(&mut pool, IoOp::Write, 40, 512, 0, 9))
+        .unwrap_err();
+    assert!(err.is_throttling_err());
+    assert_eq!(err.error, SubmitError::QueueFull);
+    assert_eq!(engine.in_flight(), 4);
+    engine.commit(Instant::now()).unwrap();
+    let again = err.req;
+    assert_eq!(again.user_data, 9);
+    assert_eq!(
+        engine.submit(again).unwrap_err().error,
+        SubmitError::QueueFull,
+        "still full while in flight"
+    );
+    let done = drain(&mut engine);
+    assert_eq!(done.len(), 4);
+    recycle(&mut pool, done);
+    let mut sync_engine = Engine::Sync(
+        SyncEngine::with_capacity(open(&[spec(file.path())]), Arc::clone(pool.arena()), 1).unwrap(),
+    );
+    sync_engine
+        .submit(req(&mut pool, IoOp::Read, 0, 512, 0, 1))
+        .unwrap();
+    let err = sync_engine
+        .submit(req(&mut pool, IoOp::Read, 0, 512, 0, 2))
+        .unwrap_err();
+    assert!(err.is_throttling_err());
+}
+
+#[test]
+fn test_io_errors_on_a_file_that_shrank_after_open() {
+    let file = temp_file(64);
+    let mut pool = pool();
+    let exports = open(&[spec(file.path())]);
+    file.as_file().set_len(8 * 512).unwrap();
+    for mut engine in [
+        uring(Arc::clone(&exports), &pool),
+        sync(Arc::clone(&exports), &pool),
+    ] {
+        // Sectors 6..10 merge into one READV that comes back short at the new end of file.
+        let reads: Vec<_> = (6u8..10)
+            .map(|s| req(&mut pool, IoOp::Read, u64::from(s), 512, 0, s))
+            .collect();
+        let far = req(&mut pool, IoOp::Read, 32, 512, 0, 32);
+        let done = submit_all(&mut engine, reads.into_iter().chain([far]).collect());
+        let ok: Vec<bool> = done.iter().map(|c| c.result.is_ok()).collect();
+        assert_eq!(ok, [true, true, false, false, false], "{engine:?}");
+        assert!(done[2..]
+            .iter()
+            .all(|c| c.result.unwrap_err().is_media_error()));
+        assert_eq!(engine.stats().errors, 3);
+        recycle(&mut pool, done);
+    }
+}
+
+#[test]
+fn test_uring_ring_uses_single_issuer_mode() {
+    let file = temp_file(8);
+    let pool = pool();
+    let engine = UringEngine::new(
+        open(&[spec(file.path())]),
+        Arc::clone(pool.arena()),
+        UringConfig::default(),
+    )
+    .unwrap();
+    assert!(engine.ring_mode().single_issuer, "{:?}", engine.ring_mode());
+}
+
+#[test]
+fn test_engine_moves_to_another_thread_before_first_use() {
+    let file = temp_file(8);
+    let mut pool = pool();
+    let mut engine = uring(open(&[spec(file.path())]), &pool);
+    let write = req(&mut pool, IoOp::Write, 1, 512, 0, 0x77);
+    let done = std::thread::spawn(move || submit_all(&mut engine, vec![write]))
+        .join()
+        .unwrap();
+    assert!(done[0].result.is_ok());
+    assert!(file_bytes(&file, 512, 512).iter().all(|b| *b == 0x77));
+}
+
+#[test]
+fn test_submit_commit_reap_do_not_allocate() {
+    let file = temp_file(64);
+    let mut s = spec(file.path());
+    s.direct_io = true;
+    let exports = open(&[s]);
+    let mut pool = pool();
+    for mut engine in [
+        uring(Arc::clone(&exports), &pool),
+        sync(Arc::clone(&exports), &pool),
+    ] {
+        let mut out: Vec<IoCompletion> = Vec::with_capacity(64);
+        let mut round = |engine: &mut Engine, pool: &mut ChunkPool| {
+            for i in 0..8u8 {
+                engine
+                    .submit(req(pool, IoOp::Write, 2 * u64::from(i), 1024, 0, i))
+                    .unwrap();
+            }
+            engine
+                .submit(req(pool, IoOp::Read, 20, 1024, 1, 8))
+                .unwrap(); // bounced
+            engine.submit(req(pool, IoOp::Flush, 0, 0, 0, 9)).unwrap();
+            engine.commit(Instant::now()).unwrap();
+            while engine.in_flight() > 0 {
+                engine.wait(1).unwrap();
+                engine.reap(&mut |c| out.push(c));
+            }
+            assert_eq!(out.len(), 10);
+            assert!(out.iter().all(|c| c.result.is_ok()));
+            out.drain(..).for_each(|c| pool.free(c.chunk));
+        };
+        round(&mut engine, &mut pool); // warm-up: enables the ring
+        ALLOCATIONS.with(|n| n.set(0));
+        COUNTING.with(|c| c.set(true));
+        for _ in 0..4 {
+            round(&mut engine, &mut pool);
+        }
+        COUNTING.with(|c| c.set(false));
+        assert_eq!(ALLOCATIONS.with(Cell::get), 0, "{:?}", engine.stats());
+        assert!(engine.stats().bounced >= 4);
+    }
+}
+
+/// A loop device over a temporary file, detached on drop.
+struct LoopDevice {
+    path: PathBuf,
+    backing: NamedTempFile,
+}
+
+impl LoopDevice {
+    fn new(sectors: u64, block_size: u32) -> LoopDevice {
+        let backing = temp_file(sectors);
+        let out = Command::new("losetup")
+            .args(["-b", &block_size.to_string(), "-f", "--show"])
+            .arg(backing.path())
+            .output();
+        let out = out.expect("losetup must be installed (util-linux)");
+        assert!(
+            out.status.success(),
+            "losetup failed (needs root): {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let path = PathBuf::from(String::from_utf8(out.stdout).unwrap().trim());
+        LoopDevice { path, backing }
+    }
+}
+
+impl Drop for LoopDevice {
+    fn drop(&mut self) {
+        let _ = Command::new("losetup").arg("-d").arg(&self.path).status();
+    }
+}
+
+#[test]
+fn test_block_device_export_is_exclusive_and_round_trips() {
+    // 4096-byte logical blocks: 512-byte requests cannot use O_DIRECT and take the buffered lane.
+    let dev = LoopDevice::new(2048, 4096);
+    let mut s = spec(&dev.path);
+    (s.offset_sectors, s.direct_io) = (1024, true);
+    let exports = open(&[s.clone()]);
+    assert_eq!(exports[0].sectors(), 1024);
+    let align = exports[0]
+        .dio_align()
+        .expect("block devices report STATX_DIOALIGN");
+    assert_eq!(align.offset_align, 4096);
+    let second = Export::open(&s).unwrap_err();
+    assert!(
+        second.to_string().contains(&dev.path.display().to_string()),
+        "{second}"
+    );
+    let mut pool = pool();
+    let mut engine = uring(Arc::clone(&exports), &pool);
+    let small = req(&mut pool, IoOp::Write, 1023, 512, 0, 0x3C);
+    let big = req(&mut pool, IoOp::Write, 0, 4096, 0, 0x3B);
+    let flush = req(&mut pool, IoOp::Flush, 0, 0, 0, 0x3D);
+    let done = submit_all(&mut engine, vec![small, big, flush]);
+    assert!(done.iter().all(|c| c.result.is_ok()), "{done:?}");
+    recycle(&mut pool, done);
+    assert_eq!((engine.stats().buffered, engine.stats().bounced), (1, 0));
+    // A direct read of the block holding the buffered write sees it.
+    let done = submit_all(
+        &mut engine,
+        vec![req(&mut pool, IoOp::Read, 1016, 4096, 0, 0x3E)],
+    );
+    let block = data(&pool, &done[0], 0, 4096);
+    assert!(block[..3584].iter().all(|b| *b == 0) && block[3584..].iter().all(|b| *b == 0x3C));
+    assert!(file_bytes(&dev.backing, 2047 * 512, 512)
+        .iter()
+        .all(|b| *b == 0x3C));
+    assert!(file_bytes(&dev.backing, 1024 * 512, 4096)
+        .iter()
+        .all(|b| *b == 0x3B));
+}
+
+// ---- Oracle: the io_uring engine must agree with the synchronous engine. ----
+
+#[derive(Clone, Debug)]
+struct Op {
+    export: u16,
+    op: IoOp,
+    sector: u64,
+    sectors: u32,
+    buf_offset: u32,
+    fill: u8,
+}
+
+fn arb_op() -> impl Strategy<Value = Op> {
+    let op = prop_oneof![4 => Just(IoOp::Read), 4 => Just(IoOp::Write), 1 => Just(IoOp::Flush)];
+    let buf_offset = prop_oneof![Just(0u32), Just(512), Just(1), Just(100)];
+    (0u16..3, op, 0u64..44, 1u32..8, buf_offset, any::<u8>()).prop_map(
+        |(export, op, sector, sectors, buf_offset, fill)| Op {
+            export,
+            op,
+            sector,
+            sectors,
+            buf_offset,
+            fill,
+        },
+    )
+}
+
+/// Drops requests whose range overlaps a write in the same batch (their order is undefined).
+fn without_conflicts(batch: Vec<Op>) -> Vec<Op> {
+    let mut kept: Vec<Op> = Vec::new();
+    for op in batch {
+        let end = op.sector + u64::from(op.sectors);
+        let conflict = kept.iter().any(|k| {
+            let overlap = k.export == op.export
+                && k.sector < end
+                && op.sector < k.sector + u64::from(k.sectors);
+            overlap && (k.op == IoOp::Write || op.op == IoOp::Write)
+        });
+        if !conflict {
+            kept.push(op);
+        }
+    }
+    kept
+}
+
+struct Side {
+    files: Vec<NamedTempFile>,
+    pool: ChunkPool,
+    engine: Engine,
+}
+
+fn side(uring_side: bool, seed: &[u8]) -> Side {
+    let files: Vec<NamedTempFile> = (0..2).map(|_| temp_file(48)).collect();
+    for f in &files {
+        f.as_file().write_all_at(seed, 0).unwrap();
+    }
+    let mut specs: Vec<ExportSpec> = files.iter().map(|f| spec(f.path())).collect();
+    (
+        specs[0].offset_sectors,
+        specs[0].length_sectors,
+        specs[0].direct_io,
+    ) = (4, Some(40), true);
+    (specs[1].offset_sectors, specs[1].durability) = (2, Durability::Sync);
+    let exports = open(&specs);
+    let pool = pool();
+    let engine = if uring_side {
+        uring(exports, &pool)
+    } else {
+        sync(exports, &pool)
+    };
+    Side {
+        files,
+        pool,
+        engine,
+    }
+}
+
+type Outcome = (u64, Result<(), aoe_xdp::storage::engine::IoError>, Vec<u8>);
+
+/// Runs one batch; returns submit outcomes and completions with the bytes read.
+fn run_batch(
+    side: &mut Side,
+    batch: &[Op],
+    base: u64,
+) -> (Vec<Result<(), SubmitError>>, Vec<Outcome>) {
+    let mut submits = Vec::new();
+    for (i, op) in batch.iter().enumerate() {
+        let len = if op.op == IoOp::Flush {
+            0
+        } else {
+            op.sectors * 512
+        };
+        let mut r = req(
+            &mut side.pool,
+            op.op,
+            op.sector,
+            len,
+            op.buf_offset,
+            op.fill,
+        );
+        (r.export, r.user_data) = (op.export, base + i as u64);
+        submits.push(side.engine.submit(r).map_err(|e| {
+            side.pool.free(e.req.chunk);
+            e.error
+        }));
+    }
+    let done = drain(&mut side.engine);
+    let outcomes = done
+        .into_iter()
+        .map(|c| {
+            let op = &batch[usize::try_from(c.user_data - base).unwrap()];
+            let bytes = if op.op == IoOp::Read && c.result.is_ok() {
+                data(&side.pool, &c, op.buf_offset, op.sectors * 512).to_vec()
+            } else {
+                Vec::new()
+            };
+            let outcome = (c.user_data, c.result, bytes);
+            side.pool.free(c.chunk);
+            outcome
+        })
+        .collect();
+    (submits, outcomes)
+}
+
+/// Deterministic pseudo-random file contents (xorshift64).
+fn seeded_bytes(seed: u64, len: usize) -> Vec<u8> {
+    let mut state = seed | 1;
+    (0..len)
+        .map(|_| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state.to_le_bytes()[0]
+        })
+        .collect()
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 24, ..ProptestConfig::default() })]
+
+    #[test]
+    fn prop_uring_engine_matches_sync_oracle(
+        batches in proptest::collection::vec(proptest::collection::vec(arb_op(), 1..12), 1..6),
+        seed in any::<u64>(),
+    ) {
+        let seed = seeded_bytes(seed, 48 * 512);
+        let mut oracle = side(false, &seed);
+        let mut subject = side(true, &seed);
+        for (b, batch) in batches.into_iter().enumerate() {
+            let batch = without_conflicts(batch);
+            let base = b as u64 * 100;
+            let expected = run_batch(&mut oracle, &batch, base);
+            let actual = run_batch(&mut subject, &batch, base);
+            prop_assert_eq!(&actual.0, &expected.0);
+            prop_assert_eq!(&actual.1, &expected.1);
+        }
+        for (o, s) in oracle.files.iter().zip(&subject.files) {
+            prop_assert_eq!(file_bytes(o, 0, 48 * 512), file_bytes(s, 0, 48 * 512));
+        }
+        let (os, ss) = (oracle.engine.stats(), subject.engine.stats());
+        prop_assert_eq!((os.submitted, os.completed, os.errors, os.rejected, os.bounced), (ss.submitted, ss.completed, ss.errors, ss.rejected, ss.bounced));
+        prop_assert!(ss.ios <= os.ios);
+    }
+}
