@@ -18,6 +18,7 @@
 #![deny(unsafe_code)]
 
 pub mod config;
+pub mod dataplane;
 pub mod initiator;
 pub mod service;
 pub mod state_dir;

@@ -13,13 +13,14 @@ use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use anyhow::bail;
+use anyhow::Context;
 use clap::Parser;
 use tracing_subscriber::EnvFilter;
 
 use aoe_xdp::config::{
     self, unspanned, Backing, BackingError, Config, DeviceConfig, LogLevel, RawConfig, RawDevice,
 };
+use aoe_xdp::dataplane::Dataplane;
 
 /// An ATA-over-Ethernet storage target on AF_XDP and io_uring.
 #[derive(Debug, Parser)]
@@ -181,11 +182,45 @@ fn main() -> ExitCode {
 
 /// Serves the configuration until shut down.
 fn run(config: Config) -> anyhow::Result<()> {
-    tracing::info!(devices = config.devices.len(), "configuration loaded");
-    bail!(
-        "dataplane not yet available: nothing is served; use --check to validate a \
-         configuration"
-    )
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+
+    let stop = Arc::new(AtomicBool::new(false));
+    for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        signal_hook::flag::register(signal, Arc::clone(&stop))
+            .context("cannot install the SIGINT/SIGTERM handler")?;
+    }
+    let dataplane = Dataplane::start(&config).context("cannot start serving")?;
+    let names: Vec<&str> = dataplane
+        .interfaces()
+        .iter()
+        .map(|i| i.name.as_str())
+        .collect();
+    tracing::info!(
+        devices = config.devices.len(),
+        interfaces = %names.join(","),
+        "serving; SIGINT or SIGTERM stops"
+    );
+    // Acquire: pairs with the signal handler's store.
+    while !stop.load(Ordering::Acquire) {
+        if !dataplane.healthy() {
+            tracing::error!("a worker stopped; shutting down");
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    tracing::info!("shutting down: finishing in-flight requests, detaching XDP");
+    let stats = dataplane.shutdown().context("a worker failed")?;
+    let (rx, tx, io) = stats.iter().fold((0, 0, 0), |(rx, tx, io), s| {
+        (rx + s.rx_frames, tx + s.tx_frames, io + s.io_submitted)
+    });
+    tracing::info!(
+        rx_frames = rx,
+        tx_frames = tx,
+        io_requests = io,
+        "stopped cleanly"
+    );
+    Ok(())
 }
 
 fn print_load_error(err: &config::Error) {

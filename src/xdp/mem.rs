@@ -76,6 +76,20 @@ pub struct Arena {
     owned: bool,
     /// Set once the chunk tokens have been minted; tokens are never minted twice.
     pooled: AtomicBool,
+    /// For borrowed memory: whatever keeps the mapping alive (the xsk-rs `Umem`), dropped with
+    /// the arena, so the memory outlives every `Arc<Arena>` (and so every registered ring).
+    _keep_alive: Option<KeepAlive>,
+}
+
+/// The owner of borrowed arena memory, held only to be dropped last.
+struct KeepAlive(
+    #[expect(dead_code, reason = "held for its Drop only")] Box<dyn std::any::Any + Send + Sync>,
+);
+
+impl std::fmt::Debug for KeepAlive {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("KeepAlive")
+    }
 }
 
 // SAFETY: an Arena is a plain memory region with no thread affinity. Its bytes are reachable
@@ -132,6 +146,25 @@ impl Arena {
         Ok(Arena::assemble(base, len, chunk_size, chunk_count, false))
     }
 
+    /// Like [`Arena::from_raw`], holding `keep_alive` (the owner of the mapping) until the
+    /// arena is dropped, so the memory cannot be unmapped while any `Arc<Arena>` exists.
+    ///
+    /// # Safety
+    ///
+    /// As for [`Arena::from_raw`], except that the lifetime requirement is met by
+    /// `keep_alive`: dropping it last must be what unmaps the memory.
+    pub unsafe fn from_raw_kept(
+        ptr: *mut u8,
+        chunk_size: usize,
+        chunk_count: usize,
+        keep_alive: Box<dyn std::any::Any + Send + Sync>,
+    ) -> Result<Arena, MemError> {
+        // SAFETY: forwarded contract; `keep_alive` keeps the mapping for the arena's life.
+        let mut arena = unsafe { Arena::from_raw(ptr, chunk_size, chunk_count)? };
+        arena._keep_alive = Some(KeepAlive(keep_alive));
+        Ok(arena)
+    }
+
     fn assemble(
         base: NonNull<u8>,
         len: usize,
@@ -150,6 +183,7 @@ impl Arena {
             id,
             owned,
             pooled,
+            _keep_alive: None,
         }
     }
 
@@ -219,7 +253,9 @@ impl Arena {
     }
 
     /// Mints every chunk token, once per arena.
-    fn take_chunks(&self) -> Result<impl DoubleEndedIterator<Item = Chunk> + '_, MemError> {
+    pub(crate) fn take_chunks(
+        &self,
+    ) -> Result<impl DoubleEndedIterator<Item = Chunk> + '_, MemError> {
         if self.pooled.swap(true, Ordering::AcqRel) {
             return Err(MemError::AlreadyPooled);
         }

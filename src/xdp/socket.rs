@@ -33,12 +33,14 @@
 use std::io;
 use std::os::fd::{AsRawFd, BorrowedFd};
 use std::ptr::NonNull;
+use std::sync::Arc;
 use std::time::Duration;
 
 use xsk_rs::config::{BindFlags, LibxdpFlags, QueueSize, SocketConfig};
 use xsk_rs::{CompQueue, FillQueue, FrameDesc, RxQueue, TxQueue};
 
 use super::frame::{Frame, FrameCounts, FramePool, FrameState, RxBurst, RX_BURST_MAX};
+use super::mem::{Arena, Chunk};
 use super::umem::{UmemArea, UmemError, ETH_MIN_FRAME_LEN, FRAME_SIZE};
 
 /// Which bind mode to ask for.
@@ -181,6 +183,13 @@ pub struct XskPort {
     tx_queued: Vec<FrameDesc>,
     fill_target: u32,
     tx_ring_size: u32,
+    /// The UMEM as an arena io_uring can register (chunk `i` = frame `i`); it holds a clone of
+    /// the xsk-rs `Umem`, so the mapping outlives every ring that registered it.
+    io_arena: Arc<Arena>,
+    /// Chunk token of each frame, present unless the frame is lent to an I/O.
+    tokens: Vec<Option<Chunk>>,
+    /// Received length of each lent frame, restored by `reclaim`.
+    lent_len: Vec<usize>,
     bind_mode: BindMode,
     interface: String,
     queue_id: u32,
@@ -288,7 +297,31 @@ impl XskPort {
             (config.fill_ring_size.max(config.comp_ring_size) as usize).max(RX_BURST_MAX);
         let scratch = vec![umem.canonical(0); scratch_len];
         let tx_queued = Vec::with_capacity(frame_count as usize);
+        // SAFETY: the UMEM mapping spans `frame_count` frames of FRAME_SIZE bytes from
+        // `base_ptr`, page-aligned; the clone of the xsk-rs `Umem` kept by the arena owns the
+        // mapping, so it stays mapped as long as the arena. The arena's chunk tokens are minted
+        // once, below, into `tokens`, and handed out only for frames the application holds
+        // (`lend`), so the kernel's AF_XDP side never owns a chunk whose token is out.
+        let io_arena = unsafe {
+            Arena::from_raw_kept(
+                umem.base_ptr().as_ptr(),
+                FRAME_SIZE,
+                frame_count as usize,
+                Box::new(umem.xsk().clone()),
+            )
+        }
+        .expect("the UMEM is a page-aligned mapping of whole frames");
+        let io_arena = Arc::new(io_arena);
+        let tokens: Vec<Option<Chunk>> = io_arena
+            .take_chunks()
+            .expect("fresh arena")
+            .map(Some)
+            .collect();
+        let lent_len = vec![0; tokens.len()];
         Self {
+            io_arena,
+            tokens,
+            lent_len,
             tx,
             rx,
             fill,
@@ -304,6 +337,40 @@ impl XskPort {
             queue_id,
             umem,
         }
+    }
+
+    /// The UMEM as an arena for io_uring registration: chunk `i` is frame `i`.
+    pub fn io_arena(&self) -> &Arc<Arena> {
+        &self.io_arena
+    }
+
+    /// Lends a held frame to a storage I/O: returns the chunk token the engine needs to read
+    /// into or write from the frame. The frame stays held by the application (it is not on any
+    /// ring) until [`Self::reclaim`] gives the handle back; without a handle it cannot be
+    /// transmitted or released meanwhile.
+    pub fn lend(&mut self, frame: Frame) -> Chunk {
+        self.pool.check(&frame);
+        let (_, index, len) = frame.into_parts();
+        self.lent_len[index as usize] = len;
+        self.tokens[index as usize]
+            .take()
+            .expect("a held frame's token is present")
+    }
+
+    /// Takes back a chunk lent by [`Self::lend`] and returns the frame's handle.
+    pub fn reclaim(&mut self, chunk: Chunk) -> Frame {
+        assert!(
+            self.io_arena.owns(&chunk),
+            "chunk of another UMEM reclaimed"
+        );
+        let index = chunk.index();
+        assert!(
+            self.tokens[index].is_none(),
+            "frame {index} reclaimed but not lent"
+        );
+        self.tokens[index] = Some(chunk);
+        let index = u32::try_from(index).expect("frame index fits u32");
+        self.pool.handle(index, self.lent_len[index as usize])
     }
 
     /// Zero-copy or copy mode.

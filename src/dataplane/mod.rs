@@ -1,0 +1,307 @@
+//! The dataplane: interfaces → XDP program + one AF_XDP socket per (interface, RX queue) →
+//! units (port + io_uring engine) → worker threads pinned to cores.
+//!
+//! Start-up order: resolve interfaces, open exports and load state, attach the XDP program to
+//! each interface (removing a stale one a crashed run left behind), bind a socket per RX queue
+//! and register it in the program's XSKMAP, build one io_uring engine per port with the port's
+//! frame memory registered as a fixed buffer, spread the units over the worker cores, advertise
+//! the devices. [`Dataplane::shutdown`] stops the workers (they finish in-flight I/O and send
+//! the replies) and detaches the XDP programs; dropping a `Dataplane` does the same.
+
+pub mod devices;
+pub mod interfaces;
+pub mod port;
+pub mod worker;
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use crate::config::{Config, IdleMode, SocketKind, XdpMode as ConfigXdpMode};
+use crate::storage::engine::Engine;
+use crate::storage::sync_engine::SyncEngine;
+use crate::storage::uring_engine::{UringConfig, UringEngine};
+use crate::target::{PortInfo, Target};
+use crate::xdp::loader::{self, XdpMode, XdpProgram};
+use crate::xdp::socket::{BindPreference, BusyPoll, XskConfig, XskPort};
+use crate::xdp::umem::FRAME_CAPACITY;
+
+use devices::Devices;
+use interfaces::Interface;
+use port::Port;
+use worker::{Idle, Unit, UnitStats};
+
+/// Why the dataplane could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum DataplaneError {
+    /// Interface discovery failed.
+    #[error(transparent)]
+    Interfaces(#[from] interfaces::InterfaceError),
+    /// Exports or state could not be opened.
+    #[error(transparent)]
+    Devices(#[from] devices::DevicesError),
+    /// The XDP program could not be attached.
+    #[error("interface {interface}: {source}")]
+    Xdp {
+        /// Interface name.
+        interface: String,
+        /// Cause (names the fix).
+        source: loader::LoaderError,
+    },
+    /// An AF_XDP socket could not be bound.
+    #[error("interface {interface} queue {queue}: {source}")]
+    Socket {
+        /// Interface name.
+        interface: String,
+        /// RX queue.
+        queue: u32,
+        /// Cause (names the fix).
+        source: crate::xdp::socket::XskError,
+    },
+    /// Too many interfaces for the port mask.
+    #[error("at most 64 interfaces can be served, {0} were selected")]
+    TooManyInterfaces(usize),
+    /// A worker thread could not be started.
+    #[error("cannot start worker thread: {0}")]
+    Spawn(std::io::Error),
+}
+
+/// A worker thread; it returns its units' counters or the port error that stopped it.
+type WorkerHandle = JoinHandle<Result<Vec<UnitStats>, port::PortError>>;
+
+/// A running dataplane.
+pub struct Dataplane {
+    stop: Arc<AtomicBool>,
+    workers: Vec<WorkerHandle>,
+    /// Detached on drop, after the workers stopped (field order: workers are joined first in
+    /// `shutdown`; on a plain drop `Drop` joins them before these go).
+    programs: Vec<XdpProgram>,
+    interfaces: Vec<Interface>,
+}
+
+/// One (interface, queue) socket before it is given to a worker.
+struct PendingPort {
+    port: Port,
+    info: PortInfo,
+}
+
+impl Dataplane {
+    /// Starts serving `config`'s devices.
+    pub fn start(config: &Config) -> Result<Dataplane, DataplaneError> {
+        let interfaces = interfaces::resolve(&config.target.interfaces)?;
+        if interfaces.len() > 64 {
+            return Err(DataplaneError::TooManyInterfaces(interfaces.len()));
+        }
+        let devices = devices::open(config, &interfaces)?;
+        let mut programs = Vec::new();
+        let mut ports = Vec::new();
+        for (index, interface) in interfaces.iter().enumerate() {
+            let info = PortInfo {
+                index: u8::try_from(index).expect("at most 64 interfaces"),
+                mac: interface.mac,
+                // A request and its reply live in one frame: never advertise more sectors
+                // than a frame holds, whatever the MTU.
+                mtu: u16::try_from(
+                    interface
+                        .mtu
+                        .min(u32::try_from(FRAME_CAPACITY).unwrap_or(u32::MAX)),
+                )
+                .unwrap_or(u16::MAX),
+            };
+            let (program, sockets) = open_xdp(config, interface)?;
+            programs.push(program);
+            ports.extend(sockets.into_iter().map(|port| PendingPort { port, info }));
+        }
+        let stop = Arc::new(AtomicBool::new(false));
+        let workers = spawn_workers(config, &devices, ports, &stop)?;
+        Ok(Dataplane {
+            stop,
+            workers,
+            programs,
+            interfaces,
+        })
+    }
+
+    /// The interfaces being served.
+    pub fn interfaces(&self) -> &[Interface] {
+        &self.interfaces
+    }
+
+    /// Stops the workers, waits for them, detaches the XDP programs; returns the counters of
+    /// every unit, or the first worker error.
+    pub fn shutdown(mut self) -> Result<Vec<UnitStats>, port::PortError> {
+        let result = self.join();
+        for program in self.programs.drain(..) {
+            if let Err(error) = program.detach() {
+                tracing::error!(%error, "could not detach the XDP program");
+            }
+        }
+        result
+    }
+
+    fn join(&mut self) -> Result<Vec<UnitStats>, port::PortError> {
+        // Release: pairs with the workers' Acquire load of `stop`.
+        self.stop.store(true, Ordering::Release);
+        let mut all = Vec::new();
+        let mut first_error = None;
+        for worker in self.workers.drain(..) {
+            match worker.join() {
+                Ok(Ok(stats)) => all.extend(stats),
+                Ok(Err(error)) => {
+                    first_error.get_or_insert(error);
+                }
+                Err(_) => tracing::error!("a worker panicked"),
+            }
+        }
+        match first_error {
+            Some(error) => Err(error),
+            None => Ok(all),
+        }
+    }
+
+    /// True while every worker is running (a worker stops only on a fatal port error).
+    pub fn healthy(&self) -> bool {
+        self.workers.iter().all(|w| !w.is_finished())
+    }
+}
+
+impl Drop for Dataplane {
+    fn drop(&mut self) {
+        let _ = self.join();
+        // `programs` detach in their own Drop.
+    }
+}
+
+fn xdp_mode(mode: ConfigXdpMode) -> XdpMode {
+    match mode {
+        ConfigXdpMode::Auto => XdpMode::Auto,
+        ConfigXdpMode::Native => XdpMode::Native,
+        ConfigXdpMode::Generic => XdpMode::Generic,
+    }
+}
+
+/// Attaches the program to `interface` and binds one socket per RX queue.
+fn open_xdp(
+    config: &Config,
+    interface: &Interface,
+) -> Result<(XdpProgram, Vec<Port>), DataplaneError> {
+    let xdp_error = |source| DataplaneError::Xdp {
+        interface: interface.name.clone(),
+        source,
+    };
+    if config.target.socket == SocketKind::Packet {
+        tracing::warn!(interface = %interface.name, "socket = \"packet\" is not available yet; using AF_XDP");
+    }
+    if let Some(id) = loader::detach_stale(interface.ifindex).map_err(xdp_error)? {
+        tracing::warn!(interface = %interface.name, id, "removed a stale aoe_xdp program left by an earlier run");
+    }
+    let program = XdpProgram::attach(interface.ifindex, xdp_mode(config.target.xdp_mode))
+        .map_err(xdp_error)?;
+    tracing::info!(interface = %interface.name, mode = ?program.mode(), "XDP program attached");
+    let xsk_config = XskConfig {
+        frame_count: config.target.umem_frames,
+        fill_ring_size: config.target.fill_ring_size,
+        comp_ring_size: config.target.completion_ring_size,
+        rx_ring_size: config.target.rx_ring_size,
+        tx_ring_size: config.target.tx_ring_size,
+        bind: BindPreference::Auto,
+    };
+    let mut ports = Vec::new();
+    for queue in 0..interface.rx_queues {
+        let socket_error = |source| DataplaneError::Socket {
+            interface: interface.name.clone(),
+            queue,
+            source,
+        };
+        let port = XskPort::bind(&interface.name, queue, &xsk_config).map_err(socket_error)?;
+        tracing::info!(interface = %interface.name, queue, mode = ?port.bind_mode(), "AF_XDP socket ready");
+        if config.target.idle == IdleMode::Spin && config.target.busy_poll_usecs > 0 {
+            let options = BusyPoll {
+                prefer: true,
+                usecs: config.target.busy_poll_usecs,
+                budget: u32::from(config.target.busy_poll_budget),
+            };
+            if let Err(error) = port.set_busy_poll(options) {
+                tracing::warn!(interface = %interface.name, queue, %error, "busy-poll options refused");
+            }
+        }
+        program.insert_socket(queue, port.fd()).map_err(xdp_error)?;
+        ports.push(Port::Xsk(port));
+    }
+    Ok((program, ports))
+}
+
+/// An io_uring engine over the port's frame memory; the synchronous engine if io_uring is
+/// unavailable (disabled by sysctl, seccomp...), with a warning.
+fn engine_for(config: &Config, devices: &Devices, port: &Port) -> Engine {
+    let uring = UringConfig {
+        entries: config.target.uring_entries,
+        merge_max_segments: usize::try_from(config.target.merge_max_segments).unwrap_or(32),
+        merge_delay: Duration::from_micros(u64::from(config.target.merge_delay_us)),
+    };
+    match UringEngine::new(devices.exports.clone(), port.io_arena().clone(), uring) {
+        Ok(engine) => Engine::Uring(engine),
+        Err(error) => {
+            tracing::warn!(%error, "io_uring unavailable; using synchronous I/O (slow)");
+            let engine = SyncEngine::new(devices.exports.clone(), port.io_arena().clone())
+                .expect("the synchronous engine needs no kernel support");
+            Engine::Sync(engine)
+        }
+    }
+}
+
+fn spawn_workers(
+    config: &Config,
+    devices: &Devices,
+    ports: Vec<PendingPort>,
+    stop: &Arc<AtomicBool>,
+) -> Result<Vec<WorkerHandle>, DataplaneError> {
+    let cores = &config.target.worker_cores;
+    let worker_count = cores.len().clamp(1, ports.len().max(1));
+    let slots = usize::try_from(config.target.uring_entries).unwrap_or(256);
+    let mut groups: Vec<Vec<Unit>> = (0..worker_count).map(|_| Vec::new()).collect();
+    for (index, pending) in ports.into_iter().enumerate() {
+        let engine = engine_for(config, devices, &pending.port);
+        let unit = Unit::new(
+            pending.port,
+            engine,
+            pending.info,
+            slots,
+            devices.state_dir.clone(),
+        );
+        groups[index % worker_count].push(unit);
+    }
+    let idle = match config.target.idle {
+        IdleMode::Spin => Idle::Spin,
+        IdleMode::Poll => Idle::Poll,
+    };
+    let advertise = config.target.advertise;
+    let mut handles = Vec::new();
+    for (index, mut units) in groups.into_iter().enumerate() {
+        let core = cores.get(index).copied();
+        let shared = devices.devices.clone();
+        let destinations = devices.advertise_to.clone();
+        let stop = stop.clone();
+        let handle = std::thread::Builder::new()
+            .name(format!("aoe-worker-{index}"))
+            .spawn(move || {
+                if let Some(id) = core {
+                    if !core_affinity::set_for_current(core_affinity::CoreId { id }) {
+                        tracing::warn!(core = id, "could not pin worker to its core");
+                    }
+                }
+                let mut target = Target::new(shared);
+                if advertise {
+                    for unit in &mut units {
+                        unit.advertise(&mut target, &destinations);
+                    }
+                }
+                tracing::info!(worker = index, core, units = units.len(), "worker running");
+                worker::run(target, units, idle, &stop)
+            })
+            .map_err(DataplaneError::Spawn)?;
+        handles.push(handle);
+    }
+    Ok(handles)
+}
