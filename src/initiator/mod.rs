@@ -4,4 +4,5 @@
 //! and decodes reply frames. The demo, the conformance tests, the fuzzer and the load
 //! generator all speak AoE through it.
 
+pub mod client;
 pub mod frames;

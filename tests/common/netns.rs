@@ -10,10 +10,10 @@
 //! instead, so the real path is always exercised where it can be.
 
 use std::fs::File;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::AsRawFd;
 use std::path::Path;
 use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// Environment variable that turns "skipping" into a failure.
 pub const REQUIRE_PRIV_ENV: &str = "AOE_XDP_REQUIRE_PRIV";
@@ -240,80 +240,25 @@ fn veth_end(ns: &NetNs, name: &str) -> VethEnd {
 /// PACKET_AUXDATA is on, so VLAN tags stripped by the kernel can be restored.
 #[derive(Debug)]
 pub struct PacketSocket {
-    fd: OwnedFd,
+    socket: aoe_xdp::xdp::raw::RawSocket,
 }
-
-/// `htons(ETH_P_ALL)`.
-const ETH_P_ALL_BE: u16 = 0x0003u16.to_be();
-const _: () = assert!(libc::ETH_P_ALL == 0x0003);
 
 impl PacketSocket {
     /// Opens a socket on `interface` inside `ns`.
     pub fn open(ns: &NetNs, interface: &str) -> PacketSocket {
-        in_netns(ns, || {
-            // Protocol 0: receive nothing until bound to the interface below.
-            // SAFETY: plain socket(2) call; the returned fd is checked and then owned.
-            let raw =
-                unsafe { libc::socket(libc::AF_PACKET, libc::SOCK_RAW | libc::SOCK_CLOEXEC, 0) };
-            assert!(
-                raw >= 0,
-                "socket(AF_PACKET): {}",
-                std::io::Error::last_os_error()
-            );
-            // SAFETY: `raw` is a fresh fd that nothing else owns.
-            let fd = unsafe { OwnedFd::from_raw_fd(raw) };
-            let index = ifindex(interface);
-            // SAFETY: sockaddr_ll is plain old data; all-zero is a valid value.
-            let mut addr: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
-            addr.sll_family = u16::try_from(libc::AF_PACKET).expect("AF_PACKET fits u16");
-            addr.sll_protocol = ETH_P_ALL_BE;
-            addr.sll_ifindex = i32::try_from(index).expect("ifindex fits i32");
-            // SAFETY: `addr` is a valid sockaddr_ll of the size passed; the fd is open.
-            let ret = unsafe {
-                libc::bind(
-                    fd.as_raw_fd(),
-                    std::ptr::from_ref(&addr).cast::<libc::sockaddr>(),
-                    socklen::<libc::sockaddr_ll>(),
-                )
-            };
-            assert_eq!(
-                ret,
-                0,
-                "bind AF_PACKET to {interface}: {}",
-                std::io::Error::last_os_error()
-            );
-            let on: libc::c_int = 1;
-            // SAFETY: the option value is a live c_int of the size passed; the fd is open.
-            let ret = unsafe {
-                libc::setsockopt(
-                    fd.as_raw_fd(),
-                    libc::SOL_PACKET,
-                    libc::PACKET_AUXDATA,
-                    std::ptr::from_ref(&on).cast(),
-                    socklen::<libc::c_int>(),
-                )
-            };
-            assert_eq!(
-                ret,
-                0,
-                "PACKET_AUXDATA: {}",
-                std::io::Error::last_os_error()
-            );
-            PacketSocket { fd }
-        })
+        let socket = in_netns(ns, || aoe_xdp::xdp::raw::RawSocket::open(interface))
+            .unwrap_or_else(|e| panic!("packet socket on {interface}: {e}"));
+        PacketSocket { socket }
+    }
+
+    /// The library socket.
+    pub fn raw(&self) -> &aoe_xdp::xdp::raw::RawSocket {
+        &self.socket
     }
 
     /// Sends one Ethernet frame (exactly these bytes: no padding is added).
     pub fn send(&self, frame: &[u8]) {
-        // SAFETY: the buffer is valid for `frame.len()` bytes; the fd is open.
-        let sent =
-            unsafe { libc::send(self.fd.as_raw_fd(), frame.as_ptr().cast(), frame.len(), 0) };
-        assert_eq!(
-            usize::try_from(sent).ok(),
-            Some(frame.len()),
-            "send on packet socket: {}",
-            std::io::Error::last_os_error()
-        );
+        self.socket.send(frame).expect("send on packet socket");
     }
 
     /// The next incoming frame, or `None` after `timeout`.
@@ -322,118 +267,14 @@ impl PacketSocket {
     }
 
     /// The next incoming frame for which `wanted` is true (others are discarded), or `None`
-    /// after `timeout`. A VLAN tag the kernel stripped on receive is put back in the bytes
-    /// (as libpcap does), so frames look as they did on the wire.
+    /// after `timeout`; a VLAN tag the kernel stripped is put back.
     pub fn recv_matching(
         &self,
         timeout: Duration,
         wanted: impl Fn(&[u8]) -> bool,
     ) -> Option<Vec<u8>> {
-        let deadline = Instant::now() + timeout;
-        let mut buf = vec![0u8; 16384];
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            let mut pollfd = libc::pollfd {
-                fd: self.fd.as_raw_fd(),
-                events: libc::POLLIN,
-                revents: 0,
-            };
-            let millis = i32::try_from(left.as_millis()).unwrap_or(i32::MAX);
-            // SAFETY: one valid pollfd for the duration of the call.
-            let ready = unsafe { libc::poll(&mut pollfd, 1, millis) };
-            if ready == 0 {
-                return None;
-            }
-            assert!(ready > 0, "poll: {}", std::io::Error::last_os_error());
-            let Some(received) = self.recv_raw(&mut buf) else {
-                continue;
-            };
-            if received.outgoing {
-                continue;
-            }
-            let mut frame = buf[..received.len].to_vec();
-            if let Some((tpid, tci)) = received.vlan {
-                let mut tag = [0u8; 4];
-                tag[..2].copy_from_slice(&tpid.to_be_bytes());
-                tag[2..].copy_from_slice(&tci.to_be_bytes());
-                frame.splice(12..12, tag);
-            }
-            if wanted(&frame) {
-                return Some(frame);
-            }
-        }
+        self.socket
+            .recv_matching(timeout, wanted)
+            .expect("recv on packet socket")
     }
-
-    /// One `recvmsg`, or `None` if nothing was ready.
-    fn recv_raw(&self, buf: &mut [u8]) -> Option<Received> {
-        // SAFETY: sockaddr_ll is plain old data; all-zero is a valid value.
-        let mut from: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
-        let mut control = [0u64; 16];
-        let mut iov = libc::iovec {
-            iov_base: buf.as_mut_ptr().cast(),
-            iov_len: buf.len(),
-        };
-        // SAFETY: msghdr is plain old data; all-zero is a valid value.
-        let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
-        msg.msg_name = std::ptr::from_mut(&mut from).cast();
-        msg.msg_namelen = socklen::<libc::sockaddr_ll>();
-        msg.msg_iov = &mut iov;
-        msg.msg_iovlen = 1;
-        msg.msg_control = control.as_mut_ptr().cast();
-        msg.msg_controllen = std::mem::size_of_val(&control);
-        // SAFETY: every pointer in `msg` refers to a live local buffer of the stated size.
-        let len = unsafe { libc::recvmsg(self.fd.as_raw_fd(), &mut msg, libc::MSG_DONTWAIT) };
-        let Ok(len) = usize::try_from(len) else {
-            let error = std::io::Error::last_os_error();
-            assert_eq!(
-                error.kind(),
-                std::io::ErrorKind::WouldBlock,
-                "recvmsg: {error}"
-            );
-            return None;
-        };
-        let mut vlan = None;
-        // SAFETY: `msg` was filled by recvmsg; the CMSG_* macros walk its control buffer within
-        // `msg_controllen`, and PACKET_AUXDATA carries a `tpacket_auxdata` (read unaligned).
-        unsafe {
-            let mut cmsg = libc::CMSG_FIRSTHDR(&msg);
-            while !cmsg.is_null() {
-                if (*cmsg).cmsg_level == libc::SOL_PACKET
-                    && (*cmsg).cmsg_type == libc::PACKET_AUXDATA
-                {
-                    let aux = std::ptr::read_unaligned(
-                        libc::CMSG_DATA(cmsg).cast::<libc::tpacket_auxdata>(),
-                    );
-                    if aux.tp_status & libc::TP_STATUS_VLAN_VALID != 0 {
-                        let tpid = if aux.tp_status & libc::TP_STATUS_VLAN_TPID_VALID != 0 {
-                            aux.tp_vlan_tpid
-                        } else {
-                            0x8100
-                        };
-                        vlan = Some((tpid, aux.tp_vlan_tci));
-                    }
-                }
-                cmsg = libc::CMSG_NXTHDR(&msg, cmsg);
-            }
-        }
-        Some(Received {
-            len,
-            outgoing: from.sll_pkttype == libc::PACKET_OUTGOING,
-            vlan,
-        })
-    }
-}
-
-/// What one `recvmsg` on a packet socket returned.
-struct Received {
-    /// Bytes in the buffer.
-    len: usize,
-    /// Sent by this host (a copy of our own transmission).
-    outgoing: bool,
-    /// VLAN (tpid, tci) the kernel stripped from the frame, if any.
-    vlan: Option<(u16, u16)>,
-}
-
-fn socklen<T>() -> libc::socklen_t {
-    libc::socklen_t::try_from(std::mem::size_of::<T>()).expect("small struct")
 }

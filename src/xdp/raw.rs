@@ -1,0 +1,256 @@
+//! A plain AF_PACKET raw socket for control traffic and clients: one frame per syscall.
+//!
+//! Not the data path (see [`super::socket::XskPort`]): the blocking initiator, the demo and
+//! the tests use it to talk AoE to a target. It sees every ethertype on the interface it is
+//! bound to (callers filter), skips copies of its own transmissions, and puts back a VLAN tag
+//! the kernel stripped on receive (as libpcap does), so frames look as they did on the wire.
+
+use std::ffi::CString;
+use std::io;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::time::{Duration, Instant};
+
+/// A raw packet socket bound to one interface (in the caller's network namespace).
+#[derive(Debug)]
+pub struct RawSocket {
+    fd: OwnedFd,
+    ifindex: u32,
+}
+
+/// `htons(ETH_P_ALL)`.
+const ETH_P_ALL_BE: u16 = 0x0003u16.to_be();
+const _: () = assert!(libc::ETH_P_ALL == 0x0003);
+
+fn last_error(call: &str) -> io::Error {
+    let error = io::Error::last_os_error();
+    io::Error::new(error.kind(), format!("{call}: {error}"))
+}
+
+/// The index of interface `name`, or `NotFound`.
+pub fn ifindex(name: &str) -> io::Result<u32> {
+    let c_name = CString::new(name).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+    // SAFETY: `c_name` is a valid NUL-terminated string for the duration of the call.
+    let index = unsafe { libc::if_nametoindex(c_name.as_ptr()) };
+    if index == 0 {
+        return Err(io::Error::new(
+            io::ErrorKind::NotFound,
+            format!("no interface {name}"),
+        ));
+    }
+    Ok(index)
+}
+
+impl RawSocket {
+    /// Opens a socket on `interface` (needs CAP_NET_RAW: run as root).
+    pub fn open(interface: &str) -> io::Result<RawSocket> {
+        let index = ifindex(interface)?;
+        // Protocol 0: receive nothing until bound to the interface below.
+        // SAFETY: plain socket(2) call; the returned fd is checked and then owned.
+        let raw = unsafe { libc::socket(libc::AF_PACKET, libc::SOCK_RAW | libc::SOCK_CLOEXEC, 0) };
+        if raw < 0 {
+            return Err(last_error(
+                "socket(AF_PACKET) (needs CAP_NET_RAW: run as root)",
+            ));
+        }
+        // SAFETY: `raw` is a fresh fd that nothing else owns.
+        let fd = unsafe { OwnedFd::from_raw_fd(raw) };
+        // SAFETY: sockaddr_ll is plain old data; all-zero is a valid value.
+        let mut addr: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
+        addr.sll_family = u16::try_from(libc::AF_PACKET).expect("AF_PACKET fits u16");
+        addr.sll_protocol = ETH_P_ALL_BE;
+        addr.sll_ifindex =
+            i32::try_from(index).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+        // SAFETY: `addr` is a valid sockaddr_ll of the size passed; the fd is open.
+        let ret = unsafe {
+            libc::bind(
+                fd.as_raw_fd(),
+                std::ptr::from_ref(&addr).cast::<libc::sockaddr>(),
+                socklen::<libc::sockaddr_ll>(),
+            )
+        };
+        if ret != 0 {
+            return Err(last_error("bind(AF_PACKET)"));
+        }
+        let on: libc::c_int = 1;
+        // SAFETY: the option value is a live c_int of the size passed; the fd is open.
+        let ret = unsafe {
+            libc::setsockopt(
+                fd.as_raw_fd(),
+                libc::SOL_PACKET,
+                libc::PACKET_AUXDATA,
+                std::ptr::from_ref(&on).cast(),
+                socklen::<libc::c_int>(),
+            )
+        };
+        if ret != 0 {
+            return Err(last_error("setsockopt(PACKET_AUXDATA)"));
+        }
+        Ok(RawSocket { fd, ifindex: index })
+    }
+
+    /// The interface index the socket is bound to.
+    pub fn ifindex(&self) -> u32 {
+        self.ifindex
+    }
+
+    /// Sends one Ethernet frame (exactly these bytes: no padding is added).
+    pub fn send(&self, frame: &[u8]) -> io::Result<()> {
+        // SAFETY: the buffer is valid for `frame.len()` bytes; the fd is open.
+        let sent =
+            unsafe { libc::send(self.fd.as_raw_fd(), frame.as_ptr().cast(), frame.len(), 0) };
+        match usize::try_from(sent) {
+            Ok(n) if n == frame.len() => Ok(()),
+            Ok(_) => Err(io::Error::new(
+                io::ErrorKind::WriteZero,
+                "short send on packet socket",
+            )),
+            Err(_) => Err(last_error("send(AF_PACKET)")),
+        }
+    }
+
+    /// Receives the next incoming frame into `buf` (growing nothing: a longer frame is cut),
+    /// for which `wanted` is true; `Ok(None)` after `timeout`.
+    pub fn recv_into(
+        &self,
+        buf: &mut Vec<u8>,
+        timeout: Duration,
+        wanted: impl Fn(&[u8]) -> bool,
+    ) -> io::Result<Option<usize>> {
+        let deadline = Instant::now() + timeout;
+        if buf.len() < 16384 {
+            buf.resize(16384, 0);
+        }
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let mut pollfd = libc::pollfd {
+                fd: self.fd.as_raw_fd(),
+                events: libc::POLLIN,
+                revents: 0,
+            };
+            let millis = i32::try_from(left.as_millis()).unwrap_or(i32::MAX);
+            // SAFETY: one valid pollfd for the duration of the call.
+            let ready = unsafe { libc::poll(&mut pollfd, 1, millis) };
+            if ready == 0 {
+                return Ok(None);
+            }
+            if ready < 0 {
+                let error = io::Error::last_os_error();
+                if error.kind() == io::ErrorKind::Interrupted {
+                    continue;
+                }
+                return Err(error);
+            }
+            let Some(received) = self.recv_raw(&mut buf[4..])? else {
+                continue;
+            };
+            if received.outgoing {
+                continue;
+            }
+            // The frame was received at offset 4 so that a stripped VLAN tag can be put back
+            // in front of the ethertype without moving more than the 12 address bytes.
+            let len = match received.vlan {
+                Some((tpid, tci)) if received.len >= 12 => {
+                    buf.copy_within(4..16, 0);
+                    buf[12..14].copy_from_slice(&tpid.to_be_bytes());
+                    buf[14..16].copy_from_slice(&tci.to_be_bytes());
+                    received.len + 4
+                }
+                _ => {
+                    buf.copy_within(4..4 + received.len, 0);
+                    received.len
+                }
+            };
+            if wanted(&buf[..len]) {
+                return Ok(Some(len));
+            }
+        }
+    }
+
+    /// The next incoming frame for which `wanted` is true, or `Ok(None)` after `timeout`.
+    pub fn recv_matching(
+        &self,
+        timeout: Duration,
+        wanted: impl Fn(&[u8]) -> bool,
+    ) -> io::Result<Option<Vec<u8>>> {
+        let mut buf = Vec::new();
+        Ok(self.recv_into(&mut buf, timeout, wanted)?.map(|len| {
+            buf.truncate(len);
+            buf
+        }))
+    }
+    /// One `recvmsg`, or `None` if nothing was ready.
+    fn recv_raw(&self, buf: &mut [u8]) -> io::Result<Option<Received>> {
+        // SAFETY: sockaddr_ll is plain old data; all-zero is a valid value.
+        let mut from: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
+        let mut control = [0u64; 16];
+        let mut iov = libc::iovec {
+            iov_base: buf.as_mut_ptr().cast(),
+            iov_len: buf.len(),
+        };
+        // SAFETY: msghdr is plain old data; all-zero is a valid value.
+        let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+        msg.msg_name = std::ptr::from_mut(&mut from).cast();
+        msg.msg_namelen = socklen::<libc::sockaddr_ll>();
+        msg.msg_iov = &mut iov;
+        msg.msg_iovlen = 1;
+        msg.msg_control = control.as_mut_ptr().cast();
+        msg.msg_controllen = std::mem::size_of_val(&control);
+        // SAFETY: every pointer in `msg` refers to a live local buffer of the stated size.
+        let len = unsafe { libc::recvmsg(self.fd.as_raw_fd(), &mut msg, libc::MSG_DONTWAIT) };
+        let Ok(len) = usize::try_from(len) else {
+            let error = io::Error::last_os_error();
+            if matches!(
+                error.kind(),
+                io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted
+            ) {
+                return Ok(None);
+            }
+            return Err(error);
+        };
+        // MSG_TRUNC is not set: a frame longer than the buffer is cut to it.
+        let len = len.min(buf.len());
+        let mut vlan = None;
+        // SAFETY: `msg` was filled by recvmsg; the CMSG_* macros walk its control buffer within
+        // `msg_controllen`, and PACKET_AUXDATA carries a `tpacket_auxdata` (read unaligned).
+        unsafe {
+            let mut cmsg = libc::CMSG_FIRSTHDR(&msg);
+            while !cmsg.is_null() {
+                if (*cmsg).cmsg_level == libc::SOL_PACKET
+                    && (*cmsg).cmsg_type == libc::PACKET_AUXDATA
+                {
+                    let aux = std::ptr::read_unaligned(
+                        libc::CMSG_DATA(cmsg).cast::<libc::tpacket_auxdata>(),
+                    );
+                    if aux.tp_status & libc::TP_STATUS_VLAN_VALID != 0 {
+                        let tpid = if aux.tp_status & libc::TP_STATUS_VLAN_TPID_VALID != 0 {
+                            aux.tp_vlan_tpid
+                        } else {
+                            0x8100
+                        };
+                        vlan = Some((tpid, aux.tp_vlan_tci));
+                    }
+                }
+                cmsg = libc::CMSG_NXTHDR(&msg, cmsg);
+            }
+        }
+        Ok(Some(Received {
+            len,
+            outgoing: from.sll_pkttype == libc::PACKET_OUTGOING,
+            vlan,
+        }))
+    }
+}
+
+/// What one `recvmsg` on a packet socket returned.
+struct Received {
+    /// Bytes in the buffer.
+    len: usize,
+    /// Sent by this host (a copy of our own transmission).
+    outgoing: bool,
+    /// VLAN (tpid, tci) the kernel stripped from the frame, if any.
+    vlan: Option<(u16, u16)>,
+}
+
+fn socklen<T>() -> libc::socklen_t {
+    libc::socklen_t::try_from(std::mem::size_of::<T>()).expect("small struct")
+}
