@@ -3,6 +3,7 @@
 //! This file only parses the command line and dispatches; each command lives in its own module.
 
 mod bpf;
+mod demo;
 mod deps;
 mod test;
 mod util;
@@ -24,6 +25,9 @@ enum Command {
         #[arg(long)]
         check: bool,
     },
+    /// Run aoe-xdp on a built-in example in two network namespaces and talk to it with real
+    /// clients (installs missing Debian packages; run as root).
+    Demo,
     /// Run every check and test (installs missing Debian packages; run as root).
     Test(test::TestArgs),
 }
@@ -32,5 +36,6 @@ fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
         Command::BuildBpf { check } => bpf::build_bpf(check),
         Command::Test(args) => test::test(&args),
+        Command::Demo => demo::demo(),
     }
 }
