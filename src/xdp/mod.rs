@@ -16,5 +16,6 @@
 pub mod abi;
 pub mod frame;
 pub mod loader;
+pub mod packet;
 pub mod socket;
 pub mod umem;
