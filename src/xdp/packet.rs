@@ -14,7 +14,7 @@
 //! loop {
 //!     port.reap_completions();          // frames copied into the TX ring since last time
 //!     port.refill()?;                   // no-op: there is no fill ring
-//!     for frame in port.rx_burst(32) {  // RX ring block -> copy into a free frame
+//!     for frame in port.rx_burst(32) {  // RX ring -> copy into a free frame
 //!         // read port.data(&frame), build the reply in port.data_mut(&mut frame)
 //!         port.transmit(frame, reply_len);   // or port.release(frame)
 //!     }
@@ -23,20 +23,22 @@
 //! ```
 //!
 //! How it works:
-//! - RX: a `TPACKET_V3` ring (`PACKET_RX_RING`) of [`PacketConfig::rx_block_count`] blocks. The
-//!   kernel packs packets into the current block and hands the whole block to user space when it
-//!   is full or [`PacketConfig::rx_retire_timeout_ms`] after it was opened. `rx_burst` copies
-//!   each packet into a free frame (the one copy of the receive path, counted in
-//!   [`PacketStats::rx_copy_bytes`]) and returns a block to the kernel as soon as its last packet
-//!   is copied. Frames are taken from the pool only when a packet is there: no frame waits in
-//!   the kernel (state `Fill` is never used).
-//! - TX: a `TPACKET_V3` TX ring (`PACKET_TX_RING`, Linux 4.11+) of fixed 4096-byte slots.
-//!   `flush_tx` copies each queued frame into a free slot (the one copy of the transmit path),
-//!   marks it `TP_STATUS_SEND_REQUEST`, frees the frame at once and kicks the kernel with one
-//!   `send(fd, NULL, 0, MSG_DONTWAIT)` for the whole batch. `PACKET_QDISC_BYPASS` hands frames
-//!   straight to the driver. The kernel attaches ring pages to the skb as zero-copy fragments
-//!   and copies them before they reach another socket or namespace, so a slot is never reused
-//!   while its bytes are still referenced.
+//! - RX: an mmap ring (`PACKET_RX_RING`) in one of two layouts. `TPACKET_V3`
+//!   ([`RingVersion::V3`]): the kernel packs packets into the current block and hands the whole
+//!   block to user space when it is full or its retire timeout expires. `TPACKET_V2`
+//!   ([`RingVersion::V2`], the default, see Hazards for why): one fixed slot per packet,
+//!   visible to user space at once. `rx_burst` copies each packet into a free
+//!   frame (the one copy of the receive path, counted in [`PacketStats::rx_copy_bytes`]) and
+//!   returns each block or slot to the kernel as soon as its last packet is copied. Frames are
+//!   taken from the pool only when a packet is there: no frame waits in the kernel (state
+//!   `Fill` is never used).
+//! - TX: a TX ring (`PACKET_TX_RING`; with `TPACKET_V3`, Linux 4.11+) of fixed 4096-byte
+//!   slots. `flush_tx` copies each queued frame into a free slot (the one copy of the transmit
+//!   path), marks it `TP_STATUS_SEND_REQUEST`, frees the frame at once and kicks the kernel with
+//!   one `send(fd, NULL, 0, MSG_DONTWAIT)` for the whole batch. `PACKET_QDISC_BYPASS` hands
+//!   frames straight to the driver. The kernel attaches ring pages to the skb as zero-copy
+//!   fragments and copies them before they reach another socket or namespace, and marks a slot
+//!   free only when its skb is gone, so a slot is never reused while its bytes are in use.
 //! - Filter: a classic BPF program (`SO_ATTACH_FILTER`, see [`aoe_request_filter`]) accepts
 //!   only AoE version 1 requests (response flag clear), untagged or behind one 802.1Q tag, and
 //!   not our own host's outgoing frames — the same frames the XDP program redirects.
@@ -44,21 +46,28 @@
 //! VLAN tags: the kernel removes an 802.1Q tag from a received frame in software
 //! (`skb_vlan_untag` in `__netif_receive_skb_core`) before delivering it to packet sockets.
 //! - With [`PacketConfig::vlan`] (the default) the socket is bound to `ETH_P_ALL`. Such
-//!   "taps" run before the kernel drops the tag, the `TPACKET_V3` header carries it
+//!   "taps" run before the kernel drops the tag, the ring header carries it
 //!   (`TP_STATUS_VLAN_VALID`), and `rx_burst` puts it back into the frame, so the data path sees
 //!   the frame as it was on the wire, tag in place, exactly as with XDP (its payload then sits
 //!   at chunk + 516: see `umem::payload_is_aligned`). The filter runs for every frame on the
-//!   interface; our own outgoing frames are skipped by `PACKET_IGNORE_OUTGOING`.
+//!   interface; this host's outgoing frames are skipped by `PACKET_IGNORE_OUTGOING`.
 //! - Without it the socket is bound to `ETH_P_AOE` (0x88A2): the kernel delivers a tagged AoE
 //!   frame (as `PACKET_OTHERHOST` when no VLAN device claims it) with the tag already removed
 //!   and no trace of it in the ring header; a reply would go out untagged, on the wrong VLAN.
 //!   Use this only where AoE is never tagged. `tests/packet_port.rs` checks both behaviours.
 //!
 //! Hazards:
-//! - Latency: a `TPACKET_V3` block reaches user space only when it is full or its retire
-//!   timeout expires. With little traffic every request waits up to the timeout (a retire timer
-//!   tick, at least 1 ms); keep blocks small (they fill sooner) and the timeout at 1 ms.
-//! - Frames larger than a chunk (jumbo MTU beyond 3620 bytes with the tag) cannot be received
+//! - Latency with `TPACKET_V3`: a block reaches user space only when it is full or its retire
+//!   timeout (at least 1 ms) expires. A request/response protocol with a window (AoE: at most
+//!   64 frames per target MAC, 16 with vblade-style buffer counts) rarely fills a block, so each
+//!   window waits for the timeout. Measured on veth (2 shared vCPUs, noisy; two ports bouncing
+//!   60-byte requests at each other, `test_pingpong_rates` in `tests/packet_port.rs`), round
+//!   trips/s for V3 (4 KiB blocks) vs V2: window 1, ~0.9 k vs 45-53 k (1.0 ms vs ~22 µs per
+//!   round trip); window 16, ~15 k vs 140-240 k; window 64, 110-137 k (37-58 k with 16 KiB
+//!   blocks) vs 130-260 k; window 256, comparable (110-190 k). V3 pays off only with windows
+//!   far above what one AoE initiator uses, hence V2 is the default. If V3 is chosen,
+//!   keep blocks at 4 KiB so they fill (and reach user space) sooner.
+//! - Frames larger than a chunk (beyond 3620 bytes, VLAN tag included) cannot be received
 //!   into a frame: they are dropped and counted in [`PacketStats::rx_too_long`].
 //! - `wait_rx` reports packets waiting in the ring even when no free frame is left to copy them
 //!   into; `rx_burst` then returns nothing until frames come back.
@@ -88,15 +97,49 @@ const VLAN_TAG_LEN: usize = 4;
 const ETH_HEADER_LEN: usize = 14;
 /// Size of the AoE common header (ver/flags .. tag).
 const AOE_COMMON_HEADER_LEN: usize = 10;
+/// Two MAC addresses: where a VLAN tag goes back in.
+const MACS_LEN: usize = 12;
+const PAGE_SIZE: usize = 4096;
+
+/// `TPACKET_V2` and `TPACKET_V3` from `enum tpacket_versions`.
+const TPACKET_V2: libc::c_int = 1;
+const TPACKET_V3: libc::c_int = 2;
 
 /// Size of one TX ring slot; one slot per kernel "block", so the ring needs only order-0 pages.
 const TX_SLOT_SIZE: usize = 4096;
-/// Offset of the frame bytes in a TX slot: `TPACKET3_HDRLEN - sizeof(sockaddr_ll)`, where
-/// `tpacket_snd` reads them when `PACKET_TX_HAS_OFF` is off.
-const TX_DATA_OFFSET: usize = libc::TPACKET3_HDRLEN - size_of::<libc::sockaddr_ll>();
-const _: () = assert!(TX_DATA_OFFSET == 48);
-const _: () = assert!(TX_DATA_OFFSET + FRAME_CAPACITY <= TX_SLOT_SIZE);
-const _: () = assert!(TX_SLOT_SIZE % 4096 == 0);
+const _: () = assert!(TX_SLOT_SIZE % PAGE_SIZE == 0);
+
+/// Where the fields of a TX slot are, per `TPACKET` version.
+#[derive(Clone, Copy, Debug)]
+struct TxLayout {
+    status: usize,
+    len: usize,
+    snaplen: usize,
+    /// `tp_next_offset` (V3 only; must be 0 for TX).
+    next_offset: Option<usize>,
+    /// The frame bytes: `TPACKETx_HDRLEN - sizeof(sockaddr_ll)`, where `tpacket_snd` reads
+    /// them when `PACKET_TX_HAS_OFF` is off.
+    data: usize,
+}
+
+const TX_V3: TxLayout = TxLayout {
+    status: offset_of!(libc::tpacket3_hdr, tp_status),
+    len: offset_of!(libc::tpacket3_hdr, tp_len),
+    snaplen: offset_of!(libc::tpacket3_hdr, tp_snaplen),
+    next_offset: Some(offset_of!(libc::tpacket3_hdr, tp_next_offset)),
+    data: libc::TPACKET3_HDRLEN - size_of::<libc::sockaddr_ll>(),
+};
+const TX_V2: TxLayout = TxLayout {
+    status: offset_of!(libc::tpacket2_hdr, tp_status),
+    len: offset_of!(libc::tpacket2_hdr, tp_len),
+    snaplen: offset_of!(libc::tpacket2_hdr, tp_snaplen),
+    next_offset: None,
+    data: libc::TPACKET2_HDRLEN - size_of::<libc::sockaddr_ll>(),
+};
+const _: () = assert!(TX_V3.status == 20 && TX_V3.data == 48);
+const _: () = assert!(TX_V2.status == 0 && TX_V2.data == 32);
+const _: () = assert!(TX_V3.data + FRAME_CAPACITY <= TX_SLOT_SIZE);
+const _: () = assert!(TX_V2.data + FRAME_CAPACITY <= TX_SLOT_SIZE);
 
 /// `tpacket_block_desc.hdr.bh1.block_status` and friends (the union member is at offset 0).
 const BLOCK_STATUS_OFFSET: usize =
@@ -105,29 +148,43 @@ const BLOCK_NUM_PKTS_OFFSET: usize =
     offset_of!(libc::tpacket_block_desc, hdr) + offset_of!(libc::tpacket_hdr_v1, num_pkts);
 const BLOCK_FIRST_PKT_OFFSET: usize = offset_of!(libc::tpacket_block_desc, hdr)
     + offset_of!(libc::tpacket_hdr_v1, offset_to_first_pkt);
-const TP_STATUS_OFFSET: usize = offset_of!(libc::tpacket3_hdr, tp_status);
-const TP_LEN_OFFSET: usize = offset_of!(libc::tpacket3_hdr, tp_len);
-const TP_SNAPLEN_OFFSET: usize = offset_of!(libc::tpacket3_hdr, tp_snaplen);
-const TP_NEXT_OFFSET_OFFSET: usize = offset_of!(libc::tpacket3_hdr, tp_next_offset);
-const _: () = assert!(BLOCK_STATUS_OFFSET == 8 && BLOCK_STATUS_OFFSET % 4 == 0);
-const _: () = assert!(TP_STATUS_OFFSET == 20 && TP_STATUS_OFFSET % 4 == 0);
+const V2_STATUS_OFFSET: usize = offset_of!(libc::tpacket2_hdr, tp_status);
+const _: () = assert!(BLOCK_STATUS_OFFSET == 8 && V2_STATUS_OFFSET == 0);
 
-/// `TPACKET_V3` from `enum tpacket_versions`.
-const TPACKET_V3: libc::c_int = 2;
+/// The ring layout. `PACKET_VERSION` is per socket, so this also picks the TX slot header.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RingVersion {
+    /// `TPACKET_V3`: packets packed into blocks; a block reaches user space when full or after
+    /// the retire timeout. Fewer wakeups under heavy load, up to the timeout of added latency
+    /// per window under light load (see the module docs). [`RingVersion::v3_default`] is a
+    /// sensible geometry.
+    V3 {
+        /// Bytes per block: a power of two, at least 4096. Smaller blocks fill (and reach user
+        /// space) sooner; one must hold a whole frame plus about 100 bytes of headers.
+        block_size: u32,
+        /// Blocks (kernel memory: `block_size * block_count` bytes).
+        block_count: u32,
+        /// Milliseconds after which the kernel hands over a partly filled block (at least 1).
+        retire_timeout_ms: u32,
+    },
+    /// `TPACKET_V2` (the default): one fixed slot per packet, handed to user space at once.
+    V2 {
+        /// Bytes per slot: a power of two, at least 2048. A slot holds about 80 bytes of headers
+        /// plus the frame; a longer frame is truncated by the kernel and dropped
+        /// ([`PacketStats::rx_too_long`]). 4096 fits every frame a chunk can hold.
+        slot_size: u32,
+        /// Slots, rounded up to fill whole pages (kernel memory: `slot_size * slot_count`).
+        slot_count: u32,
+    },
+}
 
 /// Geometry and options of a port.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct PacketConfig {
     /// Frames in the frame area (each [`FRAME_SIZE`] bytes of ordinary anonymous memory).
     pub frame_count: u32,
-    /// Bytes per RX ring block: a power of two, at least 4096 (a multiple of the page size).
-    /// A block reaches user space when full or after the retire timeout, so smaller blocks
-    /// mean lower latency under light load; it must hold at least one whole frame.
-    pub rx_block_size: u32,
-    /// RX ring blocks (kernel memory: `rx_block_size * rx_block_count` bytes).
-    pub rx_block_count: u32,
-    /// Milliseconds after which the kernel hands over a partly filled block (at least 1).
-    pub rx_retire_timeout_ms: u32,
+    /// RX ring layout and size.
+    pub ring: RingVersion,
     /// TX ring slots, 4096 bytes each; at most this many frames are in the kernel's hands.
     pub tx_ring_size: u32,
     /// Bind to `ETH_P_ALL` so AoE behind one 802.1Q tag arrives with its tag (see the module
@@ -139,16 +196,30 @@ impl Default for PacketConfig {
     /// 16 MiB of frames, 4 MiB of RX ring, 1 MiB of TX ring:
     /// frame_count 4096 = 2048 (RX bursts and requests waiting for storage)
     ///                  + 2048 (replies queued for TX).
-    /// RX: 64 blocks of 64 KiB (about 450 small requests or 55 MTU-1500 writes per block).
+    /// RX: `TPACKET_V2`, 1024 slots of 4 KiB (16 windows of 64 requests; a 4 KiB slot holds
+    /// any frame a chunk can).
     /// TX: 256 slots (a few full RX bursts in flight).
     fn default() -> Self {
         Self {
             frame_count: 4096,
-            rx_block_size: 64 * 1024,
-            rx_block_count: 64,
-            rx_retire_timeout_ms: 1,
+            ring: RingVersion::V2 {
+                slot_size: 4096,
+                slot_count: 1024,
+            },
             tx_ring_size: 256,
             vlan: true,
+        }
+    }
+}
+
+impl RingVersion {
+    /// The recommended `TPACKET_V3` ring of the same size as the default: 1024 blocks of 4 KiB
+    /// (small blocks fill sooner), 1 ms retire timeout.
+    pub fn v3_default() -> Self {
+        RingVersion::V3 {
+            block_size: 4096,
+            block_count: 1024,
+            retire_timeout_ms: 1,
         }
     }
 }
@@ -159,9 +230,9 @@ impl Default for PacketConfig {
 pub struct PacketStats {
     /// Frames that passed the filter (kernel `tp_packets`, including those dropped).
     pub rx_kernel_packets: u64,
-    /// Frames the kernel dropped, mostly because every ring block was held by user space.
+    /// Frames the kernel dropped, mostly because the ring was full (user space behind).
     pub rx_kernel_drops: u64,
-    /// Times the RX ring froze because user space fell behind (`tp_freeze_q_cnt`).
+    /// Times the `TPACKET_V3` ring froze because user space fell behind (`tp_freeze_q_cnt`).
     pub rx_ring_freezes: u64,
     /// Packets copied from the RX ring into frames.
     pub rx_frames: u64,
@@ -180,12 +251,12 @@ pub struct PacketStats {
     pub tx_ring_full: u64,
     /// `send` kicks.
     pub tx_kicks: u64,
-    /// Kicks that failed transiently (socket buffer full, device queue full); the slots stay
+    /// Kicks that failed transiently (socket send budget or device queue full); the slots stay
     /// requested and the next `flush_tx` kicks again.
     pub tx_kick_errors: u64,
-    /// TX slots the kernel rejected as malformed (`TP_STATUS_WRONG_FORMAT`, e.g. longer than
-    /// the MTU); with `PACKET_LOSS` the kernel skips them silently, so this stays 0 unless the
-    /// option is unavailable.
+    /// TX slots the kernel rejected as malformed (`TP_STATUS_WRONG_FORMAT`). With `PACKET_LOSS`
+    /// (always set) the kernel skips such slots silently instead, so this stays 0 unless that
+    /// changes; a frame longer than the MTU is dropped without a trace.
     pub tx_malformed: u64,
 }
 
@@ -240,7 +311,7 @@ struct Mapping {
 unsafe impl Send for Mapping {}
 
 impl Mapping {
-    /// `mmap(len, prot RW, flags, fd, 0)`.
+    /// `mmap(len, PROT_READ | PROT_WRITE, flags, fd, 0)`.
     fn new(len: usize, flags: libc::c_int, fd: Option<BorrowedFd<'_>>) -> io::Result<Mapping> {
         let raw_fd = fd.map_or(-1, |fd| fd.as_raw_fd());
         // SAFETY: a fresh mapping at an address the kernel chooses; no existing memory is
@@ -269,6 +340,20 @@ impl Mapping {
         // same allocation.
         unsafe { self.ptr.as_ptr().add(offset) }
     }
+
+    /// The 4-aligned `u32` word at `offset`, as an atomic: a status word the kernel reads and
+    /// writes concurrently with single-word accesses.
+    fn status_word(&self, offset: usize) -> &AtomicU32 {
+        assert!(
+            offset % 4 == 0 && offset + 4 <= self.len,
+            "status word at {offset:#x}"
+        );
+        // SAFETY: in bounds and 4-aligned (the mapping is page-aligned; checked above), and it
+        // lives as long as `self`. Only atomic accesses are made through this view while the
+        // kernel may access the word; non-atomic reads of the same word happen only while user
+        // space owns the slot or block (the kernel does not write it then).
+        unsafe { AtomicU32::from_ptr(self.at(offset).cast()) }
+    }
 }
 
 impl Drop for Mapping {
@@ -280,58 +365,78 @@ impl Drop for Mapping {
     }
 }
 
-/// The kernel's RX and TX rings, mapped in one piece (RX blocks first, then TX slots).
-struct Rings {
-    map: Mapping,
-    rx_block_size: usize,
-    rx_block_count: u32,
-    tx_offset: usize,
-    tx_slot_count: u32,
-}
-
-impl Rings {
-    fn rx_block(&self, block: u32) -> *mut u8 {
-        assert!(block < self.rx_block_count);
-        self.map.at(block as usize * self.rx_block_size)
-    }
-
-    fn tx_slot(&self, slot: u32) -> *mut u8 {
-        assert!(slot < self.tx_slot_count);
-        self.map.at(self.tx_offset + slot as usize * TX_SLOT_SIZE)
-    }
-
-    /// The `block_status` word of RX block `block`.
-    fn block_status(&self, block: u32) -> &AtomicU32 {
-        // SAFETY: the word is inside the mapping (the block descriptor heads every block),
-        // 4-aligned (blocks are page-aligned, the offset is 8), and lives as long as `self`.
-        // The kernel accesses it concurrently only with single-word loads and stores, so an
-        // atomic view is the right model for it.
-        unsafe { AtomicU32::from_ptr(self.rx_block(block).add(BLOCK_STATUS_OFFSET).cast()) }
-    }
-
-    /// The `tp_status` word of TX slot `slot`.
-    fn tx_status(&self, slot: u32) -> &AtomicU32 {
-        // SAFETY: inside the mapping, 4-aligned (slots are page-aligned, the offset is 20),
-        // lives as long as `self`; the kernel reads and writes it with single-word accesses.
-        unsafe { AtomicU32::from_ptr(self.tx_slot(slot).add(TP_STATUS_OFFSET).cast()) }
-    }
-}
-
-/// A `u32` at `ptr + offset`, read with a volatile load (shared memory the compiler must not
+/// A `T` at `offset` in `map`, read with a volatile load (shared memory the compiler must not
 /// cache or invent reads of).
 ///
 /// # Safety
 ///
-/// `ptr + offset` must be a 4-aligned address inside a live mapping, in a part of the ring that
-/// user space owns at the moment (an RX block whose status says `TP_STATUS_USER`).
-unsafe fn read_u32(ptr: *const u8, offset: usize) -> u32 {
-    // SAFETY: the caller guarantees a live, aligned, user-owned location.
-    unsafe { std::ptr::read_volatile(ptr.add(offset).cast::<u32>()) }
+/// `offset .. offset + size_of::<T>()` must be inside `map`, suitably aligned for `T`, in a
+/// part of the ring that user space owns at the moment (an RX block or slot whose status said
+/// `TP_STATUS_USER`, loaded with `Acquire`), and every bit pattern must be a valid `T`.
+unsafe fn read_ring<T>(map: &Mapping, offset: usize) -> T {
+    assert!(offset + size_of::<T>() <= map.len);
+    // SAFETY: the caller guarantees a live, aligned, user-owned location holding a valid `T`.
+    unsafe { std::ptr::read_volatile(map.at(offset).cast::<T>()) }
 }
 
-/// Where `rx_burst` is in the RX ring.
-#[derive(Clone, Copy, Debug, Default)]
-struct RxCursor {
+/// One received packet in the RX ring, as found by [`RxRing::peek`].
+#[derive(Clone, Copy, Debug)]
+struct RxPacket {
+    /// Offset of the first frame byte in the ring mapping.
+    data: usize,
+    /// Bytes in the ring (`tp_snaplen`).
+    captured: usize,
+    /// Bytes the frame had (`tp_len`); more than `captured` if the kernel truncated it.
+    len: usize,
+    /// (TPID, TCI) of a VLAN tag the kernel removed.
+    vlan: Option<(u16, u16)>,
+    /// V3: offset from this packet's header to the next one's.
+    next_offset: usize,
+}
+
+/// The RX ring and user space's position in it.
+#[derive(Debug)]
+enum RxRing {
+    V3(BlockCursor),
+    V2(SlotCursor),
+}
+
+impl RxRing {
+    /// The next received packet, opening the next V3 block if needed; `None` if the ring holds
+    /// none. Does not move past it (see [`Self::advance`]).
+    fn peek(&mut self, map: &Mapping) -> Option<RxPacket> {
+        match self {
+            RxRing::V3(cursor) => cursor.peek(map),
+            RxRing::V2(cursor) => cursor.peek(map),
+        }
+    }
+
+    /// Moves past the packet [`Self::peek`] returned, after the caller copied it; hands its
+    /// block (V3, after the block's last packet) or slot (V2) back to the kernel.
+    fn advance(&mut self, map: &Mapping, packet: &RxPacket) {
+        match self {
+            RxRing::V3(cursor) => cursor.advance(map, packet),
+            RxRing::V2(cursor) => cursor.advance(map),
+        }
+    }
+
+    /// True if [`Self::peek`] would find a packet.
+    fn ready(&self, map: &Mapping) -> bool {
+        let status_offset = match self {
+            RxRing::V3(cursor) if cursor.left > 0 => return true,
+            RxRing::V3(cursor) => cursor.base() + BLOCK_STATUS_OFFSET,
+            RxRing::V2(cursor) => cursor.base() + V2_STATUS_OFFSET,
+        };
+        // Acquire: as in `peek`; a true answer is followed by reads of the packet.
+        map.status_word(status_offset).load(Ordering::Acquire) & libc::TP_STATUS_USER != 0
+    }
+}
+
+/// Position in a `TPACKET_V3` ring of blocks.
+#[derive(Debug)]
+struct BlockCursor {
+    block_size: usize,
+    block_count: u32,
     /// The block being read, or the next one to check.
     block: u32,
     /// Packets of `block` not yet consumed; 0 when `block` is not open.
@@ -340,8 +445,206 @@ struct RxCursor {
     offset: usize,
 }
 
-/// One AF_PACKET socket on one interface, with `TPACKET_V3` RX and TX rings, a frame area laid
-/// out like the XDP UMEM and a frame pool.
+impl BlockCursor {
+    fn base(&self) -> usize {
+        self.block as usize * self.block_size
+    }
+
+    fn peek(&mut self, map: &Mapping) -> Option<RxPacket> {
+        if self.left == 0 && !self.open(map) {
+            return None;
+        }
+        let header_len = size_of::<libc::tpacket3_hdr>();
+        assert!(
+            self.offset % 8 == 0 && self.offset + header_len <= self.block_size,
+            "packet header at {} outside its {}-byte block",
+            self.offset,
+            self.block_size
+        );
+        // SAFETY: the header lies inside the current block (checked above), which user space
+        // owns (status USER seen with Acquire when the block was opened); the offset is
+        // 8-aligned, and the header is plain integers.
+        let header: libc::tpacket3_hdr = unsafe { read_ring(map, self.base() + self.offset) };
+        let tci = u16::try_from(header.hv1.tp_vlan_tci & 0xFFFF).expect("masked to 16 bits");
+        Some(packet_at(
+            self.offset,
+            self.block_size,
+            self.base(),
+            (header.tp_mac, header.tp_snaplen, header.tp_len),
+            vlan_of(header.tp_status, header.hv1.tp_vlan_tpid, tci),
+            header.tp_next_offset as usize,
+        ))
+    }
+
+    /// Opens the next block the kernel has handed over; false if there is none.
+    fn open(&mut self, map: &Mapping) -> bool {
+        loop {
+            let base = self.base();
+            // Acquire: pairs with the kernel's `smp_wmb()` before it stores TP_STATUS_USER in
+            // `prb_flush_block`, so the packets it wrote into the block are visible below.
+            let status = map
+                .status_word(base + BLOCK_STATUS_OFFSET)
+                .load(Ordering::Acquire);
+            if status & libc::TP_STATUS_USER == 0 {
+                return false;
+            }
+            // SAFETY: the block is user-owned (status USER, loaded with Acquire); the
+            // descriptor words are 4-aligned and inside the block.
+            let (count, first) = unsafe {
+                (
+                    read_ring::<u32>(map, base + BLOCK_NUM_PKTS_OFFSET),
+                    read_ring::<u32>(map, base + BLOCK_FIRST_PKT_OFFSET) as usize,
+                )
+            };
+            if count > 0 {
+                self.left = count;
+                self.offset = first;
+                return true;
+            }
+            // The kernel does not retire empty blocks, but hand one back if it did.
+            self.release(map);
+        }
+    }
+
+    fn advance(&mut self, map: &Mapping, packet: &RxPacket) {
+        assert!(self.left > 0, "advance without a packet");
+        self.left -= 1;
+        if self.left == 0 {
+            self.release(map);
+        } else {
+            assert!(
+                packet.next_offset > 0,
+                "tp_next_offset 0 before the block's last packet"
+            );
+            self.offset += packet.next_offset;
+        }
+    }
+
+    /// Hands the current block back to the kernel and moves to the next one.
+    fn release(&mut self, map: &Mapping) {
+        // Release: every read of this block's packets (the copies in `rx_burst`) happens
+        // before the kernel can see TP_STATUS_KERNEL and reuse the block (it checks the status
+        // in `prb_dispatch_next_block` / `__packet_lookup_frame_in_block` before writing).
+        map.status_word(self.base() + BLOCK_STATUS_OFFSET)
+            .store(libc::TP_STATUS_KERNEL, Ordering::Release);
+        self.block = (self.block + 1) % self.block_count;
+        self.left = 0;
+        self.offset = 0;
+    }
+}
+
+/// Position in a `TPACKET_V2` ring of slots.
+#[derive(Debug)]
+struct SlotCursor {
+    slot_size: usize,
+    slot_count: u32,
+    /// The next slot to read.
+    slot: u32,
+}
+
+impl SlotCursor {
+    fn base(&self) -> usize {
+        self.slot as usize * self.slot_size
+    }
+
+    fn peek(&self, map: &Mapping) -> Option<RxPacket> {
+        let base = self.base();
+        // Acquire: pairs with the kernel's `smp_wmb()` (and lock release) before it stores
+        // TP_STATUS_USER in `tpacket_rcv`, so the packet is visible to the reads below.
+        let status = map
+            .status_word(base + V2_STATUS_OFFSET)
+            .load(Ordering::Acquire);
+        if status & libc::TP_STATUS_USER == 0 {
+            return None;
+        }
+        // SAFETY: the slot is user-owned (status USER, loaded with Acquire), at least
+        // 2048-aligned, and the header is plain integers inside it.
+        let header: libc::tpacket2_hdr = unsafe { read_ring(map, base) };
+        Some(packet_at(
+            0,
+            self.slot_size,
+            base,
+            (header.tp_mac, header.tp_snaplen, header.tp_len),
+            vlan_of(header.tp_status, header.tp_vlan_tpid, header.tp_vlan_tci),
+            0,
+        ))
+    }
+
+    fn advance(&mut self, map: &Mapping) {
+        // Release: the copy of this slot's packet (made by the caller before this call) happens
+        // before the kernel can see TP_STATUS_KERNEL and refill the slot (it checks the status
+        // in `tpacket_rcv` before writing).
+        map.status_word(self.base() + V2_STATUS_OFFSET)
+            .store(libc::TP_STATUS_KERNEL, Ordering::Release);
+        self.slot = (self.slot + 1) % self.slot_count;
+    }
+}
+
+/// The VLAN tag recorded in a ring header's status, if any.
+fn vlan_of(status: u32, tpid: u16, tci: u16) -> Option<(u16, u16)> {
+    if status & libc::TP_STATUS_VLAN_VALID == 0 {
+        return None;
+    }
+    let tpid = if status & libc::TP_STATUS_VLAN_TPID_VALID != 0 {
+        tpid
+    } else {
+        ETH_P_8021Q
+    };
+    Some((tpid, tci))
+}
+
+/// Builds an [`RxPacket`] from a header at `header_offset` in the area `[base, base + area)`,
+/// asserting the data lies inside that area (a kernel invariant).
+fn packet_at(
+    header_offset: usize,
+    area: usize,
+    base: usize,
+    (mac, snaplen, len): (u16, u32, u32),
+    vlan: Option<(u16, u16)>,
+    next_offset: usize,
+) -> RxPacket {
+    let start = header_offset + usize::from(mac);
+    let captured = snaplen as usize;
+    assert!(
+        start + captured <= area,
+        "packet data [{start}, +{captured}) outside its {area}-byte block or slot"
+    );
+    RxPacket {
+        data: base + start,
+        captured,
+        len: len as usize,
+        vlan,
+        next_offset,
+    }
+}
+
+/// The kernel's RX and TX rings, mapped in one piece (RX first, then TX slots), and user space's
+/// position in each.
+struct Rings {
+    map: Mapping,
+    rx: RxRing,
+    tx_layout: TxLayout,
+    /// Offset of TX slot 0 in `map`.
+    tx_offset: usize,
+    tx_slot_count: u32,
+    /// Next TX slot to fill.
+    tx_head: u32,
+}
+
+impl Rings {
+    fn tx_slot(&self, slot: u32) -> usize {
+        assert!(slot < self.tx_slot_count);
+        self.tx_offset + slot as usize * TX_SLOT_SIZE
+    }
+
+    fn tx_status(&self, slot: u32) -> &AtomicU32 {
+        self.map
+            .status_word(self.tx_slot(slot) + self.tx_layout.status)
+    }
+}
+
+/// One AF_PACKET socket on one interface, with mmap RX and TX rings, a frame area laid out like
+/// the XDP UMEM and a frame pool.
 ///
 /// Field order is drop order: the rings are unmapped before the socket closes; the frame area
 /// (ours alone, the kernel never sees it) goes last.
@@ -353,13 +656,10 @@ pub struct PacketPort {
     /// Frames in state `Tx`, as (index, wire length), in transmit order. Capacity = frame
     /// count, so it never grows.
     tx_queued: Vec<(u32, usize)>,
-    /// Next TX slot to fill.
-    tx_head: u32,
     /// Slots handed to the kernel whose frames might not have been sent yet.
     tx_requested: bool,
     /// Frames freed by `flush_tx` since the last `reap_completions`.
     tx_completed: usize,
-    rx: RxCursor,
     stats: PacketStats,
     /// Kernel counters accumulated across reads (`PACKET_STATISTICS` clears on read).
     kernel_packets: Cell<u64>,
@@ -374,6 +674,7 @@ impl std::fmt::Debug for PacketPort {
         f.debug_struct("PacketPort")
             .field("interface", &self.interface)
             .field("ifindex", &self.ifindex)
+            .field("rx", &self.rings.rx)
             .field("counts", &self.pool.counts())
             .finish_non_exhaustive()
     }
@@ -381,103 +682,48 @@ impl std::fmt::Debug for PacketPort {
 
 impl PacketPort {
     /// Opens an AF_PACKET socket on `interface` (in the calling thread's network namespace)
-    /// with the AoE request filter and `TPACKET_V3` RX and TX rings, and maps a frame area of
+    /// with the AoE request filter and mmap RX and TX rings, and maps a frame area of
     /// `config.frame_count` frames. Logs a warning: this is the fallback path.
     pub fn bind(interface: &str, config: &PacketConfig) -> Result<PacketPort, PacketError> {
         validate(config)?;
         let ifindex = interface_index(interface)?;
-        let setup = |call: &'static str| {
-            let interface = interface.to_owned();
-            move |source: io::Error| PacketError::Setup {
-                interface,
-                call,
-                hint: setup_hint(call, source.raw_os_error()),
-                source,
-            }
+        let setup = |(call, source): (&'static str, io::Error)| PacketError::Setup {
+            interface: interface.to_owned(),
+            call,
+            hint: setup_hint(call, source.raw_os_error()),
+            source,
         };
-        // Protocol 0: the socket receives nothing until `bind` below, after the filter and the
-        // rings are in place.
-        // SAFETY: plain socket(2); the result is checked and then owned.
-        let raw = unsafe { libc::socket(libc::AF_PACKET, libc::SOCK_RAW | libc::SOCK_CLOEXEC, 0) };
-        if raw < 0 {
-            return Err(setup("socket(AF_PACKET, SOCK_RAW)")(
-                io::Error::last_os_error(),
-            ));
-        }
-        // SAFETY: `raw` is a fresh fd that nothing else owns.
-        let fd = unsafe { OwnedFd::from_raw_fd(raw) };
-        let filter = aoe_request_filter();
-        attach_filter(fd.as_fd(), &filter).map_err(setup("SO_ATTACH_FILTER"))?;
-        set_int(
-            fd.as_fd(),
-            libc::SOL_PACKET,
-            libc::PACKET_VERSION,
-            TPACKET_V3,
-        )
-        .map_err(setup("PACKET_VERSION TPACKET_V3"))?;
-        set_int(fd.as_fd(), libc::SOL_PACKET, libc::PACKET_QDISC_BYPASS, 1)
-            .map_err(setup("PACKET_QDISC_BYPASS"))?;
-        // A malformed TX slot is skipped instead of stopping the ring.
-        set_int(fd.as_fd(), libc::SOL_PACKET, libc::PACKET_LOSS, 1)
-            .map_err(setup("PACKET_LOSS"))?;
-        if config.vlan {
-            // Not strictly needed (the filter drops outgoing frames too), but it spares the
-            // kernel a clone of every frame this host sends on the interface.
-            set_int(
-                fd.as_fd(),
-                libc::SOL_PACKET,
-                libc::PACKET_IGNORE_OUTGOING,
-                1,
-            )
-            .map_err(setup("PACKET_IGNORE_OUTGOING"))?;
-        }
-        let rings =
-            setup_rings(fd.as_fd(), config).map_err(|(call, source)| setup(call)(source))?;
+        let fd = open_socket(config).map_err(setup)?;
+        let rings = setup_rings(fd.as_fd(), config).map_err(setup)?;
         let send_buffer =
             i32::try_from(config.tx_ring_size as usize * 2 * TX_SLOT_SIZE).unwrap_or(i32::MAX);
-        // Room in the socket's send budget for every TX slot; needs CAP_NET_ADMIN, without it
+        // Room in the socket's send budget for every TX slot. Needs CAP_NET_ADMIN; without it
         // the default (net.core.wmem_default) applies and a full budget only delays a kick.
-        if let Err(error) = set_int(
+        let sndbuf = set_int(
             fd.as_fd(),
             libc::SOL_SOCKET,
             libc::SO_SNDBUFFORCE,
             send_buffer,
-        ) {
+        );
+        if let Err(error) = sndbuf {
             tracing::debug!(interface, %error, "SO_SNDBUFFORCE refused, default send buffer");
         }
-        let area_len = config.frame_count as usize * FRAME_SIZE;
         let area = Mapping::new(
-            area_len,
+            config.frame_count as usize * FRAME_SIZE,
             libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_POPULATE,
             None,
         )
-        .map_err(setup("mmap frame area"))?;
-        bind_socket(fd.as_fd(), ifindex, config.vlan).map_err(setup("bind"))?;
-        tracing::warn!(
-            interface,
-            ifindex,
-            rx_ring_bytes = config.rx_block_size as usize * config.rx_block_count as usize,
-            tx_slots = config.tx_ring_size,
-            frames = config.frame_count,
-            protocol = if config.vlan {
-                "ETH_P_ALL"
-            } else {
-                "ETH_P_AOE"
-            },
-            "AF_PACKET fallback on {interface}: TPACKET_V3 rings, one copy per frame each way, \
-             up to {} ms added latency under light load (XDP not in use)",
-            config.rx_retire_timeout_ms
-        );
+        .map_err(|e| setup(("mmap frame area", e)))?;
+        bind_socket(fd.as_fd(), ifindex, config.vlan).map_err(|e| setup(("bind", e)))?;
+        log_fallback(interface, ifindex, config);
         Ok(PacketPort {
             rings,
             fd,
             area,
             pool: FramePool::new(config.frame_count),
             tx_queued: Vec::with_capacity(config.frame_count as usize),
-            tx_head: 0,
             tx_requested: false,
             tx_completed: 0,
-            rx: RxCursor::default(),
             stats: PacketStats::default(),
             kernel_packets: Cell::new(0),
             kernel_drops: Cell::new(0),
@@ -562,146 +808,54 @@ impl PacketPort {
     }
 
     /// Copies up to `max` (at most [`RX_BURST_MAX`]) received packets from the RX ring into
-    /// free frames, putting back a VLAN tag the kernel removed. No syscall. A ring block goes
-    /// back to the kernel as soon as its last packet is copied. Stops early when no frame is
-    /// free (the rest stays in the ring).
+    /// free frames, putting back a VLAN tag the kernel removed. No syscall. Each ring block or
+    /// slot goes back to the kernel as soon as its last packet is copied. Stops early when no
+    /// frame is free (the rest stays in the ring).
     pub fn rx_burst(&mut self, max: usize) -> RxBurst {
         let mut burst = RxBurst::new(self.pool.id());
         let max = max.min(RX_BURST_MAX);
         let mut taken = 0;
-        while taken < max && self.rx_open_block() {
-            if self.pool.count(FrameState::Free) == 0 {
-                self.stats.rx_no_free_frame += 1;
+        while taken < max {
+            let Some(packet) = self.rings.rx.peek(&self.rings.map) else {
                 break;
-            }
-            if let Some(frame) = self.rx_copy_packet() {
-                burst.push(frame);
+            };
+            let tag_len = if packet.vlan.is_some() {
+                VLAN_TAG_LEN
+            } else {
+                0
+            };
+            let wire_len = packet.captured + tag_len;
+            let fits = packet.captured == packet.len
+                && packet.captured >= MACS_LEN
+                && wire_len <= FRAME_CAPACITY;
+            if fits {
+                let Some(index) = self.pool.take_free(FrameState::Rx) else {
+                    self.stats.rx_no_free_frame += 1;
+                    break;
+                };
+                let dst = self.area.at(index as usize * FRAME_SIZE + PACKET_OFFSET);
+                let src = self.rings.map.at(packet.data);
+                // SAFETY: `src..src + captured` is inside the block or slot `peek` found
+                // user-owned (it asserted the bounds); `dst..dst + wire_len` is inside frame
+                // `index`'s chunk (wire_len <= capacity), which just moved Free -> Rx, so
+                // nobody else uses it. Ring and area are distinct mappings: no overlap.
+                unsafe { copy_restoring_tag(src, dst, packet.captured, packet.vlan) };
+                self.stats.rx_frames += 1;
+                self.stats.rx_copy_bytes += wire_len as u64;
+                burst.push(self.pool.handle(index, wire_len));
                 taken += 1;
+            } else {
+                self.stats.rx_too_long += 1;
             }
+            self.rings.rx.advance(&self.rings.map, &packet);
         }
         burst
-    }
-
-    /// Makes sure `self.rx` points at a packet in a user-owned block; false if the ring holds
-    /// none. Empty blocks (the kernel never retires one, but be safe) go straight back.
-    fn rx_open_block(&mut self) -> bool {
-        while self.rx.left == 0 {
-            let block = self.rx.block;
-            // Acquire: pairs with the kernel's `smp_wmb()` before it stores TP_STATUS_USER
-            // in `prb_flush_block`/`prb_close_block`, so the packets it wrote into the block
-            // are visible to the reads below.
-            let status = self.rings.block_status(block).load(Ordering::Acquire);
-            if status & libc::TP_STATUS_USER == 0 {
-                return false;
-            }
-            let base = self.rings.rx_block(block);
-            // SAFETY: the block is user-owned (status USER, loaded with Acquire above) and its
-            // descriptor fields are 4-aligned words inside the mapping.
-            let (count, first) = unsafe {
-                (
-                    read_u32(base, BLOCK_NUM_PKTS_OFFSET),
-                    read_u32(base, BLOCK_FIRST_PKT_OFFSET) as usize,
-                )
-            };
-            if count == 0 {
-                self.rx_release_block();
-                continue;
-            }
-            assert!(
-                first < self.rings.rx_block_size,
-                "first packet offset {first} outside a {}-byte block",
-                self.rings.rx_block_size
-            );
-            self.rx.left = count;
-            self.rx.offset = first;
-        }
-        true
-    }
-
-    /// Hands the current block back to the kernel and moves to the next one.
-    fn rx_release_block(&mut self) {
-        // Release: every read of this block's packets (the copies in `rx_copy_packet`)
-        // happens before the kernel can see TP_STATUS_KERNEL and reuse the block (it reads the
-        // status in `prb_dispatch_next_block`/`__packet_lookup_frame_in_block` before writing).
-        self.rings
-            .block_status(self.rx.block)
-            .store(libc::TP_STATUS_KERNEL, Ordering::Release);
-        self.rx.block = (self.rx.block + 1) % self.rings.rx_block_count;
-        self.rx.left = 0;
-        self.rx.offset = 0;
-    }
-
-    /// Copies the packet at the cursor into a free frame (or drops it if it cannot fit) and
-    /// advances the cursor. The caller checked that a packet and a free frame exist.
-    fn rx_copy_packet(&mut self) -> Option<Frame> {
-        let block_size = self.rings.rx_block_size;
-        let offset = self.rx.offset;
-        assert!(
-            offset % 4 == 0 && offset + size_of::<libc::tpacket3_hdr>() <= block_size,
-            "packet header at {offset} outside its block"
-        );
-        // SAFETY: the header lies inside the current block (checked above), which user space
-        // owns (`rx_open_block` saw TP_STATUS_USER with Acquire); the read is aligned.
-        let header = unsafe {
-            std::ptr::read_volatile(
-                self.rings
-                    .rx_block(self.rx.block)
-                    .add(offset)
-                    .cast::<libc::tpacket3_hdr>(),
-            )
-        };
-        let data_start = offset + usize::from(header.tp_mac);
-        let captured = header.tp_snaplen as usize;
-        assert!(
-            data_start + captured <= block_size,
-            "packet data [{data_start}, +{captured}) outside its block"
-        );
-        let vlan = (header.tp_status & libc::TP_STATUS_VLAN_VALID != 0).then(|| {
-            let tpid = if header.tp_status & libc::TP_STATUS_VLAN_TPID_VALID != 0 {
-                header.hv1.tp_vlan_tpid
-            } else {
-                ETH_P_8021Q
-            };
-            let tci = u16::try_from(header.hv1.tp_vlan_tci & 0xFFFF).expect("masked to 16 bits");
-            (tpid, tci)
-        });
-        let wire_len = captured + if vlan.is_some() { VLAN_TAG_LEN } else { 0 };
-        let fits =
-            captured == header.tp_len as usize && captured >= 2 * 6 && wire_len <= FRAME_CAPACITY;
-        let frame = if fits {
-            let index = self
-                .pool
-                .take_free(FrameState::Rx)
-                .expect("caller checked a frame is free");
-            let dst = self.area.at(index as usize * FRAME_SIZE + PACKET_OFFSET);
-            let src = self.rings.rx_block(self.rx.block).wrapping_add(data_start);
-            // SAFETY: `src..src + captured` is inside the user-owned block (asserted above);
-            // `dst..dst + wire_len` is inside frame `index`'s chunk (wire_len <= capacity),
-            // which just moved Free -> Rx, so nobody else uses it. Ring and area are distinct
-            // mappings, so the ranges do not overlap.
-            unsafe { copy_restoring_tag(src, dst, captured, vlan) };
-            self.stats.rx_frames += 1;
-            self.stats.rx_copy_bytes += wire_len as u64;
-            Some(self.pool.handle(index, wire_len))
-        } else {
-            self.stats.rx_too_long += 1;
-            None
-        };
-        self.rx.left -= 1;
-        if self.rx.left == 0 {
-            self.rx_release_block();
-        } else {
-            let next = header.tp_next_offset as usize;
-            assert!(next > 0, "tp_next_offset 0 before the block's last packet");
-            self.rx.offset = offset + next;
-        }
-        frame
     }
 
     /// Waits until a received packet is ready in the RX ring or `timeout` passes; true if one
     /// is ready.
     pub fn wait_rx(&mut self, timeout: Duration) -> Result<bool, PacketError> {
-        if self.rx_ready() {
+        if self.rings.rx.ready(&self.rings.map) {
             return Ok(true);
         }
         let mut pollfd = libc::pollfd {
@@ -714,15 +868,13 @@ impl PacketPort {
         let ready = unsafe { libc::poll(&mut pollfd, 1, millis) };
         if ready < 0 {
             let error = io::Error::last_os_error();
-            if error.kind() == io::ErrorKind::Interrupted {
-                return Ok(self.rx_ready());
+            if error.kind() != io::ErrorKind::Interrupted {
+                return Err(PacketError::Syscall {
+                    call: "poll",
+                    source: error,
+                });
             }
-            return Err(PacketError::Syscall {
-                call: "poll",
-                source: error,
-            });
-        }
-        if pollfd.revents & libc::POLLERR != 0 {
+        } else if pollfd.revents & libc::POLLERR != 0 {
             // E.g. ENETDOWN after the interface went down; reading SO_ERROR clears it.
             if let Some(error) = take_socket_error(self.fd.as_fd()) {
                 return Err(PacketError::Syscall {
@@ -731,18 +883,7 @@ impl PacketPort {
                 });
             }
         }
-        Ok(self.rx_ready())
-    }
-
-    fn rx_ready(&self) -> bool {
-        // Acquire: as in `rx_open_block`; a true answer is followed by reads of the block.
-        self.rx.left > 0
-            || self
-                .rings
-                .block_status(self.rx.block)
-                .load(Ordering::Acquire)
-                & libc::TP_STATUS_USER
-                != 0
+        Ok(self.rings.rx.ready(&self.rings.map))
     }
 
     /// A free frame for building a packet from scratch (e.g. an advertisement), or `None` if
@@ -787,12 +928,13 @@ impl PacketPort {
     /// moved; the rest stay queued for the next call. A kick that fails transiently (socket
     /// send budget or device queue full) is counted and retried by the next call.
     pub fn flush_tx(&mut self) -> Result<usize, PacketError> {
+        let layout = self.rings.tx_layout;
         let mut moved = 0;
         for &(index, len) in &self.tx_queued {
-            let slot = self.tx_head;
+            let slot = self.rings.tx_head;
             // Acquire: pairs with the kernel's store of TP_STATUS_AVAILABLE in
-            // `tpacket_destruct_skb` (after it is done with the slot's bytes), so our writes
-            // below cannot be reordered before that.
+            // `tpacket_destruct_skb` (made once it is done with the slot's bytes), so our
+            // writes below cannot be reordered before it.
             let status = self.rings.tx_status(slot).load(Ordering::Acquire);
             if status & (libc::TP_STATUS_SEND_REQUEST | libc::TP_STATUS_SENDING) != 0 {
                 self.stats.tx_ring_full += 1;
@@ -801,19 +943,21 @@ impl PacketPort {
             if status & libc::TP_STATUS_WRONG_FORMAT != 0 {
                 self.stats.tx_malformed += 1;
             }
-            let base = self.rings.tx_slot(slot);
+            let base = self.rings.map.at(self.rings.tx_slot(slot));
             let src = self.area.at(index as usize * FRAME_SIZE + PACKET_OFFSET);
             let tp_len = u32::try_from(len).expect("len <= frame capacity");
-            // SAFETY: the slot is ours (status AVAILABLE, loaded with Acquire): the kernel
-            // does not read it until we store SEND_REQUEST. Header fields are aligned words
-            // inside the slot; the data range ends inside the slot (TX_DATA_OFFSET +
-            // FRAME_CAPACITY <= TX_SLOT_SIZE). The frame (state Tx) is held by the port alone,
-            // and area and ring are distinct mappings.
+            // SAFETY: the slot is ours (status neither SEND_REQUEST nor SENDING, loaded with
+            // Acquire): the kernel does not read it until we store SEND_REQUEST. The header
+            // fields are aligned words inside the slot; the data range ends inside the slot
+            // (`data + FRAME_CAPACITY <= TX_SLOT_SIZE`, asserted at compile time). The frame
+            // (state Tx) is held by the port alone, and area and ring are distinct mappings.
             unsafe {
-                std::ptr::write_volatile(base.add(TP_NEXT_OFFSET_OFFSET).cast::<u32>(), 0);
-                std::ptr::write_volatile(base.add(TP_LEN_OFFSET).cast::<u32>(), tp_len);
-                std::ptr::write_volatile(base.add(TP_SNAPLEN_OFFSET).cast::<u32>(), tp_len);
-                std::ptr::copy_nonoverlapping(src, base.add(TX_DATA_OFFSET), len);
+                if let Some(next) = layout.next_offset {
+                    std::ptr::write_volatile(base.add(next).cast::<u32>(), 0);
+                }
+                std::ptr::write_volatile(base.add(layout.len).cast::<u32>(), tp_len);
+                std::ptr::write_volatile(base.add(layout.snaplen).cast::<u32>(), tp_len);
+                std::ptr::copy_nonoverlapping(src, base.add(layout.data), len);
             }
             // Release: the length and bytes written above are visible before the kernel can
             // see SEND_REQUEST (it reads the status in `tpacket_snd` via `__packet_get_status`,
@@ -821,7 +965,7 @@ impl PacketPort {
             self.rings
                 .tx_status(slot)
                 .store(libc::TP_STATUS_SEND_REQUEST, Ordering::Release);
-            self.tx_head = (slot + 1) % self.rings.tx_slot_count;
+            self.rings.tx_head = (slot + 1) % self.rings.tx_slot_count;
             self.stats.tx_frames += 1;
             self.stats.tx_copy_bytes += len as u64;
             moved += 1;
@@ -863,9 +1007,10 @@ impl PacketPort {
                 }),
             };
         }
-        // The kernel walks the ring in order from its own head, so if the newest slot we
+        // The kernel walks the ring in order from its own head, so once the newest slot we
         // requested is no longer SEND_REQUEST, every older one was taken too.
-        let newest = (self.tx_head + self.rings.tx_slot_count - 1) % self.rings.tx_slot_count;
+        let count = self.rings.tx_slot_count;
+        let newest = (self.rings.tx_head + count - 1) % count;
         // Acquire: pairs with the kernel's status store (SENDING/AVAILABLE) for that slot.
         let status = self.rings.tx_status(newest).load(Ordering::Acquire);
         self.tx_requested = status & libc::TP_STATUS_SEND_REQUEST != 0;
@@ -883,6 +1028,7 @@ impl PacketPort {
     pub fn stats(&self) -> Result<PacketStats, PacketError> {
         // SAFETY: tpacket_stats_v3 is plain old data; all-zero is a valid value.
         let mut kernel: libc::tpacket_stats_v3 = unsafe { std::mem::zeroed() };
+        // With TPACKET_V2 the kernel fills only the first two fields (struct tpacket_stats).
         let mut len = socklen::<libc::tpacket_stats_v3>();
         // SAFETY: the buffer is a live tpacket_stats_v3 of the length passed; the fd is open.
         let ret = unsafe {
@@ -913,6 +1059,72 @@ impl PacketPort {
     }
 }
 
+/// Creates the socket (receiving nothing yet) and sets the filter and socket options that must
+/// precede the rings. Errors carry the failing step.
+fn open_socket(config: &PacketConfig) -> Result<OwnedFd, (&'static str, io::Error)> {
+    // Protocol 0: the socket receives nothing until `bind_socket`, after the filter and the
+    // rings are in place.
+    // SAFETY: plain socket(2); the result is checked and then owned.
+    let raw = unsafe { libc::socket(libc::AF_PACKET, libc::SOCK_RAW | libc::SOCK_CLOEXEC, 0) };
+    if raw < 0 {
+        return Err(("socket(AF_PACKET, SOCK_RAW)", io::Error::last_os_error()));
+    }
+    // SAFETY: `raw` is a fresh fd that nothing else owns.
+    let fd = unsafe { OwnedFd::from_raw_fd(raw) };
+    attach_filter(fd.as_fd(), &aoe_request_filter()).map_err(|e| ("SO_ATTACH_FILTER", e))?;
+    let version = match config.ring {
+        RingVersion::V3 { .. } => TPACKET_V3,
+        RingVersion::V2 { .. } => TPACKET_V2,
+    };
+    let options = [
+        (libc::PACKET_VERSION, version, "PACKET_VERSION"),
+        (libc::PACKET_QDISC_BYPASS, 1, "PACKET_QDISC_BYPASS"),
+        // A malformed TX slot is skipped instead of stopping the ring.
+        (libc::PACKET_LOSS, 1, "PACKET_LOSS"),
+    ];
+    for (option, value, name) in options {
+        set_int(fd.as_fd(), libc::SOL_PACKET, option, value).map_err(|e| (name, e))?;
+    }
+    if config.vlan {
+        // Not strictly needed (the filter drops outgoing frames too), but it spares the kernel
+        // a clone of every frame this host sends on the interface.
+        set_int(
+            fd.as_fd(),
+            libc::SOL_PACKET,
+            libc::PACKET_IGNORE_OUTGOING,
+            1,
+        )
+        .map_err(|e| ("PACKET_IGNORE_OUTGOING", e))?;
+    }
+    Ok(fd)
+}
+
+/// The loud warning that this interface runs without XDP.
+fn log_fallback(interface: &str, ifindex: u32, config: &PacketConfig) {
+    let ring = match config.ring {
+        RingVersion::V3 {
+            retire_timeout_ms, ..
+        } => format!(
+            "TPACKET_V3 rings (up to {retire_timeout_ms} ms added latency per window under \
+             light load)"
+        ),
+        RingVersion::V2 { .. } => "TPACKET_V2 rings".to_owned(),
+    };
+    tracing::warn!(
+        interface,
+        ifindex,
+        rx_ring_bytes = ring_bytes(&config.ring),
+        tx_slots = config.tx_ring_size,
+        frames = config.frame_count,
+        protocol = if config.vlan {
+            "ETH_P_ALL"
+        } else {
+            "ETH_P_AOE"
+        },
+        "AF_PACKET fallback on {interface}: {ring}, one copy per frame each way (XDP not in use)"
+    );
+}
+
 /// Copies `len` bytes from `src` to `dst`; with `vlan = Some((tpid, tci))` inserts the 4-byte
 /// tag after the two MAC addresses (`dst` receives `len + 4` bytes).
 ///
@@ -921,7 +1133,6 @@ impl PacketPort {
 /// `src` must be readable for `len` bytes, `dst` writable for `len` (+ 4 with a tag) bytes, the
 /// ranges must not overlap, and `len >= 12` when a tag is given.
 unsafe fn copy_restoring_tag(src: *const u8, dst: *mut u8, len: usize, vlan: Option<(u16, u16)>) {
-    const MACS_LEN: usize = 12;
     match vlan {
         None => {
             // SAFETY: the caller guarantees both ranges.
@@ -931,6 +1142,7 @@ unsafe fn copy_restoring_tag(src: *const u8, dst: *mut u8, len: usize, vlan: Opt
             let mut tag = [0u8; VLAN_TAG_LEN];
             tag[..2].copy_from_slice(&tpid.to_be_bytes());
             tag[2..].copy_from_slice(&tci.to_be_bytes());
+            assert!(len >= MACS_LEN);
             // SAFETY: the caller guarantees `len >= 12` readable bytes at `src` and `len + 4`
             // writable bytes at `dst`; the three copies cover exactly those ranges.
             unsafe {
@@ -946,26 +1158,71 @@ unsafe fn copy_restoring_tag(src: *const u8, dst: *mut u8, len: usize, vlan: Opt
     }
 }
 
+/// Bytes of kernel memory the RX ring takes.
+fn ring_bytes(ring: &RingVersion) -> usize {
+    match *ring {
+        RingVersion::V3 {
+            block_size,
+            block_count,
+            ..
+        } => block_size as usize * block_count as usize,
+        RingVersion::V2 {
+            slot_size,
+            slot_count,
+        } => v2_geometry(slot_size, slot_count).1 as usize * v2_block_size(slot_size) as usize,
+    }
+}
+
+/// Kernel block size for V2 slots of `slot_size`: at least a page.
+fn v2_block_size(slot_size: u32) -> u32 {
+    slot_size.max(u32::try_from(PAGE_SIZE).expect("4096 fits"))
+}
+
+/// (slots per block, blocks, slots) for `slot_count` V2 slots, rounded up to whole blocks.
+fn v2_geometry(slot_size: u32, slot_count: u32) -> (u32, u32, u32) {
+    let per_block = v2_block_size(slot_size) / slot_size;
+    let blocks = slot_count.div_ceil(per_block);
+    (per_block, blocks, blocks * per_block)
+}
+
 fn validate(config: &PacketConfig) -> Result<(), PacketError> {
     let bad = |what| Err(PacketError::Config { what });
     if config.frame_count == 0 {
         return bad("frame_count must be at least 1");
     }
-    if !config.rx_block_size.is_power_of_two() || config.rx_block_size < 4096 {
-        return bad("rx_block_size must be a power of two of at least 4096");
-    }
-    if config.rx_block_count == 0 {
-        return bad("rx_block_count must be at least 1");
-    }
-    if config
-        .rx_block_count
-        .checked_mul(config.rx_block_size)
-        .is_none()
-    {
-        return bad("RX ring larger than 4 GiB");
-    }
-    if config.rx_retire_timeout_ms == 0 {
-        return bad("rx_retire_timeout_ms must be at least 1 (0 lets the kernel pick)");
+    match config.ring {
+        RingVersion::V3 {
+            block_size,
+            block_count,
+            retire_timeout_ms,
+        } => {
+            if !block_size.is_power_of_two() || (block_size as usize) < PAGE_SIZE {
+                return bad("block_size must be a power of two of at least 4096");
+            }
+            if block_count == 0 {
+                return bad("block_count must be at least 1");
+            }
+            if block_count.checked_mul(block_size).is_none() {
+                return bad("RX ring larger than 4 GiB");
+            }
+            if retire_timeout_ms == 0 {
+                return bad("retire_timeout_ms must be at least 1 (0 lets the kernel pick)");
+            }
+        }
+        RingVersion::V2 {
+            slot_size,
+            slot_count,
+        } => {
+            if !slot_size.is_power_of_two() || slot_size < 2048 {
+                return bad("slot_size must be a power of two of at least 2048");
+            }
+            if slot_count == 0 {
+                return bad("slot_count must be at least 1");
+            }
+            if slot_count.checked_mul(slot_size).is_none() {
+                return bad("RX ring larger than 4 GiB");
+            }
+        }
     }
     if config.tx_ring_size == 0 {
         return bad("tx_ring_size must be at least 1");
@@ -990,48 +1247,110 @@ fn interface_index(interface: &str) -> Result<u32, PacketError> {
     Ok(index)
 }
 
-/// Sets up both rings and maps them. Errors carry the failing step.
+/// Sets up both rings (after `PACKET_VERSION`) and maps them. Errors carry the failing step.
 fn setup_rings(
     fd: BorrowedFd<'_>,
     config: &PacketConfig,
 ) -> Result<Rings, (&'static str, io::Error)> {
-    let frame_size = u32::try_from(FRAME_SIZE).expect("4096 fits");
-    let slot_size = u32::try_from(TX_SLOT_SIZE).expect("4096 fits");
-    // tp_frame_size/tp_frame_nr mean nothing for a V3 RX ring, but the kernel still checks
-    // frame_nr == (block_size / frame_size) * block_nr.
-    let rx = libc::tpacket_req3 {
-        tp_block_size: config.rx_block_size,
-        tp_block_nr: config.rx_block_count,
-        tp_frame_size: frame_size,
-        tp_frame_nr: config.rx_block_size / frame_size * config.rx_block_count,
-        tp_retire_blk_tov: config.rx_retire_timeout_ms,
-        tp_sizeof_priv: 0,
-        tp_feature_req_word: 0,
-    };
-    set_struct(fd, libc::PACKET_RX_RING, &rx).map_err(|e| ("PACKET_RX_RING", e))?;
-    // The V3 TX ring takes fixed-size slots; retire timeout, private area and features must be
-    // zero (packet_set_ring rejects them for TX).
-    let tx = libc::tpacket_req3 {
-        tp_block_size: slot_size,
-        tp_block_nr: config.tx_ring_size,
-        tp_frame_size: slot_size,
-        tp_frame_nr: config.tx_ring_size,
-        tp_retire_blk_tov: 0,
-        tp_sizeof_priv: 0,
-        tp_feature_req_word: 0,
-    };
-    set_struct(fd, libc::PACKET_TX_RING, &tx).map_err(|e| ("PACKET_TX_RING", e))?;
-    let rx_len = config.rx_block_size as usize * config.rx_block_count as usize;
+    let (rx, rx_len) = request_rx_ring(fd, &config.ring).map_err(|e| ("PACKET_RX_RING", e))?;
+    let tx_layout = request_tx_ring(fd, &config.ring, config.tx_ring_size)
+        .map_err(|e| ("PACKET_TX_RING", e))?;
     let tx_len = config.tx_ring_size as usize * TX_SLOT_SIZE;
     let map =
         Mapping::new(rx_len + tx_len, libc::MAP_SHARED, Some(fd)).map_err(|e| ("mmap rings", e))?;
     Ok(Rings {
         map,
-        rx_block_size: config.rx_block_size as usize,
-        rx_block_count: config.rx_block_count,
+        rx,
+        tx_layout,
         tx_offset: rx_len,
         tx_slot_count: config.tx_ring_size,
+        tx_head: 0,
     })
+}
+
+/// `PACKET_RX_RING`; returns the ring's cursor and its size in bytes.
+fn request_rx_ring(fd: BorrowedFd<'_>, ring: &RingVersion) -> io::Result<(RxRing, usize)> {
+    match *ring {
+        RingVersion::V3 {
+            block_size,
+            block_count,
+            retire_timeout_ms,
+        } => {
+            let page = u32::try_from(PAGE_SIZE).expect("4096 fits");
+            // tp_frame_size/tp_frame_nr mean nothing for a V3 RX ring, but the kernel still
+            // checks frame_nr == (block_size / frame_size) * block_nr.
+            let request = libc::tpacket_req3 {
+                tp_block_size: block_size,
+                tp_block_nr: block_count,
+                tp_frame_size: page,
+                tp_frame_nr: block_size / page * block_count,
+                tp_retire_blk_tov: retire_timeout_ms,
+                tp_sizeof_priv: 0,
+                tp_feature_req_word: 0,
+            };
+            set_struct(fd, libc::PACKET_RX_RING, &request)?;
+            let rx = RxRing::V3(BlockCursor {
+                block_size: block_size as usize,
+                block_count,
+                block: 0,
+                left: 0,
+                offset: 0,
+            });
+            Ok((rx, block_size as usize * block_count as usize))
+        }
+        RingVersion::V2 {
+            slot_size,
+            slot_count,
+        } => {
+            let (per_block, blocks, slots) = v2_geometry(slot_size, slot_count);
+            let block_size = v2_block_size(slot_size);
+            let request = libc::tpacket_req {
+                tp_block_size: block_size,
+                tp_block_nr: blocks,
+                tp_frame_size: slot_size,
+                tp_frame_nr: per_block * blocks,
+            };
+            set_struct(fd, libc::PACKET_RX_RING, &request)?;
+            let rx = RxRing::V2(SlotCursor {
+                slot_size: slot_size as usize,
+                slot_count: slots,
+                slot: 0,
+            });
+            Ok((rx, block_size as usize * blocks as usize))
+        }
+    }
+}
+
+/// `PACKET_TX_RING` of `slots` fixed-size slots, one per kernel block; returns the slot layout.
+fn request_tx_ring(fd: BorrowedFd<'_>, ring: &RingVersion, slots: u32) -> io::Result<TxLayout> {
+    let slot_size = u32::try_from(TX_SLOT_SIZE).expect("4096 fits");
+    let request = libc::tpacket_req {
+        tp_block_size: slot_size,
+        tp_block_nr: slots,
+        tp_frame_size: slot_size,
+        tp_frame_nr: slots,
+    };
+    match ring {
+        RingVersion::V3 { .. } => {
+            // The V3 request is longer; its retire timeout, private area and features must be
+            // zero for a TX ring (packet_set_ring rejects them).
+            let request = libc::tpacket_req3 {
+                tp_block_size: request.tp_block_size,
+                tp_block_nr: request.tp_block_nr,
+                tp_frame_size: request.tp_frame_size,
+                tp_frame_nr: request.tp_frame_nr,
+                tp_retire_blk_tov: 0,
+                tp_sizeof_priv: 0,
+                tp_feature_req_word: 0,
+            };
+            set_struct(fd, libc::PACKET_TX_RING, &request)?;
+            Ok(TX_V3)
+        }
+        RingVersion::V2 { .. } => {
+            set_struct(fd, libc::PACKET_TX_RING, &request)?;
+            Ok(TX_V2)
+        }
+    }
 }
 
 fn bind_socket(fd: BorrowedFd<'_>, ifindex: u32, all: bool) -> io::Result<()> {
@@ -1196,8 +1515,8 @@ fn setup_hint(call: &'static str, errno: Option<i32>) -> &'static str {
         }
         (_, Some(libc::ENODEV | libc::ENXIO)) => "no such interface in this network namespace",
         ("PACKET_RX_RING" | "PACKET_TX_RING" | "mmap rings", Some(libc::ENOMEM)) => {
-            "the kernel could not allocate the ring: use fewer or smaller blocks \
-             (rx_block_size, rx_block_count, tx_ring_size)"
+            "the kernel could not allocate the ring: use a smaller ring (fewer or smaller \
+             RX blocks or slots, a smaller tx_ring_size)"
         }
         (_, Some(libc::EAGAIN)) | ("mmap frame area", Some(libc::ENOMEM)) => {
             "out of memory or over the locked-memory limit: run as root or raise \
@@ -1205,7 +1524,7 @@ fn setup_hint(call: &'static str, errno: Option<i32>) -> &'static str {
         }
         ("PACKET_RX_RING" | "PACKET_TX_RING", Some(libc::EINVAL)) => {
             "the kernel rejected the ring geometry (the TPACKET_V3 TX ring needs Linux 4.11+; \
-             rx_block_size must be a multiple of the page size)"
+             block sizes must be multiples of the page size)"
         }
         (_, Some(libc::ENOPROTOOPT | libc::EINVAL)) => {
             "the kernel does not support this option (Linux 4.20+ needed)"
@@ -1388,36 +1707,46 @@ mod tests {
     #[test]
     fn test_config_validation() {
         assert!(validate(&PacketConfig::default()).is_ok());
+        assert!(validate(&PacketConfig {
+            ring: RingVersion::v3_default(),
+            ..PacketConfig::default()
+        })
+        .is_ok());
+        let v3 = |block_size, block_count, retire_timeout_ms| PacketConfig {
+            ring: RingVersion::V3 {
+                block_size,
+                block_count,
+                retire_timeout_ms,
+            },
+            ..PacketConfig::default()
+        };
+        let v2 = |slot_size, slot_count| PacketConfig {
+            ring: RingVersion::V2 {
+                slot_size,
+                slot_count,
+            },
+            ..PacketConfig::default()
+        };
+        assert!(validate(&v3(4096, 1, 1)).is_ok());
+        assert!(validate(&v2(2048, 1)).is_ok());
         let cases = [
             PacketConfig {
                 frame_count: 0,
                 ..PacketConfig::default()
             },
             PacketConfig {
-                rx_block_size: 3000,
-                ..PacketConfig::default()
-            },
-            PacketConfig {
-                rx_block_size: 2048,
-                ..PacketConfig::default()
-            },
-            PacketConfig {
-                rx_block_count: 0,
-                ..PacketConfig::default()
-            },
-            PacketConfig {
-                rx_retire_timeout_ms: 0,
-                ..PacketConfig::default()
-            },
-            PacketConfig {
                 tx_ring_size: 0,
                 ..PacketConfig::default()
             },
-            PacketConfig {
-                rx_block_size: 1 << 30,
-                rx_block_count: 8,
-                ..PacketConfig::default()
-            },
+            v3(3000, 64, 1),
+            v3(2048, 64, 1),
+            v3(65536, 0, 1),
+            v3(65536, 64, 0),
+            v3(1 << 30, 8, 1),
+            v2(1000, 64),
+            v2(1024, 64),
+            v2(4096, 0),
+            v2(1 << 20, 1 << 13),
         ];
         for config in &cases {
             assert!(
@@ -1428,14 +1757,36 @@ mod tests {
     }
 
     #[test]
+    fn test_v2_geometry_rounds_to_whole_pages() {
+        // Two 2048-byte slots share a page: 5 slots need 3 blocks, which hold 6.
+        assert_eq!(v2_geometry(2048, 5), (2, 3, 6));
+        assert_eq!(v2_geometry(4096, 5), (1, 5, 5));
+        assert_eq!(v2_geometry(8192, 3), (1, 3, 3));
+        assert_eq!(v2_block_size(8192), 8192);
+        assert_eq!(
+            ring_bytes(&RingVersion::V2 {
+                slot_size: 2048,
+                slot_count: 5
+            }),
+            3 * 4096
+        );
+    }
+
+    #[test]
     fn test_setup_hints_name_the_fix() {
         assert!(
             setup_hint("socket(AF_PACKET, SOCK_RAW)", Some(libc::EPERM)).contains("run as root")
         );
-        assert!(setup_hint("PACKET_RX_RING", Some(libc::ENOMEM)).contains("smaller blocks"));
+        assert!(setup_hint("PACKET_RX_RING", Some(libc::ENOMEM)).contains("smaller ring"));
         assert!(setup_hint("mmap rings", Some(libc::EAGAIN)).contains("RLIMIT_MEMLOCK"));
         assert!(setup_hint("PACKET_TX_RING", Some(libc::EINVAL)).contains("4.11"));
         assert!(setup_hint("bind", Some(libc::ENODEV)).contains("no such interface"));
+    }
+
+    #[test]
+    fn test_port_can_move_to_a_worker_thread() {
+        fn assert_send<T: Send>() {}
+        assert_send::<PacketPort>();
     }
 
     #[test]
