@@ -20,6 +20,7 @@ pub mod abi;
 pub mod frame;
 pub mod loader;
 pub mod mem;
+pub mod packet;
 pub mod raw;
 pub mod socket;
 pub mod umem;
