@@ -24,6 +24,7 @@ use crate::storage::sync_engine::SyncEngine;
 use crate::storage::uring_engine::{UringConfig, UringEngine};
 use crate::target::{PortInfo, Target};
 use crate::xdp::loader::{self, XdpMode, XdpProgram};
+use crate::xdp::packet::{PacketConfig, PacketPort};
 use crate::xdp::socket::{BindPreference, BusyPoll, XskConfig, XskPort};
 use crate::xdp::umem::FRAME_CAPACITY;
 
@@ -59,6 +60,14 @@ pub enum DataplaneError {
         /// Cause (names the fix).
         source: crate::xdp::socket::XskError,
     },
+    /// The AF_PACKET fallback could not be opened either.
+    #[error("interface {interface}: AF_PACKET: {source}")]
+    Packet {
+        /// Interface name.
+        interface: String,
+        /// Cause (names the fix).
+        source: crate::xdp::packet::PacketError,
+    },
     /// Too many interfaces for the port mask.
     #[error("at most 64 interfaces can be served, {0} were selected")]
     TooManyInterfaces(usize),
@@ -78,6 +87,8 @@ pub struct Dataplane {
     /// `shutdown`; on a plain drop `Drop` joins them before these go).
     programs: Vec<XdpProgram>,
     interfaces: Vec<Interface>,
+    /// `interface:transport` of every port, for logs and tests.
+    kinds: Vec<String>,
 }
 
 /// One (interface, queue) socket before it is given to a worker.
@@ -96,6 +107,7 @@ impl Dataplane {
         let devices = devices::open(config, &interfaces)?;
         let mut programs = Vec::new();
         let mut ports = Vec::new();
+        let mut kinds = Vec::new();
         for (index, interface) in interfaces.iter().enumerate() {
             let info = PortInfo {
                 index: u8::try_from(index).expect("at most 64 interfaces"),
@@ -109,9 +121,19 @@ impl Dataplane {
                 )
                 .unwrap_or(u16::MAX),
             };
-            let (program, sockets) = open_xdp(config, interface)?;
-            programs.push(program);
-            ports.extend(sockets.into_iter().map(|port| PendingPort { port, info }));
+            let sockets = match config.target.socket {
+                SocketKind::Xdp => open_xdp(config, interface)?,
+                SocketKind::Packet => vec![open_packet(config, interface, None)?],
+                SocketKind::Auto => match open_xdp(config, interface) {
+                    Ok(sockets) => sockets,
+                    Err(error) => vec![open_packet(config, interface, Some(&error))?],
+                },
+            };
+            for (program, port) in sockets {
+                programs.extend(program);
+                kinds.push(format!("{}:{}", interface.name, port.kind()));
+                ports.push(PendingPort { port, info });
+            }
         }
         let stop = Arc::new(AtomicBool::new(false));
         let workers = spawn_workers(config, &devices, ports, &stop)?;
@@ -120,12 +142,18 @@ impl Dataplane {
             workers,
             programs,
             interfaces,
+            kinds,
         })
     }
 
     /// The interfaces being served.
     pub fn interfaces(&self) -> &[Interface] {
         &self.interfaces
+    }
+
+    /// `interface:transport` (`af_xdp` or `af_packet`) of every port.
+    pub fn port_kinds(&self) -> &[String] {
+        &self.kinds
     }
 
     /// Stops the workers, waits for them, detaches the XDP programs; returns the counters of
@@ -181,18 +209,47 @@ fn xdp_mode(mode: ConfigXdpMode) -> XdpMode {
     }
 }
 
-/// Attaches the program to `interface` and binds one socket per RX queue.
+/// Opens the AF_PACKET fallback on `interface`, saying loudly why.
+fn open_packet(
+    config: &Config,
+    interface: &Interface,
+    xdp_failure: Option<&DataplaneError>,
+) -> Result<(Option<XdpProgram>, Port), DataplaneError> {
+    match xdp_failure {
+        Some(error) => tracing::error!(
+            interface = %interface.name,
+            %error,
+            "XDP unavailable: FALLING BACK TO AF_PACKET (one copy each way, slower); \
+             fix the cause, or set socket = \"packet\" to choose it"
+        ),
+        None => tracing::warn!(
+            interface = %interface.name,
+            "socket = \"packet\": using AF_PACKET, not XDP"
+        ),
+    }
+    let packet_config = PacketConfig {
+        frame_count: config.target.umem_frames,
+        ..PacketConfig::default()
+    };
+    let port = PacketPort::bind(&interface.name, &packet_config).map_err(|source| {
+        DataplaneError::Packet {
+            interface: interface.name.clone(),
+            source,
+        }
+    })?;
+    Ok((None, Port::Packet(port)))
+}
+
+/// Attaches the program to `interface` and binds one socket per RX queue. On failure nothing
+/// is left attached (the program detaches when dropped).
 fn open_xdp(
     config: &Config,
     interface: &Interface,
-) -> Result<(XdpProgram, Vec<Port>), DataplaneError> {
+) -> Result<Vec<(Option<XdpProgram>, Port)>, DataplaneError> {
     let xdp_error = |source| DataplaneError::Xdp {
         interface: interface.name.clone(),
         source,
     };
-    if config.target.socket == SocketKind::Packet {
-        tracing::warn!(interface = %interface.name, "socket = \"packet\" is not available yet; using AF_XDP");
-    }
     if let Some(id) = loader::detach_stale(interface.ifindex).map_err(xdp_error)? {
         tracing::warn!(interface = %interface.name, id, "removed a stale aoe_xdp program left by an earlier run");
     }
@@ -229,7 +286,12 @@ fn open_xdp(
         program.insert_socket(queue, port.fd()).map_err(xdp_error)?;
         ports.push(Port::Xsk(port));
     }
-    Ok((program, ports))
+    // The program goes with the first port; it lives as long as the dataplane.
+    let mut program = Some(program);
+    Ok(ports
+        .into_iter()
+        .map(|port| (program.take(), port))
+        .collect())
 }
 
 /// An io_uring engine over the port's frame memory; the synchronous engine if io_uring is

@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use crate::xdp::frame::{Frame, RxBurst};
 use crate::xdp::mem::{Arena, Chunk};
+use crate::xdp::packet::{PacketError, PacketPort};
 use crate::xdp::socket::{XskError, XskPort};
 use crate::xdp::umem::FRAME_SIZE;
 
@@ -16,15 +17,26 @@ use crate::xdp::umem::FRAME_SIZE;
 pub enum Port {
     /// AF_XDP socket fed by the XDP program.
     Xsk(XskPort),
+    /// AF_PACKET socket with mmap rings (the fallback; one copy each way).
+    Packet(PacketPort),
 }
 
 /// A port operation failed; the worker stops and reports it.
-pub type PortError = XskError;
+#[derive(Debug, thiserror::Error)]
+pub enum PortError {
+    /// On an AF_XDP socket.
+    #[error(transparent)]
+    Xsk(#[from] XskError),
+    /// On an AF_PACKET socket.
+    #[error(transparent)]
+    Packet(#[from] PacketError),
+}
 
 macro_rules! delegate {
     ($self:ident, $port:ident => $call:expr) => {
         match $self {
             Port::Xsk($port) => $call,
+            Port::Packet($port) => $call,
         }
     };
 }
@@ -34,6 +46,7 @@ impl Port {
     pub fn kind(&self) -> &'static str {
         match self {
             Port::Xsk(_) => "af_xdp",
+            Port::Packet(_) => "af_packet",
         }
     }
 
@@ -75,7 +88,7 @@ impl Port {
 
     /// Hands queued frames to the kernel.
     pub fn flush_tx(&mut self) -> Result<usize, PortError> {
-        delegate!(self, p => p.flush_tx())
+        delegate!(self, p => Ok(p.flush_tx()?))
     }
 
     /// Takes back frames the kernel has sent.
@@ -85,12 +98,12 @@ impl Port {
 
     /// Gives the kernel free frames to receive into.
     pub fn refill(&mut self) -> Result<usize, PortError> {
-        delegate!(self, p => p.refill())
+        delegate!(self, p => Ok(p.refill()?))
     }
 
     /// Sleeps until a frame arrives or `timeout` passes.
     pub fn wait_rx(&mut self, timeout: Duration) -> Result<bool, PortError> {
-        delegate!(self, p => p.wait_rx(timeout))
+        delegate!(self, p => Ok(p.wait_rx(timeout)?))
     }
 
     /// The frame memory, for io_uring registration.

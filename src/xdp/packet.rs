@@ -82,9 +82,11 @@ use std::mem::{offset_of, size_of};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 use std::ptr::NonNull;
 use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use super::frame::{Frame, FrameCounts, FramePool, FrameState, RxBurst, RX_BURST_MAX};
+use super::mem::{Arena, Chunk};
 use super::umem::{ETH_MIN_FRAME_LEN, FRAME_CAPACITY, FRAME_SIZE, PACKET_OFFSET};
 
 /// The AoE ethertype.
@@ -309,6 +311,10 @@ struct Mapping {
 // another thread moves that ownership. All access goes through the owning `PacketPort`, whose
 // `&self`/`&mut self` and frame ownership rules serialize it.
 unsafe impl Send for Mapping {}
+// SAFETY: shared references to a `Mapping` only read its address and length (`at` computes a
+// pointer; every dereference is done by the owning `PacketPort` under its frame rules). The
+// frame area's `Arc` is also held by the io_uring arena only to keep the memory mapped.
+unsafe impl Sync for Mapping {}
 
 impl Mapping {
     /// `mmap(len, PROT_READ | PROT_WRITE, flags, fd, 0)`.
@@ -651,7 +657,14 @@ impl Rings {
 pub struct PacketPort {
     rings: Rings,
     fd: OwnedFd,
-    area: Mapping,
+    /// The frame area; shared only with `io_arena`, which keeps it mapped for io_uring.
+    area: Arc<Mapping>,
+    /// The frame area as an arena io_uring can register (chunk `i` = frame `i`).
+    io_arena: Arc<Arena>,
+    /// Chunk token of each frame, present unless the frame is lent to an I/O.
+    tokens: Vec<Option<Chunk>>,
+    /// Received length of each lent frame, restored by `reclaim`.
+    lent_len: Vec<usize>,
     pool: FramePool,
     /// Frames in state `Tx`, as (index, wire length), in transmit order. Capacity = frame
     /// count, so it never grows.
@@ -716,10 +729,34 @@ impl PacketPort {
         .map_err(|e| setup(("mmap frame area", e)))?;
         bind_socket(fd.as_fd(), ifindex, config.vlan).map_err(|e| setup(("bind", e)))?;
         log_fallback(interface, ifindex, config);
+        let area = Arc::new(area);
+        // SAFETY: the area is a private anonymous mapping of `frame_count` whole frames,
+        // page-aligned; the `Arc<Mapping>` given as keep-alive owns it, so it stays mapped as
+        // long as the arena. The chunk tokens are minted once, into `tokens`, and lent only for
+        // frames the application holds, so nothing else touches a lent chunk.
+        let io_arena = unsafe {
+            Arena::from_raw_kept(
+                area.ptr.as_ptr(),
+                FRAME_SIZE,
+                config.frame_count as usize,
+                Box::new(Arc::clone(&area)),
+            )
+        }
+        .map_err(|e| setup(("frame area arena", io::Error::other(e.to_string()))))?;
+        let io_arena = Arc::new(io_arena);
+        let tokens: Vec<Option<Chunk>> = io_arena
+            .take_chunks()
+            .expect("fresh arena")
+            .map(Some)
+            .collect();
+        let lent_len = vec![0; tokens.len()];
         Ok(PacketPort {
             rings,
             fd,
             area,
+            io_arena,
+            tokens,
+            lent_len,
             pool: FramePool::new(config.frame_count),
             tx_queued: Vec::with_capacity(config.frame_count as usize),
             tx_requested: false,
@@ -748,6 +785,37 @@ impl PacketPort {
     /// and a frame is free again once copied into the TX ring.
     pub fn frame_counts(&self) -> FrameCounts {
         self.pool.counts()
+    }
+
+    /// The frame area as an arena for io_uring registration: chunk `i` is frame `i`.
+    pub fn io_arena(&self) -> &Arc<Arena> {
+        &self.io_arena
+    }
+
+    /// Lends a held frame to a storage I/O (see `XskPort::lend`).
+    pub fn lend(&mut self, frame: Frame) -> Chunk {
+        self.pool.check(&frame);
+        let (_, index, len) = frame.into_parts();
+        self.lent_len[index as usize] = len;
+        self.tokens[index as usize]
+            .take()
+            .expect("a held frame's token is present")
+    }
+
+    /// Takes back a chunk lent by [`Self::lend`] and returns the frame's handle.
+    pub fn reclaim(&mut self, chunk: Chunk) -> Frame {
+        assert!(
+            self.io_arena.owns(&chunk),
+            "chunk of another frame area reclaimed"
+        );
+        let index = chunk.index();
+        assert!(
+            self.tokens[index].is_none(),
+            "frame {index} reclaimed but not lent"
+        );
+        self.tokens[index] = Some(chunk);
+        let index = u32::try_from(index).expect("frame index fits u32");
+        self.pool.handle(index, self.lent_len[index as usize])
     }
 
     /// Start of the frame area (for registering it as one io_uring fixed buffer).
