@@ -597,3 +597,26 @@ fn test_namespaces_are_cleaned_up() {
     };
     assert!(!leftover_namespaces().contains(&name));
 }
+
+#[test]
+fn test_panic_hook_detaches_before_the_process_dies() {
+    let Some(rig) = Rig::new("panicdetach") else {
+        return;
+    };
+    let ifindex = rig.veth.a.ifindex;
+    in_netns(&rig.ns_a, || {
+        aoe_xdp::xdp::loader::install_panic_detach();
+        let program = XdpProgram::attach(ifindex, XdpMode::Auto).expect("attach");
+        // Release builds abort on panic, so no Drop would run: forget the owner and let only
+        // the hook act, as it would before an abort.
+        std::mem::forget(program);
+        assert!(attached_program(ifindex).unwrap().is_some());
+        let panicked = std::panic::catch_unwind(|| panic!("simulated fatal error"));
+        assert!(panicked.is_err());
+        assert_eq!(
+            attached_program(ifindex).unwrap(),
+            None,
+            "the panic hook must detach the program"
+        );
+    });
+}
