@@ -601,6 +601,33 @@ fn query_hint(error: &io::Error) -> &'static str {
     }
 }
 
+/// Interfaces our programs are attached to in this process, for the panic hook.
+static ATTACHED: Mutex<Vec<u32>> = Mutex::new(Vec::new());
+
+fn lock_attached() -> MutexGuard<'static, Vec<u32>> {
+    ATTACHED.lock().unwrap_or_else(|poison| poison.into_inner())
+}
+
+/// Installs a panic hook that detaches every program this process attached before the
+/// previous hook runs. Release builds abort on panic (no `Drop` runs), and a program left
+/// attached would keep steering AoE frames into a dead socket; the hook still runs before the
+/// abort. (A program left by `SIGKILL` is removed by [`detach_stale`] at the next start.)
+pub fn install_panic_detach() {
+    let previous = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        // try_lock: a panic while the list is locked must not deadlock the hook.
+        let ifindexes: Vec<u32> = match ATTACHED.try_lock() {
+            Ok(list) => list.clone(),
+            Err(std::sync::TryLockError::Poisoned(p)) => p.into_inner().clone(),
+            Err(std::sync::TryLockError::WouldBlock) => Vec::new(),
+        };
+        for ifindex in ifindexes {
+            let _ = detach_stale(ifindex);
+        }
+        previous(info);
+    }));
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -650,31 +677,4 @@ mod tests {
             })
         ));
     }
-}
-
-/// Interfaces our programs are attached to in this process, for the panic hook.
-static ATTACHED: Mutex<Vec<u32>> = Mutex::new(Vec::new());
-
-fn lock_attached() -> MutexGuard<'static, Vec<u32>> {
-    ATTACHED.lock().unwrap_or_else(|poison| poison.into_inner())
-}
-
-/// Installs a panic hook that detaches every program this process attached before the
-/// previous hook runs. Release builds abort on panic (no `Drop` runs), and a program left
-/// attached would keep steering AoE frames into a dead socket; the hook still runs before the
-/// abort. (A program left by `SIGKILL` is removed by [`detach_stale`] at the next start.)
-pub fn install_panic_detach() {
-    let previous = std::panic::take_hook();
-    std::panic::set_hook(Box::new(move |info| {
-        // try_lock: a panic while the list is locked must not deadlock the hook.
-        let ifindexes: Vec<u32> = match ATTACHED.try_lock() {
-            Ok(list) => list.clone(),
-            Err(std::sync::TryLockError::Poisoned(p)) => p.into_inner().clone(),
-            Err(std::sync::TryLockError::WouldBlock) => Vec::new(),
-        };
-        for ifindex in ifindexes {
-            let _ = detach_stale(ifindex);
-        }
-        previous(info);
-    }));
 }
