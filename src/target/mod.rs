@@ -332,6 +332,8 @@ impl Target {
         }
         let ctx = Ctx {
             device,
+            shelf: dev.params.shelf,
+            slot: dev.params.slot,
             header,
             port: *port,
             len,
@@ -414,6 +416,9 @@ impl RequestHeader {
 /// Everything a command handler needs to know about the request.
 struct Ctx {
     device: DeviceIndex,
+    /// The device's own AoE address: replies carry it, never the broadcast values.
+    shelf: u16,
+    slot: u8,
     header: RequestHeader,
     port: PortInfo,
     /// Length of the request frame.
@@ -451,7 +456,10 @@ impl Device {
 }
 
 /// Turns the request in `buf` into a response header: swaps the addresses, sets the R flag,
-/// clears the error. The AoE address, command and tag stay as they were (the tag is echoed).
+/// clears the error and puts the device's own shelf.slot in the AoE address (a request to a
+/// broadcast address is answered by each device under its own address: the Linux initiator
+/// drops config responses from shelf 0xFFFF or slot 0xFF, and vblade does the same). The
+/// command and tag stay as they were (the tag is echoed).
 fn begin_reply(ctx: &Ctx, buf: &mut [u8]) {
     let mut eth = EthernetFrame::new_unchecked(&mut buf[..ctx.header.eth_len]);
     eth.set_dst_addr(ctx.header.src);
@@ -459,6 +467,8 @@ fn begin_reply(ctx: &Ctx, buf: &mut [u8]) {
     let mut aoe = AoePacket::new_unchecked(&mut buf[ctx.header.eth_len..ctx.header.arg_offset()]);
     aoe.set_response(true);
     aoe.set_error(None);
+    aoe.set_major(ctx.shelf);
+    aoe.set_minor(ctx.slot);
 }
 
 /// Replies with an AoE error: the request's headers with the E flag and the error code.
