@@ -416,7 +416,7 @@ impl RequestHeader {
 /// Everything a command handler needs to know about the request.
 struct Ctx {
     device: DeviceIndex,
-    /// The device's AoE address, for the reply.
+    /// The device's own AoE address: replies carry it, never the broadcast values.
     shelf: u16,
     slot: u8,
     header: RequestHeader,
@@ -456,8 +456,10 @@ impl Device {
 }
 
 /// Turns the request in `buf` into a response header: swaps the addresses, sets the R flag,
-/// clears the error and puts the device's own address in (a broadcast request is answered
-/// from each device's real shelf.slot). Command and tag stay as they were (the tag is echoed).
+/// clears the error and puts the device's own shelf.slot in the AoE address (a request to a
+/// broadcast address is answered by each device under its own address: the Linux initiator
+/// drops config responses from shelf 0xFFFF or slot 0xFF, and vblade does the same). The
+/// command and tag stay as they were (the tag is echoed).
 fn begin_reply(ctx: &Ctx, buf: &mut [u8]) {
     let mut eth = EthernetFrame::new_unchecked(&mut buf[..ctx.header.eth_len]);
     eth.set_dst_addr(ctx.header.src);

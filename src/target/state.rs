@@ -21,8 +21,9 @@ pub const MASK_LIST_MAX: usize = 255;
 /// Largest reservation list (the NMacs field is one byte).
 pub const RESERVE_LIST_MAX: usize = 255;
 
-/// A fixed-capacity, sorted, duplicate-free set of MAC addresses.
-#[derive(Clone, PartialEq, Eq)]
+/// A fixed-capacity, sorted, duplicate-free set of MAC addresses. Equality compares the
+/// entries only, never the unused tail of the array.
+#[derive(Clone)]
 pub struct MacList<const N: usize> {
     macs: [MacAddr; N],
     len: usize,
@@ -36,6 +37,14 @@ impl<const N: usize> Default for MacList<N> {
         }
     }
 }
+
+impl<const N: usize> PartialEq for MacList<N> {
+    fn eq(&self, other: &Self) -> bool {
+        self.as_slice() == other.as_slice()
+    }
+}
+
+impl<const N: usize> Eq for MacList<N> {}
 
 impl<const N: usize> std::fmt::Debug for MacList<N> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -100,8 +109,9 @@ impl<const N: usize> MacList<N> {
     }
 }
 
-/// The changeable AoE state of one device.
-#[derive(Clone, PartialEq, Eq)]
+/// The changeable AoE state of one device. Equality compares the content (the config string,
+/// the lists), never bytes left behind by a longer earlier string or list.
+#[derive(Clone)]
 pub struct DeviceState {
     config: [u8; CONFIG_STRING_MAX],
     config_len: usize,
@@ -121,6 +131,16 @@ impl Default for DeviceState {
         }
     }
 }
+
+impl PartialEq for DeviceState {
+    fn eq(&self, other: &Self) -> bool {
+        self.config_string() == other.config_string()
+            && self.mask == other.mask
+            && self.reserve == other.reserve
+    }
+}
+
+impl Eq for DeviceState {}
 
 impl std::fmt::Debug for DeviceState {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -265,6 +285,28 @@ mod tests {
             Err(ConfigTooLong)
         );
         assert_eq!(state.config_string().len(), CONFIG_STRING_MAX);
+    }
+
+    #[test]
+    fn equality_ignores_bytes_past_the_content() {
+        // A long string replaced by a short one leaves stale bytes in the array; the state is
+        // still equal to a fresh one with the short string (as loaded from the state file).
+        let mut reused = DeviceState::default();
+        reused
+            .set_config_string(&[b'x'; CONFIG_STRING_MAX])
+            .unwrap();
+        reused.set_config_string(b"short").unwrap();
+        reused.mask.insert(mac(1)).unwrap();
+        reused.mask.insert(mac(2)).unwrap();
+        assert!(reused.mask.remove(mac(2)));
+        reused.reserve.insert(mac(9)).unwrap();
+        reused.reserve.clear();
+        let mut fresh = DeviceState::default();
+        fresh.set_config_string(b"short").unwrap();
+        fresh.mask.insert(mac(1)).unwrap();
+        assert_eq!(reused, fresh);
+        fresh.mask.insert(mac(3)).unwrap();
+        assert_ne!(reused, fresh);
     }
 
     #[test]

@@ -143,22 +143,22 @@ fn addressing_unicast_broadcast_and_ignored_frames() {
 }
 
 #[test]
-fn broadcast_is_answered_from_each_device_address() {
+fn broadcast_replies_carry_each_device_address() {
+    // Linux's aoecmd_cfg_rsp ignores config responses from shelf 0xFFFF or slot 0xFF.
     let mut target = target_with(vec![params(1, 0), params(1, 1), params(2, 0)]);
-    let broadcast = encode(|b| {
+    let frame = encode(|b| {
         frames::query_config(b, &route(HOST_A, 0xFFFF, 0xFF), 1, ConfigCommand::Read, b"")
     });
-    let mut addressed = target.addressed(&broadcast, &PORT);
+    let mut addressed = target.addressed(&frame, &PORT);
     let mut answered = Vec::new();
     while let Some(device) = target.next_addressed(&mut addressed) {
         let mut buf = vec![0u8; 4096];
-        buf[..broadcast.len()].copy_from_slice(&broadcast);
-        let Outcome::Reply { len, .. } = target.handle(device, &mut buf, broadcast.len(), &PORT)
-        else {
-            panic!("broadcast query unanswered")
+        buf[..frame.len()].copy_from_slice(&frame);
+        let Outcome::Reply { len, .. } = target.handle(device, &mut buf, frame.len(), &PORT) else {
+            panic!("discovery is answered")
         };
-        let r = Reply::parse(&buf[..len]).unwrap();
-        answered.push((r.aoe.major, r.aoe.minor));
+        let reply = Reply::parse(&buf[..len]).unwrap();
+        answered.push((reply.aoe.major, reply.aoe.minor));
     }
     assert_eq!(answered, [(1, 0), (1, 1), (2, 0)]);
 }
