@@ -335,6 +335,7 @@ impl Target {
             header,
             port: *port,
             len,
+            address: (dev.params.shelf, dev.params.slot),
         };
         match header.command {
             AoeCommand::Ata => dev.handle_ata(&ctx, buf),
@@ -418,6 +419,9 @@ struct Ctx {
     port: PortInfo,
     /// Length of the request frame.
     len: usize,
+    /// The device's (shelf, slot): the source address of the reply, whatever the request
+    /// was addressed to (a broadcast Query Config is answered by each device with its own).
+    address: (u16, u8),
 }
 
 /// (major, minor, command) of an AoE request of our version; `None` for anything else.
@@ -451,7 +455,9 @@ impl Device {
 }
 
 /// Turns the request in `buf` into a response header: swaps the addresses, sets the R flag,
-/// clears the error. The AoE address, command and tag stay as they were (the tag is echoed).
+/// clears the error, and puts the device's own shelf and slot in the AoE address (a request
+/// may have been sent to the broadcast address; Linux drops replies from 0xFFFF or 0xFF). The
+/// command and tag stay as they were (the tag is echoed).
 fn begin_reply(ctx: &Ctx, buf: &mut [u8]) {
     let mut eth = EthernetFrame::new_unchecked(&mut buf[..ctx.header.eth_len]);
     eth.set_dst_addr(ctx.header.src);
@@ -459,6 +465,8 @@ fn begin_reply(ctx: &Ctx, buf: &mut [u8]) {
     let mut aoe = AoePacket::new_unchecked(&mut buf[ctx.header.eth_len..ctx.header.arg_offset()]);
     aoe.set_response(true);
     aoe.set_error(None);
+    aoe.set_major(ctx.address.0);
+    aoe.set_minor(ctx.address.1);
 }
 
 /// Replies with an AoE error: the request's headers with the E flag and the error code.

@@ -143,6 +143,29 @@ fn addressing_unicast_broadcast_and_ignored_frames() {
 }
 
 #[test]
+fn broadcast_query_is_answered_from_each_devices_own_address() {
+    let mut target = target_with(vec![params(1, 0), params(1, 1), params(2, 0)]);
+    let frame = encode(|b| {
+        frames::query_config(b, &route(HOST_A, 0xFFFF, 0xFF), 9, ConfigCommand::Read, b"")
+    });
+    let mut addressed = target.addressed(&frame, &PORT);
+    let devices: Vec<DeviceIndex> =
+        std::iter::from_fn(|| target.next_addressed(&mut addressed)).collect();
+    let mut sources = Vec::new();
+    for device in devices {
+        let mut buf = vec![0u8; 4096];
+        buf[..frame.len()].copy_from_slice(&frame);
+        let outcome = target.handle(device, &mut buf, frame.len(), &PORT);
+        let exchange = Exchange { buf, outcome };
+        let reply = reply(&exchange);
+        assert_eq!(reply.aoe.tag, 9);
+        sources.push((reply.aoe.major, reply.aoe.minor));
+    }
+    // Linux's cfg_rsp ignores a reply from shelf 0xFFFF or slot 0xFF.
+    assert_eq!(sources, [(1, 0), (1, 1), (2, 0)]);
+}
+
+#[test]
 fn port_mask_limits_where_a_device_answers() {
     let mut only_port_1 = params(1, 0);
     only_port_1.port_mask = 0b10;
