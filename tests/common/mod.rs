@@ -5,3 +5,8 @@
     reason = "each test binary uses a different subset of the helpers"
 )]
 pub mod netns;
+#[allow(
+    dead_code,
+    reason = "each test binary uses a different subset of the helpers"
+)]
+pub mod target;

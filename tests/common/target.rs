@@ -1,0 +1,265 @@
+//! Test harness that runs the real `aoe-xdp` binary inside a network namespace.
+//!
+//! [`TargetDir`] is a temporary directory holding the configuration, one sparse backing file
+//! per device and the state directory; it outlives any number of runs, so a test can stop
+//! the target and start it again on the same state. [`TargetProcess`] is one run: the binary
+//! started as `ip netns exec <ns> aoe-xdp --config <file>` (`ip netns exec` execs in place, so
+//! the child's pid is the target's pid), with stdout and stderr going to a log file in the
+//! directory. Starting waits until the log says it is serving; dropping it sends SIGTERM to
+//! that pid (SIGKILL after [`STOP_TIMEOUT`]) and asserts a clean exit (status 0). On any
+//! failure the log is printed.
+//!
+//! Hazards: the borrow of the namespace and the directory keeps both alive while the target
+//! runs (the process must be stopped before its namespace and files go away). Only the
+//! process started here is ever signalled.
+
+use std::fmt::Write as _;
+use std::fs::{self, File};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use super::netns::NetNs;
+
+/// How long the target may take to start serving.
+pub const START_TIMEOUT: Duration = Duration::from_secs(15);
+/// How long the target may take to stop after SIGTERM before it is killed.
+pub const STOP_TIMEOUT: Duration = Duration::from_secs(10);
+/// The core the next target's worker is pinned to (modulo the number of cores).
+static NEXT_CORE: AtomicUsize = AtomicUsize::new(0);
+/// The log line that says the dataplane is up.
+const SERVING: &str = "serving; SIGINT or SIGTERM stops";
+
+/// One exported device.
+#[derive(Debug, Clone)]
+pub struct DeviceSpec {
+    /// AoE shelf.
+    pub shelf: u16,
+    /// AoE slot.
+    pub slot: u8,
+    /// Size of the sparse backing file, in 512-byte sectors.
+    pub sectors: u64,
+    /// More `key = value` lines for this `[[device]]` table.
+    pub extra: String,
+}
+
+impl DeviceSpec {
+    /// A read-write device of `sectors` sectors with every other key at its default.
+    pub fn new(shelf: u16, slot: u8, sectors: u64) -> DeviceSpec {
+        DeviceSpec {
+            shelf,
+            slot,
+            sectors,
+            extra: String::new(),
+        }
+    }
+
+    /// Adds a `key = value` line to the device's table.
+    pub fn with(mut self, line: &str) -> DeviceSpec {
+        self.extra.push_str(line);
+        self.extra.push('\n');
+        self
+    }
+}
+
+/// A temporary directory with a configuration, backing files and a state directory.
+#[derive(Debug)]
+pub struct TargetDir {
+    dir: tempfile::TempDir,
+    config: PathBuf,
+    disks: Vec<PathBuf>,
+}
+
+impl TargetDir {
+    /// Writes the configuration: `interfaces`, one worker (on the cores in turn, so that
+    /// parallel tests spread out), `idle = "poll"` (so they do not each spin a core) and
+    /// `target_extra` (more `[target]` lines, which may override those), then `devices`,
+    /// each backed by a fresh sparse file.
+    pub fn new(interfaces: &[&str], target_extra: &str, devices: &[DeviceSpec]) -> TargetDir {
+        let dir = tempfile::Builder::new()
+            .prefix("aoe-xdp-dataplane-")
+            .tempdir()
+            .expect("temporary directory");
+        let quoted: Vec<String> = interfaces.iter().map(|name| format!("{name:?}")).collect();
+        let mut target_keys = format!(
+            "interfaces = [{}]\nstate-directory = {:?}\ncontrol-socket = {:?}\n",
+            quoted.join(", "),
+            dir.path().join("state"),
+            dir.path().join("ctl.sock"),
+        );
+        // Defaults the caller may override (TOML rejects a key twice, so only add missing ones).
+        let cores = std::thread::available_parallelism().map_or(1, usize::from);
+        let core = format!("[{}]", NEXT_CORE.fetch_add(1, Ordering::Relaxed) % cores);
+        for (key, value) in [("worker-cores", core.as_str()), ("idle", "\"poll\"")] {
+            if !target_extra
+                .lines()
+                .any(|line| line.trim_start().starts_with(key))
+            {
+                writeln!(target_keys, "{key} = {value}").expect("write to String");
+            }
+        }
+        let mut text = format!("[target]\n{target_keys}{target_extra}\n");
+        let mut disks = Vec::new();
+        for device in devices {
+            let path = dir
+                .path()
+                .join(format!("e{}.{}.img", device.shelf, device.slot));
+            File::create(&path)
+                .and_then(|file| file.set_len(device.sectors * 512))
+                .unwrap_or_else(|error| panic!("create {}: {error}", path.display()));
+            write!(
+                text,
+                "\n[[device]]\npath = {:?}\nshelf = {}\nslot = {}\n{}",
+                path, device.shelf, device.slot, device.extra
+            )
+            .expect("write to String");
+            disks.push(path);
+        }
+        let config = dir.path().join("aoe-xdp.toml");
+        fs::write(&config, &text)
+            .unwrap_or_else(|error| panic!("write {}: {error}", config.display()));
+        TargetDir { dir, config, disks }
+    }
+
+    /// The directory.
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// The configuration file.
+    pub fn config(&self) -> &Path {
+        &self.config
+    }
+
+    /// The backing file of device `index` (in the order given to [`TargetDir::new`]).
+    pub fn disk(&self, index: usize) -> &Path {
+        &self.disks[index]
+    }
+
+    /// Starts the target inside `ns` and waits until it serves.
+    pub fn start<'a>(&'a self, ns: &'a NetNs) -> TargetProcess<'a> {
+        let run = fs::read_dir(self.path())
+            .expect("read temporary directory")
+            .filter_map(Result::ok)
+            .filter(|entry| entry.file_name().to_string_lossy().starts_with("run-"))
+            .count();
+        let log_path = self.path().join(format!("run-{run}.log"));
+        let log = File::create(&log_path).expect("create log file");
+        let child = Command::new("ip")
+            .args(["netns", "exec", ns.name()])
+            .arg(env!("CARGO_BIN_EXE_aoe-xdp"))
+            .arg("--config")
+            .arg(&self.config)
+            // The configuration's log level (info) decides, not the caller's environment.
+            .env_remove("RUST_LOG")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("clone log file"))
+            .stderr(log)
+            .spawn()
+            .expect("spawn ip netns exec aoe-xdp");
+        let mut process = TargetProcess {
+            child: Some(child),
+            log_path,
+            _ns: ns,
+            _dir: self,
+        };
+        process.wait_serving();
+        process
+    }
+}
+
+/// A running `aoe-xdp`; stopped (and checked for a clean exit) on drop.
+#[derive(Debug)]
+pub struct TargetProcess<'a> {
+    child: Option<Child>,
+    log_path: PathBuf,
+    _ns: &'a NetNs,
+    _dir: &'a TargetDir,
+}
+
+impl TargetProcess<'_> {
+    /// Everything the target printed so far (stdout and stderr).
+    pub fn log(&self) -> String {
+        fs::read_to_string(&self.log_path).unwrap_or_default()
+    }
+
+    /// The target's pid.
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("running").id()
+    }
+
+    fn wait_serving(&mut self) {
+        let deadline = Instant::now() + START_TIMEOUT;
+        loop {
+            if self.log().contains(SERVING) {
+                return;
+            }
+            let child = self.child.as_mut().expect("running");
+            if let Some(status) = child.try_wait().expect("wait for aoe-xdp") {
+                self.child = None;
+                // Drop prints the log.
+                panic!("aoe-xdp exited with {status} before serving");
+            }
+            if Instant::now() > deadline {
+                // Drop kills it and prints the log.
+                panic!("aoe-xdp did not start serving within {START_TIMEOUT:?}");
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// Sends SIGTERM, waits (SIGKILL after [`STOP_TIMEOUT`]); returns how it ended and whether
+    /// it had to be killed.
+    fn terminate(&mut self) -> Option<(ExitStatus, bool)> {
+        let mut child = self.child.take()?;
+        let pid = rustix::process::Pid::from_child(&child);
+        if let Err(error) = rustix::process::kill_process(pid, rustix::process::Signal::TERM) {
+            eprintln!("warning: SIGTERM to aoe-xdp (pid {pid:?}): {error}");
+        }
+        let deadline = Instant::now() + STOP_TIMEOUT;
+        loop {
+            if let Some(status) = child.try_wait().expect("wait for aoe-xdp") {
+                return Some((status, false));
+            }
+            if Instant::now() > deadline {
+                // Child::kill sends SIGKILL to this child's pid only.
+                let _ = child.kill();
+                return Some((child.wait().expect("wait for aoe-xdp"), true));
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// Stops the target with SIGTERM, asserts it exited with status 0 on its own, and returns
+    /// its log.
+    pub fn stop(mut self) -> String {
+        // On a panic here, Drop prints the log.
+        match self.terminate() {
+            Some((status, false)) if status.success() => self.log(),
+            Some((status, killed)) => panic!(
+                "aoe-xdp did not stop cleanly ({status}{})",
+                if killed { ", killed after timeout" } else { "" }
+            ),
+            None => panic!("aoe-xdp was already stopped"),
+        }
+    }
+}
+
+impl Drop for TargetProcess<'_> {
+    fn drop(&mut self) {
+        let ended = self.terminate();
+        if std::thread::panicking() {
+            eprintln!("aoe-xdp log ({}):\n{}", self.log_path.display(), self.log());
+            return;
+        }
+        if let Some((status, killed)) = ended {
+            assert!(
+                status.success() && !killed,
+                "aoe-xdp did not stop cleanly ({status}{}); log:\n{}",
+                if killed { ", killed after timeout" } else { "" },
+                self.log()
+            );
+        }
+    }
+}
