@@ -353,6 +353,20 @@ fn spawn_workers(
                         tracing::warn!(core = id, "could not pin worker to its core");
                     }
                 }
+                // io_uring's blocking-I/O threads inherit our pinning; keep them off the core
+                // this worker busy-polls (on a one-core machine they have to share it).
+                let all: Vec<usize> = core_affinity::get_core_ids()
+                    .unwrap_or_default()
+                    .into_iter()
+                    .map(|c| c.id)
+                    .collect();
+                let others: Vec<usize> = all.iter().copied().filter(|&c| Some(c) != core).collect();
+                let io_cpus = if others.is_empty() { &all } else { &others };
+                for unit in &units {
+                    if let Err(error) = unit.engine().set_io_worker_cpus(io_cpus) {
+                        tracing::warn!(%error, "io_uring workers keep the worker's core");
+                    }
+                }
                 let mut target = Target::new(shared);
                 if advertise {
                     for unit in &mut units {

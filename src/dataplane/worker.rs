@@ -138,6 +138,11 @@ impl Unit {
         &self.stats
     }
 
+    /// The storage engine.
+    pub fn engine(&self) -> &Engine {
+        &self.engine
+    }
+
     /// The transport.
     pub fn port(&self) -> &Port {
         &self.port

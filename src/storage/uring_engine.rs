@@ -254,6 +254,11 @@ impl UringEngine {
         &self.exports
     }
 
+    /// Restricts io_uring's async worker threads to `cpus` (see `Ring::set_io_worker_cpus`).
+    pub fn set_io_worker_cpus(&self, cpus: &[usize]) -> Result<(), EngineError> {
+        Ok(self.ring.set_io_worker_cpus(cpus)?)
+    }
+
     /// The ring's set-up mode (for logs).
     pub fn ring_mode(&self) -> crate::xdp::uring::SetupMode {
         self.ring.mode()

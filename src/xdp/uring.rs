@@ -82,6 +82,9 @@ pub enum RingError {
         #[source]
         source: io::Error,
     },
+    /// Setting the io-wq CPU affinity failed.
+    #[error("setting the io_uring worker CPU affinity failed")]
+    IoWorkerAffinity(#[source] io::Error),
     /// Arenas can be registered only once per ring.
     #[error("arenas are already registered with this ring")]
     AlreadyRegistered,
@@ -374,6 +377,25 @@ impl Ring {
         let entry = opcode::Fsync::new(types::Fixed(file)).flags(flags).build();
         self.push_entry(op, entry);
         Ok(())
+    }
+
+    /// Restricts io_uring's async worker threads (io-wq: they carry out I/O that blocks, such
+    /// as every `RWF_DSYNC` write) to `cpus`. By default they inherit the creating thread's
+    /// pinning, so a busy-polling worker pinned to one core would starve its own I/O.
+    pub fn set_io_worker_cpus(&self, cpus: &[usize]) -> Result<(), RingError> {
+        // SAFETY: cpu_set_t is plain old data; all-zero is the empty set.
+        let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
+        for &cpu in cpus {
+            // CPU_SET indexes a fixed bitmap; larger CPU numbers are skipped.
+            if cpu < libc::CPU_SETSIZE as usize {
+                // SAFETY: `cpu` is below CPU_SETSIZE, so the bit is inside `set`.
+                unsafe { libc::CPU_SET(cpu, &mut set) };
+            }
+        }
+        self.ring
+            .submitter()
+            .register_iowq_aff(&set)
+            .map_err(RingError::IoWorkerAffinity)
     }
 
     /// Whether `count` more operations fit right now.
