@@ -22,6 +22,56 @@ use aoe_xdp::xdp::raw::RawSocket;
 use common::netns::{in_netns, privileged_or_skip, NetNs, PacketSocket, VethEnd, VethPair};
 use common::target::{DeviceSpec, TargetDir};
 
+/// Which transport the target serves through: every test runs once per transport, the
+/// AF_PACKET fallback through exactly the same suite as AF_XDP.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Transport {
+    Xdp,
+    Packet,
+}
+
+impl Transport {
+    /// A namespace tag unique per transport.
+    fn tag(self, tag: &str) -> String {
+        match self {
+            Transport::Xdp => format!("{tag}-x"),
+            Transport::Packet => format!("{tag}-p"),
+        }
+    }
+
+    /// `[target]` lines selecting this transport, plus the test's own.
+    fn config(self, extra: &str) -> String {
+        match self {
+            Transport::Xdp => format!("socket = \"xdp\"\n{extra}"),
+            Transport::Packet => format!("socket = \"packet\"\n{extra}"),
+        }
+    }
+}
+
+/// Runs each listed test once over AF_XDP and once over the AF_PACKET fallback.
+macro_rules! on_both_transports {
+    ($($name:ident),* $(,)?) => {
+        mod xdp {
+            $(#[test] fn $name() { super::$name(super::Transport::Xdp) })*
+        }
+        mod packet {
+            $(#[test] fn $name() { super::$name(super::Transport::Packet) })*
+        }
+    };
+}
+
+on_both_transports!(
+    test_discovery_and_identify,
+    test_write_read_whole_device,
+    test_ata_errors,
+    test_two_interfaces,
+    test_config_string,
+    test_mask_and_reservation,
+    test_aoeping,
+    test_restart_keeps_state,
+    test_many_requests
+);
+
 const SHELF: u16 = 3;
 const SLOT: u8 = 1;
 /// 1 MiB: small enough to walk whole in a test, large enough for random I/O.
@@ -195,16 +245,15 @@ fn mac_text(mac: [u8; 6]) -> String {
 /// Broadcast discovery finds the device with the configured buffer count and the sectors an
 /// MTU-1500 frame carries; directed queries reach only our address; IDENTIFY reports the file's
 /// capacity and the configured strings; the start-up advertisement is broadcast.
-#[test]
-fn test_discovery_and_identify() {
-    let Some(net) = Net::new("dp-disc", 1) else {
+fn test_discovery_and_identify(transport: Transport) {
+    let Some(net) = Net::new(&transport.tag("dp-disc"), 1) else {
         return;
     };
     // An odd size, so the capacity cannot be right by accident; default idle mode (spin).
     let sectors = 5001;
     let dir = TargetDir::new(
         &["vt"],
-        "idle = \"spin\"",
+        &transport.config("idle = \"spin\""),
         &[DeviceSpec::new(SHELF, SLOT, sectors)
             .with("model = \"aoe-xdp dataplane test\"")
             .with("serial = \"DP-0001\"")],
@@ -265,12 +314,15 @@ fn test_discovery_and_identify() {
 /// Writes every sector of the device (LBA28 and LBA48 commands in turn), reads all of it back
 /// with each addressing form, and checks the backing file; then the last sector alone. The
 /// device uses the default durability (sync), so every write is on disk when acknowledged.
-#[test]
-fn test_write_read_whole_device() {
-    let Some(net) = Net::new("dp-rw", 1) else {
+fn test_write_read_whole_device(transport: Transport) {
+    let Some(net) = Net::new(&transport.tag("dp-rw"), 1) else {
         return;
     };
-    let dir = TargetDir::new(&["vt"], "", &[DeviceSpec::new(SHELF, SLOT, SECTORS)]);
+    let dir = TargetDir::new(
+        &["vt"],
+        &transport.config(""),
+        &[DeviceSpec::new(SHELF, SLOT, SECTORS)],
+    );
     let _target = dir.start(&net.target_ns);
     let mut client = net.client(0);
     let device = discover_one(&mut client);
@@ -326,15 +378,14 @@ fn test_write_read_whole_device() {
 
 /// Out-of-range requests fail with IDNF and do not grow the file; too many sectors for the
 /// frame is ABRT; a read-only device refuses writes with ABRT and stays unchanged.
-#[test]
-fn test_ata_errors() {
-    let Some(net) = Net::new("dp-err", 1) else {
+fn test_ata_errors(transport: Transport) {
+    let Some(net) = Net::new(&transport.tag("dp-err"), 1) else {
         return;
     };
     let ro_sectors = 64;
     let dir = TargetDir::new(
         &["vt"],
-        "",
+        &transport.config(""),
         &[
             DeviceSpec::new(SHELF, SLOT, SECTORS),
             DeviceSpec::new(SHELF, SLOT + 1, ro_sectors).with("read-only = true"),
@@ -402,14 +453,13 @@ fn test_ata_errors() {
 /// One device served on two interfaces at once (by two workers): each path discovers its own
 /// target MAC, replies leave by the interface the request came in on, data and the config
 /// string written through one path are seen through the other.
-#[test]
-fn test_two_interfaces() {
-    let Some(net) = Net::new("dp-multi", 2) else {
+fn test_two_interfaces(transport: Transport) {
+    let Some(net) = Net::new(&transport.tag("dp-multi"), 2) else {
         return;
     };
     let dir = TargetDir::new(
         &["vt0", "vt1"],
-        "worker-cores = [0, 1]",
+        &transport.config("worker-cores = [0, 1]"),
         &[DeviceSpec::new(SHELF, SLOT, SECTORS)],
     );
     let _target = dir.start(&net.target_ns);
@@ -474,12 +524,15 @@ fn test_two_interfaces() {
 }
 
 /// Query Config set, test, prefix test and force set; a conflicting set is AoE error 4.
-#[test]
-fn test_config_string() {
-    let Some(net) = Net::new("dp-cfg", 1) else {
+fn test_config_string(transport: Transport) {
+    let Some(net) = Net::new(&transport.tag("dp-cfg"), 1) else {
         return;
     };
-    let dir = TargetDir::new(&["vt"], "", &[DeviceSpec::new(SHELF, SLOT, SECTORS)]);
+    let dir = TargetDir::new(
+        &["vt"],
+        &transport.config(""),
+        &[DeviceSpec::new(SHELF, SLOT, SECTORS)],
+    );
     let _target = dir.start(&net.target_ns);
     let mut client = net.client(0);
     let device = discover_one(&mut client);
@@ -539,13 +592,16 @@ fn test_config_string() {
 
 /// The Mac Mask List silences everyone else; a reservation refuses others' reads and writes
 /// with AoE error 6 but still answers their IDENTIFY.
-#[test]
-fn test_mask_and_reservation() {
-    let Some(net) = Net::new("dp-acl", 2) else {
+fn test_mask_and_reservation(transport: Transport) {
+    let Some(net) = Net::new(&transport.tag("dp-acl"), 2) else {
         return;
     };
     // A glob, as operators write it.
-    let dir = TargetDir::new(&["vt*"], "", &[DeviceSpec::new(SHELF, SLOT, SECTORS)]);
+    let dir = TargetDir::new(
+        &["vt*"],
+        &transport.config(""),
+        &[DeviceSpec::new(SHELF, SLOT, SECTORS)],
+    );
     let _target = dir.start(&net.target_ns);
     let (mut a, mut b) = (net.client(0), net.client(1));
     let (a_mac, b_mac) = (a.mac(), b.mac());
@@ -636,14 +692,13 @@ fn test_mask_and_reservation() {
 /// Debian's `aoeping` (aoetools) finds the device and reads its IDENTIFY (dumped and decoded).
 /// (`aoeping -S` is not exercised: it insists on 512 data bytes in every SMART reply, even
 /// for RETURN STATUS, which has none.)
-#[test]
-fn test_aoeping() {
-    let Some(net) = Net::new("dp-ping", 1) else {
+fn test_aoeping(transport: Transport) {
+    let Some(net) = Net::new(&transport.tag("dp-ping"), 1) else {
         return;
     };
     let dir = TargetDir::new(
         &["vt"],
-        "idle = \"spin\"",
+        &transport.config("idle = \"spin\""),
         &[DeviceSpec::new(SHELF, SLOT, SECTORS)
             .with("model = \"aoe-xdp ping test\"")
             .with("serial = \"PING-1\"")],
@@ -693,14 +748,13 @@ fn test_aoeping() {
 
 /// SIGTERM stops the target cleanly and detaches XDP; a new run on the same state directory
 /// has the config string and reservation of the first and enforces the reservation.
-#[test]
-fn test_restart_keeps_state() {
-    let Some(net) = Net::new("dp-restart", 2) else {
+fn test_restart_keeps_state(transport: Transport) {
+    let Some(net) = Net::new(&transport.tag("dp-restart"), 2) else {
         return;
     };
     let dir = TargetDir::new(
         &["vt0", "vt1"],
-        "",
+        &transport.config(""),
         &[DeviceSpec::new(SHELF, SLOT, SECTORS)],
     );
     let xdp_attached = |name: &str| net.target_ns.ip(&["link", "show", name]).contains("xdp");
@@ -708,10 +762,14 @@ fn test_restart_keeps_state() {
     let (mut a, mut b) = (net.client(0), net.client(1));
     let a_mac = a.mac();
     let target = dir.start(&net.target_ns);
+    let expect_xdp = transport == Transport::Xdp;
     assert!(
-        xdp_attached("vt0") && xdp_attached("vt1"),
-        "attached while serving"
+        xdp_attached("vt0") == expect_xdp && xdp_attached("vt1") == expect_xdp,
+        "XDP attached while serving over {transport:?}: {expect_xdp}"
     );
+    if transport == Transport::Packet {
+        assert!(target.log().contains("AF_PACKET"), "{}", target.log());
+    }
     let dev_a = discover_one(&mut a);
     let dev_b = discover_one(&mut b);
     a.query_config(&dev_a, ConfigCommand::Set, b"survives restarts")
@@ -760,16 +818,15 @@ fn test_restart_keeps_state() {
 
 /// 2000 random overlapping 1 KiB writes, then the whole device is read back and compared with
 /// a model; then bursts of requests in flight at once (one per tag) all come back, right.
-#[test]
-fn test_many_requests() {
-    let Some(net) = Net::new("dp-load", 1) else {
+fn test_many_requests(transport: Transport) {
+    let Some(net) = Net::new(&transport.tag("dp-load"), 1) else {
         return;
     };
     // Write-back: this is about requests being lost or misplaced, not durability (the sync
     // path, the default, is what the other tests use), and synced writes cost ~2 ms each.
     let dir = TargetDir::new(
         &["vt"],
-        "",
+        &transport.config(""),
         &[DeviceSpec::new(SHELF, SLOT, SECTORS).with("durability = \"writeback\"")],
     );
     let _target = dir.start(&net.target_ns);
@@ -889,4 +946,39 @@ fn burst(
         missing -= 1;
     }
     replies
+}
+
+/// `socket = "auto"` falls back to AF_PACKET, loudly, where XDP cannot attach: native XDP on
+/// veth refuses MTU 9000 (the program is not multi-buffer aware), and `xdp-mode = "native"`
+/// forbids the generic fallback. The device is still served, and nothing is left attached.
+#[test]
+fn test_auto_falls_back_to_af_packet_when_xdp_cannot_attach() {
+    if !privileged_or_skip() {
+        return;
+    }
+    let target_ns = NetNs::new("dp-auto-t");
+    let client_ns = NetNs::new("dp-auto-c");
+    let veth = VethPair::new(&target_ns, &client_ns, "vt", "vc", 9000);
+    let dir = TargetDir::new(
+        &["vt"],
+        "socket = \"auto\"\nxdp-mode = \"native\"",
+        &[DeviceSpec::new(SHELF, SLOT, SECTORS)],
+    );
+    let target = dir.start(&target_ns);
+    let log = target.log();
+    assert!(log.contains("FALLING BACK TO AF_PACKET"), "{log}");
+    assert!(
+        !target_ns.ip(&["link", "show", "vt"]).contains("xdp"),
+        "a failed XDP attach must leave nothing behind"
+    );
+    let raw = in_netns(&client_ns, || RawSocket::open("vc")).expect("raw socket");
+    let mut client = Client::new(raw, MacAddr(veth.b.mac));
+    let device = discover_one(&mut client);
+    // The frame size is capped by the 4 KiB frame, not the 9000-byte MTU.
+    assert_eq!(device.sector_count, 7);
+    let data = pattern(7, 7, 11);
+    client.write(&device, 7, &data, true).expect("write");
+    assert_eq!(client.read(&device, 7, 7, true).expect("read"), data);
+    let log = target.stop();
+    assert!(log.contains("stopped cleanly"), "{log}");
 }
