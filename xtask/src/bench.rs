@@ -796,7 +796,7 @@ fn measure_point(
     let result: LoadResult = match serde_json::from_str(&text) {
         Ok(result) => result,
         Err(error) => {
-            point.error = Some(format!("unreadable load report ({error}): {text}"));
+            point.error = Some(format!("unreadable load report ({error}): {}", text.trim()));
             return Ok(point);
         }
     };

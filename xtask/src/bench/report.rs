@@ -283,16 +283,15 @@ pub fn summary(results: &Results) -> String {
          initiator's core, is not counted).",
         meta.cpu_method
     );
+    for run in &results.systems {
+        for note in &run.notes {
+            let _ = writeln!(out, "- {} reported: `{note}`", run.system.label());
+        }
+    }
     let _ = writeln!(
         out,
         "- Noise: runs on this VM differ by about ±25%. Only ratios within one run count.\n"
     );
-    for run in &results.systems {
-        for note in &run.notes {
-            let _ = writeln!(out, "  {} reported: `{note}`", run.system.label());
-        }
-    }
-    out.push('\n');
     out.push_str(&table(results));
     out.push('\n');
     out.push_str(&targets(results));
@@ -329,7 +328,7 @@ fn colour(system: SystemKind) -> RGBColor {
     }
 }
 
-/// (depth, iops, p50, p99) of each system's random reads.
+/// (log2 of the depth, iops, p50, p99) of each system's random reads.
 type Curve = (SystemKind, Vec<(f64, f64, f64, f64)>);
 
 fn random_read_curves(results: &Results) -> Vec<Curve> {
@@ -345,7 +344,7 @@ fn random_read_curves(results: &Results) -> Vec<Curve> {
                 .filter_map(|p| {
                     let load = p.load.as_ref()?;
                     Some((
-                        f64::from(p.workload.depth),
+                        f64::from(p.workload.depth).log2(),
                         load.iops,
                         load.lat_us.p50,
                         load.lat_us.p99,
@@ -371,10 +370,17 @@ pub fn plot(results: &Results, path: &Path) -> Result<()> {
         .iter()
         .flat_map(|(_, p)| p.iter().map(|x| x.3))
         .fold(1.0, f64::max);
+    let min_latency = curves
+        .iter()
+        .flat_map(|(_, p)| p.iter().map(|x| x.2))
+        .fold(max_latency, f64::min)
+        .max(0.1);
     let root = SVGBackend::new(path, (1100, 460)).into_drawing_area();
     root.fill(&WHITE).map_err(|e| anyhow!("{e}"))?;
     let (left, right) = root.split_horizontally(550);
-    let depth_axis = (0.8f64..80.0).log_scale();
+    // Queue depth on a log2 axis, labelled with the depths themselves (1, 2, 4, … 64).
+    let depth_axis = -0.3f64..6.3;
+    let depth_label = |x: &f64| format!("{:.0}", x.exp2());
 
     let mut iops_chart = ChartBuilder::on(&left)
         .caption("random 1 KiB reads: IOPS", ("sans-serif", 20))
@@ -387,7 +393,8 @@ pub fn plot(results: &Results, path: &Path) -> Result<()> {
         .configure_mesh()
         .x_desc("queue depth")
         .y_desc("IOPS")
-        .x_label_formatter(&|d| format!("{d:.0}"))
+        .x_labels(7)
+        .x_label_formatter(&depth_label)
         .y_label_formatter(&|v| thousands(*v))
         .draw()
         .map_err(|e| anyhow!("{e}"))?;
@@ -419,13 +426,18 @@ pub fn plot(results: &Results, path: &Path) -> Result<()> {
         .margin(12)
         .x_label_area_size(40)
         .y_label_area_size(60)
-        .build_cartesian_2d(depth_axis, 0.0..max_latency * 1.15)
+        .build_cartesian_2d(
+            depth_axis,
+            (min_latency * 0.7..max_latency * 1.4).log_scale(),
+        )
         .map_err(|e| anyhow!("{e}"))?;
     latency_chart
         .configure_mesh()
         .x_desc("queue depth")
-        .y_desc("µs")
-        .x_label_formatter(&|d| format!("{d:.0}"))
+        .y_desc("µs (log scale)")
+        .x_labels(7)
+        .x_label_formatter(&depth_label)
+        .y_label_formatter(&|v| format!("{v:.0}"))
         .draw()
         .map_err(|e| anyhow!("{e}"))?;
     for (system, points) in &curves {
