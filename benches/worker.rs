@@ -34,8 +34,8 @@ const PORT: PortInfo = PortInfo {
 };
 const SECTORS_PER_REQUEST: u8 = 2;
 const DATA_LEN: usize = SECTORS_PER_REQUEST as usize * 512;
-/// Backing file size: 16 MiB, all of it in the page cache.
-const FILE_SECTORS: u64 = 32 * 1024;
+/// Backing file size: 4 MiB, all of it in the page cache.
+const FILE_SECTORS: u64 = 8 * 1024;
 /// The dataplane's RX burst (`dataplane::worker::RX_BATCH_MAX`).
 const BURST_MAX: usize = 32;
 const CHUNK_SIZE: usize = 4096;

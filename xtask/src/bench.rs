@@ -58,6 +58,8 @@ const BUFFER_COUNT: u32 = 64;
 /// Target and initiator interface names (one pair per system, in its own namespaces).
 const TARGET_IF: &str = "vt";
 const CLIENT_IF: &str = "vc";
+/// Background load above which the run is flagged as disturbed.
+pub const BACKGROUND_WARN_CORES: f64 = 0.25;
 /// Where the CPU window starts after the warm-up began, to let the load settle.
 const CPU_WINDOW_DELAY: Duration = Duration::from_millis(250);
 
@@ -310,6 +312,10 @@ pub struct Meta {
     pub cpu_method: String,
     /// `getconf CLK_TCK`.
     pub clk_tck: u64,
+    /// Cores busy with other work just before the first system started (a shared machine
+    /// makes every figure worse and the ratios noisier).
+    #[serde(default)]
+    pub background_cores: f64,
 }
 
 /// Everything a run produced (target/bench/results.json).
@@ -447,12 +453,19 @@ fn measure(args: &BenchArgs, out_dir: &Path) -> Result<Results> {
         perf,
         stop,
     };
-    let meta = meta(&env, args.quick)?;
+    let mut meta = meta(&env, args.quick)?;
     println!(
         "aoe-xdp bench: {} s per point after {} s warm-up; backing: {}; CPU: {}",
         meta.seconds, meta.warmup, meta.backing, meta.cpu_method
     );
     make_disk(&env.disk)?;
+    meta.background_cores = background_cores(Duration::from_secs(1))?;
+    if meta.background_cores > BACKGROUND_WARN_CORES {
+        println!(
+            "warning: {:.2} cores are busy with other work; every figure will suffer",
+            meta.background_cores
+        );
+    }
     let systems = if args.systems.is_empty() {
         SystemKind::ALL.to_vec()
     } else {
@@ -515,6 +528,7 @@ fn meta(env: &Env, quick: bool) -> Result<Meta> {
         ),
         cpu_method,
         clk_tck: env.clk_tck,
+        background_cores: 0.0,
     })
 }
 
@@ -843,6 +857,38 @@ fn cpu_sample(
     }
 }
 
+/// Cores busy (all but idle and iowait time in `/proc/stat`) on average over `period`.
+fn background_cores(period: Duration) -> Result<f64> {
+    let sample = || -> Result<(u64, u64)> {
+        let stat = fs::read_to_string("/proc/stat")?;
+        parse_cpu_line(&stat).context("unexpected /proc/stat")
+    };
+    let (busy0, total0) = sample()?;
+    std::thread::sleep(period);
+    let (busy1, total1) = sample()?;
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let total = total1.saturating_sub(total0).max(1) as f64;
+    Ok(busy1.saturating_sub(busy0) as f64 / total * cpus as f64)
+}
+
+/// (busy, total) ticks of the `cpu` line of `/proc/stat`: user nice system idle iowait irq
+/// softirq steal (guest time is already inside user).
+fn parse_cpu_line(stat: &str) -> Option<(u64, u64)> {
+    let line = stat.lines().find(|l| l.starts_with("cpu "))?;
+    let ticks: Vec<u64> = line
+        .split_whitespace()
+        .skip(1)
+        .take(8)
+        .map(|t| t.parse().ok())
+        .collect::<Option<_>>()?;
+    if ticks.len() < 8 {
+        return None;
+    }
+    let total: u64 = ticks.iter().sum();
+    let idle = ticks[3] + ticks[4];
+    Some((total - idle, total))
+}
+
 /// utime + stime of process `pid`, in clock ticks (all its threads, dead ones included).
 fn cpu_ticks(pid: u32) -> Result<u64> {
     let path = format!("/proc/{pid}/stat");
@@ -923,6 +969,13 @@ mod tests {
                     731 269 0 0 20 0 2 0 1000 0 0";
         assert_eq!(parse_stat_ticks(stat), Some(731 + 269));
         assert_eq!(parse_stat_ticks("4242 (short) S 1 2"), None);
+    }
+
+    #[test]
+    fn machine_load_counts_everything_but_idle_and_iowait() {
+        let stat = "cpu  100 5 50 800 40 3 2 0 0 0\ncpu0 50 2 25 400 20 1 1 0 0 0\n";
+        assert_eq!(parse_cpu_line(stat), Some((160, 1000)));
+        assert_eq!(parse_cpu_line("cpu0 1 2 3\n"), None);
     }
 
     #[test]

@@ -288,6 +288,14 @@ pub fn summary(results: &Results) -> String {
             let _ = writeln!(out, "- {} reported: `{note}`", run.system.label());
         }
     }
+    if meta.background_cores > super::BACKGROUND_WARN_CORES {
+        let _ = writeln!(
+            out,
+            "- **Disturbed run:** {:.2} of {} cores were busy with other work when it started; \
+             every figure suffers, latency tails most.",
+            meta.background_cores, meta.cpus
+        );
+    }
     let _ = writeln!(
         out,
         "- Noise: runs on this VM differ by about ±25%. Only ratios within one run count.\n"
@@ -544,6 +552,7 @@ mod tests {
                 backing: "file".into(),
                 cpu_method: "stat".into(),
                 clk_tck: 100,
+                background_cores: 0.0,
             },
             systems: vec![
                 run(SystemKind::Xdp, 90_000.0, 5.0),
