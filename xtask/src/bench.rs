@@ -570,7 +570,7 @@ fn run_system(env: &Env, system: SystemKind, workloads: &[Workload]) -> Result<S
             daemon
         }
         Err(error) => {
-            let reason = first_line(&format!("{error:#}"));
+            let reason = summarize(&format!("{error:#}"));
             run.status = match system {
                 SystemKind::Packet => format!("n/a: {reason}"),
                 _ => format!("failed: {reason}"),
@@ -597,6 +597,16 @@ fn run_system(env: &Env, system: SystemKind, workloads: &[Workload]) -> Result<S
         _ => {}
     }
     Ok(run)
+}
+
+/// The first line of an error, and its last line when there are several (a failed start
+/// carries the target's log, whose last line usually says why).
+fn summarize(text: &str) -> String {
+    let first = first_line(text);
+    match text.lines().rev().map(str::trim).find(|l| !l.is_empty()) {
+        Some(last) if last != first => format!("{first} … {last}"),
+        _ => first,
+    }
 }
 
 fn first_line(text: &str) -> String {
@@ -1019,6 +1029,17 @@ mod tests {
         assert!(full[first_write..].iter().all(|w| w.op == Op::Write));
         assert_eq!(full[1].label(), "rand read QD16");
         assert_eq!(full[8].label(), "seq write QD64");
+    }
+
+    #[test]
+    fn failed_starts_keep_the_last_log_line() {
+        let error =
+            "aoe-xdp exited with exit status: 1 before it was ready:\nline\nerror: no such key\n\n";
+        assert_eq!(
+            summarize(error),
+            "aoe-xdp exited with exit status: 1 before it was ready: … error: no such key"
+        );
+        assert_eq!(summarize("just one line"), "just one line");
     }
 
     #[test]

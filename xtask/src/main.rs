@@ -21,8 +21,10 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Measure aoe-xdp against vblade and a bare AF_XDP reflector in two network namespaces;
-    /// writes target/bench/{results.json,qd.svg,summary.md} (run as root, about 3 minutes).
+    /// Measure aoe-xdp against vblade and a bare AF_XDP reflector (run as root, ~3 minutes).
+    ///
+    /// Two network namespaces, one initiator, one page-cached backing file; prints a table and
+    /// writes target/bench/{results.json,qd.svg,summary.md}.
     Bench(bench::BenchArgs),
     /// Compile bpf/aoe_xdp.bpf.c into the committed object bpf/aoe_xdp.bpf.o (needs clang).
     BuildBpf {
