@@ -279,6 +279,10 @@ pub struct SystemRun {
     pub notes: Vec<String>,
     /// The points, in run order.
     pub points: Vec<Point>,
+    /// Cores busy with other work just before this system started: on a shared machine the
+    /// systems see different background load, which distorts their ratios.
+    #[serde(default)]
+    pub background_cores: f64,
 }
 
 /// Facts about the run.
@@ -312,10 +316,6 @@ pub struct Meta {
     pub cpu_method: String,
     /// `getconf CLK_TCK`.
     pub clk_tck: u64,
-    /// Cores busy with other work just before the first system started (a shared machine
-    /// makes every figure worse and the ratios noisier).
-    #[serde(default)]
-    pub background_cores: f64,
 }
 
 /// Everything a run produced (target/bench/results.json).
@@ -453,19 +453,12 @@ fn measure(args: &BenchArgs, out_dir: &Path) -> Result<Results> {
         perf,
         stop,
     };
-    let mut meta = meta(&env, args.quick)?;
+    let meta = meta(&env, args.quick)?;
     println!(
         "aoe-xdp bench: {} s per point after {} s warm-up; backing: {}; CPU: {}",
         meta.seconds, meta.warmup, meta.backing, meta.cpu_method
     );
     make_disk(&env.disk)?;
-    meta.background_cores = background_cores(Duration::from_secs(1))?;
-    if meta.background_cores > BACKGROUND_WARN_CORES {
-        println!(
-            "warning: {:.2} cores are busy with other work; every figure will suffer",
-            meta.background_cores
-        );
-    }
     let systems = if args.systems.is_empty() {
         SystemKind::ALL.to_vec()
     } else {
@@ -476,8 +469,18 @@ fn measure(args: &BenchArgs, out_dir: &Path) -> Result<Results> {
     for system in systems {
         // Writes of the previous system must not be flushed during this one's reads.
         run(Command::new("sync").arg(&env.disk))?;
-        println!("\n=== {}", system.label());
-        let run = run_system(&env, system, &workloads)?;
+        let background = background_cores(Duration::from_secs(1))?;
+        println!(
+            "\n=== {} (other load before the start: {background:.2} cores)",
+            system.label()
+        );
+        if background > BACKGROUND_WARN_CORES {
+            println!(
+                "  warning: the machine is busy with other work; this system's figures suffer"
+            );
+        }
+        let mut run = run_system(&env, system, &workloads)?;
+        run.background_cores = background;
         if run.status != "ok" {
             println!("  {}", run.status);
         }
@@ -528,7 +531,6 @@ fn meta(env: &Env, quick: bool) -> Result<Meta> {
         ),
         cpu_method,
         clk_tck: env.clk_tck,
-        background_cores: 0.0,
     })
 }
 
@@ -560,6 +562,7 @@ fn run_system(env: &Env, system: SystemKind, workloads: &[Workload]) -> Result<S
         status: "ok".into(),
         notes: Vec::new(),
         points: Vec::new(),
+        background_cores: 0.0,
     };
     let log = env.scratch.join(format!("{}.log", system.key()));
     let started = start(env, system, &target_ns, &client_ns, &log);

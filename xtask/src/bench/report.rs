@@ -288,12 +288,18 @@ pub fn summary(results: &Results) -> String {
             let _ = writeln!(out, "- {} reported: `{note}`", run.system.label());
         }
     }
-    if meta.background_cores > super::BACKGROUND_WARN_CORES {
+    let disturbed: Vec<String> = results
+        .systems
+        .iter()
+        .filter(|r| r.background_cores > super::BACKGROUND_WARN_CORES)
+        .map(|r| format!("{} ({:.2} cores)", r.system.label(), r.background_cores))
+        .collect();
+    if !disturbed.is_empty() {
         let _ = writeln!(
             out,
-            "- **Disturbed run:** {:.2} of {} cores were busy with other work when it started; \
-             every figure suffers, latency tails most.",
-            meta.background_cores, meta.cpus
+            "- **Disturbed run:** other work kept the machine busy just before: {}. Those \
+             figures suffer (latency tails most) and their ratios are unreliable.",
+            disturbed.join(", ")
         );
     }
     let _ = writeln!(
@@ -529,6 +535,7 @@ mod tests {
             status: "ok".into(),
             notes: Vec::new(),
             points,
+            background_cores: 0.0,
         }
     }
 
@@ -552,7 +559,6 @@ mod tests {
                 backing: "file".into(),
                 cpu_method: "stat".into(),
                 clk_tck: 100,
-                background_cores: 0.0,
             },
             systems: vec![
                 run(SystemKind::Xdp, 90_000.0, 5.0),
@@ -601,6 +607,12 @@ mod tests {
         // Without a reflector there is nothing to compare with.
         results.systems.pop();
         assert!(targets(&results).contains("not assessed"));
+        // A system started on a busy machine is called out in the summary.
+        assert!(!summary(&results).contains("Disturbed"));
+        results.systems[2].background_cores = 1.5;
+        assert!(summary(&results).contains(
+            "Disturbed run:** other work kept the machine busy just before: vblade (1.50 cores)"
+        ));
     }
 
     #[test]
