@@ -291,7 +291,7 @@ pub fn summary(results: &Results) -> String {
     let disturbed: Vec<String> = results
         .systems
         .iter()
-        .filter(|r| r.background_cores > super::BACKGROUND_WARN_CORES)
+        .filter(|r| r.status == "ok" && r.background_cores > super::BACKGROUND_WARN_CORES)
         .map(|r| format!("{} ({:.2} cores)", r.system.label(), r.background_cores))
         .collect();
     if !disturbed.is_empty() {
@@ -609,6 +609,11 @@ mod tests {
         assert!(targets(&results).contains("not assessed"));
         // A system started on a busy machine is called out in the summary.
         assert!(!summary(&results).contains("Disturbed"));
+        results.systems[1].background_cores = 1.5;
+        assert!(
+            !summary(&results).contains("Disturbed"),
+            "n/a rows are not measured"
+        );
         results.systems[2].background_cores = 1.5;
         assert!(summary(&results).contains(
             "Disturbed run:** other work kept the machine busy just before: vblade (1.50 cores)"
