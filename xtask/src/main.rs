@@ -2,9 +2,11 @@
 //!
 //! This file only parses the command line and dispatches; each command lives in its own module.
 
+mod bench;
 mod bpf;
 mod demo;
 mod deps;
+mod netns;
 mod test;
 mod util;
 
@@ -19,6 +21,11 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Measure aoe-xdp against vblade and a bare AF_XDP reflector (run as root, ~3 minutes).
+    ///
+    /// Two network namespaces, one initiator, one page-cached backing file; prints a table and
+    /// writes target/bench/{results.json,qd.svg,summary.md}.
+    Bench(bench::BenchArgs),
     /// Compile bpf/aoe_xdp.bpf.c into the committed object bpf/aoe_xdp.bpf.o (needs clang).
     BuildBpf {
         /// Rebuild into a temporary file and fail if it differs from the committed object.
@@ -34,6 +41,7 @@ enum Command {
 
 fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
+        Command::Bench(args) => bench::bench(&args),
         Command::BuildBpf { check } => bpf::build_bpf(check),
         Command::Test(args) => test::test(&args),
         Command::Demo => demo::demo(),

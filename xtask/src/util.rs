@@ -11,6 +11,14 @@ pub fn workspace_root() -> PathBuf {
     xtask_dir.parent().map(PathBuf::from).unwrap_or(xtask_dir)
 }
 
+/// Cargo's target directory: `CARGO_TARGET_DIR` (relative to the workspace root) or `target/`.
+pub fn target_dir() -> PathBuf {
+    match std::env::var_os("CARGO_TARGET_DIR") {
+        Some(dir) => workspace_root().join(dir),
+        None => workspace_root().join("target"),
+    }
+}
+
 /// Renders `cmd` as a shell-like line (program, arguments, working directory) for error messages.
 pub fn describe(cmd: &Command) -> String {
     let mut line = cmd.get_program().to_string_lossy().into_owned();

@@ -1,0 +1,103 @@
+//! Cost of the target core per request, without I/O: a received 1 KiB READ EXT or WRITE EXT
+//! frame through `Target::addressed` + `handle` (parse, checks, storage plan) and, after the
+//! storage step the dataplane would do, `complete` (the reply header, in place).
+
+use std::hint::black_box;
+use std::sync::Arc;
+
+use aoe_xdp::initiator::frames::{self, AtaCmd, Route};
+use aoe_xdp::target::{
+    DeviceParams, Outcome, PortInfo, SharedState, Target, ATA_FRAME_HEADER_LEN, MIN_FRAME_LEN,
+};
+use aoe_xdp::wire::MacAddr;
+use criterion::{criterion_group, criterion_main, Criterion, Throughput};
+
+const TARGET_MAC: MacAddr = MacAddr([0x02, 0xAA, 0, 0, 0, 1]);
+const HOST: MacAddr = MacAddr([0x02, 0xBB, 0, 0, 0, 1]);
+const PORT: PortInfo = PortInfo {
+    index: 0,
+    mac: TARGET_MAC,
+    mtu: 1500,
+};
+/// Sectors per request: what one MTU-1500 frame carries.
+const SECTORS: u8 = 2;
+const DATA_LEN: usize = SECTORS as usize * 512;
+
+fn target() -> Target {
+    let params = DeviceParams {
+        name: "bench".into(),
+        shelf: 1,
+        slot: 0,
+        sectors: 1 << 20,
+        read_only: false,
+        buffer_count: 64,
+        model: "aoe-xdp bench".into(),
+        serial: "bench-1".into(),
+        export: 0,
+        accept: Vec::new(),
+        deny: Vec::new(),
+        port_mask: u64::MAX,
+        broadcast: false,
+    };
+    Target::new([(Arc::new(params), Arc::new(SharedState::default()))])
+}
+
+/// A request frame as an initiator sends it.
+fn request(cmd: AtaCmd, data: &[u8]) -> Vec<u8> {
+    let route = Route {
+        dst: TARGET_MAC,
+        src: HOST,
+        vlan_tci: None,
+        shelf: 1,
+        slot: 0,
+    };
+    let mut buf = vec![0u8; 4096];
+    let len = frames::ata(&mut buf, &route, 0x0102_0304, &cmd, data);
+    buf.truncate(len);
+    buf
+}
+
+/// One request: the frame lands in the buffer (as RX does), is addressed, handled, and its
+/// storage step is taken as successful; returns the reply length.
+fn one_request(target: &mut Target, frame: &[u8], buf: &mut [u8]) -> usize {
+    buf[..frame.len()].copy_from_slice(frame);
+    let mut addressed = target.addressed(&buf[..frame.len()], &PORT);
+    let device = target
+        .next_addressed(&mut addressed)
+        .expect("addressed to device 0");
+    match target.handle(device, buf, frame.len(), &PORT) {
+        Outcome::Io(plan) => target.complete(buf, &black_box(plan), Ok(())),
+        other => panic!("expected storage work, got {other:?}"),
+    }
+}
+
+fn bench_requests(c: &mut Criterion) {
+    let mut group = c.benchmark_group("target_request");
+    group.throughput(Throughput::Elements(1));
+    // (name, request, reply length: read data comes back, a write is acknowledged).
+    let cases = [
+        (
+            "read_1k",
+            request(AtaCmd::read(4096, SECTORS, true), &[]),
+            ATA_FRAME_HEADER_LEN + DATA_LEN,
+        ),
+        (
+            "write_1k",
+            request(AtaCmd::write(4096, SECTORS, true), &[0x5A; DATA_LEN]),
+            MIN_FRAME_LEN,
+        ),
+    ];
+    for (name, frame, reply_len) in cases {
+        let mut target = target();
+        let mut buf = vec![0u8; 4096];
+        let len = one_request(&mut target, &frame, &mut buf);
+        assert_eq!(len, reply_len, "{name}: reply length");
+        group.bench_function(name, |b| {
+            b.iter(|| black_box(one_request(&mut target, black_box(&frame), &mut buf)))
+        });
+    }
+    group.finish();
+}
+
+criterion_group!(benches, bench_requests);
+criterion_main!(benches);

@@ -1,0 +1,250 @@
+//! One worker-like iteration over a loopback frame source: a burst of received 1 KiB READ or
+//! WRITE frames lands in chunks of the engine's arena (where AF_XDP would put them), each goes
+//! through the target core into the storage engine, the batch is committed once, completions
+//! are reaped and each reply is finished in its own frame, as `dataplane::worker` does. The
+//! storage is a real file under /var/tmp (page cache, writeback) driven by the real io_uring
+//! engine, with the synchronous engine alongside for comparison; no network is involved.
+
+use std::hint::black_box;
+use std::os::unix::fs::FileExt;
+use std::sync::Arc;
+use std::time::Instant;
+
+use aoe_xdp::initiator::frames::{self, AtaCmd, Route};
+use aoe_xdp::service::FRAME_OFFSET;
+use aoe_xdp::storage::engine::{Engine, IoOp, IoRequest};
+use aoe_xdp::storage::export::{Durability, Export, ExportSpec};
+use aoe_xdp::storage::sync_engine::SyncEngine;
+use aoe_xdp::storage::uring_engine::{UringConfig, UringEngine};
+use aoe_xdp::target::{
+    DeviceParams, IoKind, IoPlan, Outcome, PortInfo, SharedState, Target, ATA_FRAME_HEADER_LEN,
+    MIN_FRAME_LEN,
+};
+use aoe_xdp::wire::MacAddr;
+use aoe_xdp::xdp::mem::{Arena, ChunkPool};
+use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
+use tempfile::NamedTempFile;
+
+const TARGET_MAC: MacAddr = MacAddr([0x02, 0xAA, 0, 0, 0, 1]);
+const HOST: MacAddr = MacAddr([0x02, 0xBB, 0, 0, 0, 1]);
+const PORT: PortInfo = PortInfo {
+    index: 0,
+    mac: TARGET_MAC,
+    mtu: 1500,
+};
+const SECTORS_PER_REQUEST: u8 = 2;
+const DATA_LEN: usize = SECTORS_PER_REQUEST as usize * 512;
+/// Backing file size: 4 MiB, all of it in the page cache.
+const FILE_SECTORS: u64 = 8 * 1024;
+/// The dataplane's RX burst (`dataplane::worker::RX_BATCH_MAX`).
+const BURST_MAX: usize = 32;
+const CHUNK_SIZE: usize = 4096;
+
+/// The loopback frame source: request frames at pseudo-random 1 KiB-aligned sectors, replayed
+/// in order, so consecutive requests of a burst rarely merge.
+struct Loopback {
+    frames: Vec<Vec<u8>>,
+    next: usize,
+}
+
+impl Loopback {
+    fn new(op: IoOp, count: usize) -> Loopback {
+        let route = Route {
+            dst: TARGET_MAC,
+            src: HOST,
+            vlan_tci: None,
+            shelf: 1,
+            slot: 0,
+        };
+        let mut state = 0x2545_F491_u32;
+        let frames = (0..count)
+            .map(|i| {
+                state ^= state << 13;
+                state ^= state >> 17;
+                state ^= state << 5;
+                let lba = u64::from(state) % (FILE_SECTORS / 2) * 2;
+                let (cmd, data): (AtaCmd, &[u8]) = match op {
+                    IoOp::Write => (
+                        AtaCmd::write(lba, SECTORS_PER_REQUEST, true),
+                        &[0x5A; DATA_LEN],
+                    ),
+                    _ => (AtaCmd::read(lba, SECTORS_PER_REQUEST, true), &[]),
+                };
+                let mut buf = vec![0u8; 2048];
+                let tag = u32::try_from(i).expect("few frames");
+                let len = frames::ata(&mut buf, &route, tag, &cmd, data);
+                buf.truncate(len);
+                buf
+            })
+            .collect();
+        Loopback { frames, next: 0 }
+    }
+
+    fn next_frame(&mut self) -> &[u8] {
+        let frame = &self.frames[self.next];
+        self.next = (self.next + 1) % self.frames.len();
+        frame
+    }
+}
+
+/// A worker's state: target core, engine, frame memory, request slots.
+struct Worker {
+    target: Target,
+    engine: Engine,
+    pool: ChunkPool,
+    plans: Vec<Option<IoPlan>>,
+    source: Loopback,
+    /// Bytes "transmitted": the sum of reply lengths (keeps the replies observable).
+    tx_bytes: u64,
+    // Dropped last: the engine holds the file open.
+    _file: NamedTempFile,
+}
+
+fn backing_file() -> NamedTempFile {
+    let file = NamedTempFile::new_in("/var/tmp").expect("temporary file in /var/tmp");
+    let block = vec![0xC3u8; 1 << 20];
+    for mib in 0..(FILE_SECTORS * 512) >> 20 {
+        file.as_file()
+            .write_all_at(&block, mib << 20)
+            .expect("fill the backing file");
+    }
+    file
+}
+
+impl Worker {
+    fn new(op: IoOp, uring: bool) -> Worker {
+        let file = backing_file();
+        let spec = ExportSpec {
+            path: file.path().to_path_buf(),
+            offset_sectors: 0,
+            length_sectors: None,
+            read_only: false,
+            direct_io: false,
+            durability: Durability::Writeback,
+        };
+        let exports: Arc<[Export]> = Arc::new([Export::open(&spec).expect("open the export")]);
+        let pool = ChunkPool::new(Arc::new(
+            Arena::new(CHUNK_SIZE, 2 * BURST_MAX).expect("arena"),
+        ))
+        .expect("pool");
+        let arena = Arc::clone(pool.arena());
+        let engine = if uring {
+            Engine::Uring(
+                UringEngine::new(Arc::clone(&exports), arena, UringConfig::default())
+                    .expect("io_uring engine"),
+            )
+        } else {
+            Engine::Sync(SyncEngine::new(Arc::clone(&exports), arena).expect("sync engine"))
+        };
+        let params = DeviceParams {
+            name: "bench".into(),
+            shelf: 1,
+            slot: 0,
+            sectors: FILE_SECTORS,
+            read_only: false,
+            buffer_count: 64,
+            model: "aoe-xdp bench".into(),
+            serial: "bench-1".into(),
+            export: 0,
+            accept: Vec::new(),
+            deny: Vec::new(),
+            port_mask: u64::MAX,
+            broadcast: false,
+        };
+        Worker {
+            target: Target::new([(Arc::new(params), Arc::new(SharedState::default()))]),
+            engine,
+            pool,
+            plans: vec![None; BURST_MAX],
+            source: Loopback::new(op, 1024),
+            tx_bytes: 0,
+            _file: file,
+        }
+    }
+
+    /// One iteration: RX burst of `burst` frames → target → submit; commit once; wait for and
+    /// reap every completion, finishing each reply in its frame. Returns the replies sent.
+    fn iteration(&mut self, burst: usize) -> usize {
+        for slot in 0..burst {
+            let mut chunk = self.pool.alloc().expect("a free frame");
+            let frame = self.source.next_frame();
+            let buf = &mut self.pool.bytes_mut(&mut chunk)[FRAME_OFFSET..];
+            buf[..frame.len()].copy_from_slice(frame);
+            let len = frame.len();
+            let mut addressed = self.target.addressed(&buf[..len], &PORT);
+            let device = self
+                .target
+                .next_addressed(&mut addressed)
+                .expect("addressed to device 0");
+            let Outcome::Io(plan) = self.target.handle(device, buf, len, &PORT) else {
+                panic!("expected storage work");
+            };
+            let request = IoRequest {
+                export: plan.export,
+                op: match plan.kind {
+                    IoKind::Read => IoOp::Read,
+                    IoKind::Write => IoOp::Write,
+                    IoKind::Flush => IoOp::Flush,
+                },
+                sector: plan.sector,
+                len: u32::try_from(plan.byte_len()).expect("frame-sized"),
+                chunk,
+                buf_offset: u32::try_from(FRAME_OFFSET + plan.data_offset).expect("in chunk"),
+                user_data: slot as u64,
+            };
+            self.plans[slot] = Some(plan);
+            if let Err(refused) = self.engine.submit(request) {
+                panic!("engine refused a request: {}", refused.error);
+            }
+        }
+        self.engine.commit(Instant::now()).expect("commit");
+        let mut replies = 0;
+        let Worker {
+            engine,
+            target,
+            pool,
+            plans,
+            tx_bytes,
+            ..
+        } = self;
+        while replies < burst {
+            engine.wait(1).expect("wait");
+            engine.reap(&mut |done| {
+                let slot = usize::try_from(done.user_data).expect("slot index");
+                let plan = plans[slot].take().expect("a pending plan");
+                let mut chunk = done.chunk;
+                assert!(done.result.is_ok(), "I/O failed: {:?}", done.result);
+                let buf = &mut pool.bytes_mut(&mut chunk)[FRAME_OFFSET..];
+                *tx_bytes += target.complete(buf, &plan, Ok(())) as u64;
+                pool.free(chunk);
+                replies += 1;
+            });
+        }
+        replies
+    }
+}
+
+fn bench_iteration(c: &mut Criterion) {
+    let mut group = c.benchmark_group("worker_iteration");
+    for (engine, uring) in [("uring", true), ("sync", false)] {
+        for (op_name, op, reply_len) in [
+            ("read_1k", IoOp::Read, ATA_FRAME_HEADER_LEN + DATA_LEN),
+            ("write_1k", IoOp::Write, MIN_FRAME_LEN),
+        ] {
+            for burst in [1, BURST_MAX] {
+                let mut worker = Worker::new(op, uring);
+                assert_eq!(worker.iteration(burst), burst);
+                assert_eq!(worker.tx_bytes, (burst * reply_len) as u64);
+                group.throughput(Throughput::Elements(burst as u64));
+                let id = BenchmarkId::new(format!("{engine}/{op_name}"), burst);
+                group.bench_with_input(id, &burst, |b, &burst| {
+                    b.iter(|| black_box(worker.iteration(burst)))
+                });
+            }
+        }
+    }
+    group.finish();
+}
+
+criterion_group!(benches, bench_iteration);
+criterion_main!(benches);

@@ -1,0 +1,656 @@
+//! What `cargo xtask bench` shows and writes: the table, the targets of the issue, the
+//! markdown summary, the queue-depth plot (SVG) and the README section. Everything here is a
+//! pure function of [`Results`] (except the plot, which writes its file), so a run can be
+//! rendered again with `--from-results`.
+
+use std::fmt::Write as _;
+use std::path::Path;
+
+use anyhow::{anyhow, bail, Result};
+use plotters::prelude::*;
+
+use super::{Op, Pattern, Point, Results, SystemKind, Workload};
+
+/// Marks the start of the generated section in README.md.
+pub const README_START: &str = "<!-- bench:start -->";
+/// Marks its end.
+pub const README_END: &str = "<!-- bench:end -->";
+/// aoe-xdp (XDP) must reach this share of the reflector's rate at QD 16 and 64.
+pub const RATE_TARGET: f64 = 0.85;
+/// aoe-xdp (XDP)'s CPU per request must be at most this share of vblade's.
+pub const CPU_TARGET: f64 = 0.4;
+
+/// One progress line for a finished point.
+pub fn point_line(point: &Point) -> String {
+    let label = point.workload.label();
+    let Some(load) = &point.load else {
+        return format!(
+            "{label:<16} error: {}",
+            point.error.as_deref().unwrap_or("?")
+        );
+    };
+    let mut line = format!(
+        "{label:<16} {:>9} IOPS {:>7.1} MB/s  p50 {:>7.1} µs  p99 {:>7.1} µs",
+        thousands(load.iops),
+        load.mb_per_s,
+        load.lat_us.p50,
+        load.lat_us.p99
+    );
+    if let Some(cpu) = &point.cpu {
+        let _ = write!(
+            line,
+            "  target CPU {:>4.0}% {:>6.2} µs/req",
+            cpu.utilisation * 100.0,
+            cpu.us_per_request
+        );
+    }
+    let problems = problems(point);
+    if !problems.is_empty() {
+        let _ = write!(line, "  [{problems}]");
+    }
+    line
+}
+
+/// Retransmits, errors, verify failures and point errors, or "".
+fn problems(point: &Point) -> String {
+    let mut parts = Vec::new();
+    if let Some(load) = &point.load {
+        for (count, what) in [
+            (load.retransmits, "retransmits"),
+            (load.errors, "errors"),
+            (load.verify_failures, "verify failures"),
+        ] {
+            if count > 0 {
+                parts.push(format!("{count} {what}"));
+            }
+        }
+    }
+    if let Some(error) = &point.error {
+        let mut error = error.replace('|', "/").replace('\n', " ");
+        error.truncate(100);
+        parts.push(error);
+    }
+    parts.join(", ")
+}
+
+/// `12345.6` → "12,346".
+fn thousands(value: f64) -> String {
+    let digits = format!("{:.0}", value.max(0.0));
+    let mut out = String::new();
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i) % 3 == 0 {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}
+
+fn ratio(value: Option<f64>) -> String {
+    value.map_or_else(|| "—".into(), |r| format!("{r:.2}×"))
+}
+
+/// `a / b` when both exist and `b` is positive.
+fn divide(a: Option<f64>, b: Option<f64>) -> Option<f64> {
+    match (a, b) {
+        (Some(a), Some(b)) if b > 0.0 => Some(a / b),
+        _ => None,
+    }
+}
+
+fn iops(results: &Results, system: SystemKind, workload: &Workload) -> Option<f64> {
+    results.point(system, workload).map(|(load, _)| load.iops)
+}
+
+fn cpu_per_request(results: &Results, system: SystemKind, workload: &Workload) -> Option<f64> {
+    results
+        .point(system, workload)
+        .and_then(|(_, cpu)| cpu.map(|c| c.us_per_request))
+}
+
+/// A markdown table whose columns are padded, so it also reads well in a terminal.
+fn markdown_table(header: &[&str], rows: &[Vec<String>]) -> String {
+    let mut widths: Vec<usize> = header.iter().map(|h| h.chars().count()).collect();
+    for row in rows {
+        for (width, cell) in widths.iter_mut().zip(row) {
+            *width = (*width).max(cell.chars().count());
+        }
+    }
+    let line = |cells: &mut dyn Iterator<Item = &str>| {
+        let mut out = String::from("|");
+        for (cell, width) in cells.zip(&widths) {
+            let pad = width - cell.chars().count();
+            let _ = write!(out, " {cell}{} |", " ".repeat(pad));
+        }
+        out.push('\n');
+        out
+    };
+    let mut out = line(&mut header.iter().copied());
+    out.push('|');
+    for width in &widths {
+        let _ = write!(out, "{}|", "-".repeat(width + 2));
+    }
+    out.push('\n');
+    for row in rows {
+        out.push_str(&line(&mut row.iter().map(String::as_str)));
+    }
+    out
+}
+
+/// Every system's figures at every point, with the ratios to vblade and to the reflector;
+/// systems that did not run are listed under the table with the reason.
+pub fn table(results: &Results) -> String {
+    let header = [
+        "workload",
+        "system",
+        "IOPS",
+        "MB/s",
+        "p50 µs",
+        "p99 µs",
+        "target CPU",
+        "CPU µs/req",
+        "IOPS ÷ vblade",
+        "IOPS ÷ reflector",
+        "CPU ÷ vblade",
+        "problems",
+    ];
+    let mut rows = Vec::new();
+    for workload in results.workloads() {
+        let vblade = iops(results, SystemKind::Vblade, &workload);
+        let reflector = iops(results, SystemKind::Reflector, &workload);
+        let vblade_cpu = cpu_per_request(results, SystemKind::Vblade, &workload);
+        for run in results.systems.iter().filter(|r| r.status == "ok") {
+            let Some(point) = run.points.iter().find(|p| p.workload == workload) else {
+                continue;
+            };
+            let mut row = vec![workload.label(), run.system.label().to_owned()];
+            match &point.load {
+                Some(load) => {
+                    let cpu = point.cpu.as_ref();
+                    row.extend([
+                        thousands(load.iops),
+                        format!("{:.1}", load.mb_per_s),
+                        format!("{:.1}", load.lat_us.p50),
+                        format!("{:.1}", load.lat_us.p99),
+                        cpu.map_or("—".into(), |c| format!("{:.0}%", c.utilisation * 100.0)),
+                        cpu.map_or("—".into(), |c| format!("{:.2}", c.us_per_request)),
+                        ratio(divide(Some(load.iops), vblade)),
+                        ratio(divide(Some(load.iops), reflector)),
+                        ratio(divide(cpu.map(|c| c.us_per_request), vblade_cpu)),
+                    ]);
+                }
+                None => row.extend((0..9).map(|_| "—".to_owned())),
+            }
+            row.push(problems(point));
+            rows.push(row);
+        }
+    }
+    let mut out = markdown_table(&header, &rows);
+    for run in results.systems.iter().filter(|r| r.status != "ok") {
+        let _ = writeln!(out, "\n{}: {}", run.system.label(), run.status);
+    }
+    out
+}
+
+/// The issue's targets, each with its ratio in this run and whether it is met.
+pub fn targets(results: &Results) -> String {
+    let header = [
+        "workload",
+        "XDP ÷ reflector",
+        "≥ 0.85",
+        "XDP CPU ÷ vblade CPU",
+        "≤ 0.40",
+    ];
+    let verdict = |met: Option<bool>| match met {
+        Some(true) => "met",
+        Some(false) => "NOT met",
+        None => "not assessed",
+    };
+    let mut rows = Vec::new();
+    let (mut rate_met, mut cpu_met, mut count) = (0, 0, 0);
+    for workload in results.workloads().iter().filter(|w| w.depth >= 16) {
+        let rate = divide(
+            iops(results, SystemKind::Xdp, workload),
+            iops(results, SystemKind::Reflector, workload),
+        );
+        let cpu = divide(
+            cpu_per_request(results, SystemKind::Xdp, workload),
+            cpu_per_request(results, SystemKind::Vblade, workload),
+        );
+        let rate_ok = rate.map(|r| r >= RATE_TARGET);
+        let cpu_ok = cpu.map(|r| r <= CPU_TARGET);
+        count += 1;
+        rate_met += usize::from(rate_ok == Some(true));
+        cpu_met += usize::from(cpu_ok == Some(true));
+        rows.push(vec![
+            workload.label(),
+            ratio(rate),
+            verdict(rate_ok).to_owned(),
+            ratio(cpu),
+            verdict(cpu_ok).to_owned(),
+        ]);
+    }
+    let mut out = String::from(
+        "Targets (from the issue): aoe-xdp (XDP) reaches ≥ 85% of the reflector's rate for \
+         random and sequential 1 KiB reads and writes at QD 16 and 64, and its CPU per request \
+         is ≤ 0.4× vblade's.\n\n",
+    );
+    out.push_str(&markdown_table(&header, &rows));
+    let _ = writeln!(
+        out,
+        "\nRate target met at {rate_met} of {count} points; CPU target met at {cpu_met} of \
+         {count} points."
+    );
+    out
+}
+
+/// The markdown summary (without a title): set-up, method, table, targets, how to regenerate.
+pub fn summary(results: &Results) -> String {
+    let meta = &results.meta;
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "Measured {} on {} ({} CPUs), Linux {}, with `cargo xtask bench{}`: {} s per point \
+         after a {} s warm-up.\n",
+        meta.date,
+        meta.cpu_model,
+        meta.cpus,
+        meta.kernel,
+        if meta.quick { " --quick" } else { "" },
+        meta.seconds,
+        meta.warmup
+    );
+    let _ = writeln!(
+        out,
+        "- Set-up: two network namespaces joined by a veth pair (MTU {}, one queue), one \
+         initiator (`aoe-bench load`) for every system; {} B requests (the most one \
+         {}-byte frame carries). Target pinned to core {}, initiator to core {}.",
+        meta.mtu, meta.request_bytes, meta.mtu, meta.target_core, meta.initiator_core
+    );
+    let _ = writeln!(out, "- Backing store: {}.", meta.backing);
+    let _ = writeln!(
+        out,
+        "- Systems: aoe-xdp with `socket = \"xdp\"` and with `socket = \"packet\"` \
+         (`worker-cores = [{}]`, `idle = \"spin\"`: the worker polls a whole core even when \
+         idle, so at low load its CPU per request is mostly polling); Debian's `vblade -b 64`; \
+         the bare AF_XDP reflector `aoe-bench reflect` (no storage: the ceiling of the path).",
+        meta.target_core
+    );
+    let _ = writeln!(
+        out,
+        "- CPU per request: {}; the target's share of a core over the measurement, divided by \
+         the request rate (kernel work charged to other tasks, such as softirq on the \
+         initiator's core, is not counted).",
+        meta.cpu_method
+    );
+    for run in &results.systems {
+        for note in &run.notes {
+            let _ = writeln!(out, "- {} reported: `{note}`", run.system.label());
+        }
+    }
+    let disturbed: Vec<String> = results
+        .systems
+        .iter()
+        .filter(|r| r.status == "ok" && r.background_cores > super::BACKGROUND_WARN_CORES)
+        .map(|r| format!("{} ({:.2} cores)", r.system.label(), r.background_cores))
+        .collect();
+    if !disturbed.is_empty() {
+        let _ = writeln!(
+            out,
+            "- **Disturbed run:** other work kept the machine busy just before: {}. Those \
+             figures suffer (latency tails most) and their ratios are unreliable.",
+            disturbed.join(", ")
+        );
+    }
+    let _ = writeln!(
+        out,
+        "- Noise: runs on this VM differ by about ±25%. Only ratios within one run count.\n"
+    );
+    out.push_str(&table(results));
+    out.push('\n');
+    out.push_str(&targets(results));
+    let _ = writeln!(
+        out,
+        "\nPlot: `target/bench/qd.svg` (random-read IOPS and latency against queue depth); raw \
+         numbers: `target/bench/results.json`. Regenerate (as root, about 3 minutes): `cargo \
+         xtask bench`; `cargo xtask bench --update-readme` also rewrites this section; `cargo \
+         xtask bench --quick` is a 1-minute smoke run."
+    );
+    out
+}
+
+/// `readme` with the text between [`README_START`] and [`README_END`] replaced by `body`.
+pub fn replace_section(readme: &str, body: &str) -> Result<String> {
+    let (Some(start), Some(end)) = (readme.find(README_START), readme.find(README_END)) else {
+        bail!("README.md has no {README_START} … {README_END} section");
+    };
+    if end < start {
+        bail!("README.md: {README_END} comes before {README_START}");
+    }
+    let head = &readme[..start + README_START.len()];
+    let tail = &readme[end..];
+    Ok(format!("{head}\n{}\n{tail}", body.trim_end()))
+}
+
+/// Line colours by system, fixed so the plot reads the same in every run.
+fn colour(system: SystemKind) -> RGBColor {
+    match system {
+        SystemKind::Xdp => RGBColor(0x1f, 0x77, 0xb4),
+        SystemKind::Packet => RGBColor(0x2c, 0xa0, 0x2c),
+        SystemKind::Vblade => RGBColor(0xd6, 0x27, 0x28),
+        SystemKind::Reflector => RGBColor(0x7f, 0x7f, 0x7f),
+    }
+}
+
+/// (log2 of the depth, iops, p50, p99) of each system's random reads.
+type Curve = (SystemKind, Vec<(f64, f64, f64, f64)>);
+
+fn random_read_curves(results: &Results) -> Vec<Curve> {
+    results
+        .systems
+        .iter()
+        .filter(|r| r.status == "ok")
+        .map(|run| {
+            let mut points: Vec<(f64, f64, f64, f64)> = run
+                .points
+                .iter()
+                .filter(|p| p.workload.op == Op::Read && p.workload.pattern == Pattern::Random)
+                .filter_map(|p| {
+                    let load = p.load.as_ref()?;
+                    Some((
+                        f64::from(p.workload.depth).log2(),
+                        load.iops,
+                        load.lat_us.p50,
+                        load.lat_us.p99,
+                    ))
+                })
+                .collect();
+            points.sort_by(|a, b| a.0.total_cmp(&b.0));
+            (run.system, points)
+        })
+        .filter(|(_, points)| !points.is_empty())
+        .collect()
+}
+
+/// Writes an SVG with random-read IOPS (left) and latency (right: p50 solid, p99 dashed)
+/// against queue depth (log scale), one line per system.
+pub fn plot(results: &Results, path: &Path) -> Result<()> {
+    let curves = random_read_curves(results);
+    let max_iops = curves
+        .iter()
+        .flat_map(|(_, p)| p.iter().map(|x| x.1))
+        .fold(1.0, f64::max);
+    let max_latency = curves
+        .iter()
+        .flat_map(|(_, p)| p.iter().map(|x| x.3))
+        .fold(1.0, f64::max);
+    let min_latency = curves
+        .iter()
+        .flat_map(|(_, p)| p.iter().map(|x| x.2))
+        .fold(max_latency, f64::min)
+        .max(0.1);
+    let root = SVGBackend::new(path, (1100, 460)).into_drawing_area();
+    root.fill(&WHITE).map_err(|e| anyhow!("{e}"))?;
+    let (left, right) = root.split_horizontally(550);
+    // Queue depth on a log2 axis, labelled with the depths themselves (1, 2, 4, … 64).
+    let depth_axis = -0.3f64..6.3;
+    let depth_label = |x: &f64| format!("{:.0}", x.exp2());
+
+    let mut iops_chart = ChartBuilder::on(&left)
+        .caption("random 1 KiB reads: IOPS", ("sans-serif", 20))
+        .margin(12)
+        .x_label_area_size(40)
+        .y_label_area_size(70)
+        .build_cartesian_2d(depth_axis.clone(), 0.0..max_iops * 1.15)
+        .map_err(|e| anyhow!("{e}"))?;
+    iops_chart
+        .configure_mesh()
+        .x_desc("queue depth")
+        .y_desc("IOPS")
+        .x_labels(7)
+        .x_label_formatter(&depth_label)
+        .y_label_formatter(&|v| thousands(*v))
+        .draw()
+        .map_err(|e| anyhow!("{e}"))?;
+    for (system, points) in &curves {
+        let style = colour(*system).stroke_width(2);
+        let line: Vec<(f64, f64)> = points.iter().map(|p| (p.0, p.1)).collect();
+        iops_chart
+            .draw_series(LineSeries::new(line.clone(), style))
+            .map_err(|e| anyhow!("{e}"))?
+            .label(system.label())
+            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], style));
+        iops_chart
+            .draw_series(
+                line.iter()
+                    .map(|&p| Circle::new(p, 4, colour(*system).filled())),
+            )
+            .map_err(|e| anyhow!("{e}"))?;
+    }
+    iops_chart
+        .configure_series_labels()
+        .position(SeriesLabelPosition::UpperLeft)
+        .background_style(WHITE.mix(0.8))
+        .border_style(BLACK)
+        .draw()
+        .map_err(|e| anyhow!("{e}"))?;
+
+    let mut latency_chart = ChartBuilder::on(&right)
+        .caption("latency (p50 solid, p99 dashed)", ("sans-serif", 20))
+        .margin(12)
+        .x_label_area_size(40)
+        .y_label_area_size(60)
+        .build_cartesian_2d(
+            depth_axis,
+            (min_latency * 0.7..max_latency * 1.4).log_scale(),
+        )
+        .map_err(|e| anyhow!("{e}"))?;
+    latency_chart
+        .configure_mesh()
+        .x_desc("queue depth")
+        .y_desc("µs (log scale)")
+        .x_labels(7)
+        .x_label_formatter(&depth_label)
+        .y_label_formatter(&|v| format!("{v:.0}"))
+        .draw()
+        .map_err(|e| anyhow!("{e}"))?;
+    for (system, points) in &curves {
+        let style = colour(*system).stroke_width(2);
+        let p50: Vec<(f64, f64)> = points.iter().map(|p| (p.0, p.2)).collect();
+        let p99: Vec<(f64, f64)> = points.iter().map(|p| (p.0, p.3)).collect();
+        latency_chart
+            .draw_series(LineSeries::new(p50.clone(), style))
+            .map_err(|e| anyhow!("{e}"))?
+            .label(system.label())
+            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], style));
+        latency_chart
+            .draw_series(DashedLineSeries::new(p99.clone(), 6, 4, style))
+            .map_err(|e| anyhow!("{e}"))?;
+        latency_chart
+            .draw_series(
+                p50.iter()
+                    .chain(&p99)
+                    .map(|&p| Circle::new(p, 3, colour(*system).filled())),
+            )
+            .map_err(|e| anyhow!("{e}"))?;
+    }
+    latency_chart
+        .configure_series_labels()
+        .position(SeriesLabelPosition::UpperLeft)
+        .background_style(WHITE.mix(0.8))
+        .border_style(BLACK)
+        .draw()
+        .map_err(|e| anyhow!("{e}"))?;
+    root.present().map_err(|e| anyhow!("{e}"))?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::{CpuSample, Latency, LoadResult, Meta, SystemRun};
+    use super::*;
+
+    fn load(iops: f64) -> LoadResult {
+        LoadResult {
+            requests: 3,
+            bytes: 3072,
+            duration_s: 3.0,
+            iops,
+            mb_per_s: iops * 1024.0 / 1e6,
+            lat_us: Latency {
+                p50: 1e6 / iops,
+                p99: 2e6 / iops,
+                p999: 3e6 / iops,
+                max: 4e6 / iops,
+            },
+            retransmits: 0,
+            errors: 0,
+            verify_failures: 0,
+            paths: Vec::new(),
+        }
+    }
+
+    fn run(system: SystemKind, iops: f64, us_per_request: f64) -> SystemRun {
+        let points = [1, 16, 64]
+            .into_iter()
+            .map(|depth| Point {
+                workload: Workload {
+                    op: Op::Read,
+                    pattern: Pattern::Random,
+                    depth,
+                },
+                load: Some(load(iops * f64::from(depth).sqrt())),
+                cpu: Some(CpuSample {
+                    cpu_s: 1.0,
+                    wall_s: 1.0,
+                    utilisation: 1.0,
+                    us_per_request,
+                    instructions_per_request: None,
+                }),
+                error: None,
+            })
+            .collect();
+        SystemRun {
+            system,
+            status: "ok".into(),
+            notes: Vec::new(),
+            points,
+            background_cores: 0.0,
+        }
+    }
+
+    fn results() -> Results {
+        let mut packet = run(SystemKind::Packet, 1.0, 1.0);
+        packet.status = "n/a: socket = \"packet\" is not functional in this build".into();
+        packet.points.clear();
+        Results {
+            meta: Meta {
+                date: "2025-01-01T00:00:00Z".into(),
+                kernel: "6.18".into(),
+                cpu_model: "test".into(),
+                cpus: 2,
+                seconds: 3,
+                warmup: 1,
+                quick: false,
+                mtu: 1500,
+                request_bytes: 1024,
+                target_core: 0,
+                initiator_core: 1,
+                backing: "file".into(),
+                cpu_method: "stat".into(),
+                clk_tck: 100,
+            },
+            systems: vec![
+                run(SystemKind::Xdp, 90_000.0, 5.0),
+                packet,
+                run(SystemKind::Vblade, 30_000.0, 20.0),
+                run(SystemKind::Reflector, 100_000.0, 4.0),
+            ],
+        }
+    }
+
+    #[test]
+    fn table_has_ratios_to_vblade_and_reflector_and_lists_missing_systems() {
+        let table = table(&results());
+        let xdp16 = table
+            .lines()
+            .find(|l| l.contains("rand read QD16") && l.contains("aoe-xdp (XDP)"))
+            .unwrap();
+        // 90k / 30k, 90k / 100k, 5 µs / 20 µs.
+        assert!(xdp16.contains("3.00×"), "{xdp16}");
+        assert!(xdp16.contains("0.90×"), "{xdp16}");
+        assert!(xdp16.contains("0.25×"), "{xdp16}");
+        assert!(xdp16.contains("360,000"), "{xdp16}");
+        assert!(table.contains("aoe-xdp (AF_PACKET): n/a: socket"));
+        // Every row has as many cells as the header.
+        let cells: Vec<usize> = table
+            .lines()
+            .filter(|l| l.starts_with('|'))
+            .map(|l| l.matches('|').count())
+            .collect();
+        assert!(cells.windows(2).all(|w| w[0] == w[1]), "{table}");
+    }
+
+    #[test]
+    fn targets_are_judged_at_depth_16_and_64_only() {
+        let mut results = results();
+        let text = targets(&results);
+        assert!(!text.contains("QD1 "), "{text}");
+        assert!(text.contains("Rate target met at 2 of 2 points"), "{text}");
+        assert!(text.contains("CPU target met at 2 of 2 points"), "{text}");
+        // Slower than 85% of the reflector: not met.
+        results.systems[0] = run(SystemKind::Xdp, 80_000.0, 9.0);
+        let text = targets(&results);
+        assert!(text.contains("Rate target met at 0 of 2"), "{text}");
+        assert!(text.contains("CPU target met at 0 of 2"), "{text}");
+        assert!(text.contains("NOT met"));
+        // Without a reflector there is nothing to compare with.
+        results.systems.pop();
+        assert!(targets(&results).contains("not assessed"));
+        // A system started on a busy machine is called out in the summary.
+        assert!(!summary(&results).contains("Disturbed"));
+        results.systems[1].background_cores = 1.5;
+        assert!(
+            !summary(&results).contains("Disturbed"),
+            "n/a rows are not measured"
+        );
+        results.systems[2].background_cores = 1.5;
+        assert!(summary(&results).contains(
+            "Disturbed run:** other work kept the machine busy just before: vblade (1.50 cores)"
+        ));
+    }
+
+    #[test]
+    fn readme_section_is_replaced_between_the_markers_only() {
+        let readme = format!("# x\n\n## Performance\n{README_START}\nold\n{README_END}\nafter\n");
+        let new = replace_section(&readme, "new table\n").unwrap();
+        assert_eq!(
+            new,
+            format!("# x\n\n## Performance\n{README_START}\nnew table\n{README_END}\nafter\n")
+        );
+        assert_eq!(replace_section(&new, "new table").unwrap(), new);
+        assert!(replace_section("# no markers", "x").is_err());
+    }
+
+    #[test]
+    fn plot_is_an_svg_with_every_system_that_ran() {
+        let dir = std::env::temp_dir().join(format!("xtask-plot-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("qd.svg");
+        plot(&results(), &path).unwrap();
+        let svg = std::fs::read_to_string(&path).unwrap();
+        std::fs::remove_dir_all(&dir).unwrap();
+        assert!(svg.starts_with("<svg"));
+        for label in ["aoe-xdp (XDP)", "vblade", "reflector", "queue depth"] {
+            assert!(svg.contains(label), "{label} missing");
+        }
+        assert!(!svg.contains("AF_PACKET"));
+    }
+
+    #[test]
+    fn thousands_are_grouped() {
+        assert_eq!(thousands(0.4), "0");
+        assert_eq!(thousands(999.6), "1,000");
+        assert_eq!(thousands(1_234_567.0), "1,234,567");
+    }
+}

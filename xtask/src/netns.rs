@@ -1,0 +1,211 @@
+//! Network namespaces, veth pairs and the processes started in them, for `demo` and `bench`.
+//!
+//! Every resource is a guard: a [`Netns`] is deleted and a [`Daemon`] stopped (SIGTERM, then
+//! SIGKILL after a grace period) when dropped, also when the command fails half-way. Only
+//! processes started here are ever signalled, by their own PID. Declare namespaces before the
+//! processes that run in them, so that processes are dropped (stopped) first.
+
+use std::ffi::OsStr;
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+
+use crate::util::run;
+
+/// How long a stopped process may take to exit before it is killed.
+const STOP_GRACE: Duration = Duration::from_secs(10);
+
+/// A network namespace, deleted on drop (which also deletes the links inside it).
+pub struct Netns(String);
+
+impl Netns {
+    /// Creates the namespace `name` (which must not exist).
+    pub fn new(name: String) -> Result<Netns> {
+        run(Command::new("ip").args(["netns", "add", &name]))?;
+        Ok(Netns(name))
+    }
+
+    /// The namespace's name.
+    pub fn name(&self) -> &str {
+        &self.0
+    }
+
+    /// `ip netns exec NAME program`: `program` runs in this namespace. `ip` execs the program,
+    /// so the child's PID is the program's own.
+    pub fn exec(&self, program: impl AsRef<OsStr>) -> Command {
+        let mut cmd = Command::new("ip");
+        cmd.args(["netns", "exec", &self.0]).arg(program);
+        cmd
+    }
+
+    /// As [`Netns::exec`], with the program pinned to `core` by `taskset` (which also execs).
+    pub fn exec_pinned(&self, core: u32, program: impl AsRef<OsStr>) -> Command {
+        let mut cmd = self.exec("taskset");
+        cmd.args(["-c", &core.to_string()]).arg(program);
+        cmd
+    }
+
+    /// `ip -n NAME args…`.
+    pub fn ip(&self, args: &[&str]) -> Result<()> {
+        run(Command::new("ip").args(["-n", &self.0]).args(args))
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        let _ = Command::new("ip").args(["netns", "del", &self.0]).status();
+    }
+}
+
+/// Joins `a` in `a_ns` and `b` in `b_ns` with a veth pair of one RX and one TX queue each
+/// (so every frame lands on queue 0), sets the MTU on both ends and brings them up. The pair
+/// goes away with either namespace.
+pub fn veth_pair(a_ns: &Netns, a: &str, b_ns: &Netns, b: &str, mtu: u16) -> Result<()> {
+    run(Command::new("ip").args([
+        "link",
+        "add",
+        a,
+        "netns",
+        a_ns.name(),
+        "numrxqueues",
+        "1",
+        "numtxqueues",
+        "1",
+        "type",
+        "veth",
+        "peer",
+        "name",
+        b,
+        "netns",
+        b_ns.name(),
+        "numrxqueues",
+        "1",
+        "numtxqueues",
+        "1",
+    ]))?;
+    let mtu = mtu.to_string();
+    a_ns.ip(&["link", "set", a, "mtu", &mtu, "up"])?;
+    b_ns.ip(&["link", "set", b, "mtu", &mtu, "up"])?;
+    Ok(())
+}
+
+/// A long-running process with stdout and stderr in a log file, stopped on drop.
+pub struct Daemon {
+    name: String,
+    child: Child,
+    log: PathBuf,
+}
+
+impl Daemon {
+    /// Starts `cmd` (stdin closed, stdout and stderr to `log`); `name` is used in messages.
+    pub fn spawn(name: &str, cmd: Command, log: &Path) -> Result<Daemon> {
+        let out = create(log)?;
+        Daemon::spawn_with(name, cmd, out.try_clone()?, out, log)
+    }
+
+    /// Starts `cmd` with stdout to `stdout` and stderr to `log` (the log of the other methods).
+    pub fn spawn_split(name: &str, cmd: Command, stdout: &Path, log: &Path) -> Result<Daemon> {
+        Daemon::spawn_with(name, cmd, create(stdout)?, create(log)?, log)
+    }
+
+    fn spawn_with(
+        name: &str,
+        mut cmd: Command,
+        stdout: fs::File,
+        stderr: fs::File,
+        log: &Path,
+    ) -> Result<Daemon> {
+        let child = cmd
+            .stdin(Stdio::null())
+            .stdout(stdout)
+            .stderr(stderr)
+            .spawn()
+            .with_context(|| format!("starting {name}: {}", crate::util::describe(&cmd)))?;
+        Ok(Daemon {
+            name: name.to_owned(),
+            child,
+            log: log.to_path_buf(),
+        })
+    }
+
+    /// The process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Everything the process wrote so far.
+    pub fn log_text(&self) -> String {
+        fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// `Some(status)` once the process has exited.
+    pub fn exited(&mut self) -> Result<Option<ExitStatus>> {
+        Ok(self.child.try_wait()?)
+    }
+
+    /// Waits until the log contains `needle`; fails if the process exits first or `timeout`
+    /// passes.
+    pub fn wait_for_log(&mut self, needle: &str, timeout: Duration) -> Result<()> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let log = self.log_text();
+            if log.contains(needle) {
+                return Ok(());
+            }
+            if let Some(status) = self.child.try_wait()? {
+                bail!(
+                    "{} exited with {status} before it was ready:\n{log}",
+                    self.name
+                );
+            }
+            if Instant::now() > deadline {
+                bail!(
+                    "{} was not ready within {} s:\n{log}",
+                    self.name,
+                    timeout.as_secs()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Sends SIGTERM and waits for the exit; kills it if it takes longer than the grace period.
+    pub fn stop(&mut self) -> Result<ExitStatus> {
+        if let Some(status) = self.child.try_wait()? {
+            return Ok(status);
+        }
+        let pid = self.child.id().to_string();
+        run(Command::new("kill").args(["-TERM", &pid]))?;
+        let deadline = Instant::now() + STOP_GRACE;
+        loop {
+            if let Some(status) = self.child.try_wait()? {
+                return Ok(status);
+            }
+            if Instant::now() > deadline {
+                self.child.kill()?;
+                let _ = self.child.wait();
+                bail!(
+                    "{} did not stop within {} s of SIGTERM and was killed",
+                    self.name,
+                    STOP_GRACE.as_secs()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+fn create(path: &Path) -> Result<fs::File> {
+    fs::File::create(path).with_context(|| format!("creating {}", path.display()))
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        if matches!(self.child.try_wait(), Ok(None)) {
+            let _ = self.stop();
+        }
+    }
+}
