@@ -75,6 +75,10 @@ enum Command {
         /// Stop after this many seconds.
         #[arg(long)]
         duration: Option<f64>,
+        /// The device discovery broadcasts are answered as (requests to a specific SHELF.SLOT
+        /// are answered as that device).
+        #[arg(short, long, default_value = "1.0")]
+        target: String,
     },
 }
 
@@ -179,7 +183,8 @@ fn run(cli: Cli) -> Result<()> {
         Command::Reflect {
             interface,
             duration,
-        } => reflect(&interface, duration),
+            target,
+        } => reflect(&interface, duration, &target),
     }
 }
 
@@ -196,11 +201,12 @@ fn seconds(value: f64, what: &str) -> Result<Duration> {
     Duration::try_from_secs_f64(value).with_context(|| format!("bad {what}: {value}"))
 }
 
-fn reflect(interface: &str, duration: Option<f64>) -> Result<()> {
+fn reflect(interface: &str, duration: Option<f64>, target: &str) -> Result<()> {
     let duration = duration.map(|d| seconds(d, "--duration")).transpose()?;
+    let address = parse_target(target)?;
     let stop = stop_flag()?;
-    let mut reflector =
-        Reflector::start(interface).with_context(|| format!("cannot reflect on {interface}"))?;
+    let mut reflector = Reflector::start(interface, address)
+        .with_context(|| format!("cannot reflect on {interface}"))?;
     // The first line on stdout tells scripts and tests that the reflector is ready.
     println!("{}", reflector.describe());
     let result = reflector.run(&stop, duration);
@@ -244,8 +250,14 @@ fn load(args: &LoadArgs) -> Result<()> {
             .parse()
             .context("unreadable MTU")?;
         let mut client = open(interface)?;
-        let found = client.discover(Duration::from_millis(500))?;
-        for device in found.iter().filter(|f| f.shelf == shelf && f.slot == slot) {
+        let found = load::discover(
+            interface,
+            client.mac(),
+            shelf,
+            slot,
+            Duration::from_millis(500),
+        )?;
+        for device in &found {
             // Sector count 0 means 2 (as the Linux initiator assumes); the MTU bounds it too.
             let advertised = if device.sector_count == 0 {
                 2
@@ -273,7 +285,15 @@ fn load(args: &LoadArgs) -> Result<()> {
                 sectors,
             });
             if identify.is_none() {
-                identify = Some(client.identify(device).context("IDENTIFY failed")?);
+                let target = Found {
+                    mac: device.mac,
+                    shelf,
+                    slot,
+                    buffer_count: device.buffer_count,
+                    sector_count: device.sector_count,
+                    config_string: Vec::new(),
+                };
+                identify = Some(client.identify(&target).context("IDENTIFY failed")?);
             }
         }
     }

@@ -20,7 +20,8 @@ use crate::wire::ata::{error as ata_error, status};
 use crate::wire::{
     identify_device, AoeCommand, AoeError, AoePacket, AtaCommand, AtaPacket, ConfigCommand,
     EthernetFrame, IdentifyInfo, MacAddr, QueryConfigPacket, AOE_HEADER_LEN, AOE_VERSION,
-    ATA_HEADER_LEN, ETHERTYPE_AOE, QUERY_CONFIG_HEADER_LEN, SECTOR_SIZE,
+    ATA_HEADER_LEN, ETHERTYPE_AOE, QUERY_CONFIG_HEADER_LEN, SECTOR_SIZE, SHELF_BROADCAST,
+    SLOT_BROADCAST,
 };
 use crate::xdp::frame::RX_BURST_MAX;
 use crate::xdp::loader::{detach_stale, AttachMode, LoaderError, XdpMode, XdpProgram};
@@ -43,6 +44,8 @@ const FIRMWARE_VERSION: u16 = 0x5201;
 #[derive(Clone, Debug)]
 pub struct Reflection {
     mac: MacAddr,
+    /// Shelf.slot a request to the broadcast shelf or slot is answered as.
+    address: (u16, u8),
     buffer_count: u16,
     sectors_max: u8,
     identify: [u8; SECTOR_SIZE],
@@ -50,8 +53,16 @@ pub struct Reflection {
 
 impl Reflection {
     /// Replies from `mac`, advertising `buffer_count`, `sectors_max` sectors per request and
-    /// `capacity_sectors` in IDENTIFY.
-    pub fn new(mac: MacAddr, buffer_count: u16, sectors_max: u8, capacity_sectors: u64) -> Self {
+    /// `capacity_sectors` in IDENTIFY. Requests to a specific shelf.slot are answered as that
+    /// device (the reflector is every device); requests to the broadcast shelf or slot
+    /// (discovery) are answered as `address`.
+    pub fn new(
+        mac: MacAddr,
+        address: (u16, u8),
+        buffer_count: u16,
+        sectors_max: u8,
+        capacity_sectors: u64,
+    ) -> Self {
         let mut identify = [0u8; SECTOR_SIZE];
         identify_device(
             &mut identify,
@@ -64,6 +75,7 @@ impl Reflection {
         );
         Reflection {
             mac,
+            address,
             buffer_count,
             sectors_max,
             identify,
@@ -95,6 +107,10 @@ impl Reflection {
         eth.set_dst_addr(requester);
         eth.set_src_addr(self.mac);
         let mut aoe = AoePacket::new_unchecked(&mut frame[header_len..arg]);
+        if aoe.major() == SHELF_BROADCAST || aoe.minor() == SLOT_BROADCAST {
+            aoe.set_major(self.address.0);
+            aoe.set_minor(self.address.1);
+        }
         aoe.set_response(true);
         aoe.set_error(error);
         Some(end)
@@ -229,8 +245,9 @@ pub fn rx_queue_count(interface: &str) -> Result<u32, ReflectError> {
 impl Reflector {
     /// Attaches the XDP program to `interface` (removing a stale one of ours first) and binds
     /// one socket per RX queue. The reflector advertises [`REFLECT_BUFFER_COUNT`] buffers and
-    /// `min(7, (MTU − 36) / 512)` sectors per request.
-    pub fn start(interface: &str) -> Result<Reflector, ReflectError> {
+    /// `min(7, (MTU − 36) / 512)` sectors per request, and answers discovery broadcasts as
+    /// `address` (shelf, slot).
+    pub fn start(interface: &str, address: (u16, u8)) -> Result<Reflector, ReflectError> {
         let mac: MacAddr = read_sys(interface, "address", "the MAC address")?
             .parse()
             .map_err(|_| bad_value(interface, "the MAC address"))?;
@@ -261,6 +278,7 @@ impl Reflector {
             program: Some(program),
             reflection: Reflection::new(
                 mac,
+                address,
                 REFLECT_BUFFER_COUNT,
                 sectors,
                 REFLECT_CAPACITY_SECTORS,
@@ -360,7 +378,7 @@ mod tests {
     }
 
     fn reflection() -> Reflection {
-        Reflection::new(TARGET, 64, 7, REFLECT_CAPACITY_SECTORS)
+        Reflection::new(TARGET, (1, 0), 64, 7, REFLECT_CAPACITY_SECTORS)
     }
 
     #[test]
