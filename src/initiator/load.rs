@@ -177,8 +177,11 @@ pub struct Discovered {
 /// Tag of discovery queries (top bit clear; any value works, replies are matched on it).
 const DISCOVERY_TAG: u32 = 0x4C44_0001;
 
-/// Finds every target MAC that answers for `shelf.slot` on `interface` within `wait`: one
-/// Query Config read sent to the broadcast MAC but addressed to `shelf.slot` (as the Linux
+/// Interval between discovery queries.
+const DISCOVERY_REPEAT: Duration = Duration::from_millis(100);
+
+/// Finds every target MAC that answers for `shelf.slot` on `interface` within `wait`: a
+/// Query Config read (repeated every 100 ms) sent to the broadcast MAC but addressed to `shelf.slot` (as the Linux
 /// driver does for a known device), so targets that serve every address (the reflector) answer
 /// as that device. Sorted by MAC.
 pub fn discover(
@@ -207,21 +210,27 @@ pub fn discover(
         shelf,
         slot,
     };
-    let buf = socket.tx_buffer().expect("fresh socket");
-    let len = frames::query_config(
-        buf,
-        &route,
-        DISCOVERY_TAG,
-        crate::wire::ConfigCommand::Read,
-        b"",
-    );
-    socket.tx_commit(len);
-    while socket.tx_pending() > 0 {
-        socket.flush().map_err(socket_error)?;
-    }
     let deadline = Instant::now() + wait;
+    let mut next_query = Instant::now();
     let mut found: Vec<Discovered> = Vec::new();
     while Instant::now() < deadline {
+        if Instant::now() >= next_query {
+            // Repeated every 100 ms: a target that was still starting (or a lost frame) is
+            // found anyway. Answers are deduplicated by MAC.
+            let buf = socket.tx_buffer().expect("flushed after every query");
+            let len = frames::query_config(
+                buf,
+                &route,
+                DISCOVERY_TAG,
+                crate::wire::ConfigCommand::Read,
+                b"",
+            );
+            socket.tx_commit(len);
+            while socket.tx_pending() > 0 {
+                socket.flush().map_err(socket_error)?;
+            }
+            next_query += DISCOVERY_REPEAT;
+        }
         let count = socket.recv_batch().map_err(socket_error)?;
         for index in 0..count {
             let Some(reply) = Reply::parse(socket.rx_frame(index)) else {
