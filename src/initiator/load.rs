@@ -311,6 +311,8 @@ struct Counters {
     errors: u64,
     verify_failures: u64,
     latency_sum_ns: u64,
+    /// Time spent in rounds that received or sent something (the rest is polling).
+    busy_ns: u64,
 }
 
 /// Everything but the sockets, so replies (borrowed from a socket) can update it.
@@ -516,8 +518,18 @@ fn run_phase(
     let mut next_progress = measure_from + 1_000_000_000;
     let mut last = state.counters;
     state.issued_bytes = 0;
+    let mut round_start = started;
+    let mut round_busy = false;
     loop {
         let now = elapsed_ns(origin);
+        if round_busy {
+            state.counters.busy_ns += now - round_start;
+        }
+        round_start = now;
+        let progress_before = (
+            state.counters.requests + state.counters.errors,
+            state.issued_bytes,
+        );
         if !measuring && now >= measure_from {
             measuring = true;
             state.reset_measurement();
@@ -550,6 +562,11 @@ fn run_phase(
             };
             state.issue(ports, workload, now, budget)?;
         }
+        round_busy = progress_before
+            != (
+                state.counters.requests + state.counters.errors,
+                state.issued_bytes,
+            );
         for port in ports.iter_mut() {
             flush(port)?;
         }
@@ -869,19 +886,21 @@ fn progress(state: &State, last: &Counters, measured_ns: u64) {
     let now = state.counters;
     let requests = now.requests - last.requests;
     let bytes = now.bytes - last.bytes;
+    let busy_pct = (now.busy_ns - last.busy_ns) as f64 / 1e7;
     let latency_avg_us = if requests == 0 {
         0.0
     } else {
         (now.latency_sum_ns - last.latency_sum_ns) as f64 / requests as f64 / 1e3
     };
     eprintln!(
-        "{:>5.0}s {:>10.0} IOPS {:>9.1} MB/s  avg {:>8.1} us  in flight {:>4}  retransmits {}  \
-         errors {}{}",
+        "{:>5.0}s {:>10.0} IOPS {:>9.1} MB/s  avg {:>8.1} us  in flight {:>4}  busy {:>3.0}%  \
+         retransmits {}  errors {}{}",
         measured_ns as f64 / 1e9,
         requests as f64,
         bytes as f64 / 1e6,
         latency_avg_us,
         state.outstanding(),
+        busy_pct,
         now.retransmits,
         now.errors,
         if state.ledger.is_some() {
