@@ -143,23 +143,7 @@ fn test_load_against_reflector() {
     let Some(rig) = Rig::new("lg-refl") else {
         return;
     };
-    let mut child = Rig::command(&rig.ns_a, BIN, &["reflect", "-i", "aoelga", "-t", "5.3"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("start aoe-bench reflect");
-    let mut ready = String::new();
-    BufReader::new(child.stdout.take().expect("piped"))
-        .read_line(&mut ready)
-        .expect("read the reflector's ready line");
-    let reflector = Guard {
-        child,
-        name: "aoe-bench reflect",
-    };
-    assert!(
-        ready.starts_with("reflecting on aoelga"),
-        "reflector did not start: {ready:?}"
-    );
+    let reflector = start_reflector(&rig.ns_a, "aoelga", &["-t", "5.3"]);
 
     let (report, _) = rig.load(&["-t", "5.3", "--duration", "2", "--depth", "16"]);
     assert_report_shape(&report);
@@ -216,6 +200,68 @@ fn test_load_against_reflector() {
     assert!(leftover_namespaces()
         .iter()
         .all(|ns| !ns.contains("lg-refl")));
+}
+
+/// Starts `aoe-bench reflect -i <interface> <extra>` in `ns` and waits for its ready line.
+fn start_reflector(ns: &NetNs, interface: &str, extra: &[&str]) -> Guard {
+    let args = [&["reflect", "-i", interface][..], extra].concat();
+    let mut child = Rig::command(ns, BIN, &args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start aoe-bench reflect");
+    let mut ready = String::new();
+    BufReader::new(child.stdout.take().expect("piped"))
+        .read_line(&mut ready)
+        .expect("read the reflector's ready line");
+    assert!(
+        ready.starts_with(&format!("reflecting on {interface}")),
+        "reflector did not start: {ready:?}"
+    );
+    Guard {
+        child,
+        name: "aoe-bench reflect",
+    }
+}
+
+#[test]
+fn test_load_spreads_over_paths() {
+    let Some(rig) = Rig::new("lg-multi") else {
+        return;
+    };
+    // A second veth pair between the same namespaces: two interfaces, two target MACs.
+    let second = VethPair::new(&rig.ns_a, &rig.ns_b, "aoelga2", "aoelgb2", 1500);
+    let first = start_reflector(&rig.ns_a, "aoelga", &[]);
+    let other = start_reflector(&rig.ns_a, "aoelga2", &[]);
+    let (report, _) = rig.load(&[
+        "-i",
+        "aoelgb2",
+        "-t",
+        "1.0",
+        "--duration",
+        "1",
+        "--depth",
+        "8",
+    ]);
+    assert_eq!(as_u64(&report, "errors"), 0, "{report}");
+    let paths = report["paths"].as_array().expect("paths");
+    assert_eq!(paths.len(), 2, "{report}");
+    let macs: Vec<&str> = paths
+        .iter()
+        .map(|p| p["target_mac"].as_str().unwrap())
+        .collect();
+    assert!(
+        macs.contains(&mac_text(rig.veth.a.mac).as_str()),
+        "{report}"
+    );
+    assert!(macs.contains(&mac_text(second.a.mac).as_str()), "{report}");
+    let sum: u64 = paths.iter().map(|p| p["requests"].as_u64().unwrap()).sum();
+    assert_eq!(sum, as_u64(&report, "requests"));
+    assert!(
+        paths.iter().all(|p| p["requests"].as_u64().unwrap() > 0),
+        "a path carried no load: {report}"
+    );
+    drop((first, other));
 }
 
 /// True if Debian's vblade is installed; otherwise skips (or fails under REQUIRE_PRIV).
