@@ -42,7 +42,7 @@ use self::window::{Window, SLOTS_MAX};
 use self::workload::{Io, Op, Pattern, Workload};
 use super::frames::{self, AtaCmd, Reply, Route};
 use crate::wire::ata::status;
-use crate::wire::{MacAddr, SECTOR_SIZE};
+use crate::wire::{AoeCommand, MacAddr, SECTOR_SIZE};
 use crate::xdp::burst::{BurstConfig, BurstSocket};
 
 /// Most sectors `verify` can track (4 bytes each: a 512 MiB ledger for 64 GiB).
@@ -585,8 +585,11 @@ impl State {
         let Some(reply) = Reply::parse(frame) else {
             return;
         };
-        if reply.aoe.major != self.shelf || reply.aoe.minor != self.slot {
-            return;
+        if reply.aoe.command != AoeCommand::Ata
+            || reply.aoe.major != self.shelf
+            || reply.aoe.minor != self.slot
+        {
+            return; // e.g. a config advertisement
         }
         let Some(&path_index) = port_paths
             .iter()

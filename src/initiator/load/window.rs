@@ -49,6 +49,16 @@ pub struct Window<T> {
     free: Vec<u16>,
 }
 
+/// The generation after `generation`: 1..=GENERATION_MASK, skipping 0, so that tag 0 (which
+/// unsolicited advertisements carry) never names a request in flight.
+fn next_generation(generation: u32) -> u32 {
+    if generation >= GENERATION_MASK {
+        1
+    } else {
+        generation + 1
+    }
+}
+
 /// The tag of `slot` at `generation`.
 fn tag_of(slot: usize, generation: u32) -> u32 {
     let slot = u32::try_from(slot).expect("slot < SLOTS_MAX");
@@ -94,7 +104,7 @@ impl<T: Copy> Window<T> {
         let slot = usize::from(self.free.pop()?);
         let entry = &mut self.slots[slot];
         assert!(entry.inflight.is_none(), "free slot {slot} is in flight");
-        entry.generation = entry.generation.wrapping_add(1) & GENERATION_MASK;
+        entry.generation = next_generation(entry.generation);
         entry.inflight = Some(Inflight {
             request,
             first_sent_ns: now_ns,
@@ -146,7 +156,7 @@ impl<T: Copy> Window<T> {
             .unwrap_or_else(|| panic!("slot {slot} retransmitted but not in flight"));
         inflight.sent_ns = now_ns;
         inflight.tries += 1;
-        entry.generation = entry.generation.wrapping_add(1) & GENERATION_MASK;
+        entry.generation = next_generation(entry.generation);
         tag_of(slot, entry.generation)
     }
 
@@ -239,6 +249,7 @@ mod tests {
         for _ in 0..(GENERATION_MASK as usize + 5) {
             let (_, tag) = window.issue((), 0).unwrap();
             assert_eq!(tag >> 31, 0);
+            assert_ne!(tag, 0, "tag 0 is never used");
             assert_ne!(Some(tag), last);
             last = Some(tag);
             assert!(window.complete(tag).is_some());
