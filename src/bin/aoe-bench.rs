@@ -214,8 +214,13 @@ fn reflect(interface: &str, duration: Option<f64>, target: &str) -> Result<()> {
     let stats = result.context("reflector failed")?;
     detached.context("cannot detach the XDP program")?;
     eprintln!(
-        "reflected {} requests ({} frames dropped)",
-        stats.replied, stats.dropped
+        "reflected {} requests ({} frames dropped; kernel: rx dropped {}, rx ring full {}, \
+         fill ring empty {})",
+        stats.replied,
+        stats.dropped,
+        stats.xsk.rx_dropped,
+        stats.xsk.rx_ring_full,
+        stats.xsk.rx_fill_ring_empty_descs
     );
     Ok(())
 }

@@ -25,7 +25,7 @@ use crate::wire::{
 };
 use crate::xdp::frame::RX_BURST_MAX;
 use crate::xdp::loader::{detach_stale, AttachMode, LoaderError, XdpMode, XdpProgram};
-use crate::xdp::socket::{BindMode, XskConfig, XskError, XskPort};
+use crate::xdp::socket::{BindMode, XskConfig, XskError, XskPort, XskStats};
 use crate::xdp::umem::FRAME_CAPACITY;
 
 /// Capacity the reflector claims in IDENTIFY: 2^31 sectors (1 TiB).
@@ -196,6 +196,8 @@ pub struct ReflectStats {
     pub replied: u64,
     /// Frames dropped without a reply.
     pub dropped: u64,
+    /// The kernel's drop counters, summed over the sockets.
+    pub xsk: XskStats,
 }
 
 /// An XDP program and one AF_XDP socket per RX queue of one interface.
@@ -345,6 +347,15 @@ impl Reflector {
                 }
                 port.flush_tx()?;
             }
+        }
+        for port in &self.ports {
+            let xsk = port.stats()?;
+            stats.xsk.rx_dropped += xsk.rx_dropped;
+            stats.xsk.rx_invalid_descs += xsk.rx_invalid_descs;
+            stats.xsk.tx_invalid_descs += xsk.tx_invalid_descs;
+            stats.xsk.rx_ring_full += xsk.rx_ring_full;
+            stats.xsk.rx_fill_ring_empty_descs += xsk.rx_fill_ring_empty_descs;
+            stats.xsk.tx_ring_empty_descs += xsk.tx_ring_empty_descs;
         }
         Ok(stats)
     }
