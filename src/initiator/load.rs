@@ -10,10 +10,12 @@
 //! self-describing sectors ([`verify::stamp`]); then every write stamps a new generation and
 //! every read is compared byte for byte with what the [`Ledger`] says the sectors hold.
 //!
-//! Lean by construction: one [`BurstSocket`] per interface (one `recvmmsg` and one `sendmmsg`
-//! per loop round for all paths on it), every buffer, slot and the latency histogram allocated
-//! before the first request, one clock read per round, no sleeping (the loop busy-polls; pin it
-//! to a core). Nothing allocates per request (only the progress line, once a second).
+//! Lean by construction: one [`BurstSocket`] per interface (replies read from its receive ring
+//! without a syscall, one `sendmmsg` per loop round for all paths on it), every buffer, slot and
+//! the latency histogram allocated before the first request, one clock read per round, no
+//! sleeping (the loop busy-polls; pin it to a core). Nothing allocates per request (only the
+//! progress line, once a second). The progress line's "busy" is the share of time spent in
+//! rounds that moved a request; the rest is polling.
 //!
 //! Hazards:
 //! - Latency is measured from a request's first transmission to its reply's reception in the
@@ -49,7 +51,7 @@ use crate::xdp::burst::{BurstConfig, BurstSocket};
 pub const VERIFY_SECTORS_MAX: u64 = 1 << 27;
 /// Bytes of Ethernet, AoE and ATA headers before the data of an untagged ATA frame.
 const ATA_DATA_OFFSET: usize = 36;
-/// Replies read per `recvmmsg`, requests sent per `sendmmsg`.
+/// Replies taken from the receive ring per round, requests sent per `sendmmsg`.
 const BATCH: usize = 64;
 /// How often expired requests are looked for.
 const TIMEOUT_SCAN_NS: u64 = 1_000_000;

@@ -62,7 +62,7 @@ const SNDBUF_BYTES: i32 = 8 << 20;
 /// Geometry of a [`BurstSocket`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct BurstConfig {
-    /// Frames per `recvmmsg` and staging buffers for `sendmmsg`.
+    /// Most frames one `recv_batch` hands out, and staging buffers for `sendmmsg`.
     pub batch: usize,
     /// Bytes per buffer: the largest frame sent or received (MTU + 14, more with VLAN tags).
     pub frame_size: usize,
