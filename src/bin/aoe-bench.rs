@@ -4,15 +4,26 @@
 //! - `aoe-bench check -i IFACE -t SHELF.SLOT`: identify the device, write self-describing
 //!   blocks (LBA and a generation stamped in every sector) over a range, read them back and
 //!   verify every byte, exercise FLUSH and a config-string round trip. Exits non-zero on any
-//!   mismatch or error.
+//!   mismatch or error;
+//! - `aoe-bench load -i IFACE [-i IFACE2 ...] -t SHELF.SLOT [...]`: drive the device with many
+//!   tagged requests in flight on every path (see `aoe_xdp::initiator::load`), print IOPS,
+//!   MB/s, latency percentiles, retransmits and errors (`--json`: one JSON object on stdout);
+//! - `aoe-bench reflect -i IFACE [--duration SECS]`: the bare AF_XDP reflector (answers every
+//!   AoE request from the frame it came in, storing nothing), until SIGINT/SIGTERM.
 
 use std::process::ExitCode;
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
-use clap::{Parser, Subcommand};
+use clap::{Parser, Subcommand, ValueEnum};
 
 use aoe_xdp::initiator::client::{Client, Found};
+use aoe_xdp::initiator::load::reflect::Reflector;
+use aoe_xdp::initiator::load::verify::stamp;
+use aoe_xdp::initiator::load::workload::{Op, Pattern};
+use aoe_xdp::initiator::load::{self, LoadConfig, PathSpec, Report, Stop};
 use aoe_xdp::wire::{ConfigCommand, MacAddr, SECTOR_SIZE};
 use aoe_xdp::xdp::raw::RawSocket;
 
@@ -53,6 +64,90 @@ enum Command {
         #[arg(long, default_value_t = 1)]
         generation: u32,
     },
+    /// Drive a device with many requests in flight on every path and report the performance.
+    Load(LoadArgs),
+    /// Answer every AoE request on an interface from the request frame itself (no storage):
+    /// the machine's limit for `load`. Runs until SIGINT/SIGTERM or --duration.
+    Reflect {
+        /// Interface to reflect on (an XDP program is attached to it while running).
+        #[arg(short, long)]
+        interface: String,
+        /// Stop after this many seconds.
+        #[arg(long)]
+        duration: Option<f64>,
+        /// The device discovery broadcasts are answered as (requests to a specific SHELF.SLOT
+        /// are answered as that device).
+        #[arg(short, long, default_value = "1.0")]
+        target: String,
+    },
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+enum OpArg {
+    Read,
+    Write,
+    Mixed,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+enum PatternArg {
+    Random,
+    Sequential,
+}
+
+#[derive(clap::Args, Debug)]
+struct LoadArgs {
+    /// Interface to send on; repeat for several paths.
+    #[arg(short, long = "interface", required = true)]
+    interfaces: Vec<String>,
+    /// The device, as SHELF.SLOT.
+    #[arg(short, long)]
+    target: String,
+    /// Reads, writes, or both (see --read-pct).
+    #[arg(long, value_enum, default_value_t = OpArg::Read)]
+    op: OpArg,
+    /// Where requests go.
+    #[arg(long, value_enum, default_value_t = PatternArg::Random)]
+    pattern: PatternArg,
+    /// Sectors per request (default: what the target advertises on each path).
+    #[arg(long)]
+    size: Option<u8>,
+    /// Requests in flight per path (also capped by the target's buffer count).
+    #[arg(long, default_value_t = 16)]
+    depth: usize,
+    /// Seconds to measure (default 10 unless --bytes is given).
+    #[arg(long, conflicts_with = "bytes")]
+    duration: Option<f64>,
+    /// Bytes to transfer instead of a duration.
+    #[arg(long)]
+    bytes: Option<u64>,
+    /// Sectors the requests stay in (default: the whole device).
+    #[arg(long)]
+    range_sectors: Option<u64>,
+    /// Percentage of reads with --op mixed.
+    #[arg(long, default_value_t = 70, value_parser = clap::value_parser!(u8).range(0..=100))]
+    read_pct: u8,
+    /// Write the range first, then verify every byte of every read.
+    #[arg(long)]
+    verify: bool,
+    /// Print one JSON object on stdout instead of a table.
+    #[arg(long)]
+    json: bool,
+    /// No progress line on stderr.
+    #[arg(long)]
+    no_progress: bool,
+    /// Seconds to run before measuring.
+    #[arg(long, default_value_t = 0.0)]
+    warmup: f64,
+    /// Milliseconds before a request is retransmitted (with a new tag).
+    #[arg(long, default_value_t = 200)]
+    timeout_ms: u64,
+    /// Transmissions before a request counts as an error.
+    #[arg(long, default_value_t = 10)]
+    tries: u32,
+    /// Seed of the random pattern.
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
 }
 
 fn main() -> ExitCode {
@@ -84,6 +179,211 @@ fn run(cli: Cli) -> Result<()> {
             sectors,
             generation,
         } => check(&interface, &target, sectors, generation),
+        Command::Load(args) => load(&args),
+        Command::Reflect {
+            interface,
+            duration,
+            target,
+        } => reflect(&interface, duration, &target),
+    }
+}
+
+fn stop_flag() -> Result<Arc<AtomicBool>> {
+    let stop = Arc::new(AtomicBool::new(false));
+    for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        signal_hook::flag::register(signal, Arc::clone(&stop))
+            .context("cannot install the SIGINT/SIGTERM handler")?;
+    }
+    Ok(stop)
+}
+
+fn seconds(value: f64, what: &str) -> Result<Duration> {
+    Duration::try_from_secs_f64(value).with_context(|| format!("bad {what}: {value}"))
+}
+
+fn reflect(interface: &str, duration: Option<f64>, target: &str) -> Result<()> {
+    let duration = duration.map(|d| seconds(d, "--duration")).transpose()?;
+    let address = parse_target(target)?;
+    let stop = stop_flag()?;
+    let mut reflector = Reflector::start(interface, address)
+        .with_context(|| format!("cannot reflect on {interface}"))?;
+    // The first line on stdout tells scripts and tests that the reflector is ready.
+    println!("{}", reflector.describe());
+    let result = reflector.run(&stop, duration);
+    let detached = reflector.stop();
+    let stats = result.context("reflector failed")?;
+    detached.context("cannot detach the XDP program")?;
+    eprintln!(
+        "reflected {} requests ({} frames dropped; kernel: rx dropped {}, rx ring full {}, \
+         fill ring empty {})",
+        stats.replied,
+        stats.dropped,
+        stats.xsk.rx_dropped,
+        stats.xsk.rx_ring_full,
+        stats.xsk.rx_fill_ring_empty_descs
+    );
+    Ok(())
+}
+
+fn sys_value(interface: &str, file: &str) -> Result<String> {
+    Ok(
+        std::fs::read_to_string(format!("/sys/class/net/{interface}/{file}"))
+            .with_context(|| format!("no interface {interface}"))?
+            .trim()
+            .to_owned(),
+    )
+}
+
+/// Capacity in sectors and LBA48 support from an IDENTIFY DEVICE block.
+fn identify_geometry(identify: &[u8]) -> (u64, bool) {
+    let word = |i: usize| u64::from(u16::from_le_bytes([identify[2 * i], identify[2 * i + 1]]));
+    let lba48 = (word(83) | word(86)) & (1 << 10) != 0;
+    let capacity = if lba48 {
+        word(100) | word(101) << 16 | word(102) << 32 | word(103) << 48
+    } else {
+        word(60) | word(61) << 16
+    };
+    (capacity, lba48)
+}
+
+fn load(args: &LoadArgs) -> Result<()> {
+    let (shelf, slot) = parse_target(&args.target)?;
+    let mut paths = Vec::new();
+    let mut identify = None;
+    for interface in &args.interfaces {
+        let mtu: usize = sys_value(interface, "mtu")?
+            .parse()
+            .context("unreadable MTU")?;
+        let mut client = open(interface)?;
+        let found = load::discover(
+            interface,
+            client.mac(),
+            shelf,
+            slot,
+            Duration::from_millis(500),
+        )?;
+        for device in &found {
+            // Sector count 0 means 2 (as the Linux initiator assumes); the MTU bounds it too.
+            let advertised = if device.sector_count == 0 {
+                2
+            } else {
+                device.sector_count
+            };
+            let fits = u8::try_from(mtu.saturating_sub(36) / SECTOR_SIZE).unwrap_or(u8::MAX);
+            let allowed = advertised.min(fits);
+            let sectors = match args.size {
+                Some(size) if size == 0 || size > allowed => bail!(
+                    "--size {size}: {} at {} on {interface} allows 1..={allowed} sectors per \
+                     request",
+                    args.target,
+                    device.mac
+                ),
+                Some(size) => size,
+                None => allowed,
+            };
+            paths.push(PathSpec {
+                interface: interface.clone(),
+                local_mac: client.mac(),
+                mtu,
+                target_mac: device.mac,
+                buffer_count: device.buffer_count,
+                sectors,
+            });
+            if identify.is_none() {
+                let target = Found {
+                    mac: device.mac,
+                    shelf,
+                    slot,
+                    buffer_count: device.buffer_count,
+                    sector_count: device.sector_count,
+                    config_string: Vec::new(),
+                };
+                identify = Some(client.identify(&target).context("IDENTIFY failed")?);
+            }
+        }
+    }
+    let Some(identify) = identify else {
+        bail!(
+            "e{shelf}.{slot} did not answer discovery on {}",
+            args.interfaces.join(", ")
+        );
+    };
+    let (capacity, lba48) = identify_geometry(&identify);
+    let range_sectors = args.range_sectors.unwrap_or(capacity);
+    if range_sectors == 0 || range_sectors > capacity {
+        bail!("--range-sectors {range_sectors} is outside the device's 1..={capacity} sectors");
+    }
+    let stop = match (args.duration, args.bytes) {
+        (_, Some(bytes)) => Stop::Bytes(bytes),
+        (Some(duration), None) => Stop::Duration(seconds(duration, "--duration")?),
+        (None, None) => Stop::Duration(Duration::from_secs(10)),
+    };
+    let config = LoadConfig {
+        shelf,
+        slot,
+        op: match args.op {
+            OpArg::Read => Op::Read,
+            OpArg::Write => Op::Write,
+            OpArg::Mixed => Op::Mixed {
+                read_pct: args.read_pct,
+            },
+        },
+        pattern: match args.pattern {
+            PatternArg::Random => Pattern::Random,
+            PatternArg::Sequential => Pattern::Sequential,
+        },
+        depth: args.depth.max(1),
+        stop,
+        range_sectors,
+        lba48,
+        verify: args.verify,
+        warmup: seconds(args.warmup, "--warmup")?,
+        timeout: Duration::from_millis(args.timeout_ms.max(1)),
+        tries: args.tries.max(1),
+        progress: !args.no_progress,
+        seed: args.seed,
+    };
+    if !args.no_progress {
+        for path in &paths {
+            eprintln!(
+                "path {} -> {}: buffer count {}, window {}, {} sectors per request",
+                path.interface,
+                path.target_mac,
+                path.buffer_count,
+                config.depth.min(usize::from(path.buffer_count.max(1))),
+                path.sectors
+            );
+        }
+    }
+    let stop_flag = stop_flag()?;
+    let report = load::run(&paths, &config, &stop_flag)?;
+    if args.json {
+        println!("{}", serde_json::to_string(&report)?);
+    } else {
+        print_report(&report);
+    }
+    Ok(())
+}
+
+fn print_report(report: &Report) {
+    println!(
+        "requests {}  bytes {}  duration {:.3} s",
+        report.requests, report.bytes, report.duration_s
+    );
+    println!("IOPS {:.0}  MB/s {:.1}", report.iops, report.mb_per_s);
+    println!(
+        "latency us: p50 {:.1}  p99 {:.1}  p99.9 {:.1}  max {:.1}",
+        report.lat_us.p50, report.lat_us.p99, report.lat_us.p999, report.lat_us.max
+    );
+    println!(
+        "retransmits {}  errors {}  verify failures {}",
+        report.retransmits, report.errors, report.verify_failures
+    );
+    for path in &report.paths {
+        println!(
+            "path {} -> {}: {} requests",
+            path.interface, path.target_mac, path.requests
+        );
     }
 }
 
@@ -117,17 +417,6 @@ fn parse_target(text: &str) -> Result<(u16, u8)> {
         shelf.parse().context("bad shelf")?,
         slot.parse().context("bad slot")?,
     ))
-}
-
-/// Fills `block` with a self-describing pattern: the LBA and generation in the first 12 bytes,
-/// then bytes derived from both, so a misplaced or stale sector is recognized.
-fn stamp(block: &mut [u8], lba: u64, generation: u32) {
-    block[..8].copy_from_slice(&lba.to_le_bytes());
-    block[8..12].copy_from_slice(&generation.to_le_bytes());
-    let seed = (lba.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ u64::from(generation)).to_le_bytes();
-    for (index, byte) in block[12..].iter_mut().enumerate() {
-        *byte = seed[index % 8] ^ index.to_le_bytes()[0];
-    }
 }
 
 fn check(interface: &str, target: &str, sectors: Option<u64>, generation: u32) -> Result<()> {

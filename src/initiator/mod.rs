@@ -6,3 +6,4 @@
 
 pub mod client;
 pub mod frames;
+pub mod load;

@@ -17,6 +17,7 @@
 )]
 
 pub mod abi;
+pub mod burst;
 pub mod frame;
 pub mod loader;
 pub mod mem;

@@ -1,0 +1,492 @@
+//! The bare reflector: answers every AoE request from the frame it arrived in, storing nothing.
+//! It measures what the machine (NIC or veth, XDP, AF_XDP, the initiator) can do with no
+//! storage behind the target: the baseline `aoe-bench load` results are compared against.
+//!
+//! [`Reflection::reflect`] is pure: it turns a request frame into its reply in place. Reads
+//! reply with `sector count × 512` bytes of whatever the frame buffer holds, writes with the
+//! header only, other ATA commands with status DRDY; IDENTIFY gets a real block (so initiators
+//! can size the device); Query Config gets buffer count, sector count and an empty config
+//! string (a set is echoed but not kept; a test matches only the empty string); Mac Mask List,
+//! Reserve/Release and vendor commands get AoE error 1 (unrecognized command).
+//!
+//! [`Reflector`] attaches the XDP program to an interface, binds an [`XskPort`] on each of its
+//! RX queues and busy-polls them all from one thread (one core at 100%) until told to stop;
+//! it detaches the program when dropped.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use crate::wire::ata::{error as ata_error, status};
+use crate::wire::{
+    identify_device, AoeCommand, AoeError, AoePacket, AtaCommand, AtaPacket, ConfigCommand,
+    EthernetFrame, IdentifyInfo, MacAddr, QueryConfigPacket, AOE_HEADER_LEN, AOE_VERSION,
+    ATA_HEADER_LEN, ETHERTYPE_AOE, QUERY_CONFIG_HEADER_LEN, SECTOR_SIZE, SHELF_BROADCAST,
+    SLOT_BROADCAST,
+};
+use crate::xdp::frame::RX_BURST_MAX;
+use crate::xdp::loader::{detach_stale, AttachMode, LoaderError, XdpMode, XdpProgram};
+use crate::xdp::socket::{BindMode, XskConfig, XskError, XskPort, XskStats};
+use crate::xdp::umem::FRAME_CAPACITY;
+
+/// Capacity the reflector claims in IDENTIFY: 2^31 sectors (1 TiB).
+pub const REFLECT_CAPACITY_SECTORS: u64 = 1 << 31;
+/// Buffer count the reflector advertises.
+pub const REFLECT_BUFFER_COUNT: u16 = 64;
+/// Most sectors one 4 KiB UMEM frame can carry after the 36-byte headers.
+pub const REFLECT_SECTORS_MAX: u8 = 7;
+
+const _: () = assert!(36 + REFLECT_SECTORS_MAX as usize * SECTOR_SIZE <= FRAME_CAPACITY);
+
+/// Firmware version in Query Config replies ("reflector 1").
+const FIRMWARE_VERSION: u16 = 0x5201;
+
+/// What the reflector answers with.
+#[derive(Clone, Debug)]
+pub struct Reflection {
+    mac: MacAddr,
+    /// Shelf.slot a request to the broadcast shelf or slot is answered as.
+    address: (u16, u8),
+    buffer_count: u16,
+    sectors_max: u8,
+    identify: [u8; SECTOR_SIZE],
+}
+
+impl Reflection {
+    /// Replies from `mac`, advertising `buffer_count`, `sectors_max` sectors per request and
+    /// `capacity_sectors` in IDENTIFY. Requests to a specific shelf.slot are answered as that
+    /// device (the reflector is every device); requests to the broadcast shelf or slot
+    /// (discovery) are answered as `address`.
+    pub fn new(
+        mac: MacAddr,
+        address: (u16, u8),
+        buffer_count: u16,
+        sectors_max: u8,
+        capacity_sectors: u64,
+    ) -> Self {
+        let mut identify = [0u8; SECTOR_SIZE];
+        identify_device(
+            &mut identify,
+            &IdentifyInfo {
+                model: "aoe-bench reflector",
+                serial: "reflector",
+                firmware: "1",
+                sectors: capacity_sectors,
+            },
+        );
+        Reflection {
+            mac,
+            address,
+            buffer_count,
+            sectors_max,
+            identify,
+        }
+    }
+
+    /// Turns the request in `frame[..len]` into its reply in place (`frame` is the whole
+    /// buffer, which reads need room in); returns the reply length (before padding to 60), or
+    /// `None` if the frame gets no reply (not an AoE request, a failed config test).
+    pub fn reflect(&self, frame: &mut [u8], len: usize) -> Option<usize> {
+        let eth = EthernetFrame::new_checked(&frame[..len]).ok()?;
+        if eth.ethertype() != ETHERTYPE_AOE {
+            return None;
+        }
+        let header_len = eth.header_len();
+        let requester = eth.src_addr();
+        let aoe = AoePacket::new_checked(&frame[header_len..len]).ok()?;
+        if aoe.version() != AOE_VERSION || aoe.is_response() {
+            return None;
+        }
+        let command = aoe.command();
+        let arg = header_len + AOE_HEADER_LEN;
+        let (end, error) = match command {
+            AoeCommand::Ata => (self.ata(frame, arg, len)?, None),
+            AoeCommand::QueryConfig => (self.query_config(frame, arg, len)?, None),
+            _ => (arg, Some(AoeError::UnrecognizedCommand)),
+        };
+        let mut eth = EthernetFrame::new_unchecked(&mut frame[..]);
+        eth.set_dst_addr(requester);
+        eth.set_src_addr(self.mac);
+        let mut aoe = AoePacket::new_unchecked(&mut frame[header_len..arg]);
+        if aoe.major() == SHELF_BROADCAST || aoe.minor() == SLOT_BROADCAST {
+            aoe.set_major(self.address.0);
+            aoe.set_minor(self.address.1);
+        }
+        aoe.set_response(true);
+        aoe.set_error(error);
+        Some(end)
+    }
+
+    /// Fills the ATA reply whose argument starts at `arg`; returns the reply's end.
+    fn ata(&self, frame: &mut [u8], arg: usize, len: usize) -> Option<usize> {
+        let request = AtaPacket::new_checked(&frame[arg..len]).ok()?;
+        let count = request.sector_count();
+        let data = arg + ATA_HEADER_LEN;
+        let (status, error, data_len) = match request.command() {
+            AtaCommand::ReadSectors | AtaCommand::ReadSectorsExt => {
+                let data_len = usize::from(count) * SECTOR_SIZE;
+                if count <= self.sectors_max && data + data_len <= frame.len() {
+                    (status::DRDY, 0, data_len)
+                } else {
+                    (status::DRDY | status::ERR, ata_error::ABRT, 0)
+                }
+            }
+            AtaCommand::IdentifyDevice if data + SECTOR_SIZE <= frame.len() => {
+                frame[data..data + SECTOR_SIZE].copy_from_slice(&self.identify);
+                (status::DRDY, 0, SECTOR_SIZE)
+            }
+            AtaCommand::IdentifyDevice => (status::DRDY | status::ERR, ata_error::ABRT, 0),
+            _ => (status::DRDY, 0, 0),
+        };
+        let mut reply = AtaPacket::new_unchecked(&mut frame[arg..data]);
+        reply.set_cmd_status(status);
+        reply.set_err_feature(error);
+        Some(data + data_len)
+    }
+
+    /// Fills the Query Config reply whose argument starts at `arg`; returns the reply's end, or
+    /// `None` for a test that does not match the (always empty) config string.
+    fn query_config(&self, frame: &mut [u8], arg: usize, len: usize) -> Option<usize> {
+        let request = QueryConfigPacket::new_checked(&frame[arg..len]).ok()?;
+        let string_len = request.config_string().len();
+        let kept = match request.command() {
+            ConfigCommand::Read => 0,
+            // The stored string is empty: only the empty string matches, or is a prefix.
+            ConfigCommand::Test | ConfigCommand::TestPrefix if string_len == 0 => 0,
+            ConfigCommand::Test | ConfigCommand::TestPrefix => return None,
+            // Echo the string as if it were set (it is not kept).
+            _ => string_len,
+        };
+        let mut reply = QueryConfigPacket::new_unchecked(&mut frame[arg..len]);
+        reply.set_buffer_count(self.buffer_count);
+        reply.set_firmware_version(FIRMWARE_VERSION);
+        reply.set_sector_count(self.sectors_max);
+        reply.set_aoe_version(AOE_VERSION);
+        let kept_len = u16::try_from(kept).expect("checked against the frame length");
+        frame[arg + 6..arg + 8].copy_from_slice(&kept_len.to_be_bytes());
+        Some(arg + QUERY_CONFIG_HEADER_LEN + kept)
+    }
+}
+
+/// Errors setting up or running the reflector.
+#[derive(Debug, thiserror::Error)]
+pub enum ReflectError {
+    /// Loading, attaching or detaching the XDP program failed.
+    #[error(transparent)]
+    Loader(#[from] LoaderError),
+    /// Binding or driving an AF_XDP socket failed.
+    #[error(transparent)]
+    Xsk(#[from] XskError),
+    /// The interface could not be inspected.
+    #[error("cannot read {what} of {interface}")]
+    Interface {
+        /// Interface name.
+        interface: String,
+        /// What was being read.
+        what: &'static str,
+        /// The underlying error.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// Counters of a reflector run.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ReflectStats {
+    /// Requests answered.
+    pub replied: u64,
+    /// Frames dropped without a reply.
+    pub dropped: u64,
+    /// The kernel's drop counters, summed over the sockets.
+    pub xsk: XskStats,
+}
+
+/// An XDP program and one AF_XDP socket per RX queue of one interface.
+///
+/// Field order is drop order: the sockets close before the program is detached.
+#[derive(Debug)]
+pub struct Reflector {
+    ports: Vec<XskPort>,
+    program: Option<XdpProgram>,
+    reflection: Reflection,
+    interface: String,
+}
+
+fn read_sys(interface: &str, file: &str, what: &'static str) -> Result<String, ReflectError> {
+    std::fs::read_to_string(format!("/sys/class/net/{interface}/{file}"))
+        .map(|text| text.trim().to_owned())
+        .map_err(|source| ReflectError::Interface {
+            interface: interface.to_owned(),
+            what,
+            source,
+        })
+}
+
+fn bad_value(interface: &str, what: &'static str) -> ReflectError {
+    ReflectError::Interface {
+        interface: interface.to_owned(),
+        what,
+        source: std::io::Error::from(std::io::ErrorKind::InvalidData),
+    }
+}
+
+/// RX queues of `interface` (in the calling thread's network namespace).
+pub fn rx_queue_count(interface: &str) -> Result<u32, ReflectError> {
+    let dir = format!("/sys/class/net/{interface}/queues");
+    let entries = std::fs::read_dir(&dir).map_err(|source| ReflectError::Interface {
+        interface: interface.to_owned(),
+        what: "RX queues",
+        source,
+    })?;
+    let count = entries
+        .filter_map(Result::ok)
+        .filter(|entry| entry.file_name().to_string_lossy().starts_with("rx-"))
+        .count();
+    Ok(u32::try_from(count.max(1)).unwrap_or(1))
+}
+
+impl Reflector {
+    /// Attaches the XDP program to `interface` (removing a stale one of ours first) and binds
+    /// one socket per RX queue. The reflector advertises [`REFLECT_BUFFER_COUNT`] buffers and
+    /// `min(7, (MTU − 36) / 512)` sectors per request, and answers discovery broadcasts as
+    /// `address` (shelf, slot).
+    pub fn start(interface: &str, address: (u16, u8)) -> Result<Reflector, ReflectError> {
+        let mac: MacAddr = read_sys(interface, "address", "the MAC address")?
+            .parse()
+            .map_err(|_| bad_value(interface, "the MAC address"))?;
+        let mtu: usize = read_sys(interface, "mtu", "the MTU")?
+            .parse()
+            .map_err(|_| bad_value(interface, "the MTU"))?;
+        let sectors = u8::try_from((mtu.saturating_sub(36) / SECTOR_SIZE).min(7))
+            .expect("at most 7")
+            .max(1);
+        let ifindex =
+            crate::xdp::raw::ifindex(interface).map_err(|source| ReflectError::Interface {
+                interface: interface.to_owned(),
+                what: "the interface index",
+                source,
+            })?;
+        if let Some(stale) = detach_stale(ifindex)? {
+            tracing::warn!(interface, stale, "removed a stale aoe_xdp program");
+        }
+        let program = XdpProgram::attach(ifindex, XdpMode::Auto)?;
+        let mut ports = Vec::new();
+        for queue in 0..rx_queue_count(interface)? {
+            let port = XskPort::bind(interface, queue, &XskConfig::default())?;
+            program.insert_socket(queue, port.fd())?;
+            ports.push(port);
+        }
+        Ok(Reflector {
+            ports,
+            program: Some(program),
+            reflection: Reflection::new(
+                mac,
+                address,
+                REFLECT_BUFFER_COUNT,
+                sectors,
+                REFLECT_CAPACITY_SECTORS,
+            ),
+            interface: interface.to_owned(),
+        })
+    }
+
+    /// One line saying what runs where.
+    pub fn describe(&self) -> String {
+        let attach = self.program.as_ref().map(XdpProgram::mode);
+        let bind = self.ports.first().map(XskPort::bind_mode);
+        format!(
+            "reflecting on {}: {} RX queue(s), XDP {}, AF_XDP {}, {} sectors per request, \
+             buffer count {}",
+            self.interface,
+            self.ports.len(),
+            match attach {
+                Some(AttachMode::Native) => "native",
+                Some(AttachMode::Generic) => "generic",
+                None => "detached",
+            },
+            match bind {
+                Some(BindMode::ZeroCopy) => "zero-copy",
+                Some(BindMode::Copy) => "copy mode",
+                None => "-",
+            },
+            self.reflection.sectors_max,
+            self.reflection.buffer_count,
+        )
+    }
+
+    /// Busy-polls every socket, reflecting requests, until `stop` is set or `duration` (if
+    /// any) passes.
+    pub fn run(
+        &mut self,
+        stop: &AtomicBool,
+        duration: Option<Duration>,
+    ) -> Result<ReflectStats, ReflectError> {
+        let started = Instant::now();
+        let mut stats = ReflectStats::default();
+        let mut rounds: u32 = 0;
+        // Relaxed: the flag carries no data; a late observation only delays the exit.
+        while !stop.load(Ordering::Relaxed) {
+            rounds = rounds.wrapping_add(1);
+            if rounds % 4096 == 0 && duration.is_some_and(|limit| started.elapsed() >= limit) {
+                break;
+            }
+            for port in &mut self.ports {
+                port.reap_completions();
+                port.refill()?;
+                for mut frame in port.rx_burst(RX_BURST_MAX) {
+                    let len = frame.len();
+                    match self.reflection.reflect(port.data_mut(&mut frame), len) {
+                        Some(reply_len) => {
+                            port.transmit(frame, reply_len);
+                            stats.replied += 1;
+                        }
+                        None => {
+                            port.release(frame);
+                            stats.dropped += 1;
+                        }
+                    }
+                }
+                port.flush_tx()?;
+            }
+        }
+        for port in &self.ports {
+            let xsk = port.stats()?;
+            stats.xsk.rx_dropped += xsk.rx_dropped;
+            stats.xsk.rx_invalid_descs += xsk.rx_invalid_descs;
+            stats.xsk.tx_invalid_descs += xsk.tx_invalid_descs;
+            stats.xsk.rx_ring_full += xsk.rx_ring_full;
+            stats.xsk.rx_fill_ring_empty_descs += xsk.rx_fill_ring_empty_descs;
+            stats.xsk.tx_ring_empty_descs += xsk.tx_ring_empty_descs;
+        }
+        Ok(stats)
+    }
+
+    /// Closes the sockets and detaches the program, reporting a failed detach.
+    pub fn stop(mut self) -> Result<(), ReflectError> {
+        self.ports.clear();
+        if let Some(program) = self.program.take() {
+            program.detach()?;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::initiator::frames::{self, AtaCmd, Reply, Route};
+
+    const TARGET: MacAddr = MacAddr([2, 0, 0, 0, 0, 1]);
+    const HOST: MacAddr = MacAddr([2, 0, 0, 0, 0, 2]);
+
+    fn route(dst: MacAddr) -> Route {
+        Route {
+            dst,
+            src: HOST,
+            vlan_tci: None,
+            shelf: 1,
+            slot: 0,
+        }
+    }
+
+    fn reflection() -> Reflection {
+        Reflection::new(TARGET, (1, 0), 64, 7, REFLECT_CAPACITY_SECTORS)
+    }
+
+    #[test]
+    fn test_read_reply_carries_the_sectors() {
+        let mut buf = vec![0u8; FRAME_CAPACITY];
+        let len = frames::ata(&mut buf, &route(TARGET), 77, &AtaCmd::read(9, 7, true), &[]);
+        let end = reflection().reflect(&mut buf, len).expect("reply");
+        assert_eq!(end, 36 + 7 * SECTOR_SIZE);
+        let reply = Reply::parse(&buf[..end]).expect("a response");
+        assert_eq!((reply.src, reply.dst, reply.aoe.tag), (TARGET, HOST, 77));
+        let (ata, data) = reply.ata().unwrap();
+        assert_eq!((ata.cmd_status, ata.sector_count), (status::DRDY, 7));
+        assert_eq!(data.len(), 7 * SECTOR_SIZE);
+    }
+
+    #[test]
+    fn test_too_many_sectors_abort() {
+        let mut buf = vec![0u8; FRAME_CAPACITY];
+        let len = frames::ata(&mut buf, &route(TARGET), 1, &AtaCmd::read(0, 8, true), &[]);
+        let end = reflection().reflect(&mut buf, len).unwrap();
+        let (ata, _) = Reply::parse(&buf[..end]).unwrap().ata().unwrap();
+        assert_eq!(ata.cmd_status, status::DRDY | status::ERR);
+        assert_eq!(ata.err_feature, ata_error::ABRT);
+    }
+
+    #[test]
+    fn test_write_reply_is_header_only() {
+        let mut buf = vec![0u8; FRAME_CAPACITY];
+        let data = vec![0xAB; 2 * SECTOR_SIZE];
+        let len = frames::ata(
+            &mut buf,
+            &route(TARGET),
+            5,
+            &AtaCmd::write(4, 2, true),
+            &data,
+        );
+        let end = reflection().reflect(&mut buf, len).unwrap();
+        assert_eq!(end, 36);
+        let (ata, _) = Reply::parse(&buf[..60]).unwrap().ata().unwrap();
+        assert_eq!(ata.cmd_status, status::DRDY);
+    }
+
+    #[test]
+    fn test_discovery_and_identify() {
+        let mut buf = vec![0u8; FRAME_CAPACITY];
+        let broadcast = Route {
+            shelf: 0xFFFF,
+            slot: 0xFF,
+            ..route(MacAddr::BROADCAST)
+        };
+        let len = frames::query_config(&mut buf, &broadcast, 3, ConfigCommand::Read, b"");
+        let end = reflection().reflect(&mut buf, len).unwrap();
+        let reply = Reply::parse(&buf[..end.max(60)]).unwrap();
+        assert_eq!(
+            reply.src, TARGET,
+            "a broadcast is answered from our own MAC"
+        );
+        let cfg = reply.query_config().unwrap();
+        assert_eq!((cfg.buffer_count, cfg.sector_count), (64, 7));
+        assert!(cfg.config_string.is_empty());
+
+        let len = frames::query_config(&mut buf, &route(TARGET), 4, ConfigCommand::Test, b"x");
+        assert_eq!(reflection().reflect(&mut buf, len), None);
+
+        let identify = AtaCmd::other(AtaCommand::IdentifyDevice, 1, 0);
+        let len = frames::ata(&mut buf, &route(TARGET), 6, &identify, &[]);
+        let end = reflection().reflect(&mut buf, len).unwrap();
+        let (_, data) = Reply::parse(&buf[..end]).unwrap().ata().unwrap();
+        let word = |i: usize| u64::from(u16::from_le_bytes([data[2 * i], data[2 * i + 1]]));
+        let capacity = word(100) | word(101) << 16 | word(102) << 32 | word(103) << 48;
+        assert_eq!(capacity, REFLECT_CAPACITY_SECTORS);
+    }
+
+    #[test]
+    fn test_responses_and_other_ethertypes_are_dropped() {
+        let mut buf = vec![0u8; FRAME_CAPACITY];
+        let len = frames::ata(&mut buf, &route(TARGET), 1, &AtaCmd::read(0, 1, true), &[]);
+        let end = reflection().reflect(&mut buf, len).unwrap();
+        // Reflecting a response again does nothing.
+        assert_eq!(reflection().reflect(&mut buf, end), None);
+        buf[12] = 0x08;
+        buf[13] = 0x00;
+        assert_eq!(reflection().reflect(&mut buf, len), None);
+    }
+
+    #[test]
+    fn test_unknown_command_gets_error() {
+        let mut buf = vec![0u8; FRAME_CAPACITY];
+        let len = frames::mac_mask(
+            &mut buf,
+            &route(TARGET),
+            8,
+            crate::wire::MacMaskCommand::Read,
+            &[],
+        );
+        let end = reflection().reflect(&mut buf, len).unwrap();
+        let reply = Reply::parse(&buf[..end.max(60)]).unwrap();
+        assert_eq!(reply.error(), Some(AoeError::UnrecognizedCommand));
+    }
+}

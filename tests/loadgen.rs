@@ -1,0 +1,377 @@
+//! Real-kernel tests of `aoe-bench load` and `aoe-bench reflect`: two fresh network namespaces
+//! joined by a veth pair; side A runs a target (the reflector, or Debian's vblade), side B runs
+//! the load generator, both as the real binary under `ip netns exec`.
+//!
+//! Needs root; prints "skipping: ..." otherwise (or fails with `AOE_XDP_REQUIRE_PRIV=1`). The
+//! window, tag and workload logic has unit tests beside the code (`initiator::load::*`).
+
+mod common;
+
+use std::io::{BufRead, BufReader, Read};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use common::netns::{leftover_namespaces, privileged_or_skip, NetNs, VethPair, REQUIRE_PRIV_ENV};
+use serde_json::Value;
+
+const BIN: &str = env!("CARGO_BIN_EXE_aoe-bench");
+
+/// Two namespaces joined by a veth pair (A: target side, B: initiator side).
+/// Field order is drop order: the namespaces go last (which destroys the veths).
+struct Rig {
+    veth: VethPair,
+    ns_a: NetNs,
+    ns_b: NetNs,
+}
+
+impl Rig {
+    fn new(tag: &str) -> Option<Rig> {
+        if !privileged_or_skip() {
+            return None;
+        }
+        let ns_a = NetNs::new(&format!("{tag}-a"));
+        let ns_b = NetNs::new(&format!("{tag}-b"));
+        let veth = VethPair::new(&ns_a, &ns_b, "aoelga", "aoelgb", 1500);
+        Some(Rig { veth, ns_a, ns_b })
+    }
+
+    /// `ip netns exec <ns> program args...`, not yet started.
+    fn command(ns: &NetNs, program: &str, args: &[&str]) -> Command {
+        let mut command = Command::new("ip");
+        command
+            .args(["netns", "exec", ns.name(), program])
+            .args(args);
+        command
+    }
+
+    /// Runs `aoe-bench load -i aoelgb <args> --json --no-progress` on side B; returns the
+    /// report and the whole output.
+    fn load(&self, args: &[&str]) -> (Value, Output) {
+        let mut full = vec!["load", "-i", "aoelgb", "--json", "--no-progress"];
+        full.extend_from_slice(args);
+        let output = Rig::command(&self.ns_b, BIN, &full)
+            .output()
+            .expect("run aoe-bench load");
+        let stdout = String::from_utf8_lossy(&output.stdout);
+        assert!(
+            output.status.success(),
+            "aoe-bench load {args:?} failed: {}\nstderr: {}",
+            output.status,
+            String::from_utf8_lossy(&output.stderr)
+        );
+        let report: Value = serde_json::from_str(stdout.trim())
+            .unwrap_or_else(|error| panic!("load printed no JSON ({error}): {stdout}"));
+        (report, output)
+    }
+}
+
+/// A child process that is stopped (SIGTERM, then SIGKILL) by its PID when dropped.
+struct Guard {
+    child: Child,
+    name: &'static str,
+}
+
+impl Guard {
+    /// Sends SIGTERM and waits up to 5 s; returns the exit status and what it wrote to stderr.
+    fn terminate(mut self) -> (std::process::ExitStatus, String) {
+        let pid = i32::try_from(self.child.id()).expect("pid fits i32");
+        // SAFETY: signalling our own child, whose PID cannot be reused before we wait on it.
+        unsafe { libc::kill(pid, libc::SIGTERM) };
+        let deadline = Instant::now() + Duration::from_secs(5);
+        let status = loop {
+            if let Some(status) = self.child.try_wait().expect("wait for child") {
+                break status;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{} did not exit on SIGTERM",
+                self.name
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        let mut stderr = String::new();
+        if let Some(mut pipe) = self.child.stderr.take() {
+            pipe.read_to_string(&mut stderr).expect("read stderr");
+        }
+        (status, stderr)
+    }
+}
+
+impl Drop for Guard {
+    fn drop(&mut self) {
+        if matches!(self.child.try_wait(), Ok(None)) {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+fn as_u64(report: &Value, key: &str) -> u64 {
+    report[key]
+        .as_u64()
+        .unwrap_or_else(|| panic!("no integer {key:?} in {report}"))
+}
+
+fn assert_report_shape(report: &Value) {
+    for key in [
+        "requests",
+        "bytes",
+        "retransmits",
+        "errors",
+        "verify_failures",
+    ] {
+        as_u64(report, key);
+    }
+    for key in ["duration_s", "iops", "mb_per_s"] {
+        assert!(report[key].is_f64(), "no number {key:?} in {report}");
+    }
+    for key in ["p50", "p99", "p999", "max"] {
+        assert!(
+            report["lat_us"][key].is_f64(),
+            "no lat_us.{key} in {report}"
+        );
+    }
+    assert!(report["paths"].is_array(), "no paths in {report}");
+}
+
+fn mac_text(mac: [u8; 6]) -> String {
+    mac.map(|byte| format!("{byte:02x}")).join(":")
+}
+
+#[test]
+fn test_load_against_reflector() {
+    let Some(rig) = Rig::new("lg-refl") else {
+        return;
+    };
+    let reflector = start_reflector(&rig.ns_a, "aoelga", &["-t", "5.3"]);
+
+    let (report, _) = rig.load(&["-t", "5.3", "--duration", "2", "--depth", "16"]);
+    assert_report_shape(&report);
+    assert!(as_u64(&report, "requests") > 0, "{report}");
+    assert_eq!(as_u64(&report, "errors"), 0, "{report}");
+    assert_eq!(as_u64(&report, "verify_failures"), 0, "{report}");
+    // 2 sectors per request at MTU 1500, all reads by default.
+    assert_eq!(as_u64(&report, "bytes"), as_u64(&report, "requests") * 1024);
+    let paths = report["paths"].as_array().unwrap();
+    assert_eq!(paths.len(), 1, "{report}");
+    assert_eq!(paths[0]["interface"], "aoelgb");
+    assert_eq!(paths[0]["target_mac"], mac_text(rig.veth.a.mac).as_str());
+    assert_eq!(paths[0]["requests"], report["requests"]);
+
+    // The reflector answers any device it is asked for, and mixed sequential I/O with a
+    // byte budget ends once the budget is requested.
+    let (report, _) = rig.load(&[
+        "-t",
+        "9.1",
+        "--bytes",
+        "1048576",
+        "--op",
+        "mixed",
+        "--pattern",
+        "sequential",
+        "--size",
+        "1",
+        "--depth",
+        "64",
+    ]);
+    assert_eq!(as_u64(&report, "errors"), 0, "{report}");
+    assert_eq!(as_u64(&report, "bytes"), 1 << 20, "{report}");
+    assert_eq!(as_u64(&report, "requests"), 2048, "{report}");
+
+    // The reflector stores nothing: --verify must notice.
+    let (report, _) = rig.load(&[
+        "-t",
+        "5.3",
+        "--duration",
+        "0.5",
+        "--verify",
+        "--range-sectors",
+        "256",
+        "--op",
+        "mixed",
+    ]);
+    assert_eq!(as_u64(&report, "errors"), 0, "{report}");
+    assert!(as_u64(&report, "verify_failures") > 0, "{report}");
+
+    let (status, stderr) = reflector.terminate();
+    assert!(status.success(), "reflector exited with {status}: {stderr}");
+    assert!(stderr.contains("reflected "), "{stderr}");
+    drop(rig);
+    assert!(leftover_namespaces()
+        .iter()
+        .all(|ns| !ns.contains("lg-refl")));
+}
+
+/// Starts `aoe-bench reflect -i <interface> <extra>` in `ns` and waits for its ready line.
+fn start_reflector(ns: &NetNs, interface: &str, extra: &[&str]) -> Guard {
+    let args = [&["reflect", "-i", interface][..], extra].concat();
+    let mut child = Rig::command(ns, BIN, &args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start aoe-bench reflect");
+    let mut ready = String::new();
+    BufReader::new(child.stdout.take().expect("piped"))
+        .read_line(&mut ready)
+        .expect("read the reflector's ready line");
+    assert!(
+        ready.starts_with(&format!("reflecting on {interface}")),
+        "reflector did not start: {ready:?}"
+    );
+    Guard {
+        child,
+        name: "aoe-bench reflect",
+    }
+}
+
+#[test]
+fn test_load_spreads_over_paths() {
+    let Some(rig) = Rig::new("lg-multi") else {
+        return;
+    };
+    // A second veth pair between the same namespaces: two interfaces, two target MACs.
+    let second = VethPair::new(&rig.ns_a, &rig.ns_b, "aoelga2", "aoelgb2", 1500);
+    let first = start_reflector(&rig.ns_a, "aoelga", &[]);
+    let other = start_reflector(&rig.ns_a, "aoelga2", &[]);
+    let (report, _) = rig.load(&[
+        "-i",
+        "aoelgb2",
+        "-t",
+        "1.0",
+        "--duration",
+        "1",
+        "--depth",
+        "8",
+    ]);
+    assert_eq!(as_u64(&report, "errors"), 0, "{report}");
+    let paths = report["paths"].as_array().expect("paths");
+    assert_eq!(paths.len(), 2, "{report}");
+    let macs: Vec<&str> = paths
+        .iter()
+        .map(|p| p["target_mac"].as_str().unwrap())
+        .collect();
+    assert!(
+        macs.contains(&mac_text(rig.veth.a.mac).as_str()),
+        "{report}"
+    );
+    assert!(macs.contains(&mac_text(second.a.mac).as_str()), "{report}");
+    let sum: u64 = paths.iter().map(|p| p["requests"].as_u64().unwrap()).sum();
+    assert_eq!(sum, as_u64(&report, "requests"));
+    assert!(
+        paths.iter().all(|p| p["requests"].as_u64().unwrap() > 0),
+        "a path carried no load: {report}"
+    );
+    drop((first, other));
+}
+
+/// True if Debian's vblade is installed; otherwise skips (or fails under REQUIRE_PRIV).
+fn vblade_or_skip() -> bool {
+    if Command::new("vblade")
+        .stderr(Stdio::null())
+        .output()
+        .is_ok()
+    {
+        return true;
+    }
+    assert!(
+        std::env::var(REQUIRE_PRIV_ENV).map_or(true, |value| value != "1"),
+        "{REQUIRE_PRIV_ENV}=1 but vblade is not installed (apt-get install vblade)"
+    );
+    eprintln!("skipping: vblade is not installed");
+    false
+}
+
+#[test]
+fn test_verify_against_vblade() {
+    if !vblade_or_skip() {
+        return;
+    }
+    let Some(rig) = Rig::new("lg-vblade") else {
+        return;
+    };
+    let dir = tempfile::tempdir().expect("temp dir");
+    let image = dir.path().join("disk.img");
+    // 4 MiB = 8192 sectors.
+    std::fs::File::create(&image)
+        .and_then(|file| file.set_len(4 << 20))
+        .expect("create the image");
+    let image = image.to_str().expect("UTF-8 path");
+    let child = Rig::command(
+        &rig.ns_a,
+        "vblade",
+        &["-b", "64", "2", "7", "aoelga", image],
+    )
+    .stdout(Stdio::null())
+    .stderr(Stdio::piped())
+    .spawn()
+    .expect("start vblade");
+    let vblade = Guard {
+        child,
+        name: "vblade",
+    };
+
+    // vblade needs a moment to open its socket: retry discovery for up to 5 s.
+    let args = [
+        "-t",
+        "2.7",
+        "--verify",
+        "--op",
+        "mixed",
+        "--duration",
+        "2",
+        "--depth",
+        "16",
+    ];
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let report = loop {
+        let output = Rig::command(
+            &rig.ns_b,
+            BIN,
+            &[
+                &["load", "-i", "aoelgb", "--json", "--no-progress"][..],
+                &args[..],
+            ]
+            .concat(),
+        )
+        .output()
+        .expect("run aoe-bench load");
+        if output.status.success() {
+            let stdout = String::from_utf8_lossy(&output.stdout);
+            break serde_json::from_str::<Value>(stdout.trim())
+                .unwrap_or_else(|error| panic!("load printed no JSON ({error}): {stdout}"));
+        }
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(
+            stderr.contains("did not answer discovery") && Instant::now() < deadline,
+            "aoe-bench load failed: {stderr}"
+        );
+    };
+    assert_report_shape(&report);
+    assert!(as_u64(&report, "requests") > 0, "{report}");
+    assert_eq!(as_u64(&report, "errors"), 0, "{report}");
+    assert_eq!(as_u64(&report, "verify_failures"), 0, "{report}");
+
+    // Sequential writes and reads over the whole (small) device with a deep window: the
+    // window is capped by vblade's buffer count, and every read still verifies.
+    let (report, _) = rig.load(&[
+        "-t",
+        "2.7",
+        "--verify",
+        "--op",
+        "mixed",
+        "--read-pct",
+        "50",
+        "--pattern",
+        "sequential",
+        "--bytes",
+        "8388608",
+        "--depth",
+        "256",
+    ]);
+    assert_eq!(as_u64(&report, "errors"), 0, "{report}");
+    assert_eq!(as_u64(&report, "verify_failures"), 0, "{report}");
+    assert!(as_u64(&report, "bytes") >= 8 << 20, "{report}");
+
+    drop(vblade);
+    drop(rig);
+}
