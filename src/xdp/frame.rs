@@ -360,6 +360,67 @@ impl Drop for RxBurst {
     }
 }
 
+/// Lending frames to storage I/O: the frame area as an io_uring arena (chunk `i` = frame `i`)
+/// and each frame's chunk token. A held frame is exchanged for its token ([`Lender::lend`]) and
+/// back ([`Lender::reclaim`]); while lent it has no handle, so it can be neither transmitted
+/// nor released, and nothing but the engine holding the token touches it.
+pub(crate) struct Lender {
+    arena: std::sync::Arc<super::mem::Arena>,
+    /// Chunk token of each frame, present unless the frame is lent.
+    tokens: Vec<Option<super::mem::Chunk>>,
+    /// Received length of each lent frame, restored on reclaim.
+    lent_len: Vec<usize>,
+}
+
+impl Lender {
+    /// Takes all of `arena`'s chunk tokens (the arena must be fresh).
+    pub(crate) fn new(arena: super::mem::Arena) -> Lender {
+        let arena = std::sync::Arc::new(arena);
+        let tokens: Vec<Option<super::mem::Chunk>> = arena
+            .take_chunks()
+            .expect("fresh arena")
+            .map(Some)
+            .collect();
+        let lent_len = vec![0; tokens.len()];
+        Lender {
+            arena,
+            tokens,
+            lent_len,
+        }
+    }
+
+    /// The arena, for io_uring registration.
+    pub(crate) fn arena(&self) -> &std::sync::Arc<super::mem::Arena> {
+        &self.arena
+    }
+
+    /// Exchanges a held frame of `pool` for its chunk token.
+    pub(crate) fn lend(&mut self, pool: &FramePool, frame: Frame) -> super::mem::Chunk {
+        pool.check(&frame);
+        let (_, index, len) = frame.into_parts();
+        self.lent_len[index as usize] = len;
+        self.tokens[index as usize]
+            .take()
+            .expect("a held frame's token is present")
+    }
+
+    /// Exchanges a lent chunk token back for its frame's handle.
+    pub(crate) fn reclaim(&mut self, pool: &FramePool, chunk: super::mem::Chunk) -> Frame {
+        assert!(
+            self.arena.owns(&chunk),
+            "chunk of another frame area reclaimed"
+        );
+        let index = chunk.index();
+        assert!(
+            self.tokens[index].is_none(),
+            "frame {index} reclaimed but not lent"
+        );
+        self.tokens[index] = Some(chunk);
+        let index = u32::try_from(index).expect("frame index fits u32");
+        pool.handle(index, self.lent_len[index as usize])
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -85,7 +85,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::frame::{Frame, FrameCounts, FramePool, FrameState, RxBurst, RX_BURST_MAX};
+use super::frame::{Frame, FrameCounts, FramePool, FrameState, Lender, RxBurst, RX_BURST_MAX};
 use super::mem::{Arena, Chunk};
 use super::umem::{ETH_MIN_FRAME_LEN, FRAME_CAPACITY, FRAME_SIZE, PACKET_OFFSET};
 
@@ -657,14 +657,10 @@ impl Rings {
 pub struct PacketPort {
     rings: Rings,
     fd: OwnedFd,
-    /// The frame area; shared only with `io_arena`, which keeps it mapped for io_uring.
+    /// The frame area; shared only with the lender's arena, which keeps it mapped for io_uring.
     area: Arc<Mapping>,
-    /// The frame area as an arena io_uring can register (chunk `i` = frame `i`).
-    io_arena: Arc<Arena>,
-    /// Chunk token of each frame, present unless the frame is lent to an I/O.
-    tokens: Vec<Option<Chunk>>,
-    /// Received length of each lent frame, restored by `reclaim`.
-    lent_len: Vec<usize>,
+    /// The frame area as an io_uring arena and each frame's chunk token.
+    lender: Lender,
     pool: FramePool,
     /// Frames in state `Tx`, as (index, wire length), in transmit order. Capacity = frame
     /// count, so it never grows.
@@ -743,20 +739,12 @@ impl PacketPort {
             )
         }
         .map_err(|e| setup(("frame area arena", io::Error::other(e.to_string()))))?;
-        let io_arena = Arc::new(io_arena);
-        let tokens: Vec<Option<Chunk>> = io_arena
-            .take_chunks()
-            .expect("fresh arena")
-            .map(Some)
-            .collect();
-        let lent_len = vec![0; tokens.len()];
+        let lender = Lender::new(io_arena);
         Ok(PacketPort {
             rings,
             fd,
             area,
-            io_arena,
-            tokens,
-            lent_len,
+            lender,
             pool: FramePool::new(config.frame_count),
             tx_queued: Vec::with_capacity(config.frame_count as usize),
             tx_requested: false,
@@ -789,33 +777,17 @@ impl PacketPort {
 
     /// The frame area as an arena for io_uring registration: chunk `i` is frame `i`.
     pub fn io_arena(&self) -> &Arc<Arena> {
-        &self.io_arena
+        self.lender.arena()
     }
 
     /// Lends a held frame to a storage I/O (see `XskPort::lend`).
     pub fn lend(&mut self, frame: Frame) -> Chunk {
-        self.pool.check(&frame);
-        let (_, index, len) = frame.into_parts();
-        self.lent_len[index as usize] = len;
-        self.tokens[index as usize]
-            .take()
-            .expect("a held frame's token is present")
+        self.lender.lend(&self.pool, frame)
     }
 
     /// Takes back a chunk lent by [`Self::lend`] and returns the frame's handle.
     pub fn reclaim(&mut self, chunk: Chunk) -> Frame {
-        assert!(
-            self.io_arena.owns(&chunk),
-            "chunk of another frame area reclaimed"
-        );
-        let index = chunk.index();
-        assert!(
-            self.tokens[index].is_none(),
-            "frame {index} reclaimed but not lent"
-        );
-        self.tokens[index] = Some(chunk);
-        let index = u32::try_from(index).expect("frame index fits u32");
-        self.pool.handle(index, self.lent_len[index as usize])
+        self.lender.reclaim(&self.pool, chunk)
     }
 
     /// Start of the frame area (for registering it as one io_uring fixed buffer).

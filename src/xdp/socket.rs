@@ -39,7 +39,7 @@ use std::time::Duration;
 use xsk_rs::config::{BindFlags, LibxdpFlags, QueueSize, SocketConfig};
 use xsk_rs::{CompQueue, FillQueue, FrameDesc, RxQueue, TxQueue};
 
-use super::frame::{Frame, FrameCounts, FramePool, FrameState, RxBurst, RX_BURST_MAX};
+use super::frame::{Frame, FrameCounts, FramePool, FrameState, Lender, RxBurst, RX_BURST_MAX};
 use super::mem::{Arena, Chunk};
 use super::umem::{UmemArea, UmemError, ETH_MIN_FRAME_LEN, FRAME_SIZE};
 
@@ -183,13 +183,9 @@ pub struct XskPort {
     tx_queued: Vec<FrameDesc>,
     fill_target: u32,
     tx_ring_size: u32,
-    /// The UMEM as an arena io_uring can register (chunk `i` = frame `i`); it holds a clone of
-    /// the xsk-rs `Umem`, so the mapping outlives every ring that registered it.
-    io_arena: Arc<Arena>,
-    /// Chunk token of each frame, present unless the frame is lent to an I/O.
-    tokens: Vec<Option<Chunk>>,
-    /// Received length of each lent frame, restored by `reclaim`.
-    lent_len: Vec<usize>,
+    /// The UMEM as an io_uring arena and each frame's chunk token (it holds a clone of the
+    /// xsk-rs `Umem`, so the mapping outlives every ring that registered it).
+    lender: Lender,
     bind_mode: BindMode,
     interface: String,
     queue_id: u32,
@@ -311,17 +307,9 @@ impl XskPort {
             )
         }
         .expect("the UMEM is a page-aligned mapping of whole frames");
-        let io_arena = Arc::new(io_arena);
-        let tokens: Vec<Option<Chunk>> = io_arena
-            .take_chunks()
-            .expect("fresh arena")
-            .map(Some)
-            .collect();
-        let lent_len = vec![0; tokens.len()];
+        let lender = Lender::new(io_arena);
         Self {
-            io_arena,
-            tokens,
-            lent_len,
+            lender,
             tx,
             rx,
             fill,
@@ -341,7 +329,7 @@ impl XskPort {
 
     /// The UMEM as an arena for io_uring registration: chunk `i` is frame `i`.
     pub fn io_arena(&self) -> &Arc<Arena> {
-        &self.io_arena
+        self.lender.arena()
     }
 
     /// Lends a held frame to a storage I/O: returns the chunk token the engine needs to read
@@ -349,28 +337,12 @@ impl XskPort {
     /// ring) until [`Self::reclaim`] gives the handle back; without a handle it cannot be
     /// transmitted or released meanwhile.
     pub fn lend(&mut self, frame: Frame) -> Chunk {
-        self.pool.check(&frame);
-        let (_, index, len) = frame.into_parts();
-        self.lent_len[index as usize] = len;
-        self.tokens[index as usize]
-            .take()
-            .expect("a held frame's token is present")
+        self.lender.lend(&self.pool, frame)
     }
 
     /// Takes back a chunk lent by [`Self::lend`] and returns the frame's handle.
     pub fn reclaim(&mut self, chunk: Chunk) -> Frame {
-        assert!(
-            self.io_arena.owns(&chunk),
-            "chunk of another UMEM reclaimed"
-        );
-        let index = chunk.index();
-        assert!(
-            self.tokens[index].is_none(),
-            "frame {index} reclaimed but not lent"
-        );
-        self.tokens[index] = Some(chunk);
-        let index = u32::try_from(index).expect("frame index fits u32");
-        self.pool.handle(index, self.lent_len[index as usize])
+        self.lender.reclaim(&self.pool, chunk)
     }
 
     /// Zero-copy or copy mode.
