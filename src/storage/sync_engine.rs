@@ -195,7 +195,7 @@ fn read_all(fd: BorrowedFd<'_>, buf: &mut [u8], offset: u64) -> Result<(), IoErr
 }
 
 /// Writes all of `buf` at `offset` with `flags` (`RWF_DSYNC` for `Durability::Sync`).
-fn write_all(
+pub(crate) fn write_all(
     fd: BorrowedFd<'_>,
     buf: &[u8],
     offset: u64,
