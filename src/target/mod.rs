@@ -398,9 +398,7 @@ struct RequestHeader {
 
 impl RequestHeader {
     fn parse(frame: &[u8]) -> Option<RequestHeader> {
-        request_address(frame)?;
-        let eth = EthernetFrame::new_checked(frame).ok()?;
-        let aoe = AoePacket::new_checked(eth.payload()).ok()?;
+        let (eth, aoe) = parse_request(frame)?;
         Some(RequestHeader {
             src: eth.src_addr(),
             eth_len: eth.header_len(),
@@ -425,8 +423,12 @@ struct Ctx {
     len: usize,
 }
 
-/// (major, minor, command) of an AoE request of our version; `None` for anything else.
-fn request_address(frame: &[u8]) -> Option<(u16, u8, AoeCommand)> {
+/// The Ethernet and AoE views of one request frame.
+type RequestViews<'a> = (EthernetFrame<&'a [u8]>, AoePacket<&'a [u8]>);
+
+/// The Ethernet and AoE views of an AoE request of our version (checked once, here);
+/// `None` for anything else: other ethertypes, responses, other versions, short frames.
+fn parse_request(frame: &[u8]) -> Option<RequestViews<'_>> {
     let eth = EthernetFrame::new_checked(frame).ok()?;
     if eth.ethertype() != ETHERTYPE_AOE {
         return None;
@@ -435,6 +437,12 @@ fn request_address(frame: &[u8]) -> Option<(u16, u8, AoeCommand)> {
     if aoe.is_response() || aoe.version() != AOE_VERSION {
         return None;
     }
+    Some((eth, aoe))
+}
+
+/// (major, minor, command) of an AoE request of our version; `None` for anything else.
+fn request_address(frame: &[u8]) -> Option<(u16, u8, AoeCommand)> {
+    let (_, aoe) = parse_request(frame)?;
     Some((aoe.major(), aoe.minor(), aoe.command()))
 }
 

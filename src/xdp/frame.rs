@@ -212,6 +212,13 @@ impl FramePool {
         }
     }
 
+    /// Takes back a frame the application held without sending it (state `Rx` → `Free`).
+    pub(crate) fn release(&mut self, frame: Frame) {
+        self.check(&frame);
+        let (_, index, _) = frame.into_parts();
+        self.put_free(index, FrameState::Rx);
+    }
+
     /// Checks that `frame` belongs to this pool and is held by the application.
     pub(crate) fn check(&self, frame: &Frame) {
         assert_eq!(

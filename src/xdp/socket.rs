@@ -507,9 +507,7 @@ impl XskPort {
 
     /// Gives a frame back without sending it (e.g. a dropped request).
     pub fn release(&mut self, frame: Frame) {
-        self.pool.check(&frame);
-        let (_, index, _) = frame.into_parts();
-        self.pool.put_free(index, FrameState::Rx);
+        self.pool.release(frame);
     }
 
     /// Queues the first `len` bytes of `frame` for transmission (sent by the next
