@@ -462,7 +462,7 @@ fn test_two_interfaces(transport: Transport) {
         &transport.config("worker-cores = [0, 1]"),
         &[DeviceSpec::new(SHELF, SLOT, SECTORS)],
     );
-    let _target = dir.start(&net.target_ns);
+    let target = dir.start(&net.target_ns);
     let mut clients = [net.client(0), net.client(1)];
     let devices: Vec<Found> = clients.iter_mut().map(discover_one).collect();
     for (path, device) in devices.iter().enumerate() {
@@ -521,6 +521,38 @@ fn test_two_interfaces(transport: Transport) {
         .query_config(&devices[1], ConfigCommand::Read, b"")
         .expect("read config");
     assert_eq!(read, b"two paths");
+
+    // One worker owns the device's queue: every storage request that came in through the
+    // other worker's port crossed over to it (1 read, 16 writes and 16 reads on path 1).
+    let log = target.stop();
+    let stopped: Vec<(u64, u64)> = log
+        .lines()
+        .filter(|line| line.contains("worker stopped"))
+        .map(|line| (log_field(line, "jobs"), log_field(line, "remote_jobs")))
+        .collect();
+    assert_eq!(stopped.len(), 2, "two workers reported:\n{log}");
+    let jobs: u64 = stopped.iter().map(|s| s.0).sum();
+    let remote: u64 = stopped.iter().map(|s| s.1).sum();
+    assert!(jobs >= 66, "{jobs} storage requests submitted:\n{log}");
+    assert!(remote >= 33, "{remote} requests crossed workers:\n{log}");
+    assert!(
+        stopped.iter().any(|s| s.0 == 0),
+        "only the owner submits for the device: {stopped:?}"
+    );
+}
+
+/// The numeric value of `name=` in a tracing log line (0 when absent).
+fn log_field(line: &str, name: &str) -> u64 {
+    let key = format!(" {name}=");
+    line.find(&key)
+        .and_then(|at| {
+            line[at + key.len()..]
+                .split(|c: char| !c.is_ascii_digit())
+                .next()?
+                .parse()
+                .ok()
+        })
+        .unwrap_or(0)
 }
 
 /// Query Config set, test, prefix test and force set; a conflicting set is AoE error 4.

@@ -11,6 +11,7 @@
 pub mod devices;
 pub mod interfaces;
 pub mod port;
+pub mod queues;
 pub mod worker;
 
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -20,10 +21,11 @@ use std::time::Duration;
 
 use crate::config::{Config, IdleMode, SocketKind, XdpMode as ConfigXdpMode};
 use crate::storage::engine::Engine;
-use crate::storage::sync_engine::SyncEngine;
+use crate::storage::sync_engine::{SyncEngine, SYNC_QUEUE_DEPTH};
 use crate::storage::uring_engine::{UringConfig, UringEngine};
 use crate::target::{PortInfo, Target};
 use crate::xdp::loader::{self, XdpMode, XdpProgram};
+use crate::xdp::mem::Arena;
 use crate::xdp::packet::{PacketConfig, PacketPort};
 use crate::xdp::socket::{BindPreference, BusyPoll, XskConfig, XskPort};
 use crate::xdp::umem::FRAME_CAPACITY;
@@ -31,7 +33,8 @@ use crate::xdp::umem::FRAME_CAPACITY;
 use devices::Devices;
 use interfaces::Interface;
 use port::Port;
-use worker::{Idle, Unit, UnitStats};
+use queues::Queues;
+use worker::{Idle, Unit, UnitStats, Worker, WorkerStats};
 
 /// Why the dataplane could not start.
 #[derive(Debug, thiserror::Error)]
@@ -76,8 +79,9 @@ pub enum DataplaneError {
     Spawn(std::io::Error),
 }
 
-/// A worker thread; it returns its units' counters or the port error that stopped it.
-type WorkerHandle = JoinHandle<Result<Vec<UnitStats>, port::PortError>>;
+/// A worker thread; it returns its units' counters and its own, or the port error that
+/// stopped it.
+type WorkerHandle = JoinHandle<Result<(Vec<UnitStats>, WorkerStats), port::PortError>>;
 
 /// A running dataplane.
 pub struct Dataplane {
@@ -175,7 +179,7 @@ impl Dataplane {
         let mut first_error = None;
         for worker in self.workers.drain(..) {
             match worker.join() {
-                Ok(Ok(stats)) => all.extend(stats),
+                Ok(Ok((stats, _))) => all.extend(stats),
                 Ok(Err(error)) => {
                     first_error.get_or_insert(error);
                 }
@@ -294,19 +298,20 @@ fn open_xdp(
         .collect())
 }
 
-/// An io_uring engine over the port's frame memory; the synchronous engine if io_uring is
-/// unavailable (disabled by sysctl, seccomp...), with a warning.
-fn engine_for(config: &Config, devices: &Devices, port: &Port) -> Engine {
+/// An io_uring engine over every port's frame memory (a worker submits the requests of its
+/// devices whatever port they came in on); the synchronous engine if io_uring is unavailable
+/// (disabled by sysctl, seccomp...), with a warning.
+fn engine_for(config: &Config, devices: &Devices, arenas: &[Arc<Arena>]) -> Engine {
     let uring = UringConfig {
         entries: config.target.uring_entries,
         merge_max_segments: usize::try_from(config.target.merge_max_segments).unwrap_or(32),
         merge_delay: Duration::from_micros(u64::from(config.target.merge_delay_us)),
     };
-    match UringEngine::new(devices.exports.clone(), port.io_arena().clone(), uring) {
+    match UringEngine::with_arenas(devices.exports.clone(), arenas, uring) {
         Ok(engine) => Engine::Uring(engine),
         Err(error) => {
             tracing::warn!(%error, "io_uring unavailable; using synchronous I/O (slow)");
-            let engine = SyncEngine::new(devices.exports.clone(), port.io_arena().clone())
+            let engine = SyncEngine::with_arenas(devices.exports.clone(), arenas, SYNC_QUEUE_DEPTH)
                 .expect("the synchronous engine needs no kernel support");
             Engine::Sync(engine)
         }
@@ -322,17 +327,32 @@ fn spawn_workers(
     let cores = &config.target.worker_cores;
     let worker_count = cores.len().clamp(1, ports.len().max(1));
     let slots = usize::try_from(config.target.uring_entries).unwrap_or(256);
+    let arenas: Vec<Arc<Arena>> = ports.iter().map(|p| p.port.io_arena().clone()).collect();
+    // Which worker's ports may serve which device: a device is owned by one of those workers.
+    let device_count = devices.devices.len();
+    let mut serves = vec![vec![false; device_count]; worker_count];
+    for (index, pending) in ports.iter().enumerate() {
+        let bit = 1u64 << (pending.info.index & 63);
+        for (device, (params, _)) in devices.devices.iter().enumerate() {
+            serves[index % worker_count][device] |= params.port_mask & bit != 0;
+        }
+    }
+    let owners = queues::owners(&serves, device_count);
+    let queues = Arc::new(Queues::new(owners.clone(), &vec![slots; ports.len()]));
     let mut groups: Vec<Vec<Unit>> = (0..worker_count).map(|_| Vec::new()).collect();
     for (index, pending) in ports.into_iter().enumerate() {
-        let engine = engine_for(config, devices, &pending.port);
+        let id = u16::try_from(index).expect("at most 64 interfaces, few queues each");
         let unit = Unit::new(
+            id,
             pending.port,
-            engine,
             pending.info,
             slots,
             devices.state_dir.clone(),
         );
         groups[index % worker_count].push(unit);
+    }
+    for (device, (params, _)) in devices.devices.iter().enumerate() {
+        tracing::info!(device = %params.name, worker = owners[device], "device queue owner");
     }
     let idle = match config.target.idle {
         IdleMode::Spin => Idle::Spin,
@@ -340,11 +360,21 @@ fn spawn_workers(
     };
     let advertise = config.target.advertise;
     let mut handles = Vec::new();
-    for (index, mut units) in groups.into_iter().enumerate() {
+    for (index, units) in groups.into_iter().enumerate() {
         let core = cores.get(index).copied();
         let shared = devices.devices.clone();
         let destinations = devices.advertise_to.clone();
         let stop = stop.clone();
+        let engine = engine_for(config, devices, &arenas);
+        let mut worker = Worker::new(index, engine, units, Arc::clone(&queues));
+        // Jobs can come from another worker when a device this one owns is also served by
+        // another worker's ports.
+        worker.set_shared(
+            worker
+                .devices()
+                .iter()
+                .any(|&d| (0..worker_count).any(|w| w != index && serves[w][usize::from(d)])),
+        );
         let handle = std::thread::Builder::new()
             .name(format!("aoe-worker-{index}"))
             .spawn(move || {
@@ -362,19 +392,37 @@ fn spawn_workers(
                     .collect();
                 let others: Vec<usize> = all.iter().copied().filter(|&c| Some(c) != core).collect();
                 let io_cpus = if others.is_empty() { &all } else { &others };
-                for unit in &units {
-                    if let Err(error) = unit.engine().set_io_worker_cpus(io_cpus) {
-                        tracing::warn!(%error, "io_uring workers keep the worker's core");
-                    }
+                if let Err(error) = worker.engine().set_io_worker_cpus(io_cpus) {
+                    tracing::warn!(%error, "io_uring workers keep the worker's core");
                 }
                 let mut target = Target::new(shared);
                 if advertise {
-                    for unit in &mut units {
+                    for unit in worker.units_mut() {
                         unit.advertise(&mut target, &destinations);
                     }
                 }
-                tracing::info!(worker = index, core, units = units.len(), "worker running");
-                worker::run(target, units, idle, &stop)
+                tracing::info!(
+                    worker = index,
+                    core,
+                    units = worker.units_mut().len(),
+                    devices = worker.devices().len(),
+                    "worker running"
+                );
+                let result = worker::run(target, worker, idle, &stop);
+                if let Ok((_, stats)) = &result {
+                    tracing::info!(
+                        worker = index,
+                        jobs = stats.jobs,
+                        remote_jobs = stats.remote_jobs,
+                        io_backlogged = stats.io_backlogged,
+                        ios = stats.engine.ios,
+                        merged = stats.engine.merged,
+                        bounced = stats.engine.bounced,
+                        io_errors = stats.engine.errors,
+                        "worker stopped"
+                    );
+                }
+                result
             })
             .map_err(DataplaneError::Spawn)?;
         handles.push(handle);

@@ -1,35 +1,49 @@
-//! One worker: a thread pinned to one core that owns its ports, their io_uring engines, its
-//! request slots and counters. Nothing mutable is shared on the I/O path (the only shared
-//! thing a request touches is the device state's generation counter, read-mostly).
+//! One worker: a thread pinned to one core that owns its ports (units), one io_uring engine,
+//! the devices it was made owner of, and its counters. Requests move between workers only
+//! through the lock-free per-device queues of [`super::queues`].
 //!
-//! One [`Unit::poll`] does bounded work: reap at most the completions that are ready, receive
-//! at most [`RX_BATCH_MAX`] frames (and never more than there are free request slots, so a
-//! request is never refused for lack of a slot), submit the batch to io_uring once, flush TX
-//! once. A bad request fails that request only.
+//! One [`Worker::poll`] does bounded work, in this order:
+//! 1. reap the engine's completions and hand each to its unit's done queue;
+//! 2. per unit: finish the done requests (`Target::complete`, TX on the port they came in on);
+//! 3. per unit: receive at most [`RX_BATCH_MAX`] frames (never more than the unit's free
+//!    request slots, so a request is never refused for lack of one) and answer them, or push
+//!    a [`Job`] into the queue of the request's device;
+//! 4. per owned device, round-robin: pop jobs into the engine while it has room;
+//! 5. commit to the kernel once, reap and finish again (page-cached reads complete inside the
+//!    commit), flush each port's TX once.
 //!
-//! The frame of a request is the frame of its reply: a read lands in it at the ATA data offset
-//! (chunk + 512 for an untagged frame), a write goes to disk from it, and the reply header is
-//! rewritten in place before it is transmitted on the port it came from.
+//! A bad request fails that request only. The frame of a request is the frame of its reply: a
+//! read lands in it at the ATA data offset (chunk + 512 for an untagged frame), a write goes to
+//! disk from it, and the reply header is rewritten in place before it is transmitted on the
+//! port it came from.
 
+use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::state_dir::StateDir;
-use crate::storage::engine::{Engine, IoCompletion, IoOp, IoRequest};
+use crate::storage::engine::{Engine, EngineStats, IoCompletion, IoOp, IoRequest};
 use crate::target::{DeviceIndex, IoFailure, IoKind, IoPlan, Outcome, PortInfo, Target};
 use crate::xdp::frame::Frame;
 
 use super::port::{Port, PortError};
+use super::queues::{Done, Job, Queues};
 
 /// Most frames received per port per iteration (DPDK l2fwd's `MAX_PKT_BURST`).
 pub const RX_BATCH_MAX: usize = 32;
+/// Most jobs taken from one device's queue per iteration (fairness between devices).
+const DEVICE_BATCH_MAX: usize = 64;
 /// Idle iterations before a worker in poll mode sleeps in `poll()`.
 const IDLE_SPINS_BEFORE_SLEEP: u32 = 1000;
 /// Longest sleep of an idle worker in poll mode (bounds shutdown latency too).
 const IDLE_SLEEP: Duration = Duration::from_millis(10);
-/// Sleep of an idle worker in poll mode while disk I/O is in flight.
+/// Sleep of an idle worker in poll mode while requests are in flight.
 const IO_WAIT_SLEEP: Duration = Duration::from_micros(20);
+/// Sleep of an idle worker in poll mode that must also watch other ports or device queues.
+const SHARED_IDLE_SLEEP: Duration = Duration::from_micros(50);
+/// Longest a stopping dataplane waits for requests in flight.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Counters of one unit (one port). Plain integers: only its worker writes them.
 #[derive(Debug, Clone, Copy, Default)]
@@ -40,19 +54,30 @@ pub struct UnitStats {
     pub tx_frames: u64,
     /// Frames not addressed to any device (or dropped by ACL, mask or test).
     pub ignored: u64,
-    /// Storage requests submitted.
+    /// Storage requests queued for their device.
     pub io_submitted: u64,
-    /// Requests the engine handed back because its queue was full (retried, not dropped).
-    pub io_backlogged: u64,
     /// Replies sent although the state could not be saved.
     pub persist_errors: u64,
     /// Broadcast copies that found no free frame.
     pub no_frame: u64,
 }
 
-/// Fixed request slots: `user_data` of an I/O is its slot index.
+/// Counters of one worker's device side.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct WorkerStats {
+    /// Jobs taken from the owned devices' queues.
+    pub jobs: u64,
+    /// Jobs that came from another worker's port.
+    pub remote_jobs: u64,
+    /// Jobs the engine handed back because its queue was full (retried, not dropped).
+    pub io_backlogged: u64,
+    /// The engine's counters.
+    pub engine: EngineStats,
+}
+
+/// The worker's in-flight table: `user_data` of an I/O is its slot index.
 struct Slots {
-    plans: Vec<Option<IoPlan>>,
+    entries: Vec<Option<(u16, IoPlan)>>,
     free: Vec<u32>,
 }
 
@@ -62,7 +87,7 @@ impl Slots {
             .rev()
             .collect();
         Slots {
-            plans: vec![None; count],
+            entries: vec![None; count],
             free,
         }
     }
@@ -71,58 +96,61 @@ impl Slots {
         self.free.len()
     }
 
-    fn put(&mut self, plan: IoPlan) -> u32 {
-        let slot = self.free.pop().expect("RX is bounded by free slots");
+    fn put(&mut self, unit: u16, plan: IoPlan) -> u32 {
+        let slot = self
+            .free
+            .pop()
+            .expect("jobs are taken only into free slots");
         assert!(
-            self.plans[slot as usize].replace(plan).is_none(),
+            self.entries[slot as usize].replace((unit, plan)).is_none(),
             "slot {slot} in use"
         );
         slot
     }
 
-    fn take(&mut self, slot: u64) -> IoPlan {
+    fn take(&mut self, slot: u64) -> (u16, IoPlan) {
         let index = usize::try_from(slot).expect("slot index");
-        let plan = self.plans[index]
+        let entry = self.entries[index]
             .take()
             .expect("completion for an idle slot");
         self.free
             .push(u32::try_from(index).expect("slot index fits u32"));
-        plan
+        entry
     }
 }
 
-/// One port with its storage engine and request slots.
+/// One port: its receive and reply side.
 pub struct Unit {
-    // Field order is drop order: the engine first (it waits for in-flight I/O and unregisters
-    // the frame memory), then the port that owns that memory.
-    engine: Engine,
-    slots: Slots,
-    /// Requests the engine refused for now (queue full): retried before taking more RX.
-    backlog: Vec<(Frame, IoPlan)>,
-    /// Scratch for completions reaped in one iteration (capacity = slots; never grows).
-    reaped: Vec<IoCompletion>,
+    /// Global index: the unit's done queue.
+    id: u16,
     port: Port,
     info: PortInfo,
+    /// Most requests of this port in flight (queued, in I/O or done and not yet sent).
+    capacity: usize,
+    in_flight: usize,
+    /// Jobs a device queue refused (only on a broken capacity invariant): retried first.
+    backlog: Vec<Job>,
     state_dir: Arc<StateDir>,
     stats: UnitStats,
 }
 
 impl Unit {
-    /// Assembles a unit; `slots` bounds the requests in flight on this port.
+    /// Assembles a unit; `id` is its index in the dataplane's [`Queues`], `capacity` bounds
+    /// the requests in flight on this port.
     pub fn new(
+        id: u16,
         port: Port,
-        engine: Engine,
         info: PortInfo,
-        slots: usize,
+        capacity: usize,
         state_dir: Arc<StateDir>,
     ) -> Unit {
         Unit {
-            engine,
-            slots: Slots::new(slots),
-            backlog: Vec::with_capacity(slots),
-            reaped: Vec::with_capacity(slots),
+            id,
             port,
             info,
+            capacity,
+            in_flight: 0,
+            backlog: Vec::with_capacity(capacity),
             state_dir,
             stats: UnitStats::default(),
         }
@@ -136,11 +164,6 @@ impl Unit {
     /// The counters.
     pub fn stats(&self) -> &UnitStats {
         &self.stats
-    }
-
-    /// The storage engine.
-    pub fn engine(&self) -> &Engine {
-        &self.engine
     }
 
     /// The transport.
@@ -169,62 +192,46 @@ impl Unit {
         }
     }
 
-    /// One bounded iteration; returns whether there was any work.
-    pub fn poll(&mut self, target: &mut Target, now: Instant) -> Result<bool, PortError> {
-        let mut work = self.reap_io(target);
-        work += self.retry_backlog(target);
+    /// Sends the replies of this unit's finished requests; returns how many.
+    fn finish(&mut self, target: &mut Target, queues: &Queues) -> usize {
+        let mut count = 0;
+        while let Some(done) = queues.pop_done(self.id) {
+            self.in_flight -= 1;
+            let mut frame = self.port.reclaim(done.chunk);
+            let len = target.complete(self.port.data_mut(&mut frame), &done.plan, done.result);
+            self.send(frame, len);
+            count += 1;
+        }
+        count
+    }
+
+    /// Receives and answers or queues a bounded burst; returns the frames taken.
+    fn receive(&mut self, target: &mut Target, queues: &Queues, stopping: bool) -> usize {
+        let mut work = self.retry_backlog(queues);
         let room = self
-            .slots
-            .free_count()
-            .saturating_sub(self.backlog.len())
+            .capacity
+            .saturating_sub(self.in_flight)
             .min(RX_BATCH_MAX);
-        if room > 0 {
-            for frame in self.port.rx_burst(room) {
-                work += 1;
-                self.stats.rx_frames += 1;
-                self.handle_frame(target, frame);
-            }
+        if room == 0 || stopping {
+            return work;
         }
-        // Always commit: with DEFER_TASKRUN this is also what lets completions be posted.
-        if let Err(error) = self.engine.commit(now) {
-            tracing::error!(%error, "io_uring commit failed");
+        for frame in self.port.rx_burst(room) {
+            work += 1;
+            self.stats.rx_frames += 1;
+            self.handle_frame(target, queues, frame);
         }
+        work
+    }
+
+    /// Flushes TX, recycles TX completions, refills RX.
+    fn flush(&mut self) -> Result<(), PortError> {
         self.port.flush_tx()?;
         self.port.reap_completions();
         self.port.refill()?;
-        Ok(work > 0)
-    }
-
-    /// Sleeps until a frame arrives or `timeout` passes (poll idle mode); while disk I/O is in
-    /// flight, only for [`IO_WAIT_SLEEP`].
-    pub fn wait(&mut self, timeout: Duration) -> Result<(), PortError> {
-        if self.engine.in_flight() == 0 {
-            self.port.wait_rx(timeout)?;
-        } else {
-            // Disk I/O in flight: yield the core for a moment rather than spin. io_uring's
-            // io-wq threads, which carry out the I/O that blocks (every `RWF_DSYNC` write),
-            // inherit this thread's pinning, so spinning here delays the very completion it
-            // waits for (a sync write took ~6.5 ms instead of ~2 ms).
-            std::thread::sleep(IO_WAIT_SLEEP);
-        }
         Ok(())
     }
 
-    /// Finishes every request still in flight (at shutdown), sending the replies.
-    pub fn drain(&mut self, target: &mut Target) {
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while (self.engine.in_flight() > 0 || !self.backlog.is_empty()) && Instant::now() < deadline
-        {
-            self.retry_backlog(target);
-            let _ = self.engine.commit(Instant::now());
-            let _ = self.engine.wait(1);
-            self.reap_io(target);
-        }
-        let _ = self.port.flush_tx();
-        self.port.reap_completions();
-    }
-
-    fn handle_frame(&mut self, target: &mut Target, frame: Frame) {
+    fn handle_frame(&mut self, target: &mut Target, queues: &Queues, frame: Frame) {
         let len = frame.len();
         let mut addressed = target.addressed(self.port.data(&frame), &self.info);
         let Some(first) = target.next_addressed(&mut addressed) else {
@@ -239,12 +246,19 @@ impl Unit {
                 break;
             };
             self.port.data_mut(&mut copy)[..len].copy_from_slice(self.port.data(&frame));
-            self.dispatch(target, device, copy, len);
+            self.dispatch(target, queues, device, copy, len);
         }
-        self.dispatch(target, first, frame, len);
+        self.dispatch(target, queues, first, frame, len);
     }
 
-    fn dispatch(&mut self, target: &mut Target, device: DeviceIndex, mut frame: Frame, len: usize) {
+    fn dispatch(
+        &mut self,
+        target: &mut Target,
+        queues: &Queues,
+        device: DeviceIndex,
+        mut frame: Frame,
+        len: usize,
+    ) {
         let buf = self.port.data_mut(&mut frame);
         match target.handle(device, buf, len, &self.info) {
             Outcome::Drop => {
@@ -257,8 +271,33 @@ impl Unit {
                 }
                 self.send(frame, len);
             }
-            Outcome::Io(plan) => self.submit(target, frame, plan),
+            Outcome::Io(plan) => {
+                let buf_offset = self.port.offset_in_chunk(&frame) + plan.data_offset;
+                let job = Job {
+                    unit: self.id,
+                    chunk: self.port.lend(frame),
+                    buf_offset: u32::try_from(buf_offset).expect("offset inside a chunk"),
+                    plan,
+                };
+                self.in_flight += 1;
+                self.stats.io_submitted += 1;
+                if let Err(job) = queues.push_job(job) {
+                    self.backlog.push(job);
+                }
+            }
         }
+    }
+
+    fn retry_backlog(&mut self, queues: &Queues) -> usize {
+        let count = self.backlog.len();
+        for _ in 0..count {
+            let job = self.backlog.remove(0);
+            if let Err(job) = queues.push_job(job) {
+                self.backlog.insert(0, job);
+                break;
+            }
+        }
+        count
     }
 
     fn persist(&mut self, target: &Target, device: DeviceIndex) {
@@ -274,10 +313,218 @@ impl Unit {
         self.port.transmit(frame, len);
         self.stats.tx_frames += 1;
     }
+}
 
-    fn submit(&mut self, target: &mut Target, frame: Frame, plan: IoPlan) {
-        let buf_offset = self.port.offset_in_chunk(&frame) + plan.data_offset;
-        let slot = self.slots.put(plan);
+/// One worker thread's state: its units and the device side (engine, owned devices).
+pub struct Worker {
+    // Field order is drop order: the engine first (it waits for in-flight I/O and unregisters
+    // the frame memories), then the units that own that memory. Other workers' frame memory
+    // stays alive through the engine's own `Arc`s.
+    engine: Engine,
+    units: Vec<Unit>,
+    queues: Arc<Queues>,
+    /// Devices this worker submits for.
+    devices: Vec<DeviceIndex>,
+    /// Whether other workers may queue jobs for this worker's devices (then an idle worker
+    /// must not sleep long in `poll()` on its own ports).
+    shared: bool,
+    /// Owned device to look at first next time (round-robin).
+    next_device: usize,
+    slots: Slots,
+    /// Jobs taken from a device queue that the engine refused for now: submitted first.
+    held: VecDeque<Job>,
+    /// Finished requests whose done queue was full (only on a broken invariant).
+    undelivered: VecDeque<(u16, Done)>,
+    /// Scratch for completions reaped in one iteration (capacity = slots; never grows).
+    reaped: Vec<IoCompletion>,
+    stats: WorkerStats,
+}
+
+impl Worker {
+    /// A worker over `units` that submits the jobs of `queues`' devices owned by `index` to
+    /// `engine` (which must serve the frame memory of every unit of the dataplane).
+    pub fn new(index: usize, engine: Engine, units: Vec<Unit>, queues: Arc<Queues>) -> Worker {
+        let capacity = engine.capacity();
+        Worker {
+            shared: false,
+            devices: queues.owned_by(index),
+            engine,
+            units,
+            queues,
+            next_device: 0,
+            slots: Slots::new(capacity),
+            held: VecDeque::with_capacity(capacity),
+            undelivered: VecDeque::new(),
+            reaped: Vec::with_capacity(capacity),
+            stats: WorkerStats::default(),
+        }
+    }
+
+    /// Declares that other workers may queue jobs for this worker's devices.
+    pub fn set_shared(&mut self, shared: bool) {
+        self.shared = shared;
+    }
+
+    /// The storage engine.
+    pub fn engine(&self) -> &Engine {
+        &self.engine
+    }
+
+    /// The units.
+    pub fn units_mut(&mut self) -> &mut [Unit] {
+        &mut self.units
+    }
+
+    /// The devices this worker submits for.
+    pub fn devices(&self) -> &[DeviceIndex] {
+        &self.devices
+    }
+
+    /// The device side's counters.
+    pub fn stats(&self) -> WorkerStats {
+        WorkerStats {
+            engine: self.engine.stats(),
+            ..self.stats
+        }
+    }
+
+    /// One bounded iteration; returns whether there was any work.
+    pub fn poll(&mut self, target: &mut Target, now: Instant) -> Result<bool, PortError> {
+        self.step(target, now, false)
+    }
+
+    fn step(
+        &mut self,
+        target: &mut Target,
+        now: Instant,
+        stopping: bool,
+    ) -> Result<bool, PortError> {
+        let mut work = self.reap_io();
+        work += self.finish(target);
+        for unit in &mut self.units {
+            work += unit.receive(target, &self.queues, stopping);
+        }
+        work += self.take_jobs();
+        // Always commit: with DEFER_TASKRUN this is also what lets completions be posted.
+        if let Err(error) = self.engine.commit(now) {
+            tracing::error!(%error, "io_uring commit failed");
+        }
+        work += self.reap_io();
+        work += self.finish(target);
+        for unit in &mut self.units {
+            unit.flush()?;
+        }
+        Ok(work > 0)
+    }
+
+    /// True while any request of this worker's devices or units is unfinished.
+    fn busy(&self) -> bool {
+        self.engine.in_flight() > 0
+            || !self.held.is_empty()
+            || !self.undelivered.is_empty()
+            || self.units.iter().any(|u| u.in_flight > 0)
+            || self.devices.iter().any(|&d| self.queues.queued(d) > 0)
+    }
+
+    /// Sleeps until a frame arrives or `timeout` passes (poll idle mode); while requests are
+    /// in flight, only for [`IO_WAIT_SLEEP`]; with several ports, or when other workers may
+    /// queue jobs here, for [`SHARED_IDLE_SLEEP`].
+    pub fn wait(&mut self, timeout: Duration) -> Result<(), PortError> {
+        if self.busy() {
+            // Requests in flight: yield the core for a moment rather than spin. io_uring's
+            // io-wq threads, which carry out the I/O that blocks (every `RWF_DSYNC` write),
+            // may share this core, so spinning here delays the very completion it waits for.
+            std::thread::sleep(IO_WAIT_SLEEP);
+        } else if self.units.len() == 1 && !self.shared {
+            self.units[0].port.wait_rx(timeout)?;
+        } else {
+            std::thread::sleep(SHARED_IDLE_SLEEP);
+        }
+        Ok(())
+    }
+
+    /// At shutdown: stops taking RX and finishes every request still in flight anywhere in
+    /// the dataplane (other workers may wait for this one's devices), sending the replies.
+    pub fn drain(&mut self, target: &mut Target) {
+        let deadline = Instant::now() + DRAIN_TIMEOUT;
+        while (self.busy() || self.queues.outstanding() > 0) && Instant::now() < deadline {
+            let now = Instant::now();
+            match self.step(target, now, true) {
+                Ok(true) => {}
+                Ok(false) if self.engine.in_flight() > 0 => {
+                    let _ = self.engine.wait(1);
+                }
+                Ok(false) => std::thread::sleep(IO_WAIT_SLEEP),
+                Err(error) => {
+                    tracing::error!(%error, "port failed while draining");
+                    break;
+                }
+            }
+        }
+        if self.busy() {
+            tracing::error!(
+                in_flight = self.engine.in_flight(),
+                "requests still in flight at shutdown"
+            );
+        }
+    }
+
+    /// Finishes every unit's done requests.
+    fn finish(&mut self, target: &mut Target) -> usize {
+        let mut work = self.deliver();
+        for unit in &mut self.units {
+            work += unit.finish(target, &self.queues);
+        }
+        work
+    }
+
+    /// Takes jobs from the owned devices' queues into the engine while it has room.
+    fn take_jobs(&mut self) -> usize {
+        let mut taken = 0;
+        while let Some(job) = self.held.pop_front() {
+            match self.submit(job) {
+                Ok(()) => taken += 1,
+                Err(job) => {
+                    self.held.push_front(job);
+                    return taken;
+                }
+            }
+        }
+        let count = self.devices.len();
+        for step in 0..count {
+            let device = self.devices[(self.next_device + step) % count];
+            for _ in 0..DEVICE_BATCH_MAX {
+                if self.slots.free_count() == 0 {
+                    self.next_device = (self.next_device + step) % count;
+                    return taken;
+                }
+                let Some(job) = self.queues.pop_job(device) else {
+                    break;
+                };
+                if let Err(job) = self.submit(job) {
+                    self.held.push_back(job);
+                    self.next_device = (self.next_device + step + 1) % count;
+                    return taken;
+                }
+                taken += 1;
+            }
+        }
+        if count > 0 {
+            self.next_device = (self.next_device + 1) % count;
+        }
+        taken
+    }
+
+    /// Submits `job` to the engine; hands it back when the engine is full for now.
+    fn submit(&mut self, job: Job) -> Result<(), Job> {
+        let Job {
+            unit,
+            chunk,
+            buf_offset,
+            plan,
+        } = job;
+        let remote = !self.units.iter().any(|u| u.id == unit);
+        let slot = self.slots.put(unit, plan);
         let request = IoRequest {
             export: plan.export,
             op: match plan.kind {
@@ -287,50 +534,52 @@ impl Unit {
             },
             sector: plan.sector,
             len: u32::try_from(plan.byte_len()).expect("a frame's data fits u32"),
-            chunk: self.port.lend(frame),
-            buf_offset: u32::try_from(buf_offset).expect("offset inside a chunk"),
+            chunk,
+            buf_offset,
             user_data: u64::from(slot),
         };
-        self.stats.io_submitted += 1;
-        if let Err(refused) = self.engine.submit(request) {
-            let plan = self.slots.take(u64::from(slot));
-            let throttled = refused.is_throttling_err();
-            let error = refused.error;
-            let mut frame = self.port.reclaim(refused.req.chunk);
-            if throttled {
-                self.stats.io_backlogged += 1;
-                self.backlog.push((frame, plan));
-            } else {
-                // A request the engine cannot take at all (the target already checked the
-                // range, so this is defence in depth): fail it, do not drop it.
-                tracing::warn!(%error, "storage refused a request");
-                let len = target.complete(
-                    self.port.data_mut(&mut frame),
-                    &plan,
-                    Err(IoFailure::Aborted),
-                );
-                self.send(frame, len);
-            }
+        let submitted = self.engine.submit(request);
+        if !matches!(&submitted, Err(refused) if refused.is_throttling_err()) {
+            self.stats.jobs += 1;
+            self.stats.remote_jobs += u64::from(remote);
         }
+        let Err(refused) = submitted else {
+            return Ok(());
+        };
+        self.slots.take(u64::from(slot));
+        let throttled = refused.is_throttling_err();
+        let error = refused.error;
+        let chunk = refused.req.chunk;
+        if throttled {
+            self.stats.io_backlogged += 1;
+            return Err(Job {
+                unit,
+                chunk,
+                buf_offset,
+                plan,
+            });
+        }
+        // A request the engine cannot take at all (the target already checked the range, so
+        // this is defence in depth): fail it, do not drop it.
+        tracing::warn!(%error, "storage refused a request");
+        self.hand_back(
+            unit,
+            Done {
+                chunk,
+                plan,
+                result: Err(IoFailure::Aborted),
+            },
+        );
+        Ok(())
     }
 
-    fn retry_backlog(&mut self, target: &mut Target) -> usize {
-        let count = self.backlog.len();
-        for _ in 0..count {
-            let (frame, plan) = self.backlog.remove(0);
-            self.submit(target, frame, plan);
-        }
-        count
-    }
-
-    fn reap_io(&mut self, target: &mut Target) -> usize {
+    fn reap_io(&mut self) -> usize {
         // Taken out and put back so its capacity is reused: no allocation per iteration.
         let mut reaped = std::mem::take(&mut self.reaped);
         self.engine.reap(&mut |completion| reaped.push(completion));
         let count = reaped.len();
         for completion in reaped.drain(..) {
-            let plan = self.slots.take(completion.user_data);
-            let mut frame = self.port.reclaim(completion.chunk);
+            let (unit, plan) = self.slots.take(completion.user_data);
             let result = completion.result.map_err(|e| {
                 if e.is_media_error() {
                     IoFailure::Media
@@ -338,10 +587,31 @@ impl Unit {
                     IoFailure::Aborted
                 }
             });
-            let len = target.complete(self.port.data_mut(&mut frame), &plan, result);
-            self.send(frame, len);
+            let done = Done {
+                chunk: completion.chunk,
+                plan,
+                result,
+            };
+            self.hand_back(unit, done);
         }
         self.reaped = reaped;
+        count
+    }
+
+    fn hand_back(&mut self, unit: u16, done: Done) {
+        if let Err(done) = self.queues.push_done(unit, done) {
+            self.undelivered.push_back((unit, done));
+        }
+    }
+
+    fn deliver(&mut self) -> usize {
+        let count = self.undelivered.len();
+        for _ in 0..count {
+            let Some((unit, done)) = self.undelivered.pop_front() else {
+                break;
+            };
+            self.hand_back(unit, done);
+        }
         count
     }
 }
@@ -355,39 +625,28 @@ pub enum Idle {
     Poll,
 }
 
-/// Runs `units` on the current thread until `stop` is set; returns the units' counters.
+/// Runs `worker` on the current thread until `stop` is set, then drains it; returns its
+/// units' counters and its own.
 pub fn run(
     mut target: Target,
-    mut units: Vec<Unit>,
+    mut worker: Worker,
     idle: Idle,
     stop: &AtomicBool,
-) -> Result<Vec<UnitStats>, PortError> {
+) -> Result<(Vec<UnitStats>, WorkerStats), PortError> {
     let mut idle_spins = 0u32;
     // Acquire: pairs with the Release store of the thread that asks for shutdown.
     while !stop.load(Ordering::Acquire) {
-        let now = Instant::now();
-        let mut busy = false;
-        for unit in &mut units {
-            busy |= unit.poll(&mut target, now)?;
-        }
-        if busy {
+        if worker.poll(&mut target, Instant::now())? {
             idle_spins = 0;
             continue;
         }
         idle_spins = idle_spins.saturating_add(1);
         match idle {
-            Idle::Spin => std::hint::spin_loop(),
-            Idle::Poll if idle_spins >= IDLE_SPINS_BEFORE_SLEEP && units.len() == 1 => {
-                units[0].wait(IDLE_SLEEP)?;
-            }
-            Idle::Poll if idle_spins >= IDLE_SPINS_BEFORE_SLEEP => {
-                std::thread::sleep(Duration::from_micros(50))
-            }
-            Idle::Poll => std::hint::spin_loop(),
+            Idle::Poll if idle_spins >= IDLE_SPINS_BEFORE_SLEEP => worker.wait(IDLE_SLEEP)?,
+            Idle::Spin | Idle::Poll => std::hint::spin_loop(),
         }
     }
-    for unit in &mut units {
-        unit.drain(&mut target);
-    }
-    Ok(units.iter().map(|u| *u.stats()).collect())
+    worker.drain(&mut target);
+    let units = worker.units.iter().map(|u| *u.stats()).collect();
+    Ok((units, worker.stats()))
 }

@@ -198,19 +198,57 @@ pub(crate) struct Checked {
     pub route: Route,
 }
 
-/// Validates `req` against the exports and `arena`. Does not look at `read_only`: refused
+/// The frame memories an engine serves: requests may carry a chunk of any of them (a worker's
+/// engine serves the requests of every port, each port with its own frame memory).
+#[derive(Debug, Clone)]
+pub struct Arenas(Box<[Arc<Arena>]>);
+
+impl Arenas {
+    /// The set of `arenas` (at least one).
+    pub fn new(arenas: &[Arc<Arena>]) -> Result<Arenas, EngineError> {
+        if arenas.is_empty() {
+            return Err(EngineError::Config("an engine needs at least one arena"));
+        }
+        Ok(Arenas(arenas.into()))
+    }
+
+    /// The arena `chunk` belongs to.
+    pub fn of(&self, chunk: &Chunk) -> Option<&Arena> {
+        self.0.iter().map(|a| &**a).find(|a| a.owns(chunk))
+    }
+
+    /// The arenas, in registration order.
+    pub fn all(&self) -> &[Arc<Arena>] {
+        &self.0
+    }
+
+    /// The largest chunk size of the set.
+    pub fn max_chunk_size(&self) -> usize {
+        self.0.iter().map(|a| a.chunk_size()).max().unwrap_or(0)
+    }
+
+    /// The bytes of `chunk`. Panics on a foreign chunk ([`check`] refuses those first).
+    pub fn bytes<'a>(&'a self, chunk: &'a Chunk) -> &'a [u8] {
+        self.of(chunk).expect("checked chunk").bytes(chunk)
+    }
+
+    /// The bytes of `chunk`, writable. Panics on a foreign chunk.
+    pub fn bytes_mut<'a>(&'a self, chunk: &'a mut Chunk) -> &'a mut [u8] {
+        self.of(chunk).expect("checked chunk").bytes_mut(chunk)
+    }
+}
+
+/// Validates `req` against the exports and `arenas`. Does not look at `read_only`: refused
 /// writes are accepted and completed with `EROFS`.
 pub(crate) fn check(
     exports: &[Export],
-    arena: &Arena,
+    arenas: &Arenas,
     req: &IoRequest,
 ) -> Result<Checked, SubmitError> {
     let export = exports
         .get(usize::from(req.export))
         .ok_or(SubmitError::NoSuchExport(req.export))?;
-    if !arena.owns(&req.chunk) {
-        return Err(SubmitError::ForeignChunk);
-    }
+    let arena = arenas.of(&req.chunk).ok_or(SubmitError::ForeignChunk)?;
     if req.op == IoOp::Flush {
         let route = Route {
             lane: Lane::Buffered,
@@ -315,6 +353,14 @@ impl Engine {
         match self {
             Engine::Sync(_) => Ok(()),
             Engine::Uring(engine) => engine.set_io_worker_cpus(cpus),
+        }
+    }
+
+    /// How many requests the engine holds before `submit` throttles.
+    pub fn capacity(&self) -> usize {
+        match self {
+            Engine::Uring(e) => e.capacity(),
+            Engine::Sync(e) => e.capacity(),
         }
     }
 

@@ -15,8 +15,8 @@ use std::time::Instant;
 use rustix::io::{Errno, ReadWriteFlags};
 
 use crate::storage::engine::{
-    assert_in_window, check, Checked, EngineError, EngineStats, IoCompletion, IoError, IoOp,
-    IoRequest, RequestError, SubmitError, READ_ONLY,
+    assert_in_window, check, Arenas, Checked, EngineError, EngineStats, IoCompletion, IoError,
+    IoOp, IoRequest, RequestError, SubmitError, READ_ONLY,
 };
 use crate::storage::export::{Durability, Export, Lane};
 use crate::xdp::mem::{Arena, ChunkPool};
@@ -28,7 +28,7 @@ pub const SYNC_QUEUE_DEPTH: usize = 256;
 #[derive(Debug)]
 pub struct SyncEngine {
     exports: Arc<[Export]>,
-    arena: Arc<Arena>,
+    arena: Arenas,
     /// One aligned chunk: requests execute one at a time.
     bounce: ChunkPool,
     ready: VecDeque<IoCompletion>,
@@ -39,7 +39,7 @@ pub struct SyncEngine {
 impl SyncEngine {
     /// An engine over `exports` for requests whose chunks come from `pool_arena`.
     pub fn new(exports: Arc<[Export]>, pool_arena: Arc<Arena>) -> Result<SyncEngine, EngineError> {
-        SyncEngine::with_capacity(exports, pool_arena, SYNC_QUEUE_DEPTH)
+        SyncEngine::with_arenas(exports, &[pool_arena], SYNC_QUEUE_DEPTH)
     }
 
     /// As [`SyncEngine::new`], holding at most `capacity` unreaped completions.
@@ -48,16 +48,26 @@ impl SyncEngine {
         pool_arena: Arc<Arena>,
         capacity: usize,
     ) -> Result<SyncEngine, EngineError> {
+        SyncEngine::with_arenas(exports, &[pool_arena], capacity)
+    }
+
+    /// As [`SyncEngine::with_capacity`], for requests whose chunks come from any of `arenas`.
+    pub fn with_arenas(
+        exports: Arc<[Export]>,
+        arenas: &[Arc<Arena>],
+        capacity: usize,
+    ) -> Result<SyncEngine, EngineError> {
+        let arenas = Arenas::new(arenas)?;
         if capacity == 0 {
             return Err(EngineError::Config("capacity must be at least 1"));
         }
-        let bounce_size = pool_arena.chunk_size().max(4096);
+        let bounce_size = arenas.max_chunk_size().max(4096);
         let bounce = ChunkPool::new(Arc::new(Arena::new(bounce_size, 1)?))?;
         let ready = VecDeque::with_capacity(capacity);
         let stats = EngineStats::default();
         Ok(SyncEngine {
             exports,
-            arena: pool_arena,
+            arena: arenas,
             bounce,
             ready,
             capacity,
@@ -104,6 +114,11 @@ impl SyncEngine {
     /// Never blocks: every accepted request has completed.
     pub fn wait(&mut self, _min: usize) -> Result<(), EngineError> {
         Ok(())
+    }
+
+    /// How many requests the engine holds before `submit` throttles.
+    pub fn capacity(&self) -> usize {
+        self.capacity
     }
 
     /// Completions not yet reaped.

@@ -1,7 +1,8 @@
 //! The io_uring engine: fixed buffers, registered files, request merging, batched submission.
 //!
 //! Contract:
-//! - The request arena (fixed buffer 0) and an engine-owned bounce arena (fixed buffer 1) are
+//! - The request arenas (fixed buffers 0..n, one per port) and an engine-owned bounce arena
+//!   (fixed buffer n) are
 //!   registered once; each export registers two files: `2 * export` (direct, or the buffered
 //!   descriptor again when there is none) and `2 * export + 1` (buffered).
 //! - A single request goes out as `READ_FIXED`/`WRITE_FIXED`; adjacent same-direction requests
@@ -29,8 +30,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::storage::engine::{
-    assert_in_window, check, Checked, EngineError, EngineStats, IoCompletion, IoError, IoOp,
-    IoRequest, RequestError, SubmitError, READ_ONLY,
+    assert_in_window, check, Arenas, Checked, EngineError, EngineStats, IoCompletion, IoError,
+    IoOp, IoRequest, RequestError, SubmitError, READ_ONLY,
 };
 use crate::storage::export::{Durability, Export, Lane, Route};
 use crate::storage::merge::{self, Pending, Run};
@@ -90,7 +91,7 @@ pub struct UringEngine {
     // Dropped first: waits for in-flight I/O while the arenas are still alive.
     ring: Ring,
     exports: Arc<[Export]>,
-    arena: Arc<Arena>,
+    arena: Arenas,
     bounce: ChunkPool,
     slots: Box<[Option<Slot>]>,
     free_slots: Vec<u32>,
@@ -109,6 +110,17 @@ impl UringEngine {
         arena: Arc<Arena>,
         cfg: UringConfig,
     ) -> Result<UringEngine, EngineError> {
+        UringEngine::with_arenas(exports, &[arena], cfg)
+    }
+
+    /// As [`UringEngine::new`], for requests whose chunks come from any of `arenas` (each is
+    /// registered as its own fixed buffer, the bounce arena after them).
+    pub fn with_arenas(
+        exports: Arc<[Export]>,
+        arenas: &[Arc<Arena>],
+        cfg: UringConfig,
+    ) -> Result<UringEngine, EngineError> {
+        let arena = Arenas::new(arenas)?;
         let capacity = cfg.entries as usize;
         if capacity == 0 || capacity > u32::MAX as usize / 2 {
             return Err(EngineError::Config("entries must be in 1..2^31"));
@@ -127,9 +139,11 @@ impl UringEngine {
         };
         let mut ring = Ring::new(cfg.entries, opts)?;
         // Bounce chunks are at least a page so their addresses meet any `dio_mem_align` we use.
-        let bounce_size = arena.chunk_size().max(4096);
+        let bounce_size = arena.max_chunk_size().max(4096);
         let bounce_arena = Arc::new(Arena::new(bounce_size, capacity.min(BOUNCE_CHUNKS_MAX))?);
-        ring.register_arenas(&[Arc::clone(&arena), Arc::clone(&bounce_arena)])?;
+        let registered: Vec<Arc<Arena>> =
+            arena.all().iter().chain([&bounce_arena]).cloned().collect();
+        ring.register_arenas(&registered)?;
         let fds: Vec<RawFd> = exports
             .iter()
             .flat_map(|e| {
@@ -274,6 +288,11 @@ impl UringEngine {
             self.ring.submit()?;
         }
         Ok(())
+    }
+
+    /// How many requests the engine holds before `submit` throttles.
+    pub fn capacity(&self) -> usize {
+        self.slots.len()
     }
 
     /// Requests accepted and not yet reaped.
@@ -494,7 +513,7 @@ struct Done<'a> {
     slots: &'a mut [Option<Slot>],
     free_slots: &'a mut Vec<u32>,
     bounce: &'a mut ChunkPool,
-    arena: &'a Arena,
+    arena: &'a Arenas,
     stats: &'a mut EngineStats,
 }
 

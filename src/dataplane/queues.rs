@@ -1,0 +1,285 @@
+//! Lock-free per-device request queues between the workers (`crossbeam::queue::ArrayQueue`).
+//!
+//! A worker that receives a request needing storage does not submit it itself: it pushes a
+//! [`Job`] (the lent frame chunk and the plan) into the queue of the request's device. Each
+//! device has one *owner* worker, which drains that queue into its own io_uring engine, so
+//! every request for a device is submitted, merged and ordered by one engine, whatever port it
+//! arrived on: a sequential stream that the initiator spreads over two NICs (the Linux driver
+//! round-robins its frames over every path) arrives at one engine and is merged there. When the
+//! I/O completes, the owner pushes a [`Done`] into the queue of the request's *unit* (its port),
+//! and that port's worker completes the reply and transmits it from the same frame on the port
+//! it came in on (an AF_XDP TX ring has one producer).
+//!
+//! Capacities make a push fail only on a broken invariant: a unit never has more requests in
+//! flight than its slots (it stops taking RX first), so its done queue (capacity = its slots)
+//! and every device queue (capacity = all units' slots together) always have room. A push that
+//! fails anyway hands the item back; the caller keeps it and retries, nothing is dropped.
+//!
+//! With one worker every queue has one producer and one consumer on the same core: the cost is
+//! a push and a pop per direction (a few atomic operations on cache lines that stay local).
+//!
+//! Hazard: a request for a device whose owner is another worker costs two cache-line handoffs
+//! (job there, done back). The owner is chosen so that a device served by one worker's ports
+//! only is owned by that worker (see [`owners`]).
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use crossbeam::queue::ArrayQueue;
+
+use crate::target::{DeviceIndex, IoFailure, IoPlan};
+use crate::xdp::mem::Chunk;
+
+/// A storage request on its way to its device's owner.
+#[derive(Debug)]
+pub struct Job {
+    /// Global index of the unit (port) the request came in on; its reply leaves there.
+    pub unit: u16,
+    /// The request frame, lent as a chunk of that port's frame memory.
+    pub chunk: Chunk,
+    /// Offset of the data in the chunk.
+    pub buf_offset: u32,
+    /// What to do.
+    pub plan: IoPlan,
+}
+
+/// A finished storage request on its way back to its unit.
+#[derive(Debug)]
+pub struct Done {
+    /// The request frame's chunk, returned.
+    pub chunk: Chunk,
+    /// The plan, for `Target::complete`.
+    pub plan: IoPlan,
+    /// Outcome.
+    pub result: Result<(), IoFailure>,
+}
+
+/// The queues of one dataplane, shared by its workers.
+#[derive(Debug)]
+pub struct Queues {
+    devices: Box<[ArrayQueue<Job>]>,
+    owners: Box<[usize]>,
+    done: Box<[ArrayQueue<Done>]>,
+    /// Jobs pushed and not yet completed by their unit (shutdown waits for 0).
+    outstanding: AtomicUsize,
+}
+
+impl Queues {
+    /// Queues for `owners.len()` devices (device `d` owned by worker `owners[d]`) and
+    /// `unit_slots.len()` units, unit `u` holding at most `unit_slots[u]` requests in flight.
+    pub fn new(owners: Vec<usize>, unit_slots: &[usize]) -> Queues {
+        let total: usize = unit_slots.iter().sum::<usize>().max(1);
+        Queues {
+            devices: owners.iter().map(|_| ArrayQueue::new(total)).collect(),
+            owners: owners.into(),
+            done: unit_slots
+                .iter()
+                .map(|&slots| ArrayQueue::new(slots.max(1)))
+                .collect(),
+            outstanding: AtomicUsize::new(0),
+        }
+    }
+
+    /// Number of devices.
+    pub fn device_count(&self) -> usize {
+        self.devices.len()
+    }
+
+    /// The worker that owns `device`.
+    pub fn owner(&self, device: DeviceIndex) -> usize {
+        self.owners[usize::from(device)]
+    }
+
+    /// The devices owned by `worker`.
+    pub fn owned_by(&self, worker: usize) -> Vec<DeviceIndex> {
+        (0..self.owners.len())
+            .filter(|&d| self.owners[d] == worker)
+            .filter_map(|d| DeviceIndex::try_from(d).ok())
+            .collect()
+    }
+
+    /// Queues `job` for its device's owner, or hands it back.
+    pub fn push_job(&self, job: Job) -> Result<(), Job> {
+        let device = usize::from(job.plan.device);
+        self.devices[device].push(job)?;
+        // Relaxed: a counter only read to decide when shutdown may stop; the queues
+        // themselves carry the happens-before for the job's contents.
+        self.outstanding.fetch_add(1, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// The next job of `device`, if any.
+    pub fn pop_job(&self, device: DeviceIndex) -> Option<Job> {
+        self.devices[usize::from(device)].pop()
+    }
+
+    /// Jobs waiting in `device`'s queue.
+    pub fn queued(&self, device: DeviceIndex) -> usize {
+        self.devices[usize::from(device)].len()
+    }
+
+    /// Hands a finished request back to `unit`, or hands it back to the caller.
+    pub fn push_done(&self, unit: u16, done: Done) -> Result<(), Done> {
+        self.done[usize::from(unit)].push(done)
+    }
+
+    /// The next finished request of `unit`, if any. Counts it as no longer outstanding.
+    pub fn pop_done(&self, unit: u16) -> Option<Done> {
+        let done = self.done[usize::from(unit)].pop()?;
+        self.outstanding.fetch_sub(1, Ordering::Relaxed);
+        Some(done)
+    }
+
+    /// Jobs pushed whose unit has not yet taken them back.
+    pub fn outstanding(&self) -> usize {
+        self.outstanding.load(Ordering::Relaxed)
+    }
+}
+
+/// Chooses an owner worker per device: among the workers whose ports may serve the device
+/// (`serves[worker][device]`), the one with the fewest devices so far; a device no worker
+/// serves goes to worker 0. A device exported on one worker's ports only is thus never
+/// handed across cores; a device on every port is spread round-robin.
+pub fn owners(serves: &[Vec<bool>], devices: usize) -> Vec<usize> {
+    let mut load = vec![0usize; serves.len().max(1)];
+    (0..devices)
+        .map(|device| {
+            let owner = (0..serves.len())
+                .filter(|&w| serves[w].get(device).copied().unwrap_or(false))
+                .min_by_key(|&w| (load[w], w))
+                .unwrap_or(0);
+            load[owner] += 1;
+            owner
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::target::IoKind;
+    use crate::xdp::mem::{Arena, ChunkPool};
+    use std::sync::Arc;
+
+    fn plan(device: DeviceIndex) -> IoPlan {
+        IoPlan {
+            device,
+            export: device,
+            kind: IoKind::Read,
+            sector: 7,
+            count: 2,
+            data_offset: 36,
+        }
+    }
+
+    #[test]
+    fn test_owners_keep_single_worker_devices_local_and_spread_shared_ones() {
+        // Device 0: only worker 1's ports; 1..=3: every port; 4: nobody.
+        let serves = vec![
+            vec![false, true, true, true, false],
+            vec![true, true, true, true, false],
+        ];
+        assert_eq!(owners(&serves, 5), vec![1, 0, 0, 1, 0]);
+        assert_eq!(owners(&[vec![true, true]], 2), vec![0, 0]);
+        assert_eq!(owners(&[], 2), vec![0, 0]);
+    }
+
+    #[test]
+    fn test_job_and_done_round_trip_counts_outstanding() {
+        let arena = Arc::new(Arena::new(4096, 4).expect("arena"));
+        let mut pool = ChunkPool::new(arena).expect("pool");
+        let queues = Queues::new(vec![0, 1], &[2, 1]);
+        assert_eq!(queues.owned_by(1), vec![1]);
+        let job = Job {
+            unit: 1,
+            chunk: pool.alloc().expect("chunk"),
+            buf_offset: 512,
+            plan: plan(1),
+        };
+        queues.push_job(job).expect("room");
+        assert_eq!((queues.queued(1), queues.queued(0)), (1, 0));
+        assert_eq!(queues.outstanding(), 1);
+        let job = queues.pop_job(1).expect("the job");
+        assert_eq!((job.unit, job.buf_offset, job.plan), (1, 512, plan(1)));
+        assert!(queues.pop_job(1).is_none());
+        let done = Done {
+            chunk: job.chunk,
+            plan: job.plan,
+            result: Err(IoFailure::Media),
+        };
+        queues.push_done(1, done).expect("room");
+        assert_eq!(
+            queues.outstanding(),
+            1,
+            "outstanding until its unit takes it"
+        );
+        let done = queues.pop_done(1).expect("done");
+        assert_eq!(done.result, Err(IoFailure::Media));
+        assert_eq!(queues.outstanding(), 0);
+        pool.free(done.chunk);
+    }
+
+    #[test]
+    fn test_full_queue_hands_the_item_back() {
+        let arena = Arc::new(Arena::new(4096, 4).expect("arena"));
+        let mut pool = ChunkPool::new(arena).expect("pool");
+        let queues = Queues::new(vec![0], &[1]);
+        let mut job = |unit| Job {
+            unit,
+            chunk: pool.alloc().expect("chunk"),
+            buf_offset: 0,
+            plan: plan(0),
+        };
+        queues.push_job(job(0)).expect("room for one");
+        let refused = queues.push_job(job(0)).expect_err("full");
+        assert_eq!(refused.unit, 0);
+        assert_eq!(queues.outstanding(), 1, "a refused job is not counted");
+    }
+
+    #[test]
+    fn test_jobs_cross_threads_in_order_per_device() {
+        let arena = Arc::new(Arena::new(4096, 256).expect("arena"));
+        let mut pool = ChunkPool::new(arena).expect("pool");
+        let queues = Arc::new(Queues::new(vec![1], &[256]));
+        let chunks: Vec<Chunk> = (0..256).map(|_| pool.alloc().expect("chunk")).collect();
+        let consumer = {
+            let queues = Arc::clone(&queues);
+            std::thread::spawn(move || {
+                let mut seen = Vec::new();
+                while seen.len() < 256 {
+                    if let Some(job) = queues.pop_job(0) {
+                        seen.push(job.plan.sector);
+                        let done = Done {
+                            chunk: job.chunk,
+                            plan: job.plan,
+                            result: Ok(()),
+                        };
+                        queues.push_done(0, done).expect("room");
+                    }
+                }
+                seen
+            })
+        };
+        for (sector, chunk) in chunks.into_iter().enumerate() {
+            let mut plan = plan(0);
+            plan.sector = u64::try_from(sector).expect("sector");
+            let mut job = Job {
+                unit: 0,
+                chunk,
+                buf_offset: 0,
+                plan,
+            };
+            while let Err(back) = queues.push_job(job) {
+                job = back;
+            }
+        }
+        let seen = consumer.join().expect("consumer");
+        assert_eq!(seen, (0..256).collect::<Vec<u64>>(), "FIFO per device");
+        let mut returned = 0;
+        while let Some(done) = queues.pop_done(0) {
+            pool.free(done.chunk);
+            returned += 1;
+        }
+        assert_eq!(returned, 256);
+        assert_eq!(queues.outstanding(), 0);
+    }
+}
