@@ -69,7 +69,8 @@ on_both_transports!(
     test_mask_and_reservation,
     test_aoeping,
     test_restart_keeps_state,
-    test_many_requests
+    test_many_requests,
+    test_multipath_merge
 );
 
 const SHELF: u16 = 3;
@@ -941,6 +942,17 @@ fn burst(
     first_tag: u64,
     requests: &[(AtaCmd, Vec<u8>)],
 ) -> Vec<Vec<u8>> {
+    let tags = send_all(socket, route, first_tag, requests);
+    collect(socket, &tags)
+}
+
+/// Sends every request (tags `first_tag`, `first_tag + 1`, ...); returns tag -> index.
+fn send_all(
+    socket: &RawSocket,
+    route: &Route,
+    first_tag: u64,
+    requests: &[(AtaCmd, Vec<u8>)],
+) -> HashMap<u32, usize> {
     let first_tag = u32::try_from(first_tag).expect("tag fits");
     let mut buf = vec![0u8; 2048];
     let mut tags = HashMap::new();
@@ -950,8 +962,14 @@ fn burst(
         socket.send(&buf[..len]).expect("send request");
         tags.insert(tag, index);
     }
-    let mut replies = vec![Vec::new(); requests.len()];
-    let mut missing = requests.len();
+    tags
+}
+
+/// Receives the reply of every request in `tags` (tag -> index), in request order. Panics
+/// naming the tags that never came back.
+fn collect(socket: &RawSocket, tags: &HashMap<u32, usize>) -> Vec<Vec<u8>> {
+    let mut replies = vec![Vec::new(); tags.len()];
+    let mut missing = tags.len();
     let deadline = Instant::now() + Duration::from_secs(5);
     while missing > 0 {
         let left = deadline.saturating_duration_since(Instant::now());
@@ -969,7 +987,7 @@ fn burst(
             lost.sort_unstable();
             panic!(
                 "{missing} of {} replies missing: tags {lost:x?}",
-                requests.len()
+                tags.len()
             );
         };
         let index = tags[&Reply::parse(&frame).expect("reply").aoe.tag];
@@ -978,6 +996,96 @@ fn burst(
         missing -= 1;
     }
     replies
+}
+
+/// Multipath, as the Linux initiator does it: a sequential stream of writes split over two
+/// paths, path 0 taking the even requests and path 1 the odd ones. No two requests of one
+/// path are adjacent, so every merge the engine makes joins requests from the two ports: the
+/// device's queue brings them to one engine. The data must be right whatever was merged.
+fn test_multipath_merge(transport: Transport) {
+    let Some(net) = Net::new(&transport.tag("dp-merge"), 2) else {
+        return;
+    };
+    let dir = TargetDir::new(
+        &["vt0", "vt1"],
+        &transport.config("worker-cores = [0]\nmerge-delay-us = 2000"),
+        // Synced writes (the default) go through io_uring and its merging; write-back ones
+        // are plain copies into the page cache, done inline.
+        &[DeviceSpec::new(SHELF, SLOT, SECTORS)],
+    );
+    let target = dir.start(&net.target_ns);
+    let mut clients = [net.client(0), net.client(1)];
+    let devices: Vec<Found> = clients.iter_mut().map(discover_one).collect();
+    let sockets = [net.raw(0), net.raw(1)];
+    let routes: Vec<Route> = (0..2)
+        .map(|path| Route {
+            dst: devices[path].mac,
+            src: clients[path].mac(),
+            vlan_tci: None,
+            shelf: SHELF,
+            slot: SLOT,
+        })
+        .collect();
+    let per_path = u64::from(devices[0].buffer_count.min(devices[1].buffer_count)).min(32);
+    for round in 0..2u64 {
+        let seed = 7000 + round;
+        let base = round * 4 * per_path;
+        let writes: Vec<Vec<(AtaCmd, Vec<u8>)>> = (0..2u64)
+            .map(|path| {
+                (0..per_path)
+                    .map(|i| {
+                        let lba = base + 2 * (2 * i + path);
+                        (AtaCmd::write(lba, 2, true), pattern(lba, 2, seed))
+                    })
+                    .collect()
+            })
+            .collect();
+        let tags: Vec<HashMap<u32, usize>> = (0..2)
+            .map(|path| {
+                send_all(
+                    &sockets[path],
+                    &routes[path],
+                    (0x7000 + round) << 16,
+                    &writes[path],
+                )
+            })
+            .collect();
+        for path in 0..2 {
+            for (index, reply) in collect(&sockets[path], &tags[path]).iter().enumerate() {
+                let (ata, _) = Reply::parse(reply)
+                    .and_then(|r| r.ata())
+                    .expect("ATA reply");
+                assert_eq!(
+                    ata.cmd_status,
+                    ata_status::DRDY,
+                    "path {path} write {index}"
+                );
+            }
+        }
+        let span = 4 * per_path;
+        for lba in (base..base + span).step_by(2) {
+            let path = usize::from(lba % 4 != 0);
+            assert_eq!(
+                clients[path]
+                    .read(&devices[path], lba, 2, true)
+                    .expect("read"),
+                pattern(lba, 2, seed),
+                "round {round}: sectors {lba}..{}",
+                lba + 2
+            );
+        }
+    }
+    let log = target.stop();
+    let merged: u64 = log
+        .lines()
+        .filter(|line| line.contains("worker stopped"))
+        .map(|line| log_field(line, "merged"))
+        .sum();
+    assert!(
+        merged > 0,
+        "no request of one port was merged with one of the other:\n{log}"
+    );
+    assert!(!log.contains("keep the worker's core"), "{log}");
 }
 
 /// `socket = "auto"` falls back to AF_PACKET, loudly, where XDP cannot attach: native XDP on

@@ -392,8 +392,8 @@ fn spawn_workers(
                     .collect();
                 let others: Vec<usize> = all.iter().copied().filter(|&c| Some(c) != core).collect();
                 let io_cpus = if others.is_empty() { &all } else { &others };
-                if let Err(error) = worker.engine().set_io_worker_cpus(io_cpus) {
-                    tracing::warn!(%error, "io_uring workers keep the worker's core");
+                if let Err(error) = worker.engine_mut().set_io_worker_cpus(io_cpus) {
+                    tracing::warn!(error = ?error, "io_uring workers keep the worker's core");
                 }
                 let mut target = Target::new(shared);
                 if advertise {

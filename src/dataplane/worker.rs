@@ -370,6 +370,11 @@ impl Worker {
         &self.engine
     }
 
+    /// The storage engine, for set-up from the worker's own thread.
+    pub fn engine_mut(&mut self) -> &mut Engine {
+        &mut self.engine
+    }
+
     /// The units.
     pub fn units_mut(&mut self) -> &mut [Unit] {
         &mut self.units

@@ -349,7 +349,7 @@ impl Engine {
 
     /// Restricts the io_uring engine's async worker threads to `cpus` (no-op for the
     /// synchronous engine, which does its I/O on the caller's thread).
-    pub fn set_io_worker_cpus(&self, cpus: &[usize]) -> Result<(), EngineError> {
+    pub fn set_io_worker_cpus(&mut self, cpus: &[usize]) -> Result<(), EngineError> {
         match self {
             Engine::Sync(_) => Ok(()),
             Engine::Uring(engine) => engine.set_io_worker_cpus(cpus),

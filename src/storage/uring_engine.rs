@@ -311,7 +311,7 @@ impl UringEngine {
     }
 
     /// Restricts io_uring's async worker threads to `cpus` (see `Ring::set_io_worker_cpus`).
-    pub fn set_io_worker_cpus(&self, cpus: &[usize]) -> Result<(), EngineError> {
+    pub fn set_io_worker_cpus(&mut self, cpus: &[usize]) -> Result<(), EngineError> {
         Ok(self.ring.set_io_worker_cpus(cpus)?)
     }
 

@@ -27,6 +27,9 @@ use io_uring::{opcode, squeue, types, EnterFlags, IoUring};
 
 use crate::xdp::mem::{Arena, Chunk};
 
+/// `user_data` of the `NOP` that creates the submitting thread's io-wq (never an op index).
+const NOP_USER_DATA: u64 = u64::MAX;
+
 /// `RWF_DSYNC`: the write completes only once the data is durable.
 pub const RWF_DSYNC: i32 = libc::RWF_DSYNC;
 
@@ -382,7 +385,12 @@ impl Ring {
     /// Restricts io_uring's async worker threads (io-wq: they carry out I/O that blocks, such
     /// as every `RWF_DSYNC` write) to `cpus`. By default they inherit the creating thread's
     /// pinning, so a busy-polling worker pinned to one core would starve its own I/O.
-    pub fn set_io_worker_cpus(&self, cpus: &[usize]) -> Result<(), RingError> {
+    ///
+    /// io-wq belongs to the *calling thread* and exists only once that thread has submitted
+    /// to a ring (the kernel answers `EINVAL` before): call this from the thread that will
+    /// submit, before anything is in flight; it submits one `NOP` first.
+    pub fn set_io_worker_cpus(&mut self, cpus: &[usize]) -> Result<(), RingError> {
+        self.prime_io_worker()?;
         // SAFETY: cpu_set_t is plain old data; all-zero is the empty set.
         let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
         for &cpu in cpus {
@@ -564,6 +572,25 @@ impl Ring {
         );
     }
 
+    /// Submits one `NOP` and waits for it, so that the calling thread has its io_uring task
+    /// context and io-wq. Only with nothing in flight (its completion is consumed here).
+    fn prime_io_worker(&mut self) -> Result<(), RingError> {
+        assert_eq!(self.in_flight(), 0, "prime the ring before any I/O");
+        self.enable()?;
+        let nop = opcode::Nop::new().build().user_data(NOP_USER_DATA);
+        // SAFETY: a NOP references no memory.
+        let pushed = unsafe { self.ring.submission().push(&nop) };
+        pushed.expect("nothing is in flight, so the submission queue has room");
+        self.ring
+            .submitter()
+            .submit_and_wait(1)
+            .map_err(RingError::Enter)?;
+        for cqe in self.ring.completion() {
+            assert_eq!(cqe.user_data(), NOP_USER_DATA, "only the NOP was in flight");
+        }
+        Ok(())
+    }
+
     fn enable(&mut self) -> Result<(), RingError> {
         if !self.enabled {
             self.ring
@@ -743,6 +770,63 @@ mod tests {
             1
         );
         out.unwrap()
+    }
+
+    /// The CPUs the io-wq threads of the calling thread may run on: `(thread, list)` per
+    /// `iou-wrk-<tid>` thread of this process.
+    fn io_worker_cpus() -> Vec<(String, String)> {
+        // SAFETY: gettid has no preconditions.
+        let tid = unsafe { libc::gettid() };
+        let name = format!("iou-wrk-{tid}");
+        std::fs::read_dir("/proc/self/task")
+            .unwrap()
+            .filter_map(|task| {
+                let path = task.ok()?.path();
+                let comm = std::fs::read_to_string(path.join("comm")).ok()?;
+                (comm.trim() == name).then_some(())?;
+                let status = std::fs::read_to_string(path.join("status")).ok()?;
+                let cpus = status
+                    .lines()
+                    .find_map(|l| l.strip_prefix("Cpus_allowed_list:"))?
+                    .trim()
+                    .to_string();
+                Some((path.display().to_string(), cpus))
+            })
+            .collect()
+    }
+
+    #[test]
+    fn test_io_worker_cpus_apply_to_the_threads_that_run_blocking_io() {
+        let cpu = core_affinity::get_core_ids().unwrap().last().unwrap().id;
+        // As in the dataplane: the ring is built on one thread and driven by another, and
+        // io-wq belongs to the thread that submits.
+        let (mut ring, mut pool, _file) = setup(1);
+        std::thread::spawn(move || {
+            ring.set_io_worker_cpus(&[cpu])
+                .expect("a fresh ring accepts io-wq affinity");
+            // Synced buffered writes block, so the kernel runs them on io-wq threads.
+            let mut chunk = Some(pool.alloc().unwrap());
+            for round in 0..4u64 {
+                let seg = Seg {
+                    chunk: chunk.take().unwrap(),
+                    offset: 0,
+                    len: 512,
+                };
+                ring.push_write_fixed(0, round * 512, seg, RWF_DSYNC, round)
+                    .unwrap();
+                let (_, res, mut segs) = wait_one(&mut ring);
+                assert_eq!(res, 512);
+                chunk = Some(segs.pop().unwrap().chunk);
+            }
+            let workers = io_worker_cpus();
+            assert!(!workers.is_empty(), "no io-wq thread ran the synced writes");
+            for (thread, cpus) in &workers {
+                assert_eq!(cpus, &cpu.to_string(), "{thread}");
+            }
+            pool.free(chunk.unwrap());
+        })
+        .join()
+        .unwrap();
     }
 
     #[test]
