@@ -70,7 +70,8 @@ on_both_transports!(
     test_aoeping,
     test_restart_keeps_state,
     test_many_requests,
-    test_multipath_merge
+    test_multipath_merge,
+    test_second_instance_refused
 );
 
 const SHELF: u16 = 3;
@@ -1086,6 +1087,48 @@ fn test_multipath_merge(transport: Transport) {
         "no request of one port was merged with one of the other:\n{log}"
     );
     assert!(!log.contains("keep the worker's core"), "{log}");
+}
+
+/// A second aoe-xdp on an interface that a running one serves refuses to start, naming the
+/// other one's pid, whatever its transport; it neither removes the first one's XDP program
+/// nor falls back to AF_PACKET (the program would take every request away from it). The
+/// first one keeps serving.
+fn test_second_instance_refused(transport: Transport) {
+    let Some(net) = Net::new(&transport.tag("dp-twice"), 1) else {
+        return;
+    };
+    let first = TargetDir::new(
+        &["vt"],
+        &Transport::Xdp.config(""),
+        &[DeviceSpec::new(SHELF, SLOT, SECTORS)],
+    );
+    let running = first.start(&net.target_ns);
+    let second = TargetDir::new(
+        &["vt"],
+        &transport.config(""),
+        &[DeviceSpec::new(SHELF, SLOT + 1, SECTORS)],
+    );
+    let log = second.start_refused(&net.target_ns);
+    assert!(
+        log.contains("already served by another aoe-xdp (pid "),
+        "{log}"
+    );
+    assert!(!log.contains("FALLING BACK"), "{log}");
+    let mut client = net.client(0);
+    let device = discover_one(&mut client);
+    assert_eq!((device.shelf, device.slot), (SHELF, SLOT));
+    let data = pattern(8, 2, 77);
+    client.write(&device, 8, &data, true).expect("write");
+    assert_eq!(client.read(&device, 8, 2, true).expect("read"), data);
+    let pid = running.pid();
+    let holder = log
+        .split("(pid ")
+        .nth(1)
+        .and_then(|rest| rest.split(',').next())
+        .and_then(|pid| pid.parse::<u32>().ok())
+        .expect("a pid in the message");
+    // `ip netns exec` runs aoe-xdp in its own process (exec), so the pid is the target's.
+    assert_eq!(holder, pid, "{log}");
 }
 
 /// `socket = "auto"` falls back to AF_PACKET, loudly, where XDP cannot attach: native XDP on

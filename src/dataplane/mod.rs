@@ -125,6 +125,12 @@ impl Dataplane {
                 )
                 .unwrap_or(u16::MAX),
             };
+            // Whatever the transport: the XDP program of a running aoe-xdp would take every
+            // request away from us (and `detach_stale` must not remove a live one's).
+            loader::check_not_served(interface.ifindex).map_err(|source| DataplaneError::Xdp {
+                interface: interface.name.clone(),
+                source,
+            })?;
             let sockets = match config.target.socket {
                 SocketKind::Xdp => open_xdp(config, interface)?,
                 SocketKind::Packet => vec![open_packet(config, interface, None)?],

@@ -116,6 +116,20 @@ pub enum LoaderError {
         #[source]
         source: io::Error,
     },
+    /// Another running aoe-xdp serves the interface: its program is attached and a live
+    /// process holds it.
+    #[error(
+        "ifindex {ifindex} is already served by another aoe-xdp (pid {pid}, XDP program \
+         {prog_id}); stop that one first, or serve another interface"
+    )]
+    InUse {
+        /// Interface index.
+        ifindex: u32,
+        /// The other instance's program.
+        prog_id: u32,
+        /// A process that holds it.
+        pid: u32,
+    },
     /// Asking the kernel what is attached failed.
     #[error("cannot query XDP state of ifindex {ifindex}: {hint}")]
     Query {
@@ -402,6 +416,13 @@ pub fn detach_stale(ifindex: u32) -> Result<Option<u32>, LoaderError> {
     if found.name != PROGRAM_NAME {
         return Ok(None);
     }
+    if let Some(pid) = program_holder(found.id) {
+        return Err(LoaderError::InUse {
+            ifindex,
+            prog_id: found.id,
+            pid,
+        });
+    }
     let detach_error = |source: io::Error| LoaderError::Detach {
         ifindex,
         prog_id: found.id,
@@ -417,6 +438,46 @@ pub fn detach_stale(ifindex: u32) -> Result<Option<u32>, LoaderError> {
         "detached a stale aoe_xdp program"
     );
     Ok(Some(found.id))
+}
+
+/// Fails with [`LoaderError::InUse`] when a live aoe-xdp serves `ifindex` (its program is
+/// attached and held by a running process other than this one). A program that nobody holds
+/// was left by a crash: that is not an error (see [`detach_stale`]).
+pub fn check_not_served(ifindex: u32) -> Result<(), LoaderError> {
+    let Some(found) = attached_program(ifindex)? else {
+        return Ok(());
+    };
+    match program_holder(found.id) {
+        Some(pid) if found.name == PROGRAM_NAME => Err(LoaderError::InUse {
+            ifindex,
+            prog_id: found.id,
+            pid,
+        }),
+        _ => Ok(()),
+    }
+}
+
+/// A process other than this one that holds a file descriptor of BPF program `prog_id`
+/// (found through `/proc/PID/fdinfo`, whose `prog_id:` line names it). A running aoe-xdp
+/// holds its program for as long as it serves; a crashed one holds nothing. Unreadable
+/// entries (processes that exit meanwhile) are skipped.
+pub fn program_holder(prog_id: u32) -> Option<u32> {
+    let own = std::process::id();
+    let wanted = format!("prog_id:\t{prog_id}");
+    let processes = std::fs::read_dir("/proc").ok()?;
+    processes
+        .filter_map(Result::ok)
+        .filter_map(|entry| entry.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|&pid| pid != own)
+        .find(|pid| {
+            let Ok(fds) = std::fs::read_dir(format!("/proc/{pid}/fdinfo")) else {
+                return false;
+            };
+            fds.filter_map(Result::ok).any(|fd| {
+                std::fs::read_to_string(fd.path())
+                    .is_ok_and(|info| info.lines().any(|line| line == wanted))
+            })
+        })
 }
 
 /// Attaches `prog` (or detaches with `None`), optionally only if `expected` is the current one.

@@ -137,8 +137,36 @@ impl TargetDir {
         &self.disks[index]
     }
 
+    /// Starts the target inside `ns`, expecting it to refuse to start: waits for it to exit
+    /// and returns its log. Panics if it starts serving or exits with status 0.
+    #[allow(dead_code, reason = "not every test binary uses it")]
+    pub fn start_refused(&self, ns: &NetNs) -> String {
+        let mut process = self.spawn(ns);
+        let deadline = Instant::now() + START_TIMEOUT;
+        loop {
+            let child = process.child.as_mut().expect("running");
+            if let Some(status) = child.try_wait().expect("wait for aoe-xdp") {
+                process.child = None;
+                let log = process.log();
+                assert!(!status.success(), "aoe-xdp exited with {status}:\n{log}");
+                return log;
+            }
+            assert!(
+                !process.log().contains(SERVING) && Instant::now() < deadline,
+                "aoe-xdp started although it should have refused"
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
     /// Starts the target inside `ns` and waits until it serves.
     pub fn start<'a>(&'a self, ns: &'a NetNs) -> TargetProcess<'a> {
+        let mut process = self.spawn(ns);
+        process.wait_serving();
+        process
+    }
+
+    fn spawn<'a>(&'a self, ns: &'a NetNs) -> TargetProcess<'a> {
         let run = fs::read_dir(self.path())
             .expect("read temporary directory")
             .filter_map(Result::ok)
@@ -158,14 +186,12 @@ impl TargetDir {
             .stderr(log)
             .spawn()
             .expect("spawn ip netns exec aoe-xdp");
-        let mut process = TargetProcess {
+        TargetProcess {
             child: Some(child),
             log_path,
             _ns: ns,
             _dir: self,
-        };
-        process.wait_serving();
-        process
+        }
     }
 }
 
