@@ -240,13 +240,14 @@ fn print_summary(config: &Config, backings: &[Result<Backing, Vec<BackingError>>
     let target = &config.target;
     let cores: Vec<String> = target.worker_cores.iter().map(usize::to_string).collect();
     println!(
-        "target: interfaces {}; {} worker(s) on cores {}; socket {} (xdp-mode {}); \
-         UMEM {} x {} B; advertise {}",
+        "target: interfaces {}; {} worker(s) on cores {}; socket {} (xdp-mode {}, \
+         packet-ring {}); UMEM {} x {} B; advertise {}",
         target.interfaces,
         target.worker_cores.len(),
         cores.join(","),
         target.socket,
         target.xdp_mode,
+        target.packet_ring,
         target.umem_frames,
         target.frame_size,
         if target.advertise { "on" } else { "off" },

@@ -27,7 +27,10 @@ use common::target::{DeviceSpec, TargetDir};
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Transport {
     Xdp,
+    /// AF_PACKET with its default `TPACKET_V2` receive ring.
     Packet,
+    /// AF_PACKET with `packet-ring = "v3"`.
+    PacketV3,
 }
 
 impl Transport {
@@ -36,6 +39,7 @@ impl Transport {
         match self {
             Transport::Xdp => format!("{tag}-x"),
             Transport::Packet => format!("{tag}-p"),
+            Transport::PacketV3 => format!("{tag}-3"),
         }
     }
 
@@ -44,11 +48,15 @@ impl Transport {
         match self {
             Transport::Xdp => format!("socket = \"xdp\"\n{extra}"),
             Transport::Packet => format!("socket = \"packet\"\n{extra}"),
+            Transport::PacketV3 => {
+                format!("socket = \"packet\"\npacket-ring = \"v3\"\n{extra}")
+            }
         }
     }
 }
 
-/// Runs each listed test once over AF_XDP and once over the AF_PACKET fallback.
+/// Runs each listed test once over AF_XDP and once over the AF_PACKET fallback with each of
+/// its receive rings.
 macro_rules! on_both_transports {
     ($($name:ident),* $(,)?) => {
         mod xdp {
@@ -56,6 +64,9 @@ macro_rules! on_both_transports {
         }
         mod packet {
             $(#[test] fn $name() { super::$name(super::Transport::Packet) })*
+        }
+        mod packet_v3 {
+            $(#[test] fn $name() { super::$name(super::Transport::PacketV3) })*
         }
     };
 }
@@ -801,8 +812,14 @@ fn test_restart_keeps_state(transport: Transport) {
         xdp_attached("vt0") == expect_xdp && xdp_attached("vt1") == expect_xdp,
         "XDP attached while serving over {transport:?}: {expect_xdp}"
     );
-    if transport == Transport::Packet {
-        assert!(target.log().contains("AF_PACKET"), "{}", target.log());
+    let ring = match transport {
+        Transport::Xdp => None,
+        Transport::Packet => Some("TPACKET_V2"),
+        Transport::PacketV3 => Some("TPACKET_V3"),
+    };
+    if let Some(ring) = ring {
+        let log = target.log();
+        assert!(log.contains("AF_PACKET") && log.contains(ring), "{log}");
     }
     let dev_a = discover_one(&mut a);
     let dev_b = discover_one(&mut b);

@@ -31,8 +31,8 @@ pub use backing::{Backing, BackingError, BackingKind, BackingProblem};
 pub use raw::{unspanned, RawConfig, RawDevice, RawTarget};
 pub use types::{
     parse_mac, Advertisement, Durability, IdleMode, InterfacePattern, InterfacePatternError,
-    Interfaces, KeywordError, LogLevel, MacAddr, MacAddrParseError, MacList, SocketKind, XdpMode,
-    INTERFACE_NAME_LEN_MAX,
+    Interfaces, KeywordError, LogLevel, MacAddr, MacAddrParseError, MacList, PacketRing,
+    SocketKind, XdpMode, INTERFACE_NAME_LEN_MAX,
 };
 
 /// Default values and limits of the configuration keys.
@@ -120,6 +120,8 @@ pub struct TargetConfig {
     pub socket: SocketKind,
     /// XDP attach mode (meaningless with `SocketKind::Packet`, which then has the default).
     pub xdp_mode: XdpMode,
+    /// Receive ring layout of the AF_PACKET fallback.
+    pub packet_ring: PacketRing,
     /// Directory for persistent per-device AoE state.
     pub state_directory: PathBuf,
     /// Control socket path (≤ 107 bytes).

@@ -63,6 +63,8 @@ pub struct RawTarget {
     pub socket: Option<Spanned<String>>,
     /// XDP attach mode: "auto", "native" or "generic".
     pub xdp_mode: Option<Spanned<String>>,
+    /// AF_PACKET receive ring layout: "v2" or "v3".
+    pub packet_ring: Option<Spanned<String>>,
     /// Directory for persistent per-device AoE state (config string, mask list, reservations).
     pub state_directory: Option<Spanned<String>>,
     /// Path of the control (statistics) unix socket.

@@ -265,6 +265,17 @@ fn test_rejects_socket() {
 }
 
 #[test]
+fn test_packet_ring() {
+    let config = accept(&target_with("packet-ring = \"v3\""));
+    assert_eq!(config.target.packet_ring, PacketRing::V3);
+    reject(
+        &target_with("packet-ring = \"v1\""),
+        2,
+        &["target.packet-ring", "\"v2\" or \"v3\""],
+    );
+}
+
+#[test]
 fn test_rejects_xdp_mode() {
     reject(
         &target_with("xdp-mode = \"offload\""),
@@ -887,6 +898,7 @@ fn test_defaults() {
     assert_eq!((target.busy_poll_budget, target.busy_poll_usecs), (64, 20));
     assert_eq!(target.socket, SocketKind::Auto);
     assert_eq!(target.xdp_mode, XdpMode::Auto);
+    assert_eq!(target.packet_ring, PacketRing::V2);
     assert_eq!(target.state_directory, Path::new("/var/lib/aoe-xdp"));
     assert_eq!(target.control_socket, Path::new("/run/aoe-xdp.sock"));
     assert_eq!(target.log_level, LogLevel::Info);

@@ -392,6 +392,17 @@ keyword_enum! {
 }
 
 keyword_enum! {
+    /// Receive ring layout of the AF_PACKET fallback.
+    pub enum PacketRing {
+        /// `TPACKET_V2`: one slot per frame, handed over at once (lowest latency).
+        V2 = "v2",
+        /// `TPACKET_V3`: frames packed into 4 KiB blocks, handed over when a block is full or
+        /// after 1 ms (fewer wake-ups under heavy load, up to 1 ms more latency per window).
+        V3 = "v3",
+    }
+}
+
+keyword_enum! {
     /// How the XDP program is attached.
     pub enum XdpMode {
         /// Native (driver) mode, falling back to generic mode.

@@ -21,7 +21,7 @@ use super::defaults;
 use super::raw::{RawConfig, RawDevice, RawTarget};
 use super::types::{
     Advertisement, Durability, IdleMode, InterfacePattern, Interfaces, KeywordError, LogLevel,
-    MacList, SocketKind, XdpMode,
+    MacList, PacketRing, SocketKind, XdpMode,
 };
 use super::{Config, ConfigError, DeviceConfig, TargetConfig};
 
@@ -240,6 +240,12 @@ fn target(raw: &RawTarget, system: &System, p: &mut Problems) -> TargetConfig {
         ),
         socket: keyword(p, "target.socket", raw.socket.as_ref(), SocketKind::Auto),
         xdp_mode: keyword(p, "target.xdp-mode", raw.xdp_mode.as_ref(), XdpMode::Auto),
+        packet_ring: keyword(
+            p,
+            "target.packet-ring",
+            raw.packet_ring.as_ref(),
+            PacketRing::V2,
+        ),
         state_directory: path(
             p,
             "target.state-directory",

@@ -19,14 +19,14 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use crate::config::{Config, IdleMode, SocketKind, XdpMode as ConfigXdpMode};
+use crate::config::{Config, IdleMode, PacketRing, SocketKind, XdpMode as ConfigXdpMode};
 use crate::storage::engine::Engine;
 use crate::storage::sync_engine::{SyncEngine, SYNC_QUEUE_DEPTH};
 use crate::storage::uring_engine::{UringConfig, UringEngine};
 use crate::target::{PortInfo, Target};
 use crate::xdp::loader::{self, XdpMode, XdpProgram};
 use crate::xdp::mem::Arena;
-use crate::xdp::packet::{PacketConfig, PacketPort};
+use crate::xdp::packet::{PacketConfig, PacketPort, RingVersion};
 use crate::xdp::socket::{BindPreference, BusyPoll, XskConfig, XskPort};
 use crate::xdp::umem::FRAME_CAPACITY;
 
@@ -237,9 +237,14 @@ fn open_packet(
             "socket = \"packet\": using AF_PACKET, not XDP"
         ),
     }
+    let defaults = PacketConfig::default();
     let packet_config = PacketConfig {
         frame_count: config.target.umem_frames,
-        ..PacketConfig::default()
+        ring: match config.target.packet_ring {
+            PacketRing::V2 => defaults.ring,
+            PacketRing::V3 => RingVersion::v3_default(),
+        },
+        ..defaults
     };
     let port = PacketPort::bind(&interface.name, &packet_config).map_err(|source| {
         DataplaneError::Packet {
