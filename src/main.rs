@@ -40,7 +40,7 @@ struct Cli {
         short = 'i',
         long = "interface",
         value_name = "IFACE",
-        required_unless_present = "config"
+        required_unless_present_any = ["config", "stats"]
     )]
     interfaces: Vec<String>,
 
@@ -50,7 +50,7 @@ struct Cli {
         long = "export",
         value_name = "SHELF.SLOT=PATH",
         value_parser = parse_export,
-        required_unless_present = "config"
+        required_unless_present_any = ["config", "stats"]
     )]
     exports: Vec<Export>,
 
@@ -74,6 +74,15 @@ struct Cli {
     #[arg(long)]
     check: bool,
 
+    /// Print the counters of the running aoe-xdp whose control socket is SOCKET (default: the
+    /// --config file's control-socket, else /run/aoe-xdp.sock) and exit.
+    #[arg(long, value_name = "SOCKET", num_args = 0..=1, default_missing_value = "")]
+    stats: Option<PathBuf>,
+
+    /// With --stats: print the raw JSON.
+    #[arg(long, requires = "stats")]
+    json: bool,
+
     /// Log level; overrides RUST_LOG and the configuration's log-level.
     #[arg(long, value_parser = clap::builder::PossibleValuesParser::new(LogLevel::KEYWORDS))]
     log_level: Option<String>,
@@ -82,6 +91,7 @@ struct Cli {
 const EXAMPLES: &str = "Examples:
   aoe-xdp --config /etc/aoe-xdp.toml --check
   aoe-xdp --interface eth1 --export 1.0=/dev/sdb --export 1.1=/srv/aoe/disk.img
+  aoe-xdp --stats                      # counters of the running target
 
 Exit status: 0 success, 1 configuration or backing problems, 2 usage error or failure to serve.";
 
@@ -144,6 +154,9 @@ fn init_logging(cli: &Cli, config: &Config) {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if let Some(socket) = &cli.stats {
+        return stats(&cli, socket);
+    }
     let config = match load(&cli) {
         Ok(config) => config,
         Err(err) => {
@@ -177,6 +190,105 @@ fn main() -> ExitCode {
             eprintln!("error: {err:#}");
             ExitCode::from(2)
         }
+    }
+}
+
+/// `--stats`: asks the running target and prints its counters.
+fn stats(cli: &Cli, socket: &std::path::Path) -> ExitCode {
+    let path = if !socket.as_os_str().is_empty() {
+        socket.to_owned()
+    } else if let Some(file) = &cli.config {
+        match Config::load(file) {
+            Ok(config) => config.target.control_socket,
+            Err(err) => {
+                print_load_error(&err);
+                return ExitCode::from(1);
+            }
+        }
+    } else {
+        PathBuf::from(config::defaults::CONTROL_SOCKET)
+    };
+    let report = match aoe_xdp::dataplane::stats::query(&path) {
+        Ok(report) => report,
+        Err(error) => {
+            eprintln!("error: {error} (is aoe-xdp running with this control-socket?)");
+            return ExitCode::from(2);
+        }
+    };
+    if cli.json {
+        match serde_json::to_string_pretty(&report) {
+            Ok(json) => println!("{json}"),
+            Err(error) => {
+                eprintln!("error: {error}");
+                return ExitCode::from(2);
+            }
+        }
+    } else {
+        print_report(&report);
+    }
+    ExitCode::SUCCESS
+}
+
+fn print_report(report: &aoe_xdp::dataplane::stats::Report) {
+    const MB: f64 = 1e6;
+    println!("aoe-xdp: up {:.1} s", report.uptime_s);
+    println!(
+        "\n{:<24} {:>12} {:>12} {:>10} {:>12} {:>8}",
+        "PORT", "RX", "TX", "IGNORED", "STORAGE", "NO-FRAME"
+    );
+    for port in &report.ports {
+        let c = &port.counters;
+        println!(
+            "{:<24} {:>12} {:>12} {:>10} {:>12} {:>8}",
+            port.name, c.rx_frames, c.tx_frames, c.ignored, c.io_submitted, c.no_frame
+        );
+    }
+    println!(
+        "\n{:<10} {:>5} {:>12} {:>10} {:>12} {:>10} {:>8} {:>8} {:>8} {:>8}",
+        "DEVICE",
+        "OWNER",
+        "READS",
+        "READ MB",
+        "WRITES",
+        "WRITE MB",
+        "OTHER",
+        "ATA-ERR",
+        "AOE-ERR",
+        "DROPPED"
+    );
+    for device in &report.devices {
+        let c = &device.counters;
+        println!(
+            "{:<10} {:>5} {:>12} {:>10.1} {:>12} {:>10.1} {:>8} {:>8} {:>8} {:>8}",
+            device.name,
+            device.owner,
+            c.read_cmds,
+            c.read_bytes as f64 / MB,
+            c.write_cmds,
+            c.write_bytes as f64 / MB,
+            c.other_cmds,
+            c.ata_errors,
+            c.proto_errors,
+            c.dropped
+        );
+    }
+    println!(
+        "\n{:<7} {:>12} {:>10} {:>9} {:>12} {:>10} {:>8} {:>8}",
+        "WORKER", "JOBS", "REMOTE", "BACKLOG", "DISK I/O", "MERGED", "BOUNCED", "IO-ERR"
+    );
+    for (index, worker) in report.workers.iter().enumerate() {
+        let e = &worker.engine;
+        println!(
+            "{:<7} {:>12} {:>10} {:>9} {:>12} {:>10} {:>8} {:>8}",
+            index,
+            worker.jobs,
+            worker.remote_jobs,
+            worker.io_backlogged,
+            e.ios,
+            e.merged,
+            e.bounced,
+            e.errors
+        );
     }
 }
 

@@ -82,7 +82,8 @@ on_both_transports!(
     test_restart_keeps_state,
     test_many_requests,
     test_multipath_merge,
-    test_second_instance_refused
+    test_second_instance_refused,
+    test_stats
 );
 
 const SHELF: u16 = 3;
@@ -1104,6 +1105,78 @@ fn test_multipath_merge(transport: Transport) {
         "no request of one port was merged with one of the other:\n{log}"
     );
     assert!(!log.contains("keep the worker's core"), "{log}");
+}
+
+/// `aoe-xdp --stats` asks the running target over its control socket: the device, port and
+/// worker counters add up to what the client did; the socket goes away with the target.
+fn test_stats(transport: Transport) {
+    let Some(net) = Net::new(&transport.tag("dp-stats"), 1) else {
+        return;
+    };
+    let dir = TargetDir::new(
+        &["vt"],
+        &transport.config(""),
+        &[DeviceSpec::new(SHELF, SLOT, SECTORS).with("durability = \"writeback\"")],
+    );
+    let target = dir.start(&net.target_ns);
+    let socket = dir.path().join("ctl.sock");
+    let mut client = net.client(0);
+    let device = discover_one(&mut client);
+    for lba in 0..5u64 {
+        client
+            .write(&device, 4 * lba, &pattern(4 * lba, 2, 1), true)
+            .expect("write");
+    }
+    for lba in 0..7u64 {
+        client.read(&device, 2 * lba, 2, true).expect("read");
+    }
+    let stats = |json: bool| {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_aoe-xdp"));
+        command.arg("--stats").arg(&socket);
+        if json {
+            command.arg("--json");
+        }
+        let output = command.output().expect("run aoe-xdp --stats");
+        assert!(output.status.success(), "{output:?}");
+        String::from_utf8(output.stdout).expect("UTF-8")
+    };
+    // Workers publish every 100 ms.
+    let deadline = Instant::now() + Duration::from_secs(3);
+    let report = loop {
+        let report: serde_json::Value = serde_json::from_str(&stats(true)).expect("JSON report");
+        let device = &report["devices"][0];
+        if device["read_cmds"] == 7 && device["write_cmds"] == 5 {
+            break report;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "counters never caught up: {report:#}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let device = &report["devices"][0];
+    assert_eq!(device["name"], format!("e{SHELF}.{SLOT}"));
+    assert_eq!(device["read_bytes"], 7 * 1024);
+    assert_eq!(device["write_bytes"], 5 * 1024);
+    assert_eq!(device["ata_errors"], 0);
+    let port = &report["ports"][0];
+    assert!(
+        port["name"]
+            .as_str()
+            .is_some_and(|n| n.starts_with("vt:0:")),
+        "{port}"
+    );
+    // Discovery plus 12 ATA commands, each answered once.
+    assert!(port["rx_frames"].as_u64() >= Some(13), "{port}");
+    assert_eq!(port["io_submitted"], 12, "{port}");
+    assert_eq!(report["workers"][0]["jobs"], 12, "{report:#}");
+    let table = stats(false);
+    assert!(
+        table.contains("DEVICE") && table.contains(&format!("e{SHELF}.{SLOT}")),
+        "{table}"
+    );
+    target.stop();
+    assert!(!socket.exists(), "control socket left behind");
 }
 
 /// A second aoe-xdp on an interface that a running one serves refuses to start, naming the

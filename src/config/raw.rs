@@ -67,7 +67,7 @@ pub struct RawTarget {
     pub packet_ring: Option<Spanned<String>>,
     /// Directory for persistent per-device AoE state (config string, mask list, reservations).
     pub state_directory: Option<Spanned<String>>,
-    /// Path of the control (statistics) unix socket.
+    /// Path of the statistics unix socket (`aoe-xdp --stats`).
     pub control_socket: Option<Spanned<String>>,
     /// Log level: "error", "warn", "info", "debug" or "trace".
     pub log_level: Option<Spanned<String>>,

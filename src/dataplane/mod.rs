@@ -12,6 +12,7 @@ pub mod devices;
 pub mod interfaces;
 pub mod port;
 pub mod queues;
+pub mod stats;
 pub mod worker;
 
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -34,6 +35,7 @@ use devices::Devices;
 use interfaces::Interface;
 use port::Port;
 use queues::Queues;
+use stats::StatsBoard;
 use worker::{Idle, Unit, UnitStats, Worker, WorkerStats};
 
 /// Why the dataplane could not start.
@@ -85,6 +87,8 @@ type WorkerHandle = JoinHandle<Result<(Vec<UnitStats>, WorkerStats), port::PortE
 
 /// A running dataplane.
 pub struct Dataplane {
+    /// Serves statistics until the dataplane is dropped (after the workers stopped).
+    control: Option<stats::ControlSocket>,
     stop: Arc<AtomicBool>,
     workers: Vec<WorkerHandle>,
     /// Detached on drop, after the workers stopped (field order: workers are joined first in
@@ -99,6 +103,8 @@ pub struct Dataplane {
 struct PendingPort {
     port: Port,
     info: PortInfo,
+    /// `interface:queue:transport`, for statistics.
+    label: String,
 }
 
 impl Dataplane {
@@ -139,15 +145,28 @@ impl Dataplane {
                     Err(error) => vec![open_packet(config, interface, Some(&error))?],
                 },
             };
-            for (program, port) in sockets {
+            for (queue, (program, port)) in sockets.into_iter().enumerate() {
                 programs.extend(program);
                 kinds.push(format!("{}:{}", interface.name, port.kind()));
-                ports.push(PendingPort { port, info });
+                let label = format!("{}:{queue}:{}", interface.name, port.kind());
+                ports.push(PendingPort { port, info, label });
             }
         }
         let stop = Arc::new(AtomicBool::new(false));
-        let workers = spawn_workers(config, &devices, ports, &stop)?;
+        let (workers, board) = spawn_workers(config, &devices, ports, &stop)?;
+        let path = &config.target.control_socket;
+        let control = match stats::ControlSocket::start(path, board) {
+            Ok(control) => {
+                tracing::info!(path = %path.display(), "control socket ready: aoe-xdp --stats");
+                Some(control)
+            }
+            Err(error) => {
+                tracing::warn!(%error, "no control socket: statistics are logged at exit only");
+                None
+            }
+        };
         Ok(Dataplane {
+            control,
             stop,
             workers,
             programs,
@@ -159,6 +178,11 @@ impl Dataplane {
     /// The interfaces being served.
     pub fn interfaces(&self) -> &[Interface] {
         &self.interfaces
+    }
+
+    /// The control socket's path, if it could be opened.
+    pub fn control_socket(&self) -> Option<&std::path::Path> {
+        self.control.as_ref().map(|c| c.path())
     }
 
     /// `interface:transport` (`af_xdp` or `af_packet`) of every port.
@@ -334,7 +358,7 @@ fn spawn_workers(
     devices: &Devices,
     ports: Vec<PendingPort>,
     stop: &Arc<AtomicBool>,
-) -> Result<Vec<WorkerHandle>, DataplaneError> {
+) -> Result<(Vec<WorkerHandle>, Arc<StatsBoard>), DataplaneError> {
     let cores = &config.target.worker_cores;
     let worker_count = cores.len().clamp(1, ports.len().max(1));
     let slots = usize::try_from(config.target.uring_entries).unwrap_or(256);
@@ -350,6 +374,16 @@ fn spawn_workers(
     }
     let owners = queues::owners(&serves, device_count);
     let queues = Arc::new(Queues::new(owners.clone(), &vec![slots; ports.len()]));
+    let board = Arc::new(StatsBoard::new(
+        worker_count,
+        ports.iter().map(|p| p.label.clone()).collect(),
+        devices
+            .devices
+            .iter()
+            .map(|(p, _)| p.name.clone())
+            .collect(),
+        owners.clone(),
+    ));
     let mut groups: Vec<Vec<Unit>> = (0..worker_count).map(|_| Vec::new()).collect();
     for (index, pending) in ports.into_iter().enumerate() {
         let id = u16::try_from(index).expect("at most 64 interfaces, few queues each");
@@ -378,6 +412,7 @@ fn spawn_workers(
         let stop = stop.clone();
         let engine = engine_for(config, devices, &arenas);
         let mut worker = Worker::new(index, engine, units, Arc::clone(&queues));
+        worker.set_board(Arc::clone(&board));
         // Jobs can come from another worker when a device this one owns is also served by
         // another worker's ports.
         worker.set_shared(
@@ -438,5 +473,5 @@ fn spawn_workers(
             .map_err(DataplaneError::Spawn)?;
         handles.push(handle);
     }
-    Ok(handles)
+    Ok((handles, board))
 }

@@ -24,11 +24,14 @@ use std::time::{Duration, Instant};
 
 use crate::state_dir::StateDir;
 use crate::storage::engine::{Engine, EngineStats, IoCompletion, IoOp, IoRequest};
-use crate::target::{DeviceIndex, IoFailure, IoKind, IoPlan, Outcome, PortInfo, Target};
+use crate::target::{
+    DeviceCounters, DeviceIndex, IoFailure, IoKind, IoPlan, Outcome, PortInfo, Target,
+};
 use crate::xdp::frame::Frame;
 
 use super::port::{Port, PortError};
 use super::queues::{Done, Job, Queues};
+use super::stats::{StatsBoard, PUBLISH_INTERVAL};
 
 /// Most frames received per port per iteration (DPDK l2fwd's `MAX_PKT_BURST`).
 pub const RX_BATCH_MAX: usize = 32;
@@ -46,7 +49,7 @@ const SHARED_IDLE_SLEEP: Duration = Duration::from_micros(50);
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Counters of one unit (one port). Plain integers: only its worker writes them.
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Copy, Default, serde::Serialize, serde::Deserialize)]
 pub struct UnitStats {
     /// Frames received.
     pub rx_frames: u64,
@@ -63,7 +66,7 @@ pub struct UnitStats {
 }
 
 /// Counters of one worker's device side.
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Copy, Default, serde::Serialize, serde::Deserialize)]
 pub struct WorkerStats {
     /// Jobs taken from the owned devices' queues.
     pub jobs: u64,
@@ -338,6 +341,9 @@ pub struct Worker {
     /// Scratch for completions reaped in one iteration (capacity = slots; never grows).
     reaped: Vec<IoCompletion>,
     stats: WorkerStats,
+    index: usize,
+    board: Option<Arc<StatsBoard>>,
+    last_publish: Instant,
 }
 
 impl Worker {
@@ -357,6 +363,44 @@ impl Worker {
             undelivered: VecDeque::new(),
             reaped: Vec::with_capacity(capacity),
             stats: WorkerStats::default(),
+            index,
+            board: None,
+            last_publish: Instant::now(),
+        }
+    }
+
+    /// Publishes the counters on `board` every [`PUBLISH_INTERVAL`].
+    pub fn set_board(&mut self, board: Arc<StatsBoard>) {
+        self.board = Some(board);
+    }
+
+    /// Copies the counters to the board if the interval passed (never blocks, allocates
+    /// only the first time).
+    fn publish(&mut self, target: &Target, now: Instant) {
+        if now.duration_since(self.last_publish) < PUBLISH_INTERVAL {
+            return;
+        }
+        let Some(board) = &self.board else {
+            return;
+        };
+        let stats = self.stats();
+        let published = board.publish(self.index, |slot| {
+            slot.units
+                .resize(self.units.len(), (0, UnitStats::default()));
+            for (entry, unit) in slot.units.iter_mut().zip(&self.units) {
+                *entry = (unit.id, unit.stats);
+            }
+            slot.devices
+                .resize(target.device_count(), DeviceCounters::default());
+            for (device, counters) in slot.devices.iter_mut().enumerate() {
+                if let Ok(device) = DeviceIndex::try_from(device) {
+                    *counters = *target.counters(device);
+                }
+            }
+            slot.worker = stats;
+        });
+        if published {
+            self.last_publish = now;
         }
     }
 
@@ -641,7 +685,9 @@ pub fn run(
     let mut idle_spins = 0u32;
     // Acquire: pairs with the Release store of the thread that asks for shutdown.
     while !stop.load(Ordering::Acquire) {
-        if worker.poll(&mut target, Instant::now())? {
+        let now = Instant::now();
+        worker.publish(&target, now);
+        if worker.poll(&mut target, now)? {
             idle_spins = 0;
             continue;
         }
@@ -652,6 +698,9 @@ pub fn run(
         }
     }
     worker.drain(&mut target);
+    // The final figures, for a reader that asks while the dataplane is stopping.
+    worker.last_publish = Instant::now() - PUBLISH_INTERVAL;
+    worker.publish(&target, Instant::now());
     let units = worker.units.iter().map(|u| *u.stats()).collect();
     Ok((units, worker.stats()))
 }

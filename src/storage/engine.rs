@@ -155,7 +155,7 @@ impl RequestError {
 }
 
 /// Counters, next to what they count.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct EngineStats {
     /// Requests accepted by `submit`.
     pub submitted: u64,

@@ -176,7 +176,7 @@ pub enum Outcome {
 }
 
 /// Per-device counters kept by one worker (not shared; the stats layer sums them).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct DeviceCounters {
     /// ATA reads answered.
     pub read_cmds: u64,
