@@ -4,7 +4,8 @@
 //! config for it, starts `aoe-xdp` in the target namespace (XDP program, AF_XDP socket,
 //! io_uring), then from the other namespace runs Debian's `aoeping` (a client we did not
 //! write) and `aoe-bench check` (ours: writes self-describing blocks, reads them back, verifies
-//! every byte), stops the target with SIGTERM and shows that it detached and kept its state.
+//! every byte), prints the target's statistics (`aoe-xdp --stats`), stops the target with
+//! SIGTERM and shows that it detached and kept its state.
 //! Everything it creates is removed at the end, also on failure.
 
 use std::fs;
@@ -104,6 +105,14 @@ fn run_demo(bin: &Path, dir: &Path) -> Result<()> {
             "--sectors",
             "8192"
         ]))?
+    );
+
+    banner("statistics: aoe-xdp --stats (over the control socket)");
+    std::thread::sleep(Duration::from_millis(150)); // counters are published every 100 ms
+    let socket = dir.join("ctl.sock");
+    print!(
+        "{}",
+        output(Command::new(&aoe_xdp).arg("--stats").arg(&socket))?
     );
 
     banner("stopping the target (SIGTERM)");
