@@ -581,6 +581,81 @@ mod tests {
     }
 
     #[test]
+    fn test_slabs_have_their_own_free_list_and_counts() {
+        let mut pool = FramePool::with_slabs(2, 3);
+        assert_eq!((pool.frame_count(), pool.slab_count()), (2, 3));
+        assert_eq!(pool.counts().free, 2);
+        assert_eq!(pool.slab_counts().free, 3);
+        // Frames never hand out a slab, and slabs never a frame.
+        let frames: Vec<u32> = std::iter::from_fn(|| pool.take_free(Fill)).collect();
+        assert_eq!(frames, [0, 1]);
+        let slabs: Vec<u32> = std::iter::from_fn(|| pool.take_free_slab()).collect();
+        assert_eq!(slabs, [2, 3, 4]);
+        assert!(slabs.iter().all(|&s| pool.is_slab(s)));
+        assert!(!pool.is_slab(1));
+        assert_eq!(pool.slab_counts().rx, 3);
+        assert_eq!(pool.counts().fill, 2);
+        // A slab goes through Tx and Completion like a frame, and back to the slab list.
+        pool.transition(3, Rx, Tx);
+        pool.transition(3, Tx, Completion);
+        assert_eq!(pool.slab_counts().completion, 1);
+        pool.put_free(3, Completion);
+        pool.put_free(2, Rx);
+        pool.put_free(4, Rx);
+        assert_eq!(pool.slab_counts().free, 3);
+        assert_eq!(
+            pool.counts().free,
+            0,
+            "slabs did not land on the frame list"
+        );
+        assert_eq!(pool.take_free_slab(), Some(4));
+        let frame = pool.handle(4, 9000);
+        pool.release(frame);
+        assert_eq!(pool.slab_counts().total(), 3);
+        assert_eq!(pool.counts().total(), 2);
+    }
+
+    #[test]
+    #[should_panic(expected = "put on the fill ring")]
+    fn test_slab_on_fill_ring_panics() {
+        let mut pool = FramePool::with_slabs(1, 1);
+        pool.transition(1, FrameState::Free, Fill);
+    }
+
+    #[test]
+    #[should_panic(expected = "expected Rx")]
+    fn test_slab_double_release_panics() {
+        let mut pool = FramePool::with_slabs(1, 2);
+        let slab = pool.take_free_slab().unwrap();
+        pool.put_free(slab, Rx);
+        pool.put_free(slab, Rx);
+    }
+
+    #[test]
+    fn test_lender_lends_slabs_from_the_slab_arena() {
+        use crate::xdp::mem::Arena;
+        let mut pool = FramePool::with_slabs(2, 2);
+        let frames = Arena::new(4096, 2).unwrap();
+        let slabs = Arena::new(3 * 4096, 2).unwrap();
+        let mut lender = Lender::with_slabs(frames, Some(slabs));
+        let slab = pool.take_free_slab().unwrap();
+        let frame = pool.take_free(Rx).unwrap();
+        let chunk = lender.lend(&pool, pool.handle(slab, 8740));
+        assert!(lender.slab_arena().unwrap().owns(&chunk));
+        assert_eq!(chunk.index(), 0);
+        assert_eq!(lender.slab_arena().unwrap().bytes(&chunk).len(), 3 * 4096);
+        let small = lender.lend(&pool, pool.handle(frame, 60));
+        assert!(lender.arena().owns(&small));
+        let back = lender.reclaim(&pool, chunk);
+        assert_eq!((back.index(), back.len()), (slab, 8740));
+        let small = lender.reclaim(&pool, small);
+        assert_eq!(small.index(), frame);
+        pool.release(back);
+        pool.release(small);
+        assert_eq!(pool.slab_counts().free, 2);
+    }
+
+    #[test]
     fn test_exhaustion_returns_none() {
         let mut pool = FramePool::new(2);
         assert!(pool.take_free(Fill).is_some());
