@@ -908,3 +908,45 @@ fn test_jumbo_rounds_without_leaks() {
         assert_eq!(stats.rx_dropped + stats.tx_invalid_descs, 0, "{stats:?}");
     });
 }
+
+/// Through the dataplane's `Port`: a 17-sector READ is fitted into a slab for its reply, a
+/// 1-sector read and a write are left in place, and the port advertises the full 9000 MTU.
+#[test]
+fn test_port_fit_reply_on_af_xdp() {
+    use aoe_xdp::dataplane::port::Port;
+    let Some(rig) = Rig::with_mtu("fitreply", 9000) else {
+        return;
+    };
+    let big_read = ata_request(rig.veth.a.mac, rig.veth.b.mac, 0x6001, JUMBO_SECTORS, false);
+    let small_read = ata_request(rig.veth.a.mac, rig.veth.b.mac, 0x6002, 1, false);
+    let write = ata_request(rig.veth.a.mac, rig.veth.b.mac, 0x6003, 4, true);
+    in_netns(&rig.ns_a, || {
+        let (_program, xsk) = setup_a(&rig, XdpMode::Native);
+        let mut port = Port::Xsk(xsk);
+        assert_eq!(port.advertised_mtu(9000), 9000);
+        assert_eq!(port.advertised_mtu(1500), 1500);
+        assert_eq!(port.io_arenas().count(), 2);
+        for (request, slab) in [(&big_read, true), (&small_read, false), (&write, false)] {
+            rig.peer.send(request);
+            let deadline = Instant::now() + WAIT;
+            let frame = loop {
+                if let Some(frame) = port.rx_burst(1).next() {
+                    break frame;
+                }
+                assert!(Instant::now() < deadline, "request did not arrive");
+                port.wait_rx(Duration::from_millis(50)).unwrap();
+            };
+            let frame = port.fit_reply(frame).expect("slab free");
+            let Port::Xsk(xsk) = &port else {
+                unreachable!()
+            };
+            assert_eq!(xsk.is_slab(&frame), slab);
+            assert_eq!(port.data(&frame), &request[..]);
+            let room = AOE_ATA_HEADERS_LEN + if slab { JUMBO_SECTORS * 512 } else { 512 };
+            assert!(port.frame_capacity(&frame) >= room);
+            assert_eq!(port.offset_in_chunk(&frame), PACKET_OFFSET);
+            port.release(frame);
+        }
+        assert_eq!(port.jumbo_stats().upgrades, 1);
+    });
+}

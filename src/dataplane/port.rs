@@ -11,9 +11,9 @@
 //! // RX: a jumbo request (e.g. a 17-sector write) arrives as ONE frame; data()/data_mut() see
 //! // the whole packet (the kernel's fragments were bounce-copied once into a slab).
 //! for frame in port.rx_burst(n) {
-//!     // A read whose reply does not fit the request's frame: move the request into a slab.
-//!     let need = reply_room(port.data(&frame));          // 36 + sectors * 512 (+4 if tagged)
-//!     let frame = match port.upgrade(frame, need) {
+//!     // A read whose reply does not fit the request's frame: move the request into a slab
+//!     // (fit_reply = upgrade(frame, reply_room(data))).
+//!     let frame = match port.fit_reply(frame) {
 //!         Ok(frame) => frame,                             // fits (unchanged) or now a slab
 //!         Err(frame) => { backlog.push(frame); continue } // no slab free: retry later
 //!     };
@@ -32,11 +32,39 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::wire::ata::AFLAG_WRITE;
+use crate::wire::SECTOR_SIZE;
 use crate::xdp::frame::{Frame, JumboStats, RxBurst};
 use crate::xdp::mem::{Arena, Chunk};
 use crate::xdp::packet::{PacketError, PacketPort};
 use crate::xdp::socket::{XskError, XskPort};
-use crate::xdp::umem::{FRAME_CAPACITY, FRAME_SIZE};
+use crate::xdp::umem::{AOE_ATA_HEADERS_LEN, FRAME_CAPACITY, FRAME_SIZE};
+
+/// Bytes, from the packet start, that the reply to `packet` (a received request) may need:
+/// for an AoE ATA command without the write flag (a read), the headers plus `sector count`
+/// sectors (4 more behind an 802.1Q tag); otherwise the request's own length (a write's reply
+/// is shorter than the request; other replies fit one chunk). Malformed input gives its own
+/// length: the target rejects it later.
+pub fn reply_room(packet: &[u8]) -> usize {
+    let aoe = if packet.get(12..14) == Some(&[0x81, 0x00]) {
+        18
+    } else {
+        14
+    };
+    let headers = aoe + AOE_ATA_HEADERS_LEN - 14;
+    let is_aoe = packet.get(aoe - 2..aoe) == Some(&[0x88, 0xA2]);
+    // AoE: command at +5 (0 = ATA); ATA header after the 10-byte AoE header: aflags at +0,
+    // sector count at +2.
+    if !is_aoe || packet.len() < headers || packet[aoe + 5] != 0 {
+        return packet.len();
+    }
+    let aflags = packet[aoe + 10];
+    if aflags & AFLAG_WRITE != 0 {
+        return packet.len();
+    }
+    let sectors = usize::from(packet[aoe + 12]);
+    packet.len().max(headers + sectors * SECTOR_SIZE)
+}
 
 /// The transport of one port.
 #[derive(Debug)]
@@ -133,6 +161,26 @@ impl Port {
         }
     }
 
+    /// Makes `frame` (a received request) big enough for its reply: [`Port::upgrade`] to
+    /// [`reply_room`] bytes when that is more than the frame holds and no more than the port
+    /// carries (a longer request is left alone: the target refuses its sector count). `Err`
+    /// gives the frame back when no slab is free: keep it and retry later.
+    pub fn fit_reply(&mut self, frame: Frame) -> Result<Frame, Frame> {
+        let needed = reply_room(self.data(&frame));
+        if needed <= self.frame_capacity(&frame) || needed > self.max_frame_len() {
+            return Ok(frame);
+        }
+        self.upgrade(frame, needed)
+    }
+
+    /// The MTU to put in this port's `PortInfo`: the interface MTU, capped by what a frame of
+    /// this port can hold, so `PortInfo::max_sectors` never advertises more than the port
+    /// carries (17 sectors at MTU 9000 on AF_XDP with slabs, 7 on AF_PACKET).
+    pub fn advertised_mtu(&self, interface_mtu: u32) -> u16 {
+        let cap = u32::try_from(self.max_frame_len()).unwrap_or(u32::MAX);
+        u16::try_from(interface_mtu.min(cap)).unwrap_or(u16::MAX)
+    }
+
     /// Counters of the jumbo path (all zero on AF_PACKET).
     pub fn jumbo_stats(&self) -> JumboStats {
         match self {
@@ -203,5 +251,42 @@ impl Port {
     /// Takes a lent chunk back as its frame.
     pub fn reclaim(&mut self, chunk: Chunk) -> Frame {
         delegate!(self, p => p.reclaim(chunk))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn request(vlan: bool, command: u8, aflags: u8, sectors: u8, data: usize) -> Vec<u8> {
+        let mut frame = vec![0xAA; 12];
+        if vlan {
+            frame.extend_from_slice(&[0x81, 0x00, 0x00, 0x2A]);
+        }
+        frame.extend_from_slice(&[0x88, 0xA2, 0x10, 0, 0, 1, 2, command, 0, 0, 0, 9]);
+        frame.extend_from_slice(&[aflags, 0, sectors, 0x24, 0, 0, 0, 0, 0, 0, 0, 0]);
+        frame.resize(frame.len() + data, 0x55);
+        frame
+    }
+
+    #[test]
+    fn test_reply_room_of_a_read_counts_its_sectors() {
+        assert_eq!(reply_room(&request(false, 0, 0x40, 17, 0)), 36 + 17 * 512);
+        assert_eq!(reply_room(&request(true, 0, 0x40, 17, 0)), 40 + 17 * 512);
+        assert_eq!(reply_room(&request(false, 0, 0x40, 1, 0)), 36 + 512);
+        // A padded runt read of 0 sectors needs no more than it has.
+        assert_eq!(reply_room(&request(false, 0, 0x40, 0, 24)), 60);
+    }
+
+    #[test]
+    fn test_reply_room_of_writes_and_others_is_their_length() {
+        let write = request(false, 0, 0x41, 17, 17 * 512);
+        assert_eq!(reply_room(&write), write.len());
+        let query = request(false, 1, 0x40, 17, 0);
+        assert_eq!(reply_room(&query), query.len());
+        let mut not_aoe = request(false, 0, 0x40, 17, 0);
+        not_aoe[12] = 0x08;
+        assert_eq!(reply_room(&not_aoe), not_aoe.len());
+        assert_eq!(reply_room(&[0u8; 20]), 20, "truncated");
     }
 }
