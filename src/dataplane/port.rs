@@ -3,9 +3,10 @@
 //! arena laid out identically (packet at chunk + 476, ATA data at chunk + 512), and both can
 //! lend a frame's chunk to the storage engine, so the worker code is the same for either.
 //!
-//! Jumbo frames (AF_XDP only; the AF_PACKET fallback carries one chunk, 7 sectors): a frame of
-//! up to [`Port::max_frame_len`] bytes may be a slab frame (three chunks, one contiguous
-//! buffer). The worker drives them like this:
+//! Jumbo frames: a frame of up to [`Port::max_frame_len`] bytes may be a slab frame (three
+//! chunks, one contiguous buffer). AF_XDP ports always have slabs (multi-buffer bind); an
+//! AF_PACKET port has them when its RX ring holds jumbo frames (`PacketConfig::for_mtu`),
+//! otherwise it carries one chunk (7 sectors). The worker drives them like this:
 //!
 //! ```text
 //! // RX: a jumbo request (e.g. a 17-sector write) arrives as ONE frame; data()/data_mut() see
@@ -38,7 +39,7 @@ use crate::xdp::frame::{Frame, JumboStats, RxBurst};
 use crate::xdp::mem::{Arena, Chunk};
 use crate::xdp::packet::{PacketError, PacketPort};
 use crate::xdp::socket::{XskError, XskPort};
-use crate::xdp::umem::{AOE_ATA_HEADERS_LEN, FRAME_CAPACITY, FRAME_SIZE};
+use crate::xdp::umem::AOE_ATA_HEADERS_LEN;
 
 /// Bytes, from the packet start, that the reply to `packet` (a received request) may need:
 /// for an AoE ATA command without the write flag (a read), the headers plus `sector count`
@@ -124,7 +125,7 @@ impl Port {
     pub fn offset_in_chunk(&self, frame: &Frame) -> usize {
         match self {
             Port::Xsk(p) => p.offset_in_chunk(frame),
-            Port::Packet(p) => p.umem_offset(frame) - frame.index() as usize * FRAME_SIZE,
+            Port::Packet(p) => p.offset_in_chunk(frame),
         }
     }
 
@@ -132,10 +133,7 @@ impl Port {
     /// the dataplane advertises `min(MTU, max_frame_len)` as the port's MTU, so sectors per
     /// request are `(that - 36) / 512` (17 at MTU 9000 on AF_XDP with multi-buffer).
     pub fn max_frame_len(&self) -> usize {
-        match self {
-            Port::Xsk(p) => p.max_frame_len(),
-            Port::Packet(_) => FRAME_CAPACITY,
-        }
+        delegate!(self, p => p.max_frame_len())
     }
 
     /// Bytes `frame` can hold from its packet start (what `data_mut` returns).
@@ -148,17 +146,7 @@ impl Port {
     /// back when no slab is free (keep the request and retry later; never drop it). Panics if
     /// `needed > max_frame_len()`.
     pub fn upgrade(&mut self, frame: Frame, needed: usize) -> Result<Frame, Frame> {
-        match self {
-            Port::Xsk(p) => p.upgrade(frame, needed),
-            Port::Packet(p) => {
-                let capacity = p.frame_capacity(&frame);
-                assert!(
-                    needed <= capacity,
-                    "upgrade to {needed} bytes: this port carries at most {capacity}"
-                );
-                Ok(frame)
-            }
-        }
+        delegate!(self, p => p.upgrade(frame, needed))
     }
 
     /// Makes `frame` (a received request) big enough for its reply: [`Port::upgrade`] to
@@ -175,18 +163,15 @@ impl Port {
 
     /// The MTU to put in this port's `PortInfo`: the interface MTU, capped by what a frame of
     /// this port can hold, so `PortInfo::max_sectors` never advertises more than the port
-    /// carries (17 sectors at MTU 9000 on AF_XDP with slabs, 7 on AF_PACKET).
+    /// carries (17 sectors at MTU 9000 with slabs, 7 without).
     pub fn advertised_mtu(&self, interface_mtu: u32) -> u16 {
         let cap = u32::try_from(self.max_frame_len()).unwrap_or(u32::MAX);
         u16::try_from(interface_mtu.min(cap)).unwrap_or(u16::MAX)
     }
 
-    /// Counters of the jumbo path (all zero on AF_PACKET).
+    /// Counters of the jumbo path.
     pub fn jumbo_stats(&self) -> JumboStats {
-        match self {
-            Port::Xsk(p) => p.jumbo_stats(),
-            Port::Packet(_) => JumboStats::default(),
-        }
+        delegate!(self, p => p.jumbo_stats())
     }
 
     /// A free frame for a reply that is not built in a request's frame.
@@ -231,10 +216,7 @@ impl Port {
 
     /// The jumbo slabs, a second arena to register, if this port has them.
     pub fn slab_arena(&self) -> Option<&Arc<Arena>> {
-        match self {
-            Port::Xsk(p) => p.slab_arena(),
-            Port::Packet(_) => None,
-        }
+        delegate!(self, p => p.slab_arena())
     }
 
     /// Every arena whose chunks [`Port::lend`] may return: the frames, then the slabs if any.

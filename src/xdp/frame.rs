@@ -459,11 +459,6 @@ pub(crate) struct Lender {
 }
 
 impl Lender {
-    /// Takes all of `arena`'s chunk tokens (the arena must be fresh).
-    pub(crate) fn new(arena: super::mem::Arena) -> Lender {
-        Lender::with_slabs(arena, None)
-    }
-
     /// Takes all chunk tokens of `arena` (frames) and of `slab_arena` (slabs, indexed after
     /// the frames); both must be fresh.
     pub(crate) fn with_slabs(
