@@ -84,7 +84,8 @@ pub enum BindMode {
 /// Geometry of a port. Ring sizes must be powers of two.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct XskConfig {
-    /// Frames in the UMEM (each [`FRAME_SIZE`] bytes, locked memory).
+    /// Frames in the UMEM (each [`FRAME_SIZE`] bytes, locked memory). The jumbo slabs
+    /// ([`XskConfig::slab_count`]) come on top.
     pub frame_count: u32,
     /// Fill ring entries; also how many frames `refill` keeps with the kernel for receiving.
     pub fill_ring_size: u32,
@@ -585,7 +586,8 @@ impl XskPort {
         self.umem.base_ptr()
     }
 
-    /// Length of the UMEM mapping in bytes (`frame_count * frame_size`).
+    /// Length of the UMEM mapping in bytes: the frames, then the slabs
+    /// (`(frame_count + 3 * slab_count) * frame_size`).
     pub fn umem_len(&self) -> usize {
         self.umem.len()
     }
