@@ -210,6 +210,12 @@ fn reflect_request(tag: &str, mode: XdpMode, expect_mode: AttachMode) {
         );
         let start = port.frame_counts();
         assert_eq!(start.fill, 128);
+        // MTU 1500: no multi-buffer, no slabs, one chunk per frame.
+        assert!(!port.multi_buffer());
+        assert!(port.slab_arena().is_none());
+        assert_eq!(port.slab_counts().total(), 0);
+        assert_eq!(port.max_frame_len(), FRAME_CAPACITY);
+        assert_eq!(port.umem_len(), 256 * FRAME_SIZE);
 
         rig.peer.send(&short);
         let frame = recv_one(&mut port, WAIT).expect("AoE request did not reach the XSK");

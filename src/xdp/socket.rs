@@ -22,8 +22,9 @@
 //! the queue's traffic to this socket (`XdpProgram::insert_socket(queue, port.fd())`); the port
 //! never loads one itself.
 //!
-//! Jumbo frames: the UMEM also holds [`XskConfig::slab_count`] slabs of three chunks (see
-//! `umem.rs`), and the socket is bound with `XDP_USE_SG` (multi-buffer). A packet that arrives
+//! Jumbo frames: on an interface whose MTU does not fit one chunk, the UMEM also holds
+//! [`XskConfig::slab_count`] slabs of three chunks (see `umem.rs`), and the socket is bound with
+//! `XDP_USE_SG` (multi-buffer; in copy mode if zero-copy refuses it). A packet that arrives
 //! in several descriptors is copied into a free slab (the one bounce copy, counted in
 //! [`XskPort::jumbo_stats`]), its fragment chunks go straight back to the free list, and
 //! `rx_burst` yields one [`Frame`] whose [`XskPort::data`] is the whole packet, contiguous. A
@@ -43,7 +44,7 @@
 //! - The socket is bound in the calling thread's network namespace (libxdp resolves the name).
 
 use std::io;
-use std::os::fd::{AsRawFd, BorrowedFd};
+use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd};
 use std::ptr::NonNull;
 use std::sync::Arc;
 use std::time::Duration;
@@ -268,31 +269,41 @@ impl XskPort {
     /// network namespace), then fills the fill ring.
     pub fn bind(interface: &str, queue_id: u32, config: &XskConfig) -> Result<XskPort, XskError> {
         validate(config)?;
-        let slab_chunks = config.slab_count() as usize * SLAB_CHUNKS;
+        // Multi-buffer and slabs only where frames can be longer than a chunk.
+        let jumbo = interface_mtu(interface).map_or(true, |mtu| {
+            usize::try_from(mtu).map_or(true, |mtu| mtu + JUMBO_HEADER_LEN > FRAME_CAPACITY)
+        });
+        let slab_chunks = if jumbo {
+            config.slab_count() as usize * SLAB_CHUNKS
+        } else {
+            0
+        };
         let chunks = u32::try_from(config.frame_count as usize + slab_chunks).map_err(|_| {
             XskError::Config {
                 what: "too many frames",
             }
         })?;
         let umem = UmemArea::new(chunks, config.fill_ring_size, config.comp_ring_size)?;
-        // Multi-buffer first; a kernel or driver without it (before Linux 6.6 in copy mode)
-        // gets a port without slabs, limited to one chunk per frame.
-        let attempts: &[(BindMode, bool)] = match config.bind {
-            BindPreference::Auto => &[
-                (BindMode::ZeroCopy, true),
-                (BindMode::Copy, true),
-                (BindMode::Copy, false),
-            ],
-            BindPreference::ZeroCopy => &[(BindMode::ZeroCopy, true), (BindMode::ZeroCopy, false)],
-            BindPreference::Copy => &[(BindMode::Copy, true), (BindMode::Copy, false)],
+        let modes: &[BindMode] = match config.bind {
+            BindPreference::Auto => &[BindMode::ZeroCopy, BindMode::Copy],
+            BindPreference::ZeroCopy => &[BindMode::ZeroCopy],
+            BindPreference::Copy => &[BindMode::Copy],
         };
+        // At a jumbo MTU, multi-buffer first (in copy mode rather than zero-copy without it);
+        // a kernel or driver without it (before Linux 6.6 in copy mode) gets a port without
+        // slabs, limited to one chunk per frame.
+        let multi_buffer_options: &[bool] = if jumbo { &[true, false] } else { &[false] };
+        let attempts: Vec<(BindMode, bool)> = multi_buffer_options
+            .iter()
+            .flat_map(|&sg| modes.iter().map(move |&mode| (mode, sg)))
+            .collect();
         let if_name = interface
             .parse::<xsk_rs::config::Interface>()
             .map_err(|_| XskError::Config {
                 what: "interface name contains a NUL byte",
             })?;
         let mut last_error = None;
-        for &(mode, multi_buffer) in attempts {
+        for &(mode, multi_buffer) in &attempts {
             let socket_config = socket_config(config, mode, multi_buffer)?;
             // SAFETY: the UMEM is fresh and not shared with any other socket, so the
             // INHIBIT_PROG_LOAD requirement for shared UMEMs does not apply (and we set that
@@ -303,6 +314,14 @@ impl XskPort {
                 unsafe { xsk_rs::Socket::new(socket_config, umem.xsk(), &if_name, queue_id) };
             match created {
                 Ok((tx, rx, Some((fill, comp)))) => {
+                    if jumbo && !multi_buffer {
+                        tracing::warn!(
+                            interface,
+                            queue_id,
+                            "no multi-buffer AF_XDP (XDP_USE_SG): frames limited to one \
+                             4 KiB chunk (7 sectors) despite the jumbo MTU"
+                        );
+                    }
                     tracing::info!(
                         interface,
                         queue_id,
@@ -329,7 +348,7 @@ impl XskPort {
                     if multi_buffer {
                         tracing::debug!(interface, queue_id, ?mode, ?errno, "XDP_USE_SG refused");
                     }
-                    if mode == BindMode::ZeroCopy && attempts.len() > 1 {
+                    if mode == BindMode::ZeroCopy && modes.len() > 1 {
                         tracing::info!(
                             interface,
                             queue_id,
@@ -956,6 +975,38 @@ impl XskPort {
         }
         Ok(())
     }
+}
+
+/// Ethernet header plus one 802.1Q tag: what a frame adds to the MTU.
+const JUMBO_HEADER_LEN: usize = 14 + 4;
+
+/// The MTU of `interface` in the calling thread's network namespace (`SIOCGIFMTU`).
+fn interface_mtu(interface: &str) -> io::Result<u32> {
+    // SAFETY: plain socket(2) call; the result is checked before use.
+    let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: `fd` is a fresh descriptor owned by nobody else.
+    let fd = unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) };
+    // SAFETY: `ifreq` is plain data; all-zero is valid.
+    let mut request: libc::ifreq = unsafe { std::mem::zeroed() };
+    let name = interface.as_bytes();
+    if name.len() >= request.ifr_name.len() || name.contains(&0) {
+        return Err(io::Error::from(io::ErrorKind::InvalidInput));
+    }
+    for (slot, &byte) in request.ifr_name.iter_mut().zip(name) {
+        *slot = libc::c_char::from_ne_bytes([byte]);
+    }
+    // SAFETY: SIOCGIFMTU reads the NUL-terminated name and writes `ifru_mtu` of the live
+    // `ifreq` we pass; `fd` is open for the call.
+    let rc = unsafe { libc::ioctl(fd.as_raw_fd(), libc::SIOCGIFMTU, &mut request) };
+    if rc != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: the kernel filled the `ifru_mtu` member of the union.
+    let mtu = unsafe { request.ifr_ifru.ifru_mtu };
+    u32::try_from(mtu).map_err(|_| io::Error::from(io::ErrorKind::InvalidData))
 }
 
 fn validate(config: &XskConfig) -> Result<(), XskError> {
