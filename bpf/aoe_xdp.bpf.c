@@ -12,6 +12,11 @@
  * socket is registered for the queue, bpf_redirect_map falls back to
  * XDP_PASS as well. Each outcome is counted in the per-CPU map aoe_counters.
  *
+ * The program is frags-aware (section "xdp.frags", loaded with
+ * BPF_F_XDP_HAS_FRAGS): it reads only the headers, which are always in the
+ * first buffer, so multi-buffer (jumbo) frames are steered like any other and
+ * the kernel accepts the program on interfaces with an MTU above one page.
+ *
  * Build with `cargo xtask build-bpf`; the object is committed next to this
  * file and embedded into the binary.
  */
@@ -38,7 +43,7 @@ struct {
 	__type(value, struct aoe_xdp_counters);
 } aoe_counters SEC(".maps");
 
-SEC("xdp")
+SEC("xdp.frags")
 int aoe_xdp(struct xdp_md *ctx)
 {
 	const __u8 *data = (const __u8 *)(long)ctx->data;

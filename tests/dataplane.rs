@@ -1222,7 +1222,7 @@ fn test_second_instance_refused(transport: Transport) {
 }
 
 /// `socket = "auto"` falls back to AF_PACKET, loudly, where XDP cannot attach: native XDP on
-/// veth refuses MTU 9000 (the program is not multi-buffer aware), and `xdp-mode = "native"`
+/// veth refuses a peer with more TX queues than it has RX queues, and `xdp-mode = "native"`
 /// forbids the generic fallback. The device is still served, and nothing is left attached.
 #[test]
 fn test_auto_falls_back_to_af_packet_when_xdp_cannot_attach() {
@@ -1231,7 +1231,7 @@ fn test_auto_falls_back_to_af_packet_when_xdp_cannot_attach() {
     }
     let target_ns = NetNs::new("dp-auto-t");
     let client_ns = NetNs::new("dp-auto-c");
-    let veth = VethPair::new(&target_ns, &client_ns, "vt", "vc", 9000);
+    let veth = VethPair::with_b_tx_queues(&target_ns, &client_ns, "vt", "vc", 9000, 2);
     let dir = TargetDir::new(
         &["vt"],
         "socket = \"auto\"\nxdp-mode = \"native\"",

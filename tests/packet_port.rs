@@ -13,7 +13,7 @@ use aoe_xdp::xdp::frame::{Frame, FrameCounts};
 use aoe_xdp::xdp::packet::{PacketConfig, PacketError, PacketPort, RingVersion};
 use aoe_xdp::xdp::umem::{
     payload_is_aligned, AOE_ATA_HEADERS_LEN, ETH_MIN_FRAME_LEN, FRAME_CAPACITY, FRAME_SIZE,
-    PACKET_OFFSET, PAYLOAD_ALIGN,
+    PACKET_OFFSET, PAYLOAD_ALIGN, SLAB_CAPACITY,
 };
 use common::netns::{
     in_netns, leftover_namespaces, privileged_or_skip, NetNs, PacketSocket, VethPair,
@@ -183,14 +183,16 @@ fn reflect(port: &mut PacketPort, mut frame: Frame) {
     buf[6..12].copy_from_slice(&macs[..6]);
     let offset = aoe_offset(buf);
     buf[offset] |= 0x08;
-    buf[len..len + 64].fill(0xEE);
+    let dirty = (len + 64).min(buf.len());
+    buf[len..dirty].fill(0xEE);
     port.transmit(frame, len);
 }
 
-/// Flushes and reaps until the frame counts are back at `start`.
+/// Flushes and reaps until the frame counts are back at `start` and every slab is free.
 fn settle(port: &mut PacketPort, start: FrameCounts) {
     let deadline = Instant::now() + WAIT;
-    while port.frame_counts() != start {
+    let slabs_free = |port: &PacketPort| port.slab_counts().free == port.slab_counts().total();
+    while port.frame_counts() != start || !slabs_free(port) {
         assert!(
             Instant::now() < deadline,
             "frames not returned: {:?} != {start:?}",
@@ -414,8 +416,10 @@ fn test_vlan_tag_lost_when_bound_to_aoe_ethertype() {
     });
 }
 
-/// On a jumbo-MTU link: a 3000-byte request fits a chunk and is received and reflected whole;
-/// a 5000-byte one does not fit a chunk and is dropped and counted, not truncated.
+/// On a jumbo-MTU link with 8 KiB RX slots: a 3000-byte request fits a chunk and a 5000-byte
+/// one a slab (the port carries what a slot holds, 8096 bytes); both are received and
+/// reflected whole; an 8500-byte one does not fit a slot and is dropped and counted, not
+/// truncated.
 #[test]
 fn test_large_frames() {
     let Some(rig) = Rig::with_mtu("large", 9000) else {
@@ -423,8 +427,10 @@ fn test_large_frames() {
     };
     let mut fits = rig.request(None, REQUEST, 0x0000_3000);
     fits.extend((0..3000 - fits.len()).map(pattern));
-    let mut too_long = rig.request(None, REQUEST, 0x0000_5000);
-    too_long.resize(5000, 0xAB);
+    let mut slab = rig.request(None, REQUEST, 0x0000_5000);
+    slab.extend((0..5000 - slab.len()).map(pattern));
+    let mut too_long = rig.request(None, REQUEST, 0x0000_8500);
+    too_long.resize(8500, 0xAB);
     in_netns(&rig.ns_a, || {
         let config = PacketConfig {
             ring: RingVersion::V2 {
@@ -433,23 +439,133 @@ fn test_large_frames() {
             },
             ..small_config()
         };
+        assert!(config.jumbo());
         let mut port = rig.bind(&config);
+        assert_eq!(port.max_frame_len(), 8192 - 96);
         let start = port.frame_counts();
         rig.peer.send(&too_long);
-        rig.peer.send(&fits);
-        let frame = recv_one(&mut port, WAIT).expect("3000-byte request did not arrive");
-        assert_eq!(port.data(&frame), &fits[..]);
+        for (request, tag, in_slab) in [(&fits, 0x3000, false), (&slab, 0x5000, true)] {
+            rig.peer.send(request);
+            let frame = recv_one(&mut port, WAIT).expect("request did not arrive");
+            assert_eq!(port.is_slab(&frame), in_slab);
+            assert_eq!(port.data(&frame), &request[..]);
+            reflect(&mut port, frame);
+            port.flush_tx().unwrap();
+            let reply = rig
+                .peer
+                .recv_matching(WAIT, |f| is_aoe(f) && aoe_tag(f) == tag)
+                .expect("B did not receive the reply");
+            assert_eq!(reply, expected_reply(request));
+        }
+        settle(&mut port, start);
+        let stats = port.stats().unwrap();
+        assert_eq!(stats.rx_too_long, 1, "{stats:?}");
+        assert_eq!(stats.rx_frames, 2, "{stats:?}");
+    });
+}
+
+/// `PacketConfig::for_mtu(9000)`: a 17-sector WRITE (8740 bytes) arrives in one slab frame,
+/// lends as a chunk of the slab arena, and its 17-sector reply reaches B intact; a small READ
+/// upgraded into a slab carries a 17-sector reply; 300 jumbo round trips leave nothing behind.
+#[test]
+fn test_jumbo_port_for_mtu_9000() {
+    const JUMBO_LEN: usize = 36 + 17 * 512;
+    let Some(rig) = Rig::with_mtu("jumbo", 9000) else {
+        return;
+    };
+    let write_request = |tag: u32, sectors: usize| {
+        let mut frame = rig.request(None, REQUEST, tag);
+        frame.truncate(24);
+        frame.extend_from_slice(&[0x41, 0, u8::try_from(sectors).unwrap(), 0x34]);
+        frame.extend_from_slice(&[0; 8]);
+        frame.extend((0..sectors * 512).map(|i| pattern(i + tag as usize)));
+        frame
+    };
+    in_netns(&rig.ns_a, || {
+        let config = PacketConfig {
+            frame_count: 256,
+            tx_ring_size: 128,
+            ..PacketConfig::for_mtu(9000)
+        };
+        assert!(config.jumbo());
+        assert!(!PacketConfig::for_mtu(1500).jumbo());
+        assert!(!PacketConfig::default().jumbo());
+        let mut port = rig.bind(&config);
+        assert_eq!(port.max_frame_len(), SLAB_CAPACITY);
+        assert_eq!(port.slab_counts().free, 16);
+        let start = port.frame_counts();
+
+        let request = write_request(0x1717, 17);
+        assert_eq!(request.len(), JUMBO_LEN);
+        rig.peer.send(&request);
+        let frame = recv_one(&mut port, WAIT).expect("jumbo request did not arrive");
+        assert!(port.is_slab(&frame));
+        assert!(port.data(&frame) == &request[..]);
+        assert_eq!(port.offset_in_chunk(&frame), PACKET_OFFSET);
+        let arena = std::sync::Arc::clone(port.slab_arena().expect("slab arena"));
+        let chunk = port.lend(frame);
+        assert!(arena.owns(&chunk));
+        assert!(arena.bytes(&chunk)[PACKET_OFFSET..PACKET_OFFSET + JUMBO_LEN] == request[..]);
+        let frame = port.reclaim(chunk);
         reflect(&mut port, frame);
         port.flush_tx().unwrap();
         let reply = rig
             .peer
-            .recv_matching(WAIT, |f| is_aoe(f) && aoe_tag(f) == 0x0000_3000)
-            .expect("B did not receive the 3000-byte reply");
-        assert_eq!(reply, expected_reply(&fits));
+            .recv_matching(WAIT, |f| is_aoe(f) && aoe_tag(f) == 0x1717)
+            .expect("B did not receive the jumbo reply");
+        assert!(reply == expected_reply(&request));
+
+        // Upgrade: a 36-byte READ gets a slab for its 8740-byte reply.
+        let mut read = write_request(0x2222, 17);
+        read.truncate(36);
+        read[24] = 0x40;
+        rig.peer.send(&read);
+        let frame = recv_one(&mut port, WAIT).expect("read request did not arrive");
+        assert!(!port.is_slab(&frame));
+        let mut frame = port.upgrade(frame, JUMBO_LEN).expect("slab free");
+        assert!(port.is_slab(&frame));
+        assert_eq!(port.data(&frame), &read[..]);
+        let buf = port.data_mut(&mut frame);
+        for (i, byte) in buf[36..JUMBO_LEN].iter_mut().enumerate() {
+            *byte = pattern(i);
+        }
+        buf[14] |= 0x08;
+        port.transmit(frame, JUMBO_LEN);
+        port.flush_tx().unwrap();
+        let reply = rig
+            .peer
+            .recv_matching(WAIT, |f| is_aoe(f) && aoe_tag(f) == 0x2222)
+            .expect("B did not receive the upgraded reply");
+        assert_eq!(reply.len(), JUMBO_LEN);
+        assert!(reply[36..]
+            .iter()
+            .enumerate()
+            .all(|(i, &b)| b == pattern(i)));
+        assert_eq!(port.jumbo_stats().upgrades, 1);
+
+        for round in 0..30u32 {
+            let tags: Vec<u32> = (0..10).map(|i| 0x10_000 + round * 10 + i).collect();
+            for &tag in &tags {
+                rig.peer.send(&write_request(tag, 1 + tag as usize % 17));
+            }
+            for _ in &tags {
+                let frame = recv_one(&mut port, WAIT).expect("request lost");
+                reflect(&mut port, frame);
+            }
+            port.flush_tx().unwrap();
+            for _ in &tags {
+                let reply = rig
+                    .peer
+                    .recv_matching(WAIT, |f| is_aoe(f) && f[14] == RESPONSE)
+                    .expect("reply lost");
+                let tag = aoe_tag(&reply);
+                let request = write_request(tag, 1 + tag as usize % 17);
+                assert!(reply == expected_reply(&request), "reply {tag:#x} differs");
+            }
+        }
         settle(&mut port, start);
         let stats = port.stats().unwrap();
-        assert_eq!(stats.rx_too_long, 1, "{stats:?}");
-        assert_eq!(stats.rx_frames, 1, "{stats:?}");
+        assert_eq!(stats.rx_too_long + stats.rx_kernel_drops, 0, "{stats:?}");
     });
 }
 

@@ -13,8 +13,8 @@ use aoe_xdp::xdp::frame::{Frame, FrameCounts};
 use aoe_xdp::xdp::loader::{attached_program, detach_stale, AttachMode, XdpMode, XdpProgram};
 use aoe_xdp::xdp::socket::{BindMode, BindPreference, BusyPoll, XskConfig, XskPort};
 use aoe_xdp::xdp::umem::{
-    payload_is_aligned, AOE_ATA_HEADERS_LEN, ETH_MIN_FRAME_LEN, FRAME_SIZE, PACKET_OFFSET,
-    PAYLOAD_ALIGN,
+    payload_is_aligned, AOE_ATA_HEADERS_LEN, ETH_MIN_FRAME_LEN, FRAME_CAPACITY, FRAME_SIZE,
+    PACKET_OFFSET, PAYLOAD_ALIGN, PAYLOAD_OFFSET, SLAB_CAPACITY,
 };
 use common::netns::{
     in_netns, leftover_namespaces, privileged_or_skip, NetNs, PacketSocket, VethPair,
@@ -170,18 +170,22 @@ fn reflect(port: &mut XskPort, mut frame: Frame) {
     buf[6..12].copy_from_slice(&macs[..6]);
     let offset = aoe_offset(buf);
     buf[offset] |= 0x08;
-    buf[len..len + 64].fill(0xEE);
+    let dirty = (len + 64).min(buf.len());
+    buf[len..dirty].fill(0xEE);
     port.transmit(frame, len);
 }
 
-/// Reaps completions and refills until the frame counts are back at `start`.
+/// Reaps completions and refills until the frame counts are back at `start` and every slab
+/// is free.
 fn settle(port: &mut XskPort, start: FrameCounts) {
     let deadline = Instant::now() + WAIT;
-    while port.frame_counts() != start {
+    let slabs_free = |port: &XskPort| port.slab_counts().free == port.slab_counts().total();
+    while port.frame_counts() != start || !slabs_free(port) {
         assert!(
             Instant::now() < deadline,
-            "frames not returned: {:?} != {start:?}",
-            port.frame_counts()
+            "frames not returned: {:?} != {start:?}, slabs {:?}",
+            port.frame_counts(),
+            port.slab_counts()
         );
         port.flush_tx().unwrap();
         port.reap_completions();
@@ -206,6 +210,12 @@ fn reflect_request(tag: &str, mode: XdpMode, expect_mode: AttachMode) {
         );
         let start = port.frame_counts();
         assert_eq!(start.fill, 128);
+        // MTU 1500: no multi-buffer, no slabs, one chunk per frame.
+        assert!(!port.multi_buffer());
+        assert!(port.slab_arena().is_none());
+        assert_eq!(port.slab_counts().total(), 0);
+        assert_eq!(port.max_frame_len(), FRAME_CAPACITY);
+        assert_eq!(port.umem_len(), 256 * FRAME_SIZE);
 
         rig.peer.send(&short);
         let frame = recv_one(&mut port, WAIT).expect("AoE request did not reach the XSK");
@@ -324,18 +334,34 @@ fn test_zero_copy_refused_on_veth() {
     });
 }
 
-/// Native XDP on veth refuses a 9000-byte MTU (ERANGE) without frags support: the error says
-/// so, and Auto falls back to generic mode.
+/// The program is frags-aware, so native XDP on veth accepts a 9000-byte MTU (without frags
+/// support veth refuses it with ERANGE).
 #[test]
-fn test_jumbo_mtu_falls_back_to_generic() {
+fn test_jumbo_mtu_attaches_native() {
     let Some(rig) = Rig::with_mtu("jumbo", 9000) else {
         return;
     };
     in_netns(&rig.ns_a, || {
-        let error =
-            XdpProgram::attach(rig.veth.a.ifindex, XdpMode::Native).expect_err("native, MTU 9000");
-        assert!(error.to_string().contains("MTU"), "{error}");
         let program = XdpProgram::attach(rig.veth.a.ifindex, XdpMode::Auto).expect("Auto");
+        assert_eq!(program.mode(), AttachMode::Native);
+    });
+}
+
+/// Where native XDP is refused (here: veth wants at least as many RX queues as its peer has TX
+/// queues), the error says why and Auto falls back to generic mode.
+#[test]
+fn test_native_refused_falls_back_to_generic() {
+    if !privileged_or_skip() {
+        return;
+    }
+    let ns_a = NetNs::new("nofrag-a");
+    let ns_b = NetNs::new("nofrag-b");
+    let veth = VethPair::with_b_tx_queues(&ns_a, &ns_b, "aoexa", "aoexb", 9000, 2);
+    in_netns(&ns_a, || {
+        let error =
+            XdpProgram::attach(veth.a.ifindex, XdpMode::Native).expect_err("native refused");
+        assert!(error.to_string().contains("native"), "{error}");
+        let program = XdpProgram::attach(veth.a.ifindex, XdpMode::Auto).expect("Auto");
         assert_eq!(program.mode(), AttachMode::Generic);
     });
 }
@@ -618,5 +644,430 @@ fn test_panic_hook_detaches_before_the_process_dies() {
             None,
             "the panic hook must detach the program"
         );
+    });
+}
+
+/// Sectors per request at MTU 9000: (9000 - 36) / 512.
+const JUMBO_SECTORS: usize = 17;
+/// An untagged AoE ATA frame carrying 17 sectors.
+const JUMBO_LEN: usize = AOE_ATA_HEADERS_LEN + JUMBO_SECTORS * 512;
+
+/// Sector data byte `i` of the frame with tag `tag`.
+fn sector_byte(tag: u32, i: usize) -> u8 {
+    u8::try_from((i * 7 + tag as usize) % 251).unwrap()
+}
+
+/// An AoE ATA request from `src` to `dst`: a `sectors`-sector WRITE with its data (a jumbo
+/// frame for 17 sectors), or a READ (the 36 header bytes only).
+fn ata_request(dst: [u8; 6], src: [u8; 6], tag: u32, sectors: usize, write: bool) -> Vec<u8> {
+    let mut frame = Vec::new();
+    frame.extend_from_slice(&dst);
+    frame.extend_from_slice(&src);
+    frame.extend_from_slice(&ETH_P_AOE.to_be_bytes());
+    frame.extend_from_slice(&[REQUEST, 0, 0, 7, 3, 0]); // ver/flags, error, major 7, minor 3, ATA
+    frame.extend_from_slice(&tag.to_be_bytes());
+    let sector_count = u8::try_from(sectors).unwrap();
+    let (aflags, command) = if write { (0x41, 0x35) } else { (0x40, 0x25) };
+    frame.extend_from_slice(&[aflags, 0, sector_count, command, 8, 0, 0, 0, 0, 0, 0, 0]);
+    assert_eq!(frame.len(), AOE_ATA_HEADERS_LEN);
+    if write {
+        frame.extend((0..sectors * 512).map(|i| sector_byte(tag, i)));
+    }
+    frame
+}
+
+/// Builds, in `frame`, the reply to the request it holds: MACs swapped, response flag set,
+/// `sectors` of data derived from `data_tag`; returns the reply length.
+fn build_reply(port: &XskPort, frame: &mut Frame, sectors: usize, data_tag: u32) -> usize {
+    let buf = port.data_mut(frame);
+    let mut macs = [0u8; 12];
+    macs.copy_from_slice(&buf[..12]);
+    buf[..6].copy_from_slice(&macs[6..]);
+    buf[6..12].copy_from_slice(&macs[..6]);
+    buf[14] |= 0x08;
+    let end = AOE_ATA_HEADERS_LEN + sectors * 512;
+    for (i, byte) in buf[AOE_ATA_HEADERS_LEN..end].iter_mut().enumerate() {
+        *byte = sector_byte(data_tag, i);
+    }
+    end
+}
+
+/// What `build_reply` makes of `request`.
+fn expected_data_reply(request: &[u8], sectors: usize, data_tag: u32) -> Vec<u8> {
+    let mut reply = expected_reply(&request[..AOE_ATA_HEADERS_LEN]);
+    reply.extend((0..sectors * 512).map(|i| sector_byte(data_tag, i)));
+    reply
+}
+
+/// A 17-sector WRITE (8740 bytes, three buffers in the kernel) reaches the XSK as ONE frame in
+/// a slab, byte for byte, counted as one bounce; the slab lends as a chunk of the slab arena
+/// with the payload 512-aligned; a 17-sector reply built in place leaves as a descriptor chain
+/// and reaches B intact; frames and slabs all come back.
+fn jumbo_round_trip(tag: &str, mode: XdpMode, expect_mode: AttachMode) {
+    let Some(rig) = Rig::with_mtu(tag, 9000) else {
+        return;
+    };
+    let request = ata_request(rig.veth.a.mac, rig.veth.b.mac, 0x1717, JUMBO_SECTORS, true);
+    assert_eq!(request.len(), JUMBO_LEN);
+    in_netns(&rig.ns_a, || {
+        let (program, mut port) = setup_a(&rig, mode);
+        assert_eq!(program.mode(), expect_mode);
+        assert!(port.multi_buffer(), "XDP_USE_SG bind");
+        assert_eq!(port.max_frame_len(), SLAB_CAPACITY);
+        let start = port.frame_counts();
+        let slabs = port.slab_counts();
+        assert_eq!(
+            (slabs.free, slabs.total()),
+            (16, 16),
+            "256 frames -> 16 slabs"
+        );
+
+        rig.peer.send(&request);
+        let frame = recv_one(&mut port, WAIT).expect("jumbo request did not reach the XSK");
+        assert!(port.is_slab(&frame));
+        assert_eq!(frame.len(), JUMBO_LEN);
+        assert!(port.data(&frame) == &request[..], "jumbo bytes differ");
+        let stats = port.jumbo_stats();
+        assert_eq!(stats.bounce_frames, 1);
+        assert_eq!(stats.bounce_bytes, JUMBO_LEN as u64);
+        assert_eq!(stats.rx_no_slab + stats.rx_too_long, 0);
+        // The fragments' chunks went straight back; only the slab is held.
+        assert_eq!(port.frame_counts().rx, 0);
+        assert_eq!(port.slab_counts().rx, 1);
+        assert_eq!(port.offset_in_chunk(&frame), PACKET_OFFSET);
+        assert_eq!(port.frame_capacity(&frame), SLAB_CAPACITY);
+
+        // Lent to storage: a chunk of the slab arena, packet at +476, payload 512-aligned.
+        let arena = std::sync::Arc::clone(port.slab_arena().expect("slab arena"));
+        let chunk = port.lend(frame);
+        assert!(arena.owns(&chunk));
+        assert!(!port.io_arena().owns(&chunk));
+        let bytes = arena.bytes(&chunk);
+        assert!(bytes[PACKET_OFFSET..PACKET_OFFSET + JUMBO_LEN] == request[..]);
+        let payload = arena.base_ptr().addr() + arena.offset(&chunk) + PAYLOAD_OFFSET;
+        assert_eq!(payload % PAYLOAD_ALIGN, 0);
+        let mut frame = port.reclaim(chunk);
+        assert_eq!(frame.len(), JUMBO_LEN);
+
+        let len = build_reply(&port, &mut frame, JUMBO_SECTORS, 0x5151);
+        assert_eq!(len, JUMBO_LEN);
+        port.transmit(frame, len);
+        assert_eq!(port.slab_counts().tx, 1);
+        assert_eq!(port.flush_tx().unwrap(), 1);
+        let reply = rig
+            .peer
+            .recv_matching(WAIT, |f| is_aoe(f) && f[14] == RESPONSE)
+            .expect("B did not receive the jumbo reply");
+        assert_eq!(reply.len(), JUMBO_LEN);
+        assert!(reply == expected_data_reply(&request, JUMBO_SECTORS, 0x5151));
+        settle(&mut port, start);
+        assert_eq!(port.slab_counts(), slabs);
+        assert_eq!(program.counters().unwrap().redirected, 1);
+        let stats = port.stats().unwrap();
+        assert_eq!(
+            stats.rx_dropped + stats.rx_invalid_descs + stats.tx_invalid_descs,
+            0,
+            "{stats:?}"
+        );
+    });
+}
+
+#[test]
+fn test_jumbo_request_is_one_frame_and_reply_leaves_intact_native() {
+    jumbo_round_trip("jumbonat", XdpMode::Native, AttachMode::Native);
+}
+
+#[test]
+fn test_jumbo_request_is_one_frame_and_reply_leaves_intact_generic() {
+    jumbo_round_trip("jumbogen", XdpMode::Generic, AttachMode::Generic);
+}
+
+/// A small READ request is upgraded into a slab so its 17-sector reply can be built in place;
+/// a frame that already fits is returned unchanged; with no slab free, the frame comes back
+/// (`Err`) and the refusal is counted.
+#[test]
+fn test_upgrade_for_jumbo_read_reply() {
+    let Some(rig) = Rig::with_mtu("upgrade", 9000) else {
+        return;
+    };
+    let read = ata_request(rig.veth.a.mac, rig.veth.b.mac, 0x2222, JUMBO_SECTORS, false);
+    let second = ata_request(rig.veth.a.mac, rig.veth.b.mac, 0x3333, JUMBO_SECTORS, false);
+    in_netns(&rig.ns_a, || {
+        let (_program, mut port) = setup_a(&rig, XdpMode::Native);
+        let start = port.frame_counts();
+
+        rig.peer.send(&read);
+        let frame = recv_one(&mut port, WAIT).expect("read request did not reach the XSK");
+        assert!(!port.is_slab(&frame));
+        assert_eq!(port.frame_capacity(&frame), FRAME_CAPACITY);
+        let index = frame.index();
+        let frame = port.upgrade(frame, 1024).expect("fits already");
+        assert_eq!(frame.index(), index, "a frame that fits is not moved");
+        assert_eq!(port.jumbo_stats().upgrades, 0);
+
+        let mut frame = port.upgrade(frame, JUMBO_LEN).expect("a slab is free");
+        assert!(port.is_slab(&frame));
+        assert_eq!(port.data(&frame), &read[..]);
+        assert_eq!(port.frame_counts().rx, 0, "the small frame was released");
+        assert_eq!(port.jumbo_stats().upgrades, 1);
+        let len = build_reply(&port, &mut frame, JUMBO_SECTORS, 0x7777);
+        port.transmit(frame, len);
+        port.flush_tx().unwrap();
+        let reply = rig
+            .peer
+            .recv_matching(WAIT, |f| is_aoe(f) && aoe_tag(f) == 0x2222)
+            .expect("B did not receive the upgraded reply");
+        assert!(reply == expected_data_reply(&read, JUMBO_SECTORS, 0x7777));
+        settle(&mut port, start);
+
+        // Every slab taken: the upgrade gives the frame back, nothing is lost.
+        rig.peer.send(&second);
+        let frame = recv_one(&mut port, WAIT).expect("second request");
+        let held: Vec<Frame> = std::iter::from_fn(|| port.alloc_slab()).collect();
+        assert_eq!(held.len(), 16);
+        let frame = port.upgrade(frame, JUMBO_LEN).expect_err("no slab is free");
+        assert_eq!(port.jumbo_stats().upgrade_no_slab, 1);
+        assert_eq!(port.data(&frame), &second[..]);
+        for slab in held {
+            port.release(slab);
+        }
+        let frame = port
+            .upgrade(frame, JUMBO_LEN)
+            .expect("a slab is free again");
+        port.release(frame);
+        settle(&mut port, start);
+    });
+}
+
+/// With every slab held, a jumbo request is dropped and counted, and its fragments go back.
+#[test]
+fn test_jumbo_without_free_slab_is_dropped_and_counted() {
+    let Some(rig) = Rig::with_mtu("noslab", 9000) else {
+        return;
+    };
+    let request = ata_request(rig.veth.a.mac, rig.veth.b.mac, 0x4444, JUMBO_SECTORS, true);
+    let small = ata_request(rig.veth.a.mac, rig.veth.b.mac, 0x4445, 1, true);
+    in_netns(&rig.ns_a, || {
+        let (_program, mut port) = setup_a(&rig, XdpMode::Native);
+        let start = port.frame_counts();
+        let held: Vec<Frame> = std::iter::from_fn(|| port.alloc_slab()).collect();
+        rig.peer.send(&request);
+        rig.peer.send(&small);
+        // Only the small request comes out; the jumbo one was dropped.
+        let frame = recv_one(&mut port, WAIT).expect("small request");
+        assert_eq!(port.data(&frame), &small[..]);
+        port.release(frame);
+        assert_eq!(port.jumbo_stats().rx_no_slab, 1);
+        assert_eq!(port.jumbo_stats().bounce_frames, 0);
+        for slab in held {
+            port.release(slab);
+        }
+        settle(&mut port, start);
+    });
+}
+
+/// 400 jumbo requests, 12 in flight (16 slabs), each reflected from its slab: every reply
+/// arrives intact, and every frame and slab is back at the end.
+#[test]
+fn test_jumbo_rounds_without_leaks() {
+    const ROUNDS: u32 = 400;
+    const WINDOW: u32 = 12;
+    let Some(rig) = Rig::with_mtu("jumboloop", 9000) else {
+        return;
+    };
+    in_netns(&rig.ns_a, || {
+        let (program, mut port) = setup_a(&rig, XdpMode::Native);
+        let start = port.frame_counts();
+        let mut tag = 0;
+        while tag < ROUNDS {
+            let batch: Vec<u32> = (tag..(tag + WINDOW).min(ROUNDS)).collect();
+            for &t in &batch {
+                let sectors = 1 + (t as usize % JUMBO_SECTORS);
+                let request = ata_request(rig.veth.a.mac, rig.veth.b.mac, t, sectors, true);
+                rig.peer.send(&request);
+            }
+            for _ in &batch {
+                let frame = recv_one(&mut port, WAIT).expect("request lost");
+                reflect(&mut port, frame);
+            }
+            port.flush_tx().unwrap();
+            port.reap_completions();
+            port.refill().unwrap();
+            for _ in &batch {
+                let reply = rig
+                    .peer
+                    .recv_matching(WAIT, |f| is_aoe(f) && f[14] == RESPONSE)
+                    .expect("reply lost");
+                let t = aoe_tag(&reply);
+                let sectors = 1 + (t as usize % JUMBO_SECTORS);
+                let request = ata_request(rig.veth.a.mac, rig.veth.b.mac, t, sectors, true);
+                assert!(reply == expected_reply(&request), "reply {t} differs");
+            }
+            tag += WINDOW;
+        }
+        settle(&mut port, start);
+        let bounced = port.jumbo_stats().bounce_frames;
+        // Requests of 8 sectors and more (36 + 4096 bytes) span more than one buffer.
+        assert!(bounced >= u64::from(ROUNDS) / 2, "{bounced} bounces");
+        assert_eq!(program.counters().unwrap().redirected, u64::from(ROUNDS));
+        let stats = port.stats().unwrap();
+        assert_eq!(stats.rx_dropped + stats.tx_invalid_descs, 0, "{stats:?}");
+    });
+}
+
+/// Through the dataplane's `Port`: a 17-sector READ is fitted into a slab for its reply, a
+/// 1-sector read and a write are left in place, and the port advertises the full 9000 MTU.
+#[test]
+fn test_port_fit_reply_on_af_xdp() {
+    use aoe_xdp::dataplane::port::Port;
+    let Some(rig) = Rig::with_mtu("fitreply", 9000) else {
+        return;
+    };
+    let big_read = ata_request(rig.veth.a.mac, rig.veth.b.mac, 0x6001, JUMBO_SECTORS, false);
+    let small_read = ata_request(rig.veth.a.mac, rig.veth.b.mac, 0x6002, 1, false);
+    let write = ata_request(rig.veth.a.mac, rig.veth.b.mac, 0x6003, 4, true);
+    in_netns(&rig.ns_a, || {
+        let (_program, xsk) = setup_a(&rig, XdpMode::Native);
+        let mut port = Port::Xsk(xsk);
+        assert_eq!(port.advertised_mtu(9000), 9000);
+        assert_eq!(port.advertised_mtu(1500), 1500);
+        assert_eq!(port.io_arenas().count(), 2);
+        for (request, slab) in [(&big_read, true), (&small_read, false), (&write, false)] {
+            rig.peer.send(request);
+            let deadline = Instant::now() + WAIT;
+            let frame = loop {
+                if let Some(frame) = port.rx_burst(1).next() {
+                    break frame;
+                }
+                assert!(Instant::now() < deadline, "request did not arrive");
+                port.wait_rx(Duration::from_millis(50)).unwrap();
+            };
+            let frame = port.fit_reply(frame).expect("slab free");
+            let Port::Xsk(xsk) = &port else {
+                unreachable!()
+            };
+            assert_eq!(xsk.is_slab(&frame), slab);
+            assert_eq!(port.data(&frame), &request[..]);
+            let room = AOE_ATA_HEADERS_LEN + if slab { JUMBO_SECTORS * 512 } else { 512 };
+            assert!(port.frame_capacity(&frame) >= room);
+            assert_eq!(port.offset_in_chunk(&frame), PACKET_OFFSET);
+            port.release(frame);
+        }
+        assert_eq!(port.jumbo_stats().upgrades, 1);
+    });
+}
+
+/// The storage side end to end: a 17-sector WRITE arrives in a slab and is written to an
+/// `O_DIRECT` file straight from the slab (`WRITE_FIXED` on the registered slab arena, payload
+/// at slab + 512); a small 17-sector READ is upgraded into a slab, the disk data is read
+/// straight into it (`READ_FIXED`) and the 8740-byte reply reaches B with the file's bytes.
+#[test]
+fn test_jumbo_write_and_read_through_io_uring_o_direct() {
+    use aoe_xdp::xdp::uring::{Ring, RingOptions, Seg, RWF_DSYNC};
+    use std::io::{Read, Seek, SeekFrom};
+    use std::os::fd::AsRawFd;
+    use std::os::unix::fs::OpenOptionsExt;
+    const LBA: u64 = 24;
+    let Some(rig) = Rig::with_mtu("jumboio", 9000) else {
+        return;
+    };
+    let file = tempfile::NamedTempFile::new_in("/var/tmp").unwrap();
+    file.as_file().set_len(1 << 16).unwrap();
+    let direct = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .custom_flags(libc::O_DIRECT)
+        .open(file.path())
+        .expect("/var/tmp supports O_DIRECT");
+    let write = ata_request(
+        rig.veth.a.mac,
+        rig.veth.b.mac,
+        0x0D15_C001,
+        JUMBO_SECTORS,
+        true,
+    );
+    let read = ata_request(
+        rig.veth.a.mac,
+        rig.veth.b.mac,
+        0x0D15_C002,
+        JUMBO_SECTORS,
+        false,
+    );
+    let wait_one = |ring: &mut Ring| {
+        ring.submit_and_wait(1).unwrap();
+        let mut out = None;
+        ring.reap(|_, result, segs| out = Some((result, segs.next().unwrap())));
+        out.expect("one completion")
+    };
+    in_netns(&rig.ns_a, || {
+        let (_program, mut port) = setup_a(&rig, XdpMode::Native);
+        let start = port.frame_counts();
+        let mut ring = Ring::new(8, RingOptions::default()).unwrap();
+        let arenas = [
+            std::sync::Arc::clone(port.io_arena()),
+            std::sync::Arc::clone(port.slab_arena().unwrap()),
+        ];
+        ring.register_arenas(&arenas).unwrap();
+        ring.register_files(&[direct.as_raw_fd()]).unwrap();
+        let data_len = u32::try_from(JUMBO_SECTORS * 512).unwrap();
+
+        // WRITE: from the slab the jumbo request landed in, then acknowledge.
+        rig.peer.send(&write);
+        let frame = recv_one(&mut port, WAIT).expect("jumbo write");
+        assert!(port.is_slab(&frame));
+        let offset = u32::try_from(port.offset_in_chunk(&frame) + AOE_ATA_HEADERS_LEN).unwrap();
+        assert_eq!(offset, 512);
+        let seg = Seg {
+            chunk: port.lend(frame),
+            offset,
+            len: data_len,
+        };
+        ring.push_write_fixed(0, LBA * 512, seg, RWF_DSYNC, 1)
+            .unwrap();
+        let (result, seg) = wait_one(&mut ring);
+        assert_eq!(result, i32::try_from(data_len).unwrap(), "O_DIRECT write");
+        let frame = port.reclaim(seg.chunk);
+        port.release(frame);
+        let mut on_disk = vec![0u8; JUMBO_SECTORS * 512];
+        let mut plain = file.reopen().unwrap();
+        plain.seek(SeekFrom::Start(LBA * 512)).unwrap();
+        plain.read_exact(&mut on_disk).unwrap();
+        assert!(
+            on_disk[..] == write[AOE_ATA_HEADERS_LEN..],
+            "disk data differs"
+        );
+
+        // READ: upgrade, read the same sectors into the slab, reply.
+        rig.peer.send(&read);
+        let frame = recv_one(&mut port, WAIT).expect("read request");
+        let frame = port.upgrade(frame, JUMBO_LEN).expect("slab free");
+        let seg = Seg {
+            chunk: port.lend(frame),
+            offset,
+            len: data_len,
+        };
+        ring.push_read_fixed(0, LBA * 512, seg, 2).unwrap();
+        let (result, seg) = wait_one(&mut ring);
+        assert_eq!(result, i32::try_from(data_len).unwrap(), "O_DIRECT read");
+        let mut frame = port.reclaim(seg.chunk);
+        let buf = port.data_mut(&mut frame);
+        let mut macs = [0u8; 12];
+        macs.copy_from_slice(&buf[..12]);
+        buf[..6].copy_from_slice(&macs[6..]);
+        buf[6..12].copy_from_slice(&macs[..6]);
+        buf[14] |= 0x08;
+        port.transmit(frame, JUMBO_LEN);
+        port.flush_tx().unwrap();
+        let reply = rig
+            .peer
+            .recv_matching(WAIT, |f| is_aoe(f) && aoe_tag(f) == 0x0D15_C002)
+            .expect("B did not receive the read reply");
+        assert_eq!(reply.len(), JUMBO_LEN);
+        assert!(reply[..AOE_ATA_HEADERS_LEN] == expected_reply(&read)[..]);
+        assert!(
+            reply[AOE_ATA_HEADERS_LEN..] == on_disk[..],
+            "read data differs"
+        );
+        settle(&mut port, start);
     });
 }

@@ -2,15 +2,70 @@
 //! AF_PACKET fallback. Both hand out the same move-only [`Frame`] handles over a UMEM-like
 //! arena laid out identically (packet at chunk + 476, ATA data at chunk + 512), and both can
 //! lend a frame's chunk to the storage engine, so the worker code is the same for either.
+//!
+//! Jumbo frames: a frame of up to [`Port::max_frame_len`] bytes may be a slab frame (three
+//! chunks, one contiguous buffer). AF_XDP ports always have slabs (multi-buffer bind); an
+//! AF_PACKET port has them when its RX ring holds jumbo frames (`PacketConfig::for_mtu`),
+//! otherwise it carries one chunk (7 sectors). The worker drives them like this:
+//!
+//! ```text
+//! // RX: a jumbo request (e.g. a 17-sector write) arrives as ONE frame; data()/data_mut() see
+//! // the whole packet (the kernel's fragments were bounce-copied once into a slab).
+//! for frame in port.rx_burst(n) {
+//!     // A read whose reply does not fit the request's frame: move the request into a slab
+//!     // (fit_reply = upgrade(frame, reply_room(data))).
+//!     let frame = match port.fit_reply(frame) {
+//!         Ok(frame) => frame,                             // fits (unchanged) or now a slab
+//!         Err(frame) => { backlog.push(frame); continue } // no slab free: retry later
+//!     };
+//!     // ... target.handle(port.data_mut(&mut frame)) as before ...
+//!     // Disk I/O: lend/reclaim exactly as for small frames; the chunk belongs to
+//!     // port.io_arenas()[0] (frames) or [1] (slabs): register both with the io_uring.
+//!     let offset = port.offset_in_chunk(&frame) + plan.data_offset;   // 512 for both
+//!     let chunk = port.lend(frame);
+//!     // ... completion: let frame = port.reclaim(chunk); port.transmit(frame, len);
+//! }
+//! ```
+//!
+//! `transmit`, `release`, `flush_tx` and `reap_completions` work unchanged for slab frames (a
+//! slab goes back to its free list when the last descriptor of its reply completes).
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::xdp::frame::{Frame, RxBurst};
+use crate::wire::ata::AFLAG_WRITE;
+use crate::wire::SECTOR_SIZE;
+use crate::xdp::frame::{Frame, JumboStats, RxBurst};
 use crate::xdp::mem::{Arena, Chunk};
 use crate::xdp::packet::{PacketError, PacketPort};
 use crate::xdp::socket::{XskError, XskPort};
-use crate::xdp::umem::FRAME_SIZE;
+use crate::xdp::umem::AOE_ATA_HEADERS_LEN;
+
+/// Bytes, from the packet start, that the reply to `packet` (a received request) may need:
+/// for an AoE ATA command without the write flag (a read), the headers plus `sector count`
+/// sectors (4 more behind an 802.1Q tag); otherwise the request's own length (a write's reply
+/// is shorter than the request; other replies fit one chunk). Malformed input gives its own
+/// length: the target rejects it later.
+pub fn reply_room(packet: &[u8]) -> usize {
+    let aoe = if packet.get(12..14) == Some(&[0x81, 0x00]) {
+        18
+    } else {
+        14
+    };
+    let headers = aoe + AOE_ATA_HEADERS_LEN - 14;
+    let is_aoe = packet.get(aoe - 2..aoe) == Some(&[0x88, 0xA2]);
+    // AoE: command at +5 (0 = ATA); ATA header after the 10-byte AoE header: aflags at +0,
+    // sector count at +2.
+    if !is_aoe || packet.len() < headers || packet[aoe + 5] != 0 {
+        return packet.len();
+    }
+    let aflags = packet[aoe + 10];
+    if aflags & AFLAG_WRITE != 0 {
+        return packet.len();
+    }
+    let sectors = usize::from(packet[aoe + 12]);
+    packet.len().max(headers + sectors * SECTOR_SIZE)
+}
 
 /// The transport of one port.
 #[derive(Debug)]
@@ -65,10 +120,58 @@ impl Port {
         delegate!(self, p => p.data_mut(frame))
     }
 
-    /// Offset of the packet start inside its chunk.
+    /// Offset of the packet start inside the chunk [`Port::lend`] returns for `frame` (a slab
+    /// frame's chunk is the whole slab).
     pub fn offset_in_chunk(&self, frame: &Frame) -> usize {
-        let absolute = delegate!(self, p => p.umem_offset(frame));
-        absolute - frame.index() as usize * FRAME_SIZE
+        match self {
+            Port::Xsk(p) => p.offset_in_chunk(frame),
+            Port::Packet(p) => p.offset_in_chunk(frame),
+        }
+    }
+
+    /// Longest frame (Ethernet header to end of payload, no FCS) this port receives and sends:
+    /// the dataplane advertises `min(MTU, max_frame_len)` as the port's MTU, so sectors per
+    /// request are `(that - 36) / 512` (17 at MTU 9000 on AF_XDP with multi-buffer).
+    pub fn max_frame_len(&self) -> usize {
+        delegate!(self, p => p.max_frame_len())
+    }
+
+    /// Bytes `frame` can hold from its packet start (what `data_mut` returns).
+    pub fn frame_capacity(&self, frame: &Frame) -> usize {
+        delegate!(self, p => p.frame_capacity(frame))
+    }
+
+    /// Makes `frame` able to hold `needed` bytes: `Ok` with the frame unchanged if it already
+    /// can, or with a slab frame holding a copy of its received bytes; `Err` gives the frame
+    /// back when no slab is free (keep the request and retry later; never drop it). Panics if
+    /// `needed > max_frame_len()`.
+    pub fn upgrade(&mut self, frame: Frame, needed: usize) -> Result<Frame, Frame> {
+        delegate!(self, p => p.upgrade(frame, needed))
+    }
+
+    /// Makes `frame` (a received request) big enough for its reply: [`Port::upgrade`] to
+    /// [`reply_room`] bytes when that is more than the frame holds and no more than the port
+    /// carries (a longer request is left alone: the target refuses its sector count). `Err`
+    /// gives the frame back when no slab is free: keep it and retry later.
+    pub fn fit_reply(&mut self, frame: Frame) -> Result<Frame, Frame> {
+        let needed = reply_room(self.data(&frame));
+        if needed <= self.frame_capacity(&frame) || needed > self.max_frame_len() {
+            return Ok(frame);
+        }
+        self.upgrade(frame, needed)
+    }
+
+    /// The MTU to put in this port's `PortInfo`: the interface MTU, capped by what a frame of
+    /// this port can hold, so `PortInfo::max_sectors` never advertises more than the port
+    /// carries (17 sectors at MTU 9000 with slabs, 7 without).
+    pub fn advertised_mtu(&self, interface_mtu: u32) -> u16 {
+        let cap = u32::try_from(self.max_frame_len()).unwrap_or(u32::MAX);
+        u16::try_from(interface_mtu.min(cap)).unwrap_or(u16::MAX)
+    }
+
+    /// Counters of the jumbo path.
+    pub fn jumbo_stats(&self) -> JumboStats {
+        delegate!(self, p => p.jumbo_stats())
     }
 
     /// A free frame for a reply that is not built in a request's frame.
@@ -111,6 +214,17 @@ impl Port {
         delegate!(self, p => p.io_arena())
     }
 
+    /// The jumbo slabs, a second arena to register, if this port has them.
+    pub fn slab_arena(&self) -> Option<&Arc<Arena>> {
+        delegate!(self, p => p.slab_arena())
+    }
+
+    /// Every arena whose chunks [`Port::lend`] may return: the frames, then the slabs if any.
+    /// Register all of them with the io_uring that performs this port's disk I/O.
+    pub fn io_arenas(&self) -> impl Iterator<Item = &Arc<Arena>> {
+        std::iter::once(self.io_arena()).chain(self.slab_arena())
+    }
+
     /// Lends a frame's chunk to a storage I/O.
     pub fn lend(&mut self, frame: Frame) -> Chunk {
         delegate!(self, p => p.lend(frame))
@@ -119,5 +233,42 @@ impl Port {
     /// Takes a lent chunk back as its frame.
     pub fn reclaim(&mut self, chunk: Chunk) -> Frame {
         delegate!(self, p => p.reclaim(chunk))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn request(vlan: bool, command: u8, aflags: u8, sectors: u8, data: usize) -> Vec<u8> {
+        let mut frame = vec![0xAA; 12];
+        if vlan {
+            frame.extend_from_slice(&[0x81, 0x00, 0x00, 0x2A]);
+        }
+        frame.extend_from_slice(&[0x88, 0xA2, 0x10, 0, 0, 1, 2, command, 0, 0, 0, 9]);
+        frame.extend_from_slice(&[aflags, 0, sectors, 0x24, 0, 0, 0, 0, 0, 0, 0, 0]);
+        frame.resize(frame.len() + data, 0x55);
+        frame
+    }
+
+    #[test]
+    fn test_reply_room_of_a_read_counts_its_sectors() {
+        assert_eq!(reply_room(&request(false, 0, 0x40, 17, 0)), 36 + 17 * 512);
+        assert_eq!(reply_room(&request(true, 0, 0x40, 17, 0)), 40 + 17 * 512);
+        assert_eq!(reply_room(&request(false, 0, 0x40, 1, 0)), 36 + 512);
+        // A padded runt read of 0 sectors needs no more than it has.
+        assert_eq!(reply_room(&request(false, 0, 0x40, 0, 24)), 60);
+    }
+
+    #[test]
+    fn test_reply_room_of_writes_and_others_is_their_length() {
+        let write = request(false, 0, 0x41, 17, 17 * 512);
+        assert_eq!(reply_room(&write), write.len());
+        let query = request(false, 1, 0x40, 17, 0);
+        assert_eq!(reply_room(&query), query.len());
+        let mut not_aoe = request(false, 0, 0x40, 17, 0);
+        not_aoe[12] = 0x08;
+        assert_eq!(reply_room(&not_aoe), not_aoe.len());
+        assert_eq!(reply_room(&[0u8; 20]), 20, "truncated");
     }
 }

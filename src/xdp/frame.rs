@@ -24,6 +24,11 @@
 //! check is one byte compare. Counts per state are kept so leaks show up as a count that does
 //! not return to its start value.
 //!
+//! Jumbo slabs (see `umem.rs`) are tracked by the same pool with the same states, as indexes
+//! `frame_count..frame_count + slab_count`; they have their own free list and counts, are
+//! taken only by [`FramePool::take_free_slab`] (straight to `Rx`), and may never enter `Fill`.
+//! A slab's [`Frame`] handle is used like any other.
+//!
 //! [`Frame`] is a move-only token (no `Clone`); the only way to give it up is
 //! `XskPort::transmit` or `XskPort::release`. Dropping a handle otherwise would leak its frame
 //! forever, so `Drop` panics (unless the thread is already panicking). The pool id in each handle
@@ -92,14 +97,19 @@ impl FrameCounts {
 /// Unique id per pool, so a handle from one pool is never accepted by another.
 static NEXT_POOL_ID: AtomicU64 = AtomicU64::new(1);
 
-/// Owner of every frame's state. Pure bookkeeping: knows nothing about rings or memory, so its
-/// state machine is unit-tested without a kernel.
+/// Owner of every frame's (and slab's) state. Pure bookkeeping: knows nothing about rings or
+/// memory, so its state machine is unit-tested without a kernel.
 pub struct FramePool {
     id: u64,
+    /// Number of frames; indexes at and above it are slabs.
+    frames: u32,
     states: Vec<FrameState>,
     /// Stack of free frame indexes; capacity = frame count, so pushing never allocates.
     free: Vec<u32>,
-    counts: [u32; STATE_COUNT],
+    /// Stack of free slab indexes (absolute, `>= frames`); capacity = slab count.
+    slab_free: Vec<u32>,
+    /// Per state: `[frames, slabs]`.
+    counts: [[u32; 2]; STATE_COUNT],
 }
 
 impl fmt::Debug for FramePool {
@@ -112,19 +122,32 @@ impl fmt::Debug for FramePool {
 }
 
 impl FramePool {
-    /// A pool of `frame_count` frames, all free.
+    /// A pool of `frame_count` frames, all free, and no slabs.
     pub fn new(frame_count: u32) -> Self {
+        Self::with_slabs(frame_count, 0)
+    }
+
+    /// A pool of `frame_count` frames and `slab_count` jumbo slabs (indexes `frame_count..`),
+    /// all free.
+    pub fn with_slabs(frame_count: u32, slab_count: u32) -> Self {
         // Relaxed: the id only needs to be unique, it orders nothing.
         let id = NEXT_POOL_ID.fetch_add(1, Ordering::Relaxed);
+        let total = frame_count
+            .checked_add(slab_count)
+            .expect("frame + slab count fits u32");
         let mut free = Vec::with_capacity(frame_count as usize);
         // Highest index at the bottom, so frame 0 is handed out first (easier to read in traces).
         free.extend((0..frame_count).rev());
-        let mut counts = [0; STATE_COUNT];
-        counts[FrameState::Free as usize] = frame_count;
+        let mut slab_free = Vec::with_capacity(slab_count as usize);
+        slab_free.extend((frame_count..total).rev());
+        let mut counts = [[0; 2]; STATE_COUNT];
+        counts[FrameState::Free as usize] = [frame_count, slab_count];
         Self {
             id,
-            states: vec![FrameState::Free; frame_count as usize],
+            frames: frame_count,
+            states: vec![FrameState::Free; total as usize],
             free,
+            slab_free,
             counts,
         }
     }
@@ -134,9 +157,19 @@ impl FramePool {
         self.id
     }
 
-    /// Number of frames.
+    /// Number of frames (slabs not included).
     pub fn frame_count(&self) -> u32 {
-        u32::try_from(self.states.len()).expect("created from a u32")
+        self.frames
+    }
+
+    /// Number of jumbo slabs.
+    pub fn slab_count(&self) -> u32 {
+        u32::try_from(self.states.len()).expect("created from a u32") - self.frames
+    }
+
+    /// True if `index` is a slab (not a frame).
+    pub fn is_slab(&self, index: u32) -> bool {
+        index >= self.frames
     }
 
     /// The state of frame `index`.
@@ -144,20 +177,29 @@ impl FramePool {
         self.states[index as usize]
     }
 
-    /// Frames per state.
-    pub fn counts(&self) -> FrameCounts {
+    fn counts_of(&self, kind: usize) -> FrameCounts {
         FrameCounts {
-            free: self.counts[FrameState::Free as usize],
-            fill: self.counts[FrameState::Fill as usize],
-            rx: self.counts[FrameState::Rx as usize],
-            tx: self.counts[FrameState::Tx as usize],
-            completion: self.counts[FrameState::Completion as usize],
+            free: self.counts[FrameState::Free as usize][kind],
+            fill: self.counts[FrameState::Fill as usize][kind],
+            rx: self.counts[FrameState::Rx as usize][kind],
+            tx: self.counts[FrameState::Tx as usize][kind],
+            completion: self.counts[FrameState::Completion as usize][kind],
         }
     }
 
-    /// Frames in `state`.
+    /// Frames per state (slabs not included).
+    pub fn counts(&self) -> FrameCounts {
+        self.counts_of(0)
+    }
+
+    /// Slabs per state (`fill` is always 0).
+    pub fn slab_counts(&self) -> FrameCounts {
+        self.counts_of(1)
+    }
+
+    /// Frames in `state` (slabs not included).
     pub fn count(&self, state: FrameState) -> u32 {
-        self.counts[state as usize]
+        self.counts[state as usize][0]
     }
 
     /// Takes a frame from the free list and moves it to `to` (`Fill` or `Rx`).
@@ -167,14 +209,26 @@ impl FramePool {
         Some(index)
     }
 
-    /// Moves frame `index` from `from` to `Free` and puts it on the free list.
+    /// Takes a free slab for the application (state `Free` -> `Rx`), if any.
+    pub fn take_free_slab(&mut self) -> Option<u32> {
+        let index = self.slab_free.pop()?;
+        self.transition(index, FrameState::Free, FrameState::Rx);
+        Some(index)
+    }
+
+    /// Moves frame or slab `index` from `from` to `Free` and puts it on its free list.
     pub fn put_free(&mut self, index: u32, from: FrameState) {
         self.transition(index, from, FrameState::Free);
+        let list = if self.is_slab(index) {
+            &mut self.slab_free
+        } else {
+            &mut self.free
+        };
         assert!(
-            self.free.len() < self.free.capacity(),
+            list.len() < list.capacity(),
             "free list overflow: frame freed twice"
         );
-        self.free.push(index);
+        list.push(index);
     }
 
     /// Moves frame `index` from `from` to `to`, asserting both that the transition is one of the
@@ -193,9 +247,14 @@ impl FramePool {
             "frame {index} is {:?}, expected {from:?} for {from:?} -> {to:?} (used twice?)",
             *state
         );
+        let kind = usize::from(index >= self.frames);
+        assert!(
+            kind == 0 || to != FrameState::Fill,
+            "slab {index} put on the fill ring"
+        );
         *state = to;
-        self.counts[from as usize] -= 1;
-        self.counts[to as usize] += 1;
+        self.counts[from as usize][kind] -= 1;
+        self.counts[to as usize][kind] += 1;
     }
 
     /// Creates the handle for a frame that just entered `Rx`.
@@ -292,6 +351,23 @@ impl Drop for Frame {
     }
 }
 
+/// Counters of the jumbo (multi-buffer) path of a port.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct JumboStats {
+    /// Multi-buffer packets received and copied into a slab (the one bounce copy).
+    pub bounce_frames: u64,
+    /// Bytes copied by those bounces.
+    pub bounce_bytes: u64,
+    /// Multi-buffer packets dropped because no slab was free.
+    pub rx_no_slab: u64,
+    /// Multi-buffer packets dropped because they are longer than a slab.
+    pub rx_too_long: u64,
+    /// Frames moved into a slab by `upgrade` (the received bytes are copied, usually 36).
+    pub upgrades: u64,
+    /// `upgrade` calls that found no free slab (the caller retries later).
+    pub upgrade_no_slab: u64,
+}
+
 /// Most frames one `rx_burst` returns.
 pub const RX_BURST_MAX: usize = 64;
 
@@ -367,38 +443,55 @@ impl Drop for RxBurst {
     }
 }
 
-/// Lending frames to storage I/O: the frame area as an io_uring arena (chunk `i` = frame `i`)
-/// and each frame's chunk token. A held frame is exchanged for its token ([`Lender::lend`]) and
-/// back ([`Lender::reclaim`]); while lent it has no handle, so it can be neither transmitted
-/// nor released, and nothing but the engine holding the token touches it.
+/// Lending frames to storage I/O: the frame area as an io_uring arena (chunk `i` = frame `i`),
+/// optionally the slab area as a second arena (chunk `j` = slab `j`, pool index
+/// `frame_count + j`), and each frame's and slab's chunk token. A held frame is exchanged for
+/// its token ([`Lender::lend`]) and back ([`Lender::reclaim`]); while lent it has no handle, so
+/// it can be neither transmitted nor released, and nothing but the engine holding the token
+/// touches it.
 pub(crate) struct Lender {
     arena: std::sync::Arc<super::mem::Arena>,
-    /// Chunk token of each frame, present unless the frame is lent.
+    slab_arena: Option<std::sync::Arc<super::mem::Arena>>,
+    /// Chunk token of each frame, then of each slab; present unless lent.
     tokens: Vec<Option<super::mem::Chunk>>,
     /// Received length of each lent frame, restored on reclaim.
     lent_len: Vec<usize>,
 }
 
 impl Lender {
-    /// Takes all of `arena`'s chunk tokens (the arena must be fresh).
-    pub(crate) fn new(arena: super::mem::Arena) -> Lender {
+    /// Takes all chunk tokens of `arena` (frames) and of `slab_arena` (slabs, indexed after
+    /// the frames); both must be fresh.
+    pub(crate) fn with_slabs(
+        arena: super::mem::Arena,
+        slab_arena: Option<super::mem::Arena>,
+    ) -> Lender {
         let arena = std::sync::Arc::new(arena);
-        let tokens: Vec<Option<super::mem::Chunk>> = arena
+        let slab_arena = slab_arena.map(std::sync::Arc::new);
+        let mut tokens: Vec<Option<super::mem::Chunk>> = arena
             .take_chunks()
             .expect("fresh arena")
             .map(Some)
             .collect();
+        if let Some(slabs) = &slab_arena {
+            tokens.extend(slabs.take_chunks().expect("fresh slab arena").map(Some));
+        }
         let lent_len = vec![0; tokens.len()];
         Lender {
             arena,
+            slab_arena,
             tokens,
             lent_len,
         }
     }
 
-    /// The arena, for io_uring registration.
+    /// The frame arena, for io_uring registration.
     pub(crate) fn arena(&self) -> &std::sync::Arc<super::mem::Arena> {
         &self.arena
+    }
+
+    /// The slab arena, if the port has slabs.
+    pub(crate) fn slab_arena(&self) -> Option<&std::sync::Arc<super::mem::Arena>> {
+        self.slab_arena.as_ref()
     }
 
     /// Exchanges a held frame of `pool` for its chunk token.
@@ -413,11 +506,15 @@ impl Lender {
 
     /// Exchanges a lent chunk token back for its frame's handle.
     pub(crate) fn reclaim(&mut self, pool: &FramePool, chunk: super::mem::Chunk) -> Frame {
-        assert!(
-            self.arena.owns(&chunk),
-            "chunk of another frame area reclaimed"
-        );
-        let index = chunk.index();
+        let index = if self.arena.owns(&chunk) {
+            chunk.index()
+        } else {
+            assert!(
+                self.slab_arena.as_ref().is_some_and(|a| a.owns(&chunk)),
+                "chunk of another frame area reclaimed"
+            );
+            pool.frame_count() as usize + chunk.index()
+        };
         assert!(
             self.tokens[index].is_none(),
             "frame {index} reclaimed but not lent"
@@ -476,6 +573,81 @@ mod tests {
         pool.put_free(index, Completion);
         assert_eq!(pool.counts(), start);
         assert_eq!(pool.counts().total(), 4);
+    }
+
+    #[test]
+    fn test_slabs_have_their_own_free_list_and_counts() {
+        let mut pool = FramePool::with_slabs(2, 3);
+        assert_eq!((pool.frame_count(), pool.slab_count()), (2, 3));
+        assert_eq!(pool.counts().free, 2);
+        assert_eq!(pool.slab_counts().free, 3);
+        // Frames never hand out a slab, and slabs never a frame.
+        let frames: Vec<u32> = std::iter::from_fn(|| pool.take_free(Fill)).collect();
+        assert_eq!(frames, [0, 1]);
+        let slabs: Vec<u32> = std::iter::from_fn(|| pool.take_free_slab()).collect();
+        assert_eq!(slabs, [2, 3, 4]);
+        assert!(slabs.iter().all(|&s| pool.is_slab(s)));
+        assert!(!pool.is_slab(1));
+        assert_eq!(pool.slab_counts().rx, 3);
+        assert_eq!(pool.counts().fill, 2);
+        // A slab goes through Tx and Completion like a frame, and back to the slab list.
+        pool.transition(3, Rx, Tx);
+        pool.transition(3, Tx, Completion);
+        assert_eq!(pool.slab_counts().completion, 1);
+        pool.put_free(3, Completion);
+        pool.put_free(2, Rx);
+        pool.put_free(4, Rx);
+        assert_eq!(pool.slab_counts().free, 3);
+        assert_eq!(
+            pool.counts().free,
+            0,
+            "slabs did not land on the frame list"
+        );
+        assert_eq!(pool.take_free_slab(), Some(4));
+        let frame = pool.handle(4, 9000);
+        pool.release(frame);
+        assert_eq!(pool.slab_counts().total(), 3);
+        assert_eq!(pool.counts().total(), 2);
+    }
+
+    #[test]
+    #[should_panic(expected = "put on the fill ring")]
+    fn test_slab_on_fill_ring_panics() {
+        let mut pool = FramePool::with_slabs(1, 1);
+        pool.transition(1, FrameState::Free, Fill);
+    }
+
+    #[test]
+    #[should_panic(expected = "expected Rx")]
+    fn test_slab_double_release_panics() {
+        let mut pool = FramePool::with_slabs(1, 2);
+        let slab = pool.take_free_slab().unwrap();
+        pool.put_free(slab, Rx);
+        pool.put_free(slab, Rx);
+    }
+
+    #[test]
+    fn test_lender_lends_slabs_from_the_slab_arena() {
+        use crate::xdp::mem::Arena;
+        let mut pool = FramePool::with_slabs(2, 2);
+        let frames = Arena::new(4096, 2).unwrap();
+        let slabs = Arena::new(3 * 4096, 2).unwrap();
+        let mut lender = Lender::with_slabs(frames, Some(slabs));
+        let slab = pool.take_free_slab().unwrap();
+        let frame = pool.take_free(Rx).unwrap();
+        let chunk = lender.lend(&pool, pool.handle(slab, 8740));
+        assert!(lender.slab_arena().unwrap().owns(&chunk));
+        assert_eq!(chunk.index(), 0);
+        assert_eq!(lender.slab_arena().unwrap().bytes(&chunk).len(), 3 * 4096);
+        let small = lender.lend(&pool, pool.handle(frame, 60));
+        assert!(lender.arena().owns(&small));
+        let back = lender.reclaim(&pool, chunk);
+        assert_eq!((back.index(), back.len()), (slab, 8740));
+        let small = lender.reclaim(&pool, small);
+        assert_eq!(small.index(), frame);
+        pool.release(back);
+        pool.release(small);
+        assert_eq!(pool.slab_counts().free, 2);
     }
 
     #[test]

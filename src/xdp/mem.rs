@@ -33,8 +33,9 @@ static NEXT_ARENA_ID: AtomicU32 = AtomicU32::new(1);
 /// Errors building arenas and pools.
 #[derive(Debug, thiserror::Error)]
 pub enum MemError {
-    /// The chunk size is not a power of two of at least [`CHUNK_SIZE_MIN`].
-    #[error("chunk size {0} is not a power of two >= 2048")]
+    /// The chunk size is neither a power of two of at least [`CHUNK_SIZE_MIN`] nor a multiple
+    /// of [`ARENA_ALIGN`].
+    #[error("chunk size {0} is not a power of two >= 2048 nor a multiple of 4096")]
     BadChunkSize(usize),
     /// The chunk count is zero or does not fit a `u32` index.
     #[error("chunk count {0} is not in 1..=u32::MAX")]
@@ -203,7 +204,8 @@ impl Arena {
         self.len == 0
     }
 
-    /// Bytes per chunk (a power of two, at least [`CHUNK_SIZE_MIN`]).
+    /// Bytes per chunk: a power of two of at least [`CHUNK_SIZE_MIN`], or a multiple of
+    /// [`ARENA_ALIGN`] (the AF_XDP jumbo slabs: three 4096-byte frames).
     pub fn chunk_size(&self) -> usize {
         self.chunk_size
     }
@@ -281,7 +283,8 @@ impl Drop for Arena {
 }
 
 fn checked_len(chunk_size: usize, chunk_count: usize) -> Result<usize, MemError> {
-    if !chunk_size.is_power_of_two() || chunk_size < CHUNK_SIZE_MIN {
+    let shape_ok = chunk_size.is_power_of_two() || chunk_size % ARENA_ALIGN == 0;
+    if !shape_ok || chunk_size < CHUNK_SIZE_MIN {
         return Err(MemError::BadChunkSize(chunk_size));
     }
     if chunk_count == 0 || u32::try_from(chunk_count).is_err() {
@@ -413,6 +416,13 @@ mod tests {
             Arena::new(4096, 0),
             Err(MemError::BadChunkCount(0))
         ));
+        assert!(matches!(
+            Arena::new(4096 + 2048, 2),
+            Err(MemError::BadChunkSize(6144))
+        ));
+        // Whole pages need not be a power of two (a 3-frame jumbo slab).
+        let slabs = Arena::new(3 * 4096, 2).unwrap();
+        assert_eq!((slabs.chunk_size(), slabs.len()), (12288, 24576));
         assert!(matches!(
             Arena::new(1 << 62, 8),
             Err(MemError::TooLarge { .. })

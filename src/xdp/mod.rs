@@ -24,5 +24,6 @@ pub mod mem;
 pub mod packet;
 pub mod raw;
 pub mod socket;
+mod txring;
 pub mod umem;
 pub mod uring;

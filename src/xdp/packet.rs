@@ -33,7 +33,7 @@
 //!   taken from the pool only when a packet is there: no frame waits in the kernel (state
 //!   `Fill` is never used).
 //! - TX: a TX ring (`PACKET_TX_RING`; with `TPACKET_V3`, Linux 4.11+) of fixed 4096-byte
-//!   slots. `flush_tx` copies each queued frame into a free slot (the one copy of the transmit
+//!   slots (16 KiB on a jumbo port). `flush_tx` copies each queued frame into a free slot (the one copy of the transmit
 //!   path), marks it `TP_STATUS_SEND_REQUEST`, frees the frame at once and kicks the kernel with
 //!   one `send(fd, NULL, 0, MSG_DONTWAIT)` for the whole batch. `PACKET_QDISC_BYPASS` hands
 //!   frames straight to the driver. The kernel attaches ring pages to the skb as zero-copy
@@ -67,8 +67,14 @@
 //!   blocks) vs 130-260 k; window 256, comparable (110-190 k). V3 pays off only with windows
 //!   far above what one AoE initiator uses, hence V2 is the default. If V3 is chosen,
 //!   keep blocks at 4 KiB so they fill (and reach user space) sooner.
-//! - Frames larger than a chunk (beyond 3620 bytes, VLAN tag included) cannot be received
-//!   into a frame: they are dropped and counted in [`PacketStats::rx_too_long`].
+//! - Jumbo frames: with an RX ring whose slots (V2) or blocks (V3) hold more than a chunk plus
+//!   one sector ([`PacketConfig::for_mtu`] picks one for MTU 9000), the port also has jumbo
+//!   slabs laid out as in `umem.rs` (a second io_uring arena), and 16 KiB TX slots. A frame
+//!   longer than a chunk is copied from the ring into a free slab (still the one RX copy;
+//!   `rx_burst` stops, leaving it in the ring, while no slab is free), and
+//!   [`PacketPort::upgrade`] moves a request into a slab for a long reply, as on AF_XDP.
+//!   [`PacketPort::max_frame_len`] is what the port carries; longer frames are dropped and
+//!   counted in [`PacketStats::rx_too_long`].
 //! - `wait_rx` reports packets waiting in the ring even when no free frame is left to copy them
 //!   into; `rx_burst` then returns nothing until frames come back.
 //! - Dropping the port with frames still held by the application is allowed, but the handles
@@ -85,9 +91,14 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::frame::{Frame, FrameCounts, FramePool, FrameState, Lender, RxBurst, RX_BURST_MAX};
+use super::frame::{
+    Frame, FrameCounts, FramePool, FrameState, JumboStats, Lender, RxBurst, RX_BURST_MAX,
+};
 use super::mem::{Arena, Chunk};
-use super::umem::{ETH_MIN_FRAME_LEN, FRAME_CAPACITY, FRAME_SIZE, PACKET_OFFSET};
+use super::umem::{
+    ETH_MIN_FRAME_LEN, FRAME_CAPACITY, FRAME_SIZE, JUMBO_FRAME_LEN, PACKET_OFFSET, SLAB_CAPACITY,
+    SLAB_SIZE,
+};
 
 /// The AoE ethertype.
 pub const ETH_P_AOE: u16 = 0x88A2;
@@ -110,6 +121,13 @@ const TPACKET_V3: libc::c_int = 2;
 /// Size of one TX ring slot; one slot per kernel "block", so the ring needs only order-0 pages.
 const TX_SLOT_SIZE: usize = 4096;
 const _: () = assert!(TX_SLOT_SIZE % PAGE_SIZE == 0);
+/// TX slot size of a jumbo port (holds a whole slab frame).
+const JUMBO_TX_SLOT_SIZE: usize = 16384;
+/// Bytes of an RX slot (V2) or block (V3) that are not frame data, rounded up: ring header,
+/// `sockaddr_ll`, alignment (the kernel puts the frame at offset 66 of a V2 slot, 130 of a V3
+/// block's first packet).
+const V2_RX_OVERHEAD: usize = 96;
+const V3_RX_OVERHEAD: usize = 160;
 
 /// Where the fields of a TX slot are, per `TPACKET` version.
 #[derive(Clone, Copy, Debug)]
@@ -142,6 +160,8 @@ const _: () = assert!(TX_V3.status == 20 && TX_V3.data == 48);
 const _: () = assert!(TX_V2.status == 0 && TX_V2.data == 32);
 const _: () = assert!(TX_V3.data + FRAME_CAPACITY <= TX_SLOT_SIZE);
 const _: () = assert!(TX_V2.data + FRAME_CAPACITY <= TX_SLOT_SIZE);
+const _: () = assert!(TX_V3.data + SLAB_CAPACITY <= JUMBO_TX_SLOT_SIZE);
+const _: () = assert!(TX_V2.data + SLAB_CAPACITY <= JUMBO_TX_SLOT_SIZE);
 
 /// `tpacket_block_desc.hdr.bh1.block_status` and friends (the union member is at offset 0).
 const BLOCK_STATUS_OFFSET: usize =
@@ -214,6 +234,71 @@ impl Default for PacketConfig {
     }
 }
 
+impl PacketConfig {
+    /// The default configuration, with an RX ring that holds whole frames of an interface of
+    /// `mtu` (plus one VLAN tag): above 4 KiB frames, 256 V2 slots of 16 KiB (4 MiB, as the
+    /// default), which makes the port a jumbo port ([`Self::max_frame_len`]).
+    pub fn for_mtu(mtu: u32) -> Self {
+        let frame = mtu as usize + 14 + VLAN_TAG_LEN;
+        let mut config = PacketConfig::default();
+        if frame > FRAME_CAPACITY {
+            let slot_size = (frame + V2_RX_OVERHEAD).next_power_of_two().max(16384);
+            config.ring = RingVersion::V2 {
+                slot_size: u32::try_from(slot_size).unwrap_or(u32::MAX),
+                slot_count: 256,
+            };
+        }
+        config
+    }
+
+    /// Longest frame the RX ring delivers whole.
+    fn rx_frame_max(&self) -> usize {
+        match self.ring {
+            RingVersion::V3 { block_size, .. } => {
+                (block_size as usize).saturating_sub(V3_RX_OVERHEAD)
+            }
+            RingVersion::V2 { slot_size, .. } => {
+                (slot_size as usize).saturating_sub(V2_RX_OVERHEAD)
+            }
+        }
+    }
+
+    /// True if the RX ring holds at least one sector more than a chunk: the port then has
+    /// slabs and 16 KiB TX slots.
+    pub fn jumbo(&self) -> bool {
+        self.rx_frame_max() >= FRAME_CAPACITY + 512
+    }
+
+    /// Longest frame the port receives and transmits: [`FRAME_CAPACITY`], or for a jumbo port
+    /// what the RX ring holds, at most [`SLAB_CAPACITY`].
+    pub fn max_frame_len(&self) -> usize {
+        if self.jumbo() {
+            self.rx_frame_max().min(SLAB_CAPACITY)
+        } else {
+            FRAME_CAPACITY
+        }
+    }
+
+    /// Jumbo slabs of a jumbo port: one per 16 frames, at least 4 (0 otherwise).
+    pub fn slab_count(&self) -> u32 {
+        if self.jumbo() {
+            (self.frame_count / 16).max(4)
+        } else {
+            0
+        }
+    }
+
+    fn tx_slot_size(&self) -> usize {
+        if self.jumbo() {
+            JUMBO_TX_SLOT_SIZE
+        } else {
+            TX_SLOT_SIZE
+        }
+    }
+}
+
+const _: () = assert!(JUMBO_FRAME_LEN + V2_RX_OVERHEAD <= 16384);
+
 impl RingVersion {
     /// The recommended `TPACKET_V3` ring of the same size as the default: 1024 blocks of 4 KiB
     /// (small blocks fill sooner), 1 ms retire timeout.
@@ -249,6 +334,8 @@ pub struct PacketStats {
     pub tx_frames: u64,
     /// Bytes copied into the TX ring (the one TX copy).
     pub tx_copy_bytes: u64,
+    /// `rx_burst` calls that stopped early because no slab was free for a jumbo frame.
+    pub rx_no_free_slab: u64,
     /// `flush_tx` calls that found the TX ring full and left frames queued.
     pub tx_ring_full: u64,
     /// `send` kicks.
@@ -633,6 +720,7 @@ struct Rings {
     /// Offset of TX slot 0 in `map`.
     tx_offset: usize,
     tx_slot_count: u32,
+    tx_slot_size: usize,
     /// Next TX slot to fill.
     tx_head: u32,
 }
@@ -640,7 +728,7 @@ struct Rings {
 impl Rings {
     fn tx_slot(&self, slot: u32) -> usize {
         assert!(slot < self.tx_slot_count);
-        self.tx_offset + slot as usize * TX_SLOT_SIZE
+        self.tx_offset + slot as usize * self.tx_slot_size
     }
 
     fn tx_status(&self, slot: u32) -> &AtomicU32 {
@@ -662,9 +750,12 @@ pub struct PacketPort {
     /// The frame area as an io_uring arena and each frame's chunk token.
     lender: Lender,
     pool: FramePool,
-    /// Frames in state `Tx`, as (index, wire length), in transmit order. Capacity = frame
-    /// count, so it never grows.
+    /// Frames and slabs in state `Tx`, as (index, wire length), in transmit order. Capacity =
+    /// frame count + slab count, so it never grows.
     tx_queued: Vec<(u32, usize)>,
+    /// Longest frame the port carries ([`PacketConfig::max_frame_len`]).
+    max_frame_len: usize,
+    jumbo: JumboStats,
     /// Slots handed to the kernel whose frames might not have been sent yet.
     tx_requested: bool,
     /// Frames freed by `flush_tx` since the last `reap_completions`.
@@ -704,8 +795,8 @@ impl PacketPort {
         };
         let fd = open_socket(config).map_err(setup)?;
         let rings = setup_rings(fd.as_fd(), config).map_err(setup)?;
-        let send_buffer =
-            i32::try_from(config.tx_ring_size as usize * 2 * TX_SLOT_SIZE).unwrap_or(i32::MAX);
+        let send_buffer = i32::try_from(config.tx_ring_size as usize * 2 * config.tx_slot_size())
+            .unwrap_or(i32::MAX);
         // Room in the socket's send budget for every TX slot. Needs CAP_NET_ADMIN; without it
         // the default (net.core.wmem_default) applies and a full budget only delays a kick.
         let sndbuf = set_int(
@@ -717,8 +808,10 @@ impl PacketPort {
         if let Err(error) = sndbuf {
             tracing::debug!(interface, %error, "SO_SNDBUFFORCE refused, default send buffer");
         }
+        let frames_len = config.frame_count as usize * FRAME_SIZE;
+        let slab_count = config.slab_count();
         let area = Mapping::new(
-            config.frame_count as usize * FRAME_SIZE,
+            frames_len + slab_count as usize * SLAB_SIZE,
             libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_POPULATE,
             None,
         )
@@ -739,14 +832,33 @@ impl PacketPort {
             )
         }
         .map_err(|e| setup(("frame area arena", io::Error::other(e.to_string()))))?;
-        let lender = Lender::new(io_arena);
+        let slab_arena = if slab_count > 0 {
+            // SAFETY: the slabs follow the frames in the same private mapping (its length
+            // covers them), page-aligned; the keep-alive owns the mapping. Slab tokens are lent
+            // only for slabs the application holds.
+            let arena = unsafe {
+                Arena::from_raw_kept(
+                    area.ptr.as_ptr().add(frames_len),
+                    SLAB_SIZE,
+                    slab_count as usize,
+                    Box::new(Arc::clone(&area)),
+                )
+            }
+            .map_err(|e| setup(("slab arena", io::Error::other(e.to_string()))))?;
+            Some(arena)
+        } else {
+            None
+        };
+        let lender = Lender::with_slabs(io_arena, slab_arena);
         Ok(PacketPort {
             rings,
             fd,
             area,
             lender,
-            pool: FramePool::new(config.frame_count),
-            tx_queued: Vec::with_capacity(config.frame_count as usize),
+            pool: FramePool::with_slabs(config.frame_count, slab_count),
+            tx_queued: Vec::with_capacity((config.frame_count + slab_count) as usize),
+            max_frame_len: config.max_frame_len(),
+            jumbo: JumboStats::default(),
             tx_requested: false,
             tx_completed: 0,
             stats: PacketStats::default(),
@@ -805,25 +917,106 @@ impl PacketPort {
         FRAME_SIZE
     }
 
-    /// Offset of `frame`'s first packet byte from the area start (chunk + [`PACKET_OFFSET`]);
-    /// the same contract as `XskPort::umem_offset`: while an io_uring operation targets the
-    /// frame, keep the handle, do not call [`Self::data`]/[`Self::data_mut`] on it, and transmit
-    /// or release it only after the completion arrived.
+    /// Offset of `frame`'s first packet byte from the area start (chunk + [`PACKET_OFFSET`], or
+    /// slab + [`PACKET_OFFSET`] behind the frames); the same contract as
+    /// `XskPort::umem_offset`: while an io_uring operation targets the frame, keep the handle,
+    /// do not call [`Self::data`]/[`Self::data_mut`] on it, and transmit or release it only
+    /// after the completion arrived.
     pub fn umem_offset(&self, frame: &Frame) -> usize {
         self.pool.check(frame);
-        frame.index() as usize * FRAME_SIZE + PACKET_OFFSET
+        self.packet_offset(frame.index())
     }
 
-    /// Bytes `frame` can hold, from its packet start to the end of its chunk.
+    fn packet_offset(&self, index: u32) -> usize {
+        let frames = self.pool.frame_count();
+        if index >= frames {
+            frames as usize * FRAME_SIZE + (index - frames) as usize * SLAB_SIZE + PACKET_OFFSET
+        } else {
+            index as usize * FRAME_SIZE + PACKET_OFFSET
+        }
+    }
+
+    /// Offset of `frame`'s packet start in the chunk [`Self::lend`] returns for it (always
+    /// [`PACKET_OFFSET`]).
+    pub fn offset_in_chunk(&self, frame: &Frame) -> usize {
+        self.pool.check(frame);
+        PACKET_OFFSET
+    }
+
+    /// Bytes `frame` can hold, from its packet start to the end of its chunk or slab.
     pub fn frame_capacity(&self, frame: &Frame) -> usize {
         self.pool.check(frame);
-        FRAME_CAPACITY
+        if self.pool.is_slab(frame.index()) {
+            SLAB_CAPACITY
+        } else {
+            FRAME_CAPACITY
+        }
+    }
+
+    /// Longest frame this port receives and transmits ([`PacketConfig::max_frame_len`]).
+    pub fn max_frame_len(&self) -> usize {
+        self.max_frame_len
+    }
+
+    /// The jumbo slabs as a second io_uring arena, if this is a jumbo port.
+    pub fn slab_arena(&self) -> Option<&Arc<Arena>> {
+        self.lender.slab_arena()
+    }
+
+    /// Slabs per ownership state.
+    pub fn slab_counts(&self) -> FrameCounts {
+        self.pool.slab_counts()
+    }
+
+    /// True if `frame` is a jumbo slab.
+    pub fn is_slab(&self, frame: &Frame) -> bool {
+        self.pool.is_slab(frame.index())
+    }
+
+    /// Counters of the jumbo path: `upgrades`, `upgrade_no_slab` (the RX copy into a slab is
+    /// the port's ordinary RX copy, counted in [`PacketStats`]).
+    pub fn jumbo_stats(&self) -> JumboStats {
+        self.jumbo
+    }
+
+    /// As `XskPort::upgrade`: `frame` unchanged if it holds `needed` bytes, else its received
+    /// bytes copied into a free slab (the frame is released); `Err(frame)` when no slab is
+    /// free. Panics if `needed` exceeds [`Self::max_frame_len`].
+    pub fn upgrade(&mut self, frame: Frame, needed: usize) -> Result<Frame, Frame> {
+        if self.frame_capacity(&frame) >= needed {
+            return Ok(frame);
+        }
+        assert!(
+            needed <= self.max_frame_len,
+            "upgrade to {needed} bytes: this port carries at most {}",
+            self.max_frame_len
+        );
+        let Some(slab) = self.pool.take_free_slab() else {
+            self.jumbo.upgrade_no_slab += 1;
+            return Err(frame);
+        };
+        let len = frame.len();
+        let src = self.area.at(self.umem_offset(&frame));
+        let dst = self.area.at(self.packet_offset(slab));
+        // SAFETY: the frame is held by the application (checked) and the slab was just taken
+        // (state Rx, no handle): both are ours, in disjoint chunks of the area, and `len` fits
+        // both (the frame's received length is at most a chunk's capacity).
+        unsafe { std::ptr::copy_nonoverlapping(src, dst, len) };
+        self.pool.release(frame);
+        self.jumbo.upgrades += 1;
+        Ok(self.pool.handle(slab, len))
+    }
+
+    /// A free slab for building a jumbo frame from scratch, or `None`.
+    pub fn alloc_slab(&mut self) -> Option<Frame> {
+        let slab = self.pool.take_free_slab()?;
+        Some(self.pool.handle(slab, 0))
     }
 
     /// The received packet (`frame.len()` bytes).
     pub fn data<'a>(&'a self, frame: &'a Frame) -> &'a [u8] {
         let offset = self.umem_offset(frame);
-        assert!(frame.len() <= FRAME_CAPACITY);
+        assert!(frame.len() <= self.frame_capacity(frame));
         // SAFETY: `check` (in `umem_offset`) proved the frame is held by the application; the
         // area is private to this process and the kernel never touches it, and the shared
         // borrow of the unique handle rules out a concurrent `data_mut` of the same frame. The
@@ -831,14 +1024,15 @@ impl PacketPort {
         unsafe { std::slice::from_raw_parts(self.area.at(offset), frame.len()) }
     }
 
-    /// The whole frame buffer, from the packet start to the end of the chunk
-    /// ([`FRAME_CAPACITY`] bytes), for building a reply in place. The first `frame.len()` bytes
-    /// are the received packet.
+    /// The whole frame buffer, from the packet start to the end of the chunk or slab
+    /// ([`Self::frame_capacity`] bytes), for building a reply in place. The first `frame.len()`
+    /// bytes are the received packet.
     pub fn data_mut<'a>(&'a self, frame: &'a mut Frame) -> &'a mut [u8] {
         let offset = self.umem_offset(frame);
+        let capacity = self.frame_capacity(frame);
         // SAFETY: as in `data`, plus the exclusive borrow of the unique handle guarantees no
         // other slice of this frame exists while this one lives.
-        unsafe { std::slice::from_raw_parts_mut(self.area.at(offset), FRAME_CAPACITY) }
+        unsafe { std::slice::from_raw_parts_mut(self.area.at(offset), capacity) }
     }
 
     /// Nothing to do: AF_PACKET has no fill ring (frames are taken when packets are copied).
@@ -867,17 +1061,29 @@ impl PacketPort {
             let wire_len = packet.captured + tag_len;
             let fits = packet.captured == packet.len
                 && packet.captured >= MACS_LEN
-                && wire_len <= FRAME_CAPACITY;
+                && wire_len <= self.max_frame_len;
             if fits {
-                let Some(index) = self.pool.take_free(FrameState::Rx) else {
-                    self.stats.rx_no_free_frame += 1;
-                    break;
+                let taken_index = if wire_len <= FRAME_CAPACITY {
+                    self.pool
+                        .take_free(FrameState::Rx)
+                        .ok_or(&mut self.stats.rx_no_free_frame)
+                } else {
+                    self.pool
+                        .take_free_slab()
+                        .ok_or(&mut self.stats.rx_no_free_slab)
                 };
-                let dst = self.area.at(index as usize * FRAME_SIZE + PACKET_OFFSET);
+                let index = match taken_index {
+                    Ok(index) => index,
+                    Err(counter) => {
+                        *counter += 1;
+                        break;
+                    }
+                };
+                let dst = self.area.at(self.packet_offset(index));
                 let src = self.rings.map.at(packet.data);
                 // SAFETY: `src..src + captured` is inside the block or slot `peek` found
                 // user-owned (it asserted the bounds); `dst..dst + wire_len` is inside frame
-                // `index`'s chunk (wire_len <= capacity), which just moved Free -> Rx, so
+                // (or slab) `index` (wire_len <= its capacity), which just moved Free -> Rx, so
                 // nobody else uses it. Ring and area are distinct mappings: no overlap.
                 unsafe { copy_restoring_tag(src, dst, packet.captured, packet.vlan) };
                 self.stats.rx_frames += 1;
@@ -982,12 +1188,13 @@ impl PacketPort {
                 self.stats.tx_malformed += 1;
             }
             let base = self.rings.map.at(self.rings.tx_slot(slot));
-            let src = self.area.at(index as usize * FRAME_SIZE + PACKET_OFFSET);
+            let src = self.area.at(self.packet_offset(index));
             let tp_len = u32::try_from(len).expect("len <= frame capacity");
             // SAFETY: the slot is ours (status neither SEND_REQUEST nor SENDING, loaded with
             // Acquire): the kernel does not read it until we store SEND_REQUEST. The header
             // fields are aligned words inside the slot; the data range ends inside the slot
-            // (`data + FRAME_CAPACITY <= TX_SLOT_SIZE`, asserted at compile time). The frame
+            // (`data + FRAME_CAPACITY <= TX_SLOT_SIZE`, and a port with slabs has
+            // `data + SLAB_CAPACITY <= JUMBO_TX_SLOT_SIZE`: asserted at compile time). The frame
             // (state Tx) is held by the port alone, and area and ring are distinct mappings.
             unsafe {
                 if let Some(next) = layout.next_offset {
@@ -1265,7 +1472,7 @@ fn validate(config: &PacketConfig) -> Result<(), PacketError> {
     if config.tx_ring_size == 0 {
         return bad("tx_ring_size must be at least 1");
     }
-    let tx_slot_size = u32::try_from(TX_SLOT_SIZE).expect("4096 fits");
+    let tx_slot_size = u32::try_from(config.tx_slot_size()).expect("16 KiB fits");
     if config.tx_ring_size.checked_mul(tx_slot_size).is_none() {
         return bad("TX ring larger than 4 GiB");
     }
@@ -1291,9 +1498,10 @@ fn setup_rings(
     config: &PacketConfig,
 ) -> Result<Rings, (&'static str, io::Error)> {
     let (rx, rx_len) = request_rx_ring(fd, &config.ring).map_err(|e| ("PACKET_RX_RING", e))?;
-    let tx_layout = request_tx_ring(fd, &config.ring, config.tx_ring_size)
+    let tx_slot_size = config.tx_slot_size();
+    let tx_layout = request_tx_ring(fd, &config.ring, config.tx_ring_size, tx_slot_size)
         .map_err(|e| ("PACKET_TX_RING", e))?;
-    let tx_len = config.tx_ring_size as usize * TX_SLOT_SIZE;
+    let tx_len = config.tx_ring_size as usize * tx_slot_size;
     let map =
         Mapping::new(rx_len + tx_len, libc::MAP_SHARED, Some(fd)).map_err(|e| ("mmap rings", e))?;
     Ok(Rings {
@@ -1302,6 +1510,7 @@ fn setup_rings(
         tx_layout,
         tx_offset: rx_len,
         tx_slot_count: config.tx_ring_size,
+        tx_slot_size,
         tx_head: 0,
     })
 }
@@ -1360,8 +1569,13 @@ fn request_rx_ring(fd: BorrowedFd<'_>, ring: &RingVersion) -> io::Result<(RxRing
 }
 
 /// `PACKET_TX_RING` of `slots` fixed-size slots, one per kernel block; returns the slot layout.
-fn request_tx_ring(fd: BorrowedFd<'_>, ring: &RingVersion, slots: u32) -> io::Result<TxLayout> {
-    let slot_size = u32::try_from(TX_SLOT_SIZE).expect("4096 fits");
+fn request_tx_ring(
+    fd: BorrowedFd<'_>,
+    ring: &RingVersion,
+    slots: u32,
+    slot_size: usize,
+) -> io::Result<TxLayout> {
+    let slot_size = u32::try_from(slot_size).expect("16 KiB fits");
     let request = libc::tpacket_req {
         tp_block_size: slot_size,
         tp_block_nr: slots,

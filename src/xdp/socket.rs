@@ -22,6 +22,19 @@
 //! the queue's traffic to this socket (`XdpProgram::insert_socket(queue, port.fd())`); the port
 //! never loads one itself.
 //!
+//! Jumbo frames: on an interface whose MTU does not fit one chunk, the UMEM also holds
+//! [`XskConfig::slab_count`] slabs of three chunks (see `umem.rs`), and the socket is bound with
+//! `XDP_USE_SG` (multi-buffer; in copy mode if zero-copy refuses it). A packet that arrives
+//! in several descriptors is copied into a free slab (the one bounce copy, counted in
+//! [`XskPort::jumbo_stats`]), its fragment chunks go straight back to the free list, and
+//! `rx_burst` yields one [`Frame`] whose [`XskPort::data`] is the whole packet, contiguous. A
+//! slab frame is transmitted without a copy as a chain of descriptors (`XDP_PKT_CONTD` on all
+//! but the last) written to our own mapping of the TX ring (`txring.rs`: xsk-rs can only
+//! describe chunk + 476). [`XskPort::upgrade`] moves a small request into a slab so that a big
+//! reply (a 17-sector read) can be built in place; [`XskPort::max_frame_len`] says how long a
+//! frame this port can carry. Slabs are a second io_uring arena ([`XskPort::slab_arena`]) and
+//! are lent and reclaimed like frames.
+//!
 //! Hazards:
 //! - One port per (interface, queue); a second bind on the same pair fails with EBUSY.
 //! - Frames sent shorter than 60 bytes are zero-padded to 60: veth does not pad, and some
@@ -31,7 +44,7 @@
 //! - The socket is bound in the calling thread's network namespace (libxdp resolves the name).
 
 use std::io;
-use std::os::fd::{AsRawFd, BorrowedFd};
+use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd};
 use std::ptr::NonNull;
 use std::sync::Arc;
 use std::time::Duration;
@@ -39,9 +52,15 @@ use std::time::Duration;
 use xsk_rs::config::{BindFlags, LibxdpFlags, QueueSize, SocketConfig};
 use xsk_rs::{CompQueue, FillQueue, FrameDesc, RxQueue, TxQueue};
 
-use super::frame::{Frame, FrameCounts, FramePool, FrameState, Lender, RxBurst, RX_BURST_MAX};
+use super::frame::{
+    Frame, FrameCounts, FramePool, FrameState, JumboStats, Lender, RxBurst, RX_BURST_MAX,
+};
 use super::mem::{Arena, Chunk};
-use super::umem::{UmemArea, UmemError, ETH_MIN_FRAME_LEN, FRAME_SIZE};
+use super::txring::TxRing;
+use super::umem::{
+    UmemArea, UmemError, ETH_MIN_FRAME_LEN, FRAME_CAPACITY, FRAME_SIZE, PACKET_OFFSET,
+    SLAB_CAPACITY, SLAB_CHUNKS, SLAB_SIZE,
+};
 
 /// Which bind mode to ask for.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -66,7 +85,8 @@ pub enum BindMode {
 /// Geometry of a port. Ring sizes must be powers of two.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct XskConfig {
-    /// Frames in the UMEM (each [`FRAME_SIZE`] bytes, locked memory).
+    /// Frames in the UMEM (each [`FRAME_SIZE`] bytes, locked memory). The jumbo slabs
+    /// ([`XskConfig::slab_count`]) come on top.
     pub frame_count: u32,
     /// Fill ring entries; also how many frames `refill` keeps with the kernel for receiving.
     pub fill_ring_size: u32,
@@ -78,6 +98,16 @@ pub struct XskConfig {
     pub tx_ring_size: u32,
     /// Zero-copy or copy mode.
     pub bind: BindPreference,
+}
+
+impl XskConfig {
+    /// Jumbo slabs set aside behind the frames: one per 16 frames, at least 4 (each
+    /// [`SLAB_SIZE`] bytes of locked memory; 256 slabs = 3 MiB for the default 4096 frames).
+    /// A slab is held by one jumbo request from its arrival (or upgrade) until its reply's TX
+    /// completion.
+    pub fn slab_count(&self) -> u32 {
+        (self.frame_count / 16).max(4)
+    }
 }
 
 impl Default for XskConfig {
@@ -169,6 +199,9 @@ pub enum XskError {
 /// socket is closed before the UMEM it was bound to is unregistered and unmapped (xsk-rs also
 /// keeps the UMEM alive through the socket, so this is belt and braces).
 pub struct XskPort {
+    /// Our mapping of the TX ring: unmapped before the socket closes.
+    txring: TxRing,
+    /// Kept for the socket's lifetime and for `sendto` kicks; never used to produce.
     tx: TxQueue,
     rx: RxQueue,
     fill: FillQueue,
@@ -179,16 +212,45 @@ pub struct XskPort {
     descs: Vec<FrameDesc>,
     /// Scratch descriptors for ring calls; fixed length, never reallocated.
     scratch: Vec<FrameDesc>,
-    /// Frames in state `Tx`, in transmit order. Capacity = frame count, so it never grows.
-    tx_queued: Vec<FrameDesc>,
+    /// Frames and slabs in state `Tx` with their wire length, in transmit order. Capacity =
+    /// frame count + slab count, so it never grows.
+    tx_queued: Vec<(u32, usize)>,
+    /// Per slab: TX descriptors not yet returned on the completion ring.
+    slab_pending: Vec<u8>,
+    /// The multi-buffer packet being received, if its last fragment has not arrived yet.
+    rx_partial: Option<Partial>,
+    jumbo: JumboStats,
+    /// Bound with `XDP_USE_SG`: slabs are in use.
+    multi_buffer: bool,
     fill_target: u32,
-    tx_ring_size: u32,
     /// The UMEM as an io_uring arena and each frame's chunk token (it holds a clone of the
     /// xsk-rs `Umem`, so the mapping outlives every ring that registered it).
     lender: Lender,
     bind_mode: BindMode,
     interface: String,
     queue_id: u32,
+}
+
+/// A multi-buffer packet being copied into a slab.
+#[derive(Clone, Copy, Debug)]
+struct Partial {
+    /// The slab receiving it; `None` if none was free (the packet is dropped).
+    slab: Option<u32>,
+    /// Bytes copied so far.
+    len: usize,
+    /// The packet outgrew the slab (dropped).
+    too_long: bool,
+}
+
+/// UMEM address of the first byte of slab `index` (pool index, `>= frames`).
+fn slab_addr(frames: u32, index: u32) -> usize {
+    debug_assert!(index >= frames);
+    (frames as usize + (index - frames) as usize * SLAB_CHUNKS) * FRAME_SIZE
+}
+
+/// Number of chunks a packet of `len` bytes occupies in a slab.
+fn slab_descs(len: usize) -> usize {
+    (PACKET_OFFSET + len).div_ceil(FRAME_SIZE)
 }
 
 impl std::fmt::Debug for XskPort {
@@ -207,24 +269,42 @@ impl XskPort {
     /// network namespace), then fills the fill ring.
     pub fn bind(interface: &str, queue_id: u32, config: &XskConfig) -> Result<XskPort, XskError> {
         validate(config)?;
-        let umem = UmemArea::new(
-            config.frame_count,
-            config.fill_ring_size,
-            config.comp_ring_size,
-        )?;
-        let attempts: &[BindMode] = match config.bind {
+        // Multi-buffer and slabs only where frames can be longer than a chunk.
+        let jumbo = interface_mtu(interface).map_or(true, |mtu| {
+            usize::try_from(mtu).map_or(true, |mtu| mtu + JUMBO_HEADER_LEN > FRAME_CAPACITY)
+        });
+        let slab_chunks = if jumbo {
+            config.slab_count() as usize * SLAB_CHUNKS
+        } else {
+            0
+        };
+        let chunks = u32::try_from(config.frame_count as usize + slab_chunks).map_err(|_| {
+            XskError::Config {
+                what: "too many frames",
+            }
+        })?;
+        let umem = UmemArea::new(chunks, config.fill_ring_size, config.comp_ring_size)?;
+        let modes: &[BindMode] = match config.bind {
             BindPreference::Auto => &[BindMode::ZeroCopy, BindMode::Copy],
             BindPreference::ZeroCopy => &[BindMode::ZeroCopy],
             BindPreference::Copy => &[BindMode::Copy],
         };
+        // At a jumbo MTU, multi-buffer first (in copy mode rather than zero-copy without it);
+        // a kernel or driver without it (before Linux 6.6 in copy mode) gets a port without
+        // slabs, limited to one chunk per frame.
+        let multi_buffer_options: &[bool] = if jumbo { &[true, false] } else { &[false] };
+        let attempts: Vec<(BindMode, bool)> = multi_buffer_options
+            .iter()
+            .flat_map(|&sg| modes.iter().map(move |&mode| (mode, sg)))
+            .collect();
         let if_name = interface
             .parse::<xsk_rs::config::Interface>()
             .map_err(|_| XskError::Config {
                 what: "interface name contains a NUL byte",
             })?;
         let mut last_error = None;
-        for &mode in attempts {
-            let socket_config = socket_config(config, mode)?;
+        for &(mode, multi_buffer) in &attempts {
+            let socket_config = socket_config(config, mode, multi_buffer)?;
             // SAFETY: the UMEM is fresh and not shared with any other socket, so the
             // INHIBIT_PROG_LOAD requirement for shared UMEMs does not apply (and we set that
             // flag anyway: our own XDP program does the redirect). xsk-rs keeps the fill and
@@ -234,9 +314,29 @@ impl XskPort {
                 unsafe { xsk_rs::Socket::new(socket_config, umem.xsk(), &if_name, queue_id) };
             match created {
                 Ok((tx, rx, Some((fill, comp)))) => {
-                    tracing::info!(interface, queue_id, ?mode, "AF_XDP socket bound");
-                    let mut port =
-                        Self::assemble(umem, tx, rx, fill, comp, config, mode, interface, queue_id);
+                    if jumbo && !multi_buffer {
+                        tracing::warn!(
+                            interface,
+                            queue_id,
+                            "no multi-buffer AF_XDP (XDP_USE_SG): frames limited to one \
+                             4 KiB chunk (7 sectors) despite the jumbo MTU"
+                        );
+                    }
+                    tracing::info!(
+                        interface,
+                        queue_id,
+                        ?mode,
+                        multi_buffer,
+                        "AF_XDP socket bound"
+                    );
+                    let rings = Rings { tx, rx, fill, comp };
+                    let bound = Bound {
+                        mode,
+                        multi_buffer,
+                        interface,
+                        queue_id,
+                    };
+                    let mut port = Self::assemble(umem, rings, config, bound)?;
                     port.refill()?;
                     return Ok(port);
                 }
@@ -245,7 +345,10 @@ impl XskPort {
                 }
                 Err(source) => {
                     let errno = bind_errno(&source);
-                    if mode == BindMode::ZeroCopy && attempts.len() > 1 {
+                    if multi_buffer {
+                        tracing::debug!(interface, queue_id, ?mode, ?errno, "XDP_USE_SG refused");
+                    }
+                    if mode == BindMode::ZeroCopy && modes.len() > 1 {
                         tracing::info!(
                             interface,
                             queue_id,
@@ -270,34 +373,31 @@ impl XskPort {
         Err(last_error.expect("at least one bind mode was tried"))
     }
 
-    #[expect(
-        clippy::too_many_arguments,
-        reason = "private constructor called once, from bind"
-    )]
     fn assemble(
         umem: UmemArea,
-        tx: TxQueue,
-        rx: RxQueue,
-        fill: FillQueue,
-        comp: CompQueue,
+        rings: Rings,
         config: &XskConfig,
-        bind_mode: BindMode,
-        interface: &str,
-        queue_id: u32,
-    ) -> Self {
-        let frame_count = umem.frame_count();
+        bound: Bound<'_>,
+    ) -> Result<Self, XskError> {
+        let Rings { tx, rx, fill, comp } = rings;
+        let frame_count = config.frame_count;
+        let slab_count = if bound.multi_buffer {
+            config.slab_count()
+        } else {
+            0
+        };
         let descs: Vec<FrameDesc> = (0..frame_count)
             .map(|index| umem.canonical(index))
             .collect();
         let scratch_len =
             (config.fill_ring_size.max(config.comp_ring_size) as usize).max(RX_BURST_MAX);
         let scratch = vec![umem.canonical(0); scratch_len];
-        let tx_queued = Vec::with_capacity(frame_count as usize);
-        // SAFETY: the UMEM mapping spans `frame_count` frames of FRAME_SIZE bytes from
+        let tx_queued = Vec::with_capacity((frame_count + slab_count) as usize);
+        // SAFETY: the UMEM mapping starts with `frame_count` frames of FRAME_SIZE bytes from
         // `base_ptr`, page-aligned; the clone of the xsk-rs `Umem` kept by the arena owns the
         // mapping, so it stays mapped as long as the arena. The arena's chunk tokens are minted
-        // once, below, into `tokens`, and handed out only for frames the application holds
-        // (`lend`), so the kernel's AF_XDP side never owns a chunk whose token is out.
+        // once, in the lender, and handed out only for frames the application holds (`lend`),
+        // so the kernel's AF_XDP side never owns a chunk whose token is out.
         let io_arena = unsafe {
             Arena::from_raw_kept(
                 umem.base_ptr().as_ptr(),
@@ -307,29 +407,156 @@ impl XskPort {
             )
         }
         .expect("the UMEM is a page-aligned mapping of whole frames");
-        let lender = Lender::new(io_arena);
-        Self {
+        let slab_arena = (slab_count > 0).then(|| {
+            let offset = frame_count as usize * FRAME_SIZE;
+            assert!(offset + slab_count as usize * SLAB_SIZE <= umem.len());
+            // SAFETY: the slab region follows the frames inside the same mapping (checked
+            // above), page-aligned; the `Umem` clone keeps it mapped. Slabs are never put on the
+            // fill ring, and a slab's token is lent only while the application holds the slab.
+            unsafe {
+                Arena::from_raw_kept(
+                    umem.base_ptr().as_ptr().add(offset),
+                    SLAB_SIZE,
+                    slab_count as usize,
+                    Box::new(umem.xsk().clone()),
+                )
+            }
+            .expect("the slab region is a page-aligned run of whole slabs")
+        });
+        let lender = Lender::with_slabs(io_arena, slab_arena);
+        let txring = TxRing::map(rx.fd().as_raw_fd(), config.tx_ring_size).map_err(|source| {
+            XskError::Syscall {
+                call: "mmap (TX ring)",
+                source,
+            }
+        })?;
+        Ok(Self {
+            txring,
             lender,
             tx,
             rx,
             fill,
             comp,
-            pool: FramePool::new(frame_count),
+            pool: FramePool::with_slabs(frame_count, slab_count),
             descs,
             scratch,
             tx_queued,
+            slab_pending: vec![0; slab_count as usize],
+            rx_partial: None,
+            jumbo: JumboStats::default(),
+            multi_buffer: bound.multi_buffer,
             fill_target: config.fill_ring_size.min(frame_count),
-            tx_ring_size: config.tx_ring_size,
-            bind_mode,
-            interface: interface.to_owned(),
-            queue_id,
+            bind_mode: bound.mode,
+            interface: bound.interface.to_owned(),
+            queue_id: bound.queue_id,
             umem,
-        }
+        })
     }
 
     /// The UMEM as an arena for io_uring registration: chunk `i` is frame `i`.
     pub fn io_arena(&self) -> &Arc<Arena> {
         self.lender.arena()
+    }
+
+    /// The jumbo slabs as a second io_uring arena (chunk `j` = slab `j`, [`SLAB_SIZE`] bytes,
+    /// packet at chunk + 476, payload at chunk + 512), or `None` if the port has no slabs
+    /// (bound without multi-buffer support). A slab frame's [`Self::lend`] returns a chunk of
+    /// this arena.
+    pub fn slab_arena(&self) -> Option<&Arc<Arena>> {
+        self.lender.slab_arena()
+    }
+
+    /// Longest frame (Ethernet header to payload end, without FCS) this port can receive and
+    /// transmit: a slab's capacity with multi-buffer, otherwise what one chunk holds.
+    pub fn max_frame_len(&self) -> usize {
+        if self.multi_buffer {
+            SLAB_CAPACITY
+        } else {
+            FRAME_CAPACITY
+        }
+    }
+
+    /// True if bound with `XDP_USE_SG` (jumbo frames work).
+    pub fn multi_buffer(&self) -> bool {
+        self.multi_buffer
+    }
+
+    /// Counters of the jumbo path (bounce copies, drops, upgrades).
+    pub fn jumbo_stats(&self) -> JumboStats {
+        self.jumbo
+    }
+
+    /// Slabs per ownership state (`fill` is always 0).
+    pub fn slab_counts(&self) -> FrameCounts {
+        self.pool.slab_counts()
+    }
+
+    /// True if `frame` is a jumbo slab.
+    pub fn is_slab(&self, frame: &Frame) -> bool {
+        self.pool.is_slab(frame.index())
+    }
+
+    /// Makes sure `frame` can hold `needed` bytes from its packet start: returns it unchanged
+    /// if it already can, otherwise copies its received bytes (`frame.len()`, the request
+    /// headers) into a free slab, releases the original frame and returns the slab frame (same
+    /// `len`, same offsets). `Err(frame)` gives the frame back when no slab is free: keep it and
+    /// retry later (slabs come back with TX completions), never drop the request.
+    ///
+    /// Panics if `needed` exceeds [`Self::max_frame_len`].
+    pub fn upgrade(&mut self, frame: Frame, needed: usize) -> Result<Frame, Frame> {
+        if self.frame_capacity(&frame) >= needed {
+            return Ok(frame);
+        }
+        assert!(
+            needed <= self.max_frame_len(),
+            "upgrade to {needed} bytes: this port carries at most {}",
+            self.max_frame_len()
+        );
+        let Some(slab) = self.pool.take_free_slab() else {
+            self.jumbo.upgrade_no_slab += 1;
+            return Err(frame);
+        };
+        let len = frame.len();
+        let from = self.packet_addr(&frame);
+        let to = slab_addr(self.pool.frame_count(), slab) + PACKET_OFFSET;
+        {
+            // SAFETY: `frame` is held by the application (checked in `packet_addr`) and `slab`
+            // was just taken from the free list (state Rx, no handle yet): neither is on a ring,
+            // they are different chunks, and no other slice of either exists.
+            let (src, dst) = unsafe { (self.umem.span(from, len), self.umem.span_mut(to, len)) };
+            dst.copy_from_slice(src);
+        }
+        self.pool.release(frame);
+        self.jumbo.upgrades += 1;
+        Ok(self.pool.handle(slab, len))
+    }
+
+    /// A free slab for building a jumbo frame from scratch, or `None` if none is free.
+    pub fn alloc_slab(&mut self) -> Option<Frame> {
+        let slab = self.pool.take_free_slab()?;
+        Some(self.pool.handle(slab, 0))
+    }
+
+    /// Offset of `frame`'s packet start inside the chunk [`Self::lend`] returns for it
+    /// (chunk + 476 for frames and slabs alike, unless the kernel moved the packet).
+    pub fn offset_in_chunk(&self, frame: &Frame) -> usize {
+        let addr = self.packet_addr(frame);
+        if self.pool.is_slab(frame.index()) {
+            addr - slab_addr(self.pool.frame_count(), frame.index())
+        } else {
+            addr % FRAME_SIZE
+        }
+    }
+
+    /// UMEM address of `frame`'s first packet byte (checks the handle).
+    fn packet_addr(&self, frame: &Frame) -> usize {
+        self.pool.check(frame);
+        let index = frame.index();
+        if self.pool.is_slab(index) {
+            slab_addr(self.pool.frame_count(), index) + PACKET_OFFSET
+        } else {
+            self.descs[index as usize].addr()
+        }
     }
 
     /// Lends a held frame to a storage I/O: returns the chunk token the engine needs to read
@@ -367,7 +594,8 @@ impl XskPort {
         unsafe { BorrowedFd::borrow_raw(self.rx.fd().as_raw_fd()) }
     }
 
-    /// Frames per ownership state (they always sum to the frame count).
+    /// Frames per ownership state (they always sum to the frame count; slabs are counted in
+    /// [`Self::slab_counts`]).
     pub fn frame_counts(&self) -> FrameCounts {
         self.pool.counts()
     }
@@ -377,7 +605,8 @@ impl XskPort {
         self.umem.base_ptr()
     }
 
-    /// Length of the UMEM mapping in bytes (`frame_count * frame_size`).
+    /// Length of the UMEM mapping in bytes: the frames, then the slabs
+    /// (`(frame_count + 3 * slab_count) * frame_size`).
     pub fn umem_len(&self) -> usize {
         self.umem.len()
     }
@@ -396,33 +625,40 @@ impl XskPort {
     /// [`Self::data`]/[`Self::data_mut`] on it, and transmit or release it only after the
     /// completion arrived.
     pub fn umem_offset(&self, frame: &Frame) -> usize {
-        self.pool.check(frame);
-        self.descs[frame.index() as usize].addr()
+        self.packet_addr(frame)
     }
 
-    /// Bytes `frame` can hold, from its packet start to the end of its chunk.
+    /// Bytes `frame` can hold, from its packet start to the end of its chunk (of its slab for
+    /// a slab frame).
     pub fn frame_capacity(&self, frame: &Frame) -> usize {
-        UmemArea::capacity_at(self.umem_offset(frame))
+        let addr = self.packet_addr(frame);
+        if self.pool.is_slab(frame.index()) {
+            slab_addr(self.pool.frame_count(), frame.index()) + SLAB_SIZE - addr
+        } else {
+            UmemArea::capacity_at(addr)
+        }
     }
 
-    /// The received packet (`frame.len()` bytes).
+    /// The received packet (`frame.len()` bytes; a jumbo packet is contiguous in its slab).
     pub fn data<'a>(&'a self, frame: &'a Frame) -> &'a [u8] {
-        let addr = self.umem_offset(frame);
-        // SAFETY: `check` (in `umem_offset`) proved the frame is held by the application (state
-        // Rx), so the kernel does not touch it, and the shared borrow of the unique handle rules
-        // out a concurrent `data_mut` of the same frame. `len` came from the kernel's RX
-        // descriptor, which the kernel bounds by the chunk size.
-        unsafe { self.umem.bytes(addr, frame.len()) }
+        let addr = self.packet_addr(frame);
+        assert!(frame.len() <= self.frame_capacity(frame));
+        // SAFETY: `check` (in `packet_addr`) proved the frame or slab is held by the
+        // application (state Rx), so the kernel does not touch it, and the shared borrow of the
+        // unique handle rules out a concurrent `data_mut` of the same frame. The range stays in
+        // the frame's chunk or slab (asserted above).
+        unsafe { self.umem.span(addr, frame.len()) }
     }
 
-    /// The whole frame buffer, from the packet start to the end of the chunk
+    /// The whole frame buffer, from the packet start to the end of the chunk or slab
     /// ([`Self::frame_capacity`] bytes), for building a reply in place. The first `frame.len()`
     /// bytes are the received packet.
     pub fn data_mut<'a>(&'a self, frame: &'a mut Frame) -> &'a mut [u8] {
-        let addr = self.umem_offset(frame);
+        let addr = self.packet_addr(frame);
+        let capacity = self.frame_capacity(frame);
         // SAFETY: as in `data`, plus the exclusive borrow of the unique handle guarantees no
         // other slice of this frame exists while this one lives.
-        unsafe { self.umem.bytes_mut(addr, UmemArea::capacity_at(addr)) }
+        unsafe { self.umem.span_mut(addr, capacity) }
     }
 
     /// Posts free frames to the fill ring until the kernel holds `fill_ring_size` frames for
@@ -475,17 +711,77 @@ impl XskPort {
         let received = unsafe { self.rx.consume(&mut self.scratch[..max]) };
         for slot in 0..received {
             let desc = self.scratch[slot];
-            assert!(
-                !desc.has_more_frames(),
-                "multi-buffer frame without XDP_USE_SG"
-            );
             let index = self.umem.index_of(desc.addr());
+            assert!(
+                !self.pool.is_slab(index),
+                "the kernel returned slab chunk {index} on the RX ring"
+            );
             self.pool
                 .transition(index, FrameState::Fill, FrameState::Rx);
-            self.descs[index as usize] = desc;
-            burst.push(self.pool.handle(index, desc.lengths().data()));
+            if self.rx_partial.is_none() && !desc.has_more_frames() {
+                self.descs[index as usize] = desc;
+                burst.push(self.pool.handle(index, desc.lengths().data()));
+            } else {
+                assert!(self.multi_buffer, "multi-buffer frame without XDP_USE_SG");
+                if let Some(frame) = self.rx_fragment(index, &desc) {
+                    burst.push(frame);
+                }
+            }
         }
         burst
+    }
+
+    /// Copies one fragment of a multi-buffer packet (frame `index`, just moved to Rx) into the
+    /// packet's slab and frees the fragment; returns the slab frame after the last fragment.
+    fn rx_fragment(&mut self, index: u32, desc: &FrameDesc) -> Option<Frame> {
+        let frames = self.pool.frame_count();
+        let pool = &mut self.pool;
+        let partial = self.rx_partial.get_or_insert_with(|| Partial {
+            slab: pool.take_free_slab(),
+            len: 0,
+            too_long: false,
+        });
+        let piece = desc.lengths().data();
+        if let Some(slab) = partial.slab {
+            if partial.len + piece <= SLAB_CAPACITY && !partial.too_long {
+                let to = slab_addr(frames, slab) + PACKET_OFFSET + partial.len;
+                // SAFETY: the fragment's chunk was just returned by the kernel (state Rx, no
+                // handle) and the slab is held for this packet (state Rx, no handle yet): both
+                // are ours, they are disjoint, and no other slice of either exists. The piece
+                // stays in its chunk (the kernel bounds it) and in the slab (checked above).
+                let (src, dst) = unsafe {
+                    (
+                        self.umem.bytes(desc.addr(), piece),
+                        self.umem.span_mut(to, piece),
+                    )
+                };
+                dst.copy_from_slice(src);
+                partial.len += piece;
+            } else {
+                partial.too_long = true;
+            }
+        }
+        self.pool.put_free(index, FrameState::Rx);
+        if desc.has_more_frames() {
+            return None;
+        }
+        let done = self.rx_partial.take().expect("set above");
+        match done.slab {
+            Some(slab) if !done.too_long => {
+                self.jumbo.bounce_frames += 1;
+                self.jumbo.bounce_bytes += done.len as u64;
+                Some(self.pool.handle(slab, done.len))
+            }
+            Some(slab) => {
+                self.pool.put_free(slab, FrameState::Rx);
+                self.jumbo.rx_too_long += 1;
+                None
+            }
+            None => {
+                self.jumbo.rx_no_slab += 1;
+                None
+            }
+        }
     }
 
     /// Waits until the RX ring has frames or `timeout` passes; true if frames are ready.
@@ -525,16 +821,12 @@ impl XskPort {
         }
         assert_eq!(frame.pool_id(), self.pool.id());
         let (_, index, _) = frame.into_parts();
-        let desc = &mut self.descs[index as usize];
-        // SAFETY: the frame is held by the application (checked in `frame_capacity`), so
-        // setting its descriptor length touches nothing the kernel owns.
-        unsafe { self.umem.set_tx_len(desc, wire_len) };
         self.pool.transition(index, FrameState::Rx, FrameState::Tx);
         assert!(
             self.tx_queued.len() < self.tx_queued.capacity(),
             "TX queue overflow"
         );
-        self.tx_queued.push(*desc);
+        self.tx_queued.push((index, wire_len));
     }
 
     /// Moves queued frames onto the TX ring (as many as fit) and kicks the kernel with `sendto`
@@ -546,22 +838,48 @@ impl XskPort {
     /// this kicks until the ring is drained or a kick makes no progress (device busy; the next
     /// call retries) — one `sendto` per 32 frames.
     pub fn flush_tx(&mut self) -> Result<usize, XskError> {
-        let queued = u32::try_from(self.tx_queued.len()).expect("bounded by frame count");
-        let count = queued.min(self.tx.nb_free(queued)) as usize;
-        if count > 0 {
-            for desc in &self.tx_queued[..count] {
-                let index = self.umem.index_of(desc.addr());
-                self.pool
-                    .transition(index, FrameState::Tx, FrameState::Completion);
+        let mut room = self.txring.free() as usize;
+        let frames = self.pool.frame_count();
+        let mut count = 0;
+        for &(index, len) in &self.tx_queued {
+            // Each packet goes on the ring whole: one descriptor per chunk it spans.
+            let slab = self.pool.is_slab(index).then(|| slab_addr(frames, index));
+            let needed = slab.map_or(1, |_| slab_descs(len));
+            if needed > room {
+                break;
             }
-            // SAFETY: each descriptor is a frame of this UMEM that just moved Tx -> Completion:
-            // the application gave up its handle in `transmit` and it is on no other ring.
-            let sent = unsafe { self.tx.produce(&self.tx_queued[..count]) };
-            assert_eq!(sent, count, "TX ring had room but took {sent} of {count}");
+            // The handle was given up in `transmit`; from here the kernel owns the frame.
+            self.pool
+                .transition(index, FrameState::Tx, FrameState::Completion);
+            match slab {
+                None => self.txring.push(self.descs[index as usize].addr(), len, 0),
+                Some(base) => {
+                    let mut addr = base + PACKET_OFFSET;
+                    let mut left = len;
+                    for piece in 0..needed {
+                        let chunk_left = FRAME_SIZE - addr % FRAME_SIZE;
+                        let take = left.min(chunk_left);
+                        let last = piece + 1 == needed;
+                        let options = if last { 0 } else { libc::XDP_PKT_CONTD };
+                        self.txring.push(addr, take, options);
+                        addr += take;
+                        left -= take;
+                    }
+                    debug_assert_eq!(left, 0);
+                    self.slab_pending[(index - frames) as usize] =
+                        u8::try_from(needed).expect("a slab spans 3 chunks");
+                }
+            }
+            room -= needed;
+            count += 1;
+        }
+        if count > 0 {
+            self.txring.submit();
             self.tx_queued.drain(..count);
         }
-        let mut free = self.tx.nb_free_exact();
-        if (count == 0 && free == self.tx_ring_size) || !self.tx.needs_wakeup() {
+        let size = self.txring.size();
+        let mut free = self.txring.free();
+        if (count == 0 && free == size) || !self.txring.needs_wakeup() {
             return Ok(count);
         }
         loop {
@@ -570,8 +888,8 @@ impl XskPort {
                 source,
             })?;
             let before = free;
-            free = self.tx.nb_free_exact();
-            let drained = free == self.tx_ring_size;
+            free = self.txring.free();
+            let drained = free == size;
             if drained || free == before || self.bind_mode == BindMode::ZeroCopy {
                 return Ok(count);
             }
@@ -585,9 +903,25 @@ impl XskPort {
             // SAFETY: the descriptors are overwritten with frames of this UMEM from the
             // completion ring; the transition below asserts each was on the TX ring.
             let done = unsafe { self.comp.consume(&mut self.scratch) };
+            let frames = self.pool.frame_count();
             for slot in 0..done {
-                let index = self.umem.index_of(self.scratch[slot].addr());
-                self.pool.put_free(index, FrameState::Completion);
+                let chunk = self.umem.index_of(self.scratch[slot].addr());
+                if chunk < frames {
+                    self.pool.put_free(chunk, FrameState::Completion);
+                    continue;
+                }
+                // A slab comes back once per descriptor; it is free after the last one.
+                let slab = (chunk - frames) as usize / SLAB_CHUNKS;
+                let index = frames + u32::try_from(slab).expect("slab index fits u32");
+                let pending = &mut self.slab_pending[slab];
+                assert!(
+                    *pending > 0,
+                    "completion for slab {index} that was not sent"
+                );
+                *pending -= 1;
+                if *pending == 0 {
+                    self.pool.put_free(index, FrameState::Completion);
+                }
             }
             total += done;
             if done < self.scratch.len() {
@@ -643,6 +977,38 @@ impl XskPort {
     }
 }
 
+/// Ethernet header plus one 802.1Q tag: what a frame adds to the MTU.
+const JUMBO_HEADER_LEN: usize = 14 + 4;
+
+/// The MTU of `interface` in the calling thread's network namespace (`SIOCGIFMTU`).
+fn interface_mtu(interface: &str) -> io::Result<u32> {
+    // SAFETY: plain socket(2) call; the result is checked before use.
+    let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: `fd` is a fresh descriptor owned by nobody else.
+    let fd = unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) };
+    // SAFETY: `ifreq` is plain data; all-zero is valid.
+    let mut request: libc::ifreq = unsafe { std::mem::zeroed() };
+    let name = interface.as_bytes();
+    if name.len() >= request.ifr_name.len() || name.contains(&0) {
+        return Err(io::Error::from(io::ErrorKind::InvalidInput));
+    }
+    for (slot, &byte) in request.ifr_name.iter_mut().zip(name) {
+        *slot = libc::c_char::from_ne_bytes([byte]);
+    }
+    // SAFETY: SIOCGIFMTU reads the NUL-terminated name and writes `ifru_mtu` of the live
+    // `ifreq` we pass; `fd` is open for the call.
+    let rc = unsafe { libc::ioctl(fd.as_raw_fd(), libc::SIOCGIFMTU, &mut request) };
+    if rc != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: the kernel filled the `ifru_mtu` member of the union.
+    let mtu = unsafe { request.ifr_ifru.ifru_mtu };
+    u32::try_from(mtu).map_err(|_| io::Error::from(io::ErrorKind::InvalidData))
+}
+
 fn validate(config: &XskConfig) -> Result<(), XskError> {
     let rings = [
         config.fill_ring_size,
@@ -663,12 +1029,35 @@ fn validate(config: &XskConfig) -> Result<(), XskError> {
     Ok(())
 }
 
-fn socket_config(config: &XskConfig, mode: BindMode) -> Result<SocketConfig, XskError> {
+/// The rings xsk-rs hands back on a successful bind.
+struct Rings {
+    tx: TxQueue,
+    rx: RxQueue,
+    fill: FillQueue,
+    comp: CompQueue,
+}
+
+/// What a successful bind got.
+struct Bound<'a> {
+    mode: BindMode,
+    multi_buffer: bool,
+    interface: &'a str,
+    queue_id: u32,
+}
+
+fn socket_config(
+    config: &XskConfig,
+    mode: BindMode,
+    multi_buffer: bool,
+) -> Result<SocketConfig, XskError> {
     let size = |size| QueueSize::new(size).map_err(|_| XskError::Config { what: "ring size" });
-    let copy_flag = match mode {
+    let mut copy_flag = match mode {
         BindMode::ZeroCopy => BindFlags::XDP_ZEROCOPY,
         BindMode::Copy => BindFlags::XDP_COPY,
     };
+    if multi_buffer {
+        copy_flag |= BindFlags::XDP_USE_SG;
+    }
     Ok(SocketConfig::builder()
         .rx_queue_size(size(config.rx_ring_size)?)
         .tx_queue_size(size(config.tx_ring_size)?)

@@ -20,6 +20,14 @@
 //! chunk+516 — not 512-aligned. Callers doing `O_DIRECT` straight from/to the frame must check
 //! [`payload_is_aligned`] and bounce-copy otherwise.
 //!
+//! Jumbo slabs: behind the `frame_count` frames the mapping holds `slab_count` slabs of
+//! [`SLAB_CHUNKS`] consecutive chunks each ([`SLAB_SIZE`] bytes). A slab is never put on the fill
+//! ring; it holds one whole jumbo packet contiguously, laid out like a frame (packet at
+//! slab+476, payload at slab+512) but [`SLAB_CAPACITY`] bytes long. The kernel never sees a slab
+//! as one buffer: a slab packet is transmitted as a chain of descriptors, one per chunk (aligned
+//! mode forbids a descriptor to cross a chunk boundary), the first at slab+476 and the others at
+//! the start of the next chunks.
+//!
 //! io_uring: the whole mapping can be registered as one fixed buffer
 //! (`XskPort::umem_base_ptr`, `XskPort::umem_len`); a frame's bytes are at
 //! `base + umem offset` (see `XskPort::umem_offset`).
@@ -46,6 +54,15 @@ pub const PAYLOAD_OFFSET: usize = PACKET_OFFSET + AOE_ATA_HEADERS_LEN;
 pub const PAYLOAD_ALIGN: usize = 512;
 /// Bytes a packet may occupy, from its start to the end of its chunk.
 pub const FRAME_CAPACITY: usize = FRAME_SIZE - PACKET_OFFSET;
+/// Chunks per jumbo slab.
+pub const SLAB_CHUNKS: usize = 3;
+/// Bytes per jumbo slab.
+pub const SLAB_SIZE: usize = SLAB_CHUNKS * FRAME_SIZE;
+/// Bytes a packet may occupy in a slab, from its start (slab + [`PACKET_OFFSET`]) to the slab
+/// end.
+pub const SLAB_CAPACITY: usize = SLAB_SIZE - PACKET_OFFSET;
+/// Largest Ethernet frame (without FCS) at MTU 9000 behind one 802.1Q tag.
+pub const JUMBO_FRAME_LEN: usize = 9000 + 14 + 4;
 /// Minimum Ethernet frame length without FCS; shorter frames are zero-padded on transmit.
 pub const ETH_MIN_FRAME_LEN: usize = 60;
 
@@ -56,6 +73,7 @@ const _: () = assert!(PAYLOAD_OFFSET % PAYLOAD_ALIGN == 0);
 // An MTU-1500 AoE frame (1024 bytes of data) fits, and so do 7 sectors.
 const _: () = assert!(FRAME_SIZE - PAYLOAD_OFFSET >= 7 * 512);
 const _: () = assert!(FRAME_CAPACITY >= 1514);
+const _: () = assert!(SLAB_CAPACITY >= JUMBO_FRAME_LEN);
 
 /// True if the payload of a frame whose packet starts at `umem_offset`, after `headers_len`
 /// header bytes, is [`PAYLOAD_ALIGN`]-aligned in the UMEM.
@@ -105,7 +123,7 @@ pub(crate) struct UmemArea {
 unsafe impl Send for UmemArea {}
 
 impl UmemArea {
-    /// Maps `frame_count` frames and registers them with the kernel.
+    /// Maps `frame_count` chunks (frames and slab chunks) and registers them with the kernel.
     pub(crate) fn new(
         frame_count: u32,
         fill_ring_size: u32,
@@ -176,11 +194,6 @@ impl UmemArea {
         self.canonical[index as usize]
     }
 
-    /// Number of frames.
-    pub(crate) fn frame_count(&self) -> u32 {
-        u32::try_from(self.canonical.len()).expect("frame count came from a u32")
-    }
-
     /// Start of the mapping.
     pub(crate) fn base_ptr(&self) -> NonNull<u8> {
         self.base
@@ -219,32 +232,31 @@ impl UmemArea {
         unsafe { std::slice::from_raw_parts(self.base.as_ptr().add(addr), len) }
     }
 
-    /// The bytes `[addr, addr + len)`, writable.
+    /// The bytes `[addr, addr + len)`, which may span consecutive chunks (a slab).
     ///
     /// # Safety
     ///
-    /// As [`Self::bytes`], and additionally nothing else may read or write the range while the
-    /// returned slice lives (the caller holds the only handle to the frame).
+    /// Every chunk the range touches must be owned by user space (not on any ring), and nothing
+    /// may write to the range while the returned slice lives.
+    pub(crate) unsafe fn span(&self, addr: usize, len: usize) -> &[u8] {
+        assert!(addr.checked_add(len).is_some_and(|end| end <= self.len));
+        // SAFETY: in bounds of the mapping (checked above); no concurrent writer by contract.
+        unsafe { std::slice::from_raw_parts(self.base.as_ptr().add(addr), len) }
+    }
+
+    /// The bytes `[addr, addr + len)`, writable, possibly spanning consecutive chunks.
+    ///
+    /// # Safety
+    ///
+    /// As [`Self::span`], and nothing else may read or write the range while the returned slice
+    /// lives.
     #[expect(
         clippy::mut_from_ref,
         reason = "the UMEM is shared memory; exclusivity comes from frame ownership"
     )]
-    pub(crate) unsafe fn bytes_mut(&self, addr: usize, len: usize) -> &mut [u8] {
-        debug_assert!(len <= Self::capacity_at(addr));
-        // SAFETY: in bounds as above; exclusivity is the caller's guarantee.
+    pub(crate) unsafe fn span_mut(&self, addr: usize, len: usize) -> &mut [u8] {
+        assert!(addr.checked_add(len).is_some_and(|end| end <= self.len));
+        // SAFETY: in bounds (checked above); exclusivity is the caller's guarantee.
         unsafe { std::slice::from_raw_parts_mut(self.base.as_ptr().add(addr), len) }
-    }
-
-    /// Sets the data length that a TX descriptor will carry.
-    ///
-    /// # Safety
-    ///
-    /// `desc` must describe a frame of this UMEM that user space owns.
-    pub(crate) unsafe fn set_tx_len(&self, desc: &mut FrameDesc, len: usize) {
-        // SAFETY: the caller owns the frame; the slice xsk-rs builds is dropped at once.
-        let mut data = unsafe { self.umem.data_mut(desc) };
-        let mut cursor = data.cursor();
-        cursor.set_pos(len);
-        assert_eq!(cursor.pos(), len, "TX length beyond the chunk end");
     }
 }

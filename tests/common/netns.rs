@@ -185,7 +185,22 @@ pub struct VethPair {
 impl VethPair {
     /// Creates `name_a` in `ns_a` paired with `name_b` in `ns_b`, both with `mtu`.
     pub fn new(ns_a: &NetNs, ns_b: &NetNs, name_a: &str, name_b: &str, mtu: u32) -> VethPair {
+        VethPair::with_b_tx_queues(ns_a, ns_b, name_a, name_b, mtu, 1)
+    }
+
+    /// As [`VethPair::new`], with `b_tx_queues` TX queues on side B. More than one makes
+    /// native XDP on side A fail (veth wants at least as many RX queues as its peer has TX
+    /// queues): a way to provoke the fallbacks.
+    pub fn with_b_tx_queues(
+        ns_a: &NetNs,
+        ns_b: &NetNs,
+        name_a: &str,
+        name_b: &str,
+        mtu: u32,
+        b_tx_queues: u32,
+    ) -> VethPair {
         let mtu = mtu.to_string();
+        let b_tx_queues = b_tx_queues.to_string();
         ns_a.ip(&[
             "link",
             "add",
@@ -202,7 +217,7 @@ impl VethPair {
             "numrxqueues",
             "1",
             "numtxqueues",
-            "1",
+            &b_tx_queues,
             "netns",
             ns_b.name(),
         ]);
