@@ -233,14 +233,21 @@ fn print_report(report: &aoe_xdp::dataplane::stats::Report) {
     const MB: f64 = 1e6;
     println!("aoe-xdp: up {:.1} s", report.uptime_s);
     println!(
-        "\n{:<24} {:>12} {:>12} {:>10} {:>12} {:>8}",
-        "PORT", "RX", "TX", "IGNORED", "STORAGE", "NO-FRAME"
+        "\n{:<24} {:>12} {:>12} {:>10} {:>12} {:>8} {:>10} {:>10}",
+        "PORT", "RX", "TX", "IGNORED", "STORAGE", "NO-FRAME", "BOUNCED", "JUMBO-DROP"
     );
     for port in &report.ports {
         let c = &port.counters;
         println!(
-            "{:<24} {:>12} {:>12} {:>10} {:>12} {:>8}",
-            port.name, c.rx_frames, c.tx_frames, c.ignored, c.io_submitted, c.no_frame
+            "{:<24} {:>12} {:>12} {:>10} {:>12} {:>8} {:>10} {:>10}",
+            port.name,
+            c.rx_frames,
+            c.tx_frames,
+            c.ignored,
+            c.io_submitted,
+            c.no_frame,
+            c.jumbo.bounce_frames,
+            c.jumbo.rx_no_slab + c.jumbo.rx_too_long
         );
     }
     println!(

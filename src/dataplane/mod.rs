@@ -29,7 +29,6 @@ use crate::xdp::loader::{self, XdpMode, XdpProgram};
 use crate::xdp::mem::Arena;
 use crate::xdp::packet::{PacketConfig, PacketPort, RingVersion};
 use crate::xdp::socket::{BindPreference, BusyPoll, XskConfig, XskPort};
-use crate::xdp::umem::FRAME_CAPACITY;
 
 use devices::Devices;
 use interfaces::Interface;
@@ -119,18 +118,6 @@ impl Dataplane {
         let mut ports = Vec::new();
         let mut kinds = Vec::new();
         for (index, interface) in interfaces.iter().enumerate() {
-            let info = PortInfo {
-                index: u8::try_from(index).expect("at most 64 interfaces"),
-                mac: interface.mac,
-                // A request and its reply live in one frame: never advertise more sectors
-                // than a frame holds, whatever the MTU.
-                mtu: u16::try_from(
-                    interface
-                        .mtu
-                        .min(u32::try_from(FRAME_CAPACITY).unwrap_or(u32::MAX)),
-                )
-                .unwrap_or(u16::MAX),
-            };
             // Whatever the transport: the XDP program of a running aoe-xdp would take every
             // request away from us (and `detach_stale` must not remove a live one's).
             loader::check_not_served(interface.ifindex).map_err(|source| DataplaneError::Xdp {
@@ -147,6 +134,20 @@ impl Dataplane {
             };
             for (queue, (program, port)) in sockets.into_iter().enumerate() {
                 programs.extend(program);
+                // A request and its reply live in one frame (or slab): never advertise more
+                // sectors than the port's frames hold, whatever the MTU.
+                let info = PortInfo {
+                    index: u8::try_from(index).expect("at most 64 interfaces"),
+                    mac: interface.mac,
+                    mtu: port.advertised_mtu(interface.mtu),
+                };
+                tracing::info!(
+                    interface = %interface.name,
+                    queue,
+                    mtu = interface.mtu,
+                    sectors = info.max_sectors(),
+                    "sectors per request"
+                );
                 kinds.push(format!("{}:{}", interface.name, port.kind()));
                 let label = format!("{}:{queue}:{}", interface.name, port.kind());
                 ports.push(PendingPort { port, info, label });
@@ -261,12 +262,21 @@ fn open_packet(
             "socket = \"packet\": using AF_PACKET, not XDP"
         ),
     }
-    let defaults = PacketConfig::default();
+    // Ring slots (and, above one chunk, slabs) sized for the interface's MTU.
+    let defaults = PacketConfig::for_mtu(interface.mtu);
     let packet_config = PacketConfig {
         frame_count: config.target.umem_frames,
-        ring: match config.target.packet_ring {
-            PacketRing::V2 => defaults.ring,
-            PacketRing::V3 => RingVersion::v3_default(),
+        ring: match (config.target.packet_ring, defaults.ring) {
+            (PacketRing::V2, ring) => ring,
+            // Blocks as small as a frame allows, so they fill (and reach us) sooner.
+            (PacketRing::V3, RingVersion::V2 { slot_size, .. }) if slot_size > 4096 => {
+                RingVersion::V3 {
+                    block_size: slot_size,
+                    block_count: 256,
+                    retire_timeout_ms: 1,
+                }
+            }
+            (PacketRing::V3, _) => RingVersion::v3_default(),
         },
         ..defaults
     };
@@ -362,7 +372,11 @@ fn spawn_workers(
     let cores = &config.target.worker_cores;
     let worker_count = cores.len().clamp(1, ports.len().max(1));
     let slots = usize::try_from(config.target.uring_entries).unwrap_or(256);
-    let arenas: Vec<Arc<Arena>> = ports.iter().map(|p| p.port.io_arena().clone()).collect();
+    // Every arena any port lends from: its frames, and its slabs where it carries jumbo frames.
+    let arenas: Vec<Arc<Arena>> = ports
+        .iter()
+        .flat_map(|p| p.port.io_arenas().cloned())
+        .collect();
     // Which worker's ports may serve which device: a device is owned by one of those workers.
     let device_count = devices.devices.len();
     let mut serves = vec![vec![false; device_count]; worker_count];

@@ -27,7 +27,7 @@ use crate::storage::engine::{Engine, EngineStats, IoCompletion, IoOp, IoRequest}
 use crate::target::{
     DeviceCounters, DeviceIndex, IoFailure, IoKind, IoPlan, Outcome, PortInfo, Target,
 };
-use crate::xdp::frame::Frame;
+use crate::xdp::frame::{Frame, JumboStats};
 
 use super::port::{Port, PortError};
 use super::queues::{Done, Job, Queues};
@@ -63,6 +63,8 @@ pub struct UnitStats {
     pub persist_errors: u64,
     /// Broadcast copies that found no free frame.
     pub no_frame: u64,
+    /// The port's jumbo path (multi-buffer bounces, slab upgrades, drops).
+    pub jumbo: JumboStats,
 }
 
 /// Counters of one worker's device side.
@@ -133,6 +135,8 @@ pub struct Unit {
     in_flight: usize,
     /// Jobs a device queue refused (only on a broken capacity invariant): retried first.
     backlog: Vec<Job>,
+    /// Jumbo read requests waiting for a free slab to hold their reply: retried first.
+    waiting: Vec<Frame>,
     state_dir: Arc<StateDir>,
     stats: UnitStats,
 }
@@ -154,6 +158,7 @@ impl Unit {
             capacity,
             in_flight: 0,
             backlog: Vec::with_capacity(capacity),
+            waiting: Vec::with_capacity(RX_BATCH_MAX),
             state_dir,
             stats: UnitStats::default(),
         }
@@ -211,9 +216,15 @@ impl Unit {
     /// Receives and answers or queues a bounded burst; returns the frames taken.
     fn receive(&mut self, target: &mut Target, queues: &Queues, stopping: bool) -> usize {
         let mut work = self.retry_backlog(queues);
+        // Oldest first; a request that still finds no slab goes back to the end of the list.
+        for _ in 0..self.waiting.len() {
+            let frame = self.waiting.remove(0);
+            work += 1;
+            self.handle_frame(target, queues, frame);
+        }
         let room = self
             .capacity
-            .saturating_sub(self.in_flight)
+            .saturating_sub(self.in_flight + self.waiting.len())
             .min(RX_BATCH_MAX);
         if room == 0 || stopping {
             return work;
@@ -235,6 +246,15 @@ impl Unit {
     }
 
     fn handle_frame(&mut self, target: &mut Target, queues: &Queues, frame: Frame) {
+        // A read whose reply is larger than its request's frame moves into a slab first (jumbo
+        // ports only); without a free slab it waits, it is not dropped.
+        let frame = match self.port.fit_reply(frame) {
+            Ok(frame) => frame,
+            Err(frame) => {
+                self.waiting.push(frame);
+                return;
+            }
+        };
         let len = frame.len();
         let mut addressed = target.addressed(self.port.data(&frame), &self.info);
         let Some(first) = target.next_addressed(&mut addressed) else {
@@ -388,7 +408,11 @@ impl Worker {
             slot.units
                 .resize(self.units.len(), (0, UnitStats::default()));
             for (entry, unit) in slot.units.iter_mut().zip(&self.units) {
-                *entry = (unit.id, unit.stats);
+                let stats = UnitStats {
+                    jumbo: unit.port.jumbo_stats(),
+                    ..unit.stats
+                };
+                *entry = (unit.id, stats);
             }
             slot.devices
                 .resize(target.device_count(), DeviceCounters::default());
@@ -701,6 +725,13 @@ pub fn run(
     // The final figures, for a reader that asks while the dataplane is stopping.
     worker.last_publish = Instant::now() - PUBLISH_INTERVAL;
     worker.publish(&target, Instant::now());
-    let units = worker.units.iter().map(|u| *u.stats()).collect();
+    let units = worker
+        .units
+        .iter()
+        .map(|u| UnitStats {
+            jumbo: u.port.jumbo_stats(),
+            ..u.stats
+        })
+        .collect();
     Ok((units, worker.stats()))
 }

@@ -352,7 +352,7 @@ impl Drop for Frame {
 }
 
 /// Counters of the jumbo (multi-buffer) path of a port.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct JumboStats {
     /// Multi-buffer packets received and copied into a slab (the one bounce copy).
     pub bounce_frames: u64,
