@@ -9,12 +9,20 @@
 //!   `merge_max_segments` iovecs, and its one result is split back: requests fully covered by
 //!   the byte count succeed, a failed I/O fails each of its requests with the same errno, and
 //!   requests beyond a short count fail with `EIO` (never silently accepted).
+//! - Runs on the buffered descriptor that cannot wait for the disk are carried out inline
+//!   during `commit` (one `preadv2`/`pwritev2` per run of at most 32 requests) and complete
+//!   into the ready queue, with the same per-request results as the ring: `Writeback` writes
+//!   (page-cache copies; through io_uring ext4 would punt each to an io-wq thread), and reads
+//!   with `RWF_NOWAIT` (page-cache copies, half the CPU of a ring round trip for a lone 1 KiB
+//!   read). A read that misses the cache (`EAGAIN` or a short count) goes through the ring;
+//!   `EOPNOTSUPP` turns inline reads off for that export.
 //! - FLUSH is `IORING_OP_FSYNC` with `DATASYNC`. `Durability::Sync` writes carry `RWF_DSYNC`.
 //! - Request slots, iovecs, the pending list and the completion queue are allocated in `new`:
 //!   `submit`, `commit` and `reap` never allocate. Slots are the queue depth (`entries`), so
 //!   the ring can never run out of submission entries for them.
 //!
 //! Hazards:
+//! - Inline writes can block in dirty-page throttling, as any buffered writer does.
 //! - With `merge_delay > 0`, `commit` may hold a run back hoping for a neighbour; the caller
 //!   must keep calling `commit` (once per loop iteration) or `wait`, which flushes everything.
 //! - The ring is single-issuer: after the first `commit`, use the engine from that thread only.

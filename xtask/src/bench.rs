@@ -18,6 +18,10 @@
 //! Systems: aoe-xdp on AF_XDP, aoe-xdp on its AF_PACKET fallback (`socket = "packet"`; a row
 //! that cannot run is reported as "n/a: reason"), Debian's `vblade -b 64`, and the reflector
 //! `aoe-bench reflect` (answers from the frame without storage: the ceiling of the path).
+//! `--system baseline --baseline PATH` adds another aoe-xdp binary (e.g. a build of the
+//! previous commit) with the `xdp` configuration, for an A/B comparison within one run; a
+//! system named twice is measured twice (e.g. `--system xdp --system baseline --system
+//! baseline --system xdp`, so that drift on a shared machine cancels out).
 //!
 //! Output: a table on stdout, `target/bench/results.json` (raw), `target/bench/qd.svg` (IOPS
 //! and latency against queue depth), `target/bench/summary.md`, per-system target logs under
