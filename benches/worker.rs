@@ -3,12 +3,17 @@
 //! through the target core into the storage engine, the batch is committed once, completions
 //! are reaped and each reply is finished in its own frame, as `dataplane::worker` does. The
 //! storage is a real file under /var/tmp (page cache, writeback) driven by the real io_uring
-//! engine, with the synchronous engine alongside for comparison; no network is involved.
+//! engine (buffered reads tried inline with `RWF_NOWAIT`, and with every read through the ring
+//! for comparison), with the synchronous engine alongside; no network is involved.
+//!
+//! `worker_iteration` reports wall time; `worker_cpu` the same iterations in thread CPU time
+//! (user + kernel, `CLOCK_THREAD_CPUTIME_ID`), which time slices lost to other processes on a
+//! busy machine do not inflate: compare engines with it.
 
 use std::hint::black_box;
 use std::os::unix::fs::FileExt;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use aoe_xdp::initiator::frames::{self, AtaCmd, Route};
 use aoe_xdp::service::FRAME_OFFSET;
@@ -40,15 +45,36 @@ const FILE_SECTORS: u64 = 8 * 1024;
 const BURST_MAX: usize = 32;
 const CHUNK_SIZE: usize = 4096;
 
-/// The loopback frame source: request frames at pseudo-random 1 KiB-aligned sectors, replayed
-/// in order, so consecutive requests of a burst rarely merge.
+/// Which engine a bench worker drives.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Kind {
+    /// The io_uring engine as the target runs it.
+    Uring,
+    /// The io_uring engine with inline reads off: every read goes through the ring.
+    UringRingReads,
+    /// The synchronous engine.
+    Sync,
+}
+
+impl Kind {
+    fn name(self) -> &'static str {
+        match self {
+            Kind::Uring => "uring",
+            Kind::UringRingReads => "uring_ring_reads",
+            Kind::Sync => "sync",
+        }
+    }
+}
+
+/// The loopback frame source: request frames at pseudo-random 1 KiB-aligned sectors (so
+/// consecutive requests of a burst rarely merge) or at ascending ones, replayed in order.
 struct Loopback {
     frames: Vec<Vec<u8>>,
     next: usize,
 }
 
 impl Loopback {
-    fn new(op: IoOp, count: usize) -> Loopback {
+    fn new(op: IoOp, sequential: bool, count: usize) -> Loopback {
         let route = Route {
             dst: TARGET_MAC,
             src: HOST,
@@ -62,7 +88,10 @@ impl Loopback {
                 state ^= state << 13;
                 state ^= state >> 17;
                 state ^= state << 5;
-                let lba = u64::from(state) % (FILE_SECTORS / 2) * 2;
+                let lba = match sequential {
+                    true => (i as u64 * 2) % FILE_SECTORS,
+                    false => u64::from(state) % (FILE_SECTORS / 2) * 2,
+                };
                 let (cmd, data): (AtaCmd, &[u8]) = match op {
                     IoOp::Write => (
                         AtaCmd::write(lba, SECTORS_PER_REQUEST, true),
@@ -112,7 +141,7 @@ fn backing_file() -> NamedTempFile {
 }
 
 impl Worker {
-    fn new(op: IoOp, uring: bool) -> Worker {
+    fn new(op: IoOp, sequential: bool, kind: Kind) -> Worker {
         let file = backing_file();
         let spec = ExportSpec {
             path: file.path().to_path_buf(),
@@ -128,13 +157,13 @@ impl Worker {
         ))
         .expect("pool");
         let arena = Arc::clone(pool.arena());
-        let engine = if uring {
-            Engine::Uring(
-                UringEngine::new(Arc::clone(&exports), arena, UringConfig::default())
-                    .expect("io_uring engine"),
-            )
-        } else {
+        let engine = if kind == Kind::Sync {
             Engine::Sync(SyncEngine::new(Arc::clone(&exports), arena).expect("sync engine"))
+        } else {
+            let mut engine = UringEngine::new(Arc::clone(&exports), arena, UringConfig::default())
+                .expect("io_uring engine");
+            engine.set_inline_reads(kind == Kind::Uring);
+            Engine::Uring(engine)
         };
         let params = DeviceParams {
             name: "bench".into(),
@@ -156,7 +185,7 @@ impl Worker {
             engine,
             pool,
             plans: vec![None; BURST_MAX],
-            source: Loopback::new(op, 1024),
+            source: Loopback::new(op, sequential, 1024),
             tx_bytes: 0,
             _file: file,
         }
@@ -224,21 +253,53 @@ impl Worker {
     }
 }
 
-fn bench_iteration(c: &mut Criterion) {
-    let mut group = c.benchmark_group("worker_iteration");
-    for (engine, uring) in [("uring", true), ("sync", false)] {
-        for (op_name, op, reply_len) in [
-            ("read_1k", IoOp::Read, ATA_FRAME_HEADER_LEN + DATA_LEN),
-            ("write_1k", IoOp::Write, MIN_FRAME_LEN),
+/// This thread's CPU time so far (user + kernel).
+fn thread_cpu_time() -> Duration {
+    let t = rustix::time::clock_gettime(rustix::time::ClockId::ThreadCPUTime);
+    let nanos = u32::try_from(t.tv_nsec).expect("tv_nsec < 10^9");
+    Duration::new(u64::try_from(t.tv_sec).expect("non-negative"), nanos)
+}
+
+/// Every (engine, workload, burst) point: `cpu` measures thread CPU time instead of wall time.
+fn bench_points(c: &mut Criterion, group_name: &str, cpu: bool) {
+    let mut group = c.benchmark_group(group_name);
+    for kind in [Kind::Uring, Kind::UringRingReads, Kind::Sync] {
+        for (op_name, op, sequential, reply_len) in [
+            (
+                "read_1k",
+                IoOp::Read,
+                false,
+                ATA_FRAME_HEADER_LEN + DATA_LEN,
+            ),
+            (
+                "seq_read_1k",
+                IoOp::Read,
+                true,
+                ATA_FRAME_HEADER_LEN + DATA_LEN,
+            ),
+            ("write_1k", IoOp::Write, false, MIN_FRAME_LEN),
         ] {
-            for burst in [1, BURST_MAX] {
-                let mut worker = Worker::new(op, uring);
+            if kind == Kind::UringRingReads && op == IoOp::Write {
+                continue; // the same engine as `Uring` for writes
+            }
+            for burst in [1, 8, BURST_MAX] {
+                let mut worker = Worker::new(op, sequential, kind);
                 assert_eq!(worker.iteration(burst), burst);
                 assert_eq!(worker.tx_bytes, (burst * reply_len) as u64);
                 group.throughput(Throughput::Elements(burst as u64));
-                let id = BenchmarkId::new(format!("{engine}/{op_name}"), burst);
+                let id = BenchmarkId::new(format!("{}/{op_name}", kind.name()), burst);
                 group.bench_with_input(id, &burst, |b, &burst| {
-                    b.iter(|| black_box(worker.iteration(burst)))
+                    if cpu {
+                        b.iter_custom(|iters| {
+                            let start = thread_cpu_time();
+                            for _ in 0..iters {
+                                black_box(worker.iteration(burst));
+                            }
+                            thread_cpu_time() - start
+                        })
+                    } else {
+                        b.iter(|| black_box(worker.iteration(burst)))
+                    }
                 });
             }
         }
@@ -246,5 +307,13 @@ fn bench_iteration(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, bench_iteration);
+fn bench_iteration(c: &mut Criterion) {
+    bench_points(c, "worker_iteration", false);
+}
+
+fn bench_iteration_cpu(c: &mut Criterion) {
+    bench_points(c, "worker_cpu", true);
+}
+
+criterion_group!(benches, bench_iteration, bench_iteration_cpu);
 criterion_main!(benches);

@@ -893,15 +893,102 @@ fn test_writeback_buffered_writes_complete_inline() {
     let file = temp_file(64);
     let mut pool = pool();
     let mut engine = uring(open(&[spec(file.path())]), &pool);
-    let write = req(&mut pool, IoOp::Write, 8, 1024, 512, 0x5A);
-    assert!(engine.submit(write).is_ok());
-    // Done at submit time: ready before any commit, and never handed to the ring.
-    assert_eq!(engine.in_flight(), 1);
+    // Three back-to-back writes (submitted out of order) and one elsewhere.
+    for (sector, fill) in [(12, 3), (8, 1), (10, 2), (40, 4)] {
+        assert!(engine
+            .submit(req(&mut pool, IoOp::Write, sector, 1024, 512, fill))
+            .is_ok());
+    }
     let mut done = Vec::new();
-    engine.reap(&mut |c| done.push(c));
-    assert_eq!(done.len(), 1);
-    assert!(done[0].result.is_ok(), "{done:?}");
+    assert_eq!(
+        engine.reap(&mut |c| done.push(c)),
+        0,
+        "nothing before commit"
+    );
+    engine.commit(Instant::now()).unwrap();
+    // Done during the commit: ready without waiting, one pwritev2 per run.
+    assert_eq!(engine.reap(&mut |c| done.push(c)), 4);
+    assert_eq!(engine.in_flight(), 0);
+    assert!(done.iter().all(|c| c.result.is_ok()), "{done:?}");
     recycle(&mut pool, done);
-    assert_eq!((engine.stats().ios, engine.stats().merged), (1, 0));
-    assert!(file_bytes(&file, 8 * 512, 1024).iter().all(|b| *b == 0x5A));
+    assert_eq!((engine.stats().ios, engine.stats().merged), (2, 2));
+    for (sector, fill) in [(8, 1), (10, 2), (12, 3), (40, 4)] {
+        let bytes = file_bytes(&file, sector * 512, 1024);
+        assert!(bytes.iter().all(|b| *b == fill), "sector {sector}");
+    }
+}
+
+/// A file of `sectors` sectors whose sector `i` is filled with `i as u8`, synced to disk.
+fn patterned_file(sectors: u64) -> NamedTempFile {
+    let file = temp_file(sectors);
+    for i in 0..sectors {
+        let sector = [u8::try_from(i % 256).unwrap(); 512];
+        file.as_file().write_all_at(&sector, i * 512).unwrap();
+    }
+    file.as_file().sync_all().unwrap();
+    file
+}
+
+fn assert_patterned(pool: &ChunkPool, c: &IoCompletion, buf_offset: u32, sector: u64, len: u32) {
+    assert!(c.result.is_ok(), "{c:?}");
+    for (i, block) in data(pool, c, buf_offset, len).chunks(512).enumerate() {
+        let want = u8::try_from((sector + i as u64) % 256).unwrap();
+        assert!(
+            block.iter().all(|b| *b == want),
+            "sector {}",
+            sector + i as u64
+        );
+    }
+}
+
+#[test]
+fn test_cached_reads_complete_inline_and_match_the_ring_path() {
+    let file = patterned_file(64);
+    let requests = [(20, 1), (16, 2), (18, 3), (50, 4)];
+    for inline in [true, false] {
+        let mut pool = pool();
+        let exports = open(&[spec(file.path())]);
+        let mut uring =
+            UringEngine::new(exports, Arc::clone(pool.arena()), UringConfig::default()).unwrap();
+        uring.set_inline_reads(inline);
+        let mut engine = Engine::Uring(uring);
+        for (sector, tag) in requests {
+            let read = req(&mut pool, IoOp::Read, sector, 1024, 512, tag);
+            assert!(engine.submit(read).is_ok());
+        }
+        engine.commit(Instant::now()).unwrap();
+        let mut done = Vec::new();
+        if inline {
+            // The pages are cached (just written): done during the commit, no waiting.
+            assert_eq!(engine.reap(&mut |c| done.push(c)), 4);
+        }
+        done.extend(drain(&mut engine));
+        done.sort_by_key(|c| c.user_data);
+        assert_eq!(done.len(), 4);
+        for (c, (sector, tag)) in done.iter().zip(requests) {
+            assert_eq!(c.user_data, u64::from(tag));
+            assert_patterned(&pool, c, 512, sector, 1024);
+        }
+        recycle(&mut pool, done);
+        let stats = engine.stats();
+        assert_eq!((stats.ios, stats.merged, stats.inline_misses), (2, 2, 0));
+    }
+}
+
+#[test]
+fn test_reads_missing_the_page_cache_go_through_the_ring() {
+    let file = patterned_file(64);
+    let mut pool = pool();
+    let mut engine = uring(open(&[spec(file.path())]), &pool);
+    // Drop the (clean, synced) pages: a RWF_NOWAIT read now answers EAGAIN.
+    rustix::fs::fadvise(file.as_file(), 0, None, rustix::fs::Advice::DontNeed).unwrap();
+    assert!(engine
+        .submit(req(&mut pool, IoOp::Read, 30, 1024, 512, 7))
+        .is_ok());
+    let done = drain(&mut engine);
+    assert_eq!(done.len(), 1);
+    assert_patterned(&pool, &done[0], 512, 30, 1024);
+    recycle(&mut pool, done);
+    let stats = engine.stats();
+    assert_eq!((stats.ios, stats.inline_misses, stats.errors), (1, 1, 0));
 }

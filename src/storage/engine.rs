@@ -173,6 +173,8 @@ pub struct EngineStats {
     pub errors: u64,
     /// Requests handed back by `submit`.
     pub rejected: u64,
+    /// Reads tried inline (`RWF_NOWAIT`) that missed the page cache and went through the ring.
+    pub inline_misses: u64,
 }
 
 /// Errors building or driving an engine.

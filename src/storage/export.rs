@@ -268,12 +268,21 @@ fn aligned(value: u64, align: u32) -> bool {
     value % u64::from(align) == 0
 }
 
+/// Opens with `O_NOATIME` when allowed (we own the file or hold `CAP_FOWNER`): a read then
+/// skips the access-time check and never dirties the inode for it (about 1% of a cached 1 KiB
+/// read's CPU). Without it otherwise (`EPERM`).
 fn open_file(path: &Path, read_only: bool, flags: i32) -> io::Result<File> {
-    OpenOptions::new()
-        .read(true)
-        .write(!read_only)
-        .custom_flags(flags)
-        .open(path)
+    let open = |flags: i32| {
+        OpenOptions::new()
+            .read(true)
+            .write(!read_only)
+            .custom_flags(flags)
+            .open(path)
+    };
+    match open(flags | libc::O_NOATIME) {
+        Err(e) if e.raw_os_error() == Some(libc::EPERM) => open(flags),
+        other => other,
+    }
 }
 
 /// Opens the `O_DIRECT` descriptor if `STATX_DIOALIGN` reports support.

@@ -10,12 +10,20 @@
 //!   `merge_max_segments` iovecs, and its one result is split back: requests fully covered by
 //!   the byte count succeed, a failed I/O fails each of its requests with the same errno, and
 //!   requests beyond a short count fail with `EIO` (never silently accepted).
+//! - Runs on the buffered descriptor that cannot wait for the disk are carried out inline
+//!   during `commit` (one `preadv2`/`pwritev2` per run of at most 32 requests) and complete
+//!   into the ready queue, with the same per-request results as the ring: `Writeback` writes
+//!   (page-cache copies; through io_uring ext4 would punt each to an io-wq thread), and reads
+//!   with `RWF_NOWAIT` (page-cache copies, half the CPU of a ring round trip for a lone 1 KiB
+//!   read). A read that misses the cache (`EAGAIN` or a short count) goes through the ring;
+//!   `EOPNOTSUPP` turns inline reads off for that export.
 //! - FLUSH is `IORING_OP_FSYNC` with `DATASYNC`. `Durability::Sync` writes carry `RWF_DSYNC`.
 //! - Request slots, iovecs, the pending list and the completion queue are allocated in `new`:
 //!   `submit`, `commit` and `reap` never allocate. Slots are the queue depth (`entries`), so
 //!   the ring can never run out of submission entries for them.
 //!
 //! Hazards:
+//! - Inline writes can block in dirty-page throttling, as any buffered writer does.
 //! - With `merge_delay > 0`, `commit` may hold a run back hoping for a neighbour; the caller
 //!   must keep calling `commit` (once per loop iteration) or `wait`, which flushes everything.
 //! - The ring is single-issuer: after the first `commit`, use the engine from that thread only.
@@ -25,7 +33,8 @@
 //!   `EBUSY` for a moment.
 
 use std::collections::VecDeque;
-use std::os::fd::{AsRawFd, RawFd};
+use std::io::{IoSlice, IoSliceMut};
+use std::os::fd::{AsRawFd, BorrowedFd, RawFd};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -38,9 +47,13 @@ use crate::storage::merge::{self, Pending, Run};
 use crate::storage::sync_engine::write_all;
 use crate::xdp::mem::{Arena, Chunk, ChunkPool};
 use crate::xdp::uring::{Ring, RingOptions, Seg, Segs, RWF_DSYNC, SEGMENTS_MAX};
+use rustix::io::{Errno, ReadWriteFlags};
 
 /// Most bounce chunks an engine keeps (bouncing is the slow path).
 pub const BOUNCE_CHUNKS_MAX: usize = 64;
+
+/// Most slices one inline `preadv2`/`pwritev2` carries (longer runs take several calls).
+const INLINE_IOVECS_MAX: usize = 32;
 
 /// Marks the end of a slot chain.
 const NONE: u32 = u32::MAX;
@@ -98,6 +111,11 @@ pub struct UringEngine {
     pending: Vec<Pending>,
     /// Completions decided at submit time (writes to read-only exports).
     ready: VecDeque<IoCompletion>,
+    /// Per export: buffered reads are tried inline with `RWF_NOWAIT` first.
+    nowait_reads: Box<[bool]>,
+    /// Scratch of [`Self::inline`]: the run's buffers, and per-request results of writes.
+    inline_segs: Vec<Seg>,
+    inline_results: Vec<Result<(), IoError>>,
     cfg: UringConfig,
     seq: u64,
     stats: EngineStats,
@@ -157,6 +175,7 @@ impl UringEngine {
             ring.register_files(&fds)?;
         }
         let count = u32::try_from(capacity).expect("checked above");
+        let nowait_reads = exports.iter().map(|_| true).collect();
         Ok(UringEngine {
             ring,
             exports,
@@ -166,6 +185,9 @@ impl UringEngine {
             free_slots: (0..count).rev().collect(),
             pending: Vec::with_capacity(capacity),
             ready: VecDeque::with_capacity(capacity),
+            nowait_reads,
+            inline_segs: Vec::with_capacity(cfg.merge_max_segments),
+            inline_results: Vec::with_capacity(cfg.merge_max_segments),
             cfg,
             seq: 0,
             stats: EngineStats::default(),
@@ -195,12 +217,6 @@ impl UringEngine {
             });
             return Ok(());
         }
-        if req.op == IoOp::Write
-            && checked.route.lane == Lane::Buffered
-            && export.durability() == Durability::Writeback
-        {
-            return self.write_inline(req, checked.file_offset);
-        }
         let bounce = match checked.route.bounce {
             false => None,
             true => match self.bounce.alloc() {
@@ -209,36 +225,6 @@ impl UringEngine {
             },
         };
         self.accept(req, checked, bounce);
-        Ok(())
-    }
-
-    /// A buffered write with no durability requirement is a copy into the page cache: done
-    /// here it costs a few microseconds, while io_uring would punt it to an io-wq thread (ext4
-    /// has no non-blocking buffered-write path), which then competes with the busy-polling
-    /// workers for a core (random 1 KiB writes ran at 0.4x vblade that way). Hazard: dirty-page
-    /// throttling can block the caller, as it blocks any writer.
-    fn write_inline(&mut self, req: IoRequest, file_offset: u64) -> Result<(), RequestError> {
-        let export = &self.exports[usize::from(req.export)];
-        let (offset, len) = (req.buf_offset as usize, req.len as usize);
-        let data = &self.arena.bytes(&req.chunk)[offset..offset + len];
-        let result = write_all(
-            export.fd(Lane::Buffered),
-            data,
-            file_offset,
-            rustix::io::ReadWriteFlags::empty(),
-        );
-        self.stats.submitted += 1;
-        self.stats.ios += 1;
-        self.stats.buffered += u64::from(export.dio_align().is_some());
-        self.stats.errors += u64::from(result.is_err());
-        let IoRequest {
-            user_data, chunk, ..
-        } = req;
-        self.ready.push_back(IoCompletion {
-            user_data,
-            chunk,
-            result,
-        });
         Ok(())
     }
 
@@ -293,6 +279,12 @@ impl UringEngine {
     /// How many requests the engine holds before `submit` throttles.
     pub fn capacity(&self) -> usize {
         self.slots.len()
+    }
+
+    /// Whether buffered reads are first tried inline with `RWF_NOWAIT` (the default), or
+    /// always go through the ring (for comparisons and tests of the ring path).
+    pub fn set_inline_reads(&mut self, on: bool) {
+        self.nowait_reads.fill(on);
     }
 
     /// Requests accepted and not yet reaped.
@@ -407,8 +399,12 @@ impl UringEngine {
         now.saturating_duration_since(oldest) < self.cfg.merge_delay
     }
 
-    /// Pushes `run` as one kernel I/O. Returns false (nothing changed) if the ring is full.
+    /// Pushes `run` as one kernel I/O, or carries it out inline (see [`Self::inline`]).
+    /// Returns false (nothing changed) if the ring is full.
     fn issue(&mut self, run: Run) -> bool {
+        if self.inline(run) {
+            return true;
+        }
         if !self.ring.has_room(1) {
             return false;
         }
@@ -451,6 +447,85 @@ impl UringEngine {
         (head.file_offset, total)
     }
 
+    /// Carries out a buffered run on this thread when that cannot block on the disk, and
+    /// completes its requests into `ready`. Returns false when the run must go to the ring.
+    ///
+    /// - Writeback writes are copies into the page cache: io_uring would punt each to an io-wq
+    ///   thread (ext4 has no non-blocking buffered-write path), which then competes with the
+    ///   busy-polling worker for a core (random 1 KiB writes ran at 0.4x vblade that way).
+    ///   Hazard: dirty-page throttling can block here, as it blocks any writer.
+    /// - Reads try `preadv2(RWF_NOWAIT)`, a copy out of the page cache that never waits for
+    ///   the disk: one syscall per run instead of an SQE, a share of an `io_uring_enter`, a
+    ///   CQE and the op bookkeeping (a lone 1 KiB read costs half as much CPU). A page not in
+    ///   the cache gives `EAGAIN` or a short count, and the run goes through the ring, which
+    ///   waits for the disk without holding up the worker.
+    fn inline(&mut self, run: Run) -> bool {
+        let first = self.pending[run.start];
+        let wanted = first.lane == Lane::Buffered
+            && match first.op {
+                IoOp::Read => self.nowait_reads[usize::from(first.export)],
+                IoOp::Write => {
+                    self.exports[usize::from(first.export)].durability() == Durability::Writeback
+                }
+                IoOp::Flush => false,
+            };
+        if !wanted {
+            return false;
+        }
+        let (offset, total) = self.link(run);
+        let export = &self.exports[usize::from(first.export)];
+        assert_in_window(export, first.sector, total, offset);
+        // The chunks leave their slots for the syscalls (one slice per request) and return.
+        self.inline_segs.clear();
+        self.inline_results.clear();
+        for p in &self.pending[run.start..run.end] {
+            let slot = self.slots[p.slot as usize].as_mut().expect("pending slot");
+            self.inline_segs.push(lend(slot));
+        }
+        let fd = export.fd(Lane::Buffered);
+        let outcome = match first.op {
+            IoOp::Read => read_nowait(fd, &self.arena, &mut self.inline_segs, offset),
+            _ => {
+                let results = &mut self.inline_results;
+                write_run(fd, &self.arena, &self.inline_segs, offset, results);
+                Nowait::Done(Ok(()))
+            }
+        };
+        let ios = self.inline_segs.len().div_ceil(INLINE_IOVECS_MAX) as u64;
+        for (p, seg) in self.pending[run.start..run.end]
+            .iter()
+            .zip(self.inline_segs.drain(..))
+        {
+            let slot = self.slots[p.slot as usize].as_mut().expect("pending slot");
+            slot.chunk = Some(seg.chunk);
+        }
+        let shared = match outcome {
+            Nowait::Done(result) => result,
+            Nowait::Miss => {
+                self.stats.inline_misses += run.len() as u64;
+                return false;
+            }
+            Nowait::Unsupported => {
+                self.nowait_reads[usize::from(first.export)] = false;
+                return false;
+            }
+        };
+        self.stats.ios += ios;
+        self.stats.merged += run.len() as u64 - 1;
+        for (i, p) in self.pending[run.start..run.end].iter().enumerate() {
+            let result = self.inline_results.get(i).copied().unwrap_or(shared);
+            let mut slot = self.slots[p.slot as usize].take().expect("pending slot");
+            self.free_slots.push(p.slot);
+            self.stats.errors += u64::from(result.is_err());
+            self.ready.push_back(IoCompletion {
+                user_data: slot.user_data,
+                chunk: slot.chunk.take().expect("chunk is home"),
+                result,
+            });
+        }
+        true
+    }
+
     fn push_rw(&mut self, run: Run, op: IoOp, file: u32, offset: u64, flags: i32) -> bool {
         let UringEngine {
             ring,
@@ -486,6 +561,91 @@ impl std::fmt::Debug for UringEngine {
             .field("cfg", &self.cfg)
             .field("stats", &self.stats)
             .finish_non_exhaustive()
+    }
+}
+
+/// How an inline `RWF_NOWAIT` read went.
+enum Nowait {
+    /// Every byte was read (`Ok`), or the read failed for every request of the run.
+    Done(Result<(), IoError>),
+    /// Something is not in the page cache (or lies past the end of the file): use the ring.
+    Miss,
+    /// The file system has no non-blocking read (`EOPNOTSUPP`): use the ring from now on.
+    Unsupported,
+}
+
+/// Reads `segs` (back to back on disk from `offset`) with `preadv2(RWF_NOWAIT)`, at most
+/// [`INLINE_IOVECS_MAX`] slices per call.
+fn read_nowait(fd: BorrowedFd<'_>, arena: &Arenas, segs: &mut [Seg], mut offset: u64) -> Nowait {
+    for group in segs.chunks_mut(INLINE_IOVECS_MAX) {
+        let (len, count) = (
+            group.iter().map(|seg| seg.len as usize).sum::<usize>(),
+            group.len(),
+        );
+        let mut bufs: [IoSliceMut<'_>; INLINE_IOVECS_MAX] =
+            std::array::from_fn(|_| IoSliceMut::new(&mut []));
+        for (buf, seg) in bufs.iter_mut().zip(group.iter_mut()) {
+            let (start, end) = (seg.offset as usize, (seg.offset + seg.len) as usize);
+            *buf = IoSliceMut::new(&mut arena.bytes_mut(&mut seg.chunk)[start..end]);
+        }
+        loop {
+            match rustix::io::preadv2(fd, &mut bufs[..count], offset, ReadWriteFlags::NOWAIT) {
+                Ok(n) if n == len => break,
+                Ok(_) | Err(Errno::AGAIN) => return Nowait::Miss,
+                Err(Errno::OPNOTSUPP) => return Nowait::Unsupported,
+                Err(Errno::INTR) => {}
+                Err(errno) => return Nowait::Done(Err(errno.into())),
+            }
+        }
+        offset += len as u64;
+    }
+    Nowait::Done(Ok(()))
+}
+
+/// Writes `segs` (back to back on disk from `offset`) with `pwritev2`, at most
+/// [`INLINE_IOVECS_MAX`] slices per call, and pushes one result per segment to `results`.
+/// After a short write, the request it stopped in and the rest of that call's requests are
+/// finished one by one, so each request gets its own outcome.
+fn write_run(
+    fd: BorrowedFd<'_>,
+    arena: &Arenas,
+    segs: &[Seg],
+    mut offset: u64,
+    results: &mut Vec<Result<(), IoError>>,
+) {
+    for group in segs.chunks(INLINE_IOVECS_MAX) {
+        let mut bufs: [IoSlice<'_>; INLINE_IOVECS_MAX] = std::array::from_fn(|_| IoSlice::new(&[]));
+        for (buf, seg) in bufs.iter_mut().zip(group) {
+            let (start, end) = (seg.offset as usize, (seg.offset + seg.len) as usize);
+            *buf = IoSlice::new(&arena.bytes(&seg.chunk)[start..end]);
+        }
+        let written = loop {
+            let flags = ReadWriteFlags::empty();
+            match rustix::io::pwritev2(fd, &bufs[..group.len()], offset, flags) {
+                Err(Errno::INTR) => {}
+                other => break other.map_err(IoError::from),
+            }
+        };
+        let mut done = *written.as_ref().unwrap_or(&0);
+        for seg in group {
+            let len = seg.len as usize;
+            let result = match written {
+                Err(error) => Err(error),
+                Ok(_) if done >= len => {
+                    done -= len;
+                    Ok(())
+                }
+                Ok(_) => {
+                    let start = seg.offset as usize + done;
+                    let data = &arena.bytes(&seg.chunk)[start..seg.offset as usize + len];
+                    let at = offset + done as u64;
+                    done = 0;
+                    write_all(fd, data, at, ReadWriteFlags::empty())
+                }
+            };
+            results.push(result);
+            offset += len as u64;
+        }
     }
 }
 

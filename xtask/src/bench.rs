@@ -18,6 +18,10 @@
 //! Systems: aoe-xdp on AF_XDP, aoe-xdp on its AF_PACKET fallback (`socket = "packet"`; a row
 //! that cannot run is reported as "n/a: reason"), Debian's `vblade -b 64`, and the reflector
 //! `aoe-bench reflect` (answers from the frame without storage: the ceiling of the path).
+//! `--system baseline --baseline PATH` adds another aoe-xdp binary (e.g. a build of the
+//! previous commit) with the `xdp` configuration, for an A/B comparison within one run; a
+//! system named twice is measured twice (e.g. `--system xdp --system baseline --system
+//! baseline --system xdp`, so that drift on a shared machine cancels out).
 //!
 //! Output: a table on stdout, `target/bench/results.json` (raw), `target/bench/qd.svg` (IOPS
 //! and latency against queue depth), `target/bench/summary.md`, per-system target logs under
@@ -84,9 +88,13 @@ pub struct BenchArgs {
     /// The aoe-bench binary used as load generator and reflector [default: the release build].
     #[arg(long, value_name = "PATH")]
     loadgen: Option<PathBuf>,
-    /// Run only these systems (repeatable) [default: all].
+    /// Run only these systems (repeatable) [default: all but `baseline`].
     #[arg(long = "system", value_enum)]
     systems: Vec<SystemKind>,
+    /// An aoe-xdp binary (e.g. a build of the previous commit) measured as system `baseline`
+    /// with the same configuration as `xdp`: an A/B comparison within one run.
+    #[arg(long, value_name = "PATH")]
+    baseline: Option<PathBuf>,
 }
 
 /// A system under test.
@@ -101,6 +109,8 @@ pub enum SystemKind {
     Vblade,
     /// `aoe-bench reflect`: AF_XDP, no storage, no protocol state.
     Reflector,
+    /// Another aoe-xdp binary (`--baseline`) on AF_XDP, configured as `xdp`.
+    Baseline,
 }
 
 impl SystemKind {
@@ -118,6 +128,7 @@ impl SystemKind {
             SystemKind::Packet => "aoe-xdp (AF_PACKET)",
             SystemKind::Vblade => "vblade",
             SystemKind::Reflector => "reflector",
+            SystemKind::Baseline => "aoe-xdp (XDP, baseline)",
         }
     }
 
@@ -127,6 +138,7 @@ impl SystemKind {
             SystemKind::Packet => "packet",
             SystemKind::Vblade => "vblade",
             SystemKind::Reflector => "reflector",
+            SystemKind::Baseline => "baseline",
         }
     }
 }
@@ -364,6 +376,7 @@ impl Results {
 /// Paths and settings shared by every system's run.
 struct Env {
     aoe_xdp: PathBuf,
+    baseline: Option<PathBuf>,
     loadgen: PathBuf,
     scratch: PathBuf,
     disk: PathBuf,
@@ -420,6 +433,9 @@ pub fn bench(args: &BenchArgs) -> Result<()> {
 }
 
 fn measure(args: &BenchArgs, out_dir: &Path) -> Result<Results> {
+    if args.systems.contains(&SystemKind::Baseline) && args.baseline.is_none() {
+        bail!("--system baseline needs --baseline PATH");
+    }
     deps::ensure_packages()?;
     run(cargo().args(["build", "--release", "--bins"]))?;
     let bin = target_dir().join("release");
@@ -440,6 +456,7 @@ fn measure(args: &BenchArgs, out_dir: &Path) -> Result<Results> {
     let perf = perf_instructions_supported();
     let env = Env {
         aoe_xdp: bin.join("aoe-xdp"),
+        baseline: args.baseline.clone(),
         loadgen: args
             .loadgen
             .clone()
@@ -592,7 +609,7 @@ fn run_system(env: &Env, system: SystemKind, workloads: &[Workload]) -> Result<S
     let status = daemon.stop();
     let _ = fs::copy(&log, env.logs.join(format!("{}.log", system.key())));
     match (system, status) {
-        (SystemKind::Xdp | SystemKind::Packet, Ok(s)) if !s.success() => {
+        (SystemKind::Xdp | SystemKind::Packet | SystemKind::Baseline, Ok(s)) if !s.success() => {
             run.notes
                 .push(format!("aoe-xdp exited with {s} at SIGTERM"));
         }
@@ -626,9 +643,14 @@ fn start(
     log: &Path,
 ) -> Result<(Daemon, Vec<String>)> {
     let mut daemon = match system {
-        SystemKind::Xdp | SystemKind::Packet => {
+        SystemKind::Xdp | SystemKind::Packet | SystemKind::Baseline => {
             let config = write_config(env, system)?;
-            let mut cmd = target_ns.exec_pinned(TARGET_CORE, &env.aoe_xdp);
+            let binary = match (system, &env.baseline) {
+                (SystemKind::Baseline, Some(path)) => path,
+                (SystemKind::Baseline, None) => bail!("--system baseline needs --baseline PATH"),
+                _ => &env.aoe_xdp,
+            };
+            let mut cmd = target_ns.exec_pinned(TARGET_CORE, binary);
             cmd.arg("--config").arg(&config).env("RUST_LOG", "info");
             let mut daemon = Daemon::spawn("aoe-xdp", cmd, log)?;
             daemon.wait_for_log("serving", Duration::from_secs(15))?;

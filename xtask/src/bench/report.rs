@@ -339,6 +339,7 @@ fn colour(system: SystemKind) -> RGBColor {
         SystemKind::Packet => RGBColor(0x2c, 0xa0, 0x2c),
         SystemKind::Vblade => RGBColor(0xd6, 0x27, 0x28),
         SystemKind::Reflector => RGBColor(0x7f, 0x7f, 0x7f),
+        SystemKind::Baseline => RGBColor(0xff, 0x7f, 0x0e),
     }
 }
 
