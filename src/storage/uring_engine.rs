@@ -268,6 +268,15 @@ impl UringEngine {
         self.nowait_reads.fill(on);
     }
 
+    /// Whether buffered reads of `export` are tried inline (false once its file system
+    /// answered `EOPNOTSUPP`, or after `set_inline_reads(false)`).
+    pub fn inline_reads(&self, export: u16) -> bool {
+        self.nowait_reads
+            .get(usize::from(export))
+            .copied()
+            .unwrap_or(false)
+    }
+
     /// Requests accepted and not yet reaped.
     pub fn in_flight(&self) -> usize {
         self.slots.len() - self.free_slots.len() + self.ready.len()
