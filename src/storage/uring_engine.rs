@@ -470,6 +470,8 @@ impl UringEngine {
         self.inline_results.clear();
         for p in &self.pending[run.start..run.end] {
             let slot = self.slots[p.slot as usize].as_mut().expect("pending slot");
+            // `Export::route` bounces only on the direct lane; the chunk goes back to `chunk`.
+            assert!(!slot.route.bounce, "a buffered request with a bounce chunk");
             self.inline_segs.push(lend(slot));
         }
         let fd = export.fd(Lane::Buffered);
