@@ -992,3 +992,35 @@ fn test_reads_missing_the_page_cache_go_through_the_ring() {
     let stats = engine.stats();
     assert_eq!((stats.ios, stats.inline_misses, stats.errors), (1, 1, 0));
 }
+
+#[test]
+fn test_file_system_without_nowait_reads_uses_the_ring() {
+    // tmpfs answers RWF_NOWAIT reads with EOPNOTSUPP.
+    let file = NamedTempFile::new_in("/dev/shm").unwrap();
+    for i in 0..64u64 {
+        let sector = [u8::try_from(i).unwrap(); 512];
+        file.as_file().write_all_at(&sector, i * 512).unwrap();
+    }
+    let mut pool = pool();
+    let exports = open(&[spec(file.path())]);
+    let uring = UringEngine::new(exports, Arc::clone(pool.arena()), UringConfig::default());
+    let mut engine = Engine::Uring(uring.unwrap());
+    for (sector, tag) in [(4, 1), (40, 2)] {
+        assert!(engine
+            .submit(req(&mut pool, IoOp::Read, sector, 1024, 512, tag))
+            .is_ok());
+        let done = drain(&mut engine);
+        assert_eq!(done.len(), 1);
+        assert_patterned(&pool, &done[0], 512, sector, 1024);
+        recycle(&mut pool, done);
+        let Engine::Uring(uring) = &engine else {
+            unreachable!()
+        };
+        assert!(
+            !uring.inline_reads(0),
+            "still tried inline after EOPNOTSUPP"
+        );
+    }
+    let stats = engine.stats();
+    assert_eq!((stats.ios, stats.inline_misses, stats.errors), (2, 0, 0));
+}

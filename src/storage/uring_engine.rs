@@ -287,6 +287,15 @@ impl UringEngine {
         self.nowait_reads.fill(on);
     }
 
+    /// Whether buffered reads of `export` are tried inline (false once its file system
+    /// answered `EOPNOTSUPP`, or after `set_inline_reads(false)`).
+    pub fn inline_reads(&self, export: u16) -> bool {
+        self.nowait_reads
+            .get(usize::from(export))
+            .copied()
+            .unwrap_or(false)
+    }
+
     /// Requests accepted and not yet reaped.
     pub fn in_flight(&self) -> usize {
         self.slots.len() - self.free_slots.len() + self.ready.len()
@@ -480,6 +489,8 @@ impl UringEngine {
         self.inline_results.clear();
         for p in &self.pending[run.start..run.end] {
             let slot = self.slots[p.slot as usize].as_mut().expect("pending slot");
+            // `Export::route` bounces only on the direct lane; the chunk goes back to `chunk`.
+            assert!(!slot.route.bounce, "a buffered request with a bounce chunk");
             self.inline_segs.push(lend(slot));
         }
         let fd = export.fd(Lane::Buffered);

@@ -6,6 +6,11 @@
 //! - one 256 MiB backing file under /var/tmp, written, synced and read once with
 //!   `cat > /dev/null` so that it sits in the page cache; aoe-xdp runs with
 //!   `durability = "writeback"` and vblade without `-s`/`-d`: the disk is not what is measured;
+//!   written in 1 MiB blocks, the file sits in large page-cache folios, and on ext4 (Linux 6.18)
+//!   every 1 KiB buffered write then walks all buffer heads of its folio
+//!   (`ext4_block_write_begin`, `block_commit_write`): several microseconds of kernel time per
+//!   random write for every target, which bounds random-write rates far below the reflector's;
+//! - between systems the file is synced, so each starts with clean pages;
 //! - the target pinned to core 0 (`taskset -c 0`; aoe-xdp also `worker-cores = [0]`,
 //!   `idle = "spin"`), the initiator `aoe-bench load` pinned to core 1;
 //! - 1 KiB requests (MTU 1500 carries two sectors): random reads at queue depth 1, 16, 64;
