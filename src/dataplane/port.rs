@@ -110,6 +110,16 @@ impl Port {
         delegate!(self, p => p.rx_burst(max))
     }
 
+    /// An empty burst for [`Port::rx_burst_into`], made once and reused.
+    pub fn new_burst(&self) -> RxBurst {
+        delegate!(self, p => p.new_burst())
+    }
+
+    /// As [`Port::rx_burst`], into a reused `burst` whose frames were all taken.
+    pub fn rx_burst_into(&mut self, burst: &mut RxBurst, max: usize) {
+        delegate!(self, p => p.rx_burst_into(burst, max))
+    }
+
     /// The received packet.
     pub fn data<'a>(&'a self, frame: &'a Frame) -> &'a [u8] {
         delegate!(self, p => p.data(frame))

@@ -358,6 +358,15 @@ impl Engine {
         }
     }
 
+    /// How long `commit` may hold a request back for a neighbour (zero: never, and then
+    /// `commit` ignores its clock argument).
+    pub fn merge_delay(&self) -> std::time::Duration {
+        match self {
+            Engine::Uring(e) => e.merge_delay(),
+            Engine::Sync(_) => std::time::Duration::ZERO,
+        }
+    }
+
     /// How many requests the engine holds before `submit` throttles.
     pub fn capacity(&self) -> usize {
         match self {

@@ -281,6 +281,12 @@ impl UringEngine {
         self.slots.len()
     }
 
+    /// How long `commit` may hold a request back for a neighbour (zero: never, and then
+    /// `commit` ignores its clock argument).
+    pub fn merge_delay(&self) -> Duration {
+        self.cfg.merge_delay
+    }
+
     /// Whether buffered reads are first tried inline with `RWF_NOWAIT` (the default), or
     /// always go through the ring (for comparisons and tests of the ring path).
     pub fn set_inline_reads(&mut self, on: bool) {

@@ -382,6 +382,14 @@ pub struct RxBurst {
 }
 
 impl RxBurst {
+    /// Reuses the burst for the next receive: it must be empty (every frame taken).
+    pub(crate) fn reset(&mut self, pool_id: u64) {
+        assert_eq!(self.next, self.len, "RX burst reused with frames not taken");
+        assert_eq!(pool_id, self.pool_id, "RX burst of another pool");
+        self.len = 0;
+        self.next = 0;
+    }
+
     pub(crate) fn new(pool_id: u64) -> Self {
         Self {
             pool_id,

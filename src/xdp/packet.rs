@@ -1046,7 +1046,20 @@ impl PacketPort {
     /// slot goes back to the kernel as soon as its last packet is copied. Stops early when no
     /// frame is free (the rest stays in the ring).
     pub fn rx_burst(&mut self, max: usize) -> RxBurst {
-        let mut burst = RxBurst::new(self.pool.id());
+        let mut burst = self.new_burst();
+        self.rx_burst_into(&mut burst, max);
+        burst
+    }
+
+    /// An empty burst for [`Self::rx_burst_into`] (made once, reused every iteration).
+    pub fn new_burst(&self) -> RxBurst {
+        RxBurst::new(self.pool.id())
+    }
+
+    /// As [`Self::rx_burst`], into `burst`, which must be empty (every frame of its previous
+    /// use taken): nothing is zeroed or moved per call.
+    pub fn rx_burst_into(&mut self, burst: &mut RxBurst, max: usize) {
+        burst.reset(self.pool.id());
         let max = max.min(RX_BURST_MAX);
         let mut taken = 0;
         while taken < max {
@@ -1095,7 +1108,6 @@ impl PacketPort {
             }
             self.rings.rx.advance(&self.rings.map, &packet);
         }
-        burst
     }
 
     /// Waits until a received packet is ready in the RX ring or `timeout` passes; true if one

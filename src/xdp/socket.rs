@@ -701,10 +701,23 @@ impl XskPort {
 
     /// Takes up to `max` (at most [`RX_BURST_MAX`]) received frames off the RX ring. No syscall.
     pub fn rx_burst(&mut self, max: usize) -> RxBurst {
-        let mut burst = RxBurst::new(self.pool.id());
+        let mut burst = self.new_burst();
+        self.rx_burst_into(&mut burst, max);
+        burst
+    }
+
+    /// An empty burst for [`Self::rx_burst_into`] (made once, reused every iteration).
+    pub fn new_burst(&self) -> RxBurst {
+        RxBurst::new(self.pool.id())
+    }
+
+    /// As [`Self::rx_burst`], into `burst`, which must be empty (every frame of its previous
+    /// use taken): nothing is zeroed or moved per call.
+    pub fn rx_burst_into(&mut self, burst: &mut RxBurst, max: usize) {
+        burst.reset(self.pool.id());
         let max = max.min(RX_BURST_MAX);
         if max == 0 {
-            return burst;
+            return;
         }
         // SAFETY: the descriptors are overwritten with frames of this UMEM that the kernel
         // returns on the RX ring; the state transition below asserts each was on the fill ring.
@@ -728,7 +741,6 @@ impl XskPort {
                 }
             }
         }
-        burst
     }
 
     /// Copies one fragment of a multi-buffer packet (frame `index`, just moved to Rx) into the
