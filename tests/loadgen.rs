@@ -178,6 +178,24 @@ fn test_load_against_reflector() {
     assert_eq!(as_u64(&report, "bytes"), 1 << 20, "{report}");
     assert_eq!(as_u64(&report, "requests"), 2048, "{report}");
 
+    // A fixed offered load: --rate paces new requests (a reflector answers far faster).
+    let (report, _) = rig.load(&[
+        "-t",
+        "5.3",
+        "--duration",
+        "1",
+        "--depth",
+        "16",
+        "--rate",
+        "3000",
+    ]);
+    let requests = as_u64(&report, "requests");
+    assert!(
+        (2400..=3600).contains(&requests),
+        "{requests} requests in 1 s at --rate 3000: {report}"
+    );
+    assert_eq!(as_u64(&report, "errors"), 0, "{report}");
+
     // The reflector stores nothing: --verify must notice.
     let (report, _) = rig.load(&[
         "-t",

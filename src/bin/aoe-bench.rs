@@ -115,6 +115,10 @@ struct LoadArgs {
     /// Requests in flight per path (also capped by the target's buffer count).
     #[arg(long, default_value_t = 16)]
     depth: usize,
+    /// Offer this many requests per second (all paths together) instead of as many as the
+    /// windows allow: a fixed load, to measure a target's CPU per request below saturation.
+    #[arg(long, value_name = "REQUESTS_PER_S", value_parser = clap::value_parser!(u64).range(1..))]
+    rate: Option<u64>,
     /// Seconds to measure (default 10 unless --bytes is given).
     #[arg(long, conflicts_with = "bytes")]
     duration: Option<f64>,
@@ -333,6 +337,7 @@ fn load(args: &LoadArgs) -> Result<()> {
             PatternArg::Sequential => Pattern::Sequential,
         },
         depth: args.depth.max(1),
+        rate: args.rate,
         stop,
         range_sectors,
         lba48,

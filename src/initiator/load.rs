@@ -97,6 +97,9 @@ pub struct LoadConfig {
     pub pattern: Pattern,
     /// Requests in flight per path (also capped by the path's buffer count).
     pub depth: usize,
+    /// New requests per second over all paths (`None`: as fast as the windows allow). A fixed
+    /// offered load, for measuring what a request costs a target that is not saturated.
+    pub rate: Option<u64>,
     /// When to stop.
     pub stop: Stop,
     /// Requests stay in sectors `0..range_sectors`.
@@ -426,6 +429,8 @@ fn run_phase(
     state.issued_bytes = 0;
     let mut round_start = started;
     let mut round_busy = false;
+    // New requests issued in this phase, for `config.rate`.
+    let mut issued_requests = 0u64;
     loop {
         let now = elapsed_ns(origin);
         if round_busy {
@@ -466,7 +471,14 @@ fn run_phase(
                 Stop::Bytes(limit) if measuring => Some(limit),
                 _ => None,
             };
-            state.issue(ports, workload, now, budget)?;
+            // With a rate: only as many new requests as the elapsed time allows.
+            let allowed = config.rate.map(|rate| {
+                let elapsed = u128::from(now - started);
+                let due =
+                    u64::try_from(elapsed * u128::from(rate) / 1_000_000_000).unwrap_or(u64::MAX);
+                due.saturating_add(1).saturating_sub(issued_requests)
+            });
+            issued_requests += state.issue(ports, workload, now, budget, allowed)?;
         }
         round_busy = progress_before
             != (
@@ -706,11 +718,14 @@ impl State {
         workload: &mut Workload,
         now: u64,
         budget: Option<u64>,
-    ) -> Result<(), LoadError> {
+        allowed: Option<u64>,
+    ) -> Result<u64, LoadError> {
+        let mut issued = 0u64;
         for index in 0..self.paths.len() {
             let port = &mut ports[self.paths[index].port];
             while self.paths[index].window.has_space()
                 && budget.is_none_or(|limit| self.issued_bytes < limit)
+                && allowed.is_none_or(|allowed| issued < allowed)
             {
                 if port.socket.tx_buffer().is_none() {
                     flush(port)?;
@@ -731,9 +746,10 @@ impl State {
                 let len = encode(buf, &path.route, tag, &request, self.lba48);
                 port.socket.tx_commit(len);
                 self.issued_bytes += io.bytes();
+                issued += 1;
             }
         }
-        Ok(())
+        Ok(issued)
     }
 
     /// Retransmits (with new tags) requests unanswered for `timeout_ns`; fails those that
@@ -928,6 +944,7 @@ mod tests {
             tries: 8,
             progress: false,
             seed: 1,
+            rate: None,
         };
         assert!(validate(std::slice::from_ref(&path), &config).is_err());
         let ok = PathSpec { sectors: 2, ..path };
