@@ -37,8 +37,10 @@ use super::stats::{StatsBoard, PUBLISH_INTERVAL};
 pub const RX_BATCH_MAX: usize = 32;
 /// Most jobs taken from one device's queue per iteration (fairness between devices).
 const DEVICE_BATCH_MAX: usize = 64;
-/// Idle iterations before a worker in poll mode sleeps in `poll()`.
-const IDLE_SPINS_BEFORE_SLEEP: u32 = 1000;
+/// How long a worker in poll mode keeps polling without work before it sleeps in `poll()`:
+/// long enough to catch the next request of a busy initiator (a sleep and wake-up cost more
+/// than a few microseconds of polling), short enough that a quiet port costs little CPU.
+const IDLE_SPIN_TIME: Duration = Duration::from_micros(50);
 /// Longest sleep of an idle worker in poll mode (bounds shutdown latency too).
 const IDLE_SLEEP: Duration = Duration::from_millis(10);
 /// Sleep of an idle worker in poll mode while requests are in flight.
@@ -712,7 +714,8 @@ pub fn run(
     idle: Idle,
     stop: &AtomicBool,
 ) -> Result<(Vec<UnitStats>, WorkerStats), PortError> {
-    let mut idle_spins = 0u32;
+    // Since when the worker found nothing to do (`None` while busy).
+    let mut idle_since: Option<Instant> = None;
     // The clock is read every iteration only when the engine holds requests back for
     // `merge_delay`; otherwise every `COARSE_CLOCK_ITERATIONS` (for publishing statistics):
     // reading it cost ~2 % of a busy worker.
@@ -722,17 +725,20 @@ pub fn run(
     // Acquire: pairs with the Release store of the thread that asks for shutdown.
     while !stop.load(Ordering::Acquire) {
         iterations = iterations.wrapping_add(1);
-        if precise || iterations % COARSE_CLOCK_ITERATIONS == 0 || idle_spins > 0 {
+        if precise || iterations % COARSE_CLOCK_ITERATIONS == 0 || idle_since.is_some() {
             now = Instant::now();
         }
         worker.publish(&target, now);
         if worker.poll(&mut target, now)? {
-            idle_spins = 0;
+            idle_since = None;
             continue;
         }
-        idle_spins = idle_spins.saturating_add(1);
+        let since = *idle_since.get_or_insert(now);
         match idle {
-            Idle::Poll if idle_spins >= IDLE_SPINS_BEFORE_SLEEP => worker.wait(IDLE_SLEEP)?,
+            Idle::Poll if now.duration_since(since) >= IDLE_SPIN_TIME => {
+                worker.wait(IDLE_SLEEP)?;
+                idle_since = None;
+            }
             Idle::Spin | Idle::Poll => std::hint::spin_loop(),
         }
     }

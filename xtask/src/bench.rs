@@ -20,7 +20,11 @@
 //!   over the measurement window, as a share of one core, divided by the request rate; plus
 //!   `perf stat -e instructions` where the VM exposes the counter.
 //!
-//! Systems: aoe-xdp on AF_XDP, aoe-xdp on its AF_PACKET fallback (`socket = "packet"`; a row
+//! - one more point, random reads at depth 16 offered at a fixed rate ([`FIXED_RATE`] per
+//!   second, `aoe-bench load --rate`), below every system's maximum: there CPU per request is
+//!   the work a request costs, not the polling of a saturated busy-polling target.
+//!
+//! Systems: aoe-xdp on AF_XDP (also with `idle = "poll"`), aoe-xdp on its AF_PACKET fallback (`socket = "packet"`; a row
 //! that cannot run is reported as "n/a: reason"), Debian's `vblade -b 64`, and the reflector
 //! `aoe-bench reflect` (answers from the frame without storage: the ceiling of the path).
 //! `--system baseline --baseline PATH` adds another aoe-xdp binary (e.g. a build of the
@@ -58,6 +62,8 @@ const DISK_BYTES: u64 = 256 << 20;
 const MTU: u16 = 1500;
 /// Sectors per request.
 const REQUEST_SECTORS: u32 = 2;
+/// Requests per second of the fixed-load point: well below every system's maximum here.
+pub const FIXED_RATE: u32 = 40_000;
 /// Core of the target.
 const TARGET_CORE: u32 = 0;
 /// Core of the initiator.
@@ -116,11 +122,16 @@ pub enum SystemKind {
     Reflector,
     /// Another aoe-xdp binary (`--baseline`) on AF_XDP, configured as `xdp`.
     Baseline,
+    /// aoe-xdp on AF_XDP with `idle = "poll"` (sleeps when there is no work).
+    #[value(name = "xdp-poll")]
+    #[serde(rename = "xdp-poll")]
+    XdpPoll,
 }
 
 impl SystemKind {
-    const ALL: [SystemKind; 4] = [
+    const ALL: [SystemKind; 5] = [
         SystemKind::Xdp,
+        SystemKind::XdpPoll,
         SystemKind::Packet,
         SystemKind::Vblade,
         SystemKind::Reflector,
@@ -134,6 +145,7 @@ impl SystemKind {
             SystemKind::Vblade => "vblade",
             SystemKind::Reflector => "reflector",
             SystemKind::Baseline => "aoe-xdp (XDP, baseline)",
+            SystemKind::XdpPoll => "aoe-xdp (XDP, idle=poll)",
         }
     }
 
@@ -144,6 +156,7 @@ impl SystemKind {
             SystemKind::Vblade => "vblade",
             SystemKind::Reflector => "reflector",
             SystemKind::Baseline => "baseline",
+            SystemKind::XdpPoll => "xdp-poll",
         }
     }
 }
@@ -177,11 +190,30 @@ pub struct Workload {
     pub pattern: Pattern,
     /// Requests outstanding.
     pub depth: u32,
+    /// Requests offered per second (`None`: as many as the window allows). A fixed load
+    /// below every system's maximum measures CPU per request of a target that is not
+    /// saturated (a busy-polling target at saturation shows 100 % of a core whatever it does).
+    #[serde(default)]
+    pub rate: Option<u32>,
 }
 
 impl Workload {
     const fn new(op: Op, pattern: Pattern, depth: u32) -> Workload {
-        Workload { op, pattern, depth }
+        Workload {
+            op,
+            pattern,
+            depth,
+            rate: None,
+        }
+    }
+
+    const fn at_rate(op: Op, pattern: Pattern, depth: u32, rate: u32) -> Workload {
+        Workload {
+            op,
+            pattern,
+            depth,
+            rate: Some(rate),
+        }
     }
 
     /// "rand read QD16".
@@ -194,7 +226,10 @@ impl Workload {
             Op::Read => "read",
             Op::Write => "write",
         };
-        format!("{pattern} {op} QD{}", self.depth)
+        match self.rate {
+            None => format!("{pattern} {op} QD{}", self.depth),
+            Some(rate) => format!("{pattern} {op} QD{} @{}k/s", self.depth, rate / 1000),
+        }
     }
 }
 
@@ -206,6 +241,7 @@ fn workloads(quick: bool) -> Vec<Workload> {
     let mut list = Vec::new();
     if !quick {
         list.push(Workload::new(Read, Random, 1));
+        list.push(Workload::at_rate(Read, Random, 16, FIXED_RATE));
     }
     for (op, pattern) in [
         (Read, Random),
@@ -614,7 +650,10 @@ fn run_system(env: &Env, system: SystemKind, workloads: &[Workload]) -> Result<S
     let status = daemon.stop();
     let _ = fs::copy(&log, env.logs.join(format!("{}.log", system.key())));
     match (system, status) {
-        (SystemKind::Xdp | SystemKind::Packet | SystemKind::Baseline, Ok(s)) if !s.success() => {
+        (
+            SystemKind::Xdp | SystemKind::XdpPoll | SystemKind::Packet | SystemKind::Baseline,
+            Ok(s),
+        ) if !s.success() => {
             run.notes
                 .push(format!("aoe-xdp exited with {s} at SIGTERM"));
         }
@@ -648,7 +687,7 @@ fn start(
     log: &Path,
 ) -> Result<(Daemon, Vec<String>)> {
     let mut daemon = match system {
-        SystemKind::Xdp | SystemKind::Packet | SystemKind::Baseline => {
+        SystemKind::Xdp | SystemKind::XdpPoll | SystemKind::Packet | SystemKind::Baseline => {
             let config = write_config(env, system)?;
             let binary = match (system, &env.baseline) {
                 (SystemKind::Baseline, Some(path)) => path,
@@ -746,12 +785,17 @@ fn write_config(env: &Env, system: SystemKind) -> Result<PathBuf> {
     } else {
         "xdp"
     };
+    let idle = if system == SystemKind::XdpPoll {
+        "poll"
+    } else {
+        "spin"
+    };
     let dir = env.scratch.display();
     let text = format!(
         "[target]\n\
          interfaces = [\"{TARGET_IF}\"]\n\
          worker-cores = [{TARGET_CORE}]\n\
-         idle = \"spin\"\n\
+         idle = \"{idle}\"\n\
          socket = \"{socket}\"\n\
          state-directory = \"{dir}/state-{key}\"\n\
          control-socket = \"{dir}/ctl-{key}.sock\"\n\
@@ -809,6 +853,9 @@ fn measure_point(
         "--json",
         "--no-progress",
     ]);
+    if let Some(rate) = workload.rate {
+        cmd.args(["--rate", &rate.to_string()]);
+    }
     let started = Instant::now();
     let mut load = Daemon::spawn_split("aoe-bench load", cmd, &stdout, &log)?;
     // The CPU window opens once the warm-up is under way and closes when the load ends;
@@ -1052,13 +1099,18 @@ mod tests {
         let quick = workloads(true);
         assert_eq!(quick.len(), 4);
         assert!(quick.iter().all(|w| w.depth == 16));
+        assert!(quick.iter().all(|w| w.rate.is_none()));
         let full = workloads(false);
-        assert_eq!(full.len(), 9);
+        assert_eq!(full.len(), 10);
         assert_eq!(full[0], Workload::new(Op::Read, Pattern::Random, 1));
         let first_write = full.iter().position(|w| w.op == Op::Write).unwrap();
         assert!(full[first_write..].iter().all(|w| w.op == Op::Write));
-        assert_eq!(full[1].label(), "rand read QD16");
-        assert_eq!(full[8].label(), "seq write QD64");
+        assert_eq!(
+            full[1].label(),
+            format!("rand read QD16 @{}k/s", FIXED_RATE / 1000)
+        );
+        assert_eq!(full[2].label(), "rand read QD16");
+        assert_eq!(full[9].label(), "seq write QD64");
     }
 
     #[test]

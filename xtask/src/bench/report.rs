@@ -208,7 +208,11 @@ pub fn targets(results: &Results) -> String {
     };
     let mut rows = Vec::new();
     let (mut rate_met, mut cpu_met, mut count) = (0, 0, 0);
-    for workload in results.workloads().iter().filter(|w| w.depth >= 16) {
+    for workload in results
+        .workloads()
+        .iter()
+        .filter(|w| w.depth >= 16 && w.rate.is_none())
+    {
         let rate = divide(
             iops(results, SystemKind::Xdp, workload),
             iops(results, SystemKind::Reflector, workload),
@@ -239,8 +243,49 @@ pub fn targets(results: &Results) -> String {
     let _ = writeln!(
         out,
         "\nRate target met at {rate_met} of {count} points; CPU target met at {cpu_met} of \
-         {count} points."
+         {count} points (at saturation, where a busy-polling target shows a whole core: its \
+         CPU per request there is just 1 ÷ its rate)."
     );
+    out.push_str(&fixed_load(results));
+    out
+}
+
+/// CPU per request at the fixed offered load, each system against vblade.
+fn fixed_load(results: &Results) -> String {
+    let Some(workload) = results.workloads().into_iter().find(|w| w.rate.is_some()) else {
+        return String::new();
+    };
+    let vblade = cpu_per_request(results, SystemKind::Vblade, &workload);
+    let rows: Vec<Vec<String>> = results
+        .systems
+        .iter()
+        .filter(|run| run.status == "ok")
+        .map(|run| {
+            let cpu = cpu_per_request(results, run.system, &workload);
+            let versus = divide(cpu, vblade);
+            let is_target = matches!(run.system, SystemKind::Xdp | SystemKind::XdpPoll);
+            vec![
+                run.system.label().to_owned(),
+                thousands(iops(results, run.system, &workload).unwrap_or(0.0)),
+                cpu.map_or_else(|| "–".into(), |c| format!("{c:.2}")),
+                ratio(versus),
+                match (is_target, versus) {
+                    (true, Some(r)) if r <= CPU_TARGET => "met".into(),
+                    (true, Some(_)) => "NOT met".into(),
+                    _ => String::new(),
+                },
+            ]
+        })
+        .collect();
+    let mut out = format!(
+        "\nCPU per request at a fixed offered load ({}, below every system's maximum), where \
+         it measures work rather than polling:\n\n",
+        workload.label()
+    );
+    out.push_str(&markdown_table(
+        &["system", "IOPS", "CPU µs/req", "÷ vblade", "≤ 0.40"],
+        &rows,
+    ));
     out
 }
 
@@ -272,8 +317,11 @@ pub fn summary(results: &Results) -> String {
         out,
         "- Systems: aoe-xdp with `socket = \"xdp\"` and with `socket = \"packet\"` \
          (`worker-cores = [{}]`, `idle = \"spin\"`: the worker polls a whole core even when \
-         idle, so at low load its CPU per request is mostly polling); Debian's `vblade -b 64`; \
-         the bare AF_XDP reflector `aoe-bench reflect` (no storage: the ceiling of the path).",
+         idle, so at low load its CPU per request is mostly polling), and with `socket = \
+         \"xdp\"`, `idle = \"poll\"` (sleeps in poll(2) after 50 µs without work); Debian's \
+         `vblade -b 64`; the bare AF_XDP reflector `aoe-bench reflect` (no storage: the \
+         ceiling of the path). One point offers a fixed load (`aoe-bench load --rate`) below \
+         every system's maximum, where CPU per request measures work rather than polling.",
         meta.target_core
     );
     let _ = writeln!(
@@ -340,6 +388,7 @@ fn colour(system: SystemKind) -> RGBColor {
         SystemKind::Vblade => RGBColor(0xd6, 0x27, 0x28),
         SystemKind::Reflector => RGBColor(0x7f, 0x7f, 0x7f),
         SystemKind::Baseline => RGBColor(0xff, 0x7f, 0x0e),
+        SystemKind::XdpPoll => RGBColor(0x17, 0xbe, 0xcf),
     }
 }
 
@@ -355,7 +404,11 @@ fn random_read_curves(results: &Results) -> Vec<Curve> {
             let mut points: Vec<(f64, f64, f64, f64)> = run
                 .points
                 .iter()
-                .filter(|p| p.workload.op == Op::Read && p.workload.pattern == Pattern::Random)
+                .filter(|p| {
+                    p.workload.op == Op::Read
+                        && p.workload.pattern == Pattern::Random
+                        && p.workload.rate.is_none()
+                })
                 .filter_map(|p| {
                     let load = p.load.as_ref()?;
                     Some((
@@ -519,6 +572,7 @@ mod tests {
                     op: Op::Read,
                     pattern: Pattern::Random,
                     depth,
+                    rate: None,
                 },
                 load: Some(load(iops * f64::from(depth).sqrt())),
                 cpu: Some(CpuSample {
@@ -568,6 +622,41 @@ mod tests {
                 run(SystemKind::Reflector, 100_000.0, 4.0),
             ],
         }
+    }
+
+    #[test]
+    fn fixed_load_cpu_is_judged_against_vblade_and_kept_out_of_the_saturation_targets() {
+        let mut results = results();
+        let fixed = Workload {
+            op: Op::Read,
+            pattern: Pattern::Random,
+            depth: 16,
+            rate: Some(40_000),
+        };
+        for (run, us) in results.systems.iter_mut().zip([2.0, 0.0, 10.0, 1.0]) {
+            if run.status != "ok" {
+                continue;
+            }
+            let mut point = run.points[1].clone();
+            point.workload = fixed;
+            point.cpu.as_mut().unwrap().us_per_request = us;
+            run.points.push(point);
+        }
+        let text = targets(&results);
+        assert!(text.contains("rand read QD16 @40k/s"), "{text}");
+        let xdp = text
+            .lines()
+            .find(|l| l.starts_with("| aoe-xdp (XDP)"))
+            .unwrap();
+        // 2 µs / 10 µs.
+        assert!(xdp.contains("0.20×") && xdp.contains("met"), "{xdp}");
+        let vblade = text.lines().find(|l| l.starts_with("| vblade")).unwrap();
+        assert!(!vblade.contains("met"), "{vblade}");
+        // The saturation table still has its 2 points (QD16, QD64), not the fixed-load one.
+        assert!(
+            text.contains("at 0 of 2 points") || text.contains("of 2 points"),
+            "{text}"
+        );
     }
 
     #[test]
