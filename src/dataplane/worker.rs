@@ -504,7 +504,10 @@ impl Worker {
         self.engine.in_flight() > 0
             || !self.held.is_empty()
             || !self.undelivered.is_empty()
-            || self.units.iter().any(|u| u.in_flight > 0)
+            || self
+                .units
+                .iter()
+                .any(|u| u.in_flight > 0 || !u.waiting.is_empty())
             || self.devices.iter().any(|&d| self.queues.queued(d) > 0)
     }
 
