@@ -369,6 +369,22 @@ fn test_verify_against_vblade() {
     assert_eq!(as_u64(&report, "errors"), 0, "{report}");
     assert_eq!(as_u64(&report, "verify_failures"), 0, "{report}");
 
+    // `aoe-bench check` against vblade: it aborts FLUSH CACHE EXT, which check reports as a
+    // warning (after trying FLUSH CACHE), not a failure.
+    let output = Rig::command(
+        &rig.ns_b,
+        BIN,
+        &["check", "-i", "aoelgb", "-t", "2.7", "--sectors", "256"],
+    )
+    .output()
+    .expect("run aoe-bench check");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        output.status.success() && stdout.contains("check passed"),
+        "aoe-bench check against vblade: {stdout}{stderr}"
+    );
+
     // Sequential writes and reads over the whole (small) device with a deep window: the
     // window is capped by vblade's buffer count, and every read still verifies.
     let (report, _) = rig.load(&[

@@ -6,7 +6,7 @@ use std::io;
 use std::time::Duration;
 
 use super::frames::{self, AtaCmd, Reply, Route};
-use crate::wire::ata::status;
+use crate::wire::ata::{error as ata_error, status};
 use crate::wire::{
     AoeError, AtaCommand, ConfigCommand, DirectiveRepr, MacAddr, MacMaskCommand, ReserveCommand,
     SECTOR_SIZE, SHELF_BROADCAST, SLOT_BROADCAST,
@@ -237,10 +237,15 @@ impl Client {
             .map(drop)
     }
 
-    /// FLUSH CACHE EXT.
+    /// FLUSH CACHE EXT; if the target aborts it (vblade does), FLUSH CACHE. The error of
+    /// FLUSH CACHE when both fail.
     pub fn flush(&mut self, target: &Found) -> Result<(), ClientError> {
-        self.ata(target, AtaCmd::other(AtaCommand::FlushCacheExt, 0, 0), &[])
-            .map(drop)
+        match self.ata(target, AtaCmd::other(AtaCommand::FlushCacheExt, 0, 0), &[]) {
+            Err(ClientError::Ata { error, .. }) if error & ata_error::ABRT != 0 => self
+                .ata(target, AtaCmd::other(AtaCommand::FlushCache, 0, 0), &[])
+                .map(drop),
+            other => other.map(drop),
+        }
     }
 
     /// A Query Config request; the reply's config string.
