@@ -4,9 +4,10 @@
 //! lend a frame's chunk to the storage engine, so the worker code is the same for either.
 //!
 //! Jumbo frames: a frame of up to [`Port::max_frame_len`] bytes may be a slab frame (three
-//! chunks, one contiguous buffer). AF_XDP ports always have slabs (multi-buffer bind); an
-//! AF_PACKET port has them when its RX ring holds jumbo frames (`PacketConfig::for_mtu`),
-//! otherwise it carries one chunk (7 sectors). The worker drives them like this:
+//! chunks, one contiguous buffer). A port has slabs only where the interface MTU does not fit
+//! one chunk: an AF_XDP port then binds with `XDP_USE_SG` (multi-buffer), an AF_PACKET port
+//! sizes its RX ring for the MTU (`PacketConfig::for_mtu`); otherwise a frame is one chunk
+//! (at most 7 sectors). The worker drives them like this:
 //!
 //! ```text
 //! // RX: a jumbo request (e.g. a 17-sector write) arrives as ONE frame; data()/data_mut() see
