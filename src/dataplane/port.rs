@@ -34,39 +34,11 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::wire::ata::AFLAG_WRITE;
-use crate::wire::SECTOR_SIZE;
+pub use crate::target::reply_room;
 use crate::xdp::frame::{Frame, JumboStats, RxBurst};
 use crate::xdp::mem::{Arena, Chunk};
 use crate::xdp::packet::{PacketError, PacketPort};
 use crate::xdp::socket::{XskError, XskPort};
-use crate::xdp::umem::AOE_ATA_HEADERS_LEN;
-
-/// Bytes, from the packet start, that the reply to `packet` (a received request) may need:
-/// for an AoE ATA command without the write flag (a read), the headers plus `sector count`
-/// sectors (4 more behind an 802.1Q tag); otherwise the request's own length (a write's reply
-/// is shorter than the request; other replies fit one chunk). Malformed input gives its own
-/// length: the target rejects it later.
-pub fn reply_room(packet: &[u8]) -> usize {
-    let aoe = if packet.get(12..14) == Some(&[0x81, 0x00]) {
-        18
-    } else {
-        14
-    };
-    let headers = aoe + AOE_ATA_HEADERS_LEN - 14;
-    let is_aoe = packet.get(aoe - 2..aoe) == Some(&[0x88, 0xA2]);
-    // AoE: command at +5 (0 = ATA); ATA header after the 10-byte AoE header: aflags at +0,
-    // sector count at +2.
-    if !is_aoe || packet.len() < headers || packet[aoe + 5] != 0 {
-        return packet.len();
-    }
-    let aflags = packet[aoe + 10];
-    if aflags & AFLAG_WRITE != 0 {
-        return packet.len();
-    }
-    let sectors = usize::from(packet[aoe + 12]);
-    packet.len().max(headers + sectors * SECTOR_SIZE)
-}
 
 /// The transport of one port.
 #[derive(Debug)]

@@ -440,6 +440,30 @@ fn parse_request(frame: &[u8]) -> Option<RequestViews<'_>> {
     Some((eth, aoe))
 }
 
+/// Bytes, from the frame start, that the reply to `frame` (a received request) may need: for
+/// an AoE ATA read, its headers (an 802.1Q tag included) plus the sectors it asks for;
+/// otherwise the frame's own length (a write's reply is shorter than the request, other
+/// replies fit any frame). Malformed input gives its own length: [`Target::handle`] rejects it.
+/// The worker uses this to move a read into a frame large enough for its reply first.
+pub fn reply_room(frame: &[u8]) -> usize {
+    let Some((_, aoe)) = parse_request(frame) else {
+        return frame.len();
+    };
+    if aoe.command() != AoeCommand::Ata {
+        return frame.len();
+    }
+    let Ok(ata) = crate::wire::ata::AtaPacket::new_checked(aoe.payload()) else {
+        return frame.len();
+    };
+    if ata.is_write() {
+        return frame.len();
+    }
+    let headers = frame.len() - ata.payload().len();
+    frame
+        .len()
+        .max(headers + usize::from(ata.sector_count()) * crate::wire::SECTOR_SIZE)
+}
+
 /// (major, minor, command) of an AoE request of our version; `None` for anything else.
 fn request_address(frame: &[u8]) -> Option<(u16, u8, AoeCommand)> {
     let (_, aoe) = parse_request(frame)?;
