@@ -271,6 +271,22 @@ impl FramePool {
         }
     }
 
+    /// Queues `frame` for transmission (state `Rx` → `Tx`) as `(index, wire_len)` on `queue`
+    /// (see [`pad_for_wire`]); the shared tail of both port kinds' `transmit`. `queue` never
+    /// grows: it is sized for every frame.
+    pub(crate) fn queue_tx(
+        &mut self,
+        frame: Frame,
+        wire_len: usize,
+        queue: &mut Vec<(u32, usize)>,
+    ) {
+        self.check(&frame);
+        let (_, index, _) = frame.into_parts();
+        self.transition(index, FrameState::Rx, FrameState::Tx);
+        assert!(queue.len() < queue.capacity(), "TX queue overflow");
+        queue.push((index, wire_len));
+    }
+
     /// Takes back a frame the application held without sending it (state `Rx` → `Free`).
     pub(crate) fn release(&mut self, frame: Frame) {
         self.check(&frame);
@@ -325,10 +341,6 @@ impl Frame {
         let frame = ManuallyDrop::new(self);
         (frame.pool_id, frame.index, frame.len)
     }
-
-    pub(crate) fn pool_id(&self) -> u64 {
-        self.pool_id
-    }
 }
 
 impl fmt::Debug for Frame {
@@ -349,6 +361,19 @@ impl Drop for Frame {
             );
         }
     }
+}
+
+/// Zero-pads a frame's bytes `data` from `len` up to the Ethernet minimum (60 bytes) and
+/// returns the length to put on the wire. Panics if `len` exceeds the frame.
+pub(crate) fn pad_for_wire(data: &mut [u8], len: usize) -> usize {
+    assert!(
+        len <= data.len(),
+        "transmit length {len} exceeds frame capacity {}",
+        data.len()
+    );
+    let wire_len = len.max(super::umem::ETH_MIN_FRAME_LEN);
+    data[len..wire_len].fill(0);
+    wire_len
 }
 
 /// Counters of the jumbo (multi-buffer) path of a port.

@@ -92,12 +92,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::frame::{
-    Frame, FrameCounts, FramePool, FrameState, JumboStats, Lender, RxBurst, RX_BURST_MAX,
+    pad_for_wire, Frame, FrameCounts, FramePool, FrameState, JumboStats, Lender, RxBurst,
+    RX_BURST_MAX,
 };
 use super::mem::{Arena, Chunk};
 use super::umem::{
-    ETH_MIN_FRAME_LEN, FRAME_CAPACITY, FRAME_SIZE, JUMBO_FRAME_LEN, PACKET_OFFSET, SLAB_CAPACITY,
-    SLAB_SIZE,
+    FRAME_CAPACITY, FRAME_SIZE, JUMBO_FRAME_LEN, PACKET_OFFSET, SLAB_CAPACITY, SLAB_SIZE,
 };
 
 /// The AoE ethertype.
@@ -1160,23 +1160,8 @@ impl PacketPort {
     /// [`Self::flush_tx`]). Frames shorter than 60 bytes are zero-padded to 60. Never fails: the
     /// queue has room for every frame.
     pub fn transmit(&mut self, mut frame: Frame, len: usize) {
-        let capacity = self.frame_capacity(&frame);
-        assert!(
-            len <= capacity,
-            "transmit length {len} exceeds frame capacity {capacity}"
-        );
-        let wire_len = len.max(ETH_MIN_FRAME_LEN);
-        if len < wire_len {
-            self.data_mut(&mut frame)[len..wire_len].fill(0);
-        }
-        assert_eq!(frame.pool_id(), self.pool.id());
-        let (_, index, _) = frame.into_parts();
-        self.pool.transition(index, FrameState::Rx, FrameState::Tx);
-        assert!(
-            self.tx_queued.len() < self.tx_queued.capacity(),
-            "TX queue overflow"
-        );
-        self.tx_queued.push((index, wire_len));
+        let wire_len = pad_for_wire(self.data_mut(&mut frame), len);
+        self.pool.queue_tx(frame, wire_len, &mut self.tx_queued);
     }
 
     /// Copies queued frames into free TX ring slots (as many as there are), frees those frames

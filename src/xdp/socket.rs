@@ -53,13 +53,14 @@ use xsk_rs::config::{BindFlags, LibxdpFlags, QueueSize, SocketConfig};
 use xsk_rs::{CompQueue, FillQueue, FrameDesc, RxQueue, TxQueue};
 
 use super::frame::{
-    Frame, FrameCounts, FramePool, FrameState, JumboStats, Lender, RxBurst, RX_BURST_MAX,
+    pad_for_wire, Frame, FrameCounts, FramePool, FrameState, JumboStats, Lender, RxBurst,
+    RX_BURST_MAX,
 };
 use super::mem::{Arena, Chunk};
 use super::txring::TxRing;
 use super::umem::{
-    UmemArea, UmemError, ETH_MIN_FRAME_LEN, FRAME_CAPACITY, FRAME_SIZE, PACKET_OFFSET,
-    SLAB_CAPACITY, SLAB_CHUNKS, SLAB_SIZE,
+    UmemArea, UmemError, FRAME_CAPACITY, FRAME_SIZE, PACKET_OFFSET, SLAB_CAPACITY, SLAB_CHUNKS,
+    SLAB_SIZE,
 };
 
 /// Which bind mode to ask for.
@@ -822,23 +823,8 @@ impl XskPort {
     /// [`Self::flush_tx`]). Frames shorter than 60 bytes are zero-padded to 60. Never fails: the
     /// queue has room for every frame.
     pub fn transmit(&mut self, mut frame: Frame, len: usize) {
-        let capacity = self.frame_capacity(&frame);
-        assert!(
-            len <= capacity,
-            "transmit length {len} exceeds frame capacity {capacity}"
-        );
-        let wire_len = len.max(ETH_MIN_FRAME_LEN);
-        if len < wire_len {
-            self.data_mut(&mut frame)[len..wire_len].fill(0);
-        }
-        assert_eq!(frame.pool_id(), self.pool.id());
-        let (_, index, _) = frame.into_parts();
-        self.pool.transition(index, FrameState::Rx, FrameState::Tx);
-        assert!(
-            self.tx_queued.len() < self.tx_queued.capacity(),
-            "TX queue overflow"
-        );
-        self.tx_queued.push((index, wire_len));
+        let wire_len = pad_for_wire(self.data_mut(&mut frame), len);
+        self.pool.queue_tx(frame, wire_len, &mut self.tx_queued);
     }
 
     /// Moves queued frames onto the TX ring (as many as fit) and kicks the kernel with `sendto`
