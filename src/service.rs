@@ -134,19 +134,8 @@ impl LocalTarget {
 
     /// Performs `plan` through the engine (submit, commit, wait, reap) and completes the reply.
     fn run_io(&mut self, chunk: Chunk, plan: &IoPlan) -> (Chunk, Result<usize, ServiceError>) {
-        let request = IoRequest {
-            export: plan.export,
-            op: match plan.kind {
-                IoKind::Read => IoOp::Read,
-                IoKind::Write => IoOp::Write,
-                IoKind::Flush => IoOp::Flush,
-            },
-            sector: plan.sector,
-            len: u32::try_from(plan.byte_len()).expect("a frame's data fits u32"),
-            chunk,
-            buf_offset: u32::try_from(FRAME_OFFSET + plan.data_offset).expect("inside a chunk"),
-            user_data: 0,
-        };
+        let buf_offset = u32::try_from(FRAME_OFFSET + plan.data_offset).expect("inside a chunk");
+        let request = io_request(plan, chunk, buf_offset, 0);
         let (mut chunk, result) = match self.engine.submit(request) {
             // Handed back, never lost: the request is answered ABRT.
             Err(refused) => (refused.req.chunk, Err(IoFailure::Aborted)),
@@ -182,7 +171,26 @@ impl LocalTarget {
     }
 }
 
-fn to_failure(error: IoError) -> IoFailure {
+/// The storage request that carries out `plan` on `chunk` (data at `buf_offset`): the one
+/// translation from the target's plan to the engine's request, shared with the dataplane.
+pub fn io_request(plan: &IoPlan, chunk: Chunk, buf_offset: u32, user_data: u64) -> IoRequest {
+    IoRequest {
+        export: plan.export,
+        op: match plan.kind {
+            IoKind::Read => IoOp::Read,
+            IoKind::Write => IoOp::Write,
+            IoKind::Flush => IoOp::Flush,
+        },
+        sector: plan.sector,
+        len: u32::try_from(plan.byte_len()).expect("a frame's data fits u32"),
+        chunk,
+        buf_offset,
+        user_data,
+    }
+}
+
+/// How a failed I/O is reported in ATA terms: medium errors as UNC, the rest as ABRT.
+pub fn to_failure(error: IoError) -> IoFailure {
     if error.is_media_error() {
         IoFailure::Media
     } else {

@@ -22,11 +22,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use crate::service::{io_request, to_failure};
 use crate::state_dir::StateDir;
-use crate::storage::engine::{Engine, EngineStats, IoCompletion, IoOp, IoRequest};
-use crate::target::{
-    DeviceCounters, DeviceIndex, IoFailure, IoKind, IoPlan, Outcome, PortInfo, Target,
-};
+use crate::storage::engine::{Engine, EngineStats, IoCompletion};
+use crate::target::{DeviceCounters, DeviceIndex, IoFailure, IoPlan, Outcome, PortInfo, Target};
 use crate::xdp::frame::{Frame, JumboStats, RxBurst};
 
 use super::port::{Port, PortError};
@@ -610,19 +609,7 @@ impl Worker {
         } = job;
         let remote = !self.units.iter().any(|u| u.id == unit);
         let slot = self.slots.put(unit, plan);
-        let request = IoRequest {
-            export: plan.export,
-            op: match plan.kind {
-                IoKind::Read => IoOp::Read,
-                IoKind::Write => IoOp::Write,
-                IoKind::Flush => IoOp::Flush,
-            },
-            sector: plan.sector,
-            len: u32::try_from(plan.byte_len()).expect("a frame's data fits u32"),
-            chunk,
-            buf_offset,
-            user_data: u64::from(slot),
-        };
+        let request = io_request(&plan, chunk, buf_offset, u64::from(slot));
         let submitted = self.engine.submit(request);
         if !matches!(&submitted, Err(refused) if refused.is_throttling_err()) {
             self.stats.jobs += 1;
@@ -665,13 +652,7 @@ impl Worker {
         let count = reaped.len();
         for completion in reaped.drain(..) {
             let (unit, plan) = self.slots.take(completion.user_data);
-            let result = completion.result.map_err(|e| {
-                if e.is_media_error() {
-                    IoFailure::Media
-                } else {
-                    IoFailure::Aborted
-                }
-            });
+            let result = completion.result.map_err(to_failure);
             let done = Done {
                 chunk: completion.chunk,
                 plan,
