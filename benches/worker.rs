@@ -150,6 +150,7 @@ impl Worker {
             read_only: false,
             direct_io: false,
             durability: Durability::Writeback,
+            resident: false,
         };
         let exports: Arc<[Export]> = Arc::new([Export::open(&spec).expect("open the export")]);
         let pool = ChunkPool::new(Arc::new(

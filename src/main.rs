@@ -280,19 +280,20 @@ fn print_report(report: &aoe_xdp::dataplane::stats::Report) {
         );
     }
     println!(
-        "\n{:<7} {:>12} {:>10} {:>9} {:>12} {:>10} {:>8} {:>8}",
-        "WORKER", "JOBS", "REMOTE", "BACKLOG", "DISK I/O", "MERGED", "BOUNCED", "IO-ERR"
+        "\n{:<7} {:>12} {:>10} {:>9} {:>12} {:>10} {:>12} {:>8} {:>8}",
+        "WORKER", "JOBS", "REMOTE", "BACKLOG", "DISK I/O", "MERGED", "MAPPED", "BOUNCED", "IO-ERR"
     );
     for (index, worker) in report.workers.iter().enumerate() {
         let e = &worker.engine;
         println!(
-            "{:<7} {:>12} {:>10} {:>9} {:>12} {:>10} {:>8} {:>8}",
+            "{:<7} {:>12} {:>10} {:>9} {:>12} {:>10} {:>12} {:>8} {:>8}",
             index,
             worker.jobs,
             worker.remote_jobs,
             worker.io_backlogged,
             e.ios,
             e.merged,
+            e.mapped,
             e.bounced,
             e.errors
         );

@@ -325,6 +325,22 @@ fn sync_engine_agrees_with_io_uring_on_the_table() {
     assert!(uring.files == sync.files, "engines disagree on the files");
 }
 
+#[test]
+fn resident_exports_agree_with_the_sync_engine_on_the_table() {
+    let resident = run_table(EngineKind::UringResident, &FILES, &DEVICES, STEPS);
+    let sync = run_table(EngineKind::Sync, &FILES, &DEVICES, STEPS);
+    for ((name, r), (_, s)) in resident.replies.iter().zip(&sync.replies) {
+        assert_eq!(
+            r, s,
+            "[{name}] resident and sync engines disagree on the replies"
+        );
+    }
+    assert!(
+        resident.files == sync.files,
+        "resident and sync disagree on the files"
+    );
+}
+
 /// Index of each AtaCommand variant; exhaustive so a new variant fails to compile here.
 fn ata_index(command: AtaCommand) -> usize {
     match command {

@@ -84,7 +84,8 @@ on_both_transports!(
     test_multipath_merge,
     test_second_instance_refused,
     test_stats,
-    test_jumbo_frames
+    test_jumbo_frames,
+    test_resident_device
 );
 
 const SHELF: u16 = 3;
@@ -1232,6 +1233,103 @@ fn test_stats(transport: Transport) {
     );
     target.stop();
     assert!(!socket.exists(), "control socket left behind");
+}
+
+/// A resident device (window locked in memory, requests copied through a shared mapping)
+/// serves the same data as the default path, does no disk I/O for reads and write-back
+/// writes, and answers UNC instead of crashing when its file shrinks under it.
+fn test_resident_device(transport: Transport) {
+    let Some(net) = Net::new(&transport.tag("dp-res"), 1) else {
+        return;
+    };
+    let dir = TargetDir::new(
+        &["vt"],
+        &transport.config(""),
+        &[DeviceSpec::new(SHELF, SLOT, SECTORS)
+            .with("durability = \"writeback\"\nresident = true\noffset = 8\nlength = 2040")],
+    );
+    let target = dir.start(&net.target_ns);
+    assert!(
+        target.log().contains("resident: window locked in memory"),
+        "{}",
+        target.log()
+    );
+    let socket = dir.path().join("ctl.sock");
+    let mut client = net.client(0);
+    let device = discover_one(&mut client);
+    let sectors = SECTORS - 8;
+    let seed = 7;
+    for lba in (0..sectors).step_by(2) {
+        client
+            .write(&device, lba, &pattern(lba, 2, seed), lba % 4 == 2)
+            .unwrap_or_else(|e| panic!("write {lba}: {e}"));
+    }
+    for lba in (0..sectors).step_by(2) {
+        let data = client.read(&device, lba, 2, true).expect("read");
+        assert!(data == pattern(lba, 2, seed), "sectors {lba}..{}", lba + 2);
+    }
+    assert_ata_error(
+        client.read(&device, sectors - 1, 2, true),
+        ata_error::IDNF,
+        "read past the window",
+    );
+    client.flush(&device).expect("flush");
+    let file = std::fs::read(dir.disk(0)).expect("read backing file");
+    assert!(
+        file[byte_offset(8)..] == pattern(0, sectors, seed),
+        "backing file differs from what was written"
+    );
+    assert!(
+        file[..byte_offset(8)].iter().all(|b| *b == 0),
+        "sectors before the window"
+    );
+    let requests = sectors; // a write and a read per pair of sectors
+    let report = wait_stats(&socket, |r| r["workers"][0]["engine"]["mapped"] == requests);
+    // Only the FLUSH reached the kernel as an I/O.
+    assert_eq!(report["workers"][0]["engine"]["ios"], 1, "{report:#}");
+
+    // The file shrinks under the target: requests past its new end fail with UNC, the rest
+    // are served, and the target lives on; once it grows back, the range works again.
+    let backing = std::fs::OpenOptions::new()
+        .write(true)
+        .open(dir.disk(0))
+        .expect("open the backing file");
+    backing.set_len(1024 * SECTOR_SIZE as u64).expect("shrink");
+    let past = 1024 - 8 + 16;
+    assert_ata_error(
+        client.read(&device, past, 2, true),
+        ata_error::UNC,
+        "read past the shrunk end",
+    );
+    assert_ata_error(
+        client.write(&device, past, &pattern(past, 2, 9), true),
+        ata_error::UNC,
+        "write past the shrunk end",
+    );
+    let data = client
+        .read(&device, 100, 2, true)
+        .expect("read below the end");
+    assert!(
+        data == pattern(100, 2, seed),
+        "sectors 100..102 after the shrink"
+    );
+    backing
+        .set_len(SECTORS * SECTOR_SIZE as u64)
+        .expect("grow back");
+    assert_eq!(
+        client
+            .read(&device, past, 2, true)
+            .expect("read after growing back"),
+        vec![0u8; 1024],
+        "the regrown range reads as zeros"
+    );
+    client
+        .write(&device, past, &pattern(past, 2, 9), true)
+        .expect("write after growing back");
+    let file = std::fs::read(dir.disk(0)).expect("read backing file");
+    assert!(file[byte_offset(8 + past)..byte_offset(8 + past + 2)] == pattern(past, 2, 9));
+    let log = target.stop();
+    assert!(!log.contains("panicked"), "{log}");
 }
 
 /// Runs `aoe-xdp --stats SOCKET [--json]`; returns what it printed.

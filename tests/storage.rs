@@ -73,6 +73,7 @@ fn spec(path: &Path) -> ExportSpec {
         read_only: false,
         direct_io: false,
         durability: Durability::Writeback,
+        resident: false,
     }
 }
 
@@ -584,6 +585,117 @@ fn test_io_errors_on_a_file_that_shrank_after_open() {
 }
 
 #[test]
+fn test_resident_export_copies_through_its_mapping() {
+    let file = patterned_file(64);
+    let mut s = spec(file.path());
+    (s.offset_sectors, s.length_sectors, s.resident) = (8, Some(48), true);
+    let exports = open(&[s]);
+    let map = exports[0].map().expect("a resident export has a mapping");
+    assert!(map.locked());
+    assert_eq!(map.window(), 8 * 512..56 * 512);
+    let mut pool = pool();
+    let mut engine = uring(Arc::clone(&exports), &pool);
+    // Reads at both ends of the window, unaligned in memory, and a run of adjacent reads.
+    let reads: Vec<_> = [(0u64, 1), (47, 2), (10, 3), (11, 4), (12, 5)]
+        .into_iter()
+        .map(|(sector, tag)| req(&mut pool, IoOp::Read, sector, 512, 100, tag))
+        .collect();
+    let done = submit_all(&mut engine, reads);
+    for (c, sector) in done.iter().zip([0u64, 47, 10, 11, 12]) {
+        assert_patterned(&pool, c, 100, sector + 8, 512);
+    }
+    recycle(&mut pool, done);
+    let writes = vec![
+        req(&mut pool, IoOp::Write, 0, 1024, 0, 0xA1),
+        req(&mut pool, IoOp::Write, 46, 1024, 1, 0xA2),
+    ];
+    let done = submit_all(&mut engine, writes);
+    assert!(done.iter().all(|c| c.result.is_ok()), "{done:?}");
+    recycle(&mut pool, done);
+    assert!(file_bytes(&file, 8 * 512, 1024).iter().all(|b| *b == 0xA1));
+    assert!(file_bytes(&file, 54 * 512, 1024).iter().all(|b| *b == 0xA2));
+    // The sectors around the window are untouched.
+    assert_ne!(file_bytes(&file, 7 * 512, 512), vec![0xA1; 512]);
+    assert_ne!(file_bytes(&file, 56 * 512, 512), vec![0xA2; 512]);
+    // A read past the window is refused before any copy.
+    let err = engine
+        .submit(req(&mut pool, IoOp::Read, 47, 1024, 0, 9))
+        .unwrap_err();
+    assert!(
+        matches!(err.error, SubmitError::OutOfRange { .. }),
+        "{:?}",
+        err.error
+    );
+    pool.free(err.req.chunk);
+    let stats = engine.stats();
+    assert_eq!(
+        (stats.mapped, stats.ios, stats.errors),
+        (7, 0, 0),
+        "{stats:?}"
+    );
+    // FLUSH still goes to the kernel.
+    let done = submit_all(&mut engine, vec![req(&mut pool, IoOp::Flush, 0, 0, 0, 1)]);
+    assert!(done[0].result.is_ok());
+    assert_eq!(engine.stats().ios, 1);
+    recycle(&mut pool, done);
+}
+
+#[test]
+fn test_resident_export_fails_requests_past_a_shrunk_end_and_recovers() {
+    let file = temp_file(64);
+    let mut s = spec(file.path());
+    s.resident = true;
+    let exports = open(&[s]);
+    let mut pool = pool();
+    let mut engine = uring(Arc::clone(&exports), &pool);
+    file.as_file().set_len(8 * 512).unwrap();
+    let reqs = vec![
+        req(&mut pool, IoOp::Read, 6, 512, 0, 1),
+        req(&mut pool, IoOp::Read, 7, 1024, 0, 2),
+        req(&mut pool, IoOp::Write, 32, 512, 0, 3),
+        req(&mut pool, IoOp::Read, 40, 512, 0, 4),
+    ];
+    let done = submit_all(&mut engine, reqs);
+    let ok: Vec<bool> = done.iter().map(|c| c.result.is_ok()).collect();
+    assert_eq!(ok, [true, false, false, false], "{done:?}");
+    assert!(done[1..]
+        .iter()
+        .all(|c| c.result.unwrap_err().is_media_error()));
+    recycle(&mut pool, done);
+    assert!(exports[0].map().unwrap().faults() >= 3);
+    // The file grows back: the same requests succeed, and the write reaches the file.
+    file.as_file().set_len(64 * 512).unwrap();
+    let reqs = vec![
+        req(&mut pool, IoOp::Read, 7, 1024, 0, 2),
+        req(&mut pool, IoOp::Write, 32, 512, 0, 3),
+    ];
+    let done = submit_all(&mut engine, reqs);
+    assert!(done.iter().all(|c| c.result.is_ok()), "{done:?}");
+    recycle(&mut pool, done);
+    assert!(file_bytes(&file, 32 * 512, 512).iter().all(|b| *b == 3));
+}
+
+#[test]
+fn test_resident_export_needs_memory_and_no_direct_io() {
+    let file = temp_file(8);
+    let mut s = spec(file.path());
+    (s.resident, s.direct_io) = (true, true);
+    let err = Export::open(&s).unwrap_err();
+    assert!(err.to_string().contains("choose one"), "{err}");
+    // A sparse file larger than the machine's memory is refused before mlock.
+    let big = tempfile::NamedTempFile::new_in("/var/tmp").unwrap();
+    big.as_file().set_len(1 << 43).unwrap();
+    let mut s = spec(big.path());
+    s.resident = true;
+    let err = Export::open(&s).unwrap_err();
+    let text = err.to_string();
+    assert!(
+        text.contains("resident needs 8388608 MiB") && text.contains("MemAvailable"),
+        "{text}"
+    );
+}
+
+#[test]
 fn test_uring_ring_uses_single_issuer_mode() {
     let file = temp_file(8);
     let pool = pool();
@@ -738,7 +850,7 @@ struct Op {
 fn arb_op() -> impl Strategy<Value = Op> {
     let op = prop_oneof![4 => Just(IoOp::Read), 4 => Just(IoOp::Write), 1 => Just(IoOp::Flush)];
     let buf_offset = prop_oneof![Just(0u32), Just(512), Just(1), Just(100)];
-    (0u16..3, op, 0u64..44, 1u32..8, buf_offset, any::<u8>()).prop_map(
+    (0u16..4, op, 0u64..44, 1u32..8, buf_offset, any::<u8>()).prop_map(
         |(export, op, sector, sectors, buf_offset, fill)| Op {
             export,
             op,
@@ -775,7 +887,7 @@ struct Side {
 }
 
 fn side(uring_side: bool, seed: &[u8]) -> Side {
-    let files: Vec<NamedTempFile> = (0..2).map(|_| temp_file(48)).collect();
+    let files: Vec<NamedTempFile> = (0..3).map(|_| temp_file(48)).collect();
     for f in &files {
         f.as_file().write_all_at(seed, 0).unwrap();
     }
@@ -786,6 +898,10 @@ fn side(uring_side: bool, seed: &[u8]) -> Side {
         specs[0].direct_io,
     ) = (4, Some(40), true);
     (specs[1].offset_sectors, specs[1].durability) = (2, Durability::Sync);
+    // Resident: reads and write-back writes are copies through the mapping (the sync oracle
+    // ignores the mapping and uses pread/pwrite).
+    (specs[2].offset_sectors, specs[2].length_sectors) = (1, Some(42));
+    specs[2].resident = true;
     let exports = open(&specs);
     let pool = pool();
     let engine = if uring_side {

@@ -97,6 +97,8 @@ pub struct RawDevice {
     pub direct_io: Option<Spanned<bool>>,
     /// When writes are acknowledged: "sync" or "writeback".
     pub durability: Option<Spanned<String>>,
+    /// Keep the exported window locked in memory and copy through a shared mapping.
+    pub resident: Option<Spanned<bool>>,
     /// 512-byte sectors skipped at the start of the backing store.
     pub offset: Option<Spanned<i64>>,
     /// 512-byte sectors exported; default: everything after `offset`.
@@ -136,6 +138,7 @@ impl RawDevice {
             read_only: None,
             direct_io: None,
             durability: None,
+            resident: None,
             offset: None,
             length: None,
             interfaces: None,

@@ -573,6 +573,26 @@ fn test_rejects_durability() {
 }
 
 #[test]
+fn test_rejects_resident_with_direct_io() {
+    reject(
+        &device_with("direct-io = true\nresident = true"),
+        6,
+        &[
+            "device \"e1.0\": resident = true",
+            "direct-io = true",
+            "choose one",
+        ],
+    );
+}
+
+#[test]
+fn test_resident() {
+    let config = accept(&device_with("resident = true\ndurability = \"writeback\""));
+    assert!(config.devices[0].resident);
+    assert!(!accept(&device_with("resident = false")).devices[0].resident);
+}
+
+#[test]
 fn test_rejects_negative_offset() {
     reject(
         &device_with("offset = -8"),
@@ -912,6 +932,7 @@ fn test_defaults() {
     assert_eq!((device.shelf, device.slot), (1, 0));
     assert!(!device.read_only);
     assert!(!device.direct_io);
+    assert!(!device.resident);
     assert_eq!(device.durability, Durability::Sync);
     assert_eq!((device.offset_sectors, device.length_sectors), (0, None));
     assert_eq!(device.interfaces, Interfaces::All);

@@ -616,6 +616,7 @@ fn device(
             raw.durability.as_ref(),
             Durability::Sync,
         ),
+        resident: resident(p, &label, raw),
         offset_sectors,
         length_sectors,
         interfaces,
@@ -632,6 +633,23 @@ fn device(
         model,
         serial,
     }
+}
+
+/// `resident`, which keeps the data in the page cache that `direct-io` bypasses.
+fn resident(p: &mut Problems, label: &str, raw: &RawDevice) -> bool {
+    let Some(resident) = raw.resident.as_ref().filter(|v| *v.get_ref()) else {
+        return false;
+    };
+    if raw.direct_io.as_ref().is_some_and(|v| *v.get_ref()) {
+        p.push(
+            resident.span(),
+            format!(
+                "{label}: resident = true keeps the data in the page cache, which direct-io = true \
+                 bypasses; choose one"
+            ),
+        );
+    }
+    true
 }
 
 /// Shelf and slot; broadcast values and the shelf the Linux initiator ignores are rejected.

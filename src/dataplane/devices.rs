@@ -48,6 +48,7 @@ pub fn export_spec(device: &DeviceConfig) -> ExportSpec {
         length_sectors: device.length_sectors,
         read_only: device.read_only,
         direct_io: device.direct_io,
+        resident: device.resident,
         durability: match device.durability {
             ConfigDurability::Sync => Durability::Sync,
             ConfigDurability::Writeback => Durability::Writeback,

@@ -175,6 +175,9 @@ pub struct EngineStats {
     pub rejected: u64,
     /// Reads tried inline (`RWF_NOWAIT`) that missed the page cache and went through the ring.
     pub inline_misses: u64,
+    /// Requests of resident exports copied through the mapping (no I/O operation).
+    #[serde(default)]
+    pub mapped: u64,
 }
 
 /// Errors building or driving an engine.

@@ -25,6 +25,8 @@ use std::path::{Path, PathBuf};
 
 use rustix::fs::{AtFlags, SeekFrom, StatxFlags};
 
+use crate::xdp::filemap::{FileMap, MapError};
+
 /// Bytes per sector.
 pub const SECTOR_SIZE: u64 = 512;
 
@@ -52,6 +54,8 @@ pub struct ExportSpec {
     pub direct_io: bool,
     /// Write acknowledgement policy.
     pub durability: Durability,
+    /// Keep the window in memory (`mlock`ed shared mapping) and copy through it.
+    pub resident: bool,
 }
 
 /// Direct I/O alignment from `STATX_DIOALIGN`, in bytes (powers of two).
@@ -128,6 +132,36 @@ pub enum ExportError {
         /// Backing size in whole sectors.
         size_sectors: u64,
     },
+    /// `resident` and `direct_io` were both asked for.
+    #[error(
+        "{path}: resident keeps the data in the page cache, direct-io bypasses it; choose one"
+    )]
+    ResidentDirect {
+        /// The export path.
+        path: PathBuf,
+    },
+    /// A resident window larger than the memory available.
+    #[error(
+        "{path}: resident needs {needed_mib} MiB in memory but only {available_mib} MiB are available \
+         (MemAvailable); export less (length) or set resident = false"
+    )]
+    ResidentTooLarge {
+        /// The export path.
+        path: PathBuf,
+        /// Window size in MiB (rounded up).
+        needed_mib: u64,
+        /// MemAvailable in MiB.
+        available_mib: u64,
+    },
+    /// Mapping or locking a resident window failed.
+    #[error("{path}: cannot keep the window resident (mlock needs CAP_IPC_LOCK or a large enough RLIMIT_MEMLOCK)")]
+    Resident {
+        /// The export path.
+        path: PathBuf,
+        /// The cause.
+        #[source]
+        source: MapError,
+    },
 }
 
 /// An open export.
@@ -141,6 +175,8 @@ pub struct Export {
     sectors: u64,
     read_only: bool,
     durability: Durability,
+    /// The locked shared mapping of the window, for resident exports.
+    map: Option<FileMap>,
 }
 
 impl Export {
@@ -173,6 +209,11 @@ impl Export {
         if direct_fallback {
             tracing::warn!(path = %path.display(), "direct I/O unavailable, using buffered I/O");
         }
+        let map = if spec.resident {
+            Some(map_resident(&path, &buffered, spec, start_bytes, sectors)?)
+        } else {
+            None
+        };
         Ok(Export {
             path,
             buffered,
@@ -182,7 +223,14 @@ impl Export {
             sectors,
             read_only: spec.read_only,
             durability: spec.durability,
+            map,
         })
+    }
+
+    /// The window's locked mapping, for resident exports: reads and write-back writes are
+    /// copies through it.
+    pub fn map(&self) -> Option<&FileMap> {
+        self.map.as_ref()
     }
 
     /// The backing path.
@@ -306,6 +354,55 @@ fn open_direct(path: &Path, buffered: &File, read_only: bool) -> Option<(File, D
     }
 }
 
+/// Maps and locks a resident window, after checking that it fits in the available memory
+/// (`mlock` of more than that would push the system into reclaim or the OOM killer).
+fn map_resident(
+    path: &Path,
+    file: &File,
+    spec: &ExportSpec,
+    start_bytes: u64,
+    sectors: u64,
+) -> Result<FileMap, ExportError> {
+    if spec.direct_io {
+        return Err(ExportError::ResidentDirect {
+            path: path.to_owned(),
+        });
+    }
+    let bytes = sectors * SECTOR_SIZE;
+    const MIB: u64 = 1 << 20;
+    if let Some(available) = mem_available() {
+        if bytes > available {
+            return Err(ExportError::ResidentTooLarge {
+                path: path.to_owned(),
+                needed_mib: bytes.div_ceil(MIB),
+                available_mib: available / MIB,
+            });
+        }
+    }
+    let started = std::time::Instant::now();
+    let map = FileMap::map(file, start_bytes, bytes, !spec.read_only, true).map_err(|source| {
+        ExportError::Resident {
+            path: path.to_owned(),
+            source,
+        }
+    })?;
+    tracing::info!(
+        path = %path.display(),
+        mib = bytes.div_ceil(MIB),
+        took_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
+        "resident: window locked in memory"
+    );
+    Ok(map)
+}
+
+/// `MemAvailable` from `/proc/meminfo`, in bytes.
+fn mem_available() -> Option<u64> {
+    let text = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let line = text.lines().find(|l| l.starts_with("MemAvailable:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib * 1024)
+}
+
 /// Validates the window; returns (start in bytes, length in sectors).
 fn window(spec: &ExportSpec, size_bytes: u64) -> Result<(u64, u64), ExportError> {
     let size_sectors = size_bytes / SECTOR_SIZE;
@@ -340,6 +437,7 @@ mod tests {
             read_only: false,
             direct_io: false,
             durability: Durability::Writeback,
+            resident: false,
         }
     }
 

@@ -45,6 +45,7 @@ use crate::storage::engine::{
 use crate::storage::export::{Durability, Export, Lane, Route};
 use crate::storage::merge::{self, Pending, Run};
 use crate::storage::sync_engine::write_all;
+use crate::xdp::filemap::FileMap;
 use crate::xdp::mem::{Arena, Chunk, ChunkPool};
 use crate::xdp::uring::{Ring, RingOptions, Seg, Segs, RWF_DSYNC, SEGMENTS_MAX};
 use rustix::io::{Errno, ReadWriteFlags};
@@ -474,22 +475,30 @@ impl UringEngine {
     ///   CQE and the op bookkeeping (a lone 1 KiB read costs half as much CPU). A page not in
     ///   the cache gives `EAGAIN` or a short count, and the run goes through the ring, which
     ///   waits for the disk without holding up the worker.
+    ///
+    /// On a resident export both are copies through its locked mapping instead, one per
+    /// request, with no system call at all (see [`crate::xdp::filemap`]).
     fn inline(&mut self, run: Run) -> bool {
         let first = self.pending[run.start];
-        let wanted = first.lane == Lane::Buffered
-            && match first.op {
-                IoOp::Read => self.nowait_reads[usize::from(first.export)],
-                IoOp::Write => {
-                    self.exports[usize::from(first.export)].durability() == Durability::Writeback
-                }
-                IoOp::Flush => false,
-            };
+        let export = &self.exports[usize::from(first.export)];
+        let writeback = export.durability() == Durability::Writeback;
+        let use_map = export.map().is_some()
+            && first.lane == Lane::Buffered
+            && (first.op == IoOp::Read || first.op == IoOp::Write && writeback);
+        let wanted = use_map
+            || first.lane == Lane::Buffered
+                && match first.op {
+                    IoOp::Read => self.nowait_reads[usize::from(first.export)],
+                    IoOp::Write => writeback,
+                    IoOp::Flush => false,
+                };
         if !wanted {
             return false;
         }
         let (offset, total) = self.link(run);
         let export = &self.exports[usize::from(first.export)];
         assert_in_window(export, first.sector, total, offset);
+        let mapped = export.map().filter(|_| use_map);
         // The chunks leave their slots for the syscalls (one slice per request) and return.
         self.inline_segs.clear();
         self.inline_results.clear();
@@ -500,9 +509,14 @@ impl UringEngine {
             self.inline_segs.push(lend(slot));
         }
         let fd = export.fd(Lane::Buffered);
-        let outcome = match first.op {
-            IoOp::Read => read_nowait(fd, &self.arena, &mut self.inline_segs, offset),
-            _ => {
+        let outcome = match (mapped, first.op) {
+            (Some(map), op) => {
+                let results = &mut self.inline_results;
+                copy_mapped(map, op, &self.arena, &mut self.inline_segs, offset, results);
+                Nowait::Done(Ok(()))
+            }
+            (None, IoOp::Read) => read_nowait(fd, &self.arena, &mut self.inline_segs, offset),
+            (None, _) => {
                 let results = &mut self.inline_results;
                 write_run(fd, &self.arena, &self.inline_segs, offset, results);
                 Nowait::Done(Ok(()))
@@ -527,8 +541,12 @@ impl UringEngine {
                 return false;
             }
         };
-        self.stats.ios += ios;
-        self.stats.merged += run.len() as u64 - 1;
+        if mapped.is_some() {
+            self.stats.mapped += run.len() as u64;
+        } else {
+            self.stats.ios += ios;
+            self.stats.merged += run.len() as u64 - 1;
+        }
         for (i, p) in self.pending[run.start..run.end].iter().enumerate() {
             let result = self.inline_results.get(i).copied().unwrap_or(shared);
             let mut slot = self.slots[p.slot as usize].take().expect("pending slot");
@@ -617,6 +635,27 @@ fn read_nowait(fd: BorrowedFd<'_>, arena: &Arenas, segs: &mut [Seg], mut offset:
         offset += len as u64;
     }
     Nowait::Done(Ok(()))
+}
+
+/// Copies each of `segs` (back to back on disk from `offset`) through `map`, in the direction
+/// of `op`, and pushes one result per segment to `results`.
+fn copy_mapped(
+    map: &FileMap,
+    op: IoOp,
+    arena: &Arenas,
+    segs: &mut [Seg],
+    mut offset: u64,
+    results: &mut Vec<Result<(), IoError>>,
+) {
+    for seg in segs {
+        let (start, end) = (seg.offset as usize, (seg.offset + seg.len) as usize);
+        let result = match op {
+            IoOp::Read => map.read(offset, &mut arena.bytes_mut(&mut seg.chunk)[start..end]),
+            _ => map.write(offset, &arena.bytes(&seg.chunk)[start..end]),
+        };
+        results.push(result.map_err(IoError::from));
+        offset += u64::from(seg.len);
+    }
 }
 
 /// Writes `segs` (back to back on disk from `offset`) with `pwritev2`, at most

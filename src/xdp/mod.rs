@@ -18,6 +18,7 @@
 
 pub mod abi;
 pub mod burst;
+pub mod filemap;
 pub mod frame;
 pub mod loader;
 pub mod mem;

@@ -502,6 +502,9 @@ impl ModelFile {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum EngineKind {
     Uring,
+    /// io_uring, with every device that is neither `direct_io` nor huge (the sparse LBA48
+    /// file) opened `resident` (copies through a locked mapping).
+    UringResident,
     Sync,
 }
 
@@ -559,6 +562,9 @@ impl World {
                     read_only: d.read_only,
                     direct_io: d.direct_io,
                     durability: d.durability,
+                    resident: self.kind == EngineKind::UringResident
+                        && !d.direct_io
+                        && self.files[d.file].len <= 1 << 30,
                 })
                 .unwrap()
             })
@@ -566,7 +572,7 @@ impl World {
         let arena = Arc::new(Arena::new(CHUNK_SIZE, CHUNK_COUNT).unwrap());
         let pool = ChunkPool::new(Arc::clone(&arena)).unwrap();
         let engine = match self.kind {
-            EngineKind::Uring => Engine::Uring(
+            EngineKind::Uring | EngineKind::UringResident => Engine::Uring(
                 UringEngine::new(Arc::clone(&exports), arena, UringConfig::default()).unwrap(),
             ),
             EngineKind::Sync => Engine::Sync(SyncEngine::new(Arc::clone(&exports), arena).unwrap()),
@@ -636,8 +642,10 @@ impl World {
             .collect()
     }
 
+    /// Storage operations so far: kernel I/Os, and copies through a resident mapping.
     fn ios(&self) -> u64 {
-        self.local().engine().stats().ios
+        let stats = self.local().engine().stats();
+        stats.ios + stats.mapped
     }
 
     fn verify_files(&self, step: &str) {

@@ -126,11 +126,17 @@ pub enum SystemKind {
     #[value(name = "xdp-poll")]
     #[serde(rename = "xdp-poll")]
     XdpPoll,
+    /// aoe-xdp on AF_XDP with the device `resident = true` (locked in memory, copies through a
+    /// shared mapping instead of a system call per request).
+    #[value(name = "xdp-resident")]
+    #[serde(rename = "xdp-resident")]
+    XdpResident,
 }
 
 impl SystemKind {
-    const ALL: [SystemKind; 5] = [
+    const ALL: [SystemKind; 6] = [
         SystemKind::Xdp,
+        SystemKind::XdpResident,
         SystemKind::XdpPoll,
         SystemKind::Packet,
         SystemKind::Vblade,
@@ -146,6 +152,7 @@ impl SystemKind {
             SystemKind::Reflector => "reflector",
             SystemKind::Baseline => "aoe-xdp (XDP, baseline)",
             SystemKind::XdpPoll => "aoe-xdp (XDP, idle=poll)",
+            SystemKind::XdpResident => "aoe-xdp (XDP, resident)",
         }
     }
 
@@ -157,6 +164,7 @@ impl SystemKind {
             SystemKind::Reflector => "reflector",
             SystemKind::Baseline => "baseline",
             SystemKind::XdpPoll => "xdp-poll",
+            SystemKind::XdpResident => "xdp-resident",
         }
     }
 }
@@ -651,7 +659,11 @@ fn run_system(env: &Env, system: SystemKind, workloads: &[Workload]) -> Result<S
     let _ = fs::copy(&log, env.logs.join(format!("{}.log", system.key())));
     match (system, status) {
         (
-            SystemKind::Xdp | SystemKind::XdpPoll | SystemKind::Packet | SystemKind::Baseline,
+            SystemKind::Xdp
+            | SystemKind::XdpPoll
+            | SystemKind::XdpResident
+            | SystemKind::Packet
+            | SystemKind::Baseline,
             Ok(s),
         ) if !s.success() => {
             run.notes
@@ -687,7 +699,11 @@ fn start(
     log: &Path,
 ) -> Result<(Daemon, Vec<String>)> {
     let mut daemon = match system {
-        SystemKind::Xdp | SystemKind::XdpPoll | SystemKind::Packet | SystemKind::Baseline => {
+        SystemKind::Xdp
+        | SystemKind::XdpPoll
+        | SystemKind::XdpResident
+        | SystemKind::Packet
+        | SystemKind::Baseline => {
             let config = write_config(env, system)?;
             let binary = match (system, &env.baseline) {
                 (SystemKind::Baseline, Some(path)) => path,
@@ -742,6 +758,7 @@ fn transport_notes(log: &str) -> Vec<String> {
                 || l.contains("socket ready")
                 || l.contains("AF_PACKET")
                 || l.contains("synchronous I/O")
+                || l.contains("resident:")
         })
         .map(|l| {
             // Drop the timestamp and level tracing puts first.
@@ -790,6 +807,7 @@ fn write_config(env: &Env, system: SystemKind) -> Result<PathBuf> {
     } else {
         "spin"
     };
+    let resident = system == SystemKind::XdpResident;
     let dir = env.scratch.display();
     let text = format!(
         "[target]\n\
@@ -806,6 +824,7 @@ fn write_config(env: &Env, system: SystemKind) -> Result<PathBuf> {
          shelf = 1\n\
          slot = 0\n\
          durability = \"writeback\"\n\
+         resident = {resident}\n\
          queue-length = {BUFFER_COUNT}\n",
         disk = env.disk.display()
     );
