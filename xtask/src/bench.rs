@@ -3,6 +3,9 @@
 //! Method (the same for every system, so that ratios within one run mean something; between
 //! runs on this kind of VM the noise is about ±25%):
 //! - two network namespaces joined by a fresh veth pair (one queue each, MTU 1500) per system;
+//! - every system is started first and paused (`SIGSTOP`); each point is then measured on
+//!   every system in turn (the first one rotating from point to point), the one measured
+//!   running alone: the figures compared in a row were taken within seconds of each other;
 //! - one 256 MiB backing file under /var/tmp, written, synced and read once with
 //!   `cat > /dev/null` so that it sits in the page cache; aoe-xdp runs with
 //!   `durability = "writeback"` and vblade without `-s`/`-d`: the disk is not what is measured;
@@ -10,7 +13,7 @@
 //!   every 1 KiB buffered write then walks all buffer heads of its folio
 //!   (`ext4_block_write_begin`, `block_commit_write`): several microseconds of kernel time per
 //!   random write for every target, which bounds random-write rates far below the reflector's;
-//! - between systems the file is synced, so each starts with clean pages;
+//! - before each system's point the file is synced, so each starts with clean pages;
 //! - the target pinned to core 0 (`taskset -c 0`; aoe-xdp also `worker-cores = [0]`,
 //!   `idle = "spin"`), the initiator `aoe-bench load` pinned to core 1;
 //! - 1 KiB requests (MTU 1500 carries two sectors): random reads at queue depth 1, 16, 64;
@@ -82,8 +85,12 @@ const CPU_WINDOW_DELAY: Duration = Duration::from_millis(250);
 #[derive(clap::Args)]
 pub struct BenchArgs {
     /// Seconds measured per point, after the warm-up.
-    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=600))]
+    #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u32).range(1..=600))]
     seconds: u32,
+    /// Times every point is measured on every system; each row shows the round with the
+    /// median rate (all rounds are kept in results.json).
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=20))]
+    rounds: u32,
     /// Warm-up seconds before each point.
     #[arg(long, default_value_t = 1)]
     warmup: u32,
@@ -338,8 +345,11 @@ pub struct SystemRun {
     pub status: String,
     /// What the target said about itself (socket and attach modes).
     pub notes: Vec<String>,
-    /// The points, in run order.
+    /// One point per workload: the round with the median rate.
     pub points: Vec<Point>,
+    /// Every round's points, in run order.
+    #[serde(default)]
+    pub samples: Vec<Point>,
     /// Cores busy with other work just before this system started: on a shared machine the
     /// systems see different background load, which distorts their ratios.
     #[serde(default)]
@@ -531,27 +541,61 @@ fn measure(args: &BenchArgs, out_dir: &Path) -> Result<Results> {
         args.systems.clone()
     };
     let workloads = workloads(args.quick);
-    let mut runs = Vec::new();
-    for system in systems {
-        // Writes of the previous system must not be flushed during this one's reads.
-        run(Command::new("sync").arg(&env.disk))?;
-        let background = background_cores(Duration::from_secs(1))?;
-        println!(
-            "\n=== {} (other load before the start: {background:.2} cores)",
-            system.label()
-        );
-        if background > BACKGROUND_WARN_CORES {
-            println!(
-                "  warning: the machine is busy with other work; this system's figures suffer"
-            );
-        }
-        let mut run = run_system(&env, system, &workloads)?;
-        run.background_cores = background;
-        if run.status != "ok" {
-            println!("  {}", run.status);
-        }
-        runs.push(run);
+    let background = background_cores(Duration::from_secs(1))?;
+    println!("other load before the start: {background:.2} cores");
+    if background > BACKGROUND_WARN_CORES {
+        println!("warning: the machine is busy with other work; every figure suffers");
     }
+    // Every system is started (and paused) first; then each point is measured on every
+    // system in turn, so that the systems compared in one row were measured within seconds
+    // of each other (drift of the machine between systems was the larger part of the noise).
+    let mut lives = Vec::new();
+    for (index, system) in systems.into_iter().enumerate() {
+        let mut live = start_system(&env, system, index)?;
+        live.run.background_cores = background;
+        println!("{:<26} {}", system.label(), live.run.status);
+        lives.push(live);
+    }
+    let rounds = if args.quick { 1 } else { args.rounds as usize };
+    for round in 0..rounds {
+        for (index, workload) in workloads.iter().enumerate() {
+            println!(
+                "\n=== {} (round {} of {rounds})",
+                workload.label(),
+                round + 1
+            );
+            // Rotate who goes first, so that no system always follows the same one.
+            let count = lives.len();
+            for turn in 0..count {
+                let live = &mut lives[(index + round + turn) % count];
+                let Some(daemon) = live.daemon.as_mut() else {
+                    continue;
+                };
+                if env.stop.load(Ordering::Relaxed) {
+                    bail!("interrupted");
+                }
+                daemon.resume()?;
+                let point = prepare(&env, &live.client_ns, workload)
+                    .and_then(|()| measure_point(&env, &live.client_ns, daemon, workload));
+                daemon.pause()?;
+                let point = point?;
+                println!(
+                    "  {:<26} {}",
+                    live.run.system.label(),
+                    report::point_line(&point)
+                );
+                live.run.samples.push(point);
+            }
+        }
+    }
+    let runs = lives
+        .into_iter()
+        .map(|live| {
+            let mut run = live.finish();
+            run.points = medians(&run.samples, &workloads);
+            run
+        })
+        .collect();
     Ok(Results {
         meta,
         systems: runs,
@@ -616,27 +660,85 @@ fn make_disk(path: &Path) -> Result<()> {
     Ok(())
 }
 
-/// Starts `system` in fresh namespaces and measures every workload against it. Errors only
-/// for an interruption or a broken environment; a system that cannot run gets a status.
-fn run_system(env: &Env, system: SystemKind, workloads: &[Workload]) -> Result<SystemRun> {
+/// Brings the page cache to the state a point starts from: another system's writes are
+/// synced first (so that no write-back runs during this point); a write point then starts
+/// with every page of the file dirty, written once sequentially through the system itself —
+/// the steady state of a target that takes writes (the kernel writes a dirty page back 30 s
+/// after it was dirtied, and the first write to a page after that costs more: the ext4
+/// write path, or a write fault for a resident device).
+fn prepare(env: &Env, client_ns: &Netns, workload: &Workload) -> Result<()> {
+    run(Command::new("sync").arg(&env.disk))?;
+    if workload.op != Op::Write {
+        return Ok(());
+    }
+    let mut cmd = client_ns.exec_pinned(INITIATOR_CORE, &env.loadgen);
+    cmd.args(["load", "-i", CLIENT_IF, "-t", "1.0", "--op", "write"])
+        .args([
+            "--pattern",
+            "sequential",
+            "--depth",
+            "64",
+            "--no-progress",
+            "--json",
+        ])
+        .args(["--size", &REQUEST_SECTORS.to_string()])
+        .args(["--bytes", &DISK_BYTES.to_string()])
+        .stdout(Stdio::null());
+    run(&mut cmd).context("dirtying the file before a write point")
+}
+
+/// Per workload, the sample with the median rate (a failed sample counts as the slowest).
+fn medians(samples: &[Point], workloads: &[Workload]) -> Vec<Point> {
+    workloads
+        .iter()
+        .filter_map(|workload| {
+            let mut of: Vec<&Point> = samples.iter().filter(|p| p.workload == *workload).collect();
+            of.sort_by(|a, b| {
+                let rate = |p: &Point| p.load.as_ref().map_or(-1.0, |l| l.iops);
+                rate(a).total_cmp(&rate(b))
+            });
+            of.get(of.len() / 2).map(|p| (*p).clone())
+        })
+        .collect()
+}
+
+/// A started (or failed) system and its own namespaces. Field order is drop order: the
+/// daemon goes before its namespaces.
+struct Live {
+    run: SystemRun,
+    daemon: Option<Daemon>,
+    log: PathBuf,
+    log_copy: PathBuf,
+    client_ns: Netns,
+    _target_ns: Netns,
+}
+
+/// Starts the `index`th system in fresh namespaces and pauses it. Errors only for an
+/// interruption or a broken environment; a system that cannot run gets a status.
+fn start_system(env: &Env, system: SystemKind, index: usize) -> Result<Live> {
     let id = std::process::id();
-    let target_ns = Netns::new(format!("aoebench-{id}-{}-t", system.key()))?;
-    let client_ns = Netns::new(format!("aoebench-{id}-{}-c", system.key()))?;
+    // A system named twice gets two namespace pairs (and logs).
+    let key = format!("{}-{index}", system.key());
+    let target_ns = Netns::new(format!("aoebench-{id}-{key}-t"))?;
+    let client_ns = Netns::new(format!("aoebench-{id}-{key}-c"))?;
     veth_pair(&target_ns, TARGET_IF, &client_ns, CLIENT_IF, MTU)?;
     let mut run = SystemRun {
         system,
         status: "ok".into(),
         notes: Vec::new(),
         points: Vec::new(),
+        samples: Vec::new(),
         background_cores: 0.0,
     };
-    let log = env.scratch.join(format!("{}.log", system.key()));
-    let started = start(env, system, &target_ns, &client_ns, &log);
-    let _ = fs::copy(&log, env.logs.join(format!("{}.log", system.key())));
-    let mut daemon = match started {
-        Ok((daemon, notes)) => {
+    let log = env.scratch.join(format!("{key}.log"));
+    let log_copy = env.logs.join(format!("{key}.log"));
+    let started = start(env, system, &target_ns, &client_ns, &log, &key);
+    let _ = fs::copy(&log, &log_copy);
+    let daemon = match started {
+        Ok((mut daemon, notes)) => {
             run.notes = notes;
-            daemon
+            daemon.pause()?;
+            Some(daemon)
         }
         Err(error) => {
             let reason = summarize(&format!("{error:#}"));
@@ -644,35 +746,45 @@ fn run_system(env: &Env, system: SystemKind, workloads: &[Workload]) -> Result<S
                 SystemKind::Packet => format!("n/a: {reason}"),
                 _ => format!("failed: {reason}"),
             };
-            return Ok(run);
+            None
         }
     };
-    for workload in workloads {
-        if env.stop.load(Ordering::Relaxed) {
-            bail!("interrupted");
+    Ok(Live {
+        run,
+        daemon,
+        log,
+        log_copy,
+        client_ns,
+        _target_ns: target_ns,
+    })
+}
+
+impl Live {
+    /// Stops the system; notes how it exited.
+    fn finish(mut self) -> SystemRun {
+        let Some(mut daemon) = self.daemon.take() else {
+            return self.run;
+        };
+        let status = daemon.stop();
+        let _ = fs::copy(&self.log, &self.log_copy);
+        let (system, mut run) = (self.run.system, self.run);
+        match (system, status) {
+            (
+                SystemKind::Xdp
+                | SystemKind::XdpPoll
+                | SystemKind::XdpResident
+                | SystemKind::Packet
+                | SystemKind::Baseline,
+                Ok(s),
+            ) if !s.success() => {
+                run.notes
+                    .push(format!("aoe-xdp exited with {s} at SIGTERM"));
+            }
+            (_, Err(error)) => run.notes.push(format!("{error:#}")),
+            _ => {}
         }
-        let point = measure_point(env, &client_ns, &mut daemon, workload)?;
-        println!("  {}", report::point_line(&point));
-        run.points.push(point);
+        run
     }
-    let status = daemon.stop();
-    let _ = fs::copy(&log, env.logs.join(format!("{}.log", system.key())));
-    match (system, status) {
-        (
-            SystemKind::Xdp
-            | SystemKind::XdpPoll
-            | SystemKind::XdpResident
-            | SystemKind::Packet
-            | SystemKind::Baseline,
-            Ok(s),
-        ) if !s.success() => {
-            run.notes
-                .push(format!("aoe-xdp exited with {s} at SIGTERM"));
-        }
-        (_, Err(error)) => run.notes.push(format!("{error:#}")),
-        _ => {}
-    }
-    Ok(run)
 }
 
 /// The first line of an error, and its last line when there are several (a failed start
@@ -697,6 +809,7 @@ fn start(
     target_ns: &Netns,
     client_ns: &Netns,
     log: &Path,
+    key: &str,
 ) -> Result<(Daemon, Vec<String>)> {
     let mut daemon = match system {
         SystemKind::Xdp
@@ -704,7 +817,7 @@ fn start(
         | SystemKind::XdpResident
         | SystemKind::Packet
         | SystemKind::Baseline => {
-            let config = write_config(env, system)?;
+            let config = write_config(env, system, key)?;
             let binary = match (system, &env.baseline) {
                 (SystemKind::Baseline, Some(path)) => path,
                 (SystemKind::Baseline, None) => bail!("--system baseline needs --baseline PATH"),
@@ -795,8 +908,7 @@ fn wait_until_answering(env: &Env, client_ns: &Netns, daemon: &mut Daemon) -> Re
     }
 }
 
-fn write_config(env: &Env, system: SystemKind) -> Result<PathBuf> {
-    let key = system.key();
+fn write_config(env: &Env, system: SystemKind, key: &str) -> Result<PathBuf> {
     let socket = if system == SystemKind::Packet {
         "packet"
     } else {

@@ -131,6 +131,16 @@ impl Daemon {
         })
     }
 
+    /// Stops the process (`SIGSTOP`) until [`Daemon::resume`]: it uses no CPU meanwhile.
+    pub fn pause(&mut self) -> Result<()> {
+        run(Command::new("kill").args(["-STOP", &self.child.id().to_string()]))
+    }
+
+    /// Continues a paused process (`SIGCONT`).
+    pub fn resume(&mut self) -> Result<()> {
+        run(Command::new("kill").args(["-CONT", &self.child.id().to_string()]))
+    }
+
     /// The process id.
     pub fn pid(&self) -> u32 {
         self.child.id()
@@ -179,6 +189,8 @@ impl Daemon {
         }
         let pid = self.child.id().to_string();
         run(Command::new("kill").args(["-TERM", &pid]))?;
+        // A paused daemon handles SIGTERM only once it runs again.
+        run(Command::new("kill").args(["-CONT", &pid]))?;
         let deadline = Instant::now() + STOP_GRACE;
         loop {
             if let Some(status) = self.child.try_wait()? {

@@ -609,6 +609,7 @@ mod tests {
             status: "ok".into(),
             notes: Vec::new(),
             points,
+            samples: Vec::new(),
             background_cores: 0.0,
         }
     }
@@ -698,6 +699,37 @@ mod tests {
             .map(|l| l.matches('|').count())
             .collect();
         assert!(cells.windows(2).all(|w| w[0] == w[1]), "{table}");
+    }
+
+    #[test]
+    fn each_row_is_the_round_with_the_median_rate() {
+        let workload = |depth| Workload {
+            op: Op::Read,
+            pattern: Pattern::Random,
+            depth,
+            rate: None,
+        };
+        let sample = |depth, iops: Option<f64>| Point {
+            workload: workload(depth),
+            load: iops.map(load),
+            cpu: None,
+            error: iops.is_none().then(|| "failed".to_owned()),
+        };
+        let samples = [
+            sample(16, Some(10.0)),
+            sample(64, Some(5.0)),
+            sample(16, Some(30.0)),
+            sample(64, None),
+            sample(16, Some(20.0)),
+            sample(64, Some(7.0)),
+        ];
+        let rows = crate::bench::medians(&samples, &[workload(16), workload(64), workload(1)]);
+        let rates: Vec<Option<f64>> = rows
+            .iter()
+            .map(|p| p.load.as_ref().map(|l| l.iops))
+            .collect();
+        // A failed round counts as the slowest; a workload never measured has no row.
+        assert_eq!(rates, [Some(20.0), Some(5.0)]);
     }
 
     #[test]
