@@ -480,7 +480,9 @@ fn test_flush_and_durability_sync_writes() {
             let done = submit_all(&mut engine, vec![flush]);
             assert_eq!((done[0].user_data, done[0].result), (77, Ok(())));
             recycle(&mut pool, done);
-            assert_eq!(engine.stats().ios, 2);
+            // The write-back write is a copy through the mapping, the FLUSH a kernel I/O.
+            let stats = engine.stats();
+            assert_eq!(stats.ios + stats.mapped, 2);
             assert!(
                 file_bytes(&file, 3 * 512, 2048).iter().all(|b| *b == fill),
                 "{durability:?}"
@@ -1005,10 +1007,49 @@ proptest! {
 }
 
 #[test]
+fn test_writeback_writes_are_copies_through_the_mapping() {
+    let file = temp_file(64);
+    let exports = open(&[spec(file.path())]);
+    let map = exports[0].map().expect("a write-back export has a mapping");
+    assert!(!map.locked(), "not resident: not locked");
+    assert!(
+        exports[0].read_map().is_none(),
+        "reads of a non-resident export use preadv2"
+    );
+    let mut pool = pool();
+    let mut engine = uring(Arc::clone(&exports), &pool);
+    let writes = vec![
+        req(&mut pool, IoOp::Write, 12, 1024, 512, 3),
+        req(&mut pool, IoOp::Write, 8, 1024, 512, 1),
+        req(&mut pool, IoOp::Write, 63, 512, 1, 4),
+    ];
+    let done = submit_all(&mut engine, writes);
+    assert!(done.iter().all(|c| c.result.is_ok()), "{done:?}");
+    recycle(&mut pool, done);
+    for (sector, len, fill) in [(8, 1024, 1), (12, 1024, 3), (63, 512, 4)] {
+        let bytes = file_bytes(&file, sector * 512, len);
+        assert!(bytes.iter().all(|b| *b == fill), "sector {sector}");
+    }
+    // Reads (not resident) still go through preadv2.
+    let done = submit_all(&mut engine, vec![req(&mut pool, IoOp::Read, 8, 1024, 0, 9)]);
+    assert!(data(&pool, &done[0], 0, 1024).iter().all(|b| *b == 1));
+    recycle(&mut pool, done);
+    let stats = engine.stats();
+    assert_eq!((stats.mapped, stats.ios), (3, 1), "{stats:?}");
+    // Durability = "sync" and read-only exports have no mapping.
+    let mut synced = synced_spec(file.path());
+    assert!(Export::open(&synced).unwrap().map().is_none());
+    (synced.durability, synced.read_only) = (Durability::Writeback, true);
+    assert!(Export::open(&synced).unwrap().map().is_none());
+}
+
+#[test]
 fn test_writeback_buffered_writes_complete_inline() {
     let file = temp_file(64);
     let mut pool = pool();
-    let mut engine = uring(open(&[spec(file.path())]), &pool);
+    // Without a mapping (as when none could be made): one pwritev2 per run.
+    let export = Export::open(&spec(file.path())).unwrap().without_map();
+    let mut engine = uring(Arc::new([export]), &pool);
     // Three back-to-back writes (submitted out of order) and one elsewhere.
     for (sector, fill) in [(12, 3), (8, 1), (10, 2), (40, 4)] {
         assert!(engine

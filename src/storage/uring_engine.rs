@@ -16,7 +16,9 @@
 //!   (page-cache copies; through io_uring ext4 would punt each to an io-wq thread), and reads
 //!   with `RWF_NOWAIT` (page-cache copies, half the CPU of a ring round trip for a lone 1 KiB
 //!   read). A read that misses the cache (`EAGAIN` or a short count) goes through the ring;
-//!   `EOPNOTSUPP` turns inline reads off for that export.
+//!   `EOPNOTSUPP` turns inline reads off for that export. Where the export has a shared
+//!   mapping ([`Export::map`]: write-back writes of every buffered export; reads too when it is
+//!   resident, locked in memory) these are copies through it, one per request, no syscall.
 //! - FLUSH is `IORING_OP_FSYNC` with `DATASYNC`. `Durability::Sync` writes carry `RWF_DSYNC`.
 //! - Request slots, iovecs, the pending list and the completion queue are allocated in `new`:
 //!   `submit`, `commit` and `reap` never allocate. Slots are the queue depth (`entries`), so
@@ -476,15 +478,20 @@ impl UringEngine {
     ///   the cache gives `EAGAIN` or a short count, and the run goes through the ring, which
     ///   waits for the disk without holding up the worker.
     ///
-    /// On a resident export both are copies through its locked mapping instead, one per
-    /// request, with no system call at all (see [`crate::xdp::filemap`]).
+    /// Writes of an export with a shared mapping (every buffered write-back export), and reads
+    /// of a resident one (mapping locked in memory), are copies through the mapping instead,
+    /// one per request, with no system call at all (see [`crate::xdp::filemap`] and
+    /// [`Export::map`]).
     fn inline(&mut self, run: Run) -> bool {
         let first = self.pending[run.start];
         let export = &self.exports[usize::from(first.export)];
         let writeback = export.durability() == Durability::Writeback;
-        let use_map = export.map().is_some()
-            && first.lane == Lane::Buffered
-            && (first.op == IoOp::Read || first.op == IoOp::Write && writeback);
+        let use_map = first.lane == Lane::Buffered
+            && match first.op {
+                IoOp::Read => export.read_map().is_some(),
+                IoOp::Write => writeback && export.map().is_some(),
+                IoOp::Flush => false,
+            };
         let wanted = use_map
             || first.lane == Lane::Buffered
                 && match first.op {
@@ -498,7 +505,11 @@ impl UringEngine {
         let (offset, total) = self.link(run);
         let export = &self.exports[usize::from(first.export)];
         assert_in_window(export, first.sector, total, offset);
-        let mapped = export.map().filter(|_| use_map);
+        let mapped = match first.op {
+            IoOp::Read => export.read_map(),
+            _ => export.map(),
+        }
+        .filter(|_| use_map);
         // The chunks leave their slots for the syscalls (one slice per request) and return.
         self.inline_segs.clear();
         self.inline_results.clear();
