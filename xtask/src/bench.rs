@@ -356,6 +356,10 @@ pub struct SystemRun {
     pub background_cores: f64,
 }
 
+fn one() -> u32 {
+    1
+}
+
 /// Facts about the run.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Meta {
@@ -373,6 +377,9 @@ pub struct Meta {
     pub warmup: u32,
     /// `--quick`.
     pub quick: bool,
+    /// Rounds: each row is the round with the median rate.
+    #[serde(default = "one")]
+    pub rounds: u32,
     /// Link MTU.
     pub mtu: u16,
     /// Bytes per request.
@@ -529,7 +536,8 @@ fn measure(args: &BenchArgs, out_dir: &Path) -> Result<Results> {
         perf,
         stop,
     };
-    let meta = meta(&env, args.quick)?;
+    let rounds = if args.quick { 1 } else { args.rounds };
+    let meta = meta(&env, args.quick, rounds)?;
     println!(
         "aoe-xdp bench: {} s per point after {} s warm-up; backing: {}; CPU: {}",
         meta.seconds, meta.warmup, meta.backing, meta.cpu_method
@@ -556,8 +564,7 @@ fn measure(args: &BenchArgs, out_dir: &Path) -> Result<Results> {
         println!("{:<26} {}", system.label(), live.run.status);
         lives.push(live);
     }
-    let rounds = if args.quick { 1 } else { args.rounds as usize };
-    for round in 0..rounds {
+    for round in 0..rounds as usize {
         for (index, workload) in workloads.iter().enumerate() {
             println!(
                 "\n=== {} (round {} of {rounds})",
@@ -602,7 +609,7 @@ fn measure(args: &BenchArgs, out_dir: &Path) -> Result<Results> {
     })
 }
 
-fn meta(env: &Env, quick: bool) -> Result<Meta> {
+fn meta(env: &Env, quick: bool, rounds: u32) -> Result<Meta> {
     let cpuinfo = fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
     let cpu_model = cpuinfo
         .lines()
@@ -630,6 +637,7 @@ fn meta(env: &Env, quick: bool) -> Result<Meta> {
         seconds: env.seconds,
         warmup: env.warmup,
         quick,
+        rounds,
         mtu: MTU,
         request_bytes: REQUEST_SECTORS * 512,
         target_core: TARGET_CORE,

@@ -313,13 +313,15 @@ pub fn summary(results: &Results) -> String {
     let mut out = String::new();
     let _ = writeln!(
         out,
-        "Measured {} on {} ({} CPUs), Linux {}, with `cargo xtask bench{}`: {} s per point \
-         after a {} s warm-up.\n",
+        "Measured {} on {} ({} CPUs), Linux {}, with `cargo xtask bench{}`: {} round(s); in \
+         each, every point is measured on every system in turn ({} s after a {} s warm-up), \
+         and each row shows the round with the median rate.\n",
         meta.date,
         meta.cpu_model,
         meta.cpus,
         meta.kernel,
         if meta.quick { " --quick" } else { "" },
+        meta.rounds,
         meta.seconds,
         meta.warmup
     );
@@ -330,14 +332,21 @@ pub fn summary(results: &Results) -> String {
          {}-byte frame carries). Target pinned to core {}, initiator to core {}.",
         meta.mtu, meta.request_bytes, meta.mtu, meta.target_core, meta.initiator_core
     );
-    let _ = writeln!(out, "- Backing store: {}.", meta.backing);
+    let _ = writeln!(
+        out,
+        "- Backing store: {}. Write points start with every page of the file dirty (synced, \
+         then written once sequentially through the system itself): the steady state of a \
+         target taking writes.",
+        meta.backing
+    );
     let _ = writeln!(
         out,
         "- Systems: aoe-xdp with `socket = \"xdp\"` and with `socket = \"packet\"` \
          (`worker-cores = [{}]`, `idle = \"spin\"`: the worker polls a whole core even when \
          idle, so at low load its CPU per request is mostly polling), and with `socket = \
-         \"xdp\"`, `idle = \"poll\"` (sleeps in poll(2) after 5 µs without work); Debian's \
-         `vblade -b 64`; the bare AF_XDP reflector `aoe-bench reflect` (no storage: the \
+         \"xdp\"`, `idle = \"poll\"` (sleeps in poll(2) after at most 5 µs without work), and \
+         with `socket = \"xdp\"`, `resident = true` (the device locked in memory, reads too \
+         copied through the shared mapping); Debian's `vblade -b 64`; the bare AF_XDP reflector `aoe-bench reflect` (no storage: the \
          ceiling of the path). One point offers a fixed load (`aoe-bench load --rate`) below \
          every system's maximum, where CPU per request measures work rather than polling.",
         meta.target_core
@@ -370,7 +379,9 @@ pub fn summary(results: &Results) -> String {
     }
     let _ = writeln!(
         out,
-        "- Noise: runs on this VM differ by about ±25%. Only ratios within one run count.\n"
+        "- Noise: runs on this VM differ by about ±25%. Only ratios within one run count; \
+         the systems compared in a row were measured within seconds of each other (all are \
+         started first and paused with SIGSTOP while another one is measured).\n"
     );
     out.push_str(&table(results));
     out.push('\n');
@@ -378,8 +389,8 @@ pub fn summary(results: &Results) -> String {
     let _ = writeln!(
         out,
         "\nPlot: `target/bench/qd.svg` (random-read IOPS and latency against queue depth); raw \
-         numbers: `target/bench/results.json`. Regenerate (as root, about 3 minutes): `cargo \
-         xtask bench`; `cargo xtask bench --update-readme` also rewrites this section; `cargo \
+         numbers: `target/bench/results.json` (every round). Regenerate (as root, about 15 \
+         minutes): `cargo xtask bench`; `cargo xtask bench --update-readme` also rewrites this section; `cargo \
          xtask bench --quick` is a 1-minute smoke run."
     );
     out
@@ -627,6 +638,7 @@ mod tests {
                 seconds: 3,
                 warmup: 1,
                 quick: false,
+                rounds: 1,
                 mtu: 1500,
                 request_bytes: 1024,
                 target_core: 0,
