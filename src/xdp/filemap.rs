@@ -31,7 +31,7 @@ use std::fs::File;
 use std::io;
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::ptr::NonNull;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{compiler_fence, AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Once;
 
 use rustix::io::Errno;
@@ -254,9 +254,13 @@ impl FileMap {
             std::hint::spin_loop();
         }
         let faults = &MAPS[self.entry].faults;
-        // Relaxed: the handler runs on this thread, synchronously, inside `copy`.
+        // Relaxed: the handler runs on this thread, synchronously, inside `copy`; the compiler
+        // fences keep the compiler from moving the loads across the copy (what a signal
+        // handler on the same thread needs, and all it needs).
         let before = faults.load(Ordering::Relaxed);
+        compiler_fence(Ordering::SeqCst);
         copy();
+        compiler_fence(Ordering::SeqCst);
         let faulted = faults.load(Ordering::Relaxed) != before;
         if faulted {
             self.restore(at, len);
