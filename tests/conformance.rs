@@ -104,8 +104,52 @@ const ABRT: Expect = ata_reply(0x41, 0x04, AtaReply::Header);
 const IDNF: Expect = ata_reply(0x41, 0x10, AtaReply::Header);
 /// CHECK POWER MODE: sector count 0xFF = active or idle.
 const POWER_ACTIVE: Expect = ata_reply(0x40, 0x00, AtaReply::Count(0xFF));
-/// SMART RETURN STATUS: LBA mid/high 0x4F/0xC2 = no threshold exceeded.
-const SMART_OK: Expect = ata_reply(0x40, 0x00, AtaReply::LbaMidHigh(0x4F, 0xC2));
+/// Every SMART reply carries one sector (aoeping reads nothing shorter): zeros unless the
+/// sub-command returns data. LBA mid/high 0x4F/0xC2 is the key the request carried, echoed;
+/// for RETURN STATUS it means no threshold exceeded.
+const SMART_OK: Expect = smart_reply(0x40, 0x00, &ZERO_SECTOR);
+/// SMART READ DATA / READ THRESHOLDS of a drive with nothing to report.
+const SMART_DATA: Expect = smart_reply(0x40, 0x00, &SMART_EMPTY);
+const SMART_ABRT: Expect = smart_reply(0x41, 0x04, &ZERO_SECTOR);
+/// ABRT for a SMART command without the key: its LBA mid/high (zero) echoed.
+const SMART_ABRT_NO_KEY: Expect = ata_reply(
+    0x41,
+    0x04,
+    AtaReply::Sector {
+        mid: 0,
+        high: 0,
+        data: &ZERO_SECTOR,
+    },
+);
+const ZERO_SECTOR: [u8; 512] = [0; 512];
+/// Revision 0x0010, 30 unused table entries, the rest zero, checksum 0xF0 (the 512 bytes sum
+/// to 0 mod 256).
+const SMART_EMPTY: [u8; 512] = smart_structure(0x0010);
+const fn smart_structure(revision: u16) -> [u8; 512] {
+    let mut sector = [0u8; 512];
+    let revision = revision.to_le_bytes();
+    sector[0] = revision[0];
+    sector[1] = revision[1];
+    let mut sum = 0u8;
+    let mut i = 0;
+    while i < 511 {
+        sum = sum.wrapping_add(sector[i]);
+        i += 1;
+    }
+    sector[511] = sum.wrapping_neg();
+    sector
+}
+const fn smart_reply(status: u8, error: u8, data: &'static [u8; 512]) -> Expect {
+    ata_reply(
+        status,
+        error,
+        AtaReply::Sector {
+            mid: 0x4F,
+            high: 0xC2,
+            data,
+        },
+    )
+}
 const fn identify(lba28: u32, lba48: u64) -> Expect {
     ata_reply(0x40, 0x00, AtaReply::Identify { lba28, lba48 })
 }
@@ -126,6 +170,19 @@ const FLUSH: Req = ata(AtaCommand::FlushCache, 0, 0);
 const FLUSH_EXT: Req = ata(AtaCommand::FlushCacheExt, 0, 0);
 const CHECK_POWER: Req = ata(AtaCommand::CheckPowerMode, 0, 0);
 const QC_READ: Req = cfg(Cc::Read, b"");
+/// A SMART command as aoeping sends it: the sub-command in the feature register, the key
+/// 0xC24F in LBA mid/high.
+const fn smart(feature: u8, count: u8) -> Req {
+    Req::Ata(Ata {
+        cmd: AtaCommand::Smart,
+        lba48: false,
+        lba: 0xC2_4F00,
+        count,
+        feature,
+        payload_sectors: 0,
+        seed: 0,
+    })
+}
 const X1024: &[u8] = &[b'x'; 1024];
 const X1025: &[u8] = &[b'x'; 1025];
 
@@ -172,8 +229,14 @@ static STEPS: &[Step] = &[
     row("FLUSH CACHE -> DRDY after fdatasync",                       A, P1500, E1_0, FLUSH,                 DRDY,  FLUSHED),
     row("FLUSH CACHE EXT -> DRDY after fdatasync",                   A, P1500, E1_0, FLUSH_EXT,             DRDY,  FLUSHED),
     row("CHECK POWER MODE -> count 0xFF",                            A, P1500, E1_0, CHECK_POWER,           POWER_ACTIVE, UNCHANGED),
-    row("SMART RETURN STATUS (0xDA) -> 0x4F/0xC2",                   A, P1500, E1_0, ata(AtaCommand::Smart, 0, 0xDA), SMART_OK, UNCHANGED),
-    row("SMART READ DATA (0xD0) -> ABRT",                            A, P1500, E1_0, ata(AtaCommand::Smart, 1, 0xD0), ABRT, UNCHANGED),
+    row("SMART RETURN STATUS (0xDA) -> 0x4F/0xC2, zero sector",      A, P1500, E1_0, smart(0xDA, 0),        SMART_OK, UNCHANGED),
+    row("SMART READ DATA (0xD0) -> empty structure, checksum",       A, P1500, E1_0, smart(0xD0, 1),        SMART_DATA, UNCHANGED),
+    row("SMART READ THRESHOLDS (0xD1) -> empty structure",           A, P9000, E1_0, smart(0xD1, 1),        SMART_DATA, UNCHANGED),
+    row("SMART ENABLE OPERATIONS (0xD8) -> DRDY",                    A, P1500, E1_0, smart(0xD8, 0),        SMART_OK, UNCHANGED),
+    row("SMART DISABLE OPERATIONS (0xD9) -> DRDY",                   A, P1500, E1_0, smart(0xD9, 0),        SMART_OK, UNCHANGED),
+    row("SMART OFF-LINE IMMEDIATE (0xD4) -> ABRT (not capable)",     A, P1500, E1_0, smart(0xD4, 0),        SMART_ABRT, UNCHANGED),
+    row("SMART READ LOG (0xD5) -> ABRT (no SMART logs)",             A, P1500, E1_0, smart(0xD5, 1),        SMART_ABRT, UNCHANGED),
+    row("SMART RETURN STATUS without the 0xC24F key -> ABRT",        A, P1500, E1_0, ata(AtaCommand::Smart, 0, 0xDA), SMART_ABRT_NO_KEY, UNCHANGED),
     row("NOP (0x00) -> ABRT",                                        A, P1500, E1_0, ata(AtaCommand::Unknown(0x00), 0, 0), ABRT, UNCHANGED),
     row("READ DMA (0xC8) -> ABRT",                                   A, P1500, E1_0, ata(AtaCommand::Unknown(0xC8), 1, 0), ABRT, UNCHANGED),
     row("WRITE DMA (0xCA) -> ABRT",                                  A, P1500, E1_0, ata(AtaCommand::Unknown(0xCA), 1, 0), ABRT, UNCHANGED),
@@ -257,6 +320,7 @@ static STEPS: &[Step] = &[
     row("reserved: READ from B -> AoE error 6",                      B, P1500, E1_0, read28(0, 1),          ERR_RESERVED, UNCHANGED),
     row("reserved: WRITE from B -> AoE error 6, file unchanged",     B, P1500, E1_0, write28(0, 1, 18),     ERR_RESERVED, UNCHANGED),
     row("reserved: WRITE EXT from B -> AoE error 6",                 B, P1500, E1_0, write48(1, 1, 18),     ERR_RESERVED, UNCHANGED),
+    row("reserved: SMART from B -> AoE error 6",                     B, P1500, E1_0, smart(0xDA, 0),        ERR_RESERVED, UNCHANGED),
     row("reserved: IDENTIFY from B is answered (as vblade)",         B, P1500, E1_0, IDENTIFY,              identify(4096, 4096), UNCHANGED),
     row("reserved: QC from B is answered",                           B, P1500, E1_0, QC_READ,               config(2, b"cluster-b"), UNCHANGED),
     row("reserved: READ from the holder",                            A, P1500, E1_0, read28(0, 1),          DATA,  READ),

@@ -742,9 +742,11 @@ fn test_mask_and_reservation(transport: Transport) {
     assert_eq!(&file[byte_offset(8)..byte_offset(10)], pattern(8, 2, 1));
 }
 
-/// Debian's `aoeping` (aoetools) finds the device and reads its IDENTIFY (dumped and decoded).
-/// (`aoeping -S` is not exercised: it insists on 512 data bytes in every SMART reply, even
-/// for RETURN STATUS, which has none.)
+/// Debian's `aoeping` (aoetools) finds the device, reads its IDENTIFY (dumped and decoded)
+/// and sends SMART commands with `-S`: RETURN STATUS reports no threshold exceeded, READ DATA
+/// dumps a checksummed structure, ENABLE/DISABLE succeed, and what the device lacks (READ LOG,
+/// OFF-LINE IMMEDIATE) is reported as aborted. aoeping reads a SMART reply only when it holds
+/// 512 bytes after the headers, so this also proves every SMART reply carries a sector.
 fn test_aoeping(transport: Transport) {
     let Some(net) = Net::new(&transport.tag("dp-ping"), 1) else {
         return;
@@ -757,13 +759,16 @@ fn test_aoeping(transport: Transport) {
             .with("serial = \"PING-1\"")],
     );
     let target = dir.start(&net.target_ns);
-    let aoeping = |options: &[&str]| {
-        let out = Command::new("ip")
+    let run = |options: &[&str]| {
+        Command::new("ip")
             .args(["netns", "exec", net.client_ns.name(), "aoeping", "-s", "5"])
             .args(options)
             .args([&SHELF.to_string(), &SLOT.to_string(), "vc"])
             .output()
-            .expect("run aoeping");
+            .expect("run aoeping")
+    };
+    let aoeping = |options: &[&str]| {
+        let out = run(options);
         let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
         assert!(
             out.status.success(),
@@ -782,21 +787,70 @@ fn test_aoeping(transport: Transport) {
     assert!(verbose.contains(&found), "{verbose}");
     assert!(verbose.contains("config query response"), "{verbose}");
 
+    // The bytes of a hex dump aoeping prints after a heading (16 per line, to the end).
+    let hex_dump_after = |output: &str, heading: &str| -> Vec<u8> {
+        output
+            .split(heading)
+            .nth(1)
+            .unwrap_or_else(|| panic!("no {heading:?} in:\n{output}"))
+            .split_whitespace()
+            .map(|byte| u8::from_str_radix(byte, 16).expect("hex byte"))
+            .collect()
+    };
     let identify = aoeping(&["-i"]);
-    // The hex dump: 512 bytes, 16 per line, after the heading.
-    let dump: Vec<u8> = identify
-        .split("device identify response:")
-        .nth(1)
-        .unwrap_or_else(|| panic!("no identify dump: {identify}"))
-        .split_whitespace()
-        .map(|byte| u8::from_str_radix(byte, 16).expect("hex byte"))
-        .collect();
+    let dump = hex_dump_after(&identify, "device identify response:");
     assert_eq!(dump.len(), SECTOR_SIZE, "{identify}");
     assert_eq!(word(&dump, 60), 2048, "capacity in the dump");
 
     let fields = aoeping(&["-I"]);
     assert!(fields.contains("model: aoe-xdp ping test"), "{fields}");
     assert!(fields.contains("serial_number: PING-1"), "{fields}");
+
+    // SMART. aoeping prints the reply's registers as `<name>: 0x<hex>`.
+    let register = |out: &str, name: &str| {
+        out.lines()
+            .find_map(|line| line.trim().strip_prefix(name)?.strip_prefix(": 0x"))
+            .and_then(|hex| u8::from_str_radix(hex, 16).ok())
+            .unwrap_or_else(|| panic!("no {name} register in:\n{out}"))
+    };
+    let status = aoeping(&["-S", "return_status"]);
+    assert_eq!(register(&status, "Status"), ata_status::DRDY, "{status}");
+    assert_eq!(register(&status, "Features"), 0, "no error: {status}");
+    assert_eq!(
+        (register(&status, "LBA Mid"), register(&status, "LBA High")),
+        (0x4F, 0xC2),
+        "no threshold exceeded: {status}"
+    );
+    assert!(!status.contains("SMART data:"), "no data to show: {status}");
+
+    let data = aoeping(&["-S", "read_data"]);
+    assert_eq!(register(&data, "Status"), ata_status::DRDY, "{data}");
+    let structure = hex_dump_after(&data, "SMART data:");
+    assert_eq!(structure.len(), SECTOR_SIZE, "{data}");
+    assert_eq!(
+        structure.iter().fold(0u8, |sum, &b| sum.wrapping_add(b)),
+        0,
+        "the structure's checksum: {data}"
+    );
+    assert_eq!(word(&structure, 0), 0x0010, "revision: {data}");
+
+    for command in ["disable", "enable"] {
+        let out = aoeping(&["-S", command]);
+        assert_eq!(
+            register(&out, "Status"),
+            ata_status::DRDY,
+            "{command}: {out}"
+        );
+    }
+    for command in ["read_log:0", "offline_immediate:1"] {
+        let out = run(&["-S", command]);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            !out.status.success() && stderr.contains("SMART command aborted on target."),
+            "aoeping -S {command}: {} {stderr}",
+            out.status
+        );
+    }
 }
 
 /// SIGTERM stops the target cleanly and detaches XDP; a new run on the same state directory

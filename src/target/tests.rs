@@ -326,7 +326,7 @@ fn write_ack_is_header_only_and_io_failures_map_to_ata_errors() {
 }
 
 #[test]
-fn identify_power_smart_flush_and_unknown() {
+fn identify_power_flush_and_unknown() {
     let mut target = target_with(vec![params(1, 0)]);
     let id = send(
         &mut target,
@@ -348,23 +348,6 @@ fn identify_power_smart_flush_and_unknown() {
     let (ata, _) = reply(&power).ata().unwrap();
     assert_eq!((ata.cmd_status, ata.sector_count), (ata_status::DRDY, 0xFF));
 
-    let smart = send(
-        &mut target,
-        &ata_frame(HOST_A, AtaCmd::other(AtaCommand::Smart, 0, 0xDA), &[]),
-    );
-    let (ata, _) = reply(&smart).ata().unwrap();
-    assert_eq!(ata.cmd_status, ata_status::DRDY);
-    assert_eq!(
-        (ata.lba >> 8) & 0xFFFF,
-        0xC24F,
-        "healthy: LBA mid 0x4F, high 0xC2"
-    );
-    let smart_read = send(
-        &mut target,
-        &ata_frame(HOST_A, AtaCmd::other(AtaCommand::Smart, 1, 0xD0), &[]),
-    );
-    assert_eq!(ata_status_of(&smart_read).1, ata_error::ABRT);
-
     for command in [AtaCommand::FlushCache, AtaCommand::FlushCacheExt] {
         let flush = send(
             &mut target,
@@ -383,6 +366,149 @@ fn identify_power_smart_flush_and_unknown() {
         &ata_frame(HOST_A, AtaCmd::other(AtaCommand::Unknown(0xA1), 1, 0), &[]),
     );
     assert_eq!(ata_status_of(&unknown).1, ata_error::ABRT);
+}
+
+/// LBA bits 8..24 every SMART command carries (LBA mid 0x4F, high 0xC2).
+const SMART_KEY: u64 = 0xC2_4F00;
+
+/// A SMART command: the sub-command in the feature register, the key (or not) in `lba`.
+fn smart_cmd(feature: u8, count: u8, lba: u64) -> AtaCmd {
+    AtaCmd {
+        command: AtaCommand::Smart,
+        lba48: false,
+        lba,
+        count,
+        feature,
+    }
+}
+
+/// Sends a SMART command on `port`; returns (status, error, LBA, reply data after the header).
+fn smart_on(port: &PortInfo, feature: u8, count: u8, lba: u64) -> (u8, u8, u64, Vec<u8>) {
+    let mut target = target_with(vec![params(1, 0)]);
+    let frame = ata_frame(HOST_A, smart_cmd(feature, count, lba), &[]);
+    let mut buf = vec![0u8; 4096];
+    buf[..frame.len()].copy_from_slice(&frame);
+    let outcome = target.handle(0, &mut buf, frame.len(), port);
+    let ex = Exchange { buf, outcome };
+    let (ata, data) = reply(&ex).ata().expect("ATA reply");
+    let counters = target.counters(0);
+    if ata.cmd_status & ata_status::ERR == 0 {
+        assert_eq!((counters.other_cmds, counters.ata_errors), (1, 0));
+    } else {
+        assert_eq!((counters.other_cmds, counters.ata_errors), (0, 1));
+    }
+    (ata.cmd_status, ata.err_feature, ata.lba, data.to_vec())
+}
+
+fn smart(feature: u8, count: u8, lba: u64) -> (u8, u8, u64, Vec<u8>) {
+    smart_on(&PORT, feature, count, lba)
+}
+
+const SMART_ABRT: (u8, u8) = (ata_status::DRDY | ata_status::ERR, ata_error::ABRT);
+
+#[test]
+fn smart_return_status_says_no_threshold_exceeded() {
+    let (status, error, lba, data) = smart(0xDA, 0, SMART_KEY);
+    assert_eq!((status, error), (ata_status::DRDY, 0));
+    assert_eq!(
+        (lba >> 8) & 0xFFFF,
+        0xC24F,
+        "healthy: LBA mid 0x4F, high 0xC2 (0xF4/0x2C would be a threshold exceeded)"
+    );
+    // No data in ATA terms, but a zero sector so that aoeping reads the reply.
+    assert_eq!(data, [0u8; 512]);
+}
+
+#[test]
+fn smart_enable_and_disable_operations_succeed() {
+    for feature in [0xD8, 0xD9, 0xD8] {
+        let (status, error, _, data) = smart(feature, 0, SMART_KEY);
+        assert_eq!((status, error), (ata_status::DRDY, 0), "{feature:#x}");
+        assert_eq!(data, [0u8; 512], "{feature:#x}");
+    }
+}
+
+#[test]
+fn smart_read_data_and_thresholds_are_checksummed_empty_structures() {
+    // The sector count is not part of these commands: one sector moves whatever it says.
+    for (feature, count) in [(0xD0, 1), (0xD0, 0), (0xD1, 1), (0xD1, 2)] {
+        let (status, error, _, data) = smart(feature, count, SMART_KEY);
+        assert_eq!((status, error), (ata_status::DRDY, 0), "{feature:#x}");
+        assert_eq!(data.len(), 512, "{feature:#x}: exactly one sector");
+        let sum = data.iter().fold(0u8, |sum, &b| sum.wrapping_add(b));
+        assert_eq!(sum, 0, "{feature:#x}: the 512 bytes sum to 0 mod 256");
+        assert_eq!(
+            u16::from_le_bytes([data[0], data[1]]),
+            0x0010,
+            "{feature:#x}: revision"
+        );
+        assert!(
+            data[2..362].iter().all(|&b| b == 0),
+            "{feature:#x}: every table entry unused (ID 0)"
+        );
+        // Data structure: off-line collection never started, no self-test run, no off-line,
+        // self-test, autosave or error-logging capability, no polling times.
+        assert!(data[362..511].iter().all(|&b| b == 0), "{feature:#x}");
+        assert_eq!(data[511], 0xF0, "{feature:#x}: checksum of revision 0x10");
+    }
+}
+
+#[test]
+fn smart_without_the_key_is_abrt() {
+    for feature in [0xD0, 0xD1, 0xD8, 0xD9, 0xDA] {
+        for lba in [0, 0x4F00, 0xC2_0000, 0x4F_C200, 0xC2_4E00, 0xC3_4F00] {
+            let (status, error, _, data) = smart(feature, 1, lba);
+            assert_eq!((status, error), SMART_ABRT, "{feature:#x} lba {lba:#x}");
+            assert_eq!(data, [0u8; 512], "{feature:#x} lba {lba:#x}: a zero sector");
+        }
+    }
+    // LBA low, the device byte and LBA48 bytes are not part of the key.
+    let (status, _, _, _) = smart(0xDA, 0, 0xFFFF_00C2_4FFF);
+    assert_eq!(status, ata_status::DRDY);
+}
+
+#[test]
+fn smart_sub_commands_a_drive_without_logs_or_self_tests_lacks_are_abrt() {
+    // 0xD2 attribute autosave, 0xD3 save attributes, 0xD4 off-line immediate (the READ DATA
+    // capability byte says none), 0xD5/0xD6 read/write log (IDENTIFY word 84 says no logs),
+    // 0xDB enable/disable auto off-line, and values no ATA standard defines.
+    for feature in [0x00, 0xCF, 0xD2, 0xD3, 0xD4, 0xD5, 0xD6, 0xD7, 0xDB, 0xFF] {
+        let (status, error, _, data) = smart(feature, 1, SMART_KEY | 1);
+        assert_eq!((status, error), SMART_ABRT, "{feature:#x}");
+        assert_eq!(data, [0u8; 512], "{feature:#x}");
+    }
+}
+
+#[test]
+fn smart_on_a_port_that_cannot_carry_a_sector_sends_no_data() {
+    // (547 - 36) / 512 = 0 sectors.
+    let small = PortInfo { mtu: 547, ..PORT };
+    assert_eq!(small.max_sectors(), 0);
+    let (status, error, lba, data) = smart_on(&small, 0xDA, 0, SMART_KEY);
+    assert_eq!((status, error), (ata_status::DRDY, 0));
+    assert_eq!((lba >> 8) & 0xFFFF, 0xC24F);
+    assert_eq!(data.len(), 24, "header-only, padded to 60 bytes");
+    let (status, error, _, data) = smart_on(&small, 0xD0, 1, SMART_KEY);
+    assert_eq!(
+        (status, error),
+        SMART_ABRT,
+        "a structure that cannot be sent"
+    );
+    assert_eq!(data.len(), 24);
+    let (status, error, _, data) = smart_on(&small, 0xD4, 0, SMART_KEY);
+    assert_eq!((status, error), SMART_ABRT);
+    assert_eq!(data.len(), 24);
+}
+
+#[test]
+fn identify_on_a_port_that_cannot_carry_a_sector_is_abrt() {
+    let mut target = target_with(vec![params(1, 0)]);
+    let small = PortInfo { mtu: 547, ..PORT };
+    let frame = ata_frame(HOST_A, AtaCmd::other(AtaCommand::IdentifyDevice, 1, 0), &[]);
+    let mut buf = vec![0u8; 4096];
+    buf[..frame.len()].copy_from_slice(&frame);
+    let outcome = target.handle(0, &mut buf, frame.len(), &small);
+    assert_eq!(ata_status_of(&Exchange { buf, outcome }), SMART_ABRT);
 }
 
 #[test]
@@ -701,6 +827,27 @@ fn vlan_tagged_requests_are_answered_with_the_tag() {
 }
 
 proptest! {
+    /// Any SMART command: success exactly for the five answered sub-commands with the key,
+    /// ABRT otherwise, and always one sector after the header.
+    #[test]
+    fn smart_answers_follow_feature_and_key(
+        feature in prop_oneof![Just(0xD0u8), Just(0xD1), Just(0xD8), Just(0xD9), Just(0xDA),
+                               any::<u8>()],
+        key in prop_oneof![Just(0xC24Fu16), any::<u16>()],
+        count in any::<u8>(), low in any::<u8>(), high in 0u64..(1 << 24)) {
+        let lba = high << 24 | u64::from(key) << 8 | u64::from(low);
+        let (status, error, _, data) = smart(feature, count, lba);
+        let answered = matches!(feature, 0xD0 | 0xD1 | 0xD8 | 0xD9 | 0xDA) && key == 0xC24F;
+        if answered {
+            prop_assert_eq!((status, error), (ata_status::DRDY, 0));
+        } else {
+            prop_assert_eq!((status, error), SMART_ABRT);
+        }
+        prop_assert_eq!(data.len(), 512);
+        let structure = answered && matches!(feature, 0xD0 | 0xD1);
+        prop_assert_eq!(data.iter().any(|&b| b != 0), structure);
+    }
+
     /// Arbitrary bytes never panic the target, and every plan stays inside the device.
     #[test]
     fn arbitrary_frames_are_safe(mut frame in proptest::collection::vec(any::<u8>(), 0..1600),

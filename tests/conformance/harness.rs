@@ -180,8 +180,12 @@ pub enum AtaReply {
     Identify { lba28: u32, lba48: u64 },
     /// The sector count register of the reply.
     Count(u8),
-    /// The LBA mid and high registers of the reply.
-    LbaMidHigh(u8, u8),
+    /// Exactly one sector of these bytes, and these LBA mid and high registers (SMART).
+    Sector {
+        mid: u8,
+        high: u8,
+        data: &'static [u8; 512],
+    },
 }
 
 /// A Mac Mask List reply.
@@ -878,8 +882,12 @@ impl World {
                 assert_eq!(frame_len, 60, "[{name}] header-only reply");
                 assert_eq!(repr.sector_count, count, "[{name}] sector count");
             }
-            AtaReply::LbaMidHigh(mid, high) => {
-                assert_eq!(frame_len, 60, "[{name}] header-only reply");
+            AtaReply::Sector {
+                mid,
+                high,
+                data: expected,
+            } => {
+                assert_eq!(data, expected.as_slice(), "[{name}] sector");
                 let bytes = repr.lba.to_le_bytes();
                 assert_eq!((bytes[1], bytes[2]), (mid, high), "[{name}] LBA mid/high");
             }
