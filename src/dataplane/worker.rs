@@ -39,11 +39,10 @@ const DEVICE_BATCH_MAX: usize = 64;
 /// How long a worker in poll mode keeps polling without work before it sleeps in `poll()`.
 /// Measured with `cargo xtask bench` (random reads offered at 40 k/s, veth): with 50 µs the
 /// worker never slept (requests come every 25 µs) and used 93 % of a core, vblade 41 %; with
-/// 5 µs it used 43-45 %, and a saturated run lost nothing against spinning.
+/// 5 µs it used 43-45 %, and a saturated run lost nothing against spinning. With no spin at
+/// all it used 44-49 % (2026-11-22): at that load the cost is the wake-ups, syscalls and veth
+/// work per request, not the spin (an adaptive spin was tried and removed: no gain).
 const IDLE_SPIN_TIME: Duration = Duration::from_micros(5);
-/// Longest idle gap that counts in [`SpinPolicy`] (one long pause must not keep a worker from
-/// spinning for long once a burst starts).
-const GAP_CAP: Duration = Duration::from_micros(200);
 /// Longest sleep of an idle worker in poll mode (bounds shutdown latency too).
 const IDLE_SLEEP: Duration = Duration::from_millis(10);
 /// Sleep of an idle worker in poll mode while requests are in flight.
@@ -685,70 +684,6 @@ impl Worker {
     }
 }
 
-/// How long a worker in poll mode spins before it sleeps: spin-then-sleep, where spinning
-/// for [`IDLE_SPIN_TIME`] (about what a sleep and a wake-up cost) never costs more than twice
-/// the best choice; but when the recent gaps between bursts of work were all longer than
-/// that, the spin is pure loss (at 40k requests/s on veth it was 5 of 11.7 µs per request),
-/// so the worker sleeps at once. A moving average of the gaps (each capped at [`GAP_CAP`])
-/// decides; a few short gaps bring the spin back.
-#[derive(Clone, Copy, Debug, Default)]
-pub struct SpinPolicy {
-    /// Moving average (weight 1/8) of the idle gaps, in nanoseconds.
-    gap_ns: u64,
-}
-
-impl SpinPolicy {
-    /// How long to spin before sleeping.
-    pub fn budget(&self) -> Duration {
-        if u128::from(self.gap_ns) > 2 * IDLE_SPIN_TIME.as_nanos() {
-            Duration::ZERO
-        } else {
-            IDLE_SPIN_TIME
-        }
-    }
-
-    /// Notes an idle gap: from finding nothing to do until work arrived (asleep or not).
-    pub fn record_gap(&mut self, gap: Duration) {
-        let gap = u64::try_from(gap.min(GAP_CAP).as_nanos()).unwrap_or(u64::MAX);
-        self.gap_ns = (self.gap_ns * 7 + gap) / 8;
-    }
-}
-
-#[cfg(test)]
-mod spin_tests {
-    use super::*;
-
-    #[test]
-    fn test_spin_is_skipped_only_while_gaps_are_long() {
-        let mut spin = SpinPolicy::default();
-        assert_eq!(spin.budget(), IDLE_SPIN_TIME, "spins at first");
-        // Requests every 25 µs (a fixed load of 40k/s): the spin never catches one.
-        for _ in 0..16 {
-            spin.record_gap(Duration::from_micros(22));
-        }
-        assert_eq!(spin.budget(), Duration::ZERO);
-        // A burst: a handful of short gaps bring the spin back.
-        let mut short = 0;
-        while spin.budget() == Duration::ZERO {
-            spin.record_gap(Duration::from_micros(1));
-            short += 1;
-        }
-        assert!((2..=12).contains(&short), "{short} short gaps");
-        // One long pause (seconds) counts as GAP_CAP, not as its length.
-        spin.record_gap(Duration::from_secs(5));
-        for _ in 0..16 {
-            spin.record_gap(Duration::from_micros(1));
-        }
-        assert_eq!(spin.budget(), IDLE_SPIN_TIME);
-        // Gaps a little shorter than the spin keep it.
-        let mut spin = SpinPolicy::default();
-        for _ in 0..64 {
-            spin.record_gap(Duration::from_micros(4));
-        }
-        assert_eq!(spin.budget(), IDLE_SPIN_TIME);
-    }
-}
-
 /// How an idle worker waits.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Idle {
@@ -766,9 +701,8 @@ pub fn run(
     idle: Idle,
     stop: &AtomicBool,
 ) -> Result<(Vec<UnitStats>, WorkerStats), PortError> {
-    // Since when the worker found nothing to do (`None` while busy), across sleeps.
+    // Since when the worker found nothing to do (`None` while busy).
     let mut idle_since: Option<Instant> = None;
-    let mut spin = SpinPolicy::default();
     // The clock is read every iteration only when the engine holds requests back for
     // `merge_delay`; otherwise every `COARSE_CLOCK_ITERATIONS` (for publishing statistics):
     // reading it cost ~2 % of a busy worker.
@@ -783,15 +717,14 @@ pub fn run(
         }
         worker.publish(&target, now);
         if worker.poll(&mut target, now)? {
-            if let Some(since) = idle_since.take() {
-                spin.record_gap(now.duration_since(since));
-            }
+            idle_since = None;
             continue;
         }
         let since = *idle_since.get_or_insert(now);
         match idle {
-            Idle::Poll if now.duration_since(since) >= spin.budget() => {
+            Idle::Poll if now.duration_since(since) >= IDLE_SPIN_TIME => {
                 worker.wait(IDLE_SLEEP)?;
+                idle_since = None;
             }
             Idle::Spin | Idle::Poll => std::hint::spin_loop(),
         }

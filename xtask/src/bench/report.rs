@@ -344,7 +344,7 @@ pub fn summary(results: &Results) -> String {
         "- Systems: aoe-xdp with `socket = \"xdp\"` and with `socket = \"packet\"` \
          (`worker-cores = [{}]`, `idle = \"spin\"`: the worker polls a whole core even when \
          idle, so at low load its CPU per request is mostly polling), and with `socket = \
-         \"xdp\"`, `idle = \"poll\"` (sleeps in poll(2) after at most 5 µs without work), and \
+         \"xdp\"`, `idle = \"poll\"` (sleeps in poll(2) after 5 µs without work), and \
          with `socket = \"xdp\"`, `resident = true` (the device locked in memory, reads too \
          copied through the shared mapping); Debian's `vblade -b 64`; the bare AF_XDP reflector `aoe-bench reflect` (no storage: the \
          ceiling of the path). One point offers a fixed load (`aoe-bench load --rate`) below \
