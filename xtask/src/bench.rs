@@ -12,8 +12,10 @@
 //!   written in 1 MiB blocks, the file sits in large page-cache folios, and on ext4 (Linux 6.18)
 //!   every 1 KiB buffered write then walks all buffer heads of its folio
 //!   (`ext4_block_write_begin`, `block_commit_write`): several microseconds of kernel time per
-//!   random write for every target, which bounds random-write rates far below the reflector's;
-//! - before each system's point the file is synced, so each starts with clean pages;
+//!   random `pwrite` (vblade's bound; aoe-xdp copies write-back writes through a shared
+//!   mapping instead, and pays a write fault only for a page written back since);
+//! - before each system's point the file is synced; a write point then first dirties the whole
+//!   file through the system itself (see [`prepare`]);
 //! - the target pinned to core 0 (`taskset -c 0`; aoe-xdp also `worker-cores = [0]`,
 //!   `idle = "spin"`), the initiator `aoe-bench load` pinned to core 1;
 //! - 1 KiB requests (MTU 1500 carries two sectors): random reads at queue depth 1, 16, 64;
