@@ -81,6 +81,7 @@ struct DeviceSpec {
     read_only: bool,
     direct_io: bool,
     durability: Durability,
+    resident: bool,
 }
 
 const DEVICES: [DeviceSpec; 3] = [
@@ -94,8 +95,10 @@ const DEVICES: [DeviceSpec; 3] = [
         read_only: false,
         direct_io: true,
         durability: Durability::Writeback,
+        resident: false,
     },
-    // Sectors 16..80 of a 96-sector file: 0..16 and 80..96 are sentinels.
+    // Sectors 16..80 of a 96-sector file: 0..16 and 80..96 are sentinels. Resident: reads
+    // are copies through the locked mapping, at the window's edges.
     DeviceSpec {
         shelf: 1,
         slot: 1,
@@ -105,6 +108,7 @@ const DEVICES: [DeviceSpec; 3] = [
         read_only: false,
         direct_io: false,
         durability: Durability::Sync,
+        resident: true,
     },
     DeviceSpec {
         shelf: 2,
@@ -115,6 +119,7 @@ const DEVICES: [DeviceSpec; 3] = [
         read_only: true,
         direct_io: false,
         durability: Durability::Writeback,
+        resident: false,
     },
 ];
 
@@ -188,6 +193,7 @@ fn build_world() -> World {
                 read_only: spec.read_only,
                 direct_io: spec.direct_io,
                 durability: spec.durability,
+                resident: spec.resident,
             })
             .expect("open export"),
         );
