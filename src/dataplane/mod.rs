@@ -477,6 +477,7 @@ fn spawn_workers(
                         io_backlogged = stats.io_backlogged,
                         ios = stats.engine.ios,
                         merged = stats.engine.merged,
+                        mapped = stats.engine.mapped,
                         bounced = stats.engine.bounced,
                         io_errors = stats.engine.errors,
                         "worker stopped"

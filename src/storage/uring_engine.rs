@@ -485,18 +485,12 @@ impl UringEngine {
     fn inline(&mut self, run: Run) -> bool {
         let first = self.pending[run.start];
         let export = &self.exports[usize::from(first.export)];
-        let writeback = export.durability() == Durability::Writeback;
-        let use_map = first.lane == Lane::Buffered
-            && match first.op {
-                IoOp::Read => export.read_map().is_some(),
-                IoOp::Write => writeback && export.map().is_some(),
-                IoOp::Flush => false,
-            };
+        let use_map = first.lane == Lane::Buffered && mapping(export, first.op).is_some();
         let wanted = use_map
             || first.lane == Lane::Buffered
                 && match first.op {
                     IoOp::Read => self.nowait_reads[usize::from(first.export)],
-                    IoOp::Write => writeback,
+                    IoOp::Write => export.durability() == Durability::Writeback,
                     IoOp::Flush => false,
                 };
         if !wanted {
@@ -505,11 +499,7 @@ impl UringEngine {
         let (offset, total) = self.link(run);
         let export = &self.exports[usize::from(first.export)];
         assert_in_window(export, first.sector, total, offset);
-        let mapped = match first.op {
-            IoOp::Read => export.read_map(),
-            _ => export.map(),
-        }
-        .filter(|_| use_map);
+        let mapped = mapping(export, first.op).filter(|_| use_map);
         // The chunks leave their slots for the syscalls (one slice per request) and return.
         self.inline_segs.clear();
         self.inline_results.clear();
@@ -646,6 +636,16 @@ fn read_nowait(fd: BorrowedFd<'_>, arena: &Arenas, segs: &mut [Seg], mut offset:
         offset += len as u64;
     }
     Nowait::Done(Ok(()))
+}
+
+/// The mapping that `op` on `export` may copy through: reads only when it is locked in memory,
+/// writes only when they are acknowledged from the page cache (`Writeback`).
+fn mapping(export: &Export, op: IoOp) -> Option<&FileMap> {
+    match op {
+        IoOp::Read => export.read_map(),
+        IoOp::Write if export.durability() == Durability::Writeback => export.map(),
+        IoOp::Write | IoOp::Flush => None,
+    }
 }
 
 /// Copies each of `segs` (back to back on disk from `offset`) through `map`, in the direction

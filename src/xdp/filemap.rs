@@ -103,6 +103,8 @@ pub struct FileMap {
     start: u64,
     end: u64,
     writable: bool,
+    /// `PROT_READ`, plus `PROT_WRITE` when `writable`.
+    prot: libc::c_int,
     locked: bool,
     /// Index into [`MAPS`].
     entry: usize,
@@ -170,6 +172,7 @@ impl FileMap {
             start,
             end,
             writable,
+            prot,
             locked: lock,
             entry,
             busy: AtomicBool::new(false),
@@ -279,11 +282,6 @@ impl FileMap {
         let first = (at - self.map_offset) / page * page;
         let last = (at - self.map_offset + len as u64).div_ceil(page) * page;
         let bytes = usize::try_from(last - first).expect("inside the mapping");
-        let prot = if self.writable {
-            libc::PROT_READ | libc::PROT_WRITE
-        } else {
-            libc::PROT_READ
-        };
         // SAFETY: replaces pages inside our own mapping (MAP_FIXED over a range we own, at a
         // page-aligned address and file offset); no reference into them is alive (the copy
         // that faulted has returned and `busy` is held).
@@ -295,7 +293,7 @@ impl FileMap {
             libc::mmap(
                 at.cast(),
                 bytes,
-                prot,
+                self.prot,
                 libc::MAP_SHARED | libc::MAP_FIXED,
                 self.fd.as_raw_fd(),
                 (self.map_offset + first) as libc::off_t,
