@@ -104,6 +104,17 @@ pub enum BackingProblem {
     /// direct-io = true, but the file system refuses O_DIRECT.
     #[error("does not support O_DIRECT; set direct-io = false")]
     NoDirectIo,
+    /// resident = true, but the exported window is larger than the memory available.
+    #[error(
+        "resident needs {needed_mib} MiB in memory but only {available_mib} MiB are available \
+         (MemAvailable); export less (length) or set resident = false"
+    )]
+    ResidentTooLarge {
+        /// Window size in MiB (rounded up).
+        needed_mib: u64,
+        /// MemAvailable in MiB.
+        available_mib: u64,
+    },
 }
 
 /// Runs every check on `device`'s backing store.
@@ -133,6 +144,9 @@ pub(crate) fn probe(device: &DeviceConfig) -> Result<Backing, Vec<BackingError>>
         problems.push(BackingProblem::ReadOnlyDevice);
     }
     problems.extend(open_problems(device, kind));
+    if device.resident {
+        problems.extend(resident_problem(export_sectors));
+    }
     if !problems.is_empty() {
         return Err(problems.into_iter().map(error).collect());
     }
@@ -206,6 +220,17 @@ fn extent_problem(
             length
         }
     }
+}
+
+/// A resident window must fit in the available memory (what start-up checks before `mlock`).
+fn resident_problem(export_sectors: u64) -> Option<BackingProblem> {
+    const MIB: u64 = 1 << 20;
+    let available = crate::storage::export::mem_available()?;
+    let needed = export_sectors.saturating_mul(SECTOR_SIZE);
+    (needed > available).then(|| BackingProblem::ResidentTooLarge {
+        needed_mib: needed.div_ceil(MIB),
+        available_mib: available / MIB,
+    })
 }
 
 /// Opens the store the way the dataplane will (read-write unless read-only, O_EXCL for block
@@ -303,6 +328,32 @@ mod tests {
             .probe()
             .unwrap();
         assert_eq!(backing.export_sectors, 2048);
+    }
+
+    #[test]
+    fn test_resident_window_must_fit_in_memory() {
+        let dir = tempfile::tempdir_in("/var/tmp").unwrap();
+        let path = sized_file(&dir, "small.img", 1024 * 1024);
+        let backing = device(&path, "resident = true").probe().unwrap();
+        assert_eq!(backing.export_sectors, 2048);
+        // A sparse 8 TiB file: more than this machine's memory.
+        let path = sized_file(&dir, "big.img", 1 << 43);
+        let found = problems(&device(&path, "resident = true"));
+        assert!(
+            matches!(
+                found[..],
+                [BackingProblem::ResidentTooLarge {
+                    needed_mib: 8_388_608,
+                    ..
+                }]
+            ),
+            "{found:?}"
+        );
+        // Without resident, the same file is fine; with a short length, too.
+        device(&path, "").probe().unwrap();
+        device(&path, "resident = true\nlength = 2048")
+            .probe()
+            .unwrap();
     }
 
     #[test]
