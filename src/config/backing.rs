@@ -15,6 +15,7 @@ use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
 use std::path::PathBuf;
 
 use super::DeviceConfig;
+use crate::storage::export::{memory_shortfall, MemoryShortfall};
 
 /// Bytes per AoE sector.
 pub const SECTOR_SIZE: u64 = 512;
@@ -105,16 +106,8 @@ pub enum BackingProblem {
     #[error("does not support O_DIRECT; set direct-io = false")]
     NoDirectIo,
     /// resident = true, but the exported window is larger than the memory available.
-    #[error(
-        "resident needs {needed_mib} MiB in memory but only {available_mib} MiB are available \
-         (MemAvailable); export less (length) or set resident = false"
-    )]
-    ResidentTooLarge {
-        /// Window size in MiB (rounded up).
-        needed_mib: u64,
-        /// MemAvailable in MiB.
-        available_mib: u64,
-    },
+    #[error("{0}")]
+    ResidentTooLarge(MemoryShortfall),
 }
 
 /// Runs every check on `device`'s backing store.
@@ -144,8 +137,9 @@ pub(crate) fn probe(device: &DeviceConfig) -> Result<Backing, Vec<BackingError>>
         problems.push(BackingProblem::ReadOnlyDevice);
     }
     problems.extend(open_problems(device, kind));
+    // The check start-up makes before `mlock`.
     if device.resident {
-        problems.extend(resident_problem(export_sectors));
+        problems.extend(memory_shortfall(export_sectors).map(BackingProblem::ResidentTooLarge));
     }
     if !problems.is_empty() {
         return Err(problems.into_iter().map(error).collect());
@@ -220,17 +214,6 @@ fn extent_problem(
             length
         }
     }
-}
-
-/// A resident window must fit in the available memory (what start-up checks before `mlock`).
-fn resident_problem(export_sectors: u64) -> Option<BackingProblem> {
-    const MIB: u64 = 1 << 20;
-    let available = crate::storage::export::mem_available()?;
-    let needed = export_sectors.saturating_mul(SECTOR_SIZE);
-    (needed > available).then(|| BackingProblem::ResidentTooLarge {
-        needed_mib: needed.div_ceil(MIB),
-        available_mib: available / MIB,
-    })
 }
 
 /// Opens the store the way the dataplane will (read-write unless read-only, O_EXCL for block
@@ -342,10 +325,10 @@ mod tests {
         assert!(
             matches!(
                 found[..],
-                [BackingProblem::ResidentTooLarge {
+                [BackingProblem::ResidentTooLarge(MemoryShortfall {
                     needed_mib: 8_388_608,
                     ..
-                }]
+                })]
             ),
             "{found:?}"
         );

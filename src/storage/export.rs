@@ -141,17 +141,12 @@ pub enum ExportError {
         path: PathBuf,
     },
     /// A resident window larger than the memory available.
-    #[error(
-        "{path}: resident needs {needed_mib} MiB in memory but only {available_mib} MiB are available \
-         (MemAvailable); export less (length) or set resident = false"
-    )]
+    #[error("{path}: {shortfall}")]
     ResidentTooLarge {
         /// The export path.
         path: PathBuf,
-        /// Window size in MiB (rounded up).
-        needed_mib: u64,
-        /// MemAvailable in MiB.
-        available_mib: u64,
+        /// The sizes.
+        shortfall: MemoryShortfall,
     },
     /// Mapping or locking a resident window failed.
     #[error("{path}: cannot keep the window resident (mlock needs CAP_IPC_LOCK or a large enough RLIMIT_MEMLOCK)")]
@@ -386,16 +381,13 @@ fn map_resident(
             path: path.to_owned(),
         });
     }
-    let bytes = sectors * SECTOR_SIZE;
     const MIB: u64 = 1 << 20;
-    if let Some(available) = mem_available() {
-        if bytes > available {
-            return Err(ExportError::ResidentTooLarge {
-                path: path.to_owned(),
-                needed_mib: bytes.div_ceil(MIB),
-                available_mib: available / MIB,
-            });
-        }
+    let bytes = sectors * SECTOR_SIZE;
+    if let Some(shortfall) = memory_shortfall(sectors) {
+        return Err(ExportError::ResidentTooLarge {
+            path: path.to_owned(),
+            shortfall,
+        });
     }
     let started = std::time::Instant::now();
     let map = FileMap::map(file, start_bytes, bytes, !spec.read_only, true).map_err(|source| {
@@ -433,8 +425,33 @@ fn map_for_writes(path: &Path, file: &File, start_bytes: u64, sectors: u64) -> O
     }
 }
 
+/// A resident window that does not fit in the available memory.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "resident needs {needed_mib} MiB in memory but only {available_mib} MiB are available \
+     (MemAvailable); export less (length) or set resident = false"
+)]
+pub struct MemoryShortfall {
+    /// Window size in MiB (rounded up).
+    pub needed_mib: u64,
+    /// MemAvailable in MiB.
+    pub available_mib: u64,
+}
+
+/// Whether a resident window of `sectors` would not fit in `MemAvailable` (`mlock` of more
+/// would push the system into reclaim or the OOM killer); `None` if it fits or is unknown.
+pub fn memory_shortfall(sectors: u64) -> Option<MemoryShortfall> {
+    const MIB: u64 = 1 << 20;
+    let available = mem_available()?;
+    let needed = sectors.saturating_mul(SECTOR_SIZE);
+    (needed > available).then(|| MemoryShortfall {
+        needed_mib: needed.div_ceil(MIB),
+        available_mib: available / MIB,
+    })
+}
+
 /// `MemAvailable` from `/proc/meminfo`, in bytes.
-pub(crate) fn mem_available() -> Option<u64> {
+fn mem_available() -> Option<u64> {
     let text = std::fs::read_to_string("/proc/meminfo").ok()?;
     let line = text.lines().find(|l| l.starts_with("MemAvailable:"))?;
     let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
