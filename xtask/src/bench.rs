@@ -44,7 +44,10 @@
 //! Everything created (namespaces, processes, the scratch directory) is removed at the end,
 //! also on failure or Ctrl-C: each is a guard, and only processes started here are signalled.
 
+mod profile;
 mod report;
+
+pub use profile::Profile;
 
 use std::fs;
 use std::io::Write;
@@ -96,6 +99,10 @@ pub struct BenchArgs {
     /// Warm-up seconds before each point.
     #[arg(long, default_value_t = 1)]
     warmup: u32,
+    /// Do not sample the target with `perf record` (by default every point is profiled to
+    /// show where the target's CPU goes).
+    #[arg(long)]
+    no_profile: bool,
     /// Smoke run: 1 s per point, queue depth 16 only.
     #[arg(long, conflicts_with = "seconds")]
     quick: bool,
@@ -336,6 +343,12 @@ pub struct Point {
     pub cpu: Option<CpuSample>,
     /// Why the point has no result.
     pub error: Option<String>,
+    /// Where the target's CPU went (`perf record`), where perf can sample.
+    #[serde(default)]
+    pub profile: Option<Profile>,
+    /// Share of the backing file in the page cache when the point ended (`fincore`).
+    #[serde(default)]
+    pub cached: Option<f64>,
 }
 
 /// One system's run.
@@ -453,6 +466,7 @@ struct Env {
     warmup: u32,
     clk_tck: u64,
     perf: bool,
+    profile: bool,
     stop: Arc<AtomicBool>,
 }
 
@@ -481,6 +495,7 @@ pub fn bench(args: &BenchArgs) -> Result<()> {
     let table = report::table(&results);
     println!("\n{table}");
     println!("{}", report::targets(&results));
+    println!("{}", report::profiles(&results));
     report::plot(&results, &out_dir.join("qd.svg"))?;
     let summary = report::summary(&results);
     fs::write(
@@ -505,6 +520,7 @@ fn measure(args: &BenchArgs, out_dir: &Path) -> Result<Results> {
         bail!("--system baseline needs --baseline PATH");
     }
     deps::ensure_packages()?;
+    deps::ensure(deps::BENCH_PACKAGES)?;
     run(cargo().args(["build", "--release", "--bins"]))?;
     let bin = target_dir().join("release");
     let stop = Arc::new(AtomicBool::new(false));
@@ -522,6 +538,7 @@ fn measure(args: &BenchArgs, out_dir: &Path) -> Result<Results> {
         .parse()
         .context("getconf CLK_TCK")?;
     let perf = perf_instructions_supported();
+    let profile = !args.no_profile && profile::supported(&scratch.0);
     let env = Env {
         aoe_xdp: bin.join("aoe-xdp"),
         baseline: args.baseline.clone(),
@@ -536,6 +553,7 @@ fn measure(args: &BenchArgs, out_dir: &Path) -> Result<Results> {
         warmup: args.warmup,
         clk_tck,
         perf,
+        profile,
         stop,
     };
     let rounds = if args.quick { 1 } else { args.rounds };
@@ -670,14 +688,18 @@ fn make_disk(path: &Path) -> Result<()> {
     Ok(())
 }
 
-/// Brings the page cache to the state a point starts from: another system's writes are
-/// synced first (so that no write-back runs during this point); a write point then starts
+/// Brings the page cache to the state a point starts from: the whole file cached; another
+/// system's writes are synced first (so that no write-back runs during this point); a write point then starts
 /// with every page of the file dirty, written once sequentially through the system itself —
 /// the steady state of a target that takes writes (the kernel writes a dirty page back 30 s
 /// after it was dirtied, and the first write to a page after that costs more: the ext4
 /// write path, or a write fault for a resident device).
 fn prepare(env: &Env, client_ns: &Netns, workload: &Workload) -> Result<()> {
     run(Command::new("sync").arg(&env.disk))?;
+    // Pages nobody has mapped are evicted when cold even without memory pressure on some
+    // machines (this VM runs DAMON with a `pageout` scheme for unmapped page cache): read the
+    // file through once, so that every point starts with all of it cached.
+    run(Command::new("cat").arg(&env.disk).stdout(Stdio::null()))?;
     if workload.op != Op::Write {
         return Ok(());
     }
@@ -968,6 +990,8 @@ fn measure_point(
         load: None,
         cpu: None,
         error: None,
+        profile: None,
+        cached: None,
     };
     let stdout = env.scratch.join("load.json");
     let log = env.scratch.join("load.log");
@@ -1005,6 +1029,7 @@ fn measure_point(
     let deadline = window_start + Duration::from_secs(u64::from(env.seconds) + 30);
     let mut first: Option<(u64, Instant)> = None;
     let mut perf = None;
+    let mut recording = None;
     let status = loop {
         if let Some(status) = load.exited()? {
             break status;
@@ -1014,6 +1039,10 @@ fn measure_point(
             first = Some((cpu_ticks(target.pid())?, now));
             if env.perf {
                 perf = Some(start_perf(env, target.pid())?);
+            }
+            if env.profile {
+                let seconds = f64::from(env.seconds) - 0.5;
+                recording = Some(profile::start(&env.scratch, target.pid(), seconds)?);
             }
         }
         if env.stop.load(Ordering::Relaxed) {
@@ -1027,6 +1056,8 @@ fn measure_point(
         std::thread::sleep(Duration::from_millis(2));
     };
     let last = (cpu_ticks(target.pid())?, Instant::now());
+    point.profile = recording.and_then(profile::finish);
+    point.cached = cached_share(&env.disk);
     if !status.success() {
         point.error = Some(format!(
             "aoe-bench load exited with {status}: {}",
@@ -1057,6 +1088,24 @@ fn measure_point(
     }
     point.load = Some(result);
     Ok(point)
+}
+
+/// Share of `path` in the page cache (`fincore`), or `None` when it cannot be read.
+fn cached_share(path: &Path) -> Option<f64> {
+    let text = output(
+        Command::new("fincore")
+            .args(["--bytes", "--noheadings", "--raw", "--output", "RES,SIZE"])
+            .arg(path),
+    )
+    .ok()?;
+    parse_fincore(&text)
+}
+
+/// "RES SIZE" in bytes → RES / SIZE.
+fn parse_fincore(text: &str) -> Option<f64> {
+    let mut fields = text.split_whitespace().map(|f| f.parse::<u64>().ok());
+    let (resident, size) = (fields.next()??, fields.next()??);
+    (size > 0).then(|| resident as f64 / size as f64)
 }
 
 fn last_line(text: &str) -> String {
@@ -1190,6 +1239,14 @@ fn finish_perf(mut perf: PerfRun) -> Option<(u64, f64)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn fincore_output_is_the_cached_share() {
+        assert_eq!(parse_fincore("268435456 268435456\n"), Some(1.0));
+        assert_eq!(parse_fincore("67108864 268435456"), Some(0.25));
+        assert_eq!(parse_fincore("0 0"), None);
+        assert_eq!(parse_fincore("fincore: cannot open"), None);
+    }
 
     #[test]
     fn stat_ticks_are_utime_plus_stime_even_with_odd_names() {

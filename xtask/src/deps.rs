@@ -24,6 +24,10 @@ pub const PACKAGES: &[&str] = &[
     "aoetools",
 ];
 
+/// More for `cargo xtask bench`: `perf` to profile the target, `fincore` to check that the
+/// backing file is cached.
+pub const BENCH_PACKAGES: &[&str] = &["linux-perf", "util-linux-extra"];
+
 fn installed(package: &str) -> bool {
     Command::new("dpkg-query")
         .args(["-W", "-f=${Status}", package])
@@ -32,9 +36,14 @@ fn installed(package: &str) -> bool {
         .unwrap_or(false)
 }
 
-/// Installs any missing package with apt-get (we run as root on Debian).
+/// Installs any missing package of [`PACKAGES`] with apt-get (we run as root on Debian).
 pub fn ensure_packages() -> Result<()> {
-    let missing: Vec<&str> = PACKAGES.iter().copied().filter(|p| !installed(p)).collect();
+    ensure(PACKAGES)
+}
+
+/// Installs any missing package of `packages` with apt-get.
+pub fn ensure(packages: &[&str]) -> Result<()> {
+    let missing: Vec<&str> = packages.iter().copied().filter(|p| !installed(p)).collect();
     if missing.is_empty() {
         return Ok(());
     }

@@ -9,7 +9,7 @@ use std::path::Path;
 use anyhow::{anyhow, bail, Result};
 use plotters::prelude::*;
 
-use super::{Op, Pattern, Point, Results, SystemKind, Workload};
+use super::{Op, Pattern, Point, Profile, Results, SystemKind, Workload};
 
 /// Marks the start of the generated section in README.md.
 pub const README_START: &str = "<!-- bench:start -->";
@@ -19,6 +19,8 @@ pub const README_END: &str = "<!-- bench:end -->";
 pub const RATE_TARGET: f64 = 0.85;
 /// aoe-xdp (XDP)'s CPU per request must be at most this share of vblade's.
 pub const CPU_TARGET: f64 = 0.4;
+/// Below this share of the backing file cached at the end of a point, the point is flagged.
+const CACHED_MIN: f64 = 0.99;
 
 /// One progress line for a finished point.
 pub fn point_line(point: &Point) -> String {
@@ -65,6 +67,9 @@ fn problems(point: &Point) -> String {
             }
         }
     }
+    if let Some(cached) = point.cached.filter(|c| *c < CACHED_MIN) {
+        parts.push(format!("file {:.0}% cached", cached * 100.0));
+    }
     if let Some(error) = &point.error {
         let mut error = error.replace('|', "/").replace('\n', " ");
         error.truncate(100);
@@ -106,6 +111,31 @@ fn cpu_per_request(results: &Results, system: SystemKind, workload: &Workload) -
     results
         .point(system, workload)
         .and_then(|(_, cpu)| cpu.map(|c| c.us_per_request))
+}
+
+fn profile<'a>(
+    results: &'a Results,
+    system: SystemKind,
+    workload: &Workload,
+) -> Option<&'a Profile> {
+    results
+        .ok_run(system)?
+        .points
+        .iter()
+        .find(|p| p.workload == *workload)?
+        .profile
+        .as_ref()
+}
+
+/// CPU per request without the receive softirq (see [`Profile::rx_softirq`]), where the point
+/// was profiled.
+fn cpu_without_softirq(results: &Results, system: SystemKind, workload: &Workload) -> Option<f64> {
+    let cpu = cpu_per_request(results, system, workload)?;
+    Some(profile(results, system, workload)?.without_rx_softirq(cpu))
+}
+
+fn percent(share: Option<f64>) -> String {
+    share.map_or_else(|| "—".into(), |s| format!("{:.0}%", s * 100.0))
 }
 
 /// A markdown table whose columns are padded, so it also reads well in a terminal.
@@ -152,6 +182,8 @@ pub fn table(results: &Results) -> String {
         "IOPS ÷ vblade",
         "IOPS ÷ reflector",
         "CPU ÷ vblade",
+        "RX softirq",
+        "CPU excl. softirq ÷ vblade",
         "problems",
     ];
     let mut rows = Vec::new();
@@ -159,6 +191,7 @@ pub fn table(results: &Results) -> String {
         let vblade = iops(results, SystemKind::Vblade, &workload);
         let reflector = iops(results, SystemKind::Reflector, &workload);
         let vblade_cpu = cpu_per_request(results, SystemKind::Vblade, &workload);
+        let vblade_without = cpu_without_softirq(results, SystemKind::Vblade, &workload);
         for run in results.systems.iter().filter(|r| r.status == "ok") {
             let Some(point) = run.points.iter().find(|p| p.workload == workload) else {
                 continue;
@@ -177,9 +210,14 @@ pub fn table(results: &Results) -> String {
                         ratio(divide(Some(load.iops), vblade)),
                         ratio(divide(Some(load.iops), reflector)),
                         ratio(divide(cpu.map(|c| c.us_per_request), vblade_cpu)),
+                        percent(point.profile.as_ref().map(|p| p.rx_softirq)),
+                        ratio(divide(
+                            cpu_without_softirq(results, run.system, &workload),
+                            vblade_without,
+                        )),
                     ]);
                 }
-                None => row.extend((0..9).map(|_| "—".to_owned())),
+                None => row.extend((0..11).map(|_| "—".to_owned())),
             }
             row.push(problems(point));
             rows.push(row);
@@ -220,6 +258,8 @@ fn targets_of(results: &Results, system: SystemKind) -> String {
         "≥ 0.85",
         "CPU ÷ vblade CPU",
         "≤ 0.40",
+        "excl. RX softirq",
+        "≤ 0.40 excl.",
     ];
     let verdict = |met: Option<bool>| match met {
         Some(true) => "met",
@@ -227,7 +267,7 @@ fn targets_of(results: &Results, system: SystemKind) -> String {
         None => "not assessed",
     };
     let mut rows = Vec::new();
-    let (mut rate_met, mut cpu_met, mut count) = (0, 0, 0);
+    let (mut rate_met, mut cpu_met, mut without_met, mut count) = (0, 0, 0, 0);
     for workload in results
         .workloads()
         .iter()
@@ -241,17 +281,25 @@ fn targets_of(results: &Results, system: SystemKind) -> String {
             cpu_per_request(results, system, workload),
             cpu_per_request(results, SystemKind::Vblade, workload),
         );
+        let without = divide(
+            cpu_without_softirq(results, system, workload),
+            cpu_without_softirq(results, SystemKind::Vblade, workload),
+        );
         let rate_ok = rate.map(|r| r >= RATE_TARGET);
         let cpu_ok = cpu.map(|r| r <= CPU_TARGET);
+        let without_ok = without.map(|r| r <= CPU_TARGET);
         count += 1;
         rate_met += usize::from(rate_ok == Some(true));
         cpu_met += usize::from(cpu_ok == Some(true));
+        without_met += usize::from(without_ok == Some(true));
         rows.push(vec![
             workload.label(),
             ratio(rate),
             verdict(rate_ok).to_owned(),
             ratio(cpu),
             verdict(cpu_ok).to_owned(),
+            ratio(without),
+            verdict(without_ok).to_owned(),
         ]);
     }
     let mut out = format!("\n{}:\n\n", system.label());
@@ -260,7 +308,9 @@ fn targets_of(results: &Results, system: SystemKind) -> String {
         out,
         "\nRate target met at {rate_met} of {count} points; CPU target met at {cpu_met} of \
          {count} points (at saturation, where a busy-polling target shows a whole core: its \
-         CPU per request there is just 1 ÷ its rate)."
+         CPU per request there is just 1 ÷ its rate); {without_met} of {count} without the \
+         receive softirq that veth runs in the target's sends (the initiator's receive path; \
+         see \"Where the target's CPU goes\")."
     );
     out
 }
@@ -278,6 +328,10 @@ fn fixed_load(results: &Results) -> String {
         .map(|run| {
             let cpu = cpu_per_request(results, run.system, &workload);
             let versus = divide(cpu, vblade);
+            let without = divide(
+                cpu_without_softirq(results, run.system, &workload),
+                cpu_without_softirq(results, SystemKind::Vblade, &workload),
+            );
             let is_target = matches!(
                 run.system,
                 SystemKind::Xdp | SystemKind::XdpPoll | SystemKind::XdpResident
@@ -292,6 +346,7 @@ fn fixed_load(results: &Results) -> String {
                     (true, Some(_)) => "NOT met".into(),
                     _ => String::new(),
                 },
+                ratio(without),
             ]
         })
         .collect();
@@ -301,9 +356,98 @@ fn fixed_load(results: &Results) -> String {
         workload.label()
     );
     out.push_str(&markdown_table(
-        &["system", "IOPS", "CPU µs/req", "÷ vblade", "≤ 0.40"],
+        &[
+            "system",
+            "IOPS",
+            "CPU µs/req",
+            "÷ vblade",
+            "≤ 0.40",
+            "excl. RX softirq ÷ vblade",
+        ],
         &rows,
     ));
+    out
+}
+
+/// `a::b::C::f` → `C::f`: the last two parts of a function's path.
+fn short(symbol: &str) -> &str {
+    let mut cut = symbol.len();
+    for _ in 0..2 {
+        match symbol[..cut].rfind("::") {
+            Some(at) => cut = at,
+            None => return symbol,
+        }
+    }
+    &symbol[cut + 2..]
+}
+
+/// Where each system's CPU went (`perf record`) at the saturating random points (QD 64).
+pub fn profiles(results: &Results) -> String {
+    let workloads: Vec<Workload> = results
+        .workloads()
+        .into_iter()
+        .filter(|w| w.depth == 64 && w.pattern == Pattern::Random && w.rate.is_none())
+        .collect();
+    let profiled = |w: &Workload| {
+        results
+            .systems
+            .iter()
+            .any(|run| profile(results, run.system, w).is_some())
+    };
+    if !workloads.iter().any(profiled) {
+        return String::new();
+    }
+    let mut out = String::from(
+        "\nWhere the target's CPU goes (`perf record -g` on the target process, cpu-clock \
+         samples sorted by call stack). RX softirq is `net_rx_action` run in the target's \
+         context: on a veth pair a send delivers the frame to the peer inside the sender's \
+         system call, so this is the initiator's receive path (`tpacket_rcv` copying the reply \
+         into its ring), which between two machines runs on the initiator's CPU. It costs every \
+         system about the same per reply and pulls every CPU ratio towards 1; the columns \
+         \"excl. softirq\" leave it out.\n",
+    );
+    let header = [
+        "system",
+        "samples",
+        "user",
+        "file I/O",
+        "other syscalls",
+        "RX softirq",
+        "other kernel",
+        "CPU µs/req",
+        "excl. softirq",
+        "busiest functions",
+    ];
+    for workload in workloads.iter().filter(|w| profiled(w)) {
+        let rows: Vec<Vec<String>> = results
+            .systems
+            .iter()
+            .filter_map(|run| {
+                let p = profile(results, run.system, workload)?;
+                let cpu = cpu_per_request(results, run.system, workload);
+                let top: Vec<String> = p
+                    .top
+                    .iter()
+                    .take(3)
+                    .map(|(f, share)| format!("`{}` {:.0}%", short(f), share * 100.0))
+                    .collect();
+                Some(vec![
+                    run.system.label().to_owned(),
+                    p.samples.to_string(),
+                    percent(Some(p.user)),
+                    percent(Some(p.file_io)),
+                    percent(Some(p.other_syscalls)),
+                    percent(Some(p.rx_softirq)),
+                    percent(Some(p.other_kernel)),
+                    cpu.map_or_else(|| "—".into(), |c| format!("{c:.2}")),
+                    cpu.map_or_else(|| "—".into(), |c| format!("{:.2}", p.without_rx_softirq(c))),
+                    top.join(", "),
+                ])
+            })
+            .collect();
+        let _ = writeln!(out, "\n{}:\n", workload.label());
+        out.push_str(&markdown_table(&header, &rows));
+    }
     out
 }
 
@@ -354,8 +498,11 @@ pub fn summary(results: &Results) -> String {
     let _ = writeln!(
         out,
         "- CPU per request: {}; the target's share of a core over the measurement, divided by \
-         the request rate (kernel work charged to other tasks, such as softirq on the \
-         initiator's core, is not counted).",
+         the request rate. On veth each side's send runs the other side's receive path: the \
+         target's receive work (XDP, or delivery to a packet socket) is charged to the \
+         initiator's core and not counted; the initiator's receive path is charged to the \
+         target and counted (see \"Where the target's CPU goes\", and the columns \"excl. \
+         softirq\").",
         meta.cpu_method
     );
     for run in &results.systems {
@@ -386,6 +533,7 @@ pub fn summary(results: &Results) -> String {
     out.push_str(&table(results));
     out.push('\n');
     out.push_str(&targets(results));
+    out.push_str(&profiles(results));
     let _ = writeln!(
         out,
         "\nPlot: `target/bench/qd.svg` (random-read IOPS and latency against queue depth); raw \
@@ -613,6 +761,14 @@ mod tests {
                     instructions_per_request: None,
                 }),
                 error: None,
+                profile: Some(Profile {
+                    samples: 1000,
+                    rx_softirq: 0.5,
+                    user: 0.5,
+                    top: vec![("aoe_xdp::dataplane::worker::run".into(), 0.25)],
+                    ..Profile::default()
+                }),
+                cached: Some(1.0),
             })
             .collect();
         SystemRun {
@@ -726,6 +882,8 @@ mod tests {
             load: iops.map(load),
             cpu: None,
             error: iops.is_none().then(|| "failed".to_owned()),
+            profile: None,
+            cached: None,
         };
         let samples = [
             sample(16, Some(10.0)),
@@ -818,6 +976,67 @@ mod tests {
             assert!(svg.contains(label), "{label} missing");
         }
         assert!(!svg.contains("AF_PACKET"));
+    }
+
+    #[test]
+    fn cpu_without_the_receive_softirq_is_shown_beside_the_cpu_with_it() {
+        let mut results = results();
+        // xdp: 5 µs, 50% softirq → 2.5; vblade: 20 µs, 75% softirq → 5: 0.25× with the
+        // softirq, 0.5× without.
+        for point in &mut results.systems[2].points {
+            point.profile.as_mut().unwrap().rx_softirq = 0.75;
+        }
+        let text = table(&results);
+        let xdp_row = text
+            .lines()
+            .find(|l| l.contains("rand read QD64") && l.contains("aoe-xdp (XDP)"))
+            .unwrap();
+        assert!(xdp_row.contains("| 50% "), "{xdp_row}");
+        assert!(xdp_row.contains("| 0.25× "), "{xdp_row}");
+        assert!(xdp_row.contains("| 0.50× "), "{xdp_row}");
+        let verdicts = targets(&results);
+        assert!(verdicts.contains("CPU target met at 2 of 2"), "{verdicts}");
+        assert!(
+            verdicts.contains("0 of 2 without the receive softirq"),
+            "{verdicts}"
+        );
+        let shown = profiles(&results);
+        assert!(shown.contains("rand read QD64"), "{shown}");
+        assert!(shown.contains("`worker::run` 25%"), "{shown}");
+        // Without profiles the section is left out and the columns are empty.
+        for run in &mut results.systems {
+            for point in &mut run.points {
+                point.profile = None;
+            }
+        }
+        assert_eq!(profiles(&results), "");
+        assert!(targets(&results).contains("0 of 2 without"));
+        assert!(!table(&results).contains("0.50×"));
+    }
+
+    #[test]
+    fn a_point_that_ended_with_the_file_partly_evicted_is_flagged() {
+        let mut results = results();
+        results.systems[0].points[2].cached = Some(0.9);
+        let text = table(&results);
+        let row = text
+            .lines()
+            .find(|l| l.contains("rand read QD64") && l.contains("aoe-xdp (XDP)"))
+            .unwrap();
+        assert!(row.contains("file 90% cached"), "{row}");
+        assert!(!text
+            .lines()
+            .any(|l| l.contains("rand read QD16") && l.contains("cached")));
+    }
+
+    #[test]
+    fn function_paths_are_shortened_to_type_and_name() {
+        assert_eq!(
+            short("aoe_xdp::dataplane::port::Port::fit_reply"),
+            "Port::fit_reply"
+        );
+        assert_eq!(short("a::b"), "a::b");
+        assert_eq!(short("__pi_memcpy"), "__pi_memcpy");
     }
 
     #[test]
