@@ -595,31 +595,50 @@ fn measure(args: &BenchArgs, out_dir: &Path) -> Result<Results> {
             let count = lives.len();
             for turn in 0..count {
                 let live = &mut lives[(index + round + turn) % count];
-                let Some(daemon) = live.daemon.as_mut() else {
-                    continue;
-                };
-                if env.stop.load(Ordering::Relaxed) {
-                    bail!("interrupted");
+                if let Some(point) = live.turn(&env, workload, false)? {
+                    println!(
+                        "  {:<26} {}",
+                        live.run.system.label(),
+                        report::point_line(&point)
+                    );
+                    live.run.samples.push(point);
                 }
-                daemon.resume()?;
-                let point = prepare(&env, &live.client_ns, workload)
-                    .and_then(|()| measure_point(&env, &live.client_ns, daemon, workload));
-                daemon.pause()?;
-                let point = point?;
-                println!(
-                    "  {:<26} {}",
-                    live.run.system.label(),
-                    report::point_line(&point)
-                );
-                live.run.samples.push(point);
+            }
+        }
+    }
+    // perf disturbs what it samples (its start-up alone takes a good part of a second of
+    // CPU), so the profiles come from a pass of their own, after the counted rounds.
+    let mut profiles = vec![Vec::new(); lives.len()];
+    if env.profile {
+        for workload in &workloads {
+            println!(
+                "\n=== {} (profile: perf record, not counted)",
+                workload.label()
+            );
+            for (live, profiles) in lives.iter_mut().zip(&mut profiles) {
+                if let Some(point) = live.turn(&env, workload, true)? {
+                    println!(
+                        "  {:<26} {}",
+                        live.run.system.label(),
+                        report::profile_line(point.profile.as_ref())
+                    );
+                    profiles.push((*workload, point.profile));
+                }
             }
         }
     }
     let runs = lives
         .into_iter()
-        .map(|live| {
+        .zip(profiles)
+        .map(|(live, profiles)| {
             let mut run = live.finish();
             run.points = medians(&run.samples, &workloads);
+            for point in &mut run.points {
+                point.profile = profiles
+                    .iter()
+                    .find(|(w, _)| *w == point.workload)
+                    .and_then(|(_, p)| p.clone());
+            }
             run
         })
         .collect();
@@ -743,6 +762,24 @@ struct Live {
     log_copy: PathBuf,
     client_ns: Netns,
     _target_ns: Netns,
+}
+
+impl Live {
+    /// Resumes the system, measures `workload` on it (`profiled`: under `perf record`) and
+    /// pauses it again; `None` for a system that is not running.
+    fn turn(&mut self, env: &Env, workload: &Workload, profiled: bool) -> Result<Option<Point>> {
+        let Some(daemon) = self.daemon.as_mut() else {
+            return Ok(None);
+        };
+        if env.stop.load(Ordering::Relaxed) {
+            bail!("interrupted");
+        }
+        daemon.resume()?;
+        let point = prepare(env, &self.client_ns, workload)
+            .and_then(|()| measure_point(env, &self.client_ns, daemon, workload, profiled));
+        daemon.pause()?;
+        point.map(Some)
+    }
 }
 
 /// Starts the `index`th system in fresh namespaces and pauses it. Errors only for an
@@ -984,6 +1021,7 @@ fn measure_point(
     client_ns: &Netns,
     target: &mut Daemon,
     workload: &Workload,
+    profiled: bool,
 ) -> Result<Point> {
     let mut point = Point {
         workload: *workload,
@@ -1040,9 +1078,14 @@ fn measure_point(
             if env.perf {
                 perf = Some(start_perf(env, target.pid())?);
             }
-            if env.profile {
+            if profiled {
                 let seconds = f64::from(env.seconds) - 0.5;
-                recording = Some(profile::start(&env.scratch, target.pid(), seconds)?);
+                recording = Some(profile::start(
+                    &env.scratch,
+                    target.pid(),
+                    seconds,
+                    INITIATOR_CORE,
+                )?);
             }
         }
         if env.stop.load(Ordering::Relaxed) {

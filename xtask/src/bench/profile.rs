@@ -64,13 +64,25 @@ enum Kind {
 }
 
 /// Kernel functions on the stack of a system call or fault that moves file data.
+/// (System call wrappers and their helpers, as inlining may hide either; the page-cache
+/// functions catch a file read or write through any other call.)
 const FILE_IO: &[&str] = &[
+    "__x64_sys_pread64",
+    "__x64_sys_pwrite64",
+    "__x64_sys_preadv",
+    "__x64_sys_pwritev",
+    "__x64_sys_preadv2",
+    "__x64_sys_pwritev2",
+    "__x64_sys_io_uring_enter",
+    "__x64_sys_fdatasync",
+    "__x64_sys_fsync",
     "do_preadv",
     "do_pwritev",
     "ksys_pread64",
     "ksys_pwrite64",
-    "__x64_sys_io_uring_enter",
     "vfs_fsync_range",
+    "filemap_read",
+    "generic_perform_write",
     "exc_page_fault",
 ];
 
@@ -188,11 +200,13 @@ pub struct Recording {
     data: std::path::PathBuf,
 }
 
-/// Starts sampling every thread of `pid` for `seconds`.
-pub fn start(scratch: &Path, pid: u32, seconds: f64) -> Result<Recording> {
+/// Starts sampling every thread of `pid` for `seconds`, perf itself running on `core` (not
+/// the target's).
+pub fn start(scratch: &Path, pid: u32, seconds: f64, core: u32) -> Result<Recording> {
     let data = scratch.join("perf-record.data");
-    let mut cmd = Command::new("perf");
-    cmd.args(["record", "-q", "-e", "cpu-clock", "-F", FREQUENCY, "-g"])
+    let mut cmd = Command::new("taskset");
+    cmd.args(["-c", &core.to_string(), "perf"])
+        .args(["record", "-q", "-e", "cpu-clock", "-F", FREQUENCY, "-g"])
         .args(["-p", &pid.to_string(), "-o"])
         .arg(&data)
         .args(["--", "sleep", &format!("{:.2}", seconds.max(0.3))]);

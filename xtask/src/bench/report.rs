@@ -53,6 +53,23 @@ pub fn point_line(point: &Point) -> String {
     line
 }
 
+/// One progress line for a profiled point.
+pub fn profile_line(profile: Option<&Profile>) -> String {
+    let Some(p) = profile else {
+        return "no profile (perf record failed)".into();
+    };
+    format!(
+        "{:>5} samples: user {:>3.0}%, file I/O {:>3.0}%, other syscalls {:>3.0}%, RX softirq \
+         {:>3.0}%, other kernel {:>3.0}%",
+        p.samples,
+        p.user * 100.0,
+        p.file_io * 100.0,
+        p.other_syscalls * 100.0,
+        p.rx_softirq * 100.0,
+        p.other_kernel * 100.0
+    )
+}
+
 /// Retransmits, errors, verify failures and point errors, or "".
 fn problems(point: &Point) -> String {
     let mut parts = Vec::new();
@@ -399,7 +416,8 @@ pub fn profiles(results: &Results) -> String {
     }
     let mut out = String::from(
         "\nWhere the target's CPU goes (`perf record -g` on the target process, cpu-clock \
-         samples sorted by call stack). RX softirq is `net_rx_action` run in the target's \
+         samples sorted by call stack, in a pass of its own after the counted rounds: perf \
+         disturbs what it samples). RX softirq is `net_rx_action` run in the target's \
          context: on a veth pair a send delivers the frame to the peer inside the sender's \
          system call, so this is the initiator's receive path (`tpacket_rcv` copying the reply \
          into its ring), which between two machines runs on the initiator's CPU. It costs every \
