@@ -14,8 +14,10 @@
 //!   (`ext4_block_write_begin`, `block_commit_write`): several microseconds of kernel time per
 //!   random `pwrite` (vblade's bound; aoe-xdp copies write-back writes through a shared
 //!   mapping instead, and pays a write fault only for a page written back since);
-//! - before each system's point the file is synced; a write point then first dirties the whole
-//!   file through the system itself (see [`prepare`]);
+//! - before each system's point the file is synced and read through again (cold pages nobody
+//!   maps are paged out even without memory pressure on this VM: DAMON runs a `pageout`
+//!   scheme); a write point then first dirties the whole file through the system itself (see
+//!   [`prepare`]); `fincore` after each point checks that the file stayed cached;
 //! - the target pinned to core 0 (`taskset -c 0`; aoe-xdp also `worker-cores = [0]`,
 //!   `idle = "spin"`), the initiator `aoe-bench load` pinned to core 1;
 //! - 1 KiB requests (MTU 1500 carries two sectors): random reads at queue depth 1, 16, 64;
@@ -24,6 +26,11 @@
 //! - CPU per request: the target's utime + stime (`/proc/PID/stat`, ticks of `getconf CLK_TCK`)
 //!   over the measurement window, as a share of one core, divided by the request rate; plus
 //!   `perf stat -e instructions` where the VM exposes the counter.
+//!
+//! - after the counted rounds, a pass of its own under `perf record -g` on the target
+//!   ([`profile`]): where its CPU goes, and how much of it is the initiator's receive path that
+//!   veth runs in the target's sends (perf disturbs what it samples, so this pass is not
+//!   counted);
 //!
 //! - one more point, random reads at depth 16 offered at a fixed rate ([`FIXED_RATE`] per
 //!   second, `aoe-bench load --rate`), below every system's maximum: there CPU per request is
