@@ -30,8 +30,9 @@ const TOP: usize = 8;
 pub struct Profile {
     /// Samples taken.
     pub samples: u64,
-    /// In the receive softirq (`net_rx_action` on the stack): on veth, mostly the peer's
-    /// receive path, run in the target's send call.
+    /// In the receive softirq (`net_rx_action` on the stack): on veth, the peer's receive
+    /// path, run in the target's send call. The completion of the target's own send (the
+    /// sent frame's destructor, run there too) is counted as a system call instead.
     pub rx_softirq: f64,
     /// In a system call or fault that moves file data (`preadv2`, `pwrite64`, `io_uring_enter`,
     /// `fdatasync`, page faults).
@@ -86,6 +87,9 @@ const FILE_IO: &[&str] = &[
     "exc_page_fault",
 ];
 
+/// Destructors of a sent frame: run when the peer has consumed it, they complete the send.
+const SEND_COMPLETION: &[&str] = &["xsk_destruct_skb", "sock_wfree", "tpacket_destruct_skb"];
+
 /// One frame of a call stack: its function and whether it is in the kernel.
 struct Frame<'a> {
     symbol: &'a str,
@@ -96,11 +100,14 @@ struct Frame<'a> {
 /// matches wins.
 fn classify(stack: &[Frame]) -> Kind {
     let has = |name: &str| stack.iter().any(|f| f.symbol == name);
-    if has("net_rx_action") {
+    // Freeing the target's own sent frame after the peer took it completes the target's
+    // send (an AF_XDP socket's completion ring): target work, even inside the softirq.
+    let own_send_completion = SEND_COMPLETION.iter().any(|name| has(name));
+    if has("net_rx_action") && !own_send_completion {
         Kind::RxSoftirq
     } else if FILE_IO.iter().any(|name| has(name)) {
         Kind::FileIo
-    } else if has("do_syscall_64") {
+    } else if has("do_syscall_64") || own_send_completion {
         Kind::OtherSyscalls
     } else if stack.first().is_some_and(|f| f.kernel) {
         Kind::OtherKernel
@@ -298,6 +305,21 @@ x
         assert_eq!(profile.samples, 2);
         assert_eq!(profile.other_syscalls, 0.5);
         assert_eq!(profile.other_kernel, 0.5);
+    }
+
+    #[test]
+    fn the_completion_of_the_targets_own_send_is_not_the_peers_receive() {
+        let script = "\
+x 
+\tffffffff8100 xsk_destruct_skb+0x1 ([kernel.kallsyms])
+\tffffffff8101 skb_release_head_state+0x1 ([kernel.kallsyms])
+\tffffffff8102 tpacket_rcv+0x1 ([kernel.kallsyms])
+\tffffffff8103 net_rx_action+0x1 ([kernel.kallsyms])
+\tffffffff8104 do_syscall_64+0x1 ([kernel.kallsyms])
+";
+        let profile = parse(script);
+        assert_eq!(profile.rx_softirq, 0.0);
+        assert_eq!(profile.other_syscalls, 1.0);
     }
 
     #[test]
