@@ -28,3 +28,17 @@ pub mod socket;
 mod txring;
 pub mod umem;
 pub mod uring;
+
+/// Asks the CPU to start loading the cache line at `addr` (a hint: never faults, whatever
+/// `addr` is; a no-op where the architecture has no such instruction here).
+#[inline(always)]
+pub fn prefetch(addr: *const u8) {
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: PREFETCHT0 is a hint that never faults, for any address; SSE is part of the
+    // x86_64 baseline.
+    unsafe {
+        std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(addr.cast());
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = addr;
+}
