@@ -42,3 +42,24 @@ pub fn prefetch(addr: *const u8) {
     #[cfg(not(target_arch = "x86_64"))]
     let _ = addr;
 }
+
+/// [`prefetch`] for every cache line of `[start, start + len)`, with intent to write when
+/// `write` (PREFETCHW where the CPU has it).
+#[inline]
+pub fn prefetch_range(start: *const u8, len: usize, write: bool) {
+    const LINE: usize = 64;
+    let first = start as usize & !(LINE - 1);
+    let end = (start as usize).wrapping_add(len);
+    for line in (first..end).step_by(LINE) {
+        let addr = start.wrapping_add(line - start as usize);
+        #[cfg(target_arch = "x86_64")]
+        if write {
+            // SAFETY: as in `prefetch`: a hint that never faults.
+            unsafe {
+                std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_ET0 }>(addr.cast());
+            }
+            continue;
+        }
+        prefetch(addr);
+    }
+}
