@@ -405,7 +405,15 @@ impl UringEngine {
     fn prefetch_mapped(&self) {
         for p in &self.pending {
             let export = &self.exports[usize::from(p.export)];
-            let Some(map) = mapping(export, p.op).filter(|_| p.lane == Lane::Buffered) else {
+            // Reads of an export that is not resident still go through `preadv2`, but where
+            // the page is mapped (written through the mapping before) the kernel's copy then
+            // finds its lines in the cache; a prefetch of a page that is not mapped does
+            // nothing (it never faults, so it never waits for the disk either).
+            let map = match p.op {
+                IoOp::Read => export.map(),
+                _ => mapping(export, p.op),
+            };
+            let Some(map) = map.filter(|_| p.lane == Lane::Buffered) else {
                 continue;
             };
             let slot = self.slots[p.slot as usize].as_ref().expect("pending slot");
