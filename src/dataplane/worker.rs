@@ -7,8 +7,10 @@
 //! 2. per unit: finish the done requests (`Target::complete`, TX on the port they came in on);
 //! 3. per unit: receive at most [`RX_BATCH_MAX`] frames (never more than the unit's free
 //!    request slots, so a request is never refused for lack of one) and answer them, or push
-//!    a [`Job`] into the queue of the request's device;
-//! 4. per owned device, round-robin: pop jobs into the engine while it has room;
+//!    a [`Job`] into the queue of the request's device (into the unit's own list when this
+//!    worker owns the device; its completion comes back the same way);
+//! 4. per owned device, round-robin: pop jobs into the engine while it has room, then the
+//!    units' own lists;
 //! 5. commit to the kernel once, reap and finish again (page-cached reads complete inside the
 //!    commit), flush each port's TX once.
 //!
@@ -141,6 +143,13 @@ pub struct Unit {
     in_flight: usize,
     /// Jobs a device queue refused (only on a broken capacity invariant): retried first.
     backlog: Vec<Job>,
+    /// The worker this unit belongs to (set by [`Worker::new`]).
+    worker: usize,
+    /// Jobs for devices that this unit's own worker owns: they skip the device queue (no
+    /// atomic operation per request; each one would also drain the store buffer).
+    local_jobs: VecDeque<Job>,
+    /// Finished requests handed back by this unit's own worker, likewise.
+    local_done: VecDeque<Done>,
     /// Jumbo read requests waiting for a free slab to hold their reply: retried first.
     waiting: Vec<Frame>,
     /// The RX burst, reused every iteration (nothing zeroed or moved per receive).
@@ -167,6 +176,9 @@ impl Unit {
             capacity,
             in_flight: 0,
             backlog: Vec::with_capacity(capacity),
+            worker: usize::MAX,
+            local_jobs: VecDeque::with_capacity(capacity),
+            local_done: VecDeque::with_capacity(capacity),
             waiting: Vec::with_capacity(RX_BATCH_MAX),
             state_dir,
             stats: UnitStats::default(),
@@ -212,7 +224,11 @@ impl Unit {
     /// Sends the replies of this unit's finished requests; returns how many.
     fn finish(&mut self, target: &mut Target, queues: &Queues) -> usize {
         let mut count = 0;
-        while let Some(done) = queues.pop_done(self.id) {
+        while let Some(done) = self
+            .local_done
+            .pop_front()
+            .or_else(|| queues.pop_done(self.id))
+        {
             self.in_flight -= 1;
             let mut frame = self.port.reclaim(done.chunk);
             let len = target.complete(self.port.data_mut(&mut frame), &done.plan, done.result);
@@ -314,7 +330,11 @@ impl Unit {
                 };
                 self.in_flight += 1;
                 self.stats.io_submitted += 1;
-                if let Err(job) = queues.push_job(job) {
+                if queues.owner(plan.device) == self.worker {
+                    // At most `capacity` requests are in flight: never grows.
+                    debug_assert!(self.local_jobs.len() < self.capacity);
+                    self.local_jobs.push_back(job);
+                } else if let Err(job) = queues.push_job(job) {
                     self.backlog.push(job);
                 }
             }
@@ -379,8 +399,11 @@ pub struct Worker {
 impl Worker {
     /// A worker over `units` that submits the jobs of `queues`' devices owned by `index` to
     /// `engine` (which must serve the frame memory of every unit of the dataplane).
-    pub fn new(index: usize, engine: Engine, units: Vec<Unit>, queues: Arc<Queues>) -> Worker {
+    pub fn new(index: usize, engine: Engine, mut units: Vec<Unit>, queues: Arc<Queues>) -> Worker {
         let capacity = engine.capacity();
+        for unit in &mut units {
+            unit.worker = index;
+        }
         Worker {
             shared: false,
             devices: queues.owned_by(index),
@@ -598,6 +621,20 @@ impl Worker {
         if count > 0 {
             self.next_device = (self.next_device + 1) % count;
         }
+        // Then the jobs of this worker's own ports (after the queues, so that a stream of
+        // local requests cannot keep other workers' jobs waiting).
+        for index in 0..self.units.len() {
+            while self.slots.free_count() > 0 {
+                let Some(job) = self.units[index].local_jobs.pop_front() else {
+                    break;
+                };
+                if let Err(job) = self.submit(job) {
+                    self.held.push_back(job);
+                    return taken;
+                }
+                taken += 1;
+            }
+        }
         taken
     }
 
@@ -667,6 +704,12 @@ impl Worker {
     }
 
     fn hand_back(&mut self, unit: u16, done: Done) {
+        if let Some(own) = self.units.iter_mut().find(|u| u.id == unit) {
+            // At most `capacity` requests of a unit are in flight: never grows.
+            debug_assert!(own.local_done.len() < own.capacity);
+            own.local_done.push_back(done);
+            return;
+        }
         if let Err(done) = self.queues.push_done(unit, done) {
             self.undelivered.push_back((unit, done));
         }
