@@ -49,10 +49,10 @@ pub fn prefetch(addr: *const u8) {
 #[inline]
 pub fn prefetch_range(start: *const u8, len: usize, write: bool) {
     const LINE: usize = 64;
-    let first = start as usize & !(LINE - 1);
-    let end = (start as usize).wrapping_add(len);
-    for line in (first..end).step_by(LINE) {
-        let addr = start.wrapping_add(line - start as usize);
+    let lines = (start as usize % LINE).saturating_add(len).div_ceil(LINE);
+    let first = start.wrapping_sub(start as usize % LINE);
+    for line in 0..lines {
+        let addr = first.wrapping_add(line * LINE);
         #[cfg(target_arch = "x86_64")]
         if write {
             // SAFETY: as in `prefetch`: a hint that never faults.
@@ -62,5 +62,23 @@ pub fn prefetch_range(start: *const u8, len: usize, write: bool) {
             continue;
         }
         prefetch(addr);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::prefetch_range;
+
+    #[test]
+    fn test_prefetch_range_takes_any_start_and_length() {
+        let buf = vec![7u8; 4096];
+        for (offset, len) in [(0, 0), (1, 1), (63, 2), (5, 1000), (64, 4032)] {
+            prefetch_range(buf[offset..].as_ptr(), len, false);
+            prefetch_range(buf[offset..].as_ptr(), len, true);
+        }
+        // A hint never dereferences: the null page and the top of the address space are fine.
+        prefetch_range(std::ptr::null(), 4096, false);
+        prefetch_range((usize::MAX - 10) as *const u8, 128, true);
+        assert!(buf.iter().all(|&b| b == 7));
     }
 }
