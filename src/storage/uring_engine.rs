@@ -417,11 +417,10 @@ impl UringEngine {
                 continue;
             };
             let slot = self.slots[p.slot as usize].as_ref().expect("pending slot");
-            let write = p.op == IoOp::Write;
-            map.prefetch(slot.file_offset, slot.len as usize, write);
-            if let (true, Some(chunk)) = (write, slot.chunk.as_ref()) {
+            map.prefetch(slot.file_offset, slot.len as usize);
+            if let (IoOp::Write, Some(chunk)) = (p.op, slot.chunk.as_ref()) {
                 let data = &self.arena.bytes(chunk)[slot.buf_offset as usize..];
-                prefetch_range(data.as_ptr(), (slot.len as usize).min(data.len()), false);
+                prefetch_range(data.as_ptr(), (slot.len as usize).min(data.len()));
             }
         }
     }

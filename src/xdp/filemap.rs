@@ -233,17 +233,16 @@ impl FileMap {
         })
     }
 
-    /// Starts loading the cache lines of `[at, at + len)` (with intent to write when `write`),
-    /// so that a batch of copies overlaps its cache and TLB misses instead of taking them one
+    /// Starts loading the cache lines of `[at, at + len)`, so that a batch of copies overlaps its cache and TLB misses instead of taking them one
     /// copy at a time. A hint only: a range outside the window is ignored.
-    pub fn prefetch(&self, at: u64, len: usize, write: bool) {
+    pub fn prefetch(&self, at: u64, len: usize) {
         let inside = at >= self.start && at.checked_add(len as u64).is_some_and(|e| e <= self.end);
         if !inside {
             return;
         }
         let offset = usize::try_from(at - self.map_offset).expect("inside the mapping");
         let start = self.base.as_ptr().wrapping_add(offset);
-        super::prefetch_range(start, len, write);
+        super::prefetch_range(start, len);
     }
 
     /// Address of file offset `at`, after checking that `len` bytes from it lie in the window.
@@ -528,8 +527,7 @@ mod tests {
             (0, 64),
             (u64::MAX, 2),
         ] {
-            map.prefetch(at, len, false);
-            map.prefetch(at, len, true);
+            map.prefetch(at, len);
         }
         let mut buf = [0u8; 1024];
         map.read(4096, &mut buf).expect("read");

@@ -43,25 +43,14 @@ pub fn prefetch(addr: *const u8) {
     let _ = addr;
 }
 
-/// [`prefetch`] for every cache line of `[start, start + len)`, with intent to write when
-/// `write` (PREFETCHW when the build targets CPUs that have it, `-C target-feature=+prfchw`;
-/// the baseline x86_64 build emits a plain prefetch for both).
+/// [`prefetch`] for every cache line of `[start, start + len)`.
 #[inline]
-pub fn prefetch_range(start: *const u8, len: usize, write: bool) {
+pub fn prefetch_range(start: *const u8, len: usize) {
     const LINE: usize = 64;
     let lines = (start as usize % LINE).saturating_add(len).div_ceil(LINE);
     let first = start.wrapping_sub(start as usize % LINE);
     for line in 0..lines {
-        let addr = first.wrapping_add(line * LINE);
-        #[cfg(target_arch = "x86_64")]
-        if write {
-            // SAFETY: as in `prefetch`: a hint that never faults.
-            unsafe {
-                std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_ET0 }>(addr.cast());
-            }
-            continue;
-        }
-        prefetch(addr);
+        prefetch(first.wrapping_add(line * LINE));
     }
 }
 
@@ -73,12 +62,11 @@ mod tests {
     fn test_prefetch_range_takes_any_start_and_length() {
         let buf = vec![7u8; 4096];
         for (offset, len) in [(0, 0), (1, 1), (63, 2), (5, 1000), (64, 4032)] {
-            prefetch_range(buf[offset..].as_ptr(), len, false);
-            prefetch_range(buf[offset..].as_ptr(), len, true);
+            prefetch_range(buf[offset..].as_ptr(), len);
         }
         // A hint never dereferences: the null page and the top of the address space are fine.
-        prefetch_range(std::ptr::null(), 4096, false);
-        prefetch_range((usize::MAX - 10) as *const u8, 128, true);
+        prefetch_range(std::ptr::null(), 4096);
+        prefetch_range((usize::MAX - 10) as *const u8, 128);
         assert!(buf.iter().all(|&b| b == 7));
     }
 }
