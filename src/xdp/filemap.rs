@@ -233,11 +233,11 @@ impl FileMap {
         })
     }
 
-    /// Starts loading the cache lines of `[at, at + len)`, so that a batch of copies overlaps its cache and TLB misses instead of taking them one
-    /// copy at a time. A hint only: a range outside the window is ignored.
+    /// Starts loading the cache lines of `[at, at + len)`, so that a batch of copies overlaps
+    /// its cache and TLB misses instead of taking them one copy at a time. A hint only: a
+    /// range outside the window is ignored.
     pub fn prefetch(&self, at: u64, len: usize) {
-        let inside = at >= self.start && at.checked_add(len as u64).is_some_and(|e| e <= self.end);
-        if !inside {
+        if !self.inside(at, len) {
             return;
         }
         let offset = usize::try_from(at - self.map_offset).expect("inside the mapping");
@@ -245,13 +245,18 @@ impl FileMap {
         super::prefetch_range(start, len);
     }
 
+    /// Whether the `len` bytes from file offset `at` lie in the window.
+    fn inside(&self, at: u64, len: usize) -> bool {
+        at >= self.start && at.checked_add(len as u64).is_some_and(|e| e <= self.end)
+    }
+
     /// Address of file offset `at`, after checking that `len` bytes from it lie in the window.
     fn address(&self, at: u64, len: usize) -> *mut u8 {
-        let inside = at >= self.start && at.checked_add(len as u64).is_some_and(|e| e <= self.end);
         assert!(
-            inside,
+            self.inside(at, len),
             "copy of {len} bytes at {at} outside the mapped window {}..{}",
-            self.start, self.end
+            self.start,
+            self.end
         );
         let offset = usize::try_from(at - self.map_offset).expect("inside the mapping");
         // SAFETY: `offset + len <= map_len` (the window lies inside the mapping).
