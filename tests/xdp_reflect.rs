@@ -574,6 +574,111 @@ fn test_burst_reflects_all_without_leaks() {
     });
 }
 
+/// Receives exactly `count` frames without refilling (each checked to be the AoE request with
+/// the next tag from `first`) and frees them.
+fn drain_without_refill(port: &mut XskPort, first: u32, count: u32) {
+    let deadline = Instant::now() + WAIT;
+    let mut tag = first;
+    while tag < first + count {
+        assert!(
+            Instant::now() < deadline,
+            "only {} of {count} arrived",
+            tag - first
+        );
+        let burst = port.rx_burst(64);
+        if burst.len() == 0 {
+            drop(burst);
+            port.wait_rx(Duration::from_millis(10)).unwrap();
+            continue;
+        }
+        let frames: Vec<Frame> = burst.collect();
+        for frame in frames {
+            assert_eq!(
+                aoe_tag(port.data(&frame)),
+                tag,
+                "frames out of order or lost"
+            );
+            tag += 1;
+            port.release(frame);
+        }
+    }
+}
+
+/// The fill ring starts shallow (hot frames) and deepens, for good, after a burst that took
+/// three quarters of it between two refills; no frame is dropped on the way.
+#[test]
+fn test_fill_ring_starts_shallow_and_deepens_after_a_burst() {
+    use aoe_xdp::xdp::socket::FILL_TARGET_START;
+    let Some(rig) = Rig::new("fill") else { return };
+    let rig = &rig;
+    let (a_mac, b_mac) = (rig.veth.a.mac, rig.veth.b.mac);
+    let config = XskConfig {
+        frame_count: 4096,
+        fill_ring_size: 1024,
+        comp_ring_size: 1024,
+        rx_ring_size: 1024,
+        tx_ring_size: 1024,
+        bind: BindPreference::Auto,
+    };
+    let big = FILL_TARGET_START / 4 * 3 + 10;
+    let small = FILL_TARGET_START / 2;
+    std::thread::scope(|scope| {
+        let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+        let (sent_tx, sent_rx) = std::sync::mpsc::channel::<()>();
+        let receiver = scope.spawn(|| {
+            in_netns(&rig.ns_a, move || {
+                let program = XdpProgram::attach(rig.veth.a.ifindex, XdpMode::Native).unwrap();
+                let mut port = XskPort::bind(&rig.veth.a.name, 0, &config).unwrap();
+                program.insert_socket(0, port.fd()).unwrap();
+                assert_eq!(port.fill_target(), FILL_TARGET_START);
+                assert_eq!(port.frame_counts().fill, FILL_TARGET_START);
+                // A burst of `big` frames arrives before the next refill.
+                ready_tx.send(()).unwrap();
+                sent_rx.recv_timeout(WAIT).expect("burst not sent");
+                drain_without_refill(&mut port, 0, big);
+                port.refill().unwrap();
+                let deeper = FILL_TARGET_START * 2;
+                assert_eq!(
+                    port.fill_target(),
+                    deeper,
+                    "the burst did not deepen the ring"
+                );
+                assert_eq!(port.frame_counts().fill, deeper);
+                // A burst of less than three quarters of the new depth leaves it alone.
+                ready_tx.send(()).unwrap();
+                sent_rx.recv_timeout(WAIT).expect("second burst not sent");
+                drain_without_refill(&mut port, big, small);
+                port.refill().unwrap();
+                assert_eq!(
+                    port.fill_target(),
+                    deeper,
+                    "a small burst changed the depth"
+                );
+                let stats = port.stats().unwrap();
+                assert_eq!(
+                    stats.rx_dropped + stats.rx_ring_full + stats.rx_fill_ring_empty_descs,
+                    0,
+                    "{stats:?}"
+                );
+                assert_eq!(
+                    program.counters().unwrap().redirected,
+                    u64::from(big + small)
+                );
+            })
+        });
+        let mut tag = 0;
+        for count in [big, small] {
+            ready_rx.recv_timeout(WAIT).expect("receiver not ready");
+            for _ in 0..count {
+                rig.peer.send(&aoe_frame(a_mac, b_mac, None, REQUEST, tag));
+                tag += 1;
+            }
+            sent_tx.send(()).unwrap();
+        }
+        receiver.join().unwrap();
+    });
+}
+
 /// Frames built from scratch with `alloc` (as for an advertisement), 100 of them sent by ONE
 /// `flush_tx`: copy mode sends at most 32 frames per `sendto`, so the flush must keep kicking.
 #[test]

@@ -104,7 +104,8 @@ pub struct TargetConfig {
     pub rx_ring_size: u32,
     /// AF_XDP TX ring descriptors; a power of two.
     pub tx_ring_size: u32,
-    /// AF_XDP fill ring descriptors; a power of two.
+    /// AF_XDP fill ring descriptors; a power of two. Also the most frames a port keeps with
+    /// the kernel: it starts with fewer and deepens after a burst (`FILL_TARGET_START`).
     pub fill_ring_size: u32,
     /// AF_XDP completion ring descriptors; a power of two ≥ tx_ring_size.
     pub completion_ring_size: u32,
