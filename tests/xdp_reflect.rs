@@ -587,8 +587,9 @@ fn drain_without_refill(port: &mut XskPort, first: u32, count: u32) {
         );
         let burst = port.rx_burst(64);
         if burst.len() == 0 {
+            // Not `wait_rx`: that fills the whole ring before it sleeps.
             drop(burst);
-            port.wait_rx(Duration::from_millis(10)).unwrap();
+            std::thread::sleep(Duration::from_millis(1));
             continue;
         }
         let frames: Vec<Frame> = burst.collect();
@@ -604,8 +605,9 @@ fn drain_without_refill(port: &mut XskPort, first: u32, count: u32) {
     }
 }
 
-/// The fill ring starts shallow (hot frames) and deepens, for good, after a burst that took
-/// three quarters of it between two refills; no frame is dropped on the way.
+/// The fill ring starts shallow (hot frames) and deepens, for good, after a burst that left
+/// less than a quarter of it; before sleeping the port fills the whole ring; no frame is
+/// dropped on the way.
 #[test]
 fn test_fill_ring_starts_shallow_and_deepens_after_a_burst() {
     use aoe_xdp::xdp::socket::FILL_TARGET_START;
@@ -622,6 +624,8 @@ fn test_fill_ring_starts_shallow_and_deepens_after_a_burst() {
     };
     let big = FILL_TARGET_START / 4 * 3 + 10;
     let small = FILL_TARGET_START / 2;
+    // More than the deepened target; leaves more than a quarter of it of the full ring.
+    let large = FILL_TARGET_START * 3;
     std::thread::scope(|scope| {
         let (ready_tx, ready_rx) = std::sync::mpsc::channel();
         let (sent_tx, sent_rx) = std::sync::mpsc::channel::<()>();
@@ -654,6 +658,21 @@ fn test_fill_ring_starts_shallow_and_deepens_after_a_burst() {
                     deeper,
                     "a small burst changed the depth"
                 );
+                // Before it sleeps, a worker gives the kernel the whole ring: a burst larger
+                // than the target, arriving while it sleeps, finds room and deepens nothing,
+                // and the ring drains back to the target as the worker refills.
+                assert!(!port.wait_rx(Duration::from_millis(10)).unwrap());
+                assert_eq!(port.frame_counts().fill, 1024);
+                ready_tx.send(()).unwrap();
+                sent_rx.recv_timeout(WAIT).expect("third burst not sent");
+                drain_without_refill(&mut port, big + small, large);
+                port.refill().unwrap();
+                assert_eq!(port.fill_target(), deeper);
+                assert_eq!(
+                    port.frame_counts().fill,
+                    deeper,
+                    "refill did not go back to the target"
+                );
                 let stats = port.stats().unwrap();
                 assert_eq!(
                     stats.rx_dropped + stats.rx_ring_full + stats.rx_fill_ring_empty_descs,
@@ -662,12 +681,12 @@ fn test_fill_ring_starts_shallow_and_deepens_after_a_burst() {
                 );
                 assert_eq!(
                     program.counters().unwrap().redirected,
-                    u64::from(big + small)
+                    u64::from(big + small + large)
                 );
             })
         });
         let mut tag = 0;
-        for count in [big, small] {
+        for count in [big, small, large] {
             ready_rx.recv_timeout(WAIT).expect("receiver not ready");
             for _ in 0..count {
                 rig.peer.send(&aoe_frame(a_mac, b_mac, None, REQUEST, tag));

@@ -89,8 +89,9 @@ pub enum BindMode {
 /// trip round it: with 2048 frames that is more than a core's L2 cache, and each reply's
 /// lines are fetched from farther away, by the kernel's copy and by ours. 256 frames stay
 /// hot: +5-8 % requests/s through the reflector and the target alike on veth (copy mode).
-/// A burst that takes three quarters of them between two refills doubles the target, up to
-/// `fill_ring_size`, for the rest of the port's life.
+/// A burst that leaves the kernel less than a quarter of them doubles the target, up to
+/// `fill_ring_size`, for the rest of the port's life; a port about to sleep
+/// ([`XskPort::wait_rx`]) hands over the whole ring, so a burst that wakes it finds room.
 pub const FILL_TARGET_START: u32 = 256;
 
 /// Geometry of a port. Ring sizes must be powers of two.
@@ -235,7 +236,7 @@ pub struct XskPort {
     /// Bound with `XDP_USE_SG`: slabs are in use.
     multi_buffer: bool,
     /// Frames `refill` keeps with the kernel now: starts at [`FILL_TARGET_START`] and doubles
-    /// up to `fill_max` (see there).
+    /// up to `fill_max` after a burst (see there).
     fill_target: u32,
     /// `fill_ring_size`, or the frame count if smaller.
     fill_max: u32,
@@ -686,22 +687,29 @@ impl XskPort {
     /// wakeup. Returns the number of frames posted.
     ///
     /// The target starts at [`FILL_TARGET_START`] and doubles (up to `fill_ring_size`) when
-    /// the kernel took three quarters of it since the previous call: a burst came close to
-    /// finding the ring empty, which drops frames.
+    /// the kernel, given the whole target last time, now holds less than a quarter of it: a
+    /// burst came close to finding the ring empty, which drops frames.
     pub fn refill(&mut self) -> Result<usize, XskError> {
         let held = self.pool.count(FrameState::Fill);
-        let taken = self.fill_held.saturating_sub(held);
-        if taken >= self.fill_target / 4 * 3 && self.fill_target < self.fill_max {
+        if self.fill_held >= self.fill_target
+            && held < self.fill_target / 4
+            && self.fill_target < self.fill_max
+        {
             self.fill_target = (self.fill_target * 2).min(self.fill_max);
             tracing::info!(
                 interface = %self.interface,
                 queue = self.queue_id,
                 frames = self.fill_target,
-                "burst of {taken} frames between two refills: fill ring deepened"
+                "a burst nearly emptied the fill ring: deepened"
             );
         }
-        let wanted = self
-            .fill_target
+        self.post_fill(self.fill_target)
+    }
+
+    /// Posts free frames until the kernel holds `target` (or the free list is empty).
+    fn post_fill(&mut self, target: u32) -> Result<usize, XskError> {
+        let held = self.pool.count(FrameState::Fill);
+        let wanted = target
             .saturating_sub(held)
             .min(self.pool.count(FrameState::Free));
         let room = self.fill.nb_free(wanted);
@@ -842,7 +850,12 @@ impl XskPort {
     }
 
     /// Waits until the RX ring has frames or `timeout` passes; true if frames are ready.
+    ///
+    /// First gives the kernel the whole fill ring (`fill_ring_size` frames, if free): a burst
+    /// that wakes a sleeping worker finds room, and once the worker runs again `refill` lets
+    /// the ring drain back to [`Self::fill_target`] (hot frames).
     pub fn wait_rx(&mut self, timeout: Duration) -> Result<bool, XskError> {
+        self.post_fill(self.fill_max)?;
         let millis = i32::try_from(timeout.as_millis()).unwrap_or(i32::MAX);
         self.rx.poll(millis).map_err(|source| XskError::Syscall {
             call: "poll",
