@@ -15,16 +15,12 @@ use aoe_xdp::xdp::umem::{
     payload_is_aligned, AOE_ATA_HEADERS_LEN, ETH_MIN_FRAME_LEN, FRAME_CAPACITY, FRAME_SIZE,
     PACKET_OFFSET, PAYLOAD_ALIGN, SLAB_CAPACITY,
 };
+use common::frames::{
+    aoe_frame, aoe_offset, aoe_tag, expected_reply, is_aoe, pattern, QUIET, REQUEST, RESPONSE, WAIT,
+};
 use common::netns::{
     in_netns, leftover_namespaces, privileged_or_skip, NetNs, PacketSocket, VethPair,
 };
-
-const WAIT: Duration = Duration::from_secs(2);
-/// How long to watch for a frame that must NOT arrive.
-const QUIET: Duration = Duration::from_millis(300);
-const ETH_P_AOE: u16 = 0x88A2;
-const REQUEST: u8 = 0x10;
-const RESPONSE: u8 = 0x18;
 
 /// Two namespaces joined by a veth pair, with a raw socket on side B.
 /// Field order is drop order: sockets, then the namespaces (which destroys the veths).
@@ -70,59 +66,6 @@ impl Rig {
     fn bind_result(&self, config: &PacketConfig) -> Result<PacketPort, PacketError> {
         PacketPort::bind(&self.veth.a.name, config)
     }
-}
-
-/// A minimal AoE Query Config frame: 32 bytes untagged, 36 with a VLAN tag (both runts).
-fn aoe_frame(dst: [u8; 6], src: [u8; 6], vlan: Option<u16>, ver_flags: u8, tag: u32) -> Vec<u8> {
-    let mut frame = Vec::new();
-    frame.extend_from_slice(&dst);
-    frame.extend_from_slice(&src);
-    if let Some(id) = vlan {
-        frame.extend_from_slice(&0x8100u16.to_be_bytes());
-        frame.extend_from_slice(&id.to_be_bytes());
-    }
-    frame.extend_from_slice(&ETH_P_AOE.to_be_bytes());
-    frame.push(ver_flags);
-    frame.push(0); // error
-    frame.extend_from_slice(&7u16.to_be_bytes()); // major
-    frame.push(3); // minor
-    frame.push(1); // command: Query Config
-    frame.extend_from_slice(&tag.to_be_bytes());
-    frame.extend_from_slice(&[0, 0, 0, 0, 0, 0x10, 0, 0]); // bufcnt, fw, scnt, ver|ccmd, strlen
-    frame
-}
-
-/// Offset of the AoE header in a frame (behind at most one VLAN tag).
-fn aoe_offset(frame: &[u8]) -> usize {
-    if frame[12..14] == [0x81, 0x00] {
-        18
-    } else {
-        14
-    }
-}
-
-fn is_aoe(frame: &[u8]) -> bool {
-    let offset = aoe_offset(frame);
-    frame.len() >= offset && frame[offset - 2..offset] == ETH_P_AOE.to_be_bytes()
-}
-
-fn aoe_tag(frame: &[u8]) -> u32 {
-    let at = aoe_offset(frame) + 6;
-    u32::from_be_bytes(frame[at..at + 4].try_into().unwrap())
-}
-
-/// What A should send back for `request`: MACs swapped, response flag set.
-fn expected_reply(request: &[u8]) -> Vec<u8> {
-    let mut reply = request.to_vec();
-    reply[..6].copy_from_slice(&request[6..12]);
-    reply[6..12].copy_from_slice(&request[..6]);
-    reply[aoe_offset(request)] |= 0x08;
-    reply
-}
-
-/// Recognisable "sector data" byte `i`.
-fn pattern(i: usize) -> u8 {
-    u8::try_from(i % 251).unwrap()
 }
 
 /// The two RX ring layouts under test.
