@@ -88,7 +88,7 @@ pub enum BindMode {
 /// The kernel takes fill-ring frames in order, so every frame on the ring is touched once per
 /// trip round it: with 2048 frames that is more than a core's L2 cache, and each reply's
 /// lines are fetched from farther away, by the kernel's copy and by ours. 256 frames stay
-/// hot: +5-8 % requests/s through the reflector and the target alike on veth (copy mode).
+/// hot: +1-10 % requests/s for the target and +2-18 % for the reflector on veth (copy mode).
 /// A burst that leaves the kernel less than a quarter of them doubles the target, up to
 /// `fill_ring_size`, for the rest of the port's life; a port about to sleep
 /// ([`XskPort::wait_rx`]) hands over the whole ring, so a burst that wakes it finds room.
