@@ -233,13 +233,23 @@ fn print_report(report: &aoe_xdp::dataplane::stats::Report) {
     const MB: f64 = 1e6;
     println!("aoe-xdp: up {:.1} s", report.uptime_s);
     println!(
-        "\n{:<24} {:>12} {:>12} {:>10} {:>12} {:>8} {:>10} {:>10}",
-        "PORT", "RX", "TX", "IGNORED", "STORAGE", "NO-FRAME", "BOUNCED", "JUMBO-DROP"
+        "\n{:<24} {:>12} {:>12} {:>10} {:>12} {:>8} {:>10} {:>10} {:>10} {:>10} {:>6}",
+        "PORT",
+        "RX",
+        "TX",
+        "IGNORED",
+        "STORAGE",
+        "NO-FRAME",
+        "BOUNCED",
+        "JUMBO-DROP",
+        "KERN-DROP",
+        "FILL-EMPTY",
+        "FILL"
     );
     for port in &report.ports {
         let c = &port.counters;
         println!(
-            "{:<24} {:>12} {:>12} {:>10} {:>12} {:>8} {:>10} {:>10}",
+            "{:<24} {:>12} {:>12} {:>10} {:>12} {:>8} {:>10} {:>10} {:>10} {:>10} {:>6}",
             port.name,
             c.rx_frames,
             c.tx_frames,
@@ -247,7 +257,10 @@ fn print_report(report: &aoe_xdp::dataplane::stats::Report) {
             c.io_submitted,
             c.no_frame,
             c.jumbo.bounce_frames,
-            c.jumbo.rx_no_slab + c.jumbo.rx_too_long
+            c.jumbo.rx_no_slab + c.jumbo.rx_too_long,
+            c.kernel.rx_dropped,
+            c.kernel.fill_empty,
+            c.kernel.fill_depth
         );
     }
     println!(

@@ -1280,9 +1280,23 @@ fn test_stats(transport: Transport) {
     assert!(port["rx_frames"].as_u64() >= Some(13), "{port}");
     assert_eq!(port["io_submitted"], 12, "{port}");
     assert_eq!(report["workers"][0]["jobs"], 12, "{report:#}");
+    // The kernel's figures for the socket: nothing dropped; an AF_XDP port keeps its shallow
+    // fill ring (no burst deepened it), a packet socket has none.
+    let kernel = &port["kernel"];
+    assert_eq!(kernel["rx_dropped"], 0, "{port}");
+    assert_eq!(kernel["fill_empty"], 0, "{port}");
+    let fill = match transport {
+        Transport::Xdp => u64::from(aoe_xdp::xdp::socket::FILL_TARGET_START),
+        Transport::Packet | Transport::PacketV3 => 0,
+    };
+    assert_eq!(kernel["fill_depth"], fill, "{port}");
     let table = stats(&socket, false);
     assert!(
         table.contains("DEVICE") && table.contains(&format!("e{SHELF}.{SLOT}")),
+        "{table}"
+    );
+    assert!(
+        table.contains("KERN-DROP") && table.contains("FILL"),
         "{table}"
     );
     target.stop();

@@ -40,6 +40,18 @@ use crate::xdp::mem::{Arena, Chunk};
 use crate::xdp::packet::{PacketError, PacketPort};
 use crate::xdp::socket::{XskError, XskPort};
 
+/// Receive-side figures that only the kernel has, for the statistics.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct KernelCounters {
+    /// Frames for this socket that the kernel dropped before we saw them: AF_XDP `rx_dropped`
+    /// + `rx_ring_full`, AF_PACKET `tp_drops` (ring full).
+    pub rx_dropped: u64,
+    /// AF_XDP: times the kernel found the fill ring empty (a frame lost each time).
+    pub fill_empty: u64,
+    /// AF_XDP: frames the port keeps on the fill ring now (it deepens after bursts).
+    pub fill_depth: u32,
+}
+
 /// The transport of one port.
 #[derive(Debug)]
 pub enum Port {
@@ -155,6 +167,24 @@ impl Port {
     /// Counters of the jumbo path.
     pub fn jumbo_stats(&self) -> JumboStats {
         delegate!(self, p => p.jumbo_stats())
+    }
+
+    /// What the kernel counts for this socket (one `getsockopt`): see [`KernelCounters`].
+    pub fn kernel_counters(&self) -> Result<KernelCounters, PortError> {
+        Ok(match self {
+            Port::Xsk(p) => {
+                let stats = p.stats()?;
+                KernelCounters {
+                    rx_dropped: stats.rx_dropped + stats.rx_ring_full,
+                    fill_empty: stats.rx_fill_ring_empty_descs,
+                    fill_depth: p.fill_target(),
+                }
+            }
+            Port::Packet(p) => KernelCounters {
+                rx_dropped: p.stats()?.rx_kernel_drops,
+                ..KernelCounters::default()
+            },
+        })
     }
 
     /// A free frame for a reply that is not built in a request's frame.

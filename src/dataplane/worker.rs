@@ -30,7 +30,7 @@ use crate::storage::engine::{Engine, EngineStats, IoCompletion};
 use crate::target::{DeviceCounters, DeviceIndex, IoFailure, IoPlan, Outcome, PortInfo, Target};
 use crate::xdp::frame::{Frame, JumboStats, RxBurst};
 
-use super::port::{Port, PortError};
+use super::port::{KernelCounters, Port, PortError};
 use super::queues::{Done, Job, Queues};
 use super::stats::{StatsBoard, PUBLISH_INTERVAL};
 
@@ -73,6 +73,9 @@ pub struct UnitStats {
     pub no_frame: u64,
     /// The port's jumbo path (multi-buffer bounces, slab upgrades, drops).
     pub jumbo: JumboStats,
+    /// The kernel's receive-side figures for the socket, read when published.
+    #[serde(default)]
+    pub kernel: KernelCounters,
 }
 
 /// Counters of one worker's device side.
@@ -443,6 +446,7 @@ impl Worker {
             for (entry, unit) in slot.units.iter_mut().zip(&self.units) {
                 let stats = UnitStats {
                     jumbo: unit.port.jumbo_stats(),
+                    kernel: unit.port.kernel_counters().unwrap_or(entry.1.kernel),
                     ..unit.stats
                 };
                 *entry = (unit.id, stats);
@@ -781,6 +785,7 @@ pub fn run(
         .iter()
         .map(|u| UnitStats {
             jumbo: u.port.jumbo_stats(),
+            kernel: u.port.kernel_counters().unwrap_or_default(),
             ..u.stats
         })
         .collect();
