@@ -198,6 +198,16 @@ impl Unit {
         &self.stats
     }
 
+    /// The counters with the port's own figures read now (jumbo path, kernel drops: one
+    /// `getsockopt`); `kernel` stands in for the kernel's if that read fails.
+    fn snapshot(&self, kernel: KernelCounters) -> UnitStats {
+        UnitStats {
+            jumbo: self.port.jumbo_stats(),
+            kernel: self.port.kernel_counters().unwrap_or(kernel),
+            ..self.stats
+        }
+    }
+
     /// The transport.
     pub fn port(&self) -> &Port {
         &self.port
@@ -444,12 +454,7 @@ impl Worker {
             slot.units
                 .resize(self.units.len(), (0, UnitStats::default()));
             for (entry, unit) in slot.units.iter_mut().zip(&self.units) {
-                let stats = UnitStats {
-                    jumbo: unit.port.jumbo_stats(),
-                    kernel: unit.port.kernel_counters().unwrap_or(entry.1.kernel),
-                    ..unit.stats
-                };
-                *entry = (unit.id, stats);
+                *entry = (unit.id, unit.snapshot(entry.1.kernel));
             }
             slot.devices
                 .resize(target.device_count(), DeviceCounters::default());
@@ -783,11 +788,7 @@ pub fn run(
     let units = worker
         .units
         .iter()
-        .map(|u| UnitStats {
-            jumbo: u.port.jumbo_stats(),
-            kernel: u.port.kernel_counters().unwrap_or_default(),
-            ..u.stats
-        })
+        .map(|u| u.snapshot(KernelCounters::default()))
         .collect();
     Ok((units, worker.stats()))
 }
