@@ -293,13 +293,22 @@ fn print_report(report: &aoe_xdp::dataplane::stats::Report) {
         );
     }
     println!(
-        "\n{:<7} {:>12} {:>10} {:>9} {:>12} {:>10} {:>12} {:>8} {:>8}",
-        "WORKER", "JOBS", "REMOTE", "BACKLOG", "DISK I/O", "MERGED", "MAPPED", "BOUNCED", "IO-ERR"
+        "\n{:<7} {:>12} {:>10} {:>9} {:>12} {:>10} {:>12} {:>12} {:>8} {:>8}",
+        "WORKER",
+        "JOBS",
+        "REMOTE",
+        "BACKLOG",
+        "DISK I/O",
+        "MERGED",
+        "MAPPED",
+        "INLINE",
+        "BOUNCED",
+        "IO-ERR"
     );
     for (index, worker) in report.workers.iter().enumerate() {
         let e = &worker.engine;
         println!(
-            "{:<7} {:>12} {:>10} {:>9} {:>12} {:>10} {:>12} {:>8} {:>8}",
+            "{:<7} {:>12} {:>10} {:>9} {:>12} {:>10} {:>12} {:>12} {:>8} {:>8}",
             index,
             worker.jobs,
             worker.remote_jobs,
@@ -307,6 +316,7 @@ fn print_report(report: &aoe_xdp::dataplane::stats::Report) {
             e.ios,
             e.merged,
             e.mapped,
+            e.inline,
             e.bounced,
             e.errors
         );

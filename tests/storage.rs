@@ -1133,6 +1133,43 @@ fn test_cached_reads_complete_inline_and_match_the_ring_path() {
 }
 
 #[test]
+fn test_a_batch_of_lone_reads_goes_through_the_ring_and_a_few_go_inline() {
+    let file = patterned_file(256);
+    // (first sector, requests in one commit, sectors apart): lone reads are 8 sectors apart,
+    // a run is back to back.
+    let cases = [
+        ("3 lone reads", 3, 8, 3, 3),
+        ("4 lone reads", 4, 8, 4, 0),
+        ("16 lone reads", 16, 8, 16, 0),
+        ("a run of 16", 16, 2, 1, 16),
+    ];
+    for (name, count, step, ios, inline) in cases {
+        let mut pool = pool();
+        let mut engine = uring(open(&[spec(file.path())]), &pool);
+        let sectors: Vec<u64> = (0..count).map(|i| 10 + i * step).collect();
+        for (tag, sector) in sectors.iter().enumerate() {
+            let tag = u8::try_from(tag).expect("fewer than 256 requests");
+            let read = req(&mut pool, IoOp::Read, *sector, 1024, 512, tag);
+            assert!(engine.submit(read).is_ok(), "[{name}] submit");
+        }
+        let mut done = drain(&mut engine);
+        done.sort_by_key(|c| c.user_data);
+        assert_eq!(done.len(), sectors.len(), "[{name}] completions");
+        for (c, sector) in done.iter().zip(&sectors) {
+            assert!(c.result.is_ok(), "[{name}] sector {sector}: {:?}", c.result);
+            assert_patterned(&pool, c, 512, *sector, 1024);
+        }
+        recycle(&mut pool, done);
+        let stats = engine.stats();
+        assert_eq!(
+            (stats.ios, stats.inline, stats.inline_misses, stats.errors),
+            (ios, inline, 0, 0),
+            "[{name}] kernel I/Os, inline requests, misses, errors"
+        );
+    }
+}
+
+#[test]
 fn test_reads_missing_the_page_cache_go_through_the_ring() {
     let file = patterned_file(64);
     let mut pool = pool();

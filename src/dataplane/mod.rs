@@ -478,6 +478,7 @@ fn spawn_workers(
                         ios = stats.engine.ios,
                         merged = stats.engine.merged,
                         mapped = stats.engine.mapped,
+                        inline = stats.engine.inline,
                         bounced = stats.engine.bounced,
                         io_errors = stats.engine.errors,
                         "worker stopped"

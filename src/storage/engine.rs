@@ -178,6 +178,10 @@ pub struct EngineStats {
     /// Requests of resident exports copied through the mapping (no I/O operation).
     #[serde(default)]
     pub mapped: u64,
+    /// Requests carried out by a system call on the worker's thread (`preadv2` with
+    /// `RWF_NOWAIT`, write-back `pwritev2`) rather than through the ring.
+    #[serde(default)]
+    pub inline: u64,
 }
 
 /// Errors building or driving an engine.

@@ -15,7 +15,9 @@
 //!   into the ready queue, with the same per-request results as the ring: `Writeback` writes
 //!   (page-cache copies; through io_uring ext4 would punt each to an io-wq thread), and reads
 //!   with `RWF_NOWAIT` (page-cache copies, half the CPU of a ring round trip for a lone 1 KiB
-//!   read). A read that misses the cache (`EAGAIN` or a short count) goes through the ring;
+//!   read). When a commit holds [`RING_READS_MIN`] or more such reads, the single-request ones
+//!   go through the ring instead: one `io_uring_enter` for all of them costs less than a
+//!   `preadv2` each. A read that misses the cache (`EAGAIN` or a short count) goes through the ring;
 //!   `EOPNOTSUPP` turns inline reads off for that export. Where the export has a shared
 //!   mapping ([`Export::map`]: write-back writes of every buffered export; reads too when it is
 //!   resident, locked in memory) these are copies through it, one per request, no syscall.
@@ -58,6 +60,10 @@ pub const BOUNCE_CHUNKS_MAX: usize = 64;
 
 /// Most slices one inline `preadv2`/`pwritev2` carries (longer runs take several calls).
 const INLINE_IOVECS_MAX: usize = 32;
+
+/// From this many single-request buffered reads in one commit on, they go through the ring
+/// (one `io_uring_enter` for all of them) rather than one `preadv2` each.
+const RING_READS_MIN: usize = 4;
 
 /// Marks the end of a slot chain.
 const NONE: u32 = u32::MAX;
@@ -120,6 +126,8 @@ pub struct UringEngine {
     /// Scratch of [`Self::inline`]: the run's buffers, and per-request results of writes.
     inline_segs: Vec<Seg>,
     inline_results: Vec<Result<(), IoError>>,
+    /// Buffered reads in this commit that [`Self::inline`] may try with `RWF_NOWAIT`.
+    nowait_batch: usize,
     cfg: UringConfig,
     seq: u64,
     stats: EngineStats,
@@ -192,6 +200,7 @@ impl UringEngine {
             nowait_reads,
             inline_segs: Vec::with_capacity(cfg.merge_max_segments),
             inline_results: Vec::with_capacity(cfg.merge_max_segments),
+            nowait_batch: 0,
             cfg,
             seq: 0,
             stats: EngineStats::default(),
@@ -384,6 +393,11 @@ impl UringEngine {
         let max = self.cfg.merge_max_segments;
         self.prefetch_mapped();
         merge::sort(&mut self.pending);
+        self.nowait_batch = self
+            .pending
+            .iter()
+            .filter(|p| p.op == IoOp::Read && self.nowait_read(p))
+            .count();
         let (mut start, mut kept) = (0, 0);
         while start < self.pending.len() {
             let run = Run {
@@ -423,6 +437,15 @@ impl UringEngine {
                 prefetch_range(data.as_ptr(), (slot.len as usize).min(data.len()));
             }
         }
+    }
+
+    /// Whether the buffered read `p` may be tried inline with `RWF_NOWAIT` (not through a
+    /// mapping, and its export's file system has non-blocking reads).
+    fn nowait_read(&self, p: &Pending) -> bool {
+        let export = &self.exports[usize::from(p.export)];
+        p.lane == Lane::Buffered
+            && self.nowait_reads[usize::from(p.export)]
+            && export.read_map().is_none()
     }
 
     /// Whether to keep `run` back for `merge_delay`, hoping for a neighbour.
@@ -517,7 +540,10 @@ impl UringEngine {
         let wanted = use_map
             || first.lane == Lane::Buffered
                 && match first.op {
-                    IoOp::Read => self.nowait_reads[usize::from(first.export)],
+                    IoOp::Read => {
+                        self.nowait_reads[usize::from(first.export)]
+                            && (run.len() > 1 || self.nowait_batch < RING_READS_MIN)
+                    }
                     IoOp::Write => export.durability() == Durability::Writeback,
                     IoOp::Flush => false,
                 };
@@ -575,6 +601,7 @@ impl UringEngine {
         } else {
             self.stats.ios += ios;
             self.stats.merged += run.len() as u64 - 1;
+            self.stats.inline += run.len() as u64;
         }
         for (i, p) in self.pending[run.start..run.end].iter().enumerate() {
             let result = self.inline_results.get(i).copied().unwrap_or(shared);
