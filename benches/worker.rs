@@ -151,6 +151,7 @@ impl Worker {
             direct_io: false,
             durability: Durability::Writeback,
             resident: false,
+            mapped_writes: true,
         };
         let exports: Arc<[Export]> = Arc::new([Export::open(&spec).expect("open the export")]);
         let pool = ChunkPool::new(Arc::new(

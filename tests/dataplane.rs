@@ -1313,8 +1313,10 @@ fn test_resident_device(transport: Transport) {
     let dir = TargetDir::new(
         &["vt"],
         &transport.config(""),
-        &[DeviceSpec::new(SHELF, SLOT, SECTORS)
-            .with("durability = \"writeback\"\nresident = true\noffset = 8\nlength = 2040")],
+        &[DeviceSpec::new(SHELF, SLOT, SECTORS).with(
+            "durability = \"writeback\"\nmapped-writes = true\nresident = true\n\
+                 offset = 8\nlength = 2040",
+        )],
     );
     let target = dir.start(&net.target_ns);
     assert!(

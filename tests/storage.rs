@@ -74,6 +74,7 @@ fn spec(path: &Path) -> ExportSpec {
         direct_io: false,
         durability: Durability::Writeback,
         resident: false,
+        mapped_writes: false,
     }
 }
 
@@ -588,12 +589,23 @@ fn test_io_errors_on_a_file_that_shrank_after_open() {
 
 #[test]
 fn test_resident_export_copies_through_its_mapping() {
+    // With mapped writes the writes are copies through the mapping too; without, they are
+    // pwritev2 calls, and the mapping (read-only then) sees what they wrote.
+    for mapped_writes in [true, false] {
+        resident_export_copies_through_its_mapping(mapped_writes);
+    }
+}
+
+fn resident_export_copies_through_its_mapping(mapped_writes: bool) {
     let file = patterned_file(64);
     let mut s = spec(file.path());
     (s.offset_sectors, s.length_sectors, s.resident) = (8, Some(48), true);
+    s.mapped_writes = mapped_writes;
     let exports = open(&[s]);
     let map = exports[0].map().expect("a resident export has a mapping");
     assert!(map.locked());
+    assert_eq!(map.writable(), mapped_writes);
+    assert_eq!(exports[0].write_map().is_some(), mapped_writes);
     assert_eq!(map.window(), 8 * 512..56 * 512);
     let mut pool = pool();
     let mut engine = uring(Arc::clone(&exports), &pool);
@@ -629,16 +641,24 @@ fn test_resident_export_copies_through_its_mapping() {
         err.error
     );
     pool.free(err.req.chunk);
+    // Reads through the mapping see the writes, whichever way they were made.
+    let done = submit_all(
+        &mut engine,
+        vec![req(&mut pool, IoOp::Read, 46, 1024, 0, 8)],
+    );
+    assert!(data(&pool, &done[0], 0, 1024).iter().all(|b| *b == 0xA2));
+    recycle(&mut pool, done);
     let stats = engine.stats();
+    let (mapped, inline) = if mapped_writes { (8, 0) } else { (6, 2) };
     assert_eq!(
-        (stats.mapped, stats.ios, stats.errors),
-        (7, 0, 0),
-        "{stats:?}"
+        (stats.mapped, stats.inline, stats.ios, stats.errors),
+        (mapped, inline, inline, 0),
+        "mapped_writes = {mapped_writes}: {stats:?}"
     );
     // FLUSH still goes to the kernel.
     let done = submit_all(&mut engine, vec![req(&mut pool, IoOp::Flush, 0, 0, 0, 1)]);
     assert!(done[0].result.is_ok());
-    assert_eq!(engine.stats().ios, 1);
+    assert_eq!(engine.stats().ios, inline + 1);
     recycle(&mut pool, done);
 }
 
@@ -646,7 +666,8 @@ fn test_resident_export_copies_through_its_mapping() {
 fn test_resident_export_fails_requests_past_a_shrunk_end_and_recovers() {
     let file = temp_file(64);
     let mut s = spec(file.path());
-    s.resident = true;
+    // Writes through the mapping too (a pwritev2 past the end would grow the file again).
+    (s.resident, s.mapped_writes) = (true, true);
     let exports = open(&[s]);
     let mut pool = pool();
     let mut engine = uring(Arc::clone(&exports), &pool);
@@ -1007,10 +1028,17 @@ proptest! {
 }
 
 #[test]
-fn test_writeback_writes_are_copies_through_the_mapping() {
+fn test_mapped_writes_are_copies_through_the_mapping() {
     let file = temp_file(64);
-    let exports = open(&[spec(file.path())]);
-    let map = exports[0].map().expect("a write-back export has a mapping");
+    let mapped = ExportSpec {
+        mapped_writes: true,
+        ..spec(file.path())
+    };
+    let exports = open(std::slice::from_ref(&mapped));
+    let map = exports[0]
+        .map()
+        .expect("a mapped-writes export has a mapping");
+    assert!(map.writable() && exports[0].write_map().is_some());
     assert!(!map.locked(), "not resident: not locked");
     assert!(
         exports[0].read_map().is_none(),
@@ -1035,12 +1063,55 @@ fn test_writeback_writes_are_copies_through_the_mapping() {
     assert!(data(&pool, &done[0], 0, 1024).iter().all(|b| *b == 1));
     recycle(&mut pool, done);
     let stats = engine.stats();
-    assert_eq!((stats.mapped, stats.ios), (3, 1), "{stats:?}");
-    // Durability = "sync" and read-only exports have no mapping.
-    let mut synced = synced_spec(file.path());
-    assert!(Export::open(&synced).unwrap().map().is_none());
-    (synced.durability, synced.read_only) = (Durability::Writeback, true);
-    assert!(Export::open(&synced).unwrap().map().is_none());
+    assert_eq!(
+        (stats.mapped, stats.ios, stats.inline),
+        (3, 1, 1),
+        "{stats:?}"
+    );
+    // Without mapped_writes (the default), and with durability = "sync", read-only or
+    // direct I/O, an export that is not resident has no mapping.
+    let mut others = vec![spec(file.path()), synced_spec(file.path())];
+    others.push(ExportSpec {
+        durability: Durability::Sync,
+        ..mapped.clone()
+    });
+    others.push(ExportSpec {
+        read_only: true,
+        ..mapped.clone()
+    });
+    for other in others {
+        let export = Export::open(&other).unwrap();
+        assert!(
+            export.map().is_none() && export.write_map().is_none(),
+            "{other:?}"
+        );
+    }
+}
+
+#[test]
+fn test_writeback_writes_without_mapped_writes_are_pwritev2() {
+    let file = temp_file(64);
+    let exports = open(&[spec(file.path())]);
+    let mut pool = pool();
+    let mut engine = uring(Arc::clone(&exports), &pool);
+    let writes = vec![
+        req(&mut pool, IoOp::Write, 12, 1024, 512, 3),
+        req(&mut pool, IoOp::Write, 30, 1024, 512, 1),
+        req(&mut pool, IoOp::Write, 63, 512, 1, 4),
+    ];
+    let done = submit_all(&mut engine, writes);
+    assert!(done.iter().all(|c| c.result.is_ok()), "{done:?}");
+    recycle(&mut pool, done);
+    for (sector, len, fill) in [(30, 1024, 1), (12, 1024, 3), (63, 512, 4)] {
+        let bytes = file_bytes(&file, sector * 512, len);
+        assert!(bytes.iter().all(|b| *b == fill), "sector {sector}");
+    }
+    let stats = engine.stats();
+    assert_eq!(
+        (stats.mapped, stats.inline, stats.ios, stats.errors),
+        (0, 3, 3, 0),
+        "{stats:?}"
+    );
 }
 
 #[test]

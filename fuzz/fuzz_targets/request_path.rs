@@ -194,6 +194,8 @@ fn build_world() -> World {
                 direct_io: spec.direct_io,
                 durability: spec.durability,
                 resident: spec.resident,
+                // Both write-back paths: copies through a mapping and pwritev2.
+                mapped_writes: index % 2 == 0,
             })
             .expect("open export"),
         );

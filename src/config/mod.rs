@@ -154,9 +154,12 @@ pub struct DeviceConfig {
     pub direct_io: bool,
     /// When writes are acknowledged.
     pub durability: Durability,
-    /// The window is locked in memory; reads and write-back writes are copies through a
-    /// shared mapping (never with `direct_io`).
+    /// The window is locked in memory; reads are copies through a shared mapping (never
+    /// with `direct_io`).
     pub resident: bool,
+    /// Write-back writes are copies through a shared mapping of the file rather than
+    /// `pwritev2` (only with `durability = "writeback"`, never with `direct_io`).
+    pub mapped_writes: bool,
     /// Sectors (512 bytes) skipped at the start of the backing store.
     pub offset_sectors: u64,
     /// Sectors exported; `None` = everything after the offset (known only from `probe`).

@@ -99,6 +99,8 @@ pub struct RawDevice {
     pub durability: Option<Spanned<String>>,
     /// Keep the exported window locked in memory and copy through a shared mapping.
     pub resident: Option<Spanned<bool>>,
+    /// Write-back writes are copies through a shared mapping instead of `pwritev2`.
+    pub mapped_writes: Option<Spanned<bool>>,
     /// 512-byte sectors skipped at the start of the backing store.
     pub offset: Option<Spanned<i64>>,
     /// 512-byte sectors exported; default: everything after `offset`.
@@ -139,6 +141,7 @@ impl RawDevice {
             direct_io: None,
             durability: None,
             resident: None,
+            mapped_writes: None,
             offset: None,
             length: None,
             interfaces: None,

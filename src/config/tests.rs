@@ -593,6 +593,44 @@ fn test_resident() {
 }
 
 #[test]
+fn test_mapped_writes() {
+    let config = accept(&device_with(
+        "durability = \"writeback\"\nmapped-writes = true",
+    ));
+    assert!(config.devices[0].mapped_writes);
+    let config = accept(&device_with("durability = \"writeback\""));
+    assert!(!config.devices[0].mapped_writes, "off by default");
+    assert!(!accept(&device_with("mapped-writes = false")).devices[0].mapped_writes);
+}
+
+#[test]
+fn test_rejects_mapped_writes_without_writeback_or_with_direct_io_or_read_only() {
+    reject(
+        &device_with("mapped-writes = true"),
+        5,
+        &[
+            "device \"e1.0\": mapped-writes = true",
+            "durability = \"writeback\"",
+        ],
+    );
+    reject(
+        &device_with("durability = \"sync\"\nmapped-writes = true"),
+        6,
+        &["mapped-writes = true is for durability = \"writeback\""],
+    );
+    reject(
+        &device_with("durability = \"writeback\"\nmapped-writes = true\ndirect-io = true"),
+        6,
+        &["mapped-writes = true", "direct-io = true", "choose one"],
+    );
+    reject(
+        &device_with("durability = \"writeback\"\nmapped-writes = true\nread-only = true"),
+        6,
+        &["mapped-writes = true has nothing to write on a read-only device"],
+    );
+}
+
+#[test]
 fn test_rejects_negative_offset() {
     reject(
         &device_with("offset = -8"),

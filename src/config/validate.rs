@@ -617,6 +617,7 @@ fn device(
             Durability::Sync,
         ),
         resident: resident(p, &label, raw),
+        mapped_writes: mapped_writes(p, &label, raw),
         offset_sectors,
         length_sectors,
         interfaces,
@@ -647,6 +648,31 @@ fn resident(p: &mut Problems, label: &str, raw: &RawDevice) -> bool {
                 "{label}: resident = true keeps the data in the page cache, which direct-io = true \
                  bypasses; choose one"
             ),
+        );
+    }
+    true
+}
+
+/// `mapped-writes`, a way of carrying out write-back writes: only with `durability =
+/// "writeback"`, and not with `direct-io` or `read-only`.
+fn mapped_writes(p: &mut Problems, label: &str, raw: &RawDevice) -> bool {
+    let Some(mapped) = raw.mapped_writes.as_ref().filter(|v| *v.get_ref()) else {
+        return false;
+    };
+    let set = |flag: &Option<Spanned<bool>>| flag.as_ref().is_some_and(|v| *v.get_ref());
+    let why = if raw.durability.as_ref().map(|d| d.get_ref().as_str()) != Some("writeback") {
+        Some("is for durability = \"writeback\" (sync writes go through io_uring)")
+    } else if set(&raw.direct_io) {
+        Some("copies into the page cache, which direct-io = true bypasses; choose one")
+    } else if set(&raw.read_only) {
+        Some("has nothing to write on a read-only device")
+    } else {
+        None
+    };
+    if let Some(why) = why {
+        p.push(
+            mapped.span(),
+            format!("{label}: mapped-writes = true {why}"),
         );
     }
     true

@@ -49,6 +49,7 @@ pub fn export_spec(device: &DeviceConfig) -> ExportSpec {
         read_only: device.read_only,
         direct_io: device.direct_io,
         resident: device.resident,
+        mapped_writes: device.mapped_writes,
         durability: match device.durability {
             ConfigDurability::Sync => Durability::Sync,
             ConfigDurability::Writeback => Durability::Writeback,

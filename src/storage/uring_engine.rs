@@ -698,8 +698,8 @@ fn read_nowait(fd: BorrowedFd<'_>, arena: &Arenas, segs: &mut [Seg], mut offset:
 fn mapping(export: &Export, op: IoOp) -> Option<&FileMap> {
     match op {
         IoOp::Read => export.read_map(),
-        IoOp::Write if export.durability() == Durability::Writeback => export.map(),
-        IoOp::Write | IoOp::Flush => None,
+        IoOp::Write => export.write_map(),
+        IoOp::Flush => None,
     }
 }
 

@@ -196,6 +196,11 @@ impl FileMap {
         self.start..self.end
     }
 
+    /// Whether the mapping is writable.
+    pub fn writable(&self) -> bool {
+        self.writable
+    }
+
     /// Whether the mapping is locked in memory.
     pub fn locked(&self) -> bool {
         self.locked

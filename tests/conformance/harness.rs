@@ -569,6 +569,9 @@ impl World {
                     resident: self.kind == EngineKind::UringResident
                         && !d.direct_io
                         && self.files[d.file].len <= 1 << 30,
+                    // Resident runs copy write-back writes through the mapping; the plain
+                    // io_uring runs write them with pwritev2.
+                    mapped_writes: self.kind == EngineKind::UringResident,
                 })
                 .unwrap()
             })

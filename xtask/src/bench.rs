@@ -8,12 +8,13 @@
 //!   running alone: the figures compared in a row were taken within seconds of each other;
 //! - one 256 MiB backing file under /var/tmp, written, synced and read once with
 //!   `cat > /dev/null` so that it sits in the page cache; aoe-xdp runs with
-//!   `durability = "writeback"` and vblade without `-s`/`-d`: the disk is not what is measured;
-//!   written in 1 MiB blocks, the file sits in large page-cache folios, and on ext4 (Linux 6.18)
-//!   every 1 KiB buffered write then walks all buffer heads of its folio
-//!   (`ext4_block_write_begin`, `block_commit_write`): several microseconds of kernel time per
-//!   random `pwrite` (vblade's bound; aoe-xdp copies write-back writes through a shared
-//!   mapping instead, and pays a write fault only for a page written back since);
+//!   `durability = "writeback"`, `mapped-writes = true` and vblade without `-s`/`-d`: the disk
+//!   is not what is measured; written in 1 MiB blocks, the file sits in large page-cache
+//!   folios, and on ext4 (Linux 6.18) every 1 KiB buffered write then walks all buffer heads of
+//!   its folio (`ext4_block_write_begin`, `block_commit_write`): several microseconds of kernel
+//!   time per random `pwrite` (vblade's bound, and aoe-xdp's without `mapped-writes`; with it,
+//!   aoe-xdp copies write-back writes through a shared mapping, pays a write fault only for a
+//!   page written back since, and would write back whole folios to a disk);
 //! - before each system's point the file is synced and read through again (cold pages nobody
 //!   maps are paged out even without memory pressure on this VM: DAMON runs a `pageout`
 //!   scheme); a write point then first dirties the whole file through the system itself (see
@@ -689,8 +690,9 @@ fn meta(env: &Env, quick: bool, rounds: u32) -> Result<Meta> {
         target_core: TARGET_CORE,
         initiator_core: INITIATOR_CORE,
         backing: format!(
-            "{} MiB file in /var/tmp, in the page cache; aoe-xdp durability = \"writeback\", \
-             vblade buffered: the disk is not measured",
+            "{} MiB file in /var/tmp, in the page cache; aoe-xdp durability = \"writeback\" \
+             with mapped-writes = true (copies into the page cache; see the README for what \
+             that costs a disk), vblade buffered: the disk is not measured",
             DISK_BYTES >> 20
         ),
         cpu_method,
@@ -1012,6 +1014,7 @@ fn write_config(env: &Env, system: SystemKind, key: &str) -> Result<PathBuf> {
          shelf = 1\n\
          slot = 0\n\
          durability = \"writeback\"\n\
+         mapped-writes = true\n\
          resident = {resident}\n\
          queue-length = {BUFFER_COUNT}\n",
         disk = env.disk.display()
