@@ -9,12 +9,24 @@ mod common;
 
 use std::io::{BufRead, BufReader, Read};
 use std::process::{Child, Command, Output, Stdio};
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use common::netns::{leftover_namespaces, privileged_or_skip, NetNs, VethPair, REQUIRE_PRIV_ENV};
 use serde_json::Value;
 
 const BIN: &str = env!("CARGO_BIN_EXE_aoe-bench");
+
+/// Held by each test for its whole run: a reflector and a load generator each poll a core, and
+/// two tests side by side on a 2-core machine starve each other (a paced run then saw 8 ms
+/// latencies and missed its rate).
+static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
+
+fn one_at_a_time() -> std::sync::MutexGuard<'static, ()> {
+    ONE_AT_A_TIME
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
 
 /// Two namespaces joined by a veth pair (A: target side, B: initiator side).
 /// Field order is drop order: the namespaces go last (which destroys the veths).
@@ -140,6 +152,7 @@ fn mac_text(mac: [u8; 6]) -> String {
 
 #[test]
 fn test_load_against_reflector() {
+    let _serial = one_at_a_time();
     let Some(rig) = Rig::new("lg-refl") else {
         return;
     };
@@ -244,6 +257,7 @@ fn start_reflector(ns: &NetNs, interface: &str, extra: &[&str]) -> Guard {
 
 #[test]
 fn test_load_spreads_over_paths() {
+    let _serial = one_at_a_time();
     let Some(rig) = Rig::new("lg-multi") else {
         return;
     };
@@ -301,6 +315,7 @@ fn vblade_or_skip() -> bool {
 
 #[test]
 fn test_verify_against_vblade() {
+    let _serial = one_at_a_time();
     if !vblade_or_skip() {
         return;
     }

@@ -14,6 +14,7 @@ use aoe_xdp::storage::engine::{Engine, IoCompletion, IoOp, IoRequest, SubmitErro
 use aoe_xdp::storage::export::{Durability, Export, ExportSpec};
 use aoe_xdp::storage::sync_engine::SyncEngine;
 use aoe_xdp::storage::uring_engine::{UringConfig, UringEngine};
+use aoe_xdp::xdp::filemap::{FileMap, HUGE_PAGE};
 use aoe_xdp::xdp::mem::{Arena, ChunkPool};
 use proptest::prelude::*;
 use tempfile::NamedTempFile;
@@ -602,11 +603,15 @@ fn resident_export_copies_through_its_mapping(mapped_writes: bool) {
     (s.offset_sectors, s.length_sectors, s.resident) = (8, Some(48), true);
     s.mapped_writes = mapped_writes;
     let exports = open(&[s]);
-    let map = exports[0].map().expect("a resident export has a mapping");
-    assert!(map.locked());
-    assert_eq!(map.writable(), mapped_writes);
-    assert_eq!(exports[0].write_map().is_some(), mapped_writes);
+    let map = exports[0]
+        .read_map()
+        .expect("a resident export has a read mapping");
+    assert!(map.locked() && !map.writable());
     assert_eq!(map.window(), 8 * 512..56 * 512);
+    // Writes get a mapping of their own (write faults would split the read mapping's pages).
+    let write_map = exports[0].write_map();
+    assert_eq!(write_map.is_some(), mapped_writes);
+    assert!(write_map.is_none_or(|m| m.writable() && !m.locked()));
     let mut pool = pool();
     let mut engine = uring(Arc::clone(&exports), &pool);
     // Reads at both ends of the window, unaligned in memory, and a run of adjacent reads.
@@ -663,6 +668,44 @@ fn resident_export_copies_through_its_mapping(mapped_writes: bool) {
 }
 
 #[test]
+fn test_resident_export_is_mapped_in_2_mib_pages_even_from_small_folios() {
+    let thp = std::fs::read_to_string("/sys/kernel/mm/transparent_hugepage/enabled").unwrap();
+    // 8 MiB written 4 KiB at a time: the page cache holds it in 4 KiB folios.
+    let sectors = 4 * HUGE_PAGE / 512;
+    let file = patterned_file(sectors);
+    let mut s = spec(file.path());
+    s.resident = true;
+    let exports = open(&[s]);
+    let map = exports[0].read_map().expect("resident");
+    assert_eq!(
+        map.huge_eligible(),
+        4 * HUGE_PAGE,
+        "the mapping is 2 MiB-aligned"
+    );
+    let huge = map.huge_bytes().expect("smaps");
+    if thp.contains("[never]") {
+        assert_eq!(huge, 0, "transparent huge pages are off: {thp}");
+    } else {
+        assert_eq!(huge, 4 * HUGE_PAGE, "re-read into 2 MiB folios ({thp})");
+    }
+    // The data read back through the new mapping is the file's.
+    let mut pool = pool();
+    let mut engine = uring(Arc::clone(&exports), &pool);
+    let sectors_read = [0, 4095, 4096, sectors - 2];
+    let reads = sectors_read
+        .iter()
+        .zip(1..)
+        .map(|(sector, tag)| req(&mut pool, IoOp::Read, *sector, 1024, 0, tag))
+        .collect();
+    let done = submit_all(&mut engine, reads);
+    for (c, sector) in done.iter().zip(sectors_read) {
+        assert_patterned(&pool, c, 0, sector, 1024);
+    }
+    recycle(&mut pool, done);
+    assert_eq!(engine.stats().mapped, 4);
+}
+
+#[test]
 fn test_resident_export_fails_requests_past_a_shrunk_end_and_recovers() {
     let file = temp_file(64);
     let mut s = spec(file.path());
@@ -685,7 +728,10 @@ fn test_resident_export_fails_requests_past_a_shrunk_end_and_recovers() {
         .iter()
         .all(|c| c.result.unwrap_err().is_media_error()));
     recycle(&mut pool, done);
-    assert!(exports[0].map().unwrap().faults() >= 3);
+    let faults = |map: Option<&FileMap>| map.map_or(0, FileMap::faults);
+    // Two reads fault on the read mapping, the write on the write mapping.
+    assert!(faults(exports[0].read_map()) >= 2);
+    assert!(faults(exports[0].write_map()) >= 1);
     // The file grows back: the same requests succeed, and the write reaches the file.
     file.as_file().set_len(64 * 512).unwrap();
     let reqs = vec![
@@ -1036,7 +1082,7 @@ fn test_mapped_writes_are_copies_through_the_mapping() {
     };
     let exports = open(std::slice::from_ref(&mapped));
     let map = exports[0]
-        .map()
+        .write_map()
         .expect("a mapped-writes export has a mapping");
     assert!(map.writable() && exports[0].write_map().is_some());
     assert!(!map.locked(), "not resident: not locked");
@@ -1082,7 +1128,7 @@ fn test_mapped_writes_are_copies_through_the_mapping() {
     for other in others {
         let export = Export::open(&other).unwrap();
         assert!(
-            export.map().is_none() && export.write_map().is_none(),
+            export.read_map().is_none() && export.write_map().is_none(),
             "{other:?}"
         );
     }

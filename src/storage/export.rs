@@ -173,8 +173,11 @@ pub struct Export {
     sectors: u64,
     read_only: bool,
     durability: Durability,
-    /// The locked shared mapping of the window, for resident exports.
-    map: Option<FileMap>,
+    /// Resident exports: the window mapped read-only and locked in memory, for reads.
+    read_map: Option<FileMap>,
+    /// `mapped_writes`: the window mapped read-write (not locked), for write-back writes.
+    /// A mapping of its own, so that write faults never split the read mapping's 2 MiB pages.
+    write_map: Option<FileMap>,
 }
 
 impl Export {
@@ -211,16 +214,19 @@ impl Export {
             && spec.durability == Durability::Writeback
             && spec.mapped_writes
             && !spec.direct_io;
-        let map = if spec.resident {
+        let read_map = if spec.resident {
             Some(map_resident(
                 &path,
                 &buffered,
                 spec,
-                mapped_writes,
+                is_block,
                 start_bytes,
                 sectors,
             )?)
-        } else if mapped_writes {
+        } else {
+            None
+        };
+        let write_map = if mapped_writes {
             map_for_writes(&path, &buffered, start_bytes, sectors)
         } else {
             None
@@ -234,14 +240,9 @@ impl Export {
             sectors,
             read_only: spec.read_only,
             durability: spec.durability,
-            map,
+            read_map,
+            write_map,
         })
-    }
-
-    /// The window's shared mapping: of a resident export (locked in memory,
-    /// [`FileMap::locked`]), or of one with `mapped_writes`.
-    pub fn map(&self) -> Option<&FileMap> {
-        self.map.as_ref()
     }
 
     /// The mapping, if `Writeback` writes are copies through it (`mapped_writes`: writable
@@ -251,24 +252,22 @@ impl Export {
     /// folio: up to 2 MiB of disk writes for a 1 KiB write, where `pwritev2` dirties only the
     /// file system blocks it touched.
     pub fn write_map(&self) -> Option<&FileMap> {
-        self.map
-            .as_ref()
-            .filter(|map| map.writable() && self.durability == Durability::Writeback)
+        self.write_map.as_ref()
     }
 
     /// The export without its mapping: every request then uses the descriptors, as when no
     /// mapping could be made (too many mappings, no address space). Tests use it to reach
     /// that path.
     pub fn without_map(mut self) -> Export {
-        self.map = None;
+        (self.read_map, self.write_map) = (None, None);
         self
     }
 
-    /// The mapping, if reads may be copies through it: only when it is locked in memory (a
-    /// read through an unlocked mapping could wait for the disk on the worker's thread, where
+    /// The mapping reads are copies through: a resident export's, locked in memory (a read
+    /// through an unlocked mapping could wait for the disk on the worker's thread, where
     /// `preadv2(RWF_NOWAIT)` hands a miss to io_uring instead).
     pub fn read_map(&self) -> Option<&FileMap> {
-        self.map.as_ref().filter(|map| map.locked())
+        self.read_map.as_ref()
     }
 
     /// The backing path.
@@ -392,13 +391,21 @@ fn open_direct(path: &Path, buffered: &File, read_only: bool) -> Option<(File, D
     }
 }
 
-/// Maps and locks a resident window, after checking that it fits in the available memory
-/// (`mlock` of more than that would push the system into reclaim or the OOM killer).
+/// Maps and locks a resident window (read-only, in 2 MiB pages where it can), after checking
+/// that it fits in the available memory (`mlock` of more than that would push the system into
+/// reclaim or the OOM killer).
+///
+/// Where the page cache already held the file in smaller folios, the mapping cannot use
+/// 2 MiB pages for them: then (regular files only) the window is synced, its cached pages are
+/// dropped (`POSIX_FADV_DONTNEED`: clean, unmapped pages only) and it is mapped again, which
+/// reads it back in 2 MiB folios. That costs one read of the window at start-up, as resident
+/// does for a file that is not cached at all, and makes random reads through the mapping
+/// about 10 % faster (measured 2026-12-02 on this VM: 668-789k against 796-836k 1 KiB reads/s).
 fn map_resident(
     path: &Path,
     file: &File,
     spec: &ExportSpec,
-    writable: bool,
+    is_block: bool,
     start_bytes: u64,
     sectors: u64,
 ) -> Result<FileMap, ExportError> {
@@ -416,19 +423,57 @@ fn map_resident(
         });
     }
     let started = std::time::Instant::now();
-    let map = FileMap::map(file, start_bytes, bytes, writable, true).map_err(|source| {
-        ExportError::Resident {
-            path: path.to_owned(),
-            source,
-        }
-    })?;
+    let lock = || {
+        FileMap::map(file, start_bytes, bytes, false, true).map_err(|source| {
+            ExportError::Resident {
+                path: path.to_owned(),
+                source,
+            }
+        })
+    };
+    let mut map = lock()?;
+    let eligible = map.huge_eligible();
+    let short = |map: &FileMap| map.huge_bytes().is_some_and(|huge| huge < eligible);
+    let reread = !is_block && eligible > 0 && huge_pages_enabled() && short(&map);
+    if reread {
+        drop(map);
+        // Dirty pages cannot be dropped; after the sync every cached page of the window is
+        // clean, and those nobody else maps or locks are dropped.
+        let _ = file.sync_data();
+        let _ = rustix::fs::fadvise(
+            file,
+            start_bytes,
+            std::num::NonZeroU64::new(bytes),
+            rustix::fs::Advice::DontNeed,
+        );
+        map = lock()?;
+    }
+    let huge = map.huge_bytes().unwrap_or(0);
     tracing::info!(
         path = %path.display(),
         mib = bytes.div_ceil(MIB),
+        huge_page_mib = huge / MIB,
+        reread,
         took_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
         "resident: window locked in memory"
     );
+    if huge < eligible && huge_pages_enabled() {
+        tracing::info!(
+            path = %path.display(),
+            mapped_mib = huge / MIB,
+            possible_mib = eligible / MIB,
+            "resident: part of the window is in 4 KiB pages (the page cache of this file \
+             system, or memory too fragmented for 2 MiB folios)"
+        );
+    }
     Ok(map)
+}
+
+/// Whether transparent huge pages may be used on request (`madvise` or `always` in
+/// `/sys/kernel/mm/transparent_hugepage/enabled`).
+fn huge_pages_enabled() -> bool {
+    std::fs::read_to_string("/sys/kernel/mm/transparent_hugepage/enabled")
+        .is_ok_and(|mode| !mode.contains("[never]"))
 }
 
 /// Maps the window of a write-back export for writes (not locked): a 1 KiB write becomes a

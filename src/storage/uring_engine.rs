@@ -424,7 +424,7 @@ impl UringEngine {
             // finds its lines in the cache; a prefetch of a page that is not mapped does
             // nothing (it never faults, so it never waits for the disk either).
             let map = match p.op {
-                IoOp::Read => export.map(),
+                IoOp::Read => export.read_map().or(export.write_map()),
                 _ => mapping(export, p.op),
             };
             let Some(map) = map.filter(|_| p.lane == Lane::Buffered) else {

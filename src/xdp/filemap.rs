@@ -22,6 +22,10 @@
 //! Hazards:
 //! - Writes through the mapping are buffered writes: they reach the disk with write-back or
 //!   `fdatasync` of the file (which covers pages dirtied through mappings), like `pwrite`.
+//! - A locked mapping asks for 2 MiB pages (`MADV_HUGEPAGE`) before it is populated: where the
+//!   page cache holds the file in 2 MiB folios (or reads missing pages in as such, which the
+//!   advice makes it do), each 2 MiB is one page-table entry, sparing the TLB and the page
+//!   tables. [`FileMap::huge_bytes`] tells how much of it is mapped that way.
 //! - `mlock` of a large window needs that much free memory (and `CAP_IPC_LOCK` or
 //!   `RLIMIT_MEMLOCK`); the caller checks before mapping.
 //! - At most [`MAPS_MAX`] mappings exist at once (the handler's table is fixed so that the
@@ -38,6 +42,9 @@ use rustix::io::Errno;
 
 /// Most file mappings alive at once.
 pub const MAPS_MAX: usize = 64;
+
+/// Size of a page-middle-directory (huge) page on x86-64.
+pub const HUGE_PAGE: u64 = 2 << 20;
 
 /// One live mapping, as the `SIGBUS` handler sees it.
 struct Entry {
@@ -183,6 +190,12 @@ impl FileMap {
             .end
             .store(addr as usize + map_len, Ordering::Release);
         MAPS[entry].start.store(addr as usize, Ordering::Release);
+        if lock {
+            // SAFETY: advice on the mapping just made; it changes no contents. A kernel
+            // without transparent huge pages answers EINVAL: the mapping then stays in 4 KiB
+            // pages, which is all the advice could have changed.
+            unsafe { libc::madvise(addr, map_len, libc::MADV_HUGEPAGE) };
+        }
         // SAFETY: locks the mapping just made; a fault while populating (I/O error) makes
         // mlock fail with ENOMEM/EFAULT rather than deliver SIGBUS.
         if lock && unsafe { libc::mlock(addr, map_len) } != 0 {
@@ -204,6 +217,32 @@ impl FileMap {
     /// Whether the mapping is locked in memory.
     pub fn locked(&self) -> bool {
         self.locked
+    }
+
+    /// Bytes of the mapping that 2 MiB page-table entries could map: the whole, aligned 2 MiB
+    /// pieces of the file inside it, when the kernel placed the mapping so that their
+    /// addresses are 2 MiB-aligned too (it does for files whose page cache can hold 2 MiB
+    /// folios).
+    pub fn huge_eligible(&self) -> u64 {
+        let base = self.base.as_ptr() as u64;
+        if base % HUGE_PAGE != self.map_offset % HUGE_PAGE {
+            return 0;
+        }
+        let first = self.map_offset.div_ceil(HUGE_PAGE);
+        let end = (self.map_offset + self.map_len as u64) / HUGE_PAGE;
+        end.saturating_sub(first) * HUGE_PAGE
+    }
+
+    /// Bytes of the mapping mapped by 2 MiB page-table entries (`FilePmdMapped` of its areas
+    /// in `/proc/self/smaps`), or `None` if that could not be read. A start-up check: it reads
+    /// the whole smaps file.
+    pub fn huge_bytes(&self) -> Option<u64> {
+        let smaps = std::fs::read_to_string("/proc/self/smaps").ok()?;
+        let (start, end) = (
+            self.base.as_ptr() as u64,
+            self.base.as_ptr() as u64 + self.map_len as u64,
+        );
+        Some(pmd_mapped(&smaps, start..end))
     }
 
     /// Pages replaced after a `SIGBUS` so far.
@@ -355,6 +394,28 @@ impl std::fmt::Debug for FileMap {
             .field("faults", &self.faults())
             .finish_non_exhaustive()
     }
+}
+
+/// Sum of `FilePmdMapped` over the areas of `smaps` that lie inside `range`.
+fn pmd_mapped(smaps: &str, range: std::ops::Range<u64>) -> u64 {
+    let mut inside = false;
+    let mut bytes = 0;
+    for line in smaps.lines() {
+        let mut words = line.split_whitespace();
+        let Some(first) = words.next() else { continue };
+        if let Some((from, to)) = first.split_once('-') {
+            if let (Ok(from), Ok(to)) = (u64::from_str_radix(from, 16), u64::from_str_radix(to, 16))
+            {
+                inside = from >= range.start && to <= range.end;
+                continue;
+            }
+        }
+        if inside && first == "FilePmdMapped:" {
+            let kib: u64 = words.next().and_then(|v| v.parse().ok()).unwrap_or(0);
+            bytes += kib * 1024;
+        }
+    }
+    bytes
 }
 
 fn syscall(call: &'static str) -> MapError {

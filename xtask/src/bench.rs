@@ -9,8 +9,10 @@
 //! - one 256 MiB backing file under /var/tmp, written, synced and read once with
 //!   `cat > /dev/null` so that it sits in the page cache; aoe-xdp runs with
 //!   `durability = "writeback"`, `mapped-writes = true` and vblade without `-s`/`-d`: the disk
-//!   is not what is measured; written in 1 MiB blocks, the file sits in large page-cache
-//!   folios, and on ext4 (Linux 6.18) every 1 KiB buffered write then walks all buffer heads of
+//!   is not what is measured; written in 2 MiB blocks, the file sits in 2 MiB page-cache
+//!   folios (the state `resident = true` brings a file to at start-up, re-reading it if need
+//!   be: a file in smaller folios would be changed under the other systems by the resident
+//!   system's start), and on ext4 (Linux 6.18) every 1 KiB buffered write then walks all buffer heads of
 //!   its folio (`ext4_block_write_begin`, `block_commit_write`): several microseconds of kernel
 //!   time per random `pwrite` (vblade's bound, and aoe-xdp's without `mapped-writes`; with it,
 //!   aoe-xdp copies write-back writes through a shared mapping, pays a write fault only for a
@@ -690,7 +692,7 @@ fn meta(env: &Env, quick: bool, rounds: u32) -> Result<Meta> {
         target_core: TARGET_CORE,
         initiator_core: INITIATOR_CORE,
         backing: format!(
-            "{} MiB file in /var/tmp, in the page cache; aoe-xdp durability = \"writeback\" \
+            "{} MiB file in /var/tmp, written in 2 MiB blocks (2 MiB page-cache folios), in the page cache; aoe-xdp durability = \"writeback\" \
              with mapped-writes = true (copies into the page cache; see the README for what \
              that costs a disk), vblade buffered: the disk is not measured",
             DISK_BYTES >> 20
@@ -701,13 +703,14 @@ fn meta(env: &Env, quick: bool, rounds: u32) -> Result<Meta> {
 }
 
 /// Writes the backing file with a non-zero pattern (no holes: a write never allocates
-/// blocks), syncs it, and reads it through once so every page is cached and clean.
+/// blocks) in 2 MiB blocks (so the page cache holds it in 2 MiB folios), syncs it, and reads
+/// it through once so every page is cached and clean.
 fn make_disk(path: &Path) -> Result<()> {
-    let block: Vec<u8> = (0..1u32 << 20)
+    let block: Vec<u8> = (0..2u32 << 20)
         .map(|i| u8::try_from((i.wrapping_mul(31) >> 3) & 0xFF).unwrap_or(0xA5) | 1)
         .collect();
     let mut file = fs::File::create(path)?;
-    for _ in 0..DISK_BYTES >> 20 {
+    for _ in 0..DISK_BYTES >> 21 {
         file.write_all(&block)?;
     }
     file.sync_all()?;
