@@ -125,6 +125,10 @@ pub struct BenchArgs {
     /// The aoe-bench binary used as load generator and reflector [default: the release build].
     #[arg(long, value_name = "PATH")]
     loadgen: Option<PathBuf>,
+    /// Measure only the points whose label starts with this (repeatable), e.g. `--workload
+    /// "rand read"` or `--workload "seq write QD64"` [default: every point].
+    #[arg(long = "workload", value_name = "LABEL")]
+    workloads: Vec<String>,
     /// Run only these systems (repeatable) [default: all but `baseline`].
     #[arg(long = "system", value_enum)]
     systems: Vec<SystemKind>,
@@ -286,6 +290,26 @@ fn workloads(quick: bool) -> Vec<Workload> {
         list.extend(depths.iter().map(|&d| Workload::new(op, pattern, d)));
     }
     list
+}
+
+/// The points of `all` whose label starts with one of `prefixes` (all of them if there are
+/// none); an error names the labels if nothing matches.
+fn selected(all: Vec<Workload>, prefixes: &[String]) -> Result<Vec<Workload>> {
+    if prefixes.is_empty() {
+        return Ok(all);
+    }
+    let labels: Vec<String> = all.iter().map(Workload::label).collect();
+    let chosen: Vec<Workload> = all
+        .into_iter()
+        .filter(|w| prefixes.iter().any(|p| w.label().starts_with(p.as_str())))
+        .collect();
+    if chosen.is_empty() {
+        bail!(
+            "no point matches --workload {prefixes:?}; the points are: {}",
+            labels.join(", ")
+        );
+    }
+    Ok(chosen)
 }
 
 /// Latency percentiles of a load run, in microseconds.
@@ -578,7 +602,7 @@ fn measure(args: &BenchArgs, out_dir: &Path) -> Result<Results> {
     } else {
         args.systems.clone()
     };
-    let workloads = workloads(args.quick);
+    let workloads = selected(workloads(args.quick), &args.workloads)?;
     let background = background_cores(Duration::from_secs(1))?;
     println!("other load before the start: {background:.2} cores");
     if background > BACKGROUND_WARN_CORES {
@@ -1346,6 +1370,20 @@ mod tests {
         assert!((sample.utilisation - 0.5).abs() < 1e-9);
         assert!((sample.us_per_request - 10.0).abs() < 1e-6);
         assert_eq!(sample.instructions_per_request, Some(40.0));
+    }
+
+    #[test]
+    fn workload_filter_keeps_the_points_with_a_matching_label() {
+        let all = workloads(false);
+        let reads = selected(all.clone(), &["rand read QD6".into(), "seq write".into()]).unwrap();
+        let labels: Vec<String> = reads.iter().map(Workload::label).collect();
+        assert_eq!(
+            labels,
+            ["rand read QD64", "seq write QD16", "seq write QD64"]
+        );
+        assert_eq!(selected(all.clone(), &[]).unwrap(), all);
+        let err = selected(all, &["mixed".into()]).unwrap_err().to_string();
+        assert!(err.contains("rand read QD1,"), "{err}");
     }
 
     #[test]
