@@ -77,6 +77,48 @@ impl Rig {
     }
 }
 
+impl Rig {
+    /// As [`Rig::load`], retrying for up to 5 s while the target does not answer discovery yet
+    /// (vblade needs a moment to open its socket).
+    fn load_once_answering(&self, args: &[&str]) -> Value {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            let mut full = vec!["load", "-i", "aoelgb", "--json", "--no-progress"];
+            full.extend_from_slice(args);
+            let output = Rig::command(&self.ns_b, BIN, &full)
+                .output()
+                .expect("run aoe-bench load");
+            if output.status.success() {
+                let stdout = String::from_utf8_lossy(&output.stdout);
+                return serde_json::from_str::<Value>(stdout.trim())
+                    .unwrap_or_else(|error| panic!("load printed no JSON ({error}): {stdout}"));
+            }
+            let stderr = String::from_utf8_lossy(&output.stderr);
+            assert!(
+                stderr.contains("did not answer discovery") && Instant::now() < deadline,
+                "aoe-bench load {args:?} failed: {stderr}"
+            );
+        }
+    }
+}
+
+/// Starts `vblade -b 64 SHELF SLOT aoelga IMAGE` on side A of `rig`.
+fn start_vblade(rig: &Rig, shelf: &str, slot: &str, image: &str) -> Guard {
+    let child = Rig::command(
+        &rig.ns_a,
+        "vblade",
+        &["-b", "64", shelf, slot, "aoelga", image],
+    )
+    .stdout(Stdio::null())
+    .stderr(Stdio::piped())
+    .spawn()
+    .expect("start vblade");
+    Guard {
+        child,
+        name: "vblade",
+    }
+}
+
 /// A child process that is stopped (SIGTERM, then SIGKILL) by its PID when dropped.
 struct Guard {
     child: Child,
@@ -329,22 +371,9 @@ fn test_verify_against_vblade() {
         .and_then(|file| file.set_len(4 << 20))
         .expect("create the image");
     let image = image.to_str().expect("UTF-8 path");
-    let child = Rig::command(
-        &rig.ns_a,
-        "vblade",
-        &["-b", "64", "2", "7", "aoelga", image],
-    )
-    .stdout(Stdio::null())
-    .stderr(Stdio::piped())
-    .spawn()
-    .expect("start vblade");
-    let vblade = Guard {
-        child,
-        name: "vblade",
-    };
+    let vblade = start_vblade(&rig, "2", "7", image);
 
-    // vblade needs a moment to open its socket: retry discovery for up to 5 s.
-    let args = [
+    let report = rig.load_once_answering(&[
         "-t",
         "2.7",
         "--verify",
@@ -354,31 +383,7 @@ fn test_verify_against_vblade() {
         "2",
         "--depth",
         "16",
-    ];
-    let deadline = Instant::now() + Duration::from_secs(5);
-    let report = loop {
-        let output = Rig::command(
-            &rig.ns_b,
-            BIN,
-            &[
-                &["load", "-i", "aoelgb", "--json", "--no-progress"][..],
-                &args[..],
-            ]
-            .concat(),
-        )
-        .output()
-        .expect("run aoe-bench load");
-        if output.status.success() {
-            let stdout = String::from_utf8_lossy(&output.stdout);
-            break serde_json::from_str::<Value>(stdout.trim())
-                .unwrap_or_else(|error| panic!("load printed no JSON ({error}): {stdout}"));
-        }
-        let stderr = String::from_utf8_lossy(&output.stderr);
-        assert!(
-            stderr.contains("did not answer discovery") && Instant::now() < deadline,
-            "aoe-bench load failed: {stderr}"
-        );
-    };
+    ]);
     assert_report_shape(&report);
     assert!(as_u64(&report, "requests") > 0, "{report}");
     assert_eq!(as_u64(&report, "errors"), 0, "{report}");
@@ -423,4 +428,86 @@ fn test_verify_against_vblade() {
 
     drop(vblade);
     drop(rig);
+}
+
+#[test]
+fn test_load_drives_several_devices_at_once_within_the_smallest() {
+    const FILL: u8 = 0xAA;
+    let _serial = one_at_a_time();
+    if !vblade_or_skip() {
+        return;
+    }
+    let Some(rig) = Rig::new("lg-devs") else {
+        return;
+    };
+    let dir = tempfile::tempdir().expect("temp dir");
+    // e3.1: 4 MiB (8192 sectors); e3.2: 2 MiB (4096 sectors), both full of 0xAA. Writes
+    // without --verify carry no stamp (the initiator's TX buffers hold zeros), so a written
+    // sector reads back as something other than 0xAA.
+    let images = [
+        (dir.path().join("big.img"), 4 << 20),
+        (dir.path().join("small.img"), 2 << 20),
+    ];
+    for (path, len) in &images {
+        std::fs::write(path, vec![FILL; *len]).expect("create an image");
+    }
+    let text = |index: usize| images[index].0.to_str().expect("UTF-8 path").to_owned();
+    let big = start_vblade(&rig, "3", "1", &text(0));
+    let small = start_vblade(&rig, "3", "2", &text(1));
+
+    let report = rig.load_once_answering(&[
+        "-t",
+        "3.1",
+        "-t",
+        "3.2",
+        "--op",
+        "write",
+        "--pattern",
+        "sequential",
+        "--duration",
+        "1",
+    ]);
+    assert_report_shape(&report);
+    assert_eq!(as_u64(&report, "errors"), 0, "{report}");
+    let paths = report["paths"].as_array().expect("paths");
+    let devices: Vec<&str> = paths
+        .iter()
+        .map(|p| p["device"].as_str().unwrap())
+        .collect();
+    assert_eq!(devices, ["3.1", "3.2"], "{report}");
+    assert!(
+        paths.iter().all(|p| p["requests"].as_u64().unwrap() > 0),
+        "a device got no load: {report}"
+    );
+    let sum: u64 = paths.iter().map(|p| p["requests"].as_u64().unwrap()).sum();
+    assert_eq!(sum, as_u64(&report, "requests"));
+    drop((big, small));
+
+    // Both devices were written, and the larger one only inside the smaller one's size.
+    let written = |bytes: &[u8]| bytes.iter().any(|&b| b != FILL);
+    let big = std::fs::read(&images[0].0).expect("read the big image");
+    let small = std::fs::read(&images[1].0).expect("read the small image");
+    assert!(written(&small), "nothing reached e3.2");
+    assert!(written(&big[..2 << 20]), "nothing reached e3.1");
+    assert!(
+        !written(&big[2 << 20..]),
+        "a write to e3.1 went past the smallest device's range"
+    );
+
+    // --verify checks one device; a device named twice is a mistake.
+    for args in [
+        &["-t", "3.1", "-t", "3.2", "--verify", "--duration", "1"][..],
+        &["-t", "3.1", "-t", "3.1", "--duration", "1"][..],
+    ] {
+        let full = [&["load", "-i", "aoelgb", "--no-progress"][..], args].concat();
+        let output = Rig::command(&rig.ns_b, BIN, &full)
+            .output()
+            .expect("run aoe-bench load");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(!output.status.success(), "{args:?} was accepted");
+        assert!(
+            stderr.contains("one device") || stderr.contains("given twice"),
+            "{args:?}: {stderr}"
+        );
+    }
 }

@@ -23,7 +23,7 @@ use aoe_xdp::initiator::client::{Client, ClientError, Found};
 use aoe_xdp::initiator::load::reflect::Reflector;
 use aoe_xdp::initiator::load::verify::stamp;
 use aoe_xdp::initiator::load::workload::{Op, Pattern};
-use aoe_xdp::initiator::load::{self, LoadConfig, PathSpec, Report, Stop};
+use aoe_xdp::initiator::load::{self, Device, LoadConfig, PathSpec, Report, Stop};
 use aoe_xdp::wire::ata::error as ata_error;
 use aoe_xdp::wire::{ConfigCommand, MacAddr, SECTOR_SIZE};
 use aoe_xdp::xdp::raw::RawSocket;
@@ -101,9 +101,10 @@ struct LoadArgs {
     /// Interface to send on; repeat for several paths.
     #[arg(short, long = "interface", required = true)]
     interfaces: Vec<String>,
-    /// The device, as SHELF.SLOT.
-    #[arg(short, long)]
-    target: String,
+    /// The device, as SHELF.SLOT; repeat to load several devices at once (each gets its own
+    /// request stream, on every path where it answers).
+    #[arg(short, long = "target", required = true)]
+    targets: Vec<String>,
     /// Reads, writes, or both (see --read-pct).
     #[arg(long, value_enum, default_value_t = OpArg::Read)]
     op: OpArg,
@@ -126,7 +127,7 @@ struct LoadArgs {
     /// Bytes to transfer instead of a duration.
     #[arg(long)]
     bytes: Option<u64>,
-    /// Sectors the requests stay in (default: the whole device).
+    /// Sectors the requests stay in (default: the whole device; with several, the smallest).
     #[arg(long)]
     range_sectors: Option<u64>,
     /// Percentage of reads with --op mixed.
@@ -252,71 +253,96 @@ fn identify_geometry(identify: &[u8]) -> (u64, bool) {
 }
 
 fn load(args: &LoadArgs) -> Result<()> {
-    let (shelf, slot) = parse_target(&args.target)?;
+    let mut addresses = Vec::new();
+    for text in &args.targets {
+        let address = parse_target(text)?;
+        if addresses.contains(&address) {
+            bail!("--target {text} is given twice");
+        }
+        addresses.push(address);
+    }
+    if args.verify && addresses.len() > 1 {
+        bail!("--verify checks one device at a time: give one --target");
+    }
     let mut paths = Vec::new();
-    let mut identify = None;
-    for interface in &args.interfaces {
-        let mtu: usize = sys_value(interface, "mtu")?
-            .parse()
-            .context("unreadable MTU")?;
-        let mut client = open(interface)?;
-        let found = load::discover(
-            interface,
-            client.mac(),
-            shelf,
-            slot,
-            Duration::from_millis(500),
-        )?;
-        for device in &found {
-            // Sector count 0 means 2 (as the Linux initiator assumes); the MTU bounds it too.
-            let advertised = if device.sector_count == 0 {
-                2
-            } else {
-                device.sector_count
-            };
-            let fits = u8::try_from(mtu.saturating_sub(36) / SECTOR_SIZE).unwrap_or(u8::MAX);
-            let allowed = advertised.min(fits);
-            let sectors = match args.size {
-                Some(size) if size == 0 || size > allowed => bail!(
-                    "--size {size}: {} at {} on {interface} allows 1..={allowed} sectors per \
-                     request",
-                    args.target,
-                    device.mac
-                ),
-                Some(size) => size,
-                None => allowed,
-            };
-            paths.push(PathSpec {
-                interface: interface.clone(),
-                local_mac: client.mac(),
-                mtu,
-                target_mac: device.mac,
-                buffer_count: device.buffer_count,
-                sectors,
-            });
-            if identify.is_none() {
-                let target = Found {
-                    mac: device.mac,
-                    shelf,
-                    slot,
-                    buffer_count: device.buffer_count,
-                    sector_count: device.sector_count,
-                    config_string: Vec::new(),
+    let mut devices = Vec::new();
+    // The smallest device's capacity, which every request stream stays inside.
+    let mut capacity = u64::MAX;
+    for (index, &(shelf, slot)) in addresses.iter().enumerate() {
+        let mut identify = None;
+        for interface in &args.interfaces {
+            let mtu: usize = sys_value(interface, "mtu")?
+                .parse()
+                .context("unreadable MTU")?;
+            let mut client = open(interface)?;
+            let found = load::discover(
+                interface,
+                client.mac(),
+                shelf,
+                slot,
+                Duration::from_millis(500),
+            )?;
+            for device in &found {
+                // Sector count 0 means 2 (as the Linux initiator assumes); the MTU bounds it.
+                let advertised = if device.sector_count == 0 {
+                    2
+                } else {
+                    device.sector_count
                 };
-                identify = Some(client.identify(&target).context("IDENTIFY failed")?);
+                let fits = u8::try_from(mtu.saturating_sub(36) / SECTOR_SIZE).unwrap_or(u8::MAX);
+                let allowed = advertised.min(fits);
+                let sectors = match args.size {
+                    Some(size) if size == 0 || size > allowed => bail!(
+                        "--size {size}: e{shelf}.{slot} at {} on {interface} allows \
+                         1..={allowed} sectors per request",
+                        device.mac
+                    ),
+                    Some(size) => size,
+                    None => allowed,
+                };
+                paths.push(PathSpec {
+                    device: index,
+                    interface: interface.clone(),
+                    local_mac: client.mac(),
+                    mtu,
+                    target_mac: device.mac,
+                    buffer_count: device.buffer_count,
+                    sectors,
+                });
+                if identify.is_none() {
+                    let target = Found {
+                        mac: device.mac,
+                        shelf,
+                        slot,
+                        buffer_count: device.buffer_count,
+                        sector_count: device.sector_count,
+                        config_string: Vec::new(),
+                    };
+                    let answer = client
+                        .identify(&target)
+                        .with_context(|| format!("IDENTIFY of e{shelf}.{slot} failed"))?;
+                    identify = Some(answer);
+                }
             }
         }
+        let Some(identify) = identify else {
+            bail!(
+                "e{shelf}.{slot} did not answer discovery on {}",
+                args.interfaces.join(", ")
+            );
+        };
+        let (sectors, lba48) = identify_geometry(&identify);
+        capacity = capacity.min(sectors);
+        devices.push(Device { shelf, slot, lba48 });
     }
-    let Some(identify) = identify else {
-        bail!(
-            "e{shelf}.{slot} did not answer discovery on {}",
-            args.interfaces.join(", ")
-        );
-    };
-    let (capacity, lba48) = identify_geometry(&identify);
     let range_sectors = args.range_sectors.unwrap_or(capacity);
     if range_sectors == 0 || range_sectors > capacity {
-        bail!("--range-sectors {range_sectors} is outside the device's 1..={capacity} sectors");
+        let which = if devices.len() == 1 {
+            "the device's"
+        } else {
+            "the smallest device's"
+        };
+        bail!("--range-sectors {range_sectors} is outside {which} 1..={capacity} sectors");
     }
     let stop = match (args.duration, args.bytes) {
         (_, Some(bytes)) => Stop::Bytes(bytes),
@@ -324,8 +350,7 @@ fn load(args: &LoadArgs) -> Result<()> {
         (None, None) => Stop::Duration(Duration::from_secs(10)),
     };
     let config = LoadConfig {
-        shelf,
-        slot,
+        devices,
         op: match args.op {
             OpArg::Read => Op::Read,
             OpArg::Write => Op::Write,
@@ -341,7 +366,6 @@ fn load(args: &LoadArgs) -> Result<()> {
         rate: args.rate,
         stop,
         range_sectors,
-        lba48,
         verify: args.verify,
         warmup: seconds(args.warmup, "--warmup")?,
         timeout: Duration::from_millis(args.timeout_ms.max(1)),
@@ -351,9 +375,12 @@ fn load(args: &LoadArgs) -> Result<()> {
     };
     if !args.no_progress {
         for path in &paths {
+            let device = config.devices[path.device];
             eprintln!(
-                "path {} -> {}: buffer count {}, window {}, {} sectors per request",
+                "path {} -> e{}.{} at {}: buffer count {}, window {}, {} sectors per request",
                 path.interface,
+                device.shelf,
+                device.slot,
                 path.target_mac,
                 path.buffer_count,
                 config.depth.min(usize::from(path.buffer_count.max(1))),
@@ -387,8 +414,8 @@ fn print_report(report: &Report) {
     );
     for path in &report.paths {
         println!(
-            "path {} -> {}: {} requests",
-            path.interface, path.target_mac, path.requests
+            "path {} -> e{} at {}: {} requests",
+            path.interface, path.device, path.target_mac, path.requests
         );
     }
 }

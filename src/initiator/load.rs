@@ -1,12 +1,14 @@
-//! The load generator: many tagged AoE requests in flight on every path to one device, from one
-//! busy-polling thread.
+//! The load generator: many tagged AoE requests in flight on every path to one or more
+//! devices, from one busy-polling thread.
 //!
-//! Contract: [`run`] drives a device over the given paths (one path = one local interface and
-//! one target MAC answering for the device) until a duration or a byte count is reached, then
+//! Contract: [`run`] drives the devices over the given paths (one path = one local interface
+//! and one target MAC answering for one device; each device has its own request stream, all
+//! inside `0..range_sectors`) until a duration or a byte count is reached, then
 //! drains the requests in flight and returns a [`Report`]. Each path keeps a [`Window`] of at
 //! most `min(depth, buffer count)` requests in flight; a request is retransmitted with a new
 //! tag after `timeout` and fails after `tries` transmissions (counted as an error). Replies with
-//! a stale tag are ignored. With `verify`, the whole range is first written sequentially with
+//! a stale tag, or from another device or target, are ignored. With `verify` (one device), the
+//! whole range is first written sequentially with
 //! self-describing sectors ([`verify::stamp`]); then every write stamps a new generation and
 //! every read is compared byte for byte with what the [`Ledger`] says the sectors hold.
 //!
@@ -58,9 +60,12 @@ const TIMEOUT_SCAN_NS: u64 = 1_000_000;
 /// Tries to find a request that overlaps none in flight (`verify` only) before waiting a round.
 const PICK_TRIES: u32 = 8;
 
-/// One path to the device: a local interface and a target MAC that answered on it.
+/// One path to a device: a local interface and a target MAC that answered on it for the
+/// device.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct PathSpec {
+    /// The device (an index into [`LoadConfig::devices`]).
+    pub device: usize,
     /// Local interface.
     pub interface: String,
     /// Its MAC (requests come from it).
@@ -84,13 +89,23 @@ pub enum Stop {
     Bytes(u64),
 }
 
+/// A device the load goes to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Device {
+    /// Shelf.
+    pub shelf: u16,
+    /// Slot.
+    pub slot: u8,
+    /// Use LBA48 commands.
+    pub lba48: bool,
+}
+
 /// What to run.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct LoadConfig {
-    /// Device shelf.
-    pub shelf: u16,
-    /// Device slot.
-    pub slot: u8,
+    /// The devices (at least one). Each has its own request stream over its paths (its own
+    /// sequential position, its own random sequence); `--verify` takes one device.
+    pub devices: Vec<Device>,
     /// Reads, writes or both.
     pub op: Op,
     /// Sequential or random.
@@ -102,10 +117,8 @@ pub struct LoadConfig {
     pub rate: Option<u64>,
     /// When to stop.
     pub stop: Stop,
-    /// Requests stay in sectors `0..range_sectors`.
+    /// Requests stay in sectors `0..range_sectors` (of every device).
     pub range_sectors: u64,
-    /// Use LBA48 commands.
-    pub lba48: bool,
     /// Pre-write the range and verify every read.
     pub verify: bool,
     /// Run this long before measuring.
@@ -140,6 +153,8 @@ pub struct PathReport {
     pub interface: String,
     /// Target MAC, `aa:bb:..`.
     pub target_mac: String,
+    /// The device, `SHELF.SLOT`.
+    pub device: String,
     /// Requests completed successfully in the measured phase.
     pub requests: u64,
 }
@@ -198,6 +213,9 @@ struct Request {
 #[derive(Debug)]
 struct Path {
     route: Route,
+    /// Index into [`LoadConfig::devices`] (and the workloads).
+    device: usize,
+    lba48: bool,
     port: usize,
     sectors: u8,
     window: Window<Request>,
@@ -227,9 +245,6 @@ struct Counters {
 /// Everything but the sockets, so replies (borrowed from a socket) can update it.
 #[derive(Debug)]
 struct State {
-    shelf: u16,
-    slot: u8,
-    lba48: bool,
     tries: u32,
     paths: Vec<Path>,
     ledger: Option<Ledger>,
@@ -259,9 +274,6 @@ pub fn run(
         Ledger::new(usize::try_from(config.range_sectors).expect("bounded by VERIFY_SECTORS_MAX"))
     });
     let mut state = State {
-        shelf: config.shelf,
-        slot: config.slot,
-        lba48: config.lba48,
         tries: config.tries.max(1),
         paths: path_states,
         ledger,
@@ -275,7 +287,13 @@ pub fn run(
     let origin = Instant::now();
     if config.verify {
         let started = Instant::now();
-        let mut prefill = Workload::new(Op::Write, Pattern::Sequential, config.range_sectors, 0);
+        // One device (see `validate`).
+        let mut prefill = [Workload::new(
+            Op::Write,
+            Pattern::Sequential,
+            config.range_sectors,
+            0,
+        )];
         let bytes = config.range_sectors * SECTOR_SIZE as u64;
         let phase = Phase {
             stop: Stop::Bytes(bytes),
@@ -300,7 +318,13 @@ pub fn run(
             );
         }
     }
-    let mut workload = Workload::new(config.op, config.pattern, config.range_sectors, config.seed);
+    // Each device its own stream: its own sequential position, its own random sequence.
+    let mut workloads: Vec<Workload> = (0..config.devices.len())
+        .map(|index| {
+            let seed = config.seed.wrapping_add(index as u64);
+            Workload::new(config.op, config.pattern, config.range_sectors, seed)
+        })
+        .collect();
     let phase = Phase {
         stop: config.stop,
         warmup: config.warmup,
@@ -309,7 +333,7 @@ pub fn run(
     let measured_ns = run_phase(
         &mut ports,
         &mut state,
-        &mut workload,
+        &mut workloads,
         &phase,
         config,
         origin,
@@ -322,6 +346,23 @@ fn validate(paths: &[PathSpec], config: &LoadConfig) -> Result<(), LoadError> {
     let fail = |what: String| Err(LoadError::Config(what));
     if paths.is_empty() {
         return fail("no path to the device".into());
+    }
+    if config.verify && config.devices.len() != 1 {
+        return fail("--verify checks one device at a time: give one --target".into());
+    }
+    if let Some(path) = paths.iter().find(|p| p.device >= config.devices.len()) {
+        return fail(format!(
+            "a path on {} names device {} of {}",
+            path.interface,
+            path.device,
+            config.devices.len()
+        ));
+    }
+    if let Some(device) = (0..config.devices.len())
+        .find(|&index| !paths.iter().any(|p| p.device == index))
+        .map(|index| config.devices[index])
+    {
+        return fail(format!("no path to e{}.{}", device.shelf, device.slot));
     }
     if config.range_sectors == 0 {
         return fail("the range is empty".into());
@@ -375,14 +416,17 @@ fn open(paths: &[PathSpec], config: &LoadConfig) -> Result<(Vec<Port>, Vec<Path>
             .depth
             .min(usize::from(spec.buffer_count.max(1)))
             .clamp(1, SLOTS_MAX);
+        let device = config.devices[spec.device];
         states.push(Path {
             route: Route {
                 dst: spec.target_mac,
                 src: spec.local_mac,
                 vlan_tci: None,
-                shelf: config.shelf,
-                slot: config.slot,
+                shelf: device.shelf,
+                slot: device.slot,
             },
+            device: spec.device,
+            lba48: device.lba48,
             port,
             sectors: spec.sectors,
             window: Window::new(limit),
@@ -411,7 +455,7 @@ fn duration_ns(duration: Duration) -> u64 {
 fn run_phase(
     ports: &mut [Port],
     state: &mut State,
-    workload: &mut Workload,
+    workloads: &mut [Workload],
     phase: &Phase,
     config: &LoadConfig,
     origin: Instant,
@@ -478,7 +522,7 @@ fn run_phase(
                     u64::try_from(elapsed * u128::from(rate) / 1_000_000_000).unwrap_or(u64::MAX);
                 due.saturating_add(1).saturating_sub(issued_requests)
             });
-            issued_requests += state.issue(ports, workload, now, budget, allowed)?;
+            issued_requests += state.issue(ports, workloads, now, budget, allowed)?;
         }
         round_busy = progress_before
             != (
@@ -599,17 +643,16 @@ impl State {
         let Some(reply) = Reply::parse(frame) else {
             return;
         };
-        if reply.aoe.command != AoeCommand::Ata
-            || reply.aoe.major != self.shelf
-            || reply.aoe.minor != self.slot
-        {
+        if reply.aoe.command != AoeCommand::Ata {
             return; // e.g. a config advertisement
         }
-        let Some(&path_index) = port_paths
-            .iter()
-            .find(|&&index| self.paths[index].route.dst == reply.src)
-        else {
-            return;
+        let Some(&path_index) = port_paths.iter().find(|&&index| {
+            let route = &self.paths[index].route;
+            route.dst == reply.src
+                && route.shelf == reply.aoe.major
+                && route.slot == reply.aoe.minor
+        }) else {
+            return; // another device, or another target
         };
         let path = &mut self.paths[path_index];
         let Some(done) = path.window.complete(reply.aoe.tag) else {
@@ -711,11 +754,12 @@ impl State {
         self.write_generation
     }
 
-    /// Fills every path's window (until `budget` bytes were requested, if given).
+    /// Fills every path's window (until `budget` bytes were requested, if given), each with
+    /// requests from its device's workload.
     fn issue(
         &mut self,
         ports: &mut [Port],
-        workload: &mut Workload,
+        workloads: &mut [Workload],
         now: u64,
         budget: Option<u64>,
         allowed: Option<u64>,
@@ -733,6 +777,7 @@ impl State {
                         break;
                     }
                 }
+                let workload = &mut workloads[self.paths[index].device];
                 let Some(io) = self.pick(workload, self.paths[index].sectors) else {
                     break;
                 };
@@ -743,7 +788,7 @@ impl State {
                 let path = &mut self.paths[index];
                 let (_, tag) = path.window.issue(request, now).expect("window has space");
                 let buf = port.socket.tx_buffer().expect("checked above");
-                let len = encode(buf, &path.route, tag, &request, self.lba48);
+                let len = encode(buf, &path.route, tag, &request, path.lba48);
                 port.socket.tx_commit(len);
                 self.issued_bytes += io.bytes();
                 issued += 1;
@@ -783,7 +828,7 @@ impl State {
                 let tag = path.window.retag(slot, now);
                 let request = path.window.get(slot).expect("in flight").request;
                 let buf = port.socket.tx_buffer().expect("checked above");
-                let len = encode(buf, &path.route, tag, &request, self.lba48);
+                let len = encode(buf, &path.route, tag, &request, path.lba48);
                 port.socket.tx_commit(len);
                 self.counters.retransmits += 1;
             }
@@ -862,6 +907,7 @@ fn report(state: &State, ports: &[Port], measured_ns: u64) -> Report {
             .map(|path| PathReport {
                 interface: ports[path.port].interface.clone(),
                 target_mac: path.route.dst.to_string(),
+                device: format!("{}.{}", path.route.shelf, path.route.slot),
                 requests: path.requests,
             })
             .collect(),
@@ -919,25 +965,32 @@ mod tests {
         assert_eq!(buf[36 - 12 + 2], 2, "sector count");
     }
 
-    #[test]
-    fn test_validate_rejects_oversized_requests() {
-        let path = PathSpec {
+    fn spec(device: usize, sectors: u8) -> PathSpec {
+        PathSpec {
+            device,
             interface: "x".into(),
             local_mac: MacAddr([2, 0, 0, 0, 0, 2]),
             mtu: 1500,
             target_mac: MacAddr([2, 0, 0, 0, 0, 1]),
             buffer_count: 16,
-            sectors: 3,
-        };
-        let config = LoadConfig {
-            shelf: 1,
-            slot: 0,
+            sectors,
+        }
+    }
+
+    fn config(devices: u8) -> LoadConfig {
+        LoadConfig {
+            devices: (0..devices)
+                .map(|slot| Device {
+                    shelf: 1,
+                    slot,
+                    lba48: true,
+                })
+                .collect(),
             op: Op::Read,
             pattern: Pattern::Random,
             depth: 16,
             stop: Stop::Bytes(1),
             range_sectors: 100,
-            lba48: true,
             verify: false,
             warmup: Duration::ZERO,
             timeout: Duration::from_millis(200),
@@ -945,15 +998,34 @@ mod tests {
             progress: false,
             seed: 1,
             rate: None,
-        };
-        assert!(validate(std::slice::from_ref(&path), &config).is_err());
-        let ok = PathSpec { sectors: 2, ..path };
-        assert!(validate(std::slice::from_ref(&ok), &config).is_ok());
+        }
+    }
+
+    #[test]
+    fn test_validate_rejects_oversized_requests() {
+        let config = config(1);
+        assert!(validate(&[spec(0, 3)], &config).is_err());
+        assert!(validate(&[spec(0, 2)], &config).is_ok());
         let big = LoadConfig {
             verify: true,
             range_sectors: VERIFY_SECTORS_MAX + 1,
             ..config
         };
-        assert!(validate(&[ok], &big).is_err());
+        assert!(validate(&[spec(0, 2)], &big).is_err());
+    }
+
+    #[test]
+    fn test_validate_wants_a_path_to_every_device_and_verify_of_one() {
+        let two = config(2);
+        assert!(validate(&[spec(0, 2), spec(1, 2)], &two).is_ok());
+        let error = validate(&[spec(0, 2), spec(0, 2)], &two).unwrap_err();
+        assert!(error.to_string().contains("no path to e1.1"), "{error}");
+        assert!(validate(&[spec(0, 2), spec(2, 2)], &two).is_err());
+        let verify = LoadConfig {
+            verify: true,
+            ..two
+        };
+        let error = validate(&[spec(0, 2), spec(1, 2)], &verify).unwrap_err();
+        assert!(error.to_string().contains("one device"), "{error}");
     }
 }
