@@ -45,7 +45,8 @@
 //! `--system baseline --baseline PATH` adds another aoe-xdp binary (e.g. a build of the
 //! previous commit) with the `xdp` configuration, for an A/B comparison within one run; a
 //! system named twice is measured twice (e.g. `--system xdp --system baseline --system
-//! baseline --system xdp`, so that drift on a shared machine cancels out).
+//! baseline --system xdp`, so that drift on a shared machine cancels out). `--workload LABEL`
+//! (repeatable, a prefix of the points' labels) measures only some points.
 //!
 //! Output: a table on stdout, `target/bench/results.json` (raw), `target/bench/qd.svg` (IOPS
 //! and latency against queue depth), `target/bench/summary.md`, per-system target logs under
