@@ -22,8 +22,9 @@
 //! Hazards:
 //! - Latency is measured from a request's first transmission to its reply's reception in the
 //!   round that received it, so it includes up to one round of batching delay.
-//! - The window does not shrink on loss (the Linux driver's does, to 1): a target that drops
-//!   requests under load sees the full window again after each timeout.
+//! - A timeout on a path cuts its window to one request and slow-starts it again (see
+//!   [`Window`]), as the Linux driver does; the timeout itself is fixed (`--timeout-ms`), not
+//!   adapted to the measured round trip as the driver's is.
 //! - With `verify`, requests never overlap while in flight (sectors are locked); a generated
 //!   request that overlaps one in flight is replaced by another, or issuing waits a round.
 
@@ -809,6 +810,11 @@ impl State {
             self.expired.clear();
             let path = &self.paths[index];
             self.expired.extend(path.window.expired(now, timeout_ns));
+            if !self.expired.is_empty() {
+                // Loss (or a target too slow for the window): offer it less for a while.
+                self.paths[index].window.on_timeout();
+            }
+            let path = &self.paths[index];
             let port = &mut ports[path.port];
             for position in 0..self.expired.len() {
                 let slot = self.expired[position];

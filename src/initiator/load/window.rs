@@ -1,7 +1,12 @@
 //! [`Window`]: the outstanding requests of one path, in a preallocated slot table.
 //!
 //! Contract: a window has `limit` slots (≤ [`SLOTS_MAX`]); at most `limit` requests are in
-//! flight, never more. Every request carries a tag `generation << SLOT_BITS | slot` (top bit
+//! flight, never more, and at most [`Window::allowed`] of them: a congestion window as the
+//! Linux driver keeps one. It starts at `limit`; a timeout ([`Window::on_timeout`]) cuts it
+//! to 1 and sets the slow-start threshold to half of what it was; every completed request
+//! then widens it by one up to that threshold, and beyond it by one per window's worth of
+//! completions, back up to `limit`. A target that drops requests under load is thus offered
+//! less, not the full window again after every timeout. Every request carries a tag `generation << SLOT_BITS | slot` (top bit
 //! clear: the Linux driver leaves it to userland tools, and so do we); the slot's generation is
 //! bumped on every issue and every retransmit, so a reply whose tag names a free slot or an old
 //! generation (a late answer to a retransmitted request, a duplicate) is recognized as stale
@@ -47,6 +52,12 @@ pub struct Window<T> {
     /// Indexes of free slots (a stack: the most recently freed slot is reused first, which
     /// keeps its staging data warm in cache).
     free: Vec<u16>,
+    /// Requests allowed in flight (1..=limit).
+    allowed: usize,
+    /// Below it, each completion widens `allowed` by one (slow start).
+    threshold: usize,
+    /// Completions since `allowed` last grew (above the threshold).
+    acked: usize,
 }
 
 /// The generation after `generation`: 1..=GENERATION_MASK, skipping 0, so that tag 0 (which
@@ -80,6 +91,25 @@ impl<T: Copy> Window<T> {
                 .rev()
                 .map(|slot| u16::try_from(slot).expect("slot < SLOTS_MAX"))
                 .collect(),
+            allowed: limit,
+            threshold: limit,
+            acked: 0,
+        }
+    }
+
+    /// Requests allowed in flight now (the congestion window, 1..=[`Window::limit`]).
+    pub fn allowed(&self) -> usize {
+        self.allowed
+    }
+
+    /// A request timed out: allow one request in flight, and remember half the window as the
+    /// slow-start threshold. Only the first timeout of a burst halves it (as in the Linux
+    /// driver: a window already at 1 stays, its threshold too).
+    pub fn on_timeout(&mut self) {
+        if self.allowed > 1 {
+            self.threshold = (self.allowed / 2).max(1);
+            self.allowed = 1;
+            self.acked = 0;
         }
     }
 
@@ -95,7 +125,7 @@ impl<T: Copy> Window<T> {
 
     /// True if another request may be issued.
     pub fn has_space(&self) -> bool {
-        !self.free.is_empty()
+        !self.free.is_empty() && self.outstanding() < self.allowed
     }
 
     /// Takes a free slot for `request` sent at `now_ns`; returns `(slot, tag)`, or `None` if
@@ -127,6 +157,17 @@ impl<T: Copy> Window<T> {
     /// or unknown tag (the reply must then be ignored).
     pub fn complete(&mut self, tag: u32) -> Option<Inflight<T>> {
         let slot = self.lookup(tag)?;
+        if self.allowed < self.slots.len() {
+            if self.allowed < self.threshold {
+                self.allowed += 1;
+            } else {
+                self.acked += 1;
+                if self.acked >= self.allowed {
+                    self.allowed += 1;
+                    self.acked = 0;
+                }
+            }
+        }
         Some(self.release(slot))
     }
 
@@ -254,6 +295,42 @@ mod tests {
             last = Some(tag);
             assert!(window.complete(tag).is_some());
         }
+    }
+
+    #[test]
+    fn test_timeout_narrows_the_window_and_replies_widen_it_again() {
+        let mut window = Window::<u32>::new(8);
+        let tags: Vec<u32> = (0..8).map(|i| window.issue(i, 0).unwrap().1).collect();
+        window.on_timeout();
+        window.on_timeout(); // the same burst of losses: no second halving
+        assert_eq!(window.allowed(), 1);
+        // Slow start: each completion widens it by one, up to the threshold (8 / 2).
+        for &tag in &tags[..3] {
+            assert!(!window.has_space());
+            window.complete(tag).unwrap();
+        }
+        assert_eq!((window.allowed(), window.outstanding()), (4, 5));
+        assert!(!window.has_space(), "5 in flight, 4 allowed");
+        // Above the threshold: one more per window's worth (4) of completions.
+        window.complete(tags[3]).unwrap();
+        window.complete(tags[4]).unwrap();
+        assert_eq!((window.allowed(), window.outstanding()), (4, 3));
+        assert!(window.has_space());
+        window.issue(9, 1).unwrap();
+        assert!(!window.has_space(), "4 in flight, 4 allowed");
+        window.complete(tags[5]).unwrap();
+        assert_eq!(window.allowed(), 4);
+        window.complete(tags[6]).unwrap();
+        assert_eq!(window.allowed(), 5);
+        // Back to the whole window after enough replies, never beyond it.
+        for round in 0..64 {
+            let (_, tag) = window.issue(round, 2).unwrap();
+            window.complete(tag).unwrap();
+        }
+        assert_eq!(window.allowed(), 8);
+        // A stale reply changes nothing.
+        assert_eq!(window.complete(tags[0]), None);
+        assert_eq!(window.allowed(), 8);
     }
 
     #[test]
