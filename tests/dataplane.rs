@@ -1479,6 +1479,68 @@ fn test_second_instance_refused(transport: Transport) {
 /// `socket = "auto"` falls back to AF_PACKET, loudly, where XDP cannot attach: native XDP on
 /// veth refuses a peer with more TX queues than it has RX queues, and `xdp-mode = "native"`
 /// forbids the generic fallback. The device is still served, and nothing is left attached.
+/// CPU time (ns) all threads of process `pid` have run so far (`/proc/PID/task/*/schedstat`).
+fn cpu_ns(pid: u32) -> u64 {
+    let tasks = std::fs::read_dir(format!("/proc/{pid}/task")).expect("list the target's threads");
+    tasks
+        .filter_map(Result::ok)
+        .filter_map(|task| std::fs::read_to_string(task.path().join("schedstat")).ok())
+        .filter_map(|text| text.split_whitespace().next()?.parse::<u64>().ok())
+        .sum()
+}
+
+/// The share of one core process `pid` used over the next `window`.
+fn cpu_share(pid: u32, window: Duration) -> f64 {
+    let (before, start) = (cpu_ns(pid), Instant::now());
+    std::thread::sleep(window);
+    (cpu_ns(pid) - before) as f64 / start.elapsed().as_nanos() as f64
+}
+
+/// `idle = "poll"` with `idle-spin-us`: after work the worker keeps polling for that long,
+/// then sleeps, and an idle worker whose sleep times out goes back to sleep rather than
+/// polling for the spin time again.
+#[test]
+fn test_poll_mode_spins_for_idle_spin_us_then_sleeps() {
+    let Some(net) = Net::new("dp-spin", 1) else {
+        return;
+    };
+    let spin = Duration::from_millis(400);
+    let dir = TargetDir::new(
+        &["vt"],
+        &format!("idle = \"poll\"\nidle-spin-us = {}", spin.as_micros()),
+        &[DeviceSpec::new(SHELF, SLOT, SECTORS)],
+    );
+    let target = dir.start(&net.target_ns);
+    let pid = target.pid();
+    let window = Duration::from_millis(150);
+    // Long after start-up: asleep, although each 10 ms sleep ends without work.
+    std::thread::sleep(spin + Duration::from_millis(200));
+    let asleep = cpu_share(pid, window);
+    // A request is work: the worker polls for `spin` afterwards.
+    let mut client = net.client(0);
+    let answered = Instant::now();
+    discover_one(&mut client);
+    let spinning = cpu_share(pid, window);
+    assert!(
+        answered.elapsed() < spin,
+        "the test was too slow to see the spin"
+    );
+    std::thread::sleep(
+        (answered + spin + Duration::from_millis(100)).saturating_duration_since(Instant::now()),
+    );
+    let after = cpu_share(pid, window);
+    assert!(asleep < 0.1, "an idle worker used {asleep:.2} of a core");
+    assert!(
+        spinning > 0.3,
+        "the worker used only {spinning:.2} of a core while spinning"
+    );
+    assert!(
+        after < 0.1,
+        "after the spin the worker used {after:.2} of a core"
+    );
+    target.stop();
+}
+
 #[test]
 fn test_auto_falls_back_to_af_packet_when_xdp_cannot_attach() {
     if !privileged_or_skip() {

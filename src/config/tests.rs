@@ -256,6 +256,26 @@ fn test_rejects_idle() {
 }
 
 #[test]
+fn test_rejects_idle_spin_us() {
+    reject(
+        &target_with("idle-spin-us = 1000001"),
+        2,
+        &["target.idle-spin-us", "0..=1000000"],
+    );
+}
+
+#[test]
+fn test_idle_spin_us_is_read() {
+    let config = accept(&target_with("idle = \"poll\"\nidle-spin-us = 40"));
+    assert_eq!(
+        (config.target.idle, config.target.idle_spin_us),
+        (IdleMode::Poll, 40)
+    );
+    let config = accept(&target_with("idle-spin-us = 0"));
+    assert_eq!(config.target.idle_spin_us, 0);
+}
+
+#[test]
 fn test_rejects_socket() {
     reject(
         &target_with("socket = \"dpdk\""),
@@ -953,6 +973,7 @@ fn test_defaults() {
     );
     assert_eq!(target.uring_entries, 256);
     assert_eq!(target.idle, IdleMode::Spin);
+    assert_eq!(target.idle_spin_us, 5);
     assert_eq!((target.busy_poll_budget, target.busy_poll_usecs), (64, 20));
     assert_eq!(target.socket, SocketKind::Auto);
     assert_eq!(target.xdp_mode, XdpMode::Auto);

@@ -224,6 +224,13 @@ fn target(raw: &RawTarget, system: &System, p: &mut Problems) -> TargetConfig {
             1..=d::URING_ENTRIES_MAX,
         ),
         idle: keyword(p, "target.idle", raw.idle.as_ref(), IdleMode::Spin),
+        idle_spin_us: int_in(
+            p,
+            "target.idle-spin-us",
+            raw.idle_spin_us.as_ref(),
+            d::IDLE_SPIN_US,
+            0..=d::IDLE_SPIN_US_MAX,
+        ),
         busy_poll_budget: int_in(
             p,
             "target.busy-poll-budget",

@@ -415,7 +415,9 @@ fn spawn_workers(
     }
     let idle = match config.target.idle {
         IdleMode::Spin => Idle::Spin,
-        IdleMode::Poll => Idle::Poll,
+        IdleMode::Poll => Idle::Poll {
+            spin: Duration::from_micros(u64::from(config.target.idle_spin_us)),
+        },
     };
     let advertise = config.target.advertise;
     let mut handles = Vec::new();

@@ -38,13 +38,6 @@ use super::stats::{StatsBoard, PUBLISH_INTERVAL};
 pub const RX_BATCH_MAX: usize = 32;
 /// Most jobs taken from one device's queue per iteration (fairness between devices).
 const DEVICE_BATCH_MAX: usize = 64;
-/// How long a worker in poll mode keeps polling without work before it sleeps in `poll()`.
-/// Measured with `cargo xtask bench` (random reads offered at 40 k/s, veth): with 50 µs the
-/// worker never slept (requests come every 25 µs) and used 93 % of a core, vblade 41 %; with
-/// 5 µs it used 43-45 %, and a saturated run lost nothing against spinning. With no spin at
-/// all it used 44-49 % (2026-11-22): at that load the cost is the wake-ups, syscalls and veth
-/// work per request, not the spin (an adaptive spin was tried and removed: no gain).
-const IDLE_SPIN_TIME: Duration = Duration::from_micros(5);
 /// Longest sleep of an idle worker in poll mode (bounds shutdown latency too).
 const IDLE_SLEEP: Duration = Duration::from_millis(10);
 /// Sleep of an idle worker in poll mode while requests are in flight.
@@ -741,8 +734,11 @@ impl Worker {
 pub enum Idle {
     /// Spin (lowest latency, one core at 100%).
     Spin,
-    /// Sleep in `poll()` after a while without work.
-    Poll,
+    /// Poll for `spin` after the last work, then sleep in `poll()` until a frame arrives.
+    Poll {
+        /// How long to keep polling without work before sleeping.
+        spin: Duration,
+    },
 }
 
 /// Runs `worker` on the current thread until `stop` is set, then drains it; returns its
@@ -774,11 +770,13 @@ pub fn run(
         }
         let since = *idle_since.get_or_insert(now);
         match idle {
-            Idle::Poll if now.duration_since(since) >= IDLE_SPIN_TIME => {
+            Idle::Poll { spin } if now.duration_since(since) >= spin => {
+                // `idle_since` stays: after a sleep that ends without work (a timeout), the
+                // worker sleeps again at once instead of polling for `spin` once more, which
+                // with a long spin would keep an idle worker busy.
                 worker.wait(IDLE_SLEEP)?;
-                idle_since = None;
             }
-            Idle::Spin | Idle::Poll => std::hint::spin_loop(),
+            Idle::Spin | Idle::Poll { .. } => std::hint::spin_loop(),
         }
     }
     worker.drain(&mut target);
