@@ -1504,7 +1504,7 @@ fn test_poll_mode_spins_for_idle_spin_us_then_sleeps() {
     let Some(net) = Net::new("dp-spin", 1) else {
         return;
     };
-    let spin = Duration::from_millis(400);
+    let spin = Duration::from_millis(600);
     let dir = TargetDir::new(
         &["vt"],
         &format!("idle = \"poll\"\nidle-spin-us = {}", spin.as_micros()),
@@ -1516,7 +1516,9 @@ fn test_poll_mode_spins_for_idle_spin_us_then_sleeps() {
     // Long after start-up: asleep, although each 10 ms sleep ends without work.
     std::thread::sleep(spin + Duration::from_millis(200));
     let asleep = cpu_share(pid, window);
-    // A request is work: the worker polls for `spin` afterwards.
+    // A request is work: the worker polls for `spin` afterwards (discovery itself listens
+    // for 200 ms; the window after it still lies inside the spin). Other tests' workers may
+    // share the core, hence a low bar for "spinning"; a sleeping worker uses next to nothing.
     let mut client = net.client(0);
     let answered = Instant::now();
     discover_one(&mut client);
@@ -1531,7 +1533,7 @@ fn test_poll_mode_spins_for_idle_spin_us_then_sleeps() {
     let after = cpu_share(pid, window);
     assert!(asleep < 0.1, "an idle worker used {asleep:.2} of a core");
     assert!(
-        spinning > 0.3,
+        spinning > 0.2,
         "the worker used only {spinning:.2} of a core while spinning"
     );
     assert!(
