@@ -65,7 +65,8 @@ enum Command {
         #[arg(long, default_value_t = 1)]
         generation: u32,
     },
-    /// Drive a device with many requests in flight on every path and report the performance.
+    /// Drive one or more devices with many requests in flight on every path and report the
+    /// performance.
     Load(LoadArgs),
     /// Answer every AoE request on an interface from the request frame itself (no storage):
     /// the machine's limit for `load`. Runs until SIGINT/SIGTERM or --duration.
