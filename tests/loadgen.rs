@@ -56,42 +56,39 @@ impl Rig {
         command
     }
 
-    /// Runs `aoe-bench load -i aoelgb <args> --json --no-progress` on side B; returns the
-    /// report and the whole output.
-    fn load(&self, args: &[&str]) -> (Value, Output) {
-        let mut full = vec!["load", "-i", "aoelgb", "--json", "--no-progress"];
-        full.extend_from_slice(args);
-        let output = Rig::command(&self.ns_b, BIN, &full)
+    /// Runs `aoe-bench load -i aoelgb --json --no-progress <args>` on side B, whatever its
+    /// outcome.
+    fn run_load(&self, args: &[&str]) -> Output {
+        let full = [
+            &["load", "-i", "aoelgb", "--json", "--no-progress"][..],
+            args,
+        ]
+        .concat();
+        Rig::command(&self.ns_b, BIN, &full)
             .output()
-            .expect("run aoe-bench load");
-        let stdout = String::from_utf8_lossy(&output.stdout);
+            .expect("run aoe-bench load")
+    }
+
+    /// As [`Rig::run_load`], which must succeed; returns the report and the whole output.
+    fn load(&self, args: &[&str]) -> (Value, Output) {
+        let output = self.run_load(args);
         assert!(
             output.status.success(),
             "aoe-bench load {args:?} failed: {}\nstderr: {}",
             output.status,
             String::from_utf8_lossy(&output.stderr)
         );
-        let report: Value = serde_json::from_str(stdout.trim())
-            .unwrap_or_else(|error| panic!("load printed no JSON ({error}): {stdout}"));
-        (report, output)
+        (report_of(&output), output)
     }
-}
 
-impl Rig {
     /// As [`Rig::load`], retrying for up to 5 s while the target does not answer discovery yet
     /// (vblade needs a moment to open its socket).
     fn load_once_answering(&self, args: &[&str]) -> Value {
         let deadline = Instant::now() + Duration::from_secs(5);
         loop {
-            let mut full = vec!["load", "-i", "aoelgb", "--json", "--no-progress"];
-            full.extend_from_slice(args);
-            let output = Rig::command(&self.ns_b, BIN, &full)
-                .output()
-                .expect("run aoe-bench load");
+            let output = self.run_load(args);
             if output.status.success() {
-                let stdout = String::from_utf8_lossy(&output.stdout);
-                return serde_json::from_str::<Value>(stdout.trim())
-                    .unwrap_or_else(|error| panic!("load printed no JSON ({error}): {stdout}"));
+                return report_of(&output);
             }
             let stderr = String::from_utf8_lossy(&output.stderr);
             assert!(
@@ -100,6 +97,13 @@ impl Rig {
             );
         }
     }
+}
+
+/// The JSON report a successful `aoe-bench load --json` printed.
+fn report_of(output: &Output) -> Value {
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    serde_json::from_str(stdout.trim())
+        .unwrap_or_else(|error| panic!("load printed no JSON ({error}): {stdout}"))
 }
 
 /// Starts `vblade -b 64 SHELF SLOT aoelga IMAGE` on side A of `rig`.
@@ -499,10 +503,7 @@ fn test_load_drives_several_devices_at_once_within_the_smallest() {
         &["-t", "3.1", "-t", "3.2", "--verify", "--duration", "1"][..],
         &["-t", "3.1", "-t", "3.1", "--duration", "1"][..],
     ] {
-        let full = [&["load", "-i", "aoelgb", "--no-progress"][..], args].concat();
-        let output = Rig::command(&rig.ns_b, BIN, &full)
-            .output()
-            .expect("run aoe-bench load");
+        let output = rig.run_load(args);
         let stderr = String::from_utf8_lossy(&output.stderr);
         assert!(!output.status.success(), "{args:?} was accepted");
         assert!(
