@@ -152,6 +152,7 @@ impl Worker {
             durability: Durability::Writeback,
             resident: false,
             mapped_writes: true,
+            mapped_reads: false,
         };
         let exports: Arc<[Export]> = Arc::new([Export::open(&spec).expect("open the export")]);
         let pool = ChunkPool::new(Arc::new(

@@ -405,6 +405,22 @@ fn resident_exports_agree_with_the_sync_engine_on_the_table() {
     );
 }
 
+#[test]
+fn mapped_exports_agree_with_the_sync_engine_on_the_table() {
+    let mapped = run_table(EngineKind::UringMapped, &FILES, &DEVICES, STEPS);
+    let sync = run_table(EngineKind::Sync, &FILES, &DEVICES, STEPS);
+    for ((name, m), (_, s)) in mapped.replies.iter().zip(&sync.replies) {
+        assert_eq!(
+            m, s,
+            "[{name}] mapped and sync engines disagree on the replies"
+        );
+    }
+    assert!(
+        mapped.files == sync.files,
+        "mapped and sync disagree on the files"
+    );
+}
+
 /// Index of each AtaCommand variant; exhaustive so a new variant fails to compile here.
 fn ata_index(command: AtaCommand) -> usize {
     match command {

@@ -85,7 +85,8 @@ on_both_transports!(
     test_second_instance_refused,
     test_stats,
     test_jumbo_frames,
-    test_resident_device
+    test_resident_device,
+    test_mapped_reads_device
 );
 
 const SHELF: u16 = 3;
@@ -1307,23 +1308,40 @@ fn test_stats(transport: Transport) {
 /// serves the same data as the default path, does no disk I/O for reads and write-back
 /// writes, and answers UNC instead of crashing when its file shrinks under it.
 fn test_resident_device(transport: Transport) {
-    let Some(net) = Net::new(&transport.tag("dp-res"), 1) else {
+    device_served_through_mappings(
+        transport,
+        "dp-res",
+        "resident = true",
+        "resident: window locked in memory",
+    );
+}
+
+/// The same for a device with mapped reads (the mapping not locked).
+fn test_mapped_reads_device(transport: Transport) {
+    device_served_through_mappings(
+        transport,
+        "dp-mrd",
+        "mapped-reads = true",
+        "mapped reads: reads copy out of a shared mapping",
+    );
+}
+
+/// Runs the checks of [`test_resident_device`] on a device configured with `option`, whose
+/// start-up log says `logged`.
+fn device_served_through_mappings(transport: Transport, tag: &str, option: &str, logged: &str) {
+    let Some(net) = Net::new(&transport.tag(tag), 1) else {
         return;
     };
     let dir = TargetDir::new(
         &["vt"],
         &transport.config(""),
-        &[DeviceSpec::new(SHELF, SLOT, SECTORS).with(
-            "durability = \"writeback\"\nmapped-writes = true\nresident = true\n\
-                 offset = 8\nlength = 2040",
-        )],
+        &[DeviceSpec::new(SHELF, SLOT, SECTORS).with(&format!(
+            "durability = \"writeback\"\nmapped-writes = true\n{option}\n\
+                 offset = 8\nlength = 2040"
+        ))],
     );
     let target = dir.start(&net.target_ns);
-    assert!(
-        target.log().contains("resident: window locked in memory"),
-        "{}",
-        target.log()
-    );
+    assert!(target.log().contains(logged), "{}", target.log());
     let socket = dir.path().join("ctl.sock");
     let mut client = net.client(0);
     let device = discover_one(&mut client);

@@ -76,6 +76,7 @@ fn spec(path: &Path) -> ExportSpec {
         durability: Durability::Writeback,
         resident: false,
         mapped_writes: false,
+        mapped_reads: false,
     }
 }
 
@@ -589,24 +590,25 @@ fn test_io_errors_on_a_file_that_shrank_after_open() {
 }
 
 #[test]
-fn test_resident_export_copies_through_its_mapping() {
-    // With mapped writes the writes are copies through the mapping too; without, they are
-    // pwritev2 calls, and the mapping (read-only then) sees what they wrote.
-    for mapped_writes in [true, false] {
-        resident_export_copies_through_its_mapping(mapped_writes);
+fn test_resident_and_mapped_reads_exports_copy_through_their_mapping() {
+    // Resident (the mapping locked) or mapped reads (not locked). With mapped writes the
+    // writes are copies through a mapping too; without, they are pwritev2 calls, and the read
+    // mapping sees what they wrote.
+    for resident in [true, false] {
+        for mapped_writes in [true, false] {
+            export_copies_through_its_mapping(resident, mapped_writes);
+        }
     }
 }
 
-fn resident_export_copies_through_its_mapping(mapped_writes: bool) {
+fn export_copies_through_its_mapping(resident: bool, mapped_writes: bool) {
     let file = patterned_file(64);
     let mut s = spec(file.path());
-    (s.offset_sectors, s.length_sectors, s.resident) = (8, Some(48), true);
-    s.mapped_writes = mapped_writes;
+    (s.offset_sectors, s.length_sectors) = (8, Some(48));
+    (s.resident, s.mapped_reads, s.mapped_writes) = (resident, !resident, mapped_writes);
     let exports = open(&[s]);
-    let map = exports[0]
-        .read_map()
-        .expect("a resident export has a read mapping");
-    assert!(map.locked() && !map.writable());
+    let map = exports[0].read_map().expect("a read mapping");
+    assert!(map.locked() == resident && !map.writable());
     assert_eq!(map.window(), 8 * 512..56 * 512);
     // Writes get a mapping of their own (write faults would split the read mapping's pages).
     let write_map = exports[0].write_map();
@@ -658,7 +660,7 @@ fn resident_export_copies_through_its_mapping(mapped_writes: bool) {
     assert_eq!(
         (stats.mapped, stats.inline, stats.ios, stats.errors),
         (mapped, inline, inline, 0),
-        "mapped_writes = {mapped_writes}: {stats:?}"
+        "resident = {resident}, mapped_writes = {mapped_writes}: {stats:?}"
     );
     // FLUSH still goes to the kernel.
     let done = submit_all(&mut engine, vec![req(&mut pool, IoOp::Flush, 0, 0, 0, 1)]);
@@ -706,12 +708,20 @@ fn test_resident_export_is_mapped_in_2_mib_pages_even_from_small_folios() {
 }
 
 #[test]
-fn test_resident_export_fails_requests_past_a_shrunk_end_and_recovers() {
+fn test_mapped_exports_fail_requests_past_a_shrunk_end_and_recover() {
+    // Resident (locked), and mapped reads (not locked).
+    for resident in [true, false] {
+        mapped_export_fails_requests_past_a_shrunk_end_and_recovers(resident);
+    }
+}
+
+fn mapped_export_fails_requests_past_a_shrunk_end_and_recovers(resident: bool) {
     let file = temp_file(64);
     let mut s = spec(file.path());
     // Writes through the mapping too (a pwritev2 past the end would grow the file again).
-    (s.resident, s.mapped_writes) = (true, true);
+    (s.resident, s.mapped_reads, s.mapped_writes) = (resident, !resident, true);
     let exports = open(&[s]);
+    assert_eq!(exports[0].read_map().map(FileMap::locked), Some(resident));
     let mut pool = pool();
     let mut engine = uring(Arc::clone(&exports), &pool);
     file.as_file().set_len(8 * 512).unwrap();
@@ -742,6 +752,15 @@ fn test_resident_export_fails_requests_past_a_shrunk_end_and_recovers() {
     assert!(done.iter().all(|c| c.result.is_ok()), "{done:?}");
     recycle(&mut pool, done);
     assert!(file_bytes(&file, 32 * 512, 512).iter().all(|b| *b == 3));
+    // The pages mapped back after the faults joined their neighbours again: each mapping is
+    // one area, as before (a split one could no longer use 2 MiB pages there).
+    for map in [exports[0].read_map(), exports[0].write_map()] {
+        assert_eq!(
+            map.and_then(FileMap::areas),
+            Some(1),
+            "resident = {resident}"
+        );
+    }
 }
 
 #[test]

@@ -196,6 +196,9 @@ fn build_world() -> World {
                 resident: spec.resident,
                 // Both write-back paths: copies through a mapping and pwritev2.
                 mapped_writes: index % 2 == 0,
+                // Reads through an unlocked mapping on every other device that is not
+                // resident.
+                mapped_reads: index % 2 == 1 && !spec.resident && !spec.direct_io,
             })
             .expect("open export"),
         );

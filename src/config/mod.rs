@@ -175,6 +175,10 @@ pub struct DeviceConfig {
     /// Write-back writes are copies through a shared mapping of the file rather than
     /// `pwritev2` (only with `durability = "writeback"`, never with `direct_io`).
     pub mapped_writes: bool,
+    /// Reads are copies through a shared mapping of the file (not locked) rather than
+    /// `preadv2`/io_uring; a read of a page that is not in memory waits for the disk on the
+    /// worker's thread (never with `direct_io` or `resident`, which maps already).
+    pub mapped_reads: bool,
     /// Sectors (512 bytes) skipped at the start of the backing store.
     pub offset_sectors: u64,
     /// Sectors exported; `None` = everything after the offset (known only from `probe`).

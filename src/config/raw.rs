@@ -103,6 +103,8 @@ pub struct RawDevice {
     pub resident: Option<Spanned<bool>>,
     /// Write-back writes are copies through a shared mapping instead of `pwritev2`.
     pub mapped_writes: Option<Spanned<bool>>,
+    /// Reads are copies through a shared mapping (not locked) instead of `preadv2`/io_uring.
+    pub mapped_reads: Option<Spanned<bool>>,
     /// 512-byte sectors skipped at the start of the backing store.
     pub offset: Option<Spanned<i64>>,
     /// 512-byte sectors exported; default: everything after `offset`.
@@ -144,6 +146,7 @@ impl RawDevice {
             durability: None,
             resident: None,
             mapped_writes: None,
+            mapped_reads: None,
             offset: None,
             length: None,
             interfaces: None,

@@ -651,6 +651,34 @@ fn test_rejects_mapped_writes_without_writeback_or_with_direct_io_or_read_only()
 }
 
 #[test]
+fn test_mapped_reads() {
+    assert!(accept(&device_with("mapped-reads = true")).devices[0].mapped_reads);
+    // Reads need no write-back; a read-only device may map them too.
+    let config = accept(&device_with("read-only = true\nmapped-reads = true"));
+    assert!(config.devices[0].mapped_reads && config.devices[0].read_only);
+    assert!(!accept(&device_with("durability = \"writeback\"")).devices[0].mapped_reads);
+    assert!(!accept(&device_with("mapped-reads = false")).devices[0].mapped_reads);
+}
+
+#[test]
+fn test_rejects_mapped_reads_with_direct_io_or_resident() {
+    reject(
+        &device_with("direct-io = true\nmapped-reads = true"),
+        6,
+        &[
+            "device \"e1.0\": mapped-reads = true",
+            "direct-io = true",
+            "choose one",
+        ],
+    );
+    reject(
+        &device_with("resident = true\nmapped-reads = true"),
+        6,
+        &["mapped-reads = true is what resident = true does already"],
+    );
+}
+
+#[test]
 fn test_rejects_negative_offset() {
     reject(
         &device_with("offset = -8"),

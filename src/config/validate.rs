@@ -625,6 +625,7 @@ fn device(
         ),
         resident: resident(p, &label, raw),
         mapped_writes: mapped_writes(p, &label, raw),
+        mapped_reads: mapped_reads(p, &label, raw),
         offset_sectors,
         length_sectors,
         interfaces,
@@ -681,6 +682,26 @@ fn mapped_writes(p: &mut Problems, label: &str, raw: &RawDevice) -> bool {
             mapped.span(),
             format!("{label}: mapped-writes = true {why}"),
         );
+    }
+    true
+}
+
+/// `mapped-reads`, a way of carrying out reads: not with `direct-io` (no page cache to map)
+/// or `resident` (which reads through its locked mapping already).
+fn mapped_reads(p: &mut Problems, label: &str, raw: &RawDevice) -> bool {
+    let Some(mapped) = raw.mapped_reads.as_ref().filter(|v| *v.get_ref()) else {
+        return false;
+    };
+    let set = |flag: &Option<Spanned<bool>>| flag.as_ref().is_some_and(|v| *v.get_ref());
+    let why = if set(&raw.direct_io) {
+        Some("copies out of the page cache, which direct-io = true bypasses; choose one")
+    } else if set(&raw.resident) {
+        Some("is what resident = true does already (through a locked mapping); choose one")
+    } else {
+        None
+    };
+    if let Some(why) = why {
+        p.push(mapped.span(), format!("{label}: mapped-reads = true {why}"));
     }
     true
 }

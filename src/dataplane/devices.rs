@@ -50,6 +50,7 @@ pub fn export_spec(device: &DeviceConfig) -> ExportSpec {
         direct_io: device.direct_io,
         resident: device.resident,
         mapped_writes: device.mapped_writes,
+        mapped_reads: device.mapped_reads,
         durability: match device.durability {
             ConfigDurability::Sync => Durability::Sync,
             ConfigDurability::Writeback => Durability::Writeback,

@@ -22,10 +22,13 @@
 //! Hazards:
 //! - Writes through the mapping are buffered writes: they reach the disk with write-back or
 //!   `fdatasync` of the file (which covers pages dirtied through mappings), like `pwrite`.
-//! - A locked mapping asks for 2 MiB pages (`MADV_HUGEPAGE`) before it is populated: where the
-//!   page cache holds the file in 2 MiB folios (or reads missing pages in as such, which the
-//!   advice makes it do), each 2 MiB is one page-table entry, sparing the TLB and the page
-//!   tables. [`FileMap::huge_bytes`] tells how much of it is mapped that way.
+//! - A locked or read-only mapping asks for 2 MiB pages (`MADV_HUGEPAGE`) before it is
+//!   populated: where the page cache holds the file in 2 MiB folios (or reads missing pages in
+//!   as such, which the advice makes it do), each 2 MiB is one page-table entry, sparing the
+//!   TLB and the page tables. [`FileMap::huge_bytes`] tells how much of it is mapped that way.
+//!   A writable one does not (a write fault splits a 2 MiB entry into 4 KiB ones).
+//! - An unlocked mapping's copy of a page that is not in memory waits for the disk (the fault
+//!   reads it in), on the copying thread.
 //! - `mlock` of a large window needs that much free memory (and `CAP_IPC_LOCK` or
 //!   `RLIMIT_MEMLOCK`); the caller checks before mapping.
 //! - At most [`MAPS_MAX`] mappings exist at once (the handler's table is fixed so that the
@@ -113,6 +116,8 @@ pub struct FileMap {
     /// `PROT_READ`, plus `PROT_WRITE` when `writable`.
     prot: libc::c_int,
     locked: bool,
+    /// Asked for 2 MiB pages (`MADV_HUGEPAGE`): locked or read-only.
+    huge: bool,
     /// Index into [`MAPS`].
     entry: usize,
     /// Serialises copies, so a counted fault belongs to the copy that is running.
@@ -172,6 +177,7 @@ impl FileMap {
             return Err(syscall("mmap"));
         }
         let base = NonNull::new(addr.cast::<u8>()).expect("mmap returned null");
+        let huge = lock || !writable;
         let map = FileMap {
             base,
             map_len,
@@ -181,6 +187,7 @@ impl FileMap {
             writable,
             prot,
             locked: lock,
+            huge,
             entry,
             busy: AtomicBool::new(false),
             fd: fd.into(),
@@ -190,7 +197,7 @@ impl FileMap {
             .end
             .store(addr as usize + map_len, Ordering::Release);
         MAPS[entry].start.store(addr as usize, Ordering::Release);
-        if lock {
+        if huge {
             // SAFETY: advice on the mapping just made; it changes no contents. A kernel
             // without transparent huge pages answers EINVAL: the mapping then stays in 4 KiB
             // pages, which is all the advice could have changed.
@@ -243,6 +250,18 @@ impl FileMap {
             self.base.as_ptr() as u64 + self.map_len as u64,
         );
         Some(pmd_mapped(&smaps, start..end))
+    }
+
+    /// How many memory areas the kernel keeps for the mapping (`/proc/self/maps`), or `None`
+    /// if that could not be read: one, unless mapping pages back after a fault left it split
+    /// (a 2 MiB page needs one area around it). For tests and diagnostics.
+    pub fn areas(&self) -> Option<usize> {
+        let maps = std::fs::read_to_string("/proc/self/maps").ok()?;
+        let (start, end) = (
+            self.base.as_ptr() as u64,
+            self.base.as_ptr() as u64 + self.map_len as u64,
+        );
+        Some(areas_inside(&maps, start..end))
     }
 
     /// Pages replaced after a `SIGBUS` so far.
@@ -367,6 +386,12 @@ impl FileMap {
                 syscall("mmap")
             );
         }
+        if self.huge {
+            // SAFETY: advice on pages of our own mapping; it changes no contents. The new
+            // area then has the flags of its neighbours, so the kernel merges them back into
+            // one (a 2 MiB page needs one area around it), as it was before the fault.
+            unsafe { libc::madvise(addr, bytes, libc::MADV_HUGEPAGE) };
+        }
         if self.locked {
             // SAFETY: locks pages of our own mapping. Failure (the file is still short) only
             // means those pages are not resident; their next access faults again.
@@ -416,6 +441,20 @@ fn pmd_mapped(smaps: &str, range: std::ops::Range<u64>) -> u64 {
         }
     }
     bytes
+}
+
+/// How many areas of `maps` (`/proc/PID/maps`) lie inside `range`.
+fn areas_inside(maps: &str, range: std::ops::Range<u64>) -> usize {
+    maps.lines()
+        .filter_map(|line| line.split_whitespace().next()?.split_once('-'))
+        .filter_map(|(from, to)| {
+            Some((
+                u64::from_str_radix(from, 16).ok()?,
+                u64::from_str_radix(to, 16).ok()?,
+            ))
+        })
+        .filter(|(from, to)| *from >= range.start && *to <= range.end)
+        .count()
 }
 
 fn syscall(call: &'static str) -> MapError {

@@ -509,6 +509,9 @@ pub enum EngineKind {
     /// io_uring, with every device that is neither `direct_io` nor huge (the sparse LBA48
     /// file) opened `resident` (copies through a locked mapping).
     UringResident,
+    /// io_uring, with every device that is not `direct_io` opened `mapped_reads` (copies
+    /// through a mapping that is not locked), and write-back writes copied through one.
+    UringMapped,
     Sync,
 }
 
@@ -569,9 +572,13 @@ impl World {
                     resident: self.kind == EngineKind::UringResident
                         && !d.direct_io
                         && self.files[d.file].len <= 1 << 30,
-                    // Resident runs copy write-back writes through the mapping; the plain
-                    // io_uring runs write them with pwritev2.
-                    mapped_writes: self.kind == EngineKind::UringResident,
+                    // Resident and mapped runs copy write-back writes through the mapping;
+                    // the plain io_uring runs write them with pwritev2.
+                    mapped_writes: matches!(
+                        self.kind,
+                        EngineKind::UringResident | EngineKind::UringMapped
+                    ),
+                    mapped_reads: self.kind == EngineKind::UringMapped && !d.direct_io,
                 })
                 .unwrap()
             })
@@ -579,9 +586,11 @@ impl World {
         let arena = Arc::new(Arena::new(CHUNK_SIZE, CHUNK_COUNT).unwrap());
         let pool = ChunkPool::new(Arc::clone(&arena)).unwrap();
         let engine = match self.kind {
-            EngineKind::Uring | EngineKind::UringResident => Engine::Uring(
-                UringEngine::new(Arc::clone(&exports), arena, UringConfig::default()).unwrap(),
-            ),
+            EngineKind::Uring | EngineKind::UringResident | EngineKind::UringMapped => {
+                Engine::Uring(
+                    UringEngine::new(Arc::clone(&exports), arena, UringConfig::default()).unwrap(),
+                )
+            }
             EngineKind::Sync => Engine::Sync(SyncEngine::new(Arc::clone(&exports), arena).unwrap()),
         };
         let state_dir = StateDir::open(&self.state_path).unwrap();

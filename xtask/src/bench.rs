@@ -8,7 +8,8 @@
 //!   running alone: the figures compared in a row were taken within seconds of each other;
 //! - one 256 MiB backing file under /var/tmp, written, synced and read once with
 //!   `cat > /dev/null` so that it sits in the page cache; aoe-xdp runs with
-//!   `durability = "writeback"`, `mapped-writes = true` and vblade without `-s`/`-d`: the disk
+//!   `durability = "writeback"`, `mapped-writes = true`, `mapped-reads = true` (but the
+//!   `xdp-syscalls` system, which shows the defaults) and vblade without `-s`/`-d`: the disk
 //!   is not what is measured; written in 2 MiB blocks, the file sits in 2 MiB page-cache
 //!   folios (the state `resident = true` brings a file to at start-up, re-reading it if need
 //!   be: a file in smaller folios would be changed under the other systems by the resident
@@ -39,11 +40,13 @@
 //!   second, `aoe-bench load --rate`), below every system's maximum: there CPU per request is
 //!   the work a request costs, not the polling of a saturated busy-polling target.
 //!
-//! Systems: aoe-xdp on AF_XDP (also with `idle = "poll"`), aoe-xdp on its AF_PACKET fallback (`socket = "packet"`; a row
+//! Systems: aoe-xdp on AF_XDP (also with `idle = "poll"`, with `resident = true`, and with
+//! neither mapping: `xdp-syscalls`), aoe-xdp on its AF_PACKET fallback (`socket = "packet"`; a row
 //! that cannot run is reported as "n/a: reason"), Debian's `vblade -b 64`, and the reflector
 //! `aoe-bench reflect` (answers from the frame without storage: the ceiling of the path).
 //! `--system baseline --baseline PATH` adds another aoe-xdp binary (e.g. a build of the
-//! previous commit) with the `xdp` configuration, for an A/B comparison within one run; a
+//! previous commit, which must know every key of that configuration) with the `xdp`
+//! configuration, for an A/B comparison within one run; a
 //! system named twice is measured twice (e.g. `--system xdp --system baseline --system
 //! baseline --system xdp`, so that drift on a shared machine cancels out). `--workload LABEL`
 //! (repeatable, a prefix of the points' labels) measures only some points.
@@ -162,12 +165,18 @@ pub enum SystemKind {
     #[value(name = "xdp-resident")]
     #[serde(rename = "xdp-resident")]
     XdpResident,
+    /// aoe-xdp on AF_XDP without `mapped-reads` and `mapped-writes` (the defaults: a system
+    /// call, or an io_uring request, per read and per write).
+    #[value(name = "xdp-syscalls")]
+    #[serde(rename = "xdp-syscalls")]
+    XdpSyscalls,
 }
 
 impl SystemKind {
-    const ALL: [SystemKind; 6] = [
+    const ALL: [SystemKind; 7] = [
         SystemKind::Xdp,
         SystemKind::XdpResident,
+        SystemKind::XdpSyscalls,
         SystemKind::XdpPoll,
         SystemKind::Packet,
         SystemKind::Vblade,
@@ -184,6 +193,7 @@ impl SystemKind {
             SystemKind::Baseline => "aoe-xdp (XDP, baseline)",
             SystemKind::XdpPoll => "aoe-xdp (XDP, idle=poll)",
             SystemKind::XdpResident => "aoe-xdp (XDP, resident)",
+            SystemKind::XdpSyscalls => "aoe-xdp (XDP, no mappings)",
         }
     }
 
@@ -196,6 +206,7 @@ impl SystemKind {
             SystemKind::Baseline => "baseline",
             SystemKind::XdpPoll => "xdp-poll",
             SystemKind::XdpResident => "xdp-resident",
+            SystemKind::XdpSyscalls => "xdp-syscalls",
         }
     }
 }
@@ -718,8 +729,10 @@ fn meta(env: &Env, quick: bool, rounds: u32) -> Result<Meta> {
         initiator_core: INITIATOR_CORE,
         backing: format!(
             "{} MiB file in /var/tmp, written in 2 MiB blocks (2 MiB page-cache folios), in the page cache; aoe-xdp durability = \"writeback\" \
-             with mapped-writes = true (copies into the page cache; see the README for what \
-             that costs a disk), vblade buffered: the disk is not measured",
+             with mapped-writes = true and mapped-reads = true (copies into and out of the page \
+             cache; see the README for what that costs a disk), except the \"no mappings\" \
+             system (pwritev2, and preadv2 or io_uring reads), vblade buffered: the disk is not \
+             measured",
             DISK_BYTES >> 20
         ),
         cpu_method,
@@ -879,6 +892,7 @@ impl Live {
                 SystemKind::Xdp
                 | SystemKind::XdpPoll
                 | SystemKind::XdpResident
+                | SystemKind::XdpSyscalls
                 | SystemKind::Packet
                 | SystemKind::Baseline,
                 Ok(s),
@@ -921,6 +935,7 @@ fn start(
         SystemKind::Xdp
         | SystemKind::XdpPoll
         | SystemKind::XdpResident
+        | SystemKind::XdpSyscalls
         | SystemKind::Packet
         | SystemKind::Baseline => {
             let config = write_config(env, system, key)?;
@@ -1026,6 +1041,10 @@ fn write_config(env: &Env, system: SystemKind, key: &str) -> Result<PathBuf> {
         "spin"
     };
     let resident = system == SystemKind::XdpResident;
+    // Every configuration copies to and from the page cache through mappings (the data lives
+    // there), but the one that shows the defaults; resident reads through its own.
+    let mapped = system != SystemKind::XdpSyscalls;
+    let mapped_reads = mapped && !resident;
     let dir = env.scratch.display();
     let text = format!(
         "[target]\n\
@@ -1042,7 +1061,8 @@ fn write_config(env: &Env, system: SystemKind, key: &str) -> Result<PathBuf> {
          shelf = 1\n\
          slot = 0\n\
          durability = \"writeback\"\n\
-         mapped-writes = true\n\
+         mapped-writes = {mapped}\n\
+         mapped-reads = {mapped_reads}\n\
          resident = {resident}\n\
          queue-length = {BUFFER_COUNT}\n",
         disk = env.disk.display()

@@ -256,7 +256,11 @@ pub fn targets(results: &Results) -> String {
          is ≤ 0.4× vblade's.\n",
     );
     let measured = |system| results.systems.iter().any(|run| run.system == system);
-    let systems = [SystemKind::Xdp, SystemKind::XdpResident];
+    let systems = [
+        SystemKind::Xdp,
+        SystemKind::XdpResident,
+        SystemKind::XdpSyscalls,
+    ];
     for system in systems
         .into_iter()
         .filter(|s| *s == SystemKind::Xdp || measured(*s))
@@ -351,7 +355,10 @@ fn fixed_load(results: &Results) -> String {
             );
             let is_target = matches!(
                 run.system,
-                SystemKind::Xdp | SystemKind::XdpPoll | SystemKind::XdpResident
+                SystemKind::Xdp
+                    | SystemKind::XdpPoll
+                    | SystemKind::XdpResident
+                    | SystemKind::XdpSyscalls
             );
             vec![
                 run.system.label().to_owned(),
@@ -507,8 +514,10 @@ pub fn summary(results: &Results) -> String {
          (`worker-cores = [{}]`, `idle = \"spin\"`: the worker polls a whole core even when \
          idle, so at low load its CPU per request is mostly polling), and with `socket = \
          \"xdp\"`, `idle = \"poll\"` (sleeps in poll(2) after 5 µs without work), and \
-         with `socket = \"xdp\"`, `resident = true` (the device locked in memory, reads too \
-         copied through the shared mapping); Debian's `vblade -b 64`; the bare AF_XDP reflector `aoe-bench reflect` (no storage: the \
+         with `socket = \"xdp\"`, `resident = true` (the device locked in memory, reads \
+         copied through a locked mapping), and with `socket = \"xdp\"` and neither \
+         `mapped-reads` nor `mapped-writes` (\"no mappings\": the defaults, a system call or \
+         an io_uring request per read and per write); Debian's `vblade -b 64`; the bare AF_XDP reflector `aoe-bench reflect` (no storage: the \
          ceiling of the path). One point offers a fixed load (`aoe-bench load --rate`) below \
          every system's maximum, where CPU per request measures work rather than polling.",
         meta.target_core
@@ -585,6 +594,7 @@ fn colour(system: SystemKind) -> RGBColor {
         SystemKind::Baseline => RGBColor(0xff, 0x7f, 0x0e),
         SystemKind::XdpPoll => RGBColor(0x17, 0xbe, 0xcf),
         SystemKind::XdpResident => RGBColor(0x94, 0x67, 0xbd),
+        SystemKind::XdpSyscalls => RGBColor(0x8c, 0x56, 0x4b),
     }
 }
 
