@@ -1561,6 +1561,48 @@ fn test_poll_mode_spins_for_idle_spin_us_then_sleeps() {
     target.stop();
 }
 
+/// `idle = "poll"` with `idle-nap-us`: a request that finds the worker asleep in `poll()` is
+/// answered at once; after that work the worker naps, and a request that arrives during the
+/// nap waits for its end.
+#[test]
+fn test_poll_mode_naps_for_idle_nap_us_after_work() {
+    let Some(net) = Net::new("dp-nap", 1) else {
+        return;
+    };
+    let nap = Duration::from_millis(80);
+    let dir = TargetDir::new(
+        &["vt"],
+        &format!(
+            "idle = \"poll\"\nidle-spin-us = 0\nidle-nap-us = {}",
+            nap.as_micros()
+        ),
+        &[DeviceSpec::new(SHELF, SLOT, SECTORS)],
+    );
+    let target = dir.start(&net.target_ns);
+    let mut client = net.client(0);
+    let device = discover_one(&mut client);
+    let read = |client: &mut Client, lba: u64| {
+        let started = Instant::now();
+        client.read(&device, lba, 2, true).expect("read");
+        started.elapsed()
+    };
+    // Long after the last work (the nap after discovery is over): asleep until a frame.
+    std::thread::sleep(3 * nap);
+    let woken = read(&mut client, 0);
+    // The reply was sent, then the nap began: this request comes during it.
+    std::thread::sleep(nap / 8);
+    let during_nap = read(&mut client, 2);
+    assert!(
+        woken < nap / 2,
+        "a request to a sleeping worker took {woken:?}"
+    );
+    assert!(
+        during_nap > nap / 2,
+        "a request during an {nap:?} nap was answered after {during_nap:?}"
+    );
+    target.stop();
+}
+
 #[test]
 fn test_auto_falls_back_to_af_packet_when_xdp_cannot_attach() {
     if !privileged_or_skip() {

@@ -68,6 +68,11 @@ pub mod defaults {
     pub const IDLE_SPIN_US: u32 = 5;
     /// Largest `idle-spin-us` (1 s).
     pub const IDLE_SPIN_US_MAX: i64 = 1_000_000;
+    /// `idle-nap-us`: off. A nap trades latency for CPU (each request that arrives during
+    /// one waits for its end), which only the user can weigh.
+    pub const IDLE_NAP_US: u32 = 0;
+    /// Largest `idle-nap-us` (100 ms).
+    pub const IDLE_NAP_US_MAX: i64 = 100_000;
     /// `busy-poll-budget` (what DPDK's AF_XDP driver uses).
     pub const BUSY_POLL_BUDGET: u16 = 64;
     /// `busy-poll-usecs`.
@@ -128,6 +133,10 @@ pub struct TargetConfig {
     /// With `IdleMode::Poll`: microseconds a worker keeps polling after its last work before
     /// it sleeps.
     pub idle_spin_us: u32,
+    /// With `IdleMode::Poll`: microseconds a worker naps after that spin and looks for work
+    /// again before it sleeps until a frame arrives (0 = no nap): under a steady moderate
+    /// load it then wakes once per nap rather than once per request.
+    pub idle_nap_us: u32,
     /// SO_BUSY_POLL_BUDGET, ≥ 1.
     pub busy_poll_budget: u16,
     /// SO_BUSY_POLL in µs; 0 = no busy polling (and no SO_PREFER_BUSY_POLL).

@@ -276,6 +276,22 @@ fn test_idle_spin_us_is_read() {
 }
 
 #[test]
+fn test_idle_nap_us() {
+    let config = accept(&target_with("idle = \"poll\"\nidle-nap-us = 200"));
+    assert_eq!(config.target.idle_nap_us, 200);
+    reject(
+        &target_with("idle-nap-us = 100001"),
+        2,
+        &["target.idle-nap-us", "0..=100000"],
+    );
+    reject(
+        &target_with("idle-nap-us = -1"),
+        2,
+        &["target.idle-nap-us", "0..=100000"],
+    );
+}
+
+#[test]
 fn test_rejects_socket() {
     reject(
         &target_with("socket = \"dpdk\""),
@@ -1002,6 +1018,7 @@ fn test_defaults() {
     assert_eq!(target.uring_entries, 256);
     assert_eq!(target.idle, IdleMode::Spin);
     assert_eq!(target.idle_spin_us, 5);
+    assert_eq!(target.idle_nap_us, 0);
     assert_eq!((target.busy_poll_budget, target.busy_poll_usecs), (64, 20));
     assert_eq!(target.socket, SocketKind::Auto);
     assert_eq!(target.xdp_mode, XdpMode::Auto);

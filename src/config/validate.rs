@@ -231,6 +231,13 @@ fn target(raw: &RawTarget, system: &System, p: &mut Problems) -> TargetConfig {
             d::IDLE_SPIN_US,
             0..=d::IDLE_SPIN_US_MAX,
         ),
+        idle_nap_us: int_in(
+            p,
+            "target.idle-nap-us",
+            raw.idle_nap_us.as_ref(),
+            d::IDLE_NAP_US,
+            0..=d::IDLE_NAP_US_MAX,
+        ),
         busy_poll_budget: int_in(
             p,
             "target.busy-poll-budget",

@@ -417,6 +417,7 @@ fn spawn_workers(
         IdleMode::Spin => Idle::Spin,
         IdleMode::Poll => Idle::Poll {
             spin: Duration::from_micros(u64::from(config.target.idle_spin_us)),
+            nap: Duration::from_micros(u64::from(config.target.idle_nap_us)),
         },
     };
     let advertise = config.target.advertise;

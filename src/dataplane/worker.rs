@@ -734,11 +734,32 @@ impl Worker {
 pub enum Idle {
     /// Spin (lowest latency, one core at 100%).
     Spin,
-    /// Poll for `spin` after the last work, then sleep in `poll()` until a frame arrives.
+    /// Poll for `spin` after the last work, then nap for `nap` (if not zero) and look again,
+    /// then sleep in `poll()` until a frame arrives.
     Poll {
         /// How long to keep polling without work before sleeping.
         spin: Duration,
+        /// How long to nap before the sleep until a frame: under a steady load the worker
+        /// then wakes once per nap for every request that arrived meanwhile, rather than once
+        /// per request, and each such request waits up to `nap` longer.
+        nap: Duration,
     },
+}
+
+/// Lets the kernel end this thread's sleeps up to a tenth of `nap` late (at least 1 µs)
+/// instead of its default 50 µs, so that a nap lasts about what it was asked to. Without a
+/// nap the slack stays as it is (the sleeps in `poll()` then wait for a frame, not a timer).
+fn set_timer_slack(nap: Duration) {
+    if nap.is_zero() {
+        return;
+    }
+    let slack_ns = u64::try_from(nap.as_nanos() / 10)
+        .unwrap_or(u64::MAX)
+        .max(1_000);
+    if let Err(error) = rustix::thread::set_current_timer_slack(std::num::NonZeroU64::new(slack_ns))
+    {
+        tracing::warn!(%error, "could not set the timer slack: naps may last up to 50 us longer");
+    }
 }
 
 /// Runs `worker` on the current thread until `stop` is set, then drains it; returns its
@@ -757,6 +778,11 @@ pub fn run(
     let precise = !worker.engine.merge_delay().is_zero();
     let mut now = Instant::now();
     let mut iterations = 0u32;
+    // Whether the worker napped since its last work (the next idle wait is then a sleep).
+    let mut napped = false;
+    if let Idle::Poll { nap, .. } = idle {
+        set_timer_slack(nap);
+    }
     // Acquire: pairs with the Release store of the thread that asks for shutdown.
     while !stop.load(Ordering::Acquire) {
         iterations = iterations.wrapping_add(1);
@@ -765,16 +791,23 @@ pub fn run(
         }
         worker.publish(&target, now);
         if worker.poll(&mut target, now)? {
-            idle_since = None;
+            (idle_since, napped) = (None, false);
             continue;
         }
         let since = *idle_since.get_or_insert(now);
         match idle {
-            Idle::Poll { spin } if now.duration_since(since) >= spin => {
+            Idle::Poll { spin, nap } if now.duration_since(since) >= spin => {
                 // `idle_since` stays: after a sleep that ends without work (a timeout), the
                 // worker sleeps again at once instead of polling for `spin` once more, which
                 // with a long spin would keep an idle worker busy.
-                worker.wait(IDLE_SLEEP)?;
+                if nap.is_zero() || napped {
+                    worker.wait(IDLE_SLEEP)?;
+                } else {
+                    // Frames that arrive meanwhile wait in the rings (RX ring, or the
+                    // packet ring) and are taken in one go at the end of the nap.
+                    napped = true;
+                    std::thread::sleep(nap);
+                }
             }
             Idle::Spin | Idle::Poll { .. } => std::hint::spin_loop(),
         }

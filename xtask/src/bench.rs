@@ -40,8 +40,9 @@
 //!   second, `aoe-bench load --rate`), below every system's maximum: there CPU per request is
 //!   the work a request costs, not the polling of a saturated busy-polling target.
 //!
-//! Systems: aoe-xdp on AF_XDP (also with `idle = "poll"`, with `resident = true`, and with
-//! neither mapping: `xdp-syscalls`), aoe-xdp on its AF_PACKET fallback (`socket = "packet"`; a row
+//! Systems: aoe-xdp on AF_XDP (also with `idle = "poll"`, with `idle = "poll"` and a nap of
+//! [`NAP_US`] after work: `xdp-nap`, with `resident = true`, and with neither mapping:
+//! `xdp-syscalls`), aoe-xdp on its AF_PACKET fallback (`socket = "packet"`; a row
 //! that cannot run is reported as "n/a: reason"), Debian's `vblade -b 64`, and the reflector
 //! `aoe-bench reflect` (answers from the frame without storage: the ceiling of the path).
 //! `--system baseline --baseline PATH` adds another aoe-xdp binary (e.g. a build of the
@@ -84,6 +85,10 @@ const DISK_BYTES: u64 = 256 << 20;
 const MTU: u16 = 1500;
 /// Sectors per request.
 const REQUEST_SECTORS: u32 = 2;
+/// `idle-nap-us` of the `xdp-nap` system: at the fixed load ([`FIXED_RATE`] requests/s, one
+/// every 25 µs) each nap gathers about eight requests.
+pub const NAP_US: u32 = 200;
+
 /// Requests per second of the fixed-load point: well below every system's maximum here.
 pub const FIXED_RATE: u32 = 40_000;
 /// Core of the target.
@@ -170,14 +175,20 @@ pub enum SystemKind {
     #[value(name = "xdp-syscalls")]
     #[serde(rename = "xdp-syscalls")]
     XdpSyscalls,
+    /// aoe-xdp on AF_XDP with `idle = "poll"` and `idle-nap-us = NAP_US` (naps after work,
+    /// and wakes once per nap under a steady load).
+    #[value(name = "xdp-nap")]
+    #[serde(rename = "xdp-nap")]
+    XdpNap,
 }
 
 impl SystemKind {
-    const ALL: [SystemKind; 7] = [
+    const ALL: [SystemKind; 8] = [
         SystemKind::Xdp,
         SystemKind::XdpResident,
         SystemKind::XdpSyscalls,
         SystemKind::XdpPoll,
+        SystemKind::XdpNap,
         SystemKind::Packet,
         SystemKind::Vblade,
         SystemKind::Reflector,
@@ -194,6 +205,7 @@ impl SystemKind {
             SystemKind::XdpPoll => "aoe-xdp (XDP, idle=poll)",
             SystemKind::XdpResident => "aoe-xdp (XDP, resident)",
             SystemKind::XdpSyscalls => "aoe-xdp (XDP, no mappings)",
+            SystemKind::XdpNap => "aoe-xdp (XDP, idle=poll, nap)",
         }
     }
 
@@ -207,6 +219,7 @@ impl SystemKind {
             SystemKind::XdpPoll => "xdp-poll",
             SystemKind::XdpResident => "xdp-resident",
             SystemKind::XdpSyscalls => "xdp-syscalls",
+            SystemKind::XdpNap => "xdp-nap",
         }
     }
 }
@@ -893,6 +906,7 @@ impl Live {
                 | SystemKind::XdpPoll
                 | SystemKind::XdpResident
                 | SystemKind::XdpSyscalls
+                | SystemKind::XdpNap
                 | SystemKind::Packet
                 | SystemKind::Baseline,
                 Ok(s),
@@ -936,6 +950,7 @@ fn start(
         | SystemKind::XdpPoll
         | SystemKind::XdpResident
         | SystemKind::XdpSyscalls
+        | SystemKind::XdpNap
         | SystemKind::Packet
         | SystemKind::Baseline => {
             let config = write_config(env, system, key)?;
@@ -1035,10 +1050,10 @@ fn write_config(env: &Env, system: SystemKind, key: &str) -> Result<PathBuf> {
     } else {
         "xdp"
     };
-    let idle = if system == SystemKind::XdpPoll {
-        "poll"
-    } else {
-        "spin"
+    let (idle, nap_us) = match system {
+        SystemKind::XdpPoll => ("poll", 0),
+        SystemKind::XdpNap => ("poll", NAP_US),
+        _ => ("spin", 0),
     };
     let resident = system == SystemKind::XdpResident;
     // Every configuration copies to and from the page cache through mappings (the data lives
@@ -1051,6 +1066,7 @@ fn write_config(env: &Env, system: SystemKind, key: &str) -> Result<PathBuf> {
          interfaces = [\"{TARGET_IF}\"]\n\
          worker-cores = [{TARGET_CORE}]\n\
          idle = \"{idle}\"\n\
+         idle-nap-us = {nap_us}\n\
          socket = \"{socket}\"\n\
          state-directory = \"{dir}/state-{key}\"\n\
          control-socket = \"{dir}/ctl-{key}.sock\"\n\

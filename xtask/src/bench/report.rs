@@ -359,6 +359,7 @@ fn fixed_load(results: &Results) -> String {
                     | SystemKind::XdpPoll
                     | SystemKind::XdpResident
                     | SystemKind::XdpSyscalls
+                    | SystemKind::XdpNap
             );
             vec![
                 run.system.label().to_owned(),
@@ -513,14 +514,16 @@ pub fn summary(results: &Results) -> String {
         "- Systems: aoe-xdp with `socket = \"xdp\"` and with `socket = \"packet\"` \
          (`worker-cores = [{}]`, `idle = \"spin\"`: the worker polls a whole core even when \
          idle, so at low load its CPU per request is mostly polling), and with `socket = \
-         \"xdp\"`, `idle = \"poll\"` (sleeps in poll(2) after 5 µs without work), and \
-         with `socket = \"xdp\"`, `resident = true` (the device locked in memory, reads \
+         \"xdp\"`, `idle = \"poll\"` (sleeps in poll(2) after 5 µs without work), and so \
+         with a nap of {} µs after the spin (\"nap\": `idle-nap-us`, under a steady load one \
+         wake-up per nap instead of one per request), and with `socket = \"xdp\"`, `resident = true` (the device locked in memory, reads \
          copied through a locked mapping), and with `socket = \"xdp\"` and neither \
          `mapped-reads` nor `mapped-writes` (\"no mappings\": the defaults, a system call or \
          an io_uring request per read and per write); Debian's `vblade -b 64`; the bare AF_XDP reflector `aoe-bench reflect` (no storage: the \
          ceiling of the path). One point offers a fixed load (`aoe-bench load --rate`) below \
          every system's maximum, where CPU per request measures work rather than polling.",
-        meta.target_core
+        meta.target_core,
+        super::NAP_US
     );
     let _ = writeln!(
         out,
@@ -595,6 +598,7 @@ fn colour(system: SystemKind) -> RGBColor {
         SystemKind::XdpPoll => RGBColor(0x17, 0xbe, 0xcf),
         SystemKind::XdpResident => RGBColor(0x94, 0x67, 0xbd),
         SystemKind::XdpSyscalls => RGBColor(0x8c, 0x56, 0x4b),
+        SystemKind::XdpNap => RGBColor(0xe3, 0x77, 0xc2),
     }
 }
 
