@@ -222,6 +222,16 @@ impl Port {
         delegate!(self, p => Ok(p.wait_rx(timeout)?))
     }
 
+    /// Before the worker stops polling for a while without waiting on this port (a nap):
+    /// gives the kernel room for a burst, as [`Port::wait_rx`] does. A packet socket's ring
+    /// needs nothing.
+    pub fn prepare_nap(&mut self) -> Result<(), PortError> {
+        match self {
+            Port::Xsk(p) => Ok(p.fill_all()?),
+            Port::Packet(_) => Ok(()),
+        }
+    }
+
     /// The frame memory, for io_uring registration.
     pub fn io_arena(&self) -> &Arc<Arena> {
         delegate!(self, p => p.io_arena())

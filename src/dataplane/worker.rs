@@ -554,6 +554,16 @@ impl Worker {
         Ok(())
     }
 
+    /// Naps for `nap` without polling: frames that arrive meanwhile wait in the rings, which
+    /// first get every free frame, as before a sleep.
+    pub fn nap(&mut self, nap: Duration) -> Result<(), PortError> {
+        for unit in &mut self.units {
+            unit.port.prepare_nap()?;
+        }
+        std::thread::sleep(nap);
+        Ok(())
+    }
+
     /// At shutdown: stops taking RX and finishes every request still in flight anywhere in
     /// the dataplane (other workers may wait for this one's devices), sending the replies.
     pub fn drain(&mut self, target: &mut Target) {
@@ -803,10 +813,9 @@ pub fn run(
                 if nap.is_zero() || napped {
                     worker.wait(IDLE_SLEEP)?;
                 } else {
-                    // Frames that arrive meanwhile wait in the rings (RX ring, or the
-                    // packet ring) and are taken in one go at the end of the nap.
+                    // Frames that arrive meanwhile are taken in one go at its end.
                     napped = true;
-                    std::thread::sleep(nap);
+                    worker.nap(nap)?;
                 }
             }
             Idle::Spin | Idle::Poll { .. } => std::hint::spin_loop(),

@@ -855,12 +855,18 @@ impl XskPort {
     /// that wakes a sleeping worker finds room, and once the worker runs again `refill` lets
     /// the ring drain back to [`Self::fill_target`] (hot frames).
     pub fn wait_rx(&mut self, timeout: Duration) -> Result<bool, XskError> {
-        self.post_fill(self.fill_max)?;
+        self.fill_all()?;
         let millis = i32::try_from(timeout.as_millis()).unwrap_or(i32::MAX);
         self.rx.poll(millis).map_err(|source| XskError::Syscall {
             call: "poll",
             source,
         })
+    }
+
+    /// Hands the kernel every free frame, up to `fill-ring-size`, before the worker stops
+    /// polling for a while (a sleep or a nap): a burst meanwhile then finds room.
+    pub fn fill_all(&mut self) -> Result<(), XskError> {
+        self.post_fill(self.fill_max).map(drop)
     }
 
     /// A free frame for building a packet from scratch (e.g. an advertisement), or `None` if
