@@ -381,43 +381,33 @@ fn conformance_table_on_io_uring() {
 
 #[test]
 fn sync_engine_agrees_with_io_uring_on_the_table() {
-    let uring = run_table(EngineKind::Uring, &FILES, &DEVICES, STEPS);
-    let sync = run_table(EngineKind::Sync, &FILES, &DEVICES, STEPS);
-    for ((name, u), (_, s)) in uring.replies.iter().zip(&sync.replies) {
-        assert_eq!(u, s, "[{name}] engines disagree on the replies");
-    }
-    assert!(uring.files == sync.files, "engines disagree on the files");
+    assert_agrees_with_sync(EngineKind::Uring, "io_uring");
 }
 
 #[test]
 fn resident_exports_agree_with_the_sync_engine_on_the_table() {
-    let resident = run_table(EngineKind::UringResident, &FILES, &DEVICES, STEPS);
-    let sync = run_table(EngineKind::Sync, &FILES, &DEVICES, STEPS);
-    for ((name, r), (_, s)) in resident.replies.iter().zip(&sync.replies) {
-        assert_eq!(
-            r, s,
-            "[{name}] resident and sync engines disagree on the replies"
-        );
-    }
-    assert!(
-        resident.files == sync.files,
-        "resident and sync disagree on the files"
-    );
+    assert_agrees_with_sync(EngineKind::UringResident, "resident");
 }
 
 #[test]
 fn mapped_exports_agree_with_the_sync_engine_on_the_table() {
-    let mapped = run_table(EngineKind::UringMapped, &FILES, &DEVICES, STEPS);
+    assert_agrees_with_sync(EngineKind::UringMapped, "mapped");
+}
+
+/// Runs the table on `kind` and on the synchronous engine, and checks that every reply and
+/// the final files are the same.
+fn assert_agrees_with_sync(kind: EngineKind, what: &str) {
+    let subject = run_table(kind, &FILES, &DEVICES, STEPS);
     let sync = run_table(EngineKind::Sync, &FILES, &DEVICES, STEPS);
-    for ((name, m), (_, s)) in mapped.replies.iter().zip(&sync.replies) {
+    for ((name, a), (_, s)) in subject.replies.iter().zip(&sync.replies) {
         assert_eq!(
-            m, s,
-            "[{name}] mapped and sync engines disagree on the replies"
+            a, s,
+            "[{name}] {what} and sync engines disagree on the replies"
         );
     }
     assert!(
-        mapped.files == sync.files,
-        "mapped and sync disagree on the files"
+        subject.files == sync.files,
+        "{what} and sync engines disagree on the files"
     );
 }
 

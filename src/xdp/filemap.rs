@@ -245,11 +245,7 @@ impl FileMap {
     /// the whole smaps file.
     pub fn huge_bytes(&self) -> Option<u64> {
         let smaps = std::fs::read_to_string("/proc/self/smaps").ok()?;
-        let (start, end) = (
-            self.base.as_ptr() as u64,
-            self.base.as_ptr() as u64 + self.map_len as u64,
-        );
-        Some(pmd_mapped(&smaps, start..end))
+        Some(pmd_mapped(&smaps, self.addresses()))
     }
 
     /// How many memory areas the kernel keeps for the mapping (`/proc/self/maps`), or `None`
@@ -257,11 +253,13 @@ impl FileMap {
     /// (a 2 MiB page needs one area around it). For tests and diagnostics.
     pub fn areas(&self) -> Option<usize> {
         let maps = std::fs::read_to_string("/proc/self/maps").ok()?;
-        let (start, end) = (
-            self.base.as_ptr() as u64,
-            self.base.as_ptr() as u64 + self.map_len as u64,
-        );
-        Some(areas_inside(&maps, start..end))
+        Some(areas_inside(&maps, self.addresses()))
+    }
+
+    /// The addresses the mapping occupies.
+    fn addresses(&self) -> std::ops::Range<u64> {
+        let start = self.base.as_ptr() as u64;
+        start..start + self.map_len as u64
     }
 
     /// Pages replaced after a `SIGBUS` so far.
