@@ -293,7 +293,7 @@ fn print_report(report: &aoe_xdp::dataplane::stats::Report) {
         );
     }
     println!(
-        "\n{:<7} {:>12} {:>10} {:>9} {:>12} {:>10} {:>12} {:>12} {:>8} {:>8}",
+        "\n{:<7} {:>12} {:>10} {:>9} {:>12} {:>10} {:>12} {:>12} {:>8} {:>8} {:>8}",
         "WORKER",
         "JOBS",
         "REMOTE",
@@ -303,12 +303,13 @@ fn print_report(report: &aoe_xdp::dataplane::stats::Report) {
         "MAPPED",
         "INLINE",
         "BOUNCED",
-        "IO-ERR"
+        "IO-ERR",
+        "MAJFLT"
     );
     for (index, worker) in report.workers.iter().enumerate() {
         let e = &worker.engine;
         println!(
-            "{:<7} {:>12} {:>10} {:>9} {:>12} {:>10} {:>12} {:>12} {:>8} {:>8}",
+            "{:<7} {:>12} {:>10} {:>9} {:>12} {:>10} {:>12} {:>12} {:>8} {:>8} {:>8}",
             index,
             worker.jobs,
             worker.remote_jobs,
@@ -318,7 +319,8 @@ fn print_report(report: &aoe_xdp::dataplane::stats::Report) {
             e.mapped,
             e.inline,
             e.bounced,
-            e.errors
+            e.errors,
+            worker.major_faults
         );
     }
 }

@@ -1561,6 +1561,72 @@ fn test_poll_mode_spins_for_idle_spin_us_then_sleeps() {
     target.stop();
 }
 
+/// A device with mapped reads whose pages are not in memory makes the worker wait for the
+/// disk, and the statistics count those waits (major faults); a device without the mapping
+/// hands such reads to io_uring, and the worker does not wait.
+#[test]
+fn test_major_faults_of_mapped_reads_are_counted() {
+    let Some(net) = Net::new("dp-majf", 1) else {
+        return;
+    };
+    let dir = TargetDir::new(
+        &["vt"],
+        "",
+        &[
+            DeviceSpec::new(SHELF, SLOT, SECTORS),
+            DeviceSpec::new(SHELF, SLOT + 1, SECTORS).with("mapped-reads = true"),
+        ],
+    );
+    // Data on the disk, not in the page cache: written, synced and dropped from the cache
+    // (nobody maps it yet).
+    let seed = 3;
+    for disk in 0..2 {
+        let file = std::fs::OpenOptions::new()
+            .write(true)
+            .open(dir.disk(disk))
+            .expect("open the backing file");
+        std::io::Write::write_all(&mut &file, &pattern(0, SECTORS, seed)).expect("write");
+        file.sync_all().expect("sync");
+        rustix::fs::fadvise(&file, 0, None, rustix::fs::Advice::DontNeed).expect("fadvise");
+    }
+    let target = dir.start(&net.target_ns);
+    let socket = dir.path().join("ctl.sock");
+    let mut client = net.client(0);
+    let devices = client.discover(DISCOVER_WAIT).expect("discover");
+    assert_eq!(devices.len(), 2, "{devices:?}");
+    let device = |slot: u8| {
+        devices
+            .iter()
+            .find(|d| d.slot == slot)
+            .expect("discovered")
+            .clone()
+    };
+    let faults = |report: &serde_json::Value| report["workers"][0]["major_faults"].as_u64();
+    let lbas = [0, 700, 1400, 2000];
+    // Without the mapping: reads from the disk through io_uring, no fault on the worker.
+    let plain = device(SLOT);
+    for lba in lbas {
+        let data = client.read(&plain, lba, 2, true).expect("read");
+        assert!(data == pattern(lba, 2, seed), "sectors {lba}..{}", lba + 2);
+    }
+    let report = wait_stats(&socket, |r| r["workers"][0]["jobs"] == 4);
+    let before = faults(&report).expect("major_faults in the report");
+    assert_eq!(before, 0, "{report:#}");
+    // With it: each read of a page not in memory is a fault that waits for the disk.
+    let mapped = device(SLOT + 1);
+    for lba in lbas {
+        let data = client.read(&mapped, lba, 2, true).expect("read");
+        assert!(data == pattern(lba, 2, seed), "sectors {lba}..{}", lba + 2);
+    }
+    let report = wait_stats(&socket, |r| faults(r) >= Some(1));
+    assert_eq!(report["workers"][0]["engine"]["mapped"], 4, "{report:#}");
+    assert!(
+        stats(&socket, false).contains("MAJFLT"),
+        "the table shows the faults"
+    );
+    target.stop();
+}
+
 /// `idle = "poll"` with `idle-nap-us`: a request that finds the worker asleep in `poll()` is
 /// answered at once; after that work the worker naps, and a request that arrives during the
 /// nap waits for its end.

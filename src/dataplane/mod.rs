@@ -484,6 +484,7 @@ fn spawn_workers(
                         inline = stats.engine.inline,
                         bounced = stats.engine.bounced,
                         io_errors = stats.engine.errors,
+                        major_faults = stats.major_faults,
                         "worker stopped"
                     );
                 }

@@ -182,6 +182,10 @@ pub struct WorkerReport {
     pub remote_jobs: u64,
     /// Jobs the engine handed back for a while (queue full).
     pub io_backlogged: u64,
+    /// Major page faults of the worker's thread (copies through a mapping that waited for
+    /// the disk).
+    #[serde(default)]
+    pub major_faults: u64,
     /// The storage engine's counters.
     pub engine: EngineStats,
 }
@@ -192,6 +196,7 @@ impl From<WorkerStats> for WorkerReport {
             jobs: stats.jobs,
             remote_jobs: stats.remote_jobs,
             io_backlogged: stats.io_backlogged,
+            major_faults: stats.major_faults,
             engine: stats.engine,
         }
     }

@@ -80,6 +80,10 @@ pub struct WorkerStats {
     pub remote_jobs: u64,
     /// Jobs the engine handed back because its queue was full (retried, not dropped).
     pub io_backlogged: u64,
+    /// Major page faults of the worker's thread: copies through a mapping (`mapped-reads`,
+    /// `mapped-writes`) that waited for a page to be read from the disk, holding up the
+    /// worker meanwhile. Sampled when statistics are published.
+    pub major_faults: u64,
     /// The engine's counters.
     pub engine: EngineStats,
 }
@@ -442,6 +446,8 @@ impl Worker {
         let Some(board) = &self.board else {
             return;
         };
+        // On the worker's own thread: the count is this thread's.
+        self.stats.major_faults = crate::xdp::filemap::thread_major_faults();
         let stats = self.stats();
         let published = board.publish(self.index, |slot| {
             slot.units
@@ -822,6 +828,7 @@ pub fn run(
         }
     }
     worker.drain(&mut target);
+    worker.stats.major_faults = crate::xdp::filemap::thread_major_faults();
     // The final figures, for a reader that asks while the dataplane is stopping.
     worker.last_publish = Instant::now() - PUBLISH_INTERVAL;
     worker.publish(&target, Instant::now());

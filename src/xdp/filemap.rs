@@ -441,6 +441,22 @@ fn pmd_mapped(smaps: &str, range: std::ops::Range<u64>) -> u64 {
     bytes
 }
 
+/// Major page faults of the calling thread so far (`getrusage(RUSAGE_THREAD)`): on a worker,
+/// copies through an unlocked mapping that had to wait for a page to be read in. Zero if the
+/// kernel does not say.
+pub fn thread_major_faults() -> u64 {
+    let mut usage = std::mem::MaybeUninit::<libc::rusage>::zeroed();
+    // SAFETY: `usage` is a valid, writable rusage; RUSAGE_THREAD only reads this thread's
+    // counters into it.
+    let status = unsafe { libc::getrusage(libc::RUSAGE_THREAD, usage.as_mut_ptr()) };
+    if status != 0 {
+        return 0;
+    }
+    // SAFETY: getrusage succeeded, so it filled `usage` (and it was zeroed before anyway).
+    let usage = unsafe { usage.assume_init() };
+    u64::try_from(usage.ru_majflt).unwrap_or(0)
+}
+
 /// How many areas of `maps` (`/proc/PID/maps`) lie inside `range`.
 fn areas_inside(maps: &str, range: std::ops::Range<u64>) -> usize {
     maps.lines()
