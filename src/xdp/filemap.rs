@@ -1,6 +1,6 @@
-//! Shared mappings of backing files: write-back writes (and a resident export's reads) are
-//! copies between a frame and the page cache through the mapping, with no system call per
-//! request.
+//! Shared mappings of backing files: write-back writes (and the reads of a resident or
+//! `mapped-reads` export) are copies between a frame and the page cache through the mapping,
+//! with no system call per request.
 //!
 //! Contract:
 //! - [`FileMap::map`] maps a byte window of a file `MAP_SHARED` (read-only or read-write) and,
