@@ -116,8 +116,6 @@ pub struct FileMap {
     /// `PROT_READ`, plus `PROT_WRITE` when `writable`.
     prot: libc::c_int,
     locked: bool,
-    /// Asked for 2 MiB pages (`MADV_HUGEPAGE`): locked or read-only.
-    huge: bool,
     /// Index into [`MAPS`].
     entry: usize,
     /// Serialises copies, so a counted fault belongs to the copy that is running.
@@ -177,7 +175,6 @@ impl FileMap {
             return Err(syscall("mmap"));
         }
         let base = NonNull::new(addr.cast::<u8>()).expect("mmap returned null");
-        let huge = lock || !writable;
         let map = FileMap {
             base,
             map_len,
@@ -187,7 +184,6 @@ impl FileMap {
             writable,
             prot,
             locked: lock,
-            huge,
             entry,
             busy: AtomicBool::new(false),
             fd: fd.into(),
@@ -197,7 +193,7 @@ impl FileMap {
             .end
             .store(addr as usize + map_len, Ordering::Release);
         MAPS[entry].start.store(addr as usize, Ordering::Release);
-        if huge {
+        if map.huge() {
             // SAFETY: advice on the mapping just made; it changes no contents. A kernel
             // without transparent huge pages answers EINVAL: the mapping then stays in 4 KiB
             // pages, which is all the advice could have changed.
@@ -254,6 +250,12 @@ impl FileMap {
     pub fn areas(&self) -> Option<usize> {
         let maps = std::fs::read_to_string("/proc/self/maps").ok()?;
         Some(areas_inside(&maps, self.addresses()))
+    }
+
+    /// Whether the mapping asks for 2 MiB pages (`MADV_HUGEPAGE`): locked or read-only ones
+    /// do, writable ones not (see the module docs).
+    fn huge(&self) -> bool {
+        self.locked || !self.writable
     }
 
     /// The addresses the mapping occupies.
@@ -384,7 +386,7 @@ impl FileMap {
                 syscall("mmap")
             );
         }
-        if self.huge {
+        if self.huge() {
             // SAFETY: advice on pages of our own mapping; it changes no contents. The new
             // area then has the flags of its neighbours, so the kernel merges them back into
             // one (a 2 MiB page needs one area around it), as it was before the fault.
