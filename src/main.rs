@@ -293,7 +293,7 @@ fn print_report(report: &aoe_xdp::dataplane::stats::Report) {
         );
     }
     println!(
-        "\n{:<7} {:>12} {:>10} {:>9} {:>12} {:>10} {:>12} {:>12} {:>8} {:>8} {:>8}",
+        "\n{:<7} {:>12} {:>10} {:>9} {:>12} {:>10} {:>12} {:>12} {:>8} {:>8} {:>10} {:>8}",
         "WORKER",
         "JOBS",
         "REMOTE",
@@ -304,12 +304,13 @@ fn print_report(report: &aoe_xdp::dataplane::stats::Report) {
         "INLINE",
         "BOUNCED",
         "IO-ERR",
+        "SYNCS",
         "MAJFLT"
     );
     for (index, worker) in report.workers.iter().enumerate() {
         let e = &worker.engine;
         println!(
-            "{:<7} {:>12} {:>10} {:>9} {:>12} {:>10} {:>12} {:>12} {:>8} {:>8} {:>8}",
+            "{:<7} {:>12} {:>10} {:>9} {:>12} {:>10} {:>12} {:>12} {:>8} {:>8} {:>10} {:>8}",
             index,
             worker.jobs,
             worker.remote_jobs,
@@ -320,6 +321,7 @@ fn print_report(report: &aoe_xdp::dataplane::stats::Report) {
             e.inline,
             e.bounced,
             e.errors,
+            e.syncs,
             worker.major_faults
         );
     }

@@ -80,8 +80,7 @@ fn spec(path: &Path) -> ExportSpec {
     }
 }
 
-/// Buffered writes with `Durability::Writeback` are done inline (never merged), so the merge
-/// tests use synced writes, which go through the ring.
+/// An export whose writes are acknowledged only after a group sync (`Durability::Sync`).
 fn synced_spec(path: &Path) -> ExportSpec {
     ExportSpec {
         durability: Durability::Sync,
@@ -148,6 +147,12 @@ fn drain(engine: &mut Engine) -> Vec<IoCompletion> {
         engine.reap(&mut |c| out.push(c));
     }
     panic!("engine never drained: {} in flight", engine.in_flight());
+}
+
+/// I/O operations other than group syncs (reads and writes), and group syncs.
+fn data_ios_and_syncs(engine: &Engine) -> (u64, u64) {
+    let stats = engine.stats();
+    (stats.ios - stats.syncs, stats.syncs)
 }
 
 fn submit_all(engine: &mut Engine, reqs: Vec<IoRequest>) -> Vec<IoCompletion> {
@@ -376,7 +381,10 @@ fn test_eight_adjacent_1k_writes_merge_into_one_io() {
     assert!(done.iter().all(|c| c.result.is_ok()), "{done:?}");
     recycle(&mut pool, done);
     let stats = engine.stats();
-    assert_eq!((stats.ios, stats.merged, stats.submitted), (1, 7, 8));
+    // One pwritev2 for the eight, and one data sync acknowledges them all.
+    assert_eq!((stats.ios, stats.merged, stats.submitted), (2, 7, 8));
+    assert_eq!(data_ios_and_syncs(&engine), (1, 1));
+    assert_eq!(stats.sync_covered, 8);
     let disk = file_bytes(&file, 4 * 512, 8 * 1024);
     for (i, block) in disk.chunks(1024).enumerate() {
         assert!(block.iter().all(|b| usize::from(*b) == i + 1), "block {i}");
@@ -396,7 +404,8 @@ fn test_eight_adjacent_1k_writes_merge_into_one_io() {
             "read {i}"
         );
     }
-    assert_eq!((engine.stats().ios, engine.stats().merged), (2, 14));
+    assert_eq!(data_ios_and_syncs(&engine), (2, 1));
+    assert_eq!(engine.stats().merged, 14);
 }
 
 #[test]
@@ -413,7 +422,8 @@ fn test_merge_cap_splits_runs() {
         .collect();
     let done = submit_all(&mut engine, writes);
     assert!(done.iter().all(|c| c.result.is_ok()));
-    assert_eq!((engine.stats().ios, engine.stats().merged), (3, 5));
+    assert_eq!(data_ios_and_syncs(&engine), (3, 1));
+    assert_eq!(engine.stats().merged, 5);
     let disk = file_bytes(&file, 0, 8 * 512);
     assert!(disk
         .chunks(512)
@@ -442,7 +452,8 @@ fn test_merge_delay_holds_a_request_for_its_neighbour() {
     engine.commit(t0 + Duration::from_secs(1)).unwrap();
     assert_eq!(engine.stats().ios, 0, "still inside merge_delay");
     engine.commit(t0 + Duration::from_secs(61)).unwrap();
-    assert_eq!((engine.stats().ios, engine.stats().merged), (1, 1));
+    assert_eq!(data_ios_and_syncs(&engine), (1, 1));
+    assert_eq!(engine.stats().merged, 1);
     let done = drain(&mut engine);
     assert!(done.iter().all(|c| c.result.is_ok()));
     // `wait` forces held requests out.
@@ -454,7 +465,7 @@ fn test_merge_delay_holds_a_request_for_its_neighbour() {
     let mut got = Vec::new();
     engine.reap(&mut |c| got.push(c));
     assert_eq!(got.len(), 1);
-    assert_eq!(engine.stats().ios, 2);
+    assert_eq!(data_ios_and_syncs(&engine), (2, 2));
     assert!(file_bytes(&file, 9 * 512, 512).iter().all(|b| *b == 3));
 }
 
@@ -483,9 +494,14 @@ fn test_flush_and_durability_sync_writes() {
             let done = submit_all(&mut engine, vec![flush]);
             assert_eq!((done[0].user_data, done[0].result), (77, Ok(())));
             recycle(&mut pool, done);
-            // The write-back write is a copy through the mapping, the FLUSH a kernel I/O.
+            // The write is one I/O (a pwritev2, or `RWF_DSYNC` in the oracle) and the FLUSH a
+            // data sync; the io_uring engine's `sync` write waited for a sync of its own.
             let stats = engine.stats();
-            assert_eq!(stats.ios + stats.mapped, 2);
+            let syncs = match (&engine, durability) {
+                (Engine::Uring(_), Durability::Sync) => 2,
+                _ => 1,
+            };
+            assert_eq!((stats.ios, stats.syncs), (1 + syncs, syncs), "{stats:?}");
             assert!(
                 file_bytes(&file, 3 * 512, 2048).iter().all(|b| *b == fill),
                 "{durability:?}"
@@ -861,24 +877,38 @@ struct LoopDevice {
 impl LoopDevice {
     fn new(sectors: u64, block_size: u32) -> LoopDevice {
         let backing = temp_file(sectors);
-        let out = Command::new("losetup")
-            .args(["-b", &block_size.to_string(), "-f", "--show"])
-            .arg(backing.path())
-            .output();
-        let out = out.expect("losetup must be installed (util-linux)");
-        assert!(
-            out.status.success(),
-            "losetup failed (needs root): {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let path = PathBuf::from(String::from_utf8(out.stdout).unwrap().trim());
+        let path = losetup(backing.path(), block_size);
         LoopDevice { path, backing }
+    }
+}
+
+/// Attaches a loop device of `block_size`-byte blocks over `backing`; returns its path.
+fn losetup(backing: &Path, block_size: u32) -> PathBuf {
+    let out = Command::new("losetup")
+        .args(["-b", &block_size.to_string(), "-f", "--show"])
+        .arg(backing)
+        .output();
+    let out = out.expect("losetup must be installed (util-linux)");
+    assert!(
+        out.status.success(),
+        "losetup failed (needs root): {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    PathBuf::from(String::from_utf8(out.stdout).unwrap().trim())
+}
+
+/// Detaches a loop device on drop.
+struct Detach(PathBuf);
+
+impl Drop for Detach {
+    fn drop(&mut self) {
+        let _ = Command::new("losetup").arg("-d").arg(&self.0).status();
     }
 }
 
 impl Drop for LoopDevice {
     fn drop(&mut self) {
-        let _ = Command::new("losetup").arg("-d").arg(&self.path).status();
+        drop(Detach(self.path.clone()));
     }
 }
 
@@ -1088,7 +1118,11 @@ proptest! {
         }
         let (os, ss) = (oracle.engine.stats(), subject.engine.stats());
         prop_assert_eq!((os.submitted, os.completed, os.errors, os.rejected, os.bounced), (ss.submitted, ss.completed, ss.errors, ss.rejected, ss.bounced));
-        prop_assert!(ss.ios <= os.ios);
+        // Merging saves data I/Os; group syncs (each for at least one write of the `sync`
+        // export or FLUSH, each of which the oracle does as an I/O of its own) never
+        // outnumber what they cover.
+        prop_assert!(ss.ios - ss.syncs <= os.ios);
+        prop_assert!(ss.syncs <= ss.sync_covered);
     }
 }
 
@@ -1368,4 +1402,236 @@ fn test_file_system_without_nowait_reads_uses_the_ring() {
     }
     let stats = engine.stats();
     assert_eq!((stats.ios, stats.inline_misses, stats.errors), (2, 0, 0));
+}
+
+// ---- Group commit: `durability = "sync"` writes share data syncs. ----
+
+#[test]
+fn test_sync_writes_wait_for_one_shared_data_sync() {
+    let file = temp_file(256);
+    let mut pool = pool();
+    let mut engine = uring(open(&[synced_spec(file.path())]), &pool);
+    // 32 scattered 1 KiB writes (no two adjacent: 32 pwritev2 calls).
+    for i in 0..32u8 {
+        let write = req(&mut pool, IoOp::Write, u64::from(i) * 4, 1024, 512, i + 1);
+        engine.submit(write).unwrap();
+    }
+    engine.commit(Instant::now()).unwrap();
+    let Engine::Uring(uring_engine) = &engine else {
+        unreachable!()
+    };
+    // Written, not yet acknowledged: all of them wait for the one sync now in flight.
+    assert_eq!(uring_engine.waiting_for_sync(), 32);
+    assert_eq!(engine.in_flight(), 32);
+    assert_eq!(data_ios_and_syncs(&engine), (32, 1));
+    let done = drain(&mut engine);
+    assert_eq!(done.len(), 32);
+    assert!(done.iter().all(|c| c.result.is_ok()), "{done:?}");
+    recycle(&mut pool, done);
+    let stats = engine.stats();
+    assert_eq!(
+        (stats.syncs, stats.sync_covered, stats.completed),
+        (1, 32, 32)
+    );
+    for i in 0..32u8 {
+        let bytes = file_bytes(&file, u64::from(i) * 4 * 512, 1024);
+        assert!(bytes.iter().all(|b| *b == i + 1), "write {i}");
+    }
+}
+
+#[test]
+fn test_writes_during_a_sync_gather_for_the_next_one() {
+    let file = temp_file(64);
+    let mut pool = pool();
+    let mut engine = uring(open(&[synced_spec(file.path())]), &pool);
+    for i in 0..4u8 {
+        let write = req(&mut pool, IoOp::Write, u64::from(i) * 2, 512, 0, i + 1);
+        engine.submit(write).unwrap();
+    }
+    engine.commit(Instant::now()).unwrap();
+    // Nothing reaped in between: the first sync is still in flight as far as the engine
+    // knows, so the next writes and a FLUSH are written and gather, with no second sync yet.
+    for i in 4..8u8 {
+        let write = req(&mut pool, IoOp::Write, u64::from(i) * 2, 512, 0, i + 1);
+        engine.submit(write).unwrap();
+    }
+    engine
+        .submit(req(&mut pool, IoOp::Flush, 0, 0, 0, 99))
+        .unwrap();
+    engine.commit(Instant::now()).unwrap();
+    assert_eq!(data_ios_and_syncs(&engine), (8, 1));
+    let done = drain(&mut engine);
+    assert_eq!(done.len(), 9);
+    assert!(done.iter().all(|c| c.result.is_ok()), "{done:?}");
+    recycle(&mut pool, done);
+    let stats = engine.stats();
+    assert_eq!((stats.syncs, stats.sync_covered), (2, 9), "{stats:?}");
+}
+
+#[test]
+fn test_each_export_syncs_on_its_own_and_writeback_flushes_share_a_sync() {
+    let (a, b) = (temp_file(64), temp_file(64));
+    let mut pool = pool();
+    let exports = open(&[synced_spec(a.path()), spec(b.path())]);
+    let mut engine = uring(exports, &pool);
+    let mut write_a = req(&mut pool, IoOp::Write, 1, 512, 0, 0xA1);
+    write_a.export = 0;
+    let mut write_b = req(&mut pool, IoOp::Write, 1, 512, 0, 0xB1);
+    write_b.export = 1;
+    let flushes: Vec<IoRequest> = (0..3)
+        .map(|i| {
+            let mut flush = req(&mut pool, IoOp::Flush, 0, 0, 0, 10 + i);
+            flush.export = 1;
+            flush
+        })
+        .collect();
+    engine.submit(write_a).unwrap();
+    engine.submit(write_b).unwrap();
+    for flush in flushes {
+        engine.submit(flush).unwrap();
+    }
+    engine.commit(Instant::now()).unwrap();
+    // One sync for the `sync` export's write, one for the three FLUSHes of the other.
+    assert_eq!(data_ios_and_syncs(&engine), (2, 2));
+    let done = drain(&mut engine);
+    assert_eq!(done.len(), 5);
+    assert!(done.iter().all(|c| c.result.is_ok()), "{done:?}");
+    assert_eq!(engine.stats().sync_covered, 4);
+    assert!(file_bytes(&a, 512, 512).iter().all(|x| *x == 0xA1));
+    assert!(file_bytes(&b, 512, 512).iter().all(|x| *x == 0xB1));
+}
+
+#[test]
+fn test_direct_io_sync_writes_go_through_the_ring_and_share_a_sync() {
+    let file = temp_file(64);
+    let mut pool = pool();
+    let s = ExportSpec {
+        direct_io: true,
+        ..synced_spec(file.path())
+    };
+    let exports = open(&[s]);
+    assert!(exports[0].dio_align().is_some(), "/var/tmp takes O_DIRECT");
+    let mut engine = uring(exports, &pool);
+    for i in 0..6u8 {
+        let write = req(&mut pool, IoOp::Write, u64::from(i) * 8, 1024, 512, i + 1);
+        engine.submit(write).unwrap();
+    }
+    engine.commit(Instant::now()).unwrap();
+    // Six O_DIRECT writes in the ring, none seen complete yet, so no sync.
+    assert_eq!(data_ios_and_syncs(&engine), (6, 0));
+    let done = drain(&mut engine);
+    assert!(done.iter().all(|c| c.result.is_ok()), "{done:?}");
+    // Their completions may be seen one by one, each time starting a sync when none is in
+    // flight: between one and six syncs, covering all six.
+    let stats = engine.stats();
+    assert_eq!((stats.inline, stats.sync_covered), (0, 6), "{stats:?}");
+    assert!((1..=6).contains(&stats.syncs), "{stats:?}");
+    for i in 0..6u8 {
+        let bytes = file_bytes(&file, u64::from(i) * 8 * 512, 1024);
+        assert!(bytes.iter().all(|b| *b == i + 1), "write {i}");
+    }
+}
+
+/// A tmpfs of `mib` MiB mounted on a temporary directory, unmounted on drop.
+struct SmallTmpfs {
+    dir: tempfile::TempDir,
+}
+
+impl SmallTmpfs {
+    fn new(mib: u32) -> SmallTmpfs {
+        let dir = tempfile::tempdir_in("/var/tmp").unwrap();
+        let out = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={mib}m"), "tmpfs"])
+            .arg(dir.path())
+            .output()
+            .expect("mount must be installed");
+        assert!(
+            out.status.success(),
+            "mount -t tmpfs failed (needs root): {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        SmallTmpfs { dir }
+    }
+
+    /// Fills the file system with a file of its own until it is full.
+    fn fill(&self) -> PathBuf {
+        let filler = self.dir.path().join("filler");
+        let status = Command::new("dd")
+            .args(["if=/dev/zero", "bs=64k", "status=none"])
+            .arg(format!("of={}", filler.display()))
+            .stderr(std::process::Stdio::null())
+            .status()
+            .unwrap();
+        assert!(!status.success(), "dd stops when the file system is full");
+        filler
+    }
+}
+
+impl Drop for SmallTmpfs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(self.dir.path()).status();
+    }
+}
+
+#[test]
+fn test_a_failed_sync_fails_every_waiting_write_and_the_export_keeps_serving() {
+    // A loop device over a sparse file on a full tmpfs: writes land in the device's page
+    // cache, and the data sync fails when writing them back finds no room.
+    let tmpfs = SmallTmpfs::new(4);
+    let backing = tmpfs.dir.path().join("disk");
+    std::fs::File::create(&backing)
+        .unwrap()
+        .set_len(8 << 20)
+        .unwrap();
+    let dev = losetup(&backing, 512);
+    let detach = Detach(dev.clone());
+    let filler = tmpfs.fill();
+    let mut pool = pool();
+    let mut engine = uring(open(&[synced_spec(&dev)]), &pool);
+    for i in 0..4u8 {
+        let write = req(&mut pool, IoOp::Write, u64::from(i) * 64, 1024, 0, i + 1);
+        engine.submit(write).unwrap();
+    }
+    engine.commit(Instant::now()).unwrap();
+    // Gathered for the next sync while the first is in flight: failed with it all the same.
+    for i in 4..8u8 {
+        let write = req(&mut pool, IoOp::Write, u64::from(i) * 64, 1024, 0, i + 1);
+        engine.submit(write).unwrap();
+    }
+    engine
+        .submit(req(&mut pool, IoOp::Flush, 0, 0, 0, 50))
+        .unwrap();
+    engine.commit(Instant::now()).unwrap();
+    let done = drain(&mut engine);
+    assert_eq!(done.len(), 9);
+    assert!(
+        done.iter().all(|c| c.result.is_err()),
+        "nothing acknowledged after a failed sync: {done:?}"
+    );
+    recycle(&mut pool, done);
+    let stats = engine.stats();
+    assert_eq!(
+        (stats.syncs, stats.sync_failures, stats.errors),
+        (1, 1, 9),
+        "{stats:?}"
+    );
+    // Room again: the export keeps serving, and the next write is acknowledged once durable.
+    std::fs::remove_file(filler).unwrap();
+    let write = req(&mut pool, IoOp::Write, 8, 1024, 0, 0x77);
+    let done = submit_all(&mut engine, vec![write]);
+    assert_eq!(done[0].result, Ok(()), "{:?}", engine.stats());
+    assert!(file_bytes_at(&backing, 8 * 512, 1024)
+        .iter()
+        .all(|b| *b == 0x77));
+    drop(engine);
+    drop(detach);
+}
+
+fn file_bytes_at(path: &Path, offset: u64, len: usize) -> Vec<u8> {
+    let mut buf = vec![0u8; len];
+    std::fs::File::open(path)
+        .unwrap()
+        .read_exact_at(&mut buf, offset)
+        .unwrap();
+    buf
 }

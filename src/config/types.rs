@@ -359,9 +359,9 @@ pub(crate) fn quoted_list(words: &[&str]) -> String {
 keyword_enum! {
     /// When a write is acknowledged to the initiator.
     pub enum Durability {
-        /// After the data is on stable storage (RWF_DSYNC / O_DSYNC). The Linux initiator
-        /// never sends FLUSH CACHE, so this is the only setting under which an ack survives a
-        /// power loss.
+        /// After the data is on stable storage: after a data sync (`fdatasync`) that started
+        /// once the write had completed (group commit). The Linux initiator never sends
+        /// FLUSH CACHE, so this is the only setting under which an ack survives a power loss.
         Sync = "sync",
         /// As soon as the data is in the page cache: faster, but a crash of the target host
         /// loses writes the initiator believes are done.

@@ -484,6 +484,9 @@ fn spawn_workers(
                         inline = stats.engine.inline,
                         bounced = stats.engine.bounced,
                         io_errors = stats.engine.errors,
+                        syncs = stats.engine.syncs,
+                        sync_covered = stats.engine.sync_covered,
+                        sync_failures = stats.engine.sync_failures,
                         major_faults = stats.major_faults,
                         "worker stopped"
                     );

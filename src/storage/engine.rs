@@ -182,6 +182,17 @@ pub struct EngineStats {
     /// `RWF_NOWAIT`, write-back `pwritev2`) rather than through the ring.
     #[serde(default)]
     pub inline: u64,
+    /// Group syncs issued (one `fdatasync` for every write of a `sync` export, and every
+    /// FLUSH, that had completed or arrived before it; see `uring_engine`).
+    #[serde(default)]
+    pub syncs: u64,
+    /// Requests acknowledged by a group sync (writes of `sync` exports and FLUSHes):
+    /// `sync_covered / syncs` is how many one sync carried on average.
+    #[serde(default)]
+    pub sync_covered: u64,
+    /// Group syncs that failed; each failed every request waiting for a sync of its export.
+    #[serde(default)]
+    pub sync_failures: u64,
 }
 
 /// Errors building or driving an engine.

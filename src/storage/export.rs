@@ -33,7 +33,8 @@ pub const SECTOR_SIZE: u64 = 512;
 /// When a write is acknowledged.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Durability {
-    /// Every write completes only once durable (`RWF_DSYNC`).
+    /// Every write completes only once durable: after a data sync that started once the
+    /// write had completed (the io_uring engine's group commit; `RWF_DSYNC` in the oracle).
     Sync,
     /// Plain writes; FLUSH makes them durable (`fdatasync`).
     Writeback,

@@ -10,6 +10,7 @@
 //! - [`uring_engine`]: io_uring with fixed buffers, registered files and merging.
 //! - [`sync_engine`]: pread/pwrite, the test oracle and fallback.
 //! - [`merge`]: pure merge planning.
+//! - [`group`]: pure group-commit bookkeeping (one data sync acknowledges many writes).
 //!
 //! Invariants: no I/O outside an export's window (checked at submit, asserted at issue); a
 //! submitted request is completed exactly once or handed back; the submit/commit/reap path
@@ -18,6 +19,7 @@
 
 pub mod engine;
 pub mod export;
+pub mod group;
 pub mod merge;
 pub mod sync_engine;
 pub mod uring_engine;

@@ -21,7 +21,18 @@
 //!   `EOPNOTSUPP` turns inline reads off for that export. Where the export has a shared
 //!   mapping ([`Export::map`]: write-back writes of every buffered export; reads too when it is
 //!   resident, locked in memory) these are copies through it, one per request, no syscall.
-//! - FLUSH is `IORING_OP_FSYNC` with `DATASYNC`. `Durability::Sync` writes carry `RWF_DSYNC`.
+//! - **Group commit.** Writes never carry `RWF_DSYNC`. A write of a `Durability::Sync`
+//!   export whose I/O completed waits in its export's [`GroupCommit`]; one
+//!   `IORING_OP_FSYNC` with `DATASYNC` (on the buffered descriptor, also for `direct-io`
+//!   exports, where it flushes the device's cache) acknowledges every write that completed
+//!   before it was issued. One sync per export is in flight at a time; writes that complete
+//!   meanwhile gather for the next one, which is issued by the first `commit` (or `wait`)
+//!   after the previous one finished. A FLUSH (of any export) joins the same group when it
+//!   arrives, so FLUSHes and sync writes share syncs. A failed sync fails every request
+//!   waiting in the group, those gathered for the next sync too (logged, counted in
+//!   `sync_failures`); the export keeps serving. Waiting requests count as in flight and
+//!   against the queue depth. Buffered writes of `sync` exports are therefore `pwritev2`
+//!   calls on the worker's thread, as write-back ones are.
 //! - Request slots, iovecs, the pending list and the completion queue are allocated in `new`:
 //!   `submit`, `commit` and `reap` never allocate. Slots are the queue depth (`entries`), so
 //!   the ring can never run out of submission entries for them.
@@ -47,12 +58,13 @@ use crate::storage::engine::{
     IoOp, IoRequest, RequestError, SubmitError, READ_ONLY,
 };
 use crate::storage::export::{Durability, Export, Lane, Route};
+use crate::storage::group::GroupCommit;
 use crate::storage::merge::{self, Pending, Run};
 use crate::storage::sync_engine::write_all;
 use crate::xdp::filemap::FileMap;
 use crate::xdp::mem::{Arena, Chunk, ChunkPool};
 use crate::xdp::prefetch_range;
-use crate::xdp::uring::{Ring, RingOptions, Seg, Segs, RWF_DSYNC, SEGMENTS_MAX};
+use crate::xdp::uring::{Ring, RingOptions, Seg, Segs, SEGMENTS_MAX};
 use rustix::io::{Errno, ReadWriteFlags};
 
 /// Most bounce chunks an engine keeps (bouncing is the slow path).
@@ -67,6 +79,10 @@ const RING_READS_MIN: usize = 4;
 
 /// Marks the end of a slot chain.
 const NONE: u32 = u32::MAX;
+
+/// Ring `user_data` of an export's group sync: this bit plus the export index (request
+/// I/Os carry their head slot index, below 2^31).
+const SYNC_TAG: u64 = 1 << 32;
 
 /// io_uring engine settings.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -94,6 +110,9 @@ impl Default for UringConfig {
 #[derive(Debug)]
 struct Slot {
     user_data: u64,
+    export: u16,
+    /// Acknowledged only through the export's group sync (a write of a `sync` export).
+    grouped: bool,
     op: IoOp,
     len: u32,
     buf_offset: u32,
@@ -119,8 +138,12 @@ pub struct UringEngine {
     slots: Box<[Option<Slot>]>,
     free_slots: Vec<u32>,
     pending: Vec<Pending>,
-    /// Completions decided at submit time (writes to read-only exports).
+    /// Completions decided at submit time (writes to read-only exports) and of inline runs.
     ready: VecDeque<IoCompletion>,
+    /// Per export: requests waiting for a data sync (see the module docs).
+    groups: Box<[GroupCommit<IoCompletion>]>,
+    /// Requests waiting in `groups`, all exports together.
+    grouped: usize,
     /// Per export: buffered reads are tried inline with `RWF_NOWAIT` first.
     nowait_reads: Box<[bool]>,
     /// Scratch of [`Self::inline`]: the run's buffers, and per-request results of writes.
@@ -167,7 +190,12 @@ impl UringEngine {
             max_segments: cfg.merge_max_segments,
             ..RingOptions::default()
         };
-        let mut ring = Ring::new(cfg.entries, opts)?;
+        // Room for every request slot's I/O and a group sync per export (up to as many again;
+        // a sync that finds no room goes out with a later commit).
+        let syncs = u32::try_from(exports.len())
+            .unwrap_or(u32::MAX)
+            .min(cfg.entries);
+        let mut ring = Ring::new(cfg.entries + syncs, opts)?;
         // Bounce chunks are at least a page so their addresses meet any `dio_mem_align` we use.
         let bounce_size = arena.max_chunk_size().max(4096);
         let bounce_arena = Arc::new(Arena::new(bounce_size, capacity.min(BOUNCE_CHUNKS_MAX))?);
@@ -188,6 +216,10 @@ impl UringEngine {
         }
         let count = u32::try_from(capacity).expect("checked above");
         let nowait_reads = exports.iter().map(|_| true).collect();
+        let groups = exports
+            .iter()
+            .map(|_| GroupCommit::with_capacity(capacity))
+            .collect();
         Ok(UringEngine {
             ring,
             exports,
@@ -197,6 +229,8 @@ impl UringEngine {
             free_slots: (0..count).rev().collect(),
             pending: Vec::with_capacity(capacity),
             ready: VecDeque::with_capacity(capacity),
+            groups,
+            grouped: 0,
             nowait_reads,
             inline_segs: Vec::with_capacity(cfg.merge_max_segments),
             inline_results: Vec::with_capacity(cfg.merge_max_segments),
@@ -209,7 +243,7 @@ impl UringEngine {
 
     /// Queues `req` for the next `commit`, or hands it back.
     pub fn submit(&mut self, req: IoRequest) -> Result<(), RequestError> {
-        if self.free_slots.len() <= self.ready.len() {
+        if self.free_slots.len() <= self.ready.len() + self.grouped {
             return Err(self.reject(req, SubmitError::QueueFull));
         }
         let checked = match check(&self.exports, &self.arena, &req) {
@@ -255,21 +289,33 @@ impl UringEngine {
         self.ready.drain(..).for_each(&mut *out);
         let UringEngine {
             ring,
+            exports,
             slots,
             free_slots,
             bounce,
             arena,
             stats,
+            groups,
+            grouped,
             ..
         } = self;
-        ring.reap(|head, res, segs| {
-            let head = u32::try_from(head).expect("ring user_data is a slot index");
+        ring.reap(|user_data, res, segs| {
+            if user_data & SYNC_TAG != 0 {
+                let export = usize::from(u16::try_from(user_data & !SYNC_TAG).expect("export"));
+                let settled = settle(&mut groups[export], res, &exports[export], stats, out);
+                *grouped -= settled;
+                count += settled;
+                return;
+            }
+            let head = u32::try_from(user_data).expect("ring user_data is a slot index");
             let mut done = Done {
                 slots,
                 free_slots,
                 bounce,
                 arena,
                 stats,
+                groups,
+                grouped,
             };
             count += done.complete(head, res, segs, out);
         });
@@ -317,7 +363,12 @@ impl UringEngine {
 
     /// Requests accepted and not yet reaped.
     pub fn in_flight(&self) -> usize {
-        self.slots.len() - self.free_slots.len() + self.ready.len()
+        self.slots.len() - self.free_slots.len() + self.ready.len() + self.grouped
+    }
+
+    /// Requests waiting for a group sync (their own I/O done), all exports together.
+    pub fn waiting_for_sync(&self) -> usize {
+        self.grouped
     }
 
     /// Counters.
@@ -376,6 +427,8 @@ impl UringEngine {
         assert!(slot.is_none(), "slot {index} taken twice");
         *slot = Some(Slot {
             user_data: req.user_data,
+            export: req.export,
+            grouped: req.op == IoOp::Write && export.durability() == Durability::Sync,
             op: req.op,
             len: req.len,
             buf_offset: req.buf_offset,
@@ -411,6 +464,35 @@ impl UringEngine {
             start = run.end;
         }
         self.pending.truncate(kept);
+        if self.grouped > 0 {
+            self.issue_syncs();
+        }
+    }
+
+    /// Issues a data sync for every export whose group has requests waiting and no sync in
+    /// flight. A sync that finds the ring full goes out with a later commit.
+    fn issue_syncs(&mut self) {
+        let UringEngine {
+            ring,
+            groups,
+            stats,
+            ..
+        } = self;
+        for (index, group) in groups.iter_mut().enumerate() {
+            if !group.wants_sync() {
+                continue;
+            }
+            if !ring.has_room(1) {
+                return;
+            }
+            let export = u32::try_from(index).expect("at most 65536 exports");
+            let buffered = export * 2 + 1;
+            let pushed = ring.push_fsync(buffered, true, SYNC_TAG | u64::from(export));
+            assert!(pushed.is_ok(), "has_room promised space");
+            group.start_sync();
+            stats.syncs += 1;
+            stats.ios += 1;
+        }
     }
 
     /// Starts loading the memory that this commit's copies through a mapping will touch: the
@@ -471,28 +553,34 @@ impl UringEngine {
     /// Pushes `run` as one kernel I/O, or carries it out inline (see [`Self::inline`]).
     /// Returns false (nothing changed) if the ring is full.
     fn issue(&mut self, run: Run) -> bool {
+        let first = self.pending[run.start];
+        if first.op == IoOp::Flush {
+            // Every request of a FLUSH run is a FLUSH (merging never joins them); each waits
+            // for the export's next group sync.
+            for p in &self.pending[run.start..run.end] {
+                let mut slot = self.slots[p.slot as usize].take().expect("pending slot");
+                self.free_slots.push(p.slot);
+                let completion = IoCompletion {
+                    user_data: slot.user_data,
+                    chunk: slot.chunk.take().expect("a FLUSH keeps its chunk"),
+                    result: Ok(()),
+                };
+                self.groups[usize::from(p.export)].join(completion);
+                self.grouped += 1;
+            }
+            return true;
+        }
         if self.inline(run) {
             return true;
         }
         if !self.ring.has_room(1) {
             return false;
         }
-        let first = self.pending[run.start];
         let file = u32::from(first.export) * 2 + u32::from(first.lane == Lane::Buffered);
-        let ud = u64::from(first.slot);
-        let pushed = if first.op == IoOp::Flush {
-            self.ring.push_fsync(file, true, ud).is_ok()
-        } else {
-            let (offset, total) = self.link(run);
-            let export = &self.exports[usize::from(first.export)];
-            assert_in_window(export, first.sector, total, offset);
-            let flags = if export.durability() == Durability::Sync {
-                RWF_DSYNC
-            } else {
-                0
-            };
-            self.push_rw(run, first.op, file, offset, flags)
-        };
+        let (offset, total) = self.link(run);
+        let export = &self.exports[usize::from(first.export)];
+        assert_in_window(export, first.sector, total, offset);
+        let pushed = self.push_rw(run, first.op, file, offset);
         assert!(pushed, "has_room promised space");
         self.stats.ios += 1;
         self.stats.merged += run.len() as u64 - 1;
@@ -544,7 +632,8 @@ impl UringEngine {
                         self.nowait_reads[usize::from(first.export)]
                             && (run.len() > 1 || self.nowait_batch < RING_READS_MIN)
                     }
-                    IoOp::Write => export.durability() == Durability::Writeback,
+                    // Both durabilities: a `sync` export's write waits for its group sync.
+                    IoOp::Write => true,
                     IoOp::Flush => false,
                 };
         if !wanted {
@@ -608,16 +697,24 @@ impl UringEngine {
             let mut slot = self.slots[p.slot as usize].take().expect("pending slot");
             self.free_slots.push(p.slot);
             self.stats.errors += u64::from(result.is_err());
-            self.ready.push_back(IoCompletion {
+            let completion = IoCompletion {
                 user_data: slot.user_data,
                 chunk: slot.chunk.take().expect("chunk is home"),
                 result,
-            });
+            };
+            if slot.grouped && completion.result.is_ok() {
+                self.groups[usize::from(slot.export)].join(completion);
+                self.grouped += 1;
+            } else {
+                self.ready.push_back(completion);
+            }
         }
         true
     }
 
-    fn push_rw(&mut self, run: Run, op: IoOp, file: u32, offset: u64, flags: i32) -> bool {
+    /// Pushes `run` as one read or write (never `RWF_DSYNC`: durability comes from the
+    /// group sync). Returns whether the ring took it.
+    fn push_rw(&mut self, run: Run, op: IoOp, file: u32, offset: u64) -> bool {
         let UringEngine {
             ring,
             slots,
@@ -634,10 +731,10 @@ impl UringEngine {
                 .push_read_fixed(file, offset, segs.next().expect("one"), ud)
                 .is_ok(),
             (IoOp::Write, 1) => ring
-                .push_write_fixed(file, offset, segs.next().expect("one"), flags, ud)
+                .push_write_fixed(file, offset, segs.next().expect("one"), 0, ud)
                 .is_ok(),
             (IoOp::Read, _) => ring.push_readv(file, offset, segs, ud).is_ok(),
-            _ => ring.push_writev(file, offset, segs, flags, ud).is_ok(),
+            _ => ring.push_writev(file, offset, segs, 0, ud).is_ok(),
         }
     }
 }
@@ -649,6 +746,7 @@ impl std::fmt::Debug for UringEngine {
             .field("exports", &self.exports.len())
             .field("in_flight", &self.in_flight())
             .field("pending", &self.pending.len())
+            .field("waiting_for_sync", &self.grouped)
             .field("cfg", &self.cfg)
             .field("stats", &self.stats)
             .finish_non_exhaustive()
@@ -771,6 +869,44 @@ fn write_run(
     }
 }
 
+/// Settles the requests that the group sync of `export`, finished with kernel result `res`,
+/// decides: on success those it covers, on failure every waiting request (answered with the
+/// sync's error). Hands them to `out`; returns how many.
+fn settle(
+    group: &mut GroupCommit<IoCompletion>,
+    res: i32,
+    export: &Export,
+    stats: &mut EngineStats,
+    out: &mut impl FnMut(IoCompletion),
+) -> usize {
+    let result = if res < 0 {
+        Err(IoError { errno: -res })
+    } else {
+        Ok(())
+    };
+    if let Err(error) = result {
+        stats.sync_failures += 1;
+        tracing::error!(
+            path = %export.path().display(),
+            %error,
+            failed = group.len(),
+            "data sync failed: every write and FLUSH waiting for one is answered with an error \
+             (the kernel may have dropped their pages); the device keeps serving"
+        );
+    }
+    group.finish_sync(result, |mut completion, result| {
+        match result {
+            Ok(()) => stats.sync_covered += 1,
+            Err(error) => {
+                completion.result = Err(error);
+                stats.errors += 1;
+            }
+        }
+        stats.completed += 1;
+        out(completion);
+    })
+}
+
 /// Lends a slot's I/O buffer (the bounce chunk if any) to the ring.
 fn lend(slot: &mut Slot) -> Seg {
     if slot.route.bounce {
@@ -797,6 +933,8 @@ struct Done<'a> {
     bounce: &'a mut ChunkPool,
     arena: &'a Arenas,
     stats: &'a mut EngineStats,
+    groups: &'a mut [GroupCommit<IoCompletion>],
+    grouped: &'a mut usize,
 }
 
 impl Done<'_> {
@@ -838,8 +976,16 @@ impl Done<'_> {
                 }
             };
             index = slot.next;
-            count += 1;
-            out(self.finish(slot, result));
+            let (grouped, export) = (slot.grouped && result.is_ok(), slot.export);
+            let completion = self.finish(slot, result);
+            if grouped {
+                self.groups[usize::from(export)].join(completion);
+                *self.grouped += 1;
+            } else {
+                self.stats.completed += 1;
+                count += 1;
+                out(completion);
+            }
         }
         count
     }
@@ -855,7 +1001,6 @@ impl Done<'_> {
             }
             self.bounce.free(bounce);
         }
-        self.stats.completed += 1;
         self.stats.errors += u64::from(result.is_err());
         IoCompletion {
             user_data: slot.user_data,

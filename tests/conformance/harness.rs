@@ -658,10 +658,11 @@ impl World {
             .collect()
     }
 
-    /// Storage operations so far: kernel I/Os, and copies through a resident mapping.
-    fn ios(&self) -> u64 {
+    /// Storage operations so far: data I/Os (kernel I/Os other than data syncs, and copies
+    /// through a mapping), and data syncs.
+    fn ios(&self) -> (u64, u64) {
         let stats = self.local().engine().stats();
-        stats.ios + stats.mapped
+        (stats.ios - stats.syncs + stats.mapped, stats.syncs)
     }
 
     fn verify_files(&self, step: &str) {
@@ -721,14 +722,27 @@ impl World {
         replies
     }
 
-    fn check_effect(&mut self, step: &Step, states_before: &[DeviceState], ios_before: u64) {
+    fn check_effect(
+        &mut self,
+        step: &Step,
+        states_before: &[DeviceState],
+        (ios_before, syncs_before): (u64, u64),
+    ) {
         let name = step.name;
-        let ios = self.ios() - ios_before;
+        let (ios, syncs) = self.ios();
+        let (ios, syncs) = (ios - ios_before, syncs - syncs_before);
         let expected_ios = match step.effect {
-            Effect::Unchanged | Effect::Saved => 0,
-            Effect::Read | Effect::Written | Effect::Flushed => 1,
+            Effect::Unchanged | Effect::Saved | Effect::Flushed => 0,
+            Effect::Read | Effect::Written => 1,
         };
         assert_eq!(ios, expected_ios, "[{name}] storage I/Os issued");
+        // A FLUSH is one data sync; a write of a `sync` device at most one (the io_uring
+        // engine's group sync; the oracle writes with `RWF_DSYNC` instead).
+        match step.effect {
+            Effect::Flushed => assert_eq!(syncs, 1, "[{name}] data syncs"),
+            Effect::Written => assert!(syncs <= 1, "[{name}] {syncs} data syncs"),
+            _ => assert_eq!(syncs, 0, "[{name}] data syncs"),
+        }
         let states = self.states();
         if step.effect == Effect::Saved {
             let (device, params) = self.target_device(step.to);
