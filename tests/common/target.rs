@@ -257,6 +257,24 @@ impl TargetProcess<'_> {
         }
     }
 
+    /// Kills the target with SIGKILL, as a crash would (no clean-up: its XDP program stays
+    /// attached, requests in flight go unanswered), waits for it and returns its log. Asserts
+    /// that the signal is what ended it. Only this target's own pid is signalled.
+    #[allow(dead_code, reason = "not every test binary uses it")]
+    pub fn kill(mut self) -> String {
+        use std::os::unix::process::ExitStatusExt as _;
+        let mut child = self.child.take().expect("aoe-xdp is running");
+        // Child::kill sends SIGKILL to this child's pid (`ip netns exec` exec'd aoe-xdp).
+        child.kill().expect("SIGKILL to aoe-xdp");
+        let status = child.wait().expect("wait for aoe-xdp");
+        assert_eq!(
+            status.signal(),
+            Some(libc::SIGKILL),
+            "aoe-xdp ended with {status} instead of the SIGKILL"
+        );
+        self.log()
+    }
+
     /// Stops the target with SIGTERM, asserts it exited with status 0 on its own, and returns
     /// its log.
     pub fn stop(mut self) -> String {

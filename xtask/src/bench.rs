@@ -59,6 +59,7 @@
 //! Everything created (namespaces, processes, the scratch directory) is removed at the end,
 //! also on failure or Ctrl-C: each is a guard, and only processes started here are signalled.
 
+mod kernel;
 mod profile;
 mod report;
 
@@ -145,6 +146,11 @@ pub struct BenchArgs {
     /// with the same configuration as `xdp`: an A/B comparison within one run.
     #[arg(long, value_name = "PATH")]
     baseline: Option<PathBuf>,
+    /// Measure only sequential reads and writes through the Linux kernel's `aoe` driver in a
+    /// QEMU guest, aoe-xdp against vblade (see bench/kernel.rs; a few minutes), and print a
+    /// table; every other option is ignored.
+    #[arg(long)]
+    kernel_initiator: bool,
 }
 
 /// A system under test.
@@ -540,6 +546,9 @@ impl Drop for ScratchDir {
 
 /// Runs the bench (or re-renders the last one) and writes the reports.
 pub fn bench(args: &BenchArgs) -> Result<()> {
+    if args.kernel_initiator {
+        return kernel::bench();
+    }
     let out_dir = workspace_root().join("target/bench");
     let results_path = out_dir.join("results.json");
     let results = if args.from_results {

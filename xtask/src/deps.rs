@@ -7,7 +7,10 @@ use anyhow::{bail, Result};
 use crate::util::{cargo, have, run};
 
 /// Debian packages: the BPF/libxdp build (clang, m4, libelf, zlib, pkg-config, make, libbpf
-/// headers), the real AoE peers and clients (vblade, aoetools), and network tooling.
+/// headers), the real AoE peers and clients (vblade, aoetools), network tooling, and the
+/// guest whose kernel `aoe` driver is an initiator (`tests/kernel_initiator.rs`: QEMU,
+/// busybox for its init, e2fsprogs copied into it and used on the host; the kernel itself is
+/// fetched by the test with `apt-get download`).
 pub const PACKAGES: &[&str] = &[
     "clang",
     "llvm",
@@ -22,6 +25,9 @@ pub const PACKAGES: &[&str] = &[
     "tcpdump",
     "vblade",
     "aoetools",
+    "qemu-system-x86",
+    "busybox-static",
+    "e2fsprogs",
 ];
 
 /// More for `cargo xtask bench`: `perf` to profile the target, `fincore` to check that the

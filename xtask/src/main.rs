@@ -6,6 +6,7 @@ mod bench;
 mod bpf;
 mod demo;
 mod deps;
+mod guest;
 mod netns;
 mod test;
 mod util;
