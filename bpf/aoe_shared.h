@@ -22,12 +22,33 @@
 /* Length of the AoE common header (ver/flags .. tag); shorter frames pass. */
 #define AOE_COMMON_HEADER_LEN 10
 
-/* Entries in `xsks_map`: one per RX queue, indexed by queue id. */
+/*
+ * Entries in `xsks_map` and in `aoe_counters`: one per RX queue, indexed by
+ * queue id.
+ */
 #define AOE_XSKS_MAP_MAX_ENTRIES 256
 
 /*
- * The value type of the single-entry per-CPU array `aoe_counters`.
- * Every frame the program sees increments exactly one field.
+ * The value type of the single-entry array `aoe_config`: what the loader tells
+ * the program about the interface it is attached to. The loader writes it
+ * before it attaches the program (one object is loaded per interface), so the
+ * program never runs with an unwritten entry.
+ */
+struct aoe_xdp_config {
+	/*
+	 * The interface's own MAC address: requests to it, or to the broadcast
+	 * address, are redirected; requests to any other destination pass.
+	 */
+	__u8 mac[6];
+	/* Non-zero: redirect requests whatever their destination. */
+	__u8 accept_any_destination;
+	__u8 reserved;
+};
+
+/*
+ * The value type of the per-CPU array `aoe_counters`, one entry per RX queue.
+ * Every frame the program sees on a queue below AOE_XSKS_MAP_MAX_ENTRIES
+ * increments exactly one field of its queue's entry.
  */
 struct aoe_xdp_counters {
 	/* AoE request redirected to the AF_XDP socket of its RX queue. */
@@ -40,6 +61,11 @@ struct aoe_xdp_counters {
 	__u64 passed_malformed;
 	/* AoE request, but no socket in xsks_map for the RX queue: XDP_PASS. */
 	__u64 passed_no_xsk;
+	/*
+	 * AoE request to another host's MAC (or a multicast group): XDP_PASS
+	 * (the kernel drops it as PACKET_OTHERHOST, or hands it to a bridge).
+	 */
+	__u64 passed_foreign_dst;
 };
 
 #endif /* AOE_SHARED_H */

@@ -233,11 +233,12 @@ fn print_report(report: &aoe_xdp::dataplane::stats::Report) {
     const MB: f64 = 1e6;
     println!("aoe-xdp: up {:.1} s", report.uptime_s);
     println!(
-        "\n{:<24} {:>12} {:>12} {:>10} {:>12} {:>8} {:>10} {:>10} {:>10} {:>10} {:>6}",
+        "\n{:<24} {:>12} {:>12} {:>10} {:>11} {:>12} {:>8} {:>10} {:>10} {:>10} {:>10} {:>6}",
         "PORT",
         "RX",
         "TX",
         "IGNORED",
+        "FOREIGN-DST",
         "STORAGE",
         "NO-FRAME",
         "BOUNCED",
@@ -249,11 +250,12 @@ fn print_report(report: &aoe_xdp::dataplane::stats::Report) {
     for port in &report.ports {
         let c = &port.counters;
         println!(
-            "{:<24} {:>12} {:>12} {:>10} {:>12} {:>8} {:>10} {:>10} {:>10} {:>10} {:>6}",
+            "{:<24} {:>12} {:>12} {:>10} {:>11} {:>12} {:>8} {:>10} {:>10} {:>10} {:>10} {:>6}",
             port.name,
             c.rx_frames,
             c.tx_frames,
             c.ignored,
+            c.foreign_dst,
             c.io_submitted,
             c.no_frame,
             c.jumbo.bounce_frames,
@@ -388,7 +390,7 @@ fn print_summary(config: &Config, backings: &[Result<Backing, Vec<BackingError>>
     let cores: Vec<String> = target.worker_cores.iter().map(usize::to_string).collect();
     println!(
         "target: interfaces {}; {} worker(s) on cores {}; socket {} (xdp-mode {}, \
-         packet-ring {}); UMEM {} x {} B; advertise {}",
+         packet-ring {}); UMEM {} x {} B; advertise {}; destinations {}",
         target.interfaces,
         target.worker_cores.len(),
         cores.join(","),
@@ -398,6 +400,11 @@ fn print_summary(config: &Config, backings: &[Result<Backing, Vec<BackingError>>
         target.umem_frames,
         target.frame_size,
         if target.advertise { "on" } else { "off" },
+        if target.accept_any_destination {
+            "any (accept-any-destination)"
+        } else {
+            "own MAC and broadcast"
+        },
     );
     let header = [
         "NAME",

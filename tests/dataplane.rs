@@ -86,7 +86,9 @@ on_both_transports!(
     test_stats,
     test_jumbo_frames,
     test_resident_device,
-    test_mapped_reads_device
+    test_mapped_reads_device,
+    test_foreign_destination_refused,
+    test_accept_any_destination
 );
 
 const SHELF: u16 = 3;
@@ -1283,6 +1285,7 @@ fn test_stats(transport: Transport) {
     assert_eq!(report["workers"][0]["jobs"], 12, "{report:#}");
     // The kernel's figures for the socket: nothing dropped; an AF_XDP port keeps its shallow
     // fill ring (no burst deepened it), a packet socket has none.
+    assert_eq!(port["foreign_dst"], 0, "{port}");
     let kernel = &port["kernel"];
     assert_eq!(kernel["rx_dropped"], 0, "{port}");
     assert_eq!(kernel["fill_empty"], 0, "{port}");
@@ -1298,6 +1301,11 @@ fn test_stats(transport: Transport) {
     );
     assert!(
         table.contains("KERN-DROP") && table.contains("FILL"),
+        "{table}"
+    );
+    assert_eq!(
+        table_cell(&table, "FOREIGN-DST", "vt:0:").as_deref(),
+        Some("0"),
         "{table}"
     );
     target.stop();
@@ -1418,6 +1426,159 @@ fn device_served_through_mappings(transport: Transport, tag: &str, option: &str,
     assert!(file[byte_offset(8 + past)..byte_offset(8 + past + 2)] == pattern(past, 2, 9));
     let log = target.stop();
     assert!(!log.contains("panicked"), "{log}");
+}
+
+/// A unicast address (locally administered) that no interface of the test has: another
+/// target's on a shared segment.
+const FOREIGN_MAC: MacAddr = MacAddr([0x02, 0xAE, 0x00, 0x00, 0x00, 0x01]);
+/// A multicast group (IPv4's 224.0.0.66 mapped to Ethernet).
+const GROUP_MAC: MacAddr = MacAddr([0x01, 0x00, 0x5E, 0x00, 0x00, 0x42]);
+
+/// Requests addressed to another host (a foreign unicast MAC, or a multicast group) are
+/// neither answered nor executed, and the port counts them (`foreign_dst`, FOREIGN-DST); the
+/// same requests to the interface's own MAC are served, and broadcast discovery is answered.
+/// A veth end receives every frame its peer sends, whatever the destination (no promiscuous
+/// mode needed): what a bridge port, a hub or a promiscuous port sees.
+fn test_foreign_destination_refused(transport: Transport) {
+    let Some(net) = Net::new(&transport.tag("dp-fdst"), 1) else {
+        return;
+    };
+    let dir = TargetDir::new(
+        &["vt"],
+        &transport.config(""),
+        &[DeviceSpec::new(SHELF, SLOT, SECTORS)],
+    );
+    let _target = dir.start(&net.target_ns);
+    let socket = dir.path().join("ctl.sock");
+    let mut client = net.client(0);
+    let device = discover_one(&mut client);
+    assert_eq!(device.mac, MacAddr(net.target_end(0).mac));
+    let foreign = Found {
+        mac: FOREIGN_MAC,
+        ..device.clone()
+    };
+    let group = Found {
+        mac: GROUP_MAC,
+        ..device.clone()
+    };
+
+    // Each refused request is sent twice (the impatient client's two tries).
+    let (lba, seed) = (8, 5);
+    let data = pattern(lba, 2, seed);
+    assert_silent(
+        net.impatient_client(0).write(&foreign, lba, &data, true),
+        "WRITE to a foreign MAC",
+    );
+    assert_silent(
+        net.impatient_client(0).read(&foreign, lba, 2, true),
+        "READ from a foreign MAC",
+    );
+    assert_silent(
+        net.impatient_client(0).write(&group, lba, &data, false),
+        "WRITE to a multicast group",
+    );
+    assert_silent(
+        net.impatient_client(0)
+            .query_config(&group, ConfigCommand::Read, b""),
+        "Query Config to a multicast group",
+    );
+    let refused = 8;
+    let report = wait_stats(&socket, |report| {
+        report["ports"][0]["foreign_dst"].as_u64() >= Some(refused)
+    });
+    let port = &report["ports"][0];
+    assert_eq!(port["foreign_dst"], refused, "{port}");
+    let counters = &report["devices"][0];
+    assert_eq!(counters["write_cmds"], 0, "{counters}");
+    assert_eq!(counters["read_cmds"], 0, "{counters}");
+    let file = std::fs::read(dir.disk(0)).expect("read backing file");
+    assert!(
+        file[byte_offset(lba)..byte_offset(lba + 2)]
+            .iter()
+            .all(|&byte| byte == 0),
+        "a request for another host was written to the backing file"
+    );
+    let table = stats(&socket, false);
+    assert_eq!(
+        table_cell(&table, "FOREIGN-DST", "vt:0:").as_deref(),
+        Some("8"),
+        "{table}"
+    );
+
+    // The same requests to the interface's own MAC are served, and broadcast discovery is
+    // still answered; none of that counts as foreign.
+    client
+        .write(&device, lba, &data, true)
+        .expect("WRITE to the interface's MAC");
+    assert!(
+        client.read(&device, lba, 2, true).expect("READ") == data,
+        "read back"
+    );
+    let file = std::fs::read(dir.disk(0)).expect("read backing file");
+    assert!(
+        file[byte_offset(lba)..byte_offset(lba + 2)] == data,
+        "the write to the interface's MAC is not in the backing file"
+    );
+    assert_eq!(discover_one(&mut client), device, "broadcast discovery");
+    let report = wait_stats(&socket, |report| {
+        let counters = &report["devices"][0];
+        counters["write_cmds"] == 1 && counters["read_cmds"] == 1
+    });
+    assert_eq!(report["ports"][0]["foreign_dst"], refused, "{report:#}");
+}
+
+/// `accept-any-destination = true`: a request to another host's MAC is served after all (the
+/// operator's override), says so in the log, and nothing counts as foreign.
+fn test_accept_any_destination(transport: Transport) {
+    let Some(net) = Net::new(&transport.tag("dp-anyd"), 1) else {
+        return;
+    };
+    let dir = TargetDir::new(
+        &["vt"],
+        &transport.config("accept-any-destination = true"),
+        &[DeviceSpec::new(SHELF, SLOT, SECTORS)],
+    );
+    let target = dir.start(&net.target_ns);
+    let socket = dir.path().join("ctl.sock");
+    let mut client = net.client(0);
+    let device = discover_one(&mut client);
+    let foreign = Found {
+        mac: FOREIGN_MAC,
+        ..device.clone()
+    };
+    let (lba, seed) = (12, 6);
+    let data = pattern(lba, 2, seed);
+    client
+        .write(&foreign, lba, &data, true)
+        .expect("WRITE to a foreign MAC, served with the override");
+    assert!(
+        client.read(&foreign, lba, 2, true).expect("READ") == data,
+        "read back through the foreign MAC"
+    );
+    let file = std::fs::read(dir.disk(0)).expect("read backing file");
+    assert!(
+        file[byte_offset(lba)..byte_offset(lba + 2)] == data,
+        "the write is not in the backing file"
+    );
+    let report = wait_stats(&socket, |report| {
+        let counters = &report["devices"][0];
+        counters["write_cmds"] == 1 && counters["read_cmds"] == 1
+    });
+    assert_eq!(report["ports"][0]["foreign_dst"], 0, "{report:#}");
+    let log = target.log();
+    assert!(log.contains("accept-any-destination = true"), "{log}");
+}
+
+/// The cell in column `column` of the row whose first field starts with `row` in a table
+/// `aoe-xdp --stats` printed (fields separated by blanks, none containing one).
+fn table_cell(table: &str, column: &str, row: &str) -> Option<String> {
+    let mut lines = table.lines();
+    let header = lines.find(|line| line.split_whitespace().any(|field| field == column))?;
+    let index = header
+        .split_whitespace()
+        .position(|field| field == column)?;
+    let line = lines.find(|line| line.starts_with(row))?;
+    line.split_whitespace().nth(index).map(str::to_owned)
 }
 
 /// Runs `aoe-xdp --stats SOCKET [--json]`; returns what it printed.

@@ -15,6 +15,7 @@ use aoe_xdp::xdp::umem::{
     payload_is_aligned, AOE_ATA_HEADERS_LEN, ETH_MIN_FRAME_LEN, FRAME_CAPACITY, FRAME_SIZE,
     PACKET_OFFSET, PAYLOAD_ALIGN, SLAB_CAPACITY,
 };
+use aoe_xdp::xdp::DstFilter;
 use common::frames::{
     aoe_frame, aoe_offset, aoe_tag, expected_reply, is_aoe, pattern, QUIET, REQUEST, RESPONSE, WAIT,
 };
@@ -64,7 +65,7 @@ impl Rig {
     }
 
     fn bind_result(&self, config: &PacketConfig) -> Result<PacketPort, PacketError> {
-        PacketPort::bind(&self.veth.a.name, config)
+        PacketPort::bind(&self.veth.a.name, config, DstFilter::Own(self.veth.a.mac))
     }
 }
 
@@ -286,6 +287,72 @@ fn test_filter_passes_only_requests() {
         );
         assert_eq!(port.frame_counts().free, 256);
     });
+}
+
+/// A unicast address (locally administered) that neither veth end has: another host's.
+const FOREIGN_MAC: [u8; 6] = [0x02, 0xAE, 0x00, 0x00, 0x00, 0x01];
+
+/// Requests for another host (a foreign unicast MAC, tagged or not, or a multicast group) are
+/// not returned by `rx_burst`: they are counted (`rx_foreign_dst`) and handed back to the kernel
+/// without a copy. Broadcast and the interface's own MAC get through. With `DstFilter::Any`
+/// the foreign request is returned too.
+fn test_foreign_destination_skipped(ring: Ring) {
+    let Some(rig) = Rig::new(&format!("fdst{ring:?}")) else {
+        return;
+    };
+    let b = rig.veth.b.mac;
+    let foreign = aoe_frame(FOREIGN_MAC, b, None, REQUEST, 0xF0_0001);
+    let tagged_foreign = aoe_frame(FOREIGN_MAC, b, Some(42), REQUEST, 0xF0_0002);
+    let group = aoe_frame([0x01, 0x00, 0x5E, 0, 0, 0x42], b, None, REQUEST, 0xF0_0003);
+    let broadcast = aoe_frame([0xFF; 6], b, None, REQUEST, 0xF0_0004);
+    let own = rig.request(None, REQUEST, 0xF0_0005);
+    in_netns(&rig.ns_a, || {
+        let mut port = rig.bind(&config(ring));
+        assert_eq!(port.dst_filter(), DstFilter::Own(rig.veth.a.mac));
+        for frame in [&foreign, &tagged_foreign, &group, &broadcast, &own] {
+            rig.peer.send(frame);
+        }
+        // Frames arrive in order, so a foreign one that slipped through would come first.
+        for expected in [&broadcast, &own] {
+            let frame = recv_one(&mut port, WAIT).expect("broadcast or own request missing");
+            let bytes = port.data(&frame).to_vec();
+            port.release(frame);
+            assert_eq!(
+                &bytes, expected,
+                "a request for another host reached the port"
+            );
+        }
+        if let Some(stray) = recv_one(&mut port, QUIET) {
+            let bytes = port.data(&stray).to_vec();
+            port.release(stray);
+            panic!("unexpected frame at the port: {bytes:02x?}");
+        }
+        let stats = port.stats().unwrap();
+        assert_eq!(stats.rx_foreign_dst, 3, "{stats:?}");
+        assert_eq!(port.foreign_dst(), 3);
+        assert_eq!(stats.rx_frames, 2, "{stats:?}");
+        assert_eq!(stats.rx_copy_bytes, (broadcast.len() + own.len()) as u64);
+        assert_eq!(port.frame_counts().free, 256);
+    });
+    in_netns(&rig.ns_a, || {
+        let name = &rig.veth.a.name;
+        let mut port = PacketPort::bind(name, &config(ring), DstFilter::Any).expect("bind");
+        rig.peer.send(&foreign);
+        let frame = recv_one(&mut port, WAIT).expect("foreign request refused with Any");
+        assert_eq!(port.data(&frame), &foreign[..]);
+        port.release(frame);
+        assert_eq!(port.foreign_dst(), 0);
+    });
+}
+
+#[test]
+fn test_foreign_destination_skipped_v3() {
+    test_foreign_destination_skipped(Ring::V3);
+}
+
+#[test]
+fn test_foreign_destination_skipped_v2() {
+    test_foreign_destination_skipped(Ring::V2);
 }
 
 /// A request behind one 802.1Q tag reaches the port with its tag in place (the kernel strips
@@ -767,7 +834,7 @@ fn test_missing_interface_and_cleanup() {
         return;
     };
     in_netns(&rig.ns_a, || {
-        let error = PacketPort::bind("aoex-missing", &small_config()).unwrap_err();
+        let error = PacketPort::bind("aoex-missing", &small_config(), DstFilter::Any).unwrap_err();
         assert!(
             matches!(error, PacketError::NoInterface { .. }),
             "{error:?}"
@@ -781,7 +848,7 @@ fn test_missing_interface_and_cleanup() {
             },
             ..small_config()
         };
-        let error = PacketPort::bind("aoepa", &bad).unwrap_err();
+        let error = PacketPort::bind("aoepa", &bad, DstFilter::Any).unwrap_err();
         assert!(matches!(error, PacketError::Config { .. }), "{error:?}");
     });
     let name = rig.ns_a.name().to_owned();
@@ -884,9 +951,9 @@ fn pingpong(ring: RingVersion, window: u32) -> f64 {
         vlan: true,
     };
     let stop = std::sync::atomic::AtomicBool::new(false);
-    let bounce = |ns: &NetNs, name: &str, seed: u32| {
+    let bounce = |ns: &NetNs, name: &str, mac: [u8; 6], seed: u32| {
         in_netns(ns, || {
-            let mut port = PacketPort::bind(name, &config).expect("bind");
+            let mut port = PacketPort::bind(name, &config, DstFilter::Own(mac)).expect("bind");
             let start = port.frame_counts();
             for tag in 0..seed {
                 let mut frame = port.alloc().expect("free frame");
@@ -924,9 +991,9 @@ fn pingpong(ring: RingVersion, window: u32) -> f64 {
         })
     };
     std::thread::scope(|scope| {
-        let a = scope.spawn(|| bounce(&ns_a, "aoepa", 0));
+        let a = scope.spawn(|| bounce(&ns_a, "aoepa", veth.a.mac, 0));
         std::thread::sleep(Duration::from_millis(100));
-        let b = scope.spawn(|| bounce(&ns_b, "aoepb", window));
+        let b = scope.spawn(|| bounce(&ns_b, "aoepb", veth.b.mac, window));
         std::thread::sleep(Duration::from_secs(2));
         stop.store(true, std::sync::atomic::Ordering::Relaxed);
         let (count, elapsed) = a.join().unwrap();

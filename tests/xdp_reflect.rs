@@ -16,6 +16,7 @@ use aoe_xdp::xdp::umem::{
     payload_is_aligned, AOE_ATA_HEADERS_LEN, ETH_MIN_FRAME_LEN, FRAME_CAPACITY, FRAME_SIZE,
     PACKET_OFFSET, PAYLOAD_ALIGN, PAYLOAD_OFFSET, SLAB_CAPACITY,
 };
+use aoe_xdp::xdp::DstFilter;
 use common::frames::{
     aoe_frame, aoe_offset, aoe_tag, expected_reply, is_aoe, pattern, ETH_P_AOE, QUIET, REQUEST,
     RESPONSE, WAIT,
@@ -75,7 +76,8 @@ fn small_config() -> XskConfig {
 
 /// Attaches the program in `mode` and binds a port on queue 0 of side A (call inside ns A).
 fn setup_a(rig: &Rig, mode: XdpMode) -> (XdpProgram, XskPort) {
-    let program = XdpProgram::attach(rig.veth.a.ifindex, mode).expect("attach XDP");
+    let program = XdpProgram::attach(rig.veth.a.ifindex, mode, DstFilter::Own(rig.veth.a.mac))
+        .expect("attach XDP");
     let port = XskPort::bind(&rig.veth.a.name, 0, &small_config()).expect("bind XSK");
     program
         .insert_socket(0, port.fd())
@@ -251,7 +253,12 @@ fn test_auto_mode_picks_native_on_veth() {
 fn test_zero_copy_refused_on_veth() {
     let Some(rig) = Rig::new("zc") else { return };
     in_netns(&rig.ns_a, || {
-        let _program = XdpProgram::attach(rig.veth.a.ifindex, XdpMode::Native).unwrap();
+        let _program = XdpProgram::attach(
+            rig.veth.a.ifindex,
+            XdpMode::Native,
+            DstFilter::Own(rig.veth.a.mac),
+        )
+        .unwrap();
         let forced = XskConfig {
             bind: BindPreference::ZeroCopy,
             ..small_config()
@@ -286,7 +293,12 @@ fn test_jumbo_mtu_attaches_native() {
         return;
     };
     in_netns(&rig.ns_a, || {
-        let program = XdpProgram::attach(rig.veth.a.ifindex, XdpMode::Auto).expect("Auto");
+        let program = XdpProgram::attach(
+            rig.veth.a.ifindex,
+            XdpMode::Auto,
+            DstFilter::Own(rig.veth.a.mac),
+        )
+        .expect("Auto");
         assert_eq!(program.mode(), AttachMode::Native);
     });
 }
@@ -302,10 +314,11 @@ fn test_native_refused_falls_back_to_generic() {
     let ns_b = NetNs::new("nofrag-b");
     let veth = VethPair::with_b_tx_queues(&ns_a, &ns_b, "aoexa", "aoexb", 9000, 2);
     in_netns(&ns_a, || {
-        let error =
-            XdpProgram::attach(veth.a.ifindex, XdpMode::Native).expect_err("native refused");
+        let error = XdpProgram::attach(veth.a.ifindex, XdpMode::Native, DstFilter::Own(veth.a.mac))
+            .expect_err("native refused");
         assert!(error.to_string().contains("native"), "{error}");
-        let program = XdpProgram::attach(veth.a.ifindex, XdpMode::Auto).expect("Auto");
+        let program = XdpProgram::attach(veth.a.ifindex, XdpMode::Auto, DstFilter::Own(veth.a.mac))
+            .expect("Auto");
         assert_eq!(program.mode(), AttachMode::Generic);
     });
 }
@@ -379,6 +392,84 @@ fn test_responses_and_non_aoe_pass_to_kernel() {
     });
 }
 
+/// A unicast address (locally administered) that neither veth end has: another host's.
+const FOREIGN_MAC: [u8; 6] = [0x02, 0xAE, 0x00, 0x00, 0x00, 0x01];
+
+/// (c') A request for another host (a foreign unicast MAC, or a multicast group) passes to the
+/// kernel stack (XDP_PASS, so a bridge or capture on A still sees it), not the XSK, and is
+/// counted in its RX queue's `passed_foreign_dst`; a broadcast request is redirected. The
+/// program reads the MAC it was given back from its map.
+#[test]
+fn test_foreign_destination_passes_to_kernel() {
+    let Some(rig) = Rig::new("fdst") else { return };
+    let b = rig.veth.b.mac;
+    let foreign = aoe_frame(FOREIGN_MAC, b, None, REQUEST, 0xF0_0001);
+    let group = aoe_frame([0x01, 0x00, 0x5E, 0, 0, 0x42], b, None, REQUEST, 0xF0_0002);
+    let broadcast = aoe_frame([0xFF; 6], b, None, REQUEST, 0xF0_0003);
+    let kernel_side = PacketSocket::open(&rig.ns_a, &rig.veth.a.name);
+    in_netns(&rig.ns_a, || {
+        let (program, mut port) = setup_a(&rig, XdpMode::Native);
+        assert_eq!(
+            program.dst_filter().unwrap(),
+            DstFilter::Own(rig.veth.a.mac)
+        );
+        let queue = program.queue_counters(0).expect("queue 0 counters");
+        let start = port.frame_counts();
+        for (frame, what) in [(&foreign, "foreign unicast"), (&group, "multicast")] {
+            rig.peer.send(frame);
+            kernel_side
+                .recv_matching(WAIT, |f| f == &frame[..])
+                .unwrap_or_else(|| panic!("{what} request did not reach the kernel stack on A"));
+            if let Some(stray) = recv_one(&mut port, QUIET) {
+                let bytes = port.data(&stray).to_vec();
+                port.release(stray);
+                panic!("{what} request was redirected to the XSK: {bytes:02x?}");
+            }
+        }
+        let counters = queue.read().unwrap();
+        assert_eq!(counters.passed_foreign_dst, 2, "{counters:?}");
+        assert_eq!(counters.redirected, 0, "{counters:?}");
+        assert_eq!(program.counters().unwrap().passed_foreign_dst, 2);
+        assert_eq!(
+            program.queue_counters(1).unwrap().read().unwrap(),
+            Default::default()
+        );
+
+        rig.peer.send(&broadcast);
+        let frame = recv_one(&mut port, WAIT).expect("broadcast request did not reach the XSK");
+        assert_eq!(port.data(&frame), &broadcast[..]);
+        port.release(frame);
+        assert_eq!(queue.read().unwrap().redirected, 1);
+        settle(&mut port, start);
+    });
+}
+
+/// (c'') With `DstFilter::Any` a request for another host is redirected like our own.
+#[test]
+fn test_any_destination_is_redirected() {
+    let Some(rig) = Rig::new("anyd") else { return };
+    let foreign = aoe_frame(FOREIGN_MAC, rig.veth.b.mac, None, REQUEST, 0xF0_0011);
+    in_netns(&rig.ns_a, || {
+        let program = XdpProgram::attach(rig.veth.a.ifindex, XdpMode::Native, DstFilter::Any)
+            .expect("attach XDP");
+        assert_eq!(program.dst_filter().unwrap(), DstFilter::Any);
+        let mut port = XskPort::bind(&rig.veth.a.name, 0, &small_config()).expect("bind XSK");
+        program.insert_socket(0, port.fd()).expect("insert socket");
+        let start = port.frame_counts();
+        rig.peer.send(&foreign);
+        let frame = recv_one(&mut port, WAIT).expect("foreign request not redirected with Any");
+        assert_eq!(port.data(&frame), &foreign[..]);
+        port.release(frame);
+        let counters = program.counters().unwrap();
+        assert_eq!(
+            (counters.redirected, counters.passed_foreign_dst),
+            (1, 0),
+            "{counters:?}"
+        );
+        settle(&mut port, start);
+    });
+}
+
 /// (e) Dropping the program detaches it (netlink query and `ip -d link show` agree); a program
 /// left behind (as after a crash) is found and removed by `detach_stale`; a second attach while
 /// one is attached fails with a hint instead of replacing it.
@@ -389,14 +480,16 @@ fn test_detach_on_drop_and_stale_cleanup() {
     };
     let ifindex = rig.veth.a.ifindex;
     let prog_id = in_netns(&rig.ns_a, || {
-        let program = XdpProgram::attach(ifindex, XdpMode::Auto).expect("attach");
+        let program = XdpProgram::attach(ifindex, XdpMode::Auto, DstFilter::Own(rig.veth.a.mac))
+            .expect("attach");
         let attached = attached_program(ifindex)
             .unwrap()
             .expect("program attached");
         assert_eq!(attached.id, program.program_id());
         assert_eq!(attached.mode, AttachMode::Native);
         assert_eq!(attached.name, "aoe_xdp");
-        let second = XdpProgram::attach(ifindex, XdpMode::Native).expect_err("double attach");
+        let second = XdpProgram::attach(ifindex, XdpMode::Native, DstFilter::Own(rig.veth.a.mac))
+            .expect_err("double attach");
         assert!(second.to_string().contains("detach_stale"), "{second}");
         // The failed second attach must not have disturbed the first.
         assert_eq!(
@@ -417,7 +510,8 @@ fn test_detach_on_drop_and_stale_cleanup() {
         assert_eq!(detach_stale(ifindex).unwrap(), None, "nothing to clean up");
 
         // Simulate a crash: the program stays attached without an owner.
-        let program = XdpProgram::attach(ifindex, XdpMode::Generic).expect("attach generic");
+        let program = XdpProgram::attach(ifindex, XdpMode::Generic, DstFilter::Own(rig.veth.a.mac))
+            .expect("attach generic");
         let leaked_id = program.program_id();
         std::mem::forget(program);
         let attached = attached_program(ifindex)
@@ -575,7 +669,12 @@ fn test_fill_ring_starts_shallow_and_deepens_after_a_burst() {
         let (sent_tx, sent_rx) = std::sync::mpsc::channel::<()>();
         let receiver = scope.spawn(|| {
             in_netns(&rig.ns_a, move || {
-                let program = XdpProgram::attach(rig.veth.a.ifindex, XdpMode::Native).unwrap();
+                let program = XdpProgram::attach(
+                    rig.veth.a.ifindex,
+                    XdpMode::Native,
+                    DstFilter::Own(rig.veth.a.mac),
+                )
+                .unwrap();
                 let mut port = XskPort::bind(&rig.veth.a.name, 0, &config).unwrap();
                 program.insert_socket(0, port.fd()).unwrap();
                 assert_eq!(port.fill_target(), FILL_TARGET_START);
@@ -700,7 +799,8 @@ fn test_panic_hook_detaches_before_the_process_dies() {
     let ifindex = rig.veth.a.ifindex;
     in_netns(&rig.ns_a, || {
         aoe_xdp::xdp::loader::install_panic_detach();
-        let program = XdpProgram::attach(ifindex, XdpMode::Auto).expect("attach");
+        let program = XdpProgram::attach(ifindex, XdpMode::Auto, DstFilter::Own(rig.veth.a.mac))
+            .expect("attach");
         // Release builds abort on panic, so no Drop would run: forget the owner and let only
         // the hook act, as it would before an abort.
         std::mem::forget(program);

@@ -159,6 +159,10 @@ pub struct TargetConfig {
     pub merge_delay_us: u32,
     /// Whether devices send an unsolicited Query Config response at start-up.
     pub advertise: bool,
+    /// Serve requests addressed to any destination MAC. Off (the default): only those to the
+    /// receiving interface's own MAC or to broadcast; requests for other hosts, which a bridge
+    /// port, hub or promiscuous port also sees, are refused (and counted per port).
+    pub accept_any_destination: bool,
 }
 
 /// One exported AoE device.

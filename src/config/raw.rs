@@ -81,6 +81,9 @@ pub struct RawTarget {
     pub merge_delay_us: Option<Spanned<i64>>,
     /// Whether devices announce themselves (unsolicited Query Config response) at start-up.
     pub advertise: Option<Spanned<bool>>,
+    /// Serve requests whatever their destination MAC, not only those to the receiving
+    /// interface's own MAC or to broadcast.
+    pub accept_any_destination: Option<Spanned<bool>>,
 }
 
 /// `[[device]]`: one exported AoE device.

@@ -312,6 +312,32 @@ fn test_packet_ring() {
 }
 
 #[test]
+fn test_accept_any_destination() {
+    assert!(!accept(DEVICE).target.accept_any_destination, "default");
+    let on = accept(&target_with("accept-any-destination = true"));
+    assert!(on.target.accept_any_destination);
+    let off = accept(&target_with("accept-any-destination = false"));
+    assert!(!off.target.accept_any_destination);
+}
+
+#[test]
+fn test_rejects_accept_any_destination_not_a_boolean() {
+    for value in ["\"yes\"", "1", "[\"eth0\"]"] {
+        reject(
+            &target_with(&format!("accept-any-destination = {value}")),
+            2,
+            &["expected a boolean"],
+        );
+    }
+    // A device key only under [target]: a device table does not take it.
+    reject(
+        &device_with("accept-any-destination = true"),
+        5,
+        &["unknown field `accept-any-destination`"],
+    );
+}
+
+#[test]
 fn test_rejects_xdp_mode() {
     reject(
         &target_with("xdp-mode = \"offload\""),
@@ -1028,6 +1054,7 @@ fn test_defaults() {
     assert_eq!(target.log_level, LogLevel::Info);
     assert_eq!((target.merge_max_segments, target.merge_delay_us), (32, 0));
     assert!(target.advertise);
+    assert!(!target.accept_any_destination);
     assert!(config.acls.is_empty());
 
     let device = &config.devices[0];

@@ -288,6 +288,10 @@ fn target(raw: &RawTarget, system: &System, p: &mut Problems) -> TargetConfig {
             0..=d::MERGE_DELAY_US_MAX,
         ),
         advertise: raw.advertise.as_ref().is_none_or(|v| *v.get_ref()),
+        accept_any_destination: raw
+            .accept_any_destination
+            .as_ref()
+            .is_some_and(|v| *v.get_ref()),
     };
     check_target_relations(raw, &config, p);
     config

@@ -29,6 +29,7 @@ use crate::xdp::loader::{self, XdpMode, XdpProgram};
 use crate::xdp::mem::Arena;
 use crate::xdp::packet::{PacketConfig, PacketPort, RingVersion};
 use crate::xdp::socket::{BindPreference, BusyPoll, XskConfig, XskPort};
+use crate::xdp::DstFilter;
 
 use devices::Devices;
 use interfaces::Interface;
@@ -236,6 +237,21 @@ impl Drop for Dataplane {
     }
 }
 
+/// Which destination MACs `interface`'s ports serve: its own (which our replies carry) and
+/// broadcast, unless `accept-any-destination` is set (then said in the log, per interface).
+fn dst_filter(config: &Config, interface: &Interface) -> DstFilter {
+    if config.target.accept_any_destination {
+        tracing::warn!(
+            interface = %interface.name,
+            "accept-any-destination = true: serving requests addressed to any MAC, also those \
+             meant for other hosts on this segment"
+        );
+        DstFilter::Any
+    } else {
+        DstFilter::Own(interface.mac.0)
+    }
+}
+
 fn xdp_mode(mode: ConfigXdpMode) -> XdpMode {
     match mode {
         ConfigXdpMode::Auto => XdpMode::Auto,
@@ -280,7 +296,8 @@ fn open_packet(
         },
         ..defaults
     };
-    let port = PacketPort::bind(&interface.name, &packet_config).map_err(|source| {
+    let dst = dst_filter(config, interface);
+    let port = PacketPort::bind(&interface.name, &packet_config, dst).map_err(|source| {
         DataplaneError::Packet {
             interface: interface.name.clone(),
             source,
@@ -302,7 +319,8 @@ fn open_xdp(
     if let Some(id) = loader::detach_stale(interface.ifindex).map_err(xdp_error)? {
         tracing::warn!(interface = %interface.name, id, "removed a stale aoe_xdp program left by an earlier run");
     }
-    let program = XdpProgram::attach(interface.ifindex, xdp_mode(config.target.xdp_mode))
+    let dst = dst_filter(config, interface);
+    let program = XdpProgram::attach(interface.ifindex, xdp_mode(config.target.xdp_mode), dst)
         .map_err(xdp_error)?;
     tracing::info!(interface = %interface.name, mode = ?program.mode(), "XDP program attached");
     let xsk_config = XskConfig {
@@ -320,7 +338,7 @@ fn open_xdp(
             queue,
             source,
         };
-        let port = XskPort::bind(&interface.name, queue, &xsk_config).map_err(socket_error)?;
+        let mut port = XskPort::bind(&interface.name, queue, &xsk_config).map_err(socket_error)?;
         tracing::info!(interface = %interface.name, queue, mode = ?port.bind_mode(), "AF_XDP socket ready");
         if config.target.idle == IdleMode::Spin && config.target.busy_poll_usecs > 0 {
             let options = BusyPoll {
@@ -333,6 +351,9 @@ fn open_xdp(
             }
         }
         program.insert_socket(queue, port.fd()).map_err(xdp_error)?;
+        // What the program keeps from this queue (other hosts' requests) shows in the port's
+        // statistics.
+        port.set_program_counters(program.queue_counters(queue).map_err(xdp_error)?);
         ports.push(Port::Xsk(port));
     }
     // The program goes with the first port; it lives as long as the dataplane.

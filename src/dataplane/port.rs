@@ -187,6 +187,19 @@ impl Port {
         })
     }
 
+    /// AoE requests for another host (destination neither the interface's MAC nor broadcast)
+    /// that this port did not serve: counted by the XDP program for its queue (one `bpf`
+    /// system call), or by the AF_PACKET port itself. An AF_XDP port that was never given
+    /// its program's counters reports 0.
+    pub fn foreign_dst(&self) -> std::io::Result<u64> {
+        match self {
+            Port::Xsk(p) => p
+                .program_counters()
+                .map_or(Ok(0), |counters| counters.map(|c| c.passed_foreign_dst)),
+            Port::Packet(p) => Ok(p.foreign_dst()),
+        }
+    }
+
     /// A free frame for a reply that is not built in a request's frame.
     pub fn alloc(&mut self) -> Option<Frame> {
         delegate!(self, p => p.alloc())

@@ -58,6 +58,11 @@ pub struct UnitStats {
     pub tx_frames: u64,
     /// Frames not addressed to any device (or dropped by ACL, mask or test).
     pub ignored: u64,
+    /// AoE requests refused before the target saw them because their destination MAC was
+    /// another host's (neither the interface's nor broadcast); read from the port when
+    /// published (see `Port::foreign_dst`).
+    #[serde(default)]
+    pub foreign_dst: u64,
     /// Storage requests queued for their device.
     pub io_submitted: u64,
     /// Replies sent although the state could not be saved.
@@ -196,11 +201,13 @@ impl Unit {
     }
 
     /// The counters with the port's own figures read now (jumbo path, kernel drops: one
-    /// `getsockopt`); `kernel` stands in for the kernel's if that read fails.
-    fn snapshot(&self, kernel: KernelCounters) -> UnitStats {
+    /// `getsockopt`; requests for other hosts: on AF_XDP one `bpf` call); `previous` (the
+    /// last snapshot) stands in for a figure whose read fails.
+    fn snapshot(&self, previous: &UnitStats) -> UnitStats {
         UnitStats {
             jumbo: self.port.jumbo_stats(),
-            kernel: self.port.kernel_counters().unwrap_or(kernel),
+            kernel: self.port.kernel_counters().unwrap_or(previous.kernel),
+            foreign_dst: self.port.foreign_dst().unwrap_or(previous.foreign_dst),
             ..self.stats
         }
     }
@@ -453,7 +460,7 @@ impl Worker {
             slot.units
                 .resize(self.units.len(), (0, UnitStats::default()));
             for (entry, unit) in slot.units.iter_mut().zip(&self.units) {
-                *entry = (unit.id, unit.snapshot(entry.1.kernel));
+                *entry = (unit.id, unit.snapshot(&entry.1));
             }
             slot.devices
                 .resize(target.device_count(), DeviceCounters::default());
@@ -835,7 +842,7 @@ pub fn run(
     let units = worker
         .units
         .iter()
-        .map(|u| u.snapshot(KernelCounters::default()))
+        .map(|u| u.snapshot(&UnitStats::default()))
         .collect();
     Ok((units, worker.stats()))
 }

@@ -17,7 +17,8 @@ pub const AOE_VERSION: u8 = 1;
 pub const AOE_FLAG_RESPONSE: u8 = 0x08;
 /// `AOE_COMMON_HEADER_LEN`: AoE frames shorter than Ethernet header + this pass to the kernel.
 pub const AOE_COMMON_HEADER_LEN: usize = 10;
-/// `AOE_XSKS_MAP_MAX_ENTRIES`: the highest RX queue id + 1 that can have a socket.
+/// `AOE_XSKS_MAP_MAX_ENTRIES`: the highest RX queue id + 1 that can have a socket (and
+/// counters: `aoe_counters` has one entry per queue too).
 pub const XSKS_MAP_MAX_ENTRIES: u32 = 256;
 
 /// Name of the XDP program (the C function) in the object; the kernel reports it as the
@@ -25,10 +26,46 @@ pub const XSKS_MAP_MAX_ENTRIES: u32 = 256;
 pub const PROGRAM_NAME: &str = "aoe_xdp";
 /// Name of the `BPF_MAP_TYPE_XSKMAP` (queue id -> AF_XDP socket fd).
 pub const XSKS_MAP_NAME: &str = "xsks_map";
-/// Name of the single-entry `BPF_MAP_TYPE_PERCPU_ARRAY` holding [`XdpCounters`].
+/// Name of the `BPF_MAP_TYPE_PERCPU_ARRAY` holding [`XdpCounters`], one entry per RX queue.
 pub const COUNTERS_MAP_NAME: &str = "aoe_counters";
+/// Name of the single-entry `BPF_MAP_TYPE_ARRAY` holding [`XdpConfig`].
+pub const CONFIG_MAP_NAME: &str = "aoe_config";
 
-/// `struct aoe_xdp_counters`: one per CPU; every frame increments exactly one field.
+/// `struct aoe_xdp_config`: what the loader tells the program about its interface, written
+/// before the program is attached.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct XdpConfig {
+    /// The interface's own MAC: requests to it or to broadcast are redirected.
+    pub mac: [u8; 6],
+    /// Non-zero: requests are redirected whatever their destination MAC.
+    pub accept_any_destination: u8,
+    /// Zero.
+    pub reserved: u8,
+}
+
+// Layout of `struct aoe_xdp_config` in aoe_shared.h: six bytes, two more, no padding.
+const _: () = assert!(size_of::<XdpConfig>() == 8);
+const _: () = assert!(offset_of!(XdpConfig, mac) == 0);
+const _: () = assert!(offset_of!(XdpConfig, accept_any_destination) == 6);
+const _: () = assert!(offset_of!(XdpConfig, reserved) == 7);
+
+impl XdpConfig {
+    /// Size of the C struct, i.e. the map's value size.
+    pub const SIZE: usize = size_of::<Self>();
+
+    /// The value as the kernel stores it (C layout; bytes only, so no endianness).
+    pub fn to_bytes(self) -> [u8; Self::SIZE] {
+        let mut bytes = [0u8; Self::SIZE];
+        bytes[..6].copy_from_slice(&self.mac);
+        bytes[6] = self.accept_any_destination;
+        bytes[7] = self.reserved;
+        bytes
+    }
+}
+
+/// `struct aoe_xdp_counters`: one per CPU and RX queue; every frame increments exactly one
+/// field of its queue's entry.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct XdpCounters {
@@ -42,15 +79,19 @@ pub struct XdpCounters {
     pub passed_malformed: u64,
     /// AoE requests that arrived on a queue with no socket in the XSKMAP.
     pub passed_no_xsk: u64,
+    /// AoE requests addressed to another host's MAC or a multicast group (passed to the
+    /// kernel, not served).
+    pub passed_foreign_dst: u64,
 }
 
-// Layout of `struct aoe_xdp_counters` in aoe_shared.h: five __u64, no padding.
-const _: () = assert!(size_of::<XdpCounters>() == 40);
+// Layout of `struct aoe_xdp_counters` in aoe_shared.h: six __u64, no padding.
+const _: () = assert!(size_of::<XdpCounters>() == 48);
 const _: () = assert!(offset_of!(XdpCounters, redirected) == 0);
 const _: () = assert!(offset_of!(XdpCounters, passed_non_aoe) == 8);
 const _: () = assert!(offset_of!(XdpCounters, passed_response) == 16);
 const _: () = assert!(offset_of!(XdpCounters, passed_malformed) == 24);
 const _: () = assert!(offset_of!(XdpCounters, passed_no_xsk) == 32);
+const _: () = assert!(offset_of!(XdpCounters, passed_foreign_dst) == 40);
 
 impl XdpCounters {
     /// Size of the C struct, i.e. the map's value size per CPU.
@@ -76,6 +117,7 @@ impl XdpCounters {
             passed_response: field(2),
             passed_malformed: field(3),
             passed_no_xsk: field(4),
+            passed_foreign_dst: field(5),
         })
     }
 
@@ -88,6 +130,9 @@ impl XdpCounters {
             passed_response: self.passed_response.saturating_add(other.passed_response),
             passed_malformed: self.passed_malformed.saturating_add(other.passed_malformed),
             passed_no_xsk: self.passed_no_xsk.saturating_add(other.passed_no_xsk),
+            passed_foreign_dst: self
+                .passed_foreign_dst
+                .saturating_add(other.passed_foreign_dst),
         }
     }
 }
@@ -152,7 +197,8 @@ mod tests {
                 "passed_non_aoe",
                 "passed_response",
                 "passed_malformed",
-                "passed_no_xsk"
+                "passed_no_xsk",
+                "passed_foreign_dst"
             ]
         );
         let declared = body
@@ -166,10 +212,40 @@ mod tests {
         );
     }
 
+    /// `struct aoe_xdp_config` in the header: the MAC array, then two bytes.
+    #[test]
+    fn test_header_config_struct_matches() {
+        let header = include_str!("../../bpf/aoe_shared.h");
+        let body = header
+            .split("struct aoe_xdp_config {")
+            .nth(1)
+            .and_then(|rest| rest.split("};").next())
+            .expect("struct aoe_xdp_config missing from aoe_shared.h");
+        let fields: Vec<&str> = body
+            .lines()
+            .map(str::trim)
+            .filter(|line| line.starts_with("__u"))
+            .collect();
+        assert_eq!(
+            fields,
+            [
+                "__u8 mac[6];",
+                "__u8 accept_any_destination;",
+                "__u8 reserved;"
+            ]
+        );
+        let config = XdpConfig {
+            mac: [2, 0, 0, 0, 0, 9],
+            accept_any_destination: 1,
+            reserved: 0,
+        };
+        assert_eq!(config.to_bytes(), [2, 0, 0, 0, 0, 9, 1, 0]);
+    }
+
     #[test]
     fn test_counters_decode_and_sum() {
         let mut bytes = [0u8; XdpCounters::SIZE];
-        for (index, value) in [1u64, 2, 3, 4, 5].into_iter().enumerate() {
+        for (index, value) in [1u64, 2, 3, 4, 5, 6].into_iter().enumerate() {
             bytes[index * 8..index * 8 + 8].copy_from_slice(&value.to_ne_bytes());
         }
         let one = XdpCounters::from_ne_bytes(&bytes).unwrap();
@@ -183,8 +259,9 @@ mod tests {
                 passed_response: 6,
                 passed_malformed: 8,
                 passed_no_xsk: 10,
+                passed_foreign_dst: 12,
             }
         );
-        assert_eq!(XdpCounters::from_ne_bytes(&bytes[..39]), None);
+        assert_eq!(XdpCounters::from_ne_bytes(&bytes[..47]), None);
     }
 }

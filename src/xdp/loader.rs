@@ -5,7 +5,10 @@
 //! interface through netlink, native (driver) mode first and generic (skb) mode as the fallback
 //! under [`XdpMode::Auto`]; [`XdpProgram::mode`] says which one it got. Sockets are registered
 //! per RX queue with [`XdpProgram::insert_socket`]; until then the program passes AoE to the
-//! kernel (counted as `passed_no_xsk`).
+//! kernel (counted as `passed_no_xsk`). Which destination MACs the program serves
+//! ([`DstFilter`]) is written into its `aoe_config` map before it is attached: each attach
+//! loads its own copy of the object, so every interface has its own MAC there. Its counters
+//! are kept per RX queue; [`XdpProgram::queue_counters`] gives a port its own.
 //!
 //! Hazards:
 //! - A netlink attachment outlives the process. [`XdpProgram`] detaches in `Drop` (and
@@ -18,18 +21,21 @@
 //! - Native and generic programs cannot coexist on one interface; attaching fails with EBUSY/EEXIST
 //!   while another program is attached (we use `XDP_FLAGS_UPDATE_IF_NOEXIST`, never replace).
 
+use std::cell::RefCell;
 use std::ffi::CStr;
 use std::fmt;
 use std::io;
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::sync::{Mutex, MutexGuard, Once};
 
 use libbpf_rs::libbpf_sys;
 use libbpf_rs::{MapCore, MapFlags, ObjectBuilder};
 
 use super::abi::{
-    XdpCounters, COUNTERS_MAP_NAME, PROGRAM_NAME, XSKS_MAP_MAX_ENTRIES, XSKS_MAP_NAME,
+    XdpConfig, XdpCounters, CONFIG_MAP_NAME, COUNTERS_MAP_NAME, PROGRAM_NAME, XSKS_MAP_MAX_ENTRIES,
+    XSKS_MAP_NAME,
 };
+use super::DstFilter;
 
 /// The compiled XDP program, committed in `bpf/` so building needs no clang.
 static OBJECT: &[u8] = include_bytes!("../../bpf/aoe_xdp.bpf.o");
@@ -197,14 +203,17 @@ impl fmt::Debug for XdpProgram {
 }
 
 impl XdpProgram {
-    /// Loads the embedded program and attaches it to `ifindex` (in the calling thread's network
-    /// namespace).
+    /// Loads the embedded program, tells it which destinations are ours (`dst`: normally
+    /// [`DstFilter::Own`] with the interface's MAC) and attaches it to `ifindex` (in the calling
+    /// thread's network namespace).
     ///
     /// Fails if any XDP program is already attached; call [`detach_stale`] first to remove a
     /// leftover `aoe_xdp` from a previous run.
-    pub fn attach(ifindex: u32, mode: XdpMode) -> Result<XdpProgram, LoaderError> {
+    pub fn attach(ifindex: u32, mode: XdpMode, dst: DstFilter) -> Result<XdpProgram, LoaderError> {
         route_libbpf_logs();
         let object = load_object()?;
+        // Before the attach: the program never runs without its interface's MAC.
+        write_config(&object, dst.xdp_config())?;
         let prog_id = {
             let prog = find_program(&object)?;
             libbpf_rs::Program::id_from_fd(prog.as_fd()).map_err(|source| LoaderError::Load {
@@ -300,24 +309,69 @@ impl XdpProgram {
         }
     }
 
-    /// The program's counters, summed over all CPUs.
+    /// The program's counters, summed over all CPUs and RX queues.
     pub fn counters(&self) -> Result<XdpCounters, LoaderError> {
         let map = self.map(COUNTERS_MAP_NAME)?;
-        let per_cpu = map
-            .lookup_percpu(&0u32.to_ne_bytes(), MapFlags::ANY)
-            .map_err(|source| LoaderError::Map {
-                map: COUNTERS_MAP_NAME,
-                source,
-            })?
-            .unwrap_or_default();
         let mut total = XdpCounters::default();
-        for bytes in &per_cpu {
-            let one = XdpCounters::from_ne_bytes(bytes).ok_or(LoaderError::Abi {
-                what: "aoe_counters value size",
-            })?;
-            total = total.saturating_add(one);
+        for queue_id in 0..XSKS_MAP_MAX_ENTRIES {
+            let per_cpu = map
+                .lookup_percpu(&queue_id.to_ne_bytes(), MapFlags::ANY)
+                .map_err(|source| LoaderError::Map {
+                    map: COUNTERS_MAP_NAME,
+                    source,
+                })?
+                .unwrap_or_default();
+            for bytes in &per_cpu {
+                let one = XdpCounters::from_ne_bytes(bytes).ok_or(LoaderError::Abi {
+                    what: "aoe_counters value size",
+                })?;
+                total = total.saturating_add(one);
+            }
         }
         Ok(total)
+    }
+
+    /// The counters of RX queue `queue_id` (a port's), as a handle that reads them without
+    /// allocating and stays valid however long the program lives.
+    pub fn queue_counters(&self, queue_id: u32) -> Result<XdpQueueCounters, LoaderError> {
+        check_queue(queue_id)?;
+        let map = self.map(COUNTERS_MAP_NAME)?;
+        let map_error = |source| LoaderError::Map {
+            map: COUNTERS_MAP_NAME,
+            source,
+        };
+        let fd = map
+            .as_fd()
+            .try_clone_to_owned()
+            .map_err(|error| map_error(libbpf_rs::Error::from(error)))?;
+        let cpus = libbpf_rs::num_possible_cpus().map_err(map_error)?;
+        Ok(XdpQueueCounters {
+            map: fd,
+            queue_id,
+            buffer: RefCell::new(vec![0u8; cpus * XdpCounters::SIZE].into_boxed_slice()),
+        })
+    }
+
+    /// Which destinations the program serves now, as [`DstFilter`] (read back from its map).
+    pub fn dst_filter(&self) -> Result<DstFilter, LoaderError> {
+        let map = self.map(CONFIG_MAP_NAME)?;
+        let bytes = map
+            .lookup(&0u32.to_ne_bytes(), MapFlags::ANY)
+            .map_err(|source| LoaderError::Map {
+                map: CONFIG_MAP_NAME,
+                source,
+            })?
+            .ok_or(LoaderError::Abi {
+                what: "aoe_config has no entry",
+            })?;
+        if bytes.get(6).is_some_and(|&any| any != 0) {
+            return Ok(DstFilter::Any);
+        }
+        let mut mac = [0u8; 6];
+        mac.copy_from_slice(bytes.get(..6).ok_or(LoaderError::Abi {
+            what: "aoe_config value size",
+        })?);
+        Ok(DstFilter::Own(mac))
     }
 
     /// Detaches the program now, reporting failure (`Drop` can only log it).
@@ -365,6 +419,59 @@ impl Drop for XdpProgram {
         if let Err(error) = self.detach_inner() {
             tracing::error!(%error, "XDP program left attached; detach_stale() removes it later");
         }
+    }
+}
+
+/// The counters of one RX queue in the program's per-CPU `aoe_counters` map (see
+/// [`XdpProgram::queue_counters`]). It holds its own descriptor of the map, so it can be
+/// moved to the worker that serves the queue and outlive the [`XdpProgram`].
+pub struct XdpQueueCounters {
+    map: OwnedFd,
+    queue_id: u32,
+    /// One value per possible CPU, as the kernel copies a per-CPU entry out (each value
+    /// rounded up to 8 bytes; the struct's size already is a multiple of 8).
+    buffer: RefCell<Box<[u8]>>,
+}
+
+const _: () = assert!(XdpCounters::SIZE % 8 == 0);
+
+impl fmt::Debug for XdpQueueCounters {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("XdpQueueCounters")
+            .field("queue_id", &self.queue_id)
+            .finish_non_exhaustive()
+    }
+}
+
+impl XdpQueueCounters {
+    /// The queue's counters summed over all CPUs: one `bpf` system call, no allocation.
+    pub fn read(&self) -> io::Result<XdpCounters> {
+        let mut buffer = self.buffer.borrow_mut();
+        let key = self.queue_id;
+        // SAFETY: the fd is an open per-CPU array map whose key is a u32 and whose value is an
+        // `XdpCounters` (checked when the object was loaded); for such a map the kernel writes
+        // one value per possible CPU, each rounded up to 8 bytes, which is the buffer's length.
+        // Both pointers are valid for the duration of the call and nothing else uses them.
+        let ret = unsafe {
+            libbpf_sys::bpf_map_lookup_elem(
+                self.map.as_raw_fd(),
+                std::ptr::from_ref(&key).cast(),
+                buffer.as_mut_ptr().cast(),
+            )
+        };
+        if ret < 0 {
+            return Err(io::Error::from_raw_os_error(-ret));
+        }
+        let total = buffer
+            .chunks_exact(XdpCounters::SIZE)
+            .filter_map(XdpCounters::from_ne_bytes)
+            .fold(XdpCounters::default(), XdpCounters::saturating_add);
+        Ok(total)
+    }
+
+    /// The RX queue these are the counters of.
+    pub fn queue_id(&self) -> u32 {
+        self.queue_id
     }
 }
 
@@ -540,7 +647,28 @@ fn load_object() -> Result<libbpf_rs::Object, LoaderError> {
             what: "aoe_counters value size",
         });
     }
+    if counters.max_entries() != XSKS_MAP_MAX_ENTRIES {
+        return Err(LoaderError::Abi {
+            what: "aoe_counters entries",
+        });
+    }
+    let config = find_map(&object, CONFIG_MAP_NAME)?;
+    if usize::try_from(config.value_size()).ok() != Some(XdpConfig::SIZE) {
+        return Err(LoaderError::Abi {
+            what: "aoe_config value size",
+        });
+    }
     Ok(object)
+}
+
+/// Writes the program's one configuration entry.
+fn write_config(object: &libbpf_rs::Object, config: XdpConfig) -> Result<(), LoaderError> {
+    find_map(object, CONFIG_MAP_NAME)?
+        .update(&0u32.to_ne_bytes(), &config.to_bytes(), MapFlags::ANY)
+        .map_err(|source| LoaderError::Map {
+            map: CONFIG_MAP_NAME,
+            source,
+        })
 }
 
 fn find_program(object: &libbpf_rs::Object) -> Result<libbpf_rs::Program<'_>, LoaderError> {
@@ -708,6 +836,7 @@ mod tests {
             b"aoe_xdp",
             b"xsks_map",
             b"aoe_counters",
+            b"aoe_config",
         ] {
             assert!(
                 contains(needle),

@@ -41,7 +41,14 @@
 //!   free only when its skb is gone, so a slot is never reused while its bytes are in use.
 //! - Filter: a classic BPF program (`SO_ATTACH_FILTER`, see [`aoe_request_filter`]) accepts
 //!   only AoE version 1 requests (response flag clear), untagged or behind one 802.1Q tag, and
-//!   not our own host's outgoing frames — the same frames the XDP program redirects.
+//!   not our own host's outgoing frames. Of those, `rx_burst` takes only the ones addressed to
+//!   the interface's MAC or to broadcast (the port's [`DstFilter`]): the same frames the XDP
+//!   program redirects. A request for another host is counted
+//!   ([`PacketStats::rx_foreign_dst`]) and its ring slot released without a copy. The check
+//!   is made there rather than in the filter so that such requests can be counted, and on the
+//!   destination MAC rather than on the ring's `sll_pkttype`, which bound to `ETH_P_AOE`
+//!   (`vlan: false`) says `PACKET_OTHERHOST` for every tagged frame no VLAN device claims,
+//!   whatever its destination.
 //!
 //! VLAN tags: the kernel removes an 802.1Q tag from a received frame in software
 //! (`skb_vlan_untag` in `__netif_receive_skb_core`) before delivering it to packet sockets.
@@ -99,6 +106,7 @@ use super::mem::{Arena, Chunk};
 use super::umem::{
     FRAME_CAPACITY, FRAME_SIZE, JUMBO_FRAME_LEN, PACKET_OFFSET, SLAB_CAPACITY, SLAB_SIZE,
 };
+use super::DstFilter;
 
 /// The AoE ethertype.
 pub const ETH_P_AOE: u16 = 0x88A2;
@@ -328,6 +336,9 @@ pub struct PacketStats {
     /// Packets dropped because they (with their VLAN tag restored) do not fit a frame, or the
     /// kernel truncated them.
     pub rx_too_long: u64,
+    /// Requests left in the ring (not copied, not served) because their destination MAC is
+    /// neither the interface's nor broadcast: another host's (see [`DstFilter`]).
+    pub rx_foreign_dst: u64,
     /// `rx_burst` calls that stopped early because no frame was free.
     pub rx_no_free_frame: u64,
     /// Frames copied into the TX ring.
@@ -767,6 +778,8 @@ pub struct PacketPort {
     kernel_freezes: Cell<u64>,
     interface: String,
     ifindex: u32,
+    /// Which destination MACs are served.
+    dst_filter: DstFilter,
 }
 
 impl std::fmt::Debug for PacketPort {
@@ -783,8 +796,13 @@ impl std::fmt::Debug for PacketPort {
 impl PacketPort {
     /// Opens an AF_PACKET socket on `interface` (in the calling thread's network namespace)
     /// with the AoE request filter and mmap RX and TX rings, and maps a frame area of
-    /// `config.frame_count` frames. Logs a warning: this is the fallback path.
-    pub fn bind(interface: &str, config: &PacketConfig) -> Result<PacketPort, PacketError> {
+    /// `config.frame_count` frames. `dst` says which destination MACs are served (normally
+    /// [`DstFilter::Own`] with the interface's MAC). Logs a warning: this is the fallback path.
+    pub fn bind(
+        interface: &str,
+        config: &PacketConfig,
+        dst: DstFilter,
+    ) -> Result<PacketPort, PacketError> {
         validate(config)?;
         let ifindex = interface_index(interface)?;
         let setup = |(call, source): (&'static str, io::Error)| PacketError::Setup {
@@ -867,7 +885,19 @@ impl PacketPort {
             kernel_freezes: Cell::new(0),
             interface: interface.to_owned(),
             ifindex,
+            dst_filter: dst,
         })
+    }
+
+    /// Which destination MACs the port serves.
+    pub fn dst_filter(&self) -> DstFilter {
+        self.dst_filter
+    }
+
+    /// Requests refused so far for another host's destination ([`PacketStats::rx_foreign_dst`],
+    /// without the system call of [`PacketPort::stats`]).
+    pub fn foreign_dst(&self) -> u64 {
+        self.stats.rx_foreign_dst
     }
 
     /// The interface name.
@@ -1044,7 +1074,8 @@ impl PacketPort {
     /// Copies up to `max` (at most [`RX_BURST_MAX`]) received packets from the RX ring into
     /// free frames, putting back a VLAN tag the kernel removed. No syscall. Each ring block or
     /// slot goes back to the kernel as soon as its last packet is copied. Stops early when no
-    /// frame is free (the rest stays in the ring).
+    /// frame is free (the rest stays in the ring). Requests for another host's MAC are
+    /// skipped (counted, not copied, not returned).
     pub fn rx_burst(&mut self, max: usize) -> RxBurst {
         let mut burst = self.new_burst();
         self.rx_burst_into(&mut burst, max);
@@ -1075,7 +1106,9 @@ impl PacketPort {
             let fits = packet.captured == packet.len
                 && packet.captured >= MACS_LEN
                 && wire_len <= self.max_frame_len;
-            if fits {
+            if packet.captured >= MACS_LEN && !self.dst_filter.accepts(self.dst_of(&packet)) {
+                self.stats.rx_foreign_dst += 1;
+            } else if fits {
                 let taken_index = if wire_len <= FRAME_CAPACITY {
                     self.pool
                         .take_free(FrameState::Rx)
@@ -1108,6 +1141,22 @@ impl PacketPort {
             }
             self.rings.rx.advance(&self.rings.map, &packet);
         }
+    }
+
+    /// The destination MAC of a packet `peek` found (at least [`MACS_LEN`] bytes captured).
+    fn dst_of(&self, packet: &RxPacket) -> [u8; 6] {
+        assert!(
+            packet.captured >= MACS_LEN,
+            "a packet shorter than its MACs"
+        );
+        let mut dst = [0u8; 6];
+        // SAFETY: the packet's first `captured` bytes at `data` are inside the block or slot
+        // that `peek` found user-owned (it asserted the bounds), and `captured` covers the six
+        // read here; the kernel does not write a user-owned block or slot.
+        unsafe {
+            std::ptr::copy_nonoverlapping(self.rings.map.at(packet.data), dst.as_mut_ptr(), 6);
+        }
+        dst
     }
 
     /// Waits until a received packet is ready in the RX ring or `timeout` passes; true if one
@@ -1885,6 +1934,11 @@ mod tests {
             &frame(Some(42), ETH_P_AOE, 0x10, 28),
             libc::PACKET_OTHERHOST
         ));
+        // Another host's request passes too: `rx_burst` refuses it by its destination MAC and
+        // counts it, which a filter could not.
+        let mut foreign = frame(None, ETH_P_AOE, 0x10, 60);
+        foreign[..6].copy_from_slice(&[0x02, 0xAE, 0, 0, 0, 1]);
+        assert!(accepts(&foreign, libc::PACKET_OTHERHOST));
     }
 
     #[test]

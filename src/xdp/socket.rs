@@ -52,10 +52,12 @@ use std::time::Duration;
 use xsk_rs::config::{BindFlags, LibxdpFlags, QueueSize, SocketConfig};
 use xsk_rs::{CompQueue, FillQueue, FrameDesc, RxQueue, TxQueue};
 
+use super::abi::XdpCounters;
 use super::frame::{
     pad_for_wire, Frame, FrameCounts, FramePool, FrameState, JumboStats, Lender, RxBurst,
     RX_BURST_MAX,
 };
+use super::loader::XdpQueueCounters;
 use super::mem::{Arena, Chunk};
 use super::txring::TxRing;
 use super::umem::{
@@ -248,6 +250,9 @@ pub struct XskPort {
     bind_mode: BindMode,
     interface: String,
     queue_id: u32,
+    /// The XDP program's counters of this queue, once the program it is registered with
+    /// handed them over ([`XskPort::set_program_counters`]).
+    program_counters: Option<XdpQueueCounters>,
 }
 
 /// A multi-buffer packet being copied into a slab.
@@ -470,6 +475,7 @@ impl XskPort {
             bind_mode: bound.mode,
             interface: bound.interface.to_owned(),
             queue_id: bound.queue_id,
+            program_counters: None,
             umem,
         })
     }
@@ -606,6 +612,18 @@ impl XskPort {
     /// The RX queue.
     pub fn queue_id(&self) -> u32 {
         self.queue_id
+    }
+
+    /// Keeps the counters of this socket's RX queue in the XDP program that feeds it (from
+    /// `XdpProgram::queue_counters`), so that the port's statistics can show what the program
+    /// kept from it (requests for other hosts).
+    pub fn set_program_counters(&mut self, counters: XdpQueueCounters) {
+        self.program_counters = Some(counters);
+    }
+
+    /// The XDP program's counters of this queue (one `bpf` system call), if it has them.
+    pub fn program_counters(&self) -> Option<io::Result<XdpCounters>> {
+        self.program_counters.as_ref().map(XdpQueueCounters::read)
     }
 
     /// The socket fd, for `XdpProgram::insert_socket` and for `poll`/`epoll`.

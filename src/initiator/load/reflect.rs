@@ -27,6 +27,7 @@ use crate::xdp::frame::RX_BURST_MAX;
 use crate::xdp::loader::{detach_stale, AttachMode, LoaderError, XdpMode, XdpProgram};
 use crate::xdp::socket::{BindMode, XskConfig, XskError, XskPort, XskStats};
 use crate::xdp::umem::FRAME_CAPACITY;
+use crate::xdp::DstFilter;
 
 /// Capacity the reflector claims in IDENTIFY: 2^31 sectors (1 TiB).
 pub const REFLECT_CAPACITY_SECTORS: u64 = 1 << 31;
@@ -268,7 +269,8 @@ impl Reflector {
         if let Some(stale) = detach_stale(ifindex)? {
             tracing::warn!(interface, stale, "removed a stale aoe_xdp program");
         }
-        let program = XdpProgram::attach(ifindex, XdpMode::Auto)?;
+        // The same program and destination rule as the target's, so the two compare fairly.
+        let program = XdpProgram::attach(ifindex, XdpMode::Auto, DstFilter::Own(mac.0))?;
         let mut ports = Vec::new();
         for queue in 0..rx_queue_count(interface)? {
             let port = XskPort::bind(interface, queue, &XskConfig::default())?;
