@@ -9,8 +9,9 @@
 //! - one 256 MiB backing file under /var/tmp, written, synced and read once with
 //!   `cat > /dev/null` so that it sits in the page cache; aoe-xdp runs with
 //!   `durability = "writeback"`, `mapped-writes = true`, `mapped-reads = true` (but the
-//!   `xdp-syscalls` system, which shows the defaults) and vblade without `-s`/`-d`: the disk
-//!   is not what is measured; written in 2 MiB blocks, the file sits in 2 MiB page-cache
+//!   `xdp-defaults` system, which shows the defaults: `durability = "sync"`, no mappings, so
+//!   its writes are measured with the disk's data syncs) and vblade without `-s`/`-d`: for the
+//!   others the disk is not what is measured; written in 2 MiB blocks, the file sits in 2 MiB page-cache
 //!   folios (the state `resident = true` brings a file to at start-up, re-reading it if need
 //!   be: a file in smaller folios would be changed under the other systems by the resident
 //!   system's start), and on ext4 (Linux 6.18) every 1 KiB buffered write then walks all buffer heads of
@@ -41,8 +42,8 @@
 //!   the work a request costs, not the polling of a saturated busy-polling target.
 //!
 //! Systems: aoe-xdp on AF_XDP (also with `idle = "poll"`, with `idle = "poll"` and a nap of
-//! [`NAP_US`] after work: `xdp-nap`, with `resident = true`, and with neither mapping:
-//! `xdp-syscalls`), aoe-xdp on its AF_PACKET fallback (`socket = "packet"`; a row
+//! [`NAP_US`] after work: `xdp-nap`, with `resident = true`, and with the device's defaults:
+//! `xdp-defaults`), aoe-xdp on its AF_PACKET fallback (`socket = "packet"`; a row
 //! that cannot run is reported as "n/a: reason"), Debian's `vblade -b 64`, and the reflector
 //! `aoe-bench reflect` (answers from the frame without storage: the ceiling of the path).
 //! `--system baseline --baseline PATH` adds another aoe-xdp binary (e.g. a build of the
@@ -176,11 +177,12 @@ pub enum SystemKind {
     #[value(name = "xdp-resident")]
     #[serde(rename = "xdp-resident")]
     XdpResident,
-    /// aoe-xdp on AF_XDP without `mapped-reads` and `mapped-writes` (the defaults: a system
-    /// call, or an io_uring request, per read and per write).
-    #[value(name = "xdp-syscalls")]
-    #[serde(rename = "xdp-syscalls")]
-    XdpSyscalls,
+    /// aoe-xdp on AF_XDP with the device's defaults: `durability = "sync"` (writes
+    /// acknowledged once durable, by group commit) and neither `mapped-reads` nor
+    /// `mapped-writes` (a system call, or an io_uring request, per read and per write).
+    #[value(name = "xdp-defaults")]
+    #[serde(rename = "xdp-defaults")]
+    XdpDefaults,
     /// aoe-xdp on AF_XDP with `idle = "poll"` and `idle-nap-us = NAP_US` (naps after work,
     /// and wakes once per nap under a steady load).
     #[value(name = "xdp-nap")]
@@ -192,7 +194,7 @@ impl SystemKind {
     const ALL: [SystemKind; 8] = [
         SystemKind::Xdp,
         SystemKind::XdpResident,
-        SystemKind::XdpSyscalls,
+        SystemKind::XdpDefaults,
         SystemKind::XdpPoll,
         SystemKind::XdpNap,
         SystemKind::Packet,
@@ -210,7 +212,7 @@ impl SystemKind {
             SystemKind::Baseline => "aoe-xdp (XDP, baseline)",
             SystemKind::XdpPoll => "aoe-xdp (XDP, idle=poll)",
             SystemKind::XdpResident => "aoe-xdp (XDP, resident)",
-            SystemKind::XdpSyscalls => "aoe-xdp (XDP, no mappings)",
+            SystemKind::XdpDefaults => "aoe-xdp (XDP, defaults)",
             SystemKind::XdpNap => "aoe-xdp (XDP, idle=poll, nap)",
         }
     }
@@ -224,7 +226,7 @@ impl SystemKind {
             SystemKind::Baseline => "baseline",
             SystemKind::XdpPoll => "xdp-poll",
             SystemKind::XdpResident => "xdp-resident",
-            SystemKind::XdpSyscalls => "xdp-syscalls",
+            SystemKind::XdpDefaults => "xdp-defaults",
             SystemKind::XdpNap => "xdp-nap",
         }
     }
@@ -752,9 +754,11 @@ fn meta(env: &Env, quick: bool, rounds: u32) -> Result<Meta> {
         backing: format!(
             "{} MiB file in /var/tmp, written in 2 MiB blocks (2 MiB page-cache folios), in the page cache; aoe-xdp durability = \"writeback\" \
              with mapped-writes = true and mapped-reads = true (copies into and out of the page \
-             cache; see the README for what that costs a disk), except the \"no mappings\" \
-             system (pwritev2, and preadv2 or io_uring reads), vblade buffered: the disk is not \
-             measured",
+             cache; see the README for what that costs a disk), except the \"defaults\" \
+             system (durability = \"sync\": every write acknowledged after a data sync of the \
+             disk, shared by the writes that completed before it; pwritev2, and preadv2 or \
+             io_uring reads), vblade buffered (not durable): only the defaults' writes measure \
+             the disk",
             DISK_BYTES >> 20
         ),
         cpu_method,
@@ -914,7 +918,7 @@ impl Live {
                 SystemKind::Xdp
                 | SystemKind::XdpPoll
                 | SystemKind::XdpResident
-                | SystemKind::XdpSyscalls
+                | SystemKind::XdpDefaults
                 | SystemKind::XdpNap
                 | SystemKind::Packet
                 | SystemKind::Baseline,
@@ -958,7 +962,7 @@ fn start(
         SystemKind::Xdp
         | SystemKind::XdpPoll
         | SystemKind::XdpResident
-        | SystemKind::XdpSyscalls
+        | SystemKind::XdpDefaults
         | SystemKind::XdpNap
         | SystemKind::Packet
         | SystemKind::Baseline => {
@@ -1067,7 +1071,8 @@ fn write_config(env: &Env, system: SystemKind, key: &str) -> Result<PathBuf> {
     let resident = system == SystemKind::XdpResident;
     // Every configuration copies to and from the page cache through mappings (the data lives
     // there), but the one that shows the defaults; resident reads through its own.
-    let mapped = system != SystemKind::XdpSyscalls;
+    let mapped = system != SystemKind::XdpDefaults;
+    let durability = if mapped { "writeback" } else { "sync" };
     let mapped_reads = mapped && !resident;
     let dir = env.scratch.display();
     let text = format!(
@@ -1085,7 +1090,7 @@ fn write_config(env: &Env, system: SystemKind, key: &str) -> Result<PathBuf> {
          path = \"{disk}\"\n\
          shelf = 1\n\
          slot = 0\n\
-         durability = \"writeback\"\n\
+         durability = \"{durability}\"\n\
          mapped-writes = {mapped}\n\
          mapped-reads = {mapped_reads}\n\
          resident = {resident}\n\

@@ -259,7 +259,7 @@ pub fn targets(results: &Results) -> String {
     let systems = [
         SystemKind::Xdp,
         SystemKind::XdpResident,
-        SystemKind::XdpSyscalls,
+        SystemKind::XdpDefaults,
     ];
     for system in systems
         .into_iter()
@@ -358,7 +358,7 @@ fn fixed_load(results: &Results) -> String {
                 SystemKind::Xdp
                     | SystemKind::XdpPoll
                     | SystemKind::XdpResident
-                    | SystemKind::XdpSyscalls
+                    | SystemKind::XdpDefaults
                     | SystemKind::XdpNap
             );
             vec![
@@ -518,8 +518,9 @@ pub fn summary(results: &Results) -> String {
          with a nap of {} µs after the spin (\"nap\": `idle-nap-us`, under a steady load one \
          wake-up per nap instead of one per request), and with `socket = \"xdp\"`, `resident = true` (the device locked in memory, reads \
          copied through a locked mapping), and with `socket = \"xdp\"` and neither \
-         `mapped-reads` nor `mapped-writes` (\"no mappings\": the defaults, a system call or \
-         an io_uring request per read and per write); Debian's `vblade -b 64`; the bare AF_XDP reflector `aoe-bench reflect` (no storage: the \
+         `mapped-reads` nor `mapped-writes` and with `durability = \"sync\"` (\"defaults\": a \
+         system call or an io_uring request per read and per write, every write acknowledged \
+         once durable, by a data sync shared with the writes completed before it); Debian's `vblade -b 64`; the bare AF_XDP reflector `aoe-bench reflect` (no storage: the \
          ceiling of the path). One point offers a fixed load (`aoe-bench load --rate`) below \
          every system's maximum, where CPU per request measures work rather than polling.",
         meta.target_core,
@@ -597,7 +598,7 @@ fn colour(system: SystemKind) -> RGBColor {
         SystemKind::Baseline => RGBColor(0xff, 0x7f, 0x0e),
         SystemKind::XdpPoll => RGBColor(0x17, 0xbe, 0xcf),
         SystemKind::XdpResident => RGBColor(0x94, 0x67, 0xbd),
-        SystemKind::XdpSyscalls => RGBColor(0x8c, 0x56, 0x4b),
+        SystemKind::XdpDefaults => RGBColor(0x8c, 0x56, 0x4b),
         SystemKind::XdpNap => RGBColor(0xe3, 0x77, 0xc2),
     }
 }
