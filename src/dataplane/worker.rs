@@ -46,6 +46,9 @@ const IO_WAIT_SLEEP: Duration = Duration::from_micros(20);
 const SHARED_IDLE_SLEEP: Duration = Duration::from_micros(50);
 /// Iterations between clock reads of a worker whose engine does not need a precise clock.
 const COARSE_CLOCK_ITERATIONS: u32 = 256;
+/// While a data sync is in flight, a busy worker yields its core every this many
+/// iterations (see [`run`]).
+const SYNC_YIELD_ITERATIONS: u32 = 8;
 /// Longest a stopping dataplane waits for requests in flight.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -813,6 +816,13 @@ pub fn run(
             now = Instant::now();
         }
         worker.publish(&target, now);
+        if worker.engine.syncs_in_flight() > 0 && iterations % SYNC_YIELD_ITERATIONS == 0 {
+            // A data sync runs in an io_uring blocking-I/O thread, which may share this core
+            // (it must when the process has only this one) or another busy worker's: a
+            // spinning worker that never yields delays it by a scheduler slice at each of its
+            // two wake-ups (the sync's start and its end), milliseconds per group commit.
+            std::thread::yield_now();
+        }
         if worker.poll(&mut target, now)? {
             (idle_since, napped) = (None, false);
             continue;

@@ -401,6 +401,15 @@ impl Engine {
         }
     }
 
+    /// Data syncs in flight in io_uring's blocking-I/O threads (the synchronous engine syncs
+    /// on the caller's thread: none).
+    pub fn syncs_in_flight(&self) -> usize {
+        match self {
+            Engine::Sync(_) => 0,
+            Engine::Uring(e) => e.syncs_in_flight(),
+        }
+    }
+
     /// Counters.
     pub fn stats(&self) -> EngineStats {
         match self {

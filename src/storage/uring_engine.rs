@@ -144,6 +144,8 @@ pub struct UringEngine {
     groups: Box<[GroupCommit<IoCompletion>]>,
     /// Requests waiting in `groups`, all exports together.
     grouped: usize,
+    /// Groups with a sync in flight.
+    syncing: usize,
     /// Per export: buffered reads are tried inline with `RWF_NOWAIT` first.
     nowait_reads: Box<[bool]>,
     /// Scratch of [`Self::inline`]: the run's buffers, and per-request results of writes.
@@ -231,6 +233,7 @@ impl UringEngine {
             ready: VecDeque::with_capacity(capacity),
             groups,
             grouped: 0,
+            syncing: 0,
             nowait_reads,
             inline_segs: Vec::with_capacity(cfg.merge_max_segments),
             inline_results: Vec::with_capacity(cfg.merge_max_segments),
@@ -297,10 +300,12 @@ impl UringEngine {
             stats,
             groups,
             grouped,
+            syncing,
             ..
         } = self;
         ring.reap(|user_data, res, segs| {
             if user_data & SYNC_TAG != 0 {
+                *syncing -= 1;
                 let export = usize::from(u16::try_from(user_data & !SYNC_TAG).expect("export"));
                 let settled = settle(&mut groups[export], res, &exports[export], stats, out);
                 *grouped -= settled;
@@ -369,6 +374,11 @@ impl UringEngine {
     /// Requests waiting for a group sync (their own I/O done), all exports together.
     pub fn waiting_for_sync(&self) -> usize {
         self.grouped
+    }
+
+    /// Group syncs in flight (at most one per export).
+    pub fn syncs_in_flight(&self) -> usize {
+        self.syncing
     }
 
     /// Counters.
@@ -476,6 +486,7 @@ impl UringEngine {
             ring,
             groups,
             stats,
+            syncing,
             ..
         } = self;
         for (index, group) in groups.iter_mut().enumerate() {
@@ -490,6 +501,7 @@ impl UringEngine {
             let pushed = ring.push_fsync(buffered, true, SYNC_TAG | u64::from(export));
             assert!(pushed.is_ok(), "has_room promised space");
             group.start_sync();
+            *syncing += 1;
             stats.syncs += 1;
             stats.ios += 1;
         }
