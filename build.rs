@@ -1,5 +1,5 @@
 //! Build script: the XDP object is prebuilt and committed (`cargo xtask build-bpf`), and
-//! `src/xdp/loader.rs` embeds it with `include_bytes!`, so nothing is compiled here. This only
+//! `src/sys/xdp/loader.rs` embeds it with `include_bytes!`, so nothing is compiled here. This only
 //! tells cargo to rebuild when the BPF sources change, so an edited source without a rebuilt
 //! object is noticed by `cargo xtask build-bpf --check` rather than silently ignored.
 

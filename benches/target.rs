@@ -5,10 +5,10 @@
 use std::hint::black_box;
 use std::sync::Arc;
 
-use aoe_xdp::initiator::frames::{self, AtaCmd, Route};
-use aoe_xdp::target::{
+use aoe_xdp::aoe::{
     DeviceParams, Outcome, PortInfo, SharedState, Target, ATA_FRAME_HEADER_LEN, MIN_FRAME_LEN,
 };
+use aoe_xdp::initiator::frames::{self, AtaCmd, Route};
 use aoe_xdp::wire::MacAddr;
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 

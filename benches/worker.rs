@@ -15,18 +15,18 @@ use std::os::unix::fs::FileExt;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use aoe_xdp::aoe::{
+    DeviceParams, IoKind, IoPlan, Outcome, PortInfo, SharedState, Target, ATA_FRAME_HEADER_LEN,
+    MIN_FRAME_LEN,
+};
 use aoe_xdp::initiator::frames::{self, AtaCmd, Route};
 use aoe_xdp::service::FRAME_OFFSET;
 use aoe_xdp::storage::engine::{Engine, IoOp, IoRequest};
 use aoe_xdp::storage::export::{Durability, Export, ExportSpec};
 use aoe_xdp::storage::sync_engine::SyncEngine;
 use aoe_xdp::storage::uring_engine::{UringConfig, UringEngine};
-use aoe_xdp::target::{
-    DeviceParams, IoKind, IoPlan, Outcome, PortInfo, SharedState, Target, ATA_FRAME_HEADER_LEN,
-    MIN_FRAME_LEN,
-};
+use aoe_xdp::sys::mem::{Arena, ChunkPool};
 use aoe_xdp::wire::MacAddr;
-use aoe_xdp::xdp::mem::{Arena, ChunkPool};
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use tempfile::NamedTempFile;
 

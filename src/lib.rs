@@ -4,25 +4,31 @@
 //!
 //! ```text
 //!   main.rs / bin/*     CLI, logging, signal handling (anyhow lives only here)
-//!   control/            statistics socket: reads snapshots, never worker state
-//!   dataplane/          pinned workers: RX burst -> target -> storage -> TX
-//!   config              RawConfig (serde) -> Config (validated)
-//!   target/             AoE/ATA semantics, sans-IO: request frame -> storage ops + replies
-//!   storage/            io_uring engine, synchronous oracle engine, merging, exports
+//!   dataplane/          pinned workers: RX burst -> aoe -> storage -> TX; ports, interfaces,
+//!                       statistics and the statistics socket (`control-socket`)
+//!   service.rs          a synchronous, single-threaded target for tests, the fuzzer and demos
+//!   config/             RawConfig (serde) -> Config (validated)
+//!   initiator/          the initiator side: request frames, a client, the load generator
+//!   aoe/                AoE/ATA semantics, sans-IO: request frame -> storage ops + replies;
+//!                       `aoe::control` is AoE's Query/Set Config command
+//!   storage/            exports, io_uring engine, synchronous oracle engine, merging
+//!   state_dir.rs        persistent device state on disk
 //!   wire/               typed, bounds-checked views over frame bytes; no I/O, no alloc
-//!   xdp/                the only module with `unsafe`: UMEM, XSK sockets, io_uring ring, BPF
+//!   sys/                the one folder exempt from `deny(unsafe_code)`: what talks to the kernel —
+//!                       buffer memory, frame layout and ownership, io_uring, file mappings, AF_XDP
+//!                       (`sys/xdp/`), AF_PACKET (`sys/packet/`), syscall helpers, interface facts
 //! ```
 //!
-//! Invariants: `wire/` and `target/` do no I/O and read no clock (`now` is a parameter);
+//! Invariants: `wire/` and `aoe/` do no I/O and read no clock (`now` is a parameter);
 //! the per-frame data path does not allocate; no read or write leaves an export's range.
 #![deny(unsafe_code)]
 
+pub mod aoe;
 pub mod config;
 pub mod dataplane;
 pub mod initiator;
 pub mod service;
 pub mod state_dir;
 pub mod storage;
-pub mod target;
+pub mod sys;
 pub mod wire;
-pub mod xdp;

@@ -339,7 +339,7 @@ fn run(config: Config) -> anyhow::Result<()> {
         signal_hook::flag::register(signal, Arc::clone(&stop))
             .context("cannot install the SIGINT/SIGTERM handler")?;
     }
-    aoe_xdp::xdp::loader::install_panic_detach();
+    aoe_xdp::sys::xdp::loader::install_panic_detach();
     let dataplane = Dataplane::start(&config).context("cannot start serving")?;
     let names: Vec<&str> = dataplane
         .interfaces()

@@ -10,11 +10,11 @@
 use std::sync::Arc;
 use std::time::Instant;
 
+use crate::aoe::{IoFailure, IoKind, IoPlan, Outcome, PortInfo, Target, ATA_FRAME_HEADER_LEN};
 use crate::state_dir::{StateDir, StateDirError};
 use crate::storage::engine::{Engine, EngineError, IoCompletion, IoError, IoOp, IoRequest};
 use crate::storage::export::Export;
-use crate::target::{IoFailure, IoKind, IoPlan, Outcome, PortInfo, Target, ATA_FRAME_HEADER_LEN};
-use crate::xdp::mem::{Chunk, ChunkPool};
+use crate::sys::mem::{Chunk, ChunkPool};
 
 /// Where a frame starts inside its chunk: 512 − 36, so ATA data is 512-aligned.
 pub const FRAME_OFFSET: usize = 512 - ATA_FRAME_HEADER_LEN;

@@ -11,7 +11,7 @@ use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
-use crate::target::{persist, DeviceState};
+use crate::aoe::{persist, DeviceState};
 
 /// A state directory failure; every variant names the file involved.
 #[derive(Debug, thiserror::Error)]

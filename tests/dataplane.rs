@@ -13,12 +13,12 @@ use std::time::{Duration, Instant};
 
 use aoe_xdp::initiator::client::{Client, ClientError, Found};
 use aoe_xdp::initiator::frames::{self, AtaCmd, Reply, Route};
+use aoe_xdp::sys::packet::raw::RawSocket;
 use aoe_xdp::wire::ata::{error as ata_error, status as ata_status};
 use aoe_xdp::wire::{
     AoeCommand, AoeError, ConfigCommand, DirectiveCommand, DirectiveRepr, MacAddr, MacMaskCommand,
     ReserveCommand, SECTOR_SIZE,
 };
-use aoe_xdp::xdp::raw::RawSocket;
 use common::netns::{in_netns, privileged_or_skip, NetNs, PacketSocket, VethEnd, VethPair};
 use common::target::{DeviceSpec, TargetDir};
 
@@ -1290,7 +1290,7 @@ fn test_stats(transport: Transport) {
     assert_eq!(kernel["rx_dropped"], 0, "{port}");
     assert_eq!(kernel["fill_empty"], 0, "{port}");
     let fill = match transport {
-        Transport::Xdp => u64::from(aoe_xdp::xdp::socket::FILL_TARGET_START),
+        Transport::Xdp => u64::from(aoe_xdp::sys::xdp::xsk::FILL_TARGET_START),
         Transport::Packet | Transport::PacketV3 => 0,
     };
     assert_eq!(kernel["fill_depth"], fill, "{port}");

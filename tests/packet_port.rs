@@ -9,13 +9,13 @@ mod common;
 use std::collections::HashSet;
 use std::time::{Duration, Instant};
 
-use aoe_xdp::xdp::frame::{Frame, FrameCounts};
-use aoe_xdp::xdp::packet::{PacketConfig, PacketError, PacketPort, RingVersion};
-use aoe_xdp::xdp::umem::{
+use aoe_xdp::sys::frame::{Frame, FrameCounts};
+use aoe_xdp::sys::layout::{
     payload_is_aligned, AOE_ATA_HEADERS_LEN, ETH_MIN_FRAME_LEN, FRAME_CAPACITY, FRAME_SIZE,
     PACKET_OFFSET, PAYLOAD_ALIGN, SLAB_CAPACITY,
 };
-use aoe_xdp::xdp::DstFilter;
+use aoe_xdp::sys::packet::{PacketConfig, PacketError, PacketPort, RingVersion};
+use aoe_xdp::sys::xdp::DstFilter;
 use common::frames::{
     aoe_frame, aoe_offset, aoe_tag, expected_reply, is_aoe, pattern, QUIET, REQUEST, RESPONSE, WAIT,
 };

@@ -14,8 +14,8 @@ use aoe_xdp::storage::engine::{Engine, IoCompletion, IoOp, IoRequest, SubmitErro
 use aoe_xdp::storage::export::{Durability, Export, ExportSpec};
 use aoe_xdp::storage::sync_engine::SyncEngine;
 use aoe_xdp::storage::uring_engine::{UringConfig, UringEngine};
-use aoe_xdp::xdp::filemap::{FileMap, HUGE_PAGE};
-use aoe_xdp::xdp::mem::{Arena, ChunkPool};
+use aoe_xdp::sys::filemap::{FileMap, HUGE_PAGE};
+use aoe_xdp::sys::mem::{Arena, ChunkPool};
 use proptest::prelude::*;
 use tempfile::NamedTempFile;
 

@@ -9,14 +9,14 @@ mod common;
 use std::collections::HashSet;
 use std::time::{Duration, Instant};
 
-use aoe_xdp::xdp::frame::{Frame, FrameCounts};
-use aoe_xdp::xdp::loader::{attached_program, detach_stale, AttachMode, XdpMode, XdpProgram};
-use aoe_xdp::xdp::socket::{BindMode, BindPreference, BusyPoll, XskConfig, XskPort};
-use aoe_xdp::xdp::umem::{
+use aoe_xdp::sys::frame::{Frame, FrameCounts};
+use aoe_xdp::sys::layout::{
     payload_is_aligned, AOE_ATA_HEADERS_LEN, ETH_MIN_FRAME_LEN, FRAME_CAPACITY, FRAME_SIZE,
     PACKET_OFFSET, PAYLOAD_ALIGN, PAYLOAD_OFFSET, SLAB_CAPACITY,
 };
-use aoe_xdp::xdp::DstFilter;
+use aoe_xdp::sys::xdp::loader::{attached_program, detach_stale, AttachMode, XdpMode, XdpProgram};
+use aoe_xdp::sys::xdp::xsk::{BindMode, BindPreference, BusyPoll, XskConfig, XskPort};
+use aoe_xdp::sys::xdp::DstFilter;
 use common::frames::{
     aoe_frame, aoe_offset, aoe_tag, expected_reply, is_aoe, pattern, ETH_P_AOE, QUIET, REQUEST,
     RESPONSE, WAIT,
@@ -648,7 +648,7 @@ fn drain_without_refill(port: &mut XskPort, first: u32, count: u32) {
 /// dropped on the way.
 #[test]
 fn test_fill_ring_starts_shallow_and_deepens_after_a_burst() {
-    use aoe_xdp::xdp::socket::FILL_TARGET_START;
+    use aoe_xdp::sys::xdp::xsk::FILL_TARGET_START;
     let Some(rig) = Rig::new("fill") else { return };
     let rig = &rig;
     let (a_mac, b_mac) = (rig.veth.a.mac, rig.veth.b.mac);
@@ -798,7 +798,7 @@ fn test_panic_hook_detaches_before_the_process_dies() {
     };
     let ifindex = rig.veth.a.ifindex;
     in_netns(&rig.ns_a, || {
-        aoe_xdp::xdp::loader::install_panic_detach();
+        aoe_xdp::sys::xdp::loader::install_panic_detach();
         let program = XdpProgram::attach(ifindex, XdpMode::Auto, DstFilter::Own(rig.veth.a.mac))
             .expect("attach");
         // Release builds abort on panic, so no Drop would run: forget the owner and let only
@@ -1131,7 +1131,7 @@ fn test_port_fit_reply_on_af_xdp() {
 /// straight into it (`READ_FIXED`) and the 8740-byte reply reaches B with the file's bytes.
 #[test]
 fn test_jumbo_write_and_read_through_io_uring_o_direct() {
-    use aoe_xdp::xdp::uring::{Ring, RingOptions, Seg, RWF_DSYNC};
+    use aoe_xdp::sys::uring::{Ring, RingOptions, Seg, RWF_DSYNC};
     use std::io::{Read, Seek, SeekFrom};
     use std::os::fd::AsRawFd;
     use std::os::unix::fs::OpenOptionsExt;

@@ -5,7 +5,7 @@
 use std::sync::Arc;
 
 use aoe_xdp::initiator::frames::Reply;
-use aoe_xdp::target::{DeviceParams, Outcome, PortInfo, SharedState, Target};
+use aoe_xdp::aoe::{DeviceParams, Outcome, PortInfo, SharedState, Target};
 use aoe_xdp::wire::MacAddr;
 use libfuzzer_sys::fuzz_target;
 

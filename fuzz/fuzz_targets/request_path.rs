@@ -36,13 +36,13 @@ use aoe_xdp::state_dir::StateDir;
 use aoe_xdp::storage::engine::Engine;
 use aoe_xdp::storage::export::{Durability, Export, ExportSpec};
 use aoe_xdp::storage::uring_engine::{UringConfig, UringEngine};
-use aoe_xdp::target::{DeviceParams, DeviceState, PortInfo, SharedState, Target};
+use aoe_xdp::aoe::{DeviceParams, DeviceState, PortInfo, SharedState, Target};
 use aoe_xdp::wire::{
     AoeCommand, AoePacket, AtaCommand, AtaPacket, ConfigCommand, DirectiveCommand, DirectiveRepr,
     EthernetFrame, MacAddr, MacMaskCommand, ReserveCommand, AOE_VERSION, SHELF_BROADCAST,
     SLOT_BROADCAST,
 };
-use aoe_xdp::xdp::mem::{Arena, ChunkPool};
+use aoe_xdp::sys::mem::{Arena, ChunkPool};
 use libfuzzer_sys::fuzz_target;
 
 /// Requests per structured input.

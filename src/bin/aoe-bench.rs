@@ -24,9 +24,10 @@ use aoe_xdp::initiator::load::reflect::Reflector;
 use aoe_xdp::initiator::load::verify::stamp;
 use aoe_xdp::initiator::load::workload::{Op, Pattern};
 use aoe_xdp::initiator::load::{self, Device, LoadConfig, PathSpec, Report, Stop};
+use aoe_xdp::sys::interface;
+use aoe_xdp::sys::packet::raw::RawSocket;
 use aoe_xdp::wire::ata::error as ata_error;
 use aoe_xdp::wire::{ConfigCommand, MacAddr, SECTOR_SIZE};
-use aoe_xdp::xdp::raw::RawSocket;
 
 #[derive(Parser)]
 #[command(
@@ -233,12 +234,7 @@ fn reflect(interface: &str, duration: Option<f64>, target: &str) -> Result<()> {
 }
 
 fn sys_value(interface: &str, file: &str) -> Result<String> {
-    Ok(
-        std::fs::read_to_string(format!("/sys/class/net/{interface}/{file}"))
-            .with_context(|| format!("no interface {interface}"))?
-            .trim()
-            .to_owned(),
-    )
+    interface::attribute(interface, file).with_context(|| format!("no interface {interface}"))
 }
 
 /// Capacity in sectors and LBA48 support from an IDENTIFY DEVICE block.
@@ -422,9 +418,7 @@ fn print_report(report: &Report) {
 }
 
 fn open(interface: &str) -> Result<Client> {
-    let mac: MacAddr = std::fs::read_to_string(format!("/sys/class/net/{interface}/address"))
-        .with_context(|| format!("no interface {interface}"))?
-        .trim()
+    let mac: MacAddr = sys_value(interface, "address")?
         .parse()
         .context("interface has no Ethernet address")?;
     let socket = RawSocket::open(interface).with_context(|| format!("opening {interface}"))?;

@@ -3,10 +3,10 @@
 
 use std::sync::Arc;
 
+use crate::aoe::{DeviceParams, SharedState};
 use crate::config::{Advertisement, Config, DeviceConfig, Durability as ConfigDurability};
 use crate::state_dir::{StateDir, StateDirError};
 use crate::storage::export::{Durability, Export, ExportError, ExportSpec};
-use crate::target::{DeviceParams, SharedState};
 use crate::wire::MacAddr;
 
 use super::interfaces::Interface;

@@ -2,9 +2,9 @@
 //! read from sysfs (`/sys/class/net/<name>/...`) in the current network namespace.
 
 use std::fs;
-use std::path::Path;
 
 use crate::config::Interfaces;
+use crate::sys::interface;
 use crate::wire::MacAddr;
 
 /// `ARPHRD_ETHER`: the sysfs `type` of an Ethernet interface.
@@ -53,13 +53,11 @@ pub enum InterfaceError {
     },
 }
 
-fn read_attr(dir: &Path, name: &str, attribute: &'static str) -> Result<String, InterfaceError> {
-    fs::read_to_string(dir.join(attribute))
-        .map(|s| s.trim().to_owned())
-        .map_err(|_| InterfaceError::Attribute {
-            name: name.to_owned(),
-            attribute,
-        })
+fn read_attr(name: &str, attribute: &'static str) -> Result<String, InterfaceError> {
+    interface::attribute(name, attribute).map_err(|_| InterfaceError::Attribute {
+        name: name.to_owned(),
+        attribute,
+    })
 }
 
 fn parse_num(text: &str, name: &str, attribute: &'static str) -> Result<u32, InterfaceError> {
@@ -75,33 +73,24 @@ fn parse_num(text: &str, name: &str, attribute: &'static str) -> Result<u32, Int
 
 /// Reads one interface from sysfs; `None` if it is not Ethernet.
 pub fn read_interface(name: &str) -> Result<Option<Interface>, InterfaceError> {
-    let dir = Path::new("/sys/class/net").join(name);
-    let kind = parse_num(&read_attr(&dir, name, "type")?, name, "type")?;
+    let kind = parse_num(&read_attr(name, "type")?, name, "type")?;
     if kind != ARPHRD_ETHER || name == "lo" {
         return Ok(None);
     }
-    let mac = read_attr(&dir, name, "address")?
+    let mac = read_attr(name, "address")?
         .parse::<MacAddr>()
         .map_err(|_| InterfaceError::Attribute {
             name: name.to_owned(),
             attribute: "address",
         })?;
-    let flags = parse_num(&read_attr(&dir, name, "flags")?, name, "flags")?;
-    let rx_queues = fs::read_dir(dir.join("queues"))
-        .map(|entries| {
-            entries
-                .filter_map(Result::ok)
-                .filter(|e| e.file_name().to_string_lossy().starts_with("rx-"))
-                .count()
-        })
-        .unwrap_or(1)
-        .max(1);
+    let flags = parse_num(&read_attr(name, "flags")?, name, "flags")?;
+    let rx_queues = interface::rx_queue_count(name).unwrap_or(1);
     Ok(Some(Interface {
         name: name.to_owned(),
-        ifindex: parse_num(&read_attr(&dir, name, "ifindex")?, name, "ifindex")?,
+        ifindex: parse_num(&read_attr(name, "ifindex")?, name, "ifindex")?,
         mac,
-        mtu: parse_num(&read_attr(&dir, name, "mtu")?, name, "mtu")?,
-        rx_queues: u32::try_from(rx_queues).unwrap_or(u32::MAX),
+        mtu: parse_num(&read_attr(name, "mtu")?, name, "mtu")?,
+        rx_queues,
         up: flags & IFF_UP != 0,
     }))
 }
@@ -109,7 +98,7 @@ pub fn read_interface(name: &str) -> Result<Option<Interface>, InterfaceError> {
 /// The Ethernet interfaces selected by `patterns`: with [`Interfaces::All`], every Ethernet
 /// interface that is up; with patterns, every Ethernet interface whose name matches.
 pub fn resolve(patterns: &Interfaces) -> Result<Vec<Interface>, InterfaceError> {
-    let mut names: Vec<String> = fs::read_dir("/sys/class/net")
+    let mut names: Vec<String> = fs::read_dir(interface::SYSFS_NET)
         .map_err(InterfaceError::List)?
         .filter_map(Result::ok)
         .map(|e| e.file_name().to_string_lossy().into_owned())

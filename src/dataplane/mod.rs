@@ -20,16 +20,16 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Duration;
 
+use crate::aoe::{PortInfo, Target};
 use crate::config::{Config, IdleMode, PacketRing, SocketKind, XdpMode as ConfigXdpMode};
 use crate::storage::engine::Engine;
 use crate::storage::sync_engine::{SyncEngine, SYNC_QUEUE_DEPTH};
 use crate::storage::uring_engine::{UringConfig, UringEngine};
-use crate::target::{PortInfo, Target};
-use crate::xdp::loader::{self, XdpMode, XdpProgram};
-use crate::xdp::mem::Arena;
-use crate::xdp::packet::{PacketConfig, PacketPort, RingVersion};
-use crate::xdp::socket::{BindPreference, BusyPoll, XskConfig, XskPort};
-use crate::xdp::DstFilter;
+use crate::sys::mem::Arena;
+use crate::sys::packet::{PacketConfig, PacketPort, RingVersion};
+use crate::sys::xdp::loader::{self, XdpMode, XdpProgram};
+use crate::sys::xdp::xsk::{BindPreference, BusyPoll, XskConfig, XskPort};
+use crate::sys::xdp::DstFilter;
 
 use devices::Devices;
 use interfaces::Interface;
@@ -63,7 +63,7 @@ pub enum DataplaneError {
         /// RX queue.
         queue: u32,
         /// Cause (names the fix).
-        source: crate::xdp::socket::XskError,
+        source: crate::sys::xdp::xsk::XskError,
     },
     /// The AF_PACKET fallback could not be opened either.
     #[error("interface {interface}: AF_PACKET: {source}")]
@@ -71,7 +71,7 @@ pub enum DataplaneError {
         /// Interface name.
         interface: String,
         /// Cause (names the fix).
-        source: crate::xdp::packet::PacketError,
+        source: crate::sys::packet::PacketError,
     },
     /// Too many interfaces for the port mask.
     #[error("at most 64 interfaces can be served, {0} were selected")]
@@ -88,7 +88,7 @@ type WorkerHandle = JoinHandle<Result<(Vec<UnitStats>, WorkerStats), port::PortE
 /// A running dataplane.
 pub struct Dataplane {
     /// Serves statistics until the dataplane is dropped (after the workers stopped).
-    control: Option<stats::ControlSocket>,
+    stats_socket: Option<stats::StatsSocket>,
     stop: Arc<AtomicBool>,
     workers: Vec<WorkerHandle>,
     /// Detached on drop, after the workers stopped (field order: workers are joined first in
@@ -157,10 +157,10 @@ impl Dataplane {
         let stop = Arc::new(AtomicBool::new(false));
         let (workers, board) = spawn_workers(config, &devices, ports, &stop)?;
         let path = &config.target.control_socket;
-        let control = match stats::ControlSocket::start(path, board) {
-            Ok(control) => {
+        let stats_socket = match stats::StatsSocket::start(path, board) {
+            Ok(socket) => {
                 tracing::info!(path = %path.display(), "control socket ready: aoe-xdp --stats");
-                Some(control)
+                Some(socket)
             }
             Err(error) => {
                 tracing::warn!(%error, "no control socket: statistics are logged at exit only");
@@ -168,7 +168,7 @@ impl Dataplane {
             }
         };
         Ok(Dataplane {
-            control,
+            stats_socket,
             stop,
             workers,
             programs,
@@ -182,9 +182,9 @@ impl Dataplane {
         &self.interfaces
     }
 
-    /// The control socket's path, if it could be opened.
-    pub fn control_socket(&self) -> Option<&std::path::Path> {
-        self.control.as_ref().map(|c| c.path())
+    /// The statistics socket's path (`control-socket`), if it could be opened.
+    pub fn stats_socket(&self) -> Option<&std::path::Path> {
+        self.stats_socket.as_ref().map(|socket| socket.path())
     }
 
     /// `interface:transport` (`af_xdp` or `af_packet`) of every port.

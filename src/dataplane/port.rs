@@ -34,11 +34,11 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-pub use crate::target::reply_room;
-use crate::xdp::frame::{Frame, JumboStats, RxBurst};
-use crate::xdp::mem::{Arena, Chunk};
-use crate::xdp::packet::{PacketError, PacketPort};
-use crate::xdp::socket::{XskError, XskPort};
+pub use crate::aoe::reply_room;
+use crate::sys::frame::{Frame, JumboStats, RxBurst};
+use crate::sys::mem::{Arena, Chunk};
+use crate::sys::packet::{PacketError, PacketPort};
+use crate::sys::xdp::xsk::{XskError, XskPort};
 
 /// Receive-side figures that only the kernel has, for the statistics.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]

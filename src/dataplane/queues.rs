@@ -29,8 +29,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use crossbeam::queue::ArrayQueue;
 
-use crate::target::{DeviceIndex, IoFailure, IoPlan};
-use crate::xdp::mem::Chunk;
+use crate::aoe::{DeviceIndex, IoFailure, IoPlan};
+use crate::sys::mem::Chunk;
 
 /// A storage request on its way to its device's owner.
 #[derive(Debug)]
@@ -169,8 +169,8 @@ pub fn owners(serves: &[Vec<bool>], devices: usize) -> Vec<usize> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::target::IoKind;
-    use crate::xdp::mem::{Arena, ChunkPool};
+    use crate::aoe::IoKind;
+    use crate::sys::mem::{Arena, ChunkPool};
     use std::sync::Arc;
 
     fn plan(device: DeviceIndex) -> IoPlan {

@@ -1,12 +1,13 @@
-//! Statistics: the counters every worker keeps, published for the control socket.
+//! Statistics: the counters every worker keeps, published for the statistics socket
+//! ([`StatsSocket`], configured as `control-socket`).
 //!
 //! Workers never block on statistics: every [`PUBLISH_INTERVAL`] a worker copies its counters
 //! into its slot of the [`StatsBoard`] with `try_lock` (skipped if a reader holds the slot
 //! right then, retried next time) and without allocating (slots are sized at start). A reader
-//! (the control socket's thread) locks each slot briefly and sums. Figures are therefore up to
+//! (the statistics socket's thread) locks each slot briefly and sums. Figures are therefore up to
 //! one interval old.
 //!
-//! The control socket (`target.control-socket`, a Unix stream socket, mode 0600) answers one
+//! The statistics socket (`target.control-socket`, a Unix stream socket, mode 0600) answers one
 //! command per connection: a line `stats` gets the [`Report`] as one line of JSON. `aoe-xdp
 //! --stats` is its client. A socket file whose server is gone (a crash) is replaced; one
 //! that a live process answers on is left alone and this instance runs without one (with a
@@ -23,16 +24,16 @@ use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
+use crate::aoe::DeviceCounters;
 use crate::storage::engine::EngineStats;
-use crate::target::DeviceCounters;
 
 use super::worker::{UnitStats, WorkerStats};
 
 /// How often a worker publishes its counters.
 pub const PUBLISH_INTERVAL: Duration = Duration::from_millis(100);
-/// How long the control socket waits for a client's command.
+/// How long the statistics socket waits for a client's command.
 const CLIENT_TIMEOUT: Duration = Duration::from_secs(1);
-/// How often the control socket's thread looks at the stop flag.
+/// How often the statistics socket's thread looks at the stop flag.
 const ACCEPT_POLL: Duration = Duration::from_millis(50);
 
 /// One worker's published counters.
@@ -46,7 +47,7 @@ pub struct WorkerSlot {
     pub devices: Vec<DeviceCounters>,
 }
 
-/// Where the workers publish; shared with the control socket.
+/// Where the workers publish; shared with the statistics socket.
 #[derive(Debug)]
 pub struct StatsBoard {
     started: Instant,
@@ -202,9 +203,9 @@ impl From<WorkerStats> for WorkerReport {
     }
 }
 
-/// Why the control socket could not be used.
+/// Why the statistics socket could not be used.
 #[derive(Debug, thiserror::Error)]
-pub enum ControlError {
+pub enum StatsSocketError {
     /// Another live process answers on the path.
     #[error("{0} is in use by a running process; set target.control-socket to another path")]
     InUse(PathBuf),
@@ -226,24 +227,24 @@ pub enum ControlError {
     },
 }
 
-/// The control socket's server thread; stops and removes the socket file on drop.
+/// The statistics socket's server thread; stops and removes the socket file on drop.
 #[derive(Debug)]
-pub struct ControlSocket {
+pub struct StatsSocket {
     path: PathBuf,
     stop: Arc<AtomicBool>,
     thread: Option<JoinHandle<()>>,
 }
 
-impl ControlSocket {
+impl StatsSocket {
     /// Binds `path` (replacing a stale socket file) and serves `board` from a thread.
-    pub fn start(path: &Path, board: Arc<StatsBoard>) -> Result<ControlSocket, ControlError> {
-        let io = |source| ControlError::Io {
+    pub fn start(path: &Path, board: Arc<StatsBoard>) -> Result<StatsSocket, StatsSocketError> {
+        let io = |source| StatsSocketError::Io {
             path: path.to_owned(),
             source,
         };
         if path.exists() {
             if UnixStream::connect(path).is_ok() {
-                return Err(ControlError::InUse(path.to_owned()));
+                return Err(StatsSocketError::InUse(path.to_owned()));
             }
             std::fs::remove_file(path).map_err(io)?;
         }
@@ -261,7 +262,7 @@ impl ControlSocket {
                 .spawn(move || serve(&listener, &board, &stop))
                 .map_err(io)?
         };
-        Ok(ControlSocket {
+        Ok(StatsSocket {
             path: path.to_owned(),
             stop,
             thread: Some(thread),
@@ -274,7 +275,7 @@ impl ControlSocket {
     }
 }
 
-impl Drop for ControlSocket {
+impl Drop for StatsSocket {
     fn drop(&mut self) {
         // Release: pairs with the server thread's Acquire load.
         self.stop.store(true, Ordering::Release);
@@ -325,8 +326,8 @@ fn answer(stream: UnixStream, board: &StatsBoard) -> std::io::Result<()> {
 }
 
 /// Asks the aoe-xdp serving `path` for its statistics.
-pub fn query(path: &Path) -> Result<Report, ControlError> {
-    let io = |source| ControlError::Io {
+pub fn query(path: &Path) -> Result<Report, StatsSocketError> {
+    let io = |source| StatsSocketError::Io {
         path: path.to_owned(),
         source,
     };
@@ -337,7 +338,7 @@ pub fn query(path: &Path) -> Result<Report, ControlError> {
     stream.write_all(b"stats\n").map_err(io)?;
     let mut line = String::new();
     BufReader::new(&stream).read_line(&mut line).map_err(io)?;
-    serde_json::from_str(&line).map_err(|_| ControlError::Answer {
+    serde_json::from_str(&line).map_err(|_| StatsSocketError::Answer {
         path: path.to_owned(),
         answer: line.trim().to_owned(),
     })
@@ -411,20 +412,20 @@ mod tests {
     }
 
     #[test]
-    fn test_control_socket_serves_stats_and_cleans_up() {
+    fn test_stats_socket_serves_stats_and_cleans_up() {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("run").join("ctl.sock");
         let board = Arc::new(board());
         board.publish(0, |slot| slot.worker.remote_jobs = 9);
-        let control = ControlSocket::start(&path, Arc::clone(&board)).expect("start");
+        let socket = StatsSocket::start(&path, Arc::clone(&board)).expect("start");
         let report = query(&path).expect("query");
         assert_eq!(report.workers[0].remote_jobs, 9);
         assert_eq!(report.devices[0].name, "e1.0");
 
         // A second server on a live socket is refused; an unknown command gets an error.
         assert!(matches!(
-            ControlSocket::start(&path, Arc::clone(&board)),
-            Err(ControlError::InUse(_))
+            StatsSocket::start(&path, Arc::clone(&board)),
+            Err(StatsSocketError::InUse(_))
         ));
         let mut stream = UnixStream::connect(&path).expect("connect");
         stream.write_all(b"reboot\n").expect("write");
@@ -432,11 +433,11 @@ mod tests {
         BufReader::new(&stream).read_line(&mut line).expect("read");
         assert!(line.contains("unknown command"), "{line}");
 
-        drop(control);
+        drop(socket);
         assert!(!path.exists(), "socket file removed");
         // A stale file (no server) is replaced.
         std::fs::write(&path, b"").expect("stale file");
-        let control = ControlSocket::start(&path, board).expect("restart over a stale file");
-        assert!(query(control.path()).is_ok());
+        let socket = StatsSocket::start(&path, board).expect("restart over a stale file");
+        assert!(query(socket.path()).is_ok());
     }
 }

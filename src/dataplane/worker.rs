@@ -24,11 +24,11 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use crate::aoe::{DeviceCounters, DeviceIndex, IoFailure, IoPlan, Outcome, PortInfo, Target};
 use crate::service::{io_request, to_failure};
 use crate::state_dir::StateDir;
 use crate::storage::engine::{Engine, EngineStats, IoCompletion};
-use crate::target::{DeviceCounters, DeviceIndex, IoFailure, IoPlan, Outcome, PortInfo, Target};
-use crate::xdp::frame::{Frame, JumboStats, RxBurst};
+use crate::sys::frame::{Frame, JumboStats, RxBurst};
 
 use super::port::{KernelCounters, Port, PortError};
 use super::queues::{Done, Job, Queues};
@@ -457,7 +457,7 @@ impl Worker {
             return;
         };
         // On the worker's own thread: the count is this thread's.
-        self.stats.major_faults = crate::xdp::filemap::thread_major_faults();
+        self.stats.major_faults = crate::sys::filemap::thread_major_faults();
         let stats = self.stats();
         let published = board.publish(self.index, |slot| {
             slot.units
@@ -845,7 +845,7 @@ pub fn run(
         }
     }
     worker.drain(&mut target);
-    worker.stats.major_faults = crate::xdp::filemap::thread_major_faults();
+    worker.stats.major_faults = crate::sys::filemap::thread_major_faults();
     // The final figures, for a reader that asks while the dataplane is stopping.
     worker.last_publish = Instant::now() - PUBLISH_INTERVAL;
     worker.publish(&target, Instant::now());

@@ -6,12 +6,12 @@ use std::io;
 use std::time::Duration;
 
 use super::frames::{self, AtaCmd, Reply, Route};
+use crate::sys::packet::raw::RawSocket;
 use crate::wire::ata::{error as ata_error, status};
 use crate::wire::{
     AoeError, AtaCommand, ConfigCommand, DirectiveRepr, MacAddr, MacMaskCommand, ReserveCommand,
     SECTOR_SIZE, SHELF_BROADCAST, SLOT_BROADCAST,
 };
-use crate::xdp::raw::RawSocket;
 
 /// Why a request failed.
 #[derive(Debug, thiserror::Error)]

@@ -46,9 +46,9 @@ use self::verify::{Ledger, UNKNOWN};
 use self::window::{Window, SLOTS_MAX};
 use self::workload::{Io, Op, Pattern, Workload};
 use super::frames::{self, AtaCmd, Reply, Route};
+use crate::sys::packet::burst::{BurstConfig, BurstSocket};
 use crate::wire::ata::status;
 use crate::wire::{AoeCommand, MacAddr, SECTOR_SIZE};
-use crate::xdp::burst::{BurstConfig, BurstSocket};
 
 /// Most sectors `verify` can track (4 bytes each: a 512 MiB ledger for 64 GiB).
 pub const VERIFY_SECTORS_MAX: u64 = 1 << 27;

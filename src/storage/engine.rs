@@ -22,8 +22,8 @@ use std::time::Instant;
 use crate::storage::export::{Export, Lane, Route, SECTOR_SIZE};
 use crate::storage::sync_engine::SyncEngine;
 use crate::storage::uring_engine::UringEngine;
-use crate::xdp::mem::{Arena, Chunk, MemError};
-use crate::xdp::uring::RingError;
+use crate::sys::mem::{Arena, Chunk, MemError};
+use crate::sys::uring::RingError;
 
 /// What a request does.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]

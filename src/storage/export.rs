@@ -25,7 +25,7 @@ use std::path::{Path, PathBuf};
 
 use rustix::fs::{AtFlags, SeekFrom, StatxFlags};
 
-use crate::xdp::filemap::{FileMap, MapError};
+use crate::sys::filemap::{FileMap, MapError};
 
 /// Bytes per sector.
 pub const SECTOR_SIZE: u64 = 512;

@@ -1,7 +1,7 @@
 //! Storage: exports (windows of files or block devices) and the engines that serve them.
 //!
 //! ```text
-//!   target/ ──IoRequest──▶ Engine::submit ──▶ commit (merge, one io_uring_enter) ──▶ kernel
+//!   aoe/ ──IoRequest──▶ Engine::submit ──▶ commit (merge, one io_uring_enter) ──▶ kernel
 //!           ◀─IoCompletion── Engine::reap ◀──────────────────────────────────────── CQEs
 //! ```
 //!
@@ -14,8 +14,8 @@
 //!
 //! Invariants: no I/O outside an export's window (checked at submit, asserted at issue); a
 //! submitted request is completed exactly once or handed back; the submit/commit/reap path
-//! does not allocate; this module has no `unsafe` (memory and ring live in `xdp::mem` and
-//! `xdp::uring`).
+//! does not allocate; this module stays under `deny(unsafe_code)` (memory and ring live in
+//! `sys::mem` and `sys::uring`).
 
 pub mod engine;
 pub mod export;

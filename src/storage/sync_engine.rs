@@ -19,7 +19,7 @@ use crate::storage::engine::{
     IoOp, IoRequest, RequestError, SubmitError, READ_ONLY,
 };
 use crate::storage::export::{Durability, Export, Lane};
-use crate::xdp::mem::{Arena, ChunkPool};
+use crate::sys::mem::{Arena, ChunkPool};
 
 /// Completions the engine holds before `submit` reports the queue full.
 pub const SYNC_QUEUE_DEPTH: usize = 256;

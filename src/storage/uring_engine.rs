@@ -42,7 +42,7 @@
 //! - With `merge_delay > 0`, `commit` may hold a run back hoping for a neighbour; the caller
 //!   must keep calling `commit` (once per loop iteration) or `wait`, which flushes everything.
 //! - The ring is single-issuer: after the first `commit`, use the engine from that thread only.
-//! - Dropping the engine blocks until in-flight I/O finishes (see [`crate::xdp::uring`]), but
+//! - Dropping the engine blocks until in-flight I/O finishes (see [`crate::sys::uring`]), but
 //!   the kernel drops its references to the registered files a little later, asynchronously:
 //!   re-opening a block device export with `O_EXCL` right after dropping an engine may see
 //!   `EBUSY` for a moment.
@@ -61,10 +61,10 @@ use crate::storage::export::{Durability, Export, Lane, Route};
 use crate::storage::group::GroupCommit;
 use crate::storage::merge::{self, Pending, Run};
 use crate::storage::sync_engine::write_all;
-use crate::xdp::filemap::FileMap;
-use crate::xdp::mem::{Arena, Chunk, ChunkPool};
-use crate::xdp::prefetch_range;
-use crate::xdp::uring::{Ring, RingOptions, Seg, Segs, SEGMENTS_MAX};
+use crate::sys::cpu::prefetch_range;
+use crate::sys::filemap::FileMap;
+use crate::sys::mem::{Arena, Chunk, ChunkPool};
+use crate::sys::uring::{Ring, RingOptions, Seg, Segs, SEGMENTS_MAX};
 use rustix::io::{Errno, ReadWriteFlags};
 
 /// Most bounce chunks an engine keeps (bouncing is the slow path).
@@ -397,7 +397,7 @@ impl UringEngine {
     }
 
     /// The ring's set-up mode (for logs).
-    pub fn ring_mode(&self) -> crate::xdp::uring::SetupMode {
+    pub fn ring_mode(&self) -> crate::sys::uring::SetupMode {
         self.ring.mode()
     }
 
@@ -631,7 +631,7 @@ impl UringEngine {
     ///
     /// Writes of an export with a shared mapping (every buffered write-back export), and reads
     /// of a resident one (mapping locked in memory), are copies through the mapping instead,
-    /// one per request, with no system call at all (see [`crate::xdp::filemap`] and
+    /// one per request, with no system call at all (see [`crate::sys::filemap`] and
     /// [`Export::map`]).
     fn inline(&mut self, run: Run) -> bool {
         let first = self.pending[run.start];

@@ -21,7 +21,7 @@
 //! * **TX**: build a reply by wrapping exactly `repr.buffer_len()` bytes (or more, for the data
 //!   that follows) with `new_unchecked` and calling `repr.emit`. Setters on a buffer that is too
 //!   short panic: that is a bug in the caller, not peer input.
-//! * Nothing here does I/O, allocates, reads a clock or uses `unsafe`; only `core` is needed
+//! * Nothing here does I/O, allocates, reads a clock or waives `deny(unsafe_code)`; only `core` is needed
 //!   (the error type additionally implements `std::error::Error`).
 //!
 //! # Hazards
@@ -83,7 +83,7 @@ type Rest = core::ops::RangeFrom<usize>;
 /// A frame is too short for its header or for the lengths its header declares.
 ///
 /// A unit struct on purpose (smoltcp `wire::Error`): the parser does not say *why*, and
-/// `target/` maps it to the AoE reply (or to a silent drop).
+/// `aoe/` maps it to the AoE reply (or to a silent drop).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, thiserror::Error)]
 #[error("malformed frame")]
 pub struct Error;

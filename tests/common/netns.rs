@@ -255,19 +255,19 @@ fn veth_end(ns: &NetNs, name: &str) -> VethEnd {
 /// PACKET_AUXDATA is on, so VLAN tags stripped by the kernel can be restored.
 #[derive(Debug)]
 pub struct PacketSocket {
-    socket: aoe_xdp::xdp::raw::RawSocket,
+    socket: aoe_xdp::sys::packet::raw::RawSocket,
 }
 
 impl PacketSocket {
     /// Opens a socket on `interface` inside `ns`.
     pub fn open(ns: &NetNs, interface: &str) -> PacketSocket {
-        let socket = in_netns(ns, || aoe_xdp::xdp::raw::RawSocket::open(interface))
+        let socket = in_netns(ns, || aoe_xdp::sys::packet::raw::RawSocket::open(interface))
             .unwrap_or_else(|e| panic!("packet socket on {interface}: {e}"));
         PacketSocket { socket }
     }
 
     /// The library socket.
-    pub fn raw(&self) -> &aoe_xdp::xdp::raw::RawSocket {
+    pub fn raw(&self) -> &aoe_xdp::sys::packet::raw::RawSocket {
         &self.socket
     }
 

@@ -10,6 +10,7 @@ use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use aoe_xdp::aoe::{DeviceParams, DeviceState, PortInfo, SharedState, Target, FIRMWARE_VERSION};
 use aoe_xdp::initiator::frames::{self, AtaCmd, Reply, Route};
 use aoe_xdp::service::LocalTarget;
 use aoe_xdp::state_dir::StateDir;
@@ -17,13 +18,12 @@ use aoe_xdp::storage::engine::Engine;
 use aoe_xdp::storage::export::{Durability, Export, ExportSpec};
 use aoe_xdp::storage::sync_engine::SyncEngine;
 use aoe_xdp::storage::uring_engine::{UringConfig, UringEngine};
-use aoe_xdp::target::{DeviceParams, DeviceState, PortInfo, SharedState, Target, FIRMWARE_VERSION};
+use aoe_xdp::sys::mem::{Arena, ChunkPool};
 use aoe_xdp::wire::{
     AoeCommand, AoeError, AoePacket, AtaCommand, AtaPacket, ConfigCommand, DirectiveCommand,
     DirectiveRepr, EthernetFrame, MacAddr, MacMaskCommand, MacMaskError, ReserveCommand,
     AOE_VERSION, SHELF_BROADCAST, SLOT_BROADCAST,
 };
-use aoe_xdp::xdp::mem::{Arena, ChunkPool};
 
 /// Chunk size of the frame pool: a 9000-MTU frame at `FRAME_OFFSET` fits.
 const CHUNK_SIZE: usize = 16384;

@@ -7,8 +7,8 @@ use std::time::{Duration, Instant};
 
 use super::LoadError;
 use crate::initiator::frames::{self, Reply, Route};
+use crate::sys::packet::burst::{BurstConfig, BurstSocket};
 use crate::wire::{ConfigCommand, MacAddr};
-use crate::xdp::burst::{BurstConfig, BurstSocket};
 
 /// A target that answered a discovery on one interface.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -16,6 +16,11 @@
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
+use crate::sys::frame::RX_BURST_MAX;
+use crate::sys::layout::FRAME_CAPACITY;
+use crate::sys::xdp::loader::{detach_stale, AttachMode, LoaderError, XdpMode, XdpProgram};
+use crate::sys::xdp::xsk::{BindMode, XskConfig, XskError, XskPort, XskStats};
+use crate::sys::xdp::DstFilter;
 use crate::wire::ata::{error as ata_error, status};
 use crate::wire::{
     identify_device, AoeCommand, AoeError, AoePacket, AtaCommand, AtaPacket, ConfigCommand,
@@ -23,11 +28,6 @@ use crate::wire::{
     ATA_HEADER_LEN, ETHERTYPE_AOE, QUERY_CONFIG_HEADER_LEN, SECTOR_SIZE, SHELF_BROADCAST,
     SLOT_BROADCAST,
 };
-use crate::xdp::frame::RX_BURST_MAX;
-use crate::xdp::loader::{detach_stale, AttachMode, LoaderError, XdpMode, XdpProgram};
-use crate::xdp::socket::{BindMode, XskConfig, XskError, XskPort, XskStats};
-use crate::xdp::umem::FRAME_CAPACITY;
-use crate::xdp::DstFilter;
 
 /// Capacity the reflector claims in IDENTIFY: 2^31 sectors (1 TiB).
 pub const REFLECT_CAPACITY_SECTORS: u64 = 1 << 31;
@@ -213,13 +213,11 @@ pub struct Reflector {
 }
 
 fn read_sys(interface: &str, file: &str, what: &'static str) -> Result<String, ReflectError> {
-    std::fs::read_to_string(format!("/sys/class/net/{interface}/{file}"))
-        .map(|text| text.trim().to_owned())
-        .map_err(|source| ReflectError::Interface {
-            interface: interface.to_owned(),
-            what,
-            source,
-        })
+    crate::sys::interface::attribute(interface, file).map_err(|source| ReflectError::Interface {
+        interface: interface.to_owned(),
+        what,
+        source,
+    })
 }
 
 fn bad_value(interface: &str, what: &'static str) -> ReflectError {
@@ -232,17 +230,11 @@ fn bad_value(interface: &str, what: &'static str) -> ReflectError {
 
 /// RX queues of `interface` (in the calling thread's network namespace).
 pub fn rx_queue_count(interface: &str) -> Result<u32, ReflectError> {
-    let dir = format!("/sys/class/net/{interface}/queues");
-    let entries = std::fs::read_dir(&dir).map_err(|source| ReflectError::Interface {
+    crate::sys::interface::rx_queue_count(interface).map_err(|source| ReflectError::Interface {
         interface: interface.to_owned(),
         what: "RX queues",
         source,
-    })?;
-    let count = entries
-        .filter_map(Result::ok)
-        .filter(|entry| entry.file_name().to_string_lossy().starts_with("rx-"))
-        .count();
-    Ok(u32::try_from(count.max(1)).unwrap_or(1))
+    })
 }
 
 impl Reflector {
@@ -261,7 +253,7 @@ impl Reflector {
             .expect("at most 7")
             .max(1);
         let ifindex =
-            crate::xdp::raw::ifindex(interface).map_err(|source| ReflectError::Interface {
+            crate::sys::interface::index(interface).map_err(|source| ReflectError::Interface {
                 interface: interface.to_owned(),
                 what: "the interface index",
                 source,

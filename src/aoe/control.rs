@@ -6,7 +6,7 @@
 //! entries the reply holds.
 
 use super::{aoe_error, begin_reply, pad, Ctx, Device, Outcome, PortInfo, FIRMWARE_VERSION};
-use crate::target::state::{ConfigTooLong, ListFull};
+use crate::aoe::state::{ConfigTooLong, ListFull};
 use crate::wire::{
     AoeCommand, AoeError, AoeRepr, ConfigCommand, DirectiveCommand, DirectiveRepr, EthernetRepr,
     MacAddr, MacMaskCommand, MacMaskError, MacMaskPacket, QueryConfigPacket, QueryConfigRepr,

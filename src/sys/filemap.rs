@@ -305,7 +305,7 @@ impl FileMap {
         }
         let offset = usize::try_from(at - self.map_offset).expect("inside the mapping");
         let start = self.base.as_ptr().wrapping_add(offset);
-        super::prefetch_range(start, len);
+        super::cpu::prefetch_range(start, len);
     }
 
     /// Whether the `len` bytes from file offset `at` lie in the window.
@@ -733,7 +733,7 @@ mod tests {
         let status = std::process::Command::new(std::env::current_exe().expect("test binary"))
             .args([
                 "--exact",
-                "xdp::filemap::tests::test_sigbus_elsewhere_still_kills",
+                "sys::filemap::tests::test_sigbus_elsewhere_still_kills",
             ])
             .args(["--nocapture", "--test-threads", "1"])
             .env(CHILD, "1")

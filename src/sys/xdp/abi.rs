@@ -145,7 +145,7 @@ mod tests {
     /// so a change on either side fails here.
     #[test]
     fn test_header_constants_match() {
-        let header = include_str!("../../bpf/aoe_shared.h");
+        let header = include_str!("../../../bpf/aoe_shared.h");
         let define = |name: &str| -> u64 {
             let line = header
                 .lines()
@@ -174,7 +174,7 @@ mod tests {
     /// The struct in the header lists the same fields in the same order, all `__u64`.
     #[test]
     fn test_header_struct_fields_match() {
-        let header = include_str!("../../bpf/aoe_shared.h");
+        let header = include_str!("../../../bpf/aoe_shared.h");
         let body = header
             .split("struct aoe_xdp_counters {")
             .nth(1)
@@ -215,7 +215,7 @@ mod tests {
     /// `struct aoe_xdp_config` in the header: the MAC array, then two bytes.
     #[test]
     fn test_header_config_struct_matches() {
-        let header = include_str!("../../bpf/aoe_shared.h");
+        let header = include_str!("../../../bpf/aoe_shared.h");
         let body = header
             .split("struct aoe_xdp_config {")
             .nth(1)

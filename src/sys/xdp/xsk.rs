@@ -44,7 +44,7 @@
 //! - The socket is bound in the calling thread's network namespace (libxdp resolves the name).
 
 use std::io;
-use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd};
+use std::os::fd::{AsRawFd, BorrowedFd};
 use std::ptr::NonNull;
 use std::sync::Arc;
 use std::time::Duration;
@@ -53,17 +53,17 @@ use xsk_rs::config::{BindFlags, LibxdpFlags, QueueSize, SocketConfig};
 use xsk_rs::{CompQueue, FillQueue, FrameDesc, RxQueue, TxQueue};
 
 use super::abi::XdpCounters;
-use super::frame::{
+use super::loader::XdpQueueCounters;
+use super::txring::TxRing;
+use super::umem::{UmemArea, UmemError};
+use crate::sys::frame::{
     pad_for_wire, Frame, FrameCounts, FramePool, FrameState, JumboStats, Lender, RxBurst,
     RX_BURST_MAX,
 };
-use super::loader::XdpQueueCounters;
-use super::mem::{Arena, Chunk};
-use super::txring::TxRing;
-use super::umem::{
-    UmemArea, UmemError, FRAME_CAPACITY, FRAME_SIZE, PACKET_OFFSET, SLAB_CAPACITY, SLAB_CHUNKS,
-    SLAB_SIZE,
+use crate::sys::layout::{
+    FRAME_CAPACITY, FRAME_SIZE, PACKET_OFFSET, SLAB_CAPACITY, SLAB_CHUNKS, SLAB_SIZE,
 };
+use crate::sys::mem::{Arena, Chunk};
 
 /// Which bind mode to ask for.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -294,7 +294,7 @@ impl XskPort {
     pub fn bind(interface: &str, queue_id: u32, config: &XskConfig) -> Result<XskPort, XskError> {
         validate(config)?;
         // Multi-buffer and slabs only where frames can be longer than a chunk.
-        let jumbo = interface_mtu(interface).map_or(true, |mtu| {
+        let jumbo = crate::sys::interface::mtu(interface).map_or(true, |mtu| {
             usize::try_from(mtu).map_or(true, |mtu| mtu + JUMBO_HEADER_LEN > FRAME_CAPACITY)
         });
         let slab_chunks = if jumbo {
@@ -802,7 +802,7 @@ impl XskPort {
                 // fetching its headers now, so the misses of a whole burst overlap instead of
                 // stalling each request in turn (the first read of a frame was ~10 % of a
                 // busy worker).
-                super::prefetch(self.umem.base_ptr().as_ptr().wrapping_add(desc.addr()));
+                crate::sys::cpu::prefetch(self.umem.base_ptr().as_ptr().wrapping_add(desc.addr()));
                 self.descs[index as usize] = desc;
                 burst.push(self.pool.handle(index, desc.lengths().data()));
             } else {
@@ -1059,35 +1059,6 @@ impl XskPort {
 /// Ethernet header plus one 802.1Q tag: what a frame adds to the MTU.
 const JUMBO_HEADER_LEN: usize = 14 + 4;
 
-/// The MTU of `interface` in the calling thread's network namespace (`SIOCGIFMTU`).
-fn interface_mtu(interface: &str) -> io::Result<u32> {
-    // SAFETY: plain socket(2) call; the result is checked before use.
-    let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
-    if fd < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    // SAFETY: `fd` is a fresh descriptor owned by nobody else.
-    let fd = unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) };
-    // SAFETY: `ifreq` is plain data; all-zero is valid.
-    let mut request: libc::ifreq = unsafe { std::mem::zeroed() };
-    let name = interface.as_bytes();
-    if name.len() >= request.ifr_name.len() || name.contains(&0) {
-        return Err(io::Error::from(io::ErrorKind::InvalidInput));
-    }
-    for (slot, &byte) in request.ifr_name.iter_mut().zip(name) {
-        *slot = libc::c_char::from_ne_bytes([byte]);
-    }
-    // SAFETY: SIOCGIFMTU reads the NUL-terminated name and writes `ifru_mtu` of the live
-    // `ifreq` we pass; `fd` is open for the call.
-    let rc = unsafe { libc::ioctl(fd.as_raw_fd(), libc::SIOCGIFMTU, &mut request) };
-    if rc != 0 {
-        return Err(io::Error::last_os_error());
-    }
-    // SAFETY: the kernel filled the `ifru_mtu` member of the union.
-    let mtu = unsafe { request.ifr_ifru.ifru_mtu };
-    u32::try_from(mtu).map_err(|_| io::Error::from(io::ErrorKind::InvalidData))
-}
-
 fn validate(config: &XskConfig) -> Result<(), XskError> {
     let rings = [
         config.fill_ring_size,
@@ -1175,7 +1146,7 @@ fn set_int_option(
     value: i32,
     name: &'static str,
 ) -> Result<(), XskError> {
-    let len = libc::socklen_t::try_from(std::mem::size_of::<i32>()).expect("4 fits in socklen_t");
+    let len = crate::sys::syscall::socklen::<i32>();
     // SAFETY: `fd` is an open socket for the duration of the call; the option value points at a
     // live `i32` of the length passed, which the kernel only reads.
     let ret = unsafe {

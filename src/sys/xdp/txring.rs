@@ -58,8 +58,7 @@ impl TxRing {
         assert!(size.is_power_of_two(), "TX ring size must be 2^n");
         // SAFETY: `xdp_mmap_offsets` is plain integers; all-zero is a valid value.
         let mut offsets: libc::xdp_mmap_offsets = unsafe { std::mem::zeroed() };
-        let mut len = libc::socklen_t::try_from(std::mem::size_of::<libc::xdp_mmap_offsets>())
-            .expect("small struct");
+        let mut len = crate::sys::syscall::socklen::<libc::xdp_mmap_offsets>();
         // SAFETY: the pointers are to a live, writable `xdp_mmap_offsets` and its length.
         let rc = unsafe {
             libc::getsockopt(

@@ -25,7 +25,7 @@ use std::sync::Arc;
 
 use io_uring::{opcode, squeue, types, EnterFlags, IoUring};
 
-use crate::xdp::mem::{Arena, Chunk};
+use crate::sys::mem::{Arena, Chunk};
 
 /// `user_data` of the `NOP` that creates the submitting thread's io-wq (never an op index).
 const NOP_USER_DATA: u64 = u64::MAX;
@@ -747,7 +747,7 @@ fn build(entries: u32, opts: RingOptions) -> Result<(IoUring, SetupMode), RingEr
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::xdp::mem::ChunkPool;
+    use crate::sys::mem::ChunkPool;
     use std::io::{Read, Seek, SeekFrom, Write};
     use std::os::fd::AsRawFd;
 

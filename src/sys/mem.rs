@@ -8,7 +8,7 @@
 //!
 //! Hazards:
 //! - The kernel touches a chunk only while its token is held by an in-flight I/O: the io_uring
-//!   wrapper ([`crate::xdp::uring::Ring`]) takes the token by value when an I/O is pushed and
+//!   wrapper ([`crate::sys::uring::Ring`]) takes the token by value when an I/O is pushed and
 //!   gives it back only with the completion, so no safe reference to those bytes can exist
 //!   meanwhile. An arena built with [`Arena::from_raw`] (the AF_XDP UMEM) extends that rule to
 //!   the frames in the fill/RX/TX/completion rings; its owner keeps the tokens while the

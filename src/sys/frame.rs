@@ -371,7 +371,7 @@ pub(crate) fn pad_for_wire(data: &mut [u8], len: usize) -> usize {
         "transmit length {len} exceeds frame capacity {}",
         data.len()
     );
-    let wire_len = len.max(super::umem::ETH_MIN_FRAME_LEN);
+    let wire_len = len.max(super::layout::ETH_MIN_FRAME_LEN);
     data[len..wire_len].fill(0);
     wire_len
 }
@@ -661,7 +661,7 @@ mod tests {
 
     #[test]
     fn test_lender_lends_slabs_from_the_slab_arena() {
-        use crate::xdp::mem::Arena;
+        use crate::sys::mem::Arena;
         let mut pool = FramePool::with_slabs(2, 2);
         let frames = Arena::new(4096, 2).unwrap();
         let slabs = Arena::new(3 * 4096, 2).unwrap();

@@ -37,14 +37,15 @@
 
 use std::ffi::c_void;
 use std::io;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};
 use std::ptr::NonNull;
 use std::sync::atomic::{AtomicU32, Ordering};
 
-use super::raw::ifindex;
+use crate::sys::interface;
+use crate::sys::syscall::{bind_packet, set_int, socklen, SyscallError};
 
-/// `htons(ETH_P_AOE)`: the socket receives AoE frames only.
-const ETH_P_AOE_BE: u16 = 0x88A2u16.to_be();
+/// `ETH_P_AOE`: the socket receives AoE frames only.
+const ETH_P_AOE: u16 = 0x88A2;
 
 /// `TPACKET_V2` in `enum tpacket_versions` (V1 = 0, V2 = 1, V3 = 2).
 const TPACKET_V2: libc::c_int = 1;
@@ -106,31 +107,8 @@ impl std::fmt::Debug for BurstSocket {
     }
 }
 
-fn last_error(call: &str) -> io::Error {
-    let error = io::Error::last_os_error();
-    io::Error::new(error.kind(), format!("{call}: {error}"))
-}
-
-fn socklen<T>() -> libc::socklen_t {
-    libc::socklen_t::try_from(std::mem::size_of::<T>()).expect("small struct")
-}
-
-fn set_int(fd: &OwnedFd, level: i32, option: i32, value: i32) -> io::Result<()> {
-    // SAFETY: the option value is a live c_int of the size passed; the fd is open.
-    let ret = unsafe {
-        libc::setsockopt(
-            fd.as_raw_fd(),
-            level,
-            option,
-            std::ptr::from_ref(&value).cast::<c_void>(),
-            socklen::<libc::c_int>(),
-        )
-    };
-    if ret == 0 {
-        Ok(())
-    } else {
-        Err(io::Error::last_os_error())
-    }
+fn last_error(call: &'static str) -> io::Error {
+    SyscallError::last(call).into()
 }
 
 /// The receive ring: `slot_count` slots of `slot_size` bytes, each a `tpacket2_hdr` followed by
@@ -160,8 +138,13 @@ impl RxRing {
             libc::c_uint::try_from(value)
                 .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "ring too large"))
         };
-        set_int(fd, libc::SOL_PACKET, libc::PACKET_VERSION, TPACKET_V2)
-            .map_err(|_| last_error("setsockopt(PACKET_VERSION, TPACKET_V2)"))?;
+        set_int(
+            fd.as_fd(),
+            libc::SOL_PACKET,
+            libc::PACKET_VERSION,
+            TPACKET_V2,
+        )
+        .map_err(|_| last_error("setsockopt(PACKET_VERSION, TPACKET_V2)"))?;
         let request = libc::tpacket_req {
             tp_block_size: ring_value(block_size)?,
             tp_block_nr: ring_value(len / block_size)?,
@@ -298,7 +281,7 @@ impl BurstSocket {
                 "burst socket needs batch >= 1 and frame_size >= 64",
             ));
         }
-        let index = ifindex(interface)?;
+        let index = interface::index(interface)?;
         // SAFETY: plain socket(2) call; the returned fd is checked and then owned.
         let raw = unsafe {
             libc::socket(
@@ -317,30 +300,26 @@ impl BurstSocket {
         // The ring before bind, so that every frame after bind lands in it. Root may force the
         // send buffer past wmem_max; otherwise ask for what the limit allows.
         let ring = RxRing::new(&fd, config.frame_size)?;
-        if set_int(&fd, libc::SOL_SOCKET, libc::SO_SNDBUFFORCE, SNDBUF_BYTES).is_err() {
-            set_int(&fd, libc::SOL_SOCKET, libc::SO_SNDBUF, SNDBUF_BYTES)
+        if set_int(
+            fd.as_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_SNDBUFFORCE,
+            SNDBUF_BYTES,
+        )
+        .is_err()
+        {
+            set_int(fd.as_fd(), libc::SOL_SOCKET, libc::SO_SNDBUF, SNDBUF_BYTES)
                 .map_err(|_| last_error("setsockopt(SO_SNDBUF)"))?;
         }
         // Skip the qdisc layer on transmit (as pktgen does): we do our own batching.
-        set_int(&fd, libc::SOL_PACKET, libc::PACKET_QDISC_BYPASS, 1)
+        set_int(fd.as_fd(), libc::SOL_PACKET, libc::PACKET_QDISC_BYPASS, 1)
             .map_err(|_| last_error("setsockopt(PACKET_QDISC_BYPASS)"))?;
-        // SAFETY: sockaddr_ll is plain old data; all-zero is a valid value.
-        let mut addr: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
-        addr.sll_family = u16::try_from(libc::AF_PACKET).expect("AF_PACKET fits u16");
-        addr.sll_protocol = ETH_P_AOE_BE;
-        addr.sll_ifindex =
-            i32::try_from(index).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
-        // SAFETY: `addr` is a valid sockaddr_ll of the size passed; the fd is open.
-        let ret = unsafe {
-            libc::bind(
-                fd.as_raw_fd(),
-                std::ptr::from_ref(&addr).cast::<libc::sockaddr>(),
-                socklen::<libc::sockaddr_ll>(),
-            )
-        };
-        if ret != 0 {
-            return Err(last_error("bind(AF_PACKET)"));
-        }
+        bind_packet(fd.as_fd(), index, ETH_P_AOE).map_err(|io_error| {
+            io::Error::from(SyscallError {
+                call: "bind(AF_PACKET)",
+                io_error,
+            })
+        })?;
         let mut tx_bufs = vec![0u8; config.batch * config.frame_size];
         let mut tx_iovs = iovecs(&mut tx_bufs, config.frame_size);
         let tx_msgs = messages(&mut tx_iovs);

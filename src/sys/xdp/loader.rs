@@ -38,7 +38,7 @@ use super::abi::{
 use super::DstFilter;
 
 /// The compiled XDP program, committed in `bpf/` so building needs no clang.
-static OBJECT: &[u8] = include_bytes!("../../bpf/aoe_xdp.bpf.o");
+static OBJECT: &[u8] = include_bytes!("../../../bpf/aoe_xdp.bpf.o");
 
 /// Which attach mode to ask for.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -90,7 +90,7 @@ pub enum LoaderError {
         #[source]
         source: libbpf_rs::Error,
     },
-    /// The embedded object does not match `src/xdp/abi.rs`.
+    /// The embedded object does not match `src/sys/xdp/abi.rs`.
     #[error("embedded BPF object does not match abi.rs ({what}): run cargo xtask build-bpf")]
     Abi {
         /// What differs.

@@ -1,14 +1,16 @@
 //! A plain AF_PACKET raw socket for control traffic and clients: one frame per syscall.
 //!
-//! Not the data path (see [`super::socket::XskPort`]): the blocking initiator, the demo and
+//! Not the data path (see [`crate::sys::xdp::xsk::XskPort`]): the blocking initiator, the demo and
 //! the tests use it to talk AoE to a target. It sees every ethertype on the interface it is
 //! bound to (callers filter), skips copies of its own transmissions, and puts back a VLAN tag
 //! the kernel stripped on receive (as libpcap does), so frames look as they did on the wire.
 
-use std::ffi::CString;
 use std::io;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};
 use std::time::{Duration, Instant};
+
+use crate::sys::interface;
+use crate::sys::syscall::{bind_packet, set_int, socklen, SyscallError};
 
 /// A raw packet socket bound to one interface (in the caller's network namespace).
 #[derive(Debug)]
@@ -17,33 +19,18 @@ pub struct RawSocket {
     ifindex: u32,
 }
 
-/// `htons(ETH_P_ALL)`.
-const ETH_P_ALL_BE: u16 = 0x0003u16.to_be();
+/// `ETH_P_ALL`: every ethertype.
+const ETH_P_ALL: u16 = 0x0003;
 const _: () = assert!(libc::ETH_P_ALL == 0x0003);
 
-fn last_error(call: &str) -> io::Error {
-    let error = io::Error::last_os_error();
-    io::Error::new(error.kind(), format!("{call}: {error}"))
-}
-
-/// The index of interface `name`, or `NotFound`.
-pub fn ifindex(name: &str) -> io::Result<u32> {
-    let c_name = CString::new(name).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
-    // SAFETY: `c_name` is a valid NUL-terminated string for the duration of the call.
-    let index = unsafe { libc::if_nametoindex(c_name.as_ptr()) };
-    if index == 0 {
-        return Err(io::Error::new(
-            io::ErrorKind::NotFound,
-            format!("no interface {name}"),
-        ));
-    }
-    Ok(index)
+fn last_error(call: &'static str) -> io::Error {
+    SyscallError::last(call).into()
 }
 
 impl RawSocket {
     /// Opens a socket on `interface` (needs CAP_NET_RAW: run as root).
     pub fn open(interface: &str) -> io::Result<RawSocket> {
-        let index = ifindex(interface)?;
+        let index = interface::index(interface)?;
         // Protocol 0: receive nothing until bound to the interface below.
         // SAFETY: plain socket(2) call; the returned fd is checked and then owned.
         let raw = unsafe { libc::socket(libc::AF_PACKET, libc::SOCK_RAW | libc::SOCK_CLOEXEC, 0) };
@@ -54,37 +41,18 @@ impl RawSocket {
         }
         // SAFETY: `raw` is a fresh fd that nothing else owns.
         let fd = unsafe { OwnedFd::from_raw_fd(raw) };
-        // SAFETY: sockaddr_ll is plain old data; all-zero is a valid value.
-        let mut addr: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
-        addr.sll_family = u16::try_from(libc::AF_PACKET).expect("AF_PACKET fits u16");
-        addr.sll_protocol = ETH_P_ALL_BE;
-        addr.sll_ifindex =
-            i32::try_from(index).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
-        // SAFETY: `addr` is a valid sockaddr_ll of the size passed; the fd is open.
-        let ret = unsafe {
-            libc::bind(
-                fd.as_raw_fd(),
-                std::ptr::from_ref(&addr).cast::<libc::sockaddr>(),
-                socklen::<libc::sockaddr_ll>(),
-            )
-        };
-        if ret != 0 {
-            return Err(last_error("bind(AF_PACKET)"));
-        }
-        let on: libc::c_int = 1;
-        // SAFETY: the option value is a live c_int of the size passed; the fd is open.
-        let ret = unsafe {
-            libc::setsockopt(
-                fd.as_raw_fd(),
-                libc::SOL_PACKET,
-                libc::PACKET_AUXDATA,
-                std::ptr::from_ref(&on).cast(),
-                socklen::<libc::c_int>(),
-            )
-        };
-        if ret != 0 {
-            return Err(last_error("setsockopt(PACKET_AUXDATA)"));
-        }
+        bind_packet(fd.as_fd(), index, ETH_P_ALL).map_err(|io_error| {
+            io::Error::from(SyscallError {
+                call: "bind(AF_PACKET)",
+                io_error,
+            })
+        })?;
+        set_int(fd.as_fd(), libc::SOL_PACKET, libc::PACKET_AUXDATA, 1).map_err(|io_error| {
+            io::Error::from(SyscallError {
+                call: "setsockopt(PACKET_AUXDATA)",
+                io_error,
+            })
+        })?;
         Ok(RawSocket { fd, ifindex: index })
     }
 
@@ -249,8 +217,4 @@ struct Received {
     outgoing: bool,
     /// VLAN (tpid, tci) the kernel stripped from the frame, if any.
     vlan: Option<(u16, u16)>,
-}
-
-fn socklen<T>() -> libc::socklen_t {
-    libc::socklen_t::try_from(std::mem::size_of::<T>()).expect("small struct")
 }

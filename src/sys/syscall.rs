@@ -1,0 +1,120 @@
+//! The small syscall helpers the other files share: the one error type that names the failed
+//! call, `socklen`, socket options, and the `sockaddr_ll` bind of every AF_PACKET socket.
+
+use std::io;
+use std::os::fd::{AsRawFd, BorrowedFd};
+
+/// A syscall that failed: which call (with the option or step, e.g.
+/// `"setsockopt(PACKET_RX_RING)"`) and the kernel's error.
+#[derive(Debug, thiserror::Error)]
+#[error("{call} failed")]
+pub struct SyscallError {
+    /// The call that failed.
+    pub call: &'static str,
+    /// What the kernel reported.
+    #[source]
+    pub io_error: io::Error,
+}
+
+impl SyscallError {
+    /// `call` failed just now: the error is the thread's `errno`.
+    pub fn last(call: &'static str) -> SyscallError {
+        SyscallError {
+            call,
+            io_error: io::Error::last_os_error(),
+        }
+    }
+}
+
+/// As an [`io::Error`] of the same kind whose message starts with the call
+/// (`"bind(AF_PACKET): No such device"`), for the sockets whose API is `io::Result`.
+impl From<SyscallError> for io::Error {
+    fn from(error: SyscallError) -> io::Error {
+        io::Error::new(
+            error.io_error.kind(),
+            format!("{}: {}", error.call, error.io_error),
+        )
+    }
+}
+
+/// `size_of::<T>()` as the length argument of a socket call.
+pub fn socklen<T>() -> libc::socklen_t {
+    libc::socklen_t::try_from(size_of::<T>()).expect("small struct")
+}
+
+/// `setsockopt(fd, level, option, value)`; `T` must be the type the option expects.
+pub fn set_option<T>(
+    fd: BorrowedFd<'_>,
+    level: libc::c_int,
+    option: libc::c_int,
+    value: &T,
+) -> io::Result<()> {
+    // SAFETY: `value` is a live `T` of the length passed, which the kernel only reads (and
+    // copies) during the call; the fd is open. Callers pass the type each option expects.
+    let ret = unsafe {
+        libc::setsockopt(
+            fd.as_raw_fd(),
+            level,
+            option,
+            std::ptr::from_ref(value).cast::<libc::c_void>(),
+            socklen::<T>(),
+        )
+    };
+    if ret != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// [`set_option`] for an integer option.
+pub fn set_int(
+    fd: BorrowedFd<'_>,
+    level: libc::c_int,
+    option: libc::c_int,
+    value: libc::c_int,
+) -> io::Result<()> {
+    set_option(fd, level, option, &value)
+}
+
+/// Binds the AF_PACKET socket `fd` to interface `ifindex`, receiving frames of `protocol`
+/// (host order: `ETH_P_AOE`, `ETH_P_ALL`).
+pub fn bind_packet(fd: BorrowedFd<'_>, ifindex: u32, protocol: u16) -> io::Result<()> {
+    // SAFETY: sockaddr_ll is plain old data; all-zero is a valid value.
+    let mut addr: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
+    addr.sll_family = u16::try_from(libc::AF_PACKET).expect("AF_PACKET fits u16");
+    addr.sll_protocol = protocol.to_be();
+    addr.sll_ifindex =
+        i32::try_from(ifindex).map_err(|_| io::Error::from_raw_os_error(libc::ENODEV))?;
+    // SAFETY: `addr` is a valid sockaddr_ll of the size passed; the fd is open.
+    let ret = unsafe {
+        libc::bind(
+            fd.as_raw_fd(),
+            std::ptr::from_ref(&addr).cast::<libc::sockaddr>(),
+            socklen::<libc::sockaddr_ll>(),
+        )
+    };
+    if ret != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn test_syscall_error_names_the_call() {
+        let error = SyscallError {
+            call: "bind(AF_PACKET)",
+            io_error: io::Error::from_raw_os_error(libc::ENODEV),
+        };
+        assert_eq!(error.to_string(), "bind(AF_PACKET) failed");
+        let io_error = io::Error::from(error);
+        assert!(
+            io_error.to_string().starts_with("bind(AF_PACKET): "),
+            "{io_error}"
+        );
+        assert_eq!(socklen::<libc::sockaddr_ll>(), 20);
+    }
+}
