@@ -1861,3 +1861,89 @@ fn test_auto_falls_back_to_af_packet_when_xdp_cannot_attach() {
     let log = target.stop();
     assert!(log.contains("stopped cleanly"), "{log}");
 }
+
+/// The start-up advertisement goes out once per interface and device, not once per RX queue:
+/// a target interface with two RX queues (two AF_XDP sockets) sends one per device.
+#[test]
+fn test_advertisement_once_per_interface_with_two_queues() {
+    if !privileged_or_skip() {
+        return;
+    }
+    let target_ns = NetNs::new("dp-adv2q-t");
+    let client_ns = NetNs::new("dp-adv2q-c");
+    let _veth = VethPair::with_queues(&target_ns, &client_ns, "vt", "vc", 1500, 2);
+    let dir = TargetDir::new(
+        &["vt"],
+        "socket = \"xdp\"\n",
+        &[
+            DeviceSpec::new(SHELF, SLOT, SECTORS),
+            DeviceSpec::new(SHELF, SLOT + 1, SECTORS),
+        ],
+    );
+    let monitor = PacketSocket::open(&client_ns, "vc");
+    let target = dir.start(&target_ns);
+    let log = target.log();
+    assert!(
+        log.contains("queue=0") && log.contains("queue=1"),
+        "a socket on each of the two RX queues:\n{log}"
+    );
+    let mut adverts: HashMap<(u16, u8), u32> = HashMap::new();
+    let deadline = Instant::now() + Duration::from_secs(1);
+    while let Some(left) = deadline.checked_duration_since(Instant::now()) {
+        let Some(frame) = monitor.recv_matching(left, |f| Reply::parse(f).is_some()) else {
+            break;
+        };
+        let reply = Reply::parse(&frame).expect("AoE response");
+        assert_eq!(reply.aoe.command, AoeCommand::QueryConfig, "{reply:?}");
+        *adverts
+            .entry((reply.aoe.major, reply.aoe.minor))
+            .or_default() += 1;
+    }
+    assert_eq!(
+        adverts,
+        HashMap::from([((SHELF, SLOT), 1), ((SHELF, SLOT + 1), 1)]),
+        "advertisements per device"
+    );
+}
+
+/// The statistics socket answers only root and the target's own user, whatever the socket
+/// file's mode: a client of another user (`setpriv` to `nobody`, with the socket and its
+/// directory opened up to everyone) is refused, root is answered.
+#[test]
+fn test_stats_socket_refuses_other_users() {
+    use std::os::unix::fs::PermissionsExt;
+    let Some(net) = Net::new("dp-peercred", 1) else {
+        return;
+    };
+    let dir = TargetDir::new(
+        &["vt"],
+        "socket = \"xdp\"\n",
+        &[DeviceSpec::new(SHELF, SLOT, SECTORS)],
+    );
+    let target = dir.start(&net.target_ns);
+    let socket = dir.path().join("ctl.sock");
+    let open_up = std::fs::Permissions::from_mode(0o777);
+    std::fs::set_permissions(dir.path(), open_up.clone()).expect("chmod the directory");
+    std::fs::set_permissions(&socket, open_up).expect("chmod the socket");
+    // The binary must be reachable by `nobody`: copy it next to the socket.
+    let binary = dir.path().join("aoe-xdp-client");
+    std::fs::copy(env!("CARGO_BIN_EXE_aoe-xdp"), &binary).expect("copy the binary");
+    let as_nobody = Command::new("setpriv")
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+        .arg(&binary)
+        .arg("--stats")
+        .arg(&socket)
+        .output()
+        .expect("setpriv (util-linux)");
+    let stderr = String::from_utf8_lossy(&as_nobody.stderr);
+    assert!(
+        !as_nobody.status.success() && stderr.contains("permission denied"),
+        "a client of another user must be refused: {as_nobody:?}"
+    );
+    assert!(stats(&socket, false).contains("WORKER"), "root is answered");
+    let log = target.stop();
+    assert!(
+        log.contains("refused a client"),
+        "the refusal is logged:\n{log}"
+    );
+}

@@ -103,6 +103,8 @@ pub struct Dataplane {
 struct PendingPort {
     port: Port,
     info: PortInfo,
+    /// The RX queue (0 for an AF_PACKET port, which takes every queue).
+    queue: usize,
     /// `interface:queue:transport`, for statistics.
     label: String,
 }
@@ -151,7 +153,12 @@ impl Dataplane {
                 );
                 kinds.push(format!("{}:{}", interface.name, port.kind()));
                 let label = format!("{}:{queue}:{}", interface.name, port.kind());
-                ports.push(PendingPort { port, info, label });
+                ports.push(PendingPort {
+                    port,
+                    info,
+                    queue,
+                    label,
+                });
             }
         }
         let stop = Arc::new(AtomicBool::new(false));
@@ -419,6 +426,9 @@ fn spawn_workers(
             .collect(),
         owners.clone(),
     ));
+    // The start-up advertisement goes out once per interface, from its queue-0 unit (an
+    // interface's queues all reach the same wire).
+    let announcing: Arc<[bool]> = ports.iter().map(|p| p.queue == 0).collect();
     let mut groups: Vec<Vec<Unit>> = (0..worker_count).map(|_| Vec::new()).collect();
     for (index, pending) in ports.into_iter().enumerate() {
         let id = u16::try_from(index).expect("at most 64 interfaces, few queues each");
@@ -447,6 +457,7 @@ fn spawn_workers(
         let core = cores.get(index).copied();
         let shared = devices.devices.clone();
         let destinations = devices.advertise_to.clone();
+        let announcing = Arc::clone(&announcing);
         let stop = stop.clone();
         let engine = engine_for(config, devices, &arenas);
         let mut worker = Worker::new(index, engine, units, Arc::clone(&queues));
@@ -482,7 +493,9 @@ fn spawn_workers(
                 let mut target = Target::new(shared);
                 if advertise {
                     for unit in worker.units_mut() {
-                        unit.advertise(&mut target, &destinations);
+                        if announcing[usize::from(unit.id())] {
+                            unit.advertise(&mut target, &destinations);
+                        }
                     }
                 }
                 tracing::info!(

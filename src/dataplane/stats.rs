@@ -286,14 +286,33 @@ impl Drop for StatsSocket {
     }
 }
 
+/// Whether a client running as `peer` may use the socket of a target running as `own`: root,
+/// or the target's own user (in addition to the socket file's mode, `0600`).
+fn peer_allowed(peer: rustix::process::Uid, own: rustix::process::Uid) -> bool {
+    peer.is_root() || peer == own
+}
+
 fn serve(listener: &UnixListener, board: &StatsBoard, stop: &AtomicBool) {
+    let own = rustix::process::geteuid();
     while !stop.load(Ordering::Acquire) {
         match listener.accept() {
-            Ok((stream, _)) => {
-                if let Err(error) = answer(stream, board) {
-                    tracing::debug!(%error, "control socket client");
+            Ok((stream, _)) => match rustix::net::sockopt::socket_peercred(&stream) {
+                Ok(peer) if peer_allowed(peer.uid, own) => {
+                    if let Err(error) = answer(stream, board) {
+                        tracing::debug!(%error, "control socket client");
+                    }
                 }
-            }
+                Ok(peer) => {
+                    tracing::warn!(
+                        uid = peer.uid.as_raw(),
+                        pid = peer.pid.as_raw_nonzero().get(),
+                        "control socket: refused a client that is neither root nor this \
+                         target's user"
+                    );
+                    let _ = refuse(&stream);
+                }
+                Err(error) => tracing::warn!(%error, "control socket: no peer credentials"),
+            },
             Err(error) if error.kind() == std::io::ErrorKind::WouldBlock => {
                 std::thread::sleep(ACCEPT_POLL);
             }
@@ -303,6 +322,17 @@ fn serve(listener: &UnixListener, board: &StatsBoard, stop: &AtomicBool) {
             }
         }
     }
+}
+
+/// Tells a refused client why, without reading what it sent.
+fn refuse(stream: &UnixStream) -> std::io::Result<()> {
+    stream.set_nonblocking(false)?;
+    stream.set_write_timeout(Some(CLIENT_TIMEOUT))?;
+    let mut writer = stream;
+    writeln!(
+        writer,
+        "{{\"error\":\"permission denied: only root or the target's own user may ask\"}}"
+    )
 }
 
 fn answer(stream: UnixStream, board: &StatsBoard) -> std::io::Result<()> {
@@ -361,6 +391,17 @@ impl DeviceCounters {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use rustix::process::Uid;
+
+    #[test]
+    fn test_only_root_and_the_targets_own_user_may_ask() {
+        let (user, other) = (Uid::from_raw(1000), Uid::from_raw(1001));
+        assert!(peer_allowed(Uid::ROOT, user));
+        assert!(peer_allowed(user, user));
+        assert!(!peer_allowed(other, user));
+        assert!(peer_allowed(Uid::ROOT, Uid::ROOT));
+        assert!(!peer_allowed(user, Uid::ROOT));
+    }
 
     fn board() -> StatsBoard {
         StatsBoard::new(

@@ -193,6 +193,11 @@ impl Unit {
         }
     }
 
+    /// The unit's index among all the dataplane's units.
+    pub fn id(&self) -> u16 {
+        self.id
+    }
+
     /// The port's identity as the target sees it.
     pub fn info(&self) -> &PortInfo {
         &self.info

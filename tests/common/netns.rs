@@ -199,25 +199,50 @@ impl VethPair {
         mtu: u32,
         b_tx_queues: u32,
     ) -> VethPair {
+        VethPair::with_queue_counts(ns_a, ns_b, (name_a, name_b), mtu, [1, 1, 1, b_tx_queues])
+    }
+
+    /// As [`VethPair::new`], with `queues` RX and TX queues on both ends (frames then spread
+    /// over side A's RX queues).
+    #[allow(dead_code, reason = "not every test binary uses it")]
+    pub fn with_queues(
+        ns_a: &NetNs,
+        ns_b: &NetNs,
+        name_a: &str,
+        name_b: &str,
+        mtu: u32,
+        queues: u32,
+    ) -> VethPair {
+        VethPair::with_queue_counts(ns_a, ns_b, (name_a, name_b), mtu, [queues; 4])
+    }
+
+    /// The pair with `[A RX, A TX, B RX, B TX]` queues.
+    fn with_queue_counts(
+        ns_a: &NetNs,
+        ns_b: &NetNs,
+        (name_a, name_b): (&str, &str),
+        mtu: u32,
+        queues: [u32; 4],
+    ) -> VethPair {
         let mtu = mtu.to_string();
-        let b_tx_queues = b_tx_queues.to_string();
+        let [a_rx, a_tx, b_rx, b_tx] = queues.map(|count| count.to_string());
         ns_a.ip(&[
             "link",
             "add",
             name_a,
             "numrxqueues",
-            "1",
+            &a_rx,
             "numtxqueues",
-            "1",
+            &a_tx,
             "type",
             "veth",
             "peer",
             "name",
             name_b,
             "numrxqueues",
-            "1",
+            &b_rx,
             "numtxqueues",
-            &b_tx_queues,
+            &b_tx,
             "netns",
             ns_b.name(),
         ]);
