@@ -29,6 +29,7 @@ fn batch(count: usize) -> Vec<Pending> {
                 len: 1024,
                 seq,
                 slot,
+                alone: false,
             }
         })
         .collect();

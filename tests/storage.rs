@@ -1639,3 +1639,104 @@ fn file_bytes_at(path: &Path, offset: u64, len: usize) -> Vec<u8> {
         .unwrap();
     buf
 }
+
+/// A small ext4 file system on a loop device, mounted on a temporary directory; unmounted
+/// and detached on drop.
+struct SmallExt4 {
+    dir: tempfile::TempDir,
+    _image: NamedTempFile,
+    _detach: Detach,
+}
+
+impl SmallExt4 {
+    fn new(mib: u64) -> SmallExt4 {
+        let image = temp_file(mib << 11);
+        let dev = losetup(image.path(), 512);
+        let detach = Detach(dev.clone());
+        let mkfs = Command::new("mkfs.ext4")
+            .args(["-q", "-F", "-b", "4096", "-O", "^has_journal"])
+            .arg(&dev)
+            .output()
+            .expect("mkfs.ext4 must be installed (e2fsprogs)");
+        assert!(mkfs.status.success(), "{mkfs:?}");
+        let dir = tempfile::tempdir_in("/var/tmp").unwrap();
+        let mount = Command::new("mount")
+            .arg(&dev)
+            .arg(dir.path())
+            .output()
+            .unwrap();
+        assert!(mount.status.success(), "{mount:?}");
+        SmallExt4 {
+            dir,
+            _image: image,
+            _detach: detach,
+        }
+    }
+}
+
+impl Drop for SmallExt4 {
+    fn drop(&mut self) {
+        let _ = Command::new("umount")
+            .arg("-l")
+            .arg(self.dir.path())
+            .status();
+    }
+}
+
+#[test]
+fn test_a_full_file_system_fails_each_request_of_a_merged_write_with_its_own_errno() {
+    // O_DIRECT writes into a sparse file larger than the file system: merged runs of 32
+    // adjacent 4 KiB writes until the space runs out. The run that hits the end comes back
+    // short; every request it did not cover is retried on its own and fails with ENOSPC
+    // (ATA ABRT), as a lone write there would, never with the EIO of a short count (UNC).
+    let fs = SmallExt4::new(4);
+    let path = fs.dir.path().join("disk");
+    std::fs::File::create(&path)
+        .unwrap()
+        .set_len(16 << 20)
+        .unwrap();
+    let s = ExportSpec {
+        direct_io: true,
+        ..spec(&path)
+    };
+    let exports = open(&[s]);
+    assert!(exports[0].dio_align().is_some(), "ext4 takes O_DIRECT");
+    let mut pool = pool();
+    let mut engine = uring(exports, &pool);
+    let (mut failed, mut written) = (Vec::new(), Vec::new());
+    for batch in 0..32u64 {
+        let writes: Vec<IoRequest> = (0..32u64)
+            .map(|i| {
+                let sector = (batch * 32 + i) * 8;
+                let mut write = req(&mut pool, IoOp::Write, sector, 4096, 0, 0x5A);
+                write.user_data = sector;
+                write
+            })
+            .collect();
+        let done = submit_all(&mut engine, writes);
+        for c in &done {
+            match c.result {
+                Ok(()) => written.push(c.user_data),
+                Err(error) => failed.push((c.user_data, error.errno)),
+            }
+        }
+        recycle(&mut pool, done);
+        if !failed.is_empty() {
+            break;
+        }
+    }
+    assert!(!failed.is_empty(), "the file system never filled up");
+    assert!(
+        failed.iter().all(|(_, errno)| *errno == libc::ENOSPC),
+        "every failed request has the full file system's own errno: {failed:?}"
+    );
+    let stats = engine.stats();
+    assert!(stats.retried > 0, "the short run was retried: {stats:?}");
+    for sector in written {
+        let bytes = file_bytes_at(&path, sector * 512, 4096);
+        assert!(
+            bytes.iter().all(|b| *b == 0x5A),
+            "acknowledged write at {sector}"
+        );
+    }
+}

@@ -193,6 +193,10 @@ pub struct EngineStats {
     /// Group syncs that failed; each failed every request waiting for a sync of its export.
     #[serde(default)]
     pub sync_failures: u64,
+    /// Requests issued again on their own after a merged I/O came back short, so that each
+    /// gets an outcome of its own.
+    #[serde(default)]
+    pub retried: u64,
 }
 
 /// Errors building or driving an engine.

@@ -31,6 +31,9 @@ pub struct Pending {
     pub seq: u64,
     /// The engine's slot for this request.
     pub slot: u32,
+    /// Never merged with a neighbour: a retry on its own after a short merged I/O, so that
+    /// it gets an outcome of its own.
+    pub alone: bool,
 }
 
 /// A run of requests `pending[start..end]` that form one I/O.
@@ -107,7 +110,9 @@ impl Iterator for Runs<'_> {
 
 /// Whether `b` continues `a` on disk in the same I/O.
 pub fn joins(a: &Pending, b: &Pending) -> bool {
-    a.export == b.export
+    !a.alone
+        && !b.alone
+        && a.export == b.export
         && a.lane == b.lane
         && a.op == b.op
         && a.op != IoOp::Flush
@@ -137,6 +142,7 @@ mod tests {
             len,
             seq,
             slot,
+            alone: false,
         }
     }
 
@@ -210,6 +216,7 @@ mod tests {
                 len,
                 seq: 0,
                 slot: 0,
+                alone: false,
             }
         })
     }

@@ -8,8 +8,10 @@
 //! - A single request goes out as `READ_FIXED`/`WRITE_FIXED`; adjacent same-direction requests
 //!   of one export (see [`crate::storage::merge`]) go out as one `READV`/`WRITEV` of at most
 //!   `merge_max_segments` iovecs, and its one result is split back: requests fully covered by
-//!   the byte count succeed, a failed I/O fails each of its requests with the same errno, and
-//!   requests beyond a short count fail with `EIO` (never silently accepted).
+//!   the byte count succeed; the others of a merged I/O that failed or came back short, and a
+//!   lone request that came back short, are issued again on their own (never merged again),
+//!   so each gets its own errno; a retried request that is short again fails with `EIO`
+//!   (never silently accepted).
 //! - Runs on the buffered descriptor that cannot wait for the disk are carried out inline
 //!   during `commit` (one `preadv2`/`pwritev2` per run of at most 32 requests) and complete
 //!   into the ready queue, with the same per-request results as the ring: `Writeback` writes
@@ -109,6 +111,8 @@ impl Default for UringConfig {
 /// One accepted request.
 #[derive(Debug)]
 struct Slot {
+    /// The request as the merge planner saw it (for a retry on its own).
+    request: Pending,
     user_data: u64,
     export: u16,
     /// Acknowledged only through the export's group sync (a write of a `sync` export).
@@ -301,6 +305,8 @@ impl UringEngine {
             groups,
             grouped,
             syncing,
+            pending,
+            seq,
             ..
         } = self;
         ring.reap(|user_data, res, segs| {
@@ -315,6 +321,8 @@ impl UringEngine {
             let head = u32::try_from(user_data).expect("ring user_data is a slot index");
             let mut done = Done {
                 slots,
+                retry: pending,
+                seq,
                 free_slots,
                 bounce,
                 arena,
@@ -430,12 +438,14 @@ impl UringEngine {
             len: req.len,
             seq: self.seq,
             slot: index,
+            alone: false,
         };
         self.seq += 1;
         self.pending.push(pending);
         let slot = &mut self.slots[index as usize];
         assert!(slot.is_none(), "slot {index} taken twice");
         *slot = Some(Slot {
+            request: pending,
             user_data: req.user_data,
             export: req.export,
             grouped: req.op == IoOp::Write && export.durability() == Durability::Sync,
@@ -941,6 +951,9 @@ fn lend(slot: &mut Slot) -> Seg {
 /// Borrowed engine state for splitting one kernel completion into request completions.
 struct Done<'a> {
     slots: &'a mut [Option<Slot>],
+    /// Requests to issue again on their own (the engine's pending list), and the next `seq`.
+    retry: &'a mut Vec<Pending>,
+    seq: &'a mut u64,
     free_slots: &'a mut Vec<u32>,
     bounce: &'a mut ChunkPool,
     arena: &'a Arenas,
@@ -960,12 +973,14 @@ impl Done<'_> {
     ) -> usize {
         // Bytes the kernel reported, or the errno shared by every request of the I/O.
         let mut left = u64::try_from(res).map_err(|_| IoError { errno: -res });
+        let merged = self.slots[head as usize]
+            .as_ref()
+            .is_some_and(|slot| slot.next != NONE);
         let (mut index, mut count) = (head, 0);
         while index != NONE {
             let mut slot = self.slots[index as usize]
                 .take()
                 .expect("completion for a free slot");
-            self.free_slots.push(index);
             if slot.op != IoOp::Flush {
                 let seg = segs.next().expect("one segment per request");
                 assert_eq!(seg.len, slot.len, "segment returned to the wrong request");
@@ -975,6 +990,7 @@ impl Done<'_> {
                     &mut slot.chunk
                 }) = Some(seg.chunk);
             }
+            let mut short = false;
             let result = match (&mut left, slot.op) {
                 (Err(e), _) => Err(*e),
                 (Ok(_), IoOp::Flush) => Ok(()),
@@ -983,11 +999,28 @@ impl Done<'_> {
                     Ok(())
                 }
                 (Ok(bytes), _) => {
-                    *bytes = 0;
+                    (*bytes, short) = (0, true);
                     Err(IoError::SHORT)
                 }
             };
-            index = slot.next;
+            let next = slot.next;
+            if !slot.request.alone && (short || merged && result.is_err()) {
+                // A short count says nothing of why the rest failed (a full file system, a
+                // file that ends), and one errno for a merged I/O may belong to one of its
+                // requests only (a bad range): such requests go again, each on its own, and
+                // get their own outcome (the errno, success, or a short count again: EIO).
+                slot.request.alone = true;
+                slot.request.seq = *self.seq;
+                *self.seq += 1;
+                (slot.next, slot.first_commit) = (NONE, None);
+                self.retry.push(slot.request);
+                self.stats.retried += 1;
+                self.slots[index as usize] = Some(slot);
+                index = next;
+                continue;
+            }
+            self.free_slots.push(index);
+            index = next;
             let (grouped, export) = (slot.grouped && result.is_ok(), slot.export);
             let completion = self.finish(slot, result);
             if grouped {
