@@ -1947,3 +1947,99 @@ fn test_stats_socket_refuses_other_users() {
         "the refusal is logged:\n{log}"
     );
 }
+
+/// Rounds of [`kill_9_during_writes`], and the sectors each round writes (each once).
+const KILL_ROUNDS: u64 = 3;
+const KILL_ROUND_SECTORS: u64 = SECTORS / KILL_ROUNDS;
+
+/// `kill -9` in the middle of a stream of writes, [`KILL_ROUNDS`] times, each time restarting
+/// the target on the same file: every write acknowledged in `sync` mode reads back, and with
+/// `writeback` every write acknowledged before a FLUSH that completed. Each sector is written
+/// once, so a write in flight at the kill (acknowledged or not, it may have reached the file)
+/// never hides an older acknowledged one.
+fn kill_9_during_writes(durability: &str) {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    use std::sync::Arc;
+    let Some(net) = Net::new(&format!("dp-kill-{}", &durability[..4]), 1) else {
+        return;
+    };
+    let dir = TargetDir::new(
+        &["vt"],
+        "socket = \"xdp\"\n",
+        &[DeviceSpec::new(SHELF, SLOT, SECTORS).with(&format!("durability = \"{durability}\""))],
+    );
+    let flushing = durability == "writeback";
+    let mut must_read_back: Vec<(u64, u64)> = Vec::new();
+    for round in 0..KILL_ROUNDS {
+        let target = dir.start(&net.target_ns);
+        let mut client = net.client(0).with_retry(Duration::from_millis(100), 3);
+        let device = discover_one(&mut client);
+        let acked = Arc::new(AtomicU64::new(0));
+        let writer = {
+            let acked = Arc::clone(&acked);
+            std::thread::spawn(move || {
+                // (lba, seed) of the writes acknowledged, and how many of them a completed
+                // FLUSH covers.
+                let (mut done, mut flushed) = (Vec::new(), 0);
+                for i in 0..KILL_ROUND_SECTORS / 2 {
+                    let lba = round * KILL_ROUND_SECTORS + 2 * i;
+                    let seed = 1000 * round + i;
+                    if client
+                        .write(&device, lba, &pattern(lba, 2, seed), false)
+                        .is_err()
+                    {
+                        break;
+                    }
+                    done.push((lba, seed));
+                    acked.fetch_add(1, Ordering::Relaxed);
+                    if flushing && done.len() % 16 == 0 {
+                        if client.flush(&device).is_err() {
+                            break;
+                        }
+                        flushed = done.len();
+                    }
+                }
+                (done, flushed)
+            })
+        };
+        // Kill it with about a third of the round's writes acknowledged, more in flight.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while acked.load(Ordering::Relaxed) < KILL_ROUND_SECTORS / 6 && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_micros(200));
+        }
+        target.kill();
+        let (done, flushed) = writer.join().expect("writer thread");
+        assert!(
+            done.len() < usize::try_from(KILL_ROUND_SECTORS / 2).unwrap(),
+            "round {round}: the kill came after the last write ({} acknowledged)",
+            done.len()
+        );
+        let covered = if flushing { flushed } else { done.len() };
+        assert!(
+            covered > 0,
+            "round {round}: nothing acknowledged before the kill"
+        );
+        must_read_back.extend_from_slice(&done[..covered]);
+    }
+    // After the last kill: a fresh target on the same file reads back every one of them.
+    let _target = dir.start(&net.target_ns);
+    let mut client = net.client(0);
+    let device = discover_one(&mut client);
+    for &(lba, seed) in &must_read_back {
+        let data = client.read(&device, lba, 2, false).expect("read back");
+        assert!(
+            data == pattern(lba, 2, seed),
+            "acknowledged write at LBA {lba} (seed {seed}) lost after kill -9"
+        );
+    }
+}
+
+#[test]
+fn test_kill_9_loses_no_acknowledged_sync_write() {
+    kill_9_during_writes("sync");
+}
+
+#[test]
+fn test_kill_9_loses_no_write_covered_by_a_completed_flush() {
+    kill_9_during_writes("writeback");
+}
