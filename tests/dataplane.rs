@@ -19,6 +19,7 @@ use aoe_xdp::wire::{
     AoeCommand, AoeError, ConfigCommand, DirectiveCommand, DirectiveRepr, MacAddr, MacMaskCommand,
     ReserveCommand, SECTOR_SIZE,
 };
+use common::mounts::SmallTmpfs;
 use common::netns::{in_netns, privileged_or_skip, NetNs, PacketSocket, VethEnd, VethPair};
 use common::target::{DeviceSpec, TargetDir};
 
@@ -2042,4 +2043,70 @@ fn test_kill_9_loses_no_acknowledged_sync_write() {
 #[test]
 fn test_kill_9_loses_no_write_covered_by_a_completed_flush() {
     kill_9_during_writes("writeback");
+}
+
+/// A device whose file lives on a full file system (a 1 MiB tmpfs holding a 4 MiB sparse
+/// file): sequential writes succeed until the space runs out, then fail with ATA ABRT (not
+/// UNC: the medium is fine) and so do the writes after them; the data written before is
+/// intact, and the target keeps serving (reads, and writes into space it has).
+#[test]
+fn test_full_file_system_gives_ata_errors_and_keeps_serving() {
+    let Some(net) = Net::new("dp-full", 1) else {
+        return;
+    };
+    let sectors = 8192;
+    let dir = TargetDir::new(
+        &["vt"],
+        "socket = \"xdp\"\n",
+        &[DeviceSpec::new(SHELF, SLOT, sectors)],
+    );
+    let tmpfs = SmallTmpfs::new(1024);
+    let backing = tmpfs.path().join("disk");
+    std::fs::File::create(&backing)
+        .and_then(|f| f.set_len(sectors * 512))
+        .expect("sparse file on the tmpfs");
+    std::fs::remove_file(dir.disk(0)).expect("remove the default backing file");
+    std::os::unix::fs::symlink(&backing, dir.disk(0)).expect("symlink to the tmpfs file");
+    let target = dir.start(&net.target_ns);
+    let mut client = net.client(0);
+    let device = discover_one(&mut client);
+    let mut written = 0;
+    let first_error = loop {
+        let lba = written * 2;
+        assert!(lba < sectors, "4 MiB written to a 1 MiB file system");
+        match client.write(&device, lba, &pattern(lba, 2, 7), false) {
+            Ok(()) => written += 1,
+            Err(error) => break error,
+        }
+    };
+    let is_abort = |error: &ClientError| {
+        matches!(error, ClientError::Ata { error, .. } if *error & ata_error::ABRT != 0
+            && *error & ata_error::UNC == 0)
+    };
+    assert!(
+        is_abort(&first_error),
+        "a full file system is ABRT: {first_error:?}"
+    );
+    assert!(written > 0, "nothing could be written");
+    for lba in (written * 2..sectors).step_by(512).take(8) {
+        let error = client
+            .write(&device, lba, &pattern(lba, 2, 8), false)
+            .expect_err("no write into space the file system does not have");
+        assert!(is_abort(&error), "write at {lba}: {error:?}");
+    }
+    for i in 0..written {
+        let lba = i * 2;
+        let data = client.read(&device, lba, 2, false).expect("read back");
+        assert!(
+            data == pattern(lba, 2, 7),
+            "data written before the failure at {lba}"
+        );
+    }
+    client
+        .write(&device, 0, &pattern(0, 2, 9), false)
+        .expect("a write into space the file already has");
+    assert!(client.read(&device, 0, 2, false).expect("read") == pattern(0, 2, 9));
+    let log = target.stop();
+    assert!(log.contains("stopped cleanly"), "{log}");
+    drop(tmpfs);
 }

@@ -19,6 +19,9 @@ use aoe_xdp::sys::mem::{Arena, ChunkPool};
 use proptest::prelude::*;
 use tempfile::NamedTempFile;
 
+mod common;
+use common::mounts::SmallTmpfs;
+
 const CHUNK_SIZE: usize = 4096;
 
 /// Counts heap allocations made by the current thread while counting is switched on.
@@ -1532,64 +1535,32 @@ fn test_direct_io_sync_writes_go_through_the_ring_and_share_a_sync() {
     }
 }
 
-/// A tmpfs of `mib` MiB mounted on a temporary directory, unmounted on drop.
-struct SmallTmpfs {
-    dir: tempfile::TempDir,
-}
-
-impl SmallTmpfs {
-    fn new(mib: u32) -> SmallTmpfs {
-        let dir = tempfile::tempdir_in("/var/tmp").unwrap();
-        let out = Command::new("mount")
-            .args(["-t", "tmpfs", "-o", &format!("size={mib}m"), "tmpfs"])
-            .arg(dir.path())
-            .output()
-            .expect("mount must be installed");
-        assert!(
-            out.status.success(),
-            "mount -t tmpfs failed (needs root): {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        SmallTmpfs { dir }
-    }
-
-    /// Fills the file system with a file of its own until it is full.
-    fn fill(&self) -> PathBuf {
-        let filler = self.dir.path().join("filler");
-        let status = Command::new("dd")
-            .args(["if=/dev/zero", "bs=64k", "status=none"])
-            .arg(format!("of={}", filler.display()))
-            .stderr(std::process::Stdio::null())
-            .status()
-            .unwrap();
-        assert!(!status.success(), "dd stops when the file system is full");
-        filler
-    }
-}
-
-impl Drop for SmallTmpfs {
-    fn drop(&mut self) {
-        // Lazy: a loop device over a file in it lets go of the file a moment after detaching.
-        let _ = Command::new("umount")
-            .arg("-l")
-            .arg(self.dir.path())
-            .status();
-    }
+/// Fills `fs` with a file of its own until it is full; returns the file.
+fn fill(fs: &SmallTmpfs) -> PathBuf {
+    let filler = fs.path().join("filler");
+    let status = Command::new("dd")
+        .args(["if=/dev/zero", "bs=64k", "status=none"])
+        .arg(format!("of={}", filler.display()))
+        .stderr(std::process::Stdio::null())
+        .status()
+        .unwrap();
+    assert!(!status.success(), "dd stops when the file system is full");
+    filler
 }
 
 #[test]
 fn test_a_failed_sync_fails_every_waiting_write_and_the_export_keeps_serving() {
     // A loop device over a sparse file on a full tmpfs: writes land in the device's page
     // cache, and the data sync fails when writing them back finds no room.
-    let tmpfs = SmallTmpfs::new(4);
-    let backing = tmpfs.dir.path().join("disk");
+    let tmpfs = SmallTmpfs::new(4096);
+    let backing = tmpfs.path().join("disk");
     std::fs::File::create(&backing)
         .unwrap()
         .set_len(8 << 20)
         .unwrap();
     let dev = losetup(&backing, 512);
     let detach = Detach(dev.clone());
-    let filler = tmpfs.fill();
+    let filler = fill(&tmpfs);
     let mut pool = pool();
     let mut engine = uring(open(&[synced_spec(&dev)]), &pool);
     for i in 0..4u8 {

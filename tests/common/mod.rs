@@ -9,6 +9,11 @@ pub mod frames;
     dead_code,
     reason = "each test binary uses a different subset of the helpers"
 )]
+pub mod mounts;
+#[allow(
+    dead_code,
+    reason = "each test binary uses a different subset of the helpers"
+)]
 pub mod netns;
 #[allow(
     dead_code,
