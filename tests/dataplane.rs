@@ -1953,13 +1953,68 @@ fn test_stats_socket_refuses_other_users() {
 const KILL_ROUNDS: u64 = 3;
 const KILL_ROUND_SECTORS: u64 = SECTORS / KILL_ROUNDS;
 
+/// A thread that writes 2-sector blocks with `client` at `first_lba`, `first_lba + 2`, ...
+/// (`blocks` of them, each once, seeds from `seed`) until a write fails, FLUSHing after every
+/// 16 when `flushing`; counts the acknowledged ones in `acked`. Returns (lba, seed) of the
+/// acknowledged writes and how many of them a completed FLUSH covers.
+fn spawn_writer(
+    mut client: Client,
+    device: Found,
+    (first_lba, blocks, seed): (u64, u64, u64),
+    flushing: bool,
+    acked: std::sync::Arc<std::sync::atomic::AtomicU64>,
+) -> std::thread::JoinHandle<(Vec<(u64, u64)>, usize)> {
+    std::thread::spawn(move || {
+        let (mut done, mut flushed) = (Vec::new(), 0);
+        for i in 0..blocks {
+            let (lba, seed) = (first_lba + 2 * i, seed + i);
+            if client
+                .write(&device, lba, &pattern(lba, 2, seed), false)
+                .is_err()
+            {
+                break;
+            }
+            done.push((lba, seed));
+            acked.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            if flushing && done.len() % 16 == 0 {
+                if client.flush(&device).is_err() {
+                    break;
+                }
+                flushed = done.len();
+            }
+        }
+        (done, flushed)
+    })
+}
+
+/// Waits until `acked` reaches `count` (at most 10 s).
+fn wait_acked(acked: &std::sync::atomic::AtomicU64, count: u64) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while acked.load(std::sync::atomic::Ordering::Relaxed) < count && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_micros(200));
+    }
+}
+
+/// Reads back every (lba, seed) of `writes` through path `path` of a running target.
+fn assert_read_back(net: &Net, path: usize, writes: &[(u64, u64)], what: &str) {
+    let mut client = net.client(path);
+    let device = discover_one(&mut client);
+    for &(lba, seed) in writes {
+        let data = client.read(&device, lba, 2, false).expect("read back");
+        assert!(
+            data == pattern(lba, 2, seed),
+            "acknowledged write at LBA {lba} (seed {seed}) lost after {what}"
+        );
+    }
+}
+
 /// `kill -9` in the middle of a stream of writes, [`KILL_ROUNDS`] times, each time restarting
 /// the target on the same file: every write acknowledged in `sync` mode reads back, and with
 /// `writeback` every write acknowledged before a FLUSH that completed. Each sector is written
 /// once, so a write in flight at the kill (acknowledged or not, it may have reached the file)
 /// never hides an older acknowledged one.
 fn kill_9_during_writes(durability: &str) {
-    use std::sync::atomic::{AtomicU64, Ordering};
+    use std::sync::atomic::AtomicU64;
     use std::sync::Arc;
     let Some(net) = Net::new(&format!("dp-kill-{}", &durability[..4]), 1) else {
         return;
@@ -1976,42 +2031,15 @@ fn kill_9_during_writes(durability: &str) {
         let mut client = net.client(0).with_retry(Duration::from_millis(100), 3);
         let device = discover_one(&mut client);
         let acked = Arc::new(AtomicU64::new(0));
-        let writer = {
-            let acked = Arc::clone(&acked);
-            std::thread::spawn(move || {
-                // (lba, seed) of the writes acknowledged, and how many of them a completed
-                // FLUSH covers.
-                let (mut done, mut flushed) = (Vec::new(), 0);
-                for i in 0..KILL_ROUND_SECTORS / 2 {
-                    let lba = round * KILL_ROUND_SECTORS + 2 * i;
-                    let seed = 1000 * round + i;
-                    if client
-                        .write(&device, lba, &pattern(lba, 2, seed), false)
-                        .is_err()
-                    {
-                        break;
-                    }
-                    done.push((lba, seed));
-                    acked.fetch_add(1, Ordering::Relaxed);
-                    if flushing && done.len() % 16 == 0 {
-                        if client.flush(&device).is_err() {
-                            break;
-                        }
-                        flushed = done.len();
-                    }
-                }
-                (done, flushed)
-            })
-        };
+        let blocks = KILL_ROUND_SECTORS / 2;
+        let stream = (round * KILL_ROUND_SECTORS, blocks, 1000 * round);
+        let writer = spawn_writer(client, device, stream, flushing, Arc::clone(&acked));
         // Kill it with about a third of the round's writes acknowledged, more in flight.
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while acked.load(Ordering::Relaxed) < KILL_ROUND_SECTORS / 6 && Instant::now() < deadline {
-            std::thread::sleep(Duration::from_micros(200));
-        }
+        wait_acked(&acked, blocks / 3);
         target.kill();
         let (done, flushed) = writer.join().expect("writer thread");
         assert!(
-            done.len() < usize::try_from(KILL_ROUND_SECTORS / 2).unwrap(),
+            (done.len() as u64) < blocks,
             "round {round}: the kill came after the last write ({} acknowledged)",
             done.len()
         );
@@ -2024,15 +2052,60 @@ fn kill_9_during_writes(durability: &str) {
     }
     // After the last kill: a fresh target on the same file reads back every one of them.
     let _target = dir.start(&net.target_ns);
-    let mut client = net.client(0);
-    let device = discover_one(&mut client);
-    for &(lba, seed) in &must_read_back {
-        let data = client.read(&device, lba, 2, false).expect("read back");
-        assert!(
-            data == pattern(lba, 2, seed),
-            "acknowledged write at LBA {lba} (seed {seed}) lost after kill -9"
-        );
+    assert_read_back(&net, 0, &must_read_back, "kill -9");
+}
+
+/// SIGTERM while two initiators write over two paths: the target drains, exits 0 within the
+/// stop limit and leaves no XDP program; both paths were served up to the stop, and every
+/// acknowledged write reads back after a restart.
+#[test]
+fn test_sigterm_under_load_on_two_paths() {
+    use std::sync::atomic::AtomicU64;
+    use std::sync::Arc;
+    let Some(net) = Net::new("dp-term", 2) else {
+        return;
+    };
+    // 8 MiB: room for writes that go on for the moment a stop takes.
+    let sectors = 16384;
+    let dir = TargetDir::new(
+        &["vt0", "vt1"],
+        "socket = \"xdp\"\n",
+        &[DeviceSpec::new(SHELF, SLOT, sectors)],
+    );
+    let target = dir.start(&net.target_ns);
+    let half = sectors / 2;
+    let acked = [Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0))];
+    let writers: Vec<_> = (0..2u64)
+        .map(|path| {
+            let index = usize::try_from(path).unwrap();
+            let mut client = net.client(index).with_retry(Duration::from_millis(100), 3);
+            let device = discover_one(&mut client);
+            let stream = (path * half, half / 2, 5000 * path);
+            spawn_writer(client, device, stream, false, Arc::clone(&acked[index]))
+        })
+        .collect();
+    // Both paths carry writes when the stop comes.
+    for count in &acked {
+        wait_acked(count, 200);
     }
+    let log = target.stop();
+    assert!(log.contains("stopped cleanly"), "{log}");
+    for name in ["vt0", "vt1"] {
+        let link = net.target_ns.ip(&["link", "show", name]);
+        assert!(!link.contains("xdp"), "XDP program left on {name}: {link}");
+    }
+    let mut acknowledged = Vec::new();
+    for (path, writer) in writers.into_iter().enumerate() {
+        let (done, _) = writer.join().expect("writer thread");
+        assert!(
+            !done.is_empty() && (done.len() as u64) < half / 2,
+            "path {path}: {} writes acknowledged, the stop must come in the middle",
+            done.len()
+        );
+        acknowledged.extend(done);
+    }
+    let _target = dir.start(&net.target_ns);
+    assert_read_back(&net, 0, &acknowledged, "SIGTERM");
 }
 
 #[test]
