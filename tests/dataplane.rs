@@ -2183,3 +2183,73 @@ fn test_full_file_system_gives_ata_errors_and_keeps_serving() {
     assert!(log.contains("stopped cleanly"), "{log}");
     drop(tmpfs);
 }
+
+/// An interface going down and up under load: the other path keeps serving without an error
+/// throughout, and the first one serves again once it is back up.
+#[test]
+fn test_interface_down_and_up_under_load() {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    use std::sync::Arc;
+    let Some(net) = Net::new("dp-downup", 2) else {
+        return;
+    };
+    let sectors = 16384;
+    let dir = TargetDir::new(
+        &["vt0", "vt1"],
+        "socket = \"xdp\"\n",
+        &[DeviceSpec::new(SHELF, SLOT, sectors)],
+    );
+    let _target = dir.start(&net.target_ns);
+    let mut first = net.client(0);
+    let device = discover_one(&mut first);
+    let mut second = net.client(1).with_retry(Duration::from_millis(100), 3);
+    let second_device = discover_one(&mut second);
+    let acked = Arc::new(AtomicU64::new(0));
+    let blocks = sectors / 2;
+    let writer = spawn_writer(
+        second,
+        second_device,
+        (0, blocks, 77),
+        false,
+        Arc::clone(&acked),
+    );
+    wait_acked(&acked, 100);
+    net.target_ns.ip(&["link", "set", "vt0", "down"]);
+    let before = acked.load(Ordering::Relaxed);
+    let impatient = |client: Client| client.with_retry(Duration::from_millis(100), 2);
+    let mut first = impatient(first);
+    assert!(
+        first.read(&device, 0, 2, false).is_err(),
+        "an interface that is down does not answer"
+    );
+    std::thread::sleep(Duration::from_millis(200));
+    let during = acked.load(Ordering::Relaxed) - before;
+    net.target_ns.ip(&["link", "set", "vt0", "up"]);
+    assert!(
+        during > 0,
+        "the other path stopped serving while vt0 was down"
+    );
+    // Back up: the first path serves again (a link that comes up may drop the first frames).
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let lba = sectors - 2;
+    while first
+        .write(&device, lba, &pattern(lba, 2, 1), false)
+        .is_err()
+    {
+        assert!(
+            Instant::now() < deadline,
+            "vt0 did not serve again after coming up"
+        );
+    }
+    assert!(first.read(&device, lba, 2, false).expect("read over vt0") == pattern(lba, 2, 1));
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !writer.is_finished() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let (done, _) = writer.join().expect("writer thread");
+    assert_eq!(
+        done.len() as u64,
+        blocks,
+        "every write over the second path was answered"
+    );
+}
