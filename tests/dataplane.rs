@@ -2055,6 +2055,20 @@ fn kill_9_during_writes(durability: &str) {
     assert_read_back(&net, 0, &must_read_back, "kill -9");
 }
 
+/// 8 MiB: room for writes that go on for the moment a stop or a link change takes.
+const ROOMY_SECTORS: u64 = 16384;
+
+/// Two paths (`vt0`, `vt1`) to an AF_XDP target exporting one device of [`ROOMY_SECTORS`].
+fn two_paths_with_room(tag: &str) -> Option<(Net, TargetDir)> {
+    let net = Net::new(tag, 2)?;
+    let dir = TargetDir::new(
+        &["vt0", "vt1"],
+        "socket = \"xdp\"\n",
+        &[DeviceSpec::new(SHELF, SLOT, ROOMY_SECTORS)],
+    );
+    Some((net, dir))
+}
+
 /// SIGTERM while two initiators write over two paths: the target drains, exits 0 within the
 /// stop limit and leaves no XDP program; both paths were served up to the stop, and every
 /// acknowledged write reads back after a restart.
@@ -2062,16 +2076,10 @@ fn kill_9_during_writes(durability: &str) {
 fn test_sigterm_under_load_on_two_paths() {
     use std::sync::atomic::AtomicU64;
     use std::sync::Arc;
-    let Some(net) = Net::new("dp-term", 2) else {
+    let Some((net, dir)) = two_paths_with_room("dp-term") else {
         return;
     };
-    // 8 MiB: room for writes that go on for the moment a stop takes.
-    let sectors = 16384;
-    let dir = TargetDir::new(
-        &["vt0", "vt1"],
-        "socket = \"xdp\"\n",
-        &[DeviceSpec::new(SHELF, SLOT, sectors)],
-    );
+    let sectors = ROOMY_SECTORS;
     let target = dir.start(&net.target_ns);
     let half = sectors / 2;
     let acked = [Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0))];
@@ -2190,15 +2198,10 @@ fn test_full_file_system_gives_ata_errors_and_keeps_serving() {
 fn test_interface_down_and_up_under_load() {
     use std::sync::atomic::{AtomicU64, Ordering};
     use std::sync::Arc;
-    let Some(net) = Net::new("dp-downup", 2) else {
+    let Some((net, dir)) = two_paths_with_room("dp-downup") else {
         return;
     };
-    let sectors = 16384;
-    let dir = TargetDir::new(
-        &["vt0", "vt1"],
-        "socket = \"xdp\"\n",
-        &[DeviceSpec::new(SHELF, SLOT, sectors)],
-    );
+    let sectors = ROOMY_SECTORS;
     let _target = dir.start(&net.target_ns);
     let mut first = net.client(0);
     let device = discover_one(&mut first);
