@@ -854,7 +854,7 @@ proptest! {
                                  command in 0u8..5, patch_header in any::<bool>()) {
         let mut target = target_with(vec![params(1, 0)]);
         if patch_header && frame.len() >= 24 {
-            frame[12..14].copy_from_slice(&0x88A2u16.to_be_bytes());
+            frame[12..14].copy_from_slice(&crate::wire::ETHERTYPE_AOE.to_be_bytes());
             frame[14] = 0x10;
             frame[16..18].copy_from_slice(&1u16.to_be_bytes());
             frame[18] = 0;

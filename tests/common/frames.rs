@@ -6,7 +6,7 @@ use std::time::Duration;
 pub const WAIT: Duration = Duration::from_secs(2);
 /// How long to watch for a frame that must NOT arrive.
 pub const QUIET: Duration = Duration::from_millis(300);
-pub const ETH_P_AOE: u16 = 0x88A2;
+pub use aoe_xdp::wire::ETHERTYPE_AOE as ETH_P_AOE;
 /// AoE version 1, request.
 pub const REQUEST: u8 = 0x10;
 /// AoE version 1, response flag set.

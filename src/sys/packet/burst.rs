@@ -45,7 +45,7 @@ use crate::sys::interface;
 use crate::sys::syscall::{bind_packet, set_int, socklen, SyscallError};
 
 /// `ETH_P_AOE`: the socket receives AoE frames only.
-const ETH_P_AOE: u16 = 0x88A2;
+use crate::wire::ETHERTYPE_AOE as ETH_P_AOE;
 
 /// `TPACKET_V2` in `enum tpacket_versions` (V1 = 0, V2 = 1, V3 = 2).
 const TPACKET_V2: libc::c_int = 1;

@@ -126,8 +126,8 @@ use crate::sys::mem::{Arena, Chunk};
 use crate::sys::syscall::{set_int, set_option, socklen};
 use crate::sys::xdp::DstFilter;
 
-/// The AoE ethertype.
-pub const ETH_P_AOE: u16 = 0x88A2;
+/// The AoE ethertype (the one definition is [`crate::wire::ETHERTYPE_AOE`]).
+pub use crate::wire::ETHERTYPE_AOE as ETH_P_AOE;
 
 /// The 802.1Q ethertype (the only tag the filter looks behind, as the XDP program does).
 const ETH_P_8021Q: u16 = 0x8100;

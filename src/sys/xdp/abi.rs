@@ -7,8 +7,8 @@
 
 use std::mem::{offset_of, size_of};
 
-/// `AOE_ETH_P_AOE`: the AoE ethertype.
-pub const ETH_P_AOE: u16 = 0x88A2;
+/// `AOE_ETH_P_AOE`: the AoE ethertype (the one definition is [`crate::wire::ETHERTYPE_AOE`]).
+pub use crate::wire::ETHERTYPE_AOE as ETH_P_AOE;
 /// `AOE_ETH_P_8021Q`: the one VLAN tag type the program looks behind.
 pub const ETH_P_8021Q: u16 = 0x8100;
 /// `AOE_VERSION`: the AoE version (high nibble of the first AoE byte) the program accepts.
