@@ -2395,7 +2395,8 @@ fn test_malformed_flood_during_verified_io() {
         file_sectors * 512,
         "the file's size changed"
     );
-    let (start, end) = ((offset * 512) as usize, ((offset + length) * 512) as usize);
+    let byte = |sector: u64| usize::try_from(sector * 512).expect("fits");
+    let (start, end) = (byte(offset), byte(offset + length));
     assert!(
         file[..start].iter().all(|b| *b == 0) && file[end..].iter().all(|b| *b == 0),
         "bytes written outside the exported window"
