@@ -1442,26 +1442,30 @@ fn test_sync_writes_wait_for_one_shared_data_sync() {
     }
 }
 
+/// Submits and commits 4 writes of `len` bytes, `stride` sectors apart (the commit starts a
+/// sync), then, without reaping, 4 more and a FLUSH (user data 99): they gather for the next
+/// sync.
+fn write_during_a_sync(engine: &mut Engine, pool: &mut ChunkPool, (stride, len): (u64, u32)) {
+    for (batch, flush) in [(0..4u8, false), (4..8u8, true)] {
+        for i in batch {
+            let write = req(pool, IoOp::Write, u64::from(i) * stride, len, 0, i + 1);
+            engine.submit(write).unwrap();
+        }
+        if flush {
+            engine.submit(req(pool, IoOp::Flush, 0, 0, 0, 99)).unwrap();
+        }
+        engine.commit(Instant::now()).unwrap();
+    }
+}
+
 #[test]
 fn test_writes_during_a_sync_gather_for_the_next_one() {
     let file = temp_file(64);
     let mut pool = pool();
     let mut engine = uring(open(&[synced_spec(file.path())]), &pool);
-    for i in 0..4u8 {
-        let write = req(&mut pool, IoOp::Write, u64::from(i) * 2, 512, 0, i + 1);
-        engine.submit(write).unwrap();
-    }
-    engine.commit(Instant::now()).unwrap();
     // Nothing reaped in between: the first sync is still in flight as far as the engine
     // knows, so the next writes and a FLUSH are written and gather, with no second sync yet.
-    for i in 4..8u8 {
-        let write = req(&mut pool, IoOp::Write, u64::from(i) * 2, 512, 0, i + 1);
-        engine.submit(write).unwrap();
-    }
-    engine
-        .submit(req(&mut pool, IoOp::Flush, 0, 0, 0, 99))
-        .unwrap();
-    engine.commit(Instant::now()).unwrap();
+    write_during_a_sync(&mut engine, &mut pool, (2, 512));
     assert_eq!(data_ios_and_syncs(&engine), (8, 1));
     let done = drain(&mut engine);
     assert_eq!(done.len(), 9);
@@ -1563,20 +1567,8 @@ fn test_a_failed_sync_fails_every_waiting_write_and_the_export_keeps_serving() {
     let filler = fill(&tmpfs);
     let mut pool = pool();
     let mut engine = uring(open(&[synced_spec(&dev)]), &pool);
-    for i in 0..4u8 {
-        let write = req(&mut pool, IoOp::Write, u64::from(i) * 64, 1024, 0, i + 1);
-        engine.submit(write).unwrap();
-    }
-    engine.commit(Instant::now()).unwrap();
     // Gathered for the next sync while the first is in flight: failed with it all the same.
-    for i in 4..8u8 {
-        let write = req(&mut pool, IoOp::Write, u64::from(i) * 64, 1024, 0, i + 1);
-        engine.submit(write).unwrap();
-    }
-    engine
-        .submit(req(&mut pool, IoOp::Flush, 0, 0, 0, 50))
-        .unwrap();
-    engine.commit(Instant::now()).unwrap();
+    write_during_a_sync(&mut engine, &mut pool, (64, 1024));
     let done = drain(&mut engine);
     assert_eq!(done.len(), 9);
     assert!(
