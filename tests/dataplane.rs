@@ -19,6 +19,7 @@ use aoe_xdp::wire::{
     AoeCommand, AoeError, ConfigCommand, DirectiveCommand, DirectiveRepr, MacAddr, MacMaskCommand,
     ReserveCommand, SECTOR_SIZE,
 };
+use common::faultfs::FaultFs;
 use common::mounts::SmallTmpfs;
 use common::netns::{in_netns, privileged_or_skip, NetNs, PacketSocket, VethEnd, VethPair};
 use common::target::{DeviceSpec, TargetDir};
@@ -2401,4 +2402,65 @@ fn test_malformed_flood_during_verified_io() {
         file[..start].iter().all(|b| *b == 0) && file[end..].iter().all(|b| *b == 0),
         "bytes written outside the exported window"
     );
+}
+
+/// A disk with a bad range (a FUSE file whose reads and writes there fail with EIO): requests
+/// touching it get ATA UNC, every other request is served and its data kept, and the target
+/// keeps serving throughout.
+#[test]
+fn test_bad_range_fails_only_its_requests() {
+    let Some(net) = Net::new("dp-badrange", 1) else {
+        return;
+    };
+    let sectors = SECTORS;
+    // Bad: 64 KiB..128 KiB, page-aligned (FUSE reads whole pages).
+    let bad = 128..256u64;
+    let fs = FaultFs::mount(
+        usize::try_from(sectors * 512).unwrap(),
+        bad.start * 512..bad.end * 512,
+    );
+    let dir = TargetDir::new(
+        &["vt"],
+        "socket = \"xdp\"\n",
+        &[DeviceSpec::new(SHELF, SLOT, sectors)],
+    );
+    std::fs::remove_file(dir.disk(0)).expect("remove the default backing file");
+    std::os::unix::fs::symlink(fs.disk(), dir.disk(0)).expect("symlink to the FUSE file");
+    let target = dir.start(&net.target_ns);
+    let mut client = net.client(0);
+    let device = discover_one(&mut client);
+    let is_media_error = |error: &ClientError| matches!(error, ClientError::Ata { error, .. } if *error & ata_error::UNC != 0);
+    // Around the bad range and in it, 2 sectors at a time.
+    let blocks: Vec<u64> = (bad.start - 32..bad.end + 32).step_by(2).collect();
+    for &lba in &blocks {
+        let result = client.write(&device, lba, &pattern(lba, 2, 3), false);
+        if bad.contains(&lba) {
+            let error = result.expect_err("a write into the bad range fails");
+            assert!(is_media_error(&error), "write at {lba}: {error:?}");
+        } else {
+            result
+                .unwrap_or_else(|error| panic!("write at {lba} outside the bad range: {error:?}"));
+        }
+    }
+    for &lba in &blocks {
+        let result = client.read(&device, lba, 2, false);
+        if bad.contains(&lba) {
+            let error = result.expect_err("a read of the bad range fails");
+            assert!(is_media_error(&error), "read at {lba}: {error:?}");
+        } else {
+            let data = result
+                .unwrap_or_else(|error| panic!("read at {lba} outside the bad range: {error:?}"));
+            assert!(data == pattern(lba, 2, 3), "data at {lba}");
+        }
+    }
+    let log = target.stop();
+    assert!(log.contains("stopped cleanly"), "{log}");
+    let bytes = fs.bytes();
+    for &lba in blocks.iter().filter(|lba| !bad.contains(*lba)) {
+        let at = usize::try_from(lba * 512).unwrap();
+        assert!(
+            bytes[at..at + 1024] == pattern(lba, 2, 3),
+            "the disk at {lba}"
+        );
+    }
 }

@@ -4,6 +4,11 @@
     dead_code,
     reason = "each test binary uses a different subset of the helpers"
 )]
+pub mod faultfs;
+#[allow(
+    dead_code,
+    reason = "each test binary uses a different subset of the helpers"
+)]
 pub mod frames;
 #[allow(
     dead_code,

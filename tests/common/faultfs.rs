@@ -1,0 +1,198 @@
+//! A disk with bad sectors: a FUSE file system (the `fuser` crate, no libfuse) holding one
+//! file, `disk`, in memory, whose reads and writes fail with `EIO` wherever they touch a bad
+//! byte range. Needs root (`/dev/fuse`, `mount(2)`).
+//!
+//! A request that overlaps the bad range fails whole: FUSE fills a short read up with zeros,
+//! so returning the good part of it would hand out zeros as data. The kernel reads a file
+//! through FUSE in whole pages (and reads ahead), so keep the bad range page-aligned and
+//! expect whole pages around it to fail.
+//!
+//! Hazards: unmounted when dropped (the session's own unmount); a process that still has the
+//! file open at that point keeps the mount busy, so stop the target first.
+
+use std::ffi::OsStr;
+use std::ops::Range;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, UNIX_EPOCH};
+
+use fuser::{
+    Errno, FileAttr, FileHandle, FileType, Filesystem, INodeNo, LockOwner, OpenFlags, ReplyAttr,
+    ReplyData, ReplyEmpty, ReplyEntry, ReplyWrite, Request, WriteFlags,
+};
+
+/// The file's inode.
+const DISK: INodeNo = INodeNo(2);
+/// How long the kernel may cache names and attributes.
+const TTL: Duration = Duration::from_secs(60);
+
+struct Disk {
+    bytes: Arc<Mutex<Vec<u8>>>,
+    bad: Range<u64>,
+}
+
+impl Disk {
+    fn attr(&self, ino: INodeNo) -> FileAttr {
+        let (kind, size, perm) = if ino == INodeNo::ROOT {
+            (FileType::Directory, 0, 0o755)
+        } else {
+            let size = self.bytes.lock().expect("disk lock").len() as u64;
+            (FileType::RegularFile, size, 0o644)
+        };
+        FileAttr {
+            ino,
+            size,
+            blocks: size.div_ceil(512),
+            atime: UNIX_EPOCH,
+            mtime: UNIX_EPOCH,
+            ctime: UNIX_EPOCH,
+            crtime: UNIX_EPOCH,
+            kind,
+            perm,
+            nlink: 1,
+            uid: 0,
+            gid: 0,
+            rdev: 0,
+            blksize: 4096,
+            flags: 0,
+        }
+    }
+
+    fn touches_bad(&self, offset: u64, len: u64) -> bool {
+        offset < self.bad.end && self.bad.start < offset + len
+    }
+}
+
+impl Filesystem for Disk {
+    fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
+        if parent == INodeNo::ROOT && name == "disk" {
+            reply.entry(&TTL, &self.attr(DISK), fuser::Generation(0));
+        } else {
+            reply.error(Errno::ENOENT);
+        }
+    }
+
+    fn getattr(&self, _req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
+        if ino == INodeNo::ROOT || ino == DISK {
+            reply.attr(&TTL, &self.attr(ino));
+        } else {
+            reply.error(Errno::ENOENT);
+        }
+    }
+
+    fn read(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        _fh: FileHandle,
+        offset: u64,
+        size: u32,
+        _flags: OpenFlags,
+        _lock_owner: Option<LockOwner>,
+        reply: ReplyData,
+    ) {
+        if ino != DISK {
+            return reply.error(Errno::ENOENT);
+        }
+        if self.touches_bad(offset, u64::from(size)) {
+            return reply.error(Errno::EIO);
+        }
+        let bytes = self.bytes.lock().expect("disk lock");
+        let start = usize::try_from(offset)
+            .unwrap_or(usize::MAX)
+            .min(bytes.len());
+        let end = start.saturating_add(size as usize).min(bytes.len());
+        reply.data(&bytes[start..end]);
+    }
+
+    fn write(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        _fh: FileHandle,
+        offset: u64,
+        data: &[u8],
+        _write_flags: WriteFlags,
+        _flags: OpenFlags,
+        _lock_owner: Option<LockOwner>,
+        reply: ReplyWrite,
+    ) {
+        if ino != DISK {
+            return reply.error(Errno::ENOENT);
+        }
+        if self.touches_bad(offset, data.len() as u64) {
+            return reply.error(Errno::EIO);
+        }
+        let mut bytes = self.bytes.lock().expect("disk lock");
+        let start = usize::try_from(offset).expect("offset fits");
+        if start + data.len() > bytes.len() {
+            // The disk does not grow.
+            return reply.error(Errno::ENOSPC);
+        }
+        bytes[start..start + data.len()].copy_from_slice(data);
+        reply.written(u32::try_from(data.len()).expect("FUSE writes are small"));
+    }
+
+    fn flush(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        _fh: FileHandle,
+        _lock_owner: LockOwner,
+        reply: ReplyEmpty,
+    ) {
+        reply.ok();
+    }
+
+    fn fsync(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        _fh: FileHandle,
+        _datasync: bool,
+        reply: ReplyEmpty,
+    ) {
+        reply.ok();
+    }
+}
+
+/// The mounted file system; unmounted on drop.
+pub struct FaultFs {
+    // Dropped first: unmounts before the directory goes.
+    _session: fuser::BackgroundSession,
+    bytes: Arc<Mutex<Vec<u8>>>,
+    dir: tempfile::TempDir,
+}
+
+impl FaultFs {
+    /// Mounts a file system whose `disk` has `size` zero bytes and fails in `bad`.
+    pub fn mount(size: usize, bad: Range<u64>) -> FaultFs {
+        let dir = tempfile::tempdir_in("/var/tmp").expect("temporary directory");
+        let bytes = Arc::new(Mutex::new(vec![0u8; size]));
+        let disk = Disk {
+            bytes: Arc::clone(&bytes),
+            bad,
+        };
+        let mut config = fuser::Config::default();
+        config
+            .mount_options
+            .push(fuser::MountOption::FSName("aoe-xdp-faultfs".into()));
+        let session = fuser::spawn_mount(disk, dir.path(), &config)
+            .unwrap_or_else(|error| panic!("mount the FUSE file system (needs root): {error}"));
+        FaultFs {
+            _session: session,
+            bytes,
+            dir,
+        }
+    }
+
+    /// The file.
+    pub fn disk(&self) -> PathBuf {
+        self.dir.path().join("disk")
+    }
+
+    /// What the file holds now.
+    pub fn bytes(&self) -> Vec<u8> {
+        self.bytes.lock().expect("disk lock").clone()
+    }
+}
