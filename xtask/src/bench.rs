@@ -79,7 +79,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::deps;
 use crate::netns::{veth_pair, Daemon, Netns};
-use crate::util::{cargo, output, run, target_dir, workspace_root};
+use crate::util::{cargo, output, run, target_dir, workspace_root, ScratchDir};
 
 /// Size of the backing file.
 const DISK_BYTES: u64 = 256 << 20;
@@ -535,15 +535,6 @@ struct Env {
     perf: bool,
     profile: bool,
     stop: Arc<AtomicBool>,
-}
-
-/// A directory removed with everything in it on drop.
-struct ScratchDir(PathBuf);
-
-impl Drop for ScratchDir {
-    fn drop(&mut self) {
-        let _ = fs::remove_dir_all(&self.0);
-    }
 }
 
 /// Runs the bench (or re-renders the last one) and writes the reports.

@@ -8,6 +8,7 @@ mod demo;
 mod deps;
 mod guest;
 mod netns;
+mod soak;
 mod test;
 mod util;
 
@@ -38,6 +39,9 @@ enum Command {
     Demo,
     /// Run every check and test (installs missing Debian packages; run as root).
     Test(test::TestArgs),
+    /// Run the target for minutes under verified load on two paths and check it for leaks and
+    /// lost data (as root; not part of `test`).
+    Soak(soak::SoakArgs),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -46,5 +50,6 @@ fn main() -> anyhow::Result<()> {
         Command::BuildBpf { check } => bpf::build_bpf(check),
         Command::Test(args) => test::test(&args),
         Command::Demo => demo::demo(),
+        Command::Soak(args) => soak::soak(&args),
     }
 }

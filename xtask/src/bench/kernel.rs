@@ -33,11 +33,11 @@ use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 
-use super::{ScratchDir, INITIATOR_CORE, MTU, TARGET_CORE};
+use super::{INITIATOR_CORE, MTU, TARGET_CORE};
 use crate::deps;
 use crate::guest::{self, Guest, GuestSpec, Initramfs, Kernel};
 use crate::netns::{veth_pair, Daemon, Netns};
-use crate::util::{cargo, run, target_dir};
+use crate::util::{cargo, run, target_dir, ScratchDir};
 
 /// Size of the backing file and of each `dd`.
 const DISK_MIB: u32 = 64;

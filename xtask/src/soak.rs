@@ -1,0 +1,244 @@
+//! `cargo xtask soak`: the real target under a long, verified load, watched for leaks.
+//!
+//! Two network namespaces joined by two veth pairs; aoe-xdp (release build, its defaults but
+//! for the interfaces, the state and statistics paths) exports two 64 MiB devices on both
+//! interfaces. Two initiators, `aoe-bench load --op mixed --verify --depth 64`, one per path
+//! and device, run for `--minutes` (each writes its whole range first, then mixes reads and
+//! writes and checks every byte it reads back). Every [`SAMPLE`] the target's resident memory
+//! and open descriptors are sampled. At the end it checks:
+//! - zero verification failures and zero failed requests on both initiators;
+//! - resident memory and descriptors flat: the last sample within [`RSS_SLACK_KIB`] of the one
+//!   taken once the load ran, and the same number of descriptors;
+//! - the target's per-device counters agree with the initiators: at least the requests they
+//!   counted plus their pre-write, at most that plus their retransmissions (a retransmitted
+//!   request may be carried out twice);
+//! - the target stops on SIGTERM with status 0.
+//!
+//! Needs root. Not part of `cargo xtask test` (it runs for minutes); only traffic on its own
+//! veths; every namespace and process is a guard, removed on the way out, also on failure.
+
+use std::fs;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, ensure, Context, Result};
+use serde_json::Value;
+
+use crate::deps;
+use crate::netns::{veth_pair, Daemon, Netns};
+use crate::util::{cargo, output, run, target_dir, ScratchDir};
+
+/// Size of each device.
+const DEVICE_MIB: u64 = 64;
+/// Sectors per request (what an MTU-1500 frame carries).
+const REQUEST_SECTORS: u64 = 2;
+/// How often the target is sampled.
+const SAMPLE: Duration = Duration::from_secs(5);
+/// How much resident memory may grow between the first sample under load and the last.
+const RSS_SLACK_KIB: u64 = 4096;
+
+/// Options of `cargo xtask soak`.
+#[derive(clap::Args)]
+pub struct SoakArgs {
+    /// Minutes of load after the pre-write.
+    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..=600))]
+    minutes: u32,
+}
+
+/// One sample of the target process.
+#[derive(Clone, Copy, Debug)]
+struct Sample {
+    at: Duration,
+    rss_kib: u64,
+    fds: usize,
+}
+
+fn sample(pid: u32, start: Instant) -> Result<Sample> {
+    let status = fs::read_to_string(format!("/proc/{pid}/status"))?;
+    let rss_kib = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .context("no VmRSS in /proc/PID/status")?;
+    let fds = fs::read_dir(format!("/proc/{pid}/fd"))?.count();
+    Ok(Sample {
+        at: start.elapsed(),
+        rss_kib,
+        fds,
+    })
+}
+
+/// Runs the soak.
+pub fn soak(args: &SoakArgs) -> Result<()> {
+    deps::ensure_packages()?;
+    run(cargo().args(["build", "--release", "--bins"]))?;
+    let bin = target_dir().join("release");
+    let scratch = ScratchDir(format!("/var/tmp/aoe-soak-{}", std::process::id()).into());
+    fs::create_dir_all(&scratch.0)?;
+    let dir = &scratch.0;
+    let pid = std::process::id();
+    let target_ns = Netns::new(format!("aoe-soak-{pid}-t"))?;
+    let client_ns = Netns::new(format!("aoe-soak-{pid}-c"))?;
+    for path in 0..2 {
+        veth_pair(
+            &target_ns,
+            &format!("st{path}"),
+            &client_ns,
+            &format!("sc{path}"),
+            1500,
+        )?;
+    }
+    let mut devices = String::new();
+    for slot in 0..2 {
+        let disk = dir.join(format!("disk{slot}.img"));
+        fs::File::create(&disk)?.set_len(DEVICE_MIB << 20)?;
+        devices.push_str(&format!(
+            "[[device]]\npath = \"{}\"\nshelf = 1\nslot = {slot}\n\n",
+            disk.display()
+        ));
+    }
+    let socket = dir.join("ctl.sock");
+    let config = dir.join("aoe-xdp.toml");
+    fs::write(
+        &config,
+        format!(
+            "[target]\ninterfaces = [\"st0\", \"st1\"]\nstate-directory = \"{}\"\n\
+             control-socket = \"{}\"\n\n{devices}",
+            dir.join("state").display(),
+            socket.display()
+        ),
+    )?;
+    let mut target = Daemon::spawn(
+        "aoe-xdp",
+        {
+            let mut cmd = target_ns.exec(bin.join("aoe-xdp"));
+            cmd.arg("--config").arg(&config);
+            cmd
+        },
+        &dir.join("target.log"),
+    )?;
+    target.wait_for_log("serving; SIGINT or SIGTERM stops", Duration::from_secs(15))?;
+    let seconds = u64::from(args.minutes) * 60;
+    let range = (DEVICE_MIB << 20) / 512;
+    let mut loads = Vec::new();
+    for path in 0..2 {
+        let mut cmd = client_ns.exec(bin.join("aoe-bench"));
+        cmd.args([
+            "load",
+            "-i",
+            &format!("sc{path}"),
+            "-t",
+            &format!("1.{path}"),
+        ])
+        .args([
+            "--op",
+            "mixed",
+            "--verify",
+            "--depth",
+            "64",
+            "--json",
+            "--no-progress",
+        ])
+        .args(["--size", &REQUEST_SECTORS.to_string()])
+        .args(["--range-sectors", &range.to_string()])
+        .args(["--duration", &seconds.to_string()]);
+        let name = format!("initiator {path}");
+        let report = dir.join(format!("load{path}.json"));
+        loads.push((
+            Daemon::spawn_split(&name, cmd, &report, &dir.join(format!("load{path}.log")))?,
+            report,
+        ));
+    }
+    println!(
+        "soak: 2 initiators, mixed verified 1 KiB I/O at QD 64 on two paths for {} min",
+        args.minutes
+    );
+    let start = Instant::now();
+    let mut samples = Vec::new();
+    while loads
+        .iter_mut()
+        .any(|(d, _)| matches!(d.exited(), Ok(None)))
+    {
+        std::thread::sleep(SAMPLE);
+        let s = sample(target.pid(), start)?;
+        println!(
+            "  {:>5} s  RSS {:>7} KiB  fds {}",
+            s.at.as_secs(),
+            s.rss_kib,
+            s.fds
+        );
+        samples.push(s);
+        ensure!(
+            start.elapsed() < Duration::from_secs(seconds + 600),
+            "the initiators did not finish"
+        );
+    }
+    let mut reports = Vec::new();
+    for (mut load, path) in loads {
+        let status = load.stop()?;
+        let text = fs::read_to_string(&path)?;
+        ensure!(
+            status.success(),
+            "{path:?}: initiator failed with {status}: {}",
+            load.log_text()
+        );
+        reports.push(serde_json::from_str::<Value>(&text).context("initiator JSON")?);
+    }
+    let stats: Value = serde_json::from_str(&output(
+        target_ns
+            .exec(bin.join("aoe-xdp"))
+            .arg("--stats")
+            .arg(&socket)
+            .arg("--json"),
+    )?)?;
+    let status = target.stop()?;
+    ensure!(status.success(), "aoe-xdp exited with {status} at SIGTERM");
+    check(&reports, &stats, &samples, range)
+}
+
+/// The checks of the module docs; prints what it compared.
+fn check(reports: &[Value], stats: &Value, samples: &[Sample], range: u64) -> Result<()> {
+    let number = |v: &Value, key: &str| v[key].as_u64().with_context(|| format!("no {key}"));
+    for (path, report) in reports.iter().enumerate() {
+        let (requests, errors) = (number(report, "requests")?, number(report, "errors")?);
+        let (failures, retransmits) = (
+            number(report, "verify_failures")?,
+            number(report, "retransmits")?,
+        );
+        let device = stats["devices"]
+            .as_array()
+            .and_then(|d| d.iter().find(|d| d["name"] == format!("e1.{path}")))
+            .with_context(|| format!("no device e1.{path} in the statistics"))?;
+        let served = number(device, "read_cmds")? + number(device, "write_cmds")?;
+        let prewrite = range / REQUEST_SECTORS;
+        println!(
+            "initiator {path}: {requests} requests, {errors} errors, {failures} verification \
+             failures, {retransmits} retransmissions; target served {served} (pre-write \
+             {prewrite})"
+        );
+        ensure!(
+            failures == 0 && errors == 0,
+            "initiator {path}: failures or errors"
+        );
+        ensure!(
+            served >= requests + prewrite && served <= requests + prewrite + retransmits,
+            "initiator {path}: the target's counters disagree with the initiator's"
+        );
+    }
+    // The first sample under load (the pre-write has started) against the last.
+    let (Some(first), Some(last)) = (samples.first(), samples.last()) else {
+        bail!("no samples: the run was shorter than {SAMPLE:?}");
+    };
+    println!(
+        "target: RSS {} -> {} KiB, fds {} -> {}",
+        first.rss_kib, last.rss_kib, first.fds, last.fds
+    );
+    ensure!(
+        last.rss_kib <= first.rss_kib + RSS_SLACK_KIB,
+        "resident memory grew by {} KiB",
+        last.rss_kib - first.rss_kib
+    );
+    ensure!(last.fds == first.fds, "open descriptors changed");
+    println!("soak passed");
+    Ok(())
+}
