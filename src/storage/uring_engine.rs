@@ -112,13 +112,11 @@ impl Default for UringConfig {
 #[derive(Debug)]
 struct Slot {
     /// The request as the merge planner saw it (for a retry on its own).
+    /// Its export, direction and length are the slot's.
     request: Pending,
     user_data: u64,
-    export: u16,
     /// Acknowledged only through the export's group sync (a write of a `sync` export).
     grouped: bool,
-    op: IoOp,
-    len: u32,
     buf_offset: u32,
     file_offset: u64,
     route: Route,
@@ -447,10 +445,7 @@ impl UringEngine {
         *slot = Some(Slot {
             request: pending,
             user_data: req.user_data,
-            export: req.export,
             grouped: req.op == IoOp::Write && export.durability() == Durability::Sync,
-            op: req.op,
-            len: req.len,
             buf_offset: req.buf_offset,
             file_offset: checked.file_offset,
             route: checked.route,
@@ -535,10 +530,10 @@ impl UringEngine {
                 continue;
             };
             let slot = self.slots[p.slot as usize].as_ref().expect("pending slot");
-            map.prefetch(slot.file_offset, slot.len as usize);
+            map.prefetch(slot.file_offset, slot.request.len as usize);
             if let (IoOp::Write, Some(chunk)) = (p.op, slot.chunk.as_ref()) {
                 let data = &self.arena.bytes(chunk)[slot.buf_offset as usize..];
-                prefetch_range(data.as_ptr(), (slot.len as usize).min(data.len()));
+                prefetch_range(data.as_ptr(), (slot.request.len as usize).min(data.len()));
             }
         }
     }
@@ -725,7 +720,7 @@ impl UringEngine {
                 result,
             };
             if slot.grouped && completion.result.is_ok() {
-                self.groups[usize::from(slot.export)].join(completion);
+                self.groups[usize::from(slot.request.export)].join(completion);
                 self.grouped += 1;
             } else {
                 self.ready.push_back(completion);
@@ -936,14 +931,14 @@ fn lend(slot: &mut Slot) -> Seg {
         Seg {
             chunk,
             offset: 0,
-            len: slot.len,
+            len: slot.request.len,
         }
     } else {
         let chunk = slot.chunk.take().expect("chunk lent twice");
         Seg {
             chunk,
             offset: slot.buf_offset,
-            len: slot.len,
+            len: slot.request.len,
         }
     }
 }
@@ -981,9 +976,12 @@ impl Done<'_> {
             let mut slot = self.slots[index as usize]
                 .take()
                 .expect("completion for a free slot");
-            if slot.op != IoOp::Flush {
+            if slot.request.op != IoOp::Flush {
                 let seg = segs.next().expect("one segment per request");
-                assert_eq!(seg.len, slot.len, "segment returned to the wrong request");
+                assert_eq!(
+                    seg.len, slot.request.len,
+                    "segment returned to the wrong request"
+                );
                 *(if slot.route.bounce {
                     &mut slot.bounce
                 } else {
@@ -991,11 +989,11 @@ impl Done<'_> {
                 }) = Some(seg.chunk);
             }
             let mut short = false;
-            let result = match (&mut left, slot.op) {
+            let result = match (&mut left, slot.request.op) {
                 (Err(e), _) => Err(*e),
                 (Ok(_), IoOp::Flush) => Ok(()),
-                (Ok(bytes), _) if *bytes >= u64::from(slot.len) => {
-                    *bytes -= u64::from(slot.len);
+                (Ok(bytes), _) if *bytes >= u64::from(slot.request.len) => {
+                    *bytes -= u64::from(slot.request.len);
                     Ok(())
                 }
                 (Ok(bytes), _) => {
@@ -1021,7 +1019,7 @@ impl Done<'_> {
             }
             self.free_slots.push(index);
             index = next;
-            let (grouped, export) = (slot.grouped && result.is_ok(), slot.export);
+            let (grouped, export) = (slot.grouped && result.is_ok(), slot.request.export);
             let completion = self.finish(slot, result);
             if grouped {
                 self.groups[usize::from(export)].join(completion);
@@ -1039,8 +1037,8 @@ impl Done<'_> {
     fn finish(&mut self, mut slot: Slot, result: Result<(), IoError>) -> IoCompletion {
         let mut chunk = slot.chunk.take().expect("request chunk is home");
         if let Some(bounce) = slot.bounce.take() {
-            if slot.op == IoOp::Read && result.is_ok() {
-                let (offset, len) = (slot.buf_offset as usize, slot.len as usize);
+            if slot.request.op == IoOp::Read && result.is_ok() {
+                let (offset, len) = (slot.buf_offset as usize, slot.request.len as usize);
                 let data = &self.bounce.bytes(&bounce)[..len];
                 self.arena.bytes_mut(&mut chunk)[offset..offset + len].copy_from_slice(data);
             }
