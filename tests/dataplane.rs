@@ -1436,20 +1436,27 @@ const FOREIGN_MAC: MacAddr = MacAddr([0x02, 0xAE, 0x00, 0x00, 0x00, 0x01]);
 /// A multicast group (IPv4's 224.0.0.66 mapped to Ethernet).
 const GROUP_MAC: MacAddr = MacAddr([0x01, 0x00, 0x5E, 0x00, 0x00, 0x42]);
 
+/// One path (`vt`) to a target over `transport` exporting one device of [`SECTORS`], with
+/// `extra` lines in `[target]`.
+fn one_device_rig(transport: Transport, tag: &str, extra: &str) -> Option<(Net, TargetDir)> {
+    let net = Net::new(&transport.tag(tag), 1)?;
+    let dir = TargetDir::new(
+        &["vt"],
+        &transport.config(extra),
+        &[DeviceSpec::new(SHELF, SLOT, SECTORS)],
+    );
+    Some((net, dir))
+}
+
 /// Requests addressed to another host (a foreign unicast MAC, or a multicast group) are
 /// neither answered nor executed, and the port counts them (`foreign_dst`, FOREIGN-DST); the
 /// same requests to the interface's own MAC are served, and broadcast discovery is answered.
 /// A veth end receives every frame its peer sends, whatever the destination (no promiscuous
 /// mode needed): what a bridge port, a hub or a promiscuous port sees.
 fn test_foreign_destination_refused(transport: Transport) {
-    let Some(net) = Net::new(&transport.tag("dp-fdst"), 1) else {
+    let Some((net, dir)) = one_device_rig(transport, "dp-fdst", "") else {
         return;
     };
-    let dir = TargetDir::new(
-        &["vt"],
-        &transport.config(""),
-        &[DeviceSpec::new(SHELF, SLOT, SECTORS)],
-    );
     let _target = dir.start(&net.target_ns);
     let socket = dir.path().join("ctl.sock");
     let mut client = net.client(0);
@@ -1532,14 +1539,10 @@ fn test_foreign_destination_refused(transport: Transport) {
 /// `accept-any-destination = true`: a request to another host's MAC is served after all (the
 /// operator's override), says so in the log, and nothing counts as foreign.
 fn test_accept_any_destination(transport: Transport) {
-    let Some(net) = Net::new(&transport.tag("dp-anyd"), 1) else {
+    let Some((net, dir)) = one_device_rig(transport, "dp-anyd", "accept-any-destination = true")
+    else {
         return;
     };
-    let dir = TargetDir::new(
-        &["vt"],
-        &transport.config("accept-any-destination = true"),
-        &[DeviceSpec::new(SHELF, SLOT, SECTORS)],
-    );
     let target = dir.start(&net.target_ns);
     let socket = dir.path().join("ctl.sock");
     let mut client = net.client(0);
