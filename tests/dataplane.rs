@@ -2331,13 +2331,15 @@ fn malformed_requests(route: &Route, sectors: u64, spare: u64) -> Vec<Vec<u8>> {
 fn test_malformed_flood_during_verified_io() {
     use std::sync::atomic::{AtomicBool, Ordering};
     use std::sync::Arc;
-    let Some(net) = Net::new("dp-flood", 1) else {
+    // Two paths to one device: the flood comes over vt1, the verified I/O over vt0, so the
+    // target's answers to the flood do not crowd the verifying initiator's socket.
+    let Some(net) = Net::new("dp-flood", 2) else {
         return;
     };
     // The window: sectors 1024..3072 of a 4096-sector file.
     let (file_sectors, offset, length) = (4096u64, 1024u64, 2048u64);
     let dir = TargetDir::new(
-        &["vt"],
+        &["vt0", "vt1"],
         "socket = \"xdp\"\n",
         &[DeviceSpec::new(SHELF, SLOT, file_sectors)
             .with(&format!("offset = {offset}"))
@@ -2347,8 +2349,8 @@ fn test_malformed_flood_during_verified_io() {
     let mut client = net.client(0);
     let device = discover_one(&mut client);
     let route = Route {
-        dst: device.mac,
-        src: MacAddr(net.client_end(0).mac),
+        dst: discover_one(&mut net.client(1)).mac,
+        src: MacAddr(net.client_end(1).mac),
         vlan_tci: None,
         shelf: SHELF,
         slot: SLOT,
@@ -2358,7 +2360,7 @@ fn test_malformed_flood_during_verified_io() {
     let floods = malformed_requests(&route, length, spare);
     let stop = Arc::new(AtomicBool::new(false));
     let flooder = {
-        let (socket, stop) = (net.raw(0), Arc::clone(&stop));
+        let (socket, stop) = (net.raw(1), Arc::clone(&stop));
         std::thread::spawn(move || {
             let mut sent = 0u64;
             while !stop.load(Ordering::Relaxed) {
