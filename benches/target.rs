@@ -5,11 +5,10 @@
 use std::hint::black_box;
 use std::sync::Arc;
 
-use aoe_xdp::aoe::{
-    DeviceParams, Outcome, PortInfo, SharedState, Target, ATA_FRAME_HEADER_LEN, MIN_FRAME_LEN,
-};
+use aoe_xdp::aoe::{DeviceParams, Outcome, PortInfo, Request, SharedState, Target, MIN_FRAME_LEN};
 use aoe_xdp::initiator::frames::{self, AtaCmd, Route};
 use aoe_xdp::wire::MacAddr;
+use aoe_xdp::wire::ATA_FRAME_HEADER_LEN;
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 
 const TARGET_MAC: MacAddr = MacAddr([0x02, 0xAA, 0, 0, 0, 1]);
@@ -61,11 +60,12 @@ fn request(cmd: AtaCmd, data: &[u8]) -> Vec<u8> {
 /// storage step is taken as successful; returns the reply length.
 fn one_request(target: &mut Target, frame: &[u8], buf: &mut [u8]) -> usize {
     buf[..frame.len()].copy_from_slice(frame);
-    let mut addressed = target.addressed(&buf[..frame.len()], &PORT);
+    let request = Request::parse(&buf[..frame.len()]).expect("an AoE request");
+    let mut addressed = target.addressed(&request, &PORT);
     let device = target
         .next_addressed(&mut addressed)
         .expect("addressed to device 0");
-    match target.handle(device, buf, frame.len(), &PORT) {
+    match target.handle(device, &request, buf, &PORT) {
         Outcome::Io(plan) => target.complete(buf, &black_box(plan), Ok(())),
         other => panic!("expected storage work, got {other:?}"),
     }

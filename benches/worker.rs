@@ -16,17 +16,18 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use aoe_xdp::aoe::{
-    DeviceParams, IoKind, IoPlan, Outcome, PortInfo, SharedState, Target, ATA_FRAME_HEADER_LEN,
-    MIN_FRAME_LEN,
+    DeviceParams, IoPlan, Outcome, PortInfo, Request, SharedState, Target, MIN_FRAME_LEN,
 };
+use aoe_xdp::dataplane::io::io_request;
 use aoe_xdp::initiator::frames::{self, AtaCmd, Route};
-use aoe_xdp::service::FRAME_OFFSET;
-use aoe_xdp::storage::engine::{Engine, IoOp, IoRequest};
+use aoe_xdp::storage::engine::{Engine, IoOp};
 use aoe_xdp::storage::export::{Durability, Export, ExportSpec};
 use aoe_xdp::storage::sync_engine::SyncEngine;
 use aoe_xdp::storage::uring_engine::{UringConfig, UringEngine};
+use aoe_xdp::sys::layout::PACKET_OFFSET as FRAME_OFFSET;
 use aoe_xdp::sys::mem::{Arena, ChunkPool};
 use aoe_xdp::wire::MacAddr;
+use aoe_xdp::wire::ATA_FRAME_HEADER_LEN;
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use tempfile::NamedTempFile;
 
@@ -203,27 +204,17 @@ impl Worker {
             let buf = &mut self.pool.bytes_mut(&mut chunk)[FRAME_OFFSET..];
             buf[..frame.len()].copy_from_slice(frame);
             let len = frame.len();
-            let mut addressed = self.target.addressed(&buf[..len], &PORT);
+            let request = Request::parse(&buf[..len]).expect("an AoE request");
+            let mut addressed = self.target.addressed(&request, &PORT);
             let device = self
                 .target
                 .next_addressed(&mut addressed)
                 .expect("addressed to device 0");
-            let Outcome::Io(plan) = self.target.handle(device, buf, len, &PORT) else {
+            let Outcome::Io(plan) = self.target.handle(device, &request, buf, &PORT) else {
                 panic!("expected storage work");
             };
-            let request = IoRequest {
-                export: plan.export,
-                op: match plan.kind {
-                    IoKind::Read => IoOp::Read,
-                    IoKind::Write => IoOp::Write,
-                    IoKind::Flush => IoOp::Flush,
-                },
-                sector: plan.sector,
-                len: u32::try_from(plan.byte_len()).expect("frame-sized"),
-                chunk,
-                buf_offset: u32::try_from(FRAME_OFFSET + plan.data_offset).expect("in chunk"),
-                user_data: slot as u64,
-            };
+            let buf_offset = u32::try_from(FRAME_OFFSET + plan.data_offset).expect("in chunk");
+            let request = io_request(&plan, chunk, buf_offset, slot as u64);
             self.plans[slot] = Some(plan);
             if let Err(refused) = self.engine.submit(request) {
                 panic!("engine refused a request: {}", refused.error);

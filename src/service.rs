@@ -1,66 +1,94 @@
-//! A synchronous, single-threaded driver of the target core: frames in, replies out, storage
-//! through a real [`Engine`]. The demo, the conformance tests and the fuzzer use it; the XDP
-//! dataplane runs the same steps (addressed → handle → I/O → complete → persist) in its own
-//! batched loop.
-//!
-//! Frames are copied into chunks of a [`ChunkPool`] at [`FRAME_OFFSET`], the same place AF_XDP
-//! puts received packets, so that the sector data of an untagged ATA frame starts 512-aligned
-//! and O_DIRECT needs no bounce buffer.
+//! The real worker over in-memory ports, driven one frame at a time: the conformance tests and
+//! the fuzzer send request frames through [`LocalTarget::process`] and get the replies back.
+//! What runs is the dataplane's own [`Worker`] (parse, address, fit, handle, queue, submit to
+//! a real [`Engine`], complete, persist, transmit), on [`LoopbackPort`]s instead of sockets:
+//! no second implementation of the request path, no network, no root.
 
 use std::sync::Arc;
 use std::time::Instant;
 
-use crate::aoe::{IoFailure, IoKind, IoPlan, Outcome, PortInfo, Target, ATA_FRAME_HEADER_LEN};
-use crate::state_dir::{StateDir, StateDirError};
-use crate::storage::engine::{Engine, EngineError, IoCompletion, IoError, IoOp, IoRequest};
-use crate::storage::export::Export;
-use crate::sys::mem::{Chunk, ChunkPool};
+use crate::aoe::{PortInfo, Target};
+use crate::dataplane::port::{LoopbackPort, NetPort, PortError};
+use crate::dataplane::queues::Queues;
+use crate::dataplane::worker::{Unit, Worker};
+use crate::state_dir::StateDir;
+use crate::storage::engine::{Engine, EngineError};
+use crate::sys::mem::Arena;
 
-/// Where a frame starts inside its chunk: 512 − 36, so ATA data is 512-aligned.
-pub const FRAME_OFFSET: usize = 512 - ATA_FRAME_HEADER_LEN;
+/// Frames of each port.
+const FRAME_COUNT: u32 = 64;
+/// Jumbo slabs of a port whose MTU needs them.
+const SLAB_COUNT: u32 = 8;
+/// Requests of each port in flight at most.
+const PORT_CAPACITY: usize = 16;
 
 /// Why a frame could not be processed (never a protocol error: those are AoE/ATA replies).
 #[derive(Debug, thiserror::Error)]
 pub enum ServiceError {
-    /// No free chunk to work in.
-    #[error("no free frame buffer")]
-    NoBuffer,
-    /// The frame is larger than a chunk.
-    #[error("frame of {0} bytes does not fit a buffer")]
-    TooLong(usize),
-    /// The state directory could not be written.
+    /// `process` named a port the target was not built with.
+    #[error("no port with index {0}")]
+    NoPort(u8),
+    /// The frame memory of a port could not be mapped.
+    #[error("port memory: {0}")]
+    Memory(std::io::Error),
+    /// A port failed.
     #[error(transparent)]
-    State(#[from] StateDirError),
+    Port(#[from] PortError),
     /// The storage engine failed as a whole.
     #[error("storage engine: {0}")]
-    Engine(EngineError),
+    Engine(#[from] EngineError),
 }
 
-/// The target core wired to a storage engine and a state directory.
+/// The target core, a worker and its engine over one loopback port per [`PortInfo`].
 pub struct LocalTarget {
     target: Target,
-    engine: Engine,
-    pool: ChunkPool,
-    state_dir: Option<StateDir>,
-    exports: Arc<[Export]>,
+    worker: Worker<LoopbackPort>,
 }
 
 impl LocalTarget {
-    /// Assembles a driver. `pool` must be the pool whose arena `engine` was built over.
+    /// Assembles a worker serving every device of `target` on one loopback port per entry of
+    /// `ports` (a port whose MTU does not fit a frame gets jumbo slabs). `engine` builds the
+    /// storage engine over the ports' frame memory (every arena must be registered with it);
+    /// device state is saved in `state_dir`.
     pub fn new(
         target: Target,
-        engine: Engine,
-        pool: ChunkPool,
-        exports: Arc<[Export]>,
-        state_dir: Option<StateDir>,
-    ) -> Self {
-        LocalTarget {
-            target,
-            engine,
-            pool,
-            state_dir,
-            exports,
+        ports: &[PortInfo],
+        engine: impl FnOnce(&[Arc<Arena>]) -> Result<Engine, EngineError>,
+        state_dir: StateDir,
+    ) -> Result<LocalTarget, ServiceError> {
+        let state_dir = Arc::new(state_dir);
+        let mut units = Vec::with_capacity(ports.len());
+        for (id, info) in ports.iter().enumerate() {
+            let port = if usize::from(info.mtu) + crate::wire::VLAN_HEADER_LEN
+                > crate::sys::layout::FRAME_CAPACITY
+            {
+                LoopbackPort::with_slabs(FRAME_COUNT, SLAB_COUNT)
+            } else {
+                LoopbackPort::new(FRAME_COUNT)
+            }
+            .map_err(ServiceError::Memory)?;
+            let id = u16::try_from(id).expect("few ports");
+            units.push(Unit::new(
+                id,
+                port,
+                *info,
+                PORT_CAPACITY,
+                Arc::clone(&state_dir),
+            ));
         }
+        let arenas: Vec<Arc<Arena>> = units
+            .iter()
+            .flat_map(|unit| unit.port().io_arenas().cloned().collect::<Vec<_>>())
+            .collect();
+        let engine = engine(&arenas)?;
+        let queues = Arc::new(Queues::new(
+            vec![0; target.device_count()],
+            &vec![PORT_CAPACITY; units.len()],
+        ));
+        Ok(LocalTarget {
+            target,
+            worker: Worker::new(0, engine, units, queues),
+        })
     }
 
     /// The target core.
@@ -70,130 +98,42 @@ impl LocalTarget {
 
     /// The storage engine.
     pub fn engine(&self) -> &Engine {
-        &self.engine
+        self.worker.engine()
     }
 
-    /// The exports.
-    pub fn exports(&self) -> &Arc<[Export]> {
-        &self.exports
-    }
-
-    /// Processes one received frame, appending every reply to `replies`.
+    /// Receives `frame` on the port `port.index` names and runs the worker until every
+    /// request is answered, appending every reply to `replies`.
     pub fn process(
         &mut self,
         frame: &[u8],
         port: &PortInfo,
         replies: &mut Vec<Vec<u8>>,
     ) -> Result<(), ServiceError> {
-        let mut addressed = self.target.addressed(frame, port);
-        while let Some(device) = self.target.next_addressed(&mut addressed) {
-            let chunk = self.pool.alloc().ok_or(ServiceError::NoBuffer)?;
-            let (chunk, result) = self.process_one(device, frame, port, chunk, replies);
-            self.pool.free(chunk);
-            result?;
-        }
-        Ok(())
-    }
-
-    /// Handles `frame` for one device in `chunk`; always gives the chunk back.
-    fn process_one(
-        &mut self,
-        device: u16,
-        frame: &[u8],
-        port: &PortInfo,
-        mut chunk: Chunk,
-        replies: &mut Vec<Vec<u8>>,
-    ) -> (Chunk, Result<(), ServiceError>) {
-        let buf = &mut self.pool.bytes_mut(&mut chunk)[FRAME_OFFSET..];
-        if frame.len() > buf.len() {
-            return (chunk, Err(ServiceError::TooLong(frame.len())));
-        }
-        buf[..frame.len()].copy_from_slice(frame);
-        let len = match self.target.handle(device, buf, frame.len(), port) {
-            Outcome::Drop => return (chunk, Ok(())),
-            Outcome::Reply { len, persist } => {
-                if persist {
-                    if let Err(e) = self.persist(device) {
-                        return (chunk, Err(e));
-                    }
+        let unit = self
+            .worker
+            .units_mut()
+            .iter()
+            .position(|unit| unit.info().index == port.index)
+            .ok_or(ServiceError::NoPort(port.index))?;
+        self.worker.units_mut()[unit].port_mut().push_rx(frame);
+        loop {
+            let work = self.worker.poll(&mut self.target, Instant::now())?;
+            for unit in self.worker.units_mut() {
+                while let Some(reply) = unit.port_mut().pop_sent() {
+                    replies.push(reply);
                 }
-                len
             }
-            Outcome::Io(plan) => match self.run_io(chunk, &plan) {
-                (c, Ok(len)) => {
-                    chunk = c;
-                    len
-                }
-                (c, Err(e)) => return (c, Err(e)),
-            },
-        };
-        let buf = &self.pool.bytes(&chunk)[FRAME_OFFSET..];
-        replies.push(buf[..len].to_vec());
-        (chunk, Ok(()))
-    }
-
-    /// Performs `plan` through the engine (submit, commit, wait, reap) and completes the reply.
-    fn run_io(&mut self, chunk: Chunk, plan: &IoPlan) -> (Chunk, Result<usize, ServiceError>) {
-        let buf_offset = u32::try_from(FRAME_OFFSET + plan.data_offset).expect("inside a chunk");
-        let request = io_request(plan, chunk, buf_offset, 0);
-        let (mut chunk, result) = match self.engine.submit(request) {
-            // Handed back, never lost: the request is answered ABRT.
-            Err(refused) => (refused.req.chunk, Err(IoFailure::Aborted)),
-            Ok(()) => match self.wait_one() {
-                Ok(done) => (done.chunk, done.result.map_err(to_failure)),
-                Err(e) => panic!("storage engine failed with a request in flight: {e}"),
-            },
-        };
-        let buf = &mut self.pool.bytes_mut(&mut chunk)[FRAME_OFFSET..];
-        let len = self.target.complete(buf, plan, result);
-        (chunk, Ok(len))
-    }
-
-    fn wait_one(&mut self) -> Result<IoCompletion, ServiceError> {
-        let mut done = None;
-        while done.is_none() {
-            self.engine
-                .commit(Instant::now())
-                .map_err(ServiceError::Engine)?;
-            self.engine.wait(1).map_err(ServiceError::Engine)?;
-            self.engine.reap(&mut |c| done = Some(c));
+            let waiting = self
+                .worker
+                .units_mut()
+                .iter()
+                .any(|unit| unit.port().rx_pending() > 0 || unit.port().tx_queued() > 0);
+            if !work && !waiting && !self.worker.busy() {
+                return Ok(());
+            }
+            if !work && self.worker.engine().in_flight() > 0 {
+                self.worker.engine_mut().wait(1)?;
+            }
         }
-        Ok(done.expect("loop ends with a completion"))
-    }
-
-    fn persist(&self, device: u16) -> Result<(), ServiceError> {
-        if let Some(dir) = &self.state_dir {
-            let params = self.target.params(device);
-            let (state, _) = self.target.shared_state(device).snapshot();
-            dir.save(params.shelf, params.slot, &state)?;
-        }
-        Ok(())
-    }
-}
-
-/// The storage request that carries out `plan` on `chunk` (data at `buf_offset`): the one
-/// translation from the target's plan to the engine's request, shared with the dataplane.
-pub fn io_request(plan: &IoPlan, chunk: Chunk, buf_offset: u32, user_data: u64) -> IoRequest {
-    IoRequest {
-        export: plan.export,
-        op: match plan.kind {
-            IoKind::Read => IoOp::Read,
-            IoKind::Write => IoOp::Write,
-            IoKind::Flush => IoOp::Flush,
-        },
-        sector: plan.sector,
-        len: u32::try_from(plan.byte_len()).expect("a frame's data fits u32"),
-        chunk,
-        buf_offset,
-        user_data,
-    }
-}
-
-/// How a failed I/O is reported in ATA terms: medium errors as UNC, the rest as ABRT.
-pub fn to_failure(error: IoError) -> IoFailure {
-    if error.is_media_error() {
-        IoFailure::Media
-    } else {
-        IoFailure::Aborted
     }
 }

@@ -9,6 +9,7 @@ mod common;
 use std::collections::HashSet;
 use std::time::{Duration, Instant};
 
+use aoe_xdp::dataplane::port::NetPort;
 use aoe_xdp::sys::frame::{Frame, FrameCounts};
 use aoe_xdp::sys::layout::{
     payload_is_aligned, AOE_ATA_HEADERS_LEN, ETH_MIN_FRAME_LEN, FRAME_CAPACITY, FRAME_SIZE,
@@ -135,7 +136,8 @@ fn reflect(port: &mut PacketPort, mut frame: Frame) {
 /// Flushes and reaps until the frame counts are back at `start` and every slab is free.
 fn settle(port: &mut PacketPort, start: FrameCounts) {
     let deadline = Instant::now() + WAIT;
-    let slabs_free = |port: &PacketPort| port.slab_counts().free == port.slab_counts().total();
+    let slabs_free =
+        |port: &PacketPort| port.frames().slab_counts().free == port.frames().slab_counts().total();
     while port.frame_counts() != start || !slabs_free(port) {
         assert!(
             Instant::now() < deadline,
@@ -159,8 +161,7 @@ fn test_request_reaches_port_and_reflects(ring: Ring) {
     in_netns(&rig.ns_a, || {
         let mut port = rig.bind(&config(ring));
         assert_eq!(port.interface(), "aoepa");
-        assert_eq!(port.frame_size(), FRAME_SIZE);
-        assert_eq!(port.umem_len(), 256 * FRAME_SIZE);
+        assert_eq!(port.frames().len(), 256 * FRAME_SIZE);
         let start = port.frame_counts();
         assert_eq!(start.free, 256);
 
@@ -168,13 +169,13 @@ fn test_request_reaches_port_and_reflects(ring: Ring) {
         let frame = recv_one(&mut port, WAIT).expect("request did not reach the port");
         assert_eq!(frame.len(), short.len());
         assert_eq!(port.data(&frame), &short[..]);
-        let offset = port.umem_offset(&frame);
+        let offset = port.frames().umem_offset(&frame);
         assert_eq!(offset % FRAME_SIZE, PACKET_OFFSET);
         assert_eq!((offset + AOE_ATA_HEADERS_LEN) % PAYLOAD_ALIGN, 0);
         assert!(payload_is_aligned(offset, AOE_ATA_HEADERS_LEN));
         assert_eq!(port.frame_capacity(&frame), FRAME_CAPACITY);
         // The frame really lives in the area that would be registered with io_uring.
-        let base = port.umem_base_ptr().as_ptr() as usize;
+        let base = port.frames().base_ptr().as_ptr() as usize;
         assert_eq!(port.data(&frame).as_ptr() as usize, base + offset);
         assert_eq!(port.frame_counts().rx, 1);
         reflect(&mut port, frame);
@@ -370,7 +371,7 @@ fn test_vlan_request_keeps_its_tag(ring: Ring) {
         assert_eq!(port.data(&frame), &request[..], "tag not restored");
         // As with XDP, the tag shifts the payload off the 512 boundary.
         assert!(!payload_is_aligned(
-            port.umem_offset(&frame),
+            port.frames().umem_offset(&frame),
             AOE_ATA_HEADERS_LEN + 4
         ));
         reflect(&mut port, frame);
@@ -457,7 +458,7 @@ fn test_large_frames() {
         for (request, tag, in_slab) in [(&fits, 0x3000, false), (&slab, 0x5000, true)] {
             rig.peer.send(request);
             let frame = recv_one(&mut port, WAIT).expect("request did not arrive");
-            assert_eq!(port.is_slab(&frame), in_slab);
+            assert_eq!(port.frames().is_slab(&frame), in_slab);
             assert_eq!(port.data(&frame), &request[..]);
             reflect(&mut port, frame);
             port.flush_tx().unwrap();
@@ -502,14 +503,14 @@ fn test_jumbo_port_for_mtu_9000() {
         assert!(!PacketConfig::default().jumbo());
         let mut port = rig.bind(&config);
         assert_eq!(port.max_frame_len(), SLAB_CAPACITY);
-        assert_eq!(port.slab_counts().free, 16);
+        assert_eq!(port.frames().slab_counts().free, 16);
         let start = port.frame_counts();
 
         let request = write_request(0x1717, 17);
         assert_eq!(request.len(), JUMBO_LEN);
         rig.peer.send(&request);
         let frame = recv_one(&mut port, WAIT).expect("jumbo request did not arrive");
-        assert!(port.is_slab(&frame));
+        assert!(port.frames().is_slab(&frame));
         assert!(port.data(&frame) == &request[..]);
         assert_eq!(port.offset_in_chunk(&frame), PACKET_OFFSET);
         let arena = std::sync::Arc::clone(port.slab_arena().expect("slab arena"));
@@ -531,9 +532,9 @@ fn test_jumbo_port_for_mtu_9000() {
         read[24] = 0x40;
         rig.peer.send(&read);
         let frame = recv_one(&mut port, WAIT).expect("read request did not arrive");
-        assert!(!port.is_slab(&frame));
+        assert!(!port.frames().is_slab(&frame));
         let mut frame = port.upgrade(frame, JUMBO_LEN).expect("slab free");
-        assert!(port.is_slab(&frame));
+        assert!(port.frames().is_slab(&frame));
         assert_eq!(port.data(&frame), &read[..]);
         let buf = port.data_mut(&mut frame);
         for (i, byte) in buf[36..JUMBO_LEN].iter_mut().enumerate() {

@@ -1087,7 +1087,8 @@ fn test_jumbo_rounds_without_leaks() {
 /// 1-sector read and a write are left in place, and the port advertises the full 9000 MTU.
 #[test]
 fn test_port_fit_reply_on_af_xdp() {
-    use aoe_xdp::dataplane::port::Port;
+    use aoe_xdp::aoe::Request;
+    use aoe_xdp::dataplane::port::{NetPort, Port};
     let Some(rig) = Rig::with_mtu("fitreply", 9000) else {
         return;
     };
@@ -1104,13 +1105,16 @@ fn test_port_fit_reply_on_af_xdp() {
             rig.peer.send(request);
             let deadline = Instant::now() + WAIT;
             let frame = loop {
-                if let Some(frame) = port.rx_burst(1).next() {
+                let mut burst = port.new_burst();
+                port.rx_burst_into(&mut burst, 1);
+                if let Some(frame) = burst.next() {
                     break frame;
                 }
                 assert!(Instant::now() < deadline, "request did not arrive");
                 port.wait_rx(Duration::from_millis(50)).unwrap();
             };
-            let frame = port.fit_reply(frame).expect("slab free");
+            let room = Request::parse(port.data(&frame)).unwrap().reply_room();
+            let frame = port.fit_reply(frame, room).expect("slab free");
             let Port::Xsk(xsk) = &port else {
                 unreachable!()
             };

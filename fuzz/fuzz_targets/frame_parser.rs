@@ -5,7 +5,7 @@
 use std::sync::Arc;
 
 use aoe_xdp::initiator::frames::Reply;
-use aoe_xdp::aoe::{DeviceParams, Outcome, PortInfo, SharedState, Target};
+use aoe_xdp::aoe::{DeviceParams, Outcome, PortInfo, Request, SharedState, Target};
 use aoe_xdp::wire::MacAddr;
 use libfuzzer_sys::fuzz_target;
 
@@ -40,10 +40,14 @@ fuzz_target!(|data: &[u8]| {
     if data.len() > buf.len() {
         return;
     }
-    let mut addressed = target.addressed(data, &port);
+    let Some(request) = Request::parse(data) else {
+        return;
+    };
+    assert!(request.reply_room() >= data.len());
+    let mut addressed = target.addressed(&request, &port);
     while let Some(device) = target.next_addressed(&mut addressed) {
         buf[..data.len()].copy_from_slice(data);
-        match target.handle(device, &mut buf, data.len(), &port) {
+        match target.handle(device, &request, &mut buf, &port) {
             Outcome::Io(plan) => {
                 assert!(plan.sector + u64::from(plan.count) <= SECTORS);
                 assert!(plan.data_offset + plan.byte_len() <= buf.len());

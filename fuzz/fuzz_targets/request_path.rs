@@ -42,7 +42,7 @@ use aoe_xdp::wire::{
     EthernetFrame, MacAddr, MacMaskCommand, ReserveCommand, AOE_VERSION, SHELF_BROADCAST,
     SLOT_BROADCAST,
 };
-use aoe_xdp::sys::mem::{Arena, ChunkPool};
+use aoe_xdp::sys::mem::Arena;
 use libfuzzer_sys::fuzz_target;
 
 /// Requests per structured input.
@@ -204,10 +204,11 @@ fn build_world() -> World {
         );
     }
     let exports: Arc<[Export]> = exports.into();
-    let arena = Arc::new(Arena::new(CHUNK_SIZE, 4).expect("arena"));
-    let pool = ChunkPool::new(Arc::clone(&arena)).expect("pool");
-    let cfg = UringConfig::default();
-    let engine = Engine::Uring(UringEngine::new(Arc::clone(&exports), arena, cfg).expect("ring"));
+    let engine_exports = Arc::clone(&exports);
+    let engine = move |arenas: &[Arc<Arena>]| {
+        let cfg = UringConfig::default();
+        Ok(Engine::Uring(UringEngine::with_arenas(engine_exports, arenas, cfg)?))
+    };
     let devices = DEVICES.iter().enumerate().map(|(index, spec)| {
         let params = DeviceParams {
             name: format!("e{}.{}", spec.shelf, spec.slot),
@@ -229,11 +230,11 @@ fn build_world() -> World {
     let state = StateDir::open(&state_path).expect("state dir");
     let local = LocalTarget::new(
         Target::new(devices),
+        &PORTS,
         engine,
-        pool,
-        exports,
-        Some(StateDir::open(&state_path).expect("state dir")),
-    );
+        StateDir::open(&state_path).expect("state dir"),
+    )
+    .expect("local target");
     World {
         local,
         files,

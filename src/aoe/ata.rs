@@ -12,6 +12,7 @@
 //! Hazard: every SMART reply carries one sector, zeros when the sub-command has no data or
 //! failed (see `Device::smart` for why).
 
+use super::request::AtaArgs;
 use super::{aoe_error, begin_reply, pad, Ctx, Device, IoFailure, IoKind, IoPlan, Outcome};
 use crate::wire::ata::{error as ata_error, status as ata_status};
 use crate::wire::{
@@ -47,18 +48,19 @@ const POWER_ACTIVE: u8 = 0xFF;
 impl Device {
     pub(super) fn handle_ata(&mut self, ctx: &Ctx, buf: &mut [u8]) -> Outcome {
         let ata_offset = ctx.header.arg_offset();
-        let Ok(ata) = AtaPacket::new_checked(&buf[ata_offset..ctx.len]) else {
+        let Some(args) = ctx.header.ata else {
             self.counters.proto_errors += 1;
             return aoe_error(ctx, buf, AoeError::BadArgument);
         };
-        let command = ata.command();
-        let (lba48, lba, count, feature) = (
-            ata.is_lba48(),
-            ata.lba(),
-            ata.sector_count(),
-            ata.err_feature(),
-        );
-        let payload_len = ata.payload().len();
+        let AtaArgs {
+            command,
+            lba48,
+            lba,
+            count,
+            feature,
+            payload_len,
+            ..
+        } = args;
         if command != AtaCommand::IdentifyDevice && !self.cache.reservation_allows(ctx.header.src) {
             self.counters.proto_errors += 1;
             return aoe_error(ctx, buf, AoeError::TargetReserved);

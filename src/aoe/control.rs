@@ -23,7 +23,7 @@ fn arg_room(port: &PortInfo, buf: &[u8], offset: usize) -> usize {
 impl Device {
     pub(super) fn handle_query_config(&mut self, ctx: &Ctx, buf: &mut [u8]) -> Outcome {
         let offset = ctx.header.arg_offset();
-        let Ok(request) = QueryConfigPacket::new_checked(&buf[offset..ctx.len]) else {
+        let Ok(request) = QueryConfigPacket::new_checked(&buf[offset..ctx.header.len]) else {
             self.counters.proto_errors += 1;
             return aoe_error(ctx, buf, AoeError::BadArgument);
         };
@@ -51,7 +51,7 @@ impl Device {
             Err(()) => {
                 let force = command == ConfigCommand::ForceSet;
                 let (result, changed) = {
-                    let theirs = &buf[offset..ctx.len];
+                    let theirs = &buf[offset..ctx.header.len];
                     let theirs = QueryConfigPacket::new_unchecked(theirs).config_string();
                     self.update(|state| set_config(state, theirs, force))
                 };
@@ -100,7 +100,7 @@ impl Device {
 
     pub(super) fn handle_mask(&mut self, ctx: &Ctx, buf: &mut [u8]) -> Outcome {
         let offset = ctx.header.arg_offset();
-        let Ok(request) = MacMaskPacket::new_checked(&buf[offset..ctx.len]) else {
+        let Ok(request) = MacMaskPacket::new_checked(&buf[offset..ctx.header.len]) else {
             self.counters.proto_errors += 1;
             return aoe_error(ctx, buf, AoeError::BadArgument);
         };
@@ -158,7 +158,7 @@ impl Device {
 
     pub(super) fn handle_reserve(&mut self, ctx: &Ctx, buf: &mut [u8]) -> Outcome {
         let offset = ctx.header.arg_offset();
-        let Ok(request) = ReservePacket::new_checked(&buf[offset..ctx.len]) else {
+        let Ok(request) = ReservePacket::new_checked(&buf[offset..ctx.header.len]) else {
             self.counters.proto_errors += 1;
             return aoe_error(ctx, buf, AoeError::BadArgument);
         };

@@ -23,25 +23,28 @@
 mod ata;
 mod control;
 pub mod persist;
+mod request;
 pub mod state;
 
 use std::sync::Arc;
 
 use crate::wire::{
-    AoeCommand, AoeError, AoePacket, EthernetFrame, MacAddr, AOE_HEADER_LEN, AOE_VERSION,
-    ETHERTYPE_AOE, SHELF_BROADCAST, SLOT_BROADCAST,
+    AoeCommand, AoeError, AoePacket, EthernetFrame, MacAddr, AOE_HEADER_LEN, SHELF_BROADCAST,
+    SLOT_BROADCAST,
 };
 
+pub use request::Request;
 pub use state::{DeviceState, MacList, SharedState};
 
 /// Firmware version reported in Query Config replies and IDENTIFY.
 pub const FIRMWARE_VERSION: u16 = 0x0001;
 /// Ethernet frames shorter than this are padded (veth does not pad; `aoeping` ignores runts).
 pub const MIN_FRAME_LEN: usize = 60;
-/// Bytes of Ethernet + AoE + ATA header in an untagged ATA frame.
-pub const ATA_FRAME_HEADER_LEN: usize = 14 + AOE_HEADER_LEN + crate::wire::ATA_HEADER_LEN;
 /// Smallest buffer the target works in: a Query Config reply with the longest string.
-pub const BUFFER_LEN_MIN: usize = 18 + AOE_HEADER_LEN + 8 + state::CONFIG_STRING_MAX;
+pub const BUFFER_LEN_MIN: usize = crate::wire::VLAN_HEADER_LEN
+    + AOE_HEADER_LEN
+    + crate::wire::QUERY_CONFIG_HEADER_LEN
+    + state::CONFIG_STRING_MAX;
 
 /// Index of a device inside one [`Target`].
 pub type DeviceIndex = u16;
@@ -109,8 +112,9 @@ impl PortInfo {
     /// Sectors one ATA command may carry on this port: `(MTU − 36) / 512`, as the Linux
     /// initiator and vblade compute it.
     pub fn max_sectors(&self) -> u8 {
-        // 36 = Ethernet + AoE + ATA headers, as `struct aoe_hdr` + `aoe_atahdr` in Linux.
-        let sectors = usize::from(self.mtu).saturating_sub(36) / crate::wire::SECTOR_SIZE;
+        // The headers as `struct aoe_hdr` + `aoe_atahdr` in Linux count them (36 bytes).
+        let sectors = usize::from(self.mtu).saturating_sub(crate::wire::ATA_FRAME_HEADER_LEN)
+            / crate::wire::SECTOR_SIZE;
         u8::try_from(sectors.min(255)).unwrap_or(u8::MAX)
     }
 }
@@ -261,25 +265,15 @@ impl Target {
         &self.devices[usize::from(index)].counters
     }
 
-    /// The devices a received frame is addressed to, on `port`. Empty for anything that is not
-    /// an AoE request of our version. Only Query Config may use the broadcast addresses: an ATA
-    /// command or a mask/reservation change is never fanned out to several devices.
-    pub fn addressed(&self, frame: &[u8], port: &PortInfo) -> Addressed {
-        let none = Addressed {
-            next: 0,
-            end: 0,
-            shelf: 0,
-            slot: 0,
-            port_bit: 0,
-        };
-        let Some((major, minor, command)) = request_address(frame) else {
-            return none;
-        };
+    /// The devices a received request is addressed to, on `port`. Only Query Config may use
+    /// the broadcast addresses: an ATA command or a mask/reservation change is never fanned out
+    /// to several devices.
+    pub fn addressed(&self, request: &Request, port: &PortInfo) -> Addressed {
+        let (major, minor) = (request.shelf, request.slot);
         let broadcast = major == SHELF_BROADCAST || minor == SLOT_BROADCAST;
-        if broadcast && command != AoeCommand::QueryConfig {
-            return none;
-        }
-        let (next, end) = if major == SHELF_BROADCAST {
+        let (next, end) = if broadcast && request.command != AoeCommand::QueryConfig {
+            (0, 0)
+        } else if major == SHELF_BROADCAST {
             (0, self.devices.len())
         } else {
             let start = self.devices.partition_point(|d| d.params.shelf < major);
@@ -310,20 +304,19 @@ impl Target {
         None
     }
 
-    /// Handles a request for `device` received as `buf[..len]` on `port`, building the reply in
-    /// place. `buf` is the whole frame buffer: a reply may be longer than the request.
+    /// Handles `request` for `device`, received on `port` into `buf` (its first
+    /// `request.len()` bytes), building the reply in place. `buf` is the whole frame buffer: a
+    /// reply may be longer than the request.
     pub fn handle(
         &mut self,
         device: DeviceIndex,
+        request: &Request,
         buf: &mut [u8],
-        len: usize,
         port: &PortInfo,
     ) -> Outcome {
-        assert!(len <= buf.len());
+        let header = *request;
+        assert!(header.len <= buf.len());
         assert!(buf.len() >= BUFFER_LEN_MIN, "frame buffer too small");
-        let Some(header) = RequestHeader::parse(&buf[..len]) else {
-            return Outcome::Drop;
-        };
         let dev = &mut self.devices[usize::from(device)];
         dev.refresh();
         if !dev.params.acl_allows(header.src) || !dev.cache.mask_allows(header.src) {
@@ -336,7 +329,6 @@ impl Target {
             slot: dev.params.slot,
             header,
             port: *port,
-            len,
         };
         match header.command {
             AoeCommand::Ata => dev.handle_ata(&ctx, buf),
@@ -387,87 +379,14 @@ pub struct Addressed {
     port_bit: u64,
 }
 
-/// The parts of a request's headers every handler needs.
-#[derive(Debug, Clone, Copy)]
-struct RequestHeader {
-    src: MacAddr,
-    /// Length of the Ethernet header (14, or 18 with a VLAN tag).
-    eth_len: usize,
-    command: AoeCommand,
-}
-
-impl RequestHeader {
-    fn parse(frame: &[u8]) -> Option<RequestHeader> {
-        let (eth, aoe) = parse_request(frame)?;
-        Some(RequestHeader {
-            src: eth.src_addr(),
-            eth_len: eth.header_len(),
-            command: aoe.command(),
-        })
-    }
-
-    fn arg_offset(&self) -> usize {
-        self.eth_len + AOE_HEADER_LEN
-    }
-}
-
 /// Everything a command handler needs to know about the request.
 struct Ctx {
     device: DeviceIndex,
     /// The device's own AoE address: replies carry it, never the broadcast values.
     shelf: u16,
     slot: u8,
-    header: RequestHeader,
+    header: Request,
     port: PortInfo,
-    /// Length of the request frame.
-    len: usize,
-}
-
-/// The Ethernet and AoE views of one request frame.
-type RequestViews<'a> = (EthernetFrame<&'a [u8]>, AoePacket<&'a [u8]>);
-
-/// The Ethernet and AoE views of an AoE request of our version (checked once, here);
-/// `None` for anything else: other ethertypes, responses, other versions, short frames.
-fn parse_request(frame: &[u8]) -> Option<RequestViews<'_>> {
-    let eth = EthernetFrame::new_checked(frame).ok()?;
-    if eth.ethertype() != ETHERTYPE_AOE {
-        return None;
-    }
-    let aoe = AoePacket::new_checked(eth.payload()).ok()?;
-    if aoe.is_response() || aoe.version() != AOE_VERSION {
-        return None;
-    }
-    Some((eth, aoe))
-}
-
-/// Bytes, from the frame start, that the reply to `frame` (a received request) may need: for
-/// an AoE ATA read, its headers (an 802.1Q tag included) plus the sectors it asks for;
-/// otherwise the frame's own length (a write's reply is shorter than the request, other
-/// replies fit any frame). Malformed input gives its own length: [`Target::handle`] rejects it.
-/// The worker uses this to move a read into a frame large enough for its reply first.
-pub fn reply_room(frame: &[u8]) -> usize {
-    let Some((_, aoe)) = parse_request(frame) else {
-        return frame.len();
-    };
-    if aoe.command() != AoeCommand::Ata {
-        return frame.len();
-    }
-    let Ok(ata) = crate::wire::ata::AtaPacket::new_checked(aoe.payload()) else {
-        return frame.len();
-    };
-    if ata.is_write() {
-        return frame.len();
-    }
-    let headers = frame.len() - ata.payload().len();
-    frame
-        .len()
-        .max(headers + usize::from(ata.sector_count()) * crate::wire::SECTOR_SIZE)
-}
-
-/// (major, minor, command) of an AoE request of our version; `None` for anything else.
-fn request_address(frame: &[u8]) -> Option<(u16, u8, AoeCommand)> {
-    let (_, aoe) = parse_request(frame)?;
-    Some((aoe.major(), aoe.minor(), aoe.command()))
 }
 
 impl Device {

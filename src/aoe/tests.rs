@@ -65,15 +65,21 @@ struct Exchange {
     outcome: Outcome,
 }
 
+/// The classification of `frame`, which must be an AoE request.
+fn request(frame: &[u8]) -> Request {
+    Request::parse(frame).expect("an AoE request")
+}
+
 /// Sends `frame` to device 0 of `target` (which must be addressed).
 fn send(target: &mut Target, frame: &[u8]) -> Exchange {
-    let mut addressed = target.addressed(frame, &PORT);
+    let request = request(frame);
+    let mut addressed = target.addressed(&request, &PORT);
     let device = target
         .next_addressed(&mut addressed)
         .expect("frame is addressed");
     let mut buf = vec![0u8; 4096];
     buf[..frame.len()].copy_from_slice(frame);
-    let outcome = target.handle(device, &mut buf, frame.len(), &PORT);
+    let outcome = target.handle(device, &request, &mut buf, &PORT);
     Exchange { buf, outcome }
 }
 
@@ -104,7 +110,10 @@ fn ata_frame(src: MacAddr, cmd: AtaCmd, data: &[u8]) -> Vec<u8> {
 fn addressing_unicast_broadcast_and_ignored_frames() {
     let target = target_with(vec![params(1, 0), params(1, 1), params(2, 0)]);
     let count = |frame: &[u8]| {
-        let mut a = target.addressed(frame, &PORT);
+        let Some(request) = Request::parse(frame) else {
+            return 0;
+        };
+        let mut a = target.addressed(&request, &PORT);
         std::iter::from_fn(|| target.next_addressed(&mut a)).count()
     };
     let qc = |shelf, slot| {
@@ -149,12 +158,13 @@ fn broadcast_replies_carry_each_device_address() {
     let frame = encode(|b| {
         frames::query_config(b, &route(HOST_A, 0xFFFF, 0xFF), 1, ConfigCommand::Read, b"")
     });
-    let mut addressed = target.addressed(&frame, &PORT);
+    let request = request(&frame);
+    let mut addressed = target.addressed(&request, &PORT);
     let mut answered = Vec::new();
     while let Some(device) = target.next_addressed(&mut addressed) {
         let mut buf = vec![0u8; 4096];
         buf[..frame.len()].copy_from_slice(&frame);
-        let Outcome::Reply { len, .. } = target.handle(device, &mut buf, frame.len(), &PORT) else {
+        let Outcome::Reply { len, .. } = target.handle(device, &request, &mut buf, &PORT) else {
             panic!("discovery is answered")
         };
         let reply = Reply::parse(&buf[..len]).unwrap();
@@ -170,10 +180,10 @@ fn port_mask_limits_where_a_device_answers() {
     let target = target_with(vec![only_port_1]);
     let frame =
         encode(|b| frames::query_config(b, &route(HOST_A, 1, 0), 1, ConfigCommand::Read, b""));
-    let mut on_port_0 = target.addressed(&frame, &PORT);
+    let mut on_port_0 = target.addressed(&request(&frame), &PORT);
     assert_eq!(target.next_addressed(&mut on_port_0), None);
     let port1 = PortInfo { index: 1, ..PORT };
-    let mut on_port_1 = target.addressed(&frame, &port1);
+    let mut on_port_1 = target.addressed(&request(&frame), &port1);
     assert_eq!(target.next_addressed(&mut on_port_1), Some(0));
 }
 
@@ -388,7 +398,7 @@ fn smart_on(port: &PortInfo, feature: u8, count: u8, lba: u64) -> (u8, u8, u64, 
     let frame = ata_frame(HOST_A, smart_cmd(feature, count, lba), &[]);
     let mut buf = vec![0u8; 4096];
     buf[..frame.len()].copy_from_slice(&frame);
-    let outcome = target.handle(0, &mut buf, frame.len(), port);
+    let outcome = target.handle(0, &request(&frame), &mut buf, port);
     let ex = Exchange { buf, outcome };
     let (ata, data) = reply(&ex).ata().expect("ATA reply");
     let counters = target.counters(0);
@@ -507,7 +517,7 @@ fn identify_on_a_port_that_cannot_carry_a_sector_is_abrt() {
     let frame = ata_frame(HOST_A, AtaCmd::other(AtaCommand::IdentifyDevice, 1, 0), &[]);
     let mut buf = vec![0u8; 4096];
     buf[..frame.len()].copy_from_slice(&frame);
-    let outcome = target.handle(0, &mut buf, frame.len(), &small);
+    let outcome = target.handle(0, &request(&frame), &mut buf, &small);
     assert_eq!(ata_status_of(&Exchange { buf, outcome }), SMART_ABRT);
 }
 
@@ -860,11 +870,14 @@ proptest! {
             frame[18] = 0;
             frame[19] = command;
         }
-        let mut addressed = target.addressed(&frame, &PORT);
+        let Some(request) = Request::parse(&frame) else {
+            return Ok(());
+        };
+        let mut addressed = target.addressed(&request, &PORT);
         while let Some(device) = target.next_addressed(&mut addressed) {
             let mut buf = vec![0u8; 4096];
             buf[..frame.len()].copy_from_slice(&frame);
-            match target.handle(device, &mut buf, frame.len(), &PORT) {
+            match target.handle(device, &request, &mut buf, &PORT) {
                 Outcome::Io(plan) => {
                     prop_assert!(plan.sector + u64::from(plan.count) <= SECTORS);
                     prop_assert!(plan.data_offset + plan.byte_len() <= buf.len());

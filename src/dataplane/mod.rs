@@ -10,6 +10,7 @@
 
 pub mod devices;
 pub mod interfaces;
+pub mod io;
 pub mod port;
 pub mod queues;
 pub mod stats;
@@ -33,7 +34,7 @@ use crate::sys::xdp::DstFilter;
 
 use devices::Devices;
 use interfaces::Interface;
-use port::Port;
+use port::{NetPort, Port};
 use queues::Queues;
 use stats::StatsBoard;
 use worker::{Idle, Unit, UnitStats, Worker, WorkerStats};

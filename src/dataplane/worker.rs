@@ -24,13 +24,15 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::aoe::{DeviceCounters, DeviceIndex, IoFailure, IoPlan, Outcome, PortInfo, Target};
-use crate::service::{io_request, to_failure};
+use crate::aoe::{
+    DeviceCounters, DeviceIndex, IoFailure, IoPlan, Outcome, PortInfo, Request, Target,
+};
 use crate::state_dir::StateDir;
 use crate::storage::engine::{Engine, EngineStats, IoCompletion};
 use crate::sys::frame::{Frame, JumboStats, RxBurst};
 
-use super::port::{KernelCounters, Port, PortError};
+use super::io::{io_request, to_failure};
+use super::port::{KernelCounters, NetPort, Port, PortError};
 use super::queues::{Done, Job, Queues};
 use super::stats::{StatsBoard, PUBLISH_INTERVAL};
 
@@ -141,10 +143,10 @@ impl Slots {
 }
 
 /// One port: its receive and reply side.
-pub struct Unit {
+pub struct Unit<P: NetPort = Port> {
     /// Global index: the unit's done queue.
     id: u16,
-    port: Port,
+    port: P,
     info: PortInfo,
     /// Most requests of this port in flight (queued, in I/O or done and not yet sent).
     capacity: usize,
@@ -158,24 +160,25 @@ pub struct Unit {
     local_jobs: VecDeque<Job>,
     /// Finished requests handed back by this unit's own worker, likewise.
     local_done: VecDeque<Done>,
-    /// Jumbo read requests waiting for a free slab to hold their reply: retried first.
-    waiting: Vec<Frame>,
+    /// Jumbo read requests waiting for a free slab to hold their reply, each with its
+    /// classification: retried first.
+    waiting: Vec<(Frame, Request)>,
     /// The RX burst, reused every iteration (nothing zeroed or moved per receive).
     burst: RxBurst,
     state_dir: Arc<StateDir>,
     stats: UnitStats,
 }
 
-impl Unit {
+impl<P: NetPort> Unit<P> {
     /// Assembles a unit; `id` is its index in the dataplane's [`Queues`], `capacity` bounds
     /// the requests in flight on this port.
     pub fn new(
         id: u16,
-        port: Port,
+        port: P,
         info: PortInfo,
         capacity: usize,
         state_dir: Arc<StateDir>,
-    ) -> Unit {
+    ) -> Unit<P> {
         Unit {
             id,
             burst: port.new_burst(),
@@ -221,8 +224,18 @@ impl Unit {
     }
 
     /// The transport.
-    pub fn port(&self) -> &Port {
+    pub fn port(&self) -> &P {
         &self.port
+    }
+
+    /// The transport, e.g. to put frames on a loopback port's wire.
+    pub fn port_mut(&mut self) -> &mut P {
+        &mut self.port
+    }
+
+    /// Requests of this port in flight (queued, in I/O, or done and not yet sent).
+    pub fn in_flight(&self) -> usize {
+        self.in_flight
     }
 
     /// Sends one advertisement per device exported on this port and destination.
@@ -268,9 +281,9 @@ impl Unit {
         let mut work = self.retry_backlog(queues);
         // Oldest first; a request that still finds no slab goes back to the end of the list.
         for _ in 0..self.waiting.len() {
-            let frame = self.waiting.remove(0);
+            let (frame, request) = self.waiting.remove(0);
             work += 1;
-            self.handle_frame(target, queues, frame);
+            self.handle_request(target, queues, frame, request);
         }
         let room = self
             .capacity
@@ -297,17 +310,33 @@ impl Unit {
     }
 
     fn handle_frame(&mut self, target: &mut Target, queues: &Queues, frame: Frame) {
+        // The one parse of the frame's headers; everything below works from `request`.
+        let Some(request) = Request::parse(self.port.data(&frame)) else {
+            self.stats.ignored += 1;
+            self.port.release(frame);
+            return;
+        };
+        self.handle_request(target, queues, frame, request);
+    }
+
+    fn handle_request(
+        &mut self,
+        target: &mut Target,
+        queues: &Queues,
+        frame: Frame,
+        request: Request,
+    ) {
         // A read whose reply is larger than its request's frame moves into a slab first (jumbo
         // ports only); without a free slab it waits, it is not dropped.
-        let frame = match self.port.fit_reply(frame) {
+        let frame = match self.port.fit_reply(frame, request.reply_room()) {
             Ok(frame) => frame,
             Err(frame) => {
-                self.waiting.push(frame);
+                self.waiting.push((frame, request));
                 return;
             }
         };
-        let len = frame.len();
-        let mut addressed = target.addressed(self.port.data(&frame), &self.info);
+        let len = request.len();
+        let mut addressed = target.addressed(&request, &self.info);
         let Some(first) = target.next_addressed(&mut addressed) else {
             self.stats.ignored += 1;
             self.port.release(frame);
@@ -320,9 +349,9 @@ impl Unit {
                 break;
             };
             self.port.data_mut(&mut copy)[..len].copy_from_slice(self.port.data(&frame));
-            self.dispatch(target, queues, device, copy, len);
+            self.dispatch(target, queues, device, &request, copy);
         }
-        self.dispatch(target, queues, first, frame, len);
+        self.dispatch(target, queues, first, &request, frame);
     }
 
     fn dispatch(
@@ -330,11 +359,11 @@ impl Unit {
         target: &mut Target,
         queues: &Queues,
         device: DeviceIndex,
+        request: &Request,
         mut frame: Frame,
-        len: usize,
     ) {
         let buf = self.port.data_mut(&mut frame);
-        match target.handle(device, buf, len, &self.info) {
+        match target.handle(device, request, buf, &self.info) {
             Outcome::Drop => {
                 self.stats.ignored += 1;
                 self.port.release(frame);
@@ -394,12 +423,12 @@ impl Unit {
 }
 
 /// One worker thread's state: its units and the device side (engine, owned devices).
-pub struct Worker {
+pub struct Worker<P: NetPort = Port> {
     // Field order is drop order: the engine first (it waits for in-flight I/O and unregisters
     // the frame memories), then the units that own that memory. Other workers' frame memory
     // stays alive through the engine's own `Arc`s.
     engine: Engine,
-    units: Vec<Unit>,
+    units: Vec<Unit<P>>,
     queues: Arc<Queues>,
     /// Devices this worker submits for.
     devices: Vec<DeviceIndex>,
@@ -421,10 +450,15 @@ pub struct Worker {
     last_publish: Instant,
 }
 
-impl Worker {
+impl<P: NetPort> Worker<P> {
     /// A worker over `units` that submits the jobs of `queues`' devices owned by `index` to
     /// `engine` (which must serve the frame memory of every unit of the dataplane).
-    pub fn new(index: usize, engine: Engine, mut units: Vec<Unit>, queues: Arc<Queues>) -> Worker {
+    pub fn new(
+        index: usize,
+        engine: Engine,
+        mut units: Vec<Unit<P>>,
+        queues: Arc<Queues>,
+    ) -> Worker<P> {
         let capacity = engine.capacity();
         for unit in &mut units {
             unit.worker = index;
@@ -500,7 +534,7 @@ impl Worker {
     }
 
     /// The units.
-    pub fn units_mut(&mut self) -> &mut [Unit] {
+    pub fn units_mut(&mut self) -> &mut [Unit<P>] {
         &mut self.units
     }
 
@@ -547,7 +581,7 @@ impl Worker {
     }
 
     /// True while any request of this worker's devices or units is unfinished.
-    fn busy(&self) -> bool {
+    pub fn busy(&self) -> bool {
         self.engine.in_flight() > 0
             || !self.held.is_empty()
             || !self.undelivered.is_empty()
@@ -795,9 +829,9 @@ fn set_timer_slack(nap: Duration) {
 
 /// Runs `worker` on the current thread until `stop` is set, then drains it; returns its
 /// units' counters and its own.
-pub fn run(
+pub fn run<P: NetPort>(
     mut target: Target,
-    mut worker: Worker,
+    mut worker: Worker<P>,
     idle: Idle,
     stop: &AtomicBool,
 ) -> Result<(Vec<UnitStats>, WorkerStats), PortError> {

@@ -336,6 +336,12 @@ impl Frame {
         self.len == 0
     }
 
+    /// Sets the packet length of a frame built by copying (a duplicate made from `alloc`).
+    /// Reads through the port check it against the frame's capacity.
+    pub(crate) fn set_len(&mut self, len: usize) {
+        self.len = len;
+    }
+
     /// Consumes the handle without running its `Drop` check.
     pub(crate) fn into_parts(self) -> (u64, u32, usize) {
         let frame = ManuallyDrop::new(self);
@@ -411,6 +417,16 @@ impl RxBurst {
     pub(crate) fn reset(&mut self, pool_id: u64) {
         assert_eq!(self.next, self.len, "RX burst reused with frames not taken");
         assert_eq!(pool_id, self.pool_id, "RX burst of another pool");
+        self.len = 0;
+        self.next = 0;
+    }
+
+    /// Empties the burst (every frame taken) for frames of the same pool pushed by hand.
+    pub(crate) fn clear(&mut self) {
+        assert_eq!(
+            self.next, self.len,
+            "RX burst cleared with frames not taken"
+        );
         self.len = 0;
         self.next = 0;
     }

@@ -38,7 +38,7 @@ pub const FRAME_HEADROOM: usize = 220;
 /// Offset of the first packet byte (Ethernet header) inside a chunk.
 pub const PACKET_OFFSET: usize = XDP_PACKET_HEADROOM + FRAME_HEADROOM;
 /// Ethernet (14) + AoE common (10) + ATA (12) header bytes of an untagged AoE ATA frame.
-pub const AOE_ATA_HEADERS_LEN: usize = 36;
+pub use crate::wire::ATA_FRAME_HEADER_LEN as AOE_ATA_HEADERS_LEN;
 /// Offset of the AoE ATA payload inside a chunk, for an untagged frame.
 pub const PAYLOAD_OFFSET: usize = PACKET_OFFSET + AOE_ATA_HEADERS_LEN;
 /// Alignment of [`PAYLOAD_OFFSET`] (the sector size `O_DIRECT` needs).

@@ -17,6 +17,8 @@
 //!   keep an `Arc<Arena>` until the kernel is done (the ring drains in-flight I/O on drop).
 //! - Chunk memory is never reinterpreted as a struct; it is plain bytes.
 
+use std::io;
+use std::os::fd::{AsRawFd, BorrowedFd};
 use std::ptr::NonNull;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::Arc;
@@ -395,6 +397,81 @@ impl std::fmt::Debug for ChunkPool {
             .field("chunk_count", &self.arena.chunk_count())
             .field("free_count", &self.free_count())
             .finish()
+    }
+}
+
+/// A memory mapping, unmapped on drop.
+pub(crate) struct Mapping {
+    pub(crate) ptr: NonNull<u8>,
+    pub(crate) len: usize,
+}
+
+// SAFETY: a `Mapping` is the sole owner of its address range (like a `Box<[u8]>`); moving it to
+// another thread moves that ownership. All access goes through its owner (a `PacketPort`'s rings, a
+// `FrameArea`), whose `&self`/`&mut self` and frame ownership rules serialize it.
+unsafe impl Send for Mapping {}
+
+// SAFETY: shared references to a `Mapping` only read its address and length (`at` computes a
+// pointer; every dereference is done by its owner under its frame rules). The
+// frame area's `Arc` is also held by the io_uring arena only to keep the memory mapped.
+unsafe impl Sync for Mapping {}
+
+impl Mapping {
+    /// `mmap(len, PROT_READ | PROT_WRITE, flags, fd, 0)`.
+    pub(crate) fn new(
+        len: usize,
+        flags: libc::c_int,
+        fd: Option<BorrowedFd<'_>>,
+    ) -> io::Result<Mapping> {
+        let raw_fd = fd.map_or(-1, |fd| fd.as_raw_fd());
+        // SAFETY: a fresh mapping at an address the kernel chooses; no existing memory is
+        // affected. The result is checked before use.
+        let ptr = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                len,
+                libc::PROT_READ | libc::PROT_WRITE,
+                flags,
+                raw_fd,
+                0,
+            )
+        };
+        if ptr == libc::MAP_FAILED {
+            return Err(io::Error::last_os_error());
+        }
+        let ptr = NonNull::new(ptr.cast::<u8>()).expect("mmap never returns null on success");
+        Ok(Mapping { ptr, len })
+    }
+
+    /// Address of byte `offset`.
+    pub(crate) fn at(&self, offset: usize) -> *mut u8 {
+        assert!(offset < self.len, "offset {offset:#x} outside the mapping");
+        // SAFETY: `offset` is inside the mapping (checked above), so the result stays in the
+        // same allocation.
+        unsafe { self.ptr.as_ptr().add(offset) }
+    }
+
+    /// The 4-aligned `u32` word at `offset`, as an atomic: a status word the kernel reads and
+    /// writes concurrently with single-word accesses.
+    pub(crate) fn status_word(&self, offset: usize) -> &AtomicU32 {
+        assert!(
+            offset % 4 == 0 && offset + 4 <= self.len,
+            "status word at {offset:#x}"
+        );
+        // SAFETY: in bounds and 4-aligned (the mapping is page-aligned; checked above), and it
+        // lives as long as `self`. Only atomic accesses are made through this view while the
+        // kernel may access the word; non-atomic reads of the same word happen only while user
+        // space owns the slot or block (the kernel does not write it then).
+        unsafe { AtomicU32::from_ptr(self.at(offset).cast()) }
+    }
+}
+
+impl Drop for Mapping {
+    fn drop(&mut self) {
+        // SAFETY: `ptr`/`len` describe a mapping this value created and still owns; nothing
+        // borrows it any more (borrows are tied to the owner, which is being dropped).
+        let ret = unsafe { libc::munmap(self.ptr.as_ptr().cast(), self.len) };
+        debug_assert_eq!(ret, 0, "munmap: {}", io::Error::last_os_error());
     }
 }
 

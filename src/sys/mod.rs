@@ -12,6 +12,7 @@
 //!   io_uring holds while an I/O is in flight and hands back on completion.
 //! - [`layout`]: where a packet and its payload sit in a chunk (both ports).
 //! - [`frame`]: frame ownership ([`frame::FramePool`], [`frame::Frame`]) for both ports.
+//! - [`frame_area`]: frames in private memory (the AF_PACKET port's, the in-memory port's).
 //! - [`xdp`]: AF_XDP — the XDP program's loader and ABI, the XSK socket, UMEM and TX ring, and
 //!   the destination rule [`xdp::DstFilter`].
 //! - [`packet`]: AF_PACKET — the TPACKET ring port (the fallback transport), and the plain
@@ -30,6 +31,7 @@
 pub mod cpu;
 pub mod filemap;
 pub mod frame;
+pub mod frame_area;
 pub mod interface;
 pub mod layout;
 pub mod mem;

@@ -61,6 +61,7 @@ pub use cfg::{
 };
 pub use ethernet::{
     EthernetFrame, EthernetRepr, MacAddr, ParseMacAddrError, ETHERTYPE_AOE, ETHERTYPE_VLAN,
+    HEADER_LEN as ETHERNET_HEADER_LEN, VLAN_HEADER_LEN,
 };
 pub use mask::{
     DirectiveCommand, DirectiveRepr, MacMaskCommand, MacMaskError, MacMaskPacket, MacMaskRepr,
@@ -68,9 +69,13 @@ pub use mask::{
 };
 pub use reserve::{ReserveCommand, ReservePacket, ReserveRepr, RESERVE_HEADER_LEN};
 
+/// Ethernet + AoE + ATA header bytes of an untagged AoE ATA frame: where its sector data
+/// starts (36; 40 behind an 802.1Q tag). The one definition of that length.
+pub const ATA_FRAME_HEADER_LEN: usize = ethernet::HEADER_LEN + AOE_HEADER_LEN + ATA_HEADER_LEN;
+
 // The layout in AoE r11 §3.1: ATA data starts 36 bytes into an untagged frame, the Query Config
 // string 32 bytes in. The field tables in each file must add up to that.
-const _: () = assert!(ethernet::HEADER_LEN + AOE_HEADER_LEN + ATA_HEADER_LEN == 36);
+const _: () = assert!(ATA_FRAME_HEADER_LEN == 36);
 const _: () = assert!(ethernet::HEADER_LEN + AOE_HEADER_LEN + QUERY_CONFIG_HEADER_LEN == 32);
 const _: () = assert!(ethernet::VLAN_HEADER_LEN == ethernet::HEADER_LEN + 4);
 const _: () = assert!(MASK_HEADER_LEN == 4 && DIRECTIVE_LEN == 8 && RESERVE_HEADER_LEN == 2);

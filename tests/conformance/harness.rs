@@ -14,20 +14,19 @@ use aoe_xdp::aoe::{DeviceParams, DeviceState, PortInfo, SharedState, Target, FIR
 use aoe_xdp::initiator::frames::{self, AtaCmd, Reply, Route};
 use aoe_xdp::service::LocalTarget;
 use aoe_xdp::state_dir::StateDir;
-use aoe_xdp::storage::engine::Engine;
+use aoe_xdp::storage::engine::{Engine, EngineError};
 use aoe_xdp::storage::export::{Durability, Export, ExportSpec};
-use aoe_xdp::storage::sync_engine::SyncEngine;
+use aoe_xdp::storage::sync_engine::{SyncEngine, SYNC_QUEUE_DEPTH};
 use aoe_xdp::storage::uring_engine::{UringConfig, UringEngine};
-use aoe_xdp::sys::mem::{Arena, ChunkPool};
+use aoe_xdp::sys::mem::Arena;
 use aoe_xdp::wire::{
     AoeCommand, AoeError, AoePacket, AtaCommand, AtaPacket, ConfigCommand, DirectiveCommand,
     DirectiveRepr, EthernetFrame, MacAddr, MacMaskCommand, MacMaskError, ReserveCommand,
     AOE_VERSION, SHELF_BROADCAST, SLOT_BROADCAST,
 };
 
-/// Chunk size of the frame pool: a 9000-MTU frame at `FRAME_OFFSET` fits.
+/// Buffer size for an advertisement built outside the worker.
 const CHUNK_SIZE: usize = 16384;
-const CHUNK_COUNT: usize = 8;
 /// Byte offset of the AoE header and of the ATA header in an untagged frame.
 const AOE_OFFSET: usize = 14;
 const ATA_OFFSET: usize = 24;
@@ -583,15 +582,23 @@ impl World {
                 .unwrap()
             })
             .collect();
-        let arena = Arc::new(Arena::new(CHUNK_SIZE, CHUNK_COUNT).unwrap());
-        let pool = ChunkPool::new(Arc::clone(&arena)).unwrap();
-        let engine = match self.kind {
-            EngineKind::Uring | EngineKind::UringResident | EngineKind::UringMapped => {
-                Engine::Uring(
-                    UringEngine::new(Arc::clone(&exports), arena, UringConfig::default()).unwrap(),
-                )
-            }
-            EngineKind::Sync => Engine::Sync(SyncEngine::new(Arc::clone(&exports), arena).unwrap()),
+        let kind = self.kind;
+        let engine_exports = Arc::clone(&exports);
+        let engine = move |arenas: &[Arc<Arena>]| -> Result<Engine, EngineError> {
+            Ok(match kind {
+                EngineKind::Uring | EngineKind::UringResident | EngineKind::UringMapped => {
+                    Engine::Uring(UringEngine::with_arenas(
+                        engine_exports,
+                        arenas,
+                        UringConfig::default(),
+                    )?)
+                }
+                EngineKind::Sync => Engine::Sync(SyncEngine::with_arenas(
+                    engine_exports,
+                    arenas,
+                    SYNC_QUEUE_DEPTH,
+                )?),
+            })
         };
         let state_dir = StateDir::open(&self.state_path).unwrap();
         let devices: Vec<_> = self
@@ -619,13 +626,8 @@ impl World {
             })
             .collect();
         let target = Target::new(devices);
-        self.local = Some(LocalTarget::new(
-            target,
-            engine,
-            pool,
-            exports,
-            Some(state_dir),
-        ));
+        let ports = [Port::Mtu1500.info(), Port::Mtu9000.info()];
+        self.local = Some(LocalTarget::new(target, &ports, engine, state_dir).unwrap());
     }
 
     fn local(&self) -> &LocalTarget {

@@ -24,7 +24,7 @@ pub fn aoe_request_filter() -> [libc::sock_filter; FILTER_LEN] {
     let jeq = libc::BPF_JMP | libc::BPF_JEQ | libc::BPF_K;
     let jge = libc::BPF_JMP | libc::BPF_JGE | libc::BPF_K;
     let len = libc::BPF_LD | libc::BPF_W | libc::BPF_LEN;
-    let untagged_min = u32::try_from(ETH_HEADER_LEN + AOE_COMMON_HEADER_LEN).expect("24");
+    let untagged_min = u32::try_from(ETHERNET_HEADER_LEN + AOE_HEADER_LEN).expect("24");
     let tagged_min = untagged_min + u32::try_from(VLAN_TAG_LEN).expect("4");
     // Jump offsets count instructions after the jump: target - (position + 1).
     let to = |target: u8, position: u8| target - position - 1;

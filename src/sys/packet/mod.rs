@@ -79,8 +79,8 @@
 //!   slabs laid out as in `umem.rs` (a second io_uring arena), and 16 KiB TX slots. A frame
 //!   longer than a chunk is copied from the ring into a free slab (still the one RX copy;
 //!   `rx_burst` stops, leaving it in the ring, while no slab is free), and
-//!   [`PacketPort::upgrade`] moves a request into a slab for a long reply, as on AF_XDP.
-//!   [`PacketPort::max_frame_len`] is what the port carries; longer frames are dropped and
+//!   [`FrameArea::upgrade`] moves a request into a slab for a long reply, as on AF_XDP.
+//!   [`FrameArea::max_frame_len`] is what the port carries; longer frames are dropped and
 //!   counted in [`PacketStats::rx_too_long`].
 //! - `wait_rx` reports packets waiting in the ring even when no free frame is left to copy them
 //!   into; `rx_burst` then returns nothing until frames come back.
@@ -110,19 +110,13 @@ use std::cell::Cell;
 use std::io;
 use std::mem::{offset_of, size_of};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
-use std::ptr::NonNull;
 use std::sync::atomic::{AtomicU32, Ordering};
-use std::sync::Arc;
 use std::time::Duration;
 
-use crate::sys::frame::{
-    pad_for_wire, Frame, FrameCounts, FramePool, FrameState, JumboStats, Lender, RxBurst,
-    RX_BURST_MAX,
-};
-use crate::sys::layout::{
-    FRAME_CAPACITY, FRAME_SIZE, JUMBO_FRAME_LEN, PACKET_OFFSET, SLAB_CAPACITY, SLAB_SIZE,
-};
-use crate::sys::mem::{Arena, Chunk};
+use crate::sys::frame::{FrameCounts, RxBurst, RX_BURST_MAX};
+use crate::sys::frame_area::{FrameArea, NoRoom};
+use crate::sys::layout::{FRAME_CAPACITY, JUMBO_FRAME_LEN, SLAB_CAPACITY};
+use crate::sys::mem::Mapping;
 use crate::sys::syscall::{set_int, set_option, socklen};
 use crate::sys::xdp::DstFilter;
 
@@ -136,11 +130,7 @@ const ETH_P_ALL: u16 = 0x0003;
 
 const VLAN_TAG_LEN: usize = 4;
 
-/// Bytes from the frame start to the AoE header of an untagged frame.
-const ETH_HEADER_LEN: usize = 14;
-
-/// Size of the AoE common header (ver/flags .. tag).
-const AOE_COMMON_HEADER_LEN: usize = 10;
+use crate::wire::{AOE_HEADER_LEN, ETHERNET_HEADER_LEN};
 
 /// Two MAC addresses: where a VLAN tag goes back in.
 const MACS_LEN: usize = 12;

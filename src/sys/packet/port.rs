@@ -52,17 +52,8 @@ pub struct PacketStats {
 pub struct PacketPort {
     pub(super) rings: Rings,
     pub(super) fd: OwnedFd,
-    /// The frame area; shared only with the lender's arena, which keeps it mapped for io_uring.
-    pub(super) area: Arc<Mapping>,
-    /// The frame area as an io_uring arena and each frame's chunk token.
-    pub(super) lender: Lender,
-    pub(super) pool: FramePool,
-    /// Frames and slabs in state `Tx`, as (index, wire length), in transmit order. Capacity =
-    /// frame count + slab count, so it never grows.
-    pub(super) tx_queued: Vec<(u32, usize)>,
-    /// Longest frame the port carries ([`PacketConfig::max_frame_len`]).
-    pub(super) max_frame_len: usize,
-    pub(super) jumbo: JumboStats,
+    /// The frames (ours alone; the kernel sees them only through io_uring while lent).
+    pub(super) frames: FrameArea,
     /// Slots handed to the kernel whose frames might not have been sent yet.
     pub(super) tx_requested: bool,
     /// Frames freed by `flush_tx` since the last `reap_completions`.
@@ -84,7 +75,7 @@ impl std::fmt::Debug for PacketPort {
             .field("interface", &self.interface)
             .field("ifindex", &self.ifindex)
             .field("rx", &self.rings.rx)
-            .field("counts", &self.pool.counts())
+            .field("frames", &self.frames)
             .finish_non_exhaustive()
     }
 }
@@ -122,57 +113,18 @@ impl PacketPort {
         if let Err(error) = sndbuf {
             tracing::debug!(interface, %error, "SO_SNDBUFFORCE refused, default send buffer");
         }
-        let frames_len = config.frame_count as usize * FRAME_SIZE;
-        let slab_count = config.slab_count();
-        let area = Mapping::new(
-            frames_len + slab_count as usize * SLAB_SIZE,
-            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_POPULATE,
-            None,
+        let frames = FrameArea::new(
+            config.frame_count,
+            config.slab_count(),
+            config.max_frame_len(),
         )
         .map_err(|e| setup(("mmap frame area", e)))?;
         bind_socket(fd.as_fd(), ifindex, config.vlan).map_err(|e| setup(("bind", e)))?;
         log_fallback(interface, ifindex, config);
-        let area = Arc::new(area);
-        // SAFETY: the area is a private anonymous mapping of `frame_count` whole frames,
-        // page-aligned; the `Arc<Mapping>` given as keep-alive owns it, so it stays mapped as
-        // long as the arena. The chunk tokens are minted once, into `tokens`, and lent only for
-        // frames the application holds, so nothing else touches a lent chunk.
-        let io_arena = unsafe {
-            Arena::from_raw_kept(
-                area.ptr.as_ptr(),
-                FRAME_SIZE,
-                config.frame_count as usize,
-                Box::new(Arc::clone(&area)),
-            )
-        }
-        .map_err(|e| setup(("frame area arena", io::Error::other(e.to_string()))))?;
-        let slab_arena = if slab_count > 0 {
-            // SAFETY: the slabs follow the frames in the same private mapping (its length
-            // covers them), page-aligned; the keep-alive owns the mapping. Slab tokens are lent
-            // only for slabs the application holds.
-            let arena = unsafe {
-                Arena::from_raw_kept(
-                    area.ptr.as_ptr().add(frames_len),
-                    SLAB_SIZE,
-                    slab_count as usize,
-                    Box::new(Arc::clone(&area)),
-                )
-            }
-            .map_err(|e| setup(("slab arena", io::Error::other(e.to_string()))))?;
-            Some(arena)
-        } else {
-            None
-        };
-        let lender = Lender::with_slabs(io_arena, slab_arena);
         Ok(PacketPort {
             rings,
             fd,
-            area,
-            lender,
-            pool: FramePool::with_slabs(config.frame_count, slab_count),
-            tx_queued: Vec::with_capacity((config.frame_count + slab_count) as usize),
-            max_frame_len: config.max_frame_len(),
-            jumbo: JumboStats::default(),
+            frames,
             tx_requested: false,
             tx_completed: 0,
             stats: PacketStats::default(),
@@ -206,159 +158,21 @@ impl PacketPort {
         self.fd.as_fd()
     }
 
-    /// Frames per ownership state (they always sum to the frame count). `fill` and
+    /// Frames per ownership state. On AF_PACKET only `free` and `rx` are used; `fill`, `tx` and
     /// `completion` are always 0: received packets wait in the kernel's ring, not in frames,
     /// and a frame is free again once copied into the TX ring.
     pub fn frame_counts(&self) -> FrameCounts {
-        self.pool.counts()
+        self.frames.counts()
     }
 
-    /// The frame area as an arena for io_uring registration: chunk `i` is frame `i`.
-    pub fn io_arena(&self) -> &Arc<Arena> {
-        self.lender.arena()
+    /// The frames: pool, io_uring arenas, data access (see [`FrameArea`]).
+    pub fn frames(&self) -> &FrameArea {
+        &self.frames
     }
 
-    /// Lends a held frame to a storage I/O (see `XskPort::lend`).
-    pub fn lend(&mut self, frame: Frame) -> Chunk {
-        self.lender.lend(&self.pool, frame)
-    }
-
-    /// Takes back a chunk lent by [`Self::lend`] and returns the frame's handle.
-    pub fn reclaim(&mut self, chunk: Chunk) -> Frame {
-        self.lender.reclaim(&self.pool, chunk)
-    }
-
-    /// Start of the frame area (for registering it as one io_uring fixed buffer).
-    pub fn umem_base_ptr(&self) -> NonNull<u8> {
-        self.area.ptr
-    }
-
-    /// Length of the frame area in bytes (`frame_count * frame_size`).
-    pub fn umem_len(&self) -> usize {
-        self.area.len
-    }
-
-    /// Size of one frame (chunk).
-    pub fn frame_size(&self) -> usize {
-        FRAME_SIZE
-    }
-
-    /// Offset of `frame`'s first packet byte from the area start (chunk + [`PACKET_OFFSET`], or
-    /// slab + [`PACKET_OFFSET`] behind the frames); the same contract as
-    /// `XskPort::umem_offset`: while an io_uring operation targets the frame, keep the handle,
-    /// do not call [`Self::data`]/[`Self::data_mut`] on it, and transmit or release it only
-    /// after the completion arrived.
-    pub fn umem_offset(&self, frame: &Frame) -> usize {
-        self.pool.check(frame);
-        self.packet_offset(frame.index())
-    }
-
-    pub(super) fn packet_offset(&self, index: u32) -> usize {
-        let frames = self.pool.frame_count();
-        if index >= frames {
-            frames as usize * FRAME_SIZE + (index - frames) as usize * SLAB_SIZE + PACKET_OFFSET
-        } else {
-            index as usize * FRAME_SIZE + PACKET_OFFSET
-        }
-    }
-
-    /// Offset of `frame`'s packet start in the chunk [`Self::lend`] returns for it (always
-    /// [`PACKET_OFFSET`]).
-    pub fn offset_in_chunk(&self, frame: &Frame) -> usize {
-        self.pool.check(frame);
-        PACKET_OFFSET
-    }
-
-    /// Bytes `frame` can hold, from its packet start to the end of its chunk or slab.
-    pub fn frame_capacity(&self, frame: &Frame) -> usize {
-        self.pool.check(frame);
-        if self.pool.is_slab(frame.index()) {
-            SLAB_CAPACITY
-        } else {
-            FRAME_CAPACITY
-        }
-    }
-
-    /// Longest frame this port receives and transmits ([`PacketConfig::max_frame_len`]).
-    pub fn max_frame_len(&self) -> usize {
-        self.max_frame_len
-    }
-
-    /// The jumbo slabs as a second io_uring arena, if this is a jumbo port.
-    pub fn slab_arena(&self) -> Option<&Arc<Arena>> {
-        self.lender.slab_arena()
-    }
-
-    /// Slabs per ownership state.
-    pub fn slab_counts(&self) -> FrameCounts {
-        self.pool.slab_counts()
-    }
-
-    /// True if `frame` is a jumbo slab.
-    pub fn is_slab(&self, frame: &Frame) -> bool {
-        self.pool.is_slab(frame.index())
-    }
-
-    /// Counters of the jumbo path: `upgrades`, `upgrade_no_slab` (the RX copy into a slab is
-    /// the port's ordinary RX copy, counted in [`PacketStats`]).
-    pub fn jumbo_stats(&self) -> JumboStats {
-        self.jumbo
-    }
-
-    /// As `XskPort::upgrade`: `frame` unchanged if it holds `needed` bytes, else its received
-    /// bytes copied into a free slab (the frame is released); `Err(frame)` when no slab is
-    /// free. Panics if `needed` exceeds [`Self::max_frame_len`].
-    pub fn upgrade(&mut self, frame: Frame, needed: usize) -> Result<Frame, Frame> {
-        if self.frame_capacity(&frame) >= needed {
-            return Ok(frame);
-        }
-        assert!(
-            needed <= self.max_frame_len,
-            "upgrade to {needed} bytes: this port carries at most {}",
-            self.max_frame_len
-        );
-        let Some(slab) = self.pool.take_free_slab() else {
-            self.jumbo.upgrade_no_slab += 1;
-            return Err(frame);
-        };
-        let len = frame.len();
-        let src = self.area.at(self.umem_offset(&frame));
-        let dst = self.area.at(self.packet_offset(slab));
-        // SAFETY: the frame is held by the application (checked) and the slab was just taken
-        // (state Rx, no handle): both are ours, in disjoint chunks of the area, and `len` fits
-        // both (the frame's received length is at most a chunk's capacity).
-        unsafe { std::ptr::copy_nonoverlapping(src, dst, len) };
-        self.pool.release(frame);
-        self.jumbo.upgrades += 1;
-        Ok(self.pool.handle(slab, len))
-    }
-
-    /// A free slab for building a jumbo frame from scratch, or `None`.
-    pub fn alloc_slab(&mut self) -> Option<Frame> {
-        let slab = self.pool.take_free_slab()?;
-        Some(self.pool.handle(slab, 0))
-    }
-
-    /// The received packet (`frame.len()` bytes).
-    pub fn data<'a>(&'a self, frame: &'a Frame) -> &'a [u8] {
-        let offset = self.umem_offset(frame);
-        assert!(frame.len() <= self.frame_capacity(frame));
-        // SAFETY: `check` (in `umem_offset`) proved the frame is held by the application; the
-        // area is private to this process and the kernel never touches it, and the shared
-        // borrow of the unique handle rules out a concurrent `data_mut` of the same frame. The
-        // range ends inside the frame's chunk, which is inside the mapping.
-        unsafe { std::slice::from_raw_parts(self.area.at(offset), frame.len()) }
-    }
-
-    /// The whole frame buffer, from the packet start to the end of the chunk or slab
-    /// ([`Self::frame_capacity`] bytes), for building a reply in place. The first `frame.len()`
-    /// bytes are the received packet.
-    pub fn data_mut<'a>(&'a self, frame: &'a mut Frame) -> &'a mut [u8] {
-        let offset = self.umem_offset(frame);
-        let capacity = self.frame_capacity(frame);
-        // SAFETY: as in `data`, plus the exclusive borrow of the unique handle guarantees no
-        // other slice of this frame exists while this one lives.
-        unsafe { std::slice::from_raw_parts_mut(self.area.at(offset), capacity) }
+    /// The frames, for the calls that change them (alloc, lend, upgrade, transmit, ...).
+    pub fn frames_mut(&mut self) -> &mut FrameArea {
+        &mut self.frames
     }
 
     /// Nothing to do: AF_PACKET has no fill ring (frames are taken when packets are copied).
@@ -380,13 +194,13 @@ impl PacketPort {
 
     /// An empty burst for [`Self::rx_burst_into`] (made once, reused every iteration).
     pub fn new_burst(&self) -> RxBurst {
-        RxBurst::new(self.pool.id())
+        self.frames.new_burst()
     }
 
     /// As [`Self::rx_burst`], into `burst`, which must be empty (every frame of its previous
     /// use taken): nothing is zeroed or moved per call.
     pub fn rx_burst_into(&mut self, burst: &mut RxBurst, max: usize) {
-        burst.reset(self.pool.id());
+        self.frames.reset_burst(burst);
         let max = max.min(RX_BURST_MAX);
         let mut taken = 0;
         while taken < max {
@@ -399,38 +213,37 @@ impl PacketPort {
                 0
             };
             let wire_len = packet.captured + tag_len;
-            let fits = packet.captured == packet.len
-                && packet.captured >= MACS_LEN
-                && wire_len <= self.max_frame_len;
+            let whole = packet.captured == packet.len && packet.captured >= MACS_LEN;
             if packet.captured >= MACS_LEN && !self.dst_filter.accepts(self.dst_of(&packet)) {
                 self.stats.rx_foreign_dst += 1;
-            } else if fits {
-                let taken_index = if wire_len <= FRAME_CAPACITY {
-                    self.pool
-                        .take_free(FrameState::Rx)
-                        .ok_or(&mut self.stats.rx_no_free_frame)
-                } else {
-                    self.pool
-                        .take_free_slab()
-                        .ok_or(&mut self.stats.rx_no_free_slab)
-                };
-                let index = match taken_index {
+            } else if whole {
+                let index = match self.frames.take_rx(wire_len) {
                     Ok(index) => index,
-                    Err(counter) => {
-                        *counter += 1;
+                    Err(NoRoom::TooLong) => {
+                        self.stats.rx_too_long += 1;
+                        self.rings.rx.advance(&self.rings.map, &packet);
+                        continue;
+                    }
+                    Err(NoRoom::NoFrame) => {
+                        self.stats.rx_no_free_frame += 1;
+                        break;
+                    }
+                    Err(NoRoom::NoSlab) => {
+                        self.stats.rx_no_free_slab += 1;
                         break;
                     }
                 };
-                let dst = self.area.at(self.packet_offset(index));
+                let dst = self.frames.packet_ptr(index);
                 let src = self.rings.map.at(packet.data);
                 // SAFETY: `src..src + captured` is inside the block or slot `peek` found
                 // user-owned (it asserted the bounds); `dst..dst + wire_len` is inside frame
-                // (or slab) `index` (wire_len <= its capacity), which just moved Free -> Rx, so
-                // nobody else uses it. Ring and area are distinct mappings: no overlap.
+                // (or slab) `index` (`take_rx` chose one whose capacity holds wire_len), which
+                // just moved Free -> Rx without a handle, so nobody else uses it. Ring and
+                // frame area are distinct mappings: no overlap.
                 unsafe { copy_restoring_tag(src, dst, packet.captured, packet.vlan) };
                 self.stats.rx_frames += 1;
                 self.stats.rx_copy_bytes += wire_len as u64;
-                burst.push(self.pool.handle(index, wire_len));
+                burst.push(self.frames.received(index, wire_len));
                 taken += 1;
             } else {
                 self.stats.rx_too_long += 1;
@@ -489,26 +302,6 @@ impl PacketPort {
         Ok(self.rings.rx.ready(&self.rings.map))
     }
 
-    /// A free frame for building a packet from scratch (e.g. an advertisement), or `None` if
-    /// every frame is in use.
-    pub fn alloc(&mut self) -> Option<Frame> {
-        let index = self.pool.take_free(FrameState::Rx)?;
-        Some(self.pool.handle(index, 0))
-    }
-
-    /// Gives a frame back without sending it (e.g. a dropped request).
-    pub fn release(&mut self, frame: Frame) {
-        self.pool.release(frame);
-    }
-
-    /// Queues the first `len` bytes of `frame` for transmission (sent by the next
-    /// [`Self::flush_tx`]). Frames shorter than 60 bytes are zero-padded to 60. Never fails: the
-    /// queue has room for every frame.
-    pub fn transmit(&mut self, mut frame: Frame, len: usize) {
-        let wire_len = pad_for_wire(self.data_mut(&mut frame), len);
-        self.pool.queue_tx(frame, wire_len, &mut self.tx_queued);
-    }
-
     /// Copies queued frames into free TX ring slots (as many as there are), frees those frames
     /// at once, and kicks the kernel with one `send` for the whole batch. Returns the number
     /// moved; the rest stay queued for the next call. A kick that fails transiently (socket
@@ -516,7 +309,7 @@ impl PacketPort {
     pub fn flush_tx(&mut self) -> Result<usize, PacketError> {
         let layout = self.rings.tx_layout;
         let mut moved = 0;
-        for &(index, len) in &self.tx_queued {
+        for &(index, len) in self.frames.tx_queued() {
             let slot = self.rings.tx_head;
             // Acquire: pairs with the kernel's store of TP_STATUS_AVAILABLE in
             // `tpacket_destruct_skb` (made once it is done with the slot's bytes), so our
@@ -530,7 +323,7 @@ impl PacketPort {
                 self.stats.tx_malformed += 1;
             }
             let base = self.rings.map.at(self.rings.tx_slot(slot));
-            let src = self.area.at(self.packet_offset(index));
+            let src = self.frames.packet_ptr(index);
             let tp_len = u32::try_from(len).expect("len <= frame capacity");
             // SAFETY: the slot is ours (status neither SEND_REQUEST nor SENDING, loaded with
             // Acquire): the kernel does not read it until we store SEND_REQUEST. The header
@@ -557,13 +350,8 @@ impl PacketPort {
             self.stats.tx_copy_bytes += len as u64;
             moved += 1;
         }
-        for &(index, _) in &self.tx_queued[..moved] {
-            // The copy into the ring is the completion: the frame is free at once.
-            self.pool
-                .transition(index, FrameState::Tx, FrameState::Completion);
-            self.pool.put_free(index, FrameState::Completion);
-        }
-        self.tx_queued.drain(..moved);
+        // The copy into the ring is the completion: the frames are free at once.
+        self.frames.sent(moved);
         self.tx_completed += moved;
         if moved > 0 {
             self.tx_requested = true;

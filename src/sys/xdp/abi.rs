@@ -16,7 +16,7 @@ pub const AOE_VERSION: u8 = 1;
 /// `AOE_FLAG_RESPONSE`: the response flag (low nibble of the first AoE byte).
 pub const AOE_FLAG_RESPONSE: u8 = 0x08;
 /// `AOE_COMMON_HEADER_LEN`: AoE frames shorter than Ethernet header + this pass to the kernel.
-pub const AOE_COMMON_HEADER_LEN: usize = 10;
+pub const AOE_COMMON_HEADER_LEN: usize = crate::wire::AOE_HEADER_LEN;
 /// `AOE_XSKS_MAP_MAX_ENTRIES`: the highest RX queue id + 1 that can have a socket (and
 /// counters: `aoe_counters` has one entry per queue too).
 pub const XSKS_MAP_MAX_ENTRIES: u32 = 256;

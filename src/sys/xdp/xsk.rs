@@ -295,7 +295,9 @@ impl XskPort {
         validate(config)?;
         // Multi-buffer and slabs only where frames can be longer than a chunk.
         let jumbo = crate::sys::interface::mtu(interface).map_or(true, |mtu| {
-            usize::try_from(mtu).map_or(true, |mtu| mtu + JUMBO_HEADER_LEN > FRAME_CAPACITY)
+            usize::try_from(mtu).map_or(true, |mtu| {
+                mtu + crate::wire::VLAN_HEADER_LEN > FRAME_CAPACITY
+            })
         });
         let slab_chunks = if jumbo {
             config.slab_count() as usize * SLAB_CHUNKS
@@ -1055,9 +1057,6 @@ impl XskPort {
         Ok(())
     }
 }
-
-/// Ethernet header plus one 802.1Q tag: what a frame adds to the MTU.
-const JUMBO_HEADER_LEN: usize = 14 + 4;
 
 fn validate(config: &XskConfig) -> Result<(), XskError> {
     let rings = [

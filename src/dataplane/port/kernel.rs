@@ -1,0 +1,263 @@
+//! The ports the target serves: [`XskPort`] (AF_XDP) and [`PacketPort`] (AF_PACKET), each a
+//! [`NetPort`], and [`Port`], the one of the two a unit was given.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::{KernelCounters, NetPort, PortError};
+use crate::sys::frame::{Frame, JumboStats, RxBurst};
+use crate::sys::mem::{Arena, Chunk};
+use crate::sys::packet::PacketPort;
+use crate::sys::xdp::xsk::XskPort;
+
+/// The transport of one port the target serves.
+#[derive(Debug)]
+pub enum Port {
+    /// AF_XDP socket fed by the XDP program.
+    Xsk(XskPort),
+    /// AF_PACKET socket with mmap rings (the fallback; one copy each way).
+    Packet(PacketPort),
+}
+
+impl NetPort for XskPort {
+    fn kind(&self) -> &'static str {
+        "af_xdp"
+    }
+    fn new_burst(&self) -> RxBurst {
+        XskPort::new_burst(self)
+    }
+    fn rx_burst_into(&mut self, burst: &mut RxBurst, max: usize) {
+        XskPort::rx_burst_into(self, burst, max);
+    }
+    fn data<'a>(&'a self, frame: &'a Frame) -> &'a [u8] {
+        XskPort::data(self, frame)
+    }
+    fn data_mut<'a>(&'a self, frame: &'a mut Frame) -> &'a mut [u8] {
+        XskPort::data_mut(self, frame)
+    }
+    fn offset_in_chunk(&self, frame: &Frame) -> usize {
+        XskPort::offset_in_chunk(self, frame)
+    }
+    fn max_frame_len(&self) -> usize {
+        XskPort::max_frame_len(self)
+    }
+    fn frame_capacity(&self, frame: &Frame) -> usize {
+        XskPort::frame_capacity(self, frame)
+    }
+    fn upgrade(&mut self, frame: Frame, needed: usize) -> Result<Frame, Frame> {
+        XskPort::upgrade(self, frame, needed)
+    }
+    fn alloc(&mut self) -> Option<Frame> {
+        XskPort::alloc(self)
+    }
+    fn release(&mut self, frame: Frame) {
+        XskPort::release(self, frame);
+    }
+    fn transmit(&mut self, frame: Frame, len: usize) {
+        XskPort::transmit(self, frame, len);
+    }
+    fn flush_tx(&mut self) -> Result<usize, PortError> {
+        Ok(XskPort::flush_tx(self)?)
+    }
+    fn reap_completions(&mut self) -> usize {
+        XskPort::reap_completions(self)
+    }
+    fn refill(&mut self) -> Result<usize, PortError> {
+        Ok(XskPort::refill(self)?)
+    }
+    fn wait_rx(&mut self, timeout: Duration) -> Result<bool, PortError> {
+        Ok(XskPort::wait_rx(self, timeout)?)
+    }
+    fn prepare_nap(&mut self) -> Result<(), PortError> {
+        Ok(self.fill_all()?)
+    }
+    fn io_arena(&self) -> &Arc<Arena> {
+        XskPort::io_arena(self)
+    }
+    fn slab_arena(&self) -> Option<&Arc<Arena>> {
+        XskPort::slab_arena(self)
+    }
+    fn lend(&mut self, frame: Frame) -> Chunk {
+        XskPort::lend(self, frame)
+    }
+    fn reclaim(&mut self, chunk: Chunk) -> Frame {
+        XskPort::reclaim(self, chunk)
+    }
+    fn jumbo_stats(&self) -> JumboStats {
+        XskPort::jumbo_stats(self)
+    }
+    fn kernel_counters(&self) -> Result<KernelCounters, PortError> {
+        let stats = self.stats()?;
+        Ok(KernelCounters {
+            rx_dropped: stats.rx_dropped + stats.rx_ring_full,
+            fill_empty: stats.rx_fill_ring_empty_descs,
+            fill_depth: self.fill_target(),
+        })
+    }
+    /// Counted by the XDP program for this queue (one `bpf` system call); 0 for a socket that
+    /// was never given its program's counters.
+    fn foreign_dst(&self) -> std::io::Result<u64> {
+        self.program_counters()
+            .map_or(Ok(0), |counters| counters.map(|c| c.passed_foreign_dst))
+    }
+}
+
+impl NetPort for PacketPort {
+    fn kind(&self) -> &'static str {
+        "af_packet"
+    }
+    fn new_burst(&self) -> RxBurst {
+        PacketPort::new_burst(self)
+    }
+    fn rx_burst_into(&mut self, burst: &mut RxBurst, max: usize) {
+        PacketPort::rx_burst_into(self, burst, max);
+    }
+    fn data<'a>(&'a self, frame: &'a Frame) -> &'a [u8] {
+        self.frames().data(frame)
+    }
+    fn data_mut<'a>(&'a self, frame: &'a mut Frame) -> &'a mut [u8] {
+        self.frames().data_mut(frame)
+    }
+    fn offset_in_chunk(&self, frame: &Frame) -> usize {
+        self.frames().offset_in_chunk(frame)
+    }
+    fn max_frame_len(&self) -> usize {
+        self.frames().max_frame_len()
+    }
+    fn frame_capacity(&self, frame: &Frame) -> usize {
+        self.frames().frame_capacity(frame)
+    }
+    fn upgrade(&mut self, frame: Frame, needed: usize) -> Result<Frame, Frame> {
+        self.frames_mut().upgrade(frame, needed)
+    }
+    fn alloc(&mut self) -> Option<Frame> {
+        self.frames_mut().alloc()
+    }
+    fn release(&mut self, frame: Frame) {
+        self.frames_mut().release(frame);
+    }
+    fn transmit(&mut self, frame: Frame, len: usize) {
+        self.frames_mut().transmit(frame, len);
+    }
+    fn flush_tx(&mut self) -> Result<usize, PortError> {
+        Ok(PacketPort::flush_tx(self)?)
+    }
+    fn reap_completions(&mut self) -> usize {
+        PacketPort::reap_completions(self)
+    }
+    fn refill(&mut self) -> Result<usize, PortError> {
+        Ok(0)
+    }
+    fn wait_rx(&mut self, timeout: Duration) -> Result<bool, PortError> {
+        Ok(PacketPort::wait_rx(self, timeout)?)
+    }
+    fn io_arena(&self) -> &Arc<Arena> {
+        self.frames().io_arena()
+    }
+    fn slab_arena(&self) -> Option<&Arc<Arena>> {
+        self.frames().slab_arena()
+    }
+    fn lend(&mut self, frame: Frame) -> Chunk {
+        self.frames_mut().lend(frame)
+    }
+    fn reclaim(&mut self, chunk: Chunk) -> Frame {
+        self.frames_mut().reclaim(chunk)
+    }
+    fn jumbo_stats(&self) -> JumboStats {
+        self.frames().jumbo_stats()
+    }
+    fn kernel_counters(&self) -> Result<KernelCounters, PortError> {
+        Ok(KernelCounters {
+            rx_dropped: self.stats()?.rx_kernel_drops,
+            ..KernelCounters::default()
+        })
+    }
+    /// Counted by the port itself (no system call).
+    fn foreign_dst(&self) -> std::io::Result<u64> {
+        Ok(PacketPort::foreign_dst(self))
+    }
+}
+
+macro_rules! delegate {
+    ($self:ident, $port:ident => $call:expr) => {
+        match $self {
+            Port::Xsk($port) => $call,
+            Port::Packet($port) => $call,
+        }
+    };
+}
+
+impl NetPort for Port {
+    fn kind(&self) -> &'static str {
+        delegate!(self, p => p.kind())
+    }
+    fn new_burst(&self) -> RxBurst {
+        delegate!(self, p => NetPort::new_burst(p))
+    }
+    fn rx_burst_into(&mut self, burst: &mut RxBurst, max: usize) {
+        delegate!(self, p => NetPort::rx_burst_into(p, burst, max));
+    }
+    fn data<'a>(&'a self, frame: &'a Frame) -> &'a [u8] {
+        delegate!(self, p => NetPort::data(p, frame))
+    }
+    fn data_mut<'a>(&'a self, frame: &'a mut Frame) -> &'a mut [u8] {
+        delegate!(self, p => NetPort::data_mut(p, frame))
+    }
+    fn offset_in_chunk(&self, frame: &Frame) -> usize {
+        delegate!(self, p => NetPort::offset_in_chunk(p, frame))
+    }
+    fn max_frame_len(&self) -> usize {
+        delegate!(self, p => NetPort::max_frame_len(p))
+    }
+    fn frame_capacity(&self, frame: &Frame) -> usize {
+        delegate!(self, p => NetPort::frame_capacity(p, frame))
+    }
+    fn upgrade(&mut self, frame: Frame, needed: usize) -> Result<Frame, Frame> {
+        delegate!(self, p => NetPort::upgrade(p, frame, needed))
+    }
+    fn alloc(&mut self) -> Option<Frame> {
+        delegate!(self, p => NetPort::alloc(p))
+    }
+    fn release(&mut self, frame: Frame) {
+        delegate!(self, p => NetPort::release(p, frame));
+    }
+    fn transmit(&mut self, frame: Frame, len: usize) {
+        delegate!(self, p => NetPort::transmit(p, frame, len));
+    }
+    fn flush_tx(&mut self) -> Result<usize, PortError> {
+        delegate!(self, p => NetPort::flush_tx(p))
+    }
+    fn reap_completions(&mut self) -> usize {
+        delegate!(self, p => NetPort::reap_completions(p))
+    }
+    fn refill(&mut self) -> Result<usize, PortError> {
+        delegate!(self, p => NetPort::refill(p))
+    }
+    fn wait_rx(&mut self, timeout: Duration) -> Result<bool, PortError> {
+        delegate!(self, p => NetPort::wait_rx(p, timeout))
+    }
+    fn prepare_nap(&mut self) -> Result<(), PortError> {
+        delegate!(self, p => NetPort::prepare_nap(p))
+    }
+    fn io_arena(&self) -> &Arc<Arena> {
+        delegate!(self, p => NetPort::io_arena(p))
+    }
+    fn slab_arena(&self) -> Option<&Arc<Arena>> {
+        delegate!(self, p => NetPort::slab_arena(p))
+    }
+    fn lend(&mut self, frame: Frame) -> Chunk {
+        delegate!(self, p => NetPort::lend(p, frame))
+    }
+    fn reclaim(&mut self, chunk: Chunk) -> Frame {
+        delegate!(self, p => NetPort::reclaim(p, chunk))
+    }
+    fn jumbo_stats(&self) -> JumboStats {
+        delegate!(self, p => NetPort::jumbo_stats(p))
+    }
+    fn kernel_counters(&self) -> Result<KernelCounters, PortError> {
+        delegate!(self, p => NetPort::kernel_counters(p))
+    }
+    fn foreign_dst(&self) -> std::io::Result<u64> {
+        delegate!(self, p => NetPort::foreign_dst(p))
+    }
+}
