@@ -4,19 +4,23 @@
 //!
 //! ```text
 //!   main.rs / bin/*     CLI, logging, signal handling (anyhow lives only here)
-//!   dataplane/          pinned workers: RX burst -> aoe -> storage -> TX; ports, interfaces,
-//!                       statistics and the statistics socket (`control-socket`)
-//!   service.rs          a synchronous, single-threaded target for tests, the fuzzer and demos
+//!   service.rs          the real worker on in-memory ports, one frame at a time (conformance
+//!                       tests, the fuzzer)
+//!   dataplane/          pinned workers: RX burst -> aoe -> storage -> TX over the port seam
+//!                       (`port::NetPort`: the AF_XDP and AF_PACKET ports, a loopback and a
+//!                       fault-injecting port); `io.rs` where worker and storage meet; queues,
+//!                       interfaces, statistics and the statistics socket (`control-socket`)
 //!   config/             RawConfig (serde) -> Config (validated)
 //!   initiator/          the initiator side: request frames, a client, the load generator
-//!   aoe/                AoE/ATA semantics, sans-IO: request frame -> storage ops + replies;
-//!                       `aoe::control` is AoE's Query/Set Config command
+//!   aoe/                AoE/ATA semantics, sans-IO: a frame classified once (`aoe::Request`) ->
+//!                       storage ops + replies; `aoe::control` is AoE's control commands
 //!   storage/            exports, io_uring engine, synchronous oracle engine, merging
 //!   state_dir.rs        persistent device state on disk
 //!   wire/               typed, bounds-checked views over frame bytes; no I/O, no alloc
 //!   sys/                the one folder exempt from `deny(unsafe_code)`: what talks to the kernel —
-//!                       buffer memory, frame layout and ownership, io_uring, file mappings, AF_XDP
-//!                       (`sys/xdp/`), AF_PACKET (`sys/packet/`), syscall helpers, interface facts
+//!                       buffer memory, frame layout and ownership, private frame areas, io_uring,
+//!                       file mappings, AF_XDP (`sys/xdp/`), AF_PACKET (`sys/packet/`), syscall
+//!                       helpers, interface facts
 //! ```
 //!
 //! Invariants: `wire/` and `aoe/` do no I/O and read no clock (`now` is a parameter);
