@@ -5,10 +5,10 @@ use crate::sys::packet::burst::BurstSocket;
 
 #[derive(Debug)]
 pub(super) struct Port {
-    pub(super) interface: String,
-    pub(super) socket: BurstSocket,
+    pub interface: String,
+    pub socket: BurstSocket,
     /// Paths on this interface (indexes into `State::paths`).
-    pub(super) paths: Vec<usize>,
+    pub paths: Vec<usize>,
 }
 
 impl Port {

@@ -11,9 +11,9 @@ pub(super) const ATA_DATA_OFFSET: usize = 36;
 /// What a slot remembers about its request.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(super) struct Request {
-    pub(super) io: Io,
+    pub io: Io,
     /// Generation stamped into a write's sectors (`verify`), else 0.
-    pub(super) stamp: u32,
+    pub stamp: u32,
 }
 
 /// Writes the request frame for `request` with `tag` into `buf`; returns its length.

@@ -20,43 +20,43 @@ const PICK_TRIES: u32 = 8;
 /// One path of the run: where its requests go, its window and what it completed.
 #[derive(Debug)]
 pub(super) struct Path {
-    pub(super) route: Route,
+    pub route: Route,
     /// Index into [`LoadConfig::devices`](super::LoadConfig::devices) (and the workloads).
-    pub(super) device: usize,
-    pub(super) lba48: bool,
-    pub(super) port: usize,
-    pub(super) sectors: u8,
-    pub(super) window: Window<Request>,
-    pub(super) requests: u64,
+    pub device: usize,
+    pub lba48: bool,
+    pub port: usize,
+    pub sectors: u8,
+    pub window: Window<Request>,
+    pub requests: u64,
 }
 
 #[derive(Clone, Copy, Debug, Default)]
 pub(super) struct Counters {
-    pub(super) requests: u64,
-    pub(super) bytes: u64,
-    pub(super) retransmits: u64,
-    pub(super) errors: u64,
-    pub(super) verify_failures: u64,
-    pub(super) latency_sum_ns: u64,
+    pub requests: u64,
+    pub bytes: u64,
+    pub retransmits: u64,
+    pub errors: u64,
+    pub verify_failures: u64,
+    pub latency_sum_ns: u64,
     /// Time spent in rounds that received or sent something (the rest is polling).
-    pub(super) busy_ns: u64,
+    pub busy_ns: u64,
 }
 
 /// Everything but the sockets, so replies (borrowed from a socket) can update it.
 #[derive(Debug)]
 pub(super) struct State {
-    pub(super) tries: u32,
-    pub(super) paths: Vec<Path>,
-    pub(super) ledger: Option<Ledger>,
-    pub(super) write_generation: u32,
-    pub(super) histogram: Histogram<u64>,
-    pub(super) counters: Counters,
+    pub tries: u32,
+    pub paths: Vec<Path>,
+    pub ledger: Option<Ledger>,
+    pub write_generation: u32,
+    pub histogram: Histogram<u64>,
+    pub counters: Counters,
     /// Bytes requested in the current phase (for `Stop::Bytes`).
-    pub(super) issued_bytes: u64,
+    pub issued_bytes: u64,
     /// Expired slots of one path (capacity SLOTS_MAX, never grows).
-    pub(super) expired: Vec<usize>,
+    pub expired: Vec<usize>,
     /// Error messages printed so far (the first few of each run are shown).
-    pub(super) errors_shown: u32,
+    pub errors_shown: u32,
 }
 
 impl State {
