@@ -14,8 +14,8 @@ use std::collections::BTreeMap;
 
 use toml::Spanned;
 
+use super::problems::Problems;
 use super::types::{MacAddr, MacList};
-use super::validate::Problems;
 
 /// The raw `[acls]` table: name (with span) → entries.
 pub(crate) type RawAcls = BTreeMap<Spanned<String>, Spanned<Vec<Spanned<String>>>>;

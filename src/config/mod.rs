@@ -17,10 +17,16 @@
 //! security feature (MACs can be forged).
 
 mod acl;
+mod address;
 mod backing;
+mod device;
+mod problems;
 mod raw;
+mod system;
+mod target;
 mod types;
 mod validate;
+mod values;
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -237,13 +243,13 @@ impl Config {
 
     /// Parses and validates TOML `text`; `origin` (a file name) prefixes every message.
     pub fn from_toml(text: &str, origin: &str) -> Result<Config, Error> {
-        Config::from_toml_with(text, origin, &validate::System::probe())
+        Config::from_toml_with(text, origin, &system::System::probe())
     }
 
     pub(crate) fn from_toml_with(
         text: &str,
         origin: &str,
-        system: &validate::System,
+        system: &system::System,
     ) -> Result<Config, Error> {
         let located = |mut errors: Vec<ConfigError>| {
             for error in &mut errors {
@@ -259,7 +265,7 @@ impl Config {
     /// Validates a configuration built in code (e.g. from the command line); messages carry
     /// `origin` but no line.
     pub fn from_raw(raw: RawConfig, origin: &str) -> Result<Config, Error> {
-        validate::validate(raw, &validate::System::probe()).map_err(|mut errors| {
+        validate::validate(raw, &system::System::probe()).map_err(|mut errors| {
             for error in &mut errors {
                 error.locate(None, origin);
             }

@@ -1,6 +1,6 @@
 //! Validation rules: one test per rejection, each asserting the file:line prefix and the key.
 
-use super::validate::{format_cpu_list, parse_cpu_list, System};
+use super::system::{format_cpu_list, parse_cpu_list, System};
 use super::*;
 
 fn system() -> System {
@@ -43,28 +43,38 @@ fn target_with(line: &str) -> String {
     format!("[target]\n{line}\n{DEVICE}")
 }
 
+/// `reject` of `target_with(line)`, with the problem at that line (2).
+#[track_caller]
+fn reject_target(line: &str, needles: &[&str]) -> Vec<ConfigError> {
+    reject(&target_with(line), 2, needles)
+}
+
 /// A valid `[target]` and one device table (starting on line 1) with `extra` lines appended
 /// from line 5 on.
 fn device_with(extra: &str) -> String {
     format!("{DEVICE}{extra}\n")
 }
 
+/// `reject` of `device_with(extra)`, with the problem at the first extra line (5).
+#[track_caller]
+fn reject_device(extra: &str, needles: &[&str]) -> Vec<ConfigError> {
+    reject(&device_with(extra), 5, needles)
+}
+
 // ---------------------------------------------------------------- syntax and shape
 
 #[test]
 fn test_rejects_unknown_target_key() {
-    reject(
-        &target_with("umem-frame = 4096"),
-        2,
+    reject_target(
+        "umem-frame = 4096",
         &["unknown field `umem-frame`", "umem-frames"],
     );
 }
 
 #[test]
 fn test_rejects_unknown_device_key() {
-    reject(
-        &device_with("readonly = true"),
-        5,
+    reject_device(
+        "readonly = true",
         &["unknown field `readonly`", "read-only"],
     );
 }
@@ -86,11 +96,7 @@ fn test_rejects_device_key_at_top_level_with_hint() {
 
 #[test]
 fn test_rejects_wrong_type() {
-    reject(
-        &target_with("umem-frames = \"many\""),
-        2,
-        &["expected an integer"],
-    );
+    reject_target("umem-frames = \"many\"", &["expected an integer"]);
 }
 
 #[test]
@@ -125,35 +131,28 @@ fn test_rejects_no_devices() {
 
 #[test]
 fn test_rejects_umem_frames_not_power_of_two() {
-    reject(
-        &target_with("umem-frames = 5000"),
-        2,
+    reject_target(
+        "umem-frames = 5000",
         &["target.umem-frames = 5000 is not a power of two; use 4096 or 8192"],
     );
 }
 
 #[test]
 fn test_rejects_umem_frames_out_of_range() {
-    reject(
-        &target_with("umem-frames = 32"),
-        2,
-        &["target.umem-frames", "64..=1048576"],
-    );
-    reject(
-        &target_with("umem-frames = -4096"),
-        2,
+    reject_target("umem-frames = 32", &["target.umem-frames", "64..=1048576"]);
+    reject_target(
+        "umem-frames = -4096",
         &["target.umem-frames", "out of range"],
     );
 }
 
 #[test]
 fn test_rejects_frame_size() {
-    reject(
-        &target_with("frame-size = 3000"),
-        2,
+    reject_target(
+        "frame-size = 3000",
         &["target.frame-size", "use 2048 or 4096"],
     );
-    reject(&target_with("frame-size = 8192"), 2, &["target.frame-size"]);
+    reject_target("frame-size = 8192", &["target.frame-size"]);
 }
 
 #[test]
@@ -164,9 +163,8 @@ fn test_rejects_ring_sizes_not_power_of_two() {
         "fill-ring-size",
         "completion-ring-size",
     ] {
-        reject(
-            &target_with(&format!("{key} = 1000")),
-            2,
+        reject_target(
+            &format!("{key} = 1000"),
             &[&format!(
                 "target.{key} = 1000 is not a power of two; use 512 or 1024"
             )],
@@ -182,43 +180,31 @@ fn test_rejects_ring_sizes_out_of_range() {
         "fill-ring-size",
         "completion-ring-size",
     ] {
-        reject(
-            &target_with(&format!("{key} = 32")),
-            2,
+        reject_target(
+            &format!("{key} = 32"),
             &[&format!("target.{key}"), "64..=65536"],
         );
-        reject(
-            &target_with(&format!("{key} = 131072")),
-            2,
-            &[&format!("target.{key}")],
-        );
+        reject_target(&format!("{key} = 131072"), &[&format!("target.{key}")]);
     }
 }
 
 #[test]
 fn test_rejects_uring_entries() {
-    reject(
-        &target_with("uring-entries = 100"),
-        2,
+    reject_target(
+        "uring-entries = 100",
         &["target.uring-entries", "64 or 128"],
     );
-    reject(
-        &target_with("uring-entries = 0"),
-        2,
-        &["target.uring-entries", "1..=32768"],
-    );
-    reject(
-        &target_with("uring-entries = 65536"),
-        2,
+    reject_target("uring-entries = 0", &["target.uring-entries", "1..=32768"]);
+    reject_target(
+        "uring-entries = 65536",
         &["target.uring-entries", "1..=32768"],
     );
 }
 
 #[test]
 fn test_rejects_umem_smaller_than_rings() {
-    reject(
-        &target_with("umem-frames = 2048"),
-        2,
+    reject_target(
+        "umem-frames = 2048",
         &[
             "target.umem-frames = 2048",
             "fill-ring-size + tx-ring-size = 4096",
@@ -226,18 +212,16 @@ fn test_rejects_umem_smaller_than_rings() {
         ],
     );
     // Without umem-frames in the file, the problem points at the ring that grew.
-    reject(
-        &target_with("fill-ring-size = 4096"),
-        2,
+    reject_target(
+        "fill-ring-size = 4096",
         &["target.umem-frames = 4096", "6144"],
     );
 }
 
 #[test]
 fn test_rejects_completion_ring_smaller_than_tx() {
-    reject(
-        &target_with("completion-ring-size = 1024"),
-        2,
+    reject_target(
+        "completion-ring-size = 1024",
         &[
             "target.completion-ring-size = 1024",
             "tx-ring-size = 2048",
@@ -248,18 +232,16 @@ fn test_rejects_completion_ring_smaller_than_tx() {
 
 #[test]
 fn test_rejects_idle() {
-    reject(
-        &target_with("idle = \"sleep\""),
-        2,
+    reject_target(
+        "idle = \"sleep\"",
         &["target.idle = \"sleep\"", "\"spin\" or \"poll\""],
     );
 }
 
 #[test]
 fn test_rejects_idle_spin_us() {
-    reject(
-        &target_with("idle-spin-us = 1000001"),
-        2,
+    reject_target(
+        "idle-spin-us = 1000001",
         &["target.idle-spin-us", "0..=1000000"],
     );
 }
@@ -279,23 +261,17 @@ fn test_idle_spin_us_is_read() {
 fn test_idle_nap_us() {
     let config = accept(&target_with("idle = \"poll\"\nidle-nap-us = 200"));
     assert_eq!(config.target.idle_nap_us, 200);
-    reject(
-        &target_with("idle-nap-us = 100001"),
-        2,
+    reject_target(
+        "idle-nap-us = 100001",
         &["target.idle-nap-us", "0..=100000"],
     );
-    reject(
-        &target_with("idle-nap-us = -1"),
-        2,
-        &["target.idle-nap-us", "0..=100000"],
-    );
+    reject_target("idle-nap-us = -1", &["target.idle-nap-us", "0..=100000"]);
 }
 
 #[test]
 fn test_rejects_socket() {
-    reject(
-        &target_with("socket = \"dpdk\""),
-        2,
+    reject_target(
+        "socket = \"dpdk\"",
         &["target.socket", "\"auto\", \"xdp\" or \"packet\""],
     );
 }
@@ -304,9 +280,8 @@ fn test_rejects_socket() {
 fn test_packet_ring() {
     let config = accept(&target_with("packet-ring = \"v3\""));
     assert_eq!(config.target.packet_ring, PacketRing::V3);
-    reject(
-        &target_with("packet-ring = \"v1\""),
-        2,
+    reject_target(
+        "packet-ring = \"v1\"",
         &["target.packet-ring", "\"v2\" or \"v3\""],
     );
 }
@@ -323,25 +298,22 @@ fn test_accept_any_destination() {
 #[test]
 fn test_rejects_accept_any_destination_not_a_boolean() {
     for value in ["\"yes\"", "1", "[\"eth0\"]"] {
-        reject(
-            &target_with(&format!("accept-any-destination = {value}")),
-            2,
+        reject_target(
+            &format!("accept-any-destination = {value}"),
             &["expected a boolean"],
         );
     }
     // A device key only under [target]: a device table does not take it.
-    reject(
-        &device_with("accept-any-destination = true"),
-        5,
+    reject_device(
+        "accept-any-destination = true",
         &["unknown field `accept-any-destination`"],
     );
 }
 
 #[test]
 fn test_rejects_xdp_mode() {
-    reject(
-        &target_with("xdp-mode = \"offload\""),
-        2,
+    reject_target(
+        "xdp-mode = \"offload\"",
         &["target.xdp-mode", "\"auto\", \"native\" or \"generic\""],
     );
 }
@@ -358,64 +330,50 @@ fn test_rejects_xdp_mode_with_packet_socket() {
 
 #[test]
 fn test_rejects_log_level() {
-    reject(
-        &target_with("log-level = \"verbose\""),
-        2,
+    reject_target(
+        "log-level = \"verbose\"",
         &["target.log-level", "\"trace\""],
     );
 }
 
 #[test]
 fn test_rejects_busy_poll_budget() {
-    reject(
-        &target_with("busy-poll-budget = 0"),
-        2,
+    reject_target(
+        "busy-poll-budget = 0",
         &["target.busy-poll-budget", "1..=65535"],
     );
-    reject(
-        &target_with("busy-poll-budget = 65536"),
-        2,
-        &["target.busy-poll-budget"],
-    );
+    reject_target("busy-poll-budget = 65536", &["target.busy-poll-budget"]);
 }
 
 #[test]
 fn test_rejects_busy_poll_usecs() {
-    reject(
-        &target_with("busy-poll-usecs = -1"),
-        2,
+    reject_target(
+        "busy-poll-usecs = -1",
         &["target.busy-poll-usecs", "0..=1000000"],
     );
 }
 
 #[test]
 fn test_rejects_merge_max_segments() {
-    reject(
-        &target_with("merge-max-segments = 0"),
-        2,
+    reject_target(
+        "merge-max-segments = 0",
         &["target.merge-max-segments", "1..=1024"],
     );
-    reject(
-        &target_with("merge-max-segments = 2048"),
-        2,
-        &["target.merge-max-segments"],
-    );
+    reject_target("merge-max-segments = 2048", &["target.merge-max-segments"]);
 }
 
 #[test]
 fn test_rejects_merge_delay_us() {
-    reject(
-        &target_with("merge-delay-us = 200000"),
-        2,
+    reject_target(
+        "merge-delay-us = 200000",
         &["target.merge-delay-us", "0..=100000"],
     );
 }
 
 #[test]
 fn test_rejects_empty_state_directory() {
-    reject(
-        &target_with("state-directory = \"\""),
-        2,
+    reject_target(
+        "state-directory = \"\"",
         &["target.state-directory is empty"],
     );
 }
@@ -423,20 +381,12 @@ fn test_rejects_empty_state_directory() {
 #[test]
 fn test_rejects_long_control_socket() {
     let line = format!("control-socket = \"/run/{}.sock\"", "x".repeat(100));
-    reject(
-        &target_with(&line),
-        2,
-        &["target.control-socket is 110 bytes", "107"],
-    );
+    reject_target(&line, &["target.control-socket is 110 bytes", "107"]);
 }
 
 #[test]
 fn test_rejects_empty_interfaces() {
-    reject(
-        &target_with("interfaces = []"),
-        2,
-        &["target.interfaces is empty"],
-    );
+    reject_target("interfaces = []", &["target.interfaces is empty"]);
 }
 
 #[test]
@@ -449,43 +399,32 @@ fn test_rejects_bad_interface_patterns() {
 
 #[test]
 fn test_rejects_duplicate_interface() {
-    reject(
-        &target_with("interfaces = [\"eth0\", \"eth0\"]"),
-        2,
+    reject_target(
+        "interfaces = [\"eth0\", \"eth0\"]",
         &["\"eth0\" is listed twice"],
     );
 }
 
 #[test]
 fn test_rejects_offline_worker_core() {
-    reject(
-        &target_with("worker-cores = [1, 7]"),
-        2,
+    reject_target(
+        "worker-cores = [1, 7]",
         &["target.worker-cores: core 7 is not online (online cores: 0-3)"],
     );
-    reject(
-        &target_with("worker-cores = [-1]"),
-        2,
-        &["core -1 is not online"],
-    );
+    reject_target("worker-cores = [-1]", &["core -1 is not online"]);
 }
 
 #[test]
 fn test_rejects_empty_worker_cores() {
-    reject(
-        &target_with("worker-cores = []"),
-        2,
+    reject_target(
+        "worker-cores = []",
         &["target.worker-cores is empty", "(0-3)"],
     );
 }
 
 #[test]
 fn test_rejects_duplicate_worker_core() {
-    reject(
-        &target_with("worker-cores = [1, 1]"),
-        2,
-        &["core 1 is listed twice"],
-    );
+    reject_target("worker-cores = [1, 1]", &["core 1 is listed twice"]);
 }
 
 #[test]
@@ -595,22 +534,17 @@ fn test_rejects_default_name_clash() {
 
 #[test]
 fn test_rejects_bad_names() {
-    reject(
-        &device_with("name = \"my disk\""),
-        5,
+    reject_device(
+        "name = \"my disk\"",
         &["device \"my disk\": name contains ' '"],
     );
-    reject(
-        &device_with("name = \".hidden\""),
-        5,
-        &["name starts with \".\""],
-    );
+    reject_device("name = \".hidden\"", &["name starts with \".\""]);
     reject(
         &device_with(&format!("name = \"{}\"", "n".repeat(33))),
         5,
         &["1..=32 characters"],
     );
-    reject(&device_with("name = \"\""), 5, &["1..=32 characters"]);
+    reject_device("name = \"\"", &["1..=32 characters"]);
 }
 
 #[test]
@@ -624,9 +558,8 @@ fn test_rejects_empty_path() {
 
 #[test]
 fn test_rejects_durability() {
-    reject(
-        &device_with("durability = \"fast\""),
-        5,
+    reject_device(
+        "durability = \"fast\"",
         &[
             "device \"e1.0\": durability = \"fast\"",
             "\"sync\" or \"writeback\"",
@@ -667,9 +600,8 @@ fn test_mapped_writes() {
 
 #[test]
 fn test_rejects_mapped_writes_without_writeback_or_with_direct_io_or_read_only() {
-    reject(
-        &device_with("mapped-writes = true"),
-        5,
+    reject_device(
+        "mapped-writes = true",
         &[
             "device \"e1.0\": mapped-writes = true",
             "durability = \"writeback\"",
@@ -722,18 +654,16 @@ fn test_rejects_mapped_reads_with_direct_io_or_resident() {
 
 #[test]
 fn test_rejects_negative_offset() {
-    reject(
-        &device_with("offset = -8"),
-        5,
+    reject_device(
+        "offset = -8",
         &["device \"e1.0\": offset = -8 is out of range"],
     );
 }
 
 #[test]
 fn test_rejects_zero_length() {
-    reject(
-        &device_with("length = 0"),
-        5,
+    reject_device(
+        "length = 0",
         &[
             "device \"e1.0\": length = 0 exports nothing",
             "remove length",
@@ -753,48 +683,35 @@ fn test_rejects_extent_beyond_lba48() {
 
 #[test]
 fn test_rejects_queue_length() {
-    reject(
-        &device_with("queue-length = 0"),
-        5,
+    reject_device(
+        "queue-length = 0",
         &["device \"e1.0\": queue-length = 0", "1..=65535"],
     );
-    reject(
-        &device_with("queue-length = 65536"),
-        5,
-        &["queue-length = 65536"],
-    );
+    reject_device("queue-length = 65536", &["queue-length = 65536"]);
 }
 
 #[test]
 fn test_rejects_identify_strings() {
     let long_model = format!("model = \"{}\"", "m".repeat(41));
-    reject(
-        &device_with(&long_model),
-        5,
+    reject_device(
+        &long_model,
         &["device \"e1.0\": model is 41 characters", "at most 40"],
     );
-    reject(
-        &device_with("serial = \"123456789012345678901\""),
-        5,
+    reject_device(
+        "serial = \"123456789012345678901\"",
         &["serial is 21 characters", "at most 20"],
     );
-    reject(
-        &device_with("model = \"disk\u{e9}\""),
-        5,
+    reject_device(
+        "model = \"disk\u{e9}\"",
         &["model contains 'é'", "printable ASCII"],
     );
 }
 
 #[test]
 fn test_rejects_device_interfaces() {
-    reject(
-        &device_with("interfaces = []"),
-        5,
-        &["device \"e1.0\": interfaces is empty"],
-    );
-    reject(
-        &device_with("interfaces = [\"a/b\"]"),
-        5,
+    reject_device("interfaces = []", &["device \"e1.0\": interfaces is empty"]);
+    reject_device(
+        "interfaces = [\"a/b\"]",
         &["device \"e1.0\": interfaces", "'/'"],
     );
 }
@@ -815,25 +732,19 @@ fn test_rejects_device_interface_outside_target() {
 
 #[test]
 fn test_rejects_unknown_accept_entry() {
-    reject(
-        &device_with("accept = [\"02:00:00:00:00:01\", \"friends\"]"),
-        5,
+    reject_device(
+        "accept = [\"02:00:00:00:00:01\", \"friends\"]",
         &["device \"e1.0\": accept: \"friends\" is neither a MAC address nor the name of an ACL"],
     );
 }
 
 #[test]
 fn test_rejects_group_mac() {
-    reject(
-        &device_with("deny = [\"ff:ff:ff:ff:ff:ff\"]"),
-        5,
+    reject_device(
+        "deny = [\"ff:ff:ff:ff:ff:ff\"]",
         &["device \"e1.0\": deny", "group (multicast or broadcast)"],
     );
-    reject(
-        &device_with("accept = [\"00:00:00:00:00:00\"]"),
-        5,
-        &["accept", "all-zero"],
-    );
+    reject_device("accept = [\"00:00:00:00:00:00\"]", &["accept", "all-zero"]);
 }
 
 #[test]

@@ -7,6 +7,7 @@ mod bpf;
 mod demo;
 mod deps;
 mod guest;
+mod loadgen;
 mod netns;
 mod soak;
 mod test;

@@ -24,6 +24,7 @@ use anyhow::{bail, ensure, Context, Result};
 use serde_json::Value;
 
 use crate::deps;
+use crate::loadgen::{self, Report};
 use crate::netns::{veth_pair, Daemon, Netns};
 use crate::util::{cargo, output, run, target_dir, ScratchDir};
 
@@ -123,25 +124,11 @@ pub fn soak(args: &SoakArgs) -> Result<()> {
     let mut loads = Vec::new();
     for path in 0..2 {
         let mut cmd = client_ns.exec(bin.join("aoe-bench"));
-        cmd.args([
-            "load",
-            "-i",
-            &format!("sc{path}"),
-            "-t",
-            &format!("1.{path}"),
-        ])
-        .args([
-            "--op",
-            "mixed",
-            "--verify",
-            "--depth",
-            "64",
-            "--json",
-            "--no-progress",
-        ])
-        .args(["--size", &REQUEST_SECTORS.to_string()])
-        .args(["--range-sectors", &range.to_string()])
-        .args(["--duration", &seconds.to_string()]);
+        let (interface, target) = (format!("sc{path}"), format!("1.{path}"));
+        loadgen::load(&mut cmd, &interface, &target, "mixed", 64, REQUEST_SECTORS)
+            .arg("--verify")
+            .args(["--range-sectors", &range.to_string()])
+            .args(["--duration", &seconds.to_string()]);
         let name = format!("initiator {path}");
         let report = dir.join(format!("load{path}.json"));
         loads.push((
@@ -182,7 +169,7 @@ pub fn soak(args: &SoakArgs) -> Result<()> {
             "{path:?}: initiator failed with {status}: {}",
             load.log_text()
         );
-        reports.push(serde_json::from_str::<Value>(&text).context("initiator JSON")?);
+        reports.push(serde_json::from_str::<Report>(&text).context("initiator JSON")?);
     }
     let stats: Value = serde_json::from_str(&output(
         target_ns
@@ -197,14 +184,11 @@ pub fn soak(args: &SoakArgs) -> Result<()> {
 }
 
 /// The checks of the module docs; prints what it compared.
-fn check(reports: &[Value], stats: &Value, samples: &[Sample], range: u64) -> Result<()> {
+fn check(reports: &[Report], stats: &Value, samples: &[Sample], range: u64) -> Result<()> {
     let number = |v: &Value, key: &str| v[key].as_u64().with_context(|| format!("no {key}"));
     for (path, report) in reports.iter().enumerate() {
-        let (requests, errors) = (number(report, "requests")?, number(report, "errors")?);
-        let (failures, retransmits) = (
-            number(report, "verify_failures")?,
-            number(report, "retransmits")?,
-        );
+        let (requests, errors) = (report.requests, report.errors);
+        let (failures, retransmits) = (report.verify_failures, report.retransmits);
         let device = stats["devices"]
             .as_array()
             .and_then(|d| d.iter().find(|d| d["name"] == format!("e1.{path}")))

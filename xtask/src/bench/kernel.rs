@@ -9,7 +9,7 @@
 //! (10 ms resolution). Each system gets a fresh backing file of that size under /var/tmp
 //! (written full of zeros and synced first, so that no round allocates blocks), its own
 //! namespaces and a fresh boot of the same guest: the target pinned to core
-//! [`super::TARGET_CORE`], QEMU to core [`super::INITIATOR_CORE`].
+//! [`super::rig::TARGET_CORE`], QEMU to core [`super::rig::INITIATOR_CORE`].
 //!
 //! Systems, each with its defaults: aoe-xdp from a configuration that sets only the interface,
 //! the worker core and the state and control paths (so `durability = "sync"`: every write is
@@ -33,7 +33,7 @@ use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 
-use super::{INITIATOR_CORE, MTU, TARGET_CORE};
+use super::rig::{INITIATOR_CORE, MTU, TARGET_CORE};
 use crate::deps;
 use crate::guest::{self, Guest, GuestSpec, Initramfs, Kernel};
 use crate::netns::{veth_pair, Daemon, Netns};

@@ -9,7 +9,11 @@ use std::path::Path;
 use anyhow::{anyhow, bail, Result};
 use plotters::prelude::*;
 
-use super::{Op, Pattern, Point, Profile, Results, SystemKind, Workload};
+use super::profile::Profile;
+use super::results::{Point, Results};
+use super::rig::BACKGROUND_WARN_CORES;
+use super::system::{SystemKind, NAP_US};
+use super::workload::{Op, Pattern, Workload};
 
 /// Marks the start of the generated section in README.md.
 pub const README_START: &str = "<!-- bench:start -->";
@@ -524,7 +528,7 @@ pub fn summary(results: &Results) -> String {
          ceiling of the path). One point offers a fixed load (`aoe-bench load --rate`) below \
          every system's maximum, where CPU per request measures work rather than polling.",
         meta.target_core,
-        super::NAP_US
+        NAP_US
     );
     let _ = writeln!(
         out,
@@ -544,7 +548,7 @@ pub fn summary(results: &Results) -> String {
     let disturbed: Vec<String> = results
         .systems
         .iter()
-        .filter(|r| r.status == "ok" && r.background_cores > super::BACKGROUND_WARN_CORES)
+        .filter(|r| r.status == "ok" && r.background_cores > BACKGROUND_WARN_CORES)
         .map(|r| format!("{} ({:.2} cores)", r.system.label(), r.background_cores))
         .collect();
     if !disturbed.is_empty() {
@@ -752,11 +756,12 @@ pub fn plot(results: &Results, path: &Path) -> Result<()> {
 
 #[cfg(test)]
 mod tests {
-    use super::super::{CpuSample, Latency, LoadResult, Meta, SystemRun};
+    use super::super::results::{medians, CpuSample, Meta, SystemRun};
     use super::*;
+    use crate::loadgen::report::{Latency, Report as LoadReport};
 
-    fn load(iops: f64) -> LoadResult {
-        LoadResult {
+    fn load(iops: f64) -> LoadReport {
+        LoadReport {
             requests: 3,
             bytes: 3072,
             duration_s: 3.0,
@@ -926,7 +931,7 @@ mod tests {
             sample(16, Some(20.0)),
             sample(64, Some(7.0)),
         ];
-        let rows = crate::bench::medians(&samples, &[workload(16), workload(64), workload(1)]);
+        let rows = medians(&samples, &[workload(16), workload(64), workload(1)]);
         let rates: Vec<Option<f64>> = rows
             .iter()
             .map(|p| p.load.as_ref().map(|l| l.iops))

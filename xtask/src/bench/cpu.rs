@@ -1,0 +1,186 @@
+//! What the target's CPU did: utime + stime from `/proc`, instructions from `perf stat`, and
+//! the machine's other load.
+
+use std::fs;
+use std::path::Path;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result};
+
+use super::results::CpuSample;
+use crate::netns::Daemon;
+
+/// CPU cost from two samples of (ticks, time) and the measured request rate.
+pub(super) fn cpu_sample(
+    first: (u64, Instant),
+    last: (u64, Instant),
+    clk_tck: u64,
+    iops: f64,
+    instructions: Option<(u64, f64)>,
+) -> CpuSample {
+    let cpu_s = last.0.saturating_sub(first.0) as f64 / clk_tck as f64;
+    let wall_s = last.1.duration_since(first.1).as_secs_f64().max(1e-6);
+    let utilisation = cpu_s / wall_s;
+    let per_second = iops.max(1e-9);
+    CpuSample {
+        cpu_s,
+        wall_s,
+        utilisation,
+        us_per_request: utilisation / per_second * 1e6,
+        instructions_per_request: instructions
+            .map(|(count, seconds)| count as f64 / (per_second * seconds.max(1e-6))),
+    }
+}
+
+/// Cores busy (all but idle and iowait time in `/proc/stat`) on average over `period`.
+pub(super) fn background_cores(period: Duration) -> Result<f64> {
+    let sample = || -> Result<(u64, u64)> {
+        let stat = fs::read_to_string("/proc/stat")?;
+        parse_cpu_line(&stat).context("unexpected /proc/stat")
+    };
+    let (busy0, total0) = sample()?;
+    std::thread::sleep(period);
+    let (busy1, total1) = sample()?;
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let total = total1.saturating_sub(total0).max(1) as f64;
+    Ok(busy1.saturating_sub(busy0) as f64 / total * cpus as f64)
+}
+
+/// (busy, total) ticks of the `cpu` line of `/proc/stat`: user nice system idle iowait irq
+/// softirq steal (guest time is already inside user).
+pub(super) fn parse_cpu_line(stat: &str) -> Option<(u64, u64)> {
+    let line = stat.lines().find(|l| l.starts_with("cpu "))?;
+    let ticks: Vec<u64> = line
+        .split_whitespace()
+        .skip(1)
+        .take(8)
+        .map(|t| t.parse().ok())
+        .collect::<Option<_>>()?;
+    if ticks.len() < 8 {
+        return None;
+    }
+    let total: u64 = ticks.iter().sum();
+    let idle = ticks[3] + ticks[4];
+    Some((total - idle, total))
+}
+
+/// utime + stime of process `pid`, in clock ticks (all its threads, dead ones included).
+pub(super) fn cpu_ticks(pid: u32) -> Result<u64> {
+    let path = format!("/proc/{pid}/stat");
+    let stat = fs::read_to_string(&path).with_context(|| format!("reading {path}"))?;
+    parse_stat_ticks(&stat).with_context(|| format!("unexpected {path}: {stat}"))
+}
+
+/// utime (field 14) + stime (field 15) of a `/proc/PID/stat` line. The command name (field 2)
+/// may contain spaces and parentheses, so fields are counted after the last ')'.
+pub(super) fn parse_stat_ticks(stat: &str) -> Option<u64> {
+    let rest = stat.get(stat.rfind(')')? + 1..)?;
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    // fields[0] is field 3 (state).
+    let utime: u64 = fields.get(11)?.parse().ok()?;
+    let stime: u64 = fields.get(12)?.parse().ok()?;
+    Some(utime + stime)
+}
+
+/// True when `perf stat -e instructions` counts (it is `<not supported>` on many VMs).
+pub(super) fn perf_instructions_supported() -> bool {
+    Command::new("perf")
+        .args(["stat", "-x,", "-e", "instructions", "true"])
+        .output()
+        .is_ok_and(|o| parse_perf_count(&String::from_utf8_lossy(&o.stderr)).is_some())
+}
+
+/// The instruction count in `perf stat -x,` output, if it was counted.
+pub(super) fn parse_perf_count(csv: &str) -> Option<u64> {
+    csv.lines().find_map(|line| {
+        let fields: Vec<&str> = line.split(',').collect();
+        let event = fields.get(2)?;
+        if event.starts_with("instructions") {
+            fields.first()?.trim().parse().ok()
+        } else {
+            None
+        }
+    })
+}
+
+/// `perf stat` attached to the target for about the measurement window.
+pub(super) struct PerfRun {
+    daemon: Daemon,
+    started: Instant,
+}
+
+/// Starts `perf stat` on `pid` for about `seconds` of measurement; its log goes to `scratch`.
+pub(super) fn start_perf(scratch: &Path, seconds: u32, pid: u32) -> Result<PerfRun> {
+    let seconds = f64::from(seconds) - 0.5;
+    let mut cmd = Command::new("perf");
+    cmd.args(["stat", "-x,", "-e", "instructions", "-p", &pid.to_string()])
+        .args(["--", "sleep", &format!("{:.2}", seconds.max(0.3))]);
+    let daemon = Daemon::spawn("perf stat", cmd, &scratch.join("perf.log"))?;
+    Ok(PerfRun {
+        daemon,
+        started: Instant::now(),
+    })
+}
+
+/// Waits for `perf stat` and returns (instructions, seconds counted).
+pub(super) fn finish_perf(mut perf: PerfRun) -> Option<(u64, f64)> {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while perf.daemon.exited().ok()?.is_none() {
+        if Instant::now() > deadline {
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let seconds = perf.started.elapsed().as_secs_f64();
+    parse_perf_count(&perf.daemon.log_text()).map(|count| (count, seconds))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stat_ticks_are_utime_plus_stime_even_with_odd_names() {
+        let stat = "4242 (aoe (x) bench) S 1 4242 4242 0 -1 4194560 150 0 0 0 \
+                    731 269 0 0 20 0 2 0 1000 0 0";
+        assert_eq!(parse_stat_ticks(stat), Some(731 + 269));
+        assert_eq!(parse_stat_ticks("4242 (short) S 1 2"), None);
+    }
+
+    #[test]
+    fn machine_load_counts_everything_but_idle_and_iowait() {
+        let stat = "cpu  100 5 50 800 40 3 2 0 0 0\ncpu0 50 2 25 400 20 1 1 0 0 0\n";
+        assert_eq!(parse_cpu_line(stat), Some((160, 1000)));
+        assert_eq!(parse_cpu_line("cpu0 1 2 3\n"), None);
+    }
+
+    #[test]
+    fn perf_counts_are_read_and_unsupported_counters_are_not() {
+        assert_eq!(
+            parse_perf_count("<not supported>,,instructions,0,100.00,,\n"),
+            None
+        );
+        assert_eq!(
+            parse_perf_count("12345678,,instructions:u,1000,100.00,,\n"),
+            Some(12_345_678)
+        );
+    }
+
+    #[test]
+    fn cpu_cost_is_utilisation_over_rate() {
+        let t0 = Instant::now();
+        let t1 = t0 + Duration::from_secs(2);
+        // 100 ticks of 10 ms over 2 s: half a core; at 50 000 IOPS that is 10 µs a request.
+        let sample = cpu_sample(
+            (1000, t0),
+            (1100, t1),
+            100,
+            50_000.0,
+            Some((4_000_000, 2.0)),
+        );
+        assert!((sample.utilisation - 0.5).abs() < 1e-9);
+        assert!((sample.us_per_request - 10.0).abs() < 1e-6);
+        assert_eq!(sample.instructions_per_request, Some(40.0));
+    }
+}

@@ -1,0 +1,161 @@
+//! What a run produced (`target/bench/results.json`): per system, its points and the CPU
+//! they cost; and the choice of the round shown for each point.
+
+use serde::{Deserialize, Serialize};
+
+use super::profile::Profile;
+use super::system::SystemKind;
+use super::workload::Workload;
+use crate::loadgen::Report as LoadReport;
+
+/// The target's CPU use during one point.
+#[derive(Clone, Copy, Debug, Serialize, Deserialize)]
+pub struct CpuSample {
+    /// utime + stime over the window, in seconds.
+    pub cpu_s: f64,
+    /// Length of the window.
+    pub wall_s: f64,
+    /// Cores busy on average (`cpu_s / wall_s`).
+    pub utilisation: f64,
+    /// Microseconds of CPU per request (`utilisation / iops`).
+    pub us_per_request: f64,
+    /// Instructions per request, where `perf stat -e instructions` works.
+    pub instructions_per_request: Option<f64>,
+}
+
+/// One measured point.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Point {
+    /// What was run.
+    pub workload: Workload,
+    /// The load generator's report, when it produced one.
+    pub load: Option<LoadReport>,
+    /// The target's CPU use.
+    pub cpu: Option<CpuSample>,
+    /// Why the point has no result.
+    pub error: Option<String>,
+    /// Where the target's CPU went (`perf record`), where perf can sample.
+    #[serde(default)]
+    pub profile: Option<Profile>,
+    /// Share of the backing file in the page cache when the point ended (`fincore`).
+    #[serde(default)]
+    pub cached: Option<f64>,
+}
+
+/// One system's run.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct SystemRun {
+    /// Which system.
+    pub system: SystemKind,
+    /// "ok", "n/a: reason" or "failed: reason".
+    pub status: String,
+    /// What the target said about itself (socket and attach modes).
+    pub notes: Vec<String>,
+    /// One point per workload: the round with the median rate.
+    pub points: Vec<Point>,
+    /// Every round's points, in run order.
+    #[serde(default)]
+    pub samples: Vec<Point>,
+    /// Cores busy with other work just before this system started: on a shared machine the
+    /// systems see different background load, which distorts their ratios.
+    #[serde(default)]
+    pub background_cores: f64,
+}
+
+fn one() -> u32 {
+    1
+}
+
+/// Facts about the run.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Meta {
+    /// UTC time of the start.
+    pub date: String,
+    /// `uname -r`.
+    pub kernel: String,
+    /// CPU model.
+    pub cpu_model: String,
+    /// Online CPUs.
+    pub cpus: usize,
+    /// Measured seconds per point.
+    pub seconds: u32,
+    /// Warm-up seconds per point.
+    pub warmup: u32,
+    /// `--quick`.
+    pub quick: bool,
+    /// Rounds: each row is the round with the median rate.
+    #[serde(default = "one")]
+    pub rounds: u32,
+    /// Link MTU.
+    pub mtu: u16,
+    /// Bytes per request.
+    pub request_bytes: u32,
+    /// Target and initiator cores.
+    pub target_core: u32,
+    /// Core of the load generator.
+    pub initiator_core: u32,
+    /// The backing store.
+    pub backing: String,
+    /// How CPU was measured.
+    pub cpu_method: String,
+    /// `getconf CLK_TCK`.
+    pub clk_tck: u64,
+}
+
+/// Everything a run produced (target/bench/results.json).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Results {
+    /// Facts about the run.
+    pub meta: Meta,
+    /// One entry per system, in run order.
+    pub systems: Vec<SystemRun>,
+}
+
+impl Results {
+    /// The run of `system`, if it produced data.
+    pub fn ok_run(&self, system: SystemKind) -> Option<&SystemRun> {
+        self.systems
+            .iter()
+            .find(|r| r.system == system && r.status == "ok")
+    }
+
+    /// `system`'s load result and CPU sample at `workload`.
+    pub fn point(
+        &self,
+        system: SystemKind,
+        workload: &Workload,
+    ) -> Option<(&LoadReport, Option<&CpuSample>)> {
+        let point = self
+            .ok_run(system)?
+            .points
+            .iter()
+            .find(|p| p.workload == *workload)?;
+        Some((point.load.as_ref()?, point.cpu.as_ref()))
+    }
+
+    /// Every workload measured by any system, in run order.
+    pub fn workloads(&self) -> Vec<Workload> {
+        let mut list: Vec<Workload> = Vec::new();
+        for point in self.systems.iter().flat_map(|s| &s.points) {
+            if !list.contains(&point.workload) {
+                list.push(point.workload);
+            }
+        }
+        list
+    }
+}
+
+/// Per workload, the sample with the median rate (a failed sample counts as the slowest).
+pub(super) fn medians(samples: &[Point], workloads: &[Workload]) -> Vec<Point> {
+    workloads
+        .iter()
+        .filter_map(|workload| {
+            let mut of: Vec<&Point> = samples.iter().filter(|p| p.workload == *workload).collect();
+            of.sort_by(|a, b| {
+                let rate = |p: &Point| p.load.as_ref().map_or(-1.0, |l| l.iops);
+                rate(a).total_cmp(&rate(b))
+            });
+            of.get(of.len() / 2).map(|p| (*p).clone())
+        })
+        .collect()
+}
