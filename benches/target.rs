@@ -24,19 +24,8 @@ const DATA_LEN: usize = SECTORS as usize * 512;
 
 fn target() -> Target {
     let params = DeviceParams {
-        name: "bench".into(),
-        shelf: 1,
-        slot: 0,
-        sectors: 1 << 20,
-        read_only: false,
         buffer_count: 64,
-        model: "aoe-xdp bench".into(),
-        serial: "bench-1".into(),
-        export: 0,
-        accept: Vec::new(),
-        deny: Vec::new(),
-        port_mask: u64::MAX,
-        broadcast: false,
+        ..DeviceParams::new(1, 0, 1 << 20, 0)
     };
     Target::new([(Arc::new(params), Arc::new(SharedState::default()))])
 }

@@ -21,7 +21,7 @@ use aoe_xdp::aoe::{
 use aoe_xdp::dataplane::io::io_request;
 use aoe_xdp::initiator::frames::{self, AtaCmd, Route};
 use aoe_xdp::storage::engine::{Engine, IoOp};
-use aoe_xdp::storage::export::{Durability, Export, ExportSpec};
+use aoe_xdp::storage::export::{Export, ExportSpec};
 use aoe_xdp::storage::sync_engine::SyncEngine;
 use aoe_xdp::storage::uring_engine::{UringConfig, UringEngine};
 use aoe_xdp::sys::layout::PACKET_OFFSET as FRAME_OFFSET;
@@ -145,15 +145,8 @@ impl Worker {
     fn new(op: IoOp, sequential: bool, kind: Kind) -> Worker {
         let file = backing_file();
         let spec = ExportSpec {
-            path: file.path().to_path_buf(),
-            offset_sectors: 0,
-            length_sectors: None,
-            read_only: false,
-            direct_io: false,
-            durability: Durability::Writeback,
-            resident: false,
             mapped_writes: true,
-            mapped_reads: false,
+            ..ExportSpec::whole_file(file.path())
         };
         let exports: Arc<[Export]> = Arc::new([Export::open(&spec).expect("open the export")]);
         let pool = ChunkPool::new(Arc::new(
@@ -170,19 +163,8 @@ impl Worker {
             Engine::Uring(engine)
         };
         let params = DeviceParams {
-            name: "bench".into(),
-            shelf: 1,
-            slot: 0,
-            sectors: FILE_SECTORS,
-            read_only: false,
             buffer_count: 64,
-            model: "aoe-xdp bench".into(),
-            serial: "bench-1".into(),
-            export: 0,
-            accept: Vec::new(),
-            deny: Vec::new(),
-            port_mask: u64::MAX,
-            broadcast: false,
+            ..DeviceParams::new(1, 0, FILE_SECTORS, 0)
         };
         Worker {
             target: Target::new([(Arc::new(params), Arc::new(SharedState::default()))]),

@@ -70,17 +70,7 @@ fn temp_file(sectors: u64) -> NamedTempFile {
 }
 
 fn spec(path: &Path) -> ExportSpec {
-    ExportSpec {
-        path: path.to_path_buf(),
-        offset_sectors: 0,
-        length_sectors: None,
-        read_only: false,
-        direct_io: false,
-        durability: Durability::Writeback,
-        resident: false,
-        mapped_writes: false,
-        mapped_reads: false,
-    }
+    ExportSpec::whole_file(path)
 }
 
 /// An export whose writes are acknowledged only after a group sync (`Durability::Sync`).

@@ -17,7 +17,7 @@ use aoe_xdp::dataplane::worker::{Unit, Worker};
 use aoe_xdp::initiator::frames::{self, AtaCmd, Reply, Route};
 use aoe_xdp::state_dir::StateDir;
 use aoe_xdp::storage::engine::Engine;
-use aoe_xdp::storage::export::{Durability, Export, ExportSpec};
+use aoe_xdp::storage::export::{Export, ExportSpec};
 use aoe_xdp::storage::uring_engine::{UringConfig, UringEngine};
 use aoe_xdp::sys::mem::Arena;
 use aoe_xdp::wire::ata::status as ata_status;
@@ -58,33 +58,8 @@ impl Disks {
         for slot in 0..count {
             let file = NamedTempFile::new_in("/var/tmp").unwrap();
             file.as_file().set_len(SECTORS * 512).unwrap();
-            let export = Export::open(&ExportSpec {
-                path: file.path().to_path_buf(),
-                offset_sectors: 0,
-                length_sectors: None,
-                read_only: false,
-                direct_io: false,
-                durability: Durability::Writeback,
-                resident: false,
-                mapped_writes: false,
-                mapped_reads: false,
-            })
-            .unwrap();
-            let params = DeviceParams {
-                name: format!("e1.{slot}"),
-                shelf: 1,
-                slot,
-                sectors: export.sectors(),
-                read_only: false,
-                buffer_count: 16,
-                model: "worker test".into(),
-                serial: format!("w{slot}"),
-                export: u16::from(slot),
-                accept: Vec::new(),
-                deny: Vec::new(),
-                port_mask: u64::MAX,
-                broadcast: false,
-            };
+            let export = Export::open(&ExportSpec::whole_file(file.path())).unwrap();
+            let params = DeviceParams::new(1, slot, export.sectors(), u16::from(slot));
             devices.push((Arc::new(params), Arc::new(SharedState::default())));
             exports.push(export);
             files.push(file);

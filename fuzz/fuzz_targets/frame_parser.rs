@@ -13,19 +13,8 @@ const SECTORS: u64 = 4096;
 
 fn target() -> Target {
     let params = DeviceParams {
-        name: "fuzz".into(),
-        shelf: 1,
-        slot: 0,
-        sectors: SECTORS,
-        read_only: false,
         buffer_count: 64,
-        model: "fuzz".into(),
-        serial: "fuzz".into(),
-        export: 0,
-        accept: Vec::new(),
-        deny: Vec::new(),
-        port_mask: u64::MAX,
-        broadcast: false,
+        ..DeviceParams::new(1, 0, SECTORS, 0)
     };
     Target::new([(Arc::new(params), Arc::new(SharedState::default()))])
 }

@@ -81,6 +81,27 @@ pub struct DeviceParams {
 }
 
 impl DeviceParams {
+    /// Device `shelf.slot` (named `e{shelf}.{slot}`) of `sectors` sectors on export `export`:
+    /// writable, 16 buffers, open to every initiator on every port, generic IDENTIFY strings.
+    /// Tests, benches and the fuzzer change what they need with `..DeviceParams::new(..)`.
+    pub fn new(shelf: u16, slot: u8, sectors: u64, export: u16) -> DeviceParams {
+        DeviceParams {
+            name: format!("e{shelf}.{slot}"),
+            shelf,
+            slot,
+            sectors,
+            read_only: false,
+            buffer_count: 16,
+            model: "aoe-xdp".into(),
+            serial: format!("aoe-xdp-{shelf}-{slot}"),
+            export,
+            accept: Vec::new(),
+            deny: Vec::new(),
+            port_mask: u64::MAX,
+            broadcast: false,
+        }
+    }
+
     /// True when the static ACLs allow `src`.
     pub fn acl_allows(&self, src: MacAddr) -> bool {
         let accepted = self.accept.is_empty() || self.accept.binary_search(&src).is_ok();

@@ -26,19 +26,10 @@ const PORT: PortInfo = PortInfo {
 
 fn params(shelf: u16, slot: u8) -> DeviceParams {
     DeviceParams {
-        name: format!("e{shelf}.{slot}"),
-        shelf,
-        slot,
-        sectors: SECTORS,
-        read_only: false,
         buffer_count: 64,
         model: "aoe-xdp test".into(),
         serial: "serial-1".into(),
-        export: 0,
-        accept: Vec::new(),
-        deny: Vec::new(),
-        port_mask: u64::MAX,
-        broadcast: false,
+        ..DeviceParams::new(shelf, slot, SECTORS, 0)
     }
 }
 

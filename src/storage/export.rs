@@ -65,6 +65,24 @@ pub struct ExportSpec {
     pub mapped_reads: bool,
 }
 
+impl ExportSpec {
+    /// The whole of `path`, writable, buffered, `writeback`, no mappings: the plainest export
+    /// (tests and benches change what they need with `..ExportSpec::whole_file(path)`).
+    pub fn whole_file(path: impl Into<PathBuf>) -> ExportSpec {
+        ExportSpec {
+            path: path.into(),
+            offset_sectors: 0,
+            length_sectors: None,
+            read_only: false,
+            direct_io: false,
+            durability: Durability::Writeback,
+            resident: false,
+            mapped_writes: false,
+            mapped_reads: false,
+        }
+    }
+}
+
 /// Direct I/O alignment from `STATX_DIOALIGN`, in bytes (powers of two).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct DioAlign {
@@ -595,15 +613,8 @@ mod tests {
 
     fn spec(path: &Path) -> ExportSpec {
         ExportSpec {
-            path: path.to_path_buf(),
-            offset_sectors: 0,
-            length_sectors: None,
-            read_only: false,
-            direct_io: false,
-            durability: Durability::Writeback,
-            resident: false,
             mapped_writes: true,
-            mapped_reads: false,
+            ..ExportSpec::whole_file(path)
         }
     }
 
