@@ -8,6 +8,7 @@
 //! the devices. [`Dataplane::shutdown`] stops the workers (they finish in-flight I/O and send
 //! the replies) and detaches the XDP programs; dropping a `Dataplane` does the same.
 
+pub mod counters;
 pub mod devices;
 pub mod interfaces;
 pub mod io;
@@ -37,7 +38,8 @@ use interfaces::Interface;
 use port::{NetPort, Port};
 use queues::Queues;
 use stats::StatsBoard;
-use worker::{Idle, Unit, UnitStats, Worker, WorkerStats};
+use counters::{UnitStats, WorkerStats};
+use worker::{Idle, Unit, Worker};
 
 /// Why the dataplane could not start.
 #[derive(Debug, thiserror::Error)]

@@ -27,7 +27,7 @@ use serde::{Deserialize, Serialize};
 use crate::aoe::DeviceCounters;
 use crate::storage::engine::EngineStats;
 
-use super::worker::{UnitStats, WorkerStats};
+use super::counters::{UnitStats, WorkerStats};
 
 /// How often a worker publishes its counters.
 pub const PUBLISH_INTERVAL: Duration = Duration::from_millis(100);

@@ -28,11 +28,12 @@ use crate::aoe::{
     DeviceCounters, DeviceIndex, IoFailure, IoPlan, Outcome, PortInfo, Request, Target,
 };
 use crate::state_dir::StateDir;
-use crate::storage::engine::{Engine, EngineStats, IoCompletion};
-use crate::sys::frame::{Frame, JumboStats, RxBurst};
+use crate::storage::engine::{Engine, IoCompletion};
+use crate::sys::frame::{Frame, RxBurst};
 
 use super::io::{io_request, to_failure};
-use super::port::{KernelCounters, NetPort, Port, PortError};
+use super::counters::{UnitStats, WorkerStats};
+use super::port::{NetPort, Port, PortError};
 use super::queues::{Done, Job, Queues};
 use super::stats::{StatsBoard, PUBLISH_INTERVAL};
 
@@ -53,50 +54,6 @@ const COARSE_CLOCK_ITERATIONS: u32 = 256;
 const SYNC_YIELD_ITERATIONS: u32 = 8;
 /// Longest a stopping dataplane waits for requests in flight.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
-
-/// Counters of one unit (one port). Plain integers: only its worker writes them.
-#[derive(Debug, Clone, Copy, Default, serde::Serialize, serde::Deserialize)]
-pub struct UnitStats {
-    /// Frames received.
-    pub rx_frames: u64,
-    /// Frames transmitted.
-    pub tx_frames: u64,
-    /// Frames not addressed to any device (or dropped by ACL, mask or test).
-    pub ignored: u64,
-    /// AoE requests refused before the target saw them because their destination MAC was
-    /// another host's (neither the interface's nor broadcast); read from the port when
-    /// published (see `Port::foreign_dst`).
-    #[serde(default)]
-    pub foreign_dst: u64,
-    /// Storage requests queued for their device.
-    pub io_submitted: u64,
-    /// Replies sent although the state could not be saved.
-    pub persist_errors: u64,
-    /// Broadcast copies that found no free frame.
-    pub no_frame: u64,
-    /// The port's jumbo path (multi-buffer bounces, slab upgrades, drops).
-    pub jumbo: JumboStats,
-    /// The kernel's receive-side figures for the socket, read when published.
-    #[serde(default)]
-    pub kernel: KernelCounters,
-}
-
-/// Counters of one worker's device side.
-#[derive(Debug, Clone, Copy, Default, serde::Serialize, serde::Deserialize)]
-pub struct WorkerStats {
-    /// Jobs taken from the owned devices' queues.
-    pub jobs: u64,
-    /// Jobs that came from another worker's port.
-    pub remote_jobs: u64,
-    /// Jobs the engine handed back because its queue was full (retried, not dropped).
-    pub io_backlogged: u64,
-    /// Major page faults of the worker's thread: copies through a mapping (`mapped-reads`,
-    /// `mapped-writes`) that waited for a page to be read from the disk, holding up the
-    /// worker meanwhile. Sampled when statistics are published.
-    pub major_faults: u64,
-    /// The engine's counters.
-    pub engine: EngineStats,
-}
 
 /// The worker's in-flight table: `user_data` of an I/O is its slot index.
 struct Slots {
