@@ -33,12 +33,12 @@ use crate::sys::xdp::loader::{self, XdpMode, XdpProgram};
 use crate::sys::xdp::xsk::{BindPreference, BusyPoll, XskConfig, XskPort};
 use crate::sys::xdp::DstFilter;
 
+use counters::{UnitStats, WorkerStats};
 use devices::Devices;
 use interfaces::Interface;
 use port::{NetPort, Port};
 use queues::Queues;
 use stats::StatsBoard;
-use counters::{UnitStats, WorkerStats};
 use worker::{Idle, Unit, Worker};
 
 /// Why the dataplane could not start.

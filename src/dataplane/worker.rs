@@ -31,8 +31,8 @@ use crate::state_dir::StateDir;
 use crate::storage::engine::{Engine, IoCompletion};
 use crate::sys::frame::{Frame, RxBurst};
 
-use super::io::{io_request, to_failure};
 use super::counters::{UnitStats, WorkerStats};
+use super::io::{io_request, to_failure};
 use super::port::{NetPort, Port, PortError};
 use super::queues::{Done, Job, Queues};
 use super::stats::{StatsBoard, PUBLISH_INTERVAL};

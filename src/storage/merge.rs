@@ -11,8 +11,8 @@
 //! (an initiator never relies on the order of concurrently outstanding commands), and arrival
 //! order (`seq`) breaks ties so the plan is deterministic.
 
-use crate::storage::engine::IoOp;
 use crate::storage::export::{Lane, SECTOR_SIZE};
+use crate::storage::io::IoOp;
 
 /// A queued request, as far as merging is concerned.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -6,7 +6,8 @@
 //! ```
 //!
 //! - [`export`]: opens and validates exports; the only place sectors become file offsets.
-//! - [`engine`]: request/completion types, validation, and the [`engine::Engine`] enum.
+//! - [`io`]: what every engine speaks: request/completion types, errors, counters, validation.
+//! - [`engine`]: the [`engine::Engine`] enum over the two engines (re-exports [`io`]'s types).
 //! - [`uring_engine`]: io_uring with fixed buffers, registered files and merging.
 //! - [`sync_engine`]: pread/pwrite, the test oracle and fallback.
 //! - [`merge`]: pure merge planning.
@@ -20,6 +21,7 @@
 pub mod engine;
 pub mod export;
 pub mod group;
+pub mod io;
 pub mod merge;
 pub mod sync_engine;
 pub mod uring_engine;

@@ -14,11 +14,11 @@ use std::time::Instant;
 
 use rustix::io::{Errno, ReadWriteFlags};
 
-use crate::storage::engine::{
+use crate::storage::export::{Durability, Export, Lane};
+use crate::storage::io::{
     assert_in_window, check, Arenas, Checked, EngineError, EngineStats, IoCompletion, IoError,
     IoOp, IoRequest, RequestError, SubmitError, READ_ONLY,
 };
-use crate::storage::export::{Durability, Export, Lane};
 use crate::sys::mem::{Arena, ChunkPool};
 
 /// Completions the engine holds before `submit` reports the queue full.

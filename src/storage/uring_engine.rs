@@ -55,12 +55,12 @@ use std::os::fd::{AsRawFd, BorrowedFd, RawFd};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::storage::engine::{
+use crate::storage::export::{Durability, Export, Lane, Route};
+use crate::storage::group::GroupCommit;
+use crate::storage::io::{
     assert_in_window, check, Arenas, Checked, EngineError, EngineStats, IoCompletion, IoError,
     IoOp, IoRequest, RequestError, SubmitError, READ_ONLY,
 };
-use crate::storage::export::{Durability, Export, Lane, Route};
-use crate::storage::group::GroupCommit;
 use crate::storage::merge::{self, Pending, Run};
 use crate::storage::sync_engine::write_all;
 use crate::sys::cpu::prefetch_range;
