@@ -19,18 +19,17 @@ use aoe_xdp::sys::xdp::DstFilter;
 use common::frames::{
     aoe_frame, aoe_offset, aoe_tag, expected_reply, is_aoe, pattern, QUIET, REQUEST, RESPONSE, WAIT,
 };
-use common::netns::{
-    in_netns, leftover_namespaces, privileged_or_skip, NetNs, PacketSocket, VethPair,
-};
+use common::netns::{in_netns, PacketSocket};
+use netns_rig::{leftover_namespaces, privileged_or_skip, Netns, Veth, VethPair};
 
 /// Two namespaces joined by a veth pair, with a raw socket on side B.
 /// Field order is drop order: sockets, then the namespaces (which destroys the veths).
 struct Rig {
     peer: PacketSocket,
     veth: VethPair,
-    ns_a: NetNs,
+    ns_a: Netns,
     /// Only kept alive: side B is reached through `peer`.
-    _ns_b: NetNs,
+    _ns_b: Netns,
 }
 
 impl Rig {
@@ -38,13 +37,16 @@ impl Rig {
         Rig::with_mtu(tag, 1500)
     }
 
-    fn with_mtu(tag: &str, mtu: u32) -> Option<Rig> {
+    fn with_mtu(tag: &str, mtu: u16) -> Option<Rig> {
         if !privileged_or_skip() {
             return None;
         }
-        let ns_a = NetNs::new(&format!("pk{tag}-a"));
-        let ns_b = NetNs::new(&format!("pk{tag}-b"));
-        let veth = VethPair::new(&ns_a, &ns_b, "aoepa", "aoepb", mtu);
+        let ns_a = Netns::unique(&format!("pk{tag}-a")).unwrap();
+        let ns_b = Netns::unique(&format!("pk{tag}-b")).unwrap();
+        let veth = Veth::new(&ns_a, "aoepa", &ns_b, "aoepb")
+            .mtu(mtu)
+            .create()
+            .unwrap();
         let peer = PacketSocket::open(&ns_b, "aoepb");
         Some(Rig {
             peer,
@@ -852,9 +854,9 @@ fn test_missing_interface_and_cleanup() {
         assert!(matches!(error, PacketError::Config { .. }), "{error:?}");
     });
     let name = rig.ns_a.name().to_owned();
-    assert!(leftover_namespaces().contains(&name));
+    assert!(leftover_namespaces().unwrap().contains(&name));
     drop(rig);
-    assert!(!leftover_namespaces().contains(&name));
+    assert!(!leftover_namespaces().unwrap().contains(&name));
 }
 
 /// Without CAP_NET_RAW the error names the cause and the fix. Capabilities are per thread, so
@@ -941,9 +943,9 @@ fn test_pingpong_rates() {
 
 /// Round trips per second of `window` frames bouncing between two ports with `ring`.
 fn pingpong(ring: RingVersion, window: u32) -> f64 {
-    let ns_a = NetNs::new("pp-a");
-    let ns_b = NetNs::new("pp-b");
-    let veth = VethPair::new(&ns_a, &ns_b, "aoepa", "aoepb", 1500);
+    let ns_a = Netns::unique("pp-a").unwrap();
+    let ns_b = Netns::unique("pp-b").unwrap();
+    let veth = Veth::new(&ns_a, "aoepa", &ns_b, "aoepb").create().unwrap();
     let config = PacketConfig {
         frame_count: 1024,
         ring,
@@ -951,7 +953,7 @@ fn pingpong(ring: RingVersion, window: u32) -> f64 {
         vlan: true,
     };
     let stop = std::sync::atomic::AtomicBool::new(false);
-    let bounce = |ns: &NetNs, name: &str, mac: [u8; 6], seed: u32| {
+    let bounce = |ns: &Netns, name: &str, mac: [u8; 6], seed: u32| {
         in_netns(ns, || {
             let mut port = PacketPort::bind(name, &config, DstFilter::Own(mac)).expect("bind");
             let start = port.frame_counts();

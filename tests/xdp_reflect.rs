@@ -21,18 +21,17 @@ use common::frames::{
     aoe_frame, aoe_offset, aoe_tag, expected_reply, is_aoe, pattern, ETH_P_AOE, QUIET, REQUEST,
     RESPONSE, WAIT,
 };
-use common::netns::{
-    in_netns, leftover_namespaces, privileged_or_skip, NetNs, PacketSocket, VethPair,
-};
+use common::netns::{in_netns, PacketSocket};
+use netns_rig::{leftover_namespaces, privileged_or_skip, Netns, Veth, VethPair};
 
 /// Two namespaces joined by a veth pair, with a capture socket on side B.
 /// Field order is drop order: sockets, then the namespaces (which destroys the veths).
 struct Rig {
     peer: PacketSocket,
     veth: VethPair,
-    ns_a: NetNs,
+    ns_a: Netns,
     /// Only kept alive: side B is reached through `peer`.
-    _ns_b: NetNs,
+    _ns_b: Netns,
 }
 
 impl Rig {
@@ -40,13 +39,16 @@ impl Rig {
         Rig::with_mtu(tag, 1500)
     }
 
-    fn with_mtu(tag: &str, mtu: u32) -> Option<Rig> {
+    fn with_mtu(tag: &str, mtu: u16) -> Option<Rig> {
         if !privileged_or_skip() {
             return None;
         }
-        let ns_a = NetNs::new(&format!("{tag}-a"));
-        let ns_b = NetNs::new(&format!("{tag}-b"));
-        let veth = VethPair::new(&ns_a, &ns_b, "aoexa", "aoexb", mtu);
+        let ns_a = Netns::unique(&format!("{tag}-a")).unwrap();
+        let ns_b = Netns::unique(&format!("{tag}-b")).unwrap();
+        let veth = Veth::new(&ns_a, "aoexa", &ns_b, "aoexb")
+            .mtu(mtu)
+            .create()
+            .unwrap();
         let peer = PacketSocket::open(&ns_b, "aoexb");
         Some(Rig {
             peer,
@@ -310,9 +312,13 @@ fn test_native_refused_falls_back_to_generic() {
     if !privileged_or_skip() {
         return;
     }
-    let ns_a = NetNs::new("nofrag-a");
-    let ns_b = NetNs::new("nofrag-b");
-    let veth = VethPair::with_b_tx_queues(&ns_a, &ns_b, "aoexa", "aoexb", 9000, 2);
+    let ns_a = Netns::unique("nofrag-a").unwrap();
+    let ns_b = Netns::unique("nofrag-b").unwrap();
+    let veth = Veth::new(&ns_a, "aoexa", &ns_b, "aoexb")
+        .mtu(9000)
+        .b_tx_queues(2)
+        .create()
+        .unwrap();
     in_netns(&ns_a, || {
         let error = XdpProgram::attach(veth.a.ifindex, XdpMode::Native, DstFilter::Own(veth.a.mac))
             .expect_err("native refused");
@@ -500,7 +506,8 @@ fn test_detach_on_drop_and_stale_cleanup() {
     });
     let shown = rig
         .ns_a
-        .ip(&["-d", "link", "show", "dev", &rig.veth.a.name]);
+        .ip(&["-d", "link", "show", "dev", &rig.veth.a.name])
+        .unwrap();
     assert!(
         !shown.contains("prog/xdp"),
         "XDP program {prog_id} still attached:\n{shown}"
@@ -526,7 +533,8 @@ fn test_detach_on_drop_and_stale_cleanup() {
     });
     let shown = rig
         .ns_a
-        .ip(&["-d", "link", "show", "dev", &rig.veth.a.name]);
+        .ip(&["-d", "link", "show", "dev", &rig.veth.a.name])
+        .unwrap();
     assert!(
         !shown.contains("prog/xdp"),
         "stale program still attached:\n{shown}"
@@ -784,11 +792,13 @@ fn test_namespaces_are_cleaned_up() {
         return;
     }
     let name = {
-        let ns = NetNs::new("cleanup");
-        assert!(leftover_namespaces().contains(&ns.name().to_owned()));
+        let ns = Netns::unique("cleanup").unwrap();
+        assert!(leftover_namespaces()
+            .unwrap()
+            .contains(&ns.name().to_owned()));
         ns.name().to_owned()
     };
-    assert!(!leftover_namespaces().contains(&name));
+    assert!(!leftover_namespaces().unwrap().contains(&name));
 }
 
 #[test]
