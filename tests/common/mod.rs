@@ -9,4 +9,5 @@ pub mod faultfs;
 pub mod frames;
 pub mod mounts;
 pub mod netns;
+pub mod ports;
 pub mod target;
