@@ -21,8 +21,9 @@ use aoe_xdp::wire::{
 };
 use common::faultfs::FaultFs;
 use common::mounts::SmallTmpfs;
-use common::netns::{in_netns, privileged_or_skip, NetNs, PacketSocket, VethEnd, VethPair};
+use common::netns::{in_netns, PacketSocket};
 use common::target::{DeviceSpec, TargetDir};
+use netns_rig::{privileged_or_skip, Netns, Veth, VethEnd, VethPair};
 
 /// Which transport the target serves through: every test runs once per transport, the
 /// AF_PACKET fallback through exactly the same suite as AF_XDP.
@@ -107,8 +108,8 @@ const QUIET: Duration = Duration::from_millis(300);
 /// Field order is drop order: the veths go with their namespaces.
 struct Net {
     paths: Vec<VethPair>,
-    target_ns: NetNs,
-    client_ns: NetNs,
+    target_ns: Netns,
+    client_ns: Netns,
 }
 
 impl Net {
@@ -118,12 +119,12 @@ impl Net {
     }
 
     /// As [`Net::new`], with links of `mtu` bytes.
-    fn with_mtu(tag: &str, path_count: usize, mtu: u32) -> Option<Net> {
+    fn with_mtu(tag: &str, path_count: usize, mtu: u16) -> Option<Net> {
         if !privileged_or_skip() {
             return None;
         }
-        let target_ns = NetNs::new(&format!("{tag}-t"));
-        let client_ns = NetNs::new(&format!("{tag}-c"));
+        let target_ns = Netns::unique(&format!("{tag}-t")).unwrap();
+        let client_ns = Netns::unique(&format!("{tag}-c")).unwrap();
         let paths = (0..path_count)
             .map(|index| {
                 let suffix = if path_count == 1 {
@@ -131,13 +132,15 @@ impl Net {
                 } else {
                     index.to_string()
                 };
-                VethPair::new(
+                Veth::new(
                     &target_ns,
-                    &client_ns,
                     &format!("vt{suffix}"),
+                    &client_ns,
                     &format!("vc{suffix}"),
-                    mtu,
                 )
+                .mtu(mtu)
+                .create()
+                .unwrap()
             })
             .collect();
         Some(Net {
@@ -869,7 +872,12 @@ fn test_restart_keeps_state(transport: Transport) {
         &transport.config(""),
         &[DeviceSpec::new(SHELF, SLOT, SECTORS)],
     );
-    let xdp_attached = |name: &str| net.target_ns.ip(&["link", "show", name]).contains("xdp");
+    let xdp_attached = |name: &str| {
+        net.target_ns
+            .ip(&["link", "show", name])
+            .unwrap()
+            .contains("xdp")
+    };
 
     let (mut a, mut b) = (net.client(0), net.client(1));
     let a_mac = a.mac();
@@ -902,7 +910,7 @@ fn test_restart_keeps_state(transport: Transport) {
         assert!(
             !xdp_attached(name),
             "XDP still attached to {name} after SIGTERM:\n{}",
-            net.target_ns.ip(&["link", "show", name])
+            net.target_ns.ip(&["link", "show", name]).unwrap()
         );
     }
     assert!(
@@ -1840,9 +1848,13 @@ fn test_auto_falls_back_to_af_packet_when_xdp_cannot_attach() {
     if !privileged_or_skip() {
         return;
     }
-    let target_ns = NetNs::new("dp-auto-t");
-    let client_ns = NetNs::new("dp-auto-c");
-    let veth = VethPair::with_b_tx_queues(&target_ns, &client_ns, "vt", "vc", 9000, 2);
+    let target_ns = Netns::unique("dp-auto-t").unwrap();
+    let client_ns = Netns::unique("dp-auto-c").unwrap();
+    let veth = Veth::new(&target_ns, "vt", &client_ns, "vc")
+        .mtu(9000)
+        .b_tx_queues(2)
+        .create()
+        .unwrap();
     let dir = TargetDir::new(
         &["vt"],
         "socket = \"auto\"\nxdp-mode = \"native\"",
@@ -1852,7 +1864,10 @@ fn test_auto_falls_back_to_af_packet_when_xdp_cannot_attach() {
     let log = target.log();
     assert!(log.contains("FALLING BACK TO AF_PACKET"), "{log}");
     assert!(
-        !target_ns.ip(&["link", "show", "vt"]).contains("xdp"),
+        !target_ns
+            .ip(&["link", "show", "vt"])
+            .unwrap()
+            .contains("xdp"),
         "a failed XDP attach must leave nothing behind"
     );
     let raw = in_netns(&client_ns, || RawSocket::open("vc")).expect("raw socket");
@@ -1874,9 +1889,12 @@ fn test_advertisement_once_per_interface_with_two_queues() {
     if !privileged_or_skip() {
         return;
     }
-    let target_ns = NetNs::new("dp-adv2q-t");
-    let client_ns = NetNs::new("dp-adv2q-c");
-    let _veth = VethPair::with_queues(&target_ns, &client_ns, "vt", "vc", 1500, 2);
+    let target_ns = Netns::unique("dp-adv2q-t").unwrap();
+    let client_ns = Netns::unique("dp-adv2q-c").unwrap();
+    let _veth = Veth::new(&target_ns, "vt", &client_ns, "vc")
+        .queues(2)
+        .create()
+        .unwrap();
     let dir = TargetDir::new(
         &["vt"],
         "socket = \"xdp\"\n",
@@ -2103,7 +2121,7 @@ fn test_sigterm_under_load_on_two_paths() {
     let log = target.stop();
     assert!(log.contains("stopped cleanly"), "{log}");
     for name in ["vt0", "vt1"] {
-        let link = net.target_ns.ip(&["link", "show", name]);
+        let link = net.target_ns.ip(&["link", "show", name]).unwrap();
         assert!(!link.contains("xdp"), "XDP program left on {name}: {link}");
     }
     let mut acknowledged = Vec::new();
@@ -2221,7 +2239,7 @@ fn test_interface_down_and_up_under_load() {
         Arc::clone(&acked),
     );
     wait_acked(&acked, 100);
-    net.target_ns.ip(&["link", "set", "vt0", "down"]);
+    net.target_ns.ip(&["link", "set", "vt0", "down"]).unwrap();
     let before = acked.load(Ordering::Relaxed);
     let impatient = |client: Client| client.with_retry(Duration::from_millis(100), 2);
     let mut first = impatient(first);
@@ -2231,7 +2249,7 @@ fn test_interface_down_and_up_under_load() {
     );
     std::thread::sleep(Duration::from_millis(200));
     let during = acked.load(Ordering::Relaxed) - before;
-    net.target_ns.ip(&["link", "set", "vt0", "up"]);
+    net.target_ns.ip(&["link", "set", "vt0", "up"]).unwrap();
     assert!(
         during > 0,
         "the other path stopped serving while vt0 was down"

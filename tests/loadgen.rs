@@ -5,14 +5,12 @@
 //! Needs root; prints "skipping: ..." otherwise (or fails with `AOE_XDP_REQUIRE_PRIV=1`). The
 //! window, tag and workload logic has unit tests beside the code (`initiator::load::*`).
 
-mod common;
-
 use std::io::{BufRead, BufReader, Read};
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use common::netns::{leftover_namespaces, privileged_or_skip, NetNs, VethPair, REQUIRE_PRIV_ENV};
+use netns_rig::{leftover_namespaces, privileged_or_skip, Netns, Veth, VethPair, REQUIRE_PRIV_ENV};
 use serde_json::Value;
 
 const BIN: &str = env!("CARGO_BIN_EXE_aoe-bench");
@@ -32,8 +30,8 @@ fn one_at_a_time() -> std::sync::MutexGuard<'static, ()> {
 /// Field order is drop order: the namespaces go last (which destroys the veths).
 struct Rig {
     veth: VethPair,
-    ns_a: NetNs,
-    ns_b: NetNs,
+    ns_a: Netns,
+    ns_b: Netns,
 }
 
 impl Rig {
@@ -41,18 +39,18 @@ impl Rig {
         if !privileged_or_skip() {
             return None;
         }
-        let ns_a = NetNs::new(&format!("{tag}-a"));
-        let ns_b = NetNs::new(&format!("{tag}-b"));
-        let veth = VethPair::new(&ns_a, &ns_b, "aoelga", "aoelgb", 1500);
+        let ns_a = Netns::unique(&format!("{tag}-a")).unwrap();
+        let ns_b = Netns::unique(&format!("{tag}-b")).unwrap();
+        let veth = Veth::new(&ns_a, "aoelga", &ns_b, "aoelgb")
+            .create()
+            .unwrap();
         Some(Rig { veth, ns_a, ns_b })
     }
 
     /// `ip netns exec <ns> program args...`, not yet started.
-    fn command(ns: &NetNs, program: &str, args: &[&str]) -> Command {
-        let mut command = Command::new("ip");
-        command
-            .args(["netns", "exec", ns.name(), program])
-            .args(args);
+    fn command(ns: &Netns, program: &str, args: &[&str]) -> Command {
+        let mut command = ns.exec(program);
+        command.args(args);
         command
     }
 
@@ -275,12 +273,13 @@ fn test_load_against_reflector() {
     assert!(stderr.contains("reflected "), "{stderr}");
     drop(rig);
     assert!(leftover_namespaces()
+        .unwrap()
         .iter()
         .all(|ns| !ns.contains("lg-refl")));
 }
 
 /// Starts `aoe-bench reflect -i <interface> <extra>` in `ns` and waits for its ready line.
-fn start_reflector(ns: &NetNs, interface: &str, extra: &[&str]) -> Guard {
+fn start_reflector(ns: &Netns, interface: &str, extra: &[&str]) -> Guard {
     let args = [&["reflect", "-i", interface][..], extra].concat();
     let mut child = Rig::command(ns, BIN, &args)
         .stdout(Stdio::piped())
@@ -308,7 +307,9 @@ fn test_load_spreads_over_paths() {
         return;
     };
     // A second veth pair between the same namespaces: two interfaces, two target MACs.
-    let second = VethPair::new(&rig.ns_a, &rig.ns_b, "aoelga2", "aoelgb2", 1500);
+    let second = Veth::new(&rig.ns_a, "aoelga2", &rig.ns_b, "aoelgb2")
+        .create()
+        .unwrap();
     let first = start_reflector(&rig.ns_a, "aoelga", &[]);
     let other = start_reflector(&rig.ns_a, "aoelga2", &[]);
     let (report, _) = rig.load(&[

@@ -1,6 +1,7 @@
 //! Real-kernel test of the AF_PACKET fallback `PacketPort`: a veth pair between two fresh
 //! network namespaces; side A runs a `PacketPort` (no XDP anywhere), side B injects frames with
-//! a raw socket and captures what comes back.
+//! a raw socket and captures what comes back (the rig and the steps it shares with
+//! `xdp_reflect` are in `common::ports`).
 //!
 //! Needs root; prints "skipping: ..." otherwise (or fails with `AOE_XDP_REQUIRE_PRIV=1`).
 
@@ -10,7 +11,6 @@ use std::collections::HashSet;
 use std::time::{Duration, Instant};
 
 use aoe_xdp::dataplane::port::NetPort;
-use aoe_xdp::sys::frame::{Frame, FrameCounts};
 use aoe_xdp::sys::layout::{
     payload_is_aligned, AOE_ATA_HEADERS_LEN, ETH_MIN_FRAME_LEN, FRAME_CAPACITY, FRAME_SIZE,
     PACKET_OFFSET, PAYLOAD_ALIGN, SLAB_CAPACITY,
@@ -18,56 +18,23 @@ use aoe_xdp::sys::layout::{
 use aoe_xdp::sys::packet::{PacketConfig, PacketError, PacketPort, RingVersion};
 use aoe_xdp::sys::xdp::DstFilter;
 use common::frames::{
-    aoe_frame, aoe_offset, aoe_tag, expected_reply, is_aoe, pattern, QUIET, REQUEST, RESPONSE, WAIT,
+    aoe_frame, aoe_tag, expected_reply, is_aoe, pattern, swap_macs, FOREIGN_MAC, GROUP_MAC, QUIET,
+    REQUEST, RESPONSE, WAIT,
 };
-use common::netns::{
-    in_netns, leftover_namespaces, privileged_or_skip, NetNs, PacketSocket, VethPair,
+use common::netns::in_netns;
+use common::ports::{
+    assert_no_frame, build_long_reply, queue_responses, recv_one, reflect, reflect_count, settle,
+    Rig,
 };
+use netns_rig::{leftover_namespaces, privileged_or_skip, Netns, Veth};
 
-/// Two namespaces joined by a veth pair, with a raw socket on side B.
-/// Field order is drop order: sockets, then the namespaces (which destroys the veths).
-struct Rig {
-    peer: PacketSocket,
-    veth: VethPair,
-    ns_a: NetNs,
-    /// Only kept alive: side B is reached through `peer`.
-    _ns_b: NetNs,
+/// Binds a port on side A (call inside ns A).
+fn bind(rig: &Rig, config: &PacketConfig) -> PacketPort {
+    bind_result(rig, config).expect("bind AF_PACKET port")
 }
 
-impl Rig {
-    fn new(tag: &str) -> Option<Rig> {
-        Rig::with_mtu(tag, 1500)
-    }
-
-    fn with_mtu(tag: &str, mtu: u32) -> Option<Rig> {
-        if !privileged_or_skip() {
-            return None;
-        }
-        let ns_a = NetNs::new(&format!("pk{tag}-a"));
-        let ns_b = NetNs::new(&format!("pk{tag}-b"));
-        let veth = VethPair::new(&ns_a, &ns_b, "aoepa", "aoepb", mtu);
-        let peer = PacketSocket::open(&ns_b, "aoepb");
-        Some(Rig {
-            peer,
-            veth,
-            ns_a,
-            _ns_b: ns_b,
-        })
-    }
-
-    /// An AoE frame from B to A.
-    fn request(&self, vlan: Option<u16>, ver_flags: u8, tag: u32) -> Vec<u8> {
-        aoe_frame(self.veth.a.mac, self.veth.b.mac, vlan, ver_flags, tag)
-    }
-
-    /// Binds a port on side A (call inside ns A).
-    fn bind(&self, config: &PacketConfig) -> PacketPort {
-        self.bind_result(config).expect("bind AF_PACKET port")
-    }
-
-    fn bind_result(&self, config: &PacketConfig) -> Result<PacketPort, PacketError> {
-        PacketPort::bind(&self.veth.a.name, config, DstFilter::Own(self.veth.a.mac))
-    }
+fn bind_result(rig: &Rig, config: &PacketConfig) -> Result<PacketPort, PacketError> {
+    PacketPort::bind(&rig.veth.a.name, config, DstFilter::Own(rig.veth.a.mac))
 }
 
 /// The two RX ring layouts under test.
@@ -75,6 +42,31 @@ impl Rig {
 enum Ring {
     V3,
     V2,
+}
+
+/// Runs each check once per ring layout, as the two tests named after it.
+macro_rules! on_both_rings {
+    ($($check:ident: $v3:ident, $v2:ident;)*) => {$(
+        #[test]
+        fn $v3() {
+            $check(Ring::V3);
+        }
+
+        #[test]
+        fn $v2() {
+            $check(Ring::V2);
+        }
+    )*};
+}
+
+on_both_rings! {
+    test_request_reaches_port_and_reflects: test_reflect_v3, test_reflect_v2;
+    test_foreign_destination_skipped:
+        test_foreign_destination_skipped_v3, test_foreign_destination_skipped_v2;
+    test_vlan_request_keeps_its_tag:
+        test_vlan_request_keeps_its_tag_v3, test_vlan_request_keeps_its_tag_v2;
+    test_burst_reflects_all_without_leaks: test_burst_v3, test_burst_v2;
+    test_one_flush_sends_a_batch: test_one_flush_sends_a_batch_v3, test_one_flush_sends_a_batch_v2;
 }
 
 /// The default ring layout (V2), small.
@@ -102,54 +94,6 @@ fn config(ring: Ring) -> PacketConfig {
     }
 }
 
-/// The next frame at the port, or `None` after `timeout`.
-fn recv_one(port: &mut PacketPort, timeout: Duration) -> Option<Frame> {
-    let deadline = Instant::now() + timeout;
-    loop {
-        if let Some(frame) = port.rx_burst(1).next() {
-            return Some(frame);
-        }
-        let left = deadline.saturating_duration_since(Instant::now());
-        if left.is_zero() {
-            return None;
-        }
-        port.wait_rx(left.min(Duration::from_millis(50))).unwrap();
-    }
-}
-
-/// Turns `frame` (a received request of `frame.len()` bytes) into its reply in place and queues
-/// it. Bytes past the request are dirtied first, so missing padding would show on the wire.
-fn reflect(port: &mut PacketPort, mut frame: Frame) {
-    let len = frame.len();
-    let buf = port.data_mut(&mut frame);
-    let mut macs = [0u8; 12];
-    macs.copy_from_slice(&buf[..12]);
-    buf[..6].copy_from_slice(&macs[6..]);
-    buf[6..12].copy_from_slice(&macs[..6]);
-    let offset = aoe_offset(buf);
-    buf[offset] |= 0x08;
-    let dirty = (len + 64).min(buf.len());
-    buf[len..dirty].fill(0xEE);
-    port.transmit(frame, len);
-}
-
-/// Flushes and reaps until the frame counts are back at `start` and every slab is free.
-fn settle(port: &mut PacketPort, start: FrameCounts) {
-    let deadline = Instant::now() + WAIT;
-    let slabs_free =
-        |port: &PacketPort| port.frames().slab_counts().free == port.frames().slab_counts().total();
-    while port.frame_counts() != start || !slabs_free(port) {
-        assert!(
-            Instant::now() < deadline,
-            "frames not returned: {:?} != {start:?}",
-            port.frame_counts()
-        );
-        port.flush_tx().unwrap();
-        port.reap_completions();
-        std::thread::sleep(Duration::from_millis(1));
-    }
-}
-
 /// A request from B reaches the port byte for byte at the UMEM layout's offset; the reply built
 /// in the same frame reaches B padded to 60 bytes; a reply longer than its request works too.
 fn test_request_reaches_port_and_reflects(ring: Ring) {
@@ -159,8 +103,8 @@ fn test_request_reaches_port_and_reflects(ring: Ring) {
     let short = rig.request(None, REQUEST, 0x1234_5678);
     let long = rig.request(None, REQUEST, 0x0BAD_CAFE);
     in_netns(&rig.ns_a, || {
-        let mut port = rig.bind(&config(ring));
-        assert_eq!(port.interface(), "aoepa");
+        let mut port = bind(&rig, &config(ring));
+        assert_eq!(port.interface(), rig.veth.a.name);
         assert_eq!(port.frames().len(), 256 * FRAME_SIZE);
         let start = port.frame_counts();
         assert_eq!(start.free, 256);
@@ -184,10 +128,7 @@ fn test_request_reaches_port_and_reflects(ring: Ring) {
         assert_eq!(port.frame_counts(), start, "frame not free after the copy");
         assert_eq!(port.reap_completions(), 1);
         assert_eq!(port.reap_completions(), 0);
-        let reply = rig
-            .peer
-            .recv_matching(WAIT, |f| is_aoe(f) && aoe_tag(f) == 0x1234_5678)
-            .expect("B did not receive the reply");
+        let reply = rig.reply(0x1234_5678, "B did not receive the reply");
         assert_eq!(reply.len(), ETH_MIN_FRAME_LEN, "runt not padded to 60");
         assert_eq!(reply[..short.len()], expected_reply(&short)[..]);
         assert!(
@@ -195,30 +136,15 @@ fn test_request_reaches_port_and_reflects(ring: Ring) {
             "padding not zero: {reply:02x?}"
         );
 
-        // A reply longer than its request: 1024 bytes of "sector data" after the header.
+        // A reply longer than its request.
         rig.peer.send(&long);
         let mut frame = recv_one(&mut port, WAIT).expect("second request did not arrive");
-        let reply_len = AOE_ATA_HEADERS_LEN + 1024;
         let buf = port.data_mut(&mut frame);
         assert_eq!(buf.len(), FRAME_CAPACITY);
-        buf[..6].copy_from_slice(&rig.veth.b.mac);
-        buf[6..12].copy_from_slice(&rig.veth.a.mac);
-        buf[14] |= 0x08;
-        for (i, byte) in buf[AOE_ATA_HEADERS_LEN..reply_len].iter_mut().enumerate() {
-            *byte = pattern(i);
-        }
+        let reply_len = build_long_reply(buf);
         port.transmit(frame, reply_len);
         port.flush_tx().unwrap();
-        let reply = rig
-            .peer
-            .recv_matching(WAIT, |f| is_aoe(f) && aoe_tag(f) == 0x0BAD_CAFE)
-            .expect("B did not receive the long reply");
-        assert_eq!(reply.len(), reply_len);
-        assert_eq!(reply[..long.len()], expected_reply(&long)[..]);
-        assert!(reply[AOE_ATA_HEADERS_LEN..]
-            .iter()
-            .enumerate()
-            .all(|(i, &b)| b == pattern(i)));
+        rig.expect_long_reply(&long, reply_len);
 
         settle(&mut port, start);
         let stats = port.stats().unwrap();
@@ -242,16 +168,6 @@ fn test_request_reaches_port_and_reflects(ring: Ring) {
     });
 }
 
-#[test]
-fn test_reflect_v3() {
-    test_request_reaches_port_and_reflects(Ring::V3);
-}
-
-#[test]
-fn test_reflect_v2() {
-    test_request_reaches_port_and_reflects(Ring::V2);
-}
-
 /// AoE responses, wrong AoE versions and other ethertypes never reach the port: the filter
 /// passes only the request sent after them.
 #[test]
@@ -267,7 +183,7 @@ fn test_filter_passes_only_requests() {
     bad_version[14] = 0x20; // AoE version 2
     let marker = rig.request(None, REQUEST, 0x5EED_0005);
     in_netns(&rig.ns_a, || {
-        let mut port = rig.bind(&small_config());
+        let mut port = bind(&rig, &small_config());
         for frame in [&response, &tagged_response, &other, &bad_version, &marker] {
             rig.peer.send(frame);
         }
@@ -276,11 +192,7 @@ fn test_filter_passes_only_requests() {
         let bytes = port.data(&first).to_vec();
         port.release(first);
         assert_eq!(bytes, marker, "a filtered frame reached the port");
-        if let Some(stray) = recv_one(&mut port, QUIET) {
-            let bytes = port.data(&stray).to_vec();
-            port.release(stray);
-            panic!("unexpected frame at the port: {bytes:02x?}");
-        }
+        assert_no_frame(&mut port, QUIET, "unexpected frame at the port");
         let stats = port.stats().unwrap();
         assert_eq!(
             stats.rx_kernel_packets, 1,
@@ -289,9 +201,6 @@ fn test_filter_passes_only_requests() {
         assert_eq!(port.frame_counts().free, 256);
     });
 }
-
-/// A unicast address (locally administered) that neither veth end has: another host's.
-const FOREIGN_MAC: [u8; 6] = [0x02, 0xAE, 0x00, 0x00, 0x00, 0x01];
 
 /// Requests for another host (a foreign unicast MAC, tagged or not, or a multicast group) are
 /// not returned by `rx_burst`: they are counted (`rx_foreign_dst`) and handed back to the kernel
@@ -304,11 +213,11 @@ fn test_foreign_destination_skipped(ring: Ring) {
     let b = rig.veth.b.mac;
     let foreign = aoe_frame(FOREIGN_MAC, b, None, REQUEST, 0xF0_0001);
     let tagged_foreign = aoe_frame(FOREIGN_MAC, b, Some(42), REQUEST, 0xF0_0002);
-    let group = aoe_frame([0x01, 0x00, 0x5E, 0, 0, 0x42], b, None, REQUEST, 0xF0_0003);
+    let group = aoe_frame(GROUP_MAC, b, None, REQUEST, 0xF0_0003);
     let broadcast = aoe_frame([0xFF; 6], b, None, REQUEST, 0xF0_0004);
     let own = rig.request(None, REQUEST, 0xF0_0005);
     in_netns(&rig.ns_a, || {
-        let mut port = rig.bind(&config(ring));
+        let mut port = bind(&rig, &config(ring));
         assert_eq!(port.dst_filter(), DstFilter::Own(rig.veth.a.mac));
         for frame in [&foreign, &tagged_foreign, &group, &broadcast, &own] {
             rig.peer.send(frame);
@@ -323,11 +232,7 @@ fn test_foreign_destination_skipped(ring: Ring) {
                 "a request for another host reached the port"
             );
         }
-        if let Some(stray) = recv_one(&mut port, QUIET) {
-            let bytes = port.data(&stray).to_vec();
-            port.release(stray);
-            panic!("unexpected frame at the port: {bytes:02x?}");
-        }
+        assert_no_frame(&mut port, QUIET, "unexpected frame at the port");
         let stats = port.stats().unwrap();
         assert_eq!(stats.rx_foreign_dst, 3, "{stats:?}");
         assert_eq!(port.foreign_dst(), 3);
@@ -346,16 +251,6 @@ fn test_foreign_destination_skipped(ring: Ring) {
     });
 }
 
-#[test]
-fn test_foreign_destination_skipped_v3() {
-    test_foreign_destination_skipped(Ring::V3);
-}
-
-#[test]
-fn test_foreign_destination_skipped_v2() {
-    test_foreign_destination_skipped(Ring::V2);
-}
-
 /// A request behind one 802.1Q tag reaches the port with its tag in place (the kernel strips
 /// it into the ring header; the port puts it back), and the reply goes out tagged.
 fn test_vlan_request_keeps_its_tag(ring: Ring) {
@@ -364,7 +259,7 @@ fn test_vlan_request_keeps_its_tag(ring: Ring) {
     };
     let request = rig.request(Some(42), REQUEST, 0x0000_0042);
     in_netns(&rig.ns_a, || {
-        let mut port = rig.bind(&config(ring));
+        let mut port = bind(&rig, &config(ring));
         let start = port.frame_counts();
         rig.peer.send(&request);
         let frame = recv_one(&mut port, WAIT).expect("VLAN-tagged request did not arrive");
@@ -376,26 +271,11 @@ fn test_vlan_request_keeps_its_tag(ring: Ring) {
         ));
         reflect(&mut port, frame);
         port.flush_tx().unwrap();
-        let reply = rig
-            .peer
-            .recv_matching(WAIT, |f| {
-                f.len() >= 18 && f[12..14] == [0x81, 0x00] && is_aoe(f)
-            })
-            .expect("B did not receive the tagged reply");
+        let reply = rig.tagged_reply("B did not receive the tagged reply");
         assert_eq!(reply[..request.len()], expected_reply(&request)[..]);
         assert_eq!(reply.len(), ETH_MIN_FRAME_LEN);
         settle(&mut port, start);
     });
-}
-
-#[test]
-fn test_vlan_request_keeps_its_tag_v3() {
-    test_vlan_request_keeps_its_tag(Ring::V3);
-}
-
-#[test]
-fn test_vlan_request_keeps_its_tag_v2() {
-    test_vlan_request_keeps_its_tag(Ring::V2);
 }
 
 /// Documents the kernel's behaviour when bound to ETH_P_AOE (`vlan: false`): a tagged request
@@ -413,7 +293,7 @@ fn test_vlan_tag_lost_when_bound_to_aoe_ethertype() {
             vlan: false,
             ..small_config()
         };
-        let mut port = rig.bind(&config);
+        let mut port = bind(&rig, &config);
         rig.peer.send(&tagged);
         let frame = recv_one(&mut port, WAIT).expect("tagged request not delivered at all");
         let bytes = port.data(&frame).to_vec();
@@ -451,7 +331,7 @@ fn test_large_frames() {
             ..small_config()
         };
         assert!(config.jumbo());
-        let mut port = rig.bind(&config);
+        let mut port = bind(&rig, &config);
         assert_eq!(port.max_frame_len(), 8192 - 96);
         let start = port.frame_counts();
         rig.peer.send(&too_long);
@@ -462,10 +342,7 @@ fn test_large_frames() {
             assert_eq!(port.data(&frame), &request[..]);
             reflect(&mut port, frame);
             port.flush_tx().unwrap();
-            let reply = rig
-                .peer
-                .recv_matching(WAIT, |f| is_aoe(f) && aoe_tag(f) == tag)
-                .expect("B did not receive the reply");
+            let reply = rig.reply(tag, "B did not receive the reply");
             assert_eq!(reply, expected_reply(request));
         }
         settle(&mut port, start);
@@ -501,9 +378,9 @@ fn test_jumbo_port_for_mtu_9000() {
         assert!(config.jumbo());
         assert!(!PacketConfig::for_mtu(1500).jumbo());
         assert!(!PacketConfig::default().jumbo());
-        let mut port = rig.bind(&config);
+        let mut port = bind(&rig, &config);
         assert_eq!(port.max_frame_len(), SLAB_CAPACITY);
-        assert_eq!(port.frames().slab_counts().free, 16);
+        assert_eq!(port.slab_counts().free, 16);
         let start = port.frame_counts();
 
         let request = write_request(0x1717, 17);
@@ -520,10 +397,7 @@ fn test_jumbo_port_for_mtu_9000() {
         let frame = port.reclaim(chunk);
         reflect(&mut port, frame);
         port.flush_tx().unwrap();
-        let reply = rig
-            .peer
-            .recv_matching(WAIT, |f| is_aoe(f) && aoe_tag(f) == 0x1717)
-            .expect("B did not receive the jumbo reply");
+        let reply = rig.reply(0x1717, "B did not receive the jumbo reply");
         assert!(reply == expected_reply(&request));
 
         // Upgrade: a 36-byte READ gets a slab for its 8740-byte reply.
@@ -543,10 +417,7 @@ fn test_jumbo_port_for_mtu_9000() {
         buf[14] |= 0x08;
         port.transmit(frame, JUMBO_LEN);
         port.flush_tx().unwrap();
-        let reply = rig
-            .peer
-            .recv_matching(WAIT, |f| is_aoe(f) && aoe_tag(f) == 0x2222)
-            .expect("B did not receive the upgraded reply");
+        let reply = rig.reply(0x2222, "B did not receive the upgraded reply");
         assert_eq!(reply.len(), JUMBO_LEN);
         assert!(reply[36..]
             .iter()
@@ -589,37 +460,14 @@ fn test_burst_reflects_all_without_leaks(ring: Ring) {
         return;
     };
     let rig = &rig;
-    let (a_mac, b_mac) = (rig.veth.a.mac, rig.veth.b.mac);
     std::thread::scope(|scope| {
         let (ready_tx, ready_rx) = std::sync::mpsc::channel();
         let reflector = scope.spawn(|| {
             in_netns(&rig.ns_a, move || {
-                let mut port = rig.bind(&config(ring));
+                let mut port = bind(rig, &config(ring));
                 let start = port.frame_counts();
                 ready_tx.send(()).unwrap();
-                let deadline = Instant::now() + Duration::from_secs(20);
-                let mut reflected = 0;
-                let mut bursts = 0u32;
-                while reflected < COUNT {
-                    assert!(
-                        Instant::now() < deadline,
-                        "only {reflected} of {COUNT} reflected"
-                    );
-                    port.reap_completions();
-                    port.refill().unwrap();
-                    let burst = port.rx_burst(32);
-                    if burst.len() == 0 {
-                        drop(burst);
-                        port.wait_rx(Duration::from_millis(10)).unwrap();
-                        continue;
-                    }
-                    bursts += 1;
-                    for frame in burst {
-                        reflect(&mut port, frame);
-                        reflected += 1;
-                    }
-                    port.flush_tx().unwrap();
-                }
+                let bursts = reflect_count(&mut port, COUNT);
                 settle(&mut port, start);
                 assert_eq!(port.frame_counts(), start);
                 assert_eq!(port.frame_counts().total(), 256);
@@ -629,30 +477,7 @@ fn test_burst_reflects_all_without_leaks(ring: Ring) {
         ready_rx
             .recv_timeout(WAIT)
             .expect("reflector did not start");
-        let began = Instant::now();
-        let mut sent = 0;
-        let mut seen = HashSet::new();
-        let deadline = began + Duration::from_secs(20);
-        while seen.len() < COUNT as usize {
-            assert!(
-                Instant::now() < deadline,
-                "only {} of {COUNT} replies",
-                seen.len()
-            );
-            while sent < COUNT && sent - u32::try_from(seen.len()).unwrap() < WINDOW {
-                rig.peer.send(&aoe_frame(a_mac, b_mac, None, REQUEST, sent));
-                sent += 1;
-            }
-            let reply = rig
-                .peer
-                .recv_matching(WAIT, |f| is_aoe(f) && f[14] == RESPONSE)
-                .unwrap_or_else(|| panic!("reply stalled after {} of {COUNT}", seen.len()));
-            let tag = aoe_tag(&reply);
-            assert!(tag < COUNT, "unexpected tag {tag}");
-            assert_eq!(reply.len(), ETH_MIN_FRAME_LEN);
-            assert!(seen.insert(tag), "duplicate reply for tag {tag}");
-        }
-        let elapsed = began.elapsed();
+        let elapsed = rig.round_trips(COUNT, WINDOW);
         let (stats, bursts) = reflector.join().unwrap();
         eprintln!(
             "AF_PACKET {ring:?} burst: {COUNT} round trips (window {WINDOW}) in {elapsed:?} = {:.0} \
@@ -665,16 +490,6 @@ fn test_burst_reflects_all_without_leaks(ring: Ring) {
     });
 }
 
-#[test]
-fn test_burst_v3() {
-    test_burst_reflects_all_without_leaks(Ring::V3);
-}
-
-#[test]
-fn test_burst_v2() {
-    test_burst_reflects_all_without_leaks(Ring::V2);
-}
-
 /// 100 frames built with `alloc`, transmitted, then ONE `flush_tx` with ONE `send`: all arrive.
 fn test_one_flush_sends_a_batch(ring: Ring) {
     const COUNT: u32 = 100;
@@ -682,43 +497,17 @@ fn test_one_flush_sends_a_batch(ring: Ring) {
         return;
     };
     in_netns(&rig.ns_a, || {
-        let mut port = rig.bind(&config(ring));
+        let mut port = bind(&rig, &config(ring));
         let start = port.frame_counts();
-        for tag in 0..COUNT {
-            let mut frame = port.alloc().expect("free frame");
-            assert!(frame.is_empty());
-            let bytes = aoe_frame(rig.veth.b.mac, rig.veth.a.mac, None, RESPONSE, tag);
-            port.data_mut(&mut frame)[..bytes.len()].copy_from_slice(&bytes);
-            port.transmit(frame, bytes.len());
-        }
+        queue_responses(&mut port, &rig, COUNT);
         assert_eq!(port.frame_counts().tx, COUNT);
         assert_eq!(port.flush_tx().unwrap(), COUNT as usize);
         assert_eq!(port.frame_counts(), start);
         let stats = port.stats().unwrap();
         assert_eq!(stats.tx_kicks, 1, "{stats:?}");
         assert_eq!(stats.tx_frames, u64::from(COUNT), "{stats:?}");
-        let mut seen = HashSet::new();
-        while seen.len() < COUNT as usize {
-            let reply = rig
-                .peer
-                .recv_matching(WAIT, |f| is_aoe(f) && f[14] == RESPONSE)
-                .unwrap_or_else(|| {
-                    panic!("only {} of {COUNT} frames left after one flush", seen.len())
-                });
-            assert_eq!(reply.len(), ETH_MIN_FRAME_LEN);
-            assert!(seen.insert(aoe_tag(&reply)));
-        }
+        rig.expect_responses(COUNT, "after one flush");
     });
-}
-
-#[test]
-fn test_one_flush_sends_a_batch_v3() {
-    test_one_flush_sends_a_batch(Ring::V3);
-}
-
-#[test]
-fn test_one_flush_sends_a_batch_v2() {
-    test_one_flush_sends_a_batch(Ring::V2);
 }
 
 /// More frames than TX ring slots: the first flush fills the ring, the rest stay queued and go
@@ -734,14 +523,9 @@ fn test_tx_ring_full_keeps_frames_queued() {
             tx_ring_size: 16,
             ..small_config()
         };
-        let mut port = rig.bind(&config);
+        let mut port = bind(&rig, &config);
         let start = port.frame_counts();
-        for tag in 0..COUNT {
-            let mut frame = port.alloc().expect("free frame");
-            let bytes = aoe_frame(rig.veth.b.mac, rig.veth.a.mac, None, RESPONSE, tag);
-            port.data_mut(&mut frame)[..bytes.len()].copy_from_slice(&bytes);
-            port.transmit(frame, bytes.len());
-        }
+        queue_responses(&mut port, &rig, COUNT);
         let first = port.flush_tx().unwrap();
         assert!(first <= 16, "moved {first} frames into a 16-slot ring");
         assert_eq!(
@@ -776,7 +560,7 @@ fn test_one_outstanding_request_latency(ring: Ring) -> Option<Duration> {
         let (ready_tx, ready_rx) = std::sync::mpsc::channel();
         let reflector = scope.spawn(|| {
             in_netns(&rig.ns_a, move || {
-                let mut port = rig.bind(&config(ring));
+                let mut port = bind(rig, &config(ring));
                 ready_tx.send(()).unwrap();
                 for _ in 0..COUNT {
                     let frame = recv_one(&mut port, WAIT).expect("request missing");
@@ -849,13 +633,13 @@ fn test_missing_interface_and_cleanup() {
             },
             ..small_config()
         };
-        let error = PacketPort::bind("aoepa", &bad, DstFilter::Any).unwrap_err();
+        let error = PacketPort::bind(&rig.veth.a.name, &bad, DstFilter::Any).unwrap_err();
         assert!(matches!(error, PacketError::Config { .. }), "{error:?}");
     });
     let name = rig.ns_a.name().to_owned();
-    assert!(leftover_namespaces().contains(&name));
+    assert!(leftover_namespaces().unwrap().contains(&name));
     drop(rig);
-    assert!(!leftover_namespaces().contains(&name));
+    assert!(!leftover_namespaces().unwrap().contains(&name));
 }
 
 /// Without CAP_NET_RAW the error names the cause and the fix. Capabilities are per thread, so
@@ -867,9 +651,7 @@ fn test_without_cap_net_raw_says_run_as_root() {
     };
     in_netns(&rig.ns_a, || {
         drop_effective_capability(CAP_NET_RAW);
-        let error = rig
-            .bind_result(&small_config())
-            .expect_err("bind without CAP_NET_RAW");
+        let error = bind_result(&rig, &small_config()).expect_err("bind without CAP_NET_RAW");
         let text = error.to_string();
         assert!(
             text.contains("CAP_NET_RAW") && text.contains("run as root"),
@@ -942,9 +724,9 @@ fn test_pingpong_rates() {
 
 /// Round trips per second of `window` frames bouncing between two ports with `ring`.
 fn pingpong(ring: RingVersion, window: u32) -> f64 {
-    let ns_a = NetNs::new("pp-a");
-    let ns_b = NetNs::new("pp-b");
-    let veth = VethPair::new(&ns_a, &ns_b, "aoepa", "aoepb", 1500);
+    let ns_a = Netns::unique("pp-a").unwrap();
+    let ns_b = Netns::unique("pp-b").unwrap();
+    let veth = Veth::new(&ns_a, "aoepa", &ns_b, "aoepb").create().unwrap();
     let config = PacketConfig {
         frame_count: 1024,
         ring,
@@ -952,7 +734,7 @@ fn pingpong(ring: RingVersion, window: u32) -> f64 {
         vlan: true,
     };
     let stop = std::sync::atomic::AtomicBool::new(false);
-    let bounce = |ns: &NetNs, name: &str, mac: [u8; 6], seed: u32| {
+    let bounce = |ns: &Netns, name: &str, mac: [u8; 6], seed: u32| {
         in_netns(ns, || {
             let mut port = PacketPort::bind(name, &config, DstFilter::Own(mac)).expect("bind");
             let start = port.frame_counts();
@@ -974,11 +756,7 @@ fn pingpong(ring: RingVersion, window: u32) -> f64 {
                 }
                 for mut frame in burst {
                     let len = frame.len();
-                    let buf = port.data_mut(&mut frame);
-                    let mut macs = [0u8; 12];
-                    macs.copy_from_slice(&buf[..12]);
-                    buf[..6].copy_from_slice(&macs[6..]);
-                    buf[6..12].copy_from_slice(&macs[..6]);
+                    swap_macs(port.data_mut(&mut frame));
                     port.transmit(frame, len);
                     count += 1;
                 }

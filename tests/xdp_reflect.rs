@@ -1,15 +1,15 @@
 //! Real-kernel test of the XDP program and `XskPort`: a veth pair between two fresh network
 //! namespaces; side A runs `aoe_xdp` and an AF_XDP socket on queue 0, side B injects frames with
-//! a raw socket and captures what comes back.
+//! a raw socket and captures what comes back (the rig and the steps it shares with
+//! `packet_port` are in `common::ports`).
 //!
 //! Needs root; prints "skipping: ..." otherwise (or fails with `AOE_XDP_REQUIRE_PRIV=1`).
 
 mod common;
 
-use std::collections::HashSet;
 use std::time::{Duration, Instant};
 
-use aoe_xdp::sys::frame::{Frame, FrameCounts};
+use aoe_xdp::sys::frame::Frame;
 use aoe_xdp::sys::layout::{
     payload_is_aligned, AOE_ATA_HEADERS_LEN, ETH_MIN_FRAME_LEN, FRAME_CAPACITY, FRAME_SIZE,
     PACKET_OFFSET, PAYLOAD_ALIGN, PAYLOAD_OFFSET, SLAB_CAPACITY,
@@ -18,48 +18,35 @@ use aoe_xdp::sys::xdp::loader::{attached_program, detach_stale, AttachMode, XdpM
 use aoe_xdp::sys::xdp::xsk::{BindMode, BindPreference, BusyPoll, XskConfig, XskPort};
 use aoe_xdp::sys::xdp::DstFilter;
 use common::frames::{
-    aoe_frame, aoe_offset, aoe_tag, expected_reply, is_aoe, pattern, ETH_P_AOE, QUIET, REQUEST,
-    RESPONSE, WAIT,
+    aoe_frame, aoe_tag, expected_reply, is_aoe, swap_macs, ETH_P_AOE, FOREIGN_MAC, GROUP_MAC,
+    QUIET, REQUEST, RESPONSE, WAIT,
 };
-use common::netns::{
-    in_netns, leftover_namespaces, privileged_or_skip, NetNs, PacketSocket, VethPair,
+use common::netns::{in_netns, PacketSocket};
+use common::ports::{
+    assert_no_frame, build_long_reply, queue_responses, recv_one, reflect, reflect_count, settle,
+    Rig,
 };
+use netns_rig::{leftover_namespaces, privileged_or_skip, Netns, Veth};
 
-/// Two namespaces joined by a veth pair, with a capture socket on side B.
-/// Field order is drop order: sockets, then the namespaces (which destroys the veths).
-struct Rig {
-    peer: PacketSocket,
-    veth: VethPair,
-    ns_a: NetNs,
-    /// Only kept alive: side B is reached through `peer`.
-    _ns_b: NetNs,
+/// Runs a check in several XDP modes, one test each: `test(tag, requested mode, mode the
+/// program must end up attached in)`.
+macro_rules! in_modes {
+    ($($check:ident: $($test:ident($tag:literal, $mode:ident, $attached:ident)),*;)*) => {$($(
+        #[test]
+        fn $test() {
+            $check($tag, XdpMode::$mode, AttachMode::$attached);
+        }
+    )*)*};
 }
 
-impl Rig {
-    fn new(tag: &str) -> Option<Rig> {
-        Rig::with_mtu(tag, 1500)
-    }
-
-    fn with_mtu(tag: &str, mtu: u32) -> Option<Rig> {
-        if !privileged_or_skip() {
-            return None;
-        }
-        let ns_a = NetNs::new(&format!("{tag}-a"));
-        let ns_b = NetNs::new(&format!("{tag}-b"));
-        let veth = VethPair::new(&ns_a, &ns_b, "aoexa", "aoexb", mtu);
-        let peer = PacketSocket::open(&ns_b, "aoexb");
-        Some(Rig {
-            peer,
-            veth,
-            ns_a,
-            _ns_b: ns_b,
-        })
-    }
-
-    /// An AoE request from B to A.
-    fn request(&self, vlan: Option<u16>, ver_flags: u8, tag: u32) -> Vec<u8> {
-        aoe_frame(self.veth.a.mac, self.veth.b.mac, vlan, ver_flags, tag)
-    }
+in_modes! {
+    reflect_request:
+        test_reflect_native("native", Native, Native),
+        test_reflect_generic("generic", Generic, Generic),
+        test_auto_mode_picks_native_on_veth("auto", Auto, Native);
+    jumbo_round_trip:
+        test_jumbo_request_is_one_frame_and_reply_leaves_intact_native("jumbonat", Native, Native),
+        test_jumbo_request_is_one_frame_and_reply_leaves_intact_generic("jumbogen", Generic, Generic);
 }
 
 fn small_config() -> XskConfig {
@@ -90,54 +77,14 @@ fn setup_a(rig: &Rig, mode: XdpMode) -> (XdpProgram, XskPort) {
     (program, port)
 }
 
-/// The next frame at the XSK, or `None` after `timeout`.
-fn recv_one(port: &mut XskPort, timeout: Duration) -> Option<Frame> {
-    let deadline = Instant::now() + timeout;
-    loop {
-        if let Some(frame) = port.rx_burst(1).next() {
-            return Some(frame);
-        }
-        let left = deadline.saturating_duration_since(Instant::now());
-        if left.is_zero() {
-            return None;
-        }
-        port.wait_rx(left.min(Duration::from_millis(50))).unwrap();
-    }
-}
-
-/// Turns `frame` (a received request of `frame.len()` bytes) into its reply in place and queues
-/// it. Bytes past the request are dirtied first, so missing padding would show on the wire.
-fn reflect(port: &mut XskPort, mut frame: Frame) {
-    let len = frame.len();
-    let buf = port.data_mut(&mut frame);
-    let mut macs = [0u8; 12];
-    macs.copy_from_slice(&buf[..12]);
-    buf[..6].copy_from_slice(&macs[6..]);
-    buf[6..12].copy_from_slice(&macs[..6]);
-    let offset = aoe_offset(buf);
-    buf[offset] |= 0x08;
-    let dirty = (len + 64).min(buf.len());
-    buf[len..dirty].fill(0xEE);
-    port.transmit(frame, len);
-}
-
-/// Reaps completions and refills until the frame counts are back at `start` and every slab
-/// is free.
-fn settle(port: &mut XskPort, start: FrameCounts) {
-    let deadline = Instant::now() + WAIT;
-    let slabs_free = |port: &XskPort| port.slab_counts().free == port.slab_counts().total();
-    while port.frame_counts() != start || !slabs_free(port) {
-        assert!(
-            Instant::now() < deadline,
-            "frames not returned: {:?} != {start:?}, slabs {:?}",
-            port.frame_counts(),
-            port.slab_counts()
-        );
-        port.flush_tx().unwrap();
-        port.reap_completions();
-        port.refill().unwrap();
-        std::thread::sleep(Duration::from_millis(1));
-    }
+/// Asserts the socket dropped nothing and the kernel found no invalid descriptor.
+fn assert_nothing_dropped(port: &XskPort) {
+    let stats = port.stats().unwrap();
+    assert_eq!(
+        stats.rx_dropped + stats.rx_invalid_descs + stats.tx_invalid_descs,
+        0,
+        "{stats:?}"
+    );
 }
 
 /// (a) A request reaches the XSK byte for byte, at the documented UMEM offset; the reply built
@@ -178,10 +125,7 @@ fn reflect_request(tag: &str, mode: XdpMode, expect_mode: AttachMode) {
         assert!(offset + FRAME_SIZE - PACKET_OFFSET <= port.umem_len());
         reflect(&mut port, frame);
         port.flush_tx().unwrap();
-        let reply = rig
-            .peer
-            .recv_matching(WAIT, |f| is_aoe(f) && aoe_tag(f) == 0x1234_5678)
-            .expect("B did not receive the reply");
+        let reply = rig.reply(0x1234_5678, "B did not receive the reply");
         assert_eq!(
             reply.len(),
             ETH_MIN_FRAME_LEN,
@@ -193,59 +137,22 @@ fn reflect_request(tag: &str, mode: XdpMode, expect_mode: AttachMode) {
             "padding not zero: {reply:02x?}"
         );
 
-        // A reply longer than its request: 1024 bytes of "sector data" after the 36-byte header.
+        // A reply longer than its request.
         rig.peer.send(&long);
         let mut frame = recv_one(&mut port, WAIT).expect("second request did not reach the XSK");
-        let reply_len = AOE_ATA_HEADERS_LEN + 1024;
         let buf = port.data_mut(&mut frame);
-        assert!(buf.len() >= reply_len);
-        let mut macs = [0u8; 12];
-        macs.copy_from_slice(&buf[..12]);
-        buf[..6].copy_from_slice(&macs[6..]);
-        buf[6..12].copy_from_slice(&macs[..6]);
-        buf[14] |= 0x08;
-        for (i, byte) in buf[AOE_ATA_HEADERS_LEN..reply_len].iter_mut().enumerate() {
-            *byte = pattern(i);
-        }
+        assert!(buf.len() >= AOE_ATA_HEADERS_LEN + 1024);
+        let reply_len = build_long_reply(buf);
         port.transmit(frame, reply_len);
         port.flush_tx().unwrap();
-        let reply = rig
-            .peer
-            .recv_matching(WAIT, |f| is_aoe(f) && aoe_tag(f) == 0x0BAD_CAFE)
-            .expect("B did not receive the long reply");
-        assert_eq!(reply.len(), reply_len);
-        assert_eq!(reply[..long.len()], expected_reply(&long)[..]);
-        assert!(reply[AOE_ATA_HEADERS_LEN..]
-            .iter()
-            .enumerate()
-            .all(|(i, &b)| b == pattern(i)));
+        rig.expect_long_reply(&long, reply_len);
 
         let counters = program.counters().unwrap();
         assert_eq!(counters.redirected, 2);
         assert_eq!(counters.passed_response, 0);
         settle(&mut port, start);
-        let stats = port.stats().unwrap();
-        assert_eq!(
-            stats.rx_dropped + stats.rx_invalid_descs + stats.tx_invalid_descs,
-            0,
-            "{stats:?}"
-        );
+        assert_nothing_dropped(&port);
     });
-}
-
-#[test]
-fn test_reflect_native() {
-    reflect_request("native", XdpMode::Native, AttachMode::Native);
-}
-
-#[test]
-fn test_reflect_generic() {
-    reflect_request("generic", XdpMode::Generic, AttachMode::Generic);
-}
-
-#[test]
-fn test_auto_mode_picks_native_on_veth() {
-    reflect_request("auto", XdpMode::Auto, AttachMode::Native);
 }
 
 /// veth has no zero-copy AF_XDP: a forced zero-copy bind fails with a hint, Auto falls back.
@@ -310,9 +217,13 @@ fn test_native_refused_falls_back_to_generic() {
     if !privileged_or_skip() {
         return;
     }
-    let ns_a = NetNs::new("nofrag-a");
-    let ns_b = NetNs::new("nofrag-b");
-    let veth = VethPair::with_b_tx_queues(&ns_a, &ns_b, "aoexa", "aoexb", 9000, 2);
+    let ns_a = Netns::unique("nofrag-a").unwrap();
+    let ns_b = Netns::unique("nofrag-b").unwrap();
+    let veth = Veth::new(&ns_a, "aoexa", &ns_b, "aoexb")
+        .mtu(9000)
+        .b_tx_queues(2)
+        .create()
+        .unwrap();
     in_netns(&ns_a, || {
         let error = XdpProgram::attach(veth.a.ifindex, XdpMode::Native, DstFilter::Own(veth.a.mac))
             .expect_err("native refused");
@@ -341,12 +252,7 @@ fn test_vlan_request_reaches_xsk() {
         ));
         reflect(&mut port, frame);
         port.flush_tx().unwrap();
-        let reply = rig
-            .peer
-            .recv_matching(WAIT, |f| {
-                f.len() >= 18 && f[12..14] == [0x81, 0x00] && is_aoe(f)
-            })
-            .expect("B did not receive the VLAN reply");
+        let reply = rig.tagged_reply("B did not receive the VLAN reply");
         assert_eq!(reply[..request.len()], expected_reply(&request)[..]);
         assert_eq!(reply.len(), ETH_MIN_FRAME_LEN);
         assert_eq!(program.counters().unwrap().redirected, 1);
@@ -377,11 +283,8 @@ fn test_responses_and_non_aoe_pass_to_kernel() {
                 .recv_matching(WAIT, |f| f == &frame[..])
                 .unwrap_or_else(|| panic!("{what} frame did not reach the kernel stack on A"));
             assert_eq!(seen, *frame);
-            if let Some(stray) = recv_one(&mut port, QUIET) {
-                let bytes = port.data(&stray).to_vec();
-                port.release(stray);
-                panic!("{what} frame was redirected to the XSK: {bytes:02x?}");
-            }
+            let redirected = format!("{what} frame was redirected to the XSK");
+            assert_no_frame(&mut port, QUIET, &redirected);
         }
         let after = program.counters().unwrap();
         assert_eq!(after.passed_response - before.passed_response, 1);
@@ -392,9 +295,6 @@ fn test_responses_and_non_aoe_pass_to_kernel() {
     });
 }
 
-/// A unicast address (locally administered) that neither veth end has: another host's.
-const FOREIGN_MAC: [u8; 6] = [0x02, 0xAE, 0x00, 0x00, 0x00, 0x01];
-
 /// (c') A request for another host (a foreign unicast MAC, or a multicast group) passes to the
 /// kernel stack (XDP_PASS, so a bridge or capture on A still sees it), not the XSK, and is
 /// counted in its RX queue's `passed_foreign_dst`; a broadcast request is redirected. The
@@ -404,7 +304,7 @@ fn test_foreign_destination_passes_to_kernel() {
     let Some(rig) = Rig::new("fdst") else { return };
     let b = rig.veth.b.mac;
     let foreign = aoe_frame(FOREIGN_MAC, b, None, REQUEST, 0xF0_0001);
-    let group = aoe_frame([0x01, 0x00, 0x5E, 0, 0, 0x42], b, None, REQUEST, 0xF0_0002);
+    let group = aoe_frame(GROUP_MAC, b, None, REQUEST, 0xF0_0002);
     let broadcast = aoe_frame([0xFF; 6], b, None, REQUEST, 0xF0_0003);
     let kernel_side = PacketSocket::open(&rig.ns_a, &rig.veth.a.name);
     in_netns(&rig.ns_a, || {
@@ -420,11 +320,8 @@ fn test_foreign_destination_passes_to_kernel() {
             kernel_side
                 .recv_matching(WAIT, |f| f == &frame[..])
                 .unwrap_or_else(|| panic!("{what} request did not reach the kernel stack on A"));
-            if let Some(stray) = recv_one(&mut port, QUIET) {
-                let bytes = port.data(&stray).to_vec();
-                port.release(stray);
-                panic!("{what} request was redirected to the XSK: {bytes:02x?}");
-            }
+            let redirected = format!("{what} request was redirected to the XSK");
+            assert_no_frame(&mut port, QUIET, &redirected);
         }
         let counters = queue.read().unwrap();
         assert_eq!(counters.passed_foreign_dst, 2, "{counters:?}");
@@ -470,6 +367,12 @@ fn test_any_destination_is_redirected() {
     });
 }
 
+/// What `ip -d link show` says of side A's interface (an attached program shows as `prog/xdp`).
+fn link_details(rig: &Rig) -> String {
+    let name = &rig.veth.a.name;
+    rig.ns_a.ip(&["-d", "link", "show", "dev", name]).unwrap()
+}
+
 /// (e) Dropping the program detaches it (netlink query and `ip -d link show` agree); a program
 /// left behind (as after a crash) is found and removed by `detach_stale`; a second attach while
 /// one is attached fails with a hint instead of replacing it.
@@ -498,9 +401,7 @@ fn test_detach_on_drop_and_stale_cleanup() {
         );
         program.program_id()
     });
-    let shown = rig
-        .ns_a
-        .ip(&["-d", "link", "show", "dev", &rig.veth.a.name]);
+    let shown = link_details(&rig);
     assert!(
         !shown.contains("prog/xdp"),
         "XDP program {prog_id} still attached:\n{shown}"
@@ -524,9 +425,7 @@ fn test_detach_on_drop_and_stale_cleanup() {
         assert_eq!(detach_stale(ifindex).unwrap(), Some(leaked_id));
         assert_eq!(attached_program(ifindex).unwrap(), None);
     });
-    let shown = rig
-        .ns_a
-        .ip(&["-d", "link", "show", "dev", &rig.veth.a.name]);
+    let shown = link_details(&rig);
     assert!(
         !shown.contains("prog/xdp"),
         "stale program still attached:\n{shown}"
@@ -540,7 +439,6 @@ fn test_burst_reflects_all_without_leaks() {
     const WINDOW: u32 = 64;
     let Some(rig) = Rig::new("burst") else { return };
     let rig = &rig;
-    let (a_mac, b_mac) = (rig.veth.a.mac, rig.veth.b.mac);
     std::thread::scope(|scope| {
         let (ready_tx, ready_rx) = std::sync::mpsc::channel();
         let reflector = scope.spawn(|| {
@@ -554,27 +452,7 @@ fn test_burst_reflects_all_without_leaks() {
                 .unwrap();
                 let start = port.frame_counts();
                 ready_tx.send(()).unwrap();
-                let deadline = Instant::now() + Duration::from_secs(20);
-                let mut reflected = 0;
-                while reflected < COUNT {
-                    assert!(
-                        Instant::now() < deadline,
-                        "only {reflected} of {COUNT} reflected"
-                    );
-                    port.reap_completions();
-                    port.refill().unwrap();
-                    let burst = port.rx_burst(32);
-                    if burst.len() == 0 {
-                        drop(burst);
-                        port.wait_rx(Duration::from_millis(10)).unwrap();
-                        continue;
-                    }
-                    for frame in burst {
-                        reflect(&mut port, frame);
-                        reflected += 1;
-                    }
-                    port.flush_tx().unwrap();
-                }
+                reflect_count(&mut port, COUNT);
                 settle(&mut port, start);
                 assert_eq!(port.frame_counts(), start);
                 assert_eq!(port.frame_counts().total(), 256);
@@ -585,28 +463,7 @@ fn test_burst_reflects_all_without_leaks() {
         ready_rx
             .recv_timeout(WAIT)
             .expect("reflector did not start");
-        let mut sent = 0;
-        let mut seen = HashSet::new();
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while seen.len() < COUNT as usize {
-            assert!(
-                Instant::now() < deadline,
-                "only {} of {COUNT} replies",
-                seen.len()
-            );
-            while sent < COUNT && sent - u32::try_from(seen.len()).unwrap() < WINDOW {
-                rig.peer.send(&aoe_frame(a_mac, b_mac, None, REQUEST, sent));
-                sent += 1;
-            }
-            let reply = rig
-                .peer
-                .recv_matching(WAIT, |f| is_aoe(f) && f[14] == RESPONSE)
-                .unwrap_or_else(|| panic!("reply stalled after {} of {COUNT}", seen.len()));
-            let tag = aoe_tag(&reply);
-            assert!(tag < COUNT, "unexpected tag {tag}");
-            assert_eq!(reply.len(), ETH_MIN_FRAME_LEN);
-            assert!(seen.insert(tag), "duplicate reply for tag {tag}");
-        }
+        rig.round_trips(COUNT, WINDOW);
         let stats = reflector.join().unwrap();
         assert_eq!(stats.rx_dropped + stats.rx_ring_full, 0, "{stats:?}");
     });
@@ -750,29 +607,10 @@ fn test_alloc_and_large_flush() {
     in_netns(&rig.ns_a, || {
         let (_program, mut port) = setup_a(&rig, XdpMode::Native);
         let start = port.frame_counts();
-        for tag in 0..COUNT {
-            let mut frame = port.alloc().expect("free frame");
-            assert!(frame.is_empty());
-            let bytes = aoe_frame(rig.veth.b.mac, rig.veth.a.mac, None, RESPONSE, tag);
-            port.data_mut(&mut frame)[..bytes.len()].copy_from_slice(&bytes);
-            port.transmit(frame, bytes.len());
-        }
+        queue_responses(&mut port, &rig, COUNT);
         assert_eq!(port.frame_counts().tx, COUNT);
         assert_eq!(port.flush_tx().unwrap(), COUNT as usize);
-        let mut seen = HashSet::new();
-        while seen.len() < COUNT as usize {
-            let reply = rig
-                .peer
-                .recv_matching(WAIT, |f| is_aoe(f) && f[14] == RESPONSE)
-                .unwrap_or_else(|| {
-                    panic!(
-                        "only {} of {COUNT} frames left after one flush_tx",
-                        seen.len()
-                    )
-                });
-            assert_eq!(reply.len(), ETH_MIN_FRAME_LEN);
-            assert!(seen.insert(aoe_tag(&reply)));
-        }
+        rig.expect_responses(COUNT, "after one flush_tx");
         settle(&mut port, start);
     });
 }
@@ -784,11 +622,13 @@ fn test_namespaces_are_cleaned_up() {
         return;
     }
     let name = {
-        let ns = NetNs::new("cleanup");
-        assert!(leftover_namespaces().contains(&ns.name().to_owned()));
+        let ns = Netns::unique("cleanup").unwrap();
+        assert!(leftover_namespaces()
+            .unwrap()
+            .contains(&ns.name().to_owned()));
         ns.name().to_owned()
     };
-    assert!(!leftover_namespaces().contains(&name));
+    assert!(!leftover_namespaces().unwrap().contains(&name));
 }
 
 #[test]
@@ -848,10 +688,7 @@ fn ata_request(dst: [u8; 6], src: [u8; 6], tag: u32, sectors: usize, write: bool
 /// `sectors` of data derived from `data_tag`; returns the reply length.
 fn build_reply(port: &XskPort, frame: &mut Frame, sectors: usize, data_tag: u32) -> usize {
     let buf = port.data_mut(frame);
-    let mut macs = [0u8; 12];
-    macs.copy_from_slice(&buf[..12]);
-    buf[..6].copy_from_slice(&macs[6..]);
-    buf[6..12].copy_from_slice(&macs[..6]);
+    swap_macs(buf);
     buf[14] |= 0x08;
     let end = AOE_ATA_HEADERS_LEN + sectors * 512;
     for (i, byte) in buf[AOE_ATA_HEADERS_LEN..end].iter_mut().enumerate() {
@@ -931,23 +768,8 @@ fn jumbo_round_trip(tag: &str, mode: XdpMode, expect_mode: AttachMode) {
         settle(&mut port, start);
         assert_eq!(port.slab_counts(), slabs);
         assert_eq!(program.counters().unwrap().redirected, 1);
-        let stats = port.stats().unwrap();
-        assert_eq!(
-            stats.rx_dropped + stats.rx_invalid_descs + stats.tx_invalid_descs,
-            0,
-            "{stats:?}"
-        );
+        assert_nothing_dropped(&port);
     });
-}
-
-#[test]
-fn test_jumbo_request_is_one_frame_and_reply_leaves_intact_native() {
-    jumbo_round_trip("jumbonat", XdpMode::Native, AttachMode::Native);
-}
-
-#[test]
-fn test_jumbo_request_is_one_frame_and_reply_leaves_intact_generic() {
-    jumbo_round_trip("jumbogen", XdpMode::Generic, AttachMode::Generic);
 }
 
 /// A small READ request is upgraded into a slab so its 17-sector reply can be built in place;
@@ -981,10 +803,7 @@ fn test_upgrade_for_jumbo_read_reply() {
         let len = build_reply(&port, &mut frame, JUMBO_SECTORS, 0x7777);
         port.transmit(frame, len);
         port.flush_tx().unwrap();
-        let reply = rig
-            .peer
-            .recv_matching(WAIT, |f| is_aoe(f) && aoe_tag(f) == 0x2222)
-            .expect("B did not receive the upgraded reply");
+        let reply = rig.reply(0x2222, "B did not receive the upgraded reply");
         assert!(reply == expected_data_reply(&read, JUMBO_SECTORS, 0x7777));
         settle(&mut port, start);
 
@@ -1223,17 +1042,11 @@ fn test_jumbo_write_and_read_through_io_uring_o_direct() {
         assert_eq!(result, i32::try_from(data_len).unwrap(), "O_DIRECT read");
         let mut frame = port.reclaim(seg.chunk);
         let buf = port.data_mut(&mut frame);
-        let mut macs = [0u8; 12];
-        macs.copy_from_slice(&buf[..12]);
-        buf[..6].copy_from_slice(&macs[6..]);
-        buf[6..12].copy_from_slice(&macs[..6]);
+        swap_macs(buf);
         buf[14] |= 0x08;
         port.transmit(frame, JUMBO_LEN);
         port.flush_tx().unwrap();
-        let reply = rig
-            .peer
-            .recv_matching(WAIT, |f| is_aoe(f) && aoe_tag(f) == 0x0D15_C002)
-            .expect("B did not receive the read reply");
+        let reply = rig.reply(0x0D15_C002, "B did not receive the read reply");
         assert_eq!(reply.len(), JUMBO_LEN);
         assert!(reply[..AOE_ATA_HEADERS_LEN] == expected_reply(&read)[..]);
         assert!(

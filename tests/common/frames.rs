@@ -1,5 +1,6 @@
 //! AoE frames for the port tests (`packet_port`, `xdp_reflect`): minimal requests built by
-//! hand, and what a reflected reply must look like.
+//! hand, and what a reflected reply must look like; and the other hosts' addresses the
+//! destination-filter tests (`dataplane` too) send to.
 
 use std::time::Duration;
 
@@ -11,6 +12,11 @@ pub use aoe_xdp::wire::ETHERTYPE_AOE as ETH_P_AOE;
 pub const REQUEST: u8 = 0x10;
 /// AoE version 1, response flag set.
 pub const RESPONSE: u8 = 0x18;
+/// A unicast address (locally administered) that no interface of the tests has: another
+/// host's.
+pub const FOREIGN_MAC: [u8; 6] = [0x02, 0xAE, 0x00, 0x00, 0x00, 0x01];
+/// A multicast group (IPv4's 224.0.0.66 mapped to Ethernet).
+pub const GROUP_MAC: [u8; 6] = [0x01, 0x00, 0x5E, 0x00, 0x00, 0x42];
 
 /// A minimal AoE Query Config frame: 32 bytes untagged, 36 with a VLAN tag (both runts).
 pub fn aoe_frame(
@@ -57,11 +63,18 @@ pub fn aoe_tag(frame: &[u8]) -> u32 {
     u32::from_be_bytes(frame[at..at + 4].try_into().unwrap())
 }
 
+/// Swaps a frame's destination and source MAC addresses in place.
+pub fn swap_macs(frame: &mut [u8]) {
+    let mut macs = [0u8; 12];
+    macs.copy_from_slice(&frame[..12]);
+    frame[..6].copy_from_slice(&macs[6..]);
+    frame[6..12].copy_from_slice(&macs[..6]);
+}
+
 /// What A should send back for `request`: MACs swapped, response flag set.
 pub fn expected_reply(request: &[u8]) -> Vec<u8> {
     let mut reply = request.to_vec();
-    reply[..6].copy_from_slice(&request[6..12]);
-    reply[6..12].copy_from_slice(&request[..6]);
+    swap_macs(&mut reply);
     reply[aoe_offset(request)] |= 0x08;
     reply
 }

@@ -16,11 +16,11 @@
 use std::fmt::Write as _;
 use std::fs::{self, File};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::process::{Child, ExitStatus, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use super::netns::NetNs;
+use netns_rig::Netns;
 
 /// How long the target may take to start serving.
 pub const START_TIMEOUT: Duration = Duration::from_secs(15);
@@ -139,8 +139,7 @@ impl TargetDir {
 
     /// Starts the target inside `ns`, expecting it to refuse to start: waits for it to exit
     /// and returns its log. Panics if it starts serving or exits with status 0.
-    #[allow(dead_code, reason = "not every test binary uses it")]
-    pub fn start_refused(&self, ns: &NetNs) -> String {
+    pub fn start_refused(&self, ns: &Netns) -> String {
         let mut process = self.spawn(ns);
         let deadline = Instant::now() + START_TIMEOUT;
         loop {
@@ -160,13 +159,13 @@ impl TargetDir {
     }
 
     /// Starts the target inside `ns` and waits until it serves.
-    pub fn start<'a>(&'a self, ns: &'a NetNs) -> TargetProcess<'a> {
+    pub fn start<'a>(&'a self, ns: &'a Netns) -> TargetProcess<'a> {
         let mut process = self.spawn(ns);
         process.wait_serving();
         process
     }
 
-    fn spawn<'a>(&'a self, ns: &'a NetNs) -> TargetProcess<'a> {
+    fn spawn<'a>(&'a self, ns: &'a Netns) -> TargetProcess<'a> {
         let run = fs::read_dir(self.path())
             .expect("read temporary directory")
             .filter_map(Result::ok)
@@ -174,9 +173,8 @@ impl TargetDir {
             .count();
         let log_path = self.path().join(format!("run-{run}.log"));
         let log = File::create(&log_path).expect("create log file");
-        let child = Command::new("ip")
-            .args(["netns", "exec", ns.name()])
-            .arg(env!("CARGO_BIN_EXE_aoe-xdp"))
+        let child = ns
+            .exec(env!("CARGO_BIN_EXE_aoe-xdp"))
             .arg("--config")
             .arg(&self.config)
             // The configuration's log level (info) decides, not the caller's environment.
@@ -200,7 +198,7 @@ impl TargetDir {
 pub struct TargetProcess<'a> {
     child: Option<Child>,
     log_path: PathBuf,
-    _ns: &'a NetNs,
+    _ns: &'a Netns,
     _dir: &'a TargetDir,
 }
 
@@ -260,7 +258,6 @@ impl TargetProcess<'_> {
     /// Kills the target with SIGKILL, as a crash would (no clean-up: its XDP program stays
     /// attached, requests in flight go unanswered), waits for it and returns its log. Asserts
     /// that the signal is what ended it. Only this target's own pid is signalled.
-    #[allow(dead_code, reason = "not every test binary uses it")]
     pub fn kill(mut self) -> String {
         use std::os::unix::process::ExitStatusExt as _;
         let mut child = self.child.take().expect("aoe-xdp is running");

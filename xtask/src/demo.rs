@@ -134,8 +134,7 @@ fn run_demo(bin: &Path, dir: &Path) -> Result<()> {
     if !status.success() {
         bail!("aoe-xdp exited with {status}");
     }
-    let link =
-        output(Command::new("ip").args(["-n", target_ns.name(), "-d", "link", "show", "vt"]))?;
+    let link = target_ns.ip(&["-d", "link", "show", "vt"])?;
     if link.contains("prog/xdp") || link.contains(" xdp") {
         bail!("an XDP program is still attached to vt:\n{link}");
     }

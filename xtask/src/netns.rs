@@ -1,96 +1,24 @@
-//! Network namespaces, veth pairs and the processes started in them, for `demo` and `bench`.
+//! Network namespaces, veth pairs and the processes started in them, for `demo`, `bench` and
+//! `soak`. Namespaces and veths are the `netns-rig` crate's (the integration tests build theirs
+//! with it too); the processes are [`Daemon`]s.
 //!
 //! Every resource is a guard: a [`Netns`] is deleted and a [`Daemon`] stopped (SIGTERM, then
 //! SIGKILL after a grace period) when dropped, also when the command fails half-way. Only
 //! processes started here are ever signalled, by their own PID. Declare namespaces before the
 //! processes that run in them, so that processes are dropped (stopped) first.
 
-use std::ffi::OsStr;
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
+pub use netns_rig::{veth_pair, Netns};
 
 use crate::util::run;
 
 /// How long a stopped process may take to exit before it is killed.
 const STOP_GRACE: Duration = Duration::from_secs(10);
-
-/// A network namespace, deleted on drop (which also deletes the links inside it).
-pub struct Netns(String);
-
-impl Netns {
-    /// Creates the namespace `name` (which must not exist).
-    pub fn new(name: String) -> Result<Netns> {
-        run(Command::new("ip").args(["netns", "add", &name]))?;
-        Ok(Netns(name))
-    }
-
-    /// The namespace's name.
-    pub fn name(&self) -> &str {
-        &self.0
-    }
-
-    /// `ip netns exec NAME program`: `program` runs in this namespace. `ip` execs the program,
-    /// so the child's PID is the program's own.
-    pub fn exec(&self, program: impl AsRef<OsStr>) -> Command {
-        let mut cmd = Command::new("ip");
-        cmd.args(["netns", "exec", &self.0]).arg(program);
-        cmd
-    }
-
-    /// As [`Netns::exec`], with the program pinned to `core` by `taskset` (which also execs).
-    pub fn exec_pinned(&self, core: u32, program: impl AsRef<OsStr>) -> Command {
-        let mut cmd = self.exec("taskset");
-        cmd.args(["-c", &core.to_string()]).arg(program);
-        cmd
-    }
-
-    /// `ip -n NAME args…`.
-    pub fn ip(&self, args: &[&str]) -> Result<()> {
-        run(Command::new("ip").args(["-n", &self.0]).args(args))
-    }
-}
-
-impl Drop for Netns {
-    fn drop(&mut self) {
-        let _ = Command::new("ip").args(["netns", "del", &self.0]).status();
-    }
-}
-
-/// Joins `a` in `a_ns` and `b` in `b_ns` with a veth pair of one RX and one TX queue each
-/// (so every frame lands on queue 0), sets the MTU on both ends and brings them up. The pair
-/// goes away with either namespace.
-pub fn veth_pair(a_ns: &Netns, a: &str, b_ns: &Netns, b: &str, mtu: u16) -> Result<()> {
-    run(Command::new("ip").args([
-        "link",
-        "add",
-        a,
-        "netns",
-        a_ns.name(),
-        "numrxqueues",
-        "1",
-        "numtxqueues",
-        "1",
-        "type",
-        "veth",
-        "peer",
-        "name",
-        b,
-        "netns",
-        b_ns.name(),
-        "numrxqueues",
-        "1",
-        "numtxqueues",
-        "1",
-    ]))?;
-    let mtu = mtu.to_string();
-    a_ns.ip(&["link", "set", a, "mtu", &mtu, "up"])?;
-    b_ns.ip(&["link", "set", b, "mtu", &mtu, "up"])?;
-    Ok(())
-}
 
 /// A long-running process with stdout and stderr in a log file, stopped on drop.
 pub struct Daemon {

@@ -165,6 +165,11 @@ impl PacketPort {
         self.frames.counts()
     }
 
+    /// Slabs per ownership state (see [`Self::frame_counts`]).
+    pub fn slab_counts(&self) -> FrameCounts {
+        self.frames.slab_counts()
+    }
+
     /// The frames: pool, io_uring arenas, data access (see [`FrameArea`]).
     pub fn frames(&self) -> &FrameArea {
         &self.frames
