@@ -28,6 +28,8 @@ pub mod state;
 
 use std::sync::Arc;
 
+/// Zero-pads a reply to the Ethernet minimum; returns the padded length.
+use crate::wire::pad_to_min as pad;
 use crate::wire::{
     AoeCommand, AoeError, AoePacket, EthernetFrame, MacAddr, AOE_HEADER_LEN, SHELF_BROADCAST,
     SLOT_BROADCAST,
@@ -38,8 +40,7 @@ pub use state::{DeviceState, MacList, SharedState};
 
 /// Firmware version reported in Query Config replies and IDENTIFY.
 pub const FIRMWARE_VERSION: u16 = 0x0001;
-/// Ethernet frames shorter than this are padded (veth does not pad; `aoeping` ignores runts).
-pub const MIN_FRAME_LEN: usize = 60;
+pub use crate::wire::MIN_FRAME_LEN;
 /// Smallest buffer the target works in: a Query Config reply with the longest string.
 pub const BUFFER_LEN_MIN: usize = crate::wire::VLAN_HEADER_LEN
     + AOE_HEADER_LEN
@@ -454,14 +455,5 @@ fn aoe_error(ctx: &Ctx, buf: &mut [u8], error: AoeError) -> Outcome {
     }
 }
 
-/// Zero-pads a reply to the Ethernet minimum; returns the padded length.
-fn pad(buf: &mut [u8], len: usize) -> usize {
-    if len < MIN_FRAME_LEN {
-        buf[len..MIN_FRAME_LEN].fill(0);
-        MIN_FRAME_LEN
-    } else {
-        len
-    }
-}
 #[cfg(test)]
 mod tests;

@@ -5,15 +5,13 @@
 //! MTU they use.
 
 use crate::wire::ata::{AFLAG_LBA48, AFLAG_WRITE};
+use crate::wire::pad_to_min as pad;
 use crate::wire::{
     AoeCommand, AoeError, AoePacket, AoeRepr, AtaCommand, AtaPacket, AtaRepr, ConfigCommand,
     DirectiveRepr, EthernetFrame, EthernetRepr, MacAddr, MacMaskCommand, MacMaskPacket,
     MacMaskRepr, QueryConfigPacket, QueryConfigRepr, ReserveCommand, ReservePacket, ReserveRepr,
     AOE_VERSION, ETHERTYPE_AOE,
 };
-
-/// Shortest Ethernet frame on the wire (without FCS).
-const MIN_FRAME_LEN: usize = 60;
 
 /// Who talks to whom: the Ethernet and AoE addresses of a request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -52,15 +50,6 @@ fn headers(buf: &mut [u8], route: &Route, command: AoeCommand, tag: u32) -> usiz
     let end = eth_len + aoe.buffer_len();
     aoe.emit(&mut AoePacket::new_unchecked(&mut buf[eth_len..end]));
     end
-}
-
-fn pad(buf: &mut [u8], len: usize) -> usize {
-    if len < MIN_FRAME_LEN {
-        buf[len..MIN_FRAME_LEN].fill(0);
-        MIN_FRAME_LEN
-    } else {
-        len
-    }
 }
 
 /// An ATA command as an initiator issues it.

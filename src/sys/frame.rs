@@ -377,9 +377,7 @@ pub(crate) fn pad_for_wire(data: &mut [u8], len: usize) -> usize {
         "transmit length {len} exceeds frame capacity {}",
         data.len()
     );
-    let wire_len = len.max(super::layout::ETH_MIN_FRAME_LEN);
-    data[len..wire_len].fill(0);
-    wire_len
+    crate::wire::pad_to_min(data, len)
 }
 
 /// Counters of the jumbo (multi-buffer) path of a port.

@@ -55,7 +55,7 @@ pub const SLAB_CAPACITY: usize = SLAB_SIZE - PACKET_OFFSET;
 /// Largest Ethernet frame (without FCS) at MTU 9000 behind one 802.1Q tag.
 pub const JUMBO_FRAME_LEN: usize = 9000 + 14 + 4;
 /// Minimum Ethernet frame length without FCS; shorter frames are zero-padded on transmit.
-pub const ETH_MIN_FRAME_LEN: usize = 60;
+pub use crate::wire::MIN_FRAME_LEN as ETH_MIN_FRAME_LEN;
 
 const _: () = assert!(FRAME_SIZE.is_power_of_two());
 const _: () = assert!(PACKET_OFFSET == 476);

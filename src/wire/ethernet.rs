@@ -134,6 +134,20 @@ mod field {
 
 /// Length of an untagged Ethernet header.
 pub const HEADER_LEN: usize = field::PAYLOAD.start;
+/// Shortest Ethernet frame without its FCS: shorter frames are zero-padded to it on transmit
+/// (veth does not pad; `aoeping` ignores runts). The one definition of that length.
+pub const MIN_FRAME_LEN: usize = 60;
+
+/// Zero-pads the frame `buf[..len]` to [`MIN_FRAME_LEN`]; returns the length to send. Panics if
+/// `buf` is shorter than that.
+pub fn pad_to_min(buf: &mut [u8], len: usize) -> usize {
+    if len < MIN_FRAME_LEN {
+        buf[len..MIN_FRAME_LEN].fill(0);
+        MIN_FRAME_LEN
+    } else {
+        len
+    }
+}
 /// Length of an Ethernet header with one 802.1Q tag.
 pub const VLAN_HEADER_LEN: usize = field::VLAN_PAYLOAD.start;
 

@@ -60,8 +60,8 @@ pub use cfg::{
     ConfigCommand, QueryConfigPacket, QueryConfigRepr, CONFIG_STRING_MAX, QUERY_CONFIG_HEADER_LEN,
 };
 pub use ethernet::{
-    EthernetFrame, EthernetRepr, MacAddr, ParseMacAddrError, ETHERTYPE_AOE, ETHERTYPE_VLAN,
-    HEADER_LEN as ETHERNET_HEADER_LEN, VLAN_HEADER_LEN,
+    pad_to_min, EthernetFrame, EthernetRepr, MacAddr, ParseMacAddrError, ETHERTYPE_AOE,
+    ETHERTYPE_VLAN, HEADER_LEN as ETHERNET_HEADER_LEN, MIN_FRAME_LEN, VLAN_HEADER_LEN,
 };
 pub use mask::{
     DirectiveCommand, DirectiveRepr, MacMaskCommand, MacMaskError, MacMaskPacket, MacMaskRepr,
