@@ -206,7 +206,7 @@ fn test_interface_down_and_up_under_load() {
         Arc::clone(&acked),
     );
     wait_acked(&acked, 100);
-    net.target_ns.ip(&["link", "set", "vt0", "down"]).unwrap();
+    net.target_ns.link_down("vt0").unwrap();
     let before = acked.load(Ordering::Relaxed);
     let impatient = |client: Client| client.with_retry(Duration::from_millis(100), 2);
     let mut first = impatient(first);
@@ -216,7 +216,7 @@ fn test_interface_down_and_up_under_load() {
     );
     std::thread::sleep(Duration::from_millis(200));
     let during = acked.load(Ordering::Relaxed) - before;
-    net.target_ns.ip(&["link", "set", "vt0", "up"]).unwrap();
+    net.target_ns.link_up("vt0").unwrap();
     assert!(
         during > 0,
         "the other path stopped serving while vt0 was down"
