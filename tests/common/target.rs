@@ -28,6 +28,8 @@ pub const START_TIMEOUT: Duration = Duration::from_secs(15);
 pub const STOP_TIMEOUT: Duration = Duration::from_secs(10);
 /// The core the next target's worker is pinned to (modulo the number of cores).
 static NEXT_CORE: AtomicUsize = AtomicUsize::new(0);
+/// The statistics socket's name in the directory.
+const CONTROL_SOCKET: &str = "ctl.sock";
 /// The log line that says the dataplane is up.
 const SERVING: &str = "serving; SIGINT or SIGTERM stops";
 
@@ -86,7 +88,7 @@ impl TargetDir {
             "interfaces = [{}]\nstate-directory = {:?}\ncontrol-socket = {:?}\n",
             quoted.join(", "),
             dir.path().join("state"),
-            dir.path().join("ctl.sock"),
+            dir.path().join(CONTROL_SOCKET),
         );
         // Defaults the caller may override (TOML rejects a key twice, so only add missing ones).
         let cores = std::thread::available_parallelism().map_or(1, usize::from);
@@ -125,6 +127,11 @@ impl TargetDir {
     /// The directory.
     pub fn path(&self) -> &Path {
         self.dir.path()
+    }
+
+    /// The target's statistics socket (`control-socket`).
+    pub fn control_socket(&self) -> PathBuf {
+        self.path().join(CONTROL_SOCKET)
     }
 
     /// The configuration file.
