@@ -441,3 +441,50 @@ fn test_a_request_for_a_device_another_worker_owns_is_served_by_that_worker() {
     assert_eq!((local.jobs, local.remote_jobs), (1, 0), "{local:?}");
     assert_all_free(workers[0].0.units_mut()[0].port());
 }
+
+#[test]
+fn test_dropped_frames_go_unanswered_and_their_retransmissions_are_served() {
+    let disks = Disks::new(1);
+    let config = FaultConfig {
+        seed: 7,
+        drop_pct: 40,
+        duplicate_pct: 0,
+        reorder_pct: 0,
+    };
+    let port = FaultyPort::new(LoopbackPort::new(FRAMES).unwrap(), config);
+    let arenas: Vec<_> = port.io_arenas().cloned().collect();
+    let unit = Unit::new(0, port, PORT, CAPACITY, Arc::clone(&disks.state_dir));
+    let queues = Arc::new(Queues::new(vec![0], &[CAPACITY]));
+    let worker = disks.worker(0, vec![unit], &arenas, &queues);
+    let mut workers = [(worker, disks.target())];
+    let blocks: Vec<Vec<u8>> = (0..16u8).map(|i| pattern(i, 1024)).collect();
+    // As an initiator does: send, wait, and send again what was not answered.
+    let mut answered = std::collections::BTreeSet::new();
+    for round in 0..20 {
+        let missing: Vec<usize> = (0..blocks.len())
+            .filter(|i| !answered.contains(i))
+            .collect();
+        if missing.is_empty() {
+            break;
+        }
+        assert!(round < 19, "blocks {missing:?} never answered");
+        let wire = workers[0].0.units_mut()[0].port_mut().inner_mut();
+        for &i in &missing {
+            let tag = u32::try_from(i).unwrap();
+            wire.push_rx(&write_request(0, tag, tag as u64 * 2, &blocks[i]));
+        }
+        let mut sent = Vec::new();
+        settle(&mut workers[0], &mut sent);
+        for frame in &sent {
+            let (tag, status, _) = ata_reply(frame);
+            assert_eq!(status & ata_status::ERR, 0);
+            answered.insert(usize::try_from(tag).unwrap());
+        }
+    }
+    let port = workers[0].0.units_mut()[0].port();
+    assert!(port.stats().dropped > 0, "{:?}", port.stats());
+    for (i, block) in blocks.iter().enumerate() {
+        assert_eq!(&disks.read_file(0, i as u64 * 2, 2), block);
+    }
+    assert_all_free(port.inner());
+}
