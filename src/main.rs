@@ -86,6 +86,20 @@ struct Cli {
     /// Log level; overrides RUST_LOG and the configuration's log-level.
     #[arg(long, value_parser = clap::builder::PossibleValuesParser::new(LogLevel::KEYWORDS))]
     log_level: Option<String>,
+
+    /// Log format on standard error: `text` for people, `json` (one object per line, with
+    /// timestamp, level, target, message and fields) for log collectors.
+    #[arg(long, value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
+}
+
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum LogFormat {
+    /// Human-readable lines (colours on a terminal).
+    Text,
+    /// One JSON object per line.
+    Json,
 }
 
 const EXAMPLES: &str = "Examples:
@@ -145,11 +159,13 @@ fn init_logging(cli: &Cli, config: &Config) {
         None => EnvFilter::try_from_default_env()
             .unwrap_or_else(|_| EnvFilter::new(config.target.log_level.as_str())),
     };
-    tracing_subscriber::fmt()
+    let logs = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal())
-        .init();
+        .with_writer(std::io::stderr);
+    match cli.log_format {
+        LogFormat::Text => logs.with_ansi(std::io::stderr().is_terminal()).init(),
+        LogFormat::Json => logs.json().with_ansi(false).init(),
+    }
 }
 
 fn main() -> ExitCode {
@@ -175,7 +191,7 @@ fn main() -> ExitCode {
         .collect();
     if !problems.is_empty() {
         for problem in &problems {
-            eprintln!("error: {problem}");
+            fatal(&cli, &problem.to_string());
         }
         eprintln!("{} problem(s) with backing stores", problems.len());
         return ExitCode::from(1);
@@ -187,9 +203,18 @@ fn main() -> ExitCode {
     match run(config) {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
-            eprintln!("error: {err:#}");
+            fatal(&cli, &format!("{err:#}"));
             ExitCode::from(2)
         }
+    }
+}
+
+/// Reports an error that stops the target: a line `error: ...` on standard error, or with
+/// `--log-format json` a log record at level ERROR, so that a log collector sees why it stopped.
+fn fatal(cli: &Cli, error: &str) {
+    match cli.log_format {
+        LogFormat::Text => eprintln!("error: {error}"),
+        LogFormat::Json => tracing::error!(error, "aoe-xdp cannot serve"),
     }
 }
 

@@ -333,3 +333,41 @@ fn test_read_only_file_system() {
         "{stderr}"
     );
 }
+
+/// `--log-format json`: every line on standard error is one JSON object; the error that stops
+/// the target is a record at level ERROR naming the cause.
+#[test]
+fn test_json_logs() {
+    let dir = tempfile::tempdir().unwrap();
+    let disk = dir.path().join("disk.img");
+    sparse_file(&disk, 1 << 20);
+    let export = format!("1.0={}", disk.display());
+    let output = aoe_xdp(&[
+        "--interface",
+        "aoexnosuchif0",
+        "--export",
+        &export,
+        "--state-dir",
+        dir.path().to_str().unwrap(),
+        "--log-format",
+        "json",
+    ]);
+    assert_status(&output, 2);
+    let stderr = text(&output.stderr);
+    let records: Vec<serde_json::Value> = stderr
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap_or_else(|e| panic!("{line:?}: {e}")))
+        .collect();
+    let error = records
+        .iter()
+        .find(|record| record["level"] == "ERROR")
+        .unwrap_or_else(|| panic!("no ERROR record in {stderr}"));
+    let cause = error["fields"]["error"].as_str().unwrap();
+    assert!(
+        cause.contains("no Ethernet interface matches aoexnosuchif0"),
+        "{cause}"
+    );
+    assert!(error["timestamp"].is_string(), "{error}");
+    // The summary stays on standard output, for people.
+    assert!(text(&output.stdout).contains("e1.0"));
+}
