@@ -376,14 +376,22 @@ fn run(config: Config) -> anyhow::Result<()> {
         interfaces = %names.join(","),
         "serving; SIGINT or SIGTERM stops"
     );
+    let status = format!(
+        "serving {} device(s) on {}",
+        config.devices.len(),
+        names.join(",")
+    );
+    let mut watchdog = ServiceManager::ready(&status);
     // Acquire: pairs with the signal handler's store.
     while !stop.load(Ordering::Acquire) {
         if !dataplane.healthy() {
             tracing::error!("a worker stopped; shutting down");
             break;
         }
+        watchdog.alive();
         std::thread::sleep(std::time::Duration::from_millis(50));
     }
+    ServiceManager::stopping();
     tracing::info!("shutting down: finishing in-flight requests, detaching XDP");
     let stats = dataplane.shutdown().context("a worker failed")?;
     let (rx, tx, io) = stats.iter().fold((0, 0, 0), |(rx, tx, io), s| {
@@ -396,6 +404,52 @@ fn run(config: Config) -> anyhow::Result<()> {
         "stopped cleanly"
     );
     Ok(())
+}
+
+/// What systemd hears from a `Type=notify` service (nothing when `NOTIFY_SOCKET` is unset):
+/// `READY=1` once every port serves, `WATCHDOG=1` at half the `WatchdogSec=` interval while
+/// every worker runs, `STOPPING=1` when shutdown begins.
+struct ServiceManager {
+    /// Interval between watchdog pings, if systemd asked for them.
+    watchdog: Option<std::time::Duration>,
+    last_ping: std::time::Instant,
+}
+
+impl ServiceManager {
+    fn ready(status: &str) -> ServiceManager {
+        Self::tell(&[
+            sd_notify::NotifyState::Ready,
+            sd_notify::NotifyState::Status(status),
+        ]);
+        let mut usec = 0;
+        let watchdog = sd_notify::watchdog_enabled(false, &mut usec)
+            .then(|| std::time::Duration::from_micros(usec / 2));
+        ServiceManager {
+            watchdog,
+            last_ping: std::time::Instant::now(),
+        }
+    }
+
+    /// Pings the watchdog if it is due; call while the dataplane is healthy.
+    fn alive(&mut self) {
+        let Some(interval) = self.watchdog else {
+            return;
+        };
+        if self.last_ping.elapsed() >= interval {
+            Self::tell(&[sd_notify::NotifyState::Watchdog]);
+            self.last_ping = std::time::Instant::now();
+        }
+    }
+
+    fn stopping() {
+        Self::tell(&[sd_notify::NotifyState::Stopping]);
+    }
+
+    fn tell(state: &[sd_notify::NotifyState<'_>]) {
+        if let Err(error) = sd_notify::notify(false, state) {
+            tracing::warn!(%error, "cannot notify the service manager");
+        }
+    }
 }
 
 fn print_load_error(err: &config::Error) {

@@ -371,3 +371,26 @@ fn test_json_logs() {
     // The summary stays on standard output, for people.
     assert!(text(&output.stdout).contains("e1.0"));
 }
+
+/// `config/aoe-xdp.service` is a unit systemd accepts as it is: `systemd-analyze verify` finds
+/// no unknown key, no bad value and no warning (with ExecStart pointed at this build).
+#[test]
+fn test_systemd_unit_verifies() {
+    let unit = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/config/aoe-xdp.service"
+    ))
+    .unwrap();
+    assert!(unit.contains("ExecStart=/usr/local/bin/aoe-xdp "));
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("aoe-xdp.service");
+    std::fs::write(&path, unit.replace("/usr/local/bin/aoe-xdp", BIN)).unwrap();
+    let output = Command::new("systemd-analyze")
+        .arg("verify")
+        .arg(&path)
+        .output()
+        .expect("run systemd-analyze (Debian package systemd)");
+    let said = format!("{}{}", text(&output.stdout), text(&output.stderr));
+    assert!(output.status.success(), "{said}");
+    assert!(said.trim().is_empty(), "systemd-analyze verify: {said}");
+}

@@ -147,7 +147,12 @@ impl TargetDir {
     /// Starts the target inside `ns`, expecting it to refuse to start: waits for it to exit
     /// and returns its log. Panics if it starts serving or exits with status 0.
     pub fn start_refused(&self, ns: &Netns) -> String {
-        let mut process = self.spawn(ns);
+        self.start_refused_with(ns, &Launch::default())
+    }
+
+    /// As [`TargetDir::start_refused`], launched as `launch` says.
+    pub fn start_refused_with(&self, ns: &Netns, launch: &Launch) -> String {
+        let mut process = self.spawn_with(ns, launch);
         let deadline = Instant::now() + START_TIMEOUT;
         loop {
             let child = process.child.as_mut().expect("running");
@@ -167,12 +172,31 @@ impl TargetDir {
 
     /// Starts the target inside `ns` and waits until it serves.
     pub fn start<'a>(&'a self, ns: &'a Netns) -> TargetProcess<'a> {
-        let mut process = self.spawn(ns);
+        self.start_with(ns, &Launch::default())
+    }
+
+    /// As [`TargetDir::start`], launched as `launch` says (behind a wrapper such as
+    /// `setpriv`, with extra environment variables).
+    pub fn start_with<'a>(&'a self, ns: &'a Netns, launch: &Launch) -> TargetProcess<'a> {
+        let mut process = self.spawn_with(ns, launch);
         process.wait_serving();
         process
     }
 
-    fn spawn<'a>(&'a self, ns: &'a Netns) -> TargetProcess<'a> {
+    /// Lets every user read the directory and write the disks and the state directory: for a
+    /// target that runs as an unprivileged user.
+    pub fn open_to_all(&self) {
+        use std::os::unix::fs::PermissionsExt as _;
+        let state = self.path().join("state");
+        fs::create_dir_all(&state).expect("create the state directory");
+        fs::set_permissions(&state, fs::Permissions::from_mode(0o777)).expect("chmod state");
+        fs::set_permissions(self.path(), fs::Permissions::from_mode(0o777)).expect("chmod dir");
+        for path in self.disks.iter().chain([&self.config]) {
+            fs::set_permissions(path, fs::Permissions::from_mode(0o666)).expect("chmod");
+        }
+    }
+
+    fn spawn_with<'a>(&'a self, ns: &'a Netns, launch: &Launch) -> TargetProcess<'a> {
         let run = fs::read_dir(self.path())
             .expect("read temporary directory")
             .filter_map(Result::ok)
@@ -180,12 +204,21 @@ impl TargetDir {
             .count();
         let log_path = self.path().join(format!("run-{run}.log"));
         let log = File::create(&log_path).expect("create log file");
-        let child = ns
-            .exec(env!("CARGO_BIN_EXE_aoe-xdp"))
+        let binary = env!("CARGO_BIN_EXE_aoe-xdp");
+        let mut command = match launch.wrapper.split_first() {
+            None => ns.exec(binary),
+            Some((program, args)) => {
+                let mut command = ns.exec(program);
+                command.args(args).arg(binary);
+                command
+            }
+        };
+        let child = command
             .arg("--config")
             .arg(&self.config)
             // The configuration's log level (info) decides, not the caller's environment.
             .env_remove("RUST_LOG")
+            .envs(launch.env.iter().map(|(key, value)| (key, value)))
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("clone log file"))
             .stderr(log)
@@ -198,6 +231,14 @@ impl TargetDir {
             _dir: self,
         }
     }
+}
+
+/// How to launch the target: behind `wrapper` (a program that execs the rest of its command
+/// line, e.g. `setpriv ...`, so the pid stays the target's), with `env` added.
+#[derive(Debug, Default)]
+pub struct Launch {
+    pub wrapper: Vec<String>,
+    pub env: Vec<(String, String)>,
 }
 
 /// A running `aoe-xdp`; stopped (and checked for a clean exit) on drop.

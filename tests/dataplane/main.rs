@@ -14,6 +14,7 @@
 //! - `stats_socket.rs`: `aoe-xdp --stats` and who it answers;
 //! - `idle.rs`: polling, spinning and napping workers;
 //! - `startup.rs`: a second instance refused, the fallback to AF_PACKET;
+//! - `service.rs`: the systemd notification protocol, the service's capabilities;
 //! - `stops.rs`: `kill -9`, SIGTERM and an interface down and up under load;
 //! - `disk_faults.rs`: a full file system, a bad range;
 //! - `flood.rs`: malformed requests during verified I/O;
@@ -41,6 +42,7 @@ mod mappings;
 mod multipath;
 mod patterns;
 mod reads_writes;
+mod service;
 mod startup;
 mod stats_socket;
 mod stops;

@@ -28,6 +28,10 @@ pub const PACKAGES: &[&str] = &[
     "qemu-system-x86",
     "busybox-static",
     "e2fsprogs",
+    // setpriv: the service's capability set in tests/dataplane/service.rs.
+    "util-linux",
+    // systemd-analyze: config/aoe-xdp.service is checked in tests/config_cli.rs.
+    "systemd",
 ];
 
 /// More for `cargo xtask bench`: `perf` to profile the target, `fincore` to check that the
