@@ -22,10 +22,22 @@ use aoe_xdp::config::{
 };
 use aoe_xdp::dataplane::Dataplane;
 
+mod cli;
+
 /// An ATA-over-Ethernet storage target on AF_XDP and io_uring.
 #[derive(Debug, Parser)]
-#[command(name = "aoe-xdp", version, after_help = EXAMPLES)]
+#[command(
+    name = "aoe-xdp",
+    version,
+    after_help = EXAMPLES,
+    args_conflicts_with_subcommands = true,
+    subcommand_negates_reqs = true
+)]
 struct Cli {
+    /// Talk to a running target (`aoe-xdp ctl --help`).
+    #[command(subcommand)]
+    command: Option<Command>,
+
     /// Configuration file (TOML); see config/aoe-xdp.toml for every key.
     #[arg(
         short,
@@ -93,6 +105,14 @@ struct Cli {
     log_format: LogFormat,
 }
 
+/// Subcommands.
+#[derive(Debug, clap::Subcommand)]
+enum Command {
+    /// Talk to the running target over its control socket: stats, monitor, show, clear,
+    /// clear-stats, announce.
+    Ctl(cli::ctl::CtlArgs),
+}
+
 /// How log lines are written.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 enum LogFormat {
@@ -106,6 +126,8 @@ const EXAMPLES: &str = "Examples:
   aoe-xdp --config /etc/aoe-xdp.toml --check
   aoe-xdp --interface eth1 --export 1.0=/dev/sdb --export 1.1=/srv/aoe/disk.img
   aoe-xdp --stats                      # counters of the running target
+  aoe-xdp ctl monitor                  # a live table of the running target
+  aoe-xdp ctl clear 1.0 reservation    # free a device a fenced initiator holds
 
 Exit status: 0 success, 1 configuration or backing problems, 2 usage error or failure to serve.";
 
@@ -170,6 +192,9 @@ fn init_logging(cli: &Cli, config: &Config) {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if let Some(Command::Ctl(args)) = &cli.command {
+        return cli::ctl::run(args);
+    }
     if let Some(socket) = &cli.stats {
         return stats(&cli, socket);
     }
@@ -218,140 +243,16 @@ fn fatal(cli: &Cli, error: &str) {
     }
 }
 
-/// `--stats`: asks the running target and prints its counters.
+/// `--stats` (the flat form of `aoe-xdp ctl stats`): asks the running target and prints its
+/// counters.
 fn stats(cli: &Cli, socket: &std::path::Path) -> ExitCode {
-    let path = if !socket.as_os_str().is_empty() {
-        socket.to_owned()
-    } else if let Some(file) = &cli.config {
-        match Config::load(file) {
-            Ok(config) => config.target.control_socket,
-            Err(err) => {
-                print_load_error(&err);
-                return ExitCode::from(1);
-            }
-        }
-    } else {
-        PathBuf::from(config::defaults::CONTROL_SOCKET)
+    let socket = (!socket.as_os_str().is_empty()).then(|| socket.to_owned());
+    let args = cli::ctl::CtlArgs {
+        socket,
+        config: cli.config.clone(),
+        action: cli::ctl::Action::Stats { json: cli.json },
     };
-    let report = match aoe_xdp::dataplane::stats::query(&path) {
-        Ok(report) => report,
-        Err(error) => {
-            eprintln!("error: {error} (is aoe-xdp running with this control-socket?)");
-            return ExitCode::from(2);
-        }
-    };
-    if cli.json {
-        match serde_json::to_string_pretty(&report) {
-            Ok(json) => println!("{json}"),
-            Err(error) => {
-                eprintln!("error: {error}");
-                return ExitCode::from(2);
-            }
-        }
-    } else {
-        print_report(&report);
-    }
-    ExitCode::SUCCESS
-}
-
-fn print_report(report: &aoe_xdp::dataplane::stats::Report) {
-    const MB: f64 = 1e6;
-    println!("aoe-xdp: up {:.1} s", report.uptime_s);
-    println!(
-        "\n{:<24} {:>12} {:>12} {:>10} {:>11} {:>12} {:>8} {:>10} {:>10} {:>10} {:>10} {:>6}",
-        "PORT",
-        "RX",
-        "TX",
-        "IGNORED",
-        "FOREIGN-DST",
-        "STORAGE",
-        "NO-FRAME",
-        "BOUNCED",
-        "JUMBO-DROP",
-        "KERN-DROP",
-        "FILL-EMPTY",
-        "FILL"
-    );
-    for port in &report.ports {
-        let c = &port.counters;
-        println!(
-            "{:<24} {:>12} {:>12} {:>10} {:>11} {:>12} {:>8} {:>10} {:>10} {:>10} {:>10} {:>6}",
-            port.name,
-            c.rx_frames,
-            c.tx_frames,
-            c.ignored,
-            c.foreign_dst,
-            c.io_submitted,
-            c.no_frame,
-            c.jumbo.bounce_frames,
-            c.jumbo.rx_no_slab + c.jumbo.rx_too_long,
-            c.kernel.rx_dropped,
-            c.kernel.fill_empty,
-            c.kernel.fill_depth
-        );
-    }
-    println!(
-        "\n{:<10} {:>5} {:>12} {:>10} {:>12} {:>10} {:>8} {:>8} {:>8} {:>8}",
-        "DEVICE",
-        "OWNER",
-        "READS",
-        "READ MB",
-        "WRITES",
-        "WRITE MB",
-        "OTHER",
-        "ATA-ERR",
-        "AOE-ERR",
-        "DROPPED"
-    );
-    for device in &report.devices {
-        let c = &device.counters;
-        println!(
-            "{:<10} {:>5} {:>12} {:>10.1} {:>12} {:>10.1} {:>8} {:>8} {:>8} {:>8}",
-            device.name,
-            device.owner,
-            c.read_cmds,
-            c.read_bytes as f64 / MB,
-            c.write_cmds,
-            c.write_bytes as f64 / MB,
-            c.other_cmds,
-            c.ata_errors,
-            c.proto_errors,
-            c.dropped
-        );
-    }
-    println!(
-        "\n{:<7} {:>12} {:>10} {:>9} {:>12} {:>10} {:>12} {:>12} {:>8} {:>8} {:>10} {:>8}",
-        "WORKER",
-        "JOBS",
-        "REMOTE",
-        "BACKLOG",
-        "DISK I/O",
-        "MERGED",
-        "MAPPED",
-        "INLINE",
-        "BOUNCED",
-        "IO-ERR",
-        "SYNCS",
-        "MAJFLT"
-    );
-    for (index, worker) in report.workers.iter().enumerate() {
-        let e = &worker.engine;
-        println!(
-            "{:<7} {:>12} {:>10} {:>9} {:>12} {:>10} {:>12} {:>12} {:>8} {:>8} {:>10} {:>8}",
-            index,
-            worker.jobs,
-            worker.remote_jobs,
-            worker.io_backlogged,
-            e.ios,
-            e.merged,
-            e.mapped,
-            e.inline,
-            e.bounced,
-            e.errors,
-            e.syncs,
-            worker.major_faults
-        );
-    }
+    cli::ctl::run(&args)
 }
 
 /// Serves the configuration until shut down.

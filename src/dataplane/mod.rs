@@ -9,6 +9,7 @@
 //! the replies) and detaches the XDP programs; dropping a `Dataplane` does the same.
 
 pub mod counters;
+pub mod ctl;
 pub mod devices;
 pub mod interfaces;
 pub mod io;
@@ -91,7 +92,7 @@ type WorkerHandle = JoinHandle<Result<(Vec<UnitStats>, WorkerStats), port::PortE
 /// A running dataplane.
 pub struct Dataplane {
     /// Serves statistics until the dataplane is dropped (after the workers stopped).
-    stats_socket: Option<stats::StatsSocket>,
+    ctl_socket: Option<ctl::CtlSocket>,
     stop: Arc<AtomicBool>,
     workers: Vec<WorkerHandle>,
     /// Detached on drop, after the workers stopped (field order: workers are joined first in
@@ -167,18 +168,26 @@ impl Dataplane {
         let stop = Arc::new(AtomicBool::new(false));
         let (workers, board) = spawn_workers(config, &devices, ports, &stop)?;
         let path = &config.target.control_socket;
-        let stats_socket = match stats::StatsSocket::start(path, board) {
+        let ctl_socket = match ctl::CtlSocket::start(
+            path,
+            board,
+            devices.devices.clone(),
+            Arc::clone(&devices.state_dir),
+        ) {
             Ok(socket) => {
-                tracing::info!(path = %path.display(), "control socket ready: aoe-xdp --stats");
+                tracing::info!(path = %path.display(), "control socket ready: aoe-xdp ctl");
                 Some(socket)
             }
             Err(error) => {
-                tracing::warn!(%error, "no control socket: statistics are logged at exit only");
+                tracing::warn!(
+                    %error,
+                    "no control socket: no aoe-xdp ctl, statistics are logged at exit only"
+                );
                 None
             }
         };
         Ok(Dataplane {
-            stats_socket,
+            ctl_socket,
             stop,
             workers,
             programs,
@@ -192,9 +201,9 @@ impl Dataplane {
         &self.interfaces
     }
 
-    /// The statistics socket's path (`control-socket`), if it could be opened.
-    pub fn stats_socket(&self) -> Option<&std::path::Path> {
-        self.stats_socket.as_ref().map(|socket| socket.path())
+    /// The control socket's path (`control-socket`), if it could be opened.
+    pub fn control_socket(&self) -> Option<&std::path::Path> {
+        self.ctl_socket.as_ref().map(|socket| socket.path())
     }
 
     /// `interface:transport` (`af_xdp` or `af_packet`) of every port.
@@ -465,6 +474,7 @@ fn spawn_workers(
         let engine = engine_for(config, devices, &arenas);
         let mut worker = Worker::new(index, engine, units, Arc::clone(&queues));
         worker.set_board(Arc::clone(&board));
+        worker.set_announcer(devices.advertise_to.clone(), Arc::clone(&announcing));
         // Jobs can come from another worker when a device this one owns is also served by
         // another worker's ports.
         worker.set_shared(

@@ -1,5 +1,5 @@
-//! Statistics: the counters every worker keeps, published for the statistics socket
-//! ([`StatsSocket`], configured as `control-socket`).
+//! Statistics: the counters every worker keeps, published for the control socket
+//! (`super::ctl`, configured as `control-socket`) and the metrics endpoint.
 //!
 //! Workers never block on statistics: every [`PUBLISH_INTERVAL`] a worker copies its counters
 //! into its slot of the [`StatsBoard`] with `try_lock` (skipped if a reader holds the slot
@@ -7,19 +7,12 @@
 //! (the statistics socket's thread) locks each slot briefly and sums. Figures are therefore up to
 //! one interval old.
 //!
-//! The statistics socket (`target.control-socket`, a Unix stream socket, mode 0600) answers one
-//! command per connection: a line `stats` gets the [`Report`] as one line of JSON. `aoe-xdp
-//! --stats` is its client. A socket file whose server is gone (a crash) is replaced; one
-//! that a live process answers on is left alone and this instance runs without one (with a
-//! warning): statistics are not worth refusing to serve storage.
+//! The board also carries requests from the control socket to the workers: an announcement
+//! ([`StatsBoard::request_announce`]) is counted, and each worker sends its advertisements when
+//! it sees the count change (at its next publication).
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::os::unix::fs::PermissionsExt;
-use std::os::unix::net::{UnixListener, UnixStream};
-use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
-use std::thread::JoinHandle;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
@@ -31,10 +24,6 @@ use super::counters::{UnitStats, WorkerStats};
 
 /// How often a worker publishes its counters.
 pub const PUBLISH_INTERVAL: Duration = Duration::from_millis(100);
-/// How long the statistics socket waits for a client's command.
-const CLIENT_TIMEOUT: Duration = Duration::from_secs(1);
-/// How often the statistics socket's thread looks at the stop flag.
-const ACCEPT_POLL: Duration = Duration::from_millis(50);
 
 /// One worker's published counters.
 #[derive(Debug, Clone, Default)]
@@ -58,6 +47,8 @@ pub struct StatsBoard {
     /// The owner worker per device.
     owners: Vec<usize>,
     slots: Box<[Mutex<WorkerSlot>]>,
+    /// Announcements asked for so far (see [`StatsBoard::request_announce`]).
+    announce: AtomicU64,
 }
 
 impl StatsBoard {
@@ -76,7 +67,26 @@ impl StatsBoard {
             slots: (0..workers)
                 .map(|_| Mutex::new(WorkerSlot::default()))
                 .collect(),
+            announce: AtomicU64::new(0),
         }
+    }
+
+    /// Asks every worker to send its advertisements (at its next publication, within
+    /// [`PUBLISH_INTERVAL`]).
+    pub fn request_announce(&self) {
+        // Release: a worker that sees the new count acts on this request.
+        self.announce.fetch_add(1, Ordering::Release);
+    }
+
+    /// Announcements asked for so far; a worker advertises when this changes.
+    pub fn announce_requests(&self) -> u64 {
+        // Acquire: pairs with `request_announce`.
+        self.announce.load(Ordering::Acquire)
+    }
+
+    /// The names of the devices, in device order.
+    pub fn device_names(&self) -> &[String] {
+        &self.devices
     }
 
     /// Number of devices.
@@ -203,177 +213,6 @@ impl From<WorkerStats> for WorkerReport {
     }
 }
 
-/// Why the statistics socket could not be used.
-#[derive(Debug, thiserror::Error)]
-pub enum StatsSocketError {
-    /// Another live process answers on the path.
-    #[error("{0} is in use by a running process; set target.control-socket to another path")]
-    InUse(PathBuf),
-    /// Socket or file system error.
-    #[error("{path}: {source}")]
-    Io {
-        /// The socket path.
-        path: PathBuf,
-        /// Cause.
-        source: std::io::Error,
-    },
-    /// The server's answer was not a report.
-    #[error("{path}: unexpected answer: {answer}")]
-    Answer {
-        /// The socket path.
-        path: PathBuf,
-        /// What came back.
-        answer: String,
-    },
-}
-
-/// The statistics socket's server thread; stops and removes the socket file on drop.
-#[derive(Debug)]
-pub struct StatsSocket {
-    path: PathBuf,
-    stop: Arc<AtomicBool>,
-    thread: Option<JoinHandle<()>>,
-}
-
-impl StatsSocket {
-    /// Binds `path` (replacing a stale socket file) and serves `board` from a thread.
-    pub fn start(path: &Path, board: Arc<StatsBoard>) -> Result<StatsSocket, StatsSocketError> {
-        let io = |source| StatsSocketError::Io {
-            path: path.to_owned(),
-            source,
-        };
-        if path.exists() {
-            if UnixStream::connect(path).is_ok() {
-                return Err(StatsSocketError::InUse(path.to_owned()));
-            }
-            std::fs::remove_file(path).map_err(io)?;
-        }
-        if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
-            std::fs::create_dir_all(parent).map_err(io)?;
-        }
-        let listener = UnixListener::bind(path).map_err(io)?;
-        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).map_err(io)?;
-        listener.set_nonblocking(true).map_err(io)?;
-        let stop = Arc::new(AtomicBool::new(false));
-        let thread = {
-            let stop = Arc::clone(&stop);
-            std::thread::Builder::new()
-                .name("aoe-control".into())
-                .spawn(move || serve(&listener, &board, &stop))
-                .map_err(io)?
-        };
-        Ok(StatsSocket {
-            path: path.to_owned(),
-            stop,
-            thread: Some(thread),
-        })
-    }
-
-    /// The socket path.
-    pub fn path(&self) -> &Path {
-        &self.path
-    }
-}
-
-impl Drop for StatsSocket {
-    fn drop(&mut self) {
-        // Release: pairs with the server thread's Acquire load.
-        self.stop.store(true, Ordering::Release);
-        if let Some(thread) = self.thread.take() {
-            let _ = thread.join();
-        }
-        let _ = std::fs::remove_file(&self.path);
-    }
-}
-
-/// Whether a client running as `peer` may use the socket of a target running as `own`: root,
-/// or the target's own user (in addition to the socket file's mode, `0600`).
-fn peer_allowed(peer: rustix::process::Uid, own: rustix::process::Uid) -> bool {
-    peer.is_root() || peer == own
-}
-
-fn serve(listener: &UnixListener, board: &StatsBoard, stop: &AtomicBool) {
-    let own = rustix::process::geteuid();
-    while !stop.load(Ordering::Acquire) {
-        match listener.accept() {
-            Ok((stream, _)) => match rustix::net::sockopt::socket_peercred(&stream) {
-                Ok(peer) if peer_allowed(peer.uid, own) => {
-                    if let Err(error) = answer(stream, board) {
-                        tracing::debug!(%error, "control socket client");
-                    }
-                }
-                Ok(peer) => {
-                    tracing::warn!(
-                        uid = peer.uid.as_raw(),
-                        pid = peer.pid.as_raw_nonzero().get(),
-                        "control socket: refused a client that is neither root nor this \
-                         target's user"
-                    );
-                    let _ = refuse(&stream);
-                }
-                Err(error) => tracing::warn!(%error, "control socket: no peer credentials"),
-            },
-            Err(error) if error.kind() == std::io::ErrorKind::WouldBlock => {
-                std::thread::sleep(ACCEPT_POLL);
-            }
-            Err(error) => {
-                tracing::warn!(%error, "control socket accept failed");
-                std::thread::sleep(ACCEPT_POLL);
-            }
-        }
-    }
-}
-
-/// Tells a refused client why, without reading what it sent.
-fn refuse(stream: &UnixStream) -> std::io::Result<()> {
-    stream.set_nonblocking(false)?;
-    stream.set_write_timeout(Some(CLIENT_TIMEOUT))?;
-    let mut writer = stream;
-    writeln!(
-        writer,
-        "{{\"error\":\"permission denied: only root or the target's own user may ask\"}}"
-    )
-}
-
-fn answer(stream: UnixStream, board: &StatsBoard) -> std::io::Result<()> {
-    stream.set_nonblocking(false)?;
-    stream.set_read_timeout(Some(CLIENT_TIMEOUT))?;
-    stream.set_write_timeout(Some(CLIENT_TIMEOUT))?;
-    let mut line = String::new();
-    BufReader::new((&stream).take(256)).read_line(&mut line)?;
-    let mut writer = &stream;
-    match line.trim() {
-        "stats" => {
-            let json = serde_json::to_string(&board.report()).map_err(std::io::Error::other)?;
-            writeln!(writer, "{json}")
-        }
-        other => writeln!(
-            writer,
-            "{{\"error\":{}}}",
-            serde_json::Value::String(format!("unknown command {other:?}; try \"stats\""))
-        ),
-    }
-}
-
-/// Asks the aoe-xdp serving `path` for its statistics.
-pub fn query(path: &Path) -> Result<Report, StatsSocketError> {
-    let io = |source| StatsSocketError::Io {
-        path: path.to_owned(),
-        source,
-    };
-    let mut stream = UnixStream::connect(path).map_err(io)?;
-    stream
-        .set_read_timeout(Some(CLIENT_TIMEOUT * 2))
-        .map_err(io)?;
-    stream.write_all(b"stats\n").map_err(io)?;
-    let mut line = String::new();
-    BufReader::new(&stream).read_line(&mut line).map_err(io)?;
-    serde_json::from_str(&line).map_err(|_| StatsSocketError::Answer {
-        path: path.to_owned(),
-        answer: line.trim().to_owned(),
-    })
-}
-
 impl DeviceCounters {
     /// Adds `other` to `self`, field by field.
     fn add(&mut self, other: &DeviceCounters) {
@@ -391,17 +230,6 @@ impl DeviceCounters {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use rustix::process::Uid;
-
-    #[test]
-    fn test_only_root_and_the_targets_own_user_may_ask() {
-        let (user, other) = (Uid::from_raw(1000), Uid::from_raw(1001));
-        assert!(peer_allowed(Uid::ROOT, user));
-        assert!(peer_allowed(user, user));
-        assert!(!peer_allowed(other, user));
-        assert!(peer_allowed(Uid::ROOT, Uid::ROOT));
-        assert!(!peer_allowed(user, Uid::ROOT));
-    }
 
     fn board() -> StatsBoard {
         StatsBoard::new(
@@ -450,35 +278,5 @@ mod tests {
         assert!(!board.publish(0, |slot| slot.worker.jobs = 1));
         drop(held);
         assert!(board.publish(0, |slot| slot.worker.jobs = 1));
-    }
-
-    #[test]
-    fn test_stats_socket_serves_stats_and_cleans_up() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let path = dir.path().join("run").join("ctl.sock");
-        let board = Arc::new(board());
-        board.publish(0, |slot| slot.worker.remote_jobs = 9);
-        let socket = StatsSocket::start(&path, Arc::clone(&board)).expect("start");
-        let report = query(&path).expect("query");
-        assert_eq!(report.workers[0].remote_jobs, 9);
-        assert_eq!(report.devices[0].name, "e1.0");
-
-        // A second server on a live socket is refused; an unknown command gets an error.
-        assert!(matches!(
-            StatsSocket::start(&path, Arc::clone(&board)),
-            Err(StatsSocketError::InUse(_))
-        ));
-        let mut stream = UnixStream::connect(&path).expect("connect");
-        stream.write_all(b"reboot\n").expect("write");
-        let mut line = String::new();
-        BufReader::new(&stream).read_line(&mut line).expect("read");
-        assert!(line.contains("unknown command"), "{line}");
-
-        drop(socket);
-        assert!(!path.exists(), "socket file removed");
-        // A stale file (no server) is replaced.
-        std::fs::write(&path, b"").expect("stale file");
-        let socket = StatsSocket::start(&path, board).expect("restart over a stale file");
-        assert!(query(socket.path()).is_ok());
     }
 }

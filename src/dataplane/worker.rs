@@ -405,6 +405,18 @@ pub struct Worker<P: NetPort = Port> {
     index: usize,
     board: Option<Arc<StatsBoard>>,
     last_publish: Instant,
+    /// Where this worker's units advertise when the control socket asks (`announce`).
+    announcer: Option<Announcer>,
+}
+
+/// What a worker needs to advertise its devices on request.
+struct Announcer {
+    /// Per device: where its advertisement goes (empty: nowhere).
+    destinations: Vec<Vec<crate::wire::MacAddr>>,
+    /// Per unit (global index): whether it speaks for its interface (its queue 0).
+    announcing: Arc<[bool]>,
+    /// The board's announcement count last acted on.
+    seen: u64,
 }
 
 impl<P: NetPort> Worker<P> {
@@ -435,6 +447,40 @@ impl<P: NetPort> Worker<P> {
             index,
             board: None,
             last_publish: Instant::now(),
+            announcer: None,
+        }
+    }
+
+    /// Lets the control socket's `announce` reach this worker: on each request its units that
+    /// speak for their interface (`announcing`, by global unit index) advertise every device
+    /// to its `destinations` (requests made before this call are not acted on).
+    pub fn set_announcer(
+        &mut self,
+        destinations: Vec<Vec<crate::wire::MacAddr>>,
+        announcing: Arc<[bool]>,
+    ) {
+        let seen = self.board.as_ref().map_or(0, |b| b.announce_requests());
+        self.announcer = Some(Announcer {
+            destinations,
+            announcing,
+            seen,
+        });
+    }
+
+    /// Sends the advertisements the control socket asked for since the last look.
+    fn announce_if_asked(&mut self, target: &mut Target) {
+        let (Some(board), Some(announcer)) = (&self.board, &mut self.announcer) else {
+            return;
+        };
+        let requests = board.announce_requests();
+        if requests == announcer.seen {
+            return;
+        }
+        announcer.seen = requests;
+        for unit in &mut self.units {
+            if announcer.announcing[usize::from(unit.id)] {
+                unit.advertise(target, &announcer.destinations);
+            }
         }
     }
 
@@ -445,10 +491,11 @@ impl<P: NetPort> Worker<P> {
 
     /// Copies the counters to the board if the interval passed (never blocks, allocates
     /// only the first time).
-    fn publish(&mut self, target: &Target, now: Instant) {
+    fn publish(&mut self, target: &mut Target, now: Instant) {
         if now.duration_since(self.last_publish) < PUBLISH_INTERVAL {
             return;
         }
+        self.announce_if_asked(target);
         let Some(board) = &self.board else {
             return;
         };
@@ -811,7 +858,7 @@ pub fn run<P: NetPort>(
         if precise || iterations % COARSE_CLOCK_ITERATIONS == 0 || idle_since.is_some() {
             now = Instant::now();
         }
-        worker.publish(&target, now);
+        worker.publish(&mut target, now);
         if worker.engine.syncs_in_flight() > 0 && iterations % SYNC_YIELD_ITERATIONS == 0 {
             // A data sync runs in an io_uring blocking-I/O thread, which may share this core
             // (it must when the process has only this one) or another busy worker's: a
@@ -844,7 +891,7 @@ pub fn run<P: NetPort>(
     worker.stats.major_faults = crate::sys::filemap::thread_major_faults();
     // The final figures, for a reader that asks while the dataplane is stopping.
     worker.last_publish = Instant::now() - PUBLISH_INTERVAL;
-    worker.publish(&target, Instant::now());
+    worker.publish(&mut target, Instant::now());
     let units = worker
         .units
         .iter()
