@@ -1,10 +1,10 @@
 //! Busy polling ([`BusyPoll`]): the socket options that let the application's own calls on the
 //! socket drive the driver's NAPI on its core (Linux 5.11+).
 
-use std::io;
-use std::os::fd::{AsRawFd, BorrowedFd};
+use std::os::fd::BorrowedFd;
 
 use super::{XskError, XskPort};
+use crate::sys::syscall::set_int;
 
 /// Busy-poll socket options (Linux 5.11+). With busy polling, the application's
 /// `recvfrom`/`sendto`/`poll` on this socket drive the driver's NAPI on its own core.
@@ -46,29 +46,13 @@ impl XskPort {
     }
 }
 
+/// `setsockopt(SOL_SOCKET, option, value)`; a failure names the option.
 fn set_int_option(
     fd: BorrowedFd<'_>,
     option: i32,
     value: i32,
     name: &'static str,
 ) -> Result<(), XskError> {
-    let len = crate::sys::syscall::socklen::<i32>();
-    // SAFETY: `fd` is an open socket for the duration of the call; the option value points at a
-    // live `i32` of the length passed, which the kernel only reads.
-    let ret = unsafe {
-        libc::setsockopt(
-            fd.as_raw_fd(),
-            libc::SOL_SOCKET,
-            option,
-            std::ptr::from_ref(&value).cast::<libc::c_void>(),
-            len,
-        )
-    };
-    if ret != 0 {
-        return Err(XskError::Syscall {
-            call: name,
-            source: io::Error::last_os_error(),
-        });
-    }
-    Ok(())
+    set_int(fd, libc::SOL_SOCKET, option, value)
+        .map_err(|source| XskError::Syscall { call: name, source })
 }
