@@ -1,13 +1,14 @@
 //! Binding an [`XskPort`]: the UMEM, the socket with the four rings (zero-copy first, then copy
 //! mode; multi-buffer first at a jumbo MTU), our mapping of the TX ring, the io_uring arenas of
-//! the frames and slabs, and the hints that name the likely fix when the kernel refuses.
+//! the frames and slabs, and the hints that name the likely fix when the kernel refuses; then
+//! what the bind got: the interface, queue, bind mode and socket fd.
 //!
 //! Hazards: the socket is bound in the calling thread's network namespace; a second bind on
 //! the same (interface, queue) fails with `EBUSY`; a retry after a refused bind reuses the same
 //! UMEM (xsk-rs keeps its fill and completion rings).
 
 use std::io;
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsRawFd, BorrowedFd};
 
 use xsk_rs::config::{BindFlags, LibxdpFlags, QueueSize, SocketConfig};
 use xsk_rs::{CompQueue, FillQueue, FrameDesc, RxQueue, TxQueue};
@@ -221,6 +222,30 @@ impl XskPort {
             program_counters: None,
             umem,
         })
+    }
+}
+
+impl XskPort {
+    /// Zero-copy or copy mode.
+    pub fn bind_mode(&self) -> BindMode {
+        self.bind_mode
+    }
+
+    /// The interface name.
+    pub fn interface(&self) -> &str {
+        &self.interface
+    }
+
+    /// The RX queue.
+    pub fn queue_id(&self) -> u32 {
+        self.queue_id
+    }
+
+    /// The socket fd, for `XdpProgram::insert_socket` and for `poll`/`epoll`.
+    pub fn fd(&self) -> BorrowedFd<'_> {
+        // SAFETY: the fd belongs to the socket, which the rings keep open for as long as `self`
+        // lives; the returned borrow cannot outlive `self`.
+        unsafe { BorrowedFd::borrow_raw(self.rx.fd().as_raw_fd()) }
     }
 }
 

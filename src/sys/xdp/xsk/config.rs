@@ -18,7 +18,8 @@ pub enum BindPreference {
     Copy,
 }
 
-/// Frames a port first keeps on its fill ring for the kernel to receive into ([`XskPort::refill`](super::XskPort::refill)).
+/// Frames a port first keeps on its fill ring for the kernel to receive into
+/// ([`XskPort::refill`](super::XskPort::refill)).
 ///
 /// The kernel takes fill-ring frames in order, so every frame on the ring is touched once per
 /// trip round it: with 2048 frames that is more than a core's L2 cache, and each reply's
@@ -26,14 +27,15 @@ pub enum BindPreference {
 /// hot: +1-10 % requests/s for the target and +2-18 % for the reflector on veth (copy mode).
 /// A burst that leaves the kernel less than a quarter of them doubles the target, up to
 /// `fill_ring_size`, for the rest of the port's life; a port about to sleep
-/// ([`XskPort::wait_rx`](super::XskPort::wait_rx)) hands over the whole ring, so a burst that wakes it finds room.
+/// ([`XskPort::wait_rx`](super::XskPort::wait_rx)) hands over the whole ring, so a burst that
+/// wakes it finds room.
 pub const FILL_TARGET_START: u32 = 256;
 
 /// Geometry of a port. Ring sizes must be powers of two.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct XskConfig {
-    /// Frames in the UMEM (each [`FRAME_SIZE`](crate::sys::layout::FRAME_SIZE) bytes, locked memory). The jumbo slabs
-    /// ([`XskConfig::slab_count`]) come on top.
+    /// Frames in the UMEM (each [`FRAME_SIZE`](crate::sys::layout::FRAME_SIZE) bytes, locked
+    /// memory). The jumbo slabs ([`XskConfig::slab_count`]) come on top.
     pub frame_count: u32,
     /// Fill ring entries; also the most frames `refill` keeps with the kernel for receiving
     /// (it starts with [`FILL_TARGET_START`]).
@@ -50,9 +52,9 @@ pub struct XskConfig {
 
 impl XskConfig {
     /// Jumbo slabs set aside behind the frames: one per 16 frames, at least 4 (each
-    /// [`SLAB_SIZE`](crate::sys::layout::SLAB_SIZE) bytes of locked memory; 256 slabs = 3 MiB for the default 4096 frames).
-    /// A slab is held by one jumbo request from its arrival (or upgrade) until its reply's TX
-    /// completion.
+    /// [`SLAB_SIZE`](crate::sys::layout::SLAB_SIZE) bytes of locked memory; 256 slabs = 3 MiB
+    /// for the default 4096 frames). A slab is held by one jumbo request from its arrival (or
+    /// upgrade) until its reply's TX completion.
     pub fn slab_count(&self) -> u32 {
         (self.frame_count / 16).max(4)
     }

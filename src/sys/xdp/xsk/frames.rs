@@ -1,4 +1,5 @@
-//! The frames the application holds: their bytes ([`XskPort::data`], [`XskPort::data_mut`])
+//! The UMEM and its frames: the mapping and its io_uring arenas, the frame and slab counts, and
+//! the frames the application holds: their bytes ([`XskPort::data`], [`XskPort::data_mut`])
 //! and addresses, frames and slabs allocated or released without a ring, a small request moved
 //! into a slab ([`XskPort::upgrade`]), and a frame lent to a storage I/O as a chunk token.
 //!
@@ -6,16 +7,78 @@
 //! in state `Rx`, which no ring holds, are ever read or written here; a lent frame has no
 //! handle until it is reclaimed.
 
+use std::ptr::NonNull;
+use std::sync::Arc;
+
 use super::XskPort;
-use crate::sys::frame::{Frame, FrameState};
-use crate::sys::layout::{FRAME_SIZE, PACKET_OFFSET, SLAB_CHUNKS, SLAB_SIZE};
-use crate::sys::mem::Chunk;
+use crate::sys::frame::{Frame, FrameCounts, FrameState};
+use crate::sys::layout::{
+    FRAME_CAPACITY, FRAME_SIZE, PACKET_OFFSET, SLAB_CAPACITY, SLAB_CHUNKS, SLAB_SIZE,
+};
+use crate::sys::mem::{Arena, Chunk};
 use crate::sys::xdp::umem::UmemArea;
 
 /// UMEM address of the first byte of slab `index` (pool index, `>= frames`).
 pub(super) fn slab_addr(frames: u32, index: u32) -> usize {
     debug_assert!(index >= frames);
     (frames as usize + (index - frames) as usize * SLAB_CHUNKS) * FRAME_SIZE
+}
+
+impl XskPort {
+    /// The UMEM as an arena for io_uring registration: chunk `i` is frame `i`.
+    pub fn io_arena(&self) -> &Arc<Arena> {
+        self.lender.arena()
+    }
+
+    /// The jumbo slabs as a second io_uring arena (chunk `j` = slab `j`, [`SLAB_SIZE`] bytes,
+    /// packet at chunk + 476, payload at chunk + 512), or `None` if the port has no slabs
+    /// (bound without multi-buffer support). A slab frame's [`Self::lend`] returns a chunk of
+    /// this arena.
+    pub fn slab_arena(&self) -> Option<&Arc<Arena>> {
+        self.lender.slab_arena()
+    }
+
+    /// Longest frame (Ethernet header to payload end, without FCS) this port can receive and
+    /// transmit: a slab's capacity with multi-buffer, otherwise what one chunk holds.
+    pub fn max_frame_len(&self) -> usize {
+        if self.multi_buffer {
+            SLAB_CAPACITY
+        } else {
+            FRAME_CAPACITY
+        }
+    }
+
+    /// True if bound with `XDP_USE_SG` (jumbo frames work).
+    pub fn multi_buffer(&self) -> bool {
+        self.multi_buffer
+    }
+
+    /// Frames per ownership state (they always sum to the frame count; slabs are counted in
+    /// [`Self::slab_counts`]).
+    pub fn frame_counts(&self) -> FrameCounts {
+        self.pool.counts()
+    }
+
+    /// Slabs per ownership state (`fill` is always 0).
+    pub fn slab_counts(&self) -> FrameCounts {
+        self.pool.slab_counts()
+    }
+
+    /// Start of the UMEM mapping (for registering it as one io_uring fixed buffer).
+    pub fn umem_base_ptr(&self) -> NonNull<u8> {
+        self.umem.base_ptr()
+    }
+
+    /// Length of the UMEM mapping in bytes: the frames, then the slabs
+    /// (`(frame_count + 3 * slab_count) * frame_size`).
+    pub fn umem_len(&self) -> usize {
+        self.umem.len()
+    }
+
+    /// Size of one frame (chunk).
+    pub fn frame_size(&self) -> usize {
+        FRAME_SIZE
+    }
 }
 
 impl XskPort {

@@ -43,10 +43,12 @@
 //!   then panic when dropped (release them first).
 //! - The socket is bound in the calling thread's network namespace (libxdp resolves the name).
 //!
-//! One concern a file: the configuration and its checks (`config.rs`), binding (`bind.rs`), the
-//! port's state and what it says about itself (`port.rs`), the frames the application holds
-//! (`frames.rs`), the receive path (`rx.rs`), the transmit path (`tx.rs`), statistics
-//! (`stats.rs`), busy polling (`busy_poll.rs`) and [`XskError`] (`error.rs`).
+//! This file holds the port's state, in drop order; the files beside it are its concerns, and
+//! they alone see its fields: the configuration and its checks (`config.rs`), binding and what
+//! the bind got (`bind.rs`), the UMEM and the frames the application holds (`frames.rs`), the
+//! receive path (`rx.rs`), the transmit path (`tx.rs`), statistics (`stats.rs`), busy polling
+//! (`busy_poll.rs`) and [`XskError`] (`error.rs`). Every ownership transition goes through the
+//! [`FramePool`], which asserts it.
 //!
 //! [`FramePool`]: crate::sys::frame::FramePool
 //! [`Frame`]: crate::sys::frame::Frame
@@ -56,7 +58,6 @@ mod busy_poll;
 mod config;
 mod error;
 mod frames;
-mod port;
 mod rx;
 mod stats;
 mod tx;
@@ -65,5 +66,70 @@ pub use bind::BindMode;
 pub use busy_poll::BusyPoll;
 pub use config::{BindPreference, XskConfig, FILL_TARGET_START};
 pub use error::XskError;
-pub use port::XskPort;
 pub use stats::XskStats;
+
+use xsk_rs::{CompQueue, FillQueue, FrameDesc, RxQueue, TxQueue};
+
+use crate::sys::frame::{FramePool, JumboStats, Lender};
+use crate::sys::xdp::loader::XdpQueueCounters;
+use crate::sys::xdp::txring::TxRing;
+use crate::sys::xdp::umem::UmemArea;
+use rx::Partial;
+
+/// One AF_XDP socket on one (interface, RX queue), with its UMEM and frame pool.
+///
+/// Field order is drop order: the rings (each holding a reference to the socket) go first, so the
+/// socket is closed before the UMEM it was bound to is unregistered and unmapped (xsk-rs also
+/// keeps the UMEM alive through the socket, so this is belt and braces).
+pub struct XskPort {
+    /// Our mapping of the TX ring: unmapped before the socket closes.
+    txring: TxRing,
+    /// Kept for the socket's lifetime and for `sendto` kicks; never used to produce.
+    tx: TxQueue,
+    rx: RxQueue,
+    fill: FillQueue,
+    comp: CompQueue,
+    umem: UmemArea,
+    pool: FramePool,
+    /// Current descriptor of each frame (address as last received; length set on transmit).
+    descs: Vec<FrameDesc>,
+    /// Scratch descriptors for ring calls; fixed length, never reallocated.
+    scratch: Vec<FrameDesc>,
+    /// Frames and slabs in state `Tx` with their wire length, in transmit order. Capacity =
+    /// frame count + slab count, so it never grows.
+    tx_queued: Vec<(u32, usize)>,
+    /// Per slab: TX descriptors not yet returned on the completion ring.
+    slab_pending: Vec<u8>,
+    /// The multi-buffer packet being received, if its last fragment has not arrived yet.
+    rx_partial: Option<Partial>,
+    jumbo: JumboStats,
+    /// Bound with `XDP_USE_SG`: slabs are in use.
+    multi_buffer: bool,
+    /// Frames `refill` keeps with the kernel now: starts at [`FILL_TARGET_START`] and doubles
+    /// up to `fill_max` after a burst (see there).
+    fill_target: u32,
+    /// `fill_ring_size`, or the frame count if smaller.
+    fill_max: u32,
+    /// Frames the kernel held for receiving after the last `refill`.
+    fill_held: u32,
+    /// The UMEM as an io_uring arena and each frame's chunk token (it holds a clone of the
+    /// xsk-rs `Umem`, so the mapping outlives every ring that registered it).
+    lender: Lender,
+    bind_mode: BindMode,
+    interface: String,
+    queue_id: u32,
+    /// The XDP program's counters of this queue, once the program it is registered with
+    /// handed them over ([`XskPort::set_program_counters`]).
+    program_counters: Option<XdpQueueCounters>,
+}
+
+impl std::fmt::Debug for XskPort {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("XskPort")
+            .field("interface", &self.interface)
+            .field("queue_id", &self.queue_id)
+            .field("bind_mode", &self.bind_mode)
+            .field("counts", &self.pool.counts())
+            .finish_non_exhaustive()
+    }
+}

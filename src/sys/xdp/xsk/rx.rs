@@ -31,9 +31,9 @@ impl XskPort {
     /// for receiving (or the free list is empty), and kicks the kernel if it asked for a
     /// wakeup. Returns the number of frames posted.
     ///
-    /// The target starts at [`FILL_TARGET_START`](super::FILL_TARGET_START) and doubles (up to `fill_ring_size`) when
-    /// the kernel, given the whole target last time, now holds less than a quarter of it: a
-    /// burst came close to finding the ring empty, which drops frames.
+    /// The target starts at [`FILL_TARGET_START`](super::FILL_TARGET_START) and doubles (up to
+    /// `fill_ring_size`) when the kernel, given the whole target last time, now holds less than
+    /// a quarter of it: a burst came close to finding the ring empty, which drops frames.
     pub fn refill(&mut self) -> Result<usize, XskError> {
         let held = self.pool.count(FrameState::Fill);
         if self.fill_held >= self.fill_target
