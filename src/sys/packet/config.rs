@@ -1,7 +1,11 @@
 //! What a [`super::PacketPort`] is built from: the ring layout ([`RingVersion`]) and sizes
 //! ([`PacketConfig`]), and the checks they must pass before any syscall.
 
-use super::*;
+use super::{
+    PacketError, JUMBO_TX_SLOT_SIZE, PAGE_SIZE, TX_SLOT_SIZE, V2_RX_OVERHEAD, V3_RX_OVERHEAD,
+    VLAN_TAG_LEN,
+};
+use crate::sys::layout::{FRAME_CAPACITY, JUMBO_FRAME_LEN, SLAB_CAPACITY};
 
 /// The ring layout. `PACKET_VERSION` is per socket, so this also picks the TX slot header.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -23,7 +27,8 @@ pub enum RingVersion {
     V2 {
         /// Bytes per slot: a power of two, at least 2048. A slot holds about 80 bytes of headers
         /// plus the frame; a longer frame is truncated by the kernel and dropped
-        /// ([`PacketStats::rx_too_long`]). 4096 fits every frame a chunk can hold.
+        /// ([`PacketStats::rx_too_long`](super::PacketStats::rx_too_long)). 4096 fits every
+        /// frame a chunk can hold.
         slot_size: u32,
         /// Slots, rounded up to fill whole pages (kernel memory: `slot_size * slot_count`).
         slot_count: u32,
@@ -33,7 +38,8 @@ pub enum RingVersion {
 /// Geometry and options of a port.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct PacketConfig {
-    /// Frames in the frame area (each [`FRAME_SIZE`] bytes of ordinary anonymous memory).
+    /// Frames in the frame area (each [`FRAME_SIZE`](crate::sys::layout::FRAME_SIZE) bytes of
+    /// ordinary anonymous memory).
     pub frame_count: u32,
     /// RX ring layout and size.
     pub ring: RingVersion,

@@ -1,7 +1,12 @@
 //! The classic BPF filter (`SO_ATTACH_FILTER`) that lets only AoE requests into the ring, and
 //! an interpreter that tests what it accepts.
 
-use super::*;
+use std::io;
+use std::os::fd::BorrowedFd;
+
+use super::{ETH_P_8021Q, ETH_P_AOE, VLAN_TAG_LEN};
+use crate::sys::syscall::set_option;
+use crate::wire::{AOE_HEADER_LEN, ETHERNET_HEADER_LEN};
 
 /// `SKF_AD_OFF + SKF_AD_PKTTYPE`: the ancillary "offset" that loads `skb->pkt_type`. The
 /// negative offset is what the kernel expects, reinterpreted as the instruction's `u32` k.

@@ -87,6 +87,13 @@
 //! - Dropping the port with frames still held by the application is allowed, but the handles
 //!   then panic when dropped (release them first).
 //! - The socket is bound in the calling thread's network namespace.
+//!
+//! [`FramePool`]: crate::sys::frame::FramePool
+//! [`Frame`]: crate::sys::frame::Frame
+//! [`FrameArea`]: crate::sys::frame_area::FrameArea
+//! [`FrameArea::upgrade`]: crate::sys::frame_area::FrameArea::upgrade
+//! [`FrameArea::max_frame_len`]: crate::sys::frame_area::FrameArea::max_frame_len
+//! [`DstFilter`]: crate::sys::xdp::DstFilter
 
 pub mod burst;
 mod config;
@@ -100,25 +107,7 @@ pub use config::{PacketConfig, RingVersion};
 pub use filter::{aoe_request_filter, FILTER_LEN};
 pub use port::{PacketPort, PacketStats};
 
-// The split files see each other's items through the parent (`use super::*` in each).
-use config::*;
-use filter::*;
-use ring::*;
-use setup::*;
-
-use std::cell::Cell;
 use std::io;
-use std::mem::{offset_of, size_of};
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
-use std::sync::atomic::{AtomicU32, Ordering};
-use std::time::Duration;
-
-use crate::sys::frame::{FrameCounts, RxBurst, RX_BURST_MAX};
-use crate::sys::frame_area::{FrameArea, NoRoom};
-use crate::sys::layout::{FRAME_CAPACITY, JUMBO_FRAME_LEN, SLAB_CAPACITY};
-use crate::sys::mem::Mapping;
-use crate::sys::syscall::{set_int, set_option, socklen};
-use crate::sys::xdp::DstFilter;
 
 /// The AoE ethertype (the one definition is [`crate::wire::ETHERTYPE_AOE`]).
 pub use crate::wire::ETHERTYPE_AOE as ETH_P_AOE;
@@ -129,8 +118,6 @@ const ETH_P_8021Q: u16 = 0x8100;
 const ETH_P_ALL: u16 = 0x0003;
 
 const VLAN_TAG_LEN: usize = 4;
-
-use crate::wire::{AOE_HEADER_LEN, ETHERNET_HEADER_LEN};
 
 /// Two MAC addresses: where a VLAN tag goes back in.
 const MACS_LEN: usize = 12;

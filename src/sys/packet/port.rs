@@ -1,7 +1,23 @@
 //! [`PacketPort`]: the AF_PACKET port's data path — RX burst, TX queue and flush, frame
 //! hand-out — over the rings of [`super::ring`], and what it counts ([`PacketStats`]).
 
-use super::*;
+use std::cell::Cell;
+use std::io;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use super::config::{validate, PacketConfig};
+use super::ring::{copy_restoring_tag, Rings, RxPacket};
+use super::setup::{
+    bind_socket, interface_index, log_fallback, open_socket, setup_hint, setup_rings,
+    take_socket_error,
+};
+use super::{PacketError, MACS_LEN, VLAN_TAG_LEN};
+use crate::sys::frame::{FrameCounts, RxBurst, RX_BURST_MAX};
+use crate::sys::frame_area::{FrameArea, NoRoom};
+use crate::sys::syscall::{set_int, socklen};
+use crate::sys::xdp::DstFilter;
 
 /// Counters of one port: kernel counters (accumulated from `PACKET_STATISTICS`, which resets on
 /// every read) and the port's own.

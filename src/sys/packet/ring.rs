@@ -2,7 +2,12 @@
 //! (`TPACKET_V2`), and the TX ring's slots. Each status word is the hand-over point with the
 //! kernel; see the port's module docs for the contract.
 
-use super::*;
+use std::mem::offset_of;
+use std::sync::atomic::{AtomicU32, Ordering};
+
+use super::{ETH_P_8021Q, JUMBO_TX_SLOT_SIZE, MACS_LEN, TX_SLOT_SIZE, VLAN_TAG_LEN};
+use crate::sys::layout::{FRAME_CAPACITY, SLAB_CAPACITY};
+use crate::sys::mem::Mapping;
 
 /// Where the fields of a TX slot are, per `TPACKET` version.
 #[derive(Clone, Copy, Debug)]

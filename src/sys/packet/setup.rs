@@ -1,8 +1,15 @@
 //! Building the socket: creating it, the options that must precede the rings, requesting and
 //! mapping the rings, binding, and the hints that name the likely fix when a step fails.
 
-use super::*;
-use crate::sys::syscall::bind_packet;
+use std::io;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
+
+use super::config::{ring_bytes, v2_block_size, v2_geometry, PacketConfig, RingVersion};
+use super::filter::{aoe_request_filter, attach_filter};
+use super::ring::{BlockCursor, Rings, RxRing, SlotCursor, TxLayout, TX_V2, TX_V3};
+use super::{PacketError, ETH_P_ALL, ETH_P_AOE, PAGE_SIZE, TPACKET_V2, TPACKET_V3};
+use crate::sys::mem::Mapping;
+use crate::sys::syscall::{bind_packet, set_int, set_option, socklen};
 
 /// Creates the socket (receiving nothing yet) and sets the filter and socket options that must
 /// precede the rings. Errors carry the failing step.
