@@ -8,7 +8,7 @@
 //! | `show DEVICE` | the device's AoE state: config string, Mac Mask List, reservation |
 //! | `clear DEVICE config\|mask\|reservation` | `{"ok": ...}`; the change is saved and every worker uses it at once |
 //! | `clear-stats` | `{"ok": ...}`; later `stats` count from now |
-//! | `announce` | `{"ok": ...}`; every worker sends its advertisements within 100 ms |
+//! | `announce` | `{"ok": ...}`; every worker sends its advertisements within 100 ms (an error when no device advertises) |
 //!
 //! An error is `{"error": "..."}`. DEVICE is a device's name or its `SHELF.SLOT`. The server
 //! runs on its own thread and never touches worker state: it reads the [`StatsBoard`] and
@@ -116,6 +116,9 @@ struct Control {
     board: Arc<StatsBoard>,
     devices: Vec<(Arc<DeviceParams>, Arc<SharedState>)>,
     state_dir: Arc<StateDir>,
+    /// Devices with somewhere to send an advertisement (`advertise` and their
+    /// `advertisement` settings).
+    advertising: usize,
     /// The counters at the last `clear-stats`, subtracted from later reports.
     baseline: Option<Value>,
 }
@@ -129,12 +132,14 @@ pub struct CtlSocket {
 }
 
 impl CtlSocket {
-    /// Binds `path` (replacing a stale socket file) and serves from a thread.
+    /// Binds `path` (replacing a stale socket file) and serves from a thread: `devices` with
+    /// their state saved in `state_dir`, `advertising` of which advertise on `announce`.
     pub fn start(
         path: &Path,
         board: Arc<StatsBoard>,
         devices: Vec<(Arc<DeviceParams>, Arc<SharedState>)>,
         state_dir: Arc<StateDir>,
+        advertising: usize,
     ) -> Result<CtlSocket, CtlError> {
         let io = |source| CtlError::Io {
             path: path.to_owned(),
@@ -157,6 +162,7 @@ impl CtlSocket {
             board,
             devices,
             state_dir,
+            advertising,
             baseline: None,
         };
         let thread = {
@@ -273,9 +279,14 @@ impl Control {
                 self.baseline = Some(self.raw_stats());
                 Ok(serde_json::json!({ "ok": "statistics cleared" }))
             }
+            ["announce"] if self.advertising == 0 => Err("no device advertises (target.advertise \
+                 = false, or every device's advertisement is off): nothing to send"
+                .to_owned()),
             ["announce"] => {
                 self.board.request_announce();
-                Ok(serde_json::json!({ "ok": "advertisements requested" }))
+                Ok(serde_json::json!({
+                    "ok": format!("advertising {} device(s) on every interface", self.advertising)
+                }))
             }
             _ => Err(format!(
                 "unknown command {line:?}; try stats, show DEVICE, clear DEVICE \
@@ -468,6 +479,7 @@ mod tests {
             Arc::clone(&board),
             vec![(params, Arc::clone(&shared))],
             state_dir,
+            1,
         )
         .expect("start");
         (socket, board, shared, path)
@@ -488,7 +500,8 @@ mod tests {
                 &path,
                 Arc::clone(&board),
                 Vec::new(),
-                Arc::new(StateDir::open(dir.path().join("other")).unwrap())
+                Arc::new(StateDir::open(dir.path().join("other")).unwrap()),
+                0,
             ),
             Err(CtlError::InUse(_))
         ));

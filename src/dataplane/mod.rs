@@ -173,6 +173,11 @@ impl Dataplane {
             board,
             devices.devices.clone(),
             Arc::clone(&devices.state_dir),
+            devices
+                .advertise_to
+                .iter()
+                .filter(|to| !to.is_empty())
+                .count(),
         ) {
             Ok(socket) => {
                 tracing::info!(path = %path.display(), "control socket ready: aoe-xdp ctl");

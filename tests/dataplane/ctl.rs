@@ -13,7 +13,7 @@ use aoe_xdp::wire::{
 };
 
 use crate::answers::assert_aoe_error;
-use crate::fixture::{discover_one, Setup};
+use crate::fixture::{discover_one, Setup, SHELF, SLOT};
 use crate::patterns::pattern;
 
 /// Runs `aoe-xdp ctl --socket SOCKET ARGS...` (the control socket is a file: no namespace).
@@ -78,19 +78,19 @@ fn test_show_and_clear_free_a_device_a_fenced_initiator_holds() {
         AoeError::TargetReserved,
     );
 
-    let shown = ctl_ok(&socket, &["show", "1.0"]);
+    let address = format!("{SHELF}.{SLOT}");
+    let shown = ctl_ok(&socket, &["show", &address]);
     assert!(shown.contains(&format!("reservation  {a_mac}")), "{shown}");
     assert!(shown.contains("cluster=x"), "{shown}");
-    ctl_ok(&socket, &["clear", "1.0", "reservation"]);
+    ctl_ok(&socket, &["clear", &address, "reservation"]);
     // At once: the very next write of the other initiator is served.
     let data = pattern(0, 2, 2);
-    b.write(&dev_b, 0, &data, true)
-        .expect("served after clear");
+    b.write(&dev_b, 0, &data, true).expect("served after clear");
     assert_eq!(b.read(&dev_b, 0, 2, true).expect("read"), data);
-    ctl_ok(&socket, &["clear", "1.0", "mask"]);
-    ctl_ok(&socket, &["clear", "1.0", "config"]);
+    ctl_ok(&socket, &["clear", &address, "mask"]);
+    ctl_ok(&socket, &["clear", &address, "config"]);
     let json: serde_json::Value =
-        serde_json::from_str(&ctl_ok(&socket, &["show", "1.0", "--json"])).unwrap();
+        serde_json::from_str(&ctl_ok(&socket, &["show", &address, "--json"])).unwrap();
     assert_eq!(json["reservation"], serde_json::json!([]), "{json}");
     assert_eq!(json["mask"], serde_json::json!([]), "{json}");
     assert_eq!(json["config"], "", "{json}");
@@ -102,32 +102,30 @@ fn test_show_and_clear_free_a_device_a_fenced_initiator_holds() {
     // The cleared state is saved: a restart does not bring the reservation back.
     target.stop();
     let _target = dir.start(&net.target_ns);
-    let shown = ctl_ok(&socket, &["show", "1.0"]);
-    assert!(
-        shown.contains("reservation  (empty: everyone)"),
-        "{shown}"
-    );
+    let shown = ctl_ok(&socket, &["show", &address]);
+    assert!(shown.contains("reservation  (empty: everyone)"), "{shown}");
 }
 
-/// `announce` sends each device's advertisement again (as at start-up, without
-/// `advertise = false` mattering: the operator asked); `clear-stats` makes the counters start
-/// from zero; `monitor` prints the rates of the I/O done meanwhile.
+/// `announce` sends each device's advertisement again, as at start-up; `clear-stats` makes
+/// the counters start from zero; `monitor` prints the rates of the I/O done meanwhile.
 #[test]
 fn test_announce_clear_stats_and_monitor() {
-    let Some((net, dir)) = Setup::new("dp-ctl2").target("advertise = false").build() else {
+    let Some((net, dir)) = Setup::new("dp-ctl2").build() else {
         return;
     };
     let socket = dir.control_socket();
     let capture = net.monitor(0);
     let _target = dir.start(&net.target_ns);
-    let is_advert = |f: &[u8]| {
-        Reply::parse(f).is_some_and(|r| r.aoe.command == AoeCommand::QueryConfig)
-    };
+    let is_advert =
+        |f: &[u8]| Reply::parse(f).is_some_and(|r| r.aoe.command == AoeCommand::QueryConfig);
+    capture
+        .recv_matching(Duration::from_secs(2), is_advert)
+        .expect("the start-up advertisement");
     assert!(
         capture
-            .recv_matching(Duration::from_millis(500), is_advert)
+            .recv_matching(Duration::from_millis(300), is_advert)
             .is_none(),
-        "advertise = false: nothing at start-up"
+        "one advertisement at start-up"
     );
     ctl_ok(&socket, &["announce"]);
     let advert = capture
@@ -170,12 +168,11 @@ fn test_announce_clear_stats_and_monitor() {
     });
     let rows: Vec<&str> = table
         .lines()
-        .filter(|line| line.starts_with("e1.0"))
+        .filter(|line| line.starts_with(&format!("e{SHELF}.{SLOT}")))
         .collect();
     assert_eq!(rows.len(), 2, "{table}");
     for row in rows {
         let reads_per_s: f64 = row.split_whitespace().nth(1).unwrap().parse().unwrap();
         assert!(reads_per_s > 10.0, "{table}");
     }
-    let _ = discover_one;
 }

@@ -12,6 +12,7 @@
 //! - `destination.rs`: requests for other hosts' MACs;
 //! - `mappings.rs`: resident and mapped-reads devices;
 //! - `stats_socket.rs`: `aoe-xdp --stats` and who it answers;
+//! - `ctl.rs`: `aoe-xdp ctl` show, clear, announce, clear-stats, monitor;
 //! - `idle.rs`: polling, spinning and napping workers;
 //! - `startup.rs`: a second instance refused, the fallback to AF_PACKET;
 //! - `service.rs`: the systemd notification protocol, the service's capabilities;
@@ -31,6 +32,7 @@ mod common;
 mod access;
 mod answers;
 mod counters;
+mod ctl;
 mod destination;
 mod discovery;
 mod disk_faults;
