@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use aoe_xdp::config::{self, Config};
 use aoe_xdp::dataplane::ctl::{self, Clearable, CtlError, DeviceStateReport};
-use aoe_xdp::dataplane::stats::Report;
+use aoe_xdp::dataplane::stats::{Report, ServiceTimeReport};
 
 /// `aoe-xdp ctl`'s options.
 #[derive(Debug, clap::Args)]
@@ -186,20 +186,23 @@ fn monitor(path: &std::path::Path, interval: f64, count: Option<u32>) -> Result<
         let seconds = (now.uptime_s - before.uptime_s).max(1e-3);
         let rate = |now: u64, before: u64| now.saturating_sub(before) as f64 / seconds;
         println!(
-            "\n{:<10} {:>10} {:>10} {:>9} {:>9} {:>8}",
-            "DEVICE", "READS/S", "WRITES/S", "RMB/S", "WMB/S", "ERRORS"
+            "\n{:<10} {:>10} {:>10} {:>9} {:>9} {:>9} {:>9} {:>8}",
+            "DEVICE", "READS/S", "WRITES/S", "RMB/S", "WMB/S", "P50 US", "P99 US", "ERRORS"
         );
         for (device, old) in now.devices.iter().zip(&before.devices) {
             let (c, o) = (&device.counters, &old.counters);
             let errors =
                 (c.ata_errors + c.proto_errors).saturating_sub(o.ata_errors + o.proto_errors);
+            let service = device.service_ns.since(&old.service_ns);
             println!(
-                "{:<10} {:>10.0} {:>10.0} {:>9.2} {:>9.2} {:>8}",
+                "{:<10} {:>10.0} {:>10.0} {:>9.2} {:>9.2} {:>9} {:>9} {:>8}",
                 device.name,
                 rate(c.read_cmds, o.read_cmds),
                 rate(c.write_cmds, o.write_cmds),
                 rate(c.read_bytes, o.read_bytes) / MB,
                 rate(c.write_bytes, o.write_bytes) / MB,
+                quantile(&service, 0.5),
+                quantile(&service, 0.99),
                 errors
             );
         }
@@ -223,6 +226,14 @@ fn monitor(path: &std::path::Path, interval: f64, count: Option<u32>) -> Result<
         printed += 1;
     }
     Ok(())
+}
+
+/// A quantile of `service` in microseconds for a table cell ("-" without requests).
+fn quantile(service: &ServiceTimeReport, quantile: f64) -> String {
+    service.quantile(quantile).map_or_else(
+        || "-".to_owned(),
+        |nanos| format!("{:.1}", nanos as f64 / 1000.0),
+    )
 }
 
 fn print_report(report: &Report) {
@@ -262,7 +273,7 @@ fn print_report(report: &Report) {
         );
     }
     println!(
-        "\n{:<10} {:>5} {:>12} {:>10} {:>12} {:>10} {:>8} {:>8} {:>8} {:>8}",
+        "\n{:<10} {:>5} {:>12} {:>10} {:>12} {:>10} {:>8} {:>8} {:>8} {:>8} {:>8} {:>8}",
         "DEVICE",
         "OWNER",
         "READS",
@@ -272,12 +283,14 @@ fn print_report(report: &Report) {
         "OTHER",
         "ATA-ERR",
         "AOE-ERR",
-        "DROPPED"
+        "DROPPED",
+        "P50 US",
+        "P99 US"
     );
     for device in &report.devices {
         let c = &device.counters;
         println!(
-            "{:<10} {:>5} {:>12} {:>10.1} {:>12} {:>10.1} {:>8} {:>8} {:>8} {:>8}",
+            "{:<10} {:>5} {:>12} {:>10.1} {:>12} {:>10.1} {:>8} {:>8} {:>8} {:>8} {:>8} {:>8}",
             device.name,
             device.owner,
             c.read_cmds,
@@ -287,7 +300,9 @@ fn print_report(report: &Report) {
             c.other_cmds,
             c.ata_errors,
             c.proto_errors,
-            c.dropped
+            c.dropped,
+            quantile(&device.service_ns, 0.5),
+            quantile(&device.service_ns, 0.99)
         );
     }
     println!(

@@ -2,6 +2,10 @@
 //! for its device side. Plain integers, written only by the worker's own thread; the worker
 //! copies them to the statistics board (`stats.rs`), which is all that readers see.
 
+use std::time::Duration;
+
+use hdrhistogram::Histogram;
+
 use super::port::KernelCounters;
 use crate::storage::engine::EngineStats;
 use crate::sys::frame::JumboStats;
@@ -48,4 +52,57 @@ pub struct WorkerStats {
     pub major_faults: u64,
     /// The engine's counters.
     pub engine: EngineStats,
+}
+
+/// Longest service time recorded exactly (longer ones count as this): 60 s.
+const SERVICE_MAX_NS: u64 = 60_000_000_000;
+
+/// Per device, the service times (request received to reply sent) of the reads, writes and
+/// FLUSHes one worker's ports answered, in nanoseconds, two significant digits. Allocated
+/// once; recording never allocates.
+#[derive(Debug, Clone)]
+pub struct ServiceTimes {
+    devices: Vec<Histogram<u64>>,
+}
+
+impl ServiceTimes {
+    /// Empty histograms for `devices` devices.
+    pub fn new(devices: usize) -> ServiceTimes {
+        ServiceTimes {
+            devices: (0..devices).map(|_| new_histogram()).collect(),
+        }
+    }
+
+    /// Counts one request of `device` that took `took`.
+    pub fn record(&mut self, device: u16, took: Duration) {
+        let nanos = u64::try_from(took.as_nanos()).unwrap_or(u64::MAX);
+        if let Some(histogram) = self.devices.get_mut(usize::from(device)) {
+            histogram.saturating_record(nanos);
+        }
+    }
+
+    /// Per device.
+    pub fn devices(&self) -> &[Histogram<u64>] {
+        &self.devices
+    }
+
+    /// Makes `self` a copy of `other` (same devices): no allocation once sized.
+    pub fn copy_from(&mut self, other: &ServiceTimes) {
+        self.devices.resize_with(other.devices.len(), new_histogram);
+        for (mine, theirs) in self.devices.iter_mut().zip(&other.devices) {
+            mine.reset();
+            mine.add(theirs).expect("histograms of the same bounds");
+        }
+    }
+}
+
+impl Default for ServiceTimes {
+    fn default() -> Self {
+        ServiceTimes::new(0)
+    }
+}
+
+/// One device's histogram: 1 ns to [`SERVICE_MAX_NS`], two significant digits.
+pub fn new_histogram() -> Histogram<u64> {
+    Histogram::new_with_bounds(1, SERVICE_MAX_NS, 2).expect("valid histogram bounds")
 }

@@ -26,6 +26,7 @@
 //! only is owned by that worker (see [`owners`]).
 
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Instant;
 
 use crossbeam::queue::ArrayQueue;
 
@@ -43,6 +44,8 @@ pub struct Job {
     pub buf_offset: u32,
     /// What to do.
     pub plan: IoPlan,
+    /// When the request was received (for its service time).
+    pub started: Instant,
 }
 
 /// A finished storage request on its way back to its unit.
@@ -54,6 +57,8 @@ pub struct Done {
     pub plan: IoPlan,
     /// Outcome.
     pub result: Result<(), IoFailure>,
+    /// When the request was received.
+    pub started: Instant,
 }
 
 /// The queues of one dataplane, shared by its workers.
@@ -207,6 +212,7 @@ mod tests {
             chunk: pool.alloc().expect("chunk"),
             buf_offset: 512,
             plan: plan(1),
+            started: Instant::now(),
         };
         queues.push_job(job).expect("room");
         assert_eq!((queues.queued(1), queues.queued(0)), (1, 0));
@@ -218,6 +224,7 @@ mod tests {
             chunk: job.chunk,
             plan: job.plan,
             result: Err(IoFailure::Media),
+            started: job.started,
         };
         queues.push_done(1, done).expect("room");
         assert_eq!(
@@ -241,6 +248,7 @@ mod tests {
             chunk: pool.alloc().expect("chunk"),
             buf_offset: 0,
             plan: plan(0),
+            started: Instant::now(),
         };
         queues.push_job(job(0)).expect("room for one");
         let refused = queues.push_job(job(0)).expect_err("full");
@@ -265,6 +273,7 @@ mod tests {
                             chunk: job.chunk,
                             plan: job.plan,
                             result: Ok(()),
+                            started: job.started,
                         };
                         queues.push_done(0, done).expect("room");
                     }
@@ -280,6 +289,7 @@ mod tests {
                 chunk,
                 buf_offset: 0,
                 plan,
+                started: Instant::now(),
             };
             while let Err(back) = queues.push_job(job) {
                 job = back;

@@ -11,6 +11,7 @@
 //! ([`StatsBoard::request_announce`]) is counted, and each worker sends its advertisements when
 //! it sees the count change (at its next publication).
 
+use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -20,7 +21,9 @@ use serde::{Deserialize, Serialize};
 use crate::aoe::DeviceCounters;
 use crate::storage::engine::EngineStats;
 
-use super::counters::{UnitStats, WorkerStats};
+use hdrhistogram::Histogram;
+
+use super::counters::{new_histogram, ServiceTimes, UnitStats, WorkerStats};
 
 /// How often a worker publishes its counters.
 pub const PUBLISH_INTERVAL: Duration = Duration::from_millis(100);
@@ -34,6 +37,8 @@ pub struct WorkerSlot {
     pub worker: WorkerStats,
     /// Per device (every device; the worker counts what its ports answered).
     pub devices: Vec<DeviceCounters>,
+    /// Per device: service times of what the worker's ports answered.
+    pub service: ServiceTimes,
 }
 
 /// Where the workers publish; shared with the statistics socket.
@@ -127,6 +132,7 @@ impl StatsBoard {
             })
             .collect();
         let mut workers = Vec::with_capacity(self.slots.len());
+        let mut service: Vec<Histogram<u64>> = devices.iter().map(|_| new_histogram()).collect();
         for slot in self.slots.iter() {
             // A worker that panicked while publishing left plain counters: still readable.
             let slot = slot.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
@@ -138,7 +144,13 @@ impl StatsBoard {
             for (report, counters) in devices.iter_mut().zip(&slot.devices) {
                 report.counters.add(counters);
             }
+            for (sum, histogram) in service.iter_mut().zip(slot.service.devices()) {
+                sum.add(histogram).expect("histograms of the same bounds");
+            }
             workers.push(WorkerReport::from(slot.worker));
+        }
+        for (report, histogram) in devices.iter_mut().zip(&service) {
+            report.service_ns = ServiceTimeReport::from(histogram);
         }
         Report {
             uptime_s: self.started.elapsed().as_secs_f64(),
@@ -182,6 +194,72 @@ pub struct DeviceReport {
     /// Counters.
     #[serde(flatten)]
     pub counters: DeviceCounters,
+    /// Service times of its reads, writes and FLUSHes (request received to reply sent).
+    #[serde(default)]
+    pub service_ns: ServiceTimeReport,
+}
+
+/// A histogram of service times in nanoseconds, as `{"upper bound of a bucket": requests}`
+/// (the buckets of two significant digits that hold any request). Subtracting two reports'
+/// buckets gives the interval between them ([`ServiceTimeReport::since`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ServiceTimeReport {
+    /// Requests per bucket, by the bucket's highest value (ns).
+    pub buckets: BTreeMap<u64, u64>,
+}
+
+impl From<&Histogram<u64>> for ServiceTimeReport {
+    fn from(histogram: &Histogram<u64>) -> Self {
+        ServiceTimeReport {
+            buckets: histogram
+                .iter_recorded()
+                .map(|bucket| (bucket.value_iterated_to(), bucket.count_at_value()))
+                .collect(),
+        }
+    }
+}
+
+impl ServiceTimeReport {
+    /// Requests counted.
+    pub fn count(&self) -> u64 {
+        self.buckets.values().sum()
+    }
+
+    /// The service time (ns, a bucket's upper bound) under which `quantile` (0..=1) of the
+    /// requests finished; `None` without requests.
+    pub fn quantile(&self, quantile: f64) -> Option<u64> {
+        let count = self.count();
+        if count == 0 {
+            return None;
+        }
+        // The rank of the request at `quantile`, 1-based, as hdrhistogram counts it.
+        #[expect(
+            clippy::cast_possible_truncation,
+            clippy::cast_sign_loss,
+            reason = "a rank between 0 and count, which fits"
+        )]
+        let rank = ((quantile.clamp(0.0, 1.0) * count as f64).ceil() as u64).max(1);
+        let mut seen = 0;
+        self.buckets.iter().find_map(|(&value, &requests)| {
+            seen += requests;
+            (seen >= rank).then_some(value)
+        })
+    }
+
+    /// The requests counted since `before` (an earlier report of the same device).
+    pub fn since(&self, before: &ServiceTimeReport) -> ServiceTimeReport {
+        ServiceTimeReport {
+            buckets: self
+                .buckets
+                .iter()
+                .map(|(&value, &count)| {
+                    let old = before.buckets.get(&value).copied().unwrap_or(0);
+                    (value, count.saturating_sub(old))
+                })
+                .filter(|&(_, count)| count > 0)
+                .collect(),
+        }
+    }
 }
 
 /// One worker's device side.
@@ -278,5 +356,47 @@ mod tests {
         assert!(!board.publish(0, |slot| slot.worker.jobs = 1));
         drop(held);
         assert!(board.publish(0, |slot| slot.worker.jobs = 1));
+    }
+
+    #[test]
+    fn test_service_times_give_quantiles_over_an_interval() {
+        let mut histogram = new_histogram();
+        for micros in [10, 10, 20, 30, 1000] {
+            histogram.record(micros).unwrap();
+        }
+        let before = ServiceTimeReport::from(&histogram);
+        assert_eq!(before.count(), 5);
+        assert_eq!(before.quantile(0.5), Some(20));
+        assert_eq!(
+            before.quantile(0.99),
+            Some(histogram.highest_equivalent(1000))
+        );
+        for _ in 0..10 {
+            histogram.record(500).unwrap();
+        }
+        let after = ServiceTimeReport::from(&histogram);
+        let interval = after.since(&before);
+        assert_eq!(interval.count(), 10);
+        assert_eq!(
+            interval.quantile(0.5),
+            Some(histogram.highest_equivalent(500))
+        );
+        assert_eq!(ServiceTimeReport::default().quantile(0.5), None);
+    }
+
+    #[test]
+    fn test_report_merges_the_workers_service_times() {
+        let board = board();
+        for worker in 0..2 {
+            board.publish(worker, |slot| {
+                let mut times = ServiceTimes::new(1);
+                times.record(0, Duration::from_nanos(40 + 100 * worker as u64));
+                slot.service.copy_from(&times);
+            });
+        }
+        let service = &board.report().devices[0].service_ns;
+        assert_eq!(service.count(), 2);
+        assert_eq!(service.quantile(0.5), Some(40));
+        assert_eq!(service.quantile(1.0), Some(140));
     }
 }

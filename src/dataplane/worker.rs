@@ -31,7 +31,7 @@ use crate::state_dir::StateDir;
 use crate::storage::engine::{Engine, IoCompletion};
 use crate::sys::frame::{Frame, RxBurst};
 
-use super::counters::{UnitStats, WorkerStats};
+use super::counters::{ServiceTimes, UnitStats, WorkerStats};
 use super::io::{io_request, to_failure};
 use super::port::{NetPort, Port, PortError};
 use super::queues::{Done, Job, Queues};
@@ -57,7 +57,7 @@ const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// The worker's in-flight table: `user_data` of an I/O is its slot index.
 struct Slots {
-    entries: Vec<Option<(u16, IoPlan)>>,
+    entries: Vec<Option<(u16, IoPlan, Instant)>>,
     free: Vec<u32>,
 }
 
@@ -76,19 +76,21 @@ impl Slots {
         self.free.len()
     }
 
-    fn put(&mut self, unit: u16, plan: IoPlan) -> u32 {
+    fn put(&mut self, unit: u16, plan: IoPlan, started: Instant) -> u32 {
         let slot = self
             .free
             .pop()
             .expect("jobs are taken only into free slots");
         assert!(
-            self.entries[slot as usize].replace((unit, plan)).is_none(),
+            self.entries[slot as usize]
+                .replace((unit, plan, started))
+                .is_none(),
             "slot {slot} in use"
         );
         slot
     }
 
-    fn take(&mut self, slot: u64) -> (u16, IoPlan) {
+    fn take(&mut self, slot: u64) -> (u16, IoPlan, Instant) {
         let index = usize::try_from(slot).expect("slot index");
         let entry = self.entries[index]
             .take()
@@ -119,7 +121,7 @@ pub struct Unit<P: NetPort = Port> {
     local_done: VecDeque<Done>,
     /// Jumbo read requests waiting for a free slab to hold their reply, each with its
     /// classification: retried first.
-    waiting: Vec<(Frame, Request)>,
+    waiting: Vec<(Frame, Request, Instant)>,
     /// The RX burst, reused every iteration (nothing zeroed or moved per receive).
     burst: RxBurst,
     state_dir: Arc<StateDir>,
@@ -217,14 +219,26 @@ impl<P: NetPort> Unit<P> {
     }
 
     /// Sends the replies of this unit's finished requests; returns how many.
-    fn finish(&mut self, target: &mut Target, queues: &Queues) -> usize {
+    fn finish(
+        &mut self,
+        target: &mut Target,
+        queues: &Queues,
+        service: &mut ServiceTimes,
+    ) -> usize {
         let mut count = 0;
+        // One clock read for every reply of this call.
+        let mut now = None;
         while let Some(done) = self
             .local_done
             .pop_front()
             .or_else(|| queues.pop_done(self.id))
         {
             self.in_flight -= 1;
+            let now = *now.get_or_insert_with(Instant::now);
+            service.record(
+                done.plan.device,
+                now.saturating_duration_since(done.started),
+            );
             let mut frame = self.port.reclaim(done.chunk);
             let len = target.complete(self.port.data_mut(&mut frame), &done.plan, done.result);
             self.send(frame, len);
@@ -238,9 +252,9 @@ impl<P: NetPort> Unit<P> {
         let mut work = self.retry_backlog(queues);
         // Oldest first; a request that still finds no slab goes back to the end of the list.
         for _ in 0..self.waiting.len() {
-            let (frame, request) = self.waiting.remove(0);
+            let (frame, request, received) = self.waiting.remove(0);
             work += 1;
-            self.handle_request(target, queues, frame, request);
+            self.handle_request(target, queues, frame, request, received);
         }
         let room = self
             .capacity
@@ -250,10 +264,15 @@ impl<P: NetPort> Unit<P> {
             return work;
         }
         self.port.rx_burst_into(&mut self.burst, room);
+        if self.burst.len() == 0 {
+            return work;
+        }
+        // One clock read per burst: the start of each request's service time.
+        let received = Instant::now();
         while let Some(frame) = self.burst.next() {
             work += 1;
             self.stats.rx_frames += 1;
-            self.handle_frame(target, queues, frame);
+            self.handle_frame(target, queues, frame, received);
         }
         work
     }
@@ -266,14 +285,20 @@ impl<P: NetPort> Unit<P> {
         Ok(())
     }
 
-    fn handle_frame(&mut self, target: &mut Target, queues: &Queues, frame: Frame) {
+    fn handle_frame(
+        &mut self,
+        target: &mut Target,
+        queues: &Queues,
+        frame: Frame,
+        received: Instant,
+    ) {
         // The one parse of the frame's headers; everything below works from `request`.
         let Some(request) = Request::parse(self.port.data(&frame)) else {
             self.stats.ignored += 1;
             self.port.release(frame);
             return;
         };
-        self.handle_request(target, queues, frame, request);
+        self.handle_request(target, queues, frame, request, received);
     }
 
     fn handle_request(
@@ -282,13 +307,14 @@ impl<P: NetPort> Unit<P> {
         queues: &Queues,
         frame: Frame,
         request: Request,
+        received: Instant,
     ) {
         // A read whose reply is larger than its request's frame moves into a slab first (jumbo
         // ports only); without a free slab it waits, it is not dropped.
         let frame = match self.port.fit_reply(frame, request.reply_room()) {
             Ok(frame) => frame,
             Err(frame) => {
-                self.waiting.push((frame, request));
+                self.waiting.push((frame, request, received));
                 return;
             }
         };
@@ -306,9 +332,9 @@ impl<P: NetPort> Unit<P> {
                 break;
             };
             self.port.data_mut(&mut copy)[..len].copy_from_slice(self.port.data(&frame));
-            self.dispatch(target, queues, device, &request, copy);
+            self.dispatch(target, queues, device, (&request, received), copy);
         }
-        self.dispatch(target, queues, first, &request, frame);
+        self.dispatch(target, queues, first, (&request, received), frame);
     }
 
     fn dispatch(
@@ -316,7 +342,7 @@ impl<P: NetPort> Unit<P> {
         target: &mut Target,
         queues: &Queues,
         device: DeviceIndex,
-        request: &Request,
+        (request, received): (&Request, Instant),
         mut frame: Frame,
     ) {
         let buf = self.port.data_mut(&mut frame);
@@ -338,6 +364,7 @@ impl<P: NetPort> Unit<P> {
                     chunk: self.port.lend(frame),
                     buf_offset: u32::try_from(buf_offset).expect("offset inside a chunk"),
                     plan,
+                    started: received,
                 };
                 self.in_flight += 1;
                 self.stats.io_submitted += 1;
@@ -407,6 +434,8 @@ pub struct Worker<P: NetPort = Port> {
     last_publish: Instant,
     /// Where this worker's units advertise when the control socket asks (`announce`).
     announcer: Option<Announcer>,
+    /// Per device: the service time of the requests this worker's ports answered.
+    service: ServiceTimes,
 }
 
 /// What a worker needs to advertise its devices on request.
@@ -432,6 +461,7 @@ impl<P: NetPort> Worker<P> {
         for unit in &mut units {
             unit.worker = index;
         }
+        let service = ServiceTimes::new(queues.device_count());
         Worker {
             shared: false,
             devices: queues.owned_by(index),
@@ -448,6 +478,7 @@ impl<P: NetPort> Worker<P> {
             board: None,
             last_publish: Instant::now(),
             announcer: None,
+            service,
         }
     }
 
@@ -516,6 +547,7 @@ impl<P: NetPort> Worker<P> {
                 }
             }
             slot.worker = stats;
+            slot.service.copy_from(&self.service);
         });
         if published {
             self.last_publish = now;
@@ -653,7 +685,7 @@ impl<P: NetPort> Worker<P> {
     fn finish(&mut self, target: &mut Target) -> usize {
         let mut work = self.deliver();
         for unit in &mut self.units {
-            work += unit.finish(target, &self.queues);
+            work += unit.finish(target, &self.queues, &mut self.service);
         }
         work
     }
@@ -716,9 +748,10 @@ impl<P: NetPort> Worker<P> {
             chunk,
             buf_offset,
             plan,
+            started,
         } = job;
         let remote = !self.units.iter().any(|u| u.id == unit);
-        let slot = self.slots.put(unit, plan);
+        let slot = self.slots.put(unit, plan, started);
         let request = io_request(&plan, chunk, buf_offset, u64::from(slot));
         let submitted = self.engine.submit(request);
         if !matches!(&submitted, Err(refused) if refused.is_throttling_err()) {
@@ -739,6 +772,7 @@ impl<P: NetPort> Worker<P> {
                 chunk,
                 buf_offset,
                 plan,
+                started,
             });
         }
         // A request the engine cannot take at all (the target already checked the range, so
@@ -750,6 +784,7 @@ impl<P: NetPort> Worker<P> {
                 chunk,
                 plan,
                 result: Err(IoFailure::Aborted),
+                started,
             },
         );
         Ok(())
@@ -761,12 +796,13 @@ impl<P: NetPort> Worker<P> {
         self.engine.reap(&mut |completion| reaped.push(completion));
         let count = reaped.len();
         for completion in reaped.drain(..) {
-            let (unit, plan) = self.slots.take(completion.user_data);
+            let (unit, plan, started) = self.slots.take(completion.user_data);
             let result = completion.result.map_err(to_failure);
             let done = Done {
                 chunk: completion.chunk,
                 plan,
                 result,
+                started,
             };
             self.hand_back(unit, done);
         }

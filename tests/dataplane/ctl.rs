@@ -150,7 +150,16 @@ fn test_announce_clear_stats_and_monitor() {
         client.read(&device, lba * 2, 2, true).expect("read");
     }
     std::thread::sleep(Duration::from_millis(300));
-    assert_eq!(stats(&socket)["devices"][0]["read_cmds"], 3);
+    let report = stats(&socket);
+    assert_eq!(report["devices"][0]["read_cmds"], 3);
+    // Service times are cleared with the counters: the three reads since.
+    let service: u64 = report["devices"][0]["service_ns"]["buckets"]
+        .as_object()
+        .unwrap()
+        .values()
+        .map(|count| count.as_u64().unwrap())
+        .sum();
+    assert_eq!(service, 3, "{report}");
 
     // A reader keeps reading while monitor takes two one-second samples.
     let reading = std::sync::atomic::AtomicBool::new(true);
@@ -172,7 +181,11 @@ fn test_announce_clear_stats_and_monitor() {
         .collect();
     assert_eq!(rows.len(), 2, "{table}");
     for row in rows {
-        let reads_per_s: f64 = row.split_whitespace().nth(1).unwrap().parse().unwrap();
+        let cells: Vec<&str> = row.split_whitespace().collect();
+        let reads_per_s: f64 = cells[1].parse().unwrap();
         assert!(reads_per_s > 10.0, "{table}");
+        // The target's own service time of those reads, p50 and p99 in microseconds.
+        let (p50, p99): (f64, f64) = (cells[5].parse().unwrap(), cells[6].parse().unwrap());
+        assert!(0.0 < p50 && p50 <= p99 && p99 < 1e6, "{table}");
     }
 }
