@@ -63,6 +63,7 @@ mod args;
 mod cpu;
 mod kernel;
 mod live;
+mod napi;
 mod point;
 mod profile;
 mod report;
@@ -113,8 +114,13 @@ pub fn bench(args: &BenchArgs) -> Result<()> {
     if args.update_readme {
         let readme = workspace_root().join("README.md");
         let text = fs::read_to_string(&readme)?;
-        fs::write(&readme, report::replace_section(&text, &summary)?)?;
-        println!("updated the performance section of {}", readme.display());
+        let markers = report::readme_markers(&results.meta)?;
+        fs::write(&readme, report::replace_section(&text, markers, &summary)?)?;
+        println!(
+            "updated the {} performance section of {}",
+            results.meta.topology.name(),
+            readme.display()
+        );
     }
     Ok(())
 }
