@@ -1,8 +1,12 @@
-//! `cargo xtask bench`: aoe-xdp against vblade and a bare AF_XDP reflector, in one run.
+//! `cargo xtask bench`: aoe-xdp against vblade and two bare reflectors (AF_XDP and AF_PACKET:
+//! the faster of them at a point is the machine's limit there), in one run.
 //!
 //! Method (the same for every system, so that ratios within one run mean something; between
 //! runs on this kind of VM the noise is about ±25%):
-//! - two network namespaces joined by a fresh veth pair (one queue each, MTU 1500) per system;
+//! - two network namespaces joined by a fresh veth pair (one queue each, MTU 1500; `--nics 2`:
+//!   two pairs, `--mtu 9000`: jumbo frames) per system, set up as between two machines unless
+//!   `--topology plain`: each end's receive path in a NAPI kernel thread pinned to its own
+//!   side's core ([`napi`]), read back at every point;
 //! - every system is started first and paused (`SIGSTOP`); each point is then measured on
 //!   every system in turn (the first one rotating from point to point), the one measured
 //!   running alone: the figures compared in a row were taken within seconds of each other;
@@ -28,9 +32,12 @@
 //! - 1 KiB requests (MTU 1500 carries two sectors): random reads at queue depth 1, 16, 64;
 //!   random and sequential reads and writes at depth 16 and 64. Each point has a warm-up, then
 //!   `--seconds` of measurement;
-//! - CPU per request: the target's utime + stime (`/proc/PID/stat`, ticks of `getconf CLK_TCK`)
-//!   over the measurement window, as a share of one core, divided by the request rate; plus
-//!   `perf stat -e instructions` where the VM exposes the counter.
+//! - CPU per request: the target core's busy time (its line of `/proc/stat`: all but idle and
+//!   iowait, so NAPI threads and softirqs on it count) over the measurement window, divided by
+//!   the request rate; beside it the target processes' utime + stime (`/proc/PID/stat`, ticks
+//!   of `getconf CLK_TCK`) and `perf stat -e instructions` where the VM exposes the counter.
+//!   The core figure also counts whatever else runs on that core: on a shared machine it is
+//!   only as good as the machine is idle.
 //!
 //! - after the counted rounds, a pass of its own under `perf record -g` on the target
 //!   ([`profile`]): where its CPU goes, and how much of it is the initiator's receive path that
@@ -63,6 +70,7 @@ mod args;
 mod cpu;
 mod kernel;
 mod live;
+mod napi;
 mod point;
 mod profile;
 mod report;
@@ -113,8 +121,13 @@ pub fn bench(args: &BenchArgs) -> Result<()> {
     if args.update_readme {
         let readme = workspace_root().join("README.md");
         let text = fs::read_to_string(&readme)?;
-        fs::write(&readme, report::replace_section(&text, &summary)?)?;
-        println!("updated the performance section of {}", readme.display());
+        let markers = report::readme_markers(&results.meta)?;
+        fs::write(&readme, report::replace_section(&text, markers, &summary)?)?;
+        println!(
+            "updated the {} performance section of {}",
+            results.meta.topology.name(),
+            readme.display()
+        );
     }
     Ok(())
 }

@@ -12,18 +12,23 @@ pub mod report;
 
 pub use report::Report;
 
-/// Adds to `cmd` (the `aoe-bench` binary) a load from `interface` to device `target`
-/// ("SHELF.SLOT"): `op` requests of `sectors` sectors, `depth` in flight, the report as JSON
-/// on stdout and no progress lines. The caller adds when to stop, and the rest.
+/// Adds to `cmd` (the `aoe-bench` binary) a load from `interfaces` (one path each) to device
+/// `target` ("SHELF.SLOT"): `op` requests of `sectors` sectors, `depth` in flight per path,
+/// the report as JSON on stdout and no progress lines. The caller adds when to stop, and the
+/// rest.
 pub fn load<'a>(
     cmd: &'a mut Command,
-    interface: &str,
+    interfaces: &[&str],
     target: &str,
     op: &str,
     depth: u32,
     sectors: u64,
 ) -> &'a mut Command {
-    cmd.args(["load", "-i", interface, "-t", target, "--op", op])
+    cmd.arg("load");
+    for interface in interfaces {
+        cmd.args(["-i", interface]);
+    }
+    cmd.args(["-t", target, "--op", op])
         .args(["--depth", &depth.to_string()])
         .args(["--size", &sectors.to_string()])
         .args(["--json", "--no-progress"])

@@ -125,10 +125,17 @@ pub fn soak(args: &SoakArgs) -> Result<()> {
     for path in 0..2 {
         let mut cmd = client_ns.exec(bin.join("aoe-bench"));
         let (interface, target) = (format!("sc{path}"), format!("1.{path}"));
-        loadgen::load(&mut cmd, &interface, &target, "mixed", 64, REQUEST_SECTORS)
-            .arg("--verify")
-            .args(["--range-sectors", &range.to_string()])
-            .args(["--duration", &seconds.to_string()]);
+        loadgen::load(
+            &mut cmd,
+            &[&interface],
+            &target,
+            "mixed",
+            64,
+            REQUEST_SECTORS,
+        )
+        .arg("--verify")
+        .args(["--range-sectors", &range.to_string()])
+        .args(["--duration", &seconds.to_string()]);
         let name = format!("initiator {path}");
         let report = dir.join(format!("load{path}.json"));
         loads.push((

@@ -2,6 +2,7 @@
 
 use std::path::PathBuf;
 
+use super::rig::Topology;
 use super::system::SystemKind;
 
 /// Options of `cargo xtask bench`.
@@ -44,9 +45,29 @@ pub struct BenchArgs {
     /// with the same configuration as `xdp`: an A/B comparison within one run.
     #[arg(long, value_name = "PATH")]
     pub baseline: Option<PathBuf>,
+    /// How target and initiator share the machine: `two-machine` (each side's receive path in
+    /// NAPI threads pinned to its own core: as between two machines) or `plain` (one veth
+    /// pair as it comes: a send runs the peer's receive path in the sender's call).
+    #[arg(long, value_enum, default_value_t = Topology::TwoMachine)]
+    pub topology: Topology,
+    /// veth pairs between target and initiator: one target serves them all, `aoe-bench load`
+    /// spreads over all of them (vblade and the reflectors run one process per interface),
+    /// on the same two cores.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=2))]
+    pub nics: u32,
+    /// Link MTU: 1500 (2 sectors per request) or 9000 (jumbo frames: 17 sectors).
+    #[arg(long, default_value = "1500", value_parser = mtu_parser())]
+    pub mtu: u16,
     /// Measure only sequential reads and writes through the Linux kernel's `aoe` driver in a
     /// QEMU guest, aoe-xdp against vblade (see bench/kernel.rs; a few minutes), and print a
     /// table; every other option is ignored.
     #[arg(long)]
     pub kernel_initiator: bool,
+}
+
+/// `--mtu`: one of the two MTUs the bench knows.
+fn mtu_parser() -> impl clap::builder::TypedValueParser<Value = u16> {
+    use clap::builder::TypedValueParser as _;
+    clap::builder::PossibleValuesParser::new(["1500", "9000"])
+        .map(|mtu| mtu.parse::<u16>().expect("a listed value"))
 }

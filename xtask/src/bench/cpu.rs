@@ -1,5 +1,5 @@
-//! What the target's CPU did: utime + stime from `/proc`, instructions from `perf stat`, and
-//! the machine's other load.
+//! What the target's CPU did: its core's busy time from `/proc/stat`, its processes' utime +
+//! stime from `/proc/PID/stat`, instructions from `perf stat`, and the machine's other load.
 
 use std::fs;
 use std::path::Path;
@@ -11,17 +11,30 @@ use anyhow::{Context, Result};
 use super::results::CpuSample;
 use crate::netns::Daemon;
 
+/// Clock ticks the target used up to an instant.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) struct Ticks {
+    /// utime + stime of the target's processes.
+    pub process: u64,
+    /// Busy ticks of the target's core, whoever ran there (the target, NAPI threads,
+    /// softirqs, interrupts).
+    pub core: u64,
+}
+
 /// CPU cost from two samples of (ticks, time) and the measured request rate.
 pub(super) fn cpu_sample(
-    first: (u64, Instant),
-    last: (u64, Instant),
+    first: (Ticks, Instant),
+    last: (Ticks, Instant),
     clk_tck: u64,
     iops: f64,
     instructions: Option<(u64, f64)>,
 ) -> CpuSample {
-    let cpu_s = last.0.saturating_sub(first.0) as f64 / clk_tck as f64;
+    let seconds = |from: u64, to: u64| to.saturating_sub(from) as f64 / clk_tck as f64;
+    let cpu_s = seconds(first.0.process, last.0.process);
+    let core_s = seconds(first.0.core, last.0.core);
     let wall_s = last.1.duration_since(first.1).as_secs_f64().max(1e-6);
     let utilisation = cpu_s / wall_s;
+    let core_utilisation = core_s / wall_s;
     let per_second = iops.max(1e-9);
     CpuSample {
         cpu_s,
@@ -30,7 +43,17 @@ pub(super) fn cpu_sample(
         us_per_request: utilisation / per_second * 1e6,
         instructions_per_request: instructions
             .map(|(count, seconds)| count as f64 / (per_second * seconds.max(1e-6))),
+        core_utilisation: Some(core_utilisation),
+        core_us_per_request: Some(core_utilisation / per_second * 1e6),
     }
+}
+
+/// Busy ticks of CPU `core` (its `cpuN` line of `/proc/stat`).
+pub(super) fn core_ticks(core: u32) -> Result<u64> {
+    let stat = fs::read_to_string("/proc/stat")?;
+    parse_core_line(&stat, core)
+        .map(|(busy, _)| busy)
+        .with_context(|| format!("no cpu{core} line in /proc/stat"))
 }
 
 /// Cores busy (all but idle and iowait time in `/proc/stat`) on average over `period`.
@@ -50,7 +73,18 @@ pub(super) fn background_cores(period: Duration) -> Result<f64> {
 /// (busy, total) ticks of the `cpu` line of `/proc/stat`: user nice system idle iowait irq
 /// softirq steal (guest time is already inside user).
 pub(super) fn parse_cpu_line(stat: &str) -> Option<(u64, u64)> {
-    let line = stat.lines().find(|l| l.starts_with("cpu "))?;
+    parse_line(stat, "cpu ")
+}
+
+/// (busy, total) ticks of the `cpuN` line of `/proc/stat`.
+pub(super) fn parse_core_line(stat: &str, core: u32) -> Option<(u64, u64)> {
+    parse_line(stat, &format!("cpu{core} "))
+}
+
+/// (busy, total) ticks of the line of `/proc/stat` that starts with `prefix`: busy is all but
+/// idle and iowait.
+fn parse_line(stat: &str, prefix: &str) -> Option<(u64, u64)> {
+    let line = stat.lines().find(|l| l.starts_with(prefix))?;
     let ticks: Vec<u64> = line
         .split_whitespace()
         .skip(1)
@@ -153,6 +187,8 @@ mod tests {
         let stat = "cpu  100 5 50 800 40 3 2 0 0 0\ncpu0 50 2 25 400 20 1 1 0 0 0\n";
         assert_eq!(parse_cpu_line(stat), Some((160, 1000)));
         assert_eq!(parse_cpu_line("cpu0 1 2 3\n"), None);
+        assert_eq!(parse_core_line(stat, 0), Some((79, 499)));
+        assert_eq!(parse_core_line(stat, 1), None);
     }
 
     #[test]
@@ -172,9 +208,11 @@ mod tests {
         let t0 = Instant::now();
         let t1 = t0 + Duration::from_secs(2);
         // 100 ticks of 10 ms over 2 s: half a core; at 50 000 IOPS that is 10 µs a request.
+        // The core was busy 160 ticks: 16 µs a request.
+        let ticks = |process, core| Ticks { process, core };
         let sample = cpu_sample(
-            (1000, t0),
-            (1100, t1),
+            (ticks(1000, 5000), t0),
+            (ticks(1100, 5160), t1),
             100,
             50_000.0,
             Some((4_000_000, 2.0)),
@@ -182,5 +220,7 @@ mod tests {
         assert!((sample.utilisation - 0.5).abs() < 1e-9);
         assert!((sample.us_per_request - 10.0).abs() < 1e-6);
         assert_eq!(sample.instructions_per_request, Some(40.0));
+        assert!((sample.core_us_per_request.unwrap() - 16.0).abs() < 1e-6);
+        assert!((sample.core_utilisation.unwrap() - 0.8).abs() < 1e-9);
     }
 }

@@ -9,18 +9,23 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Result};
 
-use super::point::{measure_point, prepare};
+use super::napi::{self, NapiThread};
+use super::point::{measure_point, prepare, Target};
 use super::results::{Point, SystemRun};
-use super::rig::{Env, BUFFER_COUNT, CLIENT_IF, MTU, TARGET_CORE, TARGET_IF};
+use super::rig::{Env, Link, Topology, BUFFER_COUNT, INITIATOR_CORE, TARGET_CORE};
 use super::system::{write_config, Program, SystemKind};
 use super::workload::Workload;
 use crate::netns::{veth_pair, Daemon, Netns};
 
 /// A started (or failed) system and its own namespaces. Field order is drop order: the
-/// daemon goes before its namespaces.
+/// daemons go before their namespaces.
 pub(super) struct Live {
     pub run: SystemRun,
-    daemon: Option<Daemon>,
+    /// The target's processes: one, or one per interface for the programs that serve one
+    /// interface each (vblade, the reflectors). Empty when the system did not start.
+    daemons: Vec<Daemon>,
+    link: Link,
+    napi: Vec<NapiThread>,
     log: PathBuf,
     log_copy: PathBuf,
     client_ns: Netns,
@@ -36,16 +41,26 @@ impl Live {
         workload: &Workload,
         profiled: bool,
     ) -> Result<Option<Point>> {
-        let Some(daemon) = self.daemon.as_mut() else {
+        if self.daemons.is_empty() {
             return Ok(None);
-        };
+        }
         if env.stop.load(Ordering::Relaxed) {
             bail!("interrupted");
         }
-        daemon.resume()?;
-        let point = prepare(env, &self.client_ns, workload)
-            .and_then(|()| measure_point(env, &self.client_ns, daemon, workload, profiled));
-        daemon.pause()?;
+        for daemon in &mut self.daemons {
+            daemon.resume()?;
+        }
+        let mut target = Target {
+            client_ns: &self.client_ns,
+            link: &self.link,
+            daemons: &mut self.daemons,
+            napi: &self.napi,
+        };
+        let point = prepare(env, &target, workload)
+            .and_then(|()| measure_point(env, &mut target, workload, profiled));
+        for daemon in &mut self.daemons {
+            daemon.pause()?;
+        }
         point.map(Some)
     }
 }
@@ -58,7 +73,15 @@ pub(super) fn start_system(env: &Env, system: SystemKind, index: usize) -> Resul
     let key = format!("{}-{index}", system.key());
     let target_ns = Netns::new(format!("aoebench-{id}-{key}-t"))?;
     let client_ns = Netns::new(format!("aoebench-{id}-{key}-c"))?;
-    veth_pair(&target_ns, TARGET_IF, &client_ns, CLIENT_IF, MTU)?;
+    let link = Link::new(index, env.nics, env.mtu);
+    let mut napi = Vec::new();
+    for (target_if, client_if) in link.target.iter().zip(&link.client) {
+        veth_pair(&target_ns, target_if, &client_ns, client_if, link.mtu)?;
+        if env.topology == Topology::TwoMachine {
+            napi.extend(napi::emulate_nic(&target_ns, target_if, TARGET_CORE)?);
+            napi.extend(napi::emulate_nic(&client_ns, client_if, INITIATOR_CORE)?);
+        }
+    }
     let mut run = SystemRun {
         system,
         status: "ok".into(),
@@ -69,13 +92,20 @@ pub(super) fn start_system(env: &Env, system: SystemKind, index: usize) -> Resul
     };
     let log = env.scratch.join(format!("{key}.log"));
     let log_copy = env.logs.join(format!("{key}.log"));
-    let started = start(env, system, &target_ns, &client_ns, &log, &key);
+    let sides = Sides {
+        target_ns: &target_ns,
+        client_ns: &client_ns,
+        link: &link,
+    };
+    let started = start(env, system, &sides, &log, &key);
     let _ = fs::copy(&log, &log_copy);
-    let daemon = match started {
-        Ok((mut daemon, notes)) => {
+    let daemons = match started {
+        Ok((mut daemons, notes)) => {
             run.notes = notes;
-            daemon.pause()?;
-            Some(daemon)
+            for daemon in &mut daemons {
+                daemon.pause()?;
+            }
+            daemons
         }
         Err(error) => {
             let reason = summarize(&format!("{error:#}"));
@@ -83,12 +113,19 @@ pub(super) fn start_system(env: &Env, system: SystemKind, index: usize) -> Resul
                 SystemKind::Packet => format!("n/a: {reason}"),
                 _ => format!("failed: {reason}"),
             };
-            None
+            Vec::new()
         }
     };
+    if env.topology == Topology::TwoMachine {
+        // Attaching XDP may give an interface new NAPI threads: find and pin them all again.
+        napi = repin_all(&link)?;
+        run.notes.push(napi_note(&napi));
+    }
     Ok(Live {
         run,
-        daemon,
+        daemons,
+        link,
+        napi,
         log,
         log_copy,
         client_ns,
@@ -96,24 +133,46 @@ pub(super) fn start_system(env: &Env, system: SystemKind, index: usize) -> Resul
     })
 }
 
+/// Every NAPI thread of `link`, each pinned to its side's core.
+fn repin_all(link: &Link) -> Result<Vec<NapiThread>> {
+    let mut threads = Vec::new();
+    for (target_if, client_if) in link.target.iter().zip(&link.client) {
+        threads.extend(napi::repin(target_if, TARGET_CORE)?);
+        threads.extend(napi::repin(client_if, INITIATOR_CORE)?);
+    }
+    Ok(threads)
+}
+
+/// "NAPI threads pinned: napi/vt0a-8193 → CPU 0, …" for the system's notes.
+fn napi_note(threads: &[NapiThread]) -> String {
+    let listed: Vec<String> = threads
+        .iter()
+        .map(|t| format!("{} (pid {}) → CPU {}", t.name, t.pid, t.core))
+        .collect();
+    format!("rig: NAPI threads pinned: {}", listed.join(", "))
+}
+
 impl Live {
     /// Stops the system; notes how it exited.
     pub(super) fn finish(mut self) -> SystemRun {
-        let Some(mut daemon) = self.daemon.take() else {
+        let program = self.run.system.program();
+        let daemons = std::mem::take(&mut self.daemons);
+        if daemons.is_empty() {
             return self.run;
-        };
-        let status = daemon.stop();
-        let _ = fs::copy(&self.log, &self.log_copy);
-        let (program, mut run) = (self.run.system.program(), self.run);
-        match (program, status) {
-            (Program::AoeXdp, Ok(s)) if !s.success() => {
-                run.notes
-                    .push(format!("aoe-xdp exited with {s} at SIGTERM"));
-            }
-            (_, Err(error)) => run.notes.push(format!("{error:#}")),
-            _ => {}
         }
-        run
+        for mut daemon in daemons {
+            match (program, daemon.stop()) {
+                (Program::AoeXdp, Ok(s)) if !s.success() => {
+                    self.run
+                        .notes
+                        .push(format!("aoe-xdp exited with {s} at SIGTERM"));
+                }
+                (_, Err(error)) => self.run.notes.push(format!("{error:#}")),
+                _ => {}
+            }
+        }
+        let _ = fs::copy(&self.log, &self.log_copy);
+        self.run
     }
 }
 
@@ -131,50 +190,104 @@ pub(super) fn first_line(text: &str) -> String {
     text.lines().next().unwrap_or("").trim().to_owned()
 }
 
-/// Starts the system pinned to the target core and waits until it answers; returns it with
-/// the notes it logged about its transport.
+/// The namespaces and interfaces a system runs on.
+pub(super) struct Sides<'a> {
+    pub target_ns: &'a Netns,
+    pub client_ns: &'a Netns,
+    pub link: &'a Link,
+}
+
+/// Starts the system pinned to the target core and waits until it answers on every
+/// interface; returns its processes with the notes it logged about its transport.
 pub(super) fn start(
     env: &Env,
     system: SystemKind,
-    target_ns: &Netns,
-    client_ns: &Netns,
+    sides: &Sides,
     log: &Path,
     key: &str,
-) -> Result<(Daemon, Vec<String>)> {
-    let mut daemon = match system.program() {
-        Program::AoeXdp => {
-            let config = write_config(env, system, key)?;
-            let binary = match (system, &env.baseline) {
-                (SystemKind::Baseline, Some(path)) => path,
-                (SystemKind::Baseline, None) => bail!("--system baseline needs --baseline PATH"),
-                _ => &env.aoe_xdp,
-            };
-            let mut cmd = target_ns.exec_pinned(TARGET_CORE, binary);
-            cmd.arg("--config").arg(&config).env("RUST_LOG", "info");
-            let mut daemon = Daemon::spawn("aoe-xdp", cmd, log)?;
-            daemon.wait_for_log("serving", Duration::from_secs(15))?;
-            daemon
-        }
-        Program::Vblade => {
-            let mut cmd = target_ns.exec_pinned(TARGET_CORE, "vblade");
-            cmd.args(["-b", &BUFFER_COUNT.to_string(), "1", "0", TARGET_IF])
-                .arg(&env.disk);
-            Daemon::spawn("vblade", cmd, log)?
-        }
-        Program::Reflector => {
-            let mut cmd = target_ns.exec_pinned(TARGET_CORE, &env.loadgen);
-            cmd.args(["reflect", "-i", TARGET_IF]);
-            Daemon::spawn("aoe-bench reflect", cmd, log)?
+) -> Result<(Vec<Daemon>, Vec<String>)> {
+    let mut daemons = match system.program() {
+        Program::AoeXdp => vec![start_aoe_xdp(env, system, sides, log, key)?],
+        program => {
+            let mut daemons = Vec::new();
+            for (nic, interface) in sides.link.target.iter().enumerate() {
+                // The first process logs where a system's log goes; the others beside it.
+                let log = match nic {
+                    0 => log.to_path_buf(),
+                    _ => log.with_extension(format!("{interface}.log")),
+                };
+                daemons.push(start_per_interface(
+                    env,
+                    program,
+                    sides.target_ns,
+                    interface,
+                    &log,
+                )?);
+            }
+            daemons
         }
     };
-    let notes = transport_notes(&daemon.log_text());
+    let text = daemons[0].log_text();
+    let notes = transport_notes(&text);
     if system == SystemKind::Packet {
-        if let Some(reason) = packet_fallback_reason(&daemon.log_text()) {
+        if let Some(reason) = packet_fallback_reason(&text) {
             bail!("{reason}");
         }
     }
-    wait_until_answering(env, client_ns, &mut daemon)?;
-    Ok((daemon, notes))
+    for interface in &sides.link.client {
+        wait_until_answering(env, sides.client_ns, interface, &mut daemons)?;
+    }
+    Ok((daemons, notes))
+}
+
+fn start_aoe_xdp(
+    env: &Env,
+    system: SystemKind,
+    sides: &Sides,
+    log: &Path,
+    key: &str,
+) -> Result<Daemon> {
+    let config = write_config(env, system, &sides.link.target, key)?;
+    let binary = match (system, &env.baseline) {
+        (SystemKind::Baseline, Some(path)) => path,
+        (SystemKind::Baseline, None) => bail!("--system baseline needs --baseline PATH"),
+        _ => &env.aoe_xdp,
+    };
+    let mut cmd = sides.target_ns.exec_pinned(TARGET_CORE, binary);
+    cmd.arg("--config").arg(&config).env("RUST_LOG", "info");
+    let mut daemon = Daemon::spawn("aoe-xdp", cmd, log)?;
+    daemon.wait_for_log("serving", Duration::from_secs(15))?;
+    Ok(daemon)
+}
+
+/// One process of a program that serves one interface (vblade, the reflectors) on
+/// `interface`; the processes of one system share a log.
+fn start_per_interface(
+    env: &Env,
+    program: Program,
+    target_ns: &Netns,
+    interface: &str,
+    log: &Path,
+) -> Result<Daemon> {
+    match program {
+        Program::Vblade => {
+            let mut cmd = target_ns.exec_pinned(TARGET_CORE, "vblade");
+            cmd.args(["-b", &BUFFER_COUNT.to_string(), "1", "0", interface])
+                .arg(&env.disk);
+            Daemon::spawn("vblade", cmd, log)
+        }
+        Program::Reflector => {
+            let mut cmd = target_ns.exec_pinned(TARGET_CORE, &env.loadgen);
+            cmd.args(["reflect", "-i", interface]);
+            Daemon::spawn("aoe-bench reflect", cmd, log)
+        }
+        Program::PacketReflector => {
+            let mut cmd = target_ns.exec_pinned(TARGET_CORE, &env.packet_reflector);
+            cmd.args(["-i", interface]);
+            Daemon::spawn("packet-reflect", cmd, log)
+        }
+        Program::AoeXdp => unreachable!("aoe-xdp serves every interface from one process"),
+    }
 }
 
 /// Why an aoe-xdp started with `socket = "packet"` is not measuring AF_PACKET, from its log.
@@ -207,17 +320,18 @@ pub(super) fn transport_notes(log: &str) -> Vec<String> {
         .collect()
 }
 
-/// Polls with `aoe-bench discover` until the target answers (10 s at most).
+/// Polls with `aoe-bench discover` on `interface` until the target answers (10 s at most).
 pub(super) fn wait_until_answering(
     env: &Env,
     client_ns: &Netns,
-    daemon: &mut Daemon,
+    interface: &str,
+    daemons: &mut [Daemon],
 ) -> Result<()> {
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
         let answered = client_ns
             .exec(&env.loadgen)
-            .args(["discover", "-i", CLIENT_IF, "--wait-ms", "300"])
+            .args(["discover", "-i", interface, "--wait-ms", "300"])
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .status()
@@ -226,14 +340,16 @@ pub(super) fn wait_until_answering(
         if answered {
             return Ok(());
         }
-        if let Some(status) = daemon.exited()? {
-            bail!(
-                "exited with {status} before answering: {}",
-                first_line(&daemon.log_text())
-            );
+        for daemon in daemons.iter_mut() {
+            if let Some(status) = daemon.exited()? {
+                bail!(
+                    "exited with {status} before answering: {}",
+                    first_line(&daemon.log_text())
+                );
+            }
         }
         if Instant::now() > deadline || env.stop.load(Ordering::Relaxed) {
-            bail!("no answer to a broadcast Query Config within 10 s");
+            bail!("no answer to a broadcast Query Config on {interface} within 10 s");
         }
     }
 }

@@ -9,14 +9,50 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 
-use super::cpu::{cpu_sample, cpu_ticks, finish_perf, start_perf};
+use super::cpu::{core_ticks, cpu_sample, cpu_ticks, finish_perf, start_perf, Ticks};
+use super::napi::{self, NapiThread};
 use super::profile;
 use super::results::Point;
-use super::rig::{Env, CLIENT_IF, DISK_BYTES, INITIATOR_CORE, REQUEST_SECTORS};
+use super::rig::{Env, Link, DISK_BYTES, INITIATOR_CORE, TARGET_CORE};
 use super::workload::{Op, Workload};
 use crate::loadgen::{self, Report as LoadReport};
 use crate::netns::{Daemon, Netns};
 use crate::util::{output, run};
+
+/// A running system as a point sees it: where the initiator runs, the interfaces, the
+/// target's processes and the NAPI threads of the two-machine rig (none on the plain one).
+pub(super) struct Target<'a> {
+    pub client_ns: &'a Netns,
+    pub link: &'a Link,
+    pub daemons: &'a mut [Daemon],
+    pub napi: &'a [NapiThread],
+}
+
+impl Target<'_> {
+    /// `aoe-bench load` from every initiator interface (one path each).
+    fn load<'c>(
+        &self,
+        cmd: &'c mut std::process::Command,
+        op: &str,
+        depth: u32,
+    ) -> &'c mut std::process::Command {
+        let interfaces: Vec<&str> = self.link.client.iter().map(String::as_str).collect();
+        let sectors = self.link.request_sectors().into();
+        loadgen::load(cmd, &interfaces, "1.0", op, depth, sectors)
+    }
+
+    /// utime + stime of every target process, and the target core's busy time.
+    fn ticks(&self) -> Result<Ticks> {
+        let mut process = 0;
+        for daemon in self.daemons.iter() {
+            process += cpu_ticks(daemon.pid())?;
+        }
+        Ok(Ticks {
+            process,
+            core: core_ticks(TARGET_CORE)?,
+        })
+    }
+}
 
 /// Where the CPU window starts after the warm-up began, to let the load settle.
 const CPU_WINDOW_DELAY: Duration = Duration::from_millis(250);
@@ -27,7 +63,7 @@ const CPU_WINDOW_DELAY: Duration = Duration::from_millis(250);
 /// the steady state of a target that takes writes (the kernel writes a dirty page back 30 s
 /// after it was dirtied, and the first write to a page after that costs more: the ext4
 /// write path, or a write fault for a resident device).
-pub(super) fn prepare(env: &Env, client_ns: &Netns, workload: &Workload) -> Result<()> {
+pub(super) fn prepare(env: &Env, target: &Target, workload: &Workload) -> Result<()> {
     run(Command::new("sync").arg(&env.disk))?;
     // Pages nobody has mapped are evicted when cold even without memory pressure on some
     // machines (this VM runs DAMON with a `pageout` scheme for unmapped page cache): read the
@@ -36,18 +72,12 @@ pub(super) fn prepare(env: &Env, client_ns: &Netns, workload: &Workload) -> Resu
     if workload.op != Op::Write {
         return Ok(());
     }
-    let mut cmd = client_ns.exec_pinned(INITIATOR_CORE, &env.loadgen);
-    loadgen::load(
-        &mut cmd,
-        CLIENT_IF,
-        "1.0",
-        "write",
-        64,
-        REQUEST_SECTORS.into(),
-    )
-    .args(["--pattern", "sequential"])
-    .args(["--bytes", &DISK_BYTES.to_string()])
-    .stdout(Stdio::null());
+    let mut cmd = target.client_ns.exec_pinned(INITIATOR_CORE, &env.loadgen);
+    target
+        .load(&mut cmd, "write", 64)
+        .args(["--pattern", "sequential"])
+        .args(["--bytes", &DISK_BYTES.to_string()])
+        .stdout(Stdio::null());
     run(&mut cmd).context("dirtying the file before a write point")
 }
 
@@ -55,8 +85,7 @@ pub(super) fn prepare(env: &Env, client_ns: &Netns, workload: &Workload) -> Resu
 /// with an error, not an error of the bench.
 pub(super) fn measure_point(
     env: &Env,
-    client_ns: &Netns,
-    target: &mut Daemon,
+    target: &mut Target,
     workload: &Workload,
     profiled: bool,
 ) -> Result<Point> {
@@ -67,22 +96,18 @@ pub(super) fn measure_point(
         error: None,
         profile: None,
         cached: None,
+        napi: Vec::new(),
     };
+    let pid = target.daemons[0].pid();
     let stdout = env.scratch.join("load.json");
     let log = env.scratch.join("load.log");
     let (op, depth) = (workload.op.name(), workload.depth);
-    let mut cmd = client_ns.exec_pinned(INITIATOR_CORE, &env.loadgen);
-    loadgen::load(
-        &mut cmd,
-        CLIENT_IF,
-        "1.0",
-        op,
-        depth,
-        REQUEST_SECTORS.into(),
-    )
-    .args(["--pattern", workload.pattern.name()])
-    .args(["--duration", &env.seconds.to_string()])
-    .args(["--warmup", &env.warmup.to_string()]);
+    let mut cmd = target.client_ns.exec_pinned(INITIATOR_CORE, &env.loadgen);
+    target
+        .load(&mut cmd, op, depth)
+        .args(["--pattern", workload.pattern.name()])
+        .args(["--duration", &env.seconds.to_string()])
+        .args(["--warmup", &env.warmup.to_string()]);
     if let Some(rate) = workload.rate {
         cmd.args(["--rate", &rate.to_string()]);
     }
@@ -92,7 +117,8 @@ pub(super) fn measure_point(
     // utilisation over it, divided by the measured rate, is the cost per request.
     let window_start = started + Duration::from_secs(env.warmup.into()) + CPU_WINDOW_DELAY;
     let deadline = window_start + Duration::from_secs(u64::from(env.seconds) + 30);
-    let mut first: Option<(u64, Instant)> = None;
+    let mut first: Option<(Ticks, Instant)> = None;
+    let mut napi_first = Vec::new();
     let mut perf = None;
     let mut recording = None;
     let status = loop {
@@ -101,18 +127,14 @@ pub(super) fn measure_point(
         }
         let now = Instant::now();
         if first.is_none() && now >= window_start {
-            first = Some((cpu_ticks(target.pid())?, now));
+            first = Some((target.ticks()?, now));
+            napi_first = napi_ticks(target.napi)?;
             if env.perf {
-                perf = Some(start_perf(&env.scratch, env.seconds, target.pid())?);
+                perf = Some(start_perf(&env.scratch, env.seconds, pid)?);
             }
             if profiled {
                 let seconds = f64::from(env.seconds) - 0.5;
-                recording = Some(profile::start(
-                    &env.scratch,
-                    target.pid(),
-                    seconds,
-                    INITIATOR_CORE,
-                )?);
+                recording = Some(profile::start(&env.scratch, pid, seconds, INITIATOR_CORE)?);
             }
         }
         if env.stop.load(Ordering::Relaxed) {
@@ -125,7 +147,11 @@ pub(super) fn measure_point(
         }
         std::thread::sleep(Duration::from_millis(2));
     };
-    let last = (cpu_ticks(target.pid())?, Instant::now());
+    let last = (target.ticks()?, Instant::now());
+    if let Some((_, at)) = first {
+        let wall_s = last.1.duration_since(at).as_secs_f64();
+        point.napi = napi::samples(target.napi, &napi_first, wall_s, env.clk_tck);
+    }
     point.profile = recording.and_then(profile::finish);
     point.cached = cached_share(&env.disk);
     if !status.success() {
@@ -153,11 +179,21 @@ pub(super) fn measure_point(
             instructions,
         ));
     }
-    if let Some(status) = target.exited()? {
-        point.error = Some(format!("the target exited with {status}"));
+    for daemon in target.daemons.iter_mut() {
+        if let Some(status) = daemon.exited()? {
+            point.error = Some(format!("the target exited with {status}"));
+        }
     }
     point.load = Some(result);
     Ok(point)
+}
+
+/// utime + stime of each NAPI thread, in the order of `threads`.
+fn napi_ticks(threads: &[NapiThread]) -> Result<Vec<u64>> {
+    threads
+        .iter()
+        .map(|thread| napi::read_back(thread).map(|(_, _, ticks)| ticks))
+        .collect()
 }
 
 /// Share of `path` in the page cache (`fincore`), or `None` when it cannot be read.

@@ -3,7 +3,9 @@
 
 use serde::{Deserialize, Serialize};
 
+use super::napi::NapiSample;
 use super::profile::Profile;
+use super::rig::Topology;
 use super::system::SystemKind;
 use super::workload::Workload;
 use crate::loadgen::Report as LoadReport;
@@ -21,6 +23,21 @@ pub struct CpuSample {
     pub us_per_request: f64,
     /// Instructions per request, where `perf stat -e instructions` works.
     pub instructions_per_request: Option<f64>,
+    /// The target core's busy share over the window (`/proc/stat`: everything but idle and
+    /// iowait, whoever ran: the target, NAPI threads, softirqs). Absent in older results.
+    #[serde(default)]
+    pub core_utilisation: Option<f64>,
+    /// Microseconds of the target core per request (`core_utilisation / iops`).
+    #[serde(default)]
+    pub core_us_per_request: Option<f64>,
+}
+
+impl CpuSample {
+    /// The CPU per request the report leads with: the whole target core's, or the target
+    /// processes' own where the core was not measured (older results).
+    pub fn lead_us_per_request(&self) -> f64 {
+        self.core_us_per_request.unwrap_or(self.us_per_request)
+    }
 }
 
 /// One measured point.
@@ -40,6 +57,9 @@ pub struct Point {
     /// Share of the backing file in the page cache when the point ended (`fincore`).
     #[serde(default)]
     pub cached: Option<f64>,
+    /// The NAPI threads of the two-machine rig over the window (none on the plain rig).
+    #[serde(default)]
+    pub napi: Vec<NapiSample>,
 }
 
 /// One system's run.
@@ -88,6 +108,12 @@ pub struct Meta {
     pub rounds: u32,
     /// Link MTU.
     pub mtu: u16,
+    /// How the two sides share the machine (older results: the plain rig).
+    #[serde(default)]
+    pub topology: Topology,
+    /// veth pairs (NICs) between target and initiator.
+    #[serde(default = "one")]
+    pub nics: u32,
     /// Bytes per request.
     pub request_bytes: u32,
     /// Target and initiator cores.

@@ -18,7 +18,7 @@ use super::profile;
 use super::report;
 use super::results::{medians, Meta, Results};
 use super::rig::{
-    Env, BACKGROUND_WARN_CORES, DISK_BYTES, INITIATOR_CORE, MTU, REQUEST_SECTORS, TARGET_CORE,
+    request_sectors, Env, BACKGROUND_WARN_CORES, DISK_BYTES, INITIATOR_CORE, TARGET_CORE,
 };
 use super::system::SystemKind;
 use super::workload::{selected, workloads};
@@ -32,6 +32,15 @@ pub(super) fn measure(args: &BenchArgs, out_dir: &Path) -> Result<Results> {
     deps::ensure_packages()?;
     deps::ensure(deps::BENCH_PACKAGES)?;
     run(cargo().args(["build", "--release", "--bins"]))?;
+    // The AF_PACKET reflector is xtask's; optimised like the systems it stands beside.
+    run(cargo().args([
+        "build",
+        "--release",
+        "-p",
+        "xtask",
+        "--bin",
+        "packet-reflect",
+    ]))?;
     let bin = target_dir().join("release");
     let stop = Arc::new(AtomicBool::new(false));
     for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
@@ -56,6 +65,7 @@ pub(super) fn measure(args: &BenchArgs, out_dir: &Path) -> Result<Results> {
             .loadgen
             .clone()
             .unwrap_or_else(|| bin.join("aoe-bench")),
+        packet_reflector: bin.join("packet-reflect"),
         disk: scratch.0.join("disk.img"),
         scratch: scratch.0.clone(),
         logs,
@@ -64,13 +74,24 @@ pub(super) fn measure(args: &BenchArgs, out_dir: &Path) -> Result<Results> {
         clk_tck,
         perf,
         profile,
+        topology: args.topology,
+        nics: args.nics,
+        mtu: args.mtu,
         stop,
     };
     let rounds = if args.quick { 1 } else { args.rounds };
     let meta = meta(&env, args.quick, rounds)?;
     println!(
-        "aoe-xdp bench: {} s per point after {} s warm-up; backing: {}; CPU: {}",
-        meta.seconds, meta.warmup, meta.backing, meta.cpu_method
+        "aoe-xdp bench: {} topology, {} NIC(s), MTU {} ({} B requests); {} s per point after \
+         {} s warm-up; backing: {}; CPU: {}",
+        meta.topology.name(),
+        meta.nics,
+        meta.mtu,
+        meta.request_bytes,
+        meta.seconds,
+        meta.warmup,
+        meta.backing,
+        meta.cpu_method
     );
     make_disk(&env.disk)?;
     let systems = if args.systems.is_empty() {
@@ -92,6 +113,9 @@ pub(super) fn measure(args: &BenchArgs, out_dir: &Path) -> Result<Results> {
         let mut live = start_system(&env, system, index)?;
         live.run.background_cores = background;
         println!("{:<26} {}", system.label(), live.run.status);
+        for note in live.run.notes.iter().filter(|n| n.starts_with("rig:")) {
+            println!("{:<26} {note}", "");
+        }
         lives.push(live);
     }
     for round in 0..rounds as usize {
@@ -166,18 +190,17 @@ pub(super) fn meta(env: &Env, quick: bool, rounds: u32) -> Result<Meta> {
         .and_then(|l| l.split_once(':'))
         .map(|(_, m)| m.trim().to_owned())
         .unwrap_or_else(|| "unknown".into());
-    let cpu_method = if env.perf {
-        format!(
-            "utime+stime from /proc/PID/stat (CLK_TCK {}) and perf stat -e instructions",
-            env.clk_tck
-        )
+    let perf = if env.perf {
+        "and perf stat -e instructions"
     } else {
-        format!(
-            "utime+stime from /proc/PID/stat (CLK_TCK {}); perf stat -e instructions is not \
-             supported here",
-            env.clk_tck
-        )
+        "(perf stat -e instructions is not supported here)"
     };
+    let cpu_method = format!(
+        "the target core's busy time (cpu{TARGET_CORE} of /proc/stat: all but idle and iowait, \
+         NAPI threads and softirqs included) per request, beside the target processes' own \
+         utime+stime from /proc/PID/stat (CLK_TCK {}) {perf}",
+        env.clk_tck
+    );
     Ok(Meta {
         date: output(Command::new("date").args(["-u", "+%Y-%m-%dT%H:%M:%SZ"]))?,
         kernel: output(Command::new("uname").arg("-r"))?,
@@ -187,8 +210,10 @@ pub(super) fn meta(env: &Env, quick: bool, rounds: u32) -> Result<Meta> {
         warmup: env.warmup,
         quick,
         rounds,
-        mtu: MTU,
-        request_bytes: REQUEST_SECTORS * 512,
+        mtu: env.mtu,
+        topology: env.topology,
+        nics: env.nics,
+        request_bytes: request_sectors(env.mtu) * 512,
         target_core: TARGET_CORE,
         initiator_core: INITIATOR_CORE,
         backing: format!(

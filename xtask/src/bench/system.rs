@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use anyhow::Result;
 use serde::{Deserialize, Serialize};
 
-use super::rig::{Env, BUFFER_COUNT, TARGET_CORE, TARGET_IF};
+use super::rig::{Env, BUFFER_COUNT, TARGET_CORE};
 
 /// `idle-nap-us` of the `xdp-nap` system: at the fixed load ([`FIXED_RATE`](super::workload::FIXED_RATE) requests/s, one
 /// every 25 µs) each nap gathers about eight requests.
@@ -24,6 +24,11 @@ pub enum SystemKind {
     Vblade,
     /// `aoe-bench reflect`: AF_XDP, no storage, no protocol state.
     Reflector,
+    /// xtask's `packet-reflect`: AF_PACKET (`recvmmsg`/`sendmmsg`), no storage, no protocol
+    /// state.
+    #[value(name = "packet-reflector")]
+    #[serde(rename = "packet-reflector")]
+    PacketReflector,
     /// Another aoe-xdp binary (`--baseline`) on AF_XDP, configured as `xdp`.
     Baseline,
     /// aoe-xdp on AF_XDP with `idle = "poll"` (sleeps when there is no work).
@@ -48,7 +53,7 @@ pub enum SystemKind {
     XdpNap,
 }
 
-/// What a system runs: an aoe-xdp binary (configured by `write_config`), vblade, or the
+/// What a system runs: an aoe-xdp binary (configured by `write_config`), vblade, or a
 /// reflector.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Program {
@@ -58,10 +63,12 @@ pub enum Program {
     Vblade,
     /// `aoe-bench reflect`.
     Reflector,
+    /// xtask's `packet-reflect`.
+    PacketReflector,
 }
 
 impl SystemKind {
-    pub const ALL: [SystemKind; 8] = [
+    pub const ALL: [SystemKind; 9] = [
         SystemKind::Xdp,
         SystemKind::XdpResident,
         SystemKind::XdpDefaults,
@@ -70,7 +77,11 @@ impl SystemKind {
         SystemKind::Packet,
         SystemKind::Vblade,
         SystemKind::Reflector,
+        SystemKind::PacketReflector,
     ];
+
+    /// The bare reflectors: the faster of them at a point is the machine's limit there.
+    pub const REFLECTORS: [SystemKind; 2] = [SystemKind::Reflector, SystemKind::PacketReflector];
 
     /// The program the system runs.
     pub fn program(self) -> Program {
@@ -84,6 +95,7 @@ impl SystemKind {
             | SystemKind::Baseline => Program::AoeXdp,
             SystemKind::Vblade => Program::Vblade,
             SystemKind::Reflector => Program::Reflector,
+            SystemKind::PacketReflector => Program::PacketReflector,
         }
     }
 
@@ -93,7 +105,8 @@ impl SystemKind {
             SystemKind::Xdp => "aoe-xdp (XDP)",
             SystemKind::Packet => "aoe-xdp (AF_PACKET)",
             SystemKind::Vblade => "vblade",
-            SystemKind::Reflector => "reflector",
+            SystemKind::Reflector => "reflector (AF_XDP)",
+            SystemKind::PacketReflector => "reflector (AF_PACKET)",
             SystemKind::Baseline => "aoe-xdp (XDP, baseline)",
             SystemKind::XdpPoll => "aoe-xdp (XDP, idle=poll)",
             SystemKind::XdpResident => "aoe-xdp (XDP, resident)",
@@ -108,6 +121,7 @@ impl SystemKind {
             SystemKind::Packet => "packet",
             SystemKind::Vblade => "vblade",
             SystemKind::Reflector => "reflector",
+            SystemKind::PacketReflector => "packet-reflector",
             SystemKind::Baseline => "baseline",
             SystemKind::XdpPoll => "xdp-poll",
             SystemKind::XdpResident => "xdp-resident",
@@ -117,7 +131,13 @@ impl SystemKind {
     }
 }
 
-pub(super) fn write_config(env: &Env, system: SystemKind, key: &str) -> Result<PathBuf> {
+/// Writes the configuration of aoe-xdp system `system` serving `interfaces`; returns its path.
+pub(super) fn write_config(
+    env: &Env,
+    system: SystemKind,
+    interfaces: &[String],
+    key: &str,
+) -> Result<PathBuf> {
     let socket = if system == SystemKind::Packet {
         "packet"
     } else {
@@ -135,9 +155,11 @@ pub(super) fn write_config(env: &Env, system: SystemKind, key: &str) -> Result<P
     let durability = if mapped { "writeback" } else { "sync" };
     let mapped_reads = mapped && !resident;
     let dir = env.scratch.display();
+    let interfaces: Vec<String> = interfaces.iter().map(|i| format!("\"{i}\"")).collect();
+    let interfaces = interfaces.join(", ");
     let text = format!(
         "[target]\n\
-         interfaces = [\"{TARGET_IF}\"]\n\
+         interfaces = [{interfaces}]\n\
          worker-cores = [{TARGET_CORE}]\n\
          idle = \"{idle}\"\n\
          idle-nap-us = {nap_us}\n\
