@@ -157,6 +157,8 @@ pub struct TargetConfig {
     pub state_directory: PathBuf,
     /// Control socket path (≤ 107 bytes).
     pub control_socket: PathBuf,
+    /// Where the metrics endpoint listens (`metrics-listen`); off when `None`.
+    pub metrics_listen: Option<std::net::SocketAddr>,
     /// Log level from the file (the command line and RUST_LOG take precedence).
     pub log_level: LogLevel,
     /// Most requests merged into one vectored I/O, 1..=1024.

@@ -71,8 +71,10 @@ pub struct RawTarget {
     pub packet_ring: Option<Spanned<String>>,
     /// Directory for persistent per-device AoE state (config string, mask list, reservations).
     pub state_directory: Option<Spanned<String>>,
-    /// Path of the statistics unix socket (`aoe-xdp --stats`).
+    /// Path of the control unix socket (`aoe-xdp ctl`, `aoe-xdp --stats`).
     pub control_socket: Option<Spanned<String>>,
+    /// Address of the Prometheus/OpenMetrics endpoint, e.g. "127.0.0.1:9469"; none if unset.
+    pub metrics_listen: Option<Spanned<String>>,
     /// Log level: "error", "warn", "info", "debug" or "trace".
     pub log_level: Option<Spanned<String>>,
     /// Most contiguous requests merged into one vectored disk I/O.

@@ -89,6 +89,7 @@ pub(super) fn target(raw: &RawTarget, system: &System, p: &mut Problems) -> Targ
             d::STATE_DIRECTORY,
         ),
         control_socket: control_socket(p, raw.control_socket.as_ref()),
+        metrics_listen: metrics_listen(p, raw.metrics_listen.as_ref()),
         log_level: keyword(
             p,
             "target.log-level",
@@ -224,6 +225,24 @@ fn control_socket(p: &mut Problems, raw: Option<&Spanned<String>>) -> PathBuf {
         );
     }
     path
+}
+
+fn metrics_listen(p: &mut Problems, raw: Option<&Spanned<String>>) -> Option<std::net::SocketAddr> {
+    let raw = raw?;
+    match raw.get_ref().parse() {
+        Ok(address) => Some(address),
+        Err(_) => {
+            p.push(
+                raw.span(),
+                format!(
+                    "target.metrics-listen = {:?} is not an address and port, e.g. \
+                     \"127.0.0.1:9469\" or \"[::1]:9469\"",
+                    raw.get_ref()
+                ),
+            );
+            None
+        }
+    }
 }
 
 fn worker_cores(

@@ -1125,3 +1125,21 @@ fn test_system_probe_finds_cores() {
     assert!(!system.online_cpus.is_empty());
     assert!(system.online_cpus.contains(&0));
 }
+
+#[test]
+fn test_rejects_metrics_listen_without_a_port() {
+    reject_target(
+        "metrics-listen = \"localhost\"",
+        &["target.metrics-listen = \"localhost\" is not an address and port"],
+    );
+}
+
+#[test]
+fn test_metrics_listen_is_off_unless_set() {
+    assert_eq!(accept(DEVICE).target.metrics_listen, None);
+    let on = accept(&target_with("metrics-listen = \"[::1]:9469\""));
+    assert_eq!(
+        on.target.metrics_listen,
+        Some("[::1]:9469".parse().unwrap())
+    );
+}

@@ -13,6 +13,7 @@ pub mod ctl;
 pub mod devices;
 pub mod interfaces;
 pub mod io;
+pub mod metrics;
 pub mod port;
 pub mod queues;
 pub mod stats;
@@ -93,6 +94,8 @@ type WorkerHandle = JoinHandle<Result<(Vec<UnitStats>, WorkerStats), port::PortE
 pub struct Dataplane {
     /// Serves statistics until the dataplane is dropped (after the workers stopped).
     ctl_socket: Option<ctl::CtlSocket>,
+    /// The metrics endpoint, if configured and listening.
+    metrics: Option<metrics::MetricsServer>,
     stop: Arc<AtomicBool>,
     workers: Vec<WorkerHandle>,
     /// Detached on drop, after the workers stopped (field order: workers are joined first in
@@ -168,6 +171,18 @@ impl Dataplane {
         let stop = Arc::new(AtomicBool::new(false));
         let (workers, board) = spawn_workers(config, &devices, ports, &stop)?;
         let path = &config.target.control_socket;
+        let metrics = config.target.metrics_listen.and_then(|address| {
+            match metrics::MetricsServer::start(address, Arc::clone(&board)) {
+                Ok(server) => {
+                    tracing::info!(address = %server.address(), "metrics endpoint ready: GET /metrics");
+                    Some(server)
+                }
+                Err(error) => {
+                    tracing::error!(%error, "no metrics endpoint (storage is served regardless)");
+                    None
+                }
+            }
+        });
         let ctl_socket = match ctl::CtlSocket::start(
             path,
             board,
@@ -193,6 +208,7 @@ impl Dataplane {
         };
         Ok(Dataplane {
             ctl_socket,
+            metrics,
             stop,
             workers,
             programs,
@@ -204,6 +220,11 @@ impl Dataplane {
     /// The interfaces being served.
     pub fn interfaces(&self) -> &[Interface] {
         &self.interfaces
+    }
+
+    /// Where the metrics endpoint listens, if it is configured and could be opened.
+    pub fn metrics_address(&self) -> Option<std::net::SocketAddr> {
+        self.metrics.as_ref().map(metrics::MetricsServer::address)
     }
 
     /// The control socket's path (`control-socket`), if it could be opened.

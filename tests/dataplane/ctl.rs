@@ -189,3 +189,59 @@ fn test_announce_clear_stats_and_monitor() {
         assert!(0.0 < p50 && p50 <= p99 && p99 < 1e6, "{table}");
     }
 }
+
+/// `metrics-listen`: GET /metrics on the target's loopback answers every counter of `stats`
+/// and each device's service-time histogram, as Prometheus reads them; anything else is 404.
+#[test]
+fn test_metrics_endpoint_exports_counters_and_service_times() {
+    use std::io::{Read, Write};
+    let Some((net, dir)) = Setup::new("dp-metrics")
+        .target("metrics-listen = \"127.0.0.1:9469\"")
+        .build()
+    else {
+        return;
+    };
+    net.target_ns.link_up("lo").expect("loopback up");
+    let _target = dir.start(&net.target_ns);
+    let (mut client, device) = net.discover(0);
+    for lba in 0..10 {
+        client.read(&device, lba * 2, 2, true).expect("read");
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    let get = |path: &str| -> String {
+        crate::common::netns::in_netns(&net.target_ns, || {
+            let mut stream = std::net::TcpStream::connect("127.0.0.1:9469")?;
+            write!(stream, "GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n")?;
+            let mut answer = String::new();
+            stream.read_to_string(&mut answer)?;
+            Ok::<_, std::io::Error>(answer)
+        })
+        .expect("HTTP on the target's loopback")
+    };
+    let answer = get("/metrics");
+    assert!(
+        answer.starts_with("HTTP/1.0 200") || answer.starts_with("HTTP/1.1 200"),
+        "{answer}"
+    );
+    let name = format!("e{SHELF}.{SLOT}");
+    let value = |metric: &str| -> f64 {
+        let line = answer
+            .lines()
+            .find(|line| line.starts_with(metric))
+            .unwrap_or_else(|| panic!("{metric} missing:\n{answer}"));
+        line.rsplit(' ').next().unwrap().parse().unwrap()
+    };
+    assert!(
+        value(&format!(
+            "aoe_xdp_device_read_cmds_total{{device=\"{name}\"}}"
+        )) >= 10.0
+    );
+    assert!(
+        value(&format!(
+            "aoe_xdp_device_service_seconds_count{{device=\"{name}\"}}"
+        )) >= 10.0
+    );
+    assert!(value("aoe_xdp_port_rx_frames_total{port=\"vt:0:") >= 10.0);
+    assert!(answer.contains("# TYPE aoe_xdp_device_service_seconds histogram"));
+    assert!(get("/").contains(" 404 "), "anything else is 404");
+}
