@@ -20,7 +20,7 @@ use tracing_subscriber::EnvFilter;
 use aoe_xdp::config::{
     self, unspanned, Backing, BackingError, Config, DeviceConfig, LogLevel, RawConfig, RawDevice,
 };
-use aoe_xdp::dataplane::Dataplane;
+use aoe_xdp::dataplane::supervisor::Supervisor;
 
 mod cli;
 
@@ -225,7 +225,7 @@ fn main() -> ExitCode {
         println!("configuration OK: {} device(s)", config.devices.len());
         return ExitCode::SUCCESS;
     }
-    match run(config) {
+    match run(config, cli.config.clone()) {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
             fatal(&cli, &format!("{err:#}"));
@@ -255,8 +255,9 @@ fn stats(cli: &Cli, socket: &std::path::Path) -> ExitCode {
     cli::ctl::run(&args)
 }
 
-/// Serves the configuration until shut down.
-fn run(config: Config) -> anyhow::Result<()> {
+/// Serves the configuration until shut down: the supervisor keeps the dataplane in step with
+/// the interfaces and reloads `config_path` on SIGHUP or `aoe-xdp ctl reload`.
+fn run(config: Config, config_path: Option<PathBuf>) -> anyhow::Result<()> {
     use std::sync::atomic::{AtomicBool, Ordering};
     use std::sync::Arc;
 
@@ -265,36 +266,42 @@ fn run(config: Config) -> anyhow::Result<()> {
         signal_hook::flag::register(signal, Arc::clone(&stop))
             .context("cannot install the SIGINT/SIGTERM handler")?;
     }
+    let reload = Arc::new(AtomicBool::new(false));
+    signal_hook::flag::register(signal_hook::consts::SIGHUP, Arc::clone(&reload))
+        .context("cannot install the SIGHUP handler")?;
     aoe_xdp::sys::xdp::loader::install_panic_detach();
-    let dataplane = Dataplane::start(&config).context("cannot start serving")?;
-    let names: Vec<&str> = dataplane
-        .interfaces()
-        .iter()
-        .map(|i| i.name.as_str())
-        .collect();
+    let devices = config.devices.len();
+    let mut supervisor =
+        Supervisor::start(config, config_path, reload).context("cannot start serving")?;
+    let names: Vec<String> = supervisor
+        .dataplane()
+        .map(|d| d.interfaces().iter().map(|i| i.name.clone()).collect())
+        .unwrap_or_default();
     tracing::info!(
-        devices = config.devices.len(),
+        devices,
         interfaces = %names.join(","),
-        "serving; SIGINT or SIGTERM stops"
+        "serving; SIGINT or SIGTERM stops, SIGHUP reloads"
     );
-    let status = format!(
-        "serving {} device(s) on {}",
-        config.devices.len(),
-        names.join(",")
-    );
+    let status = format!("serving {devices} device(s) on {}", names.join(","));
     let mut watchdog = ServiceManager::ready(&status);
+    let mut failure = None;
     // Acquire: pairs with the signal handler's store.
     while !stop.load(Ordering::Acquire) {
-        if !dataplane.healthy() {
-            tracing::error!("a worker stopped; shutting down");
-            break;
+        match supervisor.round(std::time::Duration::from_millis(50)) {
+            Ok(()) => watchdog.alive(),
+            Err(error) => {
+                tracing::error!(%error, "shutting down");
+                failure = Some(error);
+                break;
+            }
         }
-        watchdog.alive();
-        std::thread::sleep(std::time::Duration::from_millis(50));
     }
     ServiceManager::stopping();
     tracing::info!("shutting down: finishing in-flight requests, detaching XDP");
-    let stats = dataplane.shutdown().context("a worker failed")?;
+    let stats = supervisor.shutdown().context("a worker failed")?;
+    if let Some(error) = failure {
+        return Err(error).context("cannot go on serving");
+    }
     let (rx, tx, io) = stats.iter().fold((0, 0, 0), |(rx, tx, io), s| {
         (rx + s.rx_frames, tx + s.tx_frames, io + s.io_submitted)
     });

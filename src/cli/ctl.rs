@@ -62,6 +62,9 @@ pub enum Action {
     },
     /// Count statistics from now on.
     ClearStats,
+    /// Reload the configuration file (as SIGHUP does): refused with every problem if it does
+    /// not check out, the running configuration then stays.
+    Reload,
     /// Send every device's advertisement now (as at start-up).
     Announce,
 }
@@ -105,6 +108,7 @@ pub fn run(args: &CtlArgs) -> ExitCode {
             ctl::request(&path, &format!("clear {device} {}", what.name())).map(print_ok)
         }
         Action::ClearStats => ctl::request(&path, "clear-stats").map(print_ok),
+        Action::Reload => ctl::request(&path, "reload").map(print_ok),
         Action::Announce => ctl::request(&path, "announce").map(print_ok),
     };
     match result {

@@ -243,6 +243,28 @@ impl Config {
         Config::from_toml(&text, &path.display().to_string())
     }
 
+    /// As [`Config::load`], and every device's backing file or block device probed as at
+    /// start-up: what a running target checks before it takes a new configuration. Every
+    /// problem is one message.
+    pub fn load_for_serving(path: &Path) -> Result<Config, Vec<String>> {
+        let config = Config::load(path).map_err(|error| match error {
+            Error::Invalid(problems) => problems.iter().map(ToString::to_string).collect(),
+            Error::Read { ref source, .. } => vec![format!("{error}: {source}")],
+        })?;
+        let problems: Vec<String> = config
+            .devices
+            .iter()
+            .filter_map(|device| device.probe().err())
+            .flatten()
+            .map(|problem| problem.to_string())
+            .collect();
+        if problems.is_empty() {
+            Ok(config)
+        } else {
+            Err(problems)
+        }
+    }
+
     /// Parses and validates TOML `text`; `origin` (a file name) prefixes every message.
     pub fn from_toml(text: &str, origin: &str) -> Result<Config, Error> {
         Config::from_toml_with(text, origin, &system::System::probe())

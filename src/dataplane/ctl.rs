@@ -8,6 +8,7 @@
 //! | `show DEVICE` | the device's AoE state: config string, Mac Mask List, reservation |
 //! | `clear DEVICE config\|mask\|reservation` | `{"ok": ...}`; the change is saved and every worker uses it at once |
 //! | `clear-stats` | `{"ok": ...}`; later `stats` count from now |
+//! | `reload` | `{"ok": ...}` once the configuration file checks out (the supervisor then applies it), or `{"error": ...}` with every problem, the running configuration kept |
 //! | `announce` | `{"ok": ...}`; every worker sends its advertisements within 100 ms (an error when no device advertises) |
 //!
 //! An error is `{"error": "..."}`. DEVICE is a device's name or its `SHELF.SLOT`. The server
@@ -111,6 +112,16 @@ impl Clearable {
     }
 }
 
+/// How the control socket asks for a reload: the configuration file the target was started
+/// with, and the flag the supervisor watches (SIGHUP sets it too).
+#[derive(Debug, Clone, Default)]
+pub struct ReloadHook {
+    /// The `--config` file; `None` for the quick form, which has nothing to reload.
+    pub config_path: Option<PathBuf>,
+    /// Set to ask the supervisor to reload.
+    pub requested: Arc<AtomicBool>,
+}
+
 /// What the server works on: the board, and every device's parameters and shared state.
 struct Control {
     board: Arc<StatsBoard>,
@@ -121,6 +132,7 @@ struct Control {
     advertising: usize,
     /// The counters at the last `clear-stats`, subtracted from later reports.
     baseline: Option<Value>,
+    reload: ReloadHook,
 }
 
 /// The control socket's server thread; stops and removes the socket file on drop.
@@ -133,13 +145,14 @@ pub struct CtlSocket {
 
 impl CtlSocket {
     /// Binds `path` (replacing a stale socket file) and serves from a thread: `devices` with
-    /// their state saved in `state_dir`, `advertising` of which advertise on `announce`.
+    /// their state saved in `state_dir`, `advertising` of which advertise on `announce`;
+    /// `reload` is how `reload` reaches the supervisor.
     pub fn start(
         path: &Path,
         board: Arc<StatsBoard>,
         devices: Vec<(Arc<DeviceParams>, Arc<SharedState>)>,
-        state_dir: Arc<StateDir>,
-        advertising: usize,
+        (state_dir, advertising): (Arc<StateDir>, usize),
+        reload: ReloadHook,
     ) -> Result<CtlSocket, CtlError> {
         let io = |source| CtlError::Io {
             path: path.to_owned(),
@@ -164,6 +177,7 @@ impl CtlSocket {
             state_dir,
             advertising,
             baseline: None,
+            reload,
         };
         let thread = {
             let stop = Arc::clone(&stop);
@@ -279,6 +293,7 @@ impl Control {
                 self.baseline = Some(self.raw_stats());
                 Ok(serde_json::json!({ "ok": "statistics cleared" }))
             }
+            ["reload"] => self.reload(),
             ["announce"] if self.advertising == 0 => Err("no device advertises (target.advertise \
                  = false, or every device's advertisement is off): nothing to send"
                 .to_owned()),
@@ -293,6 +308,30 @@ impl Control {
                  config|mask|reservation, clear-stats or announce"
             )),
         }
+    }
+
+    /// Checks the configuration file as at start-up and, if it is sound, asks the supervisor
+    /// to apply it; otherwise answers every problem and keeps the running configuration.
+    fn reload(&self) -> Result<Value, String> {
+        let Some(path) = &self.reload.config_path else {
+            return Err("started without --config: there is no file to reload".to_owned());
+        };
+        let config = crate::config::Config::load_for_serving(path).map_err(|problems| {
+            format!(
+                "{} problem(s); the running configuration stays: {}",
+                problems.len(),
+                problems.join("; ")
+            )
+        })?;
+        // Release: the supervisor's Acquire swap sees the request.
+        self.reload.requested.store(true, Ordering::Release);
+        Ok(serde_json::json!({
+            "ok": format!(
+                "{} checks out ({} device(s)); reloading",
+                path.display(),
+                config.devices.len()
+            )
+        }))
     }
 
     fn raw_stats(&self) -> Value {
@@ -478,8 +517,8 @@ mod tests {
             &path,
             Arc::clone(&board),
             vec![(params, Arc::clone(&shared))],
-            state_dir,
-            1,
+            (state_dir, 1),
+            ReloadHook::default(),
         )
         .expect("start");
         (socket, board, shared, path)
@@ -500,8 +539,11 @@ mod tests {
                 &path,
                 Arc::clone(&board),
                 Vec::new(),
-                Arc::new(StateDir::open(dir.path().join("other")).unwrap()),
-                0,
+                (
+                    Arc::new(StateDir::open(dir.path().join("other")).unwrap()),
+                    0
+                ),
+                ReloadHook::default(),
             ),
             Err(CtlError::InUse(_))
         ));

@@ -13,10 +13,12 @@ pub mod ctl;
 pub mod devices;
 pub mod interfaces;
 pub mod io;
+pub mod links;
 pub mod metrics;
 pub mod port;
 pub mod queues;
 pub mod stats;
+pub mod supervisor;
 pub mod worker;
 
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -117,8 +119,16 @@ struct PendingPort {
 }
 
 impl Dataplane {
-    /// Starts serving `config`'s devices.
+    /// Starts serving `config`'s devices (the control socket's `reload` has nothing to do).
     pub fn start(config: &Config) -> Result<Dataplane, DataplaneError> {
+        Dataplane::start_with(config, &ctl::ReloadHook::default())
+    }
+
+    /// Starts serving `config`'s devices; the control socket's `reload` goes to `reload`.
+    pub fn start_with(
+        config: &Config,
+        reload: &ctl::ReloadHook,
+    ) -> Result<Dataplane, DataplaneError> {
         let interfaces = interfaces::resolve(&config.target.interfaces)?;
         if interfaces.len() > 64 {
             return Err(DataplaneError::TooManyInterfaces(interfaces.len()));
@@ -187,12 +197,15 @@ impl Dataplane {
             path,
             board,
             devices.devices.clone(),
-            Arc::clone(&devices.state_dir),
-            devices
-                .advertise_to
-                .iter()
-                .filter(|to| !to.is_empty())
-                .count(),
+            (
+                Arc::clone(&devices.state_dir),
+                devices
+                    .advertise_to
+                    .iter()
+                    .filter(|to| !to.is_empty())
+                    .count(),
+            ),
+            reload.clone(),
         ) {
             Ok(socket) => {
                 tracing::info!(path = %path.display(), "control socket ready: aoe-xdp ctl");

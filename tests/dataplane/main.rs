@@ -15,6 +15,7 @@
 //! - `ctl.rs`: `aoe-xdp ctl` show, clear, announce, clear-stats, monitor;
 //! - `idle.rs`: polling, spinning and napping workers;
 //! - `startup.rs`: a second instance refused, the fallback to AF_PACKET;
+//! - `runtime.rs`: interfaces that appear, go or change their MTU; reload;
 //! - `service.rs`: the systemd notification protocol, the service's capabilities;
 //! - `stops.rs`: `kill -9`, SIGTERM and an interface down and up under load;
 //! - `disk_faults.rs`: a full file system, a bad range;
@@ -44,6 +45,7 @@ mod mappings;
 mod multipath;
 mod patterns;
 mod reads_writes;
+mod runtime;
 mod service;
 mod startup;
 mod stats_socket;

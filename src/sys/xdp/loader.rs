@@ -389,6 +389,17 @@ impl XdpProgram {
         // Conditional detach: the kernel removes the program only if it is still ours.
         let flags = self.mode.flag();
         if let Err(source) = xdp_set(self.ifindex, None, flags, Some(prog.as_fd())) {
+            if source.raw_os_error() == Some(libc::ENODEV) && current_netns_ino() == self.netns_ino
+            {
+                // Deleted while we served it (a NIC unplugged, a VLAN rebuilt): its program
+                // went with it, nothing is left to remove.
+                tracing::info!(
+                    ifindex = self.ifindex,
+                    prog_id = self.prog_id,
+                    "interface gone: its XDP program went with it"
+                );
+                return Ok(());
+            }
             let hint = if current_netns_ino() != self.netns_ino {
                 "dropped in a different network namespace than it was attached in"
             } else {

@@ -1,0 +1,210 @@
+//! The supervisor: keeps a [`Dataplane`] matching the configuration and the interfaces that
+//! exist now. It runs on the main thread (never a worker's) and restarts the dataplane when
+//!
+//! - the kernel announces a link change (rtnetlink, [`LinkWatcher`]) after which the set of
+//!   configured interfaces that exist is different: one appeared that matches a name or glob,
+//!   one was deleted, one was re-created with a new index, or one's MTU changed (sectors per
+//!   request follow the MTU, and the Linux initiator re-reads them from the re-announcement);
+//! - a reload is asked for (SIGHUP, or `aoe-xdp ctl reload`) and the configuration file checks
+//!   out, backing files included ([`Config::load_for_serving`]); a file that does not is
+//!   refused with its problems and the running configuration stays;
+//! - a worker stopped because its interface went away.
+//!
+//! A restart stops the old dataplane the way shutdown does (every request in flight answered,
+//! the XDP programs detached; a deleted interface's program went with it) and starts the new
+//! one, which announces its devices. Devices keep their AoE state (it is on disk). While the
+//! dataplane restarts, requests are not answered for a moment (measured and printed in the
+//! log as `pause_ms`); initiators retransmit them. An interface going down and up needs no
+//! restart: its sockets stay and it resumes. With no configured interface left, the
+//! supervisor waits for one to appear.
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use super::ctl::ReloadHook;
+use super::interfaces::{self, Interface, InterfaceError};
+use super::links::LinkWatcher;
+use super::{Dataplane, DataplaneError};
+use crate::config::Config;
+
+/// What a supervisor round found wrong that it cannot repair.
+#[derive(Debug, thiserror::Error)]
+pub enum SupervisorError {
+    /// The dataplane could not be started.
+    #[error(transparent)]
+    Start(Box<DataplaneError>),
+    /// A worker stopped, although its interfaces are all still there.
+    #[error("a worker stopped on an interface that is still there")]
+    WorkerFailed,
+    /// The link-event socket failed.
+    #[error("link events: {0}")]
+    Links(std::io::Error),
+}
+
+impl From<DataplaneError> for SupervisorError {
+    fn from(error: DataplaneError) -> Self {
+        SupervisorError::Start(Box::new(error))
+    }
+}
+
+/// The configured interfaces that exist, as far as serving them is concerned.
+type Links = Vec<(String, u32, u32)>;
+
+fn links(interfaces: &[Interface]) -> Links {
+    interfaces
+        .iter()
+        .map(|i| (i.name.clone(), i.ifindex, i.mtu))
+        .collect()
+}
+
+/// Keeps the dataplane in step with the configuration and the interfaces.
+pub struct Supervisor {
+    config: Config,
+    dataplane: Option<Dataplane>,
+    /// What the running dataplane serves (empty without one).
+    serving: Links,
+    watcher: LinkWatcher,
+    reload: ReloadHook,
+}
+
+impl Supervisor {
+    /// Starts serving `config` (read from `config_path`, if a file) and watching the links; a
+    /// reload is asked for through `requested` (SIGHUP's flag) or the control socket.
+    pub fn start(
+        config: Config,
+        config_path: Option<PathBuf>,
+        requested: Arc<AtomicBool>,
+    ) -> Result<Supervisor, SupervisorError> {
+        // Subscribed first, so that no change between start-up and the first wait is missed.
+        let watcher = LinkWatcher::open().map_err(SupervisorError::Links)?;
+        let reload = ReloadHook {
+            config_path,
+            requested,
+        };
+        let dataplane = Dataplane::start_with(&config, &reload)?;
+        let serving = links(dataplane.interfaces());
+        Ok(Supervisor {
+            config,
+            dataplane: Some(dataplane),
+            serving,
+            watcher,
+            reload,
+        })
+    }
+
+    /// The running dataplane, if any interface is there to serve.
+    pub fn dataplane(&self) -> Option<&Dataplane> {
+        self.dataplane.as_ref()
+    }
+
+    /// One round: waits up to `wait` for a link event, then applies a requested reload and
+    /// follows the interfaces. `Err` only for what a restart cannot repair.
+    pub fn round(&mut self, wait: Duration) -> Result<(), SupervisorError> {
+        let changed = self.watcher.wait(wait).map_err(SupervisorError::Links)?;
+        // Acquire: pairs with the Release of SIGHUP's handler and of the control socket.
+        if self.reload.requested.swap(false, Ordering::AcqRel) {
+            self.reload()?;
+        }
+        let failed = self.dataplane.as_ref().is_some_and(|d| !d.healthy());
+        if changed || failed {
+            let now = self.configured_links();
+            if now != self.serving {
+                tracing::info!(
+                    before = ?self.serving,
+                    now = ?now,
+                    "interfaces changed: restarting the dataplane"
+                );
+                self.restart(None)?;
+            } else if failed {
+                return Err(SupervisorError::WorkerFailed);
+            }
+        }
+        Ok(())
+    }
+
+    /// Stops serving.
+    pub fn shutdown(self) -> Result<Vec<super::counters::UnitStats>, super::port::PortError> {
+        match self.dataplane {
+            Some(dataplane) => dataplane.shutdown(),
+            None => Ok(Vec::new()),
+        }
+    }
+
+    /// The configured interfaces that exist now (none if none matches).
+    fn configured_links(&self) -> Links {
+        match interfaces::resolve(&self.config.target.interfaces) {
+            Ok(found) => links(&found),
+            Err(error) => {
+                if !matches!(error, InterfaceError::NoneMatched { .. }) {
+                    tracing::warn!(%error, "cannot look at the interfaces");
+                }
+                Vec::new()
+            }
+        }
+    }
+
+    /// Reloads the configuration file, if it checks out.
+    fn reload(&mut self) -> Result<(), SupervisorError> {
+        let Some(path) = self.reload.config_path.clone() else {
+            tracing::warn!("reload asked for, but started without --config: nothing to reload");
+            return Ok(());
+        };
+        match Config::load_for_serving(&path) {
+            Ok(config) => {
+                tracing::info!(path = %path.display(), devices = config.devices.len(), "reloading");
+                self.restart(Some(config))
+            }
+            Err(problems) => {
+                for problem in &problems {
+                    tracing::error!(%problem, "reload refused");
+                }
+                tracing::error!(
+                    count = problems.len(),
+                    "reload refused: the running configuration stays"
+                );
+                Ok(())
+            }
+        }
+    }
+
+    /// Stops the running dataplane and starts one for `config` (or the current configuration);
+    /// if the new configuration cannot be started, the old one is started again.
+    fn restart(&mut self, config: Option<Config>) -> Result<(), SupervisorError> {
+        let started = Instant::now();
+        if let Some(old) = self.dataplane.take() {
+            if let Err(error) = old.shutdown() {
+                // The worker of a deleted interface: its requests could not be answered.
+                tracing::info!(%error, "a worker of the old dataplane had stopped");
+            }
+        }
+        self.serving.clear();
+        let previous = config.map(|new| std::mem::replace(&mut self.config, new));
+        let result = match Dataplane::start_with(&self.config, &self.reload) {
+            Err(error) if previous.is_some() => {
+                tracing::error!(%error, "the new configuration cannot be served; back to the old one");
+                self.config = previous.expect("checked");
+                Dataplane::start_with(&self.config, &self.reload)
+            }
+            result => result,
+        };
+        match result {
+            Ok(dataplane) => {
+                self.serving = links(dataplane.interfaces());
+                self.dataplane = Some(dataplane);
+                tracing::info!(
+                    pause_ms = started.elapsed().as_millis(),
+                    interfaces = ?self.serving,
+                    "serving again"
+                );
+                Ok(())
+            }
+            Err(DataplaneError::Interfaces(InterfaceError::NoneMatched { patterns })) => {
+                tracing::warn!(%patterns, "no configured interface exists: waiting for one");
+                Ok(())
+            }
+            Err(error) => Err(error.into()),
+        }
+    }
+}

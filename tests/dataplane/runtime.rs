@@ -1,0 +1,213 @@
+//! Changes while it serves: interfaces that appear, disappear or change their MTU (followed
+//! through rtnetlink), and a configuration reloaded by `aoe-xdp ctl reload` or SIGHUP.
+
+use std::path::Path;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use aoe_xdp::initiator::client::Client;
+use aoe_xdp::initiator::frames::Reply;
+use aoe_xdp::sys::packet::raw::RawSocket;
+use aoe_xdp::wire::{AoeCommand, MacAddr};
+use netns_rig::Veth;
+
+use crate::common::netns::in_netns;
+use crate::common::target::TargetProcess;
+use crate::fixture::{discover_one, Net, Setup, SECTORS, SHELF, SLOT};
+use crate::patterns::pattern;
+
+/// How long the target may take to follow a change.
+const FOLLOW: Duration = Duration::from_secs(10);
+
+/// A client on the client end `name` (in the client namespace).
+fn client_on(net: &Net, name: &str) -> Client {
+    let end = net.client_ns.interface(name).expect("client end");
+    let socket = in_netns(&net.client_ns, || RawSocket::open(name)).expect("raw socket");
+    Client::new(socket, MacAddr(end.mac))
+}
+
+/// The `pause_ms` of every restart in `log` (how long requests went unanswered); each must be
+/// well under the Linux initiator's retransmit patience.
+fn pauses(log: &str) -> Vec<u64> {
+    let pauses: Vec<u64> = log
+        .split("pause_ms=")
+        .skip(1)
+        .filter_map(|rest| rest.split_whitespace().next()?.parse().ok())
+        .collect();
+    eprintln!("restart pauses (ms): {pauses:?}");
+    assert!(pauses.iter().all(|&ms| ms < 2000), "{pauses:?}");
+    pauses
+}
+
+/// Waits until the target's log has `count` lines containing `needle`.
+fn wait_log(target: &TargetProcess<'_>, needle: &str, count: usize) -> String {
+    let deadline = Instant::now() + FOLLOW;
+    loop {
+        let log = target.log();
+        if log.matches(needle).count() >= count {
+            return log;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no {count}x {needle:?} in:\n{log}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// An interface created while the target runs, matching its glob, is attached and announced;
+/// when the first interface is deleted, the target releases it and serves on through the new
+/// one; it stops cleanly (exit 0, no error for the interface that is gone).
+#[test]
+fn test_interfaces_that_appear_are_served_and_deleted_ones_released() {
+    let Some((net, dir)) = Setup::new("dp-hotplug").interfaces(&["vt*"]).build() else {
+        return;
+    };
+    let target = dir.start(&net.target_ns);
+    let (mut first, device) = net.discover(0);
+    let data = pattern(2, 2, 1);
+    first
+        .write(&device, 2, &data, true)
+        .expect("write on the first path");
+
+    let _added = Veth::new(&net.target_ns, "vtx", &net.client_ns, "vcx")
+        .create()
+        .expect("a new veth pair");
+    wait_log(&target, "serving again", 1);
+    let mut second = client_on(&net, "vcx");
+    let found = discover_one(&mut second);
+    assert_eq!((found.shelf, found.slot), (SHELF, SLOT));
+    assert_eq!(
+        second
+            .read(&found, 2, 2, true)
+            .expect("read on the new path"),
+        data
+    );
+
+    net.target_ns
+        .ip(&["link", "del", "vt"])
+        .expect("delete the first veth");
+    let log = wait_log(&target, "serving again", 2);
+    let data = pattern(6, 2, 2);
+    second
+        .write(&found, 6, &data, true)
+        .expect("served on after the first interface is gone");
+    assert_eq!(second.read(&found, 6, 2, true).expect("read"), data);
+    let log_after = target.stop();
+    assert!(!log_after.contains("ERROR"), "{log}\n{log_after}");
+    assert_eq!(pauses(&log_after).len(), 2);
+}
+
+/// A new MTU changes the sectors per request at once, and the devices are announced again
+/// with it (the Linux initiator takes the new count from that advertisement).
+#[test]
+fn test_an_mtu_change_is_announced_with_its_sectors() {
+    let Some((net, dir)) = Setup::new("dp-mtu").build() else {
+        return;
+    };
+    let capture = net.monitor(0);
+    let target = dir.start(&net.target_ns);
+    let (_, before) = net.discover(0);
+    assert_eq!(before.sector_count, 2, "(1500 - 36) / 512");
+    let is_advert =
+        |f: &[u8]| Reply::parse(f).is_some_and(|r| r.aoe.command == AoeCommand::QueryConfig);
+    while capture
+        .recv_matching(Duration::from_millis(200), is_advert)
+        .is_some()
+    {}
+
+    for (ns, end) in [(&net.target_ns, "vt"), (&net.client_ns, "vc")] {
+        ns.ip(&["link", "set", end, "mtu", "9000"])
+            .expect("mtu 9000");
+    }
+    wait_log(&target, "serving again", 1);
+    let advert = capture
+        .recv_matching(FOLLOW, is_advert)
+        .expect("an advertisement after the MTU change");
+    assert!(Reply::parse(&advert).unwrap().dst.is_broadcast());
+    let (mut client, after) = net.discover(0);
+    assert_eq!(after.sector_count, 17, "(9000 - 36) / 512");
+    let data = pattern(0, 17, 3);
+    client
+        .write(&after, 0, &data, true)
+        .expect("a 17-sector write");
+    assert_eq!(client.read(&after, 0, 17, true).expect("read"), data);
+}
+
+/// Runs `aoe-xdp ctl --socket SOCKET reload`; (exit code, standard output and error).
+fn ctl_reload(socket: &Path) -> (Option<i32>, String) {
+    let output = Command::new(env!("CARGO_BIN_EXE_aoe-xdp"))
+        .args(["ctl", "--socket"])
+        .arg(socket)
+        .arg("reload")
+        .output()
+        .expect("run aoe-xdp ctl");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    (output.status.code(), text)
+}
+
+/// `ctl reload` applies a changed configuration file (a second device appears, the first
+/// keeps its data); a file with a problem is refused with that problem and the running
+/// configuration stays; SIGHUP reloads too.
+#[test]
+fn test_reload_adds_a_device_and_refuses_a_broken_file() {
+    let Some((net, dir)) = Setup::new("dp-reload").build() else {
+        return;
+    };
+    let socket = dir.control_socket();
+    let target = dir.start(&net.target_ns);
+    let (mut client, device) = net.discover(0);
+    let data = pattern(4, 2, 7);
+    client.write(&device, 4, &data, true).expect("write");
+
+    let original = std::fs::read_to_string(dir.config()).unwrap();
+    let second = dir.path().join("second.img");
+    std::fs::File::create(&second)
+        .and_then(|file| file.set_len(SECTORS * 512))
+        .unwrap();
+    let broken =
+        format!("{original}\n[[device]]\npath = {second:?}\nshelf = {SHELF}\nslot = 300\n");
+    std::fs::write(dir.config(), &broken).unwrap();
+    let (code, said) = ctl_reload(&socket);
+    assert_eq!(code, Some(1), "{said}");
+    assert!(
+        said.contains("slot") && said.contains("the running configuration stays"),
+        "{said}"
+    );
+    client.read(&device, 4, 2, true).expect("still served");
+
+    let grown = format!(
+        "{original}\n[[device]]\npath = {second:?}\nshelf = {SHELF}\nslot = {}\n",
+        SLOT + 1
+    );
+    std::fs::write(dir.config(), &grown).unwrap();
+    let (code, said) = ctl_reload(&socket);
+    assert_eq!(code, Some(0), "{said}");
+    wait_log(&target, "serving again", 1);
+    let found = client.discover(Duration::from_secs(2)).expect("discover");
+    let mut slots: Vec<u8> = found.iter().map(|f| f.slot).collect();
+    slots.sort_unstable();
+    assert_eq!(slots, [SLOT, SLOT + 1], "{found:?}");
+    let first = found.iter().find(|f| f.slot == SLOT).unwrap();
+    assert_eq!(
+        client.read(first, 4, 2, true).expect("read"),
+        data,
+        "kept its data"
+    );
+
+    // SIGHUP: back to one device.
+    std::fs::write(dir.config(), &original).unwrap();
+    rustix::process::kill_process(
+        rustix::process::Pid::from_raw(i32::try_from(target.pid()).unwrap()).unwrap(),
+        rustix::process::Signal::HUP,
+    )
+    .expect("SIGHUP");
+    let log = wait_log(&target, "serving again", 2);
+    assert_eq!(pauses(&log).len(), 2);
+    let found = client.discover(Duration::from_secs(2)).expect("discover");
+    assert_eq!(found.len(), 1, "{found:?}");
+}
