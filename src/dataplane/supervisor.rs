@@ -8,7 +8,11 @@
 //! - a reload is asked for (SIGHUP, or `aoe-xdp ctl reload`) and the configuration file checks
 //!   out, backing files included ([`Config::load_for_serving`]); a file that does not is
 //!   refused with its problems and the running configuration stays;
-//! - a worker stopped because its interface went away.
+//! - a worker stopped because its interface went away;
+//! - a backing file or block device grew or shrank (looked at every [`SIZE_CHECK`]): IDENTIFY
+//!   then reports the new size, the devices are announced again (the Linux initiator takes the
+//!   new size from that), and requests beyond a shrunken end get ATA IDNF. A device whose
+//!   window has a fixed `length` does not change.
 //!
 //! A restart stops the old dataplane the way shutdown does (every request in flight answered,
 //! the XDP programs detached; a deleted interface's program went with it) and starts the new
@@ -28,6 +32,9 @@ use super::interfaces::{self, Interface, InterfaceError};
 use super::links::LinkWatcher;
 use super::{Dataplane, DataplaneError};
 use crate::config::Config;
+
+/// How often the backing stores' sizes are looked at.
+pub const SIZE_CHECK: Duration = Duration::from_secs(1);
 
 /// What a supervisor round found wrong that it cannot repair.
 #[derive(Debug, thiserror::Error)]
@@ -67,6 +74,19 @@ pub struct Supervisor {
     serving: Links,
     watcher: LinkWatcher,
     reload: ReloadHook,
+    /// Sectors each device exports, as the running dataplane serves them.
+    sizes: Vec<Option<u64>>,
+    last_size_check: Instant,
+}
+
+/// The sectors each configured device exports now (`None` where its backing store cannot be
+/// looked at: it is served as it was, and its I/O errors say why).
+fn export_sizes(config: &Config) -> Vec<Option<u64>> {
+    config
+        .devices
+        .iter()
+        .map(|device| device.probe().ok().map(|backing| backing.export_sectors))
+        .collect()
 }
 
 impl Supervisor {
@@ -83,6 +103,7 @@ impl Supervisor {
             config_path,
             requested,
         };
+        let sizes = export_sizes(&config);
         let dataplane = Dataplane::start_with(&config, &reload)?;
         let serving = links(dataplane.interfaces());
         Ok(Supervisor {
@@ -91,6 +112,8 @@ impl Supervisor {
             serving,
             watcher,
             reload,
+            sizes,
+            last_size_check: Instant::now(),
         })
     }
 
@@ -106,6 +129,10 @@ impl Supervisor {
         // Acquire: pairs with the Release of SIGHUP's handler and of the control socket.
         if self.reload.requested.swap(false, Ordering::AcqRel) {
             self.reload()?;
+        }
+        if self.last_size_check.elapsed() >= SIZE_CHECK {
+            self.last_size_check = Instant::now();
+            self.follow_sizes()?;
         }
         let failed = self.dataplane.as_ref().is_some_and(|d| !d.healthy());
         if changed || failed {
@@ -130,6 +157,28 @@ impl Supervisor {
             Some(dataplane) => dataplane.shutdown(),
             None => Ok(Vec::new()),
         }
+    }
+
+    /// Restarts the dataplane if a device's backing store changed size.
+    fn follow_sizes(&mut self) -> Result<(), SupervisorError> {
+        let now = export_sizes(&self.config);
+        let resized: Vec<String> = self
+            .config
+            .devices
+            .iter()
+            .zip(self.sizes.iter().zip(&now))
+            .filter_map(|(device, (before, now))| match (before, now) {
+                (Some(before), Some(now)) if before != now => {
+                    Some(format!("{}: {before} -> {now} sectors", device.name))
+                }
+                _ => None,
+            })
+            .collect();
+        if resized.is_empty() || self.dataplane.is_none() {
+            return Ok(());
+        }
+        tracing::info!(devices = %resized.join(", "), "backing store resized: restarting the dataplane");
+        self.restart(None)
     }
 
     /// The configured interfaces that exist now (none if none matches).
@@ -181,10 +230,12 @@ impl Supervisor {
         }
         self.serving.clear();
         let previous = config.map(|new| std::mem::replace(&mut self.config, new));
+        self.sizes = export_sizes(&self.config);
         let result = match Dataplane::start_with(&self.config, &self.reload) {
             Err(error) if previous.is_some() => {
                 tracing::error!(%error, "the new configuration cannot be served; back to the old one");
                 self.config = previous.expect("checked");
+                self.sizes = export_sizes(&self.config);
                 Dataplane::start_with(&self.config, &self.reload)
             }
             result => result,

@@ -211,3 +211,73 @@ fn test_reload_adds_a_device_and_refuses_a_broken_file() {
     let found = client.discover(Duration::from_secs(2)).expect("discover");
     assert_eq!(found.len(), 1, "{found:?}");
 }
+
+/// The device's size from IDENTIFY (LBA48 words 100..104).
+fn identified_sectors(client: &mut Client, device: &aoe_xdp::initiator::client::Found) -> u64 {
+    let identify = client.identify(device).expect("identify");
+    (100..104).rev().fold(0u64, |sum, index| {
+        sum << 16 | u64::from(crate::answers::word(&identify, index))
+    })
+}
+
+/// A backing file that grows while served: IDENTIFY reports the new size, the device is
+/// announced again, and the new sectors are served; one that shrinks: requests beyond the new
+/// end get ATA IDNF, and the data before it is intact.
+#[test]
+fn test_a_backing_file_that_grows_or_shrinks_is_followed() {
+    let Some((net, dir)) = Setup::new("dp-resize").build() else {
+        return;
+    };
+    let capture = net.monitor(0);
+    let target = dir.start(&net.target_ns);
+    let (mut client, device) = net.discover(0);
+    assert_eq!(identified_sectors(&mut client, &device), SECTORS);
+    let data = pattern(4, 2, 11);
+    client.write(&device, 4, &data, true).expect("write");
+    let is_advert =
+        |f: &[u8]| Reply::parse(f).is_some_and(|r| r.aoe.command == AoeCommand::QueryConfig);
+    while capture
+        .recv_matching(Duration::from_millis(200), is_advert)
+        .is_some()
+    {}
+
+    let file = std::fs::OpenOptions::new()
+        .write(true)
+        .open(dir.disk(0))
+        .unwrap();
+    file.set_len(4 * SECTORS * 512).expect("grow");
+    let log = wait_log(&target, "backing store resized", 1);
+    assert!(
+        log.contains(&format!("{SECTORS} -> {} sectors", 4 * SECTORS)),
+        "{log}"
+    );
+    capture
+        .recv_matching(FOLLOW, is_advert)
+        .expect("announced again after growing");
+    let (mut client, device) = net.discover(0);
+    assert_eq!(identified_sectors(&mut client, &device), 4 * SECTORS);
+    let far = pattern(3 * SECTORS, 2, 12);
+    client
+        .write(&device, 3 * SECTORS, &far, true)
+        .expect("a write in the new part");
+    assert_eq!(
+        client.read(&device, 3 * SECTORS, 2, true).expect("read"),
+        far
+    );
+
+    file.set_len(SECTORS / 2 * 512).expect("shrink");
+    wait_log(&target, "serving again", 2);
+    let (mut client, device) = net.discover(0);
+    assert_eq!(identified_sectors(&mut client, &device), SECTORS / 2);
+    crate::answers::assert_ata_error(
+        client.read(&device, SECTORS / 2, 2, true),
+        aoe_xdp::wire::ata::error::IDNF,
+        "a read past the shrunken end",
+    );
+    assert_eq!(
+        client.read(&device, 4, 2, true).expect("read"),
+        data,
+        "intact"
+    );
+    pauses(&target.stop());
+}
