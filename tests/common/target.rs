@@ -85,15 +85,19 @@ impl TargetDir {
             .expect("temporary directory");
         let quoted: Vec<String> = interfaces.iter().map(|name| format!("{name:?}")).collect();
         let mut target_keys = format!(
-            "interfaces = [{}]\nstate-directory = {:?}\ncontrol-socket = {:?}\n",
+            "interfaces = [{}]\nstate-directory = {:?}\n",
             quoted.join(", "),
             dir.path().join("state"),
-            dir.path().join(CONTROL_SOCKET),
         );
         // Defaults the caller may override (TOML rejects a key twice, so only add missing ones).
         let cores = std::thread::available_parallelism().map_or(1, usize::from);
         let core = format!("[{}]", NEXT_CORE.fetch_add(1, Ordering::Relaxed) % cores);
-        for (key, value) in [("worker-cores", core.as_str()), ("idle", "\"poll\"")] {
+        let socket = format!("{:?}", dir.path().join(CONTROL_SOCKET));
+        for (key, value) in [
+            ("worker-cores", core.as_str()),
+            ("idle", "\"poll\""),
+            ("control-socket", socket.as_str()),
+        ] {
             if !target_extra
                 .lines()
                 .any(|line| line.trim_start().starts_with(key))

@@ -93,6 +93,10 @@ fn test_interfaces_that_appear_are_served_and_deleted_ones_released() {
         .write(&found, 6, &data, true)
         .expect("served on after the first interface is gone");
     assert_eq!(second.read(&found, 6, 2, true).expect("read"), data);
+    assert!(
+        log.contains("interface gone: its XDP program went with it"),
+        "{log}"
+    );
     let log_after = target.stop();
     assert!(!log_after.contains("ERROR"), "{log}\n{log_after}");
     assert_eq!(pauses(&log_after).len(), 2);
@@ -179,6 +183,22 @@ fn test_reload_adds_a_device_and_refuses_a_broken_file() {
         "{said}"
     );
     client.read(&device, 4, 2, true).expect("still served");
+    let hup = || {
+        rustix::process::kill_process(
+            rustix::process::Pid::from_raw(i32::try_from(target.pid()).unwrap()).unwrap(),
+            rustix::process::Signal::HUP,
+        )
+        .expect("SIGHUP");
+    };
+    // The same file by SIGHUP: refused in the log, nothing restarted.
+    hup();
+    let log = wait_log(
+        &target,
+        "reload refused: the running configuration stays",
+        1,
+    );
+    assert!(!log.contains("serving again"), "{log}");
+    client.read(&device, 4, 2, true).expect("still served");
 
     let grown = format!(
         "{original}\n[[device]]\npath = {second:?}\nshelf = {SHELF}\nslot = {}\n",
@@ -201,11 +221,7 @@ fn test_reload_adds_a_device_and_refuses_a_broken_file() {
 
     // SIGHUP: back to one device.
     std::fs::write(dir.config(), &original).unwrap();
-    rustix::process::kill_process(
-        rustix::process::Pid::from_raw(i32::try_from(target.pid()).unwrap()).unwrap(),
-        rustix::process::Signal::HUP,
-    )
-    .expect("SIGHUP");
+    hup();
     let log = wait_log(&target, "serving again", 2);
     assert_eq!(pauses(&log).len(), 2);
     let found = client.discover(Duration::from_secs(2)).expect("discover");

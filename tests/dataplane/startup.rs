@@ -76,3 +76,20 @@ fn test_auto_falls_back_to_af_packet_when_xdp_cannot_attach() {
     let log = target.stop();
     assert!(log.contains("stopped cleanly"), "{log}");
 }
+
+/// A control socket that cannot be made (its directory cannot be created: a file stands in
+/// the way) costs `aoe-xdp ctl`, not the storage: the target says so and serves.
+#[test]
+fn test_no_control_socket_is_a_warning_not_a_failure() {
+    let Some((net, dir)) = Setup::new("dp-noctl")
+        .target("control-socket = \"/proc/version/ctl.sock\"")
+        .build()
+    else {
+        return;
+    };
+    let target = dir.start(&net.target_ns);
+    let (mut client, device) = net.discover(0);
+    client.read(&device, 0, 2, true).expect("served");
+    let log = target.stop();
+    assert!(log.contains("no control socket: no aoe-xdp ctl"), "{log}");
+}
