@@ -305,10 +305,12 @@ fn run(config: Config, config_path: Option<PathBuf>) -> anyhow::Result<()> {
     let (rx, tx, io) = stats.iter().fold((0, 0, 0), |(rx, tx, io), s| {
         (rx + s.rx_frames, tx + s.tx_frames, io + s.io_submitted)
     });
+    let frames_held: u32 = stats.iter().map(|s| s.frames_held).sum();
     tracing::info!(
         rx_frames = rx,
         tx_frames = tx,
         io_requests = io,
+        frames_held,
         "stopped cleanly"
     );
     Ok(())

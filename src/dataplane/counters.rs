@@ -35,6 +35,10 @@ pub struct UnitStats {
     /// The kernel's receive-side figures for the socket, read when published.
     #[serde(default)]
     pub kernel: KernelCounters,
+    /// Frames the port's worker holds or has queued to send, when published (a level, not a
+    /// count; 0 after the worker drained at shutdown).
+    #[serde(default)]
+    pub frames_held: u32,
 }
 
 /// Counters of one worker's device side.

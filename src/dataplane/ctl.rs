@@ -40,7 +40,7 @@ const CLIENT_TIMEOUT: Duration = Duration::from_secs(1);
 /// How often the server's thread looks at the stop flag.
 const ACCEPT_POLL: Duration = Duration::from_millis(50);
 /// Fields of a report that are not counters: `clear-stats` leaves them alone.
-const NOT_COUNTERS: [&str; 2] = ["owner", "fill_depth"];
+const NOT_COUNTERS: [&str; 3] = ["owner", "fill_depth", "frames_held"];
 
 /// Why the control socket could not be used.
 #[derive(Debug, thiserror::Error)]

@@ -22,7 +22,7 @@ use super::stats::{ServiceTimeReport, StatsBoard};
 /// How often the server's thread looks at the stop flag.
 const STOP_POLL: Duration = Duration::from_millis(100);
 /// Report fields that are gauges (a level, not a count of events).
-const GAUGES: [&str; 2] = ["owner", "fill_depth"];
+const GAUGES: [&str; 3] = ["owner", "fill_depth", "frames_held"];
 /// Upper bounds of the service-time histogram's buckets, in seconds.
 const BUCKETS_S: [f64; 19] = [
     1e-6, 2.5e-6, 5e-6, 1e-5, 2.5e-5, 5e-5, 1e-4, 2.5e-4, 5e-4, 1e-3, 2.5e-3, 5e-3, 1e-2, 2.5e-2,

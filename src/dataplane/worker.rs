@@ -178,6 +178,7 @@ impl<P: NetPort> Unit<P> {
             jumbo: self.port.jumbo_stats(),
             kernel: self.port.kernel_counters().unwrap_or(previous.kernel),
             foreign_dst: self.port.foreign_dst().unwrap_or(previous.foreign_dst),
+            frames_held: self.port.frames_held(),
             ..self.stats
         }
     }

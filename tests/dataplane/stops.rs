@@ -125,8 +125,10 @@ fn two_paths_with_room(tag: &str) -> Setup {
 }
 
 /// SIGTERM while two initiators write over two paths: the target drains, exits 0 within the
-/// stop limit and leaves no XDP program; both paths were served up to the stop, and every
-/// acknowledged write reads back after a restart.
+/// stop limit and leaves no XDP program; every request that reached a worker was answered (no
+/// request left in flight, and no frame held: a request keeps its frame until its reply is
+/// sent); both paths were served up to the stop, and every acknowledged write reads back after
+/// a restart.
 #[test]
 fn test_sigterm_under_load_on_two_paths() {
     use std::sync::atomic::AtomicU64;
@@ -153,6 +155,8 @@ fn test_sigterm_under_load_on_two_paths() {
     }
     let log = target.stop();
     assert!(log.contains("stopped cleanly"), "{log}");
+    assert!(log.contains("frames_held=0"), "{log}");
+    assert!(!log.contains("requests still in flight"), "{log}");
     for name in ["vt0", "vt1"] {
         let link = net.target_ns.ip(&["link", "show", name]).unwrap();
         assert!(!link.contains("xdp"), "XDP program left on {name}: {link}");

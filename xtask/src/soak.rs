@@ -12,7 +12,9 @@
 //! - the target's per-device counters agree with the initiators: at least the requests they
 //!   counted plus their pre-write, at most that plus their retransmissions (a retransmitted
 //!   request may be carried out twice);
-//! - the target stops on SIGTERM with status 0.
+//! - the target stops on SIGTERM with status 0, with no request left in flight and every
+//!   frame back with its port (`frames_held=0` in its last log line; the level is also in
+//!   `ctl stats` per port while it runs).
 //!
 //! Needs root. Not part of `cargo xtask test` (it runs for minutes); only traffic on its own
 //! veths; every namespace and process is a guard, removed on the way out, also on failure.
@@ -187,6 +189,14 @@ pub fn soak(args: &SoakArgs) -> Result<()> {
     )?)?;
     let status = target.stop()?;
     ensure!(status.success(), "aoe-xdp exited with {status} at SIGTERM");
+    // Frame accounting at exit: every frame back with its port (a request holds its frame
+    // until its reply is sent).
+    let log = target.log_text();
+    ensure!(
+        log.contains("frames_held=0") && !log.contains("requests still in flight"),
+        "frames or requests left at exit:\n{log}"
+    );
+    println!("target: every frame returned at exit (frames_held=0)");
     check(&reports, &stats, &samples, range)
 }
 

@@ -285,6 +285,10 @@ impl<P: NetPort> NetPort for FaultyPort<P> {
     fn kernel_counters(&self) -> Result<KernelCounters, PortError> {
         self.inner.kernel_counters()
     }
+    fn frames_held(&self) -> u32 {
+        // The frames waiting here are the inner port's, held until the worker takes them.
+        self.inner.frames_held()
+    }
     fn foreign_dst(&self) -> std::io::Result<u64> {
         self.inner.foreign_dst()
     }

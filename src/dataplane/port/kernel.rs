@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::{KernelCounters, NetPort, PortError};
-use crate::sys::frame::{Frame, JumboStats, RxBurst};
+use crate::sys::frame::{Frame, FrameCounts, JumboStats, RxBurst};
 use crate::sys::mem::{Arena, Chunk};
 use crate::sys::packet::PacketPort;
 use crate::sys::xdp::xsk::XskPort;
@@ -85,6 +85,9 @@ impl NetPort for XskPort {
     }
     fn jumbo_stats(&self) -> JumboStats {
         XskPort::jumbo_stats(self)
+    }
+    fn frames_held(&self) -> u32 {
+        held(self.frame_counts(), self.slab_counts())
     }
     fn kernel_counters(&self) -> Result<KernelCounters, PortError> {
         let stats = self.stats()?;
@@ -166,6 +169,9 @@ impl NetPort for PacketPort {
     fn jumbo_stats(&self) -> JumboStats {
         self.frames().jumbo_stats()
     }
+    fn frames_held(&self) -> u32 {
+        held(self.frame_counts(), self.slab_counts())
+    }
     fn kernel_counters(&self) -> Result<KernelCounters, PortError> {
         Ok(KernelCounters {
             rx_dropped: self.stats()?.rx_kernel_drops,
@@ -176,6 +182,11 @@ impl NetPort for PacketPort {
     fn foreign_dst(&self) -> std::io::Result<u64> {
         Ok(PacketPort::foreign_dst(self))
     }
+}
+
+/// Frames and slabs in states `Rx` and `Tx`.
+pub(super) fn held(frames: FrameCounts, slabs: FrameCounts) -> u32 {
+    frames.rx + frames.tx + slabs.rx + slabs.tx
 }
 
 macro_rules! delegate {
@@ -253,6 +264,9 @@ impl NetPort for Port {
     }
     fn jumbo_stats(&self) -> JumboStats {
         delegate!(self, p => NetPort::jumbo_stats(p))
+    }
+    fn frames_held(&self) -> u32 {
+        delegate!(self, p => NetPort::frames_held(p))
     }
     fn kernel_counters(&self) -> Result<KernelCounters, PortError> {
         delegate!(self, p => NetPort::kernel_counters(p))

@@ -207,6 +207,9 @@ impl NetPort for LoopbackPort {
     fn jumbo_stats(&self) -> JumboStats {
         self.frames.jumbo_stats()
     }
+    fn frames_held(&self) -> u32 {
+        super::kernel::held(self.frames.counts(), self.frames.slab_counts())
+    }
 }
 
 #[cfg(test)]

@@ -164,6 +164,10 @@ pub trait NetPort {
     /// Counters of the jumbo path.
     fn jumbo_stats(&self) -> JumboStats;
 
+    /// Frames and slabs the application holds or has queued for transmission (states `Rx`
+    /// and `Tx`): at rest, after a drain, 0; anything else is a leak.
+    fn frames_held(&self) -> u32;
+
     /// What the kernel counts for this socket: see [`KernelCounters`].
     fn kernel_counters(&self) -> Result<KernelCounters, PortError> {
         Ok(KernelCounters::default())
