@@ -220,6 +220,18 @@ fn settle(
     }
 }
 
+/// One worker with one loopback port behind the faults of `config`, serving device 0.
+fn faulty(disks: &Disks, config: FaultConfig) -> (Worker<FaultyPort<LoopbackPort>>, Target) {
+    let port = FaultyPort::new(LoopbackPort::new(FRAMES).unwrap(), config);
+    let arenas: Vec<_> = port.io_arenas().cloned().collect();
+    let unit = Unit::new(0, port, PORT, CAPACITY, Arc::clone(&disks.state_dir));
+    let queues = Arc::new(Queues::new(vec![0], &[CAPACITY]));
+    (
+        disks.worker(0, vec![unit], &arenas, &queues),
+        disks.target(),
+    )
+}
+
 /// One worker with one loopback port serving every device of `disks`.
 fn single(disks: &Disks) -> (Worker<LoopbackPort>, Target) {
     let port = LoopbackPort::new(FRAMES).unwrap();
@@ -338,12 +350,7 @@ fn test_duplicated_and_reordered_frames_are_each_answered() {
         duplicate_pct: 50,
         reorder_pct: 50,
     };
-    let port = FaultyPort::new(LoopbackPort::new(FRAMES).unwrap(), config);
-    let arenas: Vec<_> = port.io_arenas().cloned().collect();
-    let unit = Unit::new(0, port, PORT, CAPACITY, Arc::clone(&disks.state_dir));
-    let queues = Arc::new(Queues::new(vec![0], &[CAPACITY]));
-    let worker = disks.worker(0, vec![unit], &arenas, &queues);
-    let mut workers = [(worker, disks.target())];
+    let mut workers = [faulty(&disks, config)];
     // Writes of distinct data to distinct places, then reads of them: a duplicate write is
     // the same write again, so the file ends the same whatever the order.
     let blocks: Vec<Vec<u8>> = (0..12u8).map(|i| pattern(i, 1024)).collect();
@@ -451,12 +458,7 @@ fn test_dropped_frames_go_unanswered_and_their_retransmissions_are_served() {
         duplicate_pct: 0,
         reorder_pct: 0,
     };
-    let port = FaultyPort::new(LoopbackPort::new(FRAMES).unwrap(), config);
-    let arenas: Vec<_> = port.io_arenas().cloned().collect();
-    let unit = Unit::new(0, port, PORT, CAPACITY, Arc::clone(&disks.state_dir));
-    let queues = Arc::new(Queues::new(vec![0], &[CAPACITY]));
-    let worker = disks.worker(0, vec![unit], &arenas, &queues);
-    let mut workers = [(worker, disks.target())];
+    let mut workers = [faulty(&disks, config)];
     let blocks: Vec<Vec<u8>> = (0..16u8).map(|i| pattern(i, 1024)).collect();
     // As an initiator does: send, wait, and send again what was not answered.
     let mut answered = std::collections::BTreeSet::new();
