@@ -1,6 +1,6 @@
 //! Real-kernel tests of `aoe-bench load` and `aoe-bench reflect`: two fresh network namespaces
-//! joined by a veth pair; side A runs a target (the reflector, or Debian's vblade), side B runs
-//! the load generator, both as the real binary under `ip netns exec`.
+//! joined by a veth pair; side A runs a target (a reflector on AF_XDP or AF_PACKET, or Debian's
+//! vblade), side B runs the load generator, both as the real binary under `ip netns exec`.
 //!
 //! Needs root; prints "skipping: ..." otherwise (or fails with `AOE_XDP_REQUIRE_PRIV=1`). The
 //! window, tag and workload logic has unit tests beside the code (`initiator::load::*`).
@@ -36,12 +36,18 @@ struct Rig {
 
 impl Rig {
     fn new(tag: &str) -> Option<Rig> {
+        Rig::with_mtu(tag, 1500)
+    }
+
+    /// As [`Rig::new`], both veth ends with MTU `mtu`.
+    fn with_mtu(tag: &str, mtu: u16) -> Option<Rig> {
         if !privileged_or_skip() {
             return None;
         }
         let ns_a = Netns::unique(&format!("{tag}-a")).unwrap();
         let ns_b = Netns::unique(&format!("{tag}-b")).unwrap();
         let veth = Veth::new(&ns_a, "aoelga", &ns_b, "aoelgb")
+            .mtu(mtu)
             .create()
             .unwrap();
         Some(Rig { veth, ns_a, ns_b })
@@ -280,6 +286,11 @@ fn test_load_against_reflector() {
 
 /// Starts `aoe-bench reflect -i <interface> <extra>` in `ns` and waits for its ready line.
 fn start_reflector(ns: &Netns, interface: &str, extra: &[&str]) -> Guard {
+    start_reflector_ready(ns, interface, extra).0
+}
+
+/// As [`start_reflector`]; also returns the ready line.
+fn start_reflector_ready(ns: &Netns, interface: &str, extra: &[&str]) -> (Guard, String) {
     let args = [&["reflect", "-i", interface][..], extra].concat();
     let mut child = Rig::command(ns, BIN, &args)
         .stdout(Stdio::piped())
@@ -294,9 +305,93 @@ fn start_reflector(ns: &Netns, interface: &str, extra: &[&str]) -> Guard {
         ready.starts_with(&format!("reflecting on {interface}")),
         "reflector did not start: {ready:?}"
     );
-    Guard {
+    let guard = Guard {
         child,
         name: "aoe-bench reflect",
+    };
+    (guard, ready)
+}
+
+/// CPU time process `pid`'s main thread has run for (`/proc/PID/schedstat`, first field).
+fn cpu_time(pid: u32) -> Duration {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/schedstat")).expect("schedstat");
+    let ns = text
+        .split_whitespace()
+        .next()
+        .and_then(|field| field.parse().ok())
+        .unwrap_or_else(|| panic!("unreadable schedstat {text:?}"));
+    Duration::from_nanos(ns)
+}
+
+/// `aoe-bench reflect --socket packet` answers reads and writes with as many sectors as the
+/// MTU carries (2 at 1500; 17 at 9000, more than the AF_XDP reflector's UMEM frames hold),
+/// sleeps rather than spins when idle, and stops on SIGTERM with its counts.
+#[test]
+fn test_load_against_packet_reflector() {
+    let _serial = one_at_a_time();
+    for (mtu, sectors) in [(1500, 2u64), (9000, 17)] {
+        let Some(rig) = Rig::with_mtu(&format!("lg-pkt{mtu}"), mtu) else {
+            return;
+        };
+        let (reflector, ready) =
+            start_reflector_ready(&rig.ns_a, "aoelga", &["--socket", "packet", "-t", "4.2"]);
+        assert!(ready.contains("AF_PACKET"), "{ready}");
+        assert!(
+            ready.contains(&format!("MTU {mtu}, {sectors} sectors per request")),
+            "{ready}"
+        );
+
+        // Idle: the reflector sleeps in poll(2) (a spinning one would use the whole second).
+        let pid = reflector.child.id();
+        let before = cpu_time(pid);
+        std::thread::sleep(Duration::from_secs(1));
+        let idle = cpu_time(pid) - before;
+        assert!(
+            idle < Duration::from_millis(100),
+            "MTU {mtu}: the idle reflector ran for {idle:?} of 1 s"
+        );
+
+        let size = sectors.to_string();
+        for op in ["read", "write", "mixed"] {
+            let (report, _) = rig.load(&[
+                "-t",
+                "4.2",
+                "--op",
+                op,
+                "--size",
+                &size,
+                "--duration",
+                "1",
+                "--depth",
+                "16",
+            ]);
+            assert_report_shape(&report);
+            let requests = as_u64(&report, "requests");
+            assert!(requests > 0, "MTU {mtu} {op}: {report}");
+            assert_eq!(as_u64(&report, "errors"), 0, "MTU {mtu} {op}: {report}");
+            assert_eq!(
+                as_u64(&report, "bytes"),
+                requests * sectors * 512,
+                "MTU {mtu} {op}: {report}"
+            );
+            let paths = report["paths"].as_array().unwrap();
+            assert_eq!(paths[0]["target_mac"], mac_text(rig.veth.a.mac).as_str());
+        }
+
+        // One sector more than the MTU carries is refused by the load generator, which sizes
+        // requests by the MTU as the reflector does.
+        let output = rig.run_load(&["-t", "4.2", "--size", &(sectors + 1).to_string()]);
+        assert!(
+            !output.status.success(),
+            "MTU {mtu}: --size {}",
+            sectors + 1
+        );
+
+        let (status, stderr) = reflector.terminate();
+        assert!(status.success(), "reflector exited with {status}: {stderr}");
+        assert!(stderr.contains("reflected "), "{stderr}");
+        assert!(!stderr.contains("reflected 0 "), "{stderr}");
+        drop(rig);
     }
 }
 

@@ -8,8 +8,10 @@
 //! - `aoe-bench load -i IFACE [-i IFACE2 ...] -t SHELF.SLOT [...]`: drive the device with many
 //!   tagged requests in flight on every path (see `aoe_xdp::initiator::load`), print IOPS,
 //!   MB/s, latency percentiles, retransmits and errors (`--json`: one JSON object on stdout);
-//! - `aoe-bench reflect -i IFACE [--duration SECS]`: the bare AF_XDP reflector (answers every
-//!   AoE request from the frame it came in, storing nothing), until SIGINT/SIGTERM.
+//! - `aoe-bench reflect -i IFACE [--socket xdp|packet] [--duration SECS]`: the bare reflector
+//!   (answers every AoE request from the frame it came in, storing nothing) on AF_XDP (the
+//!   default, busy-polling) or AF_PACKET (sleeping when idle, as many sectors as the MTU
+//!   carries), until SIGINT/SIGTERM.
 
 use std::process::ExitCode;
 use std::sync::atomic::AtomicBool;
@@ -20,7 +22,7 @@ use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand, ValueEnum};
 
 use aoe_xdp::initiator::client::{Client, ClientError, Found};
-use aoe_xdp::initiator::load::reflect::Reflector;
+use aoe_xdp::initiator::load::reflect::{PacketReflector, Reflector};
 use aoe_xdp::initiator::load::verify::stamp;
 use aoe_xdp::initiator::load::workload::{Op, Pattern};
 use aoe_xdp::initiator::load::{self, Device, LoadConfig, PathSpec, Report, Stop};
@@ -72,9 +74,15 @@ enum Command {
     /// Answer every AoE request on an interface from the request frame itself (no storage):
     /// the machine's limit for `load`. Runs until SIGINT/SIGTERM or --duration.
     Reflect {
-        /// Interface to reflect on (an XDP program is attached to it while running).
+        /// Interface to reflect on (with AF_XDP, an XDP program is attached to it while
+        /// running).
         #[arg(short, long)]
         interface: String,
+        /// The socket: AF_XDP (busy-polls one core, at most 7 sectors per request) or
+        /// AF_PACKET (a TPACKET_V2 ring and sendmmsg batches, sleeps in poll(2) when idle, as
+        /// many sectors as the MTU carries).
+        #[arg(long, value_enum, default_value_t = SocketArg::Xdp)]
+        socket: SocketArg,
         /// Stop after this many seconds.
         #[arg(long)]
         duration: Option<f64>,
@@ -83,6 +91,12 @@ enum Command {
         #[arg(short, long, default_value = "1.0")]
         target: String,
     },
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+enum SocketArg {
+    Xdp,
+    Packet,
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -190,9 +204,17 @@ fn run(cli: Cli) -> Result<()> {
         Command::Load(args) => load(&args),
         Command::Reflect {
             interface,
+            socket,
             duration,
             target,
-        } => reflect(&interface, duration, &target),
+        } => {
+            let duration = duration.map(|d| seconds(d, "--duration")).transpose()?;
+            let address = parse_target(&target)?;
+            match socket {
+                SocketArg::Xdp => reflect(&interface, duration, address),
+                SocketArg::Packet => reflect_packet(&interface, duration, address),
+            }
+        }
     }
 }
 
@@ -209,9 +231,7 @@ fn seconds(value: f64, what: &str) -> Result<Duration> {
     Duration::try_from_secs_f64(value).with_context(|| format!("bad {what}: {value}"))
 }
 
-fn reflect(interface: &str, duration: Option<f64>, target: &str) -> Result<()> {
-    let duration = duration.map(|d| seconds(d, "--duration")).transpose()?;
-    let address = parse_target(target)?;
+fn reflect(interface: &str, duration: Option<Duration>, address: (u16, u8)) -> Result<()> {
     let stop = stop_flag()?;
     let mut reflector = Reflector::start(interface, address)
         .with_context(|| format!("cannot reflect on {interface}"))?;
@@ -229,6 +249,20 @@ fn reflect(interface: &str, duration: Option<f64>, target: &str) -> Result<()> {
         stats.xsk.rx_dropped,
         stats.xsk.rx_ring_full,
         stats.xsk.rx_fill_ring_empty_descs
+    );
+    Ok(())
+}
+
+fn reflect_packet(interface: &str, duration: Option<Duration>, address: (u16, u8)) -> Result<()> {
+    let stop = stop_flag()?;
+    let mut reflector = PacketReflector::start(interface, address)
+        .with_context(|| format!("cannot reflect on {interface}"))?;
+    // The first line on stdout tells scripts and tests that the reflector is ready.
+    println!("{}", reflector.describe());
+    let stats = reflector.run(&stop, duration).context("reflector failed")?;
+    eprintln!(
+        "reflected {} requests ({} frames dropped, {} replies unsent; slept in poll {} times)",
+        stats.replied, stats.dropped, stats.unsent, stats.waits
     );
     Ok(())
 }

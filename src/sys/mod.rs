@@ -20,7 +20,7 @@
 //! - [`uring`]: the io_uring ring the storage engine submits through.
 //! - [`filemap`]: shared file mappings and the SIGBUS handler that turns a fault into an error.
 //! - [`syscall`]: the small helpers every other file uses: the one error type that names the
-//!   failed call, `socklen`, the `sockaddr_ll` bind.
+//!   failed call, `socklen`, the `sockaddr_ll` bind, the `poll` of one socket.
 //! - [`interface`]: facts about a network interface (index, MAC, MTU, RX queues).
 //! - [`cpu`]: cache prefetch hints.
 #![allow(

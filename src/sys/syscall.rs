@@ -1,8 +1,10 @@
 //! The small syscall helpers the other files share: the one error type that names the failed
-//! call, `socklen`, socket options, and the `sockaddr_ll` bind of every AF_PACKET socket.
+//! call, `socklen`, socket options, the `sockaddr_ll` bind of every AF_PACKET socket, and the
+//! `poll` of one socket that each of them sleeps in.
 
 use std::io;
 use std::os::fd::{AsRawFd, BorrowedFd};
+use std::time::Duration;
 
 /// A syscall that failed: which call (with the option or step, e.g.
 /// `"setsockopt(PACKET_RX_RING)"`) and the kernel's error.
@@ -99,8 +101,33 @@ pub fn bind_packet(fd: BorrowedFd<'_>, ifindex: u32, protocol: u16) -> io::Resul
     Ok(())
 }
 
+/// `poll(2)` on `fd` alone for `events` (`POLLIN`), for at most `timeout` (truncated to whole
+/// milliseconds, capped at `i32::MAX` ms); returns the events the kernel reported, 0 if the
+/// timeout passed. A signal during the wait is an error of kind `Interrupted`.
+pub fn poll_one(
+    fd: BorrowedFd<'_>,
+    events: libc::c_short,
+    timeout: Duration,
+) -> io::Result<libc::c_short> {
+    let mut pollfd = libc::pollfd {
+        fd: fd.as_raw_fd(),
+        events,
+        revents: 0,
+    };
+    let millis = i32::try_from(timeout.as_millis()).unwrap_or(i32::MAX);
+    // SAFETY: one valid pollfd, which lives on this stack frame for the duration of the call;
+    // the fd is open (borrowed).
+    let ready = unsafe { libc::poll(&mut pollfd, 1, millis) };
+    if ready < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(pollfd.revents)
+}
+
 #[cfg(test)]
 mod tests {
+    use std::os::fd::AsFd;
+
     use super::*;
 
     #[test]
@@ -116,5 +143,15 @@ mod tests {
             "{io_error}"
         );
         assert_eq!(socklen::<libc::sockaddr_ll>(), 20);
+    }
+
+    #[test]
+    fn test_poll_one_reports_readable_and_times_out() {
+        let (mut writer, reader) = std::os::unix::net::UnixStream::pair().unwrap();
+        let idle = poll_one(reader.as_fd(), libc::POLLIN, Duration::from_millis(1)).unwrap();
+        assert_eq!(idle, 0, "nothing written yet");
+        std::io::Write::write_all(&mut writer, b"x").unwrap();
+        let ready = poll_one(reader.as_fd(), libc::POLLIN, Duration::from_secs(5)).unwrap();
+        assert_eq!(ready & libc::POLLIN, libc::POLLIN);
     }
 }

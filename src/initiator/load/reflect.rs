@@ -11,10 +11,19 @@
 //!
 //! [`Reflector`] attaches the XDP program to an interface, binds an [`XskPort`] on each of its
 //! RX queues and busy-polls them all from one thread (one core at 100%) until told to stop;
-//! it detaches the program when dropped.
+//! it detaches the program when dropped. A UMEM frame holds at most [`REFLECT_SECTORS_MAX`]
+//! sectors, so it answers at most that many per request whatever the MTU.
+//!
+//! [`PacketReflector`] answers the same way on AF_PACKET (a [`BurstSocket`] ring and
+//! `sendmmsg` batches), sleeping in `poll(2)` when idle; it answers as many sectors as the MTU
+//! carries (17 at MTU 9000). The bench runs the two side by side as the machine's limit.
+//!
+//! [`BurstSocket`]: crate::sys::packet::burst::BurstSocket
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
+
+pub use self::packet::{PacketReflectStats, PacketReflector, PACKET_REFLECT_BATCH};
 
 use crate::sys::frame::RX_BURST_MAX;
 use crate::sys::layout::FRAME_CAPACITY;
@@ -25,9 +34,11 @@ use crate::wire::ata::{error as ata_error, status};
 use crate::wire::{
     identify_device, AoeCommand, AoeError, AoePacket, AtaCommand, AtaPacket, ConfigCommand,
     EthernetFrame, IdentifyInfo, MacAddr, QueryConfigPacket, AOE_HEADER_LEN, AOE_VERSION,
-    ATA_HEADER_LEN, ETHERTYPE_AOE, QUERY_CONFIG_HEADER_LEN, SECTOR_SIZE, SHELF_BROADCAST,
-    SLOT_BROADCAST,
+    ATA_FRAME_HEADER_LEN, ATA_HEADER_LEN, ETHERTYPE_AOE, QUERY_CONFIG_HEADER_LEN, SECTOR_SIZE,
+    SHELF_BROADCAST, SLOT_BROADCAST,
 };
+
+mod packet;
 
 /// Capacity the reflector claims in IDENTIFY: 2^31 sectors (1 TiB).
 pub const REFLECT_CAPACITY_SECTORS: u64 = 1 << 31;
@@ -36,7 +47,8 @@ pub const REFLECT_BUFFER_COUNT: u16 = 64;
 /// Most sectors one 4 KiB UMEM frame can carry after the 36-byte headers.
 pub const REFLECT_SECTORS_MAX: u8 = 7;
 
-const _: () = assert!(36 + REFLECT_SECTORS_MAX as usize * SECTOR_SIZE <= FRAME_CAPACITY);
+const _: () =
+    assert!(ATA_FRAME_HEADER_LEN + REFLECT_SECTORS_MAX as usize * SECTOR_SIZE <= FRAME_CAPACITY);
 
 /// Firmware version in Query Config replies ("reflector 1").
 const FIRMWARE_VERSION: u16 = 0x5201;
@@ -168,6 +180,14 @@ impl Reflection {
     }
 }
 
+/// Sectors per request a reflector on an interface of `mtu` answers: what fits after the
+/// 36-byte Ethernet, AoE and ATA headers (the load generator's rule: 2 at MTU 1500, 17 at
+/// 9000), at least 1 and at most `limit`.
+pub fn sectors_for_mtu(mtu: usize, limit: u8) -> u8 {
+    let fits = mtu.saturating_sub(ATA_FRAME_HEADER_LEN) / SECTOR_SIZE;
+    u8::try_from(fits).unwrap_or(u8::MAX).clamp(1, limit.max(1))
+}
+
 /// Errors setting up or running the reflector.
 #[derive(Debug, thiserror::Error)]
 pub enum ReflectError {
@@ -177,6 +197,15 @@ pub enum ReflectError {
     /// Binding or driving an AF_XDP socket failed.
     #[error(transparent)]
     Xsk(#[from] XskError),
+    /// Opening or driving the AF_PACKET socket failed.
+    #[error("AF_PACKET socket on {interface} failed")]
+    Socket {
+        /// Interface name.
+        interface: String,
+        /// The underlying error.
+        #[source]
+        source: std::io::Error,
+    },
     /// The interface could not be inspected.
     #[error("cannot read {what} of {interface}")]
     Interface {
@@ -228,6 +257,17 @@ fn bad_value(interface: &str, what: &'static str) -> ReflectError {
     }
 }
 
+/// The MAC address and MTU of `interface`.
+fn mac_and_mtu(interface: &str) -> Result<(MacAddr, usize), ReflectError> {
+    let mac = read_sys(interface, "address", "the MAC address")?
+        .parse()
+        .map_err(|_| bad_value(interface, "the MAC address"))?;
+    let mtu = read_sys(interface, "mtu", "the MTU")?
+        .parse()
+        .map_err(|_| bad_value(interface, "the MTU"))?;
+    Ok((mac, mtu))
+}
+
 /// RX queues of `interface` (in the calling thread's network namespace).
 pub fn rx_queue_count(interface: &str) -> Result<u32, ReflectError> {
     crate::sys::interface::rx_queue_count(interface).map_err(|source| ReflectError::Interface {
@@ -240,18 +280,11 @@ pub fn rx_queue_count(interface: &str) -> Result<u32, ReflectError> {
 impl Reflector {
     /// Attaches the XDP program to `interface` (removing a stale one of ours first) and binds
     /// one socket per RX queue. The reflector advertises [`REFLECT_BUFFER_COUNT`] buffers and
-    /// `min(7, (MTU − 36) / 512)` sectors per request, and answers discovery broadcasts as
-    /// `address` (shelf, slot).
+    /// [`sectors_for_mtu`]`(MTU, REFLECT_SECTORS_MAX)` sectors per request, and answers
+    /// discovery broadcasts as `address` (shelf, slot).
     pub fn start(interface: &str, address: (u16, u8)) -> Result<Reflector, ReflectError> {
-        let mac: MacAddr = read_sys(interface, "address", "the MAC address")?
-            .parse()
-            .map_err(|_| bad_value(interface, "the MAC address"))?;
-        let mtu: usize = read_sys(interface, "mtu", "the MTU")?
-            .parse()
-            .map_err(|_| bad_value(interface, "the MTU"))?;
-        let sectors = u8::try_from((mtu.saturating_sub(36) / SECTOR_SIZE).min(7))
-            .expect("at most 7")
-            .max(1);
+        let (mac, mtu) = mac_and_mtu(interface)?;
+        let sectors = sectors_for_mtu(mtu, REFLECT_SECTORS_MAX);
         let ifindex =
             crate::sys::interface::index(interface).map_err(|source| ReflectError::Interface {
                 interface: interface.to_owned(),
@@ -470,6 +503,51 @@ mod tests {
         buf[12] = 0x08;
         buf[13] = 0x00;
         assert_eq!(reflection().reflect(&mut buf, len), None);
+    }
+
+    #[test]
+    fn test_sectors_for_mtu() {
+        assert_eq!(sectors_for_mtu(1500, u8::MAX), 2);
+        assert_eq!(sectors_for_mtu(9000, u8::MAX), 17);
+        assert_eq!(sectors_for_mtu(9000, REFLECT_SECTORS_MAX), 7);
+        assert_eq!(sectors_for_mtu(36 + 3 * 512, u8::MAX), 3);
+        assert_eq!(sectors_for_mtu(36 + 3 * 512 - 1, u8::MAX), 2);
+        // Below one sector's room, still one (a read that does not fit is aborted).
+        assert_eq!(sectors_for_mtu(68, u8::MAX), 1);
+        assert_eq!(sectors_for_mtu(65535, u8::MAX), 127);
+        assert_eq!(sectors_for_mtu(usize::MAX, u8::MAX), u8::MAX);
+    }
+
+    #[test]
+    fn test_jumbo_reads_and_writes_of_17_sectors() {
+        let mut buf = vec![0u8; 9018];
+        let jumbo = Reflection::new(TARGET, (1, 0), 64, 17, REFLECT_CAPACITY_SECTORS);
+        let len = frames::ata(&mut buf, &route(TARGET), 2, &AtaCmd::read(0, 17, true), &[]);
+        let end = jumbo.reflect(&mut buf, len).expect("reply");
+        assert_eq!(end, 36 + 17 * SECTOR_SIZE);
+        let (ata, data) = Reply::parse(&buf[..end]).unwrap().ata().unwrap();
+        assert_eq!(
+            (ata.cmd_status, data.len()),
+            (status::DRDY, 17 * SECTOR_SIZE)
+        );
+
+        let data = vec![0x5A; 17 * SECTOR_SIZE];
+        let len = frames::ata(
+            &mut buf,
+            &route(TARGET),
+            3,
+            &AtaCmd::write(0, 17, true),
+            &data,
+        );
+        assert_eq!(jumbo.reflect(&mut buf, len), Some(36));
+
+        // A read whose reply would not fit the buffer is aborted, whatever the limit says.
+        let len = frames::ata(&mut buf, &route(TARGET), 4, &AtaCmd::read(0, 17, true), &[]);
+        let end = jumbo
+            .reflect(&mut buf[..36 + 16 * SECTOR_SIZE], len)
+            .unwrap();
+        let (ata, _) = Reply::parse(&buf[..end.max(60)]).unwrap().ata().unwrap();
+        assert_eq!(ata.cmd_status, status::DRDY | status::ERR);
     }
 
     #[test]

@@ -8,8 +8,8 @@
 //! allocated in [`BurstSocket::open`]: the RX ring (8 MiB, mapped shared with the kernel: the
 //! kernel copies each received frame into the next free ring slot and flips the slot's status
 //! to "user"), `batch` transmit staging buffers of `frame_size` bytes with their
-//! `iovec`/`mmsghdr` arrays pointing into them. The data path does not allocate and never
-//! blocks:
+//! `iovec`/`mmsghdr` arrays pointing into them. The data path does not allocate and blocks
+//! only where asked to ([`BurstSocket::wait_rx`]):
 //!
 //! ```text
 //! let n = socket.recv_batch()?;              // ring slots the kernel filled; no syscall
@@ -19,7 +19,11 @@
 //!     socket.tx_commit(len);
 //! }
 //! socket.flush()?;                           // one sendmmsg for everything staged
+//! if n == 0 { socket.wait_rx(timeout)?; }    // idle: sleep in poll(2) until a frame comes
 //! ```
+//!
+//! A reflector answers a frame in a copy of it: [`BurstSocket::tx_copy_of_rx`] copies received
+//! frame `i` into the next staging buffer, where the reply is built in place.
 //!
 //! Hazards:
 //! - Frames are copied into the staging buffers (one memcpy of at most one frame per request);
@@ -40,9 +44,11 @@ use std::io;
 use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};
 use std::ptr::NonNull;
 use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::Duration;
 
+use super::setup::take_socket_error;
 use crate::sys::interface;
-use crate::sys::syscall::{bind_packet, set_int, socklen, SyscallError};
+use crate::sys::syscall::{bind_packet, poll_one, set_int, socklen, SyscallError};
 
 /// `ETH_P_AOE`: the socket receives AoE frames only.
 use crate::wire::ETHERTYPE_AOE as ETH_P_AOE;
@@ -199,7 +205,8 @@ impl RxRing {
         unsafe { AtomicU32::from_ptr(self.base.as_ptr().add(slot * self.slot_size).cast()) }
     }
 
-    fn next_batch(&mut self, max: usize) -> usize {
+    /// Gives the slots handed out by the last `next_batch` back to the kernel.
+    fn release(&mut self) {
         for back in (1..=self.held).rev() {
             let slot = (self.head + self.slot_count - back) % self.slot_count;
             // Release: our reads of the slot's frame happen before the kernel may refill it
@@ -208,6 +215,16 @@ impl RxRing {
                 .store(libc::TP_STATUS_KERNEL, Ordering::Release);
         }
         self.held = 0;
+    }
+
+    /// True if the next slot holds a received frame.
+    fn ready(&self) -> bool {
+        // Acquire: as in `next_batch`.
+        self.status(self.head).load(Ordering::Acquire) & libc::TP_STATUS_USER != 0
+    }
+
+    fn next_batch(&mut self, max: usize) -> usize {
+        self.release();
         while self.held < max.min(self.slot_count) {
             // Acquire: pairs with the kernel's smp_wmb() before it sets TP_STATUS_USER in
             // `tpacket_rcv`, so the header and frame it wrote are visible.
@@ -359,6 +376,41 @@ impl BurstSocket {
         self.ring.frame(index, self.frame_size)
     }
 
+    /// Gives the last batch's ring slots back to the kernel and sleeps in `poll(2)` until a
+    /// frame is in the ring or `timeout` passes (a signal ends the wait early); true if a frame
+    /// is ready. An error the socket reports (`ENETDOWN` when the interface goes down) is
+    /// returned, and cleared.
+    ///
+    /// Slots are given back first because the kernel reports the socket readable while the
+    /// slot it filled last is still ours: a wait holding the last batch would return at once.
+    pub fn wait_rx(&mut self, timeout: Duration) -> io::Result<bool> {
+        self.ring.release();
+        if self.ring.ready() {
+            return Ok(true);
+        }
+        match poll_one(self.fd.as_fd(), libc::POLLIN, timeout) {
+            Err(error) if error.kind() == io::ErrorKind::Interrupted => {}
+            Err(io_error) => {
+                return Err(SyscallError {
+                    call: "poll",
+                    io_error,
+                }
+                .into())
+            }
+            Ok(revents) if revents & libc::POLLERR != 0 => {
+                if let Some(io_error) = take_socket_error(self.fd.as_fd()) {
+                    return Err(SyscallError {
+                        call: "poll",
+                        io_error,
+                    }
+                    .into());
+                }
+            }
+            Ok(_) => {}
+        }
+        Ok(self.ring.ready())
+    }
+
     /// The next free staging buffer (`frame_size` bytes, holding stale bytes), or `None` when
     /// every buffer is staged (call [`Self::flush`]).
     pub fn tx_buffer(&mut self) -> Option<&mut [u8]> {
@@ -369,7 +421,22 @@ impl BurstSocket {
         Some(&mut self.tx_bufs[start..start + self.frame_size])
     }
 
-    /// Stages the first `len` bytes of the buffer [`Self::tx_buffer`] returned.
+    /// The next free staging buffer with frame `index` of the last [`Self::recv_batch`] copied
+    /// to its start, and that frame's length; `None` when every buffer is staged (call
+    /// [`Self::flush`]). Bytes after the frame are stale.
+    pub fn tx_copy_of_rx(&mut self, index: usize) -> Option<(&mut [u8], usize)> {
+        if self.tx_tail == self.tx_msgs.len() {
+            return None;
+        }
+        let frame = self.ring.frame(index, self.frame_size);
+        let start = self.tx_tail * self.frame_size;
+        let buf = &mut self.tx_bufs[start..start + self.frame_size];
+        buf[..frame.len()].copy_from_slice(frame);
+        Some((buf, frame.len()))
+    }
+
+    /// Stages the first `len` bytes of the buffer [`Self::tx_buffer`] (or
+    /// [`Self::tx_copy_of_rx`]) returned.
     pub fn tx_commit(&mut self, len: usize) {
         assert!(self.tx_tail < self.tx_msgs.len(), "commit without a buffer");
         assert!(

@@ -16,7 +16,7 @@ use super::setup::{
 use super::{PacketError, MACS_LEN, VLAN_TAG_LEN};
 use crate::sys::frame::{FrameCounts, RxBurst, RX_BURST_MAX};
 use crate::sys::frame_area::{FrameArea, NoRoom};
-use crate::sys::syscall::{set_int, socklen};
+use crate::sys::syscall::{poll_one, set_int, socklen};
 use crate::sys::xdp::DstFilter;
 
 /// Counters of one port: kernel counters (accumulated from `PACKET_STATISTICS`, which resets on
@@ -295,30 +295,24 @@ impl PacketPort {
         if self.rings.rx.ready(&self.rings.map) {
             return Ok(true);
         }
-        let mut pollfd = libc::pollfd {
-            fd: self.fd.as_raw_fd(),
-            events: libc::POLLIN,
-            revents: 0,
-        };
-        let millis = i32::try_from(timeout.as_millis()).unwrap_or(i32::MAX);
-        // SAFETY: one valid pollfd for the duration of the call.
-        let ready = unsafe { libc::poll(&mut pollfd, 1, millis) };
-        if ready < 0 {
-            let error = io::Error::last_os_error();
-            if error.kind() != io::ErrorKind::Interrupted {
+        match poll_one(self.fd.as_fd(), libc::POLLIN, timeout) {
+            Err(error) if error.kind() == io::ErrorKind::Interrupted => {}
+            Err(source) => {
                 return Err(PacketError::Syscall {
                     call: "poll",
-                    source: error,
-                });
+                    source,
+                })
             }
-        } else if pollfd.revents & libc::POLLERR != 0 {
-            // E.g. ENETDOWN after the interface went down; reading SO_ERROR clears it.
-            if let Some(error) = take_socket_error(self.fd.as_fd()) {
-                return Err(PacketError::Syscall {
-                    call: "poll",
-                    source: error,
-                });
+            Ok(revents) if revents & libc::POLLERR != 0 => {
+                // E.g. ENETDOWN after the interface went down; reading SO_ERROR clears it.
+                if let Some(source) = take_socket_error(self.fd.as_fd()) {
+                    return Err(PacketError::Syscall {
+                        call: "poll",
+                        source,
+                    });
+                }
             }
+            Ok(_) => {}
         }
         Ok(self.rings.rx.ready(&self.rings.map))
     }

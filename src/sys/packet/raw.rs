@@ -10,7 +10,7 @@ use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};
 use std::time::{Duration, Instant};
 
 use crate::sys::interface;
-use crate::sys::syscall::{bind_packet, set_int, socklen, SyscallError};
+use crate::sys::syscall::{bind_packet, poll_one, set_int, socklen, SyscallError};
 
 /// A raw packet socket bound to one interface (in the caller's network namespace).
 #[derive(Debug)]
@@ -90,23 +90,11 @@ impl RawSocket {
         }
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
-            let mut pollfd = libc::pollfd {
-                fd: self.fd.as_raw_fd(),
-                events: libc::POLLIN,
-                revents: 0,
-            };
-            let millis = i32::try_from(left.as_millis()).unwrap_or(i32::MAX);
-            // SAFETY: one valid pollfd for the duration of the call.
-            let ready = unsafe { libc::poll(&mut pollfd, 1, millis) };
-            if ready == 0 {
-                return Ok(None);
-            }
-            if ready < 0 {
-                let error = io::Error::last_os_error();
-                if error.kind() == io::ErrorKind::Interrupted {
-                    continue;
-                }
-                return Err(error);
+            match poll_one(self.fd.as_fd(), libc::POLLIN, left) {
+                Ok(0) => return Ok(None),
+                Ok(_) => {}
+                Err(error) if error.kind() == io::ErrorKind::Interrupted => continue,
+                Err(error) => return Err(error),
             }
             let Some(received) = self.recv_raw(&mut buf[4..])? else {
                 continue;

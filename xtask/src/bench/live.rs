@@ -282,9 +282,9 @@ fn start_per_interface(
             Daemon::spawn("aoe-bench reflect", cmd, log)
         }
         Program::PacketReflector => {
-            let mut cmd = target_ns.exec_pinned(TARGET_CORE, &env.packet_reflector);
-            cmd.args(["-i", interface]);
-            Daemon::spawn("packet-reflect", cmd, log)
+            let mut cmd = target_ns.exec_pinned(TARGET_CORE, &env.loadgen);
+            cmd.args(["reflect", "--socket", "packet", "-i", interface]);
+            Daemon::spawn("aoe-bench reflect --socket packet", cmd, log)
         }
         Program::AoeXdp => unreachable!("aoe-xdp serves every interface from one process"),
     }

@@ -582,8 +582,9 @@ pub fn summary(results: &Results) -> String {
          `mapped-reads` nor `mapped-writes` and with `durability = \"sync\"` (\"defaults\": a \
          system call or an io_uring request per read and per write, every write acknowledged \
          once durable, by a data sync shared with the writes completed before it); Debian's `vblade -b 64`; the bare AF_XDP reflector `aoe-bench reflect` (no storage: the \
-         ceiling of the path) and xtask's bare AF_PACKET reflector `packet-reflect` \
-         (`recvmmsg`/`sendmmsg`, sleeping when idle): the faster of the two at a point is \
+         ceiling of the path) and the bare AF_PACKET reflector `aoe-bench reflect --socket \
+         packet` (a `TPACKET_V2` ring and `sendmmsg`, sleeping when idle): the faster of the \
+         two at a point is \
          \"the machine's limit\" there. One point offers a fixed load (`aoe-bench load --rate`) below \
          every system's maximum, where CPU per request measures work rather than polling.",
         meta.target_core,

@@ -93,7 +93,6 @@ pub(super) struct Env {
     pub aoe_xdp: PathBuf,
     pub baseline: Option<PathBuf>,
     pub loadgen: PathBuf,
-    pub packet_reflector: PathBuf,
     pub scratch: PathBuf,
     pub disk: PathBuf,
     pub logs: PathBuf,

@@ -32,15 +32,6 @@ pub(super) fn measure(args: &BenchArgs, out_dir: &Path) -> Result<Results> {
     deps::ensure_packages()?;
     deps::ensure(deps::BENCH_PACKAGES)?;
     run(cargo().args(["build", "--release", "--bins"]))?;
-    // The AF_PACKET reflector is xtask's; optimised like the systems it stands beside.
-    run(cargo().args([
-        "build",
-        "--release",
-        "-p",
-        "xtask",
-        "--bin",
-        "packet-reflect",
-    ]))?;
     let bin = target_dir().join("release");
     let stop = Arc::new(AtomicBool::new(false));
     for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
@@ -65,7 +56,6 @@ pub(super) fn measure(args: &BenchArgs, out_dir: &Path) -> Result<Results> {
             .loadgen
             .clone()
             .unwrap_or_else(|| bin.join("aoe-bench")),
-        packet_reflector: bin.join("packet-reflect"),
         disk: scratch.0.join("disk.img"),
         scratch: scratch.0.clone(),
         logs,

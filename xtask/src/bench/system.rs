@@ -24,8 +24,8 @@ pub enum SystemKind {
     Vblade,
     /// `aoe-bench reflect`: AF_XDP, no storage, no protocol state.
     Reflector,
-    /// xtask's `packet-reflect`: AF_PACKET (`recvmmsg`/`sendmmsg`), no storage, no protocol
-    /// state.
+    /// `aoe-bench reflect --socket packet`: AF_PACKET (a `TPACKET_V2` ring, `sendmmsg`), no
+    /// storage, no protocol state.
     #[value(name = "packet-reflector")]
     #[serde(rename = "packet-reflector")]
     PacketReflector,
@@ -63,7 +63,7 @@ pub enum Program {
     Vblade,
     /// `aoe-bench reflect`.
     Reflector,
-    /// xtask's `packet-reflect`.
+    /// `aoe-bench reflect --socket packet`.
     PacketReflector,
 }
 
