@@ -20,6 +20,8 @@
 //! veths; every namespace and process is a guard, removed on the way out, also on failure.
 
 use std::fs;
+use std::path::Path;
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, ensure, Context, Result};
@@ -53,9 +55,16 @@ struct Sample {
     at: Duration,
     rss_kib: u64,
     fds: usize,
+    /// Frames the target's workers hold or have queued to send, summed over ports (from
+    /// `ctl stats`): bounded by the requests in flight, and not growing.
+    frames_held: u64,
 }
 
-fn sample(pid: u32, start: Instant) -> Result<Sample> {
+/// How much more the most frames held in the second half of the run may be than in the
+/// first (requests in flight vary; a leak grows without bound).
+const FRAMES_HELD_SLACK: u64 = 128;
+
+fn sample(pid: u32, start: Instant, socket: &Path, bin: &Path) -> Result<Sample> {
     let status = fs::read_to_string(format!("/proc/{pid}/status"))?;
     let rss_kib = status
         .lines()
@@ -64,10 +73,23 @@ fn sample(pid: u32, start: Instant) -> Result<Sample> {
         .and_then(|v| v.parse().ok())
         .context("no VmRSS in /proc/PID/status")?;
     let fds = fs::read_dir(format!("/proc/{pid}/fd"))?.count();
+    let stats: Value = serde_json::from_str(&output(
+        Command::new(bin.join("aoe-xdp"))
+            .args(["ctl", "--socket"])
+            .arg(socket)
+            .args(["stats", "--json"]),
+    )?)?;
+    let frames_held = stats["ports"]
+        .as_array()
+        .context("no ports in the stats")?
+        .iter()
+        .filter_map(|port| port["frames_held"].as_u64())
+        .sum();
     Ok(Sample {
         at: start.elapsed(),
         rss_kib,
         fds,
+        frames_held,
     })
 }
 
@@ -156,12 +178,13 @@ pub fn soak(args: &SoakArgs) -> Result<()> {
         .any(|(d, _)| matches!(d.exited(), Ok(None)))
     {
         std::thread::sleep(SAMPLE);
-        let s = sample(target.pid(), start)?;
+        let s = sample(target.pid(), start, &socket, &bin)?;
         println!(
-            "  {:>5} s  RSS {:>7} KiB  fds {}",
+            "  {:>5} s  RSS {:>7} KiB  fds {}  frames held {}",
             s.at.as_secs(),
             s.rss_kib,
-            s.fds
+            s.fds,
+            s.frames_held
         );
         samples.push(s);
         ensure!(
@@ -240,6 +263,17 @@ fn check(reports: &[Report], stats: &Value, samples: &[Sample], range: u64) -> R
         last.rss_kib - first.rss_kib
     );
     ensure!(last.fds == first.fds, "open descriptors changed");
+    let (early, late) = samples.split_at(samples.len() / 2);
+    let most = |samples: &[Sample]| samples.iter().map(|s| s.frames_held).max().unwrap_or(0);
+    println!(
+        "target: most frames held {} in the first half, {} in the second",
+        most(early),
+        most(late)
+    );
+    ensure!(
+        most(late) <= most(early) + FRAMES_HELD_SLACK,
+        "frames held grew: a leak"
+    );
     println!("soak passed");
     Ok(())
 }
