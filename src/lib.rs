@@ -3,13 +3,14 @@
 //! Layers, top to bottom (dependencies point downward only):
 //!
 //! ```text
-//!   main.rs / bin/*     CLI, logging, signal handling (anyhow lives only here)
+//!   main.rs, cli/, bin/* CLI (`aoe-xdp ctl` in cli/), logging, signals (anyhow lives only here)
 //!   service.rs          the real worker on in-memory ports, one frame at a time (conformance
 //!                       tests, the fuzzer)
 //!   dataplane/          pinned workers: RX burst -> aoe -> storage -> TX over the port seam
 //!                       (`port::NetPort`: the AF_XDP and AF_PACKET ports, a loopback and a
 //!                       fault-injecting port); `io.rs` where worker and storage meet; queues,
-//!                       interfaces, statistics and the statistics socket (`control-socket`)
+//!                       interfaces, statistics, the control socket (`ctl.rs`), metrics, and the
+//!                       supervisor that follows link events, reloads and resizes
 //!   config/             RawConfig (serde) -> Config (validated)
 //!   initiator/          the initiator side: request frames, a client, the load generator
 //!   aoe/                AoE/ATA semantics, sans-IO: a frame classified once (`aoe::Request`) ->
