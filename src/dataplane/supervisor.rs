@@ -60,10 +60,12 @@ impl From<DataplaneError> for SupervisorError {
 type Links = Vec<(String, u32, u32)>;
 
 fn links(interfaces: &[Interface]) -> Links {
-    interfaces
+    let mut links: Links = interfaces
         .iter()
         .map(|i| (i.name.clone(), i.ifindex, i.mtu))
-        .collect()
+        .collect();
+    links.sort();
+    links
 }
 
 /// Keeps the dataplane in step with the configuration and the interfaces.
@@ -181,9 +183,11 @@ impl Supervisor {
         self.restart(None)
     }
 
-    /// The configured interfaces that exist now (none if none matches).
+    /// The configured interfaces that exist now (none if none matches). One being served stays
+    /// in the set while it exists, even down (with the default, every interface that is up, a
+    /// down one would otherwise drop out): down and up again, it keeps its sockets and resumes.
     fn configured_links(&self) -> Links {
-        match interfaces::resolve(&self.config.target.interfaces) {
+        let mut now = match interfaces::resolve(&self.config.target.interfaces) {
             Ok(found) => links(&found),
             Err(error) => {
                 if !matches!(error, InterfaceError::NoneMatched { .. }) {
@@ -191,7 +195,19 @@ impl Supervisor {
                 }
                 Vec::new()
             }
+        };
+        for served in &self.serving {
+            let (name, ifindex, _) = served;
+            let still = interfaces::read_interface(name)
+                .ok()
+                .flatten()
+                .filter(|i| i.ifindex == *ifindex);
+            if let (Some(interface), false) = (still, now.iter().any(|(n, _, _)| n == name)) {
+                now.push((interface.name, interface.ifindex, interface.mtu));
+            }
         }
+        now.sort();
+        now
     }
 
     /// Reloads the configuration file, if it checks out.

@@ -74,7 +74,8 @@ pub struct TargetDir {
 }
 
 impl TargetDir {
-    /// Writes the configuration: `interfaces`, one worker (on the cores in turn, so that
+    /// Writes the configuration: `interfaces` (none: the default, every interface that is up),
+    /// one worker (on the cores in turn, so that
     /// parallel tests spread out), `idle = "poll"` (so they do not each spin a core) and
     /// `target_extra` (more `[target]` lines, which may override those), then `devices`,
     /// each backed by a fresh sparse file.
@@ -84,11 +85,18 @@ impl TargetDir {
             .tempdir()
             .expect("temporary directory");
         let quoted: Vec<String> = interfaces.iter().map(|name| format!("{name:?}")).collect();
-        let mut target_keys = format!(
-            "interfaces = [{}]\nstate-directory = {:?}\n",
-            quoted.join(", "),
-            dir.path().join("state"),
-        );
+        // No names: no `interfaces` key, so the target serves every Ethernet interface that is up.
+        let mut target_keys = if quoted.is_empty() {
+            String::new()
+        } else {
+            format!("interfaces = [{}]\n", quoted.join(", "))
+        };
+        writeln!(
+            target_keys,
+            "state-directory = {:?}",
+            dir.path().join("state")
+        )
+        .expect("write to String");
         // Defaults the caller may override (TOML rejects a key twice, so only add missing ones).
         let cores = std::thread::available_parallelism().map_or(1, usize::from);
         let core = format!("[{}]", NEXT_CORE.fetch_add(1, Ordering::Relaxed) % cores);

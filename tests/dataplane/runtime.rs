@@ -297,3 +297,29 @@ fn test_a_backing_file_that_grows_or_shrinks_is_followed() {
     );
     pauses(&target.stop());
 }
+
+/// With the default `interfaces` (every Ethernet interface that is up), an interface that goes
+/// down and up again keeps its sockets and resumes: no restart, and the device is served again.
+#[test]
+fn test_down_and_up_under_the_default_interfaces_needs_no_restart() {
+    let Some((net, dir)) = Setup::new("dp-downall").interfaces(&[]).build() else {
+        return;
+    };
+    let target = dir.start(&net.target_ns);
+    let (mut client, device) = net.discover(0);
+    let data = pattern(8, 2, 21);
+    client.write(&device, 8, &data, true).expect("write");
+    net.target_ns.link_down("vt").expect("down");
+    std::thread::sleep(Duration::from_millis(500));
+    net.target_ns.link_up("vt").expect("up");
+    let mut client = net.client(0).with_retry(Duration::from_millis(200), 20);
+    assert_eq!(
+        client.read(&device, 8, 2, true).expect("served after up"),
+        data
+    );
+    let log = target.stop();
+    assert!(
+        !log.contains("serving again"),
+        "a restart for a down/up:\n{log}"
+    );
+}
