@@ -78,7 +78,7 @@ impl LocalTarget {
         }
         let arenas: Vec<Arc<Arena>> = units
             .iter()
-            .flat_map(|unit| unit.port().io_arenas().cloned().collect::<Vec<_>>())
+            .flat_map(|unit| unit.port().io_arenas().cloned())
             .collect();
         let engine = engine(&arenas)?;
         let queues = Arc::new(Queues::new(

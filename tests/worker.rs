@@ -315,12 +315,7 @@ fn test_a_full_tx_ring_holds_replies_back_and_loses_none() {
 #[test]
 fn test_a_port_error_stops_the_poll_and_the_request_is_still_answered() {
     let disks = Disks::new(1);
-    let port = FaultyPort::new(LoopbackPort::new(FRAMES).unwrap(), FaultConfig::default());
-    let arenas: Vec<_> = port.io_arenas().cloned().collect();
-    let unit = Unit::new(0, port, PORT, CAPACITY, Arc::clone(&disks.state_dir));
-    let queues = Arc::new(Queues::new(vec![0], &[CAPACITY]));
-    let mut worker = disks.worker(0, vec![unit], &arenas, &queues);
-    let mut target = disks.target();
+    let (mut worker, mut target) = faulty(&disks, FaultConfig::default());
     let data = pattern(3, 1024);
     let port = worker.units_mut()[0].port_mut();
     port.inner_mut().push_rx(&write_request(0, 0x21, 8, &data));

@@ -376,7 +376,7 @@ impl Control {
     /// an initiator made.
     fn clear(&mut self, index: usize, what: Clearable) -> Result<Value, String> {
         let (params, shared) = &self.devices[index];
-        let (_, _) = shared.update(|state| {
+        shared.update(|state| {
             let changed = match what {
                 Clearable::Config => {
                     let had = !state.config_string().is_empty();

@@ -96,8 +96,8 @@ type WorkerHandle = JoinHandle<Result<(Vec<UnitStats>, WorkerStats), port::PortE
 pub struct Dataplane {
     /// Serves statistics until the dataplane is dropped (after the workers stopped).
     ctl_socket: Option<ctl::CtlSocket>,
-    /// The metrics endpoint, if configured and listening.
-    metrics: Option<metrics::MetricsServer>,
+    /// The metrics endpoint, if configured and listening; held for its `Drop`, which stops it.
+    _metrics: Option<metrics::MetricsServer>,
     stop: Arc<AtomicBool>,
     workers: Vec<WorkerHandle>,
     /// Detached on drop, after the workers stopped (field order: workers are joined first in
@@ -221,7 +221,7 @@ impl Dataplane {
         };
         Ok(Dataplane {
             ctl_socket,
-            metrics,
+            _metrics: metrics,
             stop,
             workers,
             programs,
@@ -233,11 +233,6 @@ impl Dataplane {
     /// The interfaces being served.
     pub fn interfaces(&self) -> &[Interface] {
         &self.interfaces
-    }
-
-    /// Where the metrics endpoint listens, if it is configured and could be opened.
-    pub fn metrics_address(&self) -> Option<std::net::SocketAddr> {
-        self.metrics.as_ref().map(metrics::MetricsServer::address)
     }
 
     /// The control socket's path (`control-socket`), if it could be opened.

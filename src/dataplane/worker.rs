@@ -193,11 +193,6 @@ impl<P: NetPort> Unit<P> {
         &mut self.port
     }
 
-    /// Requests of this port in flight (queued, in I/O, or done and not yet sent).
-    pub fn in_flight(&self) -> usize {
-        self.in_flight
-    }
-
     /// Sends one advertisement per device exported on this port and destination.
     pub fn advertise(&mut self, target: &mut Target, destinations: &[Vec<crate::wire::MacAddr>]) {
         for (device, list) in destinations.iter().enumerate() {

@@ -88,6 +88,11 @@ pub struct FrameCounts {
 }
 
 impl FrameCounts {
+    /// Frames the application holds or has queued for transmission (`Rx` and `Tx`).
+    pub fn held(&self) -> u32 {
+        self.rx + self.tx
+    }
+
     /// Total number of frames.
     pub fn total(&self) -> u32 {
         self.free + self.fill + self.rx + self.tx + self.completion

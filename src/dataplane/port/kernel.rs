@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::{KernelCounters, NetPort, PortError};
-use crate::sys::frame::{Frame, FrameCounts, JumboStats, RxBurst};
+use crate::sys::frame::{Frame, JumboStats, RxBurst};
 use crate::sys::mem::{Arena, Chunk};
 use crate::sys::packet::PacketPort;
 use crate::sys::xdp::xsk::XskPort;
@@ -87,7 +87,7 @@ impl NetPort for XskPort {
         XskPort::jumbo_stats(self)
     }
     fn frames_held(&self) -> u32 {
-        held(self.frame_counts(), self.slab_counts())
+        self.frame_counts().held() + self.slab_counts().held()
     }
     fn kernel_counters(&self) -> Result<KernelCounters, PortError> {
         let stats = self.stats()?;
@@ -170,7 +170,7 @@ impl NetPort for PacketPort {
         self.frames().jumbo_stats()
     }
     fn frames_held(&self) -> u32 {
-        held(self.frame_counts(), self.slab_counts())
+        self.frame_counts().held() + self.slab_counts().held()
     }
     fn kernel_counters(&self) -> Result<KernelCounters, PortError> {
         Ok(KernelCounters {
@@ -182,11 +182,6 @@ impl NetPort for PacketPort {
     fn foreign_dst(&self) -> std::io::Result<u64> {
         Ok(PacketPort::foreign_dst(self))
     }
-}
-
-/// Frames and slabs in states `Rx` and `Tx`.
-pub(super) fn held(frames: FrameCounts, slabs: FrameCounts) -> u32 {
-    frames.rx + frames.tx + slabs.rx + slabs.tx
 }
 
 macro_rules! delegate {

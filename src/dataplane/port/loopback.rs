@@ -208,7 +208,7 @@ impl NetPort for LoopbackPort {
         self.frames.jumbo_stats()
     }
     fn frames_held(&self) -> u32 {
-        super::kernel::held(self.frames.counts(), self.frames.slab_counts())
+        self.frames.counts().held() + self.frames.slab_counts().held()
     }
 }
 
