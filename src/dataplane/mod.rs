@@ -34,7 +34,7 @@ use crate::storage::uring_engine::{UringConfig, UringEngine};
 use crate::sys::mem::Arena;
 use crate::sys::packet::{PacketConfig, PacketPort, RingVersion};
 use crate::sys::xdp::loader::{self, XdpMode, XdpProgram};
-use crate::sys::xdp::xsk::{BindPreference, BusyPoll, XskConfig, XskPort};
+use crate::sys::xdp::xsk::{BindPreference, BusyPoll, BusyPollReach, XskConfig, XskPort};
 use crate::sys::xdp::DstFilter;
 
 use counters::{UnitStats, WorkerStats};
@@ -399,8 +399,16 @@ fn open_xdp(
                 usecs: config.target.busy_poll_usecs,
                 budget: u32::from(config.target.busy_poll_budget),
             };
-            if let Err(error) = port.set_busy_poll(options) {
-                tracing::warn!(interface = %interface.name, queue, %error, "busy-poll options refused");
+            match port.set_busy_poll(options) {
+                Ok(BusyPollReach::Napi(napi)) => {
+                    tracing::info!(interface = %interface.name, queue, napi, "busy polling: the worker runs this queue's NAPI (its receive path) itself");
+                }
+                Ok(BusyPollReach::NoNapi) => {
+                    tracing::info!(interface = %interface.name, queue, "busy polling cannot reach this queue: its driver ties no NAPI to it (veth does not), so receiving stays in the kernel's NAPI context");
+                }
+                Err(error) => {
+                    tracing::warn!(interface = %interface.name, queue, %error, "busy-poll options refused");
+                }
             }
         }
         program.insert_socket(queue, port.fd()).map_err(xdp_error)?;

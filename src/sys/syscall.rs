@@ -78,6 +78,27 @@ pub fn set_int(
     set_option(fd, level, option, &value)
 }
 
+/// `getsockopt(fd, level, option)` for an integer option.
+pub fn get_int(fd: BorrowedFd<'_>, level: libc::c_int, option: libc::c_int) -> io::Result<i32> {
+    let mut value: libc::c_int = 0;
+    let mut len = socklen::<libc::c_int>();
+    // SAFETY: `value` and `len` live on this stack frame for the call; `len` says how much
+    // the kernel may write; the fd is open.
+    let ret = unsafe {
+        libc::getsockopt(
+            fd.as_raw_fd(),
+            level,
+            option,
+            std::ptr::from_mut(&mut value).cast::<libc::c_void>(),
+            &mut len,
+        )
+    };
+    if ret != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(value)
+}
+
 /// Binds the AF_PACKET socket `fd` to interface `ifindex`, receiving frames of `protocol`
 /// (host order: `ETH_P_AOE`, `ETH_P_ALL`).
 pub fn bind_packet(fd: BorrowedFd<'_>, ifindex: u32, protocol: u16) -> io::Result<()> {
@@ -97,6 +118,30 @@ pub fn bind_packet(fd: BorrowedFd<'_>, ifindex: u32, protocol: u16) -> io::Resul
     };
     if ret != 0 {
         return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// `recvfrom(fd, NULL, 0, MSG_DONTWAIT, NULL, NULL)`: for sockets (AF_XDP) on which that call
+/// drives the kernel (a busy-poll round) rather than returns data. `EAGAIN`/`EBUSY` are no error.
+pub fn recv_empty(fd: BorrowedFd<'_>) -> io::Result<()> {
+    // SAFETY: a zero-length read into no buffer, no address; the fd is open (borrowed).
+    let ret = unsafe {
+        libc::recvfrom(
+            fd.as_raw_fd(),
+            std::ptr::null_mut(),
+            0,
+            libc::MSG_DONTWAIT,
+            std::ptr::null_mut(),
+            std::ptr::null_mut(),
+        )
+    };
+    if ret < 0 {
+        let error = io::Error::last_os_error();
+        return match error.raw_os_error() {
+            Some(libc::EAGAIN | libc::EBUSY) => Ok(()),
+            _ => Err(error),
+        };
     }
     Ok(())
 }

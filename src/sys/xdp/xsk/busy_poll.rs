@@ -1,10 +1,10 @@
 //! Busy polling ([`BusyPoll`]): the socket options that let the application's own calls on the
-//! socket drive the driver's NAPI on its core (Linux 5.11+).
+//! socket drive the driver's NAPI on its core (Linux 5.11+), and the per-burst call that does it.
 
 use std::os::fd::BorrowedFd;
 
 use super::{XskError, XskPort};
-use crate::sys::syscall::set_int;
+use crate::sys::syscall::{get_int, recv_empty, set_int};
 
 /// Busy-poll socket options (Linux 5.11+). With busy polling, the application's
 /// `recvfrom`/`sendto`/`poll` on this socket drive the driver's NAPI on its own core.
@@ -18,9 +18,21 @@ pub struct BusyPoll {
     pub budget: u32,
 }
 
+/// What busy polling does on a port.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BusyPollReach {
+    /// The socket is tied to the queue's NAPI (id given): every receive burst runs it in the
+    /// worker's thread.
+    Napi(u32),
+    /// The kernel tied the socket to no NAPI (its driver does not register the queue's NAPI:
+    /// veth, for one): the options are set but the receive work stays in the kernel's own
+    /// NAPI context, and the worker makes no busy-poll calls.
+    NoNapi,
+}
+
 impl XskPort {
-    /// Sets the busy-poll socket options.
-    pub fn set_busy_poll(&self, options: BusyPoll) -> Result<(), XskError> {
+    /// Sets the busy-poll socket options and says whether they can reach the queue's NAPI.
+    pub fn set_busy_poll(&mut self, options: BusyPoll) -> Result<BusyPollReach, XskError> {
         set_int_option(
             self.fd(),
             libc::SO_PREFER_BUSY_POLL,
@@ -42,7 +54,38 @@ impl XskPort {
                 "SO_BUSY_POLL_BUDGET",
             )?;
         }
-        Ok(())
+        let reach = self.busy_poll_reach()?;
+        self.busy_poll = options.usecs > 0 && matches!(reach, BusyPollReach::Napi(_));
+        Ok(reach)
+    }
+
+    /// The NAPI the kernel tied this socket to at bind (`SO_INCOMING_NAPI_ID`; Linux takes it
+    /// from the queue's registered NAPI, which some drivers, veth among them, do not register).
+    pub fn busy_poll_reach(&self) -> Result<BusyPollReach, XskError> {
+        let id =
+            get_int(self.fd(), libc::SOL_SOCKET, libc::SO_INCOMING_NAPI_ID).map_err(|source| {
+                XskError::Syscall {
+                    call: "getsockopt(SO_INCOMING_NAPI_ID)",
+                    source,
+                }
+            })?;
+        Ok(match u32::try_from(id) {
+            Ok(id) if id > 0 => BusyPollReach::Napi(id),
+            _ => BusyPollReach::NoNapi,
+        })
+    }
+
+    /// With busy polling on a NAPI, runs it once in this thread (a non-blocking `recvfrom`,
+    /// which the kernel turns into one busy-poll round): what it receives is on the RX ring
+    /// before the worker looks.
+    pub(super) fn busy_poll_rx(&mut self) -> Result<(), XskError> {
+        if !self.busy_poll {
+            return Ok(());
+        }
+        recv_empty(self.fd()).map_err(|source| XskError::Syscall {
+            call: "recvfrom (busy poll)",
+            source,
+        })
     }
 }
 

@@ -63,7 +63,7 @@ mod stats;
 mod tx;
 
 pub use bind::BindMode;
-pub use busy_poll::BusyPoll;
+pub use busy_poll::{BusyPoll, BusyPollReach};
 pub use config::{BindPreference, XskConfig, FILL_TARGET_START};
 pub use error::XskError;
 pub use stats::XskStats;
@@ -116,6 +116,9 @@ pub struct XskPort {
     /// xsk-rs `Umem`, so the mapping outlives every ring that registered it).
     lender: Lender,
     bind_mode: BindMode,
+    /// Busy polling reaches the queue's NAPI: every `refill` drives it with a non-blocking
+    /// `recvfrom` (see [`BusyPollReach`]).
+    busy_poll: bool,
     interface: String,
     queue_id: u32,
     /// The XDP program's counters of this queue, once the program it is registered with

@@ -29,7 +29,8 @@ pub(super) struct Partial {
 impl XskPort {
     /// Posts free frames to the fill ring until the kernel holds [`Self::fill_target`] frames
     /// for receiving (or the free list is empty), and kicks the kernel if it asked for a
-    /// wakeup. Returns the number of frames posted.
+    /// wakeup; where busy polling reaches the queue's NAPI, runs it once (see
+    /// [`BusyPollReach`](super::BusyPollReach)). Returns the number of frames posted.
     ///
     /// The target starts at [`FILL_TARGET_START`](super::FILL_TARGET_START) and doubles (up to
     /// `fill_ring_size`) when the kernel, given the whole target last time, now holds less than
@@ -48,7 +49,9 @@ impl XskPort {
                 "a burst nearly emptied the fill ring: deepened"
             );
         }
-        self.post_fill(self.fill_target)
+        let posted = self.post_fill(self.fill_target)?;
+        self.busy_poll_rx()?;
+        Ok(posted)
     }
 
     /// Posts free frames until the kernel holds `target` (or the free list is empty).
