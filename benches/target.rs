@@ -5,19 +5,16 @@
 use std::hint::black_box;
 use std::sync::Arc;
 
-use aoe_xdp::aoe::{DeviceParams, Outcome, PortInfo, Request, SharedState, Target, MIN_FRAME_LEN};
-use aoe_xdp::initiator::frames::{self, AtaCmd, Route};
-use aoe_xdp::wire::MacAddr;
+use aoe_xdp::aoe::{DeviceParams, Outcome, Request, SharedState, Target, MIN_FRAME_LEN};
+use aoe_xdp::initiator::frames::{self, AtaCmd};
 use aoe_xdp::wire::ATA_FRAME_HEADER_LEN;
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 
-const TARGET_MAC: MacAddr = MacAddr([0x02, 0xAA, 0, 0, 0, 1]);
-const HOST: MacAddr = MacAddr([0x02, 0xBB, 0, 0, 0, 1]);
-const PORT: PortInfo = PortInfo {
-    index: 0,
-    mac: TARGET_MAC,
-    mtu: 1500,
-};
+#[path = "../tests/common/host.rs"]
+mod host;
+
+use host::{route, PORT};
+
 /// Sectors per request: what one MTU-1500 frame carries.
 const SECTORS: u8 = 2;
 const DATA_LEN: usize = SECTORS as usize * 512;
@@ -32,15 +29,8 @@ fn target() -> Target {
 
 /// A request frame as an initiator sends it.
 fn request(cmd: AtaCmd, data: &[u8]) -> Vec<u8> {
-    let route = Route {
-        dst: TARGET_MAC,
-        src: HOST,
-        vlan_tci: None,
-        shelf: 1,
-        slot: 0,
-    };
     let mut buf = vec![0u8; 4096];
-    let len = frames::ata(&mut buf, &route, 0x0102_0304, &cmd, data);
+    let len = frames::ata(&mut buf, &route(0), 0x0102_0304, &cmd, data);
     buf.truncate(len);
     buf
 }

@@ -15,29 +15,24 @@ use std::os::unix::fs::FileExt;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use aoe_xdp::aoe::{
-    DeviceParams, IoPlan, Outcome, PortInfo, Request, SharedState, Target, MIN_FRAME_LEN,
-};
+use aoe_xdp::aoe::{DeviceParams, IoPlan, Outcome, Request, SharedState, Target, MIN_FRAME_LEN};
 use aoe_xdp::dataplane::io::io_request;
-use aoe_xdp::initiator::frames::{self, AtaCmd, Route};
+use aoe_xdp::initiator::frames::{self, AtaCmd};
 use aoe_xdp::storage::engine::{Engine, IoOp};
 use aoe_xdp::storage::export::{Export, ExportSpec};
 use aoe_xdp::storage::sync_engine::SyncEngine;
 use aoe_xdp::storage::uring_engine::{UringConfig, UringEngine};
 use aoe_xdp::sys::layout::PACKET_OFFSET as FRAME_OFFSET;
 use aoe_xdp::sys::mem::{Arena, ChunkPool};
-use aoe_xdp::wire::MacAddr;
 use aoe_xdp::wire::ATA_FRAME_HEADER_LEN;
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use tempfile::NamedTempFile;
 
-const TARGET_MAC: MacAddr = MacAddr([0x02, 0xAA, 0, 0, 0, 1]);
-const HOST: MacAddr = MacAddr([0x02, 0xBB, 0, 0, 0, 1]);
-const PORT: PortInfo = PortInfo {
-    index: 0,
-    mac: TARGET_MAC,
-    mtu: 1500,
-};
+#[path = "../tests/common/host.rs"]
+mod host;
+
+use host::{route, PORT};
+
 const SECTORS_PER_REQUEST: u8 = 2;
 const DATA_LEN: usize = SECTORS_PER_REQUEST as usize * 512;
 /// Backing file size: 4 MiB, all of it in the page cache.
@@ -76,13 +71,7 @@ struct Loopback {
 
 impl Loopback {
     fn new(op: IoOp, sequential: bool, count: usize) -> Loopback {
-        let route = Route {
-            dst: TARGET_MAC,
-            src: HOST,
-            vlan_tci: None,
-            shelf: 1,
-            slot: 0,
-        };
+        let route = route(0);
         let mut state = 0x2545_F491_u32;
         let frames = (0..count)
             .map(|i| {

@@ -8,29 +8,26 @@ use std::os::unix::fs::FileExt;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use aoe_xdp::aoe::{DeviceParams, PortInfo, SharedState, Target};
+use aoe_xdp::aoe::{DeviceParams, SharedState, Target};
 use aoe_xdp::dataplane::port::{
     FaultCall, FaultConfig, FaultyPort, LoopbackPort, NetPort, PortError,
 };
 use aoe_xdp::dataplane::queues::Queues;
 use aoe_xdp::dataplane::worker::{Unit, Worker};
-use aoe_xdp::initiator::frames::{self, AtaCmd, Reply, Route};
+use aoe_xdp::initiator::frames::{self, AtaCmd, Reply};
 use aoe_xdp::state_dir::StateDir;
 use aoe_xdp::storage::engine::Engine;
 use aoe_xdp::storage::export::{Export, ExportSpec};
 use aoe_xdp::storage::uring_engine::{UringConfig, UringEngine};
 use aoe_xdp::sys::mem::Arena;
 use aoe_xdp::wire::ata::status as ata_status;
-use aoe_xdp::wire::MacAddr;
 use tempfile::{NamedTempFile, TempDir};
 
-const TARGET_MAC: MacAddr = MacAddr([0x02, 0xAA, 0, 0, 0, 1]);
-const HOST: MacAddr = MacAddr([0x02, 0xBB, 0, 0, 0, 1]);
-const PORT: PortInfo = PortInfo {
-    index: 0,
-    mac: TARGET_MAC,
-    mtu: 1500,
-};
+#[path = "common/host.rs"]
+mod host;
+
+use host::{route, HOST, PORT, TARGET_MAC};
+
 /// Sectors of each backing file.
 const SECTORS: u64 = 2048;
 /// Frames of each loopback port.
@@ -102,16 +99,6 @@ impl Disks {
             .read_exact_at(&mut data, lba * 512)
             .unwrap();
         data
-    }
-}
-
-fn route(slot: u8) -> Route {
-    Route {
-        dst: TARGET_MAC,
-        src: HOST,
-        vlan_tci: None,
-        shelf: 1,
-        slot,
     }
 }
 

@@ -15,7 +15,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::state::{DeviceState, CONFIG_STRING_MAX};
+use super::state::{DeviceState, MacList, CONFIG_STRING_MAX};
 use crate::wire::MacAddr;
 
 const FORMAT: u32 = 1;
@@ -98,21 +98,22 @@ pub fn decode(text: &str) -> Result<DeviceState, DecodeError> {
     state
         .set_config_string(&bytes[..hex.len() / 2])
         .map_err(|_| DecodeError::ConfigString("longer than 1024 bytes"))?;
-    for text in &raw.mac_mask {
-        let mac = text.parse().map_err(|_| DecodeError::Mac(text.clone()))?;
-        state
-            .mask
-            .insert(mac)
-            .map_err(|_| DecodeError::TooMany("mac-mask"))?;
-    }
-    for text in &raw.reserve {
-        let mac = text.parse().map_err(|_| DecodeError::Mac(text.clone()))?;
-        state
-            .reserve
-            .insert(mac)
-            .map_err(|_| DecodeError::TooMany("reserve"))?;
-    }
+    decode_macs(&raw.mac_mask, &mut state.mask, "mac-mask")?;
+    decode_macs(&raw.reserve, &mut state.reserve, "reserve")?;
     Ok(state)
+}
+
+/// Parses the MACs of the list the document calls `name` into `list`.
+fn decode_macs<const N: usize>(
+    texts: &[String],
+    list: &mut MacList<N>,
+    name: &'static str,
+) -> Result<(), DecodeError> {
+    for text in texts {
+        let mac = text.parse().map_err(|_| DecodeError::Mac(text.clone()))?;
+        list.insert(mac).map_err(|_| DecodeError::TooMany(name))?;
+    }
+    Ok(())
 }
 
 #[cfg(test)]

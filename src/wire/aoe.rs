@@ -7,7 +7,8 @@
 //! `UnsupportedVersion`/`UnrecognizedCommand` or to ignore the frame. The error byte only
 //! means something when the E flag is set ([`AoeRepr::error`] is `None` otherwise).
 
-use super::{enum_with_unknown, Error, Field, Rest, Result};
+use super::view::{self, view};
+use super::{enum_with_unknown, Field, Rest, Result};
 
 /// Length of the AoE header (bytes 14..24 of an untagged frame).
 pub const AOE_HEADER_LEN: usize = field::ARG.start;
@@ -55,54 +56,32 @@ enum_with_unknown! {
     }
 }
 
-mod field {
-    use super::{Field, Rest};
-
-    /// Version in the high nibble, flags (R, E) in the low nibble.
-    pub const VER_FLAGS: usize = 0;
-    pub const ERROR: usize = 1;
-    /// Shelf, big-endian.
-    pub const MAJOR: Field = 2..4;
-    /// Slot.
-    pub const MINOR: usize = 4;
-    pub const COMMAND: usize = 5;
-    /// Opaque to the target, echoed in the reply; big-endian by convention.
-    pub const TAG: Field = 6..10;
-    /// The command argument.
-    pub const ARG: Rest = 10..;
-}
-
-/// A read/write view of an AoE header and its command argument.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct AoePacket<T: AsRef<[u8]>> {
-    buffer: T,
+view! {
+    /// A read/write view of an AoE header and its command argument.
+    pub struct AoePacket;
+    mod field {
+        /// Version in the high nibble, flags (R, E) in the low nibble.
+        VER_FLAGS: usize = 0;
+        /// The raw error byte, whatever the E flag says.
+        ERROR: usize = 1 => pub error: u8;
+        /// Major address (shelf), big-endian.
+        MAJOR: Field = 2..4 => pub major, set_major: u16;
+        /// Minor address (slot).
+        MINOR: usize = 4 => pub minor, set_minor: u8;
+        /// The command.
+        COMMAND: usize = 5 => pub command, set_command: AoeCommand;
+        /// The tag: opaque to the target, echoed in the reply; big-endian by convention, so a
+        /// tag read and written back echoes exactly.
+        TAG: Field = 6..10 => pub tag, set_tag: u32;
+        /// The command argument.
+        ARG: Rest = 10..;
+    }
 }
 
 impl<T: AsRef<[u8]>> AoePacket<T> {
-    /// Wraps a buffer without checking it (TX path).
-    pub const fn new_unchecked(buffer: T) -> AoePacket<T> {
-        AoePacket { buffer }
-    }
-
-    /// Wraps a buffer after [`check_len`](Self::check_len) (RX path).
-    pub fn new_checked(buffer: T) -> Result<AoePacket<T>> {
-        let packet = Self::new_unchecked(buffer);
-        packet.check_len()?;
-        Ok(packet)
-    }
-
     /// Checks that the buffer holds the 10-byte header.
     pub fn check_len(&self) -> Result<()> {
-        if self.buffer.as_ref().len() < AOE_HEADER_LEN {
-            Err(Error)
-        } else {
-            Ok(())
-        }
-    }
-
-    /// Returns the buffer.
-    pub fn into_inner(self) -> T {
-        self.buffer
+        view::check_len(self.buffer.as_ref().len(), AOE_HEADER_LEN, || 0)
     }
 
     /// Protocol version (high nibble of byte 14).
@@ -119,33 +98,6 @@ impl<T: AsRef<[u8]>> AoePacket<T> {
     pub fn is_error(&self) -> bool {
         self.buffer.as_ref()[field::VER_FLAGS] & FLAG_ERROR != 0
     }
-
-    /// The raw error byte, whatever the E flag says.
-    pub fn error(&self) -> u8 {
-        self.buffer.as_ref()[field::ERROR]
-    }
-
-    /// Major address (shelf).
-    pub fn major(&self) -> u16 {
-        let data = self.buffer.as_ref();
-        u16::from_be_bytes([data[field::MAJOR.start], data[field::MAJOR.start + 1]])
-    }
-
-    /// Minor address (slot).
-    pub fn minor(&self) -> u8 {
-        self.buffer.as_ref()[field::MINOR]
-    }
-
-    /// The command.
-    pub fn command(&self) -> AoeCommand {
-        AoeCommand::from(self.buffer.as_ref()[field::COMMAND])
-    }
-
-    /// The tag, read big-endian.
-    pub fn tag(&self) -> u32 {
-        let data = &self.buffer.as_ref()[field::TAG];
-        u32::from_be_bytes([data[0], data[1], data[2], data[3]])
-    }
 }
 
 impl<'a, T: AsRef<[u8]> + ?Sized> AoePacket<&'a T> {
@@ -161,12 +113,11 @@ impl<T: AsRef<[u8]> + AsMut<[u8]>> AoePacket<T> {
     /// # Panics
     /// If `value` does not fit in four bits.
     pub fn set_version(&mut self, value: u8) {
-        assert!(
-            value <= 0x0F,
-            "AoE version {value} does not fit in a nibble"
+        view::set_high_nibble(
+            &mut self.buffer.as_mut()[field::VER_FLAGS],
+            value,
+            "AoE version",
         );
-        let byte = &mut self.buffer.as_mut()[field::VER_FLAGS];
-        *byte = value << 4 | (*byte & 0x0F);
     }
 
     /// Sets or clears the R flag.
@@ -192,26 +143,6 @@ impl<T: AsRef<[u8]> + AsMut<[u8]>> AoePacket<T> {
                 data[field::ERROR] = 0;
             }
         }
-    }
-
-    /// Sets the major address (shelf).
-    pub fn set_major(&mut self, value: u16) {
-        self.buffer.as_mut()[field::MAJOR].copy_from_slice(&value.to_be_bytes());
-    }
-
-    /// Sets the minor address (slot).
-    pub fn set_minor(&mut self, value: u8) {
-        self.buffer.as_mut()[field::MINOR] = value;
-    }
-
-    /// Sets the command.
-    pub fn set_command(&mut self, value: AoeCommand) {
-        self.buffer.as_mut()[field::COMMAND] = value.into();
-    }
-
-    /// Sets the tag (written big-endian, so a tag read with [`tag`](Self::tag) echoes exactly).
-    pub fn set_tag(&mut self, value: u32) {
-        self.buffer.as_mut()[field::TAG].copy_from_slice(&value.to_be_bytes());
     }
 
     /// The command argument, mutable.
@@ -280,6 +211,7 @@ impl AoeRepr {
 mod test {
     use super::*;
     use crate::wire::golden::{self, AOE_OFFSET, ARG_OFFSET};
+    use crate::wire::Error;
     use proptest::prelude::*;
 
     fn discovery_repr() -> AoeRepr {
@@ -409,10 +341,7 @@ mod test {
     #[test]
     fn test_reject_short_header() {
         let frame = golden::query_config_broadcast();
-        for len in 0..AOE_HEADER_LEN {
-            let bytes = &frame[AOE_OFFSET..AOE_OFFSET + len];
-            assert_eq!(AoePacket::new_checked(bytes), Err(Error), "len {len}");
-        }
+        golden::assert_shortest(&frame[AOE_OFFSET..], AOE_HEADER_LEN, AoePacket::new_checked);
         let packet = AoePacket::new_checked(&frame[AOE_OFFSET..ARG_OFFSET]).unwrap();
         assert!(packet.payload().is_empty());
     }

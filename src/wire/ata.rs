@@ -14,7 +14,8 @@
 
 use core::ops::Range;
 
-use super::{enum_with_unknown, Error, Field, Rest, Result};
+use super::view::{self, view};
+use super::{enum_with_unknown, Field, Rest, Result};
 
 /// Length of the ATA argument header (bytes 24..36 of an untagged frame).
 pub const ATA_HEADER_LEN: usize = field::DATA.start;
@@ -82,58 +83,30 @@ enum_with_unknown! {
     }
 }
 
-mod field {
-    use super::{Field, Rest};
-
-    pub const AFLAGS: usize = 0;
-    /// Error register in replies, feature register in requests.
-    pub const ERR_FEATURE: usize = 1;
-    pub const SECTOR_COUNT: usize = 2;
-    /// Command in requests, status in replies.
-    pub const CMD_STATUS: usize = 3;
-    /// LBA bytes 0..5, least significant first.
-    pub const LBA: Field = 4..10;
-    pub const RESERVED: Field = 10..12;
-    pub const DATA: Rest = 12..;
-}
-
-/// A read/write view of an AoE ATA argument and its data.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct AtaPacket<T: AsRef<[u8]>> {
-    buffer: T,
+view! {
+    /// A read/write view of an AoE ATA argument and its data.
+    pub struct AtaPacket;
+    mod field {
+        /// The AFlags byte (`AFLAG_*` bits).
+        AFLAGS: usize = 0 => pub aflags, set_aflags: u8;
+        /// Error register (reply) or feature register (request).
+        ERR_FEATURE: usize = 1 => pub err_feature, set_err_feature: u8;
+        /// Sector count.
+        SECTOR_COUNT: usize = 2 => pub sector_count, set_sector_count: u8;
+        /// The raw Cmd/Status byte: command in requests, status in replies.
+        CMD_STATUS: usize = 3 => pub cmd_status, set_cmd_status: u8;
+        /// LBA bytes 0..5, least significant first.
+        LBA: Field = 4..10;
+        RESERVED: Field = 10..12;
+        DATA: Rest = 12..;
+    }
 }
 
 impl<T: AsRef<[u8]>> AtaPacket<T> {
-    /// Wraps a buffer without checking it (TX path).
-    pub const fn new_unchecked(buffer: T) -> AtaPacket<T> {
-        AtaPacket { buffer }
-    }
-
-    /// Wraps a buffer after [`check_len`](Self::check_len) (RX path).
-    pub fn new_checked(buffer: T) -> Result<AtaPacket<T>> {
-        let packet = Self::new_unchecked(buffer);
-        packet.check_len()?;
-        Ok(packet)
-    }
-
     /// Checks that the buffer holds the 12-byte header (see the module docs for why the data
     /// length is not checked here).
     pub fn check_len(&self) -> Result<()> {
-        if self.buffer.as_ref().len() < ATA_HEADER_LEN {
-            Err(Error)
-        } else {
-            Ok(())
-        }
-    }
-
-    /// Returns the buffer.
-    pub fn into_inner(self) -> T {
-        self.buffer
-    }
-
-    /// The AFlags byte (`AFLAG_*` bits).
-    pub fn aflags(&self) -> u8 {
-        self.buffer.as_ref()[field::AFLAGS]
+        view::check_len(self.buffer.as_ref().len(), ATA_HEADER_LEN, || 0)
     }
 
     /// Whether [`AFLAG_LBA48`] is set.
@@ -149,21 +122,6 @@ impl<T: AsRef<[u8]>> AtaPacket<T> {
     /// Whether [`AFLAG_ASYNC`] is set.
     pub fn is_async(&self) -> bool {
         self.aflags() & AFLAG_ASYNC != 0
-    }
-
-    /// Error register (reply) or feature register (request).
-    pub fn err_feature(&self) -> u8 {
-        self.buffer.as_ref()[field::ERR_FEATURE]
-    }
-
-    /// Sector count.
-    pub fn sector_count(&self) -> u8 {
-        self.buffer.as_ref()[field::SECTOR_COUNT]
-    }
-
-    /// The raw Cmd/Status byte.
-    pub fn cmd_status(&self) -> u8 {
-        self.buffer.as_ref()[field::CMD_STATUS]
     }
 
     /// The Cmd/Status byte read as a request's command.
@@ -187,26 +145,6 @@ impl<'a, T: AsRef<[u8]> + ?Sized> AtaPacket<&'a T> {
 }
 
 impl<T: AsRef<[u8]> + AsMut<[u8]>> AtaPacket<T> {
-    /// Sets the AFlags byte.
-    pub fn set_aflags(&mut self, value: u8) {
-        self.buffer.as_mut()[field::AFLAGS] = value;
-    }
-
-    /// Sets the error (reply) or feature (request) register.
-    pub fn set_err_feature(&mut self, value: u8) {
-        self.buffer.as_mut()[field::ERR_FEATURE] = value;
-    }
-
-    /// Sets the sector count.
-    pub fn set_sector_count(&mut self, value: u8) {
-        self.buffer.as_mut()[field::SECTOR_COUNT] = value;
-    }
-
-    /// Sets the Cmd/Status byte.
-    pub fn set_cmd_status(&mut self, value: u8) {
-        self.buffer.as_mut()[field::CMD_STATUS] = value;
-    }
-
     /// Sets the six LBA bytes.
     ///
     /// # Panics
@@ -441,6 +379,7 @@ fn put_string(buf: &mut [u8; SECTOR_SIZE], words: Range<usize>, value: &str) {
 mod test {
     use super::*;
     use crate::wire::golden::{self, ARG_OFFSET, DATA_OFFSET};
+    use crate::wire::Error;
     use proptest::prelude::*;
 
     fn read_ext_request_repr() -> AtaRepr {
@@ -582,10 +521,7 @@ mod test {
     #[test]
     fn test_reject_short_header() {
         let frame = golden::ata_read_ext_request();
-        for len in 0..ATA_HEADER_LEN {
-            let bytes = &frame[ARG_OFFSET..ARG_OFFSET + len];
-            assert_eq!(AtaPacket::new_checked(bytes), Err(Error), "len {len}");
-        }
+        golden::assert_shortest(&frame[ARG_OFFSET..], ATA_HEADER_LEN, AtaPacket::new_checked);
         let packet = AtaPacket::new_checked(&frame[ARG_OFFSET..DATA_OFFSET]).unwrap();
         assert!(packet.payload().is_empty());
         assert_eq!(

@@ -8,7 +8,8 @@
 //! the target must answer with `BadArgument`. The Linux initiator's discovery broadcast is all
 //! zeros (no string, buffer count 0) and arrives padded to 60 bytes.
 
-use super::{enum_with_unknown, Error, Field, Rest, Result};
+use super::view::{self, view};
+use super::{enum_with_unknown, Field, Rest, Result};
 
 /// Length of the fixed part of the argument (bytes 24..32 of an untagged frame).
 pub const QUERY_CONFIG_HEADER_LEN: usize = field::STRING.start;
@@ -31,77 +32,30 @@ enum_with_unknown! {
     }
 }
 
-mod field {
-    use super::{Field, Rest};
-
-    /// Outstanding commands the target accepts, big-endian.
-    pub const BUFFER_COUNT: Field = 0..2;
-    /// Big-endian.
-    pub const FIRMWARE_VERSION: Field = 2..4;
-    /// Maximum sectors per ATA command.
-    pub const SECTOR_COUNT: usize = 4;
-    /// AoE version in the high nibble, CCmd in the low nibble.
-    pub const VER_CCMD: usize = 5;
-    /// Big-endian.
-    pub const STRING_LEN: Field = 6..8;
-    pub const STRING: Rest = 8..;
-}
-
-/// A read/write view of a Query Config argument.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct QueryConfigPacket<T: AsRef<[u8]>> {
-    buffer: T,
+view! {
+    /// A read/write view of a Query Config argument.
+    pub struct QueryConfigPacket;
+    mod field {
+        /// Buffer count: how many commands the target queues, big-endian.
+        BUFFER_COUNT: Field = 0..2 => pub buffer_count, set_buffer_count: u16;
+        /// Firmware version, big-endian.
+        FIRMWARE_VERSION: Field = 2..4 => pub firmware_version, set_firmware_version: u16;
+        /// Maximum sectors per ATA command (0: the initiator assumes 2).
+        SECTOR_COUNT: usize = 4 => pub sector_count, set_sector_count: u8;
+        /// AoE version in the high nibble, CCmd in the low nibble.
+        VER_CCMD: usize = 5;
+        /// Declared config string length, big-endian (may exceed [`CONFIG_STRING_MAX`]).
+        STRING_LEN: Field = 6..8 => pub config_string_len: u16;
+        STRING: Rest = 8..;
+    }
 }
 
 impl<T: AsRef<[u8]>> QueryConfigPacket<T> {
-    /// Wraps a buffer without checking it (TX path).
-    pub const fn new_unchecked(buffer: T) -> QueryConfigPacket<T> {
-        QueryConfigPacket { buffer }
-    }
-
-    /// Wraps a buffer after [`check_len`](Self::check_len) (RX path).
-    pub fn new_checked(buffer: T) -> Result<QueryConfigPacket<T>> {
-        let packet = Self::new_unchecked(buffer);
-        packet.check_len()?;
-        Ok(packet)
-    }
-
     /// Checks that the buffer holds the 8-byte header and the declared config string.
     pub fn check_len(&self) -> Result<()> {
-        let len = self.buffer.as_ref().len();
-        if len < QUERY_CONFIG_HEADER_LEN
-            || len - QUERY_CONFIG_HEADER_LEN < usize::from(self.config_string_len())
-        {
-            Err(Error)
-        } else {
-            Ok(())
-        }
-    }
-
-    /// Returns the buffer.
-    pub fn into_inner(self) -> T {
-        self.buffer
-    }
-
-    /// Buffer count: how many commands the target queues.
-    pub fn buffer_count(&self) -> u16 {
-        let data = self.buffer.as_ref();
-        u16::from_be_bytes([
-            data[field::BUFFER_COUNT.start],
-            data[field::BUFFER_COUNT.start + 1],
-        ])
-    }
-
-    /// Firmware version.
-    pub fn firmware_version(&self) -> u16 {
-        let data = self.buffer.as_ref();
-        let start = field::FIRMWARE_VERSION.start;
-        u16::from_be_bytes([data[start], data[start + 1]])
-    }
-
-    /// Maximum sectors per ATA command (0: the initiator assumes 2).
-    pub fn sector_count(&self) -> u8 {
-        self.buffer.as_ref()[field::SECTOR_COUNT]
+        view::check_len(self.buffer.as_ref().len(), QUERY_CONFIG_HEADER_LEN, || {
+            usize::from(self.config_string_len())
+        })
     }
 
     /// AoE version (high nibble of byte 29).
@@ -112,15 +66,6 @@ impl<T: AsRef<[u8]>> QueryConfigPacket<T> {
     /// Sub-command (low nibble of byte 29).
     pub fn command(&self) -> ConfigCommand {
         ConfigCommand::from(self.buffer.as_ref()[field::VER_CCMD] & 0x0F)
-    }
-
-    /// Declared config string length (may exceed [`CONFIG_STRING_MAX`]).
-    pub fn config_string_len(&self) -> u16 {
-        let data = self.buffer.as_ref();
-        u16::from_be_bytes([
-            data[field::STRING_LEN.start],
-            data[field::STRING_LEN.start + 1],
-        ])
     }
 }
 
@@ -134,32 +79,16 @@ impl<'a, T: AsRef<[u8]> + ?Sized> QueryConfigPacket<&'a T> {
 }
 
 impl<T: AsRef<[u8]> + AsMut<[u8]>> QueryConfigPacket<T> {
-    /// Sets the buffer count.
-    pub fn set_buffer_count(&mut self, value: u16) {
-        self.buffer.as_mut()[field::BUFFER_COUNT].copy_from_slice(&value.to_be_bytes());
-    }
-
-    /// Sets the firmware version.
-    pub fn set_firmware_version(&mut self, value: u16) {
-        self.buffer.as_mut()[field::FIRMWARE_VERSION].copy_from_slice(&value.to_be_bytes());
-    }
-
-    /// Sets the maximum sectors per ATA command.
-    pub fn set_sector_count(&mut self, value: u8) {
-        self.buffer.as_mut()[field::SECTOR_COUNT] = value;
-    }
-
     /// Sets the AoE version, keeping the sub-command.
     ///
     /// # Panics
     /// If `value` does not fit in four bits.
     pub fn set_aoe_version(&mut self, value: u8) {
-        assert!(
-            value <= 0x0F,
-            "AoE version {value} does not fit in a nibble"
+        view::set_high_nibble(
+            &mut self.buffer.as_mut()[field::VER_CCMD],
+            value,
+            "AoE version",
         );
-        let byte = &mut self.buffer.as_mut()[field::VER_CCMD];
-        *byte = value << 4 | (*byte & 0x0F);
     }
 
     /// Sets the sub-command, keeping the AoE version.
@@ -167,13 +96,11 @@ impl<T: AsRef<[u8]> + AsMut<[u8]>> QueryConfigPacket<T> {
     /// # Panics
     /// If the command's value does not fit in four bits.
     pub fn set_command(&mut self, value: ConfigCommand) {
-        let value = u8::from(value);
-        assert!(
-            value <= 0x0F,
-            "config command {value} does not fit in a nibble"
+        view::set_low_nibble(
+            &mut self.buffer.as_mut()[field::VER_CCMD],
+            value.into(),
+            "config command",
         );
-        let byte = &mut self.buffer.as_mut()[field::VER_CCMD];
-        *byte = (*byte & 0xF0) | value;
     }
 
     /// Sets the length field and copies the config string after the header.
@@ -247,6 +174,7 @@ impl<'a> QueryConfigRepr<'a> {
 mod test {
     use super::*;
     use crate::wire::golden::{self, ARG_OFFSET};
+    use crate::wire::Error;
     use proptest::prelude::*;
 
     fn reply_repr() -> QueryConfigRepr<'static> {
@@ -339,24 +267,20 @@ mod test {
     #[test]
     fn test_reject_short_header() {
         let frame = golden::query_config_broadcast();
-        for len in 0..QUERY_CONFIG_HEADER_LEN {
-            let bytes = &frame[ARG_OFFSET..ARG_OFFSET + len];
-            assert_eq!(
-                QueryConfigPacket::new_checked(bytes),
-                Err(Error),
-                "len {len}"
-            );
-        }
+        golden::assert_shortest(
+            &frame[ARG_OFFSET..],
+            QUERY_CONFIG_HEADER_LEN,
+            QueryConfigPacket::new_checked,
+        );
     }
 
     #[test]
     fn test_reject_string_beyond_buffer() {
         let frame = golden::query_config_reply();
-        let end = ARG_OFFSET + QUERY_CONFIG_HEADER_LEN + 7;
-        assert!(QueryConfigPacket::new_checked(&frame[ARG_OFFSET..end]).is_ok());
-        assert_eq!(
-            QueryConfigPacket::new_checked(&frame[ARG_OFFSET..end - 1]),
-            Err(Error)
+        golden::assert_shortest(
+            &frame[ARG_OFFSET..],
+            QUERY_CONFIG_HEADER_LEN + 7,
+            QueryConfigPacket::new_checked,
         );
         let mut bytes = frame[ARG_OFFSET..].to_vec();
         bytes[6..8].copy_from_slice(&0xffffu16.to_be_bytes());

@@ -10,7 +10,8 @@
 use core::fmt;
 use core::str::FromStr;
 
-use super::{Error, Field, Rest, Result};
+use super::view::{self, view, Value};
+use super::{Field, Rest, Result};
 
 /// The AoE ethertype.
 pub const ETHERTYPE_AOE: u16 = 0x88A2;
@@ -116,20 +117,38 @@ fn hex_digit(c: u8) -> Option<u8> {
     }
 }
 
-mod field {
-    use super::{Field, Rest};
+view! {
+    /// A read/write view of an Ethernet frame.
+    pub struct EthernetFrame;
+    mod field {
+        /// Destination address.
+        DESTINATION: Field = 0..6 => pub dst_addr, set_dst_addr: MacAddr;
+        /// Source address.
+        SOURCE: Field = 6..12 => pub src_addr, set_src_addr: MacAddr;
+        /// The ethertype field right after the source address: the payload's ethertype, or
+        /// [`super::ETHERTYPE_VLAN`] when a tag follows.
+        ETHERTYPE: Field = 12..14 => outer_ethertype: u16;
+        PAYLOAD: Rest = 14..;
 
-    pub const DESTINATION: Field = 0..6;
-    pub const SOURCE: Field = 6..12;
-    /// The ethertype, or [`super::ETHERTYPE_VLAN`] when a tag follows.
-    pub const ETHERTYPE: Field = 12..14;
-    pub const PAYLOAD: Rest = 14..;
+        /// Tag control information (PCP, DEI, VID) of the 802.1Q tag.
+        VLAN_TCI: Field = 14..16;
+        /// The ethertype after the 802.1Q tag.
+        VLAN_ETHERTYPE: Field = 16..18;
+        VLAN_PAYLOAD: Rest = 18..;
+    }
+}
 
-    /// Tag control information (PCP, DEI, VID) of the 802.1Q tag.
-    pub const VLAN_TCI: Field = 14..16;
-    /// The ethertype after the 802.1Q tag.
-    pub const VLAN_ETHERTYPE: Field = 16..18;
-    pub const VLAN_PAYLOAD: Rest = 18..;
+/// Stored as its six bytes, in order.
+impl Value<Field> for MacAddr {
+    #[inline]
+    fn read(data: &[u8], at: Field) -> MacAddr {
+        MacAddr::from_bytes(&data[at])
+    }
+
+    #[inline]
+    fn write(self, data: &mut [u8], at: Field) {
+        data[at].copy_from_slice(&self.0);
+    }
 }
 
 /// Length of an untagged Ethernet header.
@@ -151,47 +170,12 @@ pub fn pad_to_min(buf: &mut [u8], len: usize) -> usize {
 /// Length of an Ethernet header with one 802.1Q tag.
 pub const VLAN_HEADER_LEN: usize = field::VLAN_PAYLOAD.start;
 
-/// A read/write view of an Ethernet frame.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct EthernetFrame<T: AsRef<[u8]>> {
-    buffer: T,
-}
-
 impl<T: AsRef<[u8]>> EthernetFrame<T> {
-    /// Wraps a buffer without checking it (TX path).
-    pub const fn new_unchecked(buffer: T) -> EthernetFrame<T> {
-        EthernetFrame { buffer }
-    }
-
-    /// Wraps a buffer after [`check_len`](Self::check_len) (RX path).
-    pub fn new_checked(buffer: T) -> Result<EthernetFrame<T>> {
-        let frame = Self::new_unchecked(buffer);
-        frame.check_len()?;
-        Ok(frame)
-    }
-
     /// Checks that the buffer holds the header, including the 802.1Q tag if there is one.
     pub fn check_len(&self) -> Result<()> {
-        let len = self.buffer.as_ref().len();
-        if len < HEADER_LEN || len < self.header_len() {
-            Err(Error)
-        } else {
-            Ok(())
-        }
-    }
-
-    /// Returns the buffer.
-    pub fn into_inner(self) -> T {
-        self.buffer
-    }
-
-    /// The ethertype field right after the source address (0x8100 for a tagged frame).
-    fn outer_ethertype(&self) -> u16 {
-        let data = self.buffer.as_ref();
-        u16::from_be_bytes([
-            data[field::ETHERTYPE.start],
-            data[field::ETHERTYPE.start + 1],
-        ])
+        view::check_len(self.buffer.as_ref().len(), HEADER_LEN, || {
+            self.header_len() - HEADER_LEN
+        })
     }
 
     fn is_tagged(&self) -> bool {
@@ -207,33 +191,16 @@ impl<T: AsRef<[u8]>> EthernetFrame<T> {
         }
     }
 
-    /// Destination address.
-    pub fn dst_addr(&self) -> MacAddr {
-        MacAddr::from_bytes(&self.buffer.as_ref()[field::DESTINATION])
-    }
-
-    /// Source address.
-    pub fn src_addr(&self) -> MacAddr {
-        MacAddr::from_bytes(&self.buffer.as_ref()[field::SOURCE])
-    }
-
     /// The 802.1Q tag control information, if the frame is tagged.
     pub fn vlan_tci(&self) -> Option<u16> {
-        if self.is_tagged() {
-            let data = self.buffer.as_ref();
-            let tci = &data[field::VLAN_TCI];
-            Some(u16::from_be_bytes([tci[0], tci[1]]))
-        } else {
-            None
-        }
+        self.is_tagged()
+            .then(|| u16::read(self.buffer.as_ref(), field::VLAN_TCI))
     }
 
     /// The ethertype of the payload (after the 802.1Q tag, if any).
     pub fn ethertype(&self) -> u16 {
         if self.is_tagged() {
-            let data = self.buffer.as_ref();
-            let ty = &data[field::VLAN_ETHERTYPE];
-            u16::from_be_bytes([ty[0], ty[1]])
+            u16::read(self.buffer.as_ref(), field::VLAN_ETHERTYPE)
         } else {
             self.outer_ethertype()
         }
@@ -249,16 +216,6 @@ impl<'a, T: AsRef<[u8]> + ?Sized> EthernetFrame<&'a T> {
 }
 
 impl<T: AsRef<[u8]> + AsMut<[u8]>> EthernetFrame<T> {
-    /// Sets the destination address.
-    pub fn set_dst_addr(&mut self, value: MacAddr) {
-        self.buffer.as_mut()[field::DESTINATION].copy_from_slice(&value.0);
-    }
-
-    /// Sets the source address.
-    pub fn set_src_addr(&mut self, value: MacAddr) {
-        self.buffer.as_mut()[field::SOURCE].copy_from_slice(&value.0);
-    }
-
     /// Sets the payload's ethertype, after the 802.1Q tag if the frame already has one.
     pub fn set_ethertype(&mut self, value: u16) {
         let range = if self.is_tagged() {
@@ -353,6 +310,7 @@ impl EthernetRepr {
 mod test {
     use super::*;
     use crate::wire::golden::{self, arb_mac};
+    use crate::wire::Error;
     use proptest::prelude::*;
 
     const INITIATOR: MacAddr = MacAddr([0x52, 0x54, 0x00, 0x12, 0x34, 0x56]);

@@ -7,6 +7,7 @@
 use proptest::prelude::*;
 
 use super::ethernet::MacAddr;
+use super::{Error, Result};
 
 /// The initiator's MAC in every golden frame.
 pub const INITIATOR: [u8; 6] = [0x52, 0x54, 0x00, 0x12, 0x34, 0x56];
@@ -203,6 +204,32 @@ pub fn all_frames() -> Vec<Vec<u8>> {
         mask_edit_request(),
         reserve_set_request(),
     ]
+}
+
+/// Asserts that `new_checked` rejects every prefix of `bytes` shorter than `len`.
+pub fn assert_rejects_shorter<'a, V: core::fmt::Debug>(
+    bytes: &'a [u8],
+    len: usize,
+    new_checked: impl Fn(&'a [u8]) -> Result<V>,
+) {
+    for short in 0..len {
+        assert_eq!(
+            new_checked(&bytes[..short]).err(),
+            Some(Error),
+            "len {short}"
+        );
+    }
+}
+
+/// Asserts that `len` is the shortest prefix of `bytes` that `new_checked` accepts: where the
+/// header and the lengths it declares end.
+pub fn assert_shortest<'a, V: core::fmt::Debug>(
+    bytes: &'a [u8],
+    len: usize,
+    new_checked: impl Fn(&'a [u8]) -> Result<V>,
+) {
+    assert_rejects_shorter(bytes, len, &new_checked);
+    assert!(new_checked(&bytes[..len]).is_ok(), "len {len}");
 }
 
 /// Any MAC address.

@@ -9,7 +9,7 @@
 //! byte). Values that come from the wire through `From<u8>` are always canonical.
 
 /// Declares `pub enum Name(u8) { Variant = value, ... }` with an extra `Unknown(u8)` variant,
-/// `From<u8> for Name` and `From<Name> for u8`.
+/// `From<u8> for Name`, `From<Name> for u8`, and `view::Value` (stored as the raw value).
 ///
 /// ```text
 /// enum_with_unknown! {
@@ -56,6 +56,22 @@ macro_rules! enum_with_unknown {
                     $( $name::$variant => $value, )+
                     $name::Unknown(other) => other,
                 }
+            }
+        }
+
+        /// Stored in a header as its raw value.
+        impl<P> $crate::wire::view::Value<P> for $name
+        where
+            $ty: $crate::wire::view::Value<P>,
+        {
+            #[inline]
+            fn read(data: &[u8], at: P) -> Self {
+                Self::from(<$ty as $crate::wire::view::Value<P>>::read(data, at))
+            }
+
+            #[inline]
+            fn write(self, data: &mut [u8], at: P) {
+                <$ty as $crate::wire::view::Value<P>>::write(self.into(), data, at)
             }
         }
     };

@@ -10,7 +10,8 @@
 //! front, a reply listing more than 184 entries does not fit a 1500-byte MTU.
 
 use super::ethernet::MacAddr;
-use super::{enum_with_unknown, Error, Field, Rest, Result};
+use super::view::{self, view};
+use super::{enum_with_unknown, Field, Rest, Result};
 
 /// Length of the fixed part of the argument.
 pub const MASK_HEADER_LEN: usize = field::DIRECTIVES.start;
@@ -51,72 +52,34 @@ enum_with_unknown! {
     }
 }
 
-mod field {
-    use super::{Field, Rest};
+view! {
+    /// A read/write view of a Mac Mask List argument.
+    pub struct MacMaskPacket;
+    mod field {
+        RESERVED: usize = 0;
+        /// Sub-command.
+        COMMAND: usize = 1 => pub command, set_command: MacMaskCommand;
+        /// The raw MError byte (0: no error).
+        ERROR: usize = 2 => pub error: u8;
+        /// Number of directives (in an error reply: the index of the failing directive).
+        DIR_COUNT: usize = 3 => pub dir_count, set_dir_count: u8;
+        DIRECTIVES: Rest = 4..;
 
-    pub const RESERVED: usize = 0;
-    pub const COMMAND: usize = 1;
-    pub const ERROR: usize = 2;
-    pub const DIR_COUNT: usize = 3;
-    pub const DIRECTIVES: Rest = 4..;
-
-    /// Offsets inside one directive.
-    pub const DIR_RESERVED: usize = 0;
-    pub const DIR_COMMAND: usize = 1;
-    pub const DIR_MAC: Field = 2..8;
+        /// Offsets inside one directive.
+        DIR_RESERVED: usize = 0;
+        DIR_COMMAND: usize = 1;
+        DIR_MAC: Field = 2..8;
+    }
 }
 
 const _: () = assert!(field::DIR_MAC.end == DIRECTIVE_LEN);
 
-/// A read/write view of a Mac Mask List argument.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct MacMaskPacket<T: AsRef<[u8]>> {
-    buffer: T,
-}
-
 impl<T: AsRef<[u8]>> MacMaskPacket<T> {
-    /// Wraps a buffer without checking it (TX path).
-    pub const fn new_unchecked(buffer: T) -> MacMaskPacket<T> {
-        MacMaskPacket { buffer }
-    }
-
-    /// Wraps a buffer after [`check_len`](Self::check_len) (RX path).
-    pub fn new_checked(buffer: T) -> Result<MacMaskPacket<T>> {
-        let packet = Self::new_unchecked(buffer);
-        packet.check_len()?;
-        Ok(packet)
-    }
-
     /// Checks that the buffer holds the 4-byte header and `dir_count` directives.
     pub fn check_len(&self) -> Result<()> {
-        let len = self.buffer.as_ref().len();
-        if len < MASK_HEADER_LEN
-            || len - MASK_HEADER_LEN < usize::from(self.dir_count()) * DIRECTIVE_LEN
-        {
-            Err(Error)
-        } else {
-            Ok(())
-        }
-    }
-
-    /// Returns the buffer.
-    pub fn into_inner(self) -> T {
-        self.buffer
-    }
-
-    /// Sub-command.
-    pub fn command(&self) -> MacMaskCommand {
-        MacMaskCommand::from(self.buffer.as_ref()[field::COMMAND])
-    }
-
-    /// The raw MError byte (0: no error).
-    pub fn error(&self) -> u8 {
-        self.buffer.as_ref()[field::ERROR]
-    }
-
-    /// Number of directives (in an error reply: the index of the failing directive).
-    pub fn dir_count(&self) -> u8 {
-        self.buffer.as_ref()[field::DIR_COUNT]
+        view::check_len(self.buffer.as_ref().len(), MASK_HEADER_LEN, || {
+            usize::from(self.dir_count()) * DIRECTIVE_LEN
+        })
     }
 
     /// Directive `index`.
@@ -140,19 +103,9 @@ impl<T: AsRef<[u8]>> MacMaskPacket<T> {
 }
 
 impl<T: AsRef<[u8]> + AsMut<[u8]>> MacMaskPacket<T> {
-    /// Sets the sub-command.
-    pub fn set_command(&mut self, value: MacMaskCommand) {
-        self.buffer.as_mut()[field::COMMAND] = value.into();
-    }
-
     /// Sets the MError byte (`None`: 0, no error).
     pub fn set_error(&mut self, value: Option<MacMaskError>) {
         self.buffer.as_mut()[field::ERROR] = value.map_or(0, u8::from);
-    }
-
-    /// Sets the directive count.
-    pub fn set_dir_count(&mut self, value: u8) {
-        self.buffer.as_mut()[field::DIR_COUNT] = value;
     }
 
     /// Writes directive `index` (reserved byte zeroed).
@@ -222,6 +175,7 @@ impl MacMaskRepr {
 mod test {
     use super::*;
     use crate::wire::golden::{self, arb_mac, ARG_OFFSET};
+    use crate::wire::Error;
     use proptest::prelude::*;
 
     const MAC_1: MacAddr = MacAddr([0x02, 0, 0, 0, 0, 0x01]);
@@ -329,21 +283,17 @@ mod test {
     #[test]
     fn test_reject_short_header() {
         let frame = golden::mask_edit_request();
-        for len in 0..MASK_HEADER_LEN {
-            let bytes = &frame[ARG_OFFSET..ARG_OFFSET + len];
-            assert_eq!(MacMaskPacket::new_checked(bytes), Err(Error), "len {len}");
-        }
+        golden::assert_rejects_shorter(
+            &frame[ARG_OFFSET..],
+            MASK_HEADER_LEN,
+            MacMaskPacket::new_checked,
+        );
     }
 
     #[test]
     fn test_reject_dir_count_beyond_buffer() {
         let frame = golden::mask_edit_request();
-        let end = ARG_OFFSET + 20;
-        assert!(MacMaskPacket::new_checked(&frame[ARG_OFFSET..end]).is_ok());
-        assert_eq!(
-            MacMaskPacket::new_checked(&frame[ARG_OFFSET..end - 1]),
-            Err(Error)
-        );
+        golden::assert_shortest(&frame[ARG_OFFSET..], 20, MacMaskPacket::new_checked);
         let mut bytes = frame[ARG_OFFSET..].to_vec();
         bytes[3] = 5; // 4 + 5 * 8 = 44 > 36 bytes of argument
         assert_eq!(MacMaskPacket::new_checked(&bytes[..]), Err(Error));

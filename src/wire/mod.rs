@@ -36,6 +36,7 @@
 //!   the ATA LBA is six little-endian bytes.
 
 mod macros;
+mod view;
 
 pub mod aoe;
 pub mod ata;

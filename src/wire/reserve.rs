@@ -8,7 +8,8 @@
 //! release; what a set means is the target's business.
 
 use super::ethernet::MacAddr;
-use super::{enum_with_unknown, Error, Rest, Result};
+use super::view::{self, view};
+use super::{enum_with_unknown, Rest, Result};
 
 /// Length of the fixed part of the argument.
 pub const RESERVE_HEADER_LEN: usize = field::MACS.start;
@@ -27,58 +28,24 @@ enum_with_unknown! {
     }
 }
 
-mod field {
-    use super::Rest;
-
-    pub const COMMAND: usize = 0;
-    pub const NMACS: usize = 1;
-    pub const MACS: Rest = 2..;
-}
-
-/// A read/write view of a Reserve/Release argument.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ReservePacket<T: AsRef<[u8]>> {
-    buffer: T,
+view! {
+    /// A read/write view of a Reserve/Release argument.
+    pub struct ReservePacket;
+    mod field {
+        /// Sub-command.
+        COMMAND: usize = 0 => pub command, set_command: ReserveCommand;
+        /// Number of MACs in the list.
+        NMACS: usize = 1 => pub nmacs, set_nmacs: u8;
+        MACS: Rest = 2..;
+    }
 }
 
 impl<T: AsRef<[u8]>> ReservePacket<T> {
-    /// Wraps a buffer without checking it (TX path).
-    pub const fn new_unchecked(buffer: T) -> ReservePacket<T> {
-        ReservePacket { buffer }
-    }
-
-    /// Wraps a buffer after [`check_len`](Self::check_len) (RX path).
-    pub fn new_checked(buffer: T) -> Result<ReservePacket<T>> {
-        let packet = Self::new_unchecked(buffer);
-        packet.check_len()?;
-        Ok(packet)
-    }
-
     /// Checks that the buffer holds the 2-byte header and `nmacs` MACs.
     pub fn check_len(&self) -> Result<()> {
-        let len = self.buffer.as_ref().len();
-        if len < RESERVE_HEADER_LEN
-            || len - RESERVE_HEADER_LEN < usize::from(self.nmacs()) * MAC_LEN
-        {
-            Err(Error)
-        } else {
-            Ok(())
-        }
-    }
-
-    /// Returns the buffer.
-    pub fn into_inner(self) -> T {
-        self.buffer
-    }
-
-    /// Sub-command.
-    pub fn command(&self) -> ReserveCommand {
-        ReserveCommand::from(self.buffer.as_ref()[field::COMMAND])
-    }
-
-    /// Number of MACs in the list.
-    pub fn nmacs(&self) -> u8 {
-        self.buffer.as_ref()[field::NMACS]
+        view::check_len(self.buffer.as_ref().len(), RESERVE_HEADER_LEN, || {
+            usize::from(self.nmacs()) * MAC_LEN
+        })
     }
 
     /// MAC `index`.
@@ -97,16 +64,6 @@ impl<T: AsRef<[u8]>> ReservePacket<T> {
 }
 
 impl<T: AsRef<[u8]> + AsMut<[u8]>> ReservePacket<T> {
-    /// Sets the sub-command.
-    pub fn set_command(&mut self, value: ReserveCommand) {
-        self.buffer.as_mut()[field::COMMAND] = value.into();
-    }
-
-    /// Sets the number of MACs.
-    pub fn set_nmacs(&mut self, value: u8) {
-        self.buffer.as_mut()[field::NMACS] = value;
-    }
-
     /// Writes MAC `index`.
     ///
     /// # Panics
@@ -156,6 +113,7 @@ impl ReserveRepr {
 mod test {
     use super::*;
     use crate::wire::golden::{self, arb_mac, ARG_OFFSET};
+    use crate::wire::Error;
     use proptest::prelude::*;
 
     const MAC_1: MacAddr = MacAddr([0x02, 0, 0, 0, 0, 0x01]);
@@ -209,21 +167,17 @@ mod test {
     #[test]
     fn test_reject_short_header() {
         let frame = golden::reserve_set_request();
-        for len in 0..RESERVE_HEADER_LEN {
-            let bytes = &frame[ARG_OFFSET..ARG_OFFSET + len];
-            assert_eq!(ReservePacket::new_checked(bytes), Err(Error), "len {len}");
-        }
+        golden::assert_rejects_shorter(
+            &frame[ARG_OFFSET..],
+            RESERVE_HEADER_LEN,
+            ReservePacket::new_checked,
+        );
     }
 
     #[test]
     fn test_reject_nmacs_beyond_buffer() {
         let frame = golden::reserve_set_request();
-        let end = ARG_OFFSET + 14;
-        assert!(ReservePacket::new_checked(&frame[ARG_OFFSET..end]).is_ok());
-        assert_eq!(
-            ReservePacket::new_checked(&frame[ARG_OFFSET..end - 1]),
-            Err(Error)
-        );
+        golden::assert_shortest(&frame[ARG_OFFSET..], 14, ReservePacket::new_checked);
         let mut bytes = frame[ARG_OFFSET..].to_vec();
         bytes[1] = 7; // 2 + 7 * 6 = 44 > 36 bytes of argument
         assert_eq!(ReservePacket::new_checked(&bytes[..]), Err(Error));

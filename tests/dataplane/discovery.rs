@@ -91,23 +91,20 @@ pub fn test_config_string(transport: Transport) {
     let mut query = |command, value: &[u8]| client.query_config(&device, command, value);
 
     assert_eq!(query(ConfigCommand::Read, b"").expect("read"), b"");
-    assert_eq!(
-        query(ConfigCommand::Set, b"aoe-xdp test").expect("set"),
-        b"aoe-xdp test"
-    );
-    assert_eq!(
-        query(ConfigCommand::Test, b"aoe-xdp test").expect("test"),
-        b"aoe-xdp test"
-    );
-    assert_eq!(
-        query(ConfigCommand::TestPrefix, b"aoe-xdp").expect("prefix"),
-        b"aoe-xdp test"
-    );
-    // Setting the same string again is fine; a different one conflicts.
-    assert_eq!(
-        query(ConfigCommand::Set, b"aoe-xdp test").expect("same set"),
-        b"aoe-xdp test"
-    );
+    // Each answers with the string set; setting the same string again is fine (a different
+    // one conflicts, below).
+    for (command, value, what) in [
+        (ConfigCommand::Set, &b"aoe-xdp test"[..], "set"),
+        (ConfigCommand::Test, b"aoe-xdp test", "test"),
+        (ConfigCommand::TestPrefix, b"aoe-xdp", "prefix"),
+        (ConfigCommand::Set, b"aoe-xdp test", "same set"),
+    ] {
+        assert_eq!(
+            query(command, value).expect(what),
+            b"aoe-xdp test",
+            "{what}"
+        );
+    }
     assert_aoe_error(
         query(ConfigCommand::Set, b"other"),
         AoeError::ConfigStringPresent,
