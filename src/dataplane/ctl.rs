@@ -23,7 +23,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
@@ -123,6 +123,7 @@ pub struct ReloadHook {
 }
 
 /// What the server works on: the board, and every device's parameters and shared state.
+#[derive(Debug)]
 struct Control {
     board: Arc<StatsBoard>,
     devices: Vec<(Arc<DeviceParams>, Arc<SharedState>)>,
@@ -141,6 +142,8 @@ pub struct CtlSocket {
     path: PathBuf,
     stop: Arc<AtomicBool>,
     thread: Option<JoinHandle<()>>,
+    /// What the server thread works on (locked while it answers one client).
+    control: Arc<Mutex<Control>>,
 }
 
 impl CtlSocket {
@@ -171,26 +174,44 @@ impl CtlSocket {
         std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).map_err(io)?;
         listener.set_nonblocking(true).map_err(io)?;
         let stop = Arc::new(AtomicBool::new(false));
-        let mut control = Control {
+        let control = Arc::new(Mutex::new(Control {
             board,
             devices,
             state_dir,
             advertising,
             baseline: None,
             reload,
-        };
+        }));
         let thread = {
             let stop = Arc::clone(&stop);
+            let control = Arc::clone(&control);
             std::thread::Builder::new()
                 .name("aoe-control".into())
-                .spawn(move || serve(&listener, &mut control, &stop))
+                .spawn(move || serve(&listener, &control, &stop))
                 .map_err(io)?
         };
         Ok(CtlSocket {
             path: path.to_owned(),
             stop,
             thread: Some(thread),
+            control,
         })
+    }
+
+    /// Serves a new dataplane's board and devices from now on (the socket stays; a
+    /// `clear-stats` baseline goes, as the new board counts from zero).
+    pub fn retarget(
+        &self,
+        board: Arc<StatsBoard>,
+        devices: Vec<(Arc<DeviceParams>, Arc<SharedState>)>,
+        (state_dir, advertising): (Arc<StateDir>, usize),
+    ) {
+        let mut control = self.control.lock().unwrap_or_else(PoisonError::into_inner);
+        control.board = board;
+        control.devices = devices;
+        control.state_dir = state_dir;
+        control.advertising = advertising;
+        control.baseline = None;
     }
 
     /// The socket path.
@@ -216,13 +237,14 @@ fn peer_allowed(peer: rustix::process::Uid, own: rustix::process::Uid) -> bool {
     peer.is_root() || peer == own
 }
 
-fn serve(listener: &UnixListener, control: &mut Control, stop: &AtomicBool) {
+fn serve(listener: &UnixListener, control: &Mutex<Control>, stop: &AtomicBool) {
     let own = rustix::process::geteuid();
     while !stop.load(Ordering::Acquire) {
         match listener.accept() {
             Ok((stream, _)) => match rustix::net::sockopt::socket_peercred(&stream) {
                 Ok(peer) if peer_allowed(peer.uid, own) => {
-                    if let Err(error) = answer(stream, control) {
+                    let mut control = control.lock().unwrap_or_else(PoisonError::into_inner);
+                    if let Err(error) = answer(stream, &mut control) {
                         tracing::debug!(%error, "control socket client");
                     }
                 }

@@ -113,7 +113,16 @@ pub fn resolve(patterns: &Interfaces) -> Result<Vec<Interface>, InterfaceError> 
         if !selected {
             continue;
         }
-        if let Some(interface) = read_interface(&name)? {
+        let interface = match read_interface(&name) {
+            Ok(interface) => interface,
+            // Being deleted (or still being created): listed, but its attributes cannot be
+            // read. It is not there; its link event comes when it is.
+            Err(error) => {
+                tracing::debug!(%error, "skipped an interface that cannot be read");
+                None
+            }
+        };
+        if let Some(interface) = interface {
             if interface.up || !matches!(patterns, Interfaces::All) {
                 found.push(interface);
             }

@@ -11,7 +11,7 @@
 use std::fmt::Write as _;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
@@ -40,9 +40,13 @@ pub struct MetricsError {
 /// The endpoint's server thread; stops on drop.
 #[derive(Debug)]
 pub struct MetricsServer {
+    /// The address asked for (`metrics-listen`).
+    configured: SocketAddr,
     address: SocketAddr,
     stop: Arc<AtomicBool>,
     thread: Option<JoinHandle<()>>,
+    /// The board it serves (replaced by [`MetricsServer::retarget`]).
+    board: Arc<Mutex<Arc<StatsBoard>>>,
 }
 
 impl MetricsServer {
@@ -51,6 +55,7 @@ impl MetricsServer {
         address: SocketAddr,
         board: Arc<StatsBoard>,
     ) -> Result<MetricsServer, MetricsError> {
+        let configured = address;
         let error = |message: String| MetricsError { address, message };
         let server = tiny_http::Server::http(address).map_err(|e| error(e.to_string()))?;
         let address = server
@@ -58,18 +63,32 @@ impl MetricsServer {
             .to_ip()
             .ok_or_else(|| error("not an IP address".into()))?;
         let stop = Arc::new(AtomicBool::new(false));
+        let board = Arc::new(Mutex::new(board));
         let thread = {
             let stop = Arc::clone(&stop);
+            let board = Arc::clone(&board);
             std::thread::Builder::new()
                 .name("aoe-metrics".into())
                 .spawn(move || serve(&server, &board, &stop))
                 .map_err(|e| error(e.to_string()))?
         };
         Ok(MetricsServer {
+            configured,
             address,
             stop,
             thread: Some(thread),
+            board,
         })
+    }
+
+    /// Serves a new dataplane's board from now on (its counters start from zero).
+    pub fn retarget(&self, board: Arc<StatsBoard>) {
+        *self.board.lock().unwrap_or_else(PoisonError::into_inner) = board;
+    }
+
+    /// The address it was asked to listen on (`metrics-listen`, port 0 as given).
+    pub fn configured(&self) -> SocketAddr {
+        self.configured
     }
 
     /// The address it listens on (with the port the system chose for port 0).
@@ -88,7 +107,7 @@ impl Drop for MetricsServer {
     }
 }
 
-fn serve(server: &tiny_http::Server, board: &StatsBoard, stop: &AtomicBool) {
+fn serve(server: &tiny_http::Server, board: &Mutex<Arc<StatsBoard>>, stop: &AtomicBool) {
     while !stop.load(Ordering::Acquire) {
         let request = match server.recv_timeout(STOP_POLL) {
             Ok(Some(request)) => request,
@@ -107,7 +126,8 @@ fn serve(server: &tiny_http::Server, board: &StatsBoard, stop: &AtomicBool) {
                 "text/plain; version=0.0.4; charset=utf-8",
             )
             .expect("a valid header");
-            tiny_http::Response::from_string(render(board)).with_header(content_type)
+            let board = Arc::clone(&board.lock().unwrap_or_else(PoisonError::into_inner));
+            tiny_http::Response::from_string(render(&board)).with_header(content_type)
         } else {
             tiny_http::Response::from_string("aoe-xdp: GET /metrics\n").with_status_code(404)
         };

@@ -24,7 +24,7 @@ pub mod worker;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crate::aoe::{PortInfo, Target};
 use crate::config::{Config, IdleMode, PacketRing, SocketKind, XdpMode as ConfigXdpMode};
@@ -37,7 +37,7 @@ use crate::sys::xdp::loader::{self, XdpMode, XdpProgram};
 use crate::sys::xdp::xsk::{BindPreference, BusyPoll, BusyPollReach, XskConfig, XskPort};
 use crate::sys::xdp::DstFilter;
 
-use counters::{UnitStats, WorkerStats};
+use counters::UnitStats;
 use devices::Devices;
 use interfaces::Interface;
 use port::{NetPort, Port};
@@ -88,24 +88,33 @@ pub enum DataplaneError {
     Spawn(std::io::Error),
 }
 
-/// A worker thread; it returns its units' counters and its own, or the port error that
-/// stopped it.
-type WorkerHandle = JoinHandle<Result<(Vec<UnitStats>, WorkerStats), port::PortError>>;
+/// A worker thread; it returns its units' counters, its own and its ports, or the port error
+/// that stopped it.
+type WorkerHandle = JoinHandle<Result<worker::WorkerExit<Port>, port::PortError>>;
 
 /// A running dataplane.
 pub struct Dataplane {
     /// Serves statistics until the dataplane is dropped (after the workers stopped).
     ctl_socket: Option<ctl::CtlSocket>,
     /// The metrics endpoint, if configured and listening; held for its `Drop`, which stops it.
-    _metrics: Option<metrics::MetricsServer>,
+    metrics: Option<metrics::MetricsServer>,
     stop: Arc<AtomicBool>,
     workers: Vec<WorkerHandle>,
-    /// Detached on drop, after the workers stopped (field order: workers are joined first in
-    /// `shutdown`; on a plain drop `Drop` joins them before these go).
-    programs: Vec<XdpProgram>,
+    /// Per interface (same order as `interfaces`): its XDP program, if it is served over
+    /// AF_XDP. Detached on drop, after the workers stopped (field order: workers are joined
+    /// first in `shutdown`; on a plain drop `Drop` joins them before these go).
+    programs: Vec<Option<XdpProgram>>,
     interfaces: Vec<Interface>,
+    /// Per unit (its global index): the interface (index into `interfaces`) and the RX queue
+    /// its port serves.
+    homes: Vec<(usize, usize)>,
+    /// The settings the ports were opened with.
+    settings: PortSettings,
     /// `interface:transport` of every port, for logs and tests.
     kinds: Vec<String>,
+    /// For a dataplane that took over from another ([`Dataplane::serve_on`]): from the old
+    /// workers' stop to the new ones' start, while no request was taken.
+    paused: Option<Duration>,
 }
 
 /// One (interface, queue) socket before it is given to a worker.
@@ -116,6 +125,59 @@ struct PendingPort {
     queue: usize,
     /// `interface:queue:transport`, for statistics.
     label: String,
+}
+
+/// What the stopped workers handed back: every unit's counters, and each port with its unit's
+/// global index.
+type Joined = (Vec<UnitStats>, Vec<(u16, Port)>);
+
+/// An interface's XDP program (AF_XDP only) and its ports, one per RX queue in queue order.
+type Opened = (Option<XdpProgram>, Vec<Port>);
+
+/// The `[target]` settings an interface's sockets are opened with: a dataplane that serves on
+/// with a new configuration keeps an interface's sockets only if these did not change.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct PortSettings {
+    socket: SocketKind,
+    xdp_mode: ConfigXdpMode,
+    packet_ring: PacketRing,
+    /// UMEM frames and the four AF_XDP ring sizes.
+    rings: [u32; 5],
+    idle: IdleMode,
+    busy_poll: (u16, u32),
+    accept_any_destination: bool,
+}
+
+impl PortSettings {
+    fn of(config: &Config) -> PortSettings {
+        let target = &config.target;
+        PortSettings {
+            socket: target.socket,
+            xdp_mode: target.xdp_mode,
+            packet_ring: target.packet_ring,
+            rings: [
+                target.umem_frames,
+                target.fill_ring_size,
+                target.completion_ring_size,
+                target.rx_ring_size,
+                target.tx_ring_size,
+            ],
+            idle: target.idle,
+            busy_poll: (target.busy_poll_budget, target.busy_poll_usecs),
+            accept_any_destination: target.accept_any_destination,
+        }
+    }
+}
+
+/// Whether an interface served before can keep its sockets as `now`: the same interface (name
+/// and index), with the same MAC (the XDP program filters on it), MTU (sectors per request,
+/// jumbo sockets) and RX queues.
+fn unchanged(before: &Interface, now: &Interface) -> bool {
+    before.name == now.name
+        && before.ifindex == now.ifindex
+        && before.mac == now.mac
+        && before.mtu == now.mtu
+        && before.rx_queues == now.rx_queues
 }
 
 impl Dataplane {
@@ -129,31 +191,115 @@ impl Dataplane {
         config: &Config,
         reload: &ctl::ReloadHook,
     ) -> Result<Dataplane, DataplaneError> {
-        let interfaces = interfaces::resolve(&config.target.interfaces)?;
-        if interfaces.len() > 64 {
-            return Err(DataplaneError::TooManyInterfaces(interfaces.len()));
+        let interfaces = resolve(config)?;
+        let mut opened = Vec::with_capacity(interfaces.len());
+        for interface in &interfaces {
+            opened.push(open_interface(config, interface)?);
         }
+        Dataplane::assemble(config, reload, interfaces, opened, (None, None))
+    }
+
+    /// Serves `config` in place of this dataplane, with as short a pause as it can: the
+    /// interfaces that are new (another interface index) get their sockets while the old
+    /// workers still serve; then the workers stop (every request in flight answered), every
+    /// interface that is still there unchanged (see [`unchanged`]; the port settings the same
+    /// too) keeps its sockets and XDP program, a changed one is released and opened again, and
+    /// new workers start over them all; only then are the interfaces that went away released.
+    /// The control socket and the metrics endpoint stay where their address did not change.
+    /// Requests that arrive meanwhile wait in the kept sockets' rings.
+    pub fn serve_on(
+        mut self,
+        config: &Config,
+        reload: &ctl::ReloadHook,
+    ) -> Result<Dataplane, DataplaneError> {
+        let interfaces = resolve(config)?;
+        let same_settings = self.settings == PortSettings::of(config);
+        let served = |interface: &Interface| {
+            self.interfaces
+                .iter()
+                .any(|before| before.ifindex == interface.ifindex)
+        };
+        let mut fresh = Vec::with_capacity(interfaces.len());
+        for interface in &interfaces {
+            fresh.push(match served(interface) {
+                false => Some(open_interface(config, interface)?),
+                true => None,
+            });
+        }
+        let homes = std::mem::take(&mut self.homes);
+        let old_interfaces = std::mem::take(&mut self.interfaces);
+        let old_programs = std::mem::take(&mut self.programs);
+        // Per old interface, per queue: its port, if its worker handed it back.
+        let mut old_ports: Vec<Vec<Option<Port>>> = (0..old_interfaces.len())
+            .map(|index| {
+                homes
+                    .iter()
+                    .filter(|home| home.0 == index)
+                    .map(|_| None)
+                    .collect()
+            })
+            .collect();
+        let stopping = Instant::now();
+        for (id, port) in self.stop_workers() {
+            let (interface, queue) = homes[usize::from(id)];
+            old_ports[interface][queue] = Some(port);
+        }
+        let mut kept = Vec::new();
+        let mut gone = Vec::new();
+        for ((before, program), ports) in
+            old_interfaces.into_iter().zip(old_programs).zip(old_ports)
+        {
+            let ports: Option<Vec<Port>> = ports.into_iter().collect();
+            let still = interfaces.iter().any(|now| unchanged(&before, now));
+            let index_taken = interfaces.iter().any(|now| now.ifindex == before.ifindex);
+            match ports {
+                Some(ports) if same_settings && still => {
+                    tracing::info!(interface = %before.name, "unchanged: its sockets stay");
+                    kept.push((before.name, (program, ports)));
+                }
+                // Opened again below, so released first (one program per interface).
+                ports if index_taken => release(&before.name, program, ports),
+                ports => gone.push((before.name, program, ports)),
+            }
+        }
+        let mut opened = Vec::with_capacity(interfaces.len());
+        for (interface, fresh) in interfaces.iter().zip(fresh) {
+            let at = kept.iter().position(|(name, _)| *name == interface.name);
+            opened.push(match (at, fresh) {
+                (Some(at), _) => kept.swap_remove(at).1,
+                (None, Some(fresh)) => fresh,
+                (None, None) => open_interface(config, interface)?,
+            });
+        }
+        let ctl_socket = self.ctl_socket.take();
+        let metrics = self.metrics.take();
+        let mut dataplane =
+            Dataplane::assemble(config, reload, interfaces, opened, (ctl_socket, metrics))?;
+        dataplane.paused = Some(stopping.elapsed());
+        for (name, program, ports) in gone {
+            release(&name, program, ports);
+        }
+        Ok(dataplane)
+    }
+
+    /// Opens the devices over `interfaces` and their `opened` ports, starts the workers, and
+    /// serves the control socket and the metrics endpoint (the `previous` ones where their
+    /// address is unchanged).
+    fn assemble(
+        config: &Config,
+        reload: &ctl::ReloadHook,
+        interfaces: Vec<Interface>,
+        opened: Vec<Opened>,
+        previous: (Option<ctl::CtlSocket>, Option<metrics::MetricsServer>),
+    ) -> Result<Dataplane, DataplaneError> {
         let devices = devices::open(config, &interfaces)?;
-        let mut programs = Vec::new();
-        let mut ports = Vec::new();
+        let mut programs = Vec::with_capacity(opened.len());
+        let mut pending = Vec::new();
+        let mut homes = Vec::new();
         let mut kinds = Vec::new();
-        for (index, interface) in interfaces.iter().enumerate() {
-            // Whatever the transport: the XDP program of a running aoe-xdp would take every
-            // request away from us (and `detach_stale` must not remove a live one's).
-            loader::check_not_served(interface.ifindex).map_err(|source| DataplaneError::Xdp {
-                interface: interface.name.clone(),
-                source,
-            })?;
-            let sockets = match config.target.socket {
-                SocketKind::Xdp => open_xdp(config, interface)?,
-                SocketKind::Packet => vec![open_packet(config, interface, None)?],
-                SocketKind::Auto => match open_xdp(config, interface) {
-                    Ok(sockets) => sockets,
-                    Err(error) => vec![open_packet(config, interface, Some(&error))?],
-                },
-            };
-            for (queue, (program, port)) in sockets.into_iter().enumerate() {
-                programs.extend(program);
+        for (index, (interface, (program, ports))) in interfaces.iter().zip(opened).enumerate() {
+            programs.push(program);
+            for (queue, port) in ports.into_iter().enumerate() {
                 // A request and its reply live in one frame (or slab): never advertise more
                 // sectors than the port's frames hold, whatever the MTU.
                 let info = PortInfo {
@@ -170,7 +316,8 @@ impl Dataplane {
                 );
                 kinds.push(format!("{}:{}", interface.name, port.kind()));
                 let label = format!("{}:{queue}:{}", interface.name, port.kind());
-                ports.push(PendingPort {
+                homes.push((index, queue));
+                pending.push(PendingPort {
                     port,
                     info,
                     queue,
@@ -179,55 +326,28 @@ impl Dataplane {
             }
         }
         let stop = Arc::new(AtomicBool::new(false));
-        let (workers, board) = spawn_workers(config, &devices, ports, &stop)?;
-        let path = &config.target.control_socket;
-        let metrics = config.target.metrics_listen.and_then(|address| {
-            match metrics::MetricsServer::start(address, Arc::clone(&board)) {
-                Ok(server) => {
-                    tracing::info!(address = %server.address(), "metrics endpoint ready: GET /metrics");
-                    Some(server)
-                }
-                Err(error) => {
-                    tracing::error!(%error, "no metrics endpoint (storage is served regardless)");
-                    None
-                }
-            }
-        });
-        let ctl_socket = match ctl::CtlSocket::start(
-            path,
-            board,
-            devices.devices.clone(),
-            (
-                Arc::clone(&devices.state_dir),
-                devices
-                    .advertise_to
-                    .iter()
-                    .filter(|to| !to.is_empty())
-                    .count(),
-            ),
-            reload.clone(),
-        ) {
-            Ok(socket) => {
-                tracing::info!(path = %path.display(), "control socket ready: aoe-xdp ctl");
-                Some(socket)
-            }
-            Err(error) => {
-                tracing::warn!(
-                    %error,
-                    "no control socket: no aoe-xdp ctl, statistics are logged at exit only"
-                );
-                None
-            }
-        };
+        let (workers, board) = spawn_workers(config, &devices, pending, &stop)?;
+        let (old_ctl, old_metrics) = previous;
+        let metrics = serve_metrics(config, &board, old_metrics);
+        let ctl_socket = serve_ctl(config, reload, &devices, board, old_ctl);
         Ok(Dataplane {
             ctl_socket,
-            _metrics: metrics,
+            metrics,
             stop,
             workers,
             programs,
             interfaces,
+            homes,
+            settings: PortSettings::of(config),
             kinds,
+            paused: None,
         })
+    }
+
+    /// How long requests went untaken while this dataplane took over from the one before it
+    /// (`None` for one that started afresh).
+    pub fn paused(&self) -> Option<Duration> {
+        self.paused
     }
 
     /// The interfaces being served.
@@ -248,8 +368,8 @@ impl Dataplane {
     /// Stops the workers, waits for them, detaches the XDP programs; returns the counters of
     /// every unit, or the first worker error.
     pub fn shutdown(mut self) -> Result<Vec<UnitStats>, port::PortError> {
-        let result = self.join();
-        for program in self.programs.drain(..) {
+        let result = self.join().map(|(stats, _)| stats);
+        for program in self.programs.drain(..).flatten() {
             if let Err(error) = program.detach() {
                 tracing::error!(%error, "could not detach the XDP program");
             }
@@ -257,14 +377,31 @@ impl Dataplane {
         result
     }
 
-    fn join(&mut self) -> Result<Vec<UnitStats>, port::PortError> {
+    /// Stops the workers and returns the ports of those that stopped cleanly, each with its
+    /// unit's global index (a worker's port error is logged: its ports are gone).
+    fn stop_workers(&mut self) -> Vec<(u16, Port)> {
+        match self.join() {
+            Ok((_, ports)) => ports,
+            Err(error) => {
+                // The worker of a deleted interface: its requests could not be answered.
+                tracing::info!(%error, "a worker of the old dataplane had stopped");
+                Vec::new()
+            }
+        }
+    }
+
+    fn join(&mut self) -> Result<Joined, port::PortError> {
         // Release: pairs with the workers' Acquire load of `stop`.
         self.stop.store(true, Ordering::Release);
         let mut all = Vec::new();
+        let mut ports = Vec::new();
         let mut first_error = None;
         for worker in self.workers.drain(..) {
             match worker.join() {
-                Ok(Ok((stats, _))) => all.extend(stats),
+                Ok(Ok(exit)) => {
+                    all.extend(exit.units);
+                    ports.extend(exit.ports);
+                }
                 Ok(Err(error)) => {
                     first_error.get_or_insert(error);
                 }
@@ -273,7 +410,7 @@ impl Dataplane {
         }
         match first_error {
             Some(error) => Err(error),
-            None => Ok(all),
+            None => Ok((all, ports)),
         }
     }
 
@@ -287,6 +424,104 @@ impl Drop for Dataplane {
     fn drop(&mut self) {
         let _ = self.join();
         // `programs` detach in their own Drop.
+    }
+}
+
+/// Closes an interface's sockets, then detaches its XDP program.
+fn release(name: &str, program: Option<XdpProgram>, ports: Option<Vec<Port>>) {
+    drop(ports);
+    if let Some(program) = program {
+        if let Err(error) = program.detach() {
+            tracing::error!(interface = %name, %error, "could not detach the XDP program");
+        }
+    }
+}
+
+/// The configured interfaces that exist (at most 64).
+fn resolve(config: &Config) -> Result<Vec<Interface>, DataplaneError> {
+    let interfaces = interfaces::resolve(&config.target.interfaces)?;
+    if interfaces.len() > 64 {
+        return Err(DataplaneError::TooManyInterfaces(interfaces.len()));
+    }
+    Ok(interfaces)
+}
+
+/// Opens `interface`'s sockets as configured: AF_XDP (with its program), AF_PACKET, or AF_XDP
+/// with AF_PACKET as the fallback.
+fn open_interface(config: &Config, interface: &Interface) -> Result<Opened, DataplaneError> {
+    // Whatever the transport: the XDP program of a running aoe-xdp would take every request
+    // away from us (and `detach_stale` must not remove a live one's).
+    loader::check_not_served(interface.ifindex).map_err(|source| DataplaneError::Xdp {
+        interface: interface.name.clone(),
+        source,
+    })?;
+    let packet = |error| Ok((None, vec![open_packet(config, interface, error)?]));
+    match config.target.socket {
+        SocketKind::Xdp => open_xdp(config, interface),
+        SocketKind::Packet => packet(None),
+        SocketKind::Auto => match open_xdp(config, interface) {
+            Ok(opened) => Ok(opened),
+            Err(error) => packet(Some(&error)),
+        },
+    }
+}
+
+/// The metrics endpoint if configured: `old`, serving `board` now, if it listens on the
+/// configured address; otherwise a new one.
+fn serve_metrics(
+    config: &Config,
+    board: &Arc<StatsBoard>,
+    old: Option<metrics::MetricsServer>,
+) -> Option<metrics::MetricsServer> {
+    let address = config.target.metrics_listen?;
+    if let Some(server) = old.filter(|server| server.configured() == address) {
+        server.retarget(Arc::clone(board));
+        return Some(server);
+    }
+    match metrics::MetricsServer::start(address, Arc::clone(board)) {
+        Ok(server) => {
+            tracing::info!(address = %server.address(), "metrics endpoint ready: GET /metrics");
+            Some(server)
+        }
+        Err(error) => {
+            tracing::error!(%error, "no metrics endpoint (storage is served regardless)");
+            None
+        }
+    }
+}
+
+/// The control socket: `old`, serving the new board and devices now, if it is at the
+/// configured path; otherwise a new one.
+fn serve_ctl(
+    config: &Config,
+    reload: &ctl::ReloadHook,
+    devices: &Devices,
+    board: Arc<StatsBoard>,
+    old: Option<ctl::CtlSocket>,
+) -> Option<ctl::CtlSocket> {
+    let path = &config.target.control_socket;
+    let advertising = devices
+        .advertise_to
+        .iter()
+        .filter(|to| !to.is_empty())
+        .count();
+    let state = (Arc::clone(&devices.state_dir), advertising);
+    if let Some(socket) = old.filter(|socket| socket.path() == path) {
+        socket.retarget(board, devices.devices.clone(), state);
+        return Some(socket);
+    }
+    match ctl::CtlSocket::start(path, board, devices.devices.clone(), state, reload.clone()) {
+        Ok(socket) => {
+            tracing::info!(path = %path.display(), "control socket ready: aoe-xdp ctl");
+            Some(socket)
+        }
+        Err(error) => {
+            tracing::warn!(
+                %error,
+                "no control socket: no aoe-xdp ctl, statistics are logged at exit only"
+            );
+            None
+        }
     }
 }
 
@@ -318,7 +553,7 @@ fn open_packet(
     config: &Config,
     interface: &Interface,
     xdp_failure: Option<&DataplaneError>,
-) -> Result<(Option<XdpProgram>, Port), DataplaneError> {
+) -> Result<Port, DataplaneError> {
     match xdp_failure {
         Some(error) => tracing::error!(
             interface = %interface.name,
@@ -356,15 +591,12 @@ fn open_packet(
             source,
         }
     })?;
-    Ok((None, Port::Packet(port)))
+    Ok(Port::Packet(port))
 }
 
 /// Attaches the program to `interface` and binds one socket per RX queue. On failure nothing
 /// is left attached (the program detaches when dropped).
-fn open_xdp(
-    config: &Config,
-    interface: &Interface,
-) -> Result<Vec<(Option<XdpProgram>, Port)>, DataplaneError> {
+fn open_xdp(config: &Config, interface: &Interface) -> Result<Opened, DataplaneError> {
     let xdp_error = |source| DataplaneError::Xdp {
         interface: interface.name.clone(),
         source,
@@ -417,12 +649,7 @@ fn open_xdp(
         port.set_program_counters(program.queue_counters(queue).map_err(xdp_error)?);
         ports.push(Port::Xsk(port));
     }
-    // The program goes with the first port; it lives as long as the dataplane.
-    let mut program = Some(program);
-    Ok(ports
-        .into_iter()
-        .map(|port| (program.take(), port))
-        .collect())
+    Ok((Some(program), ports))
 }
 
 /// An io_uring engine over every port's frame memory (a worker submits the requests of its
@@ -561,7 +788,7 @@ fn spawn_workers(
                     "worker running"
                 );
                 let result = worker::run(target, worker, idle, &stop);
-                if let Ok((_, stats)) = &result {
+                if let Ok(worker::WorkerExit { stats, .. }) = &result {
                     tracing::info!(
                         worker = index,
                         jobs = stats.jobs,

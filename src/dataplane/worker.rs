@@ -863,14 +863,25 @@ fn set_timer_slack(nap: Duration) {
     }
 }
 
+/// What a worker hands back when it stops: its units' counters, its own, and its ports (each
+/// with its unit's global index), drained, for a dataplane that serves on with them.
+pub struct WorkerExit<P: NetPort> {
+    /// Per unit, its counters.
+    pub units: Vec<UnitStats>,
+    /// The worker's own counters.
+    pub stats: WorkerStats,
+    /// Per unit: its global index and its port.
+    pub ports: Vec<(u16, P)>,
+}
+
 /// Runs `worker` on the current thread until `stop` is set, then drains it; returns its
-/// units' counters and its own.
+/// units' counters, its own and its ports.
 pub fn run<P: NetPort>(
     mut target: Target,
     mut worker: Worker<P>,
     idle: Idle,
     stop: &AtomicBool,
-) -> Result<(Vec<UnitStats>, WorkerStats), PortError> {
+) -> Result<WorkerExit<P>, PortError> {
     // Since when the worker found nothing to do (`None` while busy).
     let mut idle_since: Option<Instant> = None;
     // The clock is read every iteration only when the engine holds requests back for
@@ -929,5 +940,11 @@ pub fn run<P: NetPort>(
         .iter()
         .map(|u| u.snapshot(&UnitStats::default()))
         .collect();
-    Ok((units, worker.stats()))
+    let stats = worker.stats();
+    let ports = worker.units.into_iter().map(|u| (u.id, u.port)).collect();
+    Ok(WorkerExit {
+        units,
+        stats,
+        ports,
+    })
 }

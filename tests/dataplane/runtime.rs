@@ -15,6 +15,7 @@ use crate::common::netns::in_netns;
 use crate::common::target::TargetProcess;
 use crate::fixture::{discover_one, Net, Setup, SECTORS, SHELF, SLOT};
 use crate::patterns::pattern;
+use crate::stops::{assert_read_back, spawn_writer, wait_acked, ROOMY_SECTORS};
 
 /// How long the target may take to follow a change.
 const FOLLOW: Duration = Duration::from_secs(10);
@@ -322,4 +323,112 @@ fn test_down_and_up_under_the_default_interfaces_needs_no_restart() {
         !log.contains("serving again"),
         "a restart for a down/up:\n{log}"
     );
+}
+
+/// Changes elsewhere leave a path's verified I/O undisturbed: while an initiator writes over
+/// `vt1` with little patience (100 ms, 3 tries, then the write fails), a reload adds a device,
+/// another removes it, and `vt0` is deleted and created again. Every write is acknowledged and
+/// reads back, `vt1` keeps its sockets through every change (no restart of its receive path),
+/// the added device was served, and the new `vt0` is served again.
+#[test]
+fn test_changes_elsewhere_leave_a_paths_io_undisturbed() {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    use std::sync::Arc;
+    let Some((net, dir)) = Setup::new("dp-calm")
+        .paths(2)
+        .interfaces(&["vt*"])
+        .target("socket = \"xdp\"")
+        .sectors(ROOMY_SECTORS)
+        .build()
+    else {
+        return;
+    };
+    let socket = dir.control_socket();
+    let target = dir.start(&net.target_ns);
+    let mut writer_client = net.client(1).with_retry(Duration::from_millis(100), 3);
+    let device = discover_one(&mut writer_client);
+    let acked = Arc::new(AtomicU64::new(0));
+    let blocks = ROOMY_SECTORS / 2;
+    let writer = spawn_writer(
+        writer_client,
+        device,
+        (0, blocks, 11),
+        false,
+        Arc::clone(&acked),
+    );
+    wait_acked(&acked, 50);
+    let mut restarts = 0;
+    let writes_during = |what: &str, restarts: usize| {
+        let before = acked.load(Ordering::Relaxed);
+        wait_log(&target, "serving again", restarts);
+        wait_acked(&acked, before + 20);
+        assert!(
+            acked.load(Ordering::Relaxed) >= before + 20,
+            "vt1 stopped answering after {what}"
+        );
+    };
+
+    // A reload adds a device; it is served (over vt1, beside the writes).
+    let original = std::fs::read_to_string(dir.config()).unwrap();
+    let second = dir.path().join("second.img");
+    std::fs::File::create(&second)
+        .and_then(|file| file.set_len(SECTORS * 512))
+        .unwrap();
+    let added = format!(
+        "{original}\n[[device]]\npath = {second:?}\nshelf = {SHELF}\nslot = {}\n",
+        SLOT + 1
+    );
+    std::fs::write(dir.config(), added).unwrap();
+    assert_eq!(ctl_reload(&socket).0, Some(0));
+    restarts += 1;
+    writes_during("a reload that added a device", restarts);
+    let mut other = net.client(1);
+    let found = other.discover(Duration::from_secs(2)).expect("discover");
+    let new_device = found
+        .iter()
+        .find(|f| f.slot == SLOT + 1)
+        .expect("the added device");
+    let data = pattern(8, 2, 3);
+    other
+        .write(new_device, 8, &data, true)
+        .expect("write to the added device");
+    assert_eq!(other.read(new_device, 8, 2, true).expect("read"), data);
+
+    // A reload removes it again.
+    std::fs::write(dir.config(), &original).unwrap();
+    assert_eq!(ctl_reload(&socket).0, Some(0));
+    restarts += 1;
+    writes_during("a reload that removed a device", restarts);
+
+    // vt0 goes away and comes back.
+    net.target_ns
+        .ip(&["link", "del", "vt0"])
+        .expect("delete vt0");
+    restarts += 1;
+    writes_during("vt0 was deleted", restarts);
+    let _again = Veth::new(&net.target_ns, "vt0", &net.client_ns, "vc0")
+        .create()
+        .expect("vt0 again");
+    restarts += 1;
+    writes_during("vt0 was created again", restarts);
+    let mut first = client_on(&net, "vc0");
+    let found = discover_one(&mut first);
+    assert_eq!((found.shelf, found.slot), (SHELF, SLOT));
+
+    assert!(
+        !writer.is_finished(),
+        "the writes ended before the changes did: the test proves nothing"
+    );
+    let (done, _) = writer.join().expect("writer thread");
+    assert_eq!(done.len() as u64, blocks, "a write over vt1 failed");
+    assert_read_back(&net, 1, &done, "the changes");
+    let log = target.stop();
+    assert!(!log.contains("ERROR"), "{log}");
+    assert_eq!(
+        log.matches("unchanged: its sockets stay interface=vt1")
+            .count(),
+        restarts,
+        "{log}"
+    );
+    assert_eq!(pauses(&log).len(), restarts);
 }

@@ -16,7 +16,7 @@ const KILL_ROUND_SECTORS: u64 = SECTORS / KILL_ROUNDS;
 /// (`blocks` of them, each once, seeds from `seed`) until a write fails, FLUSHing after every
 /// 16 when `flushing`; counts the acknowledged ones in `acked`. Returns (lba, seed) of the
 /// acknowledged writes and how many of them a completed FLUSH covers.
-fn spawn_writer(
+pub fn spawn_writer(
     mut client: Client,
     device: Found,
     (first_lba, blocks, seed): (u64, u64, u64),
@@ -47,7 +47,7 @@ fn spawn_writer(
 }
 
 /// Waits until `acked` reaches `count` (at most 10 s).
-fn wait_acked(acked: &std::sync::atomic::AtomicU64, count: u64) {
+pub fn wait_acked(acked: &std::sync::atomic::AtomicU64, count: u64) {
     let deadline = Instant::now() + Duration::from_secs(10);
     while acked.load(std::sync::atomic::Ordering::Relaxed) < count && Instant::now() < deadline {
         std::thread::sleep(Duration::from_micros(200));
@@ -55,7 +55,7 @@ fn wait_acked(acked: &std::sync::atomic::AtomicU64, count: u64) {
 }
 
 /// Reads back every (lba, seed) of `writes` through path `path` of a running target.
-fn assert_read_back(net: &Net, path: usize, writes: &[(u64, u64)], what: &str) {
+pub fn assert_read_back(net: &Net, path: usize, writes: &[(u64, u64)], what: &str) {
     let mut client = net.client(path);
     let device = discover_one(&mut client);
     for &(lba, seed) in writes {
@@ -114,7 +114,7 @@ fn kill_9_during_writes(durability: &str) {
 }
 
 /// 8 MiB: room for writes that go on for the moment a stop or a link change takes.
-const ROOMY_SECTORS: u64 = 16384;
+pub const ROOMY_SECTORS: u64 = 16384;
 
 /// Two paths (`vt0`, `vt1`) to an AF_XDP target exporting one device of [`ROOMY_SECTORS`].
 fn two_paths_with_room(tag: &str) -> Setup {
