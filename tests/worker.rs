@@ -472,3 +472,63 @@ fn test_dropped_frames_go_unanswered_and_their_retransmissions_are_served() {
     }
     assert_all_free(port.inner());
 }
+
+/// A port that fails while the worker has another: `give_up_port` gives it up (the worker
+/// receives and transmits on it no more) and the other port serves on; the last port's
+/// failure is returned instead.
+#[test]
+fn test_a_failed_port_is_given_up_and_the_other_serves_on() {
+    let disks = Disks::new(1);
+    let units: Vec<_> = (0..2u16)
+        .map(|id| {
+            let port = FaultyPort::new(LoopbackPort::new(FRAMES).unwrap(), FaultConfig::default());
+            Unit::new(id, port, PORT, CAPACITY, Arc::clone(&disks.state_dir))
+        })
+        .collect();
+    let arenas: Vec<_> = units
+        .iter()
+        .flat_map(|unit| unit.port().io_arenas().cloned())
+        .collect();
+    let queues = Arc::new(Queues::new(vec![0], &[CAPACITY, CAPACITY]));
+    let mut worker = disks.worker(0, units, &arenas, &queues);
+    let mut target = disks.target();
+    worker.units_mut()[0]
+        .port_mut()
+        .fail_next(FaultCall::FlushTx);
+    let error = worker
+        .poll(&mut target, Instant::now())
+        .expect_err("the injected flush failure is reported");
+    assert!(!worker.gave_up_a_port());
+    worker.give_up_port(error).expect("another port works");
+    assert!(worker.gave_up_a_port());
+
+    let data = pattern(9, 1024);
+    let given_up = worker.units_mut()[0].port_mut().inner_mut();
+    given_up.push_rx(&write_request(0, 0x30, 16, &data));
+    worker.units_mut()[1]
+        .port_mut()
+        .inner_mut()
+        .push_rx(&write_request(0, 0x31, 24, &data));
+    let mut workers = [(worker, target)];
+    let sent = run_until(&mut workers, faulty_sent, |sent| !sent.is_empty());
+    assert_eq!(sent.len(), 1, "only the working port answers");
+    let (tag, status, _) = ata_reply(&sent[0]);
+    assert_eq!((tag, status & ata_status::ERR), (0x31, 0));
+    assert_eq!(disks.read_file(0, 24, 2), data);
+    assert_eq!(
+        disks.read_file(0, 16, 2),
+        vec![0; 1024],
+        "nothing taken from the given-up port"
+    );
+
+    // The last working port fails: that error is the worker's.
+    let (worker, target) = &mut workers[0];
+    worker.units_mut()[1]
+        .port_mut()
+        .fail_next(FaultCall::FlushTx);
+    let error = worker.poll(target, Instant::now()).expect_err("reported");
+    assert!(matches!(
+        worker.give_up_port(error),
+        Err(PortError::Injected { call: "flush_tx" })
+    ));
+}

@@ -99,6 +99,8 @@ pub struct Dataplane {
     /// The metrics endpoint, if configured and listening; held for its `Drop`, which stops it.
     metrics: Option<metrics::MetricsServer>,
     stop: Arc<AtomicBool>,
+    /// Set by a worker that gave up a failed port and serves its others.
+    port_lost: Arc<AtomicBool>,
     workers: Vec<WorkerHandle>,
     /// Per interface (same order as `interfaces`): its XDP program, if it is served over
     /// AF_XDP. Detached on drop, after the workers stopped (field order: workers are joined
@@ -326,7 +328,8 @@ impl Dataplane {
             }
         }
         let stop = Arc::new(AtomicBool::new(false));
-        let (workers, board) = spawn_workers(config, &devices, pending, &stop)?;
+        let port_lost = Arc::new(AtomicBool::new(false));
+        let (workers, board) = spawn_workers(config, &devices, pending, (&stop, &port_lost))?;
         let (old_ctl, old_metrics) = previous;
         let metrics = serve_metrics(config, &board, old_metrics);
         let ctl_socket = serve_ctl(config, reload, &devices, board, old_ctl);
@@ -334,6 +337,7 @@ impl Dataplane {
             ctl_socket,
             metrics,
             stop,
+            port_lost,
             workers,
             programs,
             interfaces,
@@ -414,9 +418,11 @@ impl Dataplane {
         }
     }
 
-    /// True while every worker is running (a worker stops only on a fatal port error).
+    /// True while every worker is running with every port (a worker stops when its last port
+    /// fails, and gives up a failed port while others work).
     pub fn healthy(&self) -> bool {
-        self.workers.iter().all(|w| !w.is_finished())
+        // Acquire: pairs with the worker's Release store.
+        !self.port_lost.load(Ordering::Acquire) && self.workers.iter().all(|w| !w.is_finished())
     }
 }
 
@@ -676,7 +682,7 @@ fn spawn_workers(
     config: &Config,
     devices: &Devices,
     ports: Vec<PendingPort>,
-    stop: &Arc<AtomicBool>,
+    (stop, port_lost): (&Arc<AtomicBool>, &Arc<AtomicBool>),
 ) -> Result<(Vec<WorkerHandle>, Arc<StatsBoard>), DataplaneError> {
     let cores = &config.target.worker_cores;
     let worker_count = cores.len().clamp(1, ports.len().max(1));
@@ -740,6 +746,7 @@ fn spawn_workers(
         let destinations = devices.advertise_to.clone();
         let announcing = Arc::clone(&announcing);
         let stop = stop.clone();
+        let port_lost = Arc::clone(port_lost);
         let engine = engine_for(config, devices, &arenas);
         let mut worker = Worker::new(index, engine, units, Arc::clone(&queues));
         worker.set_board(Arc::clone(&board));
@@ -787,7 +794,7 @@ fn spawn_workers(
                     devices = worker.devices().len(),
                     "worker running"
                 );
-                let result = worker::run(target, worker, idle, &stop);
+                let result = worker::run(target, worker, idle, (&stop, &port_lost));
                 if let Ok(worker::WorkerExit { stats, .. }) = &result {
                     tracing::info!(
                         worker = index,

@@ -8,7 +8,8 @@
 //! - a reload is asked for (SIGHUP, or `aoe-xdp ctl reload`) and the configuration file checks
 //!   out, backing files included ([`Config::load_for_serving`]); a file that does not is
 //!   refused with its problems and the running configuration stays;
-//! - a worker stopped because its interface went away;
+//! - a port failed (its interface deleted under traffic, say): its worker gave it up and serves
+//!   its other ports, or stopped if it had none;
 //! - a backing file or block device grew or shrank (looked at every [`SIZE_CHECK`]): IDENTIFY
 //!   then reports the new size, the devices are announced again (the Linux initiator takes the
 //!   new size from that), and requests beyond a shrunken end get ATA IDNF. A device whose
@@ -45,9 +46,6 @@ pub enum SupervisorError {
     /// The dataplane could not be started.
     #[error(transparent)]
     Start(Box<DataplaneError>),
-    /// A worker stopped, although its interfaces are all still there.
-    #[error("a worker stopped on an interface that is still there")]
-    WorkerFailed,
     /// The link-event socket failed.
     #[error("link events: {0}")]
     Links(std::io::Error),
@@ -153,7 +151,9 @@ impl Supervisor {
                 );
                 self.restart(None)?;
             } else if failed {
-                return Err(SupervisorError::WorkerFailed);
+                // A port failed on an interface that is still there: open it again.
+                tracing::warn!(interfaces = ?now, "a port failed: restarting the dataplane");
+                self.restart(None)?;
             }
         }
         Ok(())

@@ -126,6 +126,9 @@ pub struct Unit<P: NetPort = Port> {
     burst: RxBurst,
     state_dir: Arc<StateDir>,
     stats: UnitStats,
+    /// Its port failed (its interface deleted under traffic, say): the worker neither receives
+    /// nor transmits on it any more, and does not hand it back.
+    failed: bool,
 }
 
 impl<P: NetPort> Unit<P> {
@@ -152,6 +155,7 @@ impl<P: NetPort> Unit<P> {
             waiting: Vec::with_capacity(RX_BATCH_MAX),
             state_dir,
             stats: UnitStats::default(),
+            failed: false,
         }
     }
 
@@ -409,6 +413,8 @@ pub struct Worker<P: NetPort = Port> {
     // stays alive through the engine's own `Arc`s.
     engine: Engine,
     units: Vec<Unit<P>>,
+    /// The unit whose port returned the error `poll` reported last.
+    failing: Option<usize>,
     queues: Arc<Queues>,
     /// Devices this worker submits for.
     devices: Vec<DeviceIndex>,
@@ -463,6 +469,7 @@ impl<P: NetPort> Worker<P> {
             devices: queues.owned_by(index),
             engine,
             units,
+            failing: None,
             queues,
             next_device: 0,
             slots: Slots::new(capacity),
@@ -597,7 +604,7 @@ impl<P: NetPort> Worker<P> {
         let mut work = self.reap_io();
         work += self.finish(target);
         for unit in &mut self.units {
-            work += unit.receive(target, &self.queues, stopping);
+            work += unit.receive(target, &self.queues, stopping || unit.failed);
         }
         work += self.take_jobs();
         // Always commit: with DEFER_TASKRUN this is also what lets completions be posted.
@@ -606,10 +613,43 @@ impl<P: NetPort> Worker<P> {
         }
         work += self.reap_io();
         work += self.finish(target);
-        for unit in &mut self.units {
-            unit.flush()?;
+        for (index, unit) in self.units.iter_mut().enumerate() {
+            if unit.failed {
+                continue;
+            }
+            if let Err(error) = unit.flush() {
+                self.failing = Some(index);
+                return Err(error);
+            }
         }
         Ok(work > 0)
+    }
+
+    /// After `poll` reported `error`: with other ports still working, the failed one is given
+    /// up (logged; its requests in flight finish, their replies are not sent) and the worker
+    /// serves on; with none left, the error is returned.
+    pub fn give_up_port(&mut self, error: PortError) -> Result<(), PortError> {
+        let Some(index) = self.failing.take() else {
+            return Err(error);
+        };
+        let working = self.units.iter().filter(|unit| !unit.failed).count();
+        if working <= 1 {
+            return Err(error);
+        }
+        let unit = &mut self.units[index];
+        unit.failed = true;
+        tracing::error!(
+            worker = self.index,
+            unit = unit.id,
+            %error,
+            "a port failed: given up; the worker serves its other ports"
+        );
+        Ok(())
+    }
+
+    /// Whether any of this worker's ports was given up.
+    pub fn gave_up_a_port(&self) -> bool {
+        self.units.iter().any(|unit| unit.failed)
     }
 
     /// True while any request of this worker's devices or units is unfinished.
@@ -620,7 +660,7 @@ impl<P: NetPort> Worker<P> {
             || self
                 .units
                 .iter()
-                .any(|u| u.in_flight > 0 || !u.waiting.is_empty())
+                .any(|u| u.in_flight > 0 || (!u.waiting.is_empty() && !u.failed))
             || self.devices.iter().any(|&d| self.queues.queued(d) > 0)
     }
 
@@ -664,8 +704,10 @@ impl<P: NetPort> Worker<P> {
                 }
                 Ok(false) => std::thread::sleep(IO_WAIT_SLEEP),
                 Err(error) => {
-                    tracing::error!(%error, "port failed while draining");
-                    break;
+                    if let Err(error) = self.give_up_port(error) {
+                        tracing::error!(%error, "port failed while draining");
+                        break;
+                    }
                 }
             }
         }
@@ -875,12 +917,13 @@ pub struct WorkerExit<P: NetPort> {
 }
 
 /// Runs `worker` on the current thread until `stop` is set, then drains it; returns its
-/// units' counters, its own and its ports.
+/// units' counters, its own and its working ports. A port that fails while others work is
+/// given up and `port_lost` set; when the last one fails, the error is returned.
 pub fn run<P: NetPort>(
     mut target: Target,
     mut worker: Worker<P>,
     idle: Idle,
-    stop: &AtomicBool,
+    (stop, port_lost): (&AtomicBool, &AtomicBool),
 ) -> Result<WorkerExit<P>, PortError> {
     // Since when the worker found nothing to do (`None` while busy).
     let mut idle_since: Option<Instant> = None;
@@ -909,7 +952,16 @@ pub fn run<P: NetPort>(
             // two wake-ups (the sync's start and its end), milliseconds per group commit.
             std::thread::yield_now();
         }
-        if worker.poll(&mut target, now)? {
+        let worked = match worker.poll(&mut target, now) {
+            Ok(worked) => worked,
+            Err(error) => {
+                worker.give_up_port(error)?;
+                // Release: pairs with the supervisor's Acquire load.
+                port_lost.store(true, Ordering::Release);
+                true
+            }
+        };
+        if worked {
             (idle_since, napped) = (None, false);
             continue;
         }
@@ -941,7 +993,12 @@ pub fn run<P: NetPort>(
         .map(|u| u.snapshot(&UnitStats::default()))
         .collect();
     let stats = worker.stats();
-    let ports = worker.units.into_iter().map(|u| (u.id, u.port)).collect();
+    let ports = worker
+        .units
+        .into_iter()
+        .filter(|u| !u.failed)
+        .map(|u| (u.id, u.port))
+        .collect();
     Ok(WorkerExit {
         units,
         stats,
