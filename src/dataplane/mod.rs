@@ -203,7 +203,7 @@ impl Dataplane {
 
     /// Serves `config` in place of this dataplane, with as short a pause as it can: the
     /// interfaces that are new (another interface index) get their sockets while the old
-    /// workers still serve; then the workers stop (every request in flight answered), every
+    /// workers still serve (one that cannot is left out, with an error in the log); then the workers stop (every request in flight answered), every
     /// interface that is still there unchanged (see [`unchanged`]; the port settings the same
     /// too) keeps its sockets and XDP program, a changed one is released and opened again, and
     /// new workers start over them all; only then are the interfaces that went away released.
@@ -214,19 +214,32 @@ impl Dataplane {
         config: &Config,
         reload: &ctl::ReloadHook,
     ) -> Result<Dataplane, DataplaneError> {
-        let interfaces = resolve(config)?;
         let same_settings = self.settings == PortSettings::of(config);
         let served = |interface: &Interface| {
             self.interfaces
                 .iter()
                 .any(|before| before.ifindex == interface.ifindex)
         };
-        let mut fresh = Vec::with_capacity(interfaces.len());
-        for interface in &interfaces {
-            fresh.push(match served(interface) {
-                false => Some(open_interface(config, interface)?),
-                true => None,
-            });
+        // A new interface that cannot be served is left out (the next link event tries it
+        // again); the others are served on.
+        let (mut interfaces, mut fresh, mut refused) = (Vec::new(), Vec::new(), None);
+        for interface in resolve(config)? {
+            if served(&interface) {
+                fresh.push(None);
+            } else {
+                match open_interface(config, &interface) {
+                    Ok(opened) => fresh.push(Some(opened)),
+                    Err(error) => {
+                        tracing::error!(interface = %interface.name, %error, "cannot serve a new interface: serving the others without it");
+                        refused.get_or_insert(error);
+                        continue;
+                    }
+                }
+            }
+            interfaces.push(interface);
+        }
+        if let (true, Some(error)) = (interfaces.is_empty(), refused) {
+            return Err(error);
         }
         let homes = std::mem::take(&mut self.homes);
         let old_interfaces = std::mem::take(&mut self.interfaces);

@@ -103,6 +103,37 @@ fn test_interfaces_that_appear_are_served_and_deleted_ones_released() {
     assert_eq!(pauses(&log_after).len(), 2);
 }
 
+/// A new interface that matches but cannot be served (a bridge, which has no native
+/// XDP, under `socket = "xdp"`, `xdp-mode = "native"`) is left out with an error in the log;
+/// the target keeps serving the others and does not stop.
+#[test]
+fn test_a_new_interface_that_cannot_be_served_is_left_out() {
+    let Some((net, dir)) = Setup::new("dp-refuse")
+        .interfaces(&["vt*"])
+        .target("socket = \"xdp\"\nxdp-mode = \"native\"")
+        .build()
+    else {
+        return;
+    };
+    let target = dir.start(&net.target_ns);
+    let (mut client, device) = net.discover(0);
+    net.target_ns
+        .ip(&["link", "add", "vtd", "type", "bridge"])
+        .expect("a bridge");
+    net.target_ns
+        .ip(&["link", "set", "vtd", "up"])
+        .expect("bridge up");
+    let log = wait_log(&target, "cannot serve a new interface", 1);
+    assert!(log.contains("interface=vtd"), "{log}");
+    let data = pattern(10, 2, 4);
+    client
+        .write(&device, 10, &data, true)
+        .expect("still served");
+    assert_eq!(client.read(&device, 10, 2, true).expect("read"), data);
+    let log = target.stop();
+    assert!(log.contains("stopped cleanly"), "{log}");
+}
+
 /// A new MTU changes the sectors per request at once, and the devices are announced again
 /// with it (the Linux initiator takes the new count from that advertisement).
 #[test]
