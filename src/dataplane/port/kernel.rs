@@ -106,6 +106,7 @@ impl NetPort for XskPort {
 }
 
 impl NetPort for PacketPort {
+    forward_frame_methods!(self => self.frames(), self.frames_mut());
     fn kind(&self) -> &'static str {
         "af_packet"
     }
@@ -114,33 +115,6 @@ impl NetPort for PacketPort {
     }
     fn rx_burst_into(&mut self, burst: &mut RxBurst, max: usize) {
         PacketPort::rx_burst_into(self, burst, max);
-    }
-    fn data<'a>(&'a self, frame: &'a Frame) -> &'a [u8] {
-        self.frames().data(frame)
-    }
-    fn data_mut<'a>(&'a self, frame: &'a mut Frame) -> &'a mut [u8] {
-        self.frames().data_mut(frame)
-    }
-    fn offset_in_chunk(&self, frame: &Frame) -> usize {
-        self.frames().offset_in_chunk(frame)
-    }
-    fn max_frame_len(&self) -> usize {
-        self.frames().max_frame_len()
-    }
-    fn frame_capacity(&self, frame: &Frame) -> usize {
-        self.frames().frame_capacity(frame)
-    }
-    fn upgrade(&mut self, frame: Frame, needed: usize) -> Result<Frame, Frame> {
-        self.frames_mut().upgrade(frame, needed)
-    }
-    fn alloc(&mut self) -> Option<Frame> {
-        self.frames_mut().alloc()
-    }
-    fn release(&mut self, frame: Frame) {
-        self.frames_mut().release(frame);
-    }
-    fn transmit(&mut self, frame: Frame, len: usize) {
-        self.frames_mut().transmit(frame, len);
     }
     fn flush_tx(&mut self) -> Result<usize, PortError> {
         Ok(PacketPort::flush_tx(self)?)
@@ -153,21 +127,6 @@ impl NetPort for PacketPort {
     }
     fn wait_rx(&mut self, timeout: Duration) -> Result<bool, PortError> {
         Ok(PacketPort::wait_rx(self, timeout)?)
-    }
-    fn io_arena(&self) -> &Arc<Arena> {
-        self.frames().io_arena()
-    }
-    fn slab_arena(&self) -> Option<&Arc<Arena>> {
-        self.frames().slab_arena()
-    }
-    fn lend(&mut self, frame: Frame) -> Chunk {
-        self.frames_mut().lend(frame)
-    }
-    fn reclaim(&mut self, chunk: Chunk) -> Frame {
-        self.frames_mut().reclaim(chunk)
-    }
-    fn jumbo_stats(&self) -> JumboStats {
-        self.frames().jumbo_stats()
     }
     fn frames_held(&self) -> u32 {
         self.frame_counts().held() + self.slab_counts().held()
