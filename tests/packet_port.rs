@@ -21,7 +21,7 @@ use common::frames::{
     aoe_frame, aoe_tag, expected_reply, is_aoe, pattern, swap_macs, FOREIGN_MAC, GROUP_MAC, QUIET,
     REQUEST, RESPONSE, WAIT,
 };
-use common::netns::in_netns;
+use common::netns::{beside, in_netns};
 use common::ports::{
     assert_no_frame, build_long_reply, queue_responses, recv_one, reflect, reflect_count, settle,
     Rig,
@@ -459,35 +459,25 @@ fn test_burst_reflects_all_without_leaks(ring: Ring) {
     let Some(rig) = Rig::new(&format!("burst{ring:?}")) else {
         return;
     };
-    let rig = &rig;
-    std::thread::scope(|scope| {
-        let (ready_tx, ready_rx) = std::sync::mpsc::channel();
-        let reflector = scope.spawn(|| {
-            in_netns(&rig.ns_a, move || {
-                let mut port = bind(rig, &config(ring));
-                let start = port.frame_counts();
-                ready_tx.send(()).unwrap();
-                let bursts = reflect_count(&mut port, COUNT);
-                settle(&mut port, start);
-                assert_eq!(port.frame_counts(), start);
-                assert_eq!(port.frame_counts().total(), 256);
-                (port.stats().unwrap(), bursts)
-            })
-        });
-        ready_rx
-            .recv_timeout(WAIT)
-            .expect("reflector did not start");
-        let elapsed = rig.round_trips(COUNT, WINDOW);
-        let (stats, bursts) = reflector.join().unwrap();
-        eprintln!(
-            "AF_PACKET {ring:?} burst: {COUNT} round trips (window {WINDOW}) in {elapsed:?} = {:.0} \
-             requests/s, {bursts} RX bursts, {stats:?}",
-            f64::from(COUNT) / elapsed.as_secs_f64()
-        );
-        assert_eq!(stats.rx_frames, u64::from(COUNT), "{stats:?}");
-        assert_eq!(stats.tx_frames, u64::from(COUNT), "{stats:?}");
-        assert_eq!(stats.rx_kernel_drops + stats.rx_too_long, 0, "{stats:?}");
-    });
+    let reflect = |ready: &dyn Fn()| {
+        let mut port = bind(&rig, &config(ring));
+        let start = port.frame_counts();
+        ready();
+        let bursts = reflect_count(&mut port, COUNT);
+        settle(&mut port, start);
+        assert_eq!(port.frame_counts(), start);
+        assert_eq!(port.frame_counts().total(), 256);
+        (port.stats().unwrap(), bursts)
+    };
+    let ((stats, bursts), elapsed) = beside(&rig.ns_a, reflect, || rig.round_trips(COUNT, WINDOW));
+    eprintln!(
+        "AF_PACKET {ring:?} burst: {COUNT} round trips (window {WINDOW}) in {elapsed:?} = {:.0} \
+         requests/s, {bursts} RX bursts, {stats:?}",
+        f64::from(COUNT) / elapsed.as_secs_f64()
+    );
+    assert_eq!(stats.rx_frames, u64::from(COUNT), "{stats:?}");
+    assert_eq!(stats.tx_frames, u64::from(COUNT), "{stats:?}");
+    assert_eq!(stats.rx_kernel_drops + stats.rx_too_long, 0, "{stats:?}");
 }
 
 /// 100 frames built with `alloc`, transmitted, then ONE `flush_tx` with ONE `send`: all arrive.
@@ -555,43 +545,37 @@ fn test_tx_ring_full_keeps_frames_queued() {
 fn test_one_outstanding_request_latency(ring: Ring) -> Option<Duration> {
     const COUNT: u32 = 50;
     let rig = Rig::new(&format!("qd1{ring:?}"))?;
-    let rig = &rig;
-    std::thread::scope(|scope| {
-        let (ready_tx, ready_rx) = std::sync::mpsc::channel();
-        let reflector = scope.spawn(|| {
-            in_netns(&rig.ns_a, move || {
-                let mut port = bind(rig, &config(ring));
-                ready_tx.send(()).unwrap();
-                for _ in 0..COUNT {
-                    let frame = recv_one(&mut port, WAIT).expect("request missing");
-                    reflect(&mut port, frame);
-                    port.flush_tx().unwrap();
-                }
-            });
-        });
-        ready_rx
-            .recv_timeout(WAIT)
-            .expect("reflector did not start");
-        let mut rtts = Vec::new();
-        for tag in 0..COUNT {
-            let began = Instant::now();
-            rig.peer.send(&rig.request(None, REQUEST, tag));
-            rig.peer
-                .recv_matching(WAIT, |f| {
-                    is_aoe(f) && f[14] == RESPONSE && aoe_tag(f) == tag
-                })
-                .unwrap_or_else(|| panic!("no reply to request {tag}"));
-            rtts.push(began.elapsed());
+    let reflector = |ready: &dyn Fn()| {
+        let mut port = bind(&rig, &config(ring));
+        ready();
+        for _ in 0..COUNT {
+            let frame = recv_one(&mut port, WAIT).expect("request missing");
+            reflect(&mut port, frame);
+            port.flush_tx().unwrap();
         }
-        reflector.join().unwrap();
-        rtts.sort();
-        let median = rtts[rtts.len() / 2];
-        eprintln!(
-            "AF_PACKET {ring:?} queue depth 1: median round trip {median:?}, max {:?}",
-            rtts[rtts.len() - 1]
-        );
-        Some(median)
-    })
+    };
+    let round_trips = || {
+        (0..COUNT)
+            .map(|tag| {
+                let began = Instant::now();
+                rig.peer.send(&rig.request(None, REQUEST, tag));
+                rig.peer
+                    .recv_matching(WAIT, |f| {
+                        is_aoe(f) && f[14] == RESPONSE && aoe_tag(f) == tag
+                    })
+                    .unwrap_or_else(|| panic!("no reply to request {tag}"));
+                began.elapsed()
+            })
+            .collect::<Vec<_>>()
+    };
+    let ((), mut rtts) = beside(&rig.ns_a, reflector, round_trips);
+    rtts.sort();
+    let median = rtts[rtts.len() / 2];
+    eprintln!(
+        "AF_PACKET {ring:?} queue depth 1: median round trip {median:?}, max {:?}",
+        rtts[rtts.len() - 1]
+    );
+    Some(median)
 }
 
 #[test]

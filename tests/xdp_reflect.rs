@@ -23,7 +23,7 @@ use common::frames::{
     aoe_frame, aoe_tag, expected_reply, is_aoe, swap_macs, ETH_P_AOE, FOREIGN_MAC, GROUP_MAC,
     QUIET, REQUEST, RESPONSE, WAIT,
 };
-use common::netns::{in_netns, PacketSocket};
+use common::netns::{beside, in_netns, PacketSocket};
 use common::ports::{
     assert_no_frame, build_long_reply, queue_responses, recv_one, reflect, reflect_count, settle,
     Rig,
@@ -440,39 +440,29 @@ fn test_burst_reflects_all_without_leaks() {
     const COUNT: u32 = 2000;
     const WINDOW: u32 = 64;
     let Some(rig) = Rig::new("burst") else { return };
-    let rig = &rig;
-    std::thread::scope(|scope| {
-        let (ready_tx, ready_rx) = std::sync::mpsc::channel();
-        let reflector = scope.spawn(|| {
-            in_netns(&rig.ns_a, move || {
-                let (program, mut port) = setup_a(rig, XdpMode::Native);
-                let reach = port
-                    .set_busy_poll(BusyPoll {
-                        prefer: true,
-                        usecs: 20,
-                        budget: 16,
-                    })
-                    .unwrap();
-                // What the README says of veth: the kernel ties its sockets to no NAPI, so
-                // busy polling cannot move the receive path into the worker.
-                assert_eq!(reach, BusyPollReach::NoNapi);
-                let start = port.frame_counts();
-                ready_tx.send(()).unwrap();
-                reflect_count(&mut port, COUNT);
-                settle(&mut port, start);
-                assert_eq!(port.frame_counts(), start);
-                assert_eq!(port.frame_counts().total(), 256);
-                assert_eq!(program.counters().unwrap().redirected, u64::from(COUNT));
-                port.stats().unwrap()
+    let reflect = |ready: &dyn Fn()| {
+        let (program, mut port) = setup_a(&rig, XdpMode::Native);
+        let reach = port
+            .set_busy_poll(BusyPoll {
+                prefer: true,
+                usecs: 20,
+                budget: 16,
             })
-        });
-        ready_rx
-            .recv_timeout(WAIT)
-            .expect("reflector did not start");
-        rig.round_trips(COUNT, WINDOW);
-        let stats = reflector.join().unwrap();
-        assert_eq!(stats.rx_dropped + stats.rx_ring_full, 0, "{stats:?}");
-    });
+            .unwrap();
+        // What the README says of veth: the kernel ties its sockets to no NAPI, so busy
+        // polling cannot move the receive path into the worker.
+        assert_eq!(reach, BusyPollReach::NoNapi);
+        let start = port.frame_counts();
+        ready();
+        reflect_count(&mut port, COUNT);
+        settle(&mut port, start);
+        assert_eq!(port.frame_counts(), start);
+        assert_eq!(port.frame_counts().total(), 256);
+        assert_eq!(program.counters().unwrap().redirected, u64::from(COUNT));
+        port.stats().unwrap()
+    };
+    let (stats, _) = beside(&rig.ns_a, reflect, || rig.round_trips(COUNT, WINDOW));
+    assert_eq!(stats.rx_dropped + stats.rx_ring_full, 0, "{stats:?}");
 }
 
 /// Receives exactly `count` frames without refilling (each checked to be the AoE request with

@@ -17,6 +17,28 @@ use std::time::Duration;
 
 use netns_rig::Netns;
 
+/// Runs `serve` in `ns` (on a thread of its own) beside `drive` (here), which starts once
+/// `serve` calls the `ready` it is given; returns what each returned (a panic in either is
+/// propagated).
+pub fn beside<S, D>(
+    ns: &Netns,
+    serve: impl FnOnce(&dyn Fn()) -> S + Send,
+    drive: impl FnOnce() -> D,
+) -> (S, D)
+where
+    S: Send,
+{
+    std::thread::scope(|scope| {
+        let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+        let server = scope.spawn(|| in_netns(ns, move || serve(&|| ready_tx.send(()).unwrap())));
+        ready_rx
+            .recv_timeout(super::frames::WAIT)
+            .expect("reflector did not start");
+        let driven = drive();
+        (server.join().unwrap(), driven)
+    })
+}
+
 /// Runs `f` on a thread that has joined `ns`'s network namespace and returns its result
 /// (a panic in `f` is propagated). Sockets created inside stay in that namespace wherever
 /// they are used later.
