@@ -5,6 +5,8 @@
 //! Needs root; prints "skipping: ..." otherwise (or fails with `AOE_XDP_REQUIRE_PRIV=1`). The
 //! window, tag and workload logic has unit tests beside the code (`initiator::load::*`).
 
+mod common;
+
 use std::io::{BufRead, BufReader, Read};
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::Mutex;
@@ -12,6 +14,8 @@ use std::time::{Duration, Instant};
 
 use netns_rig::{leftover_namespaces, privileged_or_skip, Netns, Veth, VethPair, REQUIRE_PRIV_ENV};
 use serde_json::Value;
+
+use common::netns::joined_namespaces;
 
 const BIN: &str = env!("CARGO_BIN_EXE_aoe-bench");
 
@@ -44,12 +48,7 @@ impl Rig {
         if !privileged_or_skip() {
             return None;
         }
-        let ns_a = Netns::unique(&format!("{tag}-a")).unwrap();
-        let ns_b = Netns::unique(&format!("{tag}-b")).unwrap();
-        let veth = Veth::new(&ns_a, "aoelga", &ns_b, "aoelgb")
-            .mtu(mtu)
-            .create()
-            .unwrap();
+        let (ns_a, ns_b, veth) = joined_namespaces(tag, ("aoelga", "aoelgb"), mtu);
         Some(Rig { veth, ns_a, ns_b })
     }
 

@@ -21,12 +21,12 @@ use common::frames::{
     aoe_frame, aoe_tag, expected_reply, is_aoe, pattern, swap_macs, FOREIGN_MAC, GROUP_MAC, QUIET,
     REQUEST, RESPONSE, WAIT,
 };
-use common::netns::{beside, in_netns};
+use common::netns::{beside, in_netns, joined_namespaces};
 use common::ports::{
     assert_no_frame, build_long_reply, queue_responses, recv_one, reflect, reflect_count, settle,
     Rig,
 };
-use netns_rig::{leftover_namespaces, privileged_or_skip, Netns, Veth};
+use netns_rig::{leftover_namespaces, privileged_or_skip, Netns};
 
 /// Binds a port on side A (call inside ns A).
 fn bind(rig: &Rig, config: &PacketConfig) -> PacketPort {
@@ -708,9 +708,7 @@ fn test_pingpong_rates() {
 
 /// Round trips per second of `window` frames bouncing between two ports with `ring`.
 fn pingpong(ring: RingVersion, window: u32) -> f64 {
-    let ns_a = Netns::unique("pp-a").unwrap();
-    let ns_b = Netns::unique("pp-b").unwrap();
-    let veth = Veth::new(&ns_a, "aoepa", &ns_b, "aoepb").create().unwrap();
+    let (ns_a, ns_b, veth) = joined_namespaces("pp", ("aoepa", "aoepb"), 1500);
     let config = PacketConfig {
         frame_count: 1024,
         ring,

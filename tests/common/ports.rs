@@ -12,13 +12,13 @@ use aoe_xdp::sys::frame::{Frame, FrameCounts, RxBurst};
 use aoe_xdp::sys::layout::{AOE_ATA_HEADERS_LEN, ETH_MIN_FRAME_LEN};
 use aoe_xdp::sys::packet::PacketPort;
 use aoe_xdp::sys::xdp::xsk::XskPort;
-use netns_rig::{privileged_or_skip, Netns, Veth, VethPair};
+use netns_rig::{privileged_or_skip, Netns, VethPair};
 
 use super::frames::{
     aoe_frame, aoe_offset, aoe_tag, expected_reply, is_aoe, pattern, swap_macs, REQUEST, RESPONSE,
     WAIT,
 };
-use super::netns::PacketSocket;
+use super::netns::{joined_namespaces, PacketSocket};
 
 /// How long a stream of round trips ([`Rig::round_trips`], [`reflect_count`]) may take.
 const STREAM_WAIT: Duration = Duration::from_secs(20);
@@ -48,12 +48,7 @@ impl Rig {
         if !privileged_or_skip() {
             return None;
         }
-        let ns_a = Netns::unique(&format!("{tag}-a")).unwrap();
-        let ns_b = Netns::unique(&format!("{tag}-b")).unwrap();
-        let veth = Veth::new(&ns_a, "aoea", &ns_b, "aoeb")
-            .mtu(mtu)
-            .create()
-            .unwrap();
+        let (ns_a, ns_b, veth) = joined_namespaces(tag, ("aoea", "aoeb"), mtu);
         let peer = PacketSocket::open(&ns_b, "aoeb");
         Some(Rig {
             peer,
