@@ -23,8 +23,8 @@ use common::frames::{
 };
 use common::netns::{beside, in_netns, joined_namespaces};
 use common::ports::{
-    assert_no_frame, build_long_reply, queue_responses, recv_one, reflect, reflect_count, settle,
-    Rig,
+    assert_no_frame, queue_responses, recv_one, reflect, reflect_count, reflect_tagged,
+    reply_longer_than_request, settle, Rig,
 };
 use netns_rig::{leftover_namespaces, privileged_or_skip, Netns};
 
@@ -128,23 +128,12 @@ fn test_request_reaches_port_and_reflects(ring: Ring) {
         assert_eq!(port.frame_counts(), start, "frame not free after the copy");
         assert_eq!(port.reap_completions(), 1);
         assert_eq!(port.reap_completions(), 0);
-        let reply = rig.reply(0x1234_5678, "B did not receive the reply");
-        assert_eq!(reply.len(), ETH_MIN_FRAME_LEN, "runt not padded to 60");
-        assert_eq!(reply[..short.len()], expected_reply(&short)[..]);
-        assert!(
-            reply[short.len()..].iter().all(|&b| b == 0),
-            "padding not zero: {reply:02x?}"
-        );
+        rig.expect_padded_reply(&short);
 
         // A reply longer than its request.
-        rig.peer.send(&long);
-        let mut frame = recv_one(&mut port, WAIT).expect("second request did not arrive");
-        let buf = port.data_mut(&mut frame);
-        assert_eq!(buf.len(), FRAME_CAPACITY);
-        let reply_len = build_long_reply(buf);
-        port.transmit(frame, reply_len);
-        port.flush_tx().unwrap();
-        rig.expect_long_reply(&long, reply_len);
+        let reply_len = reply_longer_than_request(&mut port, &rig, &long, |buf| {
+            assert_eq!(buf.len(), FRAME_CAPACITY);
+        });
 
         settle(&mut port, start);
         let stats = port.stats().unwrap();
@@ -261,19 +250,10 @@ fn test_vlan_request_keeps_its_tag(ring: Ring) {
     in_netns(&rig.ns_a, || {
         let mut port = bind(&rig, &config(ring));
         let start = port.frame_counts();
-        rig.peer.send(&request);
-        let frame = recv_one(&mut port, WAIT).expect("VLAN-tagged request did not arrive");
-        assert_eq!(port.data(&frame), &request[..], "tag not restored");
         // As with XDP, the tag shifts the payload off the 512 boundary.
-        assert!(!payload_is_aligned(
-            port.frames().umem_offset(&frame),
-            AOE_ATA_HEADERS_LEN + 4
-        ));
-        reflect(&mut port, frame);
-        port.flush_tx().unwrap();
-        let reply = rig.tagged_reply("B did not receive the tagged reply");
-        assert_eq!(reply[..request.len()], expected_reply(&request)[..]);
-        assert_eq!(reply.len(), ETH_MIN_FRAME_LEN);
+        reflect_tagged(&mut port, &rig, &request, |port, frame| {
+            port.frames().umem_offset(frame)
+        });
         settle(&mut port, start);
     });
 }
@@ -435,15 +415,7 @@ fn test_jumbo_port_for_mtu_9000() {
                 reflect(&mut port, frame);
             }
             port.flush_tx().unwrap();
-            for _ in &tags {
-                let reply = rig
-                    .peer
-                    .recv_matching(WAIT, |f| is_aoe(f) && f[14] == RESPONSE)
-                    .expect("reply lost");
-                let tag = aoe_tag(&reply);
-                let request = write_request(tag, 1 + tag as usize % 17);
-                assert!(reply == expected_reply(&request), "reply {tag:#x} differs");
-            }
+            rig.expect_reflected(tags.len(), |tag| write_request(tag, 1 + tag as usize % 17));
         }
         settle(&mut port, start);
         let stats = port.stats().unwrap();

@@ -11,8 +11,8 @@ use std::time::{Duration, Instant};
 
 use aoe_xdp::sys::frame::Frame;
 use aoe_xdp::sys::layout::{
-    payload_is_aligned, AOE_ATA_HEADERS_LEN, ETH_MIN_FRAME_LEN, FRAME_CAPACITY, FRAME_SIZE,
-    PACKET_OFFSET, PAYLOAD_ALIGN, PAYLOAD_OFFSET, SLAB_CAPACITY,
+    payload_is_aligned, AOE_ATA_HEADERS_LEN, FRAME_CAPACITY, FRAME_SIZE, PACKET_OFFSET,
+    PAYLOAD_ALIGN, PAYLOAD_OFFSET, SLAB_CAPACITY,
 };
 use aoe_xdp::sys::xdp::loader::{attached_program, detach_stale, AttachMode, XdpMode, XdpProgram};
 use aoe_xdp::sys::xdp::xsk::{
@@ -25,8 +25,8 @@ use common::frames::{
 };
 use common::netns::{beside, in_netns, PacketSocket};
 use common::ports::{
-    assert_no_frame, build_long_reply, queue_responses, recv_one, reflect, reflect_count, settle,
-    Rig,
+    assert_no_frame, queue_responses, recv_one, reflect, reflect_count, reflect_tagged,
+    reply_longer_than_request, settle, Rig,
 };
 use netns_rig::{leftover_namespaces, privileged_or_skip, Netns, Veth};
 
@@ -127,27 +127,12 @@ fn reflect_request(tag: &str, mode: XdpMode, expect_mode: AttachMode) {
         assert!(offset + FRAME_SIZE - PACKET_OFFSET <= port.umem_len());
         reflect(&mut port, frame);
         port.flush_tx().unwrap();
-        let reply = rig.reply(0x1234_5678, "B did not receive the reply");
-        assert_eq!(
-            reply.len(),
-            ETH_MIN_FRAME_LEN,
-            "runt reply not padded to 60 bytes"
-        );
-        assert_eq!(reply[..short.len()], expected_reply(&short)[..]);
-        assert!(
-            reply[short.len()..].iter().all(|&b| b == 0),
-            "padding not zero: {reply:02x?}"
-        );
+        rig.expect_padded_reply(&short);
 
         // A reply longer than its request.
-        rig.peer.send(&long);
-        let mut frame = recv_one(&mut port, WAIT).expect("second request did not reach the XSK");
-        let buf = port.data_mut(&mut frame);
-        assert!(buf.len() >= AOE_ATA_HEADERS_LEN + 1024);
-        let reply_len = build_long_reply(buf);
-        port.transmit(frame, reply_len);
-        port.flush_tx().unwrap();
-        rig.expect_long_reply(&long, reply_len);
+        reply_longer_than_request(&mut port, &rig, &long, |buf| {
+            assert!(buf.len() >= AOE_ATA_HEADERS_LEN + 1024);
+        });
 
         let counters = program.counters().unwrap();
         assert_eq!(counters.redirected, 2);
@@ -244,19 +229,7 @@ fn test_vlan_request_reaches_xsk() {
     in_netns(&rig.ns_a, || {
         let (program, mut port) = setup_a(&rig, XdpMode::Native);
         let start = port.frame_counts();
-        rig.peer.send(&request);
-        let frame = recv_one(&mut port, WAIT).expect("VLAN-tagged request did not reach the XSK");
-        assert_eq!(port.data(&frame), &request[..]);
-        // The tag shifts the payload: this is the case the dataplane must bounce-copy.
-        assert!(!payload_is_aligned(
-            port.umem_offset(&frame),
-            AOE_ATA_HEADERS_LEN + 4
-        ));
-        reflect(&mut port, frame);
-        port.flush_tx().unwrap();
-        let reply = rig.tagged_reply("B did not receive the VLAN reply");
-        assert_eq!(reply[..request.len()], expected_reply(&request)[..]);
-        assert_eq!(reply.len(), ETH_MIN_FRAME_LEN);
+        reflect_tagged(&mut port, &rig, &request, XskPort::umem_offset);
         assert_eq!(program.counters().unwrap().redirected, 1);
         settle(&mut port, start);
     });
@@ -861,13 +834,16 @@ fn test_jumbo_rounds_without_leaks() {
     in_netns(&rig.ns_a, || {
         let (program, mut port) = setup_a(&rig, XdpMode::Native);
         let start = port.frame_counts();
+        // Request `t` writes 1 + t % 17 sectors.
+        let request_of = |t: u32| {
+            let sectors = 1 + (t as usize % JUMBO_SECTORS);
+            ata_request(rig.veth.a.mac, rig.veth.b.mac, t, sectors, true)
+        };
         let mut tag = 0;
         while tag < ROUNDS {
             let batch: Vec<u32> = (tag..(tag + WINDOW).min(ROUNDS)).collect();
             for &t in &batch {
-                let sectors = 1 + (t as usize % JUMBO_SECTORS);
-                let request = ata_request(rig.veth.a.mac, rig.veth.b.mac, t, sectors, true);
-                rig.peer.send(&request);
+                rig.peer.send(&request_of(t));
             }
             for _ in &batch {
                 let frame = recv_one(&mut port, WAIT).expect("request lost");
@@ -876,16 +852,7 @@ fn test_jumbo_rounds_without_leaks() {
             port.flush_tx().unwrap();
             port.reap_completions();
             port.refill().unwrap();
-            for _ in &batch {
-                let reply = rig
-                    .peer
-                    .recv_matching(WAIT, |f| is_aoe(f) && f[14] == RESPONSE)
-                    .expect("reply lost");
-                let t = aoe_tag(&reply);
-                let sectors = 1 + (t as usize % JUMBO_SECTORS);
-                let request = ata_request(rig.veth.a.mac, rig.veth.b.mac, t, sectors, true);
-                assert!(reply == expected_reply(&request), "reply {t} differs");
-            }
+            rig.expect_reflected(batch.len(), request_of);
             tag += WINDOW;
         }
         settle(&mut port, start);
