@@ -309,12 +309,9 @@ impl EthernetRepr {
 #[cfg(test)]
 mod test {
     use super::*;
-    use crate::wire::golden::{self, arb_mac};
+    use crate::wire::golden::{self, arb_mac, INITIATOR_MAC as INITIATOR, TARGET_MAC as TARGET};
     use crate::wire::Error;
     use proptest::prelude::*;
-
-    const INITIATOR: MacAddr = MacAddr([0x52, 0x54, 0x00, 0x12, 0x34, 0x56]);
-    const TARGET: MacAddr = MacAddr([0x00, 0x11, 0x22, 0x33, 0x44, 0x55]);
 
     #[test]
     fn test_deconstruct() {
