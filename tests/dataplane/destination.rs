@@ -1,6 +1,8 @@
 //! The destination filter: requests for other hosts' MACs are neither answered nor executed,
 //! unless `accept-any-destination = true`.
 
+use std::path::Path;
+
 use aoe_xdp::initiator::client::{Client, Found};
 use aoe_xdp::wire::{ConfigCommand, MacAddr};
 
@@ -83,11 +85,7 @@ pub fn test_foreign_destination_refused(transport: Transport) {
             "the interface's MAC",
         );
         assert_eq!(discover_one(&mut client), device, "broadcast discovery");
-        let report = wait_stats(&socket, |report| {
-            let counters = &report["devices"][0];
-            counters["write_cmds"] == 1 && counters["read_cmds"] == 1
-        });
-        assert_eq!(report["ports"][0]["foreign_dst"], refused, "{report:#}");
+        assert_one_write_one_read(&socket, refused);
     });
 }
 
@@ -97,7 +95,6 @@ pub fn test_accept_any_destination(transport: Transport) {
     Setup::over(transport, "dp-anyd")
         .target("accept-any-destination = true")
         .serve(|net, dir, target| {
-            let socket = dir.control_socket();
             let (mut client, device) = net.discover(0);
             let foreign = Found {
                 mac: MacAddr(FOREIGN_MAC),
@@ -106,11 +103,7 @@ pub fn test_accept_any_destination(transport: Transport) {
             let (lba, seed) = (12, 6);
             let data = pattern(lba, 2, seed);
             write_read_back(&mut client, &foreign, dir, (lba, &data), "a foreign MAC");
-            let report = wait_stats(&socket, |report| {
-                let counters = &report["devices"][0];
-                counters["write_cmds"] == 1 && counters["read_cmds"] == 1
-            });
-            assert_eq!(report["ports"][0]["foreign_dst"], 0, "{report:#}");
+            assert_one_write_one_read(&dir.control_socket(), 0);
             let log = target.log();
             assert!(log.contains("accept-any-destination = true"), "{log}");
         });
@@ -137,4 +130,14 @@ fn write_read_back(
         file[byte_offset(lba)..byte_offset(lba + 2)] == *data,
         "the write to {to} is not in the backing file"
     );
+}
+
+/// Waits until the statistics (at `socket`) count one write and one read on the device, and
+/// asserts that the port counted `foreign_dst` requests for other hosts.
+fn assert_one_write_one_read(socket: &Path, foreign_dst: u64) {
+    let report = wait_stats(socket, |report| {
+        let counters = &report["devices"][0];
+        counters["write_cmds"] == 1 && counters["read_cmds"] == 1
+    });
+    assert_eq!(report["ports"][0]["foreign_dst"], foreign_dst, "{report:#}");
 }
