@@ -634,12 +634,12 @@ fn sector_byte(tag: u32, i: usize) -> u8 {
     u8::try_from((i * 7 + tag as usize) % 251).unwrap()
 }
 
-/// An AoE ATA request from `src` to `dst`: a `sectors`-sector WRITE with its data (a jumbo
-/// frame for 17 sectors), or a READ (the 36 header bytes only).
-fn ata_request(dst: [u8; 6], src: [u8; 6], tag: u32, sectors: usize, write: bool) -> Vec<u8> {
+/// An AoE ATA request from B to A: a `sectors`-sector WRITE with its data (a jumbo frame for
+/// 17 sectors), or a READ (the 36 header bytes only).
+fn ata_request(rig: &Rig, tag: u32, sectors: usize, write: bool) -> Vec<u8> {
     let mut frame = Vec::new();
-    frame.extend_from_slice(&dst);
-    frame.extend_from_slice(&src);
+    frame.extend_from_slice(&rig.veth.a.mac);
+    frame.extend_from_slice(&rig.veth.b.mac);
     frame.extend_from_slice(&ETH_P_AOE.to_be_bytes());
     frame.extend_from_slice(&[REQUEST, 0, 0, 7, 3, 0]); // ver/flags, error, major 7, minor 3, ATA
     frame.extend_from_slice(&tag.to_be_bytes());
@@ -681,7 +681,7 @@ fn jumbo_round_trip(tag: &str, mode: XdpMode, expect_mode: AttachMode) {
     let Some(rig) = Rig::with_mtu(tag, 9000) else {
         return;
     };
-    let request = ata_request(rig.veth.a.mac, rig.veth.b.mac, 0x1717, JUMBO_SECTORS, true);
+    let request = ata_request(&rig, 0x1717, JUMBO_SECTORS, true);
     assert_eq!(request.len(), JUMBO_LEN);
     in_netns(&rig.ns_a, || {
         let (program, mut port) = setup_a(&rig, mode);
@@ -749,8 +749,8 @@ fn test_upgrade_for_jumbo_read_reply() {
     let Some(rig) = Rig::with_mtu("upgrade", 9000) else {
         return;
     };
-    let read = ata_request(rig.veth.a.mac, rig.veth.b.mac, 0x2222, JUMBO_SECTORS, false);
-    let second = ata_request(rig.veth.a.mac, rig.veth.b.mac, 0x3333, JUMBO_SECTORS, false);
+    let read = ata_request(&rig, 0x2222, JUMBO_SECTORS, false);
+    let second = ata_request(&rig, 0x3333, JUMBO_SECTORS, false);
     in_netns(&rig.ns_a, || {
         let (_program, mut port) = setup_a(&rig, XdpMode::Native);
         let start = port.frame_counts();
@@ -801,8 +801,8 @@ fn test_jumbo_without_free_slab_is_dropped_and_counted() {
     let Some(rig) = Rig::with_mtu("noslab", 9000) else {
         return;
     };
-    let request = ata_request(rig.veth.a.mac, rig.veth.b.mac, 0x4444, JUMBO_SECTORS, true);
-    let small = ata_request(rig.veth.a.mac, rig.veth.b.mac, 0x4445, 1, true);
+    let request = ata_request(&rig, 0x4444, JUMBO_SECTORS, true);
+    let small = ata_request(&rig, 0x4445, 1, true);
     in_netns(&rig.ns_a, || {
         let (_program, mut port) = setup_a(&rig, XdpMode::Native);
         let start = port.frame_counts();
@@ -837,7 +837,7 @@ fn test_jumbo_rounds_without_leaks() {
         // Request `t` writes 1 + t % 17 sectors.
         let request_of = |t: u32| {
             let sectors = 1 + (t as usize % JUMBO_SECTORS);
-            ata_request(rig.veth.a.mac, rig.veth.b.mac, t, sectors, true)
+            ata_request(&rig, t, sectors, true)
         };
         let mut tag = 0;
         while tag < ROUNDS {
@@ -874,16 +874,21 @@ fn test_port_fit_reply_on_af_xdp() {
     let Some(rig) = Rig::with_mtu("fitreply", 9000) else {
         return;
     };
-    let big_read = ata_request(rig.veth.a.mac, rig.veth.b.mac, 0x6001, JUMBO_SECTORS, false);
-    let small_read = ata_request(rig.veth.a.mac, rig.veth.b.mac, 0x6002, 1, false);
-    let write = ata_request(rig.veth.a.mac, rig.veth.b.mac, 0x6003, 4, true);
+    // (request, fitted into a slab): the 17-sector READ is, the 1-sector read and the write
+    // are not.
+    let cases = [
+        (ata_request(&rig, 0x6001, JUMBO_SECTORS, false), true),
+        (ata_request(&rig, 0x6002, 1, false), false),
+        (ata_request(&rig, 0x6003, 4, true), false),
+    ];
     in_netns(&rig.ns_a, || {
         let (_program, xsk) = setup_a(&rig, XdpMode::Native);
         let mut port = Port::Xsk(xsk);
         assert_eq!(port.advertised_mtu(9000), 9000);
         assert_eq!(port.advertised_mtu(1500), 1500);
         assert_eq!(port.io_arenas().count(), 2);
-        for (request, slab) in [(&big_read, true), (&small_read, false), (&write, false)] {
+        for (request, slab) in &cases {
+            let slab = *slab;
             rig.peer.send(request);
             let deadline = Instant::now() + WAIT;
             let frame = loop {
@@ -933,20 +938,8 @@ fn test_jumbo_write_and_read_through_io_uring_o_direct() {
         .custom_flags(libc::O_DIRECT)
         .open(file.path())
         .expect("/var/tmp supports O_DIRECT");
-    let write = ata_request(
-        rig.veth.a.mac,
-        rig.veth.b.mac,
-        0x0D15_C001,
-        JUMBO_SECTORS,
-        true,
-    );
-    let read = ata_request(
-        rig.veth.a.mac,
-        rig.veth.b.mac,
-        0x0D15_C002,
-        JUMBO_SECTORS,
-        false,
-    );
+    let write = ata_request(&rig, 0x0D15_C001, JUMBO_SECTORS, true);
+    let read = ata_request(&rig, 0x0D15_C002, JUMBO_SECTORS, false);
     let wait_one = |ring: &mut Ring| {
         ring.submit_and_wait(1).unwrap();
         let mut out = None;
