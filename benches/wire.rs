@@ -8,7 +8,8 @@ use aoe_xdp::wire::{
     AoeCommand, AoePacket, AoeRepr, AtaCommand, AtaPacket, AtaRepr, EthernetFrame, EthernetRepr,
     MacAddr, AOE_HEADER_LEN, AOE_VERSION, ATA_HEADER_LEN, ETHERTYPE_AOE,
 };
-use criterion::{criterion_group, criterion_main, Criterion, Throughput};
+use criterion::measurement::WallTime;
+use criterion::{criterion_group, criterion_main, BenchmarkGroup, Criterion, Throughput};
 
 const INITIATOR: MacAddr = MacAddr([0x52, 0x54, 0x00, 0x12, 0x34, 0x56]);
 const TARGET: MacAddr = MacAddr([0x00, 0x11, 0x22, 0x33, 0x44, 0x55]);
@@ -62,11 +63,8 @@ fn parse(bytes: &[u8]) -> Option<(EthernetRepr, AoeRepr, AtaRepr, usize)> {
     Some((eth, aoe, ata, ata_packet.payload().len()))
 }
 
-fn bench_wire(c: &mut Criterion) {
-    let (eth, aoe, ata) = request_reprs();
-    let mut request = [0u8; 60];
-    emit(&mut request, &eth, &aoe, &ata);
-
+/// The headers of the reply to a request with these: addresses swapped, R flag, status DRDY.
+fn reply_reprs(eth: EthernetRepr, aoe: AoeRepr, ata: AtaRepr) -> (EthernetRepr, AoeRepr, AtaRepr) {
     let reply_eth = EthernetRepr {
         dst_addr: eth.src_addr,
         src_addr: eth.dst_addr,
@@ -80,16 +78,18 @@ fn bench_wire(c: &mut Criterion) {
         cmd_status: status::DRDY,
         ..ata
     };
-    let mut reply = vec![0u8; HEADERS_LEN + DATA_LEN];
-    emit(&mut reply, &reply_eth, &reply_aoe, &reply_ata);
+    (reply_eth, reply_aoe, reply_ata)
+}
 
-    let mut group = c.benchmark_group("wire");
-    group.throughput(Throughput::Elements(1));
-    group.bench_function("parse_read_request", |b| {
-        b.iter(|| parse(black_box(&request[..])))
-    });
-    group.bench_function("emit_read_request", |b| {
-        let mut buf = [0u8; 60];
+/// Benchmarks `name`: emitting the headers `reprs` into a buffer of `len` bytes.
+fn bench_emit(
+    group: &mut BenchmarkGroup<'_, WallTime>,
+    name: &str,
+    len: usize,
+    (eth, aoe, ata): (EthernetRepr, AoeRepr, AtaRepr),
+) {
+    group.bench_function(name, |b| {
+        let mut buf = vec![0u8; len];
         b.iter(|| {
             emit(
                 black_box(&mut buf[..]),
@@ -99,38 +99,39 @@ fn bench_wire(c: &mut Criterion) {
             )
         })
     });
+}
+
+fn bench_wire(c: &mut Criterion) {
+    let (eth, aoe, ata) = request_reprs();
+    let mut request = [0u8; 60];
+    emit(&mut request, &eth, &aoe, &ata);
+
+    let (reply_eth, reply_aoe, reply_ata) = reply_reprs(eth, aoe, ata);
+    let mut reply = vec![0u8; HEADERS_LEN + DATA_LEN];
+    emit(&mut reply, &reply_eth, &reply_aoe, &reply_ata);
+
+    let mut group = c.benchmark_group("wire");
+    group.throughput(Throughput::Elements(1));
+    group.bench_function("parse_read_request", |b| {
+        b.iter(|| parse(black_box(&request[..])))
+    });
+    bench_emit(&mut group, "emit_read_request", 60, (eth, aoe, ata));
     group.bench_function("parse_read_reply", |b| {
         b.iter(|| parse(black_box(&reply[..])))
     });
-    group.bench_function("emit_read_reply_headers", |b| {
-        let mut buf = vec![0u8; HEADERS_LEN + DATA_LEN];
-        b.iter(|| {
-            emit(
-                black_box(&mut buf[..]),
-                black_box(&reply_eth),
-                black_box(&reply_aoe),
-                black_box(&reply_ata),
-            )
-        })
-    });
+    let reply_headers = (reply_eth, reply_aoe, reply_ata);
+    bench_emit(
+        &mut group,
+        "emit_read_reply_headers",
+        reply.len(),
+        reply_headers,
+    );
     group.bench_function("request_to_reply", |b| {
         // Parse a request and emit its reply header in place of a TX frame, as the target does.
         let mut buf = vec![0u8; HEADERS_LEN + DATA_LEN];
         b.iter(|| {
             let (eth, aoe, ata, _) = parse(black_box(&request[..])).unwrap();
-            let reply_eth = EthernetRepr {
-                dst_addr: eth.src_addr,
-                src_addr: eth.dst_addr,
-                ..eth
-            };
-            let reply_aoe = AoeRepr {
-                response: true,
-                ..aoe
-            };
-            let reply_ata = AtaRepr {
-                cmd_status: status::DRDY,
-                ..ata
-            };
+            let (reply_eth, reply_aoe, reply_ata) = reply_reprs(eth, aoe, ata);
             emit(black_box(&mut buf[..]), &reply_eth, &reply_aoe, &reply_ata)
         })
     });

@@ -44,6 +44,39 @@ fn assert_status(output: &Output, code: i32) {
     );
 }
 
+/// Asserts that `text` contains `part`.
+#[track_caller]
+fn assert_contains(text: &str, part: &str) {
+    assert!(text.contains(part), "no {part:?} in:\n{text}");
+}
+
+/// Asserts that `output` ended with exit status `code`; returns its standard error.
+#[track_caller]
+fn stderr_with_status(output: &Output, code: i32) -> String {
+    assert_status(output, code);
+    text(&output.stderr)
+}
+
+/// Runs `--config FILE --check` on a file `name` holding `contents` (in a temporary directory,
+/// returned to keep it); returns the file's path and the run's output.
+fn check_config_file(name: &str, contents: &str) -> (tempfile::TempDir, PathBuf, Output) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join(name);
+    fs::write(&path, contents).unwrap();
+    let output = aoe_xdp(&["--config", path.to_str().unwrap(), "--check"]);
+    (dir, path, output)
+}
+
+/// A temporary directory with a sparse 1 MiB `disk.img`, and the quick form's export of it
+/// as e1.0 (`1.0=PATH`).
+fn one_mib_export() -> (tempfile::TempDir, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let disk = dir.path().join("disk.img");
+    sparse_file(&disk, 1 << 20);
+    let export = format!("1.0={}", disk.display());
+    (dir, export)
+}
+
 /// The shipped example passes `--check` once the backing files it documents exist.
 #[test]
 fn test_example_config_checks() {
@@ -74,16 +107,14 @@ fn test_example_config_checks() {
         "scratch 1.1 /var/tmp/aoe-xdp-example/scratch.img 8192 4.0 MiB rw writeback no eth1 \
          accept 3, deny 1 32"
     );
-    assert!(stdout.contains("configuration OK: 2 device(s)"), "{stdout}");
+    assert_contains(&stdout, "configuration OK: 2 device(s)");
 }
 
 /// Every problem in a file is printed with file:line, and the exit status is 1.
 #[test]
 fn test_config_with_several_errors() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("bad.toml");
-    fs::write(
-        &path,
+    let (_dir, path, output) = check_config_file(
+        "bad.toml",
         "[target]\n\
          umem-frames = 3000\n\
          socket = \"dpdk\"\n\
@@ -101,11 +132,8 @@ fn test_config_with_several_errors() {
          shelf = 2\n\
          slot = 255\n\
          queue-length = 0\n",
-    )
-    .unwrap();
-    let output = aoe_xdp(&["--config", path.to_str().unwrap(), "--check"]);
-    assert_status(&output, 1);
-    let stderr = text(&output.stderr);
+    );
+    let stderr = stderr_with_status(&output, 1);
     let file = path.display();
     for expected in [
         format!("error: {file}:2: target.umem-frames = 3000 is not a power of two"),
@@ -124,18 +152,13 @@ fn test_config_with_several_errors() {
 /// A syntax error is reported with its line.
 #[test]
 fn test_config_with_unknown_key() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("typo.toml");
-    fs::write(
-        &path,
+    let (_dir, path, output) = check_config_file(
+        "typo.toml",
         "[[device]]\npath = \"/dev/null\"\nshelf = 1\nslot = 0\nreadonly = true\n",
-    )
-    .unwrap();
-    let output = aoe_xdp(&["--config", path.to_str().unwrap(), "--check"]);
-    assert_status(&output, 1);
-    let stderr = text(&output.stderr);
+    );
+    let stderr = stderr_with_status(&output, 1);
     let expected = format!("error: {}:5: unknown field `readonly`", path.display());
-    assert!(stderr.contains(&expected), "{stderr}");
+    assert_contains(&stderr, &expected);
 }
 
 /// Backing problems of every device are reported; the table still lists the good ones.
@@ -158,16 +181,12 @@ fn test_backing_problems_all_reported() {
         &format!("1.2={}", dir.path().display()),
         "--check",
     ]);
-    assert_status(&output, 1);
-    let stderr = text(&output.stderr);
-    assert!(stderr.contains("error: device \"e1.1\": path "), "{stderr}");
-    assert!(stderr.contains("missing.img: does not exist"), "{stderr}");
-    assert!(stderr.contains("error: device \"e1.2\": path "), "{stderr}");
-    assert!(stderr.contains("is a directory"), "{stderr}");
-    assert!(
-        stderr.contains("2 problem(s) with backing stores"),
-        "{stderr}"
-    );
+    let stderr = stderr_with_status(&output, 1);
+    assert_contains(&stderr, "error: device \"e1.1\": path ");
+    assert_contains(&stderr, "missing.img: does not exist");
+    assert_contains(&stderr, "error: device \"e1.2\": path ");
+    assert_contains(&stderr, "is a directory");
+    assert_contains(&stderr, "2 problem(s) with backing stores");
     assert!(
         text(&output.stdout).contains("2048"),
         "the good device's size is shown"
@@ -229,16 +248,14 @@ fn test_quick_form() {
 #[test]
 fn test_quick_form_validation() {
     let output = aoe_xdp(&["-i", "eth 0", "-e", "1.255=/dev/null", "--check"]);
-    assert_status(&output, 1);
-    let stderr = text(&output.stderr);
-    assert!(
-        stderr.contains("error: command line: target.interfaces: interface pattern \"eth 0\""),
-        "{stderr}"
+    let stderr = stderr_with_status(&output, 1);
+    assert_contains(
+        &stderr,
+        "error: command line: target.interfaces: interface pattern \"eth 0\"",
     );
-    assert!(
-        stderr
-            .contains("error: command line: device \"e1.255\": slot 255 is the broadcast address"),
-        "{stderr}"
+    assert_contains(
+        &stderr,
+        "error: command line: device \"e1.255\": slot 255 is the broadcast address",
     );
 }
 
@@ -252,8 +269,7 @@ fn test_usage_errors() {
         &["-i", "eth0", "-e", "1.0=/dev/null", "--log-level", "loud"],
     ] {
         let output = aoe_xdp(args);
-        assert_status(&output, 2);
-        let stderr = text(&output.stderr);
+        let stderr = stderr_with_status(&output, 2);
         assert!(
             stderr.starts_with("error: ") && stderr.contains("--help"),
             "{args:?}: {stderr}"
@@ -264,11 +280,10 @@ fn test_usage_errors() {
 #[test]
 fn test_missing_config_file() {
     let output = aoe_xdp(&["--config", "/nonexistent/aoe-xdp.toml", "--check"]);
-    assert_status(&output, 1);
-    let stderr = text(&output.stderr);
-    assert!(
-        stderr.contains("error: cannot read /nonexistent/aoe-xdp.toml: No such file"),
-        "{stderr}"
+    let stderr = stderr_with_status(&output, 1);
+    assert_contains(
+        &stderr,
+        "error: cannot read /nonexistent/aoe-xdp.toml: No such file",
     );
 }
 
@@ -277,17 +292,14 @@ fn test_missing_config_file() {
 /// would attach XDP to it and serve on the host's network until killed.)
 #[test]
 fn test_run_without_interface() {
-    let dir = tempfile::tempdir().unwrap();
-    let disk = dir.path().join("disk.img");
-    sparse_file(&disk, 1 << 20);
-    let export = format!("1.0={}", disk.display());
+    let (_dir, export) = one_mib_export();
     let output = aoe_xdp(&["-i", "aoex-absent0", "-e", &export]);
     assert_status(&output, 2);
     assert!(text(&output.stdout).contains("e1.0"));
     let stderr = text(&output.stderr);
-    assert!(
-        stderr.contains("error: cannot start serving: no Ethernet interface matches aoex-absent0"),
-        "{stderr}"
+    assert_contains(
+        &stderr,
+        "error: cannot start serving: no Ethernet interface matches aoex-absent0",
     );
 }
 
@@ -338,10 +350,7 @@ fn test_read_only_file_system() {
 /// the target is a record at level ERROR naming the cause.
 #[test]
 fn test_json_logs() {
-    let dir = tempfile::tempdir().unwrap();
-    let disk = dir.path().join("disk.img");
-    sparse_file(&disk, 1 << 20);
-    let export = format!("1.0={}", disk.display());
+    let (dir, export) = one_mib_export();
     let output = aoe_xdp(&[
         "--interface",
         "aoexnosuchif0",
@@ -352,8 +361,7 @@ fn test_json_logs() {
         "--log-format",
         "json",
     ]);
-    assert_status(&output, 2);
-    let stderr = text(&output.stderr);
+    let stderr = stderr_with_status(&output, 2);
     let records: Vec<serde_json::Value> = stderr
         .lines()
         .map(|line| serde_json::from_str(line).unwrap_or_else(|e| panic!("{line:?}: {e}")))

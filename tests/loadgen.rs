@@ -5,6 +5,8 @@
 //! Needs root; prints "skipping: ..." otherwise (or fails with `AOE_XDP_REQUIRE_PRIV=1`). The
 //! window, tag and workload logic has unit tests beside the code (`initiator::load::*`).
 
+mod common;
+
 use std::io::{BufRead, BufReader, Read};
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::Mutex;
@@ -12,6 +14,8 @@ use std::time::{Duration, Instant};
 
 use netns_rig::{leftover_namespaces, privileged_or_skip, Netns, Veth, VethPair, REQUIRE_PRIV_ENV};
 use serde_json::Value;
+
+use common::netns::joined_namespaces;
 
 const BIN: &str = env!("CARGO_BIN_EXE_aoe-bench");
 
@@ -44,12 +48,7 @@ impl Rig {
         if !privileged_or_skip() {
             return None;
         }
-        let ns_a = Netns::unique(&format!("{tag}-a")).unwrap();
-        let ns_b = Netns::unique(&format!("{tag}-b")).unwrap();
-        let veth = Veth::new(&ns_a, "aoelga", &ns_b, "aoelgb")
-            .mtu(mtu)
-            .create()
-            .unwrap();
+        let (ns_a, ns_b, veth) = joined_namespaces(tag, ("aoelga", "aoelgb"), mtu);
         Some(Rig { veth, ns_a, ns_b })
     }
 
@@ -207,8 +206,10 @@ fn test_load_against_reflector() {
         return;
     };
     let reflector = start_reflector(&rig.ns_a, "aoelga", &["-t", "5.3"]);
+    // Load aimed at the address the reflector answers as (it answers any, see below).
+    let load = |args: &[&str]| rig.load(&[&["-t", "5.3"][..], args].concat());
 
-    let (report, _) = rig.load(&["-t", "5.3", "--duration", "2", "--depth", "16"]);
+    let (report, _) = load(&["--duration", "2", "--depth", "16"]);
     assert_report_shape(&report);
     assert!(as_u64(&report, "requests") > 0, "{report}");
     assert_eq!(as_u64(&report, "errors"), 0, "{report}");
@@ -242,16 +243,7 @@ fn test_load_against_reflector() {
     assert_eq!(as_u64(&report, "requests"), 2048, "{report}");
 
     // A fixed offered load: --rate paces new requests (a reflector answers far faster).
-    let (report, _) = rig.load(&[
-        "-t",
-        "5.3",
-        "--duration",
-        "1",
-        "--depth",
-        "16",
-        "--rate",
-        "3000",
-    ]);
+    let (report, _) = load(&["--duration", "1", "--depth", "16", "--rate", "3000"]);
     let requests = as_u64(&report, "requests");
     assert!(
         (2400..=3600).contains(&requests),
@@ -260,9 +252,7 @@ fn test_load_against_reflector() {
     assert_eq!(as_u64(&report, "errors"), 0, "{report}");
 
     // The reflector stores nothing: --verify must notice.
-    let (report, _) = rig.load(&[
-        "-t",
-        "5.3",
+    let (report, _) = load(&[
         "--duration",
         "0.5",
         "--verify",
@@ -438,6 +428,15 @@ fn test_load_spreads_over_paths() {
     drop((first, other));
 }
 
+/// The rig (see [`Rig::new`]) for a test against Debian's vblade; `None` (after printing why)
+/// when vblade is not installed or the rig cannot be built here.
+fn vblade_rig(tag: &str) -> Option<Rig> {
+    if !vblade_or_skip() {
+        return None;
+    }
+    Rig::new(tag)
+}
+
 /// True if Debian's vblade is installed; otherwise skips (or fails under REQUIRE_PRIV).
 fn vblade_or_skip() -> bool {
     if Command::new("vblade")
@@ -458,10 +457,7 @@ fn vblade_or_skip() -> bool {
 #[test]
 fn test_verify_against_vblade() {
     let _serial = one_at_a_time();
-    if !vblade_or_skip() {
-        return;
-    }
-    let Some(rig) = Rig::new("lg-vblade") else {
+    let Some(rig) = vblade_rig("lg-vblade") else {
         return;
     };
     let dir = tempfile::tempdir().expect("temp dir");
@@ -534,10 +530,7 @@ fn test_verify_against_vblade() {
 fn test_load_drives_several_devices_at_once_within_the_smallest() {
     const FILL: u8 = 0xAA;
     let _serial = one_at_a_time();
-    if !vblade_or_skip() {
-        return;
-    }
-    let Some(rig) = Rig::new("lg-devs") else {
+    let Some(rig) = vblade_rig("lg-devs") else {
         return;
     };
     let dir = tempfile::tempdir().expect("temp dir");

@@ -21,12 +21,12 @@ use common::frames::{
     aoe_frame, aoe_tag, expected_reply, is_aoe, pattern, swap_macs, FOREIGN_MAC, GROUP_MAC, QUIET,
     REQUEST, RESPONSE, WAIT,
 };
-use common::netns::in_netns;
+use common::netns::{beside, in_netns, joined_namespaces};
 use common::ports::{
-    assert_no_frame, build_long_reply, queue_responses, recv_one, reflect, reflect_count, settle,
-    Rig,
+    assert_no_frame, queue_responses, recv_one, reflect, reflect_count, reflect_tagged,
+    reply_longer_than_request, settle, Rig,
 };
-use netns_rig::{leftover_namespaces, privileged_or_skip, Netns, Veth};
+use netns_rig::{leftover_namespaces, privileged_or_skip, Netns};
 
 /// Binds a port on side A (call inside ns A).
 fn bind(rig: &Rig, config: &PacketConfig) -> PacketPort {
@@ -128,23 +128,12 @@ fn test_request_reaches_port_and_reflects(ring: Ring) {
         assert_eq!(port.frame_counts(), start, "frame not free after the copy");
         assert_eq!(port.reap_completions(), 1);
         assert_eq!(port.reap_completions(), 0);
-        let reply = rig.reply(0x1234_5678, "B did not receive the reply");
-        assert_eq!(reply.len(), ETH_MIN_FRAME_LEN, "runt not padded to 60");
-        assert_eq!(reply[..short.len()], expected_reply(&short)[..]);
-        assert!(
-            reply[short.len()..].iter().all(|&b| b == 0),
-            "padding not zero: {reply:02x?}"
-        );
+        rig.expect_padded_reply(&short);
 
         // A reply longer than its request.
-        rig.peer.send(&long);
-        let mut frame = recv_one(&mut port, WAIT).expect("second request did not arrive");
-        let buf = port.data_mut(&mut frame);
-        assert_eq!(buf.len(), FRAME_CAPACITY);
-        let reply_len = build_long_reply(buf);
-        port.transmit(frame, reply_len);
-        port.flush_tx().unwrap();
-        rig.expect_long_reply(&long, reply_len);
+        let reply_len = reply_longer_than_request(&mut port, &rig, &long, |buf| {
+            assert_eq!(buf.len(), FRAME_CAPACITY);
+        });
 
         settle(&mut port, start);
         let stats = port.stats().unwrap();
@@ -261,19 +250,10 @@ fn test_vlan_request_keeps_its_tag(ring: Ring) {
     in_netns(&rig.ns_a, || {
         let mut port = bind(&rig, &config(ring));
         let start = port.frame_counts();
-        rig.peer.send(&request);
-        let frame = recv_one(&mut port, WAIT).expect("VLAN-tagged request did not arrive");
-        assert_eq!(port.data(&frame), &request[..], "tag not restored");
         // As with XDP, the tag shifts the payload off the 512 boundary.
-        assert!(!payload_is_aligned(
-            port.frames().umem_offset(&frame),
-            AOE_ATA_HEADERS_LEN + 4
-        ));
-        reflect(&mut port, frame);
-        port.flush_tx().unwrap();
-        let reply = rig.tagged_reply("B did not receive the tagged reply");
-        assert_eq!(reply[..request.len()], expected_reply(&request)[..]);
-        assert_eq!(reply.len(), ETH_MIN_FRAME_LEN);
+        reflect_tagged(&mut port, &rig, &request, |port, frame| {
+            port.frames().umem_offset(frame)
+        });
         settle(&mut port, start);
     });
 }
@@ -435,15 +415,7 @@ fn test_jumbo_port_for_mtu_9000() {
                 reflect(&mut port, frame);
             }
             port.flush_tx().unwrap();
-            for _ in &tags {
-                let reply = rig
-                    .peer
-                    .recv_matching(WAIT, |f| is_aoe(f) && f[14] == RESPONSE)
-                    .expect("reply lost");
-                let tag = aoe_tag(&reply);
-                let request = write_request(tag, 1 + tag as usize % 17);
-                assert!(reply == expected_reply(&request), "reply {tag:#x} differs");
-            }
+            rig.expect_reflected(tags.len(), |tag| write_request(tag, 1 + tag as usize % 17));
         }
         settle(&mut port, start);
         let stats = port.stats().unwrap();
@@ -459,35 +431,25 @@ fn test_burst_reflects_all_without_leaks(ring: Ring) {
     let Some(rig) = Rig::new(&format!("burst{ring:?}")) else {
         return;
     };
-    let rig = &rig;
-    std::thread::scope(|scope| {
-        let (ready_tx, ready_rx) = std::sync::mpsc::channel();
-        let reflector = scope.spawn(|| {
-            in_netns(&rig.ns_a, move || {
-                let mut port = bind(rig, &config(ring));
-                let start = port.frame_counts();
-                ready_tx.send(()).unwrap();
-                let bursts = reflect_count(&mut port, COUNT);
-                settle(&mut port, start);
-                assert_eq!(port.frame_counts(), start);
-                assert_eq!(port.frame_counts().total(), 256);
-                (port.stats().unwrap(), bursts)
-            })
-        });
-        ready_rx
-            .recv_timeout(WAIT)
-            .expect("reflector did not start");
-        let elapsed = rig.round_trips(COUNT, WINDOW);
-        let (stats, bursts) = reflector.join().unwrap();
-        eprintln!(
-            "AF_PACKET {ring:?} burst: {COUNT} round trips (window {WINDOW}) in {elapsed:?} = {:.0} \
-             requests/s, {bursts} RX bursts, {stats:?}",
-            f64::from(COUNT) / elapsed.as_secs_f64()
-        );
-        assert_eq!(stats.rx_frames, u64::from(COUNT), "{stats:?}");
-        assert_eq!(stats.tx_frames, u64::from(COUNT), "{stats:?}");
-        assert_eq!(stats.rx_kernel_drops + stats.rx_too_long, 0, "{stats:?}");
-    });
+    let reflect = |ready: &dyn Fn()| {
+        let mut port = bind(&rig, &config(ring));
+        let start = port.frame_counts();
+        ready();
+        let bursts = reflect_count(&mut port, COUNT);
+        settle(&mut port, start);
+        assert_eq!(port.frame_counts(), start);
+        assert_eq!(port.frame_counts().total(), 256);
+        (port.stats().unwrap(), bursts)
+    };
+    let ((stats, bursts), elapsed) = beside(&rig.ns_a, reflect, || rig.round_trips(COUNT, WINDOW));
+    eprintln!(
+        "AF_PACKET {ring:?} burst: {COUNT} round trips (window {WINDOW}) in {elapsed:?} = {:.0} \
+         requests/s, {bursts} RX bursts, {stats:?}",
+        f64::from(COUNT) / elapsed.as_secs_f64()
+    );
+    assert_eq!(stats.rx_frames, u64::from(COUNT), "{stats:?}");
+    assert_eq!(stats.tx_frames, u64::from(COUNT), "{stats:?}");
+    assert_eq!(stats.rx_kernel_drops + stats.rx_too_long, 0, "{stats:?}");
 }
 
 /// 100 frames built with `alloc`, transmitted, then ONE `flush_tx` with ONE `send`: all arrive.
@@ -555,43 +517,37 @@ fn test_tx_ring_full_keeps_frames_queued() {
 fn test_one_outstanding_request_latency(ring: Ring) -> Option<Duration> {
     const COUNT: u32 = 50;
     let rig = Rig::new(&format!("qd1{ring:?}"))?;
-    let rig = &rig;
-    std::thread::scope(|scope| {
-        let (ready_tx, ready_rx) = std::sync::mpsc::channel();
-        let reflector = scope.spawn(|| {
-            in_netns(&rig.ns_a, move || {
-                let mut port = bind(rig, &config(ring));
-                ready_tx.send(()).unwrap();
-                for _ in 0..COUNT {
-                    let frame = recv_one(&mut port, WAIT).expect("request missing");
-                    reflect(&mut port, frame);
-                    port.flush_tx().unwrap();
-                }
-            });
-        });
-        ready_rx
-            .recv_timeout(WAIT)
-            .expect("reflector did not start");
-        let mut rtts = Vec::new();
-        for tag in 0..COUNT {
-            let began = Instant::now();
-            rig.peer.send(&rig.request(None, REQUEST, tag));
-            rig.peer
-                .recv_matching(WAIT, |f| {
-                    is_aoe(f) && f[14] == RESPONSE && aoe_tag(f) == tag
-                })
-                .unwrap_or_else(|| panic!("no reply to request {tag}"));
-            rtts.push(began.elapsed());
+    let reflector = |ready: &dyn Fn()| {
+        let mut port = bind(&rig, &config(ring));
+        ready();
+        for _ in 0..COUNT {
+            let frame = recv_one(&mut port, WAIT).expect("request missing");
+            reflect(&mut port, frame);
+            port.flush_tx().unwrap();
         }
-        reflector.join().unwrap();
-        rtts.sort();
-        let median = rtts[rtts.len() / 2];
-        eprintln!(
-            "AF_PACKET {ring:?} queue depth 1: median round trip {median:?}, max {:?}",
-            rtts[rtts.len() - 1]
-        );
-        Some(median)
-    })
+    };
+    let round_trips = || {
+        (0..COUNT)
+            .map(|tag| {
+                let began = Instant::now();
+                rig.peer.send(&rig.request(None, REQUEST, tag));
+                rig.peer
+                    .recv_matching(WAIT, |f| {
+                        is_aoe(f) && f[14] == RESPONSE && aoe_tag(f) == tag
+                    })
+                    .unwrap_or_else(|| panic!("no reply to request {tag}"));
+                began.elapsed()
+            })
+            .collect::<Vec<_>>()
+    };
+    let ((), mut rtts) = beside(&rig.ns_a, reflector, round_trips);
+    rtts.sort();
+    let median = rtts[rtts.len() / 2];
+    eprintln!(
+        "AF_PACKET {ring:?} queue depth 1: median round trip {median:?}, max {:?}",
+        rtts[rtts.len() - 1]
+    );
+    Some(median)
 }
 
 #[test]
@@ -724,9 +680,7 @@ fn test_pingpong_rates() {
 
 /// Round trips per second of `window` frames bouncing between two ports with `ring`.
 fn pingpong(ring: RingVersion, window: u32) -> f64 {
-    let ns_a = Netns::unique("pp-a").unwrap();
-    let ns_b = Netns::unique("pp-b").unwrap();
-    let veth = Veth::new(&ns_a, "aoepa", &ns_b, "aoepb").create().unwrap();
+    let (ns_a, ns_b, veth) = joined_namespaces("pp", ("aoepa", "aoepb"), 1500);
     let config = PacketConfig {
         frame_count: 1024,
         ring,

@@ -20,7 +20,7 @@ use proptest::prelude::*;
 use tempfile::NamedTempFile;
 
 mod common;
-use common::mounts::SmallTmpfs;
+use common::mounts::{MountPoint, SmallTmpfs};
 
 const CHUNK_SIZE: usize = 4096;
 
@@ -169,6 +169,24 @@ fn recycle(pool: &mut ChunkPool, completions: Vec<IoCompletion>) {
     completions.into_iter().for_each(|c| pool.free(c.chunk));
 }
 
+/// Submits `reqs`, asserts that every one succeeded and frees their chunks.
+#[track_caller]
+fn submit_ok(engine: &mut Engine, pool: &mut ChunkPool, reqs: Vec<IoRequest>) {
+    let done = submit_all(engine, reqs);
+    assert!(done.iter().all(|c| c.result.is_ok()), "{done:?}");
+    recycle(pool, done);
+}
+
+/// Asserts that each `(sector, len, fill)` names `len` bytes of `file` from `sector` on that
+/// are all `fill`.
+#[track_caller]
+fn assert_fills(file: &NamedTempFile, fills: &[(u64, usize, u8)]) {
+    for &(sector, len, fill) in fills {
+        let bytes = file_bytes(file, sector * 512, len);
+        assert!(bytes.iter().all(|b| *b == fill), "sector {sector}");
+    }
+}
+
 #[test]
 fn test_uring_round_trip_at_first_and_last_sector_of_window() {
     let file = temp_file(64);
@@ -180,9 +198,7 @@ fn test_uring_round_trip_at_first_and_last_sector_of_window() {
         req(&mut pool, IoOp::Write, 0, 512, 0, 1),
         req(&mut pool, IoOp::Write, 15, 512, 0, 2),
     ];
-    let done = submit_all(&mut engine, writes);
-    assert!(done.iter().all(|c| c.result.is_ok()), "{done:?}");
-    recycle(&mut pool, done);
+    submit_ok(&mut engine, &mut pool, writes);
     assert!(file_bytes(&file, 8 * 512, 512).iter().all(|b| *b == 1));
     assert!(file_bytes(&file, 23 * 512, 512).iter().all(|b| *b == 2));
     assert!(
@@ -321,9 +337,7 @@ fn test_direct_io_aligned_and_bounced_buffers() {
     let mut engine = uring(exports, &pool);
     let aligned = req(&mut pool, IoOp::Write, 0, oa, 0, 0x11);
     let misaligned = req(&mut pool, IoOp::Write, u64::from(oa / 512) * 2, oa, 1, 0x22);
-    let done = submit_all(&mut engine, vec![aligned, misaligned]);
-    assert!(done.iter().all(|c| c.result.is_ok()), "{done:?}");
-    recycle(&mut pool, done);
+    submit_ok(&mut engine, &mut pool, vec![aligned, misaligned]);
     assert_eq!(engine.stats().bounced, 1);
     assert!(file_bytes(&file, 0, oa as usize).iter().all(|b| *b == 0x11));
     assert!(file_bytes(&file, 2 * u64::from(oa), oa as usize)
@@ -639,9 +653,7 @@ fn export_copies_through_its_mapping(resident: bool, mapped_writes: bool) {
         req(&mut pool, IoOp::Write, 0, 1024, 0, 0xA1),
         req(&mut pool, IoOp::Write, 46, 1024, 1, 0xA2),
     ];
-    let done = submit_all(&mut engine, writes);
-    assert!(done.iter().all(|c| c.result.is_ok()), "{done:?}");
-    recycle(&mut pool, done);
+    submit_ok(&mut engine, &mut pool, writes);
     assert!(file_bytes(&file, 8 * 512, 1024).iter().all(|b| *b == 0xA1));
     assert!(file_bytes(&file, 54 * 512, 1024).iter().all(|b| *b == 0xA2));
     // The sectors around the window are untouched.
@@ -757,9 +769,7 @@ fn mapped_export_fails_requests_past_a_shrunk_end_and_recovers(resident: bool) {
         req(&mut pool, IoOp::Read, 7, 1024, 0, 2),
         req(&mut pool, IoOp::Write, 32, 512, 0, 3),
     ];
-    let done = submit_all(&mut engine, reqs);
-    assert!(done.iter().all(|c| c.result.is_ok()), "{done:?}");
-    recycle(&mut pool, done);
+    submit_ok(&mut engine, &mut pool, reqs);
     assert!(file_bytes(&file, 32 * 512, 512).iter().all(|b| *b == 3));
     // The pages mapped back after the faults joined their neighbours again: each mapping is
     // one area, as before (a split one could no longer use 2 MiB pages there).
@@ -927,9 +937,7 @@ fn test_block_device_export_is_exclusive_and_round_trips() {
     let small = req(&mut pool, IoOp::Write, 1023, 512, 0, 0x3C);
     let big = req(&mut pool, IoOp::Write, 0, 4096, 0, 0x3B);
     let flush = req(&mut pool, IoOp::Flush, 0, 0, 0, 0x3D);
-    let done = submit_all(&mut engine, vec![small, big, flush]);
-    assert!(done.iter().all(|c| c.result.is_ok()), "{done:?}");
-    recycle(&mut pool, done);
+    submit_ok(&mut engine, &mut pool, vec![small, big, flush]);
     assert_eq!((engine.stats().buffered, engine.stats().bounced), (1, 0));
     // A direct read of the block holding the buffered write sees it.
     let done = submit_all(
@@ -1143,13 +1151,8 @@ fn test_mapped_writes_are_copies_through_the_mapping() {
         req(&mut pool, IoOp::Write, 8, 1024, 512, 1),
         req(&mut pool, IoOp::Write, 63, 512, 1, 4),
     ];
-    let done = submit_all(&mut engine, writes);
-    assert!(done.iter().all(|c| c.result.is_ok()), "{done:?}");
-    recycle(&mut pool, done);
-    for (sector, len, fill) in [(8, 1024, 1), (12, 1024, 3), (63, 512, 4)] {
-        let bytes = file_bytes(&file, sector * 512, len);
-        assert!(bytes.iter().all(|b| *b == fill), "sector {sector}");
-    }
+    submit_ok(&mut engine, &mut pool, writes);
+    assert_fills(&file, &[(8, 1024, 1), (12, 1024, 3), (63, 512, 4)]);
     // Reads (not resident) still go through preadv2.
     let done = submit_all(&mut engine, vec![req(&mut pool, IoOp::Read, 8, 1024, 0, 9)]);
     assert!(data(&pool, &done[0], 0, 1024).iter().all(|b| *b == 1));
@@ -1191,13 +1194,8 @@ fn test_writeback_writes_without_mapped_writes_are_pwritev2() {
         req(&mut pool, IoOp::Write, 30, 1024, 512, 1),
         req(&mut pool, IoOp::Write, 63, 512, 1, 4),
     ];
-    let done = submit_all(&mut engine, writes);
-    assert!(done.iter().all(|c| c.result.is_ok()), "{done:?}");
-    recycle(&mut pool, done);
-    for (sector, len, fill) in [(30, 1024, 1), (12, 1024, 3), (63, 512, 4)] {
-        let bytes = file_bytes(&file, sector * 512, len);
-        assert!(bytes.iter().all(|b| *b == fill), "sector {sector}");
-    }
+    submit_ok(&mut engine, &mut pool, writes);
+    assert_fills(&file, &[(30, 1024, 1), (12, 1024, 3), (63, 512, 4)]);
     let stats = engine.stats();
     assert_eq!(
         (stats.mapped, stats.inline, stats.ios, stats.errors),
@@ -1595,8 +1593,9 @@ fn file_bytes_at(path: &Path, offset: u64, len: usize) -> Vec<u8> {
 
 /// A small ext4 file system on a loop device, mounted on a temporary directory; unmounted
 /// and detached on drop.
+/// Field order is drop order: unmounted, then the image goes, then the loop device.
 struct SmallExt4 {
-    dir: tempfile::TempDir,
+    dir: MountPoint,
     _image: NamedTempFile,
     _detach: Detach,
 }
@@ -1612,7 +1611,7 @@ impl SmallExt4 {
             .output()
             .expect("mkfs.ext4 must be installed (e2fsprogs)");
         assert!(mkfs.status.success(), "{mkfs:?}");
-        let dir = tempfile::tempdir_in("/var/tmp").unwrap();
+        let dir = MountPoint::new();
         let mount = Command::new("mount")
             .arg(&dev)
             .arg(dir.path())
@@ -1624,15 +1623,6 @@ impl SmallExt4 {
             _image: image,
             _detach: detach,
         }
-    }
-}
-
-impl Drop for SmallExt4 {
-    fn drop(&mut self) {
-        let _ = Command::new("umount")
-            .arg("-l")
-            .arg(self.dir.path())
-            .status();
     }
 }
 

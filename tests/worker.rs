@@ -100,33 +100,36 @@ impl Disks {
             .unwrap();
         data
     }
+
+    /// Asserts that device 0 holds `blocks`, block `i` at sector `2 * i`.
+    #[track_caller]
+    fn assert_blocks(&self, blocks: &[Vec<u8>]) {
+        for (i, block) in blocks.iter().enumerate() {
+            assert_eq!(&self.read_file(0, i as u64 * 2, 2), block);
+        }
+    }
 }
 
 fn read_request(slot: u8, tag: u32, lba: u64, count: u8) -> Vec<u8> {
-    let mut buf = vec![0u8; 2048];
-    let len = frames::ata(
-        &mut buf,
-        &route(slot),
-        tag,
-        &AtaCmd::read(lba, count, true),
-        &[],
-    );
-    buf.truncate(len);
-    buf
+    ata_request(slot, tag, AtaCmd::read(lba, count, true), &[])
 }
 
 fn write_request(slot: u8, tag: u32, lba: u64, data: &[u8]) -> Vec<u8> {
     let count = u8::try_from(data.len() / 512).unwrap();
+    ata_request(slot, tag, AtaCmd::write(lba, count, true), data)
+}
+
+/// The frame of ATA command `cmd` (with `data`) to slot `slot`.
+fn ata_request(slot: u8, tag: u32, cmd: AtaCmd, data: &[u8]) -> Vec<u8> {
     let mut buf = vec![0u8; 4096];
-    let len = frames::ata(
-        &mut buf,
-        &route(slot),
-        tag,
-        &AtaCmd::write(lba, count, true),
-        data,
-    );
+    let len = frames::ata(&mut buf, &route(slot), tag, &cmd, data);
     buf.truncate(len);
     buf
+}
+
+/// `count` blocks of 1 KiB, each a different [`pattern`].
+fn blocks(count: u8) -> Vec<Vec<u8>> {
+    (0..count).map(|i| pattern(i, 1024)).collect()
 }
 
 fn pattern(seed: u8, len: usize) -> Vec<u8> {
@@ -208,7 +211,7 @@ fn settle(
 }
 
 /// One worker with one loopback port behind the faults of `config`, serving device 0.
-fn faulty(disks: &Disks, config: FaultConfig) -> (Worker<FaultyPort<LoopbackPort>>, Target) {
+fn faulty(disks: &Disks, config: FaultConfig) -> FaultyWorker {
     let port = FaultyPort::new(LoopbackPort::new(FRAMES).unwrap(), config);
     let arenas: Vec<_> = port.io_arenas().cloned().collect();
     let unit = Unit::new(0, port, PORT, CAPACITY, Arc::clone(&disks.state_dir));
@@ -217,6 +220,16 @@ fn faulty(disks: &Disks, config: FaultConfig) -> (Worker<FaultyPort<LoopbackPort
         disks.worker(0, vec![unit], &arenas, &queues),
         disks.target(),
     )
+}
+
+/// A worker whose port injects faults, and its target.
+type FaultyWorker = (Worker<FaultyPort<LoopbackPort>>, Target);
+
+/// One device, and one worker whose port injects `config`'s faults.
+fn one_faulty(config: FaultConfig) -> (Disks, [FaultyWorker; 1]) {
+    let disks = Disks::new(1);
+    let worker = faulty(&disks, config);
+    (disks, [worker])
 }
 
 /// One worker with one loopback port serving every device of `disks`.
@@ -301,8 +314,7 @@ fn test_a_full_tx_ring_holds_replies_back_and_loses_none() {
 
 #[test]
 fn test_a_port_error_stops_the_poll_and_the_request_is_still_answered() {
-    let disks = Disks::new(1);
-    let (mut worker, mut target) = faulty(&disks, FaultConfig::default());
+    let (disks, [(mut worker, mut target)]) = one_faulty(FaultConfig::default());
     let data = pattern(3, 1024);
     let port = worker.units_mut()[0].port_mut();
     port.inner_mut().push_rx(&write_request(0, 0x21, 8, &data));
@@ -325,17 +337,16 @@ fn test_a_port_error_stops_the_poll_and_the_request_is_still_answered() {
 
 #[test]
 fn test_duplicated_and_reordered_frames_are_each_answered() {
-    let disks = Disks::new(1);
     let config = FaultConfig {
         seed: 42,
-        drop_pct: 0,
         duplicate_pct: 50,
         reorder_pct: 50,
+        ..FaultConfig::default()
     };
-    let mut workers = [faulty(&disks, config)];
+    let (disks, mut workers) = one_faulty(config);
     // Writes of distinct data to distinct places, then reads of them: a duplicate write is
     // the same write again, so the file ends the same whatever the order.
-    let blocks: Vec<Vec<u8>> = (0..12u8).map(|i| pattern(i, 1024)).collect();
+    let blocks = blocks(12);
     {
         let wire = workers[0].0.units_mut()[0].port_mut().inner_mut();
         for (i, block) in blocks.iter().enumerate() {
@@ -376,9 +387,7 @@ fn test_duplicated_and_reordered_frames_are_each_answered() {
         let block = usize::try_from(tag - 0x200).unwrap();
         assert_eq!(data, blocks[block], "read {block} after duplicated writes");
     }
-    for (i, block) in blocks.iter().enumerate() {
-        assert_eq!(&disks.read_file(0, i as u64 * 2, 2), block);
-    }
+    disks.assert_blocks(&blocks);
     let port = workers[0].0.units_mut()[0].port_mut();
     let stats = port.stats();
     let answered = sent.len() + reads.len();
@@ -433,15 +442,13 @@ fn test_a_request_for_a_device_another_worker_owns_is_served_by_that_worker() {
 
 #[test]
 fn test_dropped_frames_go_unanswered_and_their_retransmissions_are_served() {
-    let disks = Disks::new(1);
     let config = FaultConfig {
         seed: 7,
         drop_pct: 40,
-        duplicate_pct: 0,
-        reorder_pct: 0,
+        ..FaultConfig::default()
     };
-    let mut workers = [faulty(&disks, config)];
-    let blocks: Vec<Vec<u8>> = (0..16u8).map(|i| pattern(i, 1024)).collect();
+    let (disks, mut workers) = one_faulty(config);
+    let blocks = blocks(16);
     // As an initiator does: send, wait, and send again what was not answered.
     let mut answered = std::collections::BTreeSet::new();
     for round in 0..20 {
@@ -467,9 +474,7 @@ fn test_dropped_frames_go_unanswered_and_their_retransmissions_are_served() {
     }
     let port = workers[0].0.units_mut()[0].port();
     assert!(port.stats().dropped > 0, "{:?}", port.stats());
-    for (i, block) in blocks.iter().enumerate() {
-        assert_eq!(&disks.read_file(0, i as u64 * 2, 2), block);
-    }
+    disks.assert_blocks(&blocks);
     assert_all_free(port.inner());
 }
 

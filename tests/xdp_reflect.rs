@@ -11,8 +11,8 @@ use std::time::{Duration, Instant};
 
 use aoe_xdp::sys::frame::Frame;
 use aoe_xdp::sys::layout::{
-    payload_is_aligned, AOE_ATA_HEADERS_LEN, ETH_MIN_FRAME_LEN, FRAME_CAPACITY, FRAME_SIZE,
-    PACKET_OFFSET, PAYLOAD_ALIGN, PAYLOAD_OFFSET, SLAB_CAPACITY,
+    payload_is_aligned, AOE_ATA_HEADERS_LEN, FRAME_CAPACITY, FRAME_SIZE, PACKET_OFFSET,
+    PAYLOAD_ALIGN, PAYLOAD_OFFSET, SLAB_CAPACITY,
 };
 use aoe_xdp::sys::xdp::loader::{attached_program, detach_stale, AttachMode, XdpMode, XdpProgram};
 use aoe_xdp::sys::xdp::xsk::{
@@ -23,10 +23,10 @@ use common::frames::{
     aoe_frame, aoe_tag, expected_reply, is_aoe, swap_macs, ETH_P_AOE, FOREIGN_MAC, GROUP_MAC,
     QUIET, REQUEST, RESPONSE, WAIT,
 };
-use common::netns::{in_netns, PacketSocket};
+use common::netns::{beside, in_netns, PacketSocket};
 use common::ports::{
-    assert_no_frame, build_long_reply, queue_responses, recv_one, reflect, reflect_count, settle,
-    Rig,
+    assert_no_frame, queue_responses, recv_one, reflect, reflect_count, reflect_tagged,
+    reply_longer_than_request, settle, Rig,
 };
 use netns_rig::{leftover_namespaces, privileged_or_skip, Netns, Veth};
 
@@ -127,27 +127,12 @@ fn reflect_request(tag: &str, mode: XdpMode, expect_mode: AttachMode) {
         assert!(offset + FRAME_SIZE - PACKET_OFFSET <= port.umem_len());
         reflect(&mut port, frame);
         port.flush_tx().unwrap();
-        let reply = rig.reply(0x1234_5678, "B did not receive the reply");
-        assert_eq!(
-            reply.len(),
-            ETH_MIN_FRAME_LEN,
-            "runt reply not padded to 60 bytes"
-        );
-        assert_eq!(reply[..short.len()], expected_reply(&short)[..]);
-        assert!(
-            reply[short.len()..].iter().all(|&b| b == 0),
-            "padding not zero: {reply:02x?}"
-        );
+        rig.expect_padded_reply(&short);
 
         // A reply longer than its request.
-        rig.peer.send(&long);
-        let mut frame = recv_one(&mut port, WAIT).expect("second request did not reach the XSK");
-        let buf = port.data_mut(&mut frame);
-        assert!(buf.len() >= AOE_ATA_HEADERS_LEN + 1024);
-        let reply_len = build_long_reply(buf);
-        port.transmit(frame, reply_len);
-        port.flush_tx().unwrap();
-        rig.expect_long_reply(&long, reply_len);
+        reply_longer_than_request(&mut port, &rig, &long, |buf| {
+            assert!(buf.len() >= AOE_ATA_HEADERS_LEN + 1024);
+        });
 
         let counters = program.counters().unwrap();
         assert_eq!(counters.redirected, 2);
@@ -244,19 +229,7 @@ fn test_vlan_request_reaches_xsk() {
     in_netns(&rig.ns_a, || {
         let (program, mut port) = setup_a(&rig, XdpMode::Native);
         let start = port.frame_counts();
-        rig.peer.send(&request);
-        let frame = recv_one(&mut port, WAIT).expect("VLAN-tagged request did not reach the XSK");
-        assert_eq!(port.data(&frame), &request[..]);
-        // The tag shifts the payload: this is the case the dataplane must bounce-copy.
-        assert!(!payload_is_aligned(
-            port.umem_offset(&frame),
-            AOE_ATA_HEADERS_LEN + 4
-        ));
-        reflect(&mut port, frame);
-        port.flush_tx().unwrap();
-        let reply = rig.tagged_reply("B did not receive the VLAN reply");
-        assert_eq!(reply[..request.len()], expected_reply(&request)[..]);
-        assert_eq!(reply.len(), ETH_MIN_FRAME_LEN);
+        reflect_tagged(&mut port, &rig, &request, XskPort::umem_offset);
         assert_eq!(program.counters().unwrap().redirected, 1);
         settle(&mut port, start);
     });
@@ -440,39 +413,29 @@ fn test_burst_reflects_all_without_leaks() {
     const COUNT: u32 = 2000;
     const WINDOW: u32 = 64;
     let Some(rig) = Rig::new("burst") else { return };
-    let rig = &rig;
-    std::thread::scope(|scope| {
-        let (ready_tx, ready_rx) = std::sync::mpsc::channel();
-        let reflector = scope.spawn(|| {
-            in_netns(&rig.ns_a, move || {
-                let (program, mut port) = setup_a(rig, XdpMode::Native);
-                let reach = port
-                    .set_busy_poll(BusyPoll {
-                        prefer: true,
-                        usecs: 20,
-                        budget: 16,
-                    })
-                    .unwrap();
-                // What the README says of veth: the kernel ties its sockets to no NAPI, so
-                // busy polling cannot move the receive path into the worker.
-                assert_eq!(reach, BusyPollReach::NoNapi);
-                let start = port.frame_counts();
-                ready_tx.send(()).unwrap();
-                reflect_count(&mut port, COUNT);
-                settle(&mut port, start);
-                assert_eq!(port.frame_counts(), start);
-                assert_eq!(port.frame_counts().total(), 256);
-                assert_eq!(program.counters().unwrap().redirected, u64::from(COUNT));
-                port.stats().unwrap()
+    let reflect = |ready: &dyn Fn()| {
+        let (program, mut port) = setup_a(&rig, XdpMode::Native);
+        let reach = port
+            .set_busy_poll(BusyPoll {
+                prefer: true,
+                usecs: 20,
+                budget: 16,
             })
-        });
-        ready_rx
-            .recv_timeout(WAIT)
-            .expect("reflector did not start");
-        rig.round_trips(COUNT, WINDOW);
-        let stats = reflector.join().unwrap();
-        assert_eq!(stats.rx_dropped + stats.rx_ring_full, 0, "{stats:?}");
-    });
+            .unwrap();
+        // What the README says of veth: the kernel ties its sockets to no NAPI, so busy
+        // polling cannot move the receive path into the worker.
+        assert_eq!(reach, BusyPollReach::NoNapi);
+        let start = port.frame_counts();
+        ready();
+        reflect_count(&mut port, COUNT);
+        settle(&mut port, start);
+        assert_eq!(port.frame_counts(), start);
+        assert_eq!(port.frame_counts().total(), 256);
+        assert_eq!(program.counters().unwrap().redirected, u64::from(COUNT));
+        port.stats().unwrap()
+    };
+    let (stats, _) = beside(&rig.ns_a, reflect, || rig.round_trips(COUNT, WINDOW));
+    assert_eq!(stats.rx_dropped + stats.rx_ring_full, 0, "{stats:?}");
 }
 
 /// Receives exactly `count` frames without refilling (each checked to be the AoE request with
@@ -671,12 +634,12 @@ fn sector_byte(tag: u32, i: usize) -> u8 {
     u8::try_from((i * 7 + tag as usize) % 251).unwrap()
 }
 
-/// An AoE ATA request from `src` to `dst`: a `sectors`-sector WRITE with its data (a jumbo
-/// frame for 17 sectors), or a READ (the 36 header bytes only).
-fn ata_request(dst: [u8; 6], src: [u8; 6], tag: u32, sectors: usize, write: bool) -> Vec<u8> {
+/// An AoE ATA request from B to A: a `sectors`-sector WRITE with its data (a jumbo frame for
+/// 17 sectors), or a READ (the 36 header bytes only).
+fn ata_request(rig: &Rig, tag: u32, sectors: usize, write: bool) -> Vec<u8> {
     let mut frame = Vec::new();
-    frame.extend_from_slice(&dst);
-    frame.extend_from_slice(&src);
+    frame.extend_from_slice(&rig.veth.a.mac);
+    frame.extend_from_slice(&rig.veth.b.mac);
     frame.extend_from_slice(&ETH_P_AOE.to_be_bytes());
     frame.extend_from_slice(&[REQUEST, 0, 0, 7, 3, 0]); // ver/flags, error, major 7, minor 3, ATA
     frame.extend_from_slice(&tag.to_be_bytes());
@@ -718,7 +681,7 @@ fn jumbo_round_trip(tag: &str, mode: XdpMode, expect_mode: AttachMode) {
     let Some(rig) = Rig::with_mtu(tag, 9000) else {
         return;
     };
-    let request = ata_request(rig.veth.a.mac, rig.veth.b.mac, 0x1717, JUMBO_SECTORS, true);
+    let request = ata_request(&rig, 0x1717, JUMBO_SECTORS, true);
     assert_eq!(request.len(), JUMBO_LEN);
     in_netns(&rig.ns_a, || {
         let (program, mut port) = setup_a(&rig, mode);
@@ -786,8 +749,8 @@ fn test_upgrade_for_jumbo_read_reply() {
     let Some(rig) = Rig::with_mtu("upgrade", 9000) else {
         return;
     };
-    let read = ata_request(rig.veth.a.mac, rig.veth.b.mac, 0x2222, JUMBO_SECTORS, false);
-    let second = ata_request(rig.veth.a.mac, rig.veth.b.mac, 0x3333, JUMBO_SECTORS, false);
+    let read = ata_request(&rig, 0x2222, JUMBO_SECTORS, false);
+    let second = ata_request(&rig, 0x3333, JUMBO_SECTORS, false);
     in_netns(&rig.ns_a, || {
         let (_program, mut port) = setup_a(&rig, XdpMode::Native);
         let start = port.frame_counts();
@@ -838,8 +801,8 @@ fn test_jumbo_without_free_slab_is_dropped_and_counted() {
     let Some(rig) = Rig::with_mtu("noslab", 9000) else {
         return;
     };
-    let request = ata_request(rig.veth.a.mac, rig.veth.b.mac, 0x4444, JUMBO_SECTORS, true);
-    let small = ata_request(rig.veth.a.mac, rig.veth.b.mac, 0x4445, 1, true);
+    let request = ata_request(&rig, 0x4444, JUMBO_SECTORS, true);
+    let small = ata_request(&rig, 0x4445, 1, true);
     in_netns(&rig.ns_a, || {
         let (_program, mut port) = setup_a(&rig, XdpMode::Native);
         let start = port.frame_counts();
@@ -871,13 +834,16 @@ fn test_jumbo_rounds_without_leaks() {
     in_netns(&rig.ns_a, || {
         let (program, mut port) = setup_a(&rig, XdpMode::Native);
         let start = port.frame_counts();
+        // Request `t` writes 1 + t % 17 sectors.
+        let request_of = |t: u32| {
+            let sectors = 1 + (t as usize % JUMBO_SECTORS);
+            ata_request(&rig, t, sectors, true)
+        };
         let mut tag = 0;
         while tag < ROUNDS {
             let batch: Vec<u32> = (tag..(tag + WINDOW).min(ROUNDS)).collect();
             for &t in &batch {
-                let sectors = 1 + (t as usize % JUMBO_SECTORS);
-                let request = ata_request(rig.veth.a.mac, rig.veth.b.mac, t, sectors, true);
-                rig.peer.send(&request);
+                rig.peer.send(&request_of(t));
             }
             for _ in &batch {
                 let frame = recv_one(&mut port, WAIT).expect("request lost");
@@ -886,16 +852,7 @@ fn test_jumbo_rounds_without_leaks() {
             port.flush_tx().unwrap();
             port.reap_completions();
             port.refill().unwrap();
-            for _ in &batch {
-                let reply = rig
-                    .peer
-                    .recv_matching(WAIT, |f| is_aoe(f) && f[14] == RESPONSE)
-                    .expect("reply lost");
-                let t = aoe_tag(&reply);
-                let sectors = 1 + (t as usize % JUMBO_SECTORS);
-                let request = ata_request(rig.veth.a.mac, rig.veth.b.mac, t, sectors, true);
-                assert!(reply == expected_reply(&request), "reply {t} differs");
-            }
+            rig.expect_reflected(batch.len(), request_of);
             tag += WINDOW;
         }
         settle(&mut port, start);
@@ -917,16 +874,21 @@ fn test_port_fit_reply_on_af_xdp() {
     let Some(rig) = Rig::with_mtu("fitreply", 9000) else {
         return;
     };
-    let big_read = ata_request(rig.veth.a.mac, rig.veth.b.mac, 0x6001, JUMBO_SECTORS, false);
-    let small_read = ata_request(rig.veth.a.mac, rig.veth.b.mac, 0x6002, 1, false);
-    let write = ata_request(rig.veth.a.mac, rig.veth.b.mac, 0x6003, 4, true);
+    // (request, fitted into a slab): the 17-sector READ is, the 1-sector read and the write
+    // are not.
+    let cases = [
+        (ata_request(&rig, 0x6001, JUMBO_SECTORS, false), true),
+        (ata_request(&rig, 0x6002, 1, false), false),
+        (ata_request(&rig, 0x6003, 4, true), false),
+    ];
     in_netns(&rig.ns_a, || {
         let (_program, xsk) = setup_a(&rig, XdpMode::Native);
         let mut port = Port::Xsk(xsk);
         assert_eq!(port.advertised_mtu(9000), 9000);
         assert_eq!(port.advertised_mtu(1500), 1500);
         assert_eq!(port.io_arenas().count(), 2);
-        for (request, slab) in [(&big_read, true), (&small_read, false), (&write, false)] {
+        for (request, slab) in &cases {
+            let slab = *slab;
             rig.peer.send(request);
             let deadline = Instant::now() + WAIT;
             let frame = loop {
@@ -976,20 +938,8 @@ fn test_jumbo_write_and_read_through_io_uring_o_direct() {
         .custom_flags(libc::O_DIRECT)
         .open(file.path())
         .expect("/var/tmp supports O_DIRECT");
-    let write = ata_request(
-        rig.veth.a.mac,
-        rig.veth.b.mac,
-        0x0D15_C001,
-        JUMBO_SECTORS,
-        true,
-    );
-    let read = ata_request(
-        rig.veth.a.mac,
-        rig.veth.b.mac,
-        0x0D15_C002,
-        JUMBO_SECTORS,
-        false,
-    );
+    let write = ata_request(&rig, 0x0D15_C001, JUMBO_SECTORS, true);
+    let read = ata_request(&rig, 0x0D15_C002, JUMBO_SECTORS, false);
     let wait_one = |ring: &mut Ring| {
         ring.submit_and_wait(1).unwrap();
         let mut out = None;

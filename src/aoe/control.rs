@@ -193,7 +193,7 @@ impl Device {
         let room = arg_room(&ctx.port, buf, offset).saturating_sub(RESERVE_HEADER_LEN);
         let mut reply = ReservePacket::new_unchecked(&mut buf[offset..]);
         let list = self.cache.reserve.as_slice();
-        let shown = list.len().min(room / 6);
+        let shown = list.len().min(room / MacAddr::LEN);
         for (index, mac) in list[..shown].iter().enumerate() {
             reply.set_mac(index, *mac);
         }

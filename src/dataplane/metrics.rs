@@ -275,22 +275,15 @@ mod tests {
             vec![0],
         );
         board.publish(0, |slot| {
-            slot.units = vec![
-                (
-                    0,
-                    UnitStats {
-                        rx_frames: 7,
-                        ..UnitStats::default()
-                    },
-                ),
-                (
-                    1,
-                    UnitStats {
-                        rx_frames: 9,
-                        ..UnitStats::default()
-                    },
-                ),
-            ];
+            // Unit 0 received 7 frames, unit 1 received 9.
+            let received = |(unit, rx_frames)| {
+                let stats = UnitStats {
+                    rx_frames,
+                    ..UnitStats::default()
+                };
+                (unit, stats)
+            };
+            slot.units = [(0, 7), (1, 9)].map(received).into();
             slot.devices = vec![crate::aoe::DeviceCounters {
                 read_bytes: 2048,
                 ..Default::default()

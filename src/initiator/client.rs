@@ -181,31 +181,40 @@ impl Client {
         })
     }
 
-    fn ata(&mut self, target: &Found, cmd: AtaCmd, data: &[u8]) -> Result<Vec<u8>, ClientError> {
-        let frame = self.exchange(target, |buf, route, tag| {
-            frames::ata(buf, route, tag, &cmd, data)
-        })?;
+    /// Sends the request `encode` builds and waits for its reply; an AoE error in the reply is
+    /// [`ClientError::Aoe`], else `answer` reads the reply (`Malformed` when it cannot).
+    fn request<T>(
+        &mut self,
+        target: &Found,
+        encode: impl FnMut(&mut [u8], &Route, u32) -> usize,
+        answer: impl FnOnce(&Reply<'_>) -> Result<T, ClientError>,
+    ) -> Result<T, ClientError> {
+        let frame = self.exchange(target, encode)?;
         let reply = Reply::parse(&frame).ok_or(ClientError::Malformed)?;
         if let Some(error) = reply.error() {
             return Err(ClientError::Aoe(error));
         }
-        let (ata, payload) = reply.ata().ok_or(ClientError::Malformed)?;
-        if ata.cmd_status & (status::BSY | status::DF | status::DRQ | status::ERR) != 0 {
-            return Err(ClientError::Ata {
-                status: ata.cmd_status,
-                error: ata.err_feature,
-            });
-        }
-        Ok(payload.to_vec())
+        answer(&reply)
+    }
+
+    fn ata(&mut self, target: &Found, cmd: AtaCmd, data: &[u8]) -> Result<Vec<u8>, ClientError> {
+        let encode = |buf: &mut [u8], route: &Route, tag| frames::ata(buf, route, tag, &cmd, data);
+        self.request(target, encode, |reply| {
+            let (ata, payload) = reply.ata().ok_or(ClientError::Malformed)?;
+            if ata.cmd_status & (status::BSY | status::DF | status::DRQ | status::ERR) != 0 {
+                return Err(ClientError::Ata {
+                    status: ata.cmd_status,
+                    error: ata.err_feature,
+                });
+            }
+            Ok(payload.to_vec())
+        })
     }
 
     /// IDENTIFY DEVICE: the 512-byte block.
     pub fn identify(&mut self, target: &Found) -> Result<Vec<u8>, ClientError> {
         let data = self.ata(target, AtaCmd::other(AtaCommand::IdentifyDevice, 1, 0), &[])?;
-        if data.len() < SECTOR_SIZE {
-            return Err(ClientError::Malformed);
-        }
-        Ok(data[..SECTOR_SIZE].to_vec())
+        leading(data, SECTOR_SIZE)
     }
 
     /// Reads `count` sectors at `lba`.
@@ -217,11 +226,7 @@ impl Client {
         lba48: bool,
     ) -> Result<Vec<u8>, ClientError> {
         let data = self.ata(target, AtaCmd::read(lba, count, lba48), &[])?;
-        let want = usize::from(count) * SECTOR_SIZE;
-        if data.len() < want {
-            return Err(ClientError::Malformed);
-        }
-        Ok(data[..want].to_vec())
+        leading(data, usize::from(count) * SECTOR_SIZE)
     }
 
     /// Writes `data` (a whole number of sectors) at `lba`.
@@ -255,18 +260,13 @@ impl Client {
         command: ConfigCommand,
         value: &[u8],
     ) -> Result<Vec<u8>, ClientError> {
-        let frame = self.exchange(target, |buf, route, tag| {
+        let encode = |buf: &mut [u8], route: &Route, tag| {
             frames::query_config(buf, route, tag, command, value)
-        })?;
-        let reply = Reply::parse(&frame).ok_or(ClientError::Malformed)?;
-        if let Some(error) = reply.error() {
-            return Err(ClientError::Aoe(error));
-        }
-        Ok(reply
-            .query_config()
-            .ok_or(ClientError::Malformed)?
-            .config_string
-            .to_vec())
+        };
+        self.request(target, encode, |reply| {
+            let repr = reply.query_config().ok_or(ClientError::Malformed)?;
+            Ok(repr.config_string.to_vec())
+        })
     }
 
     /// A Mac Mask List request; the reply's directives.
@@ -276,18 +276,16 @@ impl Client {
         command: MacMaskCommand,
         directives: &[DirectiveRepr],
     ) -> Result<Vec<MacAddr>, ClientError> {
-        let frame = self.exchange(target, |buf, route, tag| {
+        let encode = |buf: &mut [u8], route: &Route, tag| {
             frames::mac_mask(buf, route, tag, command, directives)
-        })?;
-        let reply = Reply::parse(&frame).ok_or(ClientError::Malformed)?;
-        if let Some(error) = reply.error() {
-            return Err(ClientError::Aoe(error));
-        }
-        let (repr, packet) = reply.mac_mask().ok_or(ClientError::Malformed)?;
-        if repr.error.is_some() {
-            return Err(ClientError::Malformed);
-        }
-        Ok(packet.directives().map(|d| d.mac).collect())
+        };
+        self.request(target, encode, |reply| {
+            let (repr, packet) = reply.mac_mask().ok_or(ClientError::Malformed)?;
+            if repr.error.is_some() {
+                return Err(ClientError::Malformed);
+            }
+            Ok(packet.directives().map(|d| d.mac).collect())
+        })
     }
 
     /// A Reserve/Release request; the reply's MAC list.
@@ -297,18 +295,20 @@ impl Client {
         command: ReserveCommand,
         macs: &[MacAddr],
     ) -> Result<Vec<MacAddr>, ClientError> {
-        let frame = self.exchange(target, |buf, route, tag| {
-            frames::reserve(buf, route, tag, command, macs)
-        })?;
-        let reply = Reply::parse(&frame).ok_or(ClientError::Malformed)?;
-        if let Some(error) = reply.error() {
-            return Err(ClientError::Aoe(error));
-        }
-        Ok(reply
-            .reserve()
-            .ok_or(ClientError::Malformed)?
-            .1
-            .macs()
-            .collect())
+        let encode =
+            |buf: &mut [u8], route: &Route, tag| frames::reserve(buf, route, tag, command, macs);
+        self.request(target, encode, |reply| {
+            let (_, packet) = reply.reserve().ok_or(ClientError::Malformed)?;
+            Ok(packet.macs().collect())
+        })
     }
+}
+
+/// The first `len` bytes of a reply's `data`; [`ClientError::Malformed`] when it is shorter.
+fn leading(mut data: Vec<u8>, len: usize) -> Result<Vec<u8>, ClientError> {
+    if data.len() < len {
+        return Err(ClientError::Malformed);
+    }
+    data.truncate(len);
+    Ok(data)
 }

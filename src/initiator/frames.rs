@@ -70,29 +70,21 @@ pub struct AtaCmd {
 impl AtaCmd {
     /// READ SECTORS (EXT when `lba48`).
     pub fn read(lba: u64, count: u8, lba48: bool) -> AtaCmd {
-        let command = if lba48 {
-            AtaCommand::ReadSectorsExt
-        } else {
-            AtaCommand::ReadSectors
-        };
-        AtaCmd {
-            command,
-            lba48,
-            lba,
-            count,
-            feature: 0,
-        }
+        let forms = [AtaCommand::ReadSectors, AtaCommand::ReadSectorsExt];
+        AtaCmd::sectors(forms, lba, count, lba48)
     }
 
     /// WRITE SECTORS (EXT when `lba48`).
     pub fn write(lba: u64, count: u8, lba48: bool) -> AtaCmd {
-        let command = if lba48 {
-            AtaCommand::WriteSectorsExt
-        } else {
-            AtaCommand::WriteSectors
-        };
+        let forms = [AtaCommand::WriteSectors, AtaCommand::WriteSectorsExt];
+        AtaCmd::sectors(forms, lba, count, lba48)
+    }
+
+    /// A command on `count` sectors at `lba`: `forms[1]` (its EXT form) when `lba48`, else
+    /// `forms[0]`.
+    fn sectors(forms: [AtaCommand; 2], lba: u64, count: u8, lba48: bool) -> AtaCmd {
         AtaCmd {
-            command,
+            command: forms[usize::from(lba48)],
             lba48,
             lba,
             count,

@@ -582,6 +582,20 @@ mod tests {
     use super::*;
     use FrameState::{Completion, Fill, Rx, Tx};
 
+    /// A pool of `count` frames, and the index of one taken from it into `state`.
+    fn pool_with_taken(count: u32, state: FrameState) -> (FramePool, u32) {
+        let mut pool = FramePool::new(count);
+        let index = pool.take_free(state).unwrap();
+        (pool, index)
+    }
+
+    /// A pool of one frame, the frame taken (`Rx`), and its handle.
+    fn pool_with_held_frame() -> (FramePool, u32, Frame) {
+        let (pool, index) = pool_with_taken(1, Rx);
+        let frame = pool.handle(index, 0);
+        (pool, index, frame)
+    }
+
     fn release(pool: &mut FramePool, frame: Frame) {
         pool.check(&frame);
         let (_, index, _) = frame.into_parts();
@@ -723,8 +737,7 @@ mod tests {
     #[test]
     #[should_panic(expected = "expected Rx")]
     fn test_double_release_panics() {
-        let mut pool = FramePool::new(2);
-        let index = pool.take_free(Rx).unwrap();
+        let (mut pool, index) = pool_with_taken(2, Rx);
         pool.put_free(index, Rx);
         pool.put_free(index, Rx);
     }
@@ -740,35 +753,29 @@ mod tests {
     #[test]
     #[should_panic(expected = "expected Completion")]
     fn test_completion_of_frame_not_sent_panics() {
-        let mut pool = FramePool::new(2);
-        let index = pool.take_free(Fill).unwrap();
+        let (mut pool, index) = pool_with_taken(2, Fill);
         pool.put_free(index, Completion);
     }
 
     #[test]
     #[should_panic(expected = "illegal frame transition Fill -> Tx")]
     fn test_transmit_from_fill_ring_is_illegal() {
-        let mut pool = FramePool::new(1);
-        let index = pool.take_free(Fill).unwrap();
+        let (mut pool, index) = pool_with_taken(1, Fill);
         pool.transition(index, Fill, Tx);
     }
 
     #[test]
     #[should_panic(expected = "used with a different pool")]
     fn test_handle_from_other_pool_panics() {
-        let mut one = FramePool::new(1);
+        let (_one, _, frame) = pool_with_held_frame();
         let other = FramePool::new(1);
-        let index = one.take_free(Rx).unwrap();
-        let frame = one.handle(index, 0);
         other.check(&frame);
     }
 
     #[test]
     #[should_panic(expected = "stale handle")]
     fn test_stale_handle_panics() {
-        let mut pool = FramePool::new(1);
-        let index = pool.take_free(Rx).unwrap();
-        let frame = pool.handle(index, 0);
+        let (mut pool, index, frame) = pool_with_held_frame();
         // Bookkeeping says the frame went back (a bug elsewhere); the handle must not be used.
         pool.put_free(index, Rx);
         pool.check(&frame);
@@ -777,9 +784,7 @@ mod tests {
     #[test]
     #[should_panic(expected = "dropped without transmit() or release()")]
     fn test_dropping_a_handle_panics() {
-        let mut pool = FramePool::new(1);
-        let index = pool.take_free(Rx).unwrap();
-        let frame = pool.handle(index, 0);
+        let (_pool, _, frame) = pool_with_held_frame();
         drop(frame);
     }
 

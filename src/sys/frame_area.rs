@@ -268,12 +268,6 @@ impl FrameArea {
         Some(self.pool.handle(index, 0))
     }
 
-    /// A free slab for building a jumbo frame from scratch, or `None`.
-    pub fn alloc_slab(&mut self) -> Option<Frame> {
-        let slab = self.pool.take_free_slab()?;
-        Some(self.pool.handle(slab, 0))
-    }
-
     /// Gives a frame back without sending it (e.g. a dropped request).
     pub fn release(&mut self, frame: Frame) {
         self.pool.release(frame);

@@ -108,23 +108,10 @@ impl Arena {
     /// Maps a new zero-filled arena of `chunk_count` chunks of `chunk_size` bytes.
     pub fn new(chunk_size: usize, chunk_count: usize) -> Result<Arena, MemError> {
         let len = checked_len(chunk_size, chunk_count)?;
-        // SAFETY: an anonymous private mapping at a kernel-chosen address aliases nothing; all
-        // arguments are valid constants and `len` is non-zero.
-        let ptr = unsafe {
-            libc::mmap(
-                std::ptr::null_mut(),
-                len,
-                libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
-                -1,
-                0,
-            )
-        };
-        if ptr == libc::MAP_FAILED {
-            let source = std::io::Error::last_os_error();
-            return Err(MemError::Mmap { len, source });
-        }
-        let base = NonNull::new(ptr.cast::<u8>()).ok_or(MemError::BadPointer)?;
+        // An anonymous private mapping: it aliases nothing.
+        let ptr = map_read_write(len, libc::MAP_PRIVATE | libc::MAP_ANONYMOUS, -1, 0)
+            .map_err(|source| MemError::Mmap { len, source })?;
+        let base = NonNull::new(ptr).ok_or(MemError::BadPointer)?;
         Ok(Arena::assemble(base, len, chunk_size, chunk_count, true))
     }
 
@@ -400,6 +387,40 @@ impl std::fmt::Debug for ChunkPool {
     }
 }
 
+/// `mmap(NULL, len, PROT_READ | PROT_WRITE, flags, fd, offset)`: a new readable and writable
+/// mapping at an address the kernel chooses. The caller owns it (and unmaps it).
+///
+/// # Panics
+/// If `flags` has `MAP_FIXED` (which would replace existing mappings).
+pub(crate) fn map_read_write(
+    len: usize,
+    flags: libc::c_int,
+    fd: libc::c_int,
+    offset: libc::off_t,
+) -> io::Result<*mut u8> {
+    assert_eq!(
+        flags & libc::MAP_FIXED,
+        0,
+        "MAP_FIXED would replace mappings"
+    );
+    // SAFETY: without MAP_FIXED and with a null hint the kernel picks a free range: no existing
+    // memory is affected. Invalid arguments fail with MAP_FAILED, checked below.
+    let ptr = unsafe {
+        libc::mmap(
+            std::ptr::null_mut(),
+            len,
+            libc::PROT_READ | libc::PROT_WRITE,
+            flags,
+            fd,
+            offset,
+        )
+    };
+    if ptr == libc::MAP_FAILED {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(ptr.cast::<u8>())
+}
+
 /// A memory mapping, unmapped on drop.
 pub(crate) struct Mapping {
     pub(crate) ptr: NonNull<u8>,
@@ -424,22 +445,8 @@ impl Mapping {
         fd: Option<BorrowedFd<'_>>,
     ) -> io::Result<Mapping> {
         let raw_fd = fd.map_or(-1, |fd| fd.as_raw_fd());
-        // SAFETY: a fresh mapping at an address the kernel chooses; no existing memory is
-        // affected. The result is checked before use.
-        let ptr = unsafe {
-            libc::mmap(
-                std::ptr::null_mut(),
-                len,
-                libc::PROT_READ | libc::PROT_WRITE,
-                flags,
-                raw_fd,
-                0,
-            )
-        };
-        if ptr == libc::MAP_FAILED {
-            return Err(io::Error::last_os_error());
-        }
-        let ptr = NonNull::new(ptr.cast::<u8>()).expect("mmap never returns null on success");
+        let ptr = map_read_write(len, flags, raw_fd, 0)?;
+        let ptr = NonNull::new(ptr).expect("mmap never returns null on success");
         Ok(Mapping { ptr, len })
     }
 

@@ -188,31 +188,36 @@ mod test {
         }
     }
 
+    /// Asserts what each getter of `packet` reads: buffer count, firmware version, sector
+    /// count, AoE version and command as `fixed` says, then the string (and its length).
+    #[track_caller]
+    fn assert_fields(
+        packet: &QueryConfigPacket<&[u8]>,
+        fixed: (u16, u16, u8, u8, ConfigCommand),
+        string: &[u8],
+    ) {
+        assert_eq!(packet.buffer_count(), fixed.0);
+        assert_eq!(packet.firmware_version(), fixed.1);
+        assert_eq!(packet.sector_count(), fixed.2);
+        assert_eq!(packet.aoe_version(), fixed.3);
+        assert_eq!(packet.command(), fixed.4);
+        assert_eq!(usize::from(packet.config_string_len()), string.len());
+        assert_eq!(packet.config_string(), string);
+    }
+
     #[test]
     fn test_deconstruct_discovery() {
         let frame = golden::query_config_broadcast();
         let packet = QueryConfigPacket::new_checked(&frame[ARG_OFFSET..]).unwrap();
-        assert_eq!(packet.buffer_count(), 0);
-        assert_eq!(packet.firmware_version(), 0);
-        assert_eq!(packet.sector_count(), 0);
-        assert_eq!(packet.aoe_version(), 0);
-        assert_eq!(packet.command(), ConfigCommand::Read);
-        assert_eq!(packet.config_string_len(), 0);
-        assert_eq!(packet.config_string(), b"");
+        assert_fields(&packet, (0, 0, 0, 0, ConfigCommand::Read), b"");
     }
 
     #[test]
     fn test_deconstruct_reply() {
         let frame = golden::query_config_reply();
         let packet = QueryConfigPacket::new_checked(&frame[ARG_OFFSET..]).unwrap();
-        assert_eq!(packet.buffer_count(), 64);
-        assert_eq!(packet.firmware_version(), 0x4019);
-        assert_eq!(packet.sector_count(), 2);
-        assert_eq!(packet.aoe_version(), 1);
-        assert_eq!(packet.command(), ConfigCommand::Read);
-        assert_eq!(packet.config_string_len(), 7);
         // Padding after the string is not part of it.
-        assert_eq!(packet.config_string(), b"aoe-xdp");
+        assert_fields(&packet, (64, 0x4019, 2, 1, ConfigCommand::Read), b"aoe-xdp");
         assert_eq!(QueryConfigRepr::parse(&packet), Ok(reply_repr()));
     }
 

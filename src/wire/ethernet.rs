@@ -20,9 +20,12 @@ pub const ETHERTYPE_VLAN: u16 = 0x8100;
 
 /// An Ethernet MAC address.
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
-pub struct MacAddr(pub [u8; 6]);
+pub struct MacAddr(pub [u8; MacAddr::LEN]);
 
 impl MacAddr {
+    /// Length of an address on the wire.
+    pub const LEN: usize = 6;
+
     /// The broadcast address `ff:ff:ff:ff:ff:ff`.
     pub const BROADCAST: MacAddr = MacAddr([0xff; 6]);
 
@@ -31,8 +34,8 @@ impl MacAddr {
     /// # Panics
     /// If `bytes` is shorter than six bytes.
     pub fn from_bytes(bytes: &[u8]) -> MacAddr {
-        let mut addr = [0; 6];
-        addr.copy_from_slice(&bytes[..6]);
+        let mut addr = [0; MacAddr::LEN];
+        addr.copy_from_slice(&bytes[..MacAddr::LEN]);
         MacAddr(addr)
     }
 
@@ -309,12 +312,9 @@ impl EthernetRepr {
 #[cfg(test)]
 mod test {
     use super::*;
-    use crate::wire::golden::{self, arb_mac};
+    use crate::wire::golden::{self, arb_mac, INITIATOR_MAC as INITIATOR, TARGET_MAC as TARGET};
     use crate::wire::Error;
     use proptest::prelude::*;
-
-    const INITIATOR: MacAddr = MacAddr([0x52, 0x54, 0x00, 0x12, 0x34, 0x56]);
-    const TARGET: MacAddr = MacAddr([0x00, 0x11, 0x22, 0x33, 0x44, 0x55]);
 
     #[test]
     fn test_deconstruct() {

@@ -14,6 +14,13 @@ pub const INITIATOR: [u8; 6] = [0x52, 0x54, 0x00, 0x12, 0x34, 0x56];
 /// The target's MAC in every golden frame.
 pub const TARGET: [u8; 6] = [0x00, 0x11, 0x22, 0x33, 0x44, 0x55];
 
+/// [`INITIATOR`] and [`TARGET`] as addresses.
+pub const INITIATOR_MAC: MacAddr = MacAddr(INITIATOR);
+pub const TARGET_MAC: MacAddr = MacAddr(TARGET);
+/// The two MACs the golden Mac Mask List and Reserve/Release frames list, in order.
+pub const MAC_1: MacAddr = MacAddr([0x02, 0, 0, 0, 0, 0x01]);
+pub const MAC_2: MacAddr = MacAddr([0x02, 0, 0, 0, 0, 0x02]);
+
 /// Start of the AoE header in an untagged frame.
 pub const AOE_OFFSET: usize = 14;
 /// Start of the command argument in an untagged frame.

@@ -174,12 +174,9 @@ impl MacMaskRepr {
 #[cfg(test)]
 mod test {
     use super::*;
-    use crate::wire::golden::{self, arb_mac, ARG_OFFSET};
+    use crate::wire::golden::{self, arb_mac, ARG_OFFSET, MAC_1, MAC_2};
     use crate::wire::Error;
     use proptest::prelude::*;
-
-    const MAC_1: MacAddr = MacAddr([0x02, 0, 0, 0, 0, 0x01]);
-    const MAC_2: MacAddr = MacAddr([0x02, 0, 0, 0, 0, 0x02]);
 
     fn edit_directives() -> [DirectiveRepr; 2] {
         [

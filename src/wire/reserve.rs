@@ -13,8 +13,6 @@ use super::{enum_with_unknown, Rest, Result};
 
 /// Length of the fixed part of the argument.
 pub const RESERVE_HEADER_LEN: usize = field::MACS.start;
-/// Length of one MAC in the list.
-const MAC_LEN: usize = 6;
 
 enum_with_unknown! {
     /// The Reserve/Release sub-command (RCmd).
@@ -44,7 +42,7 @@ impl<T: AsRef<[u8]>> ReservePacket<T> {
     /// Checks that the buffer holds the 2-byte header and `nmacs` MACs.
     pub fn check_len(&self) -> Result<()> {
         view::check_len(self.buffer.as_ref().len(), RESERVE_HEADER_LEN, || {
-            usize::from(self.nmacs()) * MAC_LEN
+            usize::from(self.nmacs()) * MacAddr::LEN
         })
     }
 
@@ -53,8 +51,8 @@ impl<T: AsRef<[u8]>> ReservePacket<T> {
     /// # Panics
     /// If the MAC lies outside the buffer; on a checked view every `index < nmacs()` is inside.
     pub fn mac(&self, index: usize) -> MacAddr {
-        let start = field::MACS.start + index * MAC_LEN;
-        MacAddr::from_bytes(&self.buffer.as_ref()[start..start + MAC_LEN])
+        let start = field::MACS.start + index * MacAddr::LEN;
+        MacAddr::from_bytes(&self.buffer.as_ref()[start..start + MacAddr::LEN])
     }
 
     /// The `nmacs()` MACs, in order.
@@ -69,8 +67,8 @@ impl<T: AsRef<[u8]> + AsMut<[u8]>> ReservePacket<T> {
     /// # Panics
     /// If the MAC lies outside the buffer.
     pub fn set_mac(&mut self, index: usize, value: MacAddr) {
-        let start = field::MACS.start + index * MAC_LEN;
-        self.buffer.as_mut()[start..start + MAC_LEN].copy_from_slice(&value.0);
+        let start = field::MACS.start + index * MacAddr::LEN;
+        self.buffer.as_mut()[start..start + MacAddr::LEN].copy_from_slice(&value.0);
     }
 }
 
@@ -96,7 +94,7 @@ impl ReserveRepr {
 
     /// Header plus `nmacs` MACs.
     pub const fn buffer_len(&self) -> usize {
-        RESERVE_HEADER_LEN + self.nmacs as usize * MAC_LEN
+        RESERVE_HEADER_LEN + self.nmacs as usize * MacAddr::LEN
     }
 
     /// Writes the fixed part; the MACs are left alone.
@@ -112,12 +110,9 @@ impl ReserveRepr {
 #[cfg(test)]
 mod test {
     use super::*;
-    use crate::wire::golden::{self, arb_mac, ARG_OFFSET};
+    use crate::wire::golden::{self, arb_mac, ARG_OFFSET, MAC_1, MAC_2};
     use crate::wire::Error;
     use proptest::prelude::*;
-
-    const MAC_1: MacAddr = MacAddr([0x02, 0, 0, 0, 0, 0x01]);
-    const MAC_2: MacAddr = MacAddr([0x02, 0, 0, 0, 0, 0x02]);
 
     #[test]
     fn test_deconstruct() {

@@ -15,7 +15,41 @@ use std::fs::File;
 use std::os::fd::AsRawFd;
 use std::time::Duration;
 
-use netns_rig::Netns;
+use netns_rig::{Netns, Veth, VethPair};
+
+/// Fresh namespaces `<tag>-a` and `<tag>-b` joined by a veth pair of `mtu` bytes whose ends are
+/// named `names.0` (in `-a`) and `names.1` (in `-b`).
+pub fn joined_namespaces(tag: &str, names: (&str, &str), mtu: u16) -> (Netns, Netns, VethPair) {
+    let ns_a = Netns::unique(&format!("{tag}-a")).unwrap();
+    let ns_b = Netns::unique(&format!("{tag}-b")).unwrap();
+    let veth = Veth::new(&ns_a, names.0, &ns_b, names.1)
+        .mtu(mtu)
+        .create()
+        .unwrap();
+    (ns_a, ns_b, veth)
+}
+
+/// Runs `serve` in `ns` (on a thread of its own) beside `drive` (here), which starts once
+/// `serve` calls the `ready` it is given; returns what each returned (a panic in either is
+/// propagated).
+pub fn beside<S, D>(
+    ns: &Netns,
+    serve: impl FnOnce(&dyn Fn()) -> S + Send,
+    drive: impl FnOnce() -> D,
+) -> (S, D)
+where
+    S: Send,
+{
+    std::thread::scope(|scope| {
+        let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+        let server = scope.spawn(|| in_netns(ns, move || serve(&|| ready_tx.send(()).unwrap())));
+        ready_rx
+            .recv_timeout(super::frames::WAIT)
+            .expect("reflector did not start");
+        let driven = drive();
+        (server.join().unwrap(), driven)
+    })
+}
 
 /// Runs `f` on a thread that has joined `ns`'s network namespace and returns its result
 /// (a panic in `f` is propagated). Sockets created inside stay in that namespace wherever

@@ -9,16 +9,16 @@ use std::time::{Duration, Instant};
 
 use aoe_xdp::dataplane::port::NetPort;
 use aoe_xdp::sys::frame::{Frame, FrameCounts, RxBurst};
-use aoe_xdp::sys::layout::{AOE_ATA_HEADERS_LEN, ETH_MIN_FRAME_LEN};
+use aoe_xdp::sys::layout::{payload_is_aligned, AOE_ATA_HEADERS_LEN, ETH_MIN_FRAME_LEN};
 use aoe_xdp::sys::packet::PacketPort;
 use aoe_xdp::sys::xdp::xsk::XskPort;
-use netns_rig::{privileged_or_skip, Netns, Veth, VethPair};
+use netns_rig::{privileged_or_skip, Netns, VethPair};
 
 use super::frames::{
     aoe_frame, aoe_offset, aoe_tag, expected_reply, is_aoe, pattern, swap_macs, REQUEST, RESPONSE,
     WAIT,
 };
-use super::netns::PacketSocket;
+use super::netns::{joined_namespaces, PacketSocket};
 
 /// How long a stream of round trips ([`Rig::round_trips`], [`reflect_count`]) may take.
 const STREAM_WAIT: Duration = Duration::from_secs(20);
@@ -48,12 +48,7 @@ impl Rig {
         if !privileged_or_skip() {
             return None;
         }
-        let ns_a = Netns::unique(&format!("{tag}-a")).unwrap();
-        let ns_b = Netns::unique(&format!("{tag}-b")).unwrap();
-        let veth = Veth::new(&ns_a, "aoea", &ns_b, "aoeb")
-            .mtu(mtu)
-            .create()
-            .unwrap();
+        let (ns_a, ns_b, veth) = joined_namespaces(tag, ("aoea", "aoeb"), mtu);
         let peer = PacketSocket::open(&ns_b, "aoeb");
         Some(Rig {
             peer,
@@ -88,6 +83,38 @@ impl Rig {
                 f.len() >= 18 && f[12..14] == [0x81, 0x00] && is_aoe(f)
             })
             .expect(missing)
+    }
+
+    /// Receives `count` responses at B, in any order, and checks each is the
+    /// [`expected_reply`] to the request `request_of` builds for its tag.
+    pub fn expect_reflected(&self, count: usize, request_of: impl Fn(u32) -> Vec<u8>) {
+        for _ in 0..count {
+            let reply = self
+                .peer
+                .recv_matching(WAIT, |f| is_aoe(f) && f[14] == RESPONSE)
+                .expect("reply lost");
+            let tag = aoe_tag(&reply);
+            assert!(
+                reply == expected_reply(&request_of(tag)),
+                "reply {tag:#x} differs"
+            );
+        }
+    }
+
+    /// Checks the reply B receives to `request` (a runt) is its [`expected_reply`], padded with
+    /// zeros to the 60-byte minimum.
+    pub fn expect_padded_reply(&self, request: &[u8]) {
+        let reply = self.reply(aoe_tag(request), "B did not receive the reply");
+        assert_eq!(
+            reply.len(),
+            ETH_MIN_FRAME_LEN,
+            "runt reply not padded to 60 bytes"
+        );
+        assert_eq!(reply[..request.len()], expected_reply(request)[..]);
+        assert!(
+            reply[request.len()..].iter().all(|&b| b == 0),
+            "padding not zero: {reply:02x?}"
+        );
     }
 
     /// Checks the reply B receives to `request` is what [`build_long_reply`] made of it:
@@ -258,6 +285,50 @@ pub fn build_long_reply(buf: &mut [u8]) -> usize {
         *byte = pattern(i);
     }
     len
+}
+
+/// Sends the VLAN-tagged `request` from B; checks `port` receives it whole, tag and all, with
+/// its payload off the 512-byte boundary (the tag shifts it: the case the dataplane must
+/// bounce-copy) at the offset `umem_offset` gives; reflects it and checks B gets the tagged
+/// reply.
+pub fn reflect_tagged<P: TestPort>(
+    port: &mut P,
+    rig: &Rig,
+    request: &[u8],
+    umem_offset: impl FnOnce(&P, &Frame) -> usize,
+) {
+    rig.peer.send(request);
+    let frame = recv_one(port, WAIT).expect("VLAN-tagged request did not reach the port");
+    assert_eq!(port.data(&frame), request, "tag not restored");
+    assert!(!payload_is_aligned(
+        umem_offset(port, &frame),
+        AOE_ATA_HEADERS_LEN + 4
+    ));
+    reflect(port, frame);
+    port.flush_tx();
+    let reply = rig.tagged_reply("B did not receive the tagged reply");
+    assert_eq!(reply[..request.len()], expected_reply(request)[..]);
+    assert_eq!(reply.len(), ETH_MIN_FRAME_LEN);
+}
+
+/// Sends `long` from B and answers it on `port` with a reply longer than the request, built in
+/// the request's frame by [`build_long_reply`] (`check_buffer` sees the frame's whole buffer
+/// first); checks B receives it ([`Rig::expect_long_reply`]) and returns its length.
+pub fn reply_longer_than_request(
+    port: &mut impl TestPort,
+    rig: &Rig,
+    long: &[u8],
+    check_buffer: impl FnOnce(&[u8]),
+) -> usize {
+    rig.peer.send(long);
+    let mut frame = recv_one(port, WAIT).expect("second request did not reach the port");
+    let buf = port.data_mut(&mut frame);
+    check_buffer(buf);
+    let reply_len = build_long_reply(buf);
+    port.transmit(frame, reply_len);
+    port.flush_tx();
+    rig.expect_long_reply(long, reply_len);
+    reply_len
 }
 
 /// Reflects `count` requests as they come, in bursts of up to 32, as a worker would; returns

@@ -13,98 +13,95 @@ use crate::patterns::{byte_offset, pattern};
 /// with AoE error 6 but still answers their IDENTIFY.
 pub fn test_mask_and_reservation(transport: Transport) {
     // A glob, as operators write it.
-    let Some((net, dir)) = Setup::over(transport, "dp-acl")
+    Setup::over(transport, "dp-acl")
         .paths(2)
         .interfaces(&["vt*"])
-        .build()
-    else {
-        return;
-    };
-    let _target = dir.start(&net.target_ns);
-    let (mut a, mut b) = (net.client(0), net.client(1));
-    let (a_mac, b_mac) = (a.mac(), b.mac());
-    let dev_a = discover_one(&mut a);
-    let dev_b = discover_one(&mut b);
+        .serve(|net, dir, _target| {
+            let (mut a, mut b) = (net.client(0), net.client(1));
+            let (a_mac, b_mac) = (a.mac(), b.mac());
+            let dev_a = discover_one(&mut a);
+            let dev_b = discover_one(&mut b);
 
-    let add = |mac| DirectiveRepr {
-        command: DirectiveCommand::Add,
-        mac,
-    };
-    let delete = |mac| DirectiveRepr {
-        command: DirectiveCommand::Delete,
-        mac,
-    };
-    assert_eq!(
-        a.mac_mask(&dev_a, MacMaskCommand::Edit, &[add(a_mac)])
-            .expect("mask add"),
-        [a_mac]
-    );
-    a.read(&dev_a, 0, 2, true).expect("A is on the list");
-    assert_silent(
-        net.impatient_client(1).read(&dev_b, 0, 2, true),
-        "B's read, masked",
-    );
-    assert_silent(
-        net.impatient_client(1).identify(&dev_b),
-        "B's identify, masked",
-    );
-    assert!(
-        b.discover(DISCOVER_WAIT).expect("discover").is_empty(),
-        "B discovers nothing while masked"
-    );
-    assert_eq!(
-        a.mac_mask(&dev_a, MacMaskCommand::Read, &[])
-            .expect("mask read"),
-        [a_mac]
-    );
-    assert!(a
-        .mac_mask(&dev_a, MacMaskCommand::Edit, &[delete(a_mac)])
-        .expect("mask delete")
-        .is_empty());
-    b.read(&dev_b, 0, 2, true).expect("B served again");
+            let add = |mac| DirectiveRepr {
+                command: DirectiveCommand::Add,
+                mac,
+            };
+            let delete = |mac| DirectiveRepr {
+                command: DirectiveCommand::Delete,
+                mac,
+            };
+            assert_eq!(
+                a.mac_mask(&dev_a, MacMaskCommand::Edit, &[add(a_mac)])
+                    .expect("mask add"),
+                [a_mac]
+            );
+            a.read(&dev_a, 0, 2, true).expect("A is on the list");
+            assert_silent(
+                net.impatient_client(1).read(&dev_b, 0, 2, true),
+                "B's read, masked",
+            );
+            assert_silent(
+                net.impatient_client(1).identify(&dev_b),
+                "B's identify, masked",
+            );
+            assert!(
+                b.discover(DISCOVER_WAIT).expect("discover").is_empty(),
+                "B discovers nothing while masked"
+            );
+            assert_eq!(
+                a.mac_mask(&dev_a, MacMaskCommand::Read, &[])
+                    .expect("mask read"),
+                [a_mac]
+            );
+            assert!(a
+                .mac_mask(&dev_a, MacMaskCommand::Edit, &[delete(a_mac)])
+                .expect("mask delete")
+                .is_empty());
+            b.read(&dev_b, 0, 2, true).expect("B served again");
 
-    assert_eq!(
-        a.reserve(&dev_a, ReserveCommand::Set, &[a_mac])
-            .expect("reserve"),
-        [a_mac]
-    );
-    a.write(&dev_a, 8, &pattern(8, 2, 1), true)
-        .expect("holder writes");
-    assert_eq!(
-        a.read(&dev_a, 8, 2, false).expect("holder reads"),
-        pattern(8, 2, 1)
-    );
-    assert_aoe_error(b.read(&dev_b, 8, 2, true), AoeError::TargetReserved);
-    assert_aoe_error(
-        b.write(&dev_b, 8, &pattern(8, 2, 2), false),
-        AoeError::TargetReserved,
-    );
-    let identify = b.identify(&dev_b).expect("IDENTIFY is not reserved");
-    assert_eq!(word(&identify, 60), 2048);
-    assert_aoe_error(
-        b.reserve(&dev_b, ReserveCommand::Set, &[b_mac]),
-        AoeError::TargetReserved,
-    );
-    assert_eq!(
-        b.reserve(&dev_b, ReserveCommand::Read, &[]).expect("read"),
-        [a_mac]
-    );
-    assert_eq!(
-        b.reserve(&dev_b, ReserveCommand::ForceSet, &[b_mac])
-            .expect("force"),
-        [b_mac]
-    );
-    assert_aoe_error(a.read(&dev_a, 8, 2, true), AoeError::TargetReserved);
-    assert!(b
-        .reserve(&dev_b, ReserveCommand::Set, &[])
-        .expect("release")
-        .is_empty());
-    assert_eq!(
-        a.read(&dev_a, 8, 2, true).expect("released"),
-        pattern(8, 2, 1)
-    );
-    let file = std::fs::read(dir.disk(0)).expect("read backing file");
-    assert_eq!(&file[byte_offset(8)..byte_offset(10)], pattern(8, 2, 1));
+            assert_eq!(
+                a.reserve(&dev_a, ReserveCommand::Set, &[a_mac])
+                    .expect("reserve"),
+                [a_mac]
+            );
+            a.write(&dev_a, 8, &pattern(8, 2, 1), true)
+                .expect("holder writes");
+            assert_eq!(
+                a.read(&dev_a, 8, 2, false).expect("holder reads"),
+                pattern(8, 2, 1)
+            );
+            assert_aoe_error(b.read(&dev_b, 8, 2, true), AoeError::TargetReserved);
+            assert_aoe_error(
+                b.write(&dev_b, 8, &pattern(8, 2, 2), false),
+                AoeError::TargetReserved,
+            );
+            let identify = b.identify(&dev_b).expect("IDENTIFY is not reserved");
+            assert_eq!(word(&identify, 60), 2048);
+            assert_aoe_error(
+                b.reserve(&dev_b, ReserveCommand::Set, &[b_mac]),
+                AoeError::TargetReserved,
+            );
+            assert_eq!(
+                b.reserve(&dev_b, ReserveCommand::Read, &[]).expect("read"),
+                [a_mac]
+            );
+            assert_eq!(
+                b.reserve(&dev_b, ReserveCommand::ForceSet, &[b_mac])
+                    .expect("force"),
+                [b_mac]
+            );
+            assert_aoe_error(a.read(&dev_a, 8, 2, true), AoeError::TargetReserved);
+            assert!(b
+                .reserve(&dev_b, ReserveCommand::Set, &[])
+                .expect("release")
+                .is_empty());
+            assert_eq!(
+                a.read(&dev_a, 8, 2, true).expect("released"),
+                pattern(8, 2, 1)
+            );
+            let file = std::fs::read(dir.disk(0)).expect("read backing file");
+            assert_eq!(&file[byte_offset(8)..byte_offset(10)], pattern(8, 2, 1));
+        });
 }
 
 /// SIGTERM stops the target cleanly and detaches XDP; a new run on the same state directory

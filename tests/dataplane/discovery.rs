@@ -83,60 +83,58 @@ pub fn test_discovery_and_identify(transport: Transport) {
 
 /// Query Config set, test, prefix test and force set; a conflicting set is AoE error 4.
 pub fn test_config_string(transport: Transport) {
-    let Some((net, dir)) = Setup::over(transport, "dp-cfg").build() else {
-        return;
-    };
-    let _target = dir.start(&net.target_ns);
-    let (mut client, device) = net.discover(0);
-    let mut query = |command, value: &[u8]| client.query_config(&device, command, value);
+    Setup::over(transport, "dp-cfg").serve(|net, _dir, _target| {
+        let (mut client, device) = net.discover(0);
+        let mut query = |command, value: &[u8]| client.query_config(&device, command, value);
 
-    assert_eq!(query(ConfigCommand::Read, b"").expect("read"), b"");
-    // Each answers with the string set; setting the same string again is fine (a different
-    // one conflicts, below).
-    for (command, value, what) in [
-        (ConfigCommand::Set, &b"aoe-xdp test"[..], "set"),
-        (ConfigCommand::Test, b"aoe-xdp test", "test"),
-        (ConfigCommand::TestPrefix, b"aoe-xdp", "prefix"),
-        (ConfigCommand::Set, b"aoe-xdp test", "same set"),
-    ] {
+        assert_eq!(query(ConfigCommand::Read, b"").expect("read"), b"");
+        // Each answers with the string set; setting the same string again is fine (a different
+        // one conflicts, below).
+        for (command, value, what) in [
+            (ConfigCommand::Set, &b"aoe-xdp test"[..], "set"),
+            (ConfigCommand::Test, b"aoe-xdp test", "test"),
+            (ConfigCommand::TestPrefix, b"aoe-xdp", "prefix"),
+            (ConfigCommand::Set, b"aoe-xdp test", "same set"),
+        ] {
+            assert_eq!(
+                query(command, value).expect(what),
+                b"aoe-xdp test",
+                "{what}"
+            );
+        }
+        assert_aoe_error(
+            query(ConfigCommand::Set, b"other"),
+            AoeError::ConfigStringPresent,
+        );
+        for (command, value) in [
+            (ConfigCommand::Test, &b"aoe-xdp"[..]),
+            (ConfigCommand::Test, b"aoe-xdp test!"),
+            (ConfigCommand::TestPrefix, b"xdp"),
+            (ConfigCommand::TestPrefix, b"aoe-xdp test!"),
+        ] {
+            assert_silent(
+                // A fresh socket: replies to `client` must not be mistaken for an answer.
+                net.impatient_client(0)
+                    .query_config(&device, command, value),
+                &format!("{command:?} {:?}", String::from_utf8_lossy(value)),
+            );
+        }
         assert_eq!(
-            query(command, value).expect(what),
-            b"aoe-xdp test",
-            "{what}"
+            query(ConfigCommand::Read, b"").expect("read"),
+            b"aoe-xdp test"
         );
-    }
-    assert_aoe_error(
-        query(ConfigCommand::Set, b"other"),
-        AoeError::ConfigStringPresent,
-    );
-    for (command, value) in [
-        (ConfigCommand::Test, &b"aoe-xdp"[..]),
-        (ConfigCommand::Test, b"aoe-xdp test!"),
-        (ConfigCommand::TestPrefix, b"xdp"),
-        (ConfigCommand::TestPrefix, b"aoe-xdp test!"),
-    ] {
-        assert_silent(
-            // A fresh socket: replies to `client` must not be mistaken for an answer.
-            net.impatient_client(0)
-                .query_config(&device, command, value),
-            &format!("{command:?} {:?}", String::from_utf8_lossy(value)),
-        );
-    }
-    assert_eq!(
-        query(ConfigCommand::Read, b"").expect("read"),
-        b"aoe-xdp test"
-    );
 
-    let longest = vec![b'x'; 1024];
-    assert_eq!(
-        query(ConfigCommand::ForceSet, &longest).expect("force set"),
-        longest
-    );
-    assert_eq!(
-        query(ConfigCommand::ForceSet, b"other").expect("force set"),
-        b"other"
-    );
-    assert_eq!(discover_one(&mut client).config_string, b"other");
+        let longest = vec![b'x'; 1024];
+        assert_eq!(
+            query(ConfigCommand::ForceSet, &longest).expect("force set"),
+            longest
+        );
+        assert_eq!(
+            query(ConfigCommand::ForceSet, b"other").expect("force set"),
+            b"other"
+        );
+        assert_eq!(discover_one(&mut client).config_string, b"other");
+    });
 }
 
 fn mac_text(mac: [u8; 6]) -> String {
@@ -149,107 +147,104 @@ fn mac_text(mac: [u8; 6]) -> String {
 /// OFF-LINE IMMEDIATE) is reported as aborted. aoeping reads a SMART reply only when it holds
 /// 512 bytes after the headers, so this also proves every SMART reply carries a sector.
 pub fn test_aoeping(transport: Transport) {
-    let Some((net, dir)) = Setup::over(transport, "dp-ping")
+    Setup::over(transport, "dp-ping")
         .target("idle = \"spin\"")
         .device_with("model = \"aoe-xdp ping test\"")
         .device_with("serial = \"PING-1\"")
-        .build()
-    else {
-        return;
-    };
-    let target = dir.start(&net.target_ns);
-    let run = |options: &[&str]| {
-        Command::new("ip")
-            .args(["netns", "exec", net.client_ns.name(), "aoeping", "-s", "5"])
-            .args(options)
-            .args([&SHELF.to_string(), &SLOT.to_string(), "vc"])
-            .output()
-            .expect("run aoeping")
-    };
-    let aoeping = |options: &[&str]| {
-        let out = run(options);
-        let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-        assert!(
-            out.status.success(),
-            "aoeping {options:?} failed ({}): {stdout}{}\ntarget log:\n{}",
-            out.status,
-            String::from_utf8_lossy(&out.stderr),
-            target.log()
-        );
-        stdout
-    };
-    let found = format!(
-        "found e{SHELF}.{SLOT} with mac {}",
-        mac_text(net.target_end(0).mac)
-    );
-    let verbose = aoeping(&["-v"]);
-    assert!(verbose.contains(&found), "{verbose}");
-    assert!(verbose.contains("config query response"), "{verbose}");
+        .serve(|net, _dir, target| {
+            let run = |options: &[&str]| {
+                Command::new("ip")
+                    .args(["netns", "exec", net.client_ns.name(), "aoeping", "-s", "5"])
+                    .args(options)
+                    .args([&SHELF.to_string(), &SLOT.to_string(), "vc"])
+                    .output()
+                    .expect("run aoeping")
+            };
+            let aoeping = |options: &[&str]| {
+                let out = run(options);
+                let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+                assert!(
+                    out.status.success(),
+                    "aoeping {options:?} failed ({}): {stdout}{}\ntarget log:\n{}",
+                    out.status,
+                    String::from_utf8_lossy(&out.stderr),
+                    target.log()
+                );
+                stdout
+            };
+            let found = format!(
+                "found e{SHELF}.{SLOT} with mac {}",
+                mac_text(net.target_end(0).mac)
+            );
+            let verbose = aoeping(&["-v"]);
+            assert!(verbose.contains(&found), "{verbose}");
+            assert!(verbose.contains("config query response"), "{verbose}");
 
-    // The bytes of a hex dump aoeping prints after a heading (16 per line, to the end).
-    let hex_dump_after = |output: &str, heading: &str| -> Vec<u8> {
-        output
-            .split(heading)
-            .nth(1)
-            .unwrap_or_else(|| panic!("no {heading:?} in:\n{output}"))
-            .split_whitespace()
-            .map(|byte| u8::from_str_radix(byte, 16).expect("hex byte"))
-            .collect()
-    };
-    let identify = aoeping(&["-i"]);
-    let dump = hex_dump_after(&identify, "device identify response:");
-    assert_eq!(dump.len(), SECTOR_SIZE, "{identify}");
-    assert_eq!(word(&dump, 60), 2048, "capacity in the dump");
+            // The bytes of a hex dump aoeping prints after a heading (16 per line, to the end).
+            let hex_dump_after = |output: &str, heading: &str| -> Vec<u8> {
+                output
+                    .split(heading)
+                    .nth(1)
+                    .unwrap_or_else(|| panic!("no {heading:?} in:\n{output}"))
+                    .split_whitespace()
+                    .map(|byte| u8::from_str_radix(byte, 16).expect("hex byte"))
+                    .collect()
+            };
+            let identify = aoeping(&["-i"]);
+            let dump = hex_dump_after(&identify, "device identify response:");
+            assert_eq!(dump.len(), SECTOR_SIZE, "{identify}");
+            assert_eq!(word(&dump, 60), 2048, "capacity in the dump");
 
-    let fields = aoeping(&["-I"]);
-    assert!(fields.contains("model: aoe-xdp ping test"), "{fields}");
-    assert!(fields.contains("serial_number: PING-1"), "{fields}");
+            let fields = aoeping(&["-I"]);
+            assert!(fields.contains("model: aoe-xdp ping test"), "{fields}");
+            assert!(fields.contains("serial_number: PING-1"), "{fields}");
 
-    // SMART. aoeping prints the reply's registers as `<name>: 0x<hex>`.
-    let register = |out: &str, name: &str| {
-        out.lines()
-            .find_map(|line| line.trim().strip_prefix(name)?.strip_prefix(": 0x"))
-            .and_then(|hex| u8::from_str_radix(hex, 16).ok())
-            .unwrap_or_else(|| panic!("no {name} register in:\n{out}"))
-    };
-    let status = aoeping(&["-S", "return_status"]);
-    assert_eq!(register(&status, "Status"), ata_status::DRDY, "{status}");
-    assert_eq!(register(&status, "Features"), 0, "no error: {status}");
-    assert_eq!(
-        (register(&status, "LBA Mid"), register(&status, "LBA High")),
-        (0x4F, 0xC2),
-        "no threshold exceeded: {status}"
-    );
-    assert!(!status.contains("SMART data:"), "no data to show: {status}");
+            // SMART. aoeping prints the reply's registers as `<name>: 0x<hex>`.
+            let register = |out: &str, name: &str| {
+                out.lines()
+                    .find_map(|line| line.trim().strip_prefix(name)?.strip_prefix(": 0x"))
+                    .and_then(|hex| u8::from_str_radix(hex, 16).ok())
+                    .unwrap_or_else(|| panic!("no {name} register in:\n{out}"))
+            };
+            let status = aoeping(&["-S", "return_status"]);
+            assert_eq!(register(&status, "Status"), ata_status::DRDY, "{status}");
+            assert_eq!(register(&status, "Features"), 0, "no error: {status}");
+            assert_eq!(
+                (register(&status, "LBA Mid"), register(&status, "LBA High")),
+                (0x4F, 0xC2),
+                "no threshold exceeded: {status}"
+            );
+            assert!(!status.contains("SMART data:"), "no data to show: {status}");
 
-    let data = aoeping(&["-S", "read_data"]);
-    assert_eq!(register(&data, "Status"), ata_status::DRDY, "{data}");
-    let structure = hex_dump_after(&data, "SMART data:");
-    assert_eq!(structure.len(), SECTOR_SIZE, "{data}");
-    assert_eq!(
-        structure.iter().fold(0u8, |sum, &b| sum.wrapping_add(b)),
-        0,
-        "the structure's checksum: {data}"
-    );
-    assert_eq!(word(&structure, 0), 0x0010, "revision: {data}");
+            let data = aoeping(&["-S", "read_data"]);
+            assert_eq!(register(&data, "Status"), ata_status::DRDY, "{data}");
+            let structure = hex_dump_after(&data, "SMART data:");
+            assert_eq!(structure.len(), SECTOR_SIZE, "{data}");
+            assert_eq!(
+                structure.iter().fold(0u8, |sum, &b| sum.wrapping_add(b)),
+                0,
+                "the structure's checksum: {data}"
+            );
+            assert_eq!(word(&structure, 0), 0x0010, "revision: {data}");
 
-    for command in ["disable", "enable"] {
-        let out = aoeping(&["-S", command]);
-        assert_eq!(
-            register(&out, "Status"),
-            ata_status::DRDY,
-            "{command}: {out}"
-        );
-    }
-    for command in ["read_log:0", "offline_immediate:1"] {
-        let out = run(&["-S", command]);
-        let stderr = String::from_utf8_lossy(&out.stderr);
-        assert!(
-            !out.status.success() && stderr.contains("SMART command aborted on target."),
-            "aoeping -S {command}: {} {stderr}",
-            out.status
-        );
-    }
+            for command in ["disable", "enable"] {
+                let out = aoeping(&["-S", command]);
+                assert_eq!(
+                    register(&out, "Status"),
+                    ata_status::DRDY,
+                    "{command}: {out}"
+                );
+            }
+            for command in ["read_log:0", "offline_immediate:1"] {
+                let out = run(&["-S", command]);
+                let stderr = String::from_utf8_lossy(&out.stderr);
+                assert!(
+                    !out.status.success() && stderr.contains("SMART command aborted on target."),
+                    "aoeping -S {command}: {} {stderr}",
+                    out.status
+                );
+            }
+        });
 }
 
 /// The start-up advertisement goes out once per interface and device, not once per RX queue:
@@ -259,10 +254,7 @@ fn test_advertisement_once_per_interface_with_two_queues() {
     let Some((net, dir)) = Setup::new("dp-adv2q")
         .queues(2)
         .target("socket = \"xdp\"")
-        .devices(&[
-            DeviceSpec::new(SHELF, SLOT, SECTORS),
-            DeviceSpec::new(SHELF, SLOT + 1, SECTORS),
-        ])
+        .and_device(DeviceSpec::new(SHELF, SLOT + 1, SECTORS))
         .build()
     else {
         return;

@@ -12,7 +12,7 @@ use aoe_xdp::wire::MacAddr;
 use netns_rig::{privileged_or_skip, Netns, Veth, VethEnd, VethPair};
 
 use crate::common::netns::{in_netns, PacketSocket};
-use crate::common::target::{DeviceSpec, TargetDir};
+use crate::common::target::{DeviceSpec, TargetDir, TargetProcess};
 
 pub const SHELF: u16 = 3;
 pub const SLOT: u8 = 1;
@@ -139,17 +139,18 @@ impl Setup {
         }
     }
 
-    /// These devices instead of the default one.
-    pub fn devices(self, devices: &[DeviceSpec]) -> Setup {
-        Setup {
-            devices: devices.to_vec(),
-            ..self
-        }
+    /// One device more, after the default one.
+    pub fn and_device(mut self, device: DeviceSpec) -> Setup {
+        self.devices.push(device);
+        self
     }
 
     /// The default device with `sectors` sectors.
     pub fn sectors(self, sectors: u64) -> Setup {
-        self.devices(&[DeviceSpec::new(SHELF, SLOT, sectors)])
+        Setup {
+            devices: vec![DeviceSpec::new(SHELF, SLOT, sectors)],
+            ..self
+        }
     }
 
     /// A `key = value` line more for every device.
@@ -172,6 +173,16 @@ impl Setup {
         let names: Vec<&str> = names.iter().map(String::as_str).collect();
         let dir = TargetDir::new(&names, &self.target, &self.devices);
         Some((net, dir))
+    }
+
+    /// Builds the set-up, starts the target in it and runs `test` with the three (the target
+    /// stops when `test` is done with it, before the namespaces go); returns at once (after
+    /// printing why) when the tests cannot run here.
+    pub fn serve(self, test: impl FnOnce(&Net, &TargetDir, TargetProcess<'_>)) {
+        let Some((net, dir)) = self.build() else {
+            return;
+        };
+        test(&net, &dir, dir.start(&net.target_ns));
     }
 }
 

@@ -82,75 +82,72 @@ fn test_malformed_flood_during_verified_io() {
     // target's answers to the flood do not crowd the verifying initiator's socket.
     // The window: sectors 1024..3072 of a 4096-sector file.
     let (file_sectors, offset, length) = (4096u64, 1024u64, 2048u64);
-    let Some((net, dir)) = Setup::new("dp-flood")
+    Setup::new("dp-flood")
         .paths(2)
         .target("socket = \"xdp\"")
         .sectors(file_sectors)
         .device_with(&format!("offset = {offset}"))
         .device_with(&format!("length = {length}"))
-        .build()
-    else {
-        return;
-    };
-    let target = dir.start(&net.target_ns);
-    let (mut client, device) = net.discover(0);
-    let route = Route {
-        dst: discover_one(&mut net.client(1)).mac,
-        src: MacAddr(net.client_end(1).mac),
-        vlan_tci: None,
-        shelf: SHELF,
-        slot: SLOT,
-    };
-    // The last 8 sectors take the odd requests that may be carried out; the rest is verified.
-    let spare = length - 8;
-    let floods = malformed_requests(&route, length, spare);
-    let stop = Arc::new(AtomicBool::new(false));
-    let flooder = {
-        let (socket, stop) = (net.raw(1), Arc::clone(&stop));
-        std::thread::spawn(move || {
-            let mut sent = 0u64;
-            while !stop.load(Ordering::Relaxed) {
-                for frame in &floods {
-                    // A frame the kernel refuses (too short for it) is simply not sent.
-                    sent += u64::from(socket.send(frame).is_ok());
+        .serve(|net, dir, target| {
+            let (mut client, device) = net.discover(0);
+            let route = Route {
+                dst: discover_one(&mut net.client(1)).mac,
+                src: MacAddr(net.client_end(1).mac),
+                vlan_tci: None,
+                shelf: SHELF,
+                slot: SLOT,
+            };
+            // The last 8 sectors take the odd requests that may be carried out; the rest is verified.
+            let spare = length - 8;
+            let floods = malformed_requests(&route, length, spare);
+            let stop = Arc::new(AtomicBool::new(false));
+            let flooder = {
+                let (socket, stop) = (net.raw(1), Arc::clone(&stop));
+                std::thread::spawn(move || {
+                    let mut sent = 0u64;
+                    while !stop.load(Ordering::Relaxed) {
+                        for frame in &floods {
+                            // A frame the kernel refuses (too short for it) is simply not sent.
+                            sent += u64::from(socket.send(frame).is_ok());
+                        }
+                    }
+                    sent
+                })
+            };
+            let deadline = Instant::now() + Duration::from_secs(2);
+            let mut round = 0u64;
+            while Instant::now() < deadline {
+                for block in 0..spare / 2 {
+                    let lba = block * 2;
+                    let data = pattern(lba, 2, round);
+                    client
+                        .write(&device, lba, &data, true)
+                        .expect("verified write");
+                    let back = client.read(&device, lba, 2, true).expect("verified read");
+                    assert!(back == data, "mismatch at LBA {lba} in round {round}");
+                    if Instant::now() >= deadline {
+                        break;
+                    }
                 }
+                round += 1;
             }
-            sent
-        })
-    };
-    let deadline = Instant::now() + Duration::from_secs(2);
-    let mut round = 0u64;
-    while Instant::now() < deadline {
-        for block in 0..spare / 2 {
-            let lba = block * 2;
-            let data = pattern(lba, 2, round);
-            client
-                .write(&device, lba, &data, true)
-                .expect("verified write");
-            let back = client.read(&device, lba, 2, true).expect("verified read");
-            assert!(back == data, "mismatch at LBA {lba} in round {round}");
-            if Instant::now() >= deadline {
-                break;
-            }
-        }
-        round += 1;
-    }
-    stop.store(true, Ordering::Relaxed);
-    let sent = flooder.join().expect("flooder thread");
-    assert!(sent > 10_000, "the flood sent only {sent} frames");
-    client.identify(&device).expect("the target still serves");
-    let log = target.stop();
-    assert!(log.contains("stopped cleanly"), "{log}");
-    let file = std::fs::read(dir.disk(0)).expect("read the backing file");
-    assert_eq!(
-        file.len() as u64,
-        file_sectors * 512,
-        "the file's size changed"
-    );
-    let byte = |sector: u64| usize::try_from(sector * 512).expect("fits");
-    let (start, end) = (byte(offset), byte(offset + length));
-    assert!(
-        file[..start].iter().all(|b| *b == 0) && file[end..].iter().all(|b| *b == 0),
-        "bytes written outside the exported window"
-    );
+            stop.store(true, Ordering::Relaxed);
+            let sent = flooder.join().expect("flooder thread");
+            assert!(sent > 10_000, "the flood sent only {sent} frames");
+            client.identify(&device).expect("the target still serves");
+            let log = target.stop();
+            assert!(log.contains("stopped cleanly"), "{log}");
+            let file = std::fs::read(dir.disk(0)).expect("read the backing file");
+            assert_eq!(
+                file.len() as u64,
+                file_sectors * 512,
+                "the file's size changed"
+            );
+            let byte = |sector: u64| usize::try_from(sector * 512).expect("fits");
+            let (start, end) = (byte(offset), byte(offset + length));
+            assert!(
+                file[..start].iter().all(|b| *b == 0) && file[end..].iter().all(|b| *b == 0),
+                "bytes written outside the exported window"
+            );
+        });
 }

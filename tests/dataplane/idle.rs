@@ -24,52 +24,52 @@ fn cpu_share(pid: u32, window: Duration) -> f64 {
     (cpu_ns(pid) - before) as f64 / start.elapsed().as_nanos() as f64
 }
 
+/// A target whose worker polls (`idle = "poll"`), with these `[target]` lines more.
+fn polling(tag: &str, lines: &str) -> Setup {
+    Setup::new(tag).target(&format!("idle = \"poll\"\n{lines}"))
+}
+
 /// `idle = "poll"` with `idle-spin-us`: after work the worker keeps polling for that long,
 /// then sleeps, and an idle worker whose sleep times out goes back to sleep rather than
 /// polling for the spin time again.
 #[test]
 fn test_poll_mode_spins_for_idle_spin_us_then_sleeps() {
     let spin = Duration::from_millis(600);
-    let Some((net, dir)) = Setup::new("dp-spin")
-        .target(&format!(
-            "idle = \"poll\"\nidle-spin-us = {}",
-            spin.as_micros()
-        ))
-        .build()
-    else {
-        return;
-    };
-    let target = dir.start(&net.target_ns);
-    let pid = target.pid();
-    let window = Duration::from_millis(150);
-    // Long after start-up: asleep, although each 10 ms sleep ends without work.
-    std::thread::sleep(spin + Duration::from_millis(200));
-    let asleep = cpu_share(pid, window);
-    // A request is work: the worker polls for `spin` afterwards (discovery itself listens
-    // for 200 ms; the window after it still lies inside the spin). Other tests' workers may
-    // share the core, hence a low bar for "spinning"; a sleeping worker uses next to nothing.
-    let mut client = net.client(0);
-    let answered = Instant::now();
-    discover_one(&mut client);
-    let spinning = cpu_share(pid, window);
-    assert!(
-        answered.elapsed() < spin,
-        "the test was too slow to see the spin"
+    polling("dp-spin", &format!("idle-spin-us = {}", spin.as_micros())).serve(
+        |net, _dir, target| {
+            let pid = target.pid();
+            let window = Duration::from_millis(150);
+            // Long after start-up: asleep, although each 10 ms sleep ends without work.
+            std::thread::sleep(spin + Duration::from_millis(200));
+            let asleep = cpu_share(pid, window);
+            // A request is work: the worker polls for `spin` afterwards (discovery itself listens
+            // for 200 ms; the window after it still lies inside the spin). Other tests' workers may
+            // share the core, hence a low bar for "spinning"; a sleeping worker uses next to nothing.
+            let mut client = net.client(0);
+            let answered = Instant::now();
+            discover_one(&mut client);
+            let spinning = cpu_share(pid, window);
+            assert!(
+                answered.elapsed() < spin,
+                "the test was too slow to see the spin"
+            );
+            std::thread::sleep(
+                (answered + spin + Duration::from_millis(100))
+                    .saturating_duration_since(Instant::now()),
+            );
+            let after = cpu_share(pid, window);
+            assert!(asleep < 0.1, "an idle worker used {asleep:.2} of a core");
+            assert!(
+                spinning > 0.2,
+                "the worker used only {spinning:.2} of a core while spinning"
+            );
+            assert!(
+                after < 0.1,
+                "after the spin the worker used {after:.2} of a core"
+            );
+            target.stop();
+        },
     );
-    std::thread::sleep(
-        (answered + spin + Duration::from_millis(100)).saturating_duration_since(Instant::now()),
-    );
-    let after = cpu_share(pid, window);
-    assert!(asleep < 0.1, "an idle worker used {asleep:.2} of a core");
-    assert!(
-        spinning > 0.2,
-        "the worker used only {spinning:.2} of a core while spinning"
-    );
-    assert!(
-        after < 0.1,
-        "after the spin the worker used {after:.2} of a core"
-    );
-    target.stop();
 }
 
 /// `idle = "poll"` with `idle-nap-us`: a request that finds the worker asleep in `poll()` is
@@ -78,35 +78,31 @@ fn test_poll_mode_spins_for_idle_spin_us_then_sleeps() {
 #[test]
 fn test_poll_mode_naps_for_idle_nap_us_after_work() {
     let nap = Duration::from_millis(80);
-    let Some((net, dir)) = Setup::new("dp-nap")
-        .target(&format!(
-            "idle = \"poll\"\nidle-spin-us = 0\nidle-nap-us = {}",
-            nap.as_micros()
-        ))
-        .build()
-    else {
-        return;
-    };
-    let target = dir.start(&net.target_ns);
-    let (mut client, device) = net.discover(0);
-    let read = |client: &mut Client, lba: u64| {
-        let started = Instant::now();
-        client.read(&device, lba, 2, true).expect("read");
-        started.elapsed()
-    };
-    // Long after the last work (the nap after discovery is over): asleep until a frame.
-    std::thread::sleep(3 * nap);
-    let woken = read(&mut client, 0);
-    // The reply was sent, then the nap began: this request comes during it.
-    std::thread::sleep(nap / 8);
-    let during_nap = read(&mut client, 2);
-    assert!(
-        woken < nap / 2,
-        "a request to a sleeping worker took {woken:?}"
-    );
-    assert!(
-        during_nap > nap / 2,
-        "a request during an {nap:?} nap was answered after {during_nap:?}"
-    );
-    target.stop();
+    polling(
+        "dp-nap",
+        &format!("idle-spin-us = 0\nidle-nap-us = {}", nap.as_micros()),
+    )
+    .serve(|net, _dir, target| {
+        let (mut client, device) = net.discover(0);
+        let read = |client: &mut Client, lba: u64| {
+            let started = Instant::now();
+            client.read(&device, lba, 2, true).expect("read");
+            started.elapsed()
+        };
+        // Long after the last work (the nap after discovery is over): asleep until a frame.
+        std::thread::sleep(3 * nap);
+        let woken = read(&mut client, 0);
+        // The reply was sent, then the nap began: this request comes during it.
+        std::thread::sleep(nap / 8);
+        let during_nap = read(&mut client, 2);
+        assert!(
+            woken < nap / 2,
+            "a request to a sleeping worker took {woken:?}"
+        );
+        assert!(
+            during_nap > nap / 2,
+            "a request during an {nap:?} nap was answered after {during_nap:?}"
+        );
+        target.stop();
+    });
 }

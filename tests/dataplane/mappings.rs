@@ -35,92 +35,89 @@ pub fn test_mapped_reads_device(transport: Transport) {
 /// Runs the checks of [`test_resident_device`] on a device configured with `option`, whose
 /// start-up log says `logged`.
 fn device_served_through_mappings(transport: Transport, tag: &str, option: &str, logged: &str) {
-    let Some((net, dir)) = Setup::over(transport, tag)
+    Setup::over(transport, tag)
         .device_with(&format!(
             "durability = \"writeback\"\nmapped-writes = true\n{option}\n\
              offset = 8\nlength = 2040"
         ))
-        .build()
-    else {
-        return;
-    };
-    let target = dir.start(&net.target_ns);
-    assert!(target.log().contains(logged), "{}", target.log());
-    let socket = dir.control_socket();
-    let (mut client, device) = net.discover(0);
-    let sectors = SECTORS - 8;
-    let seed = 7;
-    for lba in (0..sectors).step_by(2) {
-        client
-            .write(&device, lba, &pattern(lba, 2, seed), lba % 4 == 2)
-            .unwrap_or_else(|e| panic!("write {lba}: {e}"));
-    }
-    for lba in (0..sectors).step_by(2) {
-        let data = client.read(&device, lba, 2, true).expect("read");
-        assert!(data == pattern(lba, 2, seed), "sectors {lba}..{}", lba + 2);
-    }
-    assert_ata_error(
-        client.read(&device, sectors - 1, 2, true),
-        ata_error::IDNF,
-        "read past the window",
-    );
-    client.flush(&device).expect("flush");
-    let file = std::fs::read(dir.disk(0)).expect("read backing file");
-    assert!(
-        file[byte_offset(8)..] == pattern(0, sectors, seed),
-        "backing file differs from what was written"
-    );
-    assert!(
-        file[..byte_offset(8)].iter().all(|b| *b == 0),
-        "sectors before the window"
-    );
-    let requests = sectors; // a write and a read per pair of sectors
-    let report = wait_stats(&socket, |r| r["workers"][0]["engine"]["mapped"] == requests);
-    // Only the FLUSH reached the kernel as an I/O.
-    assert_eq!(report["workers"][0]["engine"]["ios"], 1, "{report:#}");
+        .serve(|net, dir, target| {
+            assert!(target.log().contains(logged), "{}", target.log());
+            let socket = dir.control_socket();
+            let (mut client, device) = net.discover(0);
+            let sectors = SECTORS - 8;
+            let seed = 7;
+            for lba in (0..sectors).step_by(2) {
+                client
+                    .write(&device, lba, &pattern(lba, 2, seed), lba % 4 == 2)
+                    .unwrap_or_else(|e| panic!("write {lba}: {e}"));
+            }
+            for lba in (0..sectors).step_by(2) {
+                let data = client.read(&device, lba, 2, true).expect("read");
+                assert!(data == pattern(lba, 2, seed), "sectors {lba}..{}", lba + 2);
+            }
+            assert_ata_error(
+                client.read(&device, sectors - 1, 2, true),
+                ata_error::IDNF,
+                "read past the window",
+            );
+            client.flush(&device).expect("flush");
+            let file = std::fs::read(dir.disk(0)).expect("read backing file");
+            assert!(
+                file[byte_offset(8)..] == pattern(0, sectors, seed),
+                "backing file differs from what was written"
+            );
+            assert!(
+                file[..byte_offset(8)].iter().all(|b| *b == 0),
+                "sectors before the window"
+            );
+            let requests = sectors; // a write and a read per pair of sectors
+            let report = wait_stats(&socket, |r| r["workers"][0]["engine"]["mapped"] == requests);
+            // Only the FLUSH reached the kernel as an I/O.
+            assert_eq!(report["workers"][0]["engine"]["ios"], 1, "{report:#}");
 
-    // The file shrinks under the target: requests past its new end fail with UNC, the rest
-    // are served, and the target lives on; once it grows back, the range works again.
-    let backing = std::fs::OpenOptions::new()
-        .write(true)
-        .open(dir.disk(0))
-        .expect("open the backing file");
-    backing.set_len(1024 * SECTOR_SIZE as u64).expect("shrink");
-    let past = 1024 - 8 + 16;
-    assert_ata_error(
-        client.read(&device, past, 2, true),
-        ata_error::UNC,
-        "read past the shrunk end",
-    );
-    assert_ata_error(
-        client.write(&device, past, &pattern(past, 2, 9), true),
-        ata_error::UNC,
-        "write past the shrunk end",
-    );
-    let data = client
-        .read(&device, 100, 2, true)
-        .expect("read below the end");
-    assert!(
-        data == pattern(100, 2, seed),
-        "sectors 100..102 after the shrink"
-    );
-    backing
-        .set_len(SECTORS * SECTOR_SIZE as u64)
-        .expect("grow back");
-    assert_eq!(
-        client
-            .read(&device, past, 2, true)
-            .expect("read after growing back"),
-        vec![0u8; 1024],
-        "the regrown range reads as zeros"
-    );
-    client
-        .write(&device, past, &pattern(past, 2, 9), true)
-        .expect("write after growing back");
-    let file = std::fs::read(dir.disk(0)).expect("read backing file");
-    assert!(file[byte_offset(8 + past)..byte_offset(8 + past + 2)] == pattern(past, 2, 9));
-    let log = target.stop();
-    assert!(!log.contains("panicked"), "{log}");
+            // The file shrinks under the target: requests past its new end fail with UNC, the rest
+            // are served, and the target lives on; once it grows back, the range works again.
+            let backing = std::fs::OpenOptions::new()
+                .write(true)
+                .open(dir.disk(0))
+                .expect("open the backing file");
+            backing.set_len(1024 * SECTOR_SIZE as u64).expect("shrink");
+            let past = 1024 - 8 + 16;
+            assert_ata_error(
+                client.read(&device, past, 2, true),
+                ata_error::UNC,
+                "read past the shrunk end",
+            );
+            assert_ata_error(
+                client.write(&device, past, &pattern(past, 2, 9), true),
+                ata_error::UNC,
+                "write past the shrunk end",
+            );
+            let data = client
+                .read(&device, 100, 2, true)
+                .expect("read below the end");
+            assert!(
+                data == pattern(100, 2, seed),
+                "sectors 100..102 after the shrink"
+            );
+            backing
+                .set_len(SECTORS * SECTOR_SIZE as u64)
+                .expect("grow back");
+            assert_eq!(
+                client
+                    .read(&device, past, 2, true)
+                    .expect("read after growing back"),
+                vec![0u8; 1024],
+                "the regrown range reads as zeros"
+            );
+            client
+                .write(&device, past, &pattern(past, 2, 9), true)
+                .expect("write after growing back");
+            let file = std::fs::read(dir.disk(0)).expect("read backing file");
+            assert!(file[byte_offset(8 + past)..byte_offset(8 + past + 2)] == pattern(past, 2, 9));
+            let log = target.stop();
+            assert!(!log.contains("panicked"), "{log}");
+        });
 }
 
 /// A device with mapped reads whose pages are not in memory makes the worker wait for the
@@ -129,10 +126,7 @@ fn device_served_through_mappings(transport: Transport, tag: &str, option: &str,
 #[test]
 fn test_major_faults_of_mapped_reads_are_counted() {
     let Some((net, dir)) = Setup::new("dp-majf")
-        .devices(&[
-            DeviceSpec::new(SHELF, SLOT, SECTORS),
-            DeviceSpec::new(SHELF, SLOT + 1, SECTORS).with("mapped-reads = true"),
-        ])
+        .and_device(DeviceSpec::new(SHELF, SLOT + 1, SECTORS).with("mapped-reads = true"))
         .build()
     else {
         return;

@@ -16,59 +16,57 @@ use crate::patterns::{byte_offset, pattern, sector_pattern, xorshift};
 /// with each addressing form, and checks the backing file; then the last sector alone. The
 /// device uses the default durability (sync), so every write is on disk when acknowledged.
 pub fn test_write_read_whole_device(transport: Transport) {
-    let Some((net, dir)) = Setup::over(transport, "dp-rw").build() else {
-        return;
-    };
-    let _target = dir.start(&net.target_ns);
-    let (mut client, device) = net.discover(0);
+    Setup::over(transport, "dp-rw").serve(|net, dir, _target| {
+        let (mut client, device) = net.discover(0);
 
-    let seed = 1;
-    for lba in (0..SECTORS).step_by(2) {
-        let lba48 = lba % 4 == 2;
-        client
-            .write(&device, lba, &pattern(lba, 2, seed), lba48)
-            .unwrap_or_else(|e| panic!("write {lba} (lba48 {lba48}): {e}"));
-    }
-    for lba48 in [false, true] {
+        let seed = 1;
         for lba in (0..SECTORS).step_by(2) {
-            let data = client
-                .read(&device, lba, 2, lba48)
-                .unwrap_or_else(|e| panic!("read {lba} (lba48 {lba48}): {e}"));
+            let lba48 = lba % 4 == 2;
+            client
+                .write(&device, lba, &pattern(lba, 2, seed), lba48)
+                .unwrap_or_else(|e| panic!("write {lba} (lba48 {lba48}): {e}"));
+        }
+        for lba48 in [false, true] {
+            for lba in (0..SECTORS).step_by(2) {
+                let data = client
+                    .read(&device, lba, 2, lba48)
+                    .unwrap_or_else(|e| panic!("read {lba} (lba48 {lba48}): {e}"));
+                assert!(
+                    data == pattern(lba, 2, seed),
+                    "sectors {lba}..{} differ (lba48 {lba48})",
+                    lba + 2
+                );
+            }
+        }
+        let file = std::fs::read(dir.disk(0)).expect("read backing file");
+        assert_eq!(file.len(), byte_offset(SECTORS), "file size unchanged");
+        assert!(
+            file == pattern(0, SECTORS, seed),
+            "backing file differs from what was written"
+        );
+
+        // The last sector alone, in both forms; the rest of the file stays as it was.
+        let last = SECTORS - 1;
+        for (last_seed, lba48) in [(3, false), (4, true)] {
+            client
+                .write(&device, last, &sector_pattern(last, last_seed), lba48)
+                .expect("write last sector");
             assert!(
-                data == pattern(lba, 2, seed),
-                "sectors {lba}..{} differ (lba48 {lba48})",
-                lba + 2
+                client.read(&device, last, 1, !lba48).expect("read last")
+                    == sector_pattern(last, last_seed),
+                "last sector read back wrong (lba48 write {lba48})"
+            );
+            let file = std::fs::read(dir.disk(0)).expect("read backing file");
+            assert!(
+                file[byte_offset(last)..] == sector_pattern(last, last_seed),
+                "last sector of the file (lba48 write {lba48})"
+            );
+            assert!(
+                file[..byte_offset(last)] == pattern(0, last, seed),
+                "a write to the last sector changed others"
             );
         }
-    }
-    let file = std::fs::read(dir.disk(0)).expect("read backing file");
-    assert_eq!(file.len(), byte_offset(SECTORS), "file size unchanged");
-    assert!(
-        file == pattern(0, SECTORS, seed),
-        "backing file differs from what was written"
-    );
-
-    // The last sector alone, in both forms; the rest of the file stays as it was.
-    let last = SECTORS - 1;
-    for (last_seed, lba48) in [(3, false), (4, true)] {
-        client
-            .write(&device, last, &sector_pattern(last, last_seed), lba48)
-            .expect("write last sector");
-        assert!(
-            client.read(&device, last, 1, !lba48).expect("read last")
-                == sector_pattern(last, last_seed),
-            "last sector read back wrong (lba48 write {lba48})"
-        );
-        let file = std::fs::read(dir.disk(0)).expect("read backing file");
-        assert!(
-            file[byte_offset(last)..] == sector_pattern(last, last_seed),
-            "last sector of the file (lba48 write {lba48})"
-        );
-        assert!(
-            file[..byte_offset(last)] == pattern(0, last, seed),
-            "a write to the last sector changed others"
-        );
-    }
+    });
 }
 
 /// Out-of-range requests fail with IDNF and do not grow the file; too many sectors for the
@@ -76,10 +74,7 @@ pub fn test_write_read_whole_device(transport: Transport) {
 pub fn test_ata_errors(transport: Transport) {
     let ro_sectors = 64;
     let Some((net, dir)) = Setup::over(transport, "dp-err")
-        .devices(&[
-            DeviceSpec::new(SHELF, SLOT, SECTORS),
-            DeviceSpec::new(SHELF, SLOT + 1, ro_sectors).with("read-only = true"),
-        ])
+        .and_device(DeviceSpec::new(SHELF, SLOT + 1, ro_sectors).with("read-only = true"))
         .build()
     else {
         return;
@@ -148,81 +143,78 @@ pub fn test_ata_errors(transport: Transport) {
 pub fn test_many_requests(transport: Transport) {
     // Write-back: this is about requests being lost or misplaced, not durability (the sync
     // path, the default, is what the other tests use), and synced writes cost ~2 ms each.
-    let Some((net, dir)) = Setup::over(transport, "dp-load")
+    Setup::over(transport, "dp-load")
         .device_with("durability = \"writeback\"")
-        .build()
-    else {
-        return;
-    };
-    let _target = dir.start(&net.target_ns);
-    let (mut client, device) = net.discover(0);
+        .serve(|net, dir, _target| {
+            let (mut client, device) = net.discover(0);
 
-    let mut model = vec![0u8; byte_offset(SECTORS)];
-    let mut random = 0x5EED_1234_ABCD_0001u64;
-    for seed in 0..2000u64 {
-        random = xorshift(random);
-        let lba = random % (SECTORS - 1);
-        let data = pattern(lba, 2, 1000 + seed);
-        client
-            .write(&device, lba, &data, random & 1 << 40 != 0)
-            .unwrap_or_else(|e| panic!("write {seed} at {lba}: {e}"));
-        model[byte_offset(lba)..byte_offset(lba + 2)].copy_from_slice(&data);
-    }
-    for lba in (0..SECTORS).step_by(2) {
-        let data = client.read(&device, lba, 2, true).expect("read");
-        assert!(
-            data == model[byte_offset(lba)..byte_offset(lba + 2)],
-            "sectors {lba}..{} differ from the model",
-            lba + 2
-        );
-    }
-    assert!(
-        std::fs::read(dir.disk(0)).expect("read backing file") == model,
-        "backing file differs from the model"
-    );
-
-    // Bursts: as many requests in flight as the advertised buffer count.
-    let socket = net.raw(0);
-    let route = Route {
-        dst: device.mac,
-        src: client.mac(),
-        vlan_tci: None,
-        shelf: SHELF,
-        slot: SLOT,
-    };
-    let in_flight = u64::from(device.buffer_count);
-    for round in 0..8u64 {
-        let lbas: Vec<u64> = (0..in_flight)
-            .map(|i| (i * 32 + round * 2) % (SECTORS - 1))
-            .collect();
-        let seed = 5000 + round;
-        let writes: Vec<(AtaCmd, Vec<u8>)> = lbas
-            .iter()
-            .map(|&lba| (AtaCmd::write(lba, 2, true), pattern(lba, 2, seed)))
-            .collect();
-        let replies = burst(&socket, &route, round << 16, &writes);
-        for (index, reply) in replies.iter().enumerate() {
-            let (ata, _) = Reply::parse(reply)
-                .and_then(|r| r.ata())
-                .expect("ATA reply");
-            assert_eq!(ata.cmd_status, ata_status::DRDY, "write {index}");
-        }
-        let reads: Vec<(AtaCmd, Vec<u8>)> = lbas
-            .iter()
-            .map(|&lba| (AtaCmd::read(lba, 2, round % 2 == 0), Vec::new()))
-            .collect();
-        let replies = burst(&socket, &route, round << 16 | 0x8000, &reads);
-        for ((reply, &lba), (cmd, _)) in replies.iter().zip(&lbas).zip(&reads) {
-            let reply = Reply::parse(reply).expect("AoE reply");
-            let (ata, data) = reply.ata().expect("ATA reply");
-            assert_eq!(ata.cmd_status, ata_status::DRDY, "read {lba}");
-            assert_eq!(ata.lba & 0x0FFF_FFFF, cmd.lba, "LBA echoed");
+            let mut model = vec![0u8; byte_offset(SECTORS)];
+            let mut random = 0x5EED_1234_ABCD_0001u64;
+            for seed in 0..2000u64 {
+                random = xorshift(random);
+                let lba = random % (SECTORS - 1);
+                let data = pattern(lba, 2, 1000 + seed);
+                client
+                    .write(&device, lba, &data, random & 1 << 40 != 0)
+                    .unwrap_or_else(|e| panic!("write {seed} at {lba}: {e}"));
+                model[byte_offset(lba)..byte_offset(lba + 2)].copy_from_slice(&data);
+            }
+            for lba in (0..SECTORS).step_by(2) {
+                let data = client.read(&device, lba, 2, true).expect("read");
+                assert!(
+                    data == model[byte_offset(lba)..byte_offset(lba + 2)],
+                    "sectors {lba}..{} differ from the model",
+                    lba + 2
+                );
+            }
             assert!(
-                data[..2 * SECTOR_SIZE] == pattern(lba, 2, seed),
-                "round {round}: burst read of {lba} returned wrong data"
+                std::fs::read(dir.disk(0)).expect("read backing file") == model,
+                "backing file differs from the model"
             );
-        }
-    }
+
+            // Bursts: as many requests in flight as the advertised buffer count.
+            let socket = net.raw(0);
+            let route = Route {
+                dst: device.mac,
+                src: client.mac(),
+                vlan_tci: None,
+                shelf: SHELF,
+                slot: SLOT,
+            };
+            let in_flight = u64::from(device.buffer_count);
+            for round in 0..8u64 {
+                let lbas: Vec<u64> = (0..in_flight)
+                    .map(|i| (i * 32 + round * 2) % (SECTORS - 1))
+                    .collect();
+                let seed = 5000 + round;
+                let writes: Vec<(AtaCmd, Vec<u8>)> = lbas
+                    .iter()
+                    .map(|&lba| (AtaCmd::write(lba, 2, true), pattern(lba, 2, seed)))
+                    .collect();
+                let replies = burst(&socket, &route, round << 16, &writes);
+                for (index, reply) in replies.iter().enumerate() {
+                    let (ata, _) = Reply::parse(reply)
+                        .and_then(|r| r.ata())
+                        .expect("ATA reply");
+                    assert_eq!(ata.cmd_status, ata_status::DRDY, "write {index}");
+                }
+                let reads: Vec<(AtaCmd, Vec<u8>)> = lbas
+                    .iter()
+                    .map(|&lba| (AtaCmd::read(lba, 2, round % 2 == 0), Vec::new()))
+                    .collect();
+                let replies = burst(&socket, &route, round << 16 | 0x8000, &reads);
+                for ((reply, &lba), (cmd, _)) in replies.iter().zip(&lbas).zip(&reads) {
+                    let reply = Reply::parse(reply).expect("AoE reply");
+                    let (ata, data) = reply.ata().expect("ATA reply");
+                    assert_eq!(ata.cmd_status, ata_status::DRDY, "read {lba}");
+                    assert_eq!(ata.lba & 0x0FFF_FFFF, cmd.lba, "LBA echoed");
+                    assert!(
+                        data[..2 * SECTOR_SIZE] == pattern(lba, 2, seed),
+                        "round {round}: burst read of {lba} returned wrong data"
+                    );
+                }
+            }
+        });
 }
 
 /// MTU 9000: the target advertises (9000 - 36) / 512 = 17 sectors, and 17-sector writes
@@ -230,64 +222,61 @@ pub fn test_many_requests(transport: Transport) {
 /// (whose reply is built in a slab) are right across the device, LBA28 and LBA48, the last
 /// sectors included; smaller requests still work. The bounces are counted.
 pub fn test_jumbo_frames(transport: Transport) {
-    let Some((net, dir)) = Setup::over(transport, "dp-jumbo")
+    Setup::over(transport, "dp-jumbo")
         .mtu(9000)
         .device_with("durability = \"writeback\"")
-        .build()
-    else {
-        return;
-    };
-    let target = dir.start(&net.target_ns);
-    let (mut client, device) = net.discover(0);
-    assert_eq!(device.sector_count, 17);
-    let mut model = vec![0u8; byte_offset(SECTORS)];
-    let mut lbas: Vec<u64> = (0..SECTORS - 17).step_by(17 * 7).collect();
-    lbas.push(SECTORS - 17);
-    for (round, &lba) in lbas.iter().enumerate() {
-        let data = pattern(lba, 17, 300 + round as u64);
-        client
-            .write(&device, lba, &data, round % 2 == 0)
-            .unwrap_or_else(|e| panic!("17-sector write at {lba}: {e}"));
-        model[byte_offset(lba)..byte_offset(lba + 17)].copy_from_slice(&data);
-    }
-    for (round, &lba) in lbas.iter().enumerate() {
-        assert!(
-            client.read(&device, lba, 17, round % 2 == 1).expect("read")
-                == model[byte_offset(lba)..byte_offset(lba + 17)],
-            "17 sectors at {lba}"
-        );
-        // A small read of the same place, from an ordinary frame.
-        assert!(
-            client.read(&device, lba + 3, 2, true).expect("small read")
-                == model[byte_offset(lba + 3)..byte_offset(lba + 5)],
-            "2 sectors at {}",
-            lba + 3
-        );
-    }
-    // One past the end: IDNF, as for small requests.
-    assert_ata_error(
-        client.read(&device, SECTORS - 16, 17, true),
-        ata_error::IDNF,
-        "17 sectors crossing the end",
-    );
-    assert!(
-        std::fs::read(dir.disk(0)).expect("backing file") == model,
-        "backing file differs from the model"
-    );
-    // Every 17-sector read moved into a slab for its reply; on AF_XDP every 17-sector write
-    // arrived in several buffers and was copied once into a slab.
-    let writes = lbas.len() as u64;
-    let report = wait_stats(&dir.control_socket(), |report| {
-        report["devices"][0]["read_cmds"] == 2 * writes
-    });
-    let jumbo = &report["ports"][0]["jumbo"];
-    assert!(jumbo["upgrades"].as_u64() >= Some(writes), "{report:#}");
-    if transport == Transport::Xdp {
-        assert!(
-            jumbo["bounce_frames"].as_u64() >= Some(writes),
-            "{report:#}"
-        );
-    }
-    let log = target.stop();
-    assert!(log.contains("sectors=17"), "{log}");
+        .serve(|net, dir, target| {
+            let (mut client, device) = net.discover(0);
+            assert_eq!(device.sector_count, 17);
+            let mut model = vec![0u8; byte_offset(SECTORS)];
+            let mut lbas: Vec<u64> = (0..SECTORS - 17).step_by(17 * 7).collect();
+            lbas.push(SECTORS - 17);
+            for (round, &lba) in lbas.iter().enumerate() {
+                let data = pattern(lba, 17, 300 + round as u64);
+                client
+                    .write(&device, lba, &data, round % 2 == 0)
+                    .unwrap_or_else(|e| panic!("17-sector write at {lba}: {e}"));
+                model[byte_offset(lba)..byte_offset(lba + 17)].copy_from_slice(&data);
+            }
+            for (round, &lba) in lbas.iter().enumerate() {
+                assert!(
+                    client.read(&device, lba, 17, round % 2 == 1).expect("read")
+                        == model[byte_offset(lba)..byte_offset(lba + 17)],
+                    "17 sectors at {lba}"
+                );
+                // A small read of the same place, from an ordinary frame.
+                assert!(
+                    client.read(&device, lba + 3, 2, true).expect("small read")
+                        == model[byte_offset(lba + 3)..byte_offset(lba + 5)],
+                    "2 sectors at {}",
+                    lba + 3
+                );
+            }
+            // One past the end: IDNF, as for small requests.
+            assert_ata_error(
+                client.read(&device, SECTORS - 16, 17, true),
+                ata_error::IDNF,
+                "17 sectors crossing the end",
+            );
+            assert!(
+                std::fs::read(dir.disk(0)).expect("backing file") == model,
+                "backing file differs from the model"
+            );
+            // Every 17-sector read moved into a slab for its reply; on AF_XDP every 17-sector write
+            // arrived in several buffers and was copied once into a slab.
+            let writes = lbas.len() as u64;
+            let report = wait_stats(&dir.control_socket(), |report| {
+                report["devices"][0]["read_cmds"] == 2 * writes
+            });
+            let jumbo = &report["ports"][0]["jumbo"];
+            assert!(jumbo["upgrades"].as_u64() >= Some(writes), "{report:#}");
+            if transport == Transport::Xdp {
+                assert!(
+                    jumbo["bounce_frames"].as_u64() >= Some(writes),
+                    "{report:#}"
+                );
+            }
+            let log = target.stop();
+            assert!(log.contains("sectors=17"), "{log}");
+        });
 }

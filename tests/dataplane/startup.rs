@@ -49,47 +49,41 @@ pub fn test_second_instance_refused(transport: Transport) {
 /// forbids the generic fallback. The device is still served, and nothing is left attached.
 #[test]
 fn test_auto_falls_back_to_af_packet_when_xdp_cannot_attach() {
-    let Some((net, dir)) = Setup::new("dp-auto")
+    Setup::new("dp-auto")
         .mtu(9000)
         .client_tx_queues(2)
         .target("socket = \"auto\"\nxdp-mode = \"native\"")
-        .build()
-    else {
-        return;
-    };
-    let target = dir.start(&net.target_ns);
-    let log = target.log();
-    assert!(log.contains("FALLING BACK TO AF_PACKET"), "{log}");
-    assert!(
-        !net.target_ns
-            .ip(&["link", "show", "vt"])
-            .unwrap()
-            .contains("xdp"),
-        "a failed XDP attach must leave nothing behind"
-    );
-    let (mut client, device) = net.discover(0);
-    // The fallback carries jumbo frames too: (9000 - 36) / 512 sectors.
-    assert_eq!(device.sector_count, 17);
-    let data = pattern(7, 17, 11);
-    client.write(&device, 7, &data, true).expect("write");
-    assert_eq!(client.read(&device, 7, 17, true).expect("read"), data);
-    let log = target.stop();
-    assert!(log.contains("stopped cleanly"), "{log}");
+        .serve(|net, _dir, target| {
+            let log = target.log();
+            assert!(log.contains("FALLING BACK TO AF_PACKET"), "{log}");
+            assert!(
+                !net.target_ns
+                    .ip(&["link", "show", "vt"])
+                    .unwrap()
+                    .contains("xdp"),
+                "a failed XDP attach must leave nothing behind"
+            );
+            let (mut client, device) = net.discover(0);
+            // The fallback carries jumbo frames too: (9000 - 36) / 512 sectors.
+            assert_eq!(device.sector_count, 17);
+            let data = pattern(7, 17, 11);
+            client.write(&device, 7, &data, true).expect("write");
+            assert_eq!(client.read(&device, 7, 17, true).expect("read"), data);
+            let log = target.stop();
+            assert!(log.contains("stopped cleanly"), "{log}");
+        });
 }
 
 /// A control socket that cannot be made (its directory cannot be created: a file stands in
 /// the way) costs `aoe-xdp ctl`, not the storage: the target says so and serves.
 #[test]
 fn test_no_control_socket_is_a_warning_not_a_failure() {
-    let Some((net, dir)) = Setup::new("dp-noctl")
+    Setup::new("dp-noctl")
         .target("control-socket = \"/proc/version/ctl.sock\"")
-        .build()
-    else {
-        return;
-    };
-    let target = dir.start(&net.target_ns);
-    let (mut client, device) = net.discover(0);
-    client.read(&device, 0, 2, true).expect("served");
-    let log = target.stop();
-    assert!(log.contains("no control socket: no aoe-xdp ctl"), "{log}");
+        .serve(|net, _dir, target| {
+            let (mut client, device) = net.discover(0);
+            client.read(&device, 0, 2, true).expect("served");
+            let log = target.stop();
+            assert!(log.contains("no control socket: no aoe-xdp ctl"), "{log}");
+        });
 }

@@ -133,46 +133,43 @@ fn two_paths_with_room(tag: &str) -> Setup {
 fn test_sigterm_under_load_on_two_paths() {
     use std::sync::atomic::AtomicU64;
     use std::sync::Arc;
-    let Some((net, dir)) = two_paths_with_room("dp-term").build() else {
-        return;
-    };
-    let sectors = ROOMY_SECTORS;
-    let target = dir.start(&net.target_ns);
-    let half = sectors / 2;
-    let acked = [Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0))];
-    let writers: Vec<_> = (0..2u64)
-        .map(|path| {
-            let index = usize::try_from(path).unwrap();
-            let mut client = net.client(index).with_retry(Duration::from_millis(100), 3);
-            let device = discover_one(&mut client);
-            let stream = (path * half, half / 2, 5000 * path);
-            spawn_writer(client, device, stream, false, Arc::clone(&acked[index]))
-        })
-        .collect();
-    // Both paths carry writes when the stop comes.
-    for count in &acked {
-        wait_acked(count, 200);
-    }
-    let log = target.stop();
-    assert!(log.contains("stopped cleanly"), "{log}");
-    assert!(log.contains("frames_held=0"), "{log}");
-    assert!(!log.contains("requests still in flight"), "{log}");
-    for name in ["vt0", "vt1"] {
-        let link = net.target_ns.ip(&["link", "show", name]).unwrap();
-        assert!(!link.contains("xdp"), "XDP program left on {name}: {link}");
-    }
-    let mut acknowledged = Vec::new();
-    for (path, writer) in writers.into_iter().enumerate() {
-        let (done, _) = writer.join().expect("writer thread");
-        assert!(
-            !done.is_empty() && (done.len() as u64) < half / 2,
-            "path {path}: {} writes acknowledged, the stop must come in the middle",
-            done.len()
-        );
-        acknowledged.extend(done);
-    }
-    let _target = dir.start(&net.target_ns);
-    assert_read_back(&net, 0, &acknowledged, "SIGTERM");
+    two_paths_with_room("dp-term").serve(|net, dir, target| {
+        let half = ROOMY_SECTORS / 2;
+        let acked = [Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0))];
+        let writers: Vec<_> = (0..2u64)
+            .map(|path| {
+                let index = usize::try_from(path).unwrap();
+                let mut client = net.client(index).with_retry(Duration::from_millis(100), 3);
+                let device = discover_one(&mut client);
+                let stream = (path * half, half / 2, 5000 * path);
+                spawn_writer(client, device, stream, false, Arc::clone(&acked[index]))
+            })
+            .collect();
+        // Both paths carry writes when the stop comes.
+        for count in &acked {
+            wait_acked(count, 200);
+        }
+        let log = target.stop();
+        assert!(log.contains("stopped cleanly"), "{log}");
+        assert!(log.contains("frames_held=0"), "{log}");
+        assert!(!log.contains("requests still in flight"), "{log}");
+        for name in ["vt0", "vt1"] {
+            let link = net.target_ns.ip(&["link", "show", name]).unwrap();
+            assert!(!link.contains("xdp"), "XDP program left on {name}: {link}");
+        }
+        let mut acknowledged = Vec::new();
+        for (path, writer) in writers.into_iter().enumerate() {
+            let (done, _) = writer.join().expect("writer thread");
+            assert!(
+                !done.is_empty() && (done.len() as u64) < half / 2,
+                "path {path}: {} writes acknowledged, the stop must come in the middle",
+                done.len()
+            );
+            acknowledged.extend(done);
+        }
+        let _target = dir.start(&net.target_ns);
+        assert_read_back(net, 0, &acknowledged, "SIGTERM");
+    });
 }
 
 #[test]
@@ -191,61 +188,58 @@ fn test_kill_9_loses_no_write_covered_by_a_completed_flush() {
 fn test_interface_down_and_up_under_load() {
     use std::sync::atomic::{AtomicU64, Ordering};
     use std::sync::Arc;
-    let Some((net, dir)) = two_paths_with_room("dp-downup").build() else {
-        return;
-    };
-    let sectors = ROOMY_SECTORS;
-    let _target = dir.start(&net.target_ns);
-    let mut first = net.client(0);
-    let device = discover_one(&mut first);
-    let mut second = net.client(1).with_retry(Duration::from_millis(100), 3);
-    let second_device = discover_one(&mut second);
-    let acked = Arc::new(AtomicU64::new(0));
-    let blocks = sectors / 2;
-    let writer = spawn_writer(
-        second,
-        second_device,
-        (0, blocks, 77),
-        false,
-        Arc::clone(&acked),
-    );
-    wait_acked(&acked, 100);
-    net.target_ns.link_down("vt0").unwrap();
-    let before = acked.load(Ordering::Relaxed);
-    let impatient = |client: Client| client.with_retry(Duration::from_millis(100), 2);
-    let mut first = impatient(first);
-    assert!(
-        first.read(&device, 0, 2, false).is_err(),
-        "an interface that is down does not answer"
-    );
-    std::thread::sleep(Duration::from_millis(200));
-    let during = acked.load(Ordering::Relaxed) - before;
-    net.target_ns.link_up("vt0").unwrap();
-    assert!(
-        during > 0,
-        "the other path stopped serving while vt0 was down"
-    );
-    // Back up: the first path serves again (a link that comes up may drop the first frames).
-    let deadline = Instant::now() + Duration::from_secs(5);
-    let lba = sectors - 2;
-    while first
-        .write(&device, lba, &pattern(lba, 2, 1), false)
-        .is_err()
-    {
-        assert!(
-            Instant::now() < deadline,
-            "vt0 did not serve again after coming up"
+    two_paths_with_room("dp-downup").serve(|net, _dir, _target| {
+        let mut first = net.client(0);
+        let device = discover_one(&mut first);
+        let mut second = net.client(1).with_retry(Duration::from_millis(100), 3);
+        let second_device = discover_one(&mut second);
+        let acked = Arc::new(AtomicU64::new(0));
+        let blocks = ROOMY_SECTORS / 2;
+        let writer = spawn_writer(
+            second,
+            second_device,
+            (0, blocks, 77),
+            false,
+            Arc::clone(&acked),
         );
-    }
-    assert!(first.read(&device, lba, 2, false).expect("read over vt0") == pattern(lba, 2, 1));
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while !writer.is_finished() && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    let (done, _) = writer.join().expect("writer thread");
-    assert_eq!(
-        done.len() as u64,
-        blocks,
-        "every write over the second path was answered"
-    );
+        wait_acked(&acked, 100);
+        net.target_ns.link_down("vt0").unwrap();
+        let before = acked.load(Ordering::Relaxed);
+        let impatient = |client: Client| client.with_retry(Duration::from_millis(100), 2);
+        let mut first = impatient(first);
+        assert!(
+            first.read(&device, 0, 2, false).is_err(),
+            "an interface that is down does not answer"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+        let during = acked.load(Ordering::Relaxed) - before;
+        net.target_ns.link_up("vt0").unwrap();
+        assert!(
+            during > 0,
+            "the other path stopped serving while vt0 was down"
+        );
+        // Back up: the first path serves again (a link that comes up may drop the first frames).
+        let deadline = Instant::now() + Duration::from_secs(5);
+        let lba = ROOMY_SECTORS - 2;
+        while first
+            .write(&device, lba, &pattern(lba, 2, 1), false)
+            .is_err()
+        {
+            assert!(
+                Instant::now() < deadline,
+                "vt0 did not serve again after coming up"
+            );
+        }
+        assert!(first.read(&device, lba, 2, false).expect("read over vt0") == pattern(lba, 2, 1));
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while !writer.is_finished() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        let (done, _) = writer.join().expect("writer thread");
+        assert_eq!(
+            done.len() as u64,
+            blocks,
+            "every write over the second path was answered"
+        );
+    });
 }

@@ -195,6 +195,7 @@ impl<P: NetPort> Drop for FaultyPort<P> {
 }
 
 impl<P: NetPort> NetPort for FaultyPort<P> {
+    forward_frame_methods!(self => self.inner, self.inner);
     fn kind(&self) -> &'static str {
         self.inner.kind()
     }
@@ -213,33 +214,6 @@ impl<P: NetPort> NetPort for FaultyPort<P> {
             };
             burst.push(frame);
         }
-    }
-    fn data<'a>(&'a self, frame: &'a Frame) -> &'a [u8] {
-        self.inner.data(frame)
-    }
-    fn data_mut<'a>(&'a self, frame: &'a mut Frame) -> &'a mut [u8] {
-        self.inner.data_mut(frame)
-    }
-    fn offset_in_chunk(&self, frame: &Frame) -> usize {
-        self.inner.offset_in_chunk(frame)
-    }
-    fn max_frame_len(&self) -> usize {
-        self.inner.max_frame_len()
-    }
-    fn frame_capacity(&self, frame: &Frame) -> usize {
-        self.inner.frame_capacity(frame)
-    }
-    fn upgrade(&mut self, frame: Frame, needed: usize) -> Result<Frame, Frame> {
-        self.inner.upgrade(frame, needed)
-    }
-    fn alloc(&mut self) -> Option<Frame> {
-        self.inner.alloc()
-    }
-    fn release(&mut self, frame: Frame) {
-        self.inner.release(frame);
-    }
-    fn transmit(&mut self, frame: Frame, len: usize) {
-        self.inner.transmit(frame, len);
     }
     fn flush_tx(&mut self) -> Result<usize, PortError> {
         self.failing(FaultCall::FlushTx)?;
@@ -266,21 +240,6 @@ impl<P: NetPort> NetPort for FaultyPort<P> {
     }
     fn prepare_nap(&mut self) -> Result<(), PortError> {
         self.inner.prepare_nap()
-    }
-    fn io_arena(&self) -> &Arc<Arena> {
-        self.inner.io_arena()
-    }
-    fn slab_arena(&self) -> Option<&Arc<Arena>> {
-        self.inner.slab_arena()
-    }
-    fn lend(&mut self, frame: Frame) -> Chunk {
-        self.inner.lend(frame)
-    }
-    fn reclaim(&mut self, chunk: Chunk) -> Frame {
-        self.inner.reclaim(chunk)
-    }
-    fn jumbo_stats(&self) -> JumboStats {
-        self.inner.jumbo_stats()
     }
     fn kernel_counters(&self) -> Result<KernelCounters, PortError> {
         self.inner.kernel_counters()

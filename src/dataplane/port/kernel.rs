@@ -19,75 +19,45 @@ pub enum Port {
     Packet(PacketPort),
 }
 
+/// The [`NetPort`] methods a kernel socket port answers itself, for `$port` (`XskPort` or
+/// `PacketPort`): receive, send, wait, and the frames and slabs it holds.
+macro_rules! forward_socket_methods {
+    ($port:ident) => {
+        fn new_burst(&self) -> RxBurst {
+            $port::new_burst(self)
+        }
+        fn rx_burst_into(&mut self, burst: &mut RxBurst, max: usize) {
+            $port::rx_burst_into(self, burst, max);
+        }
+        fn flush_tx(&mut self) -> Result<usize, PortError> {
+            Ok($port::flush_tx(self)?)
+        }
+        fn reap_completions(&mut self) -> usize {
+            $port::reap_completions(self)
+        }
+        fn wait_rx(&mut self, timeout: Duration) -> Result<bool, PortError> {
+            Ok($port::wait_rx(self, timeout)?)
+        }
+        fn frames_held(&self) -> u32 {
+            self.frame_counts().held() + self.slab_counts().held()
+        }
+    };
+}
+
 impl NetPort for XskPort {
+    // XskPort's own methods of these names: inherent methods come before the trait's in
+    // method resolution (and a missing one would be an unconditional recursion, which rustc
+    // reports).
+    forward_frame_methods!(self => self, self);
+    forward_socket_methods!(XskPort);
     fn kind(&self) -> &'static str {
         "af_xdp"
-    }
-    fn new_burst(&self) -> RxBurst {
-        XskPort::new_burst(self)
-    }
-    fn rx_burst_into(&mut self, burst: &mut RxBurst, max: usize) {
-        XskPort::rx_burst_into(self, burst, max);
-    }
-    fn data<'a>(&'a self, frame: &'a Frame) -> &'a [u8] {
-        XskPort::data(self, frame)
-    }
-    fn data_mut<'a>(&'a self, frame: &'a mut Frame) -> &'a mut [u8] {
-        XskPort::data_mut(self, frame)
-    }
-    fn offset_in_chunk(&self, frame: &Frame) -> usize {
-        XskPort::offset_in_chunk(self, frame)
-    }
-    fn max_frame_len(&self) -> usize {
-        XskPort::max_frame_len(self)
-    }
-    fn frame_capacity(&self, frame: &Frame) -> usize {
-        XskPort::frame_capacity(self, frame)
-    }
-    fn upgrade(&mut self, frame: Frame, needed: usize) -> Result<Frame, Frame> {
-        XskPort::upgrade(self, frame, needed)
-    }
-    fn alloc(&mut self) -> Option<Frame> {
-        XskPort::alloc(self)
-    }
-    fn release(&mut self, frame: Frame) {
-        XskPort::release(self, frame);
-    }
-    fn transmit(&mut self, frame: Frame, len: usize) {
-        XskPort::transmit(self, frame, len);
-    }
-    fn flush_tx(&mut self) -> Result<usize, PortError> {
-        Ok(XskPort::flush_tx(self)?)
-    }
-    fn reap_completions(&mut self) -> usize {
-        XskPort::reap_completions(self)
     }
     fn refill(&mut self) -> Result<usize, PortError> {
         Ok(XskPort::refill(self)?)
     }
-    fn wait_rx(&mut self, timeout: Duration) -> Result<bool, PortError> {
-        Ok(XskPort::wait_rx(self, timeout)?)
-    }
     fn prepare_nap(&mut self) -> Result<(), PortError> {
         Ok(self.fill_all()?)
-    }
-    fn io_arena(&self) -> &Arc<Arena> {
-        XskPort::io_arena(self)
-    }
-    fn slab_arena(&self) -> Option<&Arc<Arena>> {
-        XskPort::slab_arena(self)
-    }
-    fn lend(&mut self, frame: Frame) -> Chunk {
-        XskPort::lend(self, frame)
-    }
-    fn reclaim(&mut self, chunk: Chunk) -> Frame {
-        XskPort::reclaim(self, chunk)
-    }
-    fn jumbo_stats(&self) -> JumboStats {
-        XskPort::jumbo_stats(self)
-    }
-    fn frames_held(&self) -> u32 {
-        self.frame_counts().held() + self.slab_counts().held()
     }
     fn kernel_counters(&self) -> Result<KernelCounters, PortError> {
         let stats = self.stats()?;
@@ -106,71 +76,13 @@ impl NetPort for XskPort {
 }
 
 impl NetPort for PacketPort {
+    forward_frame_methods!(self => self.frames(), self.frames_mut());
+    forward_socket_methods!(PacketPort);
     fn kind(&self) -> &'static str {
         "af_packet"
     }
-    fn new_burst(&self) -> RxBurst {
-        PacketPort::new_burst(self)
-    }
-    fn rx_burst_into(&mut self, burst: &mut RxBurst, max: usize) {
-        PacketPort::rx_burst_into(self, burst, max);
-    }
-    fn data<'a>(&'a self, frame: &'a Frame) -> &'a [u8] {
-        self.frames().data(frame)
-    }
-    fn data_mut<'a>(&'a self, frame: &'a mut Frame) -> &'a mut [u8] {
-        self.frames().data_mut(frame)
-    }
-    fn offset_in_chunk(&self, frame: &Frame) -> usize {
-        self.frames().offset_in_chunk(frame)
-    }
-    fn max_frame_len(&self) -> usize {
-        self.frames().max_frame_len()
-    }
-    fn frame_capacity(&self, frame: &Frame) -> usize {
-        self.frames().frame_capacity(frame)
-    }
-    fn upgrade(&mut self, frame: Frame, needed: usize) -> Result<Frame, Frame> {
-        self.frames_mut().upgrade(frame, needed)
-    }
-    fn alloc(&mut self) -> Option<Frame> {
-        self.frames_mut().alloc()
-    }
-    fn release(&mut self, frame: Frame) {
-        self.frames_mut().release(frame);
-    }
-    fn transmit(&mut self, frame: Frame, len: usize) {
-        self.frames_mut().transmit(frame, len);
-    }
-    fn flush_tx(&mut self) -> Result<usize, PortError> {
-        Ok(PacketPort::flush_tx(self)?)
-    }
-    fn reap_completions(&mut self) -> usize {
-        PacketPort::reap_completions(self)
-    }
     fn refill(&mut self) -> Result<usize, PortError> {
         Ok(0)
-    }
-    fn wait_rx(&mut self, timeout: Duration) -> Result<bool, PortError> {
-        Ok(PacketPort::wait_rx(self, timeout)?)
-    }
-    fn io_arena(&self) -> &Arc<Arena> {
-        self.frames().io_arena()
-    }
-    fn slab_arena(&self) -> Option<&Arc<Arena>> {
-        self.frames().slab_arena()
-    }
-    fn lend(&mut self, frame: Frame) -> Chunk {
-        self.frames_mut().lend(frame)
-    }
-    fn reclaim(&mut self, chunk: Chunk) -> Frame {
-        self.frames_mut().reclaim(chunk)
-    }
-    fn jumbo_stats(&self) -> JumboStats {
-        self.frames().jumbo_stats()
-    }
-    fn frames_held(&self) -> u32 {
-        self.frame_counts().held() + self.slab_counts().held()
     }
     fn kernel_counters(&self) -> Result<KernelCounters, PortError> {
         Ok(KernelCounters {

@@ -117,6 +117,7 @@ impl LoopbackPort {
 }
 
 impl NetPort for LoopbackPort {
+    forward_frame_methods!(self => self.frames, self.frames);
     fn kind(&self) -> &'static str {
         "loopback"
     }
@@ -145,33 +146,6 @@ impl NetPort for LoopbackPort {
             self.rx.pop_front();
         }
     }
-    fn data<'a>(&'a self, frame: &'a Frame) -> &'a [u8] {
-        self.frames.data(frame)
-    }
-    fn data_mut<'a>(&'a self, frame: &'a mut Frame) -> &'a mut [u8] {
-        self.frames.data_mut(frame)
-    }
-    fn offset_in_chunk(&self, frame: &Frame) -> usize {
-        self.frames.offset_in_chunk(frame)
-    }
-    fn max_frame_len(&self) -> usize {
-        self.frames.max_frame_len()
-    }
-    fn frame_capacity(&self, frame: &Frame) -> usize {
-        self.frames.frame_capacity(frame)
-    }
-    fn upgrade(&mut self, frame: Frame, needed: usize) -> Result<Frame, Frame> {
-        self.frames.upgrade(frame, needed)
-    }
-    fn alloc(&mut self) -> Option<Frame> {
-        self.frames.alloc()
-    }
-    fn release(&mut self, frame: Frame) {
-        self.frames.release(frame);
-    }
-    fn transmit(&mut self, frame: Frame, len: usize) {
-        self.frames.transmit(frame, len);
-    }
     fn flush_tx(&mut self) -> Result<usize, PortError> {
         let queued = self.frames.tx_queued().len();
         let moved = queued.min(self.tx_room);
@@ -191,21 +165,6 @@ impl NetPort for LoopbackPort {
     }
     fn wait_rx(&mut self, _timeout: Duration) -> Result<bool, PortError> {
         Ok(!self.rx.is_empty())
-    }
-    fn io_arena(&self) -> &Arc<Arena> {
-        self.frames.io_arena()
-    }
-    fn slab_arena(&self) -> Option<&Arc<Arena>> {
-        self.frames.slab_arena()
-    }
-    fn lend(&mut self, frame: Frame) -> Chunk {
-        self.frames.lend(frame)
-    }
-    fn reclaim(&mut self, chunk: Chunk) -> Frame {
-        self.frames.reclaim(chunk)
-    }
-    fn jumbo_stats(&self) -> JumboStats {
-        self.frames.jumbo_stats()
     }
     fn frames_held(&self) -> u32 {
         self.frames.counts().held() + self.frames.slab_counts().held()

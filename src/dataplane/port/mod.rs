@@ -41,6 +41,57 @@
 //! `transmit`, `release`, `flush_tx` and `reap_completions` work unchanged for slab frames (a
 //! slab goes back to its free list when the last descriptor of its reply completes).
 
+/// The frame-level [`NetPort`] methods of a port whose frames another value keeps (its frame
+/// area, or the port it wraps): each calls the method of the same name on `$frames` (shared
+/// borrow) or `$frames_mut` (exclusive borrow). Used inside `impl NetPort for ...`; `$self` is
+/// `self`, passed in so that the expressions may name it.
+macro_rules! forward_frame_methods {
+    ($self:ident => $frames:expr, $frames_mut:expr) => {
+        fn data<'a>(&'a $self, frame: &'a Frame) -> &'a [u8] {
+            $frames.data(frame)
+        }
+        fn data_mut<'a>(&'a $self, frame: &'a mut Frame) -> &'a mut [u8] {
+            $frames.data_mut(frame)
+        }
+        fn offset_in_chunk(&$self, frame: &Frame) -> usize {
+            $frames.offset_in_chunk(frame)
+        }
+        fn max_frame_len(&$self) -> usize {
+            $frames.max_frame_len()
+        }
+        fn frame_capacity(&$self, frame: &Frame) -> usize {
+            $frames.frame_capacity(frame)
+        }
+        fn upgrade(&mut $self, frame: Frame, needed: usize) -> Result<Frame, Frame> {
+            $frames_mut.upgrade(frame, needed)
+        }
+        fn alloc(&mut $self) -> Option<Frame> {
+            $frames_mut.alloc()
+        }
+        fn release(&mut $self, frame: Frame) {
+            $frames_mut.release(frame);
+        }
+        fn transmit(&mut $self, frame: Frame, len: usize) {
+            $frames_mut.transmit(frame, len);
+        }
+        fn io_arena(&$self) -> &Arc<Arena> {
+            $frames.io_arena()
+        }
+        fn slab_arena(&$self) -> Option<&Arc<Arena>> {
+            $frames.slab_arena()
+        }
+        fn lend(&mut $self, frame: Frame) -> Chunk {
+            $frames_mut.lend(frame)
+        }
+        fn reclaim(&mut $self, chunk: Chunk) -> Frame {
+            $frames_mut.reclaim(chunk)
+        }
+        fn jumbo_stats(&$self) -> JumboStats {
+            $frames.jumbo_stats()
+        }
+    };
+}
+
 mod fault;
 mod kernel;
 mod loopback;

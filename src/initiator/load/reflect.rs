@@ -418,6 +418,11 @@ mod tests {
         }
     }
 
+    /// Encodes an ATA request from `HOST` to `TARGET` into `buf`; returns its length.
+    fn ata_to_target(buf: &mut [u8], tag: u32, cmd: AtaCmd, data: &[u8]) -> usize {
+        frames::ata(buf, &route(TARGET), tag, &cmd, data)
+    }
+
     fn reflection() -> Reflection {
         Reflection::new(TARGET, (1, 0), 64, 7, REFLECT_CAPACITY_SECTORS)
     }
@@ -425,7 +430,7 @@ mod tests {
     #[test]
     fn test_read_reply_carries_the_sectors() {
         let mut buf = vec![0u8; FRAME_CAPACITY];
-        let len = frames::ata(&mut buf, &route(TARGET), 77, &AtaCmd::read(9, 7, true), &[]);
+        let len = ata_to_target(&mut buf, 77, AtaCmd::read(9, 7, true), &[]);
         let end = reflection().reflect(&mut buf, len).expect("reply");
         assert_eq!(end, 36 + 7 * SECTOR_SIZE);
         let reply = Reply::parse(&buf[..end]).expect("a response");
@@ -438,7 +443,7 @@ mod tests {
     #[test]
     fn test_too_many_sectors_abort() {
         let mut buf = vec![0u8; FRAME_CAPACITY];
-        let len = frames::ata(&mut buf, &route(TARGET), 1, &AtaCmd::read(0, 8, true), &[]);
+        let len = ata_to_target(&mut buf, 1, AtaCmd::read(0, 8, true), &[]);
         let end = reflection().reflect(&mut buf, len).unwrap();
         let (ata, _) = Reply::parse(&buf[..end]).unwrap().ata().unwrap();
         assert_eq!(ata.cmd_status, status::DRDY | status::ERR);
@@ -449,13 +454,7 @@ mod tests {
     fn test_write_reply_is_header_only() {
         let mut buf = vec![0u8; FRAME_CAPACITY];
         let data = vec![0xAB; 2 * SECTOR_SIZE];
-        let len = frames::ata(
-            &mut buf,
-            &route(TARGET),
-            5,
-            &AtaCmd::write(4, 2, true),
-            &data,
-        );
+        let len = ata_to_target(&mut buf, 5, AtaCmd::write(4, 2, true), &data);
         let end = reflection().reflect(&mut buf, len).unwrap();
         assert_eq!(end, 36);
         let (ata, _) = Reply::parse(&buf[..60]).unwrap().ata().unwrap();
@@ -485,7 +484,7 @@ mod tests {
         assert_eq!(reflection().reflect(&mut buf, len), None);
 
         let identify = AtaCmd::other(AtaCommand::IdentifyDevice, 1, 0);
-        let len = frames::ata(&mut buf, &route(TARGET), 6, &identify, &[]);
+        let len = ata_to_target(&mut buf, 6, identify, &[]);
         let end = reflection().reflect(&mut buf, len).unwrap();
         let (_, data) = Reply::parse(&buf[..end]).unwrap().ata().unwrap();
         let word = |i: usize| u64::from(u16::from_le_bytes([data[2 * i], data[2 * i + 1]]));
@@ -496,7 +495,7 @@ mod tests {
     #[test]
     fn test_responses_and_other_ethertypes_are_dropped() {
         let mut buf = vec![0u8; FRAME_CAPACITY];
-        let len = frames::ata(&mut buf, &route(TARGET), 1, &AtaCmd::read(0, 1, true), &[]);
+        let len = ata_to_target(&mut buf, 1, AtaCmd::read(0, 1, true), &[]);
         let end = reflection().reflect(&mut buf, len).unwrap();
         // Reflecting a response again does nothing.
         assert_eq!(reflection().reflect(&mut buf, end), None);
@@ -522,7 +521,7 @@ mod tests {
     fn test_jumbo_reads_and_writes_of_17_sectors() {
         let mut buf = vec![0u8; 9018];
         let jumbo = Reflection::new(TARGET, (1, 0), 64, 17, REFLECT_CAPACITY_SECTORS);
-        let len = frames::ata(&mut buf, &route(TARGET), 2, &AtaCmd::read(0, 17, true), &[]);
+        let len = ata_to_target(&mut buf, 2, AtaCmd::read(0, 17, true), &[]);
         let end = jumbo.reflect(&mut buf, len).expect("reply");
         assert_eq!(end, 36 + 17 * SECTOR_SIZE);
         let (ata, data) = Reply::parse(&buf[..end]).unwrap().ata().unwrap();
@@ -532,17 +531,11 @@ mod tests {
         );
 
         let data = vec![0x5A; 17 * SECTOR_SIZE];
-        let len = frames::ata(
-            &mut buf,
-            &route(TARGET),
-            3,
-            &AtaCmd::write(0, 17, true),
-            &data,
-        );
+        let len = ata_to_target(&mut buf, 3, AtaCmd::write(0, 17, true), &data);
         assert_eq!(jumbo.reflect(&mut buf, len), Some(36));
 
         // A read whose reply would not fit the buffer is aborted, whatever the limit says.
-        let len = frames::ata(&mut buf, &route(TARGET), 4, &AtaCmd::read(0, 17, true), &[]);
+        let len = ata_to_target(&mut buf, 4, AtaCmd::read(0, 17, true), &[]);
         let end = jumbo
             .reflect(&mut buf[..36 + 16 * SECTOR_SIZE], len)
             .unwrap();

@@ -7,6 +7,15 @@
 
 use std::mem::{offset_of, size_of};
 
+/// Compile-time checks that `$ty` is `$size` bytes with each field at its offset (the C
+/// layout in the header).
+macro_rules! assert_c_layout {
+    ($ty:ty, $size:expr, { $($field:ident: $offset:expr),* $(,)? }) => {
+        const _: () = assert!(size_of::<$ty>() == $size);
+        $(const _: () = assert!(offset_of!($ty, $field) == $offset);)*
+    };
+}
+
 /// `AOE_ETH_P_AOE`: the AoE ethertype (the one definition is [`crate::wire::ETHERTYPE_AOE`]).
 pub use crate::wire::ETHERTYPE_AOE as ETH_P_AOE;
 /// `AOE_ETH_P_8021Q`: the one VLAN tag type the program looks behind.
@@ -45,10 +54,11 @@ pub struct XdpConfig {
 }
 
 // Layout of `struct aoe_xdp_config` in aoe_shared.h: six bytes, two more, no padding.
-const _: () = assert!(size_of::<XdpConfig>() == 8);
-const _: () = assert!(offset_of!(XdpConfig, mac) == 0);
-const _: () = assert!(offset_of!(XdpConfig, accept_any_destination) == 6);
-const _: () = assert!(offset_of!(XdpConfig, reserved) == 7);
+assert_c_layout!(XdpConfig, 8, {
+    mac: 0,
+    accept_any_destination: 6,
+    reserved: 7,
+});
 
 impl XdpConfig {
     /// Size of the C struct, i.e. the map's value size.
@@ -85,13 +95,14 @@ pub struct XdpCounters {
 }
 
 // Layout of `struct aoe_xdp_counters` in aoe_shared.h: six __u64, no padding.
-const _: () = assert!(size_of::<XdpCounters>() == 48);
-const _: () = assert!(offset_of!(XdpCounters, redirected) == 0);
-const _: () = assert!(offset_of!(XdpCounters, passed_non_aoe) == 8);
-const _: () = assert!(offset_of!(XdpCounters, passed_response) == 16);
-const _: () = assert!(offset_of!(XdpCounters, passed_malformed) == 24);
-const _: () = assert!(offset_of!(XdpCounters, passed_no_xsk) == 32);
-const _: () = assert!(offset_of!(XdpCounters, passed_foreign_dst) == 40);
+assert_c_layout!(XdpCounters, 48, {
+    redirected: 0,
+    passed_non_aoe: 8,
+    passed_response: 16,
+    passed_malformed: 24,
+    passed_no_xsk: 32,
+    passed_foreign_dst: 40,
+});
 
 impl XdpCounters {
     /// Size of the C struct, i.e. the map's value size per CPU.
@@ -141,6 +152,17 @@ impl XdpCounters {
 mod tests {
     use super::*;
 
+    /// The lines of `struct name { ... };` in the header between the braces, trimmed.
+    fn header_struct(name: &str) -> impl Iterator<Item = &'static str> + Clone {
+        include_str!("../../../bpf/aoe_shared.h")
+            .split(&format!("struct {name} {{"))
+            .nth(1)
+            .and_then(|rest| rest.split("};").next())
+            .unwrap_or_else(|| panic!("struct {name} missing from aoe_shared.h"))
+            .lines()
+            .map(str::trim)
+    }
+
     /// The header's `#define`s must match the constants above; parse them from the header itself
     /// so a change on either side fails here.
     #[test]
@@ -174,15 +196,9 @@ mod tests {
     /// The struct in the header lists the same fields in the same order, all `__u64`.
     #[test]
     fn test_header_struct_fields_match() {
-        let header = include_str!("../../../bpf/aoe_shared.h");
-        let body = header
-            .split("struct aoe_xdp_counters {")
-            .nth(1)
-            .and_then(|rest| rest.split("};").next())
-            .expect("struct aoe_xdp_counters missing from aoe_shared.h");
+        let body = header_struct("aoe_xdp_counters");
         let fields: Vec<&str> = body
-            .lines()
-            .map(str::trim)
+            .clone()
             .filter(|line| line.starts_with("__u64"))
             .map(|line| {
                 line.trim_start_matches("__u64")
@@ -201,10 +217,7 @@ mod tests {
                 "passed_foreign_dst"
             ]
         );
-        let declared = body
-            .lines()
-            .filter(|line| line.trim().ends_with(';'))
-            .count();
+        let declared = body.filter(|line| line.ends_with(';')).count();
         assert_eq!(
             declared,
             fields.len(),
@@ -215,15 +228,7 @@ mod tests {
     /// `struct aoe_xdp_config` in the header: the MAC array, then two bytes.
     #[test]
     fn test_header_config_struct_matches() {
-        let header = include_str!("../../../bpf/aoe_shared.h");
-        let body = header
-            .split("struct aoe_xdp_config {")
-            .nth(1)
-            .and_then(|rest| rest.split("};").next())
-            .expect("struct aoe_xdp_config missing from aoe_shared.h");
-        let fields: Vec<&str> = body
-            .lines()
-            .map(str::trim)
+        let fields: Vec<&str> = header_struct("aoe_xdp_config")
             .filter(|line| line.starts_with("__u"))
             .collect();
         assert_eq!(

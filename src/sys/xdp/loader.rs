@@ -765,39 +765,50 @@ fn load_hint(error: &libbpf_rs::Error) -> &'static str {
 }
 
 fn attach_hint(error: &io::Error) -> &'static str {
-    match error.raw_os_error() {
-        Some(libc::EPERM | libc::EACCES) => HINT_ROOT,
-        Some(libc::ENODEV) => {
-            "no such interface in this network namespace (is it up and named right?)"
+    errno_hint(error, |errno| match errno {
+        libc::ENODEV => {
+            Some("no such interface in this network namespace (is it up and named right?)")
         }
-        Some(libc::EBUSY | libc::EEXIST) => {
+        libc::EBUSY | libc::EEXIST => Some(
             "another XDP program is already attached: if it is a leftover aoe_xdp, detach_stale() \
-             removes it; otherwise `ip link set dev IFACE xdp off`"
-        }
-        Some(libc::EOPNOTSUPP) => "the driver has no native XDP support: use generic mode",
-        Some(libc::ERANGE) => {
+             removes it; otherwise `ip link set dev IFACE xdp off`",
+        ),
+        libc::EOPNOTSUPP => Some("the driver has no native XDP support: use generic mode"),
+        libc::ERANGE => Some(
             "the MTU is too large for native XDP (veth: peer MTU too large): lower the MTU or use \
-             generic mode"
-        }
-        Some(libc::EINVAL) => "the driver refused the program or flags (try generic mode)",
-        _ => "unexpected error from the kernel",
-    }
+             generic mode",
+        ),
+        libc::EINVAL => Some("the driver refused the program or flags (try generic mode)"),
+        _ => None,
+    })
 }
 
 fn detach_hint(error: &io::Error) -> &'static str {
-    match error.raw_os_error() {
-        Some(libc::EPERM | libc::EACCES) => HINT_ROOT,
-        Some(libc::ENODEV) => "the interface is gone (its XDP program went with it)",
-        Some(libc::EEXIST) => "the attached program is no longer ours; left it alone",
-        _ => "unexpected error from the kernel",
-    }
+    errno_hint(error, |errno| match errno {
+        libc::ENODEV => Some("the interface is gone (its XDP program went with it)"),
+        libc::EEXIST => Some("the attached program is no longer ours; left it alone"),
+        _ => None,
+    })
 }
 
 fn query_hint(error: &io::Error) -> &'static str {
+    errno_hint(error, |errno| match errno {
+        libc::ENODEV => Some("no such interface in this network namespace"),
+        _ => None,
+    })
+}
+
+/// The hint for a failed system call's `error`: [`HINT_ROOT`] for a permission error, else
+/// what `hint` says of its errno, else that the kernel's error was unexpected.
+fn errno_hint(
+    error: &io::Error,
+    hint: impl FnOnce(libc::c_int) -> Option<&'static str>,
+) -> &'static str {
     match error.raw_os_error() {
         Some(libc::EPERM | libc::EACCES) => HINT_ROOT,
-        Some(libc::ENODEV) => "no such interface in this network namespace",
-        _ => "unexpected error from the kernel",
+        errno => errno
+            .and_then(hint)
+            .unwrap_or("unexpected error from the kernel"),
     }
 }
 

@@ -21,6 +21,8 @@ use std::os::fd::RawFd;
 use std::ptr::NonNull;
 use std::sync::atomic::{AtomicU32, Ordering};
 
+use crate::sys::mem::map_read_write;
+
 /// One mapping of an AF_XDP TX ring.
 pub(crate) struct TxRing {
     map: NonNull<u8>,
@@ -75,22 +77,11 @@ impl TxRing {
         let off = offsets.tx;
         let desc_off = usize::try_from(off.desc).expect("offset fits usize");
         let map_len = desc_off + size as usize * std::mem::size_of::<libc::xdp_desc>();
-        // SAFETY: a fresh shared mapping of the socket's TX ring at a kernel-chosen address;
-        // it aliases only the kernel's ring, which is exactly the protocol's shared memory.
-        let ptr = unsafe {
-            libc::mmap(
-                std::ptr::null_mut(),
-                map_len,
-                libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_SHARED | libc::MAP_POPULATE,
-                fd,
-                libc::XDP_PGOFF_TX_RING,
-            )
-        };
-        if ptr == libc::MAP_FAILED {
-            return Err(io::Error::last_os_error());
-        }
-        let map = NonNull::new(ptr.cast::<u8>()).expect("mmap never returns null on success");
+        // A shared mapping of the socket's TX ring: it aliases only the kernel's ring, which is
+        // exactly the protocol's shared memory.
+        let flags = libc::MAP_SHARED | libc::MAP_POPULATE;
+        let ptr = map_read_write(map_len, flags, fd, libc::XDP_PGOFF_TX_RING)?;
+        let map = NonNull::new(ptr).expect("mmap never returns null on success");
         let at = |offset: u64| {
             let offset = usize::try_from(offset).expect("offset fits usize");
             assert!(offset < map_len, "ring offset outside the mapping");

@@ -7,6 +7,9 @@ use std::fmt::Write as _;
 use std::path::Path;
 
 use anyhow::{anyhow, bail, Result};
+use plotters::coord::ranged1d::{AsRangedCoord, ValueFormatter};
+use plotters::coord::types::RangedCoordf64;
+use plotters::coord::Shift;
 use plotters::prelude::*;
 
 use super::profile::Profile;
@@ -770,34 +773,13 @@ pub fn plot(results: &Results, path: &Path) -> Result<()> {
     let root = SVGBackend::new(path, (1100, 460)).into_drawing_area();
     root.fill(&WHITE).map_err(|e| anyhow!("{e}"))?;
     let (left, right) = root.split_horizontally(550);
-    // Queue depth on a log2 axis, labelled with the depths themselves (1, 2, 4, … 64).
-    let depth_axis = -0.3f64..6.3;
-    let depth_label = |x: &f64| format!("{:.0}", x.exp2());
 
-    let mut iops_chart = ChartBuilder::on(&left)
-        .caption("random 1 KiB reads: IOPS", ("sans-serif", 20))
-        .margin(12)
-        .x_label_area_size(40)
-        .y_label_area_size(70)
-        .build_cartesian_2d(depth_axis.clone(), 0.0..max_iops * 1.15)
-        .map_err(|e| anyhow!("{e}"))?;
-    iops_chart
-        .configure_mesh()
-        .x_desc("queue depth")
-        .y_desc("IOPS")
-        .x_labels(7)
-        .x_label_formatter(&depth_label)
-        .y_label_formatter(&|v| thousands(*v))
-        .draw()
-        .map_err(|e| anyhow!("{e}"))?;
+    let caption = "random 1 KiB reads: IOPS";
+    let mut iops_chart = depth_chart(&left, caption, 70, 0.0..max_iops * 1.15)?;
+    draw_depth_mesh(&mut iops_chart, "IOPS", &|v| thousands(*v))?;
     for (system, points) in &curves {
-        let style = colour(*system).stroke_width(2);
         let line: Vec<(f64, f64)> = points.iter().map(|p| (p.0, p.1)).collect();
-        iops_chart
-            .draw_series(LineSeries::new(line.clone(), style))
-            .map_err(|e| anyhow!("{e}"))?
-            .label(system.label())
-            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], style));
+        draw_line(&mut iops_chart, *system, line.clone())?;
         iops_chart
             .draw_series(
                 line.iter()
@@ -805,42 +787,19 @@ pub fn plot(results: &Results, path: &Path) -> Result<()> {
             )
             .map_err(|e| anyhow!("{e}"))?;
     }
-    iops_chart
-        .configure_series_labels()
-        .position(SeriesLabelPosition::UpperLeft)
-        .background_style(WHITE.mix(0.8))
-        .border_style(BLACK)
-        .draw()
-        .map_err(|e| anyhow!("{e}"))?;
+    draw_legend(&mut iops_chart)?;
 
-    let mut latency_chart = ChartBuilder::on(&right)
-        .caption("latency (p50 solid, p99 dashed)", ("sans-serif", 20))
-        .margin(12)
-        .x_label_area_size(40)
-        .y_label_area_size(60)
-        .build_cartesian_2d(
-            depth_axis,
-            (min_latency * 0.7..max_latency * 1.4).log_scale(),
-        )
-        .map_err(|e| anyhow!("{e}"))?;
-    latency_chart
-        .configure_mesh()
-        .x_desc("queue depth")
-        .y_desc("µs (log scale)")
-        .x_labels(7)
-        .x_label_formatter(&depth_label)
-        .y_label_formatter(&|v| format!("{v:.0}"))
-        .draw()
-        .map_err(|e| anyhow!("{e}"))?;
+    let caption = "latency (p50 solid, p99 dashed)";
+    let latency_range = (min_latency * 0.7..max_latency * 1.4).log_scale();
+    let mut latency_chart = depth_chart(&right, caption, 60, latency_range)?;
+    draw_depth_mesh(&mut latency_chart, "µs (log scale)", &|v| {
+        format!("{v:.0}")
+    })?;
     for (system, points) in &curves {
         let style = colour(*system).stroke_width(2);
         let p50: Vec<(f64, f64)> = points.iter().map(|p| (p.0, p.2)).collect();
         let p99: Vec<(f64, f64)> = points.iter().map(|p| (p.0, p.3)).collect();
-        latency_chart
-            .draw_series(LineSeries::new(p50.clone(), style))
-            .map_err(|e| anyhow!("{e}"))?
-            .label(system.label())
-            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], style));
+        draw_line(&mut latency_chart, *system, p50.clone())?;
         latency_chart
             .draw_series(DashedLineSeries::new(p99.clone(), 6, 4, style))
             .map_err(|e| anyhow!("{e}"))?;
@@ -852,15 +811,75 @@ pub fn plot(results: &Results, path: &Path) -> Result<()> {
             )
             .map_err(|e| anyhow!("{e}"))?;
     }
-    latency_chart
+    draw_legend(&mut latency_chart)?;
+    root.present().map_err(|e| anyhow!("{e}"))?;
+    Ok(())
+}
+
+/// A chart of the depth figure: x is the queue depth on a log2 axis (-0.3..6.3 holds depths 1
+/// to 64), y spans `y_range`.
+type DepthChart<'a, 'b, Y> = ChartContext<'a, SVGBackend<'b>, Cartesian2d<RangedCoordf64, Y>>;
+
+/// A [`DepthChart`] on `area` under `caption`, `y_label_area` pixels left for the y labels.
+fn depth_chart<'a, 'b, Y: AsRangedCoord<Value = f64>>(
+    area: &'a DrawingArea<SVGBackend<'b>, Shift>,
+    caption: &str,
+    y_label_area: u32,
+    y_range: Y,
+) -> Result<DepthChart<'a, 'b, Y::CoordDescType>> {
+    ChartBuilder::on(area)
+        .caption(caption, ("sans-serif", 20))
+        .margin(12)
+        .x_label_area_size(40)
+        .y_label_area_size(y_label_area)
+        .build_cartesian_2d(-0.3f64..6.3, y_range)
+        .map_err(|e| anyhow!("{e}"))
+}
+
+/// The mesh of a [`DepthChart`]: x labelled with the depths themselves (1, 2, 4, … 64), y
+/// described as `y_desc` and labelled by `y_label`.
+fn draw_depth_mesh<Y: Ranged<ValueType = f64> + ValueFormatter<f64>>(
+    chart: &mut DepthChart<'_, '_, Y>,
+    y_desc: &str,
+    y_label: &dyn Fn(&f64) -> String,
+) -> Result<()> {
+    chart
+        .configure_mesh()
+        .x_desc("queue depth")
+        .y_desc(y_desc)
+        .x_labels(7)
+        .x_label_formatter(&|x| format!("{:.0}", x.exp2()))
+        .y_label_formatter(y_label)
+        .draw()
+        .map_err(|e| anyhow!("{e}"))
+}
+
+/// `line` as `system`'s solid line, named in the legend.
+fn draw_line<Y: Ranged<ValueType = f64>>(
+    chart: &mut DepthChart<'_, '_, Y>,
+    system: SystemKind,
+    line: Vec<(f64, f64)>,
+) -> Result<()> {
+    let style = colour(system).stroke_width(2);
+    chart
+        .draw_series(LineSeries::new(line, style))
+        .map_err(|e| anyhow!("{e}"))?
+        .label(system.label())
+        .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], style));
+    Ok(())
+}
+
+/// The legend of a [`DepthChart`], upper left on a translucent white box.
+fn draw_legend<'a, 'b: 'a, Y: Ranged<ValueType = f64>>(
+    chart: &mut DepthChart<'a, 'b, Y>,
+) -> Result<()> {
+    chart
         .configure_series_labels()
         .position(SeriesLabelPosition::UpperLeft)
         .background_style(WHITE.mix(0.8))
         .border_style(BLACK)
         .draw()
-        .map_err(|e| anyhow!("{e}"))?;
-    root.present().map_err(|e| anyhow!("{e}"))?;
-    Ok(())
+        .map_err(|e| anyhow!("{e}"))
 }
 
 #[cfg(test)]
@@ -868,6 +887,14 @@ mod tests {
     use super::super::results::{medians, CpuSample, Meta, SystemRun};
     use super::*;
     use crate::loadgen::report::{Latency, Report as LoadReport};
+
+    /// The row of `table` for `workload` served by aoe-xdp over AF_XDP.
+    fn xdp_row<'a>(table: &'a str, workload: &str) -> &'a str {
+        table
+            .lines()
+            .find(|l| l.contains(workload) && l.contains("aoe-xdp (XDP)"))
+            .unwrap_or_else(|| panic!("no aoe-xdp (XDP) row for {workload}:\n{table}"))
+    }
 
     fn load(iops: f64) -> LoadReport {
         LoadReport {
@@ -1002,10 +1029,7 @@ mod tests {
     #[test]
     fn table_has_ratios_to_vblade_and_reflector_and_lists_missing_systems() {
         let table = table(&results());
-        let xdp16 = table
-            .lines()
-            .find(|l| l.contains("rand read QD16") && l.contains("aoe-xdp (XDP)"))
-            .unwrap();
+        let xdp16 = xdp_row(&table, "rand read QD16");
         // 90k / 30k, 90k / 100k, 5 µs / 20 µs.
         assert!(xdp16.contains("3.00×"), "{xdp16}");
         assert!(xdp16.contains("0.90×"), "{xdp16}");
@@ -1159,13 +1183,10 @@ mod tests {
             point.profile.as_mut().unwrap().rx_softirq = 0.75;
         }
         let text = table(&results);
-        let xdp_row = text
-            .lines()
-            .find(|l| l.contains("rand read QD64") && l.contains("aoe-xdp (XDP)"))
-            .unwrap();
-        assert!(xdp_row.contains("| 50% "), "{xdp_row}");
-        assert!(xdp_row.contains("| 0.25× "), "{xdp_row}");
-        assert!(xdp_row.contains("| 0.50× "), "{xdp_row}");
+        let row = xdp_row(&text, "rand read QD64");
+        assert!(row.contains("| 50% "), "{row}");
+        assert!(row.contains("| 0.25× "), "{row}");
+        assert!(row.contains("| 0.50× "), "{row}");
         let verdicts = targets(&results);
         assert!(verdicts.contains("CPU target met at 2 of 2"), "{verdicts}");
         assert!(
@@ -1191,10 +1212,7 @@ mod tests {
         let mut results = results();
         results.systems[0].points[2].cached = Some(0.9);
         let text = table(&results);
-        let row = text
-            .lines()
-            .find(|l| l.contains("rand read QD64") && l.contains("aoe-xdp (XDP)"))
-            .unwrap();
+        let row = xdp_row(&text, "rand read QD64");
         assert!(row.contains("file 90% cached"), "{row}");
         assert!(!text
             .lines()
