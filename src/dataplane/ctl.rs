@@ -24,12 +24,12 @@ use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
-use std::thread::JoinHandle;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use super::server_thread::ServerThread;
 use super::stats::{Report, StatsBoard};
 use crate::aoe::{DeviceParams, SharedState};
 use crate::state_dir::StateDir;
@@ -140,8 +140,7 @@ struct Control {
 #[derive(Debug)]
 pub struct CtlSocket {
     path: PathBuf,
-    stop: Arc<AtomicBool>,
-    thread: Option<JoinHandle<()>>,
+    thread: ServerThread,
     /// What the server thread works on (locked while it answers one client).
     control: Arc<Mutex<Control>>,
 }
@@ -173,7 +172,6 @@ impl CtlSocket {
         let listener = UnixListener::bind(path).map_err(io)?;
         std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).map_err(io)?;
         listener.set_nonblocking(true).map_err(io)?;
-        let stop = Arc::new(AtomicBool::new(false));
         let control = Arc::new(Mutex::new(Control {
             board,
             devices,
@@ -182,18 +180,14 @@ impl CtlSocket {
             baseline: None,
             reload,
         }));
-        let thread = {
-            let stop = Arc::clone(&stop);
-            let control = Arc::clone(&control);
-            std::thread::Builder::new()
-                .name("aoe-control".into())
-                .spawn(move || serve(&listener, &control, &stop))
-                .map_err(io)?
-        };
+        let served = Arc::clone(&control);
+        let thread = ServerThread::spawn("aoe-control", move |stop| {
+            serve(&listener, &served, stop);
+        })
+        .map_err(io)?;
         Ok(CtlSocket {
             path: path.to_owned(),
-            stop,
-            thread: Some(thread),
+            thread,
             control,
         })
     }
@@ -222,11 +216,7 @@ impl CtlSocket {
 
 impl Drop for CtlSocket {
     fn drop(&mut self) {
-        // Release: pairs with the server thread's Acquire load.
-        self.stop.store(true, Ordering::Release);
-        if let Some(thread) = self.thread.take() {
-            let _ = thread.join();
-        }
+        self.thread.stop();
         let _ = std::fs::remove_file(&self.path);
     }
 }

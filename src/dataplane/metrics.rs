@@ -12,11 +12,11 @@ use std::fmt::Write as _;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
-use std::thread::JoinHandle;
 use std::time::Duration;
 
 use serde_json::Value;
 
+use super::server_thread::ServerThread;
 use super::stats::{ServiceTimeReport, StatsBoard};
 
 /// How often the server's thread looks at the stop flag.
@@ -43,8 +43,8 @@ pub struct MetricsServer {
     /// The address asked for (`metrics-listen`).
     configured: SocketAddr,
     address: SocketAddr,
-    stop: Arc<AtomicBool>,
-    thread: Option<JoinHandle<()>>,
+    /// Stops on drop.
+    _thread: ServerThread,
     /// The board it serves (replaced by [`MetricsServer::retarget`]).
     board: Arc<Mutex<Arc<StatsBoard>>>,
 }
@@ -62,21 +62,14 @@ impl MetricsServer {
             .server_addr()
             .to_ip()
             .ok_or_else(|| error("not an IP address".into()))?;
-        let stop = Arc::new(AtomicBool::new(false));
         let board = Arc::new(Mutex::new(board));
-        let thread = {
-            let stop = Arc::clone(&stop);
-            let board = Arc::clone(&board);
-            std::thread::Builder::new()
-                .name("aoe-metrics".into())
-                .spawn(move || serve(&server, &board, &stop))
-                .map_err(|e| error(e.to_string()))?
-        };
+        let served = Arc::clone(&board);
+        let thread = ServerThread::spawn("aoe-metrics", move |stop| serve(&server, &served, stop))
+            .map_err(|e| error(e.to_string()))?;
         Ok(MetricsServer {
             configured,
             address,
-            stop,
-            thread: Some(thread),
+            _thread: thread,
             board,
         })
     }
@@ -94,16 +87,6 @@ impl MetricsServer {
     /// The address it listens on (with the port the system chose for port 0).
     pub fn address(&self) -> SocketAddr {
         self.address
-    }
-}
-
-impl Drop for MetricsServer {
-    fn drop(&mut self) {
-        // Release: pairs with the server thread's Acquire load.
-        self.stop.store(true, Ordering::Release);
-        if let Some(thread) = self.thread.take() {
-            let _ = thread.join();
-        }
     }
 }
 

@@ -17,6 +17,7 @@ pub mod links;
 pub mod metrics;
 pub mod port;
 pub mod queues;
+pub mod server_thread;
 pub mod stats;
 pub mod supervisor;
 pub mod worker;

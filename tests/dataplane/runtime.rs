@@ -11,8 +11,8 @@ use aoe_xdp::sys::packet::raw::RawSocket;
 use aoe_xdp::wire::{AoeCommand, MacAddr};
 use netns_rig::Veth;
 
-use crate::common::netns::in_netns;
-use crate::common::target::TargetProcess;
+use crate::common::netns::{in_netns, PacketSocket};
+use crate::common::target::{TargetDir, TargetProcess};
 use crate::fixture::{discover_one, Net, Setup, SECTORS, SHELF, SLOT};
 use crate::patterns::pattern;
 use crate::stops::{assert_read_back, spawn_writer, wait_acked, ROOMY_SECTORS};
@@ -134,14 +134,21 @@ fn test_a_new_interface_that_cannot_be_served_is_left_out() {
     assert!(log.contains("stopped cleanly"), "{log}");
 }
 
+/// A one-path set-up and a capture on the client end, opened before the target starts (so it
+/// sees the start-up advertisement too).
+fn watched(tag: &str) -> Option<(Net, TargetDir, PacketSocket)> {
+    let (net, dir) = Setup::new(tag).build()?;
+    let capture = net.monitor(0);
+    Some((net, dir, capture))
+}
+
 /// A new MTU changes the sectors per request at once, and the devices are announced again
 /// with it (the Linux initiator takes the new count from that advertisement).
 #[test]
 fn test_an_mtu_change_is_announced_with_its_sectors() {
-    let Some((net, dir)) = Setup::new("dp-mtu").build() else {
+    let Some((net, dir, capture)) = watched("dp-mtu") else {
         return;
     };
-    let capture = net.monitor(0);
     let target = dir.start(&net.target_ns);
     let (_, before) = net.discover(0);
     assert_eq!(before.sector_count, 2, "(1500 - 36) / 512");
@@ -273,10 +280,9 @@ fn identified_sectors(client: &mut Client, device: &aoe_xdp::initiator::client::
 /// end get ATA IDNF, and the data before it is intact.
 #[test]
 fn test_a_backing_file_that_grows_or_shrinks_is_followed() {
-    let Some((net, dir)) = Setup::new("dp-resize").build() else {
+    let Some((net, dir, capture)) = watched("dp-resize") else {
         return;
     };
-    let capture = net.monitor(0);
     let target = dir.start(&net.target_ns);
     let (mut client, device) = net.discover(0);
     assert_eq!(identified_sectors(&mut client, &device), SECTORS);
