@@ -1,5 +1,5 @@
 //! The supervisor: keeps a [`Dataplane`] matching the configuration and the interfaces that
-//! exist now. It runs on the main thread (never a worker's) and restarts the dataplane when
+//! exist now. It runs on the main thread (never a worker's) and hands over to a new dataplane when
 //!
 //! - the kernel announces a link change (rtnetlink, [`LinkWatcher`]) after which the set of
 //!   configured interfaces that exist is different: one appeared that matches a name or glob,
