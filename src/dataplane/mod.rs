@@ -130,9 +130,15 @@ struct PendingPort {
     label: String,
 }
 
-/// What the stopped workers handed back: every unit's counters, and each port with its unit's
-/// global index.
-type Joined = (Vec<UnitStats>, Vec<(u16, Port)>);
+/// What the stopped workers handed back.
+struct Joined {
+    /// Every unit's counters (of the workers that stopped cleanly).
+    units: Vec<UnitStats>,
+    /// Each port of those workers, with its unit's global index.
+    ports: Vec<(u16, Port)>,
+    /// The first port error a worker stopped on.
+    error: Option<port::PortError>,
+}
 
 /// An interface's XDP program (AF_XDP only) and its ports, one per RX queue in queue order.
 type Opened = (Option<XdpProgram>, Vec<Port>);
@@ -386,50 +392,51 @@ impl Dataplane {
     /// Stops the workers, waits for them, detaches the XDP programs; returns the counters of
     /// every unit, or the first worker error.
     pub fn shutdown(mut self) -> Result<Vec<UnitStats>, port::PortError> {
-        let result = self.join().map(|(stats, _)| stats);
+        let joined = self.join();
         for program in self.programs.drain(..).flatten() {
             if let Err(error) = program.detach() {
                 tracing::error!(%error, "could not detach the XDP program");
             }
         }
-        result
-    }
-
-    /// Stops the workers and returns the ports of those that stopped cleanly, each with its
-    /// unit's global index (a worker's port error is logged: its ports are gone).
-    fn stop_workers(&mut self) -> Vec<(u16, Port)> {
-        match self.join() {
-            Ok((_, ports)) => ports,
-            Err(error) => {
-                // The worker of a deleted interface: its requests could not be answered.
-                tracing::info!(%error, "a worker of the old dataplane had stopped");
-                Vec::new()
-            }
+        match joined.error {
+            Some(error) => Err(error),
+            None => Ok(joined.units),
         }
     }
 
-    fn join(&mut self) -> Result<Joined, port::PortError> {
+    /// Stops the workers and returns the ports of those that stopped cleanly, each with its
+    /// unit's global index (a worker that stopped on a port error is logged: its ports are
+    /// gone, the others' are not).
+    fn stop_workers(&mut self) -> Vec<(u16, Port)> {
+        let joined = self.join();
+        if let Some(error) = joined.error {
+            // The worker of a deleted interface: its requests could not be answered.
+            tracing::info!(%error, "a worker of the old dataplane had stopped");
+        }
+        joined.ports
+    }
+
+    fn join(&mut self) -> Joined {
         // Release: pairs with the workers' Acquire load of `stop`.
         self.stop.store(true, Ordering::Release);
-        let mut all = Vec::new();
-        let mut ports = Vec::new();
-        let mut first_error = None;
+        let mut joined = Joined {
+            units: Vec::new(),
+            ports: Vec::new(),
+            error: None,
+        };
         for worker in self.workers.drain(..) {
             match worker.join() {
                 Ok(Ok(exit)) => {
-                    all.extend(exit.units);
-                    ports.extend(exit.ports);
+                    joined.units.extend(exit.units);
+                    joined.ports.extend(exit.ports);
                 }
                 Ok(Err(error)) => {
-                    first_error.get_or_insert(error);
+                    joined.error.get_or_insert(error);
                 }
                 Err(_) => tracing::error!("a worker panicked"),
             }
         }
-        match first_error {
-            Some(error) => Err(error),
-            None => Ok((all, ports)),
-        }
+        joined
     }
 
     /// True while every worker is running with every port (a worker stops when its last port
