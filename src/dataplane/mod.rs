@@ -210,10 +210,12 @@ impl Dataplane {
 
     /// Serves `config` in place of this dataplane, with as short a pause as it can: the
     /// interfaces that are new (another interface index) get their sockets while the old
-    /// workers still serve (one that cannot is left out, with an error in the log); then the workers stop (every request in flight answered), every
+    /// workers still serve; then the workers stop (every request in flight answered), every
     /// interface that is still there unchanged (see [`unchanged`]; the port settings the same
     /// too) keeps its sockets and XDP program, a changed one is released and opened again, and
     /// new workers start over them all; only then are the interfaces that went away released.
+    /// An interface that cannot be opened (new or changed) is left out with an error in the log
+    /// and the others are served; only when none is left is that error returned.
     /// The control socket and the metrics endpoint stay where their address did not change.
     /// Requests that arrive meanwhile wait in the kept sockets' rings.
     pub fn serve_on(
@@ -227,26 +229,29 @@ impl Dataplane {
                 .iter()
                 .any(|before| before.ifindex == interface.ifindex)
         };
-        // A new interface that cannot be served is left out (the next link event tries it
-        // again); the others are served on.
-        let (mut interfaces, mut fresh, mut refused) = (Vec::new(), Vec::new(), None);
+        // An interface that cannot be opened (new, or changed and opened again) is left out
+        // (the next link event tries it again); the others are served on.
+        let mut refused = None;
+        let mut open_or_leave_out = |interface: &Interface| match open_interface(config, interface)
+        {
+            Ok(opened) => Some(opened),
+            Err(error) => {
+                tracing::error!(interface = %interface.name, %error, "cannot serve a new interface: serving the others without it");
+                refused.get_or_insert(error);
+                None
+            }
+        };
+        let (mut interfaces, mut fresh) = (Vec::new(), Vec::new());
         for interface in resolve(config)? {
             if served(&interface) {
                 fresh.push(None);
             } else {
-                match open_interface(config, &interface) {
-                    Ok(opened) => fresh.push(Some(opened)),
-                    Err(error) => {
-                        tracing::error!(interface = %interface.name, %error, "cannot serve a new interface: serving the others without it");
-                        refused.get_or_insert(error);
-                        continue;
-                    }
+                match open_or_leave_out(&interface) {
+                    Some(opened) => fresh.push(Some(opened)),
+                    None => continue,
                 }
             }
             interfaces.push(interface);
-        }
-        if let (true, Some(error)) = (interfaces.is_empty(), refused) {
-            return Err(error);
         }
         let homes = std::mem::take(&mut self.homes);
         let old_interfaces = std::mem::take(&mut self.interfaces);
@@ -284,19 +289,26 @@ impl Dataplane {
                 ports => gone.push((before.name, program, ports)),
             }
         }
-        let mut opened = Vec::with_capacity(interfaces.len());
-        for (interface, fresh) in interfaces.iter().zip(fresh) {
+        let (mut serving, mut opened) = (Vec::new(), Vec::new());
+        for (interface, fresh) in interfaces.into_iter().zip(fresh) {
             let at = kept.iter().position(|(name, _)| *name == interface.name);
-            opened.push(match (at, fresh) {
-                (Some(at), _) => kept.swap_remove(at).1,
-                (None, Some(fresh)) => fresh,
-                (None, None) => open_interface(config, interface)?,
-            });
+            let ports = match (at, fresh) {
+                (Some(at), _) => Some(kept.swap_remove(at).1),
+                (None, Some(fresh)) => Some(fresh),
+                (None, None) => open_or_leave_out(&interface),
+            };
+            if let Some(ports) = ports {
+                serving.push(interface);
+                opened.push(ports);
+            }
+        }
+        if let (true, Some(error)) = (serving.is_empty(), refused) {
+            return Err(error);
         }
         let ctl_socket = self.ctl_socket.take();
         let metrics = self.metrics.take();
         let mut dataplane =
-            Dataplane::assemble(config, reload, interfaces, opened, (ctl_socket, metrics))?;
+            Dataplane::assemble(config, reload, serving, opened, (ctl_socket, metrics))?;
         dataplane.paused = Some(stopping.elapsed());
         for (name, program, ports) in gone {
             release(&name, program, ports);

@@ -295,8 +295,7 @@ impl Supervisor {
 /// read or attached), which a later attempt does not meet.
 fn vanished(error: &DataplaneError) -> bool {
     let name = match error {
-        DataplaneError::Interfaces(InterfaceError::Attribute { name, .. })
-        | DataplaneError::Xdp {
+        DataplaneError::Xdp {
             interface: name, ..
         }
         | DataplaneError::Socket {
