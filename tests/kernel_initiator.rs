@@ -446,7 +446,10 @@ fn linux_aoe_initiator_discovers_writes_and_survives_a_killed_target() {
         &kernel,
         &guest::GuestSpec {
             netns: guest_ns.name(),
-            tap: "tap0",
+            tap: Some("tap0"),
+            host_root: false,
+            cpus: 1,
+            append: "",
             initramfs: &image,
             log_dir: work.path(),
             memory_mib: 256,

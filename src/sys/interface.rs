@@ -26,8 +26,11 @@ pub fn index(name: &str) -> io::Result<u32> {
 
 /// The MTU of `interface` (`SIOCGIFMTU`).
 pub fn mtu(interface: &str) -> io::Result<u32> {
+    // Any socket reaches the device ioctls; an AF_UNIX one (as glibc's if_nametoindex uses)
+    // because the systemd unit's RestrictAddressFamilies allows no AF_INET: with one, every
+    // interface under the unit looked jumbo (no MTU, so assumed the largest).
     // SAFETY: plain socket(2) call; the result is checked before use.
-    let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
+    let fd = unsafe { libc::socket(libc::AF_UNIX, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
     if fd < 0 {
         return Err(io::Error::last_os_error());
     }

@@ -30,8 +30,10 @@ pub const PACKAGES: &[&str] = &[
     "e2fsprogs",
     // setpriv: the service's capability set in tests/dataplane/service.rs.
     "util-linux",
-    // systemd-analyze: config/aoe-xdp.service is checked in tests/config_cli.rs.
+    // systemd-analyze: config/aoe-xdp.service is checked in tests/config_cli.rs; systemd
+    // itself runs the unit in the guest of tests/systemd_unit.rs, where useradd makes its user.
     "systemd",
+    "passwd",
 ];
 
 /// More for `cargo xtask bench`: `perf` to profile the target, `fincore` to check that the

@@ -1,10 +1,14 @@
-//! A Linux guest whose kernel `aoe` driver is the initiator: Debian's stock kernel booted in
-//! QEMU (TCG) from a small busybox initramfs, its virtio-net on a tap bridged to a veth.
+//! A Linux guest: Debian's stock kernel booted in QEMU (TCG) from a small busybox initramfs.
+//! In one kind its kernel `aoe` driver is the initiator, its virtio-net on a tap bridged to a
+//! veth; in the other it boots the host's own systemd from the host's root file system,
+//! shared read-only ([`GuestSpec::host_root`]), to run the systemd unit.
 //!
-//! Shared by `tests/kernel_initiator.rs` (which includes this file with `#[path]`) and
-//! `cargo xtask bench --kernel-initiator`; it uses only std and anyhow, which both have.
+//! Shared by `tests/kernel_initiator.rs` and `tests/systemd_unit.rs` (which include this file
+//! with `#[path]`) and `cargo xtask bench --kernel-initiator`; it uses only std and anyhow,
+//! which all have.
 //!
-//! - [`fetch_kernel`]: `vmlinuz` and the modules the guest loads (virtio-net, ext4, `aoe`, and
+//! - [`fetch_kernel`]: `vmlinuz` and the modules the guest loads (virtio-net, ext4, `aoe`, 9p,
+//!   overlay, veth, and
 //!   what they depend on, found in each module's `.modinfo`), from the package that Debian's
 //!   `linux-image-amd64` depends on (`apt-get download`, `dpkg -x`), cached under
 //!   `target/kernel-initiator/` so that only the first run, or a new kernel version,
@@ -44,10 +48,25 @@ const KERNEL_METAPACKAGE: &str = "linux-image-amd64";
 /// and orders them. `virtio_pci` finds QEMU's virtio devices and `virtio_net` drives the NIC;
 /// `crc32c_generic` is what ext4 and jbd2 ask for as `crypto-crc32c` (a soft dependency
 /// that `insmod` would not load; without it ext4 refuses checksummed file systems); `aoe`
-/// is the initiator under test. Modules built into the kernel are skipped.
-const MODULES: &[&str] = &["virtio_pci", "virtio_net", "crc32c_generic", "ext4", "aoe"];
-/// The file inside a cached kernel directory that says it is complete.
+/// is the initiator under test. `9p`, `9pnet_virtio` and `overlay` let a guest boot from the
+/// host's root file system shared read-only ([`GuestSpec::host_root`]) under a RAM overlay;
+/// `veth` gives it a pair of its own. Modules built into the kernel are skipped.
+const MODULES: &[&str] = &[
+    "virtio_pci",
+    "virtio_net",
+    "crc32c_generic",
+    "ext4",
+    "aoe",
+    "9p",
+    "9pnet_virtio",
+    "overlay",
+    "veth",
+];
+/// The file inside a cached kernel directory that says it is complete; it holds
+/// [`MODULES`], so that a cache made for another list is made again.
 const COMPLETE: &str = "complete";
+/// The 9p mount tag of the host's root file system (see [`GuestSpec::host_root`]).
+pub const HOST_ROOT_TAG: &str = "hostroot";
 /// The guest's MAC address (locally administered, QEMU's prefix).
 pub const GUEST_MAC: &str = "52:54:00:a0:e0:01";
 /// The guest's interface to the AoE network.
@@ -96,7 +115,7 @@ fn fetch_current(cache: &Path) -> Result<Kernel> {
     let (package, version) = kernel_package()?;
     let key = format!("{package}_{version}");
     let dir = cache.join(&key);
-    if dir.join(COMPLETE).exists() {
+    if is_complete(&dir) {
         return load_cached(&dir);
     }
     let staging = cache.join(format!(".{key}.tmp-{}", std::process::id()));
@@ -106,7 +125,11 @@ fn fetch_current(cache: &Path) -> Result<Kernel> {
         let _ = fs::remove_dir_all(&staging);
         return Err(error);
     }
-    // Another process may have finished the same kernel meanwhile: then keep its copy.
+    // A copy made for another module list goes; one another process finished meanwhile
+    // stays.
+    if dir.exists() && !is_complete(&dir) {
+        let _ = fs::remove_dir_all(&dir);
+    }
     if fs::rename(&staging, &dir).is_err() {
         let _ = fs::remove_dir_all(&staging);
     }
@@ -175,7 +198,7 @@ fn cached_kernels(cache: &Path) -> Result<Vec<Kernel>> {
     let mut dirs: Vec<PathBuf> = fs::read_dir(cache)?
         .filter_map(Result::ok)
         .map(|entry| entry.path())
-        .filter(|path| path.join(COMPLETE).exists())
+        .filter(|path| is_complete(path))
         .collect();
     dirs.sort();
     dirs.iter().map(|dir| load_cached(dir)).collect()
@@ -257,8 +280,17 @@ fn unpack_kernel(package: &str, staging: &Path) -> Result<()> {
     fs::write(staging.join("release"), format!("{release}\n"))?;
     fs::remove_dir_all(&root)?;
     fs::remove_file(&deb)?;
-    fs::write(staging.join(COMPLETE), "")?;
+    fs::write(staging.join(COMPLETE), complete_marker())?;
     Ok(())
+}
+
+fn complete_marker() -> String {
+    MODULES.join("\n") + "\n"
+}
+
+/// Whether `dir` holds a kernel unpacked completely, with today's [`MODULES`].
+fn is_complete(dir: &Path) -> bool {
+    fs::read_to_string(dir.join(COMPLETE)).is_ok_and(|text| text == complete_marker())
 }
 
 /// `kernel/drivers/net/virtio_net.ko` → `virtio_net` (the kernel treats `-` and `_` alike).
@@ -428,10 +460,7 @@ impl Initramfs {
     }
 
     /// Adds a data file.
-    #[allow(
-        dead_code,
-        reason = "only tests/kernel_initiator.rs (which includes this file) adds data"
-    )]
+    #[allow(dead_code, reason = "only the tests that include this file add data")]
     pub fn data(&mut self, path: &str, bytes: Vec<u8>) {
         self.file(path, FILE, bytes);
     }
@@ -642,8 +671,16 @@ fn run_checked(cmd: &mut Command) -> Result<()> {
 pub struct GuestSpec<'a> {
     /// The network namespace QEMU runs in (where the tap is).
     pub netns: &'a str,
-    /// The tap device made by [`bridge_tap`].
-    pub tap: &'a str,
+    /// The tap device made by [`bridge_tap`] for the guest's virtio-net, or none: the guest
+    /// then has no network device from the host.
+    pub tap: Option<&'a str>,
+    /// Share the host's root file system with the guest, read-only (QEMU refuses every
+    /// write), as 9p tag [`HOST_ROOT_TAG`].
+    pub host_root: bool,
+    /// Virtual CPUs.
+    pub cpus: u32,
+    /// Added to the kernel command line.
+    pub append: &'a str,
     /// The archive written by [`Initramfs::write`].
     pub initramfs: &'a Path,
     /// Where the console and QEMU's own messages are written (`console.log`, `qemu.log`).
@@ -686,7 +723,8 @@ impl Guest {
             cmd.args(["taskset", "-c", &core.to_string()]);
         }
         cmd.arg("qemu-system-x86_64")
-            .args(["-accel", "tcg", "-machine", "pc", "-smp", "1"])
+            .args(["-accel", "tcg", "-machine", "pc"])
+            .args(["-smp", &spec.cpus.to_string()])
             .args(["-m", &spec.memory_mib.to_string()])
             .args(["-nodefaults", "-no-user-config", "-display", "none"])
             .args(["-serial", "stdio", "-no-reboot"])
@@ -698,17 +736,32 @@ impl Guest {
             // the guest prints its kernel log itself (see init_script).
             .args([
                 "-append",
-                "console=ttyS0 quiet loglevel=1 panic=-1 ipv6.disable=1 rdinit=/init",
-            ])
-            .args([
+                &format!(
+                    "console=ttyS0 quiet loglevel=1 panic=-1 ipv6.disable=1 rdinit=/init {}",
+                    spec.append
+                ),
+            ]);
+        if let Some(tap) = spec.tap {
+            cmd.args([
                 "-netdev",
-                &format!("tap,id=net0,ifname={},script=no,downscript=no", spec.tap),
+                &format!("tap,id=net0,ifname={tap},script=no,downscript=no"),
             ])
             .args([
                 "-device",
                 &format!("virtio-net-pci,netdev=net0,mac={GUEST_MAC}"),
-            ])
-            .stdin(Stdio::piped())
+            ]);
+        }
+        if spec.host_root {
+            // multidevs=remap: the host's mounts below / keep distinct inode numbers.
+            cmd.args([
+                "-virtfs",
+                &format!(
+                    "local,path=/,mount_tag={HOST_ROOT_TAG},security_model=none,readonly=on,\
+                     multidevs=remap"
+                ),
+            ]);
+        }
+        cmd.stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(fs::File::create(&qemu_log)?);
         let mut child = cmd
@@ -810,10 +863,7 @@ impl Guest {
     }
 
     /// Types `line` and Enter on the guest's console (what a `read` in the guest returns).
-    #[allow(
-        dead_code,
-        reason = "only tests/kernel_initiator.rs (which includes this file) answers the guest"
-    )]
+    #[allow(dead_code, reason = "only tests/kernel_initiator.rs answers the guest")]
     pub fn send_line(&mut self, line: &str) -> Result<()> {
         let stdin = self.stdin.as_mut().context("QEMU's stdin is closed")?;
         stdin.write_all(format!("{line}\n").as_bytes())?;

@@ -173,7 +173,7 @@ pub enum PacketError {
         source: io::Error,
     },
     /// A socket syscall on the data path failed.
-    #[error("{call} failed on the AF_PACKET socket")]
+    #[error("{call} failed on the AF_PACKET socket: {source}")]
     Syscall {
         /// The call.
         call: &'static str,

@@ -3,13 +3,19 @@
 //! xsk-rs only transmits descriptors it made itself, and those always point at chunk + 476. A
 //! jumbo packet in a slab is a chain of descriptors whose second and later entries start at a
 //! chunk's first byte, so the TX ring is mapped a second time here (`mmap` of
-//! `XDP_PGOFF_TX_RING` on the bound socket, which Linux allows after bind) and descriptors are
-//! written with any address. xsk-rs' `TxQueue` is then never used to produce: this is the only
-//! producer, so its cached producer index is the truth.
+//! `XDP_PGOFF_TX_RING` on the bound socket) and descriptors are written with any address.
+//! xsk-rs' `TxQueue` is then never used to produce: this is the only producer, so its cached
+//! producer index is the truth.
 //!
-//! Contract: the socket fd must stay open while the ring lives (the owner drops the ring before
-//! the socket). The caller guarantees every descriptor it pushes describes memory it has handed
-//! to the kernel (frame state `Completion`); the ring itself only checks indexes.
+//! Older kernels refuse a mapping made after bind: Linux 6.1 (Debian 12's) answers `EBUSY`
+//! (`xsk_mmap` wants the socket unbound), where 6.18 maps. Then the ring is found where libxdp
+//! mapped it for xsk-rs before the bind: the line of `/proc/self/maps` for this socket's inode
+//! at offset `XDP_PGOFF_TX_RING`. That mapping is borrowed, not unmapped here.
+//!
+//! Contract: the socket fd, and xsk-rs' `TxQueue` (whose socket owns the borrowed mapping),
+//! must stay open while the ring lives (the owner drops the ring before both). The caller
+//! guarantees every descriptor it pushes describes memory it has handed to the kernel (frame
+//! state `Completion`); the ring itself only checks indexes.
 //!
 //! Hazards: the producer index is published with a release store after the descriptors are
 //! written, and the consumer index is read with an acquire load, as the kernel's ring protocol
@@ -27,6 +33,8 @@ use crate::sys::mem::map_read_write;
 pub(crate) struct TxRing {
     map: NonNull<u8>,
     map_len: usize,
+    /// Whether `map` is our own mapping (unmapped on drop) or libxdp's, borrowed.
+    owned: bool,
     producer: NonNull<AtomicU32>,
     consumer: NonNull<AtomicU32>,
     flags: NonNull<AtomicU32>,
@@ -80,7 +88,13 @@ impl TxRing {
         // A shared mapping of the socket's TX ring: it aliases only the kernel's ring, which is
         // exactly the protocol's shared memory.
         let flags = libc::MAP_SHARED | libc::MAP_POPULATE;
-        let ptr = map_read_write(map_len, flags, fd, libc::XDP_PGOFF_TX_RING)?;
+        let (ptr, owned) = match map_read_write(map_len, flags, fd, libc::XDP_PGOFF_TX_RING) {
+            Ok(ptr) => (ptr, true),
+            Err(error) if error.raw_os_error() == Some(libc::EBUSY) => {
+                (existing_mapping(fd, map_len)?, false)
+            }
+            Err(error) => return Err(error),
+        };
         let map = NonNull::new(ptr).expect("mmap never returns null on success");
         let at = |offset: u64| {
             let offset = usize::try_from(offset).expect("offset fits usize");
@@ -100,6 +114,7 @@ impl TxRing {
         Ok(TxRing {
             map,
             map_len,
+            owned,
             producer,
             consumer,
             flags,
@@ -160,8 +175,86 @@ impl TxRing {
 
 impl Drop for TxRing {
     fn drop(&mut self) {
+        if !self.owned {
+            // libxdp's mapping: it unmaps it when xsk-rs' socket is deleted.
+            return;
+        }
         // SAFETY: exactly the mapping made in `map`; no reference into it outlives `self`.
         let rc = unsafe { libc::munmap(self.map.as_ptr().cast(), self.map_len) };
         debug_assert_eq!(rc, 0, "munmap failed: {}", io::Error::last_os_error());
+    }
+}
+
+/// The TX ring mapping libxdp made for socket `fd` before its bind (at least `len` bytes): the
+/// line of `/proc/self/maps` with the socket's inode at offset `XDP_PGOFF_TX_RING`.
+fn existing_mapping(fd: RawFd, len: usize) -> io::Result<*mut u8> {
+    // SAFETY: `stat` is plain data; all-zero is a valid value.
+    let mut stat: libc::stat = unsafe { std::mem::zeroed() };
+    // SAFETY: `fd` is open (caller's contract) and `stat` is a live, writable buffer.
+    if unsafe { libc::fstat(fd, &mut stat) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    let maps = std::fs::read_to_string("/proc/self/maps")?;
+    let offset = u64::try_from(libc::XDP_PGOFF_TX_RING).expect("the offset is positive");
+    maps.lines()
+        .filter_map(parse_maps_line)
+        .find(|m| m.inode == stat.st_ino && m.offset == offset && m.len >= len)
+        .map(|m| m.start as *mut u8)
+        .ok_or_else(|| {
+            io::Error::new(
+                io::ErrorKind::NotFound,
+                "the kernel refused to map the TX ring after bind (EBUSY) and /proc/self/maps \
+                 shows no mapping of it made before",
+            )
+        })
+}
+
+/// One line of `/proc/PID/maps`, as far as [`existing_mapping`] needs it.
+#[derive(Debug, PartialEq, Eq)]
+struct MapsLine {
+    start: usize,
+    len: usize,
+    offset: u64,
+    inode: u64,
+}
+
+/// `start-end perms offset dev inode [path]`, all numbers but the inode in hexadecimal.
+fn parse_maps_line(line: &str) -> Option<MapsLine> {
+    let mut fields = line.split_whitespace();
+    let (start, end) = fields.next()?.split_once('-')?;
+    let start = usize::from_str_radix(start, 16).ok()?;
+    let end = usize::from_str_radix(end, 16).ok()?;
+    let _perms = fields.next()?;
+    let offset = u64::from_str_radix(fields.next()?, 16).ok()?;
+    let _dev = fields.next()?;
+    let inode = fields.next()?.parse().ok()?;
+    Some(MapsLine {
+        start,
+        len: end.checked_sub(start)?,
+        offset,
+        inode,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn test_parse_maps_line() {
+        let line = "7f1c2a400000-7f1c2a411000 rw-s 80000000 00:08 38211   socket:[38211]";
+        assert_eq!(
+            parse_maps_line(line),
+            Some(MapsLine {
+                start: 0x7f1c_2a40_0000,
+                len: 0x11000,
+                offset: 0x8000_0000,
+                inode: 38211,
+            })
+        );
+        let anonymous = "7ffd4b1e0000-7ffd4b201000 rw-p 00000000 00:00 0 ";
+        assert_eq!(parse_maps_line(anonymous).map(|m| m.inode), Some(0));
+        assert_eq!(parse_maps_line("garbage"), None);
+        assert_eq!(parse_maps_line("2000-1000 rw-p 0 00:00 0"), None);
     }
 }

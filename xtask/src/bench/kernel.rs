@@ -220,7 +220,10 @@ fn measure(
         kernel,
         &GuestSpec {
             netns: guest_ns.name(),
-            tap: "tap0",
+            tap: Some("tap0"),
+            host_root: false,
+            cpus: 1,
+            append: "",
             initramfs: image,
             log_dir: &logs,
             memory_mib: 256,

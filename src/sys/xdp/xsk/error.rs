@@ -35,7 +35,7 @@ pub enum XskError {
         source: xsk_rs::socket::SocketCreateError,
     },
     /// A socket syscall failed.
-    #[error("{call} failed on the AF_XDP socket")]
+    #[error("{call} failed on the AF_XDP socket: {source}")]
     Syscall {
         /// The call.
         call: &'static str,
