@@ -269,7 +269,6 @@ fn run(config: Config, config_path: Option<PathBuf>) -> anyhow::Result<()> {
     let reload = Arc::new(AtomicBool::new(false));
     signal_hook::flag::register(signal_hook::consts::SIGHUP, Arc::clone(&reload))
         .context("cannot install the SIGHUP handler")?;
-    aoe_xdp::sys::xdp::loader::install_panic_detach();
     let devices = config.devices.len();
     let mut supervisor =
         Supervisor::start(config, config_path, reload).context("cannot start serving")?;

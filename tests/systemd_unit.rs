@@ -21,7 +21,10 @@
 //! 4. `systemctl reload` with a second device: the same process serves it, verified; a broken
 //!    file is refused (logged) and the running configuration keeps serving, verified;
 //! 5. the watchdog is fed: past WatchdogSec the process is the same, never restarted;
-//! 6. `systemctl stop` ends it with exit status 0 and the XDP program detached.
+//! 6. a SIGKILL: `Restart=on-failure` starts it again and the new process serves both devices
+//!    through AF_XDP, verified (the dead one's program went with its BPF link; as a netlink
+//!    attachment it stayed, and the unit's capabilities could not remove it: AF_PACKET);
+//! 7. `systemctl stop` ends it with exit status 0 and the XDP program detached.
 //!
 //! Needs root, `qemu-system-x86_64`, `busybox-static`, the host's systemd, and the first time
 //! the package registry (`apt-get download` of the kernel, cached in `target/kernel-initiator/`,
@@ -32,7 +35,10 @@
 //! the test ends or passes its hard timeout.
 
 #[path = "../xtask/src/guest.rs"]
-#[allow(dead_code, reason = "the kernel initiator's parts (tap, aoe init) are not used here")]
+#[allow(
+    dead_code,
+    reason = "the kernel initiator's parts (tap, aoe init) are not used here"
+)]
 mod guest;
 
 use std::collections::BTreeMap;
@@ -187,6 +193,21 @@ say "after-bad $(show ActiveState) $(show MainPID)"
 # Past WatchdogSec (10 s) since the start: fed, so never restarted.
 while [ "$(awk -v s="$started" '{print ($1 - s < 12)}' /proc/uptime)" = 1 ]; do sleep 1; done
 say "watchdog $(show NRestarts) $(show MainPID)"
+
+# A crash: Restart=on-failure starts it again (RestartSec=2s) and the new process serves.
+cp "$T/two.toml" /etc/aoe-xdp.toml
+kill -KILL "$PID"
+i=0
+while :; do
+    NEW=$(show MainPID)
+    [ "$(show ActiveState)" = active ] && [ "$NEW" != "$PID" ] && [ "$NEW" != 0 ] && break
+    i=$((i + 1))
+    [ $i -gt 60 ] && fail "not running again 60 s after a SIGKILL"
+    sleep 1
+done
+say "restarted $(show NRestarts)"
+check 1.1 4
+check 1.2 4
 
 journalctl -u aoe-xdp -o cat > /tmp/journal.log
 say "af-xdp-sockets $(grep -c 'AF_XDP socket ready' /tmp/journal.log)"
@@ -368,8 +389,8 @@ fn the_systemd_unit_serves_verified_io_under_its_sandbox() {
     // 3. Served through AF_XDP, verified, with the control socket reachable.
     assert_eq!(one("xdp-program"), "1", "{report}");
     assert!(
-        one("af-xdp-sockets").parse::<u32>().is_ok_and(|n| n >= 1),
-        "{report}"
+        one("af-xdp-sockets").parse::<u32>().is_ok_and(|n| n >= 2),
+        "one AF_XDP socket per start (two starts)\n{report}"
     );
     let logged = results.get("logged").cloned().unwrap_or_default();
     for line in &logged {
@@ -379,7 +400,7 @@ fn the_systemd_unit_serves_verified_io_under_its_sandbox() {
         );
     }
     let checked = results.get("checked").cloned().unwrap_or_default();
-    for expected in ["1.1 1", "1.2 2", "1.1 3", "1.2 3"] {
+    for expected in ["1.1 1", "1.2 2", "1.1 3", "1.2 3", "1.1 4", "1.2 4"] {
         assert!(
             checked.iter().any(|c| c == expected),
             "no verified check {expected}: {checked:?}\n{report}"
@@ -395,7 +416,10 @@ fn the_systemd_unit_serves_verified_io_under_its_sandbox() {
     );
     // 5. Fed watchdog: no restart past WatchdogSec.
     assert_eq!(one("watchdog"), format!("0 {pid}"), "{report}");
-    // 6. A clean stop.
+    // 6. Restarted after a SIGKILL, through AF_XDP again (the killed process's program went
+    //    with its link: no fallback logged above), both devices served.
+    assert_eq!(one("restarted"), "1", "{report}");
+    // 7. A clean stop.
     let stopped: Vec<&str> = one("stopped").split(' ').collect();
     assert!(
         matches!(stopped.as_slice(), ["success", _, "0"]),

@@ -348,15 +348,18 @@ fn link_details(rig: &Rig) -> String {
     rig.ns_a.ip(&["-d", "link", "show", "dev", name]).unwrap()
 }
 
-/// (e) Dropping the program detaches it (netlink query and `ip -d link show` agree); a program
-/// left behind (as after a crash) is found and removed by `detach_stale`; a second attach while
-/// one is attached fails with a hint instead of replacing it.
+/// (e) Dropping the program detaches it (netlink query and `ip -d link show` agree); nobody
+/// else can detach a linked program (`ip link set ... xdp off` fails while it is held); a
+/// netlink-attached `aoe_xdp` left behind (by `ip link`, or an earlier version after a crash) is
+/// found and removed by `detach_stale`; a second attach while one is attached fails with a hint
+/// instead of replacing it.
 #[test]
 fn test_detach_on_drop_and_stale_cleanup() {
     let Some(rig) = Rig::new("detach") else {
         return;
     };
     let ifindex = rig.veth.a.ifindex;
+    let name = rig.veth.a.name.clone();
     let prog_id = in_netns(&rig.ns_a, || {
         let program = XdpProgram::attach(ifindex, XdpMode::Auto, DstFilter::Own(rig.veth.a.mac))
             .expect("attach");
@@ -369,7 +372,9 @@ fn test_detach_on_drop_and_stale_cleanup() {
         let second = XdpProgram::attach(ifindex, XdpMode::Native, DstFilter::Own(rig.veth.a.mac))
             .expect_err("double attach");
         assert!(second.to_string().contains("detach_stale"), "{second}");
-        // The failed second attach must not have disturbed the first.
+        // Neither the failed second attach nor `ip link` disturbs the first.
+        let off = rig.ns_a.ip(&["link", "set", "dev", &name, "xdp", "off"]);
+        assert!(off.is_err(), "ip link detached a linked program: {off:?}");
         assert_eq!(
             attached_program(ifindex).unwrap().map(|p| p.id),
             Some(program.program_id())
@@ -384,20 +389,31 @@ fn test_detach_on_drop_and_stale_cleanup() {
     in_netns(&rig.ns_a, || {
         assert_eq!(attached_program(ifindex).unwrap(), None);
         assert_eq!(detach_stale(ifindex).unwrap(), None, "nothing to clean up");
-
-        // Simulate a crash: the program stays attached without an owner.
-        let program = XdpProgram::attach(ifindex, XdpMode::Generic, DstFilter::Own(rig.veth.a.mac))
-            .expect("attach generic");
-        let leaked_id = program.program_id();
-        std::mem::forget(program);
-        let attached = attached_program(ifindex)
+    });
+    // A leftover attached through netlink, which outlives its process.
+    let object = concat!(env!("CARGO_MANIFEST_DIR"), "/bpf/aoe_xdp.bpf.o");
+    rig.ns_a
+        .ip(&[
+            "link",
+            "set",
+            "dev",
+            &name,
+            "xdpgeneric",
+            "obj",
+            object,
+            "sec",
+            "xdp.frags",
+        ])
+        .expect("ip link loads the object");
+    in_netns(&rig.ns_a, || {
+        let leftover = attached_program(ifindex)
             .unwrap()
-            .expect("leaked program attached");
+            .expect("leftover attached");
         assert_eq!(
-            (attached.id, attached.mode),
-            (leaked_id, AttachMode::Generic)
+            (leftover.mode, leftover.name.as_str()),
+            (AttachMode::Generic, "aoe_xdp")
         );
-        assert_eq!(detach_stale(ifindex).unwrap(), Some(leaked_id));
+        assert_eq!(detach_stale(ifindex).unwrap(), Some(leftover.id));
         assert_eq!(attached_program(ifindex).unwrap(), None);
     });
     let shown = link_details(&rig);
@@ -598,30 +614,6 @@ fn test_namespaces_are_cleaned_up() {
         ns.name().to_owned()
     };
     assert!(!leftover_namespaces().unwrap().contains(&name));
-}
-
-#[test]
-fn test_panic_hook_detaches_before_the_process_dies() {
-    let Some(rig) = Rig::new("panicdetach") else {
-        return;
-    };
-    let ifindex = rig.veth.a.ifindex;
-    in_netns(&rig.ns_a, || {
-        aoe_xdp::sys::xdp::loader::install_panic_detach();
-        let program = XdpProgram::attach(ifindex, XdpMode::Auto, DstFilter::Own(rig.veth.a.mac))
-            .expect("attach");
-        // Release builds abort on panic, so no Drop would run: forget the owner and let only
-        // the hook act, as it would before an abort.
-        std::mem::forget(program);
-        assert!(attached_program(ifindex).unwrap().is_some());
-        let panicked = std::panic::catch_unwind(|| panic!("simulated fatal error"));
-        assert!(panicked.is_err());
-        assert_eq!(
-            attached_program(ifindex).unwrap(),
-            None,
-            "the panic hook must detach the program"
-        );
-    });
 }
 
 /// Sectors per request at MTU 9000: (9000 - 36) / 512.

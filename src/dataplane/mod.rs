@@ -2,7 +2,7 @@
 //! units (port + io_uring engine) → worker threads pinned to cores.
 //!
 //! Start-up order: resolve interfaces, open exports and load state, attach the XDP program to
-//! each interface (removing a stale one a crashed run left behind), bind a socket per RX queue
+//! each interface (removing a netlink-attached leftover first), bind a socket per RX queue
 //! and register it in the program's XSKMAP, build one io_uring engine per port with the port's
 //! frame memory registered as a fixed buffer, spread the units over the worker cores, advertise
 //! the devices. [`Dataplane::shutdown`] stops the workers (they finish in-flight I/O and send
@@ -406,9 +406,7 @@ impl Dataplane {
     pub fn shutdown(mut self) -> Result<Vec<UnitStats>, port::PortError> {
         let joined = self.join();
         for program in self.programs.drain(..).flatten() {
-            if let Err(error) = program.detach() {
-                tracing::error!(%error, "could not detach the XDP program");
-            }
+            program.detach();
         }
         match joined.error {
             Some(error) => Err(error),
@@ -470,10 +468,9 @@ impl Drop for Dataplane {
 fn release(name: &str, program: Option<XdpProgram>, ports: Option<Vec<Port>>) {
     drop(ports);
     if let Some(program) = program {
-        if let Err(error) = program.detach() {
-            tracing::error!(interface = %name, %error, "could not detach the XDP program");
-        }
+        program.detach();
     }
+    tracing::info!(interface = %name, "released: sockets closed, XDP program detached");
 }
 
 /// The configured interfaces that exist (at most 64).
@@ -641,7 +638,7 @@ fn open_xdp(config: &Config, interface: &Interface) -> Result<Opened, DataplaneE
         source,
     };
     if let Some(id) = loader::detach_stale(interface.ifindex).map_err(xdp_error)? {
-        tracing::warn!(interface = %interface.name, id, "removed a stale aoe_xdp program left by an earlier run");
+        tracing::warn!(interface = %interface.name, id, "removed a stale aoe_xdp program (netlink-attached, by ip link or an earlier version)");
     }
     let dst = dst_filter(config, interface);
     let program = XdpProgram::attach(interface.ifindex, xdp_mode(config.target.xdp_mode), dst)

@@ -95,7 +95,7 @@ fn test_interfaces_that_appear_are_served_and_deleted_ones_released() {
         .expect("served on after the first interface is gone");
     assert_eq!(second.read(&found, 6, 2, true).expect("read"), data);
     assert!(
-        log.contains("interface gone: its XDP program went with it"),
+        log.contains("released: sockets closed, XDP program detached interface=vt\n"),
         "{log}"
     );
     let log_after = target.stop();

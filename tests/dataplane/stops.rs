@@ -95,6 +95,14 @@ fn kill_9_during_writes(durability: &str) {
         // Kill it with about a third of the round's writes acknowledged, more in flight.
         wait_acked(&acked, blocks / 3);
         target.kill();
+        // The program went with the process (its BPF link closed): nothing steers AoE into a
+        // socket that no longer exists, and the next start needs no cleanup.
+        let name = &net.target_end(0).name;
+        let link = net.target_ns.ip(&["link", "show", name]).unwrap();
+        assert!(
+            !link.contains("xdp"),
+            "XDP program left after kill -9: {link}"
+        );
         let (done, flushed) = writer.join().expect("writer thread");
         assert!(
             (done.len() as u64) < blocks,

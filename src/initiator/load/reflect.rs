@@ -394,7 +394,7 @@ impl Reflector {
     pub fn stop(mut self) -> Result<(), ReflectError> {
         self.ports.clear();
         if let Some(program) = self.program.take() {
-            program.detach()?;
+            program.detach();
         }
         Ok(())
     }

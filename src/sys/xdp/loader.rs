@@ -2,31 +2,37 @@
 //!
 //! Contract: [`XdpProgram::attach`] loads the object embedded from `bpf/aoe_xdp.bpf.o` (built by
 //! `cargo xtask build-bpf`, see `bpf/aoe_xdp.bpf.c` for what it matches) and attaches it to one
-//! interface through netlink, native (driver) mode first and generic (skb) mode as the fallback
-//! under [`XdpMode::Auto`]; [`XdpProgram::mode`] says which one it got. Sockets are registered
+//! interface through a BPF link (`BPF_LINK_CREATE`), native (driver) mode first and generic
+//! (skb) mode as the fallback under [`XdpMode::Auto`]; [`XdpProgram::mode`] says which one it
+//! got. Sockets are registered
 //! per RX queue with [`XdpProgram::insert_socket`]; until then the program passes AoE to the
 //! kernel (counted as `passed_no_xsk`). Which destination MACs the program serves
 //! ([`DstFilter`]) is written into its `aoe_config` map before it is attached: each attach
 //! loads its own copy of the object, so every interface has its own MAC there. Its counters
 //! are kept per RX queue; [`XdpProgram::queue_counters`] gives a port its own.
 //!
+//! Why a link: the attachment lives exactly as long as the link's file descriptor, so a crash,
+//! a `kill -9` or an abort detaches the program with the process; nothing is left steering AoE
+//! into a socket that no longer exists. A netlink attachment (`bpf_xdp_attach`) outlives its
+//! process, and removing it at the next start means finding it by name, which needs
+//! `CAP_SYS_ADMIN` (`BPF_PROG_GET_FD_BY_ID`): the systemd unit's capabilities cannot, so a
+//! restart after a crash fell back to AF_PACKET. Nobody else can detach or replace a linked
+//! program either (`ip link set dev IF xdp off` answers EBUSY while aoe-xdp runs).
+//!
 //! Hazards:
-//! - A netlink attachment outlives the process. [`XdpProgram`] detaches in `Drop` (and
-//!   [`XdpProgram::detach`] reports errors), but after a crash or `kill -9` the program stays on
-//!   the interface and steers AoE into a socket that no longer exists. Call [`detach_stale`] at
-//!   startup. Detaching is conditional on the attached program being ours (the kernel compares
-//!   program ids atomically), so a detach never removes somebody else's program.
-//! - Interface indexes are per network namespace, and so is the netlink socket libbpf opens on
-//!   each call: create, use and drop an [`XdpProgram`] on threads in the same namespace.
-//! - Native and generic programs cannot coexist on one interface; attaching fails with EBUSY/EEXIST
-//!   while another program is attached (we use `XDP_FLAGS_UPDATE_IF_NOEXIST`, never replace).
+//! - [`detach_stale`] still removes a netlink-attached `aoe_xdp` (an earlier version's, or one
+//!   loaded with `ip link`) at startup, as root; a linked one it cannot remove and need not.
+//! - Interface indexes are per network namespace: create an [`XdpProgram`] on a thread in the
+//!   interface's namespace (the link then holds the interface, wherever it is dropped).
+//! - Native and generic programs cannot coexist on one interface; attaching fails with
+//!   EBUSY/EEXIST while another program is attached (a link never replaces one).
 
 use std::cell::RefCell;
 use std::ffi::CStr;
 use std::fmt;
 use std::io;
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
-use std::sync::{Mutex, MutexGuard, Once};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
+use std::sync::Once;
 
 use libbpf_rs::libbpf_sys;
 use libbpf_rs::{MapCore, MapFlags, ObjectBuilder};
@@ -179,15 +185,14 @@ pub struct AttachedProgram {
 
 /// The loaded `aoe_xdp` program, attached to one interface until dropped.
 ///
-/// Field order is drop order: `object` (program and map fds) is closed after `Drop::drop`
-/// detached the program, which needs the program fd for the conditional detach.
+/// Field order is drop order: the link (the attachment) goes before `object` (program and map
+/// fds).
 pub struct XdpProgram {
     ifindex: u32,
     mode: AttachMode,
     prog_id: u32,
-    /// Network namespace inode at attach time, to explain a detach from the wrong namespace.
-    netns_ino: Option<u64>,
-    attached: bool,
+    /// The BPF link: closing it detaches the program. `None` once detached.
+    link: Option<OwnedFd>,
     object: libbpf_rs::Object,
 }
 
@@ -197,7 +202,7 @@ impl fmt::Debug for XdpProgram {
             .field("ifindex", &self.ifindex)
             .field("mode", &self.mode)
             .field("prog_id", &self.prog_id)
-            .field("attached", &self.attached)
+            .field("attached", &self.link.is_some())
             .finish_non_exhaustive()
     }
 }
@@ -208,7 +213,7 @@ impl XdpProgram {
     /// thread's network namespace).
     ///
     /// Fails if any XDP program is already attached; call [`detach_stale`] first to remove a
-    /// leftover `aoe_xdp` from a previous run.
+    /// netlink-attached leftover `aoe_xdp`.
     pub fn attach(ifindex: u32, mode: XdpMode, dst: DstFilter) -> Result<XdpProgram, LoaderError> {
         route_libbpf_logs();
         let object = load_object()?;
@@ -228,21 +233,18 @@ impl XdpProgram {
         };
         let mut last_error = None;
         for &attempt in attempts {
-            let flags = attempt.flag() | libbpf_sys::XDP_FLAGS_UPDATE_IF_NOEXIST;
             let result = {
                 let prog = find_program(&object)?;
-                xdp_set(ifindex, Some(prog.as_fd()), flags, None)
+                xdp_link(ifindex, prog.as_fd(), attempt.flag())
             };
             match result {
-                Ok(()) => {
+                Ok(link) => {
                     tracing::info!(ifindex, mode = %attempt, prog_id, "attached XDP program");
-                    lock_attached().push(ifindex);
                     return Ok(XdpProgram {
                         ifindex,
                         mode: attempt,
                         prog_id,
-                        netns_ino: current_netns_ino(),
-                        attached: true,
+                        link: Some(link),
                         object,
                     });
                 }
@@ -374,50 +376,20 @@ impl XdpProgram {
         Ok(DstFilter::Own(mac))
     }
 
-    /// Detaches the program now, reporting failure (`Drop` can only log it).
-    pub fn detach(mut self) -> Result<(), LoaderError> {
-        self.detach_inner()
+    /// Detaches the program now (closes its link; an interface deleted meanwhile took the
+    /// program with it). Dropping does the same.
+    pub fn detach(mut self) {
+        self.detach_inner();
     }
 
-    fn detach_inner(&mut self) -> Result<(), LoaderError> {
-        if !self.attached {
-            return Ok(());
+    fn detach_inner(&mut self) {
+        if self.link.take().is_some() {
+            tracing::info!(
+                ifindex = self.ifindex,
+                prog_id = self.prog_id,
+                "detached XDP program"
+            );
         }
-        self.attached = false;
-        lock_attached().retain(|&i| i != self.ifindex);
-        let prog = find_program(&self.object)?;
-        // Conditional detach: the kernel removes the program only if it is still ours.
-        let flags = self.mode.flag();
-        if let Err(source) = xdp_set(self.ifindex, None, flags, Some(prog.as_fd())) {
-            if source.raw_os_error() == Some(libc::ENODEV) && current_netns_ino() == self.netns_ino
-            {
-                // Deleted while we served it (a NIC unplugged, a VLAN rebuilt): its program
-                // went with it, nothing is left to remove.
-                tracing::info!(
-                    ifindex = self.ifindex,
-                    prog_id = self.prog_id,
-                    "interface gone: its XDP program went with it"
-                );
-                return Ok(());
-            }
-            let hint = if current_netns_ino() != self.netns_ino {
-                "dropped in a different network namespace than it was attached in"
-            } else {
-                detach_hint(&source)
-            };
-            return Err(LoaderError::Detach {
-                ifindex: self.ifindex,
-                prog_id: self.prog_id,
-                hint,
-                source,
-            });
-        }
-        tracing::info!(
-            ifindex = self.ifindex,
-            prog_id = self.prog_id,
-            "detached XDP program"
-        );
-        Ok(())
     }
 
     fn map(&self, name: &'static str) -> Result<libbpf_rs::Map<'_>, LoaderError> {
@@ -427,9 +399,7 @@ impl XdpProgram {
 
 impl Drop for XdpProgram {
     fn drop(&mut self) {
-        if let Err(error) = self.detach_inner() {
-            tracing::error!(%error, "XDP program left attached; detach_stale() removes it later");
-        }
+        self.detach_inner();
     }
 }
 
@@ -523,10 +493,12 @@ pub fn attached_program(ifindex: u32) -> Result<Option<AttachedProgram>, LoaderE
     }))
 }
 
-/// Detaches an `aoe_xdp` program left on `ifindex` by a previous run that did not shut down
-/// cleanly. Returns the detached program's id, or `None` if there was nothing of ours attached.
-/// A program with another name is left alone (and [`XdpProgram::attach`] will then fail with
-/// a message naming it as the cause).
+/// Detaches a netlink-attached `aoe_xdp` program left on `ifindex` (an earlier version that did
+/// not shut down cleanly, or one loaded with `ip link`). Returns the detached program's id, or
+/// `None` if there was nothing of ours attached. A program with another name is left alone (and
+/// [`XdpProgram::attach`] will then fail with a message naming it as the cause); so is one
+/// whose name cannot be read (that needs `CAP_SYS_ADMIN`). A linked program cannot be stale:
+/// its link closes with its process.
 pub fn detach_stale(ifindex: u32) -> Result<Option<u32>, LoaderError> {
     let Some(found) = attached_program(ifindex)? else {
         return Ok(None);
@@ -549,7 +521,7 @@ pub fn detach_stale(ifindex: u32) -> Result<Option<u32>, LoaderError> {
     };
     let fd = libbpf_rs::Program::fd_from_id(found.id)
         .map_err(|error| detach_error(io::Error::other(error.to_string())))?;
-    xdp_set(ifindex, None, found.mode.flag(), Some(fd.as_fd())).map_err(detach_error)?;
+    xdp_detach_netlink(ifindex, found.mode.flag(), fd.as_fd()).map_err(detach_error)?;
     tracing::warn!(
         ifindex,
         prog_id = found.id,
@@ -598,24 +570,40 @@ pub fn program_holder(prog_id: u32) -> Option<u32> {
         })
 }
 
-/// Attaches `prog` (or detaches with `None`), optionally only if `expected` is the current one.
-fn xdp_set(
-    ifindex: u32,
-    prog: Option<BorrowedFd<'_>>,
-    flags: u32,
-    expected: Option<BorrowedFd<'_>>,
-) -> io::Result<()> {
+/// Attaches `prog` to `ifindex` in mode `flags` through a new BPF link, whose fd is returned:
+/// the program stays attached as long as that fd is open.
+fn xdp_link(ifindex: u32, prog: BorrowedFd<'_>, flags: u32) -> io::Result<OwnedFd> {
+    let index = ifindex_arg(ifindex)?;
+    let opts = libbpf_sys::bpf_link_create_opts {
+        sz: size_of_u64::<libbpf_sys::bpf_link_create_opts>(),
+        flags,
+        ..Default::default()
+    };
+    // SAFETY: `prog` is borrowed for the duration of the call, so it is open; `opts` is a live,
+    // correctly sized struct that libbpf only reads.
+    let ret =
+        unsafe { libbpf_sys::bpf_link_create(prog.as_raw_fd(), index, libbpf_sys::BPF_XDP, &opts) };
+    if ret < 0 {
+        // libbpf returns -errno (and sets errno).
+        return Err(io::Error::from_raw_os_error(-ret));
+    }
+    // SAFETY: a fresh link fd that nothing else owns.
+    Ok(unsafe { OwnedFd::from_raw_fd(ret) })
+}
+
+/// Detaches the netlink-attached program `expected` from `ifindex` in mode `flags`, only if it
+/// is still the one attached (the kernel compares atomically: `XDP_FLAGS_REPLACE`).
+fn xdp_detach_netlink(ifindex: u32, flags: u32, expected: BorrowedFd<'_>) -> io::Result<()> {
     let index = ifindex_arg(ifindex)?;
     let opts = libbpf_sys::bpf_xdp_attach_opts {
         sz: size_of_u64::<libbpf_sys::bpf_xdp_attach_opts>(),
         // libbpf adds XDP_FLAGS_REPLACE when this is non-zero.
-        old_prog_fd: expected.map_or(0, |fd| fd.as_raw_fd()),
+        old_prog_fd: expected.as_raw_fd(),
         ..Default::default()
     };
-    let prog_fd = prog.map_or(-1, |fd| fd.as_raw_fd());
-    // SAFETY: both fds are borrowed for the duration of the call, so they are open; `opts` is a
+    // SAFETY: `expected` is borrowed for the duration of the call, so it is open; `opts` is a
     // live, correctly sized struct that libbpf only reads.
-    let ret = unsafe { libbpf_sys::bpf_xdp_attach(index, prog_fd, flags, &opts) };
+    let ret = unsafe { libbpf_sys::bpf_xdp_attach(index, -1, flags, &opts) };
     if ret < 0 {
         return Err(io::Error::from_raw_os_error(-ret));
     }
@@ -721,12 +709,6 @@ fn size_of_u64<T>() -> u64 {
     u64::try_from(std::mem::size_of::<T>()).expect("struct size fits in u64")
 }
 
-fn current_netns_ino() -> Option<u64> {
-    rustix::fs::stat("/proc/thread-self/ns/net")
-        .ok()
-        .map(|stat| stat.st_ino)
-}
-
 /// Sends libbpf's own messages (verifier log, warnings) to `tracing` instead of stderr.
 fn route_libbpf_logs() {
     static ONCE: Once = Once::new();
@@ -810,33 +792,6 @@ fn errno_hint(
             .and_then(hint)
             .unwrap_or("unexpected error from the kernel"),
     }
-}
-
-/// Interfaces our programs are attached to in this process, for the panic hook.
-static ATTACHED: Mutex<Vec<u32>> = Mutex::new(Vec::new());
-
-fn lock_attached() -> MutexGuard<'static, Vec<u32>> {
-    ATTACHED.lock().unwrap_or_else(|poison| poison.into_inner())
-}
-
-/// Installs a panic hook that detaches every program this process attached before the
-/// previous hook runs. Release builds abort on panic (no `Drop` runs), and a program left
-/// attached would keep steering AoE frames into a dead socket; the hook still runs before the
-/// abort. (A program left by `SIGKILL` is removed by [`detach_stale`] at the next start.)
-pub fn install_panic_detach() {
-    let previous = std::panic::take_hook();
-    std::panic::set_hook(Box::new(move |info| {
-        // try_lock: a panic while the list is locked must not deadlock the hook.
-        let ifindexes: Vec<u32> = match ATTACHED.try_lock() {
-            Ok(list) => list.clone(),
-            Err(std::sync::TryLockError::Poisoned(p)) => p.into_inner().clone(),
-            Err(std::sync::TryLockError::WouldBlock) => Vec::new(),
-        };
-        for ifindex in ifindexes {
-            let _ = detach_stale(ifindex);
-        }
-        previous(info);
-    }));
 }
 
 #[cfg(test)]
