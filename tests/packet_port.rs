@@ -160,7 +160,11 @@ fn test_request_reaches_port_and_reflects(ring: Ring) {
         );
         // One `sendmmsg` per flush that had frames to send; none was held back.
         assert_eq!(stats.tx_sendmmsg_calls, 2, "{stats:?}");
-        assert_eq!(stats.tx_deferred + stats.tx_rejected, 0, "{stats:?}");
+        assert_eq!(
+            stats.tx_deferred + stats.tx_rejected + stats.tx_dropped,
+            0,
+            "{stats:?}"
+        );
         // The kernel counters accumulate across reads (PACKET_STATISTICS clears on read).
         assert_eq!(port.stats().unwrap().rx_kernel_packets, 2);
     });
@@ -517,7 +521,12 @@ fn test_frames_wait_while_the_link_has_no_carrier() {
     };
     let b = rig.veth.b.name.clone();
     in_netns(&rig.ns_a, || {
-        let mut port = bind(&rig, &small_config());
+        let config = PacketConfig {
+            // Long enough that the frames are never dropped however slow the machine.
+            tx_refused_hold_ms: 60_000,
+            ..small_config()
+        };
+        let mut port = bind(&rig, &config);
         let start = port.frame_counts();
         queue_responses(&mut port, &rig, COUNT);
         rig.ns_b.link_down(&b).unwrap();
@@ -527,7 +536,7 @@ fn test_frames_wait_while_the_link_has_no_carrier() {
         let stats = port.stats().unwrap();
         assert_eq!(stats.tx_deferred, 2, "{stats:?}");
         assert_eq!(stats.tx_sendmmsg_calls, 2, "{stats:?}");
-        assert_eq!(stats.tx_frames, 0, "{stats:?}");
+        assert_eq!(stats.tx_frames + stats.tx_dropped, 0, "{stats:?}");
 
         rig.ns_b.link_up(&b).unwrap();
         // B's socket was told ENETDOWN when its link went down: take that error first.
@@ -537,6 +546,7 @@ fn test_frames_wait_while_the_link_has_no_carrier() {
         settle(&mut port, start);
         let stats = port.stats().unwrap();
         assert_eq!(stats.tx_frames, u64::from(COUNT), "{stats:?}");
+        assert_eq!(stats.tx_dropped, 0, "{stats:?}");
     });
 }
 
@@ -580,6 +590,54 @@ fn test_frame_longer_than_the_mtu_is_rejected() {
             .peer
             .recv_matching(QUIET, |f| is_aoe(f) && aoe_tag(f) == 1);
         assert!(stray.is_none(), "the long frame went out");
+    });
+}
+
+/// A frame the device drops each time: on veth, one longer than the peer's MTU (A has 9000,
+/// B 1500). `ENOBUFS` does not say so, so the frame is retried for `tx_refused_hold_ms`, the
+/// frames behind it waiting, then dropped; the rest go out. A new refusal after a frame went
+/// out waits the hold again.
+#[test]
+fn test_frame_the_device_keeps_refusing_is_dropped_after_the_hold() {
+    const HOLD: Duration = Duration::from_millis(50);
+    let Some(rig) = Rig::with_mtu("enobufs", 9000) else {
+        return;
+    };
+    let b = rig.veth.b.name.clone();
+    rig.ns_b.ip(&["link", "set", &b, "mtu", "1500"]).unwrap();
+    let mut too_long = rig.response(1);
+    too_long.resize(3000, 0);
+    in_netns(&rig.ns_a, || {
+        let config = PacketConfig {
+            tx_refused_hold_ms: u32::try_from(HOLD.as_millis()).unwrap(),
+            ..small_config()
+        };
+        let mut port = bind(&rig, &config);
+        let start = port.frame_counts();
+        queue_frames(&mut port, &[&too_long, &rig.response(2)]);
+        let began = Instant::now();
+        assert_eq!(port.flush_tx().unwrap(), 0);
+        if began.elapsed() < HOLD {
+            assert_eq!(port.frame_counts().tx, 2, "dropped before the hold");
+        }
+        std::thread::sleep(HOLD);
+        assert_eq!(port.flush_tx().unwrap(), 1, "the frame behind it");
+        assert_eq!(port.frame_counts(), start);
+        rig.reply(2, "the frame behind the long one did not arrive");
+        let stats = port.stats().unwrap();
+        assert_eq!(stats.tx_dropped, 1, "{stats:?}");
+        assert_eq!(stats.tx_frames, 1, "{stats:?}");
+        assert_eq!(stats.tx_rejected, 0, "{stats:?}");
+
+        // The device took a frame since: the next refusal is held again.
+        queue_frames(&mut port, &[&too_long]);
+        let began = Instant::now();
+        assert_eq!(port.flush_tx().unwrap(), 0);
+        if began.elapsed() < HOLD {
+            assert_eq!(port.frame_counts().tx, 1, "dropped without a hold");
+        }
+        settle(&mut port, start);
+        assert_eq!(port.stats().unwrap().tx_dropped, 2);
     });
 }
 

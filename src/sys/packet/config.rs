@@ -41,6 +41,11 @@ pub struct PacketConfig {
     pub frame_count: u32,
     /// RX ring layout and size.
     pub ring: RingVersion,
+    /// Milliseconds the device may refuse (`ENOBUFS`) the oldest queued frame, without taking
+    /// any frame meanwhile, before that frame is dropped (0: at the first refusal). Frames
+    /// wait in the queue meanwhile; a device queue that is full drains far sooner, a link
+    /// without carrier or a frame the device never takes does not (see the module docs).
+    pub tx_refused_hold_ms: u32,
     /// Bind to `ETH_P_ALL` so AoE behind one 802.1Q tag arrives with its tag (see the module
     /// docs); `false` binds to `ETH_P_AOE` and loses tags.
     pub vlan: bool,
@@ -52,7 +57,8 @@ impl Default for PacketConfig {
     ///                  + 2048 (replies queued for TX).
     /// RX: `TPACKET_V2`, 1024 slots of 4 KiB (16 windows of 64 requests; a 4 KiB slot holds
     /// any frame a chunk can).
-    /// TX: `sendmmsg` straight from the frames, nothing to size.
+    /// TX: `sendmmsg` straight from the frames, nothing to size; a refused frame is held for
+    /// 100 ms (a driver wakes its stopped queue as soon as a few of its frames are sent).
     fn default() -> Self {
         Self {
             frame_count: 4096,
@@ -60,6 +66,7 @@ impl Default for PacketConfig {
                 slot_size: 4096,
                 slot_count: 1024,
             },
+            tx_refused_hold_ms: 100,
             vlan: true,
         }
     }

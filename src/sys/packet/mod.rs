@@ -66,12 +66,19 @@
 //!   Frames not sent stay queued, in order, for the next `flush_tx`, and the event is counted
 //!   in [`PacketStats::tx_deferred`]: a part of the batch, or nothing with `EAGAIN` (the
 //!   socket's send budget is used up until the device frees skbs), `ENOBUFS` (the device did
-//!   not take the frame) or `EINTR`. A frame the kernel refuses for itself, `EMSGSIZE` (longer
-//!   than the MTU allows, 4 bytes more for a tagged frame) or `EINVAL` (shorter than an
-//!   Ethernet header), would fail every retry and hold back every frame behind it: once it is
-//!   first in the queue (a partial send stopped at it), the next call returns its error, and
-//!   the flush drops it, counts it ([`PacketStats::tx_rejected`]) and goes on. Any other error
-//!   (`ENETDOWN`, `ENXIO`: the interface is down or gone) is returned.
+//!   not take the frame) or `EINTR`. A frame that would fail every retry must not hold back
+//!   the frames behind it for ever. Once it is first in the queue (a partial send stopped at
+//!   it), the next call returns its own error, and the flush drops it and goes on:
+//!   - `EMSGSIZE` (longer than the MTU allows, 4 bytes more for a tagged frame) or `EINVAL`
+//!     (shorter than an Ethernet header): at once ([`PacketStats::tx_rejected`]).
+//!   - `ENOBUFS` says only that the device did not take the frame: its queue was stopped (the
+//!     driver wakes it as soon as a few frames are sent), the link has no carrier, or it
+//!     dropped this very frame (veth does with a frame longer than its peer's MTU, each
+//!     time). So the frame is retried until the device has refused frames, without taking
+//!     any, for [`PacketConfig::tx_refused_hold_ms`] (100 ms by default), then dropped, and so
+//!     is each next one it refuses until it takes one ([`PacketStats::tx_dropped`]).
+//!
+//!   Any other error (`ENETDOWN`, `ENXIO`: the interface is down or gone) is returned.
 //! - Filter: a classic BPF program (`SO_ATTACH_FILTER`, see [`aoe_request_filter`]) accepts
 //!   only AoE version 1 requests (response flag clear), untagged or behind one 802.1Q tag, and
 //!   not our own host's outgoing frames. Of those, `rx_burst` takes only the ones addressed to
@@ -121,10 +128,9 @@
 //! - Dropping the port with frames still held by the application is allowed, but the handles
 //!   then panic when dropped (release them first).
 //! - A link without carrier (its peer down, a cable out) refuses every frame with `ENOBUFS`:
-//!   replies stay queued, holding their frames, until the carrier is back (then they go out,
-//!   late); meanwhile no request arrives either. A frame longer than a veth peer's MTU (the
-//!   two ends' MTUs differ) is refused with `ENOBUFS` each time, so it holds back the frames
-//!   behind it for ever.
+//!   replies stay queued, holding their frames, for [`PacketConfig::tx_refused_hold_ms`],
+//!   and are dropped after that (meanwhile no request arrives either). A frame longer than a
+//!   veth peer's MTU (the two ends' MTUs differ) holds back the frames behind it as long.
 //! - The sockets are bound in the calling thread's network namespace.
 //!
 //! [`FramePool`]: crate::sys::frame::FramePool

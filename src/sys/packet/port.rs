@@ -4,7 +4,7 @@
 use std::cell::Cell;
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use super::config::{validate, PacketConfig};
 use super::ring::{copy_restoring_tag, Ring, RxPacket};
@@ -60,6 +60,10 @@ pub struct PacketStats {
     /// the interface's MTU allows; `EINVAL`: shorter than an Ethernet header): retrying could
     /// never send them.
     pub tx_rejected: u64,
+    /// Frames dropped because the device kept refusing them (`ENOBUFS`) for longer than
+    /// [`PacketConfig::tx_refused_hold_ms`]: a link without carrier, or a frame the device
+    /// drops each time (on veth, one longer than the peer's MTU).
+    pub tx_dropped: u64,
 }
 
 /// Two AF_PACKET sockets on one interface, one receiving through an mmap RX ring, one sending
@@ -78,6 +82,11 @@ pub struct PacketPort {
     pub(super) frames: FrameArea,
     /// Frames freed by `flush_tx` since the last `reap_completions`.
     pub(super) tx_completed: usize,
+    /// How long the device may refuse the oldest queued frame before it is dropped.
+    pub(super) tx_refused_hold: Duration,
+    /// When the device began refusing (`ENOBUFS`) the oldest queued frame without taking any
+    /// frame since; `None` while it takes them.
+    pub(super) tx_refused_since: Option<Instant>,
     pub(super) stats: PacketStats,
     /// Kernel counters accumulated across reads (`PACKET_STATISTICS` clears on read).
     pub(super) kernel_packets: Cell<u64>,
@@ -139,6 +148,8 @@ impl PacketPort {
             sender,
             frames,
             tx_completed: 0,
+            tx_refused_hold: Duration::from_millis(u64::from(config.tx_refused_hold_ms)),
+            tx_refused_since: None,
             stats: PacketStats::default(),
             kernel_packets: Cell::new(0),
             kernel_drops: Cell::new(0),
@@ -319,8 +330,10 @@ impl PacketPort {
     ///
     /// Frames the kernel does not take now stay queued, in order, for the next call
     /// ([`PacketStats::tx_deferred`]); but a frame it refuses for itself (`EMSGSIZE`, `EINVAL`:
-    /// [`PacketStats::tx_rejected`]) is dropped and the flush goes on. Other errors
-    /// (`ENETDOWN`, `ENXIO`: the interface is down or gone) are returned.
+    /// [`PacketStats::tx_rejected`]), or that the device has refused (`ENOBUFS`) for longer
+    /// than [`PacketConfig::tx_refused_hold_ms`] ([`PacketStats::tx_dropped`]), is dropped
+    /// and the flush goes on. Other errors (`ENETDOWN`, `ENXIO`: the interface is down or
+    /// gone) are returned.
     ///
     /// Bound: each call but the last of a flush sends a whole batch or drops one frame, so a
     /// flush makes at most one call per batch plus one per frame dropped.
@@ -331,6 +344,7 @@ impl PacketPort {
             self.stats.tx_sendmmsg_calls += 1;
             match self.sender.send(&self.frames) {
                 Ok(sent) => {
+                    self.tx_refused_since = None;
                     self.stats.tx_frames += sent as u64;
                     self.stats.tx_copy_bytes += self.frames.tx_queued()[..sent]
                         .iter()
@@ -350,6 +364,10 @@ impl PacketPort {
                         self.stats.tx_rejected += 1;
                         self.drop_first_queued(&error);
                     }
+                    Some(libc::ENOBUFS) if self.refused_too_long() => {
+                        self.stats.tx_dropped += 1;
+                        self.drop_first_queued(&error);
+                    }
                     Some(libc::EAGAIN | libc::ENOBUFS | libc::EINTR) => {
                         self.stats.tx_deferred += 1;
                         break;
@@ -366,17 +384,32 @@ impl PacketPort {
         Ok(sent_total)
     }
 
+    /// Called when the device refused the oldest queued frame (`ENOBUFS`): true once it has
+    /// refused frames, without taking any, for [`Self::tx_refused_hold`] (the clock is read
+    /// only here, on this error path).
+    ///
+    /// `ENOBUFS` means the device did not take the frame: its queue was stopped (a moment's
+    /// back-pressure, worth a retry), the link has no carrier, or it dropped this very frame
+    /// (veth does when the frame is longer than its peer's MTU: every retry fails). The error
+    /// does not say which, so the frame is retried for a while and then dropped rather than
+    /// left to hold back the queue for ever.
+    fn refused_too_long(&mut self) -> bool {
+        let now = Instant::now();
+        let since = *self.tx_refused_since.get_or_insert(now);
+        now.duration_since(since) >= self.tx_refused_hold
+    }
+
     /// Drops the oldest queued frame, which the kernel refused with `error` and would refuse
     /// again (it would hold back every frame behind it). The caller counts it.
     fn drop_first_queued(&mut self, error: &io::Error) {
         let (_, len) = self.frames.tx_queued()[0];
-        if self.stats.tx_rejected == 1 {
+        if self.stats.tx_rejected + self.stats.tx_dropped == 1 {
             tracing::warn!(
                 interface = self.interface,
                 len,
                 %error,
                 "a frame of {len} bytes could not be sent: dropped (further ones are only \
-                 counted, in tx_rejected)"
+                 counted, in tx_rejected and tx_dropped)"
             );
         }
         // Freed as a sent frame would be: it leaves the queue's head and is free again.
