@@ -7,7 +7,6 @@
 
 mod common;
 
-use std::collections::HashSet;
 use std::time::{Duration, Instant};
 
 use aoe_xdp::dataplane::port::NetPort;
@@ -35,6 +34,15 @@ fn bind(rig: &Rig, config: &PacketConfig) -> PacketPort {
 
 fn bind_result(rig: &Rig, config: &PacketConfig) -> Result<PacketPort, PacketError> {
     PacketPort::bind(&rig.veth.a.name, config, DstFilter::Own(rig.veth.a.mac))
+}
+
+/// Queues each of `frames`, each built in a frame of its own from `alloc`.
+fn queue_frames(port: &mut PacketPort, frames: &[&[u8]]) {
+    for bytes in frames {
+        let mut frame = port.alloc().expect("free frame");
+        port.data_mut(&mut frame)[..bytes.len()].copy_from_slice(bytes);
+        port.transmit(frame, bytes.len());
+    }
 }
 
 /// The two RX ring layouts under test.
@@ -75,7 +83,7 @@ fn small_config() -> PacketConfig {
 }
 
 fn config(ring: Ring) -> PacketConfig {
-    // 256 frames = 64 (one RX burst) + 128 (a TX ring's worth queued) + 64 spare.
+    // 256 frames = 64 (one RX burst) + 192 (queued for TX, or spare).
     PacketConfig {
         frame_count: 256,
         ring: match ring {
@@ -89,8 +97,7 @@ fn config(ring: Ring) -> PacketConfig {
                 slot_count: 128,
             },
         },
-        tx_ring_size: 128,
-        vlan: true,
+        ..PacketConfig::default()
     }
 }
 
@@ -151,7 +158,13 @@ fn test_request_reaches_port_and_reflects(ring: Ring) {
             (ETH_MIN_FRAME_LEN + reply_len) as u64,
             "{stats:?}"
         );
-        assert_eq!(stats.tx_kicks, 2, "{stats:?}");
+        // One `sendmmsg` per flush that had frames to send; none was held back.
+        assert_eq!(stats.tx_sendmmsg_calls, 2, "{stats:?}");
+        assert_eq!(
+            stats.tx_deferred + stats.tx_rejected + stats.tx_dropped,
+            0,
+            "{stats:?}"
+        );
         // The kernel counters accumulate across reads (PACKET_STATISTICS clears on read).
         assert_eq!(port.stats().unwrap().rx_kernel_packets, 2);
     });
@@ -352,7 +365,6 @@ fn test_jumbo_port_for_mtu_9000() {
     in_netns(&rig.ns_a, || {
         let config = PacketConfig {
             frame_count: 256,
-            tx_ring_size: 128,
             ..PacketConfig::for_mtu(9000)
         };
         assert!(config.jumbo());
@@ -452,7 +464,8 @@ fn test_burst_reflects_all_without_leaks(ring: Ring) {
     assert_eq!(stats.rx_kernel_drops + stats.rx_too_long, 0, "{stats:?}");
 }
 
-/// 100 frames built with `alloc`, transmitted, then ONE `flush_tx` with ONE `send`: all arrive.
+/// 100 frames built with `alloc`, transmitted, then ONE `flush_tx` with ONE `sendmmsg`: all
+/// arrive.
 fn test_one_flush_sends_a_batch(ring: Ring) {
     const COUNT: u32 = 100;
     let Some(rig) = Rig::new(&format!("batch{ring:?}")) else {
@@ -466,49 +479,165 @@ fn test_one_flush_sends_a_batch(ring: Ring) {
         assert_eq!(port.flush_tx().unwrap(), COUNT as usize);
         assert_eq!(port.frame_counts(), start);
         let stats = port.stats().unwrap();
-        assert_eq!(stats.tx_kicks, 1, "{stats:?}");
+        assert_eq!(stats.tx_sendmmsg_calls, 1, "{stats:?}");
         assert_eq!(stats.tx_frames, u64::from(COUNT), "{stats:?}");
         rig.expect_responses(COUNT, "after one flush");
     });
 }
 
-/// More frames than TX ring slots: the first flush fills the ring, the rest stay queued and go
-/// out on later flushes once the kernel has freed slots. Nothing is lost or leaked.
+/// More frames queued than one `sendmmsg` takes (1024, the kernel's `UIO_MAXIOV`): one flush
+/// sends them all, in two calls.
 #[test]
-fn test_tx_ring_full_keeps_frames_queued() {
-    const COUNT: u32 = 200;
-    let Some(rig) = Rig::new("txfull") else {
+fn test_one_flush_sends_more_than_one_call_takes() {
+    const COUNT: u32 = 1500;
+    let Some(rig) = Rig::new("batchmax") else {
         return;
     };
     in_netns(&rig.ns_a, || {
         let config = PacketConfig {
-            tx_ring_size: 16,
+            frame_count: 2048,
             ..small_config()
         };
         let mut port = bind(&rig, &config);
         let start = port.frame_counts();
         queue_responses(&mut port, &rig, COUNT);
-        let first = port.flush_tx().unwrap();
-        assert!(first <= 16, "moved {first} frames into a 16-slot ring");
-        assert_eq!(
-            port.frame_counts().tx,
-            COUNT - u32::try_from(first).unwrap()
-        );
-        let mut seen = HashSet::new();
-        let deadline = Instant::now() + WAIT;
-        while seen.len() < COUNT as usize {
-            assert!(Instant::now() < deadline, "only {} arrived", seen.len());
-            port.flush_tx().unwrap();
-            if let Some(reply) = rig.peer.recv_matching(Duration::from_millis(20), |f| {
-                is_aoe(f) && f[14] == RESPONSE
-            }) {
-                assert!(seen.insert(aoe_tag(&reply)));
-            }
-        }
+        assert_eq!(port.flush_tx().unwrap(), COUNT as usize);
+        assert_eq!(port.frame_counts(), start);
+        assert_eq!(port.reap_completions(), COUNT as usize);
+        let stats = port.stats().unwrap();
+        assert_eq!(stats.tx_sendmmsg_calls, 2, "{stats:?}");
+        assert_eq!(stats.tx_frames, u64::from(COUNT), "{stats:?}");
+        assert_eq!(stats.tx_deferred, 0, "{stats:?}");
+    });
+}
+
+/// While the link has no carrier (B is down) the device refuses every frame (`ENOBUFS`): the
+/// frames stay queued, in order, and go out once B is up again. Nothing is lost or leaked.
+#[test]
+fn test_frames_wait_while_the_link_has_no_carrier() {
+    const COUNT: u32 = 200;
+    let Some(rig) = Rig::new("carrier") else {
+        return;
+    };
+    let b = rig.veth.b.name.clone();
+    in_netns(&rig.ns_a, || {
+        let config = PacketConfig {
+            // Long enough that the frames are never dropped however slow the machine.
+            tx_refused_hold_ms: 60_000,
+            ..small_config()
+        };
+        let mut port = bind(&rig, &config);
+        let start = port.frame_counts();
+        queue_responses(&mut port, &rig, COUNT);
+        rig.ns_b.link_down(&b).unwrap();
+        assert_eq!(port.flush_tx().unwrap(), 0);
+        assert_eq!(port.flush_tx().unwrap(), 0);
+        assert_eq!(port.frame_counts().tx, COUNT);
+        let stats = port.stats().unwrap();
+        assert_eq!(stats.tx_deferred, 2, "{stats:?}");
+        assert_eq!(stats.tx_sendmmsg_calls, 2, "{stats:?}");
+        assert_eq!(stats.tx_frames + stats.tx_dropped, 0, "{stats:?}");
+
+        rig.ns_b.link_up(&b).unwrap();
+        // B's socket was told ENETDOWN when its link went down: take that error first.
+        let _ = rig.peer.raw().recv_matching(Duration::ZERO, |_| false);
+        assert_eq!(port.flush_tx().unwrap(), COUNT as usize);
+        rig.expect_responses(COUNT, "once the carrier was back");
         settle(&mut port, start);
         let stats = port.stats().unwrap();
-        assert!(stats.tx_ring_full > 0, "{stats:?}");
-        assert_eq!(stats.tx_frames, u64::from(COUNT));
+        assert_eq!(stats.tx_frames, u64::from(COUNT), "{stats:?}");
+        assert_eq!(stats.tx_dropped, 0, "{stats:?}");
+    });
+}
+
+/// A frame longer than the MTU allows: the kernel refuses it for itself (`EMSGSIZE`). In the
+/// middle of a batch, `sendmmsg` sends the frames before it and stops (the rest stay queued);
+/// the next flush finds it first, drops it and sends the rest. Nothing is leaked.
+#[test]
+fn test_frame_longer_than_the_mtu_is_rejected() {
+    let Some(rig) = Rig::new("emsgsize") else {
+        return;
+    };
+    let mut too_long = rig.response(1);
+    too_long.resize(2000, 0);
+    in_netns(&rig.ns_a, || {
+        let mut port = bind(&rig, &small_config());
+        let start = port.frame_counts();
+        queue_frames(&mut port, &[&rig.response(0), &too_long, &rig.response(2)]);
+        assert_eq!(port.flush_tx().unwrap(), 1, "the frame before it");
+        assert_eq!(port.frame_counts().tx, 2);
+        assert_eq!(port.stats().unwrap().tx_deferred, 1);
+        assert_eq!(port.flush_tx().unwrap(), 1, "the frame after it");
+        assert_eq!(port.frame_counts(), start);
+        assert_eq!(
+            port.reap_completions(),
+            3,
+            "sent or dropped, every frame is free"
+        );
+        // First in a batch: dropped, and the same flush sends the rest.
+        queue_frames(&mut port, &[&too_long, &rig.response(3)]);
+        assert_eq!(port.flush_tx().unwrap(), 1);
+        assert_eq!(port.frame_counts(), start);
+        let stats = port.stats().unwrap();
+        assert_eq!(stats.tx_rejected, 2, "{stats:?}");
+        assert_eq!(stats.tx_frames, 3, "{stats:?}");
+        assert_eq!(stats.tx_sendmmsg_calls, 5, "{stats:?}");
+        assert_eq!(stats.tx_deferred, 1, "{stats:?}");
+        for tag in [0, 2, 3] {
+            rig.reply(tag, "a frame beside the long one did not arrive");
+        }
+        let stray = rig
+            .peer
+            .recv_matching(QUIET, |f| is_aoe(f) && aoe_tag(f) == 1);
+        assert!(stray.is_none(), "the long frame went out");
+    });
+}
+
+/// A frame the device drops each time: on veth, one longer than the peer's MTU (A has 9000,
+/// B 1500). `ENOBUFS` does not say so, so the frame is retried for `tx_refused_hold_ms`, the
+/// frames behind it waiting, then dropped; the rest go out. A new refusal after a frame went
+/// out waits the hold again.
+#[test]
+fn test_frame_the_device_keeps_refusing_is_dropped_after_the_hold() {
+    const HOLD: Duration = Duration::from_millis(50);
+    let Some(rig) = Rig::with_mtu("enobufs", 9000) else {
+        return;
+    };
+    let b = rig.veth.b.name.clone();
+    rig.ns_b.ip(&["link", "set", &b, "mtu", "1500"]).unwrap();
+    let mut too_long = rig.response(1);
+    too_long.resize(3000, 0);
+    in_netns(&rig.ns_a, || {
+        let config = PacketConfig {
+            tx_refused_hold_ms: u32::try_from(HOLD.as_millis()).unwrap(),
+            ..small_config()
+        };
+        let mut port = bind(&rig, &config);
+        let start = port.frame_counts();
+        queue_frames(&mut port, &[&too_long, &rig.response(2)]);
+        let began = Instant::now();
+        assert_eq!(port.flush_tx().unwrap(), 0);
+        if began.elapsed() < HOLD {
+            assert_eq!(port.frame_counts().tx, 2, "dropped before the hold");
+        }
+        std::thread::sleep(HOLD);
+        assert_eq!(port.flush_tx().unwrap(), 1, "the frame behind it");
+        assert_eq!(port.frame_counts(), start);
+        rig.reply(2, "the frame behind the long one did not arrive");
+        let stats = port.stats().unwrap();
+        assert_eq!(stats.tx_dropped, 1, "{stats:?}");
+        assert_eq!(stats.tx_frames, 1, "{stats:?}");
+        assert_eq!(stats.tx_rejected, 0, "{stats:?}");
+
+        // The device took a frame since: the next refusal is held again.
+        queue_frames(&mut port, &[&too_long]);
+        let began = Instant::now();
+        assert_eq!(port.flush_tx().unwrap(), 0);
+        if began.elapsed() < HOLD {
+            assert_eq!(port.frame_counts().tx, 1, "dropped without a hold");
+        }
+        settle(&mut port, start);
+        assert_eq!(port.stats().unwrap().tx_dropped, 2);
     });
 }
 
@@ -684,8 +813,7 @@ fn pingpong(ring: RingVersion, window: u32) -> f64 {
     let config = PacketConfig {
         frame_count: 1024,
         ring,
-        tx_ring_size: 256,
-        vlan: true,
+        ..PacketConfig::default()
     };
     let stop = std::sync::atomic::AtomicBool::new(false);
     let bounce = |ns: &Netns, name: &str, mac: [u8; 6], seed: u32| {

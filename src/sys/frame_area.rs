@@ -1,15 +1,17 @@
 //! [`FrameArea`]: frames in memory that only this process maps, laid out like the AF_XDP UMEM
 //! (see [`super::layout`]) and owned through a [`FramePool`]. The AF_PACKET port copies
-//! packets between its kernel rings and these frames; the in-memory loopback port of the
-//! dataplane's tests copies them from and to plain byte buffers. Both hand out the same
+//! received packets from its kernel ring into these frames and has the kernel copy queued ones
+//! out (`sendmmsg`); the in-memory loopback port of the dataplane's tests copies them from and
+//! to plain byte buffers. Both hand out the same
 //! [`Frame`] handles, lend frames to io_uring through the same [`Lender`], and queue frames for
 //! transmission the same way, so this is written once.
 //!
 //! Contract: the kernel never sees this memory except through io_uring, which only touches a
-//! frame while its chunk token is lent (then no handle exists). A frame's bytes are reachable
-//! only through its handle (`data`/`data_mut`), or by the owner while the frame is in state
-//! `Tx` (queued, handle consumed): [`FrameArea::queued_bytes`] and
-//! [`FrameArea::packet_ptr`] for the copy into a kernel ring.
+//! frame while its chunk token is lent (then no handle exists), and during a send call that
+//! copies queued frames out (the owner passes it [`FrameArea::queued_bytes`]). A frame's bytes
+//! are reachable only through its handle (`data`/`data_mut`), or by the owner while the frame
+//! is in state `Tx` (queued, handle consumed): [`FrameArea::queued_bytes`], and
+//! [`FrameArea::packet_ptr`] for a copy from a kernel ring into a frame just taken.
 
 use std::io;
 use std::sync::Arc;
@@ -278,8 +280,9 @@ impl FrameArea {
         let offset = self.umem_offset(frame);
         assert!(frame.len() <= self.frame_capacity(frame));
         // SAFETY: `check` (in `umem_offset`) proved the frame is held by the application; the
-        // area is private to this process and the kernel never touches it (io_uring only
-        // while the frame is lent, when no handle exists), and the shared borrow of the unique
+        // area is private to this process and the kernel never touches a held frame (io_uring
+        // only while the frame is lent, a send only while it is queued: no handle exists
+        // then), and the shared borrow of the unique
         // handle rules out a concurrent `data_mut` of the same frame. The range ends inside
         // the frame's chunk, which is inside the mapping.
         unsafe { std::slice::from_raw_parts(self.area.at(offset), frame.len()) }
@@ -352,8 +355,8 @@ impl FrameArea {
         unsafe { std::slice::from_raw_parts(self.packet_ptr(index), len) }
     }
 
-    /// The oldest `count` queued frames were copied out (into a kernel ring or a buffer):
-    /// they are free again.
+    /// The oldest `count` queued frames were copied out (by the kernel, or into a buffer) or
+    /// dropped: they are free again.
     pub fn sent(&mut self, count: usize) {
         for &(index, _) in &self.tx_queued[..count] {
             self.pool

@@ -428,8 +428,8 @@ pub(crate) struct Mapping {
 }
 
 // SAFETY: a `Mapping` is the sole owner of its address range (like a `Box<[u8]>`); moving it to
-// another thread moves that ownership. All access goes through its owner (a `PacketPort`'s rings, a
-// `FrameArea`), whose `&self`/`&mut self` and frame ownership rules serialize it.
+// another thread moves that ownership. All access goes through its owner (a `PacketPort`'s RX ring,
+// a `FrameArea`), whose `&self`/`&mut self` and frame ownership rules serialize it.
 unsafe impl Send for Mapping {}
 
 // SAFETY: shared references to a `Mapping` only read its address and length (`at` computes a

@@ -1,12 +1,12 @@
 //! What talks to the kernel: the only folder of the crate with `unsafe`.
 //!
 //! Everything here touches memory the kernel reads or writes concurrently (the UMEM and the
-//! four AF_XDP rings, the AF_PACKET rings, io_uring's submission and completion queues, file
-//! mappings) or makes raw syscalls (`bpf`, `setsockopt`, `mmap`, `sendto`/`recvfrom` kicks),
-//! where the compiler cannot check who owns a buffer at a given moment. Each submodule turns its
-//! contract into safe types, so the rest of the crate (`#![deny(unsafe_code)]` in `lib.rs`)
-//! sees only move-only handles and checked calls. Every `unsafe` block carries a `// SAFETY:`
-//! comment; each file's `//!` doc states its contract and hazards.
+//! four AF_XDP rings, the AF_PACKET RX rings, io_uring's submission and completion queues, file
+//! mappings) or makes raw syscalls (`bpf`, `setsockopt`, `mmap`, `sendmmsg`, `sendto`/`recvfrom`
+//! kicks), where the compiler cannot check who owns a buffer at a given moment. Each submodule
+//! turns its contract into safe types, so the rest of the crate (`#![deny(unsafe_code)]` in
+//! `lib.rs`) sees only move-only handles and checked calls. Every `unsafe` block carries a
+//! `// SAFETY:` comment; each file's `//!` doc states its contract and hazards.
 //!
 //! - [`mem`]: page-aligned arenas split into chunks; a [`mem::Chunk`] is a move-only token that
 //!   io_uring holds while an I/O is in flight and hands back on completion.
@@ -15,8 +15,8 @@
 //! - [`frame_area`]: frames in private memory (the AF_PACKET port's, the in-memory port's).
 //! - [`xdp`]: AF_XDP — the XDP program's loader and ABI, the XSK socket, UMEM and TX ring, and
 //!   the destination rule [`xdp::DstFilter`].
-//! - [`packet`]: AF_PACKET — the TPACKET ring port (the fallback transport), and the plain
-//!   and burst sockets the initiator side uses.
+//! - [`packet`]: AF_PACKET — the fallback transport's port (a TPACKET RX ring, `sendmmsg` on a
+//!   socket of its own), and the plain and burst sockets the initiator side uses.
 //! - [`uring`]: the io_uring ring the storage engine submits through.
 //! - [`filemap`]: shared file mappings and the SIGBUS handler that turns a fault into an error.
 //! - [`syscall`]: the small helpers every other file uses: the one error type that names the

@@ -100,7 +100,7 @@ pub fn get_int(fd: BorrowedFd<'_>, level: libc::c_int, option: libc::c_int) -> i
 }
 
 /// Binds the AF_PACKET socket `fd` to interface `ifindex`, receiving frames of `protocol`
-/// (host order: `ETH_P_AOE`, `ETH_P_ALL`).
+/// (host order: `ETH_P_AOE`, `ETH_P_ALL`; 0 receives nothing, for a socket that only sends).
 pub fn bind_packet(fd: BorrowedFd<'_>, ifindex: u32, protocol: u16) -> io::Result<()> {
     // SAFETY: sockaddr_ll is plain old data; all-zero is a valid value.
     let mut addr: libc::sockaddr_ll = unsafe { std::mem::zeroed() };

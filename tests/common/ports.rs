@@ -32,8 +32,8 @@ pub struct Rig {
     pub veth: VethPair,
     /// Side A: bind the port under test inside it (`in_netns`).
     pub ns_a: Netns,
-    /// Only kept alive: side B is reached through `peer`.
-    _ns_b: Netns,
+    /// Side B: reached through `peer`; tests change its link (down, MTU) through it.
+    pub ns_b: Netns,
 }
 
 impl Rig {
@@ -54,7 +54,7 @@ impl Rig {
             peer,
             veth,
             ns_a,
-            _ns_b: ns_b,
+            ns_b,
         })
     }
 

@@ -15,7 +15,8 @@ use crate::sys::xdp::xsk::XskPort;
 pub enum Port {
     /// AF_XDP socket fed by the XDP program.
     Xsk(XskPort),
-    /// AF_PACKET socket with mmap rings (the fallback; one copy each way).
+    /// AF_PACKET sockets: an mmap RX ring, `sendmmsg` to send (the fallback; one copy each
+    /// way).
     Packet(PacketPort),
 }
 

@@ -266,8 +266,9 @@ impl Drop for RxRing {
     }
 }
 
-/// `batch` messages, message `i` pointing at `iovs[i]` (which must not move afterwards).
-fn messages(iovs: &mut [libc::iovec]) -> Vec<libc::mmsghdr> {
+/// `batch` messages, message `i` pointing at `iovs[i]` (which must not move afterwards). Also
+/// the AF_PACKET port's [`Sender`](super::sender::Sender) arrays.
+pub(super) fn messages(iovs: &mut [libc::iovec]) -> Vec<libc::mmsghdr> {
     iovs.iter_mut()
         .map(|iov| {
             // SAFETY: mmsghdr is plain old data; all-zero is a valid value (no name, no control).

@@ -1,13 +1,11 @@
 //! What a [`super::PacketPort`] is built from: the ring layout ([`RingVersion`]) and sizes
 //! ([`PacketConfig`]), and the checks they must pass before any syscall.
 
-use super::{
-    PacketError, JUMBO_TX_SLOT_SIZE, PAGE_SIZE, TX_SLOT_SIZE, V2_RX_OVERHEAD, V3_RX_OVERHEAD,
-    VLAN_TAG_LEN,
-};
+use super::sender::SEND_BATCH_MAX;
+use super::{PacketError, PAGE_SIZE, V2_RX_OVERHEAD, V3_RX_OVERHEAD, VLAN_TAG_LEN};
 use crate::sys::layout::{FRAME_CAPACITY, JUMBO_FRAME_LEN, SLAB_CAPACITY};
 
-/// The ring layout. `PACKET_VERSION` is per socket, so this also picks the TX slot header.
+/// The RX ring layout.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum RingVersion {
     /// `TPACKET_V3`: packets packed into blocks; a block reaches user space when full or after
@@ -43,20 +41,24 @@ pub struct PacketConfig {
     pub frame_count: u32,
     /// RX ring layout and size.
     pub ring: RingVersion,
-    /// TX ring slots, 4096 bytes each; at most this many frames are in the kernel's hands.
-    pub tx_ring_size: u32,
+    /// Milliseconds the device may refuse (`ENOBUFS`) the oldest queued frame, without taking
+    /// any frame meanwhile, before that frame is dropped (0: at the first refusal). Frames
+    /// wait in the queue meanwhile; a device queue that is full drains far sooner, a link
+    /// without carrier or a frame the device never takes does not (see the module docs).
+    pub tx_refused_hold_ms: u32,
     /// Bind to `ETH_P_ALL` so AoE behind one 802.1Q tag arrives with its tag (see the module
     /// docs); `false` binds to `ETH_P_AOE` and loses tags.
     pub vlan: bool,
 }
 
 impl Default for PacketConfig {
-    /// 16 MiB of frames, 4 MiB of RX ring, 1 MiB of TX ring:
+    /// 16 MiB of frames, 4 MiB of RX ring:
     /// frame_count 4096 = 2048 (RX bursts and requests waiting for storage)
     ///                  + 2048 (replies queued for TX).
     /// RX: `TPACKET_V2`, 1024 slots of 4 KiB (16 windows of 64 requests; a 4 KiB slot holds
     /// any frame a chunk can).
-    /// TX: 256 slots (a few full RX bursts in flight).
+    /// TX: `sendmmsg` straight from the frames, nothing to size; a refused frame is held for
+    /// 100 ms (a driver wakes its stopped queue as soon as a few of its frames are sent).
     fn default() -> Self {
         Self {
             frame_count: 4096,
@@ -64,7 +66,7 @@ impl Default for PacketConfig {
                 slot_size: 4096,
                 slot_count: 1024,
             },
-            tx_ring_size: 256,
+            tx_refused_hold_ms: 100,
             vlan: true,
         }
     }
@@ -100,7 +102,7 @@ impl PacketConfig {
     }
 
     /// True if the RX ring holds at least one sector more than a chunk: the port then has
-    /// slabs and 16 KiB TX slots.
+    /// slabs.
     pub fn jumbo(&self) -> bool {
         self.rx_frame_max() >= FRAME_CAPACITY + 512
     }
@@ -124,12 +126,17 @@ impl PacketConfig {
         }
     }
 
-    pub(super) fn tx_slot_size(&self) -> usize {
-        if self.jumbo() {
-            JUMBO_TX_SLOT_SIZE
-        } else {
-            TX_SLOT_SIZE
-        }
+    /// Most frames one `sendmmsg` sends: every frame that can be queued (frames and slabs), at
+    /// most [`SEND_BATCH_MAX`] (more take one call per [`SEND_BATCH_MAX`]).
+    pub(super) fn send_batch_max(&self) -> usize {
+        (self.frame_count as usize + self.slab_count() as usize).min(SEND_BATCH_MAX)
+    }
+
+    /// The sending socket's budget (`SO_SNDBUFFORCE`; the kernel doubles it for its
+    /// bookkeeping): a whole batch of the longest frames, each with a page for its skb's head
+    /// and the rounding of its data to pages.
+    pub(super) fn send_buffer_bytes(&self) -> usize {
+        self.send_batch_max() * (self.max_frame_len() + PAGE_SIZE)
     }
 }
 
@@ -213,13 +220,6 @@ pub(super) fn validate(config: &PacketConfig) -> Result<(), PacketError> {
             }
         }
     }
-    if config.tx_ring_size == 0 {
-        return bad("tx_ring_size must be at least 1");
-    }
-    let tx_slot_size = u32::try_from(config.tx_slot_size()).expect("16 KiB fits");
-    if config.tx_ring_size.checked_mul(tx_slot_size).is_none() {
-        return bad("TX ring larger than 4 GiB");
-    }
     Ok(())
 }
 
@@ -257,10 +257,6 @@ mod tests {
                 frame_count: 0,
                 ..PacketConfig::default()
             },
-            PacketConfig {
-                tx_ring_size: 0,
-                ..PacketConfig::default()
-            },
             v3(3000, 64, 1),
             v3(2048, 64, 1),
             v3(65536, 0, 1),
@@ -277,6 +273,21 @@ mod tests {
                 "{config:?} accepted"
             );
         }
+    }
+    #[test]
+    fn test_send_batch_covers_every_queued_frame_up_to_uio_maxiov() {
+        assert_eq!(PacketConfig::default().send_batch_max(), SEND_BATCH_MAX);
+        let small = PacketConfig {
+            frame_count: 256,
+            ..PacketConfig::default()
+        };
+        assert_eq!(small.send_batch_max(), 256);
+        let jumbo = PacketConfig {
+            frame_count: 256,
+            ..PacketConfig::for_mtu(9000)
+        };
+        assert_eq!(jumbo.send_batch_max(), 256 + 16, "frames and slabs");
+        assert!(jumbo.send_buffer_bytes() >= 272 * SLAB_CAPACITY);
     }
     #[test]
     fn test_v2_geometry_rounds_to_whole_pages() {

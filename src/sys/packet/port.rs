@@ -1,22 +1,22 @@
-//! [`PacketPort`]: the AF_PACKET port's data path — RX burst, TX queue and flush, frame
-//! hand-out — over the rings of [`super::ring`], and what it counts ([`PacketStats`]).
+//! [`PacketPort`]: the AF_PACKET port's data path — RX burst over the ring of [`super::ring`],
+//! TX flush through the [`Sender`], frame hand-out — and what it counts ([`PacketStats`]).
 
 use std::cell::Cell;
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
-use std::sync::atomic::Ordering;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use super::config::{validate, PacketConfig};
-use super::ring::{copy_restoring_tag, Rings, RxPacket};
+use super::ring::{copy_restoring_tag, Ring, RxPacket};
+use super::sender::Sender;
 use super::setup::{
-    bind_socket, interface_index, log_fallback, open_socket, setup_hint, setup_rings,
-    take_socket_error,
+    bind_socket, interface_index, log_fallback, open_rx_socket, open_tx_socket, setup_hint,
+    setup_ring, take_socket_error,
 };
 use super::{PacketError, MACS_LEN, VLAN_TAG_LEN};
 use crate::sys::frame::{FrameCounts, RxBurst, RX_BURST_MAX};
 use crate::sys::frame_area::{FrameArea, NoRoom};
-use crate::sys::syscall::{poll_one, set_int, socklen};
+use crate::sys::syscall::{poll_one, socklen};
 use crate::sys::xdp::DstFilter;
 
 /// Counters of one port: kernel counters (accumulated from `PACKET_STATISTICS`, which resets on
@@ -41,39 +41,52 @@ pub struct PacketStats {
     pub rx_foreign_dst: u64,
     /// `rx_burst` calls that stopped early because no frame was free.
     pub rx_no_free_frame: u64,
-    /// Frames copied into the TX ring.
-    pub tx_frames: u64,
-    /// Bytes copied into the TX ring (the one TX copy).
-    pub tx_copy_bytes: u64,
     /// `rx_burst` calls that stopped early because no slab was free for a jumbo frame.
     pub rx_no_free_slab: u64,
-    /// `flush_tx` calls that found the TX ring full and left frames queued.
-    pub tx_ring_full: u64,
-    /// `send` kicks.
-    pub tx_kicks: u64,
-    /// Kicks that failed transiently (socket send budget or device queue full); the slots stay
-    /// requested and the next `flush_tx` kicks again.
-    pub tx_kick_errors: u64,
-    /// TX slots the kernel rejected as malformed (`TP_STATUS_WRONG_FORMAT`). With `PACKET_LOSS`
-    /// (always set) the kernel skips such slots silently instead, so this stays 0 unless that
-    /// changes; a frame longer than the MTU is dropped without a trace.
-    pub tx_malformed: u64,
+    /// Frames the kernel took from `sendmmsg` (each copied into an skb of its own).
+    pub tx_frames: u64,
+    /// Bytes the kernel copied out of the frames (the one TX copy).
+    pub tx_copy_bytes: u64,
+    /// `sendmmsg` calls.
+    pub tx_sendmmsg_calls: u64,
+    /// `sendmmsg` calls after which frames stayed queued for the next `flush_tx`: the kernel
+    /// took only the first part of the batch, or nothing (`EAGAIN`: the socket's send budget
+    /// is used up; `ENOBUFS`: the device did not take the frame, its queue stopped or its link
+    /// without carrier, or the frame one it drops; `EINTR`). A part that stopped at a frame
+    /// the kernel refuses is counted here too: the next flush drops that frame
+    /// ([`Self::tx_rejected`]).
+    pub tx_deferred: u64,
+    /// Frames dropped because the kernel refused them for themselves (`EMSGSIZE`: longer than
+    /// the interface's MTU allows; `EINVAL`: shorter than an Ethernet header): retrying could
+    /// never send them.
+    pub tx_rejected: u64,
+    /// Frames dropped because the device kept refusing them (`ENOBUFS`) for longer than
+    /// [`PacketConfig::tx_refused_hold_ms`]: a link without carrier, or a frame the device
+    /// drops each time (on veth, one longer than the peer's MTU).
+    pub tx_dropped: u64,
 }
 
-/// One AF_PACKET socket on one interface, with mmap RX and TX rings, a frame area laid out like
-/// the XDP UMEM and a frame pool.
+/// Two AF_PACKET sockets on one interface, one receiving through an mmap RX ring, one sending
+/// with `sendmmsg`; a frame area laid out like the XDP UMEM and a frame pool.
 ///
-/// Field order is drop order: the rings are unmapped before the socket closes; the frame area
-/// (ours alone, the kernel never sees it) goes last.
+/// Field order is drop order: the ring is unmapped before its socket closes; the sending
+/// socket closes next; the frame area (ours alone: the kernel reads frames only during a
+/// `sendmmsg` and through io_uring while lent) goes last.
 pub struct PacketPort {
-    pub(super) rings: Rings,
+    pub(super) ring: Ring,
     pub(super) fd: OwnedFd,
-    /// The frames (ours alone; the kernel sees them only through io_uring while lent).
+    /// The sending socket and its message arrays.
+    pub(super) sender: Sender,
+    /// The frames (ours alone; the kernel reads them only during a `sendmmsg`, and through
+    /// io_uring while lent).
     pub(super) frames: FrameArea,
-    /// Slots handed to the kernel whose frames might not have been sent yet.
-    pub(super) tx_requested: bool,
     /// Frames freed by `flush_tx` since the last `reap_completions`.
     pub(super) tx_completed: usize,
+    /// How long the device may refuse the oldest queued frame before it is dropped.
+    pub(super) tx_refused_hold: Duration,
+    /// When the device began refusing (`ENOBUFS`) the oldest queued frame without taking any
+    /// frame since; `None` while it takes them.
+    pub(super) tx_refused_since: Option<Instant>,
     pub(super) stats: PacketStats,
     /// Kernel counters accumulated across reads (`PACKET_STATISTICS` clears on read).
     pub(super) kernel_packets: Cell<u64>,
@@ -90,17 +103,19 @@ impl std::fmt::Debug for PacketPort {
         f.debug_struct("PacketPort")
             .field("interface", &self.interface)
             .field("ifindex", &self.ifindex)
-            .field("rx", &self.rings.rx)
+            .field("rx", &self.ring.rx)
+            .field("sender", &self.sender)
             .field("frames", &self.frames)
             .finish_non_exhaustive()
     }
 }
 
 impl PacketPort {
-    /// Opens an AF_PACKET socket on `interface` (in the calling thread's network namespace)
-    /// with the AoE request filter and mmap RX and TX rings, and maps a frame area of
-    /// `config.frame_count` frames. `dst` says which destination MACs are served (normally
-    /// [`DstFilter::Own`] with the interface's MAC). Logs a warning: this is the fallback path.
+    /// Opens two AF_PACKET sockets on `interface` (in the calling thread's network namespace):
+    /// one with the AoE request filter and an mmap RX ring, one that only sends; and maps a
+    /// frame area of `config.frame_count` frames. `dst` says which destination MACs are served
+    /// (normally [`DstFilter::Own`] with the interface's MAC). Logs a warning: this is the
+    /// fallback path.
     pub fn bind(
         interface: &str,
         config: &PacketConfig,
@@ -114,21 +129,11 @@ impl PacketPort {
             hint: setup_hint(call, source.raw_os_error()),
             source,
         };
-        let fd = open_socket(config).map_err(setup)?;
-        let rings = setup_rings(fd.as_fd(), config).map_err(setup)?;
-        let send_buffer = i32::try_from(config.tx_ring_size as usize * 2 * config.tx_slot_size())
-            .unwrap_or(i32::MAX);
-        // Room in the socket's send budget for every TX slot. Needs CAP_NET_ADMIN; without it
-        // the default (net.core.wmem_default) applies and a full budget only delays a kick.
-        let sndbuf = set_int(
-            fd.as_fd(),
-            libc::SOL_SOCKET,
-            libc::SO_SNDBUFFORCE,
-            send_buffer,
-        );
-        if let Err(error) = sndbuf {
-            tracing::debug!(interface, %error, "SO_SNDBUFFORCE refused, default send buffer");
-        }
+        let fd = open_rx_socket(config).map_err(setup)?;
+        let ring = setup_ring(fd.as_fd(), config).map_err(setup)?;
+        let tx_fd =
+            open_tx_socket(interface, ifindex, config.send_buffer_bytes()).map_err(setup)?;
+        let sender = Sender::new(tx_fd, config.send_batch_max());
         let frames = FrameArea::new(
             config.frame_count,
             config.slab_count(),
@@ -138,11 +143,13 @@ impl PacketPort {
         bind_socket(fd.as_fd(), ifindex, config.vlan).map_err(|e| setup(("bind", e)))?;
         log_fallback(interface, ifindex, config);
         Ok(PacketPort {
-            rings,
+            ring,
             fd,
+            sender,
             frames,
-            tx_requested: false,
             tx_completed: 0,
+            tx_refused_hold: Duration::from_millis(u64::from(config.tx_refused_hold_ms)),
+            tx_refused_since: None,
             stats: PacketStats::default(),
             kernel_packets: Cell::new(0),
             kernel_drops: Cell::new(0),
@@ -169,14 +176,14 @@ impl PacketPort {
         &self.interface
     }
 
-    /// The socket fd, for `poll`/`epoll`.
+    /// The receiving socket's fd, for `poll`/`epoll`.
     pub fn fd(&self) -> BorrowedFd<'_> {
         self.fd.as_fd()
     }
 
-    /// Frames per ownership state. On AF_PACKET only `free` and `rx` are used; `fill`, `tx` and
-    /// `completion` are always 0: received packets wait in the kernel's ring, not in frames,
-    /// and a frame is free again once copied into the TX ring.
+    /// Frames per ownership state. On AF_PACKET `fill` and `completion` are always 0: received
+    /// packets wait in the kernel's ring, not in frames, and a frame is free again as soon as
+    /// `sendmmsg` has copied it; `tx` counts the frames queued and not yet sent.
     pub fn frame_counts(&self) -> FrameCounts {
         self.frames.counts()
     }
@@ -225,7 +232,7 @@ impl PacketPort {
         let max = max.min(RX_BURST_MAX);
         let mut taken = 0;
         while taken < max {
-            let Some(packet) = self.rings.rx.peek(&self.rings.map) else {
+            let Some(packet) = self.ring.rx.peek(&self.ring.map) else {
                 break;
             };
             let tag_len = if packet.vlan.is_some() {
@@ -242,7 +249,7 @@ impl PacketPort {
                     Ok(index) => index,
                     Err(NoRoom::TooLong) => {
                         self.stats.rx_too_long += 1;
-                        self.rings.rx.advance(&self.rings.map, &packet);
+                        self.ring.rx.advance(&self.ring.map, &packet);
                         continue;
                     }
                     Err(NoRoom::NoFrame) => {
@@ -255,7 +262,7 @@ impl PacketPort {
                     }
                 };
                 let dst = self.frames.packet_ptr(index);
-                let src = self.rings.map.at(packet.data);
+                let src = self.ring.map.at(packet.data);
                 // SAFETY: `src..src + captured` is inside the block or slot `peek` found
                 // user-owned (it asserted the bounds); `dst..dst + wire_len` is inside frame
                 // (or slab) `index` (`take_rx` chose one whose capacity holds wire_len), which
@@ -269,7 +276,7 @@ impl PacketPort {
             } else {
                 self.stats.rx_too_long += 1;
             }
-            self.rings.rx.advance(&self.rings.map, &packet);
+            self.ring.rx.advance(&self.ring.map, &packet);
         }
     }
 
@@ -284,7 +291,7 @@ impl PacketPort {
         // that `peek` found user-owned (it asserted the bounds), and `captured` covers the six
         // read here; the kernel does not write a user-owned block or slot.
         unsafe {
-            std::ptr::copy_nonoverlapping(self.rings.map.at(packet.data), dst.as_mut_ptr(), 6);
+            std::ptr::copy_nonoverlapping(self.ring.map.at(packet.data), dst.as_mut_ptr(), 6);
         }
         dst
     }
@@ -292,7 +299,7 @@ impl PacketPort {
     /// Waits until a received packet is ready in the RX ring or `timeout` passes; true if one
     /// is ready.
     pub fn wait_rx(&mut self, timeout: Duration) -> Result<bool, PacketError> {
-        if self.rings.rx.ready(&self.rings.map) {
+        if self.ring.rx.ready(&self.ring.map) {
             return Ok(true);
         }
         match poll_one(self.fd.as_fd(), libc::POLLIN, timeout) {
@@ -314,102 +321,105 @@ impl PacketPort {
             }
             Ok(_) => {}
         }
-        Ok(self.rings.rx.ready(&self.rings.map))
+        Ok(self.ring.rx.ready(&self.ring.map))
     }
 
-    /// Copies queued frames into free TX ring slots (as many as there are), frees those frames
-    /// at once, and kicks the kernel with one `send` for the whole batch. Returns the number
-    /// moved; the rest stay queued for the next call. A kick that fails transiently (socket
-    /// send budget or device queue full) is counted and retried by the next call.
+    /// Sends the queued frames, oldest first, straight from the frame area with one
+    /// `sendmmsg` per 1024 frames (the kernel's `UIO_MAXIOV`), without waiting, and frees each
+    /// frame the kernel took at once (it has copied it). Returns the number sent.
+    ///
+    /// Frames the kernel does not take now stay queued, in order, for the next call
+    /// ([`PacketStats::tx_deferred`]); but a frame it refuses for itself (`EMSGSIZE`, `EINVAL`:
+    /// [`PacketStats::tx_rejected`]), or that the device has refused (`ENOBUFS`) for longer
+    /// than [`PacketConfig::tx_refused_hold_ms`] ([`PacketStats::tx_dropped`]), is dropped
+    /// and the flush goes on. Other errors (`ENETDOWN`, `ENXIO`: the interface is down or
+    /// gone) are returned.
+    ///
+    /// Bound: each call but the last of a flush sends a whole batch or drops one frame, so a
+    /// flush makes at most one call per batch plus one per frame dropped.
     pub fn flush_tx(&mut self) -> Result<usize, PacketError> {
-        let layout = self.rings.tx_layout;
-        let mut moved = 0;
-        for &(index, len) in self.frames.tx_queued() {
-            let slot = self.rings.tx_head;
-            // Acquire: pairs with the kernel's store of TP_STATUS_AVAILABLE in
-            // `tpacket_destruct_skb` (made once it is done with the slot's bytes), so our
-            // writes below cannot be reordered before it.
-            let status = self.rings.tx_status(slot).load(Ordering::Acquire);
-            if status & (libc::TP_STATUS_SEND_REQUEST | libc::TP_STATUS_SENDING) != 0 {
-                self.stats.tx_ring_full += 1;
-                break;
-            }
-            if status & libc::TP_STATUS_WRONG_FORMAT != 0 {
-                self.stats.tx_malformed += 1;
-            }
-            let base = self.rings.map.at(self.rings.tx_slot(slot));
-            let src = self.frames.packet_ptr(index);
-            let tp_len = u32::try_from(len).expect("len <= frame capacity");
-            // SAFETY: the slot is ours (status neither SEND_REQUEST nor SENDING, loaded with
-            // Acquire): the kernel does not read it until we store SEND_REQUEST. The header
-            // fields are aligned words inside the slot; the data range ends inside the slot
-            // (`data + FRAME_CAPACITY <= TX_SLOT_SIZE`, and a port with slabs has
-            // `data + SLAB_CAPACITY <= JUMBO_TX_SLOT_SIZE`: asserted at compile time). The frame
-            // (state Tx) is held by the port alone, and area and ring are distinct mappings.
-            unsafe {
-                if let Some(next) = layout.next_offset {
-                    std::ptr::write_volatile(base.add(next).cast::<u32>(), 0);
+        let mut sent_total = 0;
+        while !self.frames.tx_queued().is_empty() {
+            let batch = self.frames.tx_queued().len().min(self.sender.batch_max());
+            self.stats.tx_sendmmsg_calls += 1;
+            match self.sender.send(&self.frames) {
+                Ok(sent) => {
+                    self.tx_refused_since = None;
+                    self.stats.tx_frames += sent as u64;
+                    self.stats.tx_copy_bytes += self.frames.tx_queued()[..sent]
+                        .iter()
+                        .map(|&(_, len)| len as u64)
+                        .sum::<u64>();
+                    // The copy into the skbs is the completion: the frames are free at once.
+                    self.frames.sent(sent);
+                    self.tx_completed += sent;
+                    sent_total += sent;
+                    if sent < batch {
+                        self.stats.tx_deferred += 1;
+                        break;
+                    }
                 }
-                std::ptr::write_volatile(base.add(layout.len).cast::<u32>(), tp_len);
-                std::ptr::write_volatile(base.add(layout.snaplen).cast::<u32>(), tp_len);
-                std::ptr::copy_nonoverlapping(src, base.add(layout.data), len);
+                Err(error) => match error.raw_os_error() {
+                    Some(libc::EMSGSIZE | libc::EINVAL) => {
+                        self.stats.tx_rejected += 1;
+                        self.drop_first_queued(&error);
+                    }
+                    Some(libc::ENOBUFS) if self.refused_too_long() => {
+                        self.stats.tx_dropped += 1;
+                        self.drop_first_queued(&error);
+                    }
+                    Some(libc::EAGAIN | libc::ENOBUFS | libc::EINTR) => {
+                        self.stats.tx_deferred += 1;
+                        break;
+                    }
+                    _ => {
+                        return Err(PacketError::Syscall {
+                            call: "sendmmsg",
+                            source: error,
+                        })
+                    }
+                },
             }
-            // Release: the length and bytes written above are visible before the kernel can
-            // see SEND_REQUEST (it reads the status in `tpacket_snd` via `__packet_get_status`,
-            // then the header and data).
-            self.rings
-                .tx_status(slot)
-                .store(libc::TP_STATUS_SEND_REQUEST, Ordering::Release);
-            self.rings.tx_head = (slot + 1) % self.rings.tx_slot_count;
-            self.stats.tx_frames += 1;
-            self.stats.tx_copy_bytes += len as u64;
-            moved += 1;
         }
-        // The copy into the ring is the completion: the frames are free at once.
-        self.frames.sent(moved);
-        self.tx_completed += moved;
-        if moved > 0 {
-            self.tx_requested = true;
-        }
-        if self.tx_requested {
-            self.kick_tx()?;
-        }
-        Ok(moved)
+        Ok(sent_total)
     }
 
-    /// One `send(fd, NULL, 0, MSG_DONTWAIT)`: the kernel sends every slot marked
-    /// SEND_REQUEST, in ring order, without waiting for completions.
-    pub(super) fn kick_tx(&mut self) -> Result<(), PacketError> {
-        self.stats.tx_kicks += 1;
-        // SAFETY: a send with no buffer on an open socket; the TX ring supplies the data.
-        let ret =
-            unsafe { libc::send(self.fd.as_raw_fd(), std::ptr::null(), 0, libc::MSG_DONTWAIT) };
-        if ret < 0 {
-            let error = io::Error::last_os_error();
-            return match error.raw_os_error() {
-                Some(libc::EAGAIN | libc::ENOBUFS | libc::EINTR) => {
-                    self.stats.tx_kick_errors += 1;
-                    Ok(())
-                }
-                _ => Err(PacketError::Syscall {
-                    call: "send (TX ring kick)",
-                    source: error,
-                }),
-            };
-        }
-        // The kernel walks the ring in order from its own head, so once the newest slot we
-        // requested is no longer SEND_REQUEST, every older one was taken too.
-        let count = self.rings.tx_slot_count;
-        let newest = (self.rings.tx_head + count - 1) % count;
-        // Acquire: pairs with the kernel's status store (SENDING/AVAILABLE) for that slot.
-        let status = self.rings.tx_status(newest).load(Ordering::Acquire);
-        self.tx_requested = status & libc::TP_STATUS_SEND_REQUEST != 0;
-        Ok(())
+    /// Called when the device refused the oldest queued frame (`ENOBUFS`): true once it has
+    /// refused frames, without taking any, for [`Self::tx_refused_hold`] (the clock is read
+    /// only here, on this error path).
+    ///
+    /// `ENOBUFS` means the device did not take the frame: its queue was stopped (a moment's
+    /// back-pressure, worth a retry), the link has no carrier, or it dropped this very frame
+    /// (veth does when the frame is longer than its peer's MTU: every retry fails). The error
+    /// does not say which, so the frame is retried for a while and then dropped rather than
+    /// left to hold back the queue for ever.
+    fn refused_too_long(&mut self) -> bool {
+        let now = Instant::now();
+        let since = *self.tx_refused_since.get_or_insert(now);
+        now.duration_since(since) >= self.tx_refused_hold
     }
 
-    /// Returns how many TX frames became free since the last call. With a TX ring a frame is
-    /// free as soon as `flush_tx` copied it into the ring, so this only reports; it exists so
-    /// the data path can drive both port kinds alike.
+    /// Drops the oldest queued frame, which the kernel refused with `error` and would refuse
+    /// again (it would hold back every frame behind it). The caller counts it.
+    fn drop_first_queued(&mut self, error: &io::Error) {
+        let (_, len) = self.frames.tx_queued()[0];
+        if self.stats.tx_rejected + self.stats.tx_dropped == 1 {
+            tracing::warn!(
+                interface = self.interface,
+                len,
+                %error,
+                "a frame of {len} bytes could not be sent: dropped (further ones are only \
+                 counted, in tx_rejected and tx_dropped)"
+            );
+        }
+        // Freed as a sent frame would be: it leaves the queue's head and is free again.
+        self.frames.sent(1);
+        self.tx_completed += 1;
+    }
+
+    /// Returns how many TX frames became free since the last call (sent or dropped). A frame
+    /// is free as soon as `flush_tx` has handed it to the kernel, so this only reports; it
+    /// exists so the data path can drive both port kinds alike.
     pub fn reap_completions(&mut self) -> usize {
         std::mem::take(&mut self.tx_completed)
     }

@@ -1,54 +1,12 @@
-//! The mmap'ed TPACKET rings: the RX ring walked block by block (`TPACKET_V3`) or slot by slot
-//! (`TPACKET_V2`), and the TX ring's slots. Each status word is the hand-over point with the
-//! kernel; see the port's module docs for the contract.
+//! The mmap'ed TPACKET RX ring, walked block by block (`TPACKET_V3`) or slot by slot
+//! (`TPACKET_V2`). Each status word is the hand-over point with the kernel; see the port's
+//! module docs for the contract.
 
 use std::mem::offset_of;
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::Ordering;
 
-use super::{ETH_P_8021Q, JUMBO_TX_SLOT_SIZE, MACS_LEN, TX_SLOT_SIZE, VLAN_TAG_LEN};
-use crate::sys::layout::{FRAME_CAPACITY, SLAB_CAPACITY};
+use super::{ETH_P_8021Q, MACS_LEN, VLAN_TAG_LEN};
 use crate::sys::mem::Mapping;
-
-/// Where the fields of a TX slot are, per `TPACKET` version.
-#[derive(Clone, Copy, Debug)]
-pub(super) struct TxLayout {
-    pub(super) status: usize,
-    pub(super) len: usize,
-    pub(super) snaplen: usize,
-    /// `tp_next_offset` (V3 only; must be 0 for TX).
-    pub(super) next_offset: Option<usize>,
-    /// The frame bytes: `TPACKETx_HDRLEN - sizeof(sockaddr_ll)`, where `tpacket_snd` reads
-    /// them when `PACKET_TX_HAS_OFF` is off.
-    pub(super) data: usize,
-}
-
-pub(super) const TX_V3: TxLayout = TxLayout {
-    status: offset_of!(libc::tpacket3_hdr, tp_status),
-    len: offset_of!(libc::tpacket3_hdr, tp_len),
-    snaplen: offset_of!(libc::tpacket3_hdr, tp_snaplen),
-    next_offset: Some(offset_of!(libc::tpacket3_hdr, tp_next_offset)),
-    data: libc::TPACKET3_HDRLEN - size_of::<libc::sockaddr_ll>(),
-};
-
-pub(super) const TX_V2: TxLayout = TxLayout {
-    status: offset_of!(libc::tpacket2_hdr, tp_status),
-    len: offset_of!(libc::tpacket2_hdr, tp_len),
-    snaplen: offset_of!(libc::tpacket2_hdr, tp_snaplen),
-    next_offset: None,
-    data: libc::TPACKET2_HDRLEN - size_of::<libc::sockaddr_ll>(),
-};
-
-const _: () = assert!(TX_V3.status == 20 && TX_V3.data == 48);
-
-const _: () = assert!(TX_V2.status == 0 && TX_V2.data == 32);
-
-const _: () = assert!(TX_V3.data + FRAME_CAPACITY <= TX_SLOT_SIZE);
-
-const _: () = assert!(TX_V2.data + FRAME_CAPACITY <= TX_SLOT_SIZE);
-
-const _: () = assert!(TX_V3.data + SLAB_CAPACITY <= JUMBO_TX_SLOT_SIZE);
-
-const _: () = assert!(TX_V2.data + SLAB_CAPACITY <= JUMBO_TX_SLOT_SIZE);
 
 /// `tpacket_block_desc.hdr.bh1.block_status` and friends (the union member is at offset 0).
 pub(super) const BLOCK_STATUS_OFFSET: usize =
@@ -317,30 +275,10 @@ pub(super) fn packet_at(
     }
 }
 
-/// The kernel's RX and TX rings, mapped in one piece (RX first, then TX slots), and user space's
-/// position in each.
-pub(super) struct Rings {
+/// The kernel's RX ring, mapped, and user space's position in it.
+pub(super) struct Ring {
     pub(super) map: Mapping,
     pub(super) rx: RxRing,
-    pub(super) tx_layout: TxLayout,
-    /// Offset of TX slot 0 in `map`.
-    pub(super) tx_offset: usize,
-    pub(super) tx_slot_count: u32,
-    pub(super) tx_slot_size: usize,
-    /// Next TX slot to fill.
-    pub(super) tx_head: u32,
-}
-
-impl Rings {
-    pub(super) fn tx_slot(&self, slot: u32) -> usize {
-        assert!(slot < self.tx_slot_count);
-        self.tx_offset + slot as usize * self.tx_slot_size
-    }
-
-    pub(super) fn tx_status(&self, slot: u32) -> &AtomicU32 {
-        self.map
-            .status_word(self.tx_slot(slot) + self.tx_layout.status)
-    }
 }
 
 /// Copies `len` bytes from `src` to `dst`; with `vlan = Some((tpid, tci))` inserts the 4-byte
