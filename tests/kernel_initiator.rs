@@ -39,7 +39,7 @@ use std::time::{Duration, Instant};
 use aoe_xdp::wire::{AoeCommand, AoePacket, AtaPacket, EthernetFrame, ETHERTYPE_AOE};
 use common::netns::PacketSocket;
 use common::target::{DeviceSpec, TargetDir};
-use netns_rig::{privileged_or_skip, Netns, Veth, REQUIRE_PRIV_ENV};
+use netns_rig::{Netns, Veth};
 
 /// `e1.1`: raw, the pattern goes at its end.
 const RAW_SECTORS: u64 = 32 * 1024;
@@ -60,38 +60,6 @@ const RETRANSMIT_WAIT: Duration = Duration::from_secs(20);
 /// How often one request (direction, LBA, sector count) must be seen while the target is
 /// dead: twice could be two reads of the same sectors, three times is a retransmission.
 const SENDS_OF_ONE_REQUEST: u32 = 3;
-
-/// Skips (or, with `AOE_XDP_REQUIRE_PRIV=1`, fails) with `why`.
-fn unavailable(why: &str) {
-    if std::env::var(REQUIRE_PRIV_ENV).is_ok_and(|value| value == "1") {
-        panic!("{REQUIRE_PRIV_ENV}=1 but the kernel-initiator test cannot run: {why}");
-    }
-    eprintln!("skipping: {why}");
-}
-
-/// What the guest needs from the host, or why it cannot be had.
-fn missing_tools() -> Option<String> {
-    let missing: Vec<&str> = [
-        ("qemu-system-x86_64", "qemu-system-x86"),
-        ("busybox", "busybox-static"),
-        ("mke2fs", "e2fsprogs"),
-        ("e2fsck", "e2fsprogs"),
-        ("debugfs", "e2fsprogs"),
-        ("apt-get", "apt"),
-        ("dpkg", "dpkg"),
-    ]
-    .into_iter()
-    .filter(|(program, _)| {
-        !Command::new("sh")
-            .arg("-c")
-            .arg(format!("command -v {program} >/dev/null"))
-            .status()
-            .is_ok_and(|s| s.success())
-    })
-    .map(|(_, package)| package)
-    .collect();
-    (!missing.is_empty()).then(|| format!("missing Debian packages {missing:?}"))
-}
 
 /// Deterministic pseudo-random bytes (splitmix64): no two sectors alike, nothing zero for long.
 fn pattern(len: usize) -> Vec<u8> {
@@ -256,24 +224,16 @@ fn run_host(cmd: &mut Command) -> std::process::Output {
 
 /// The kernel, or `None` after saying why the test cannot run.
 fn prerequisites() -> Option<guest::Kernel> {
-    if !privileged_or_skip() {
-        return None;
-    }
-    if let Some(why) = missing_tools() {
-        unavailable(&why);
-        return None;
-    }
-    let cache = Path::new(env!("CARGO_TARGET_TMPDIR"))
-        .parent()
-        .expect("target directory")
-        .join("kernel-initiator");
-    guest::fetch_kernel(&cache)
-        .map_err(|error| {
-            unavailable(&format!(
-                "cannot get Debian's kernel with the aoe module: {error:#}"
-            ))
-        })
-        .ok()
+    let tools = [
+        ("qemu-system-x86_64", "qemu-system-x86"),
+        ("busybox", "busybox-static"),
+        ("mke2fs", "e2fsprogs"),
+        ("e2fsck", "e2fsprogs"),
+        ("debugfs", "e2fsprogs"),
+        ("apt-get", "apt"),
+        ("dpkg", "dpkg"),
+    ];
+    guest::kernel_for_test("the kernel-initiator test", &tools)
 }
 
 /// The guest's initramfs in `work`: busybox, mke2fs and e2fsck, the pattern, the checks.

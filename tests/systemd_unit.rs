@@ -42,11 +42,9 @@
 mod guest;
 
 use std::collections::BTreeMap;
-use std::path::Path;
-use std::process::Command;
 use std::time::{Duration, Instant};
 
-use netns_rig::{privileged_or_skip, Netns, REQUIRE_PRIV_ENV};
+use netns_rig::Netns;
 
 /// QEMU is killed this long after boot whatever happens.
 const HARD_TIMEOUT: Duration = Duration::from_secs(420);
@@ -246,48 +244,17 @@ fn config(devices: &[u8], extra: &str) -> String {
     text
 }
 
-/// Skips (or, with `AOE_XDP_REQUIRE_PRIV=1`, fails) with `why`.
-fn unavailable(why: &str) {
-    if std::env::var(REQUIRE_PRIV_ENV).is_ok_and(|value| value == "1") {
-        panic!("{REQUIRE_PRIV_ENV}=1 but the systemd unit test cannot run: {why}");
-    }
-    eprintln!("skipping: {why}");
-}
-
 /// The kernel, or `None` after saying why the test cannot run.
 fn prerequisites() -> Option<guest::Kernel> {
-    if !privileged_or_skip() {
-        return None;
-    }
-    let missing: Vec<&str> = [
+    let tools = [
         ("qemu-system-x86_64", "qemu-system-x86"),
         ("busybox", "busybox-static"),
         ("/lib/systemd/systemd", "systemd"),
         ("systemd-analyze", "systemd"),
         ("useradd", "passwd"),
         ("apt-get", "apt"),
-    ]
-    .into_iter()
-    .filter(|(program, _)| {
-        !Command::new("sh")
-            .arg("-c")
-            .arg(format!("command -v {program} >/dev/null"))
-            .status()
-            .is_ok_and(|s| s.success())
-    })
-    .map(|(_, package)| package)
-    .collect();
-    if !missing.is_empty() {
-        unavailable(&format!("missing Debian packages {missing:?}"));
-        return None;
-    }
-    let cache = Path::new(env!("CARGO_TARGET_TMPDIR"))
-        .parent()
-        .expect("target directory")
-        .join("kernel-initiator");
-    guest::fetch_kernel(&cache)
-        .map_err(|error| unavailable(&format!("cannot get Debian's kernel: {error:#}")))
-        .ok()
+    ];
+    guest::kernel_for_test("the systemd unit test", &tools)
 }
 
 /// The single value of result `key`.

@@ -4,8 +4,8 @@
 //! shared read-only ([`GuestSpec::host_root`]), to run the systemd unit.
 //!
 //! Shared by `tests/kernel_initiator.rs` and `tests/systemd_unit.rs` (which include this file
-//! with `#[path]`) and `cargo xtask bench --kernel-initiator`; it uses only std and anyhow,
-//! which all have.
+//! with `#[path]`) and `cargo xtask bench --kernel-initiator`; it uses only std, anyhow and
+//! netns_rig, which all have.
 //!
 //! - [`fetch_kernel`]: `vmlinuz` and the modules the guest loads (virtio-net, ext4, `aoe`, 9p,
 //!   overlay, veth, and
@@ -291,6 +291,54 @@ fn complete_marker() -> String {
 /// Whether `dir` holds a kernel unpacked completely, with today's [`MODULES`].
 fn is_complete(dir: &Path) -> bool {
     fs::read_to_string(dir.join(COMPLETE)).is_ok_and(|text| text == complete_marker())
+}
+
+/// For a test (`test` names it): the kernel to boot once the test can run here (root and
+/// namespaces, every program of `tools`, given with its Debian package, and the kernel itself,
+/// fetched into `target/kernel-initiator/`); otherwise `None` after printing `skipping: WHY`,
+/// or a panic under `AOE_XDP_REQUIRE_PRIV=1`.
+#[allow(
+    dead_code,
+    reason = "only the tests that include this file boot a guest this way"
+)]
+pub fn kernel_for_test(test: &str, tools: &[(&str, &str)]) -> Option<Kernel> {
+    if !netns_rig::privileged_or_skip() {
+        return None;
+    }
+    let unavailable = |why: String| {
+        let require = netns_rig::REQUIRE_PRIV_ENV;
+        if std::env::var(require).is_ok_and(|value| value == "1") {
+            panic!("{require}=1 but {test} cannot run: {why}");
+        }
+        eprintln!("skipping: {why}");
+    };
+    let missing: Vec<&str> = tools
+        .iter()
+        .filter(|(program, _)| {
+            !Command::new("sh")
+                .arg("-c")
+                .arg(format!("command -v {program} >/dev/null"))
+                .status()
+                .is_ok_and(|s| s.success())
+        })
+        .map(|(_, package)| *package)
+        .collect();
+    if !missing.is_empty() {
+        unavailable(format!("missing Debian packages {missing:?}"));
+        return None;
+    }
+    // Set by cargo for integration tests: `target/tmp`, beside which the cache lives.
+    let Some(tmp) = option_env!("CARGO_TARGET_TMPDIR") else {
+        unavailable("not built as a test (no CARGO_TARGET_TMPDIR)".to_owned());
+        return None;
+    };
+    let cache = Path::new(tmp)
+        .parent()
+        .expect("target directory")
+        .join("kernel-initiator");
+    fetch_kernel(&cache)
+        .map_err(|error| unavailable(format!("cannot get Debian's kernel: {error:#}")))
+        .ok()
 }
 
 /// `kernel/drivers/net/virtio_net.ko` → `virtio_net` (the kernel treats `-` and `_` alike).
