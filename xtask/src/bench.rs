@@ -58,7 +58,9 @@
 //! configuration, for an A/B comparison within one run; a
 //! system named twice is measured twice (e.g. `--system xdp --system baseline --system
 //! baseline --system xdp`, so that drift on a shared machine cancels out). `--workload LABEL`
-//! (repeatable, a prefix of the points' labels) measures only some points.
+//! (repeatable, a prefix of the points' labels) measures only some points. `--napi-fifo` runs
+//! the two-machine rig's NAPI threads at SCHED_FIFO 1 (receive preempts a spinning thread, as
+//! softirq receive does on a NIC box; by default they share the core under the fair scheduler).
 //!
 //! Output: a table on stdout, `target/bench/results.json` (raw), `target/bench/qd.svg` (IOPS
 //! and latency against queue depth), `target/bench/summary.md`, per-system target logs under

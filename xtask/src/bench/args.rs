@@ -50,6 +50,11 @@ pub struct BenchArgs {
     /// pair as it comes: a send runs the peer's receive path in the sender's call).
     #[arg(long, value_enum, default_value_t = Topology::TwoMachine)]
     pub topology: Topology,
+    /// Two-machine topology: run the NAPI threads at SCHED_FIFO priority 1, so that receive
+    /// work preempts a spinning thread on its core at once, as receive in softirq context does
+    /// on a machine with a NIC (by default they compete under the fair scheduler).
+    #[arg(long)]
+    pub napi_fifo: bool,
     /// veth pairs between target and initiator: one target serves them all, `aoe-bench load`
     /// spreads over all of them (vblade and the reflectors run one process per interface),
     /// on the same two cores.

@@ -78,8 +78,18 @@ pub(super) fn start_system(env: &Env, system: SystemKind, index: usize) -> Resul
     for (target_if, client_if) in link.target.iter().zip(&link.client) {
         veth_pair(&target_ns, target_if, &client_ns, client_if, link.mtu)?;
         if env.topology == Topology::TwoMachine {
-            napi.extend(napi::emulate_nic(&target_ns, target_if, TARGET_CORE)?);
-            napi.extend(napi::emulate_nic(&client_ns, client_if, INITIATOR_CORE)?);
+            napi.extend(napi::emulate_nic(
+                &target_ns,
+                target_if,
+                TARGET_CORE,
+                env.napi_fifo,
+            )?);
+            napi.extend(napi::emulate_nic(
+                &client_ns,
+                client_if,
+                INITIATOR_CORE,
+                env.napi_fifo,
+            )?);
         }
     }
     let mut run = SystemRun {
@@ -118,7 +128,7 @@ pub(super) fn start_system(env: &Env, system: SystemKind, index: usize) -> Resul
     };
     if env.topology == Topology::TwoMachine {
         // Attaching XDP may give an interface new NAPI threads: find and pin them all again.
-        napi = repin_all(&link)?;
+        napi = repin_all(&link, env.napi_fifo)?;
         run.notes.push(napi_note(&napi));
     }
     Ok(Live {
@@ -134,11 +144,11 @@ pub(super) fn start_system(env: &Env, system: SystemKind, index: usize) -> Resul
 }
 
 /// Every NAPI thread of `link`, each pinned to its side's core.
-fn repin_all(link: &Link) -> Result<Vec<NapiThread>> {
+fn repin_all(link: &Link, fifo: bool) -> Result<Vec<NapiThread>> {
     let mut threads = Vec::new();
     for (target_if, client_if) in link.target.iter().zip(&link.client) {
-        threads.extend(napi::repin(target_if, TARGET_CORE)?);
-        threads.extend(napi::repin(client_if, INITIATOR_CORE)?);
+        threads.extend(napi::repin(target_if, TARGET_CORE, fifo)?);
+        threads.extend(napi::repin(client_if, INITIATOR_CORE, fifo)?);
     }
     Ok(threads)
 }

@@ -55,9 +55,14 @@ impl NapiSample {
     }
 }
 
-/// Makes `interface` in `ns` one machine's NIC whose receive path runs on `core`; returns its
-/// NAPI threads, pinned.
-pub(super) fn emulate_nic(ns: &Netns, interface: &str, core: u32) -> Result<Vec<NapiThread>> {
+/// Makes `interface` in `ns` one machine's NIC whose receive path runs on `core` (at
+/// SCHED_FIFO 1 with `fifo`); returns its NAPI threads, pinned.
+pub(super) fn emulate_nic(
+    ns: &Netns,
+    interface: &str,
+    core: u32,
+    fifo: bool,
+) -> Result<Vec<NapiThread>> {
     run(ns
         .exec("ethtool")
         .args(["-K", interface, "gro", "on", "tso", "off"])
@@ -70,7 +75,7 @@ pub(super) fn emulate_nic(ns: &Netns, interface: &str, core: u32) -> Result<Vec<
     loop {
         let threads = threads_of(interface, core)?;
         if !threads.is_empty() {
-            pin(&threads)?;
+            pin(&threads, fifo)?;
             return Ok(threads);
         }
         if Instant::now() > deadline {
@@ -84,19 +89,26 @@ pub(super) fn emulate_nic(ns: &Netns, interface: &str, core: u32) -> Result<Vec<
 }
 
 /// The NAPI threads of `interface` now (a target attaching XDP may make new ones), pinned to
-/// `core`.
-pub(super) fn repin(interface: &str, core: u32) -> Result<Vec<NapiThread>> {
+/// `core` (and at SCHED_FIFO 1 with `fifo`).
+pub(super) fn repin(interface: &str, core: u32, fifo: bool) -> Result<Vec<NapiThread>> {
     let threads = threads_of(interface, core)?;
-    pin(&threads)?;
+    pin(&threads, fifo)?;
     Ok(threads)
 }
 
-fn pin(threads: &[NapiThread]) -> Result<()> {
+fn pin(threads: &[NapiThread], fifo: bool) -> Result<()> {
     for thread in threads {
+        let pid = thread.pid.to_string();
         run(std::process::Command::new("taskset")
-            .args(["-pc", &thread.core.to_string(), &thread.pid.to_string()])
+            .args(["-pc", &thread.core.to_string(), &pid])
             .stdout(Stdio::null()))
         .with_context(|| format!("pinning {} (pid {})", thread.name, thread.pid))?;
+        if fifo {
+            run(std::process::Command::new("chrt")
+                .args(["-f", "-p", "1", &pid])
+                .stdout(Stdio::null()))
+            .with_context(|| format!("SCHED_FIFO for {} (pid {})", thread.name, thread.pid))?;
+        }
     }
     Ok(())
 }

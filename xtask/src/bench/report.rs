@@ -656,10 +656,16 @@ fn setup(meta: &Meta) -> String {
              core and the initiator's to the target's."
         }
     };
+    let fifo = if meta.napi_fifo {
+        " `--napi-fifo`: the NAPI threads ran at SCHED_FIFO 1, so receive work preempted any \
+         thread on its core at once, as softirq receive does on a machine with a NIC."
+    } else {
+        ""
+    };
     format!(
         "- Set-up: two network namespaces joined by {pairs} (MTU {}, one queue), one initiator \
          (`aoe-bench load`) for every system; {} B requests (the most one {}-byte frame \
-         carries). Target pinned to core {}, initiator to core {}. {topology}\n",
+         carries). Target pinned to core {}, initiator to core {}. {topology}{fifo}\n",
         meta.mtu, meta.request_bytes, meta.mtu, meta.target_core, meta.initiator_core
     )
 }
@@ -974,6 +980,7 @@ mod tests {
                 rounds: 1,
                 mtu: 1500,
                 topology: Topology::Plain,
+                napi_fifo: false,
                 nics: 1,
                 request_bytes: 1024,
                 target_core: 0,

@@ -111,6 +111,9 @@ pub struct Meta {
     /// How the two sides share the machine (older results: the plain rig).
     #[serde(default)]
     pub topology: Topology,
+    /// `--napi-fifo`: the NAPI threads ran at SCHED_FIFO 1.
+    #[serde(default)]
+    pub napi_fifo: bool,
     /// veth pairs (NICs) between target and initiator.
     #[serde(default = "one")]
     pub nics: u32,

@@ -102,6 +102,7 @@ pub(super) struct Env {
     pub perf: bool,
     pub profile: bool,
     pub topology: Topology,
+    pub napi_fifo: bool,
     pub nics: u32,
     pub mtu: u16,
     pub stop: Arc<AtomicBool>,

@@ -18,7 +18,7 @@ use super::profile;
 use super::report;
 use super::results::{medians, Meta, Results};
 use super::rig::{
-    request_sectors, Env, BACKGROUND_WARN_CORES, DISK_BYTES, INITIATOR_CORE, TARGET_CORE,
+    request_sectors, Env, Topology, BACKGROUND_WARN_CORES, DISK_BYTES, INITIATOR_CORE, TARGET_CORE,
 };
 use super::system::SystemKind;
 use super::workload::{selected, workloads};
@@ -32,6 +32,9 @@ const REFLECTOR_MAX_SECTORS: u32 = 7;
 pub(super) fn measure(args: &BenchArgs, out_dir: &Path) -> Result<Results> {
     if args.systems.contains(&SystemKind::Baseline) && args.baseline.is_none() {
         bail!("--system baseline needs --baseline PATH");
+    }
+    if args.napi_fifo && args.topology != Topology::TwoMachine {
+        bail!("--napi-fifo needs the two-machine topology (plain veth has no NAPI threads)");
     }
     deps::ensure_packages()?;
     deps::ensure(deps::BENCH_PACKAGES)?;
@@ -69,6 +72,7 @@ pub(super) fn measure(args: &BenchArgs, out_dir: &Path) -> Result<Results> {
         perf,
         profile,
         topology: args.topology,
+        napi_fifo: args.napi_fifo,
         nics: args.nics,
         mtu: args.mtu,
         stop,
@@ -217,6 +221,7 @@ pub(super) fn meta(env: &Env, quick: bool, rounds: u32) -> Result<Meta> {
         rounds,
         mtu: env.mtu,
         topology: env.topology,
+        napi_fifo: env.napi_fifo,
         nics: env.nics,
         request_bytes: request_sectors(env.mtu) * 512,
         target_core: TARGET_CORE,
