@@ -6,6 +6,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use aoe_xdp::config::{self, Config};
+use aoe_xdp::dataplane::counters::UnitStats;
 use aoe_xdp::dataplane::ctl::{self, Clearable, CtlError, DeviceStateReport};
 use aoe_xdp::dataplane::stats::{Report, ServiceTimeReport};
 
@@ -216,8 +217,8 @@ fn monitor(path: &std::path::Path, interval: f64, count: Option<u32>) -> Result<
         );
         for (port, old) in now.ports.iter().zip(&before.ports) {
             let (c, o) = (&port.counters, &old.counters);
-            let drops =
-                (c.kernel.rx_dropped + c.no_frame).saturating_sub(o.kernel.rx_dropped + o.no_frame);
+            let dropped = |c: &UnitStats| c.kernel.rx_dropped + c.no_frame + c.kernel.tx_dropped;
+            let drops = dropped(c).saturating_sub(dropped(o));
             println!(
                 "{:<24} {:>10.0} {:>10.0} {:>8}",
                 port.name,
@@ -244,7 +245,7 @@ fn print_report(report: &Report) {
     const MB: f64 = 1e6;
     println!("aoe-xdp: up {:.1} s", report.uptime_s);
     println!(
-        "\n{:<24} {:>12} {:>12} {:>10} {:>11} {:>12} {:>8} {:>10} {:>10} {:>10} {:>10} {:>6}",
+        "\n{:<24} {:>12} {:>12} {:>10} {:>11} {:>12} {:>8} {:>10} {:>10} {:>10} {:>10} {:>6} {:>8}",
         "PORT",
         "RX",
         "TX",
@@ -256,12 +257,13 @@ fn print_report(report: &Report) {
         "JUMBO-DROP",
         "KERN-DROP",
         "FILL-EMPTY",
-        "FILL"
+        "FILL",
+        "TX-DROP"
     );
     for port in &report.ports {
         let c = &port.counters;
         println!(
-            "{:<24} {:>12} {:>12} {:>10} {:>11} {:>12} {:>8} {:>10} {:>10} {:>10} {:>10} {:>6}",
+            "{:<24} {:>12} {:>12} {:>10} {:>11} {:>12} {:>8} {:>10} {:>10} {:>10} {:>10} {:>6} {:>8}",
             port.name,
             c.rx_frames,
             c.tx_frames,
@@ -273,7 +275,8 @@ fn print_report(report: &Report) {
             c.jumbo.rx_no_slab + c.jumbo.rx_too_long,
             c.kernel.rx_dropped,
             c.kernel.fill_empty,
-            c.kernel.fill_depth
+            c.kernel.fill_depth,
+            c.kernel.tx_dropped
         );
     }
     println!(

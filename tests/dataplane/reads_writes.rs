@@ -7,7 +7,7 @@ use aoe_xdp::wire::SECTOR_SIZE;
 
 use crate::answers::assert_ata_error;
 use crate::common::target::DeviceSpec;
-use crate::counters::wait_stats;
+use crate::counters::{stats, table_cell, wait_stats};
 use crate::fixture::{Setup, Transport, DISCOVER_WAIT, SECTORS, SHELF, SLOT};
 use crate::in_flight::burst;
 use crate::patterns::{byte_offset, pattern, sector_pattern, xorshift};
@@ -278,5 +278,43 @@ pub fn test_jumbo_frames(transport: Transport) {
             }
             let log = target.stop();
             assert!(log.contains("sectors=17"), "{log}");
+        });
+}
+
+/// A link whose far end takes smaller frames than ours (MTU 9000 here, 1500 at the initiator,
+/// a common misconfiguration): over AF_PACKET the kernel refuses each 17-sector reply for ever,
+/// so after the port's hold it is dropped and counted (`tx_dropped` in the port's kernel
+/// counters, shown by `aoe-xdp ctl stats` and the metrics), and the replies behind it still go
+/// out: a 2-sector read right after is answered.
+#[test]
+fn test_a_reply_the_link_cannot_carry_is_dropped_counted_and_does_not_block() {
+    Setup::over(Transport::Packet, "dp-mtumis")
+        .mtu(9000)
+        .serve(|net, dir, _target| {
+            let (_, device) = net.discover(0);
+            assert_eq!(device.sector_count, 17);
+            let client_end = &net.client_end(0).name;
+            net.client_ns
+                .ip(&["link", "set", "dev", client_end, "mtu", "1500"])
+                .expect("lower the initiator's MTU");
+            let mut client = net.impatient_client(0);
+            assert!(
+                client.read(&device, 0, 17, true).is_err(),
+                "a 17-sector reply crossed a 1500-byte link"
+            );
+            let mut client = net.client(0);
+            let data = client
+                .read(&device, 34, 2, true)
+                .expect("a small read after it");
+            assert_eq!(data.len(), 2 * SECTOR_SIZE);
+            let report = wait_stats(&dir.control_socket(), |report| {
+                report["ports"][0]["kernel"]["tx_dropped"].as_u64() >= Some(1)
+            });
+            let dropped = report["ports"][0]["kernel"]["tx_dropped"].as_u64();
+            // The impatient client asked twice; each reply was dropped once.
+            assert!(dropped <= Some(2), "{report:#}");
+            let table = stats(&dir.control_socket(), false);
+            let shown = table_cell(&table, "TX-DROP", "vt:0:");
+            assert_eq!(shown.and_then(|v| v.parse().ok()), dropped, "{table}");
         });
 }

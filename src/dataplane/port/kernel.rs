@@ -66,6 +66,7 @@ impl NetPort for XskPort {
             rx_dropped: stats.rx_dropped + stats.rx_ring_full,
             fill_empty: stats.rx_fill_ring_empty_descs,
             fill_depth: self.fill_target(),
+            tx_dropped: stats.tx_invalid_descs,
         })
     }
     /// Counted by the XDP program for this queue (one `bpf` system call); 0 for a socket that
@@ -86,8 +87,10 @@ impl NetPort for PacketPort {
         Ok(0)
     }
     fn kernel_counters(&self) -> Result<KernelCounters, PortError> {
+        let stats = self.stats()?;
         Ok(KernelCounters {
-            rx_dropped: self.stats()?.rx_kernel_drops,
+            rx_dropped: stats.rx_kernel_drops,
+            tx_dropped: stats.tx_rejected + stats.tx_dropped,
             ..KernelCounters::default()
         })
     }

@@ -118,6 +118,11 @@ pub struct KernelCounters {
     pub fill_empty: u64,
     /// AF_XDP: frames the port keeps on the fill ring now (it deepens after bursts).
     pub fill_depth: u32,
+    /// Replies the kernel would not send, so dropped: AF_XDP `tx_invalid_descs`; AF_PACKET
+    /// frames it rejected (too long for the link, say) or kept refusing (`tx_rejected` +
+    /// `tx_dropped` of the port).
+    #[serde(default)]
+    pub tx_dropped: u64,
 }
 
 /// A port operation failed; the worker stops and reports it.
