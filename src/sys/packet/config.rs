@@ -1,9 +1,11 @@
 //! What a [`super::PacketPort`] is built from: the ring layout ([`RingVersion`]) and sizes
 //! ([`PacketConfig`]), and the checks they must pass before any syscall.
 
-use super::sender::SEND_BATCH_MAX;
 use super::{PacketError, PAGE_SIZE, V2_RX_OVERHEAD, V3_RX_OVERHEAD, VLAN_TAG_LEN};
 use crate::sys::layout::{FRAME_CAPACITY, JUMBO_FRAME_LEN, SLAB_CAPACITY};
+
+/// Most messages one `sendmmsg` takes: the kernel caps `vlen` at `UIO_MAXIOV`.
+pub(super) const SEND_BATCH_MAX: usize = 1024;
 
 /// The RX ring layout.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -13,10 +13,8 @@ use std::io;
 use std::os::fd::{AsRawFd, OwnedFd};
 
 use super::burst::messages;
+use super::config::SEND_BATCH_MAX;
 use crate::sys::frame_area::FrameArea;
-
-/// Most messages one `sendmmsg` takes: the kernel caps `vlen` at `UIO_MAXIOV`.
-pub(super) const SEND_BATCH_MAX: usize = 1024;
 
 /// A bound, send-only AF_PACKET socket and the message arrays of one `sendmmsg`.
 ///
