@@ -371,7 +371,7 @@ fn test_detach_on_drop_and_stale_cleanup() {
         assert_eq!(attached.name, "aoe_xdp");
         let second = XdpProgram::attach(ifindex, XdpMode::Native, DstFilter::Own(rig.veth.a.mac))
             .expect_err("double attach");
-        assert!(second.to_string().contains("detach_stale"), "{second}");
+        assert!(second.to_string().contains("already attached"), "{second}");
         // Neither the failed second attach nor `ip link` disturbs the first.
         let off = rig.ns_a.ip(&["link", "set", "dev", &name, "xdp", "off"]);
         assert!(off.is_err(), "ip link detached a linked program: {off:?}");

@@ -752,8 +752,9 @@ fn attach_hint(error: &io::Error) -> &'static str {
             Some("no such interface in this network namespace (is it up and named right?)")
         }
         libc::EBUSY | libc::EEXIST => Some(
-            "another XDP program is already attached: if it is a leftover aoe_xdp, detach_stale() \
-             removes it; otherwise `ip link set dev IFACE xdp off`",
+            "another XDP program is already attached (`ip -d link show dev IFACE` names it): \
+             another aoe-xdp serving this interface (its program goes when it stops), or another \
+             tool's (`ip link set dev IFACE xdp off` removes one attached through netlink)",
         ),
         libc::EOPNOTSUPP => Some("the driver has no native XDP support: use generic mode"),
         libc::ERANGE => Some(
@@ -828,7 +829,7 @@ mod tests {
         let hint = |errno| attach_hint(&io::Error::from_raw_os_error(errno));
         assert!(hint(libc::EPERM).contains("run as root"));
         assert!(hint(libc::ENODEV).contains("no such interface"));
-        assert!(hint(libc::EBUSY).contains("detach_stale"));
+        assert!(hint(libc::EBUSY).contains("another aoe-xdp"));
         assert!(hint(libc::ERANGE).contains("MTU"));
     }
 
