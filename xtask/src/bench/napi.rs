@@ -16,9 +16,9 @@ use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
-use serde::{Deserialize, Serialize};
 
 use super::cpu::parse_stat_ticks;
+use super::results::NapiSample;
 use crate::netns::Netns;
 use crate::util::run;
 
@@ -31,28 +31,6 @@ pub(super) struct NapiThread {
     pub pid: u32,
     pub name: String,
     pub core: u32,
-}
-
-/// One NAPI thread over a point's measurement window.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct NapiSample {
-    /// The thread's name (`napi/IF-ID`).
-    pub name: String,
-    /// The core it is meant to run on.
-    pub core: u32,
-    /// The CPUs it may run on (`Cpus_allowed_list` of `/proc/PID/status`).
-    pub allowed: String,
-    /// The CPU it last ran on (field 39 of `/proc/PID/stat`).
-    pub last_cpu: Option<u32>,
-    /// Its CPU time over the window, as a share of one core.
-    pub utilisation: f64,
-}
-
-impl NapiSample {
-    /// True when the thread may run on its own side's core only.
-    pub fn pinned(&self) -> bool {
-        self.allowed == self.core.to_string() && self.last_cpu.is_none_or(|c| c == self.core)
-    }
 }
 
 /// Makes `interface` in `ns` one machine's NIC whose receive path runs on `core` (at

@@ -3,7 +3,6 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::napi::NapiSample;
 use super::profile::Profile;
 use super::rig::Topology;
 use super::system::SystemKind;
@@ -187,4 +186,26 @@ pub(super) fn medians(samples: &[Point], workloads: &[Workload]) -> Vec<Point> {
             of.get(of.len() / 2).map(|p| (*p).clone())
         })
         .collect()
+}
+
+/// One NAPI thread over a point's measurement window.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct NapiSample {
+    /// The thread's name (`napi/IF-ID`).
+    pub name: String,
+    /// The core it is meant to run on.
+    pub core: u32,
+    /// The CPUs it may run on (`Cpus_allowed_list` of `/proc/PID/status`).
+    pub allowed: String,
+    /// The CPU it last ran on (field 39 of `/proc/PID/stat`).
+    pub last_cpu: Option<u32>,
+    /// Its CPU time over the window, as a share of one core.
+    pub utilisation: f64,
+}
+
+impl NapiSample {
+    /// True when the thread may run on its own side's core only.
+    pub fn pinned(&self) -> bool {
+        self.allowed == self.core.to_string() && self.last_cpu.is_none_or(|c| c == self.core)
+    }
 }
