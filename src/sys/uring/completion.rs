@@ -5,8 +5,7 @@
 //! ring exactly once, with its completion; only then is the slot (and its iovec region) free
 //! for the next push. Completions come in the kernel's order, not in submission order.
 
-use super::ring::{Held, Ring, NONE};
-use super::submission::Seg;
+use super::ring::{Held, Ring, Seg, NONE};
 
 impl Ring {
     /// Hands each ready completion to `f` as `(user_data, result, segments)`; `f` must take

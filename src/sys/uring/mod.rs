@@ -44,6 +44,6 @@ mod tests;
 
 pub use completion::Segs;
 pub use error::RingError;
-pub use ring::Ring;
+pub use ring::{Ring, Seg};
 pub use setup::{RingOptions, SetupMode, SEGMENTS_MAX};
-pub use submission::{Full, Seg, RWF_DSYNC};
+pub use submission::{Full, RWF_DSYNC};

@@ -10,18 +10,9 @@
 use std::os::fd::RawFd;
 use std::sync::Arc;
 
-use super::ring::{Held, Ring, NONE};
-use super::submission::Seg;
+use super::ring::{Held, Registered, Ring, Seg, NONE};
 use super::RingError;
 use crate::sys::mem::Arena;
-
-/// One arena registered as a fixed buffer.
-#[derive(Debug)]
-pub(super) struct Registered {
-    pub(super) arena: Arc<Arena>,
-    /// Index in `held` of this arena's chunk 0.
-    pub(super) first_held: u32,
-}
 
 impl Ring {
     /// Registers one arena as fixed buffer 0.

@@ -1,5 +1,6 @@
-//! [`Ring`]: the io_uring, what it holds for the kernel while operations are in flight, and
-//! its one system call, `io_uring_enter`.
+//! [`Ring`]: the io_uring, what it holds for the kernel while operations are in flight (the
+//! segments, [`Seg`], parked per operation, and the registered arenas), and its one system
+//! call, `io_uring_enter`. The other files of this folder add the ring's methods.
 //!
 //! Contract: an operation slot (`ops`, with its region of `iovecs`) is busy from its push until
 //! its completion is reaped, and each chunk of a registered arena has one `held` entry where
@@ -14,10 +15,29 @@ use std::sync::Arc;
 
 use io_uring::{EnterFlags, IoUring};
 
-use super::register::Registered;
 use super::setup::{build, RingOptions, SetupMode, SEGMENTS_MAX};
-use super::submission::Seg;
 use super::RingError;
+use crate::sys::mem::{Arena, Chunk};
+
+/// One buffer of an I/O: `len` bytes at `offset` inside `chunk`. The ring owns it while the
+/// I/O is in flight.
+#[derive(Debug)]
+pub struct Seg {
+    /// The chunk lent to the kernel.
+    pub chunk: Chunk,
+    /// Offset of the data inside the chunk.
+    pub offset: u32,
+    /// Length in bytes (non-zero; `offset + len <= chunk_size`).
+    pub len: u32,
+}
+
+/// One arena registered as a fixed buffer.
+#[derive(Debug)]
+pub(super) struct Registered {
+    pub(super) arena: Arc<Arena>,
+    /// Index in `held` of this arena's chunk 0.
+    pub(super) first_held: u32,
+}
 
 /// Marks "no entry" in the intrusive lists.
 pub(super) const NONE: u32 = u32::MAX;

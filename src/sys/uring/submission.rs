@@ -12,23 +12,10 @@
 
 use io_uring::{opcode, squeue, types};
 
-use super::ring::{Held, Op, Ring, NONE};
-use crate::sys::mem::Chunk;
+use super::ring::{Held, Op, Ring, Seg, NONE};
 
 /// `RWF_DSYNC`: the write completes only once the data is durable.
 pub const RWF_DSYNC: i32 = libc::RWF_DSYNC;
-
-/// One buffer of an I/O: `len` bytes at `offset` inside `chunk`. The ring owns it while the
-/// I/O is in flight.
-#[derive(Debug)]
-pub struct Seg {
-    /// The chunk lent to the kernel.
-    pub chunk: Chunk,
-    /// Offset of the data inside the chunk.
-    pub offset: u32,
-    /// Length in bytes (non-zero; `offset + len <= chunk_size`).
-    pub len: u32,
-}
 
 /// The ring had no room (submission queue or operation slots); the argument is handed back.
 #[derive(Debug)]
