@@ -71,7 +71,12 @@ fn device_served_through_mappings(transport: Transport, tag: &str, option: &str,
                 "sectors before the window"
             );
             let requests = sectors; // a write and a read per pair of sectors
-            let report = wait_stats(&socket, |r| r["workers"][0]["engine"]["mapped"] == requests);
+                                    // Workers publish every 100 ms: a report may show every mapped request and not yet
+                                    // the FLUSH that followed them, so wait for both.
+            let report = wait_stats(&socket, |r| {
+                let engine = &r["workers"][0]["engine"];
+                engine["mapped"] == requests && engine["ios"].as_u64() >= Some(1)
+            });
             // Only the FLUSH reached the kernel as an I/O.
             assert_eq!(report["workers"][0]["engine"]["ios"], 1, "{report:#}");
 
@@ -172,7 +177,10 @@ fn test_major_faults_of_mapped_reads_are_counted() {
         let data = client.read(&mapped, lba, 2, true).expect("read");
         assert!(data == pattern(lba, 2, seed), "sectors {lba}..{}", lba + 2);
     }
-    let report = wait_stats(&socket, |r| faults(r) >= Some(1));
+    // A report may come between the first fault and the last read: wait for the reads too.
+    let report = wait_stats(&socket, |r| {
+        faults(r) >= Some(1) && r["workers"][0]["engine"]["mapped"].as_u64() >= Some(4)
+    });
     assert_eq!(report["workers"][0]["engine"]["mapped"], 4, "{report:#}");
     assert!(
         stats(&socket, false).contains("MAJFLT"),
