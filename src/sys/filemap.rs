@@ -43,6 +43,8 @@ use std::sync::Once;
 
 use rustix::io::Errno;
 
+use super::mem::parse_maps_line;
+
 /// Most file mappings alive at once.
 pub const MAPS_MAX: usize = 64;
 
@@ -462,14 +464,11 @@ pub fn thread_major_faults() -> u64 {
 /// How many areas of `maps` (`/proc/PID/maps`) lie inside `range`.
 fn areas_inside(maps: &str, range: std::ops::Range<u64>) -> usize {
     maps.lines()
-        .filter_map(|line| line.split_whitespace().next()?.split_once('-'))
-        .filter_map(|(from, to)| {
-            Some((
-                u64::from_str_radix(from, 16).ok()?,
-                u64::from_str_radix(to, 16).ok()?,
-            ))
+        .filter_map(parse_maps_line)
+        .filter(|m| {
+            let (from, to) = (m.start as u64, (m.start + m.len) as u64);
+            from >= range.start && to <= range.end
         })
-        .filter(|(from, to)| *from >= range.start && *to <= range.end)
         .count()
 }
 

@@ -482,6 +482,33 @@ impl Drop for Mapping {
     }
 }
 
+/// One line of `/proc/PID/maps`: the mapping's addresses, file offset and inode.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) struct MapsLine {
+    pub start: usize,
+    pub len: usize,
+    pub offset: u64,
+    pub inode: u64,
+}
+
+/// `start-end perms offset dev inode [path]`, all numbers but the inode in hexadecimal.
+pub(crate) fn parse_maps_line(line: &str) -> Option<MapsLine> {
+    let mut fields = line.split_whitespace();
+    let (start, end) = fields.next()?.split_once('-')?;
+    let start = usize::from_str_radix(start, 16).ok()?;
+    let end = usize::from_str_radix(end, 16).ok()?;
+    let _perms = fields.next()?;
+    let offset = u64::from_str_radix(fields.next()?, 16).ok()?;
+    let _dev = fields.next()?;
+    let inode = fields.next()?.parse().ok()?;
+    Some(MapsLine {
+        start,
+        len: end.checked_sub(start)?,
+        offset,
+        inode,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -590,5 +617,23 @@ mod tests {
         let mut c = pool.alloc().unwrap();
         pool.bytes_mut(&mut c)[0] = 1; // still mapped after `view` dropped
         pool.free(c);
+    }
+
+    #[test]
+    fn test_parse_maps_line() {
+        let line = "7f1c2a400000-7f1c2a411000 rw-s 80000000 00:08 38211   socket:[38211]";
+        assert_eq!(
+            parse_maps_line(line),
+            Some(MapsLine {
+                start: 0x7f1c_2a40_0000,
+                len: 0x11000,
+                offset: 0x8000_0000,
+                inode: 38211,
+            })
+        );
+        let anonymous = "7ffd4b1e0000-7ffd4b201000 rw-p 00000000 00:00 0 ";
+        assert_eq!(parse_maps_line(anonymous).map(|m| m.inode), Some(0));
+        assert_eq!(parse_maps_line("garbage"), None);
+        assert_eq!(parse_maps_line("2000-1000 rw-p 0 00:00 0"), None);
     }
 }

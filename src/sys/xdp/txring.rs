@@ -27,7 +27,7 @@ use std::os::fd::RawFd;
 use std::ptr::NonNull;
 use std::sync::atomic::{AtomicU32, Ordering};
 
-use crate::sys::mem::map_read_write;
+use crate::sys::mem::{map_read_write, parse_maps_line};
 
 /// One mapping of an AF_XDP TX ring.
 pub(crate) struct TxRing {
@@ -207,54 +207,4 @@ fn existing_mapping(fd: RawFd, len: usize) -> io::Result<*mut u8> {
                  shows no mapping of it made before",
             )
         })
-}
-
-/// One line of `/proc/PID/maps`, as far as [`existing_mapping`] needs it.
-#[derive(Debug, PartialEq, Eq)]
-struct MapsLine {
-    start: usize,
-    len: usize,
-    offset: u64,
-    inode: u64,
-}
-
-/// `start-end perms offset dev inode [path]`, all numbers but the inode in hexadecimal.
-fn parse_maps_line(line: &str) -> Option<MapsLine> {
-    let mut fields = line.split_whitespace();
-    let (start, end) = fields.next()?.split_once('-')?;
-    let start = usize::from_str_radix(start, 16).ok()?;
-    let end = usize::from_str_radix(end, 16).ok()?;
-    let _perms = fields.next()?;
-    let offset = u64::from_str_radix(fields.next()?, 16).ok()?;
-    let _dev = fields.next()?;
-    let inode = fields.next()?.parse().ok()?;
-    Some(MapsLine {
-        start,
-        len: end.checked_sub(start)?,
-        offset,
-        inode,
-    })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn test_parse_maps_line() {
-        let line = "7f1c2a400000-7f1c2a411000 rw-s 80000000 00:08 38211   socket:[38211]";
-        assert_eq!(
-            parse_maps_line(line),
-            Some(MapsLine {
-                start: 0x7f1c_2a40_0000,
-                len: 0x11000,
-                offset: 0x8000_0000,
-                inode: 38211,
-            })
-        );
-        let anonymous = "7ffd4b1e0000-7ffd4b201000 rw-p 00000000 00:00 0 ";
-        assert_eq!(parse_maps_line(anonymous).map(|m| m.inode), Some(0));
-        assert_eq!(parse_maps_line("garbage"), None);
-        assert_eq!(parse_maps_line("2000-1000 rw-p 0 00:00 0"), None);
-    }
 }
