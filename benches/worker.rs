@@ -17,6 +17,7 @@ use std::time::{Duration, Instant};
 
 use aoe_xdp::aoe::{DeviceParams, IoPlan, Outcome, Request, SharedState, Target, MIN_FRAME_LEN};
 use aoe_xdp::dataplane::io::io_request;
+use aoe_xdp::dataplane::worker::RX_BATCH_MAX;
 use aoe_xdp::initiator::frames::{self, AtaCmd};
 use aoe_xdp::storage::engine::{Engine, IoOp};
 use aoe_xdp::storage::export::{Export, ExportSpec};
@@ -37,8 +38,8 @@ const SECTORS_PER_REQUEST: u8 = 2;
 const DATA_LEN: usize = SECTORS_PER_REQUEST as usize * 512;
 /// Backing file size: 4 MiB, all of it in the page cache.
 const FILE_SECTORS: u64 = 8 * 1024;
-/// The dataplane's RX burst (`dataplane::worker::RX_BATCH_MAX`).
-const BURST_MAX: usize = 32;
+/// The dataplane's RX burst.
+const BURST_MAX: usize = RX_BATCH_MAX;
 const CHUNK_SIZE: usize = 4096;
 
 /// Which engine a bench worker drives.

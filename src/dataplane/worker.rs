@@ -29,7 +29,7 @@ use crate::aoe::{
 };
 use crate::state_dir::StateDir;
 use crate::storage::engine::{Engine, IoCompletion};
-use crate::sys::frame::{Frame, RxBurst};
+use crate::sys::frame::{Frame, RxBurst, RX_BURST_MAX};
 
 use super::counters::{ServiceTimes, UnitStats, WorkerStats};
 use super::io::{io_request, to_failure};
@@ -37,8 +37,14 @@ use super::port::{NetPort, Port, PortError};
 use super::queues::{Done, Job, Queues};
 use super::stats::{StatsBoard, PUBLISH_INTERVAL};
 
-/// Most frames received per port per iteration (DPDK l2fwd's `MAX_PKT_BURST`).
-pub const RX_BATCH_MAX: usize = 32;
+/// Most frames received per port per iteration: the whole RX burst, as many as the Linux
+/// initiator keeps in flight to one target MAC (its window stops at 64). A window that arrives
+/// together is then answered together, with one transmit call (one wake-up of the initiator's
+/// receive path) instead of two. On the bench's two-machine veth rig, 64 against 32 raised
+/// the AF_PACKET port's rates at queue depth 64 by 25-60 % (random reads 225-240k -> 363-386k
+/// requests/s) and left AF_XDP's (whose copy-mode TX sends 32 frames per kick either way) and
+/// every rate at depth 16 level.
+pub const RX_BATCH_MAX: usize = RX_BURST_MAX;
 /// Most jobs taken from one device's queue per iteration (fairness between devices).
 const DEVICE_BATCH_MAX: usize = 64;
 /// Longest sleep of an idle worker in poll mode (bounds shutdown latency too).
