@@ -17,12 +17,12 @@ use std::time::{Duration, Instant};
 
 use aoe_xdp::aoe::{DeviceParams, IoPlan, Outcome, Request, SharedState, Target, MIN_FRAME_LEN};
 use aoe_xdp::dataplane::io::io_request;
-use aoe_xdp::dataplane::worker::RX_BATCH_MAX;
 use aoe_xdp::initiator::frames::{self, AtaCmd};
 use aoe_xdp::storage::engine::{Engine, IoOp};
 use aoe_xdp::storage::export::{Export, ExportSpec};
 use aoe_xdp::storage::sync_engine::SyncEngine;
 use aoe_xdp::storage::uring_engine::{UringConfig, UringEngine};
+use aoe_xdp::sys::frame::RX_BURST_MAX;
 use aoe_xdp::sys::layout::PACKET_OFFSET as FRAME_OFFSET;
 use aoe_xdp::sys::mem::{Arena, ChunkPool};
 use aoe_xdp::wire::ATA_FRAME_HEADER_LEN;
@@ -38,8 +38,8 @@ const SECTORS_PER_REQUEST: u8 = 2;
 const DATA_LEN: usize = SECTORS_PER_REQUEST as usize * 512;
 /// Backing file size: 4 MiB, all of it in the page cache.
 const FILE_SECTORS: u64 = 8 * 1024;
-/// The dataplane's RX burst.
-const BURST_MAX: usize = RX_BATCH_MAX;
+/// The dataplane's largest RX burst.
+const BURST_MAX: usize = RX_BURST_MAX;
 const CHUNK_SIZE: usize = 4096;
 
 /// Which engine a bench worker drives.

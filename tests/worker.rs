@@ -20,6 +20,7 @@ use aoe_xdp::storage::engine::Engine;
 use aoe_xdp::storage::export::{Export, ExportSpec};
 use aoe_xdp::storage::uring_engine::{UringConfig, UringEngine};
 use aoe_xdp::sys::mem::Arena;
+use aoe_xdp::sys::xdp::xsk::COPY_MODE_TX_BATCH;
 use aoe_xdp::wire::ata::status as ata_status;
 use tempfile::{NamedTempFile, TempDir};
 
@@ -34,6 +35,8 @@ const SECTORS: u64 = 2048;
 const FRAMES: u32 = 64;
 /// Requests of a port in flight at most.
 const CAPACITY: usize = 16;
+/// The Linux initiator's largest window: frames in flight to one target MAC.
+const WINDOW: u32 = 64;
 /// Longest a test waits for its replies.
 const PATIENCE: Duration = Duration::from_secs(10);
 
@@ -282,6 +285,42 @@ fn test_a_write_then_a_read_through_the_loopback_port() {
     assert_eq!(read, data, "the read returns what was written");
     assert_eq!(sent.len(), 1);
     assert!(!workers[0].0.busy());
+    assert_all_free(port(&mut workers));
+}
+
+#[test]
+fn test_one_poll_takes_as_many_frames_as_the_port_batches() {
+    // A unit with room for a whole window (the Linux initiator's 64 frames).
+    let disks = Disks::new(1);
+    let wire = LoopbackPort::new(2 * WINDOW).unwrap();
+    let arenas: Vec<_> = wire.io_arenas().cloned().collect();
+    let unit = Unit::new(0, wire, PORT, WINDOW as usize, Arc::clone(&disks.state_dir));
+    let queues = Arc::new(Queues::new(vec![0; 1], &[WINDOW as usize]));
+    let mut workers = [(
+        disks.worker(0, vec![unit], &arenas, &queues),
+        disks.target(),
+    )];
+    // An AF_PACKET port (the default here) takes the whole window in one iteration; an
+    // AF_XDP port only as many as one copy-mode TX kick sends.
+    for (batch, tag_base) in [(WINDOW as usize, 0u32), (COPY_MODE_TX_BATCH, 0x1000)] {
+        port(&mut workers).set_rx_batch(batch);
+        for i in 0..WINDOW {
+            port(&mut workers).push_rx(&read_request(0, tag_base + i, u64::from(i) * 2, 2));
+        }
+        let (worker, target) = &mut workers[0];
+        worker.poll(target, Instant::now()).unwrap();
+        assert_eq!(
+            port(&mut workers).rx_pending(),
+            WINDOW as usize - batch,
+            "one poll with a batch of {batch}"
+        );
+        let sent = run_until(&mut workers, loopback_sent, |sent| {
+            sent.len() >= WINDOW as usize
+        });
+        let mut tags: Vec<u32> = sent.iter().map(|frame| ata_reply(frame).0).collect();
+        tags.sort_unstable();
+        assert_eq!(tags, (tag_base..tag_base + WINDOW).collect::<Vec<_>>());
+    }
     assert_all_free(port(&mut workers));
 }
 

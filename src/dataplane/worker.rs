@@ -5,7 +5,7 @@
 //! One [`Worker::poll`] does bounded work, in this order:
 //! 1. reap the engine's completions and hand each to its unit's done queue;
 //! 2. per unit: finish the done requests (`Target::complete`, TX on the port they came in on);
-//! 3. per unit: receive at most [`RX_BATCH_MAX`] frames (never more than the unit's free
+//! 3. per unit: receive at most [`NetPort::rx_batch_max`] frames (never more than the unit's free
 //!    request slots, so a request is never refused for lack of one) and answer them, or push
 //!    a [`Job`] into the queue of the request's device (into the unit's own list when this
 //!    worker owns the device; its completion comes back the same way);
@@ -37,14 +37,6 @@ use super::port::{NetPort, Port, PortError};
 use super::queues::{Done, Job, Queues};
 use super::stats::{StatsBoard, PUBLISH_INTERVAL};
 
-/// Most frames received per port per iteration: the whole RX burst, as many as the Linux
-/// initiator keeps in flight to one target MAC (its window stops at 64). A window that arrives
-/// together is then answered together, with one transmit call (one wake-up of the initiator's
-/// receive path) instead of two. On the bench's two-machine veth rig, 64 against 32 raised
-/// the AF_PACKET port's rates at queue depth 64 by 25-60 % (random reads 225-240k -> 363-386k
-/// requests/s) and left AF_XDP's (whose copy-mode TX sends 32 frames per kick either way) and
-/// every rate at depth 16 level.
-pub const RX_BATCH_MAX: usize = RX_BURST_MAX;
 /// Most jobs taken from one device's queue per iteration (fairness between devices).
 const DEVICE_BATCH_MAX: usize = 64;
 /// Longest sleep of an idle worker in poll mode (bounds shutdown latency too).
@@ -158,7 +150,7 @@ impl<P: NetPort> Unit<P> {
             worker: usize::MAX,
             local_jobs: VecDeque::with_capacity(capacity),
             local_done: VecDeque::with_capacity(capacity),
-            waiting: Vec::with_capacity(RX_BATCH_MAX),
+            waiting: Vec::with_capacity(RX_BURST_MAX),
             state_dir,
             stats: UnitStats::default(),
             failed: false,
@@ -265,7 +257,7 @@ impl<P: NetPort> Unit<P> {
         let room = self
             .capacity
             .saturating_sub(self.in_flight + self.waiting.len())
-            .min(RX_BATCH_MAX);
+            .min(self.port.rx_batch_max());
         if room == 0 || stopping {
             return work;
         }

@@ -202,6 +202,9 @@ impl<P: NetPort> NetPort for FaultyPort<P> {
     fn new_burst(&self) -> RxBurst {
         self.inner.new_burst()
     }
+    fn rx_batch_max(&self) -> usize {
+        self.inner.rx_batch_max()
+    }
     fn rx_burst_into(&mut self, burst: &mut RxBurst, max: usize) {
         let max = max.min(RX_BURST_MAX);
         if self.pending.len() < max {

@@ -5,10 +5,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::{KernelCounters, NetPort, PortError};
-use crate::sys::frame::{Frame, JumboStats, RxBurst};
+use crate::sys::frame::{Frame, JumboStats, RxBurst, RX_BURST_MAX};
 use crate::sys::mem::{Arena, Chunk};
 use crate::sys::packet::PacketPort;
-use crate::sys::xdp::xsk::XskPort;
+use crate::sys::xdp::xsk::{XskPort, COPY_MODE_TX_BATCH};
 
 /// The transport of one port the target serves.
 #[derive(Debug)]
@@ -54,6 +54,13 @@ impl NetPort for XskPort {
     fn kind(&self) -> &'static str {
         "af_xdp"
     }
+    /// What one TX kick sends in copy mode ([`COPY_MODE_TX_BATCH`]): taking a whole window
+    /// of 64 only delayed its first half (two kicks either way). On the two-machine veth rig
+    /// at queue depth 64, 64 against 32 left the rates level within the noise and raised the
+    /// p50 latency by 10-15 µs (random reads 140-143 against 153-158 µs).
+    fn rx_batch_max(&self) -> usize {
+        COPY_MODE_TX_BATCH
+    }
     fn refill(&mut self) -> Result<usize, PortError> {
         Ok(XskPort::refill(self)?)
     }
@@ -82,6 +89,14 @@ impl NetPort for PacketPort {
     forward_socket_methods!(PacketPort);
     fn kind(&self) -> &'static str {
         "af_packet"
+    }
+    /// A whole burst: one `sendmmsg` answers it, and the Linux initiator's window (at most
+    /// 64 frames per target MAC) arrives together, so a window leaves in one call, waking the
+    /// initiator's receive path once. On the two-machine veth rig at queue depth 64, 64
+    /// against 32 raised this port's rates by 25-60 % (random reads 225-240k to 363-386k
+    /// requests/s) and left those at depth 16 level.
+    fn rx_batch_max(&self) -> usize {
+        RX_BURST_MAX
     }
     fn refill(&mut self) -> Result<usize, PortError> {
         Ok(0)
@@ -115,6 +130,9 @@ impl NetPort for Port {
     }
     fn new_burst(&self) -> RxBurst {
         delegate!(self, p => NetPort::new_burst(p))
+    }
+    fn rx_batch_max(&self) -> usize {
+        delegate!(self, p => NetPort::rx_batch_max(p))
     }
     fn rx_burst_into(&mut self, burst: &mut RxBurst, max: usize) {
         delegate!(self, p => NetPort::rx_burst_into(p, burst, max));

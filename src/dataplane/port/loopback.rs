@@ -38,6 +38,8 @@ pub struct LoopbackPort {
     sent: VecDeque<Vec<u8>>,
     /// Most frames one `flush_tx` moves (a TX ring's free slots); `usize::MAX` for no limit.
     tx_room: usize,
+    /// What [`NetPort::rx_batch_max`] answers.
+    rx_batch: usize,
     stats: LoopbackStats,
 }
 
@@ -70,6 +72,7 @@ impl LoopbackPort {
             rx: VecDeque::new(),
             sent: VecDeque::new(),
             tx_room: usize::MAX,
+            rx_batch: RX_BURST_MAX,
             stats: LoopbackStats::default(),
         })
     }
@@ -100,6 +103,12 @@ impl LoopbackPort {
         self.tx_room = room;
     }
 
+    /// Sets how many frames the worker takes from this port per iteration
+    /// ([`NetPort::rx_batch_max`]; a whole burst by default, as an AF_PACKET port).
+    pub fn set_rx_batch(&mut self, batch: usize) {
+        self.rx_batch = batch;
+    }
+
     /// Frames per ownership state: with nothing in flight every frame is free.
     pub fn frame_counts(&self) -> FrameCounts {
         self.frames.counts()
@@ -123,6 +132,9 @@ impl NetPort for LoopbackPort {
     }
     fn new_burst(&self) -> RxBurst {
         self.frames.new_burst()
+    }
+    fn rx_batch_max(&self) -> usize {
+        self.rx_batch
     }
     fn rx_burst_into(&mut self, burst: &mut RxBurst, max: usize) {
         self.frames.reset_burst(burst);

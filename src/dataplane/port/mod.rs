@@ -99,7 +99,7 @@ mod loopback;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::sys::frame::{Frame, JumboStats, RxBurst};
+use crate::sys::frame::{Frame, JumboStats, RxBurst, RX_BURST_MAX};
 use crate::sys::mem::{Arena, Chunk};
 use crate::sys::packet::PacketError;
 use crate::sys::xdp::xsk::XskError;
@@ -153,6 +153,13 @@ pub trait NetPort {
 
     /// Receives up to `max` frames into `burst`, whose frames were all taken.
     fn rx_burst_into(&mut self, burst: &mut RxBurst, max: usize);
+
+    /// Most frames the worker takes from this port per iteration: about as many as one
+    /// transmit call sends, so that what arrived together is answered together (by default a
+    /// whole burst, [`RX_BURST_MAX`]).
+    fn rx_batch_max(&self) -> usize {
+        RX_BURST_MAX
+    }
 
     /// The received packet.
     fn data<'a>(&'a self, frame: &'a Frame) -> &'a [u8];
