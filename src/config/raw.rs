@@ -37,7 +37,8 @@ pub struct RawTarget {
     /// Interface names or globs to listen on; default: every up, non-loopback Ethernet
     /// interface.
     pub interfaces: Option<Spanned<Vec<Spanned<String>>>>,
-    /// CPU core ids to run one pinned worker each on; default: every online core.
+    /// CPU core ids to run one pinned worker each on; default: every online core the process
+    /// may run on (its affinity mask).
     pub worker_cores: Option<Spanned<Vec<Spanned<i64>>>>,
     /// Frames in each worker's UMEM; a power of two.
     pub umem_frames: Option<Spanned<i64>>,

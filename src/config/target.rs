@@ -258,18 +258,18 @@ fn worker_cores(
                  worker cores explicitly",
             );
         }
-        return online.clone();
+        return system.default_worker_cores();
     };
     if list.get_ref().is_empty() {
         p.push(
             list.span(),
             format!(
                 "target.worker-cores is empty; list core ids, or remove the key to use every \
-                 online core ({})",
-                format_cpu_list(online)
+                 online core the process may run on ({})",
+                format_cpu_list(&system.default_worker_cores())
             ),
         );
-        return online.clone();
+        return system.default_worker_cores();
     }
     let mut cores: Vec<usize> = Vec::new();
     for entry in list.get_ref() {

@@ -6,6 +6,7 @@ use super::*;
 fn system() -> System {
     System {
         online_cpus: vec![0, 1, 2, 3],
+        allowed_cpus: vec![0, 1, 2, 3],
         hostname: "testhost".to_owned(),
     }
 }
@@ -412,6 +413,39 @@ fn test_rejects_offline_worker_core() {
         &["target.worker-cores: core 7 is not online (online cores: 0-3)"],
     );
     reject_target("worker-cores = [-1]", &["core -1 is not online"]);
+}
+
+#[test]
+fn test_default_worker_cores_are_the_online_cores_the_process_may_use() {
+    let with_mask = |allowed: Vec<usize>| {
+        let system = System {
+            allowed_cpus: allowed,
+            ..system()
+        };
+        Config::from_toml_with(DEVICE, "t", &system)
+            .unwrap()
+            .target
+            .worker_cores
+    };
+    // `taskset -c 1,3`: workers on 1 and 3 only.
+    assert_eq!(with_mask(vec![1, 3]), vec![1, 3]);
+    // A mask naming an offline CPU too: the online ones of it.
+    assert_eq!(with_mask(vec![2, 7]), vec![2]);
+    // A mask that could not be read, or names no online CPU: every online core.
+    assert_eq!(with_mask(vec![]), vec![0, 1, 2, 3]);
+    assert_eq!(with_mask(vec![9]), vec![0, 1, 2, 3]);
+    // Named cores are taken as named, inside the mask or not.
+    let system = System {
+        allowed_cpus: vec![1],
+        ..system()
+    };
+    let config = Config::from_toml_with(
+        &format!("[target]\nworker-cores = [0, 2]\n{DEVICE}"),
+        "t",
+        &system,
+    )
+    .unwrap();
+    assert_eq!(config.target.worker_cores, vec![0, 2]);
 }
 
 #[test]
@@ -992,6 +1026,7 @@ fn test_defaults() {
 fn test_default_serial_is_truncated() {
     let system = System {
         online_cpus: vec![0],
+        allowed_cpus: vec![0],
         hostname: "a-very-long-host-name.example.org".to_owned(),
     };
     let config = Config::from_toml_with(&one_device("65534", "254"), "t", &system).unwrap();

@@ -769,9 +769,17 @@ fn spawn_workers(
         },
     };
     let advertise = config.target.advertise;
+    // The CPUs this process may run on, read here, before any worker pins itself: a pinned
+    // thread's own mask is its one core.
+    let process_cpus: Vec<usize> = core_affinity::get_core_ids()
+        .unwrap_or_default()
+        .into_iter()
+        .map(|c| c.id)
+        .collect();
     let mut handles = Vec::new();
     for (index, units) in groups.into_iter().enumerate() {
         let core = cores.get(index).copied();
+        let process_cpus = process_cpus.clone();
         let shared = devices.devices.clone();
         let destinations = devices.advertise_to.clone();
         let announcing = Arc::clone(&announcing);
@@ -798,14 +806,18 @@ fn spawn_workers(
                     }
                 }
                 // io_uring's blocking-I/O threads inherit our pinning; keep them off the core
-                // this worker busy-polls (on a one-core machine they have to share it).
-                let all: Vec<usize> = core_affinity::get_core_ids()
-                    .unwrap_or_default()
-                    .into_iter()
-                    .map(|c| c.id)
+                // this worker busy-polls, on the process's other CPUs (with none, they have
+                // to share it).
+                let others: Vec<usize> = process_cpus
+                    .iter()
+                    .copied()
+                    .filter(|&c| Some(c) != core)
                     .collect();
-                let others: Vec<usize> = all.iter().copied().filter(|&c| Some(c) != core).collect();
-                let io_cpus = if others.is_empty() { &all } else { &others };
+                let io_cpus = if others.is_empty() {
+                    &process_cpus
+                } else {
+                    &others
+                };
                 if let Err(error) = worker.engine_mut().set_io_worker_cpus(io_cpus) {
                     tracing::warn!(error = ?error, "io_uring workers keep the worker's core");
                 }

@@ -97,7 +97,9 @@ impl TargetDir {
             dir.path().join("state")
         )
         .expect("write to String");
-        // Defaults the caller may override (TOML rejects a key twice, so only add missing ones).
+        // Defaults the caller may override (TOML rejects a key twice, so only add missing ones;
+        // a comment line naming the key, e.g. `# worker-cores: the target's default`, leaves
+        // it out).
         let cores = std::thread::available_parallelism().map_or(1, usize::from);
         let core = format!("[{}]", NEXT_CORE.fetch_add(1, Ordering::Relaxed) % cores);
         let socket = format!("{:?}", dir.path().join(CONTROL_SOCKET));
@@ -106,10 +108,12 @@ impl TargetDir {
             ("idle", "\"poll\""),
             ("control-socket", socket.as_str()),
         ] {
-            if !target_extra
-                .lines()
-                .any(|line| line.trim_start().starts_with(key))
-            {
+            if !target_extra.lines().any(|line| {
+                line.trim_start()
+                    .trim_start_matches('#')
+                    .trim_start()
+                    .starts_with(key)
+            }) {
                 writeln!(target_keys, "{key} = {value}").expect("write to String");
             }
         }

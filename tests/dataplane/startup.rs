@@ -1,7 +1,8 @@
 //! Starting up: a second instance on a served interface is refused, and `socket = "auto"`
-//! falls back to AF_PACKET where XDP cannot attach.
+//! falls back to AF_PACKET where XDP cannot attach; the cores workers and their I/O threads run
+//! on.
 
-use crate::common::target::{DeviceSpec, TargetDir};
+use crate::common::target::{DeviceSpec, Launch, TargetDir};
 use crate::fixture::{Setup, Transport, SECTORS, SHELF, SLOT};
 use crate::patterns::pattern;
 
@@ -85,5 +86,82 @@ fn test_no_control_socket_is_a_warning_not_a_failure() {
             client.read(&device, 0, 2, true).expect("served");
             let log = target.stop();
             assert!(log.contains("no control socket: no aoe-xdp ctl"), "{log}");
+        });
+}
+
+/// The online CPUs, from /sys.
+fn online_cpus() -> usize {
+    std::thread::available_parallelism().map_or(1, usize::from)
+}
+
+/// Without `worker-cores`, aoe-xdp runs workers only on the CPUs it was allowed (here
+/// `taskset -c 1`, as systemd's `CPUAffinity=` would): one worker, on core 1.
+#[test]
+fn test_default_workers_stay_inside_the_process_cpu_mask() {
+    if online_cpus() < 2 {
+        eprintln!("skipping: needs two CPUs");
+        return;
+    }
+    let Some((net, dir)) = Setup::new("dp-mask")
+        .target("# worker-cores: the target's default")
+        .build()
+    else {
+        return;
+    };
+    let launch = Launch {
+        wrapper: ["taskset", "-c", "1"].map(String::from).to_vec(),
+        env: Vec::new(),
+    };
+    let target = dir.start_with(&net.target_ns, &launch);
+    let (mut client, device) = net.discover(0);
+    client.read(&device, 0, 2, true).expect("served");
+    let log = target.stop();
+    let running: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("worker running"))
+        .collect();
+    assert_eq!(running.len(), 1, "{log}");
+    assert!(running[0].contains("core=1"), "{log}");
+}
+
+/// io_uring's blocking-I/O threads (which run every data sync) stay off the core their worker
+/// busy-polls: with `worker-cores = [0]` on this two-CPU machine they run on CPU 1 only.
+#[test]
+fn test_io_threads_run_off_the_worker_core() {
+    if online_cpus() < 2 {
+        eprintln!("skipping: needs two CPUs");
+        return;
+    }
+    Setup::new("dp-iowq")
+        .target("worker-cores = [0]")
+        .serve(|net, _dir, target| {
+            let (mut client, device) = net.discover(0);
+            // The default durability acknowledges a write after a data sync, which io_uring
+            // runs in one of its `iou-wrk` threads.
+            let data = pattern(3, 2, 5);
+            client.write(&device, 4, &data, true).expect("write");
+            let tasks = format!("/proc/{}/task", target.pid());
+            let mut io_threads = Vec::new();
+            for entry in std::fs::read_dir(&tasks).unwrap().flatten() {
+                let comm = std::fs::read_to_string(entry.path().join("comm")).unwrap_or_default();
+                if !comm.starts_with("iou-wrk") {
+                    continue;
+                }
+                let status = std::fs::read_to_string(entry.path().join("status")).unwrap();
+                let cpus = status
+                    .lines()
+                    .find_map(|l| l.strip_prefix("Cpus_allowed_list:"))
+                    .map(str::trim)
+                    .unwrap()
+                    .to_owned();
+                io_threads.push((comm.trim().to_owned(), cpus));
+            }
+            assert!(
+                !io_threads.is_empty(),
+                "no iou-wrk thread after a synced write"
+            );
+            for (name, cpus) in &io_threads {
+                assert_eq!(cpus, "1", "{name} may run on {cpus}");
+            }
         });
 }
