@@ -35,6 +35,7 @@ use std::path::{Path, PathBuf};
 
 pub use backing::{Backing, BackingError, BackingKind, BackingProblem};
 pub use raw::{unspanned, RawConfig, RawDevice, RawTarget};
+pub(crate) use system::affinity;
 pub use types::{
     parse_mac, Advertisement, Durability, IdleMode, InterfacePattern, InterfacePatternError,
     Interfaces, KeywordError, LogLevel, MacAddr, MacAddrParseError, MacList, PacketRing,

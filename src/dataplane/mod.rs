@@ -771,11 +771,7 @@ fn spawn_workers(
     let advertise = config.target.advertise;
     // The CPUs this process may run on, read here, before any worker pins itself: a pinned
     // thread's own mask is its one core.
-    let process_cpus: Vec<usize> = core_affinity::get_core_ids()
-        .unwrap_or_default()
-        .into_iter()
-        .map(|c| c.id)
-        .collect();
+    let process_cpus = crate::config::affinity();
     let mut handles = Vec::new();
     for (index, units) in groups.into_iter().enumerate() {
         let core = cores.get(index).copied();

@@ -5,8 +5,8 @@
 //! One [`Worker::poll`] does bounded work, in this order:
 //! 1. reap the engine's completions and hand each to its unit's done queue;
 //! 2. per unit: finish the done requests (`Target::complete`, TX on the port they came in on);
-//! 3. per unit: receive at most [`NetPort::rx_batch_max`] frames (never more than the unit's free
-//!    request slots, so a request is never refused for lack of one) and answer them, or push
+//! 3. per unit: receive at most [`NetPort::rx_batch_max`] frames (never more than the unit's
+//!    free request slots, so a request is never refused for lack of one) and answer them, or push
 //!    a [`Job`] into the queue of the request's device (into the unit's own list when this
 //!    worker owns the device; its completion comes back the same way);
 //! 4. per owned device, round-robin: pop jobs into the engine while it has room, then the
