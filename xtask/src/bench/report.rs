@@ -351,6 +351,24 @@ pub fn targets(results: &Results) -> String {
     out
 }
 
+/// The points the saturation targets are judged at: QD 16 and 64, no fixed rate.
+fn judged_workloads(results: &Results) -> Vec<Workload> {
+    results
+        .workloads()
+        .into_iter()
+        .filter(|w| w.depth >= 16 && w.rate.is_none())
+        .collect()
+}
+
+/// A target's verdict at one point (`None`: a figure is missing).
+fn verdict(met: Option<bool>) -> &'static str {
+    match met {
+        Some(true) => "met",
+        Some(false) => "NOT met",
+        None => "not assessed",
+    }
+}
+
 /// The AF_PACKET fallback's rate target at each QD 16-64 point.
 fn packet_targets(results: &Results) -> String {
     let system = SystemKind::Packet;
@@ -358,21 +376,12 @@ fn packet_targets(results: &Results) -> String {
     let header = ["workload", "÷ limit", &rate_head];
     let mut rows = Vec::new();
     let (mut met, mut count) = (0, 0);
-    for workload in results
-        .workloads()
-        .iter()
-        .filter(|w| w.depth >= 16 && w.rate.is_none())
-    {
+    for workload in &judged_workloads(results) {
         let rate = divide(iops(results, system, workload), limit(results, workload));
         let ok = rate.map(|r| r >= PACKET_RATE_TARGET);
         count += 1;
         met += usize::from(ok == Some(true));
-        let verdict = match ok {
-            Some(true) => "met",
-            Some(false) => "NOT met",
-            None => "not assessed",
-        };
-        rows.push(vec![workload.label(), ratio(rate), verdict.to_owned()]);
+        rows.push(vec![workload.label(), ratio(rate), verdict(ok).to_owned()]);
     }
     let mut out = format!(
         "\n{} (target: ≥ {PACKET_RATE_TARGET:.2}× the machine's limit):\n\n",
@@ -397,18 +406,9 @@ fn targets_of(results: &Results, system: SystemKind) -> String {
         "excl. RX softirq",
         &without_head,
     ];
-    let verdict = |met: Option<bool>| match met {
-        Some(true) => "met",
-        Some(false) => "NOT met",
-        None => "not assessed",
-    };
     let mut rows = Vec::new();
     let (mut rate_met, mut cpu_met, mut without_met, mut count) = (0, 0, 0, 0);
-    for workload in results
-        .workloads()
-        .iter()
-        .filter(|w| w.depth >= 16 && w.rate.is_none())
-    {
+    for workload in &judged_workloads(results) {
         let rate = divide(iops(results, system, workload), limit(results, workload));
         let cpu = divide(
             cpu_per_request(results, system, workload),
