@@ -144,6 +144,9 @@ pub struct TargetConfig {
     /// again before it sleeps until a frame arrives (0 = no nap): under a steady moderate
     /// load it then wakes once per nap rather than once per request.
     pub idle_nap_us: u32,
+    /// Whether a polling worker (`IdleMode::Spin`, or `IdleMode::Poll` during its spin)
+    /// yields its core to other runnable threads on it after each poll that found nothing.
+    pub idle_yield: bool,
     /// SO_BUSY_POLL_BUDGET, ≥ 1.
     pub busy_poll_budget: u16,
     /// SO_BUSY_POLL in µs; 0 = no busy polling (and no SO_PREFER_BUSY_POLL).

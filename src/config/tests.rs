@@ -270,6 +270,13 @@ fn test_idle_nap_us() {
 }
 
 #[test]
+fn test_idle_yield() {
+    assert!(!accept(&target_with("idle-yield = false")).target.idle_yield);
+    assert!(accept(&target_with("idle-yield = true")).target.idle_yield);
+    reject_target("idle-yield = 1", &["expected a boolean"]);
+}
+
+#[test]
 fn test_rejects_socket() {
     reject_target(
         "socket = \"dpdk\"",
@@ -990,6 +997,7 @@ fn test_defaults() {
     assert_eq!(target.idle, IdleMode::Spin);
     assert_eq!(target.idle_spin_us, 5);
     assert_eq!(target.idle_nap_us, 0);
+    assert!(target.idle_yield);
     assert_eq!((target.busy_poll_budget, target.busy_poll_usecs), (64, 20));
     assert_eq!(target.socket, SocketKind::Auto);
     assert_eq!(target.xdp_mode, XdpMode::Auto);

@@ -768,6 +768,7 @@ fn spawn_workers(
             nap: Duration::from_micros(u64::from(config.target.idle_nap_us)),
         },
     };
+    let idle_yield = config.target.idle_yield;
     let advertise = config.target.advertise;
     // The CPUs this process may run on, read here, before any worker pins itself: a pinned
     // thread's own mask is its one core.
@@ -832,7 +833,7 @@ fn spawn_workers(
                     devices = worker.devices().len(),
                     "worker running"
                 );
-                let result = worker::run(target, worker, idle, (&stop, &port_lost));
+                let result = worker::run(target, worker, (idle, idle_yield), (&stop, &port_lost));
                 if let Ok(worker::WorkerExit { stats, .. }) = &result {
                     tracing::info!(
                         worker = index,

@@ -916,11 +916,12 @@ pub struct WorkerExit<P: NetPort> {
 
 /// Runs `worker` on the current thread until `stop` is set, then drains it; returns its
 /// units' counters, its own and its working ports. A port that fails while others work is
-/// given up and `port_lost` set; when the last one fails, the error is returned.
+/// given up and `port_lost` set; when the last one fails, the error is returned. With
+/// `yield_core` (`idle-yield`), a poll that found nothing yields the core.
 pub fn run<P: NetPort>(
     mut target: Target,
     mut worker: Worker<P>,
-    idle: Idle,
+    (idle, yield_core): (Idle, bool),
     (stop, port_lost): (&AtomicBool, &AtomicBool),
 ) -> Result<WorkerExit<P>, PortError> {
     // Since when the worker found nothing to do (`None` while busy).
@@ -976,6 +977,14 @@ pub fn run<P: NetPort>(
                     napped = true;
                     worker.nap(nap)?;
                 }
+            }
+            Idle::Spin | Idle::Poll { .. } if yield_core => {
+                // A poll that found nothing gives the core to whatever else is runnable on
+                // it (a NAPI thread carrying the next frames, an io_uring thread) at once:
+                // the scheduler does not preempt a spinning thread for a woken one before its
+                // slice ends, which kept those threads waiting up to a scheduler tick (4 ms
+                // here). With nothing else runnable the call returns at once.
+                std::thread::yield_now();
             }
             Idle::Spin | Idle::Poll { .. } => std::hint::spin_loop(),
         }

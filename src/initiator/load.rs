@@ -15,7 +15,8 @@
 //! Lean by construction: one [`BurstSocket`](crate::sys::packet::burst::BurstSocket) per interface (replies read from its receive ring
 //! without a syscall, one `sendmmsg` per loop round for all paths on it), every buffer, slot and
 //! the latency histogram allocated before the first request, one clock read per round, no
-//! sleeping (the loop busy-polls; pin it to a core). Nothing allocates per request (only the
+//! sleeping (the loop busy-polls; pin it to a core; a round that moved nothing yields the core
+//! to the kernel threads that share it, such as this side's own threaded-NAPI receive path). Nothing allocates per request (only the
 //! progress line, once a second). The progress line's "busy" is the share of time spent in
 //! rounds that moved a request; the rest is polling.
 //!

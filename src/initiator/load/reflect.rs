@@ -10,7 +10,8 @@
 //! Reserve/Release and vendor commands get AoE error 1 (unrecognized command).
 //!
 //! [`Reflector`] attaches the XDP program to an interface, binds an [`XskPort`] on each of its
-//! RX queues and busy-polls them all from one thread (one core at 100%) until told to stop;
+//! RX queues and busy-polls them all from one thread (one core at 100%; an empty poll yields the
+//! core to the threads that share it, as the target's worker does) until told to stop;
 //! it detaches the program when dropped. A UMEM frame holds at most [`REFLECT_SECTORS_MAX`]
 //! sectors, so it answers at most that many per request whatever the MTU.
 //!
@@ -358,10 +359,12 @@ impl Reflector {
             if rounds % 4096 == 0 && duration.is_some_and(|limit| started.elapsed() >= limit) {
                 break;
             }
+            let mut received = 0;
             for (port, burst) in self.ports.iter_mut().zip(&mut bursts) {
                 port.reap_completions();
                 port.refill()?;
                 port.rx_burst_into(burst, RX_BURST_MAX);
+                received += burst.len();
                 for mut frame in burst.by_ref() {
                     let len = frame.len();
                     match self.reflection.reflect(port.data_mut(&mut frame), len) {
@@ -376,6 +379,11 @@ impl Reflector {
                     }
                 }
                 port.flush_tx()?;
+            }
+            if received == 0 {
+                // As the target's worker does: an empty poll gives the core to the NAPI
+                // threads and others that share it, instead of holding it to the tick.
+                std::thread::yield_now();
             }
         }
         for port in &self.ports {
