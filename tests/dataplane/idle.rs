@@ -35,41 +35,42 @@ fn polling(tag: &str, lines: &str) -> Setup {
 #[test]
 fn test_poll_mode_spins_for_idle_spin_us_then_sleeps() {
     let spin = Duration::from_millis(600);
-    polling("dp-spin", &format!("idle-spin-us = {}", spin.as_micros())).serve(
-        |net, _dir, target| {
-            let pid = target.pid();
-            let window = Duration::from_millis(150);
-            // Long after start-up: asleep, although each 10 ms sleep ends without work.
-            std::thread::sleep(spin + Duration::from_millis(200));
-            let asleep = cpu_share(pid, window);
-            // A request is work: the worker polls for `spin` afterwards (discovery itself listens
-            // for 200 ms; the window after it still lies inside the spin). Other tests' workers may
-            // share the core, hence a low bar for "spinning"; a sleeping worker uses next to nothing.
-            let mut client = net.client(0);
-            let answered = Instant::now();
-            discover_one(&mut client);
-            let spinning = cpu_share(pid, window);
-            assert!(
-                answered.elapsed() < spin,
-                "the test was too slow to see the spin"
-            );
-            std::thread::sleep(
-                (answered + spin + Duration::from_millis(100))
-                    .saturating_duration_since(Instant::now()),
-            );
-            let after = cpu_share(pid, window);
-            assert!(asleep < 0.1, "an idle worker used {asleep:.2} of a core");
-            assert!(
-                spinning > 0.2,
-                "the worker used only {spinning:.2} of a core while spinning"
-            );
-            assert!(
-                after < 0.1,
-                "after the spin the worker used {after:.2} of a core"
-            );
-            target.stop();
-        },
-    );
+    // Without the yield: a spinning worker that yields gives its core to other tests'
+    // threads there, and its CPU share would not show the spin.
+    let lines = format!("idle-spin-us = {}\nidle-yield = false", spin.as_micros());
+    polling("dp-spin", &lines).serve(|net, _dir, target| {
+        let pid = target.pid();
+        let window = Duration::from_millis(150);
+        // Long after start-up: asleep, although each 10 ms sleep ends without work.
+        std::thread::sleep(spin + Duration::from_millis(200));
+        let asleep = cpu_share(pid, window);
+        // A request is work: the worker polls for `spin` afterwards (discovery itself listens
+        // for 200 ms; the window after it still lies inside the spin). Other tests' workers may
+        // share the core, hence a low bar for "spinning"; a sleeping worker uses next to nothing.
+        let mut client = net.client(0);
+        let answered = Instant::now();
+        discover_one(&mut client);
+        let spinning = cpu_share(pid, window);
+        assert!(
+            answered.elapsed() < spin,
+            "the test was too slow to see the spin"
+        );
+        std::thread::sleep(
+            (answered + spin + Duration::from_millis(100))
+                .saturating_duration_since(Instant::now()),
+        );
+        let after = cpu_share(pid, window);
+        assert!(asleep < 0.1, "an idle worker used {asleep:.2} of a core");
+        assert!(
+            spinning > 0.2,
+            "the worker used only {spinning:.2} of a core while spinning"
+        );
+        assert!(
+            after < 0.1,
+            "after the spin the worker used {after:.2} of a core"
+        );
+        target.stop();
+    });
 }
 
 /// `idle = "poll"` with `idle-nap-us`: a request that finds the worker asleep in `poll()` is
