@@ -16,8 +16,8 @@
 //! without a syscall, one `sendmmsg` per loop round for all paths on it), every buffer, slot and
 //! the latency histogram allocated before the first request, one clock read per round, no
 //! sleeping (the loop busy-polls; pin it to a core; a round that moved nothing yields the core
-//! to the kernel threads that share it, such as this side's own threaded-NAPI receive path). Nothing allocates per request (only the
-//! progress line, once a second). The progress line's "busy" is the share of time spent in
+//! to the threads that share it, such as this side's own threaded-NAPI receive path).
+//! Nothing allocates per request (only the progress line, once a second). The progress line's "busy" is the share of time spent in
 //! rounds that moved a request; the rest is polling.
 //!
 //! Hazards:

@@ -714,10 +714,18 @@ fn setup(meta: &Meta) -> String {
     } else {
         ""
     };
+    let pollers = if meta.yielding_pollers && meta.topology == Topology::TwoMachine {
+        " The load generator (and the AF_XDP reflector) poll without sleeping and yield their \
+         core after a round that found nothing, so that their side's NAPI thread runs at once, \
+         as softirq receive would, rather than up to a scheduler tick (4 ms) later; aoe-xdp's \
+         workers do the same (`idle-yield`, on by default)."
+    } else {
+        ""
+    };
     format!(
         "- Set-up: two network namespaces joined by {pairs} (MTU {}, one queue), one initiator \
          (`aoe-bench load`) for every system; {} B requests (the most one {}-byte frame \
-         carries). Target pinned to core {}, initiator to core {}. {topology}{fifo}\n",
+         carries). Target pinned to core {}, initiator to core {}. {topology}{fifo}{pollers}\n",
         meta.mtu, meta.request_bytes, meta.mtu, meta.target_core, meta.initiator_core
     )
 }
@@ -1033,6 +1041,7 @@ mod tests {
                 mtu: 1500,
                 topology: Topology::Plain,
                 napi_fifo: false,
+                yielding_pollers: true,
                 nics: 1,
                 request_bytes: 1024,
                 target_core: 0,

@@ -113,6 +113,10 @@ pub struct Meta {
     /// `--napi-fifo`: the NAPI threads ran at SCHED_FIFO 1.
     #[serde(default)]
     pub napi_fifo: bool,
+    /// The load generator and the AF_XDP reflector yielded their core after a round that
+    /// found nothing (older results: they spun without yielding).
+    #[serde(default)]
+    pub yielding_pollers: bool,
     /// veth pairs (NICs) between target and initiator.
     #[serde(default = "one")]
     pub nics: u32,

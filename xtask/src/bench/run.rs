@@ -222,6 +222,7 @@ pub(super) fn meta(env: &Env, quick: bool, rounds: u32) -> Result<Meta> {
         mtu: env.mtu,
         topology: env.topology,
         napi_fifo: env.napi_fifo,
+        yielding_pollers: true,
         nics: env.nics,
         request_bytes: request_sectors(env.mtu) * 512,
         target_core: TARGET_CORE,
