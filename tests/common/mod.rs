@@ -10,4 +10,5 @@ pub mod frames;
 pub mod mounts;
 pub mod netns;
 pub mod ports;
+pub mod sched;
 pub mod target;

@@ -5,6 +5,7 @@ use std::time::{Duration, Instant};
 
 use aoe_xdp::initiator::client::Client;
 
+use crate::common::sched::late_wake_ups;
 use crate::fixture::{discover_one, Setup};
 
 /// CPU time (ns) all threads of process `pid` have run so far (`/proc/PID/task/*/schedstat`).
@@ -110,35 +111,15 @@ fn test_poll_mode_naps_for_idle_nap_us_after_work() {
 
 /// A spinning worker (`idle = "spin"`, with the default `idle-yield = true`) gives its core
 /// away after each poll that found nothing: a thread on the same core that wants most of it
-/// (200 µs asleep, 500 µs busy, as a NAPI thread under load) runs when it wakes rather than
-/// at the end of the worker's scheduler slice. Without the yield (`idle-yield = false`) about
-/// 15 % of such wake-ups were over 1 ms late on the 2-CPU VM this was written on; with it none.
+/// (as a NAPI thread under load does) runs when it wakes rather than at the end of the
+/// worker's scheduler slice. Without the yield (`idle-yield = false`) about 15 % of such
+/// wake-ups were over 1 ms late on the 2-CPU VM this was written on; with it none.
 #[test]
 fn test_spinning_worker_yields_its_core_to_a_woken_thread() {
     Setup::new("dp-yield")
         .target("worker-cores = [0]\nidle = \"spin\"")
         .serve(|_net, _dir, _target| {
-            let late = std::thread::spawn(|| {
-                assert!(
-                    core_affinity::set_for_current(core_affinity::CoreId { id: 0 }),
-                    "pin the test thread to core 0"
-                );
-                let mut late = 0;
-                for _ in 0..1000 {
-                    let asleep = Instant::now();
-                    std::thread::sleep(Duration::from_micros(200));
-                    let woke = Instant::now();
-                    if woke - asleep > Duration::from_micros(1200) {
-                        late += 1;
-                    }
-                    while woke.elapsed() < Duration::from_micros(500) {
-                        std::hint::spin_loop();
-                    }
-                }
-                late
-            })
-            .join()
-            .expect("the test thread");
+            let late = late_wake_ups(0, 1000);
             assert!(
                 late < 30,
                 "{late} of 1000 wake-ups of a thread on the spinning worker's core were over 1 ms late"
