@@ -87,6 +87,9 @@ pub enum DataplaneError {
     /// A worker thread could not be started.
     #[error("cannot start worker thread: {0}")]
     Spawn(std::io::Error),
+    /// A worker's wake-up (an eventfd) could not be made.
+    #[error("cannot create a worker's wake-up eventfd: {0}")]
+    Wakeup(std::io::Error),
 }
 
 /// A worker thread; it returns its units' counters, its own and its ports, or the port error
@@ -732,7 +735,13 @@ fn spawn_workers(
         }
     }
     let owners = queues::owners(&serves, device_count);
-    let queues = Arc::new(Queues::new(owners.clone(), &vec![slots; ports.len()]));
+    // A worker that sleeps (`idle = "poll"`) is woken by the eventfd of its wake-up when
+    // another worker hands it work; unit `u` is worker `u % worker_count`'s (below).
+    let queues = Arc::new(
+        Queues::new(owners.clone(), &vec![slots; ports.len()])
+            .with_wakeups((0..ports.len()).map(|u| u % worker_count).collect())
+            .map_err(DataplaneError::Wakeup)?,
+    );
     let board = Arc::new(StatsBoard::new(
         worker_count,
         ports.iter().map(|p| p.label.clone()).collect(),

@@ -32,6 +32,7 @@ use crossbeam::queue::ArrayQueue;
 
 use crate::aoe::{DeviceIndex, IoFailure, IoPlan};
 use crate::sys::mem::Chunk;
+use crate::sys::wake::Wakeup;
 
 /// A storage request on its way to its device's owner.
 #[derive(Debug)]
@@ -69,6 +70,11 @@ pub struct Queues {
     done: Box<[ArrayQueue<Done>]>,
     /// Jobs pushed and not yet completed by their unit (shutdown waits for 0).
     outstanding: AtomicUsize,
+    /// Per unit, the worker whose port it is (empty without wake-ups).
+    unit_workers: Box<[usize]>,
+    /// Per worker, its wake-up: a push for a sleeping worker wakes it (empty: no wake-ups;
+    /// its workers then sleep in short steps while they may get work).
+    wakeups: Box<[Wakeup]>,
 }
 
 impl Queues {
@@ -84,6 +90,36 @@ impl Queues {
                 .map(|&slots| ArrayQueue::new(slots.max(1)))
                 .collect(),
             outstanding: AtomicUsize::new(0),
+            unit_workers: Box::new([]),
+            wakeups: Box::new([]),
+        }
+    }
+
+    /// The queues with a wake-up per worker (an eventfd each), unit `u` being a port of
+    /// worker `unit_workers[u]`: a job or a finished request pushed for a worker that sleeps
+    /// wakes it at once.
+    pub fn with_wakeups(mut self, unit_workers: Vec<usize>) -> std::io::Result<Queues> {
+        let workers = self
+            .owners
+            .iter()
+            .chain(&unit_workers)
+            .max()
+            .map_or(0, |&w| w + 1);
+        self.wakeups = (0..workers)
+            .map(|_| Wakeup::new())
+            .collect::<std::io::Result<_>>()?;
+        self.unit_workers = unit_workers.into();
+        Ok(self)
+    }
+
+    /// `worker`'s wake-up, if the queues have them.
+    pub fn wakeup(&self, worker: usize) -> Option<&Wakeup> {
+        self.wakeups.get(worker)
+    }
+
+    fn wake(&self, worker: Option<usize>) {
+        if let Some(wakeup) = worker.and_then(|w| self.wakeups.get(w)) {
+            wakeup.wake();
         }
     }
 
@@ -112,6 +148,7 @@ impl Queues {
         // Relaxed: a counter only read to decide when shutdown may stop; the queues
         // themselves carry the happens-before for the job's contents.
         self.outstanding.fetch_add(1, Ordering::Relaxed);
+        self.wake(Some(self.owners[device]));
         Ok(())
     }
 
@@ -133,7 +170,14 @@ impl Queues {
 
     /// Hands a finished request back to `unit`, or hands it back to the caller.
     pub fn push_done(&self, unit: u16, done: Done) -> Result<(), Done> {
-        self.done[usize::from(unit)].push(done)
+        self.done[usize::from(unit)].push(done)?;
+        self.wake(self.unit_workers.get(usize::from(unit)).copied());
+        Ok(())
+    }
+
+    /// Whether finished requests of `unit` wait to be taken back.
+    pub fn done_ready(&self, unit: u16) -> bool {
+        !self.done[usize::from(unit)].is_empty()
     }
 
     /// The next finished request of `unit`, if any. Counts it as no longer outstanding.
@@ -236,6 +280,46 @@ mod tests {
         assert_eq!(done.result, Err(IoFailure::Media));
         assert_eq!(queues.outstanding(), 0);
         pool.free(done.chunk);
+    }
+
+    /// Whether `worker`'s wake-up eventfd has been written.
+    fn woken(queues: &Queues, worker: usize) -> bool {
+        let wakeup = queues.wakeup(worker).expect("wake-ups");
+        let mut fds = [crate::sys::wake::pollin(wakeup.fd())];
+        crate::sys::wake::poll_fds(&mut fds, std::time::Duration::ZERO).expect("poll") == 1
+    }
+
+    #[test]
+    fn test_pushes_wake_the_sleeping_worker_they_are_for() {
+        let arena = Arc::new(Arena::new(4096, 4).expect("arena"));
+        let mut pool = ChunkPool::new(arena).expect("pool");
+        // Device 0 owned by worker 1; unit 0 is worker 0's port.
+        let queues = Queues::new(vec![1], &[2])
+            .with_wakeups(vec![0])
+            .expect("eventfds");
+        for worker in 0..2 {
+            queues.wakeup(worker).expect("one per worker").arm();
+        }
+        let job = Job {
+            unit: 0,
+            chunk: pool.alloc().expect("chunk"),
+            buf_offset: 0,
+            plan: plan(0),
+            started: Instant::now(),
+        };
+        queues.push_job(job).expect("room");
+        assert!(woken(&queues, 1), "the device's owner is woken");
+        assert!(!woken(&queues, 0), "nobody else");
+        let job = queues.pop_job(0).expect("the job");
+        let done = Done {
+            chunk: job.chunk,
+            plan: job.plan,
+            result: Ok(()),
+            started: job.started,
+        };
+        queues.push_done(0, done).expect("room");
+        assert!(woken(&queues, 0), "the unit's worker is woken");
+        pool.free(queues.pop_done(0).expect("done").chunk);
     }
 
     #[test]

@@ -36,6 +36,7 @@ use super::io::{io_request, to_failure};
 use super::port::{NetPort, Port, PortError};
 use super::queues::{Done, Job, Queues};
 use super::stats::{StatsBoard, PUBLISH_INTERVAL};
+use crate::sys::wake::{poll_fds, pollin, Wakeup};
 
 /// Most jobs taken from one device's queue per iteration (fairness between devices).
 const DEVICE_BATCH_MAX: usize = 64;
@@ -436,6 +437,9 @@ pub struct Worker<P: NetPort = Port> {
     announcer: Option<Announcer>,
     /// Per device: the service time of the requests this worker's ports answered.
     service: ServiceTimes,
+    /// Scratch for the `poll` of a sleeping worker: its wake-up and its ports (capacity
+    /// = ports + 1; never grows).
+    pollfds: Vec<libc::pollfd>,
 }
 
 /// What a worker needs to advertise its devices on request.
@@ -462,6 +466,7 @@ impl<P: NetPort> Worker<P> {
             unit.worker = index;
         }
         let service = ServiceTimes::new(queues.device_count());
+        let units_len = units.len();
         Worker {
             shared: false,
             devices: queues.owned_by(index),
@@ -480,6 +485,7 @@ impl<P: NetPort> Worker<P> {
             last_publish: Instant::now(),
             announcer: None,
             service,
+            pollfds: Vec::with_capacity(units_len + 1),
         }
     }
 
@@ -662,19 +668,85 @@ impl<P: NetPort> Worker<P> {
             || self.devices.iter().any(|&d| self.queues.queued(d) > 0)
     }
 
-    /// Sleeps until a frame arrives or `timeout` passes (poll idle mode); while requests are
-    /// in flight, only for [`IO_WAIT_SLEEP`]; with several ports, or when other workers may
-    /// queue jobs here, for [`SHARED_IDLE_SLEEP`].
+    /// Sleeps until a frame arrives on one of the worker's ports, another worker hands it
+    /// work (a job for a device it owns, a finished request of one of its ports), or `timeout`
+    /// passes (poll idle mode). While its own I/O is in flight it sleeps for [`IO_WAIT_SLEEP`]
+    /// only (io_uring's blocking-I/O threads may share this core); without the queues'
+    /// wake-ups, or with a port that cannot be waited on, for [`SHARED_IDLE_SLEEP`] whenever
+    /// another worker may hand it work or it has several ports.
     pub fn wait(&mut self, timeout: Duration) -> Result<(), PortError> {
-        if self.busy() {
-            // Requests in flight: yield the core for a moment rather than spin. io_uring's
-            // io-wq threads, which carry out the I/O that blocks (every `RWF_DSYNC` write),
-            // may share this core, so spinning here delays the very completion it waits for.
+        if self.engine.in_flight() > 0
+            || !self.held.is_empty()
+            || !self.undelivered.is_empty()
+            || self
+                .units
+                .iter()
+                .any(|u| !u.waiting.is_empty() && !u.failed)
+        {
             std::thread::sleep(IO_WAIT_SLEEP);
-        } else if self.units.len() == 1 && !self.shared {
-            self.units[0].port.wait_rx(timeout)?;
-        } else {
-            std::thread::sleep(SHARED_IDLE_SLEEP);
+            return Ok(());
+        }
+        let waitable = self
+            .units
+            .iter()
+            .all(|u| u.failed || u.port.poll_fd().is_some());
+        let queues = Arc::clone(&self.queues);
+        match queues.wakeup(self.index) {
+            Some(wakeup) if waitable => self.wait_for_any(wakeup, timeout),
+            _ if self.busy() => {
+                std::thread::sleep(IO_WAIT_SLEEP);
+                Ok(())
+            }
+            _ if self.units.len() == 1 && !self.shared => {
+                self.units[0].port.wait_rx(timeout).map(drop)
+            }
+            _ => {
+                std::thread::sleep(SHARED_IDLE_SLEEP);
+                Ok(())
+            }
+        }
+    }
+
+    /// [`Self::wait`] on every working port's fd and on `wakeup`, this worker's.
+    fn wait_for_any(&mut self, wakeup: &Wakeup, timeout: Duration) -> Result<(), PortError> {
+        for unit in self.units.iter_mut().filter(|u| !u.failed) {
+            unit.port.prepare_nap()?;
+        }
+        wakeup.arm();
+        // The last look, after arming: work pushed before it is seen here, work pushed after
+        // it writes the eventfd.
+        let handed = self.devices.iter().any(|&d| self.queues.queued(d) > 0)
+            || self.units.iter().any(|u| self.queues.done_ready(u.id));
+        if handed {
+            wakeup.disarm();
+            return Ok(());
+        }
+        self.pollfds.clear();
+        self.pollfds.push(pollin(wakeup.fd()));
+        for unit in self.units.iter().filter(|u| !u.failed) {
+            if let Some(fd) = unit.port.poll_fd() {
+                self.pollfds.push(pollin(fd));
+            }
+        }
+        let polled = poll_fds(&mut self.pollfds, timeout);
+        wakeup.disarm();
+        if let Err(source) = polled {
+            tracing::warn!(worker = self.index, %source, "poll failed; the worker polls on");
+            return Ok(());
+        }
+        // A port whose fd reported an error (e.g. ENETDOWN): its own wait names it.
+        let mut ports = self.pollfds[1..].iter().map(|p| p.revents);
+        for (index, unit) in self.units.iter_mut().enumerate() {
+            if unit.failed {
+                continue;
+            }
+            let revents = ports.next().unwrap_or(0);
+            if revents & (libc::POLLERR | libc::POLLHUP | libc::POLLNVAL) != 0 {
+                if let Err(error) = unit.port.wait_rx(Duration::ZERO) {
+                    self.failing = Some(index);
+                    return Err(error);
+                }
+            }
         }
         Ok(())
     }
@@ -971,7 +1043,12 @@ pub fn run<P: NetPort>(
                 // worker sleeps again at once instead of polling for `spin` once more, which
                 // with a long spin would keep an idle worker busy.
                 if nap.is_zero() || napped {
-                    worker.wait(IDLE_SLEEP)?;
+                    if let Err(error) = worker.wait(IDLE_SLEEP) {
+                        // As after a failed poll: the port is given up if others work.
+                        worker.give_up_port(error)?;
+                        // Release: pairs with the supervisor's Acquire load.
+                        port_lost.store(true, Ordering::Release);
+                    }
                 } else {
                     // Frames that arrive meanwhile are taken in one go at its end.
                     napped = true;

@@ -23,6 +23,7 @@
 //!   failed call, `socklen`, the `sockaddr_ll` bind, the `poll` of one socket.
 //! - [`interface`]: facts about a network interface (index, MAC, MTU, RX queues).
 //! - [`cpu`]: cache prefetch hints.
+//! - [`wake`]: a sleeping worker's eventfd wake-up and the `poll` over all it waits on.
 #![allow(
     unsafe_code,
     reason = "kernel-shared memory and raw syscalls live here; see module docs"
@@ -38,4 +39,5 @@ pub mod mem;
 pub mod packet;
 pub mod syscall;
 pub mod uring;
+pub mod wake;
 pub mod xdp;

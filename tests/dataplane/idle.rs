@@ -25,6 +25,21 @@ fn cpu_share(pid: u32, window: Duration) -> f64 {
     (cpu_ns(pid) - before) as f64 / start.elapsed().as_nanos() as f64
 }
 
+/// Voluntary context switches so far of every thread of process `pid`
+/// (`/proc/PID/task/*/status`): one per sleep that ended.
+fn wake_ups(pid: u32) -> u64 {
+    let tasks = std::fs::read_dir(format!("/proc/{pid}/task")).expect("list the target's threads");
+    tasks
+        .filter_map(Result::ok)
+        .filter_map(|task| std::fs::read_to_string(task.path().join("status")).ok())
+        .filter_map(|text| {
+            text.lines()
+                .find_map(|line| line.strip_prefix("voluntary_ctxt_switches:"))
+                .and_then(|count| count.trim().parse::<u64>().ok())
+        })
+        .sum()
+}
+
 /// A target whose worker polls (`idle = "poll"`), with these `[target]` lines more.
 fn polling(tag: &str, lines: &str) -> Setup {
     Setup::new(tag).target(&format!("idle = \"poll\"\n{lines}"))
@@ -125,4 +140,55 @@ fn test_spinning_worker_yields_its_core_to_a_woken_thread() {
                 "{late} of 1000 wake-ups of a thread on the spinning worker's core were over 1 ms late"
             );
         });
+}
+
+/// `idle = "poll"` on two interfaces, one device exported on both, with these `[target]`
+/// lines more: requests over either path are answered at once (a wake-up that went missing
+/// would cost a 10 ms sleep), and the idle target sleeps until a frame or another worker
+/// wakes it, rather than in 50 µs steps (thousands of wake-ups a second).
+fn two_paths_sleep_until_work(tag: &str, lines: &str) {
+    Setup::new(tag)
+        .paths(2)
+        .target(&format!("idle = \"poll\"\nidle-spin-us = 0\n{lines}"))
+        .serve(|net, _dir, target| {
+            let pid = target.pid();
+            let window = Duration::from_millis(300);
+            for path in 0..2 {
+                let (mut client, device) = net.discover(path);
+                let (started, mut answered) = (Instant::now(), 0u64);
+                while started.elapsed() < window {
+                    client
+                        .read(&device, answered % 64 * 2, 2, true)
+                        .expect("read");
+                    answered += 1;
+                }
+                assert!(
+                    answered >= 100,
+                    "path {path}: {answered} reads one at a time in {window:?}: a sleeping \
+                     worker was not woken by its work"
+                );
+            }
+            std::thread::sleep(Duration::from_millis(100));
+            let before = wake_ups(pid);
+            std::thread::sleep(Duration::from_millis(500));
+            let idle = wake_ups(pid) - before;
+            assert!(
+                idle < 1000,
+                "an idle target's threads woke {idle} times in 500 ms"
+            );
+            target.stop();
+        });
+}
+
+/// One worker serving both interfaces waits on both sockets at once.
+#[test]
+fn test_poll_mode_worker_with_two_ports_sleeps_until_a_frame() {
+    two_paths_sleep_until_work("dp-poll2p", "worker-cores = [0]");
+}
+
+/// Two workers, one per interface: the device's owner gets the other worker's requests
+/// through a queue, and the other worker their completions; each wakes the other.
+#[test]
+fn test_poll_mode_workers_wake_each_other_for_handed_work() {
+    two_paths_sleep_until_work("dp-poll2w", "worker-cores = [0, 1]");
 }

@@ -5,6 +5,7 @@
 //! [`NetPort`]; the frames are the inner port's throughout.
 
 use std::collections::VecDeque;
+use std::os::fd::BorrowedFd;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -243,6 +244,14 @@ impl<P: NetPort> NetPort for FaultyPort<P> {
     }
     fn prepare_nap(&mut self) -> Result<(), PortError> {
         self.inner.prepare_nap()
+    }
+    fn poll_fd(&self) -> Option<BorrowedFd<'_>> {
+        // Frames held back for later (reordering) are not on the inner port's fd.
+        if self.pending.is_empty() {
+            self.inner.poll_fd()
+        } else {
+            None
+        }
     }
     fn kernel_counters(&self) -> Result<KernelCounters, PortError> {
         self.inner.kernel_counters()

@@ -1,6 +1,7 @@
 //! The ports the target serves: [`XskPort`] (AF_XDP) and [`PacketPort`] (AF_PACKET), each a
 //! [`NetPort`], and [`Port`], the one of the two a unit was given.
 
+use std::os::fd::BorrowedFd;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -41,6 +42,9 @@ macro_rules! forward_socket_methods {
         }
         fn frames_held(&self) -> u32 {
             self.frame_counts().held() + self.slab_counts().held()
+        }
+        fn poll_fd(&self) -> Option<BorrowedFd<'_>> {
+            Some($port::fd(self))
         }
     };
 }
@@ -178,6 +182,9 @@ impl NetPort for Port {
     }
     fn prepare_nap(&mut self) -> Result<(), PortError> {
         delegate!(self, p => NetPort::prepare_nap(p))
+    }
+    fn poll_fd(&self) -> Option<BorrowedFd<'_>> {
+        delegate!(self, p => NetPort::poll_fd(p))
     }
     fn io_arena(&self) -> &Arc<Arena> {
         delegate!(self, p => NetPort::io_arena(p))

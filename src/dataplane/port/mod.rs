@@ -96,6 +96,7 @@ mod fault;
 mod kernel;
 mod loopback;
 
+use std::os::fd::BorrowedFd;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -205,6 +206,15 @@ pub trait NetPort {
 
     /// Sleeps until a frame arrives or `timeout` passes; true if one is ready.
     fn wait_rx(&mut self, timeout: Duration) -> Result<bool, PortError>;
+
+    /// The file descriptor a worker that waits on several ports (or on other workers too)
+    /// polls for this port's frames (`POLLIN` when the RX ring has one), or `None` when the
+    /// port cannot be waited on so: the worker then sleeps in short steps. Before such a wait
+    /// the worker calls [`NetPort::prepare_nap`]; after an error event, `wait_rx` with a zero
+    /// timeout, which reports it.
+    fn poll_fd(&self) -> Option<BorrowedFd<'_>> {
+        None
+    }
 
     /// Before the worker stops polling for a while without waiting on this port (a nap):
     /// gives the kernel room for a burst, as [`NetPort::wait_rx`] does.

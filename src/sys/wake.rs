@@ -1,0 +1,147 @@
+//! A sleeping worker's wake-up: an eventfd that another worker writes when it hands the
+//! sleeper work (a job for a device it owns, a finished request of one of its ports), and the
+//! `poll(2)` over every file descriptor a sleeping worker waits on.
+//!
+//! The handshake is the usual one for a sleeper and its wakers: the sleeper *arms* (marks
+//! itself asleep), then looks once more for work, and only then sleeps; a waker *pushes* its
+//! work, then looks at the mark and writes the eventfd only if it is set. With a full fence
+//! between the two steps on both sides, either the sleeper's last look sees the work or the
+//! waker sees the mark: no work is left waiting for a sleep to time out. A busy worker, whose
+//! mark is clear, costs a waker one fence and one load: no system call.
+
+use std::io;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
+use std::sync::atomic::{fence, AtomicBool, Ordering};
+use std::time::Duration;
+
+use rustix::event::{eventfd, EventfdFlags};
+
+/// One worker's wake-up (see the module).
+#[derive(Debug)]
+pub struct Wakeup {
+    fd: OwnedFd,
+    /// Set while the owner is about to sleep or asleep.
+    sleeping: AtomicBool,
+}
+
+impl Wakeup {
+    /// A wake-up with its eventfd (non-blocking, close-on-exec).
+    pub fn new() -> io::Result<Wakeup> {
+        let fd = eventfd(0, EventfdFlags::NONBLOCK | EventfdFlags::CLOEXEC)?;
+        Ok(Wakeup {
+            fd,
+            sleeping: AtomicBool::new(false),
+        })
+    }
+
+    /// The owner, before its last look for work ahead of a sleep: from here on a waker writes
+    /// the eventfd.
+    pub fn arm(&self) {
+        self.sleeping.store(true, Ordering::Relaxed);
+        // Orders the store before the owner's last look at the queues (see the module).
+        fence(Ordering::SeqCst);
+    }
+
+    /// The owner, awake again (or not going to sleep after all): clears the mark and the
+    /// eventfd's count, so that the next sleep waits for a new wake-up.
+    pub fn disarm(&self) {
+        self.sleeping.store(false, Ordering::Relaxed);
+        let mut count = [0u8; 8];
+        // Non-blocking: EAGAIN when nobody wrote; any other error leaves at most one early
+        // wake-up behind.
+        let _ = rustix::io::read(&self.fd, &mut count);
+    }
+
+    /// A waker, after it pushed work for the owner: wakes the owner if it sleeps.
+    pub fn wake(&self) {
+        // Orders the caller's push before the load of the mark (see the module).
+        fence(Ordering::SeqCst);
+        if self.sleeping.load(Ordering::Relaxed) && self.sleeping.swap(false, Ordering::Relaxed) {
+            // Non-blocking: it fails only when the count would overflow, i.e. the owner has
+            // been woken already.
+            let _ = rustix::io::write(&self.fd, &1u64.to_ne_bytes());
+        }
+    }
+
+    /// The eventfd, to wait on beside the owner's sockets.
+    pub fn fd(&self) -> BorrowedFd<'_> {
+        self.fd.as_fd()
+    }
+}
+
+/// Waits until one of `fds` has one of its requested events or `timeout` passes (`poll(2)`);
+/// the `revents` of each entry say which. An interrupted wait (`EINTR`) returns as a timeout.
+pub fn poll_fds(fds: &mut [libc::pollfd], timeout: Duration) -> io::Result<usize> {
+    let millis = i32::try_from(timeout.as_millis()).unwrap_or(i32::MAX);
+    let count = libc::nfds_t::try_from(fds.len()).unwrap_or(libc::nfds_t::MAX);
+    // SAFETY: `fds` is a valid, writable array of `count` pollfd entries for the duration of
+    // the call; an fd that is not open is reported as POLLNVAL, not undefined behaviour.
+    let ready = unsafe { libc::poll(fds.as_mut_ptr(), count, millis) };
+    if ready < 0 {
+        let error = io::Error::last_os_error();
+        if error.kind() == io::ErrorKind::Interrupted {
+            return Ok(0);
+        }
+        return Err(error);
+    }
+    Ok(usize::try_from(ready).unwrap_or(0))
+}
+
+/// A `pollfd` entry asking for `POLLIN` on `fd` (which must stay open while it is used).
+pub fn pollin(fd: BorrowedFd<'_>) -> libc::pollfd {
+    libc::pollfd {
+        fd: fd.as_raw_fd(),
+        events: libc::POLLIN,
+        revents: 0,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::time::Instant;
+
+    use super::*;
+
+    fn readable(wakeup: &Wakeup, timeout: Duration) -> bool {
+        let mut fds = [pollin(wakeup.fd())];
+        poll_fds(&mut fds, timeout).unwrap() == 1 && fds[0].revents & libc::POLLIN != 0
+    }
+
+    #[test]
+    fn test_a_wake_reaches_an_armed_sleeper_only() {
+        let wakeup = Wakeup::new().unwrap();
+        wakeup.wake();
+        assert!(
+            !readable(&wakeup, Duration::ZERO),
+            "an awake owner is not written to"
+        );
+        wakeup.arm();
+        wakeup.wake();
+        assert!(readable(&wakeup, Duration::ZERO), "an armed owner is woken");
+        wakeup.disarm();
+        assert!(
+            !readable(&wakeup, Duration::ZERO),
+            "disarm clears the count: the next sleep waits"
+        );
+    }
+
+    #[test]
+    fn test_a_sleeper_on_another_thread_is_woken_at_once() {
+        let wakeup = Arc::new(Wakeup::new().unwrap());
+        wakeup.arm();
+        let waker = Arc::clone(&wakeup);
+        let started = Instant::now();
+        let thread = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(20));
+            waker.wake();
+        });
+        assert!(readable(&wakeup, Duration::from_secs(5)));
+        let waited = started.elapsed();
+        thread.join().unwrap();
+        assert!(
+            waited < Duration::from_secs(4),
+            "woken by the write, not the timeout: {waited:?}"
+        );
+    }
+}
