@@ -64,15 +64,16 @@ pub mod defaults {
     /// Largest `uring-entries` (the kernel's IORING_MAX_ENTRIES).
     pub const URING_ENTRIES_MAX: u32 = 32768;
     /// `idle-spin-us`: how long a worker in poll mode keeps polling without work before it
-    /// sleeps in `poll()`. Measured with `cargo xtask bench` (random reads offered at 40 k/s,
-    /// veth): with 50 µs the worker never slept (requests come every 25 µs) and used 93 % of a
-    /// core, vblade 41 %; with 5 µs it used 43-45 %, and a saturated run lost nothing against
-    /// spinning. With no spin at all it used 44-49 % (2026-11-22): at that load the cost is the
-    /// wake-ups, syscalls and veth work per request, not the spin (an adaptive spin was tried
-    /// and removed: no gain). At queue depth 1 the spin decides whether the next request finds
+    /// sleeps in `poll()`. At queue depth 1 the spin decides whether the next request finds
     /// the worker awake: 13-18k requests/s with 5 µs, 54-104k with 20 µs, 60-133k with 50 µs
-    /// (2026-12-02, a busy VM, interleaved runs).
-    pub const IDLE_SPIN_US: u32 = 5;
+    /// (2026-12-02, a busy VM, plain veth, interleaved runs); on the two-machine rig
+    /// (2026-12-06) 5 µs gave 13.3k (p50 72 µs) where 50 µs gave 21.3k (p50 47 µs) and
+    /// spinning 18.4k (p50 48 µs). The price is CPU at moderate loads: at 40k random reads/s
+    /// (one every 25 µs) a worker with 50 µs never sleeps, like a spinning one (the core 24-25
+    /// µs busy per request against 19 with 5 µs); with no spin at all it used as much as with
+    /// 5 µs (2026-11-22): the cost there is the wake-ups, syscalls and veth work per request.
+    /// An adaptive spin was tried and removed: no gain.
+    pub const IDLE_SPIN_US: u32 = 50;
     /// Largest `idle-spin-us` (1 s).
     pub const IDLE_SPIN_US_MAX: i64 = 1_000_000;
     /// `idle-nap-us`: off. A nap trades latency for CPU (each request that arrives during

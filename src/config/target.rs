@@ -64,7 +64,7 @@ pub(super) fn target(raw: &RawTarget, system: &System, p: &mut Problems) -> Targ
         fill_ring_size,
         completion_ring_size,
         uring_entries: pow2(p, "uring-entries", &raw.uring_entries, URING_ENTRIES),
-        idle: keyword(p, "target.idle", raw.idle.as_ref(), IdleMode::Spin),
+        idle: keyword(p, "target.idle", raw.idle.as_ref(), IdleMode::Poll),
         idle_spin_us: int(p, "idle-spin-us", &raw.idle_spin_us, IDLE_SPIN_US),
         idle_nap_us: int(p, "idle-nap-us", &raw.idle_nap_us, IDLE_NAP_US),
         idle_yield: raw.idle_yield.as_ref().is_none_or(|v| *v.get_ref()),

@@ -994,8 +994,8 @@ fn test_defaults() {
         [2048; 4]
     );
     assert_eq!(target.uring_entries, 256);
-    assert_eq!(target.idle, IdleMode::Spin);
-    assert_eq!(target.idle_spin_us, 5);
+    assert_eq!(target.idle, IdleMode::Poll);
+    assert_eq!(target.idle_spin_us, 50);
     assert_eq!(target.idle_nap_us, 0);
     assert!(target.idle_yield);
     assert_eq!((target.busy_poll_budget, target.busy_poll_usecs), (64, 20));

@@ -372,9 +372,10 @@ keyword_enum! {
 keyword_enum! {
     /// What a worker does when it has nothing to do.
     pub enum IdleMode {
-        /// Keep polling the rings: lowest latency, one core at 100 % per worker.
+        /// Keep polling the rings: one core at 100 % per worker, even when idle.
         Spin = "spin",
-        /// Sleep in poll(2) on the socket and io_uring until there is work.
+        /// Keep polling for `idle-spin-us` after the last work, then sleep in poll(2) on the
+        /// worker's sockets and its wake-up until there is work (the default).
         Poll = "poll",
     }
 }

@@ -103,6 +103,8 @@ pub struct Dataplane {
     /// The metrics endpoint, if configured and listening; held for its `Drop`, which stops it.
     metrics: Option<metrics::MetricsServer>,
     stop: Arc<AtomicBool>,
+    /// The workers' queues, whose wake-ups rouse sleeping workers when `stop` is set.
+    queues: Arc<Queues>,
     /// Set by a worker that gave up a failed port and serves its others.
     port_lost: Arc<AtomicBool>,
     workers: Vec<WorkerHandle>,
@@ -155,7 +157,6 @@ struct PortSettings {
     packet_ring: PacketRing,
     /// UMEM frames and the four AF_XDP ring sizes.
     rings: [u32; 5],
-    idle: IdleMode,
     busy_poll: (u16, u32),
     accept_any_destination: bool,
 }
@@ -174,7 +175,6 @@ impl PortSettings {
                 target.rx_ring_size,
                 target.tx_ring_size,
             ],
-            idle: target.idle,
             busy_poll: (target.busy_poll_budget, target.busy_poll_usecs),
             accept_any_destination: target.accept_any_destination,
         }
@@ -364,7 +364,11 @@ impl Dataplane {
         }
         let stop = Arc::new(AtomicBool::new(false));
         let port_lost = Arc::new(AtomicBool::new(false));
-        let (workers, board) = spawn_workers(config, &devices, pending, (&stop, &port_lost))?;
+        let Spawned {
+            workers,
+            board,
+            queues,
+        } = spawn_workers(config, &devices, pending, (&stop, &port_lost))?;
         let (old_ctl, old_metrics) = previous;
         let metrics = serve_metrics(config, &board, old_metrics);
         let ctl_socket = serve_ctl(config, reload, &devices, board, old_ctl);
@@ -372,6 +376,7 @@ impl Dataplane {
             ctl_socket,
             metrics,
             stop,
+            queues,
             port_lost,
             workers,
             programs,
@@ -432,6 +437,8 @@ impl Dataplane {
     fn join(&mut self) -> Joined {
         // Release: pairs with the workers' Acquire load of `stop`.
         self.stop.store(true, Ordering::Release);
+        // A worker asleep in `poll(2)` sees it now, not when its sleep times out.
+        self.queues.wake_all();
         let mut joined = Joined {
             units: Vec::new(),
             ports: Vec::new(),
@@ -664,7 +671,7 @@ fn open_xdp(config: &Config, interface: &Interface) -> Result<Opened, DataplaneE
         };
         let mut port = XskPort::bind(&interface.name, queue, &xsk_config).map_err(socket_error)?;
         tracing::info!(interface = %interface.name, queue, mode = ?port.bind_mode(), "AF_XDP socket ready");
-        if config.target.idle == IdleMode::Spin && config.target.busy_poll_usecs > 0 {
+        if config.target.busy_poll_usecs > 0 {
             let options = BusyPoll {
                 prefer: true,
                 usecs: config.target.busy_poll_usecs,
@@ -711,12 +718,20 @@ fn engine_for(config: &Config, devices: &Devices, arenas: &[Arc<Arena>]) -> Engi
     }
 }
 
+/// What [`spawn_workers`] started: the worker threads, the board they publish to and the
+/// queues between them.
+struct Spawned {
+    workers: Vec<WorkerHandle>,
+    board: Arc<StatsBoard>,
+    queues: Arc<Queues>,
+}
+
 fn spawn_workers(
     config: &Config,
     devices: &Devices,
     ports: Vec<PendingPort>,
     (stop, port_lost): (&Arc<AtomicBool>, &Arc<AtomicBool>),
-) -> Result<(Vec<WorkerHandle>, Arc<StatsBoard>), DataplaneError> {
+) -> Result<Spawned, DataplaneError> {
     let cores = &config.target.worker_cores;
     let worker_count = cores.len().clamp(1, ports.len().max(1));
     let slots = usize::try_from(config.target.uring_entries).unwrap_or(256);
@@ -867,5 +882,9 @@ fn spawn_workers(
             .map_err(DataplaneError::Spawn)?;
         handles.push(handle);
     }
-    Ok((handles, board))
+    Ok(Spawned {
+        workers: handles,
+        board,
+        queues,
+    })
 }

@@ -117,6 +117,14 @@ impl Queues {
         self.wakeups.get(worker)
     }
 
+    /// Wakes every sleeping worker (after the dataplane set its stop flag, which a worker
+    /// about to sleep looks at after it armed its wake-up).
+    pub fn wake_all(&self) {
+        for wakeup in &self.wakeups {
+            wakeup.wake();
+        }
+    }
+
     fn wake(&self, worker: Option<usize>) {
         if let Some(wakeup) = worker.and_then(|w| self.wakeups.get(w)) {
             wakeup.wake();

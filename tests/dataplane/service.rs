@@ -119,8 +119,8 @@ fn service_caps_but(cap: &str) -> Vec<String> {
 /// Runs the target as `nobody` with `caps` only; returns its log after a verified write and
 /// read.
 fn serve_as_nobody(tag: &str, caps: &[String]) -> Option<String> {
-    // The default idle mode, as the service runs it (it sets the busy-poll options).
-    let (net, dir) = Setup::new(tag).target("idle = \"spin\"").build()?;
+    // The defaults, as the service runs them (the busy-poll options are set).
+    let (net, dir) = Setup::new(tag).build()?;
     dir.open_to_all();
     let target = dir.start_with(&net.target_ns, &as_nobody(caps));
     let (mut client, device) = net.discover(0);

@@ -13,7 +13,7 @@
 //!
 //! Systems, each with its defaults: aoe-xdp from a configuration that sets only the interface,
 //! the worker core and the state and control paths (so `durability = "sync"`: every write is
-//! acknowledged once it is durable, `idle = "spin"`, buffer count 64), Debian's `vblade 1 1 IF
+//! acknowledged once it is durable, `idle = "poll"` with a 50 µs spin, buffer count 64), Debian's `vblade 1 1 IF
 //! FILE` (buffered writes, buffer count 16), and, to show what the durability costs, aoe-xdp
 //! with `durability = "writeback"`. The table shows the median round of each and the ratio
 //! aoe-xdp ÷ vblade.

@@ -469,6 +469,7 @@ fn fixed_load(results: &Results) -> String {
                 run.system,
                 SystemKind::Xdp
                     | SystemKind::XdpPoll
+                    | SystemKind::XdpSpin
                     | SystemKind::XdpResident
                     | SystemKind::XdpDefaults
                     | SystemKind::XdpNap
@@ -625,14 +626,31 @@ pub fn summary(results: &Results) -> String {
          target taking writes.",
         meta.backing
     );
+    let idle = if meta.poll_default {
+        format!(
+            "(`worker-cores = [{}]`, the default `idle = \"poll\"`: the worker polls for 50 µs \
+             after its last work, then sleeps in poll(2) until a frame arrives or another \
+             worker wakes it), and with `socket = \"xdp\"`, `idle = \"spin\"` (\"idle=spin\": \
+             the worker polls a whole core even when idle, so at low load its CPU per request \
+             is mostly polling), and with `socket = \"xdp\"`, `idle-spin-us = 5` and a nap of \
+             {} µs after the spin (\"nap\": `idle-nap-us`, under a steady load one wake-up \
+             per nap instead of one per request)",
+            meta.target_core, NAP_US
+        )
+    } else {
+        format!(
+            "(`worker-cores = [{}]`, `idle = \"spin\"`: the worker polls a whole core even when \
+             idle, so at low load its CPU per request is mostly polling), and with `socket = \
+             \"xdp\"`, `idle = \"poll\"` (sleeps in poll(2) after 5 µs without work), and so \
+             with a nap of {} µs after the spin (\"nap\": `idle-nap-us`, under a steady load one \
+             wake-up per nap instead of one per request)",
+            meta.target_core, NAP_US
+        )
+    };
     let _ = writeln!(
         out,
         "- Systems: aoe-xdp with `socket = \"xdp\"` and with `socket = \"packet\"` \
-         (`worker-cores = [{}]`, `idle = \"spin\"`: the worker polls a whole core even when \
-         idle, so at low load its CPU per request is mostly polling), and with `socket = \
-         \"xdp\"`, `idle = \"poll\"` (sleeps in poll(2) after 5 µs without work), and so \
-         with a nap of {} µs after the spin (\"nap\": `idle-nap-us`, under a steady load one \
-         wake-up per nap instead of one per request), and with `socket = \"xdp\"`, `resident = true` (the device locked in memory, reads \
+         {idle}, and with `socket = \"xdp\"`, `resident = true` (the device locked in memory, reads \
          copied through a locked mapping), and with `socket = \"xdp\"` and neither \
          `mapped-reads` nor `mapped-writes` and with `durability = \"sync\"` (\"defaults\": a \
          system call or an io_uring request per read and per write, every write acknowledged \
@@ -641,9 +659,7 @@ pub fn summary(results: &Results) -> String {
          packet` (a `TPACKET_V2` ring and `sendmmsg`, sleeping when idle): the faster of the \
          two at a point is \
          \"the machine's limit\" there. One point offers a fixed load (`aoe-bench load --rate`) below \
-         every system's maximum, where CPU per request measures work rather than polling.",
-        meta.target_core,
-        NAP_US
+         every system's maximum, where CPU per request measures work rather than polling."
     );
     out.push_str(&cpu_method(meta));
     for run in &results.systems {
@@ -779,6 +795,7 @@ fn colour(system: SystemKind) -> RGBColor {
         SystemKind::PacketReflector => RGBColor(0xbc, 0xbd, 0x22),
         SystemKind::Baseline => RGBColor(0xff, 0x7f, 0x0e),
         SystemKind::XdpPoll => RGBColor(0x17, 0xbe, 0xcf),
+        SystemKind::XdpSpin => RGBColor(0x0b, 0x5e, 0x67),
         SystemKind::XdpResident => RGBColor(0x94, 0x67, 0xbd),
         SystemKind::XdpDefaults => RGBColor(0x8c, 0x56, 0x4b),
         SystemKind::XdpNap => RGBColor(0xe3, 0x77, 0xc2),
@@ -1042,6 +1059,7 @@ mod tests {
                 topology: Topology::Plain,
                 napi_fifo: false,
                 yielding_pollers: true,
+                poll_default: true,
                 nics: 1,
                 request_bytes: 1024,
                 target_core: 0,

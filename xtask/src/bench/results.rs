@@ -117,6 +117,11 @@ pub struct Meta {
     /// found nothing (older results: they spun without yielding).
     #[serde(default)]
     pub yielding_pollers: bool,
+    /// aoe-xdp's systems ran with the default idle mode (`idle = "poll"`, a 50 µs spin) and
+    /// the `xdp-spin` system with `idle = "spin"` (older results: every system but
+    /// `xdp-poll` and `xdp-nap` spun).
+    #[serde(default)]
+    pub poll_default: bool,
     /// veth pairs (NICs) between target and initiator.
     #[serde(default = "one")]
     pub nics: u32,

@@ -31,10 +31,15 @@ pub enum SystemKind {
     PacketReflector,
     /// Another aoe-xdp binary (`--baseline`) on AF_XDP, configured as `xdp`.
     Baseline,
-    /// aoe-xdp on AF_XDP with `idle = "poll"` (sleeps when there is no work).
+    /// aoe-xdp on AF_XDP with `idle = "poll"` and `idle-spin-us = 5` (sleeps 5 µs after its
+    /// last work; the default spin is 50 µs). Not in the default set.
     #[value(name = "xdp-poll")]
     #[serde(rename = "xdp-poll")]
     XdpPoll,
+    /// aoe-xdp on AF_XDP with `idle = "spin"` (polls its core all the time).
+    #[value(name = "xdp-spin")]
+    #[serde(rename = "xdp-spin")]
+    XdpSpin,
     /// aoe-xdp on AF_XDP with the device `resident = true` (locked in memory, copies through a
     /// shared mapping instead of a system call per request).
     #[value(name = "xdp-resident")]
@@ -46,8 +51,8 @@ pub enum SystemKind {
     #[value(name = "xdp-defaults")]
     #[serde(rename = "xdp-defaults")]
     XdpDefaults,
-    /// aoe-xdp on AF_XDP with `idle = "poll"` and `idle-nap-us = NAP_US` (naps after work,
-    /// and wakes once per nap under a steady load).
+    /// aoe-xdp on AF_XDP with `idle = "poll"`, `idle-spin-us = 5` and `idle-nap-us = NAP_US`
+    /// (naps after work, and wakes once per nap under a steady load).
     #[value(name = "xdp-nap")]
     #[serde(rename = "xdp-nap")]
     XdpNap,
@@ -72,7 +77,7 @@ impl SystemKind {
         SystemKind::Xdp,
         SystemKind::XdpResident,
         SystemKind::XdpDefaults,
-        SystemKind::XdpPoll,
+        SystemKind::XdpSpin,
         SystemKind::XdpNap,
         SystemKind::Packet,
         SystemKind::Vblade,
@@ -88,6 +93,7 @@ impl SystemKind {
         match self {
             SystemKind::Xdp
             | SystemKind::XdpPoll
+            | SystemKind::XdpSpin
             | SystemKind::XdpResident
             | SystemKind::XdpDefaults
             | SystemKind::XdpNap
@@ -108,10 +114,11 @@ impl SystemKind {
             SystemKind::Reflector => "reflector (AF_XDP)",
             SystemKind::PacketReflector => "reflector (AF_PACKET)",
             SystemKind::Baseline => "aoe-xdp (XDP, baseline)",
-            SystemKind::XdpPoll => "aoe-xdp (XDP, idle=poll)",
+            SystemKind::XdpPoll => "aoe-xdp (XDP, 5 µs spin)",
+            SystemKind::XdpSpin => "aoe-xdp (XDP, idle=spin)",
             SystemKind::XdpResident => "aoe-xdp (XDP, resident)",
             SystemKind::XdpDefaults => "aoe-xdp (XDP, defaults)",
-            SystemKind::XdpNap => "aoe-xdp (XDP, idle=poll, nap)",
+            SystemKind::XdpNap => "aoe-xdp (XDP, nap)",
         }
     }
 
@@ -124,6 +131,7 @@ impl SystemKind {
             SystemKind::PacketReflector => "packet-reflector",
             SystemKind::Baseline => "baseline",
             SystemKind::XdpPoll => "xdp-poll",
+            SystemKind::XdpSpin => "xdp-spin",
             SystemKind::XdpResident => "xdp-resident",
             SystemKind::XdpDefaults => "xdp-defaults",
             SystemKind::XdpNap => "xdp-nap",
@@ -143,10 +151,15 @@ pub(super) fn write_config(
     } else {
         "xdp"
     };
-    let (idle, nap_us) = match system {
-        SystemKind::XdpPoll => ("poll", 0),
-        SystemKind::XdpNap => ("poll", NAP_US),
-        _ => ("spin", 0),
+    // The idle mode: the default (`idle = "poll"`, a 50 µs spin) but where a system is about
+    // another one.
+    let idle = match system {
+        SystemKind::XdpSpin => "idle = \"spin\"\n".to_string(),
+        SystemKind::XdpPoll => "idle = \"poll\"\nidle-spin-us = 5\n".to_string(),
+        SystemKind::XdpNap => {
+            format!("idle = \"poll\"\nidle-spin-us = 5\nidle-nap-us = {NAP_US}\n")
+        }
+        _ => String::new(),
     };
     let resident = system == SystemKind::XdpResident;
     // Every configuration copies to and from the page cache through mappings (the data lives
@@ -161,8 +174,7 @@ pub(super) fn write_config(
         "[target]\n\
          interfaces = [{interfaces}]\n\
          worker-cores = [{TARGET_CORE}]\n\
-         idle = \"{idle}\"\n\
-         idle-nap-us = {nap_us}\n\
+         {idle}\
          socket = \"{socket}\"\n\
          state-directory = \"{dir}/state-{key}\"\n\
          control-socket = \"{dir}/ctl-{key}.sock\"\n\
