@@ -21,8 +21,9 @@
 //! their sockets and XDP programs (a changed one is opened again), the new workers start and
 //! announce the devices, and only then are the interfaces that went away released. Devices
 //! keep their AoE state (it is on disk). For that moment requests wait in the sockets' rings
-//! (printed in the log as `pause_ms`: 1-2 ms measured on veth with `idle = "spin"`; with
-//! `idle = "poll"` up to 10 ms more, as a sleeping worker sees the stop when its sleep ends).
+//! (printed in the log as `pause_ms`: 1-2 ms measured on veth with `idle = "spin"`; a
+//! sleeping worker, `idle = "poll"`, is woken by the stop through its eventfd, which
+//! `tests/dataplane/runtime.rs` checks).
 //! An interface going down and up needs no restart: its sockets stay and it resumes. With no
 //! configured interface left, the supervisor waits for one to appear.
 
