@@ -671,10 +671,11 @@ impl<P: NetPort> Worker<P> {
     /// Sleeps until a frame arrives on one of the worker's ports, another worker hands it
     /// work (a job for a device it owns, a finished request of one of its ports), or `timeout`
     /// passes (poll idle mode). While its own I/O is in flight it does not sleep but yields
-    /// its core (to io_uring's blocking-I/O thread, which may share it) and polls on: a
-    /// 20 µs sleep there, which the kernel's timer slack stretched to up to 70 µs, made
-    /// group-committed 1 KiB writes (`durability = "sync"`) at queue depth 64 21 % slower
-    /// than spinning on the two-machine rig (91k against 115k requests/s, 2026-12-06).
+    /// its core (to io_uring's blocking-I/O thread, which may share it) and polls on: with a
+    /// 20 µs sleep there (which the kernel's default 50 µs timer slack lets last up to
+    /// 70 µs), group-committed 1 KiB writes (`durability = "sync"`) at queue depth 64 ran
+    /// at 91k requests/s against 115k spinning on the two-machine rig; yielding, at 101k
+    /// against 105k (2026-12-06, one run each).
     /// Without the queues' wake-ups, or with a port that cannot be waited on, it sleeps for
     /// [`SHARED_IDLE_SLEEP`] whenever another worker may hand it work or it has several ports.
     /// A sleep also ends when `stop` is set and the dataplane calls [`Queues::wake_all`].
