@@ -241,6 +241,17 @@ mod tests {
         }
     }
 
+    /// A job from `unit` for `device`, in a fresh chunk of `pool`, its data at `buf_offset`.
+    fn job(pool: &mut ChunkPool, unit: u16, device: DeviceIndex, buf_offset: u32) -> Job {
+        Job {
+            unit,
+            chunk: pool.alloc().expect("chunk"),
+            buf_offset,
+            plan: plan(device),
+            started: Instant::now(),
+        }
+    }
+
     #[test]
     fn test_owners_keep_single_worker_devices_local_and_spread_shared_ones() {
         // Device 0: only worker 1's ports; 1..=3: every port; 4: nobody.
@@ -259,14 +270,7 @@ mod tests {
         let mut pool = ChunkPool::new(arena).expect("pool");
         let queues = Queues::new(vec![0, 1], &[2, 1]);
         assert_eq!(queues.owned_by(1), vec![1]);
-        let job = Job {
-            unit: 1,
-            chunk: pool.alloc().expect("chunk"),
-            buf_offset: 512,
-            plan: plan(1),
-            started: Instant::now(),
-        };
-        queues.push_job(job).expect("room");
+        queues.push_job(job(&mut pool, 1, 1, 512)).expect("room");
         assert_eq!((queues.queued(1), queues.queued(0)), (1, 0));
         assert_eq!(queues.outstanding(), 1);
         let job = queues.pop_job(1).expect("the job");
@@ -308,14 +312,7 @@ mod tests {
         for worker in 0..2 {
             queues.wakeup(worker).expect("one per worker").arm();
         }
-        let job = Job {
-            unit: 0,
-            chunk: pool.alloc().expect("chunk"),
-            buf_offset: 0,
-            plan: plan(0),
-            started: Instant::now(),
-        };
-        queues.push_job(job).expect("room");
+        queues.push_job(job(&mut pool, 0, 0, 0)).expect("room");
         assert!(woken(&queues, 1), "the device's owner is woken");
         assert!(!woken(&queues, 0), "nobody else");
         let job = queues.pop_job(0).expect("the job");
@@ -335,15 +332,10 @@ mod tests {
         let arena = Arc::new(Arena::new(4096, 4).expect("arena"));
         let mut pool = ChunkPool::new(arena).expect("pool");
         let queues = Queues::new(vec![0], &[1]);
-        let mut job = |unit| Job {
-            unit,
-            chunk: pool.alloc().expect("chunk"),
-            buf_offset: 0,
-            plan: plan(0),
-            started: Instant::now(),
-        };
-        queues.push_job(job(0)).expect("room for one");
-        let refused = queues.push_job(job(0)).expect_err("full");
+        queues
+            .push_job(job(&mut pool, 0, 0, 0))
+            .expect("room for one");
+        let refused = queues.push_job(job(&mut pool, 0, 0, 0)).expect_err("full");
         assert_eq!(refused.unit, 0);
         assert_eq!(queues.outstanding(), 1, "a refused job is not counted");
     }

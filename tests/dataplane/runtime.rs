@@ -40,6 +40,19 @@ fn pauses(log: &str) -> Vec<u64> {
     pauses
 }
 
+/// The target's configuration file as it is, and that file with a second device of
+/// `SECTORS` sectors in slot `slot` (its backing file made in the target's directory).
+fn with_second_device(dir: &TargetDir, slot: u16) -> (String, String) {
+    let original = std::fs::read_to_string(dir.config()).unwrap();
+    let second = dir.path().join("second.img");
+    std::fs::File::create(&second)
+        .and_then(|file| file.set_len(SECTORS * 512))
+        .unwrap();
+    let grown =
+        format!("{original}\n[[device]]\npath = {second:?}\nshelf = {SHELF}\nslot = {slot}\n");
+    (original, grown)
+}
+
 /// Waits until the target's log has `count` lines containing `needle`.
 fn wait_log(target: &TargetProcess<'_>, needle: &str, count: usize) -> String {
     let deadline = Instant::now() + FOLLOW;
@@ -207,13 +220,8 @@ fn test_reload_adds_a_device_and_refuses_a_broken_file() {
     let data = pattern(4, 2, 7);
     client.write(&device, 4, &data, true).expect("write");
 
-    let original = std::fs::read_to_string(dir.config()).unwrap();
-    let second = dir.path().join("second.img");
-    std::fs::File::create(&second)
-        .and_then(|file| file.set_len(SECTORS * 512))
-        .unwrap();
-    let broken =
-        format!("{original}\n[[device]]\npath = {second:?}\nshelf = {SHELF}\nslot = 300\n");
+    let (original, broken) = with_second_device(&dir, 300);
+    let (_, grown) = with_second_device(&dir, u16::from(SLOT) + 1);
     std::fs::write(dir.config(), &broken).unwrap();
     let (code, said) = ctl_reload(&socket);
     assert_eq!(code, Some(1), "{said}");
@@ -239,10 +247,6 @@ fn test_reload_adds_a_device_and_refuses_a_broken_file() {
     assert!(!log.contains("serving again"), "{log}");
     client.read(&device, 4, 2, true).expect("still served");
 
-    let grown = format!(
-        "{original}\n[[device]]\npath = {second:?}\nshelf = {SHELF}\nslot = {}\n",
-        SLOT + 1
-    );
     std::fs::write(dir.config(), &grown).unwrap();
     let (code, said) = ctl_reload(&socket);
     assert_eq!(code, Some(0), "{said}");
@@ -279,15 +283,7 @@ fn test_a_reload_wakes_sleeping_workers() {
     };
     let target = dir.start(&net.target_ns);
     let (mut client, device) = net.discover(0);
-    let original = std::fs::read_to_string(dir.config()).unwrap();
-    let second = dir.path().join("second.img");
-    std::fs::File::create(&second)
-        .and_then(|file| file.set_len(SECTORS * 512))
-        .unwrap();
-    let grown = format!(
-        "{original}\n[[device]]\npath = {second:?}\nshelf = {SHELF}\nslot = {}\n",
-        SLOT + 1
-    );
+    let (original, grown) = with_second_device(&dir, u16::from(SLOT) + 1);
     let reloads = 8;
     for reload in 0..reloads {
         client.read(&device, 4, 2, true).expect("served");
@@ -454,15 +450,7 @@ fn test_changes_elsewhere_leave_a_paths_io_undisturbed() {
     };
 
     // A reload adds a device; it is served (over vt1, beside the writes).
-    let original = std::fs::read_to_string(dir.config()).unwrap();
-    let second = dir.path().join("second.img");
-    std::fs::File::create(&second)
-        .and_then(|file| file.set_len(SECTORS * 512))
-        .unwrap();
-    let added = format!(
-        "{original}\n[[device]]\npath = {second:?}\nshelf = {SHELF}\nslot = {}\n",
-        SLOT + 1
-    );
+    let (original, added) = with_second_device(&dir, u16::from(SLOT) + 1);
     std::fs::write(dir.config(), added).unwrap();
     assert_eq!(ctl_reload(&socket).0, Some(0));
     writes_after("a reload that added a device");
