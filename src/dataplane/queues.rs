@@ -241,6 +241,16 @@ mod tests {
         }
     }
 
+    /// `job` finished with `result`.
+    fn done(job: Job, result: Result<(), IoFailure>) -> Done {
+        Done {
+            chunk: job.chunk,
+            plan: job.plan,
+            result,
+            started: job.started,
+        }
+    }
+
     /// A job from `unit` for `device`, in a fresh chunk of `pool`, its data at `buf_offset`.
     fn job(pool: &mut ChunkPool, unit: u16, device: DeviceIndex, buf_offset: u32) -> Job {
         Job {
@@ -276,12 +286,7 @@ mod tests {
         let job = queues.pop_job(1).expect("the job");
         assert_eq!((job.unit, job.buf_offset, job.plan), (1, 512, plan(1)));
         assert!(queues.pop_job(1).is_none());
-        let done = Done {
-            chunk: job.chunk,
-            plan: job.plan,
-            result: Err(IoFailure::Media),
-            started: job.started,
-        };
+        let done = done(job, Err(IoFailure::Media));
         queues.push_done(1, done).expect("room");
         assert_eq!(
             queues.outstanding(),
@@ -316,12 +321,7 @@ mod tests {
         assert!(woken(&queues, 1), "the device's owner is woken");
         assert!(!woken(&queues, 0), "nobody else");
         let job = queues.pop_job(0).expect("the job");
-        let done = Done {
-            chunk: job.chunk,
-            plan: job.plan,
-            result: Ok(()),
-            started: job.started,
-        };
+        let done = done(job, Ok(()));
         queues.push_done(0, done).expect("room");
         assert!(woken(&queues, 0), "the unit's worker is woken");
         pool.free(queues.pop_done(0).expect("done").chunk);
@@ -353,12 +353,7 @@ mod tests {
                 while seen.len() < 256 {
                     if let Some(job) = queues.pop_job(0) {
                         seen.push(job.plan.sector);
-                        let done = Done {
-                            chunk: job.chunk,
-                            plan: job.plan,
-                            result: Ok(()),
-                            started: job.started,
-                        };
+                        let done = done(job, Ok(()));
                         queues.push_done(0, done).expect("room");
                     }
                 }
