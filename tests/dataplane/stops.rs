@@ -199,7 +199,11 @@ fn test_interface_down_and_up_under_load() {
     two_paths_with_room("dp-downup").serve(|net, _dir, _target| {
         let mut first = net.client(0);
         let device = discover_one(&mut first);
-        let mut second = net.client(1).with_retry(Duration::from_millis(100), 3);
+        // Patient as an initiator is (the Linux driver retransmits for far longer): every write
+        // waits for a data sync of the disk (`durability = "sync"`), which took over 300 ms
+        // once in CI while other tests wrote (the write and its two retransmits were answered
+        // only after a 3 x 100 ms client had given up).
+        let mut second = net.client(1).with_retry(Duration::from_millis(250), 8);
         let second_device = discover_one(&mut second);
         let acked = Arc::new(AtomicU64::new(0));
         let blocks = ROOMY_SECTORS / 2;
