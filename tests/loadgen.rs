@@ -629,8 +629,7 @@ fn test_pollers_yield_their_core_to_a_woken_thread() {
     };
     let cores = std::thread::available_parallelism().map_or(1, usize::from);
     let (reflector_core, load_core) = (0, cores.min(2) - 1);
-    let taskset = |core: usize| core.to_string();
-    let reflector_cpu = taskset(reflector_core);
+    let reflector_cpu = reflector_core.to_string();
     let (reflector, _) = start_reflector_under(
         &rig.ns_a,
         &["taskset", "-c", &reflector_cpu, BIN],
@@ -644,7 +643,7 @@ fn test_pollers_yield_their_core_to_a_woken_thread() {
         "{late} of 1000 wake-ups on the idle AF_XDP reflector's core were over 1 ms late"
     );
     // A paced load: most of the load generator's rounds move nothing.
-    let load_cpu = taskset(load_core);
+    let load_cpu = load_core.to_string();
     let load = Rig::command(
         &rig.ns_b,
         "taskset",

@@ -740,21 +740,23 @@ fn spawn_workers(
         .iter()
         .flat_map(|p| p.port.io_arenas().cloned())
         .collect();
+    // Unit (port) `u` is served by worker `u % worker_count`.
+    let unit_workers: Vec<usize> = (0..ports.len()).map(|u| u % worker_count).collect();
     // Which worker's ports may serve which device: a device is owned by one of those workers.
     let device_count = devices.devices.len();
     let mut serves = vec![vec![false; device_count]; worker_count];
     for (index, pending) in ports.iter().enumerate() {
         let bit = 1u64 << (pending.info.index & 63);
         for (device, (params, _)) in devices.devices.iter().enumerate() {
-            serves[index % worker_count][device] |= params.port_mask & bit != 0;
+            serves[unit_workers[index]][device] |= params.port_mask & bit != 0;
         }
     }
     let owners = queues::owners(&serves, device_count);
     // A worker that sleeps (`idle = "poll"`) is woken by the eventfd of its wake-up when
-    // another worker hands it work; unit `u` is worker `u % worker_count`'s (below).
+    // another worker hands it work.
     let queues = Arc::new(
         Queues::new(owners.clone(), &vec![slots; ports.len()])
-            .with_wakeups((0..ports.len()).map(|u| u % worker_count).collect())
+            .with_wakeups(unit_workers.clone())
             .map_err(DataplaneError::Wakeup)?,
     );
     let board = Arc::new(StatsBoard::new(
@@ -780,7 +782,7 @@ fn spawn_workers(
             slots,
             devices.state_dir.clone(),
         );
-        groups[index % worker_count].push(unit);
+        groups[unit_workers[index]].push(unit);
     }
     for (device, (params, _)) in devices.devices.iter().enumerate() {
         tracing::info!(device = %params.name, worker = owners[device], "device queue owner");

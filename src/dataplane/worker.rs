@@ -658,14 +658,22 @@ impl<P: NetPort> Worker<P> {
 
     /// True while any request of this worker's devices or units is unfinished.
     pub fn busy(&self) -> bool {
+        self.own_io_pending()
+            || self.units.iter().any(|u| u.in_flight > 0)
+            || self.devices.iter().any(|&d| self.queues.queued(d) > 0)
+    }
+
+    /// True while this worker's own engine has I/O in flight or requests wait on it (held,
+    /// undelivered, or waiting in a working unit): work that ends without another worker's
+    /// or the network's help.
+    fn own_io_pending(&self) -> bool {
         self.engine.in_flight() > 0
             || !self.held.is_empty()
             || !self.undelivered.is_empty()
             || self
                 .units
                 .iter()
-                .any(|u| u.in_flight > 0 || (!u.waiting.is_empty() && !u.failed))
-            || self.devices.iter().any(|&d| self.queues.queued(d) > 0)
+                .any(|u| !u.waiting.is_empty() && !u.failed)
     }
 
     /// Sleeps until a frame arrives on one of the worker's ports, another worker hands it
@@ -680,14 +688,7 @@ impl<P: NetPort> Worker<P> {
     /// [`SHARED_IDLE_SLEEP`] whenever another worker may hand it work or it has several ports.
     /// A sleep also ends when `stop` is set and the dataplane calls [`Queues::wake_all`].
     pub fn wait(&mut self, timeout: Duration, stop: &AtomicBool) -> Result<(), PortError> {
-        if self.engine.in_flight() > 0
-            || !self.held.is_empty()
-            || !self.undelivered.is_empty()
-            || self
-                .units
-                .iter()
-                .any(|u| !u.waiting.is_empty() && !u.failed)
-        {
+        if self.own_io_pending() {
             std::thread::yield_now();
             return Ok(());
         }

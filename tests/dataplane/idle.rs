@@ -8,14 +8,22 @@ use aoe_xdp::initiator::client::Client;
 use crate::common::sched::late_wake_ups;
 use crate::fixture::{discover_one, Setup};
 
-/// CPU time (ns) all threads of process `pid` have run so far (`/proc/PID/task/*/schedstat`).
-fn cpu_ns(pid: u32) -> u64 {
+/// The sum over every thread of process `pid` of what `field` reads from that thread's
+/// `/proc/PID/task/TID/<file>`.
+fn per_thread_sum(pid: u32, file: &str, field: impl Fn(&str) -> Option<u64>) -> u64 {
     let tasks = std::fs::read_dir(format!("/proc/{pid}/task")).expect("list the target's threads");
     tasks
         .filter_map(Result::ok)
-        .filter_map(|task| std::fs::read_to_string(task.path().join("schedstat")).ok())
-        .filter_map(|text| text.split_whitespace().next()?.parse::<u64>().ok())
+        .filter_map(|task| std::fs::read_to_string(task.path().join(file)).ok())
+        .filter_map(|text| field(&text))
         .sum()
+}
+
+/// CPU time (ns) all threads of process `pid` have run so far (`/proc/PID/task/*/schedstat`).
+fn cpu_ns(pid: u32) -> u64 {
+    per_thread_sum(pid, "schedstat", |text| {
+        text.split_whitespace().next()?.parse().ok()
+    })
 }
 
 /// The share of one core process `pid` used over the next `window`.
@@ -28,16 +36,11 @@ fn cpu_share(pid: u32, window: Duration) -> f64 {
 /// Voluntary context switches so far of every thread of process `pid`
 /// (`/proc/PID/task/*/status`): one per sleep that ended.
 fn wake_ups(pid: u32) -> u64 {
-    let tasks = std::fs::read_dir(format!("/proc/{pid}/task")).expect("list the target's threads");
-    tasks
-        .filter_map(Result::ok)
-        .filter_map(|task| std::fs::read_to_string(task.path().join("status")).ok())
-        .filter_map(|text| {
-            text.lines()
-                .find_map(|line| line.strip_prefix("voluntary_ctxt_switches:"))
-                .and_then(|count| count.trim().parse::<u64>().ok())
-        })
-        .sum()
+    per_thread_sum(pid, "status", |text| {
+        text.lines()
+            .find_map(|line| line.strip_prefix("voluntary_ctxt_switches:"))
+            .and_then(|count| count.trim().parse().ok())
+    })
 }
 
 /// A target whose worker polls (`idle = "poll"`), with these `[target]` lines more.
