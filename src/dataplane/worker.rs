@@ -20,6 +20,7 @@
 //! port it came from.
 
 use std::collections::VecDeque;
+use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -437,9 +438,12 @@ pub struct Worker<P: NetPort = Port> {
     announcer: Option<Announcer>,
     /// Per device: the service time of the requests this worker's ports answered.
     service: ServiceTimes,
-    /// Scratch for the `poll` of a sleeping worker: its wake-up and its ports (capacity
-    /// = ports + 1; never grows).
+    /// Scratch for the `poll` of a sleeping worker: its wake-up, its ports and its engine's
+    /// completion eventfd (capacity = ports + 2; never grows).
     pollfds: Vec<libc::pollfd>,
+    /// Whether the engine could not give a completion eventfd to sleep on (logged once; the
+    /// worker then yields while its I/O is in flight).
+    no_completion_fd: bool,
 }
 
 /// What a worker needs to advertise its devices on request.
@@ -485,7 +489,8 @@ impl<P: NetPort> Worker<P> {
             last_publish: Instant::now(),
             announcer: None,
             service,
-            pollfds: Vec::with_capacity(units_len + 1),
+            pollfds: Vec::with_capacity(units_len + 2),
+            no_completion_fd: false,
         }
     }
 
@@ -667,8 +672,13 @@ impl<P: NetPort> Worker<P> {
     /// undelivered, or waiting in a working unit): work that ends without another worker's
     /// or the network's help.
     fn own_io_pending(&self) -> bool {
-        self.engine.in_flight() > 0
-            || !self.held.is_empty()
+        self.engine.in_flight() > 0 || self.retries_pending()
+    }
+
+    /// True while requests wait for the worker to retry them (held for engine room,
+    /// undelivered, or waiting in a working unit): nothing wakes a sleeper for those.
+    fn retries_pending(&self) -> bool {
+        !self.held.is_empty()
             || !self.undelivered.is_empty()
             || self
                 .units
@@ -677,18 +687,22 @@ impl<P: NetPort> Worker<P> {
     }
 
     /// Sleeps until a frame arrives on one of the worker's ports, another worker hands it
-    /// work (a job for a device it owns, a finished request of one of its ports), or `timeout`
-    /// passes (poll idle mode). While its own I/O is in flight it does not sleep but yields
-    /// its core (to io_uring's blocking-I/O thread, which may share it) and polls on: with a
-    /// 20 µs sleep there (which the kernel's default 50 µs timer slack lets last up to
-    /// 70 µs), group-committed 1 KiB writes (`durability = "sync"`) at queue depth 64 ran
-    /// at 91k requests/s against 115k spinning on the two-machine rig; yielding, at 101k
-    /// against 105k (2026-12-06, one run each).
+    /// work (a job for a device it owns, a finished request of one of its ports), one of its
+    /// engine's I/Os completes, or `timeout` passes (poll idle mode). A data sync of
+    /// `durability = "sync"` writes lasts milliseconds: the worker sleeps through it instead
+    /// of holding its core (a sleep on the ring's completion eventfd, see
+    /// [`Engine::arm_completion_fd`]). While requests wait for it to retry them (held for
+    /// engine room, undelivered, waiting in a unit), or where the engine gives no eventfd,
+    /// it does not sleep but yields its core (to io_uring's blocking-I/O thread, which may
+    /// share it) and polls on.
     /// Without the queues' wake-ups, or with a port that cannot be waited on, it sleeps for
-    /// [`SHARED_IDLE_SLEEP`] whenever another worker may hand it work or it has several ports.
+    /// [`SHARED_IDLE_SLEEP`] whenever another worker may hand it work or it has several ports
+    /// ([`IO_WAIT_SLEEP`] while requests of its ports are with another worker; it yields
+    /// while its own I/O is in flight).
     /// A sleep also ends when `stop` is set and the dataplane calls [`Queues::wake_all`].
     pub fn wait(&mut self, timeout: Duration, stop: &AtomicBool) -> Result<(), PortError> {
-        if self.own_io_pending() {
+        let own_io = self.engine.in_flight() > 0;
+        if self.retries_pending() || (own_io && self.no_completion_fd) {
             std::thread::yield_now();
             return Ok(());
         }
@@ -698,7 +712,11 @@ impl<P: NetPort> Worker<P> {
             .all(|u| u.failed || u.port.poll_fd().is_some());
         let queues = Arc::clone(&self.queues);
         match queues.wakeup(self.index) {
-            Some(wakeup) if waitable => self.wait_for_any(wakeup, timeout, stop),
+            Some(wakeup) if waitable => self.wait_for_any(wakeup, timeout, stop, own_io),
+            _ if own_io => {
+                std::thread::yield_now();
+                Ok(())
+            }
             _ if self.busy() => {
                 std::thread::sleep(IO_WAIT_SLEEP);
                 Ok(())
@@ -713,12 +731,14 @@ impl<P: NetPort> Worker<P> {
         }
     }
 
-    /// [`Self::wait`] on every working port's fd and on `wakeup`, this worker's.
+    /// [`Self::wait`] on every working port's fd and on `wakeup`, this worker's; with
+    /// `own_io`, on the engine's completion eventfd too.
     fn wait_for_any(
         &mut self,
         wakeup: &Wakeup,
         timeout: Duration,
         stop: &AtomicBool,
+        own_io: bool,
     ) -> Result<(), PortError> {
         for unit in self.units.iter_mut().filter(|u| !u.failed) {
             unit.port.prepare_nap()?;
@@ -733,6 +753,26 @@ impl<P: NetPort> Worker<P> {
             wakeup.disarm();
             return Ok(());
         }
+        // The engine's last look comes after its notifications are on (see `sys::uring`).
+        let completion_fd = match own_io.then(|| self.engine.arm_completion_fd()) {
+            None => None,
+            Some(Ok(Some(fd))) => Some(fd.as_raw_fd()),
+            Some(Ok(None)) => {
+                // A completion is ready: reap it rather than sleep.
+                wakeup.disarm();
+                return Ok(());
+            }
+            Some(Err(error)) => {
+                tracing::warn!(
+                    worker = self.index,
+                    %error,
+                    "no completion eventfd: the worker polls while its I/O is in flight"
+                );
+                self.no_completion_fd = true;
+                wakeup.disarm();
+                return Ok(());
+            }
+        };
         self.pollfds.clear();
         self.pollfds.push(pollin(wakeup.fd()));
         for unit in self.units.iter().filter(|u| !u.failed) {
@@ -740,8 +780,18 @@ impl<P: NetPort> Worker<P> {
                 self.pollfds.push(pollin(fd));
             }
         }
+        if let Some(fd) = completion_fd {
+            self.pollfds.push(libc::pollfd {
+                fd,
+                events: libc::POLLIN,
+                revents: 0,
+            });
+        }
         let polled = poll_fds(&mut self.pollfds, timeout);
         wakeup.disarm();
+        if completion_fd.is_some() {
+            self.engine.disarm_completion_fd();
+        }
         if let Err(source) = polled {
             tracing::warn!(worker = self.index, %source, "poll failed; the worker polls on");
             return Ok(());

@@ -16,6 +16,7 @@
 //! Hazard: requests queued in the same batch have no mutual order (as on the wire); a FLUSH
 //! covers writes that completed before it was submitted, not writes in flight with it.
 
+use std::os::fd::BorrowedFd;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -71,6 +72,25 @@ impl Engine {
         match self {
             Engine::Sync(e) => e.wait(min),
             Engine::Uring(e) => e.wait(min),
+        }
+    }
+
+    /// Before the calling thread sleeps with requests in flight: the eventfd that becomes
+    /// readable when one completes, with everything held pushed to the kernel first, or
+    /// `None` when it must not sleep on the engine (a completion is ready, nothing is in the
+    /// kernel, or the synchronous engine, whose requests are done when submitted). Call
+    /// [`Self::disarm_completion_fd`] after the sleep.
+    pub fn arm_completion_fd(&mut self) -> Result<Option<BorrowedFd<'_>>, EngineError> {
+        match self {
+            Engine::Sync(_) => Ok(None),
+            Engine::Uring(e) => e.arm_completion_fd(),
+        }
+    }
+
+    /// After a sleep armed by [`Self::arm_completion_fd`].
+    pub fn disarm_completion_fd(&mut self) {
+        if let Engine::Uring(e) = self {
+            e.disarm_completion_fd();
         }
     }
 

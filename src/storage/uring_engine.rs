@@ -346,6 +346,26 @@ impl UringEngine {
         Ok(())
     }
 
+    /// Before the calling thread sleeps with requests in flight: pushes everything queued or
+    /// held back to the kernel and, if every request the engine holds now waits for the
+    /// kernel (none ready to reap), switches the ring's completion notifications on and
+    /// returns the eventfd that becomes readable when one completes. `None`: do not sleep
+    /// on the engine (a completion is ready, or nothing is in the kernel). Call
+    /// [`Self::disarm_completion_fd`] after the sleep.
+    pub fn arm_completion_fd(&mut self) -> Result<Option<BorrowedFd<'_>>, EngineError> {
+        self.dispatch(None);
+        if !self.ready.is_empty() || !self.pending.is_empty() || self.ring.in_flight() == 0 {
+            self.ring.submit()?;
+            return Ok(None);
+        }
+        Ok(self.ring.arm_completion_fd()?)
+    }
+
+    /// After a sleep armed by [`Self::arm_completion_fd`]: notifications off again.
+    pub fn disarm_completion_fd(&mut self) {
+        self.ring.disarm_completion_fd();
+    }
+
     /// How many requests the engine holds before `submit` throttles.
     pub fn capacity(&self) -> usize {
         self.slots.len()

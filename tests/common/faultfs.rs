@@ -1,6 +1,7 @@
-//! A disk with bad sectors: a FUSE file system (the `fuser` crate, no libfuse) holding one
-//! file, `disk`, in memory, whose reads and writes fail with `EIO` wherever they touch a bad
-//! byte range. Needs root (`/dev/fuse`, `mount(2)`).
+//! A disk with bad sectors, or a slow one: a FUSE file system (the `fuser` crate, no libfuse)
+//! holding one file, `disk`, in memory, whose reads and writes fail with `EIO` wherever they
+//! touch a bad byte range, and whose data syncs (`fsync`, `fdatasync`) take as long as asked.
+//! Needs root (`/dev/fuse`, `mount(2)`).
 //!
 //! A request that overlaps the bad range fails whole: FUSE fills a short read up with zeros,
 //! so returning the good part of it would hand out zeros as data. The kernel reads a file
@@ -13,6 +14,7 @@
 use std::ffi::OsStr;
 use std::ops::Range;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, UNIX_EPOCH};
 
@@ -29,6 +31,10 @@ const TTL: Duration = Duration::from_secs(60);
 struct Disk {
     bytes: Arc<Mutex<Vec<u8>>>,
     bad: Range<u64>,
+    /// How long each sync takes.
+    sync_delay: Duration,
+    /// Syncs answered so far.
+    syncs: Arc<AtomicU64>,
 }
 
 impl Disk {
@@ -152,6 +158,8 @@ impl Filesystem for Disk {
         _datasync: bool,
         reply: ReplyEmpty,
     ) {
+        std::thread::sleep(self.sync_delay);
+        self.syncs.fetch_add(1, Ordering::Relaxed);
         reply.ok();
     }
 }
@@ -161,17 +169,31 @@ pub struct FaultFs {
     // Dropped first: unmounts before the directory goes.
     _session: fuser::BackgroundSession,
     bytes: Arc<Mutex<Vec<u8>>>,
+    syncs: Arc<AtomicU64>,
     dir: tempfile::TempDir,
 }
 
 impl FaultFs {
     /// Mounts a file system whose `disk` has `size` zero bytes and fails in `bad`.
     pub fn mount(size: usize, bad: Range<u64>) -> FaultFs {
+        FaultFs::mount_with(size, bad, Duration::ZERO)
+    }
+
+    /// Mounts a file system whose `disk` has `size` zero bytes and takes `sync_delay` per
+    /// data sync (the file system's thread sleeps meanwhile: other requests wait too).
+    pub fn mount_slow_syncs(size: usize, sync_delay: Duration) -> FaultFs {
+        FaultFs::mount_with(size, 0..0, sync_delay)
+    }
+
+    fn mount_with(size: usize, bad: Range<u64>, sync_delay: Duration) -> FaultFs {
         let dir = tempfile::tempdir_in("/var/tmp").expect("temporary directory");
         let bytes = Arc::new(Mutex::new(vec![0u8; size]));
+        let syncs = Arc::new(AtomicU64::new(0));
         let disk = Disk {
             bytes: Arc::clone(&bytes),
             bad,
+            sync_delay,
+            syncs: Arc::clone(&syncs),
         };
         let mut config = fuser::Config::default();
         config
@@ -182,6 +204,7 @@ impl FaultFs {
         FaultFs {
             _session: session,
             bytes,
+            syncs,
             dir,
         }
     }
@@ -189,6 +212,11 @@ impl FaultFs {
     /// The file.
     pub fn disk(&self) -> PathBuf {
         self.dir.path().join("disk")
+    }
+
+    /// Syncs of the file answered so far.
+    pub fn syncs(&self) -> u64 {
+        self.syncs.load(Ordering::Relaxed)
     }
 
     /// What the file holds now.

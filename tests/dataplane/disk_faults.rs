@@ -73,7 +73,7 @@ fn test_full_file_system_gives_ata_errors_and_keeps_serving() {
 }
 
 /// Makes the first device's backing file a link to `file` (on a file system of a test's own).
-fn back_with(dir: &TargetDir, file: &std::path::Path) {
+pub(crate) fn back_with(dir: &TargetDir, file: &std::path::Path) {
     std::fs::remove_file(dir.disk(0)).expect("remove the default backing file");
     std::os::unix::fs::symlink(file, dir.disk(0)).expect("symlink to the test's file");
 }

@@ -49,4 +49,7 @@ pub enum RingError {
     /// `io_uring_enter` failed.
     #[error("io_uring_enter failed")]
     Enter(#[source] io::Error),
+    /// Creating or registering the completion eventfd failed.
+    #[error("registering an eventfd for completions failed")]
+    RegisterEventfd(#[source] io::Error),
 }

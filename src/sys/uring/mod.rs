@@ -27,6 +27,7 @@
 //! - `submission.rs`: the submission side: [`Seg`], [`Full`], the `push_*` calls, and the
 //!   parking of segments while their operation is in flight.
 //! - `completion.rs`: the completion side: [`Ring::reap`] and the [`Segs`] it hands back.
+//! - `notify.rs`: the eventfd that wakes a thread sleeping while its I/O is in flight.
 //! - `io_worker.rs`: io-wq, the kernel threads that run blocking I/O, and their CPUs.
 //! - `error.rs`: [`RingError`].
 //!
@@ -35,6 +36,7 @@
 mod completion;
 mod error;
 mod io_worker;
+mod notify;
 mod register;
 mod ring;
 mod setup;

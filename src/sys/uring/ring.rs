@@ -74,6 +74,8 @@ pub struct Ring {
     pub(super) max_segments: usize,
     pub(super) enabled: bool,
     pub(super) mode: SetupMode,
+    /// The eventfd registered for completions, once a sleeper asked for it (`notify.rs`).
+    pub(super) completion_fd: Option<std::os::fd::OwnedFd>,
 }
 
 // SAFETY: `Ring` is `!Send` only because of the raw pointers inside `libc::iovec`, which point
@@ -109,6 +111,7 @@ impl Ring {
             max_segments: opts.max_segments,
             enabled: !mode.single_issuer,
             mode,
+            completion_fd: None,
         })
     }
 
@@ -155,7 +158,7 @@ impl Ring {
 
     /// One `io_uring_enter`: submits what is queued, runs deferred task work, waits for
     /// `want` completions. `EINTR`, `EAGAIN` and `EBUSY` return `Ok(0)`: retry later.
-    fn enter(&mut self, want: usize) -> Result<usize, RingError> {
+    pub(super) fn enter(&mut self, want: usize) -> Result<usize, RingError> {
         let to_submit = self.ring.submission().len();
         let defer_work = self.mode.defer_taskrun && self.in_flight() > 0;
         if to_submit == 0 && want == 0 && !defer_work {

@@ -3,7 +3,7 @@
 //! io-wq threads.
 
 use std::io::{Read, Seek, SeekFrom, Write};
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsFd, AsRawFd};
 use std::sync::Arc;
 
 use super::{Full, Ring, RingOptions, Seg, RWF_DSYNC};
@@ -212,4 +212,130 @@ fn test_drop_waits_for_in_flight_io() {
     ring.submit().unwrap();
     drop(ring); // must block until the read is done, then release the arena
     assert_eq!(Arc::strong_count(pool.arena()), 1);
+}
+
+/// A ring with a pipe's read end as registered file 0, in the set-up `opts` asks for.
+fn pipe_ring(opts: RingOptions) -> (Ring, ChunkPool, std::io::PipeWriter) {
+    let arena = Arc::new(Arena::new(4096, 2).unwrap());
+    let pool = ChunkPool::new(Arc::clone(&arena)).unwrap();
+    let mut ring = Ring::new(8, opts).unwrap();
+    ring.register_arena(&arena).unwrap();
+    let (read, write) = std::io::pipe().unwrap();
+    ring.register_files(&[read.as_raw_fd()]).unwrap();
+    // The registration holds its own reference to the read end.
+    drop(read);
+    (ring, pool, write)
+}
+
+fn readable(fd: std::os::fd::BorrowedFd<'_>, timeout: std::time::Duration) -> bool {
+    let mut fds = [crate::sys::wake::pollin(fd)];
+    crate::sys::wake::poll_fds(&mut fds, timeout).unwrap() == 1
+        && fds[0].revents & libc::POLLIN != 0
+}
+
+/// A read of an empty pipe completes only when another thread writes it: the armed eventfd
+/// wakes the sleeper then, in both the default set-up (`DEFER_TASKRUN`, where the completion
+/// is work queued for the submitter) and without it (the completion is posted directly).
+#[test]
+fn test_the_armed_completion_fd_wakes_a_sleeper_when_its_io_completes() {
+    let modes = [
+        RingOptions::default(),
+        RingOptions {
+            single_issuer: false,
+            defer_taskrun: false,
+            ..RingOptions::default()
+        },
+    ];
+    for opts in modes {
+        let (mut ring, mut pool, mut pipe) = pipe_ring(opts);
+        // A first sleep that ends at once leaves notifications off, as they are between sleeps.
+        assert!(ring.arm_completion_fd().unwrap().is_some());
+        ring.disarm_completion_fd();
+        let seg = Seg {
+            chunk: pool.alloc().unwrap(),
+            offset: 0,
+            len: 8,
+        };
+        ring.push_read_fixed(0, 0, seg, 11).unwrap();
+        ring.submit().unwrap();
+        let mode = ring.mode();
+        let writer = std::thread::spawn(move || {
+            std::thread::sleep(std::time::Duration::from_millis(30));
+            pipe.write_all(b"12345678").unwrap();
+            pipe
+        });
+        let started = std::time::Instant::now();
+        let fd = ring
+            .arm_completion_fd()
+            .unwrap()
+            .expect("nothing completed yet: sleep");
+        assert!(
+            readable(fd, std::time::Duration::from_secs(5)),
+            "{mode:?}: the completion wrote the eventfd"
+        );
+        let slept = started.elapsed();
+        ring.disarm_completion_fd();
+        let _pipe = writer.join().unwrap();
+        assert!(
+            slept >= std::time::Duration::from_millis(20),
+            "{mode:?}: slept until the write, {slept:?}"
+        );
+        // The completion is there for the next enter (which runs deferred work) and reap.
+        ring.submit().unwrap();
+        let mut got = Vec::new();
+        ring.reap(|ud, res, segs| {
+            got.push((ud, res));
+            segs.for_each(|seg| pool.free(seg.chunk));
+        });
+        assert_eq!(got, [(11, 8)], "{mode:?}");
+    }
+}
+
+/// Disarmed, the ring leaves the eventfd alone (an awake thread costs no eventfd write per
+/// completion); arming with a completion already waiting says so instead of sleeping.
+#[test]
+fn test_the_completion_fd_is_quiet_while_disarmed_and_arming_sees_a_ready_completion() {
+    let (mut ring, mut pool, mut pipe) = pipe_ring(RingOptions::default());
+    let mut read = |ring: &mut Ring, ud: u64| {
+        let seg = Seg {
+            chunk: pool.alloc().unwrap(),
+            offset: 0,
+            len: 4,
+        };
+        ring.push_read_fixed(0, 0, seg, ud).unwrap();
+        ring.submit().unwrap();
+    };
+    read(&mut ring, 1);
+    // Registers the eventfd; then disarmed.
+    assert!(ring.arm_completion_fd().unwrap().is_some());
+    ring.disarm_completion_fd();
+    pipe.write_all(b"abcd").unwrap();
+    ring.submit_and_wait(1).unwrap();
+    assert_eq!(
+        ring.reap(|_, res, segs| {
+            assert_eq!(res, 4);
+            segs.for_each(drop);
+        }),
+        1
+    );
+    let fd = ring.completion_fd.as_ref().unwrap().as_fd();
+    assert!(
+        !readable(fd, std::time::Duration::ZERO),
+        "a completion while disarmed wrote the eventfd"
+    );
+    // A completion that is ready before the arm: no sleep.
+    read(&mut ring, 2);
+    pipe.write_all(b"efgh").unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(10));
+    assert!(
+        ring.arm_completion_fd().unwrap().is_none(),
+        "arming missed a completion that was ready"
+    );
+    assert_eq!(
+        ring.reap(|ud, res, segs| {
+            assert_eq!((ud, res), (2, 4));
+            segs.for_each(drop);
+        }),
+        1
+    );
 }
