@@ -75,10 +75,9 @@ pub struct TargetDir {
 
 impl TargetDir {
     /// Writes the configuration: `interfaces` (none: the default, every interface that is up),
-    /// one worker (on the cores in turn, so that
-    /// parallel tests spread out), `idle = "poll"` (so they do not each spin a core) and
-    /// `target_extra` (more `[target]` lines, which may override those), then `devices`,
-    /// each backed by a fresh sparse file.
+    /// one worker (on the cores in turn, so that parallel tests spread out; the default idle
+    /// mode, `poll`, keeps them from each spinning a core) and `target_extra` (more `[target]`
+    /// lines, which may override those), then `devices`, each backed by a fresh sparse file.
     pub fn new(interfaces: &[&str], target_extra: &str, devices: &[DeviceSpec]) -> TargetDir {
         let dir = tempfile::Builder::new()
             .prefix("aoe-xdp-dataplane-")
@@ -105,7 +104,6 @@ impl TargetDir {
         let socket = format!("{:?}", dir.path().join(CONTROL_SOCKET));
         for (key, value) in [
             ("worker-cores", core.as_str()),
-            ("idle", "\"poll\""),
             ("control-socket", socket.as_str()),
         ] {
             if !target_extra.lines().any(|line| {

@@ -2,7 +2,7 @@
 //! and a target directory (configuration, sparse backing files, state) for the real `aoe-xdp`.
 //! A test names only what differs from the default ([`Setup`]); the default is one path at
 //! MTU 1500, one device `e3.1` of [`SECTORS`] sectors and the `[target]` defaults of
-//! `TargetDir` (one worker, `idle = "poll"`).
+//! `TargetDir` (one worker, otherwise the target's own defaults).
 
 use std::time::Duration;
 
