@@ -20,6 +20,18 @@ fn setup(chunks: usize) -> (Ring, ChunkPool, std::fs::File) {
     (ring, pool, file)
 }
 
+/// Pushes a `READ_FIXED` of `len` bytes at offset 0 of file 0 into a fresh chunk of `pool`,
+/// and submits it.
+fn read_from_start(ring: &mut Ring, pool: &mut ChunkPool, len: u32, user_data: u64) {
+    let seg = Seg {
+        chunk: pool.alloc().unwrap(),
+        offset: 0,
+        len,
+    };
+    ring.push_read_fixed(0, 0, seg, user_data).unwrap();
+    ring.submit().unwrap();
+}
+
 fn wait_one(ring: &mut Ring) -> (u64, i32, Vec<Seg>) {
     ring.submit_and_wait(1).unwrap();
     let mut out = None;
@@ -203,13 +215,7 @@ fn test_segment_past_chunk_end_is_refused() {
 #[test]
 fn test_drop_waits_for_in_flight_io() {
     let (mut ring, mut pool, _file) = setup(2);
-    let seg = Seg {
-        chunk: pool.alloc().unwrap(),
-        offset: 0,
-        len: 4096,
-    };
-    ring.push_read_fixed(0, 0, seg, 1).unwrap();
-    ring.submit().unwrap();
+    read_from_start(&mut ring, &mut pool, 4096, 1);
     drop(ring); // must block until the read is done, then release the arena
     assert_eq!(Arc::strong_count(pool.arena()), 1);
 }
@@ -251,13 +257,7 @@ fn test_the_armed_completion_fd_wakes_a_sleeper_when_its_io_completes() {
         // A first sleep that ends at once leaves notifications off, as they are between sleeps.
         assert!(ring.arm_completion_fd().unwrap().is_some());
         ring.disarm_completion_fd();
-        let seg = Seg {
-            chunk: pool.alloc().unwrap(),
-            offset: 0,
-            len: 8,
-        };
-        ring.push_read_fixed(0, 0, seg, 11).unwrap();
-        ring.submit().unwrap();
+        read_from_start(&mut ring, &mut pool, 8, 11);
         let mode = ring.mode();
         let writer = std::thread::spawn(move || {
             std::thread::sleep(std::time::Duration::from_millis(30));
@@ -296,16 +296,7 @@ fn test_the_armed_completion_fd_wakes_a_sleeper_when_its_io_completes() {
 #[test]
 fn test_the_completion_fd_is_quiet_while_disarmed_and_arming_sees_a_ready_completion() {
     let (mut ring, mut pool, mut pipe) = pipe_ring(RingOptions::default());
-    let mut read = |ring: &mut Ring, ud: u64| {
-        let seg = Seg {
-            chunk: pool.alloc().unwrap(),
-            offset: 0,
-            len: 4,
-        };
-        ring.push_read_fixed(0, 0, seg, ud).unwrap();
-        ring.submit().unwrap();
-    };
-    read(&mut ring, 1);
+    read_from_start(&mut ring, &mut pool, 4, 1);
     // Registers the eventfd; then disarmed.
     assert!(ring.arm_completion_fd().unwrap().is_some());
     ring.disarm_completion_fd();
@@ -324,7 +315,7 @@ fn test_the_completion_fd_is_quiet_while_disarmed_and_arming_sees_a_ready_comple
         "a completion while disarmed wrote the eventfd"
     );
     // A completion that is ready before the arm: no sleep.
-    read(&mut ring, 2);
+    read_from_start(&mut ring, &mut pool, 4, 2);
     pipe.write_all(b"efgh").unwrap();
     std::thread::sleep(std::time::Duration::from_millis(10));
     assert!(
