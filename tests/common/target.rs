@@ -158,6 +158,13 @@ impl TargetDir {
         &self.disks[index]
     }
 
+    /// Makes the first device's backing file a link to `file` (on a file system of a test's
+    /// own: a full one, a faulty or slow one).
+    pub fn back_first_device_with(&self, file: &Path) {
+        fs::remove_file(self.disk(0)).expect("remove the default backing file");
+        std::os::unix::fs::symlink(file, self.disk(0)).expect("symlink to the test's file");
+    }
+
     /// Starts the target inside `ns`, expecting it to refuse to start: waits for it to exit
     /// and returns its log. Panics if it starts serving or exits with status 0.
     pub fn start_refused(&self, ns: &Netns) -> String {

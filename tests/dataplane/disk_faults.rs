@@ -5,7 +5,6 @@ use aoe_xdp::wire::ata::error as ata_error;
 
 use crate::common::faultfs::FaultFs;
 use crate::common::mounts::SmallTmpfs;
-use crate::common::target::TargetDir;
 use crate::fixture::{Setup, SECTORS};
 use crate::patterns::pattern;
 
@@ -28,7 +27,7 @@ fn test_full_file_system_gives_ata_errors_and_keeps_serving() {
     std::fs::File::create(&backing)
         .and_then(|f| f.set_len(sectors * 512))
         .expect("sparse file on the tmpfs");
-    back_with(&dir, &backing);
+    dir.back_first_device_with(&backing);
     let target = dir.start(&net.target_ns);
     let (mut client, device) = net.discover(0);
     let mut written = 0;
@@ -72,12 +71,6 @@ fn test_full_file_system_gives_ata_errors_and_keeps_serving() {
     drop(tmpfs);
 }
 
-/// Makes the first device's backing file a link to `file` (on a file system of a test's own).
-pub(crate) fn back_with(dir: &TargetDir, file: &std::path::Path) {
-    std::fs::remove_file(dir.disk(0)).expect("remove the default backing file");
-    std::os::unix::fs::symlink(file, dir.disk(0)).expect("symlink to the test's file");
-}
-
 /// A disk with a bad range (a FUSE file whose reads and writes there fail with EIO): requests
 /// touching it get ATA UNC, every other request is served and its data kept, and the target
 /// keeps serving throughout.
@@ -93,7 +86,7 @@ fn test_bad_range_fails_only_its_requests() {
         usize::try_from(sectors * 512).unwrap(),
         bad.start * 512..bad.end * 512,
     );
-    back_with(&dir, &fs.disk());
+    dir.back_first_device_with(&fs.disk());
     let target = dir.start(&net.target_ns);
     let (mut client, device) = net.discover(0);
     let is_media_error = |error: &ClientError| matches!(error, ClientError::Ata { error, .. } if *error & ata_error::UNC != 0);

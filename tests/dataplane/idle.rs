@@ -7,7 +7,6 @@ use aoe_xdp::initiator::client::Client;
 
 use crate::common::faultfs::FaultFs;
 use crate::common::sched::late_wake_ups;
-use crate::disk_faults::back_with;
 use crate::fixture::{discover_one, Setup, SECTORS};
 use crate::patterns::pattern;
 
@@ -201,9 +200,9 @@ fn test_poll_mode_workers_wake_each_other_for_handed_work() {
 
 /// A poll-mode worker whose writes wait for a slow data sync (the default
 /// `durability = "sync"`, on a FUSE disk whose syncs take 100 ms) sleeps through the sync,
-/// woken by the ring's completion eventfd, rather than polling on its core (it used 0.02 of
-/// a core here, and all of one when it yielded in a loop instead); every write is answered once its
-/// sync ends.
+/// woken by the ring's completion eventfd, rather than polling on its core (it used 0.02 of a
+/// core here, and all of one when it yielded in a loop instead); every write is answered once
+/// its sync ends.
 #[test]
 fn test_poll_mode_worker_sleeps_through_a_slow_data_sync() {
     let delay = Duration::from_millis(100);
@@ -211,7 +210,7 @@ fn test_poll_mode_worker_sleeps_through_a_slow_data_sync() {
         return;
     };
     let fs = FaultFs::mount_slow_syncs(usize::try_from(SECTORS * 512).unwrap(), delay);
-    back_with(&dir, &fs.disk());
+    dir.back_first_device_with(&fs.disk());
     let target = dir.start(&net.target_ns);
     let pid = target.pid();
     let (mut client, device) = net.discover(0);
