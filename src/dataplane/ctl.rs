@@ -445,17 +445,32 @@ fn subtract(now: &mut Value, base: &Value) {
 /// Sends `command` to the target serving `path` and returns its answer; an `{"error": ...}`
 /// answer becomes [`CtlError::Refused`].
 pub fn request(path: &Path, command: &str) -> Result<Value, CtlError> {
+    let stream = UnixStream::connect(path).map_err(|source| CtlError::Io {
+        path: path.to_owned(),
+        source,
+    })?;
+    exchange(stream, path, command)
+}
+
+/// [`request`] on a connected `stream`. A target that refuses a client answers without
+/// reading and closes: if that happens before the command is written, the write fails
+/// (`EPIPE`) but the answer is there to read, so a failed write is reported only when no
+/// answer came.
+fn exchange(mut stream: UnixStream, path: &Path, command: &str) -> Result<Value, CtlError> {
     let io = |source| CtlError::Io {
         path: path.to_owned(),
         source,
     };
-    let mut stream = UnixStream::connect(path).map_err(io)?;
     stream
         .set_read_timeout(Some(CLIENT_TIMEOUT * 2))
         .map_err(io)?;
-    writeln!(stream, "{command}").map_err(io)?;
+    let sent = writeln!(stream, "{command}");
     let mut line = String::new();
-    BufReader::new(&stream).read_line(&mut line).map_err(io)?;
+    let read = BufReader::new(&stream).read_line(&mut line);
+    if line.is_empty() {
+        sent.map_err(io)?;
+        read.map_err(io)?;
+    }
     let answer: Value = serde_json::from_str(&line).map_err(|_| CtlError::Answer {
         path: path.to_owned(),
         answer: line.trim().to_owned(),
@@ -498,6 +513,28 @@ mod tests {
         assert!(!peer_allowed(other, user));
         assert!(peer_allowed(Uid::ROOT, Uid::ROOT));
         assert!(!peer_allowed(user, Uid::ROOT));
+    }
+
+    /// A refused client whose command is written after the target answered and closed (a
+    /// race a CI run hit: `aoe-xdp --stats` then said "Broken pipe") still gets the refusal.
+    #[test]
+    fn test_a_refusal_sent_before_the_command_is_what_the_client_reports() {
+        let (client, server) = UnixStream::pair().unwrap();
+        refuse(&server).unwrap();
+        drop(server);
+        let error = exchange(client, Path::new("ctl.sock"), "stats").unwrap_err();
+        assert!(
+            matches!(&error, CtlError::Refused(text) if text.contains("permission denied")),
+            "{error:?}"
+        );
+        // A target that closes without an answer: the failed write is the error.
+        let (client, server) = UnixStream::pair().unwrap();
+        drop(server);
+        let error = exchange(client, Path::new("ctl.sock"), "stats").unwrap_err();
+        assert!(
+            matches!(&error, CtlError::Io { source, .. } if source.kind() == std::io::ErrorKind::BrokenPipe),
+            "{error:?}"
+        );
     }
 
     fn board() -> StatsBoard {
