@@ -20,7 +20,6 @@
 //! port it came from.
 
 use std::collections::VecDeque;
-use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -663,16 +662,10 @@ impl<P: NetPort> Worker<P> {
 
     /// True while any request of this worker's devices or units is unfinished.
     pub fn busy(&self) -> bool {
-        self.own_io_pending()
+        self.engine.in_flight() > 0
+            || self.retries_pending()
             || self.units.iter().any(|u| u.in_flight > 0)
             || self.devices.iter().any(|&d| self.queues.queued(d) > 0)
-    }
-
-    /// True while this worker's own engine has I/O in flight or requests wait on it (held,
-    /// undelivered, or waiting in a working unit): work that ends without another worker's
-    /// or the network's help.
-    fn own_io_pending(&self) -> bool {
-        self.engine.in_flight() > 0 || self.retries_pending()
     }
 
     /// True while requests wait for the worker to retry them (held for engine room,
@@ -754,9 +747,9 @@ impl<P: NetPort> Worker<P> {
             return Ok(());
         }
         // The engine's last look comes after its notifications are on (see `sys::uring`).
-        let completion_fd = match own_io.then(|| self.engine.arm_completion_fd()) {
+        let completion = match own_io.then(|| self.engine.arm_completion_fd()) {
             None => None,
-            Some(Ok(Some(fd))) => Some(fd.as_raw_fd()),
+            Some(Ok(Some(fd))) => Some(pollin(fd)),
             Some(Ok(None)) => {
                 // A completion is ready: reap it rather than sleep.
                 wakeup.disarm();
@@ -780,16 +773,10 @@ impl<P: NetPort> Worker<P> {
                 self.pollfds.push(pollin(fd));
             }
         }
-        if let Some(fd) = completion_fd {
-            self.pollfds.push(libc::pollfd {
-                fd,
-                events: libc::POLLIN,
-                revents: 0,
-            });
-        }
+        self.pollfds.extend(completion);
         let polled = poll_fds(&mut self.pollfds, timeout);
         wakeup.disarm();
-        if completion_fd.is_some() {
+        if completion.is_some() {
             self.engine.disarm_completion_fd();
         }
         if let Err(source) = polled {
