@@ -17,8 +17,13 @@ pub(super) struct Ticks {
     /// utime + stime of the target's processes.
     pub process: u64,
     /// Busy ticks of the target's core, whoever ran there (the target, NAPI threads,
-    /// softirqs, interrupts).
+    /// softirqs, interrupts); not the host's steal.
     pub core: u64,
+    /// Ticks the host took from the target's core (`steal` of its `/proc/stat` line: the
+    /// vCPU wanted to run and the host ran something else).
+    pub core_steal: u64,
+    /// The same for the initiator's core.
+    pub initiator_steal: u64,
 }
 
 /// CPU cost from two samples of (ticks, time) and the measured request rate.
@@ -35,6 +40,7 @@ pub(super) fn cpu_sample(
     let wall_s = last.1.duration_since(first.1).as_secs_f64().max(1e-6);
     let utilisation = cpu_s / wall_s;
     let core_utilisation = core_s / wall_s;
+    let steal = |from: u64, to: u64| seconds(from, to) / wall_s;
     let per_second = iops.max(1e-9);
     CpuSample {
         cpu_s,
@@ -45,45 +51,60 @@ pub(super) fn cpu_sample(
             .map(|(count, seconds)| count as f64 / (per_second * seconds.max(1e-6))),
         core_utilisation: Some(core_utilisation),
         core_us_per_request: Some(core_utilisation / per_second * 1e6),
+        core_steal: Some(steal(first.0.core_steal, last.0.core_steal)),
+        initiator_steal: Some(steal(first.0.initiator_steal, last.0.initiator_steal)),
     }
 }
 
-/// Busy ticks of CPU `core` (its `cpuN` line of `/proc/stat`).
-pub(super) fn core_ticks(core: u32) -> Result<u64> {
-    let stat = fs::read_to_string("/proc/stat")?;
-    parse_core_line(&stat, core)
-        .map(|(busy, _)| busy)
-        .with_context(|| format!("no cpu{core} line in /proc/stat"))
+/// Ticks of one line of `/proc/stat` (user nice system idle iowait irq softirq steal; guest
+/// time is already inside user).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) struct StatTicks {
+    /// Everything but idle, iowait and steal: work done on the CPU, whoever did it.
+    pub busy: u64,
+    /// What the host took: the vCPU was runnable and the host ran something else (a VM's
+    /// neighbours). Not work of ours, and not time anything of ours could use.
+    pub steal: u64,
+    /// All eight fields.
+    pub total: u64,
 }
 
-/// Cores busy (all but idle and iowait time in `/proc/stat`) on average over `period`.
-pub(super) fn background_cores(period: Duration) -> Result<f64> {
-    let sample = || -> Result<(u64, u64)> {
+/// The ticks of CPU `core` (its `cpuN` line of `/proc/stat`).
+pub(super) fn core_ticks(core: u32) -> Result<StatTicks> {
+    let stat = fs::read_to_string("/proc/stat")?;
+    parse_core_line(&stat, core).with_context(|| format!("no cpu{core} line in /proc/stat"))
+}
+
+/// The machine over `period`: (cores busy on average, share of all CPU time the host stole).
+pub(super) fn background_cores(period: Duration) -> Result<(f64, f64)> {
+    let sample = || -> Result<StatTicks> {
         let stat = fs::read_to_string("/proc/stat")?;
         parse_cpu_line(&stat).context("unexpected /proc/stat")
     };
-    let (busy0, total0) = sample()?;
+    let first = sample()?;
     std::thread::sleep(period);
-    let (busy1, total1) = sample()?;
+    let last = sample()?;
     let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
-    let total = total1.saturating_sub(total0).max(1) as f64;
-    Ok(busy1.saturating_sub(busy0) as f64 / total * cpus as f64)
+    let total = last.total.saturating_sub(first.total).max(1) as f64;
+    let share = |from: u64, to: u64| to.saturating_sub(from) as f64 / total;
+    Ok((
+        share(first.busy, last.busy) * cpus as f64,
+        share(first.steal, last.steal),
+    ))
 }
 
-/// (busy, total) ticks of the `cpu` line of `/proc/stat`: user nice system idle iowait irq
-/// softirq steal (guest time is already inside user).
-pub(super) fn parse_cpu_line(stat: &str) -> Option<(u64, u64)> {
+/// The ticks of the `cpu` line of `/proc/stat` (all CPUs).
+pub(super) fn parse_cpu_line(stat: &str) -> Option<StatTicks> {
     parse_line(stat, "cpu ")
 }
 
-/// (busy, total) ticks of the `cpuN` line of `/proc/stat`.
-pub(super) fn parse_core_line(stat: &str, core: u32) -> Option<(u64, u64)> {
+/// The ticks of the `cpuN` line of `/proc/stat`.
+pub(super) fn parse_core_line(stat: &str, core: u32) -> Option<StatTicks> {
     parse_line(stat, &format!("cpu{core} "))
 }
 
-/// (busy, total) ticks of the line of `/proc/stat` that starts with `prefix`: busy is all but
-/// idle and iowait.
-fn parse_line(stat: &str, prefix: &str) -> Option<(u64, u64)> {
+/// The ticks of the line of `/proc/stat` that starts with `prefix`.
+fn parse_line(stat: &str, prefix: &str) -> Option<StatTicks> {
     let line = stat.lines().find(|l| l.starts_with(prefix))?;
     let ticks: Vec<u64> = line
         .split_whitespace()
@@ -95,8 +116,12 @@ fn parse_line(stat: &str, prefix: &str) -> Option<(u64, u64)> {
         return None;
     }
     let total: u64 = ticks.iter().sum();
-    let idle = ticks[3] + ticks[4];
-    Some((total - idle, total))
+    let (idle, steal) = (ticks[3] + ticks[4], ticks[7]);
+    Some(StatTicks {
+        busy: total - idle - steal,
+        steal,
+        total,
+    })
 }
 
 /// utime + stime of process `pid`, in clock ticks (all its threads, dead ones included).
@@ -183,11 +208,12 @@ mod tests {
     }
 
     #[test]
-    fn machine_load_counts_everything_but_idle_and_iowait() {
-        let stat = "cpu  100 5 50 800 40 3 2 0 0 0\ncpu0 50 2 25 400 20 1 1 0 0 0\n";
-        assert_eq!(parse_cpu_line(stat), Some((160, 1000)));
+    fn busy_time_is_everything_but_idle_iowait_and_the_hosts_steal() {
+        let stat = "cpu  100 5 50 800 40 3 2 30 0 0\ncpu0 50 2 25 400 20 1 1 7 0 0\n";
+        let ticks = |busy, steal, total| Some(StatTicks { busy, steal, total });
+        assert_eq!(parse_cpu_line(stat), ticks(160, 30, 1030));
         assert_eq!(parse_cpu_line("cpu0 1 2 3\n"), None);
-        assert_eq!(parse_core_line(stat, 0), Some((79, 499)));
+        assert_eq!(parse_core_line(stat, 0), ticks(79, 7, 506));
         assert_eq!(parse_core_line(stat, 1), None);
     }
 
@@ -208,11 +234,17 @@ mod tests {
         let t0 = Instant::now();
         let t1 = t0 + Duration::from_secs(2);
         // 100 ticks of 10 ms over 2 s: half a core; at 50 000 IOPS that is 10 µs a request.
-        // The core was busy 160 ticks: 16 µs a request.
-        let ticks = |process, core| Ticks { process, core };
+        // The core was busy 160 ticks: 16 µs a request. The host took 20 ticks of it (10 %)
+        // and 50 of the initiator's core (25 %).
+        let ticks = |process, core, core_steal, initiator_steal| Ticks {
+            process,
+            core,
+            core_steal,
+            initiator_steal,
+        };
         let sample = cpu_sample(
-            (ticks(1000, 5000), t0),
-            (ticks(1100, 5160), t1),
+            (ticks(1000, 5000, 300, 700), t0),
+            (ticks(1100, 5160, 320, 750), t1),
             100,
             50_000.0,
             Some((4_000_000, 2.0)),
@@ -222,5 +254,7 @@ mod tests {
         assert_eq!(sample.instructions_per_request, Some(40.0));
         assert!((sample.core_us_per_request.unwrap() - 16.0).abs() < 1e-6);
         assert!((sample.core_utilisation.unwrap() - 0.8).abs() < 1e-9);
+        assert!((sample.core_steal.unwrap() - 0.1).abs() < 1e-9);
+        assert!((sample.initiator_steal.unwrap() - 0.25).abs() < 1e-9);
     }
 }

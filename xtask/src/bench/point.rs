@@ -47,9 +47,12 @@ impl Target<'_> {
         for daemon in self.daemons.iter() {
             process += cpu_ticks(daemon.pid())?;
         }
+        let core = core_ticks(TARGET_CORE)?;
         Ok(Ticks {
             process,
-            core: core_ticks(TARGET_CORE)?,
+            core: core.busy,
+            core_steal: core.steal,
+            initiator_steal: core_ticks(INITIATOR_CORE)?.steal,
         })
     }
 }

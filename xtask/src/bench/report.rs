@@ -87,6 +87,14 @@ pub fn point_line(point: &Point) -> String {
             cpu.utilisation * 100.0,
             cpu.us_per_request
         );
+        if let (Some(target), Some(initiator)) = (cpu.core_steal, cpu.initiator_steal) {
+            let _ = write!(
+                line,
+                "  steal {:.0}%/{:.0}%",
+                target * 100.0,
+                initiator * 100.0
+            );
+        }
     }
     for napi in &point.napi {
         let _ = write!(
@@ -681,6 +689,9 @@ pub fn summary(results: &Results) -> String {
             disturbed.join(", ")
         );
     }
+    if let Some(note) = steal_note(results) {
+        out.push_str(&note);
+    }
     let _ = writeln!(
         out,
         "- Noise: runs on this VM differ by about ±25%. Only ratios within one run count; \
@@ -744,6 +755,47 @@ fn setup(meta: &Meta) -> String {
          carries). Target pinned to core {}, initiator to core {}. {topology}{fifo}{pollers}\n",
         meta.mtu, meta.request_bytes, meta.mtu, meta.target_core, meta.initiator_core
     )
+}
+
+/// Share of a point's time above which the host's steal is worth a line in the summary.
+const STEAL_NOTE: f64 = 0.05;
+
+/// The summary's line on the host's steal, when it took more than [`STEAL_NOTE`] of either
+/// core at some point: how often, and the worst point.
+fn steal_note(results: &Results) -> Option<String> {
+    let mut points = 0;
+    let mut stolen = 0;
+    let mut worst: Option<(f64, String)> = None;
+    for run in &results.systems {
+        for point in &run.samples {
+            let Some(cpu) = &point.cpu else { continue };
+            let (Some(target), Some(initiator)) = (cpu.core_steal, cpu.initiator_steal) else {
+                continue;
+            };
+            points += 1;
+            let most = target.max(initiator);
+            if most > STEAL_NOTE {
+                stolen += 1;
+            }
+            if worst.as_ref().is_none_or(|(w, _)| most > *w) {
+                worst = Some((
+                    most,
+                    format!("{} at {}", run.system.label(), point.workload.label()),
+                ));
+            }
+        }
+    }
+    let (most, at) = worst?;
+    (stolen > 0).then(|| {
+        format!(
+            "- **Host steal:** at {stolen} of {points} measured points the host took more than \
+             {:.0} % of the target's or the initiator's core (the VM's neighbours ran; the \
+             worst: {:.0} %, {at}). Steal is not counted as the target's CPU, but it slows \
+             both sides, and sleepers most (each wake-up waits for the host).\n",
+            STEAL_NOTE * 100.0,
+            most * 100.0
+        )
+    })
 }
 
 /// The summary's line on how CPU per request is measured.
@@ -1018,6 +1070,8 @@ mod tests {
                     instructions_per_request: None,
                     core_utilisation: None,
                     core_us_per_request: None,
+                    core_steal: None,
+                    initiator_steal: None,
                 }),
                 error: None,
                 profile: Some(Profile {
@@ -1190,6 +1244,36 @@ mod tests {
             .collect();
         // A failed round counts as the slowest; a workload never measured has no row.
         assert_eq!(rates, [Some(20.0), Some(5.0)]);
+    }
+
+    #[test]
+    fn the_summary_names_points_where_the_host_stole_the_cpu() {
+        let mut results = results();
+        let steal = |results: &mut Results, system: usize, target, initiator| {
+            let run = &mut results.systems[system];
+            run.samples = run.points.clone();
+            for point in &mut run.samples {
+                let cpu = point.cpu.as_mut().unwrap();
+                cpu.core_steal = Some(target);
+                cpu.initiator_steal = Some(initiator);
+            }
+        };
+        // Older results (no steal figures) and a quiet host: no line.
+        assert!(!summary(&results).contains("Host steal"));
+        steal(&mut results, 0, 0.01, 0.04);
+        assert!(!summary(&results).contains("Host steal"));
+        // The initiator's core counts too; the worst point is named.
+        steal(&mut results, 2, 0.02, 0.30);
+        let text = summary(&results);
+        let line = text
+            .lines()
+            .find(|l| l.contains("Host steal"))
+            .unwrap_or_else(|| panic!("no steal line:\n{text}"));
+        assert!(line.contains("at 3 of 6 measured points"), "{line}");
+        assert!(
+            line.contains("the worst: 30 %, vblade at rand read QD1"),
+            "{line}"
+        );
     }
 
     #[test]

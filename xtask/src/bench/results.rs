@@ -22,13 +22,21 @@ pub struct CpuSample {
     pub us_per_request: f64,
     /// Instructions per request, where `perf stat -e instructions` works.
     pub instructions_per_request: Option<f64>,
-    /// The target core's busy share over the window (`/proc/stat`: everything but idle and
-    /// iowait, whoever ran: the target, NAPI threads, softirqs). Absent in older results.
+    /// The target core's busy share over the window (`/proc/stat`: everything but idle,
+    /// iowait and steal, whoever ran: the target, NAPI threads, softirqs; results before
+    /// 2026-12-06T16Z counted steal as busy). Absent in older results.
     #[serde(default)]
     pub core_utilisation: Option<f64>,
     /// Microseconds of the target core per request (`core_utilisation / iops`).
     #[serde(default)]
     pub core_us_per_request: Option<f64>,
+    /// Share of the window the host took from the target's core (its `steal` ticks): the
+    /// VM's neighbours, not the system measured. Absent in older results.
+    #[serde(default)]
+    pub core_steal: Option<f64>,
+    /// The same for the initiator's core.
+    #[serde(default)]
+    pub initiator_steal: Option<f64>,
 }
 
 impl CpuSample {

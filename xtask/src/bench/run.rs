@@ -109,8 +109,12 @@ pub(super) fn measure(args: &BenchArgs, out_dir: &Path) -> Result<Results> {
         );
     }
     let workloads = selected(workloads(args.quick), &args.workloads)?;
-    let background = background_cores(Duration::from_secs(1))?;
-    println!("other load before the start: {background:.2} cores");
+    let (background, steal) = background_cores(Duration::from_secs(1))?;
+    println!(
+        "other load before the start: {background:.2} cores; the host took {:.1} % of the CPU \
+         time (steal)",
+        steal * 100.0
+    );
     if background > BACKGROUND_WARN_CORES {
         println!("warning: the machine is busy with other work; every figure suffers");
     }
@@ -205,8 +209,8 @@ pub(super) fn meta(env: &Env, quick: bool, rounds: u32) -> Result<Meta> {
         "(perf stat -e instructions is not supported here)"
     };
     let cpu_method = format!(
-        "the target core's busy time (cpu{TARGET_CORE} of /proc/stat: all but idle and iowait, \
-         NAPI threads and softirqs included) per request, beside the target processes' own \
+        "the target core's busy time (cpu{TARGET_CORE} of /proc/stat: all but idle, iowait \
+         and the host's steal, NAPI threads and softirqs included) per request, beside the target processes' own \
          utime+stime from /proc/PID/stat (CLK_TCK {}) {perf}",
         env.clk_tck
     );
