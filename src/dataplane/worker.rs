@@ -40,8 +40,14 @@ use crate::sys::wake::{poll_fds, pollin, Wakeup};
 
 /// Most jobs taken from one device's queue per iteration (fairness between devices).
 const DEVICE_BATCH_MAX: usize = 64;
-/// Longest sleep of an idle worker in poll mode (bounds shutdown latency too).
-const IDLE_SLEEP: Duration = Duration::from_millis(10);
+/// Longest sleep of an idle worker in poll mode: it publishes what it did before it sleeps,
+/// and at each wake-up the kernel's figures of its ports (drops, frames for other hosts) and
+/// acts on `ctl announce`, so both stay within about [`PUBLISH_INTERVAL`] of the truth. A
+/// stop wakes it at once ([`Queues::wake_all`]).
+const IDLE_SLEEP: Duration = PUBLISH_INTERVAL;
+/// Sleep of an idle worker whose publication before sleeping found a reader holding its slot:
+/// it tries again soon rather than leave the board stale for a whole [`IDLE_SLEEP`].
+const UNPUBLISHED_SLEEP: Duration = Duration::from_millis(10);
 /// Sleep of an idle worker in poll mode while requests are in flight.
 const IO_WAIT_SLEEP: Duration = Duration::from_micros(20);
 /// Sleep of an idle worker in poll mode that must also watch other ports or device queues.
@@ -443,6 +449,8 @@ pub struct Worker<P: NetPort = Port> {
     /// Whether the engine could not give a completion eventfd to sleep on (logged once; the
     /// worker then yields while its I/O is in flight).
     no_completion_fd: bool,
+    /// Whether the worker worked since its counters last reached the board.
+    unpublished: bool,
 }
 
 /// What a worker needs to advertise its devices on request.
@@ -490,6 +498,7 @@ impl<P: NetPort> Worker<P> {
             service,
             pollfds: Vec::with_capacity(units_len + 2),
             no_completion_fd: false,
+            unpublished: false,
         }
     }
 
@@ -534,9 +543,14 @@ impl<P: NetPort> Worker<P> {
     /// Copies the counters to the board if the interval passed (never blocks, allocates
     /// only the first time).
     fn publish(&mut self, target: &mut Target, now: Instant) {
-        if now.duration_since(self.last_publish) < PUBLISH_INTERVAL {
-            return;
+        if now.duration_since(self.last_publish) >= PUBLISH_INTERVAL {
+            self.publish_now(target, now);
         }
+    }
+
+    /// Acts on `ctl announce` and copies the counters to the board unless a reader holds
+    /// the worker's slot.
+    fn publish_now(&mut self, target: &mut Target, now: Instant) {
         self.announce_if_asked(target);
         let Some(board) = &self.board else {
             return;
@@ -562,7 +576,21 @@ impl<P: NetPort> Worker<P> {
         });
         if published {
             self.last_publish = now;
+            self.unpublished = false;
         }
+    }
+
+    /// Before an idle sleep: publishes at once if the worker worked since its last
+    /// publication (a sleeping worker's counters do not change, so the board then stays
+    /// current through the sleep); returns how long the worker may sleep.
+    fn publish_before_sleep(&mut self, target: &mut Target, now: Instant) -> Duration {
+        if self.unpublished && self.board.is_some() {
+            self.publish_now(target, now);
+            if self.unpublished {
+                return UNPUBLISHED_SLEEP;
+            }
+        }
+        IDLE_SLEEP
     }
 
     /// Declares that other workers may queue jobs for this worker's devices.
@@ -1082,7 +1110,7 @@ pub fn run<P: NetPort>(
             }
         };
         if worked {
-            (idle_since, napped) = (None, false);
+            (idle_since, napped, worker.unpublished) = (None, false, true);
             continue;
         }
         let since = *idle_since.get_or_insert(now);
@@ -1092,7 +1120,8 @@ pub fn run<P: NetPort>(
                 // worker sleeps again at once instead of polling for `spin` once more, which
                 // with a long spin would keep an idle worker busy.
                 if nap.is_zero() || napped {
-                    if let Err(error) = worker.wait(IDLE_SLEEP, stop) {
+                    let sleep = worker.publish_before_sleep(&mut target, now);
+                    if let Err(error) = worker.wait(sleep, stop) {
                         // As after a failed poll: the port is given up if others work.
                         worker.give_up_port(error)?;
                         // Release: pairs with the supervisor's Acquire load.
@@ -1118,8 +1147,7 @@ pub fn run<P: NetPort>(
     worker.drain(&mut target);
     worker.stats.major_faults = crate::sys::filemap::thread_major_faults();
     // The final figures, for a reader that asks while the dataplane is stopping.
-    worker.last_publish = Instant::now() - PUBLISH_INTERVAL;
-    worker.publish(&mut target, Instant::now());
+    worker.publish_now(&mut target, Instant::now());
     let units = worker
         .units
         .iter()

@@ -7,6 +7,7 @@ use aoe_xdp::initiator::client::Client;
 
 use crate::common::faultfs::FaultFs;
 use crate::common::sched::late_wake_ups;
+use crate::counters::stats;
 use crate::fixture::{discover_one, Setup, SECTORS};
 use crate::patterns::pattern;
 
@@ -43,6 +44,31 @@ fn wake_ups(pid: u32) -> u64 {
             .find_map(|line| line.strip_prefix("voluntary_ctxt_switches:"))
             .and_then(|count| count.trim().parse().ok())
     })
+}
+
+/// Voluntary context switches so far of each thread of process `pid`, as (`name/tid`,
+/// count), sorted.
+fn wake_ups_by_thread(pid: u32) -> Vec<(String, u64)> {
+    let tasks = std::fs::read_dir(format!("/proc/{pid}/task")).expect("list the target's threads");
+    let mut threads: Vec<(String, u64)> = tasks
+        .filter_map(Result::ok)
+        .filter_map(|task| {
+            let name = std::fs::read_to_string(task.path().join("comm")).ok()?;
+            let status = std::fs::read_to_string(task.path().join("status")).ok()?;
+            let count = status
+                .lines()
+                .find_map(|line| line.strip_prefix("voluntary_ctxt_switches:"))?
+                .trim()
+                .parse()
+                .ok()?;
+            Some((
+                format!("{}/{}", name.trim(), task.file_name().to_string_lossy()),
+                count,
+            ))
+        })
+        .collect();
+    threads.sort();
+    threads
 }
 
 /// A target whose worker polls (`idle = "poll"`), with these `[target]` lines more.
@@ -175,8 +201,22 @@ fn two_paths_sleep_until_work(tag: &str, lines: &str) {
             }
             std::thread::sleep(Duration::from_millis(100));
             let before = wake_ups(pid);
+            let threads_before = wake_ups_by_thread(pid);
             std::thread::sleep(Duration::from_millis(500));
             let idle = wake_ups(pid) - before;
+            let threads: Vec<(String, u64)> = wake_ups_by_thread(pid)
+                .into_iter()
+                .zip(threads_before)
+                .map(|((name, after), (_, before))| (name, after - before))
+                .collect();
+            // An idle worker sleeps a publication interval (100 ms) at a time: 5 wake-ups
+            // (50 with the 10 ms sleeps it had before).
+            for (name, count) in threads.iter().filter(|(n, _)| n.starts_with("aoe-worker")) {
+                assert!(
+                    *count <= 10,
+                    "idle worker {name} woke {count} times in 500 ms: {threads:?}"
+                );
+            }
             assert!(
                 idle < 1000,
                 "an idle target's threads woke {idle} times in 500 ms"
@@ -250,4 +290,30 @@ fn test_poll_mode_worker_sleeps_through_a_slow_data_sync() {
             i * 2
         );
     }
+}
+
+/// A worker that goes to sleep publishes its figures first: the statistics socket counts the
+/// last request as soon as the worker is idle, not up to a publication interval (100 ms)
+/// later, and they stay current while it sleeps.
+#[test]
+fn test_a_worker_publishes_what_it_did_before_it_sleeps() {
+    Setup::new("dp-pubidle").serve(|net, dir, target| {
+        let socket = dir.control_socket();
+        let (mut client, device) = net.discover(0);
+        for round in 1..=3u64 {
+            for lba in 0..7u64 {
+                client.read(&device, 2 * lba, 2, true).expect("read");
+            }
+            // The default idle-spin-us is 50: asleep (and published) long before this.
+            std::thread::sleep(Duration::from_millis(20));
+            let report: serde_json::Value =
+                serde_json::from_str(&stats(&socket, true)).expect("JSON report");
+            assert_eq!(
+                report["devices"][0]["read_cmds"],
+                7 * round,
+                "round {round}: {report:#}"
+            );
+        }
+        target.stop();
+    });
 }
