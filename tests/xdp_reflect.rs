@@ -444,6 +444,10 @@ fn test_burst_reflects_all_without_leaks() {
         let start = port.frame_counts();
         ready();
         reflect_count(&mut port, COUNT);
+        // Nor at the first frame (where Linux before 6.13 ties the socket): still no NAPI,
+        // and the port makes no busy-poll calls.
+        assert_eq!(port.busy_poll_reach().unwrap(), BusyPollReach::NoNapi);
+        assert!(!port.busy_polling());
         settle(&mut port, start);
         assert_eq!(port.frame_counts(), start);
         assert_eq!(port.frame_counts().total(), 256);

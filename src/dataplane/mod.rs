@@ -680,9 +680,10 @@ fn open_xdp(config: &Config, interface: &Interface) -> Result<Opened, DataplaneE
             match port.set_busy_poll(options) {
                 Ok(BusyPollReach::Napi(napi)) => {
                     tracing::info!(interface = %interface.name, queue, napi, "busy polling: the worker runs this queue's NAPI (its receive path) itself");
+                    crate::sys::xdp::xsk::check_irq_deferral(&interface.name);
                 }
                 Ok(BusyPollReach::NoNapi) => {
-                    tracing::info!(interface = %interface.name, queue, "busy polling cannot reach this queue: its driver ties no NAPI to it (veth does not), so receiving stays in the kernel's NAPI context");
+                    tracing::info!(interface = %interface.name, queue, "busy polling: the socket is tied to no NAPI yet; looked for again at its first frame (Linux before 6.13 ties it then; veth never does)");
                 }
                 Err(error) => {
                     tracing::warn!(interface = %interface.name, queue, %error, "busy-poll options refused");

@@ -66,6 +66,19 @@ pub fn attribute(interface: &str, attribute: &str) -> io::Result<String> {
     std::fs::read_to_string(sysfs_dir(interface).join(attribute)).map(|s| s.trim().to_owned())
 }
 
+/// How `interface`'s NAPIs defer their interrupts, which preferred busy polling needs:
+/// (`napi_defer_hard_irqs`, `gro_flush_timeout` in ns), both 0 by default.
+pub fn irq_deferral(interface: &str) -> io::Result<(u32, u64)> {
+    let number = |name: &str| -> io::Result<u64> {
+        attribute(interface, name)?
+            .parse()
+            .map_err(|_| io::Error::from(io::ErrorKind::InvalidData))
+    };
+    let defer = u32::try_from(number("napi_defer_hard_irqs")?)
+        .map_err(|_| io::Error::from(io::ErrorKind::InvalidData))?;
+    Ok((defer, number("gro_flush_timeout")?))
+}
+
 /// How many RX queues sysfs lists for `interface` (at least 1).
 pub fn rx_queue_count(interface: &str) -> io::Result<u32> {
     let count = std::fs::read_dir(sysfs_dir(interface).join("queues"))?

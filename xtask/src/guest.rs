@@ -1,11 +1,13 @@
 //! A Linux guest: Debian's stock kernel booted in QEMU (TCG) from a small busybox initramfs.
 //! In one kind its kernel `aoe` driver is the initiator, its virtio-net on a tap bridged to a
-//! veth; in the other it boots the host's own systemd from the host's root file system,
-//! shared read-only ([`GuestSpec::host_root`]), to run the systemd unit.
+//! veth; in another the target itself serves in the guest on that virtio-net
+//! (`tests/busy_poll_guest.rs`, with an init of its own); in the last it boots the host's own
+//! systemd from the host's root file system, shared read-only ([`GuestSpec::host_root`]), to
+//! run the systemd unit.
 //!
-//! Shared by `tests/kernel_initiator.rs` and `tests/systemd_unit.rs` (which include this file
-//! with `#[path]`) and `cargo xtask bench --kernel-initiator`; it uses only std, anyhow and
-//! netns_rig, which all have.
+//! Shared by `tests/kernel_initiator.rs`, `tests/busy_poll_guest.rs` and
+//! `tests/systemd_unit.rs` (which include this file with `#[path]`) and `cargo xtask bench
+//! --kernel-initiator`; it uses only std, anyhow and netns_rig, which all have.
 //!
 //! - [`fetch_kernel`]: `vmlinuz` and the modules the guest loads (virtio-net, ext4, `aoe`, 9p,
 //!   overlay, veth, and
@@ -911,7 +913,10 @@ impl Guest {
     }
 
     /// Types `line` and Enter on the guest's console (what a `read` in the guest returns).
-    #[allow(dead_code, reason = "only tests/kernel_initiator.rs answers the guest")]
+    #[allow(
+        dead_code,
+        reason = "only tests/kernel_initiator.rs and tests/busy_poll_guest.rs answer the guest"
+    )]
     pub fn send_line(&mut self, line: &str) -> Result<()> {
         let stdin = self.stdin.as_mut().context("QEMU's stdin is closed")?;
         stdin.write_all(format!("{line}\n").as_bytes())?;

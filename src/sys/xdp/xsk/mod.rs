@@ -63,7 +63,7 @@ mod stats;
 mod tx;
 
 pub use bind::BindMode;
-pub use busy_poll::{BusyPoll, BusyPollReach};
+pub use busy_poll::{check_irq_deferral, BusyPoll, BusyPollReach};
 pub use config::{BindPreference, XskConfig, FILL_TARGET_START};
 pub use error::XskError;
 pub use stats::XskStats;
@@ -124,6 +124,10 @@ pub struct XskPort {
     /// Busy polling reaches the queue's NAPI: every `refill` drives it with a non-blocking
     /// `recvfrom` (see [`BusyPollReach`]).
     busy_poll: bool,
+    /// Busy polling was asked for and the socket was tied to no NAPI at bind: the tie is
+    /// looked for once more when the first frame has arrived (Linux before 6.13 makes it
+    /// then, from the frame's receive queue).
+    busy_poll_pending: bool,
     interface: String,
     queue_id: u32,
     /// The XDP program's counters of this queue, once the program it is registered with

@@ -138,6 +138,9 @@ impl XskPort {
         // SAFETY: the descriptors are overwritten with frames of this UMEM that the kernel
         // returns on the RX ring; the state transition below asserts each was on the fill ring.
         let received = unsafe { self.rx.consume(&mut self.scratch[..max]) };
+        if received > 0 && self.busy_poll_pending {
+            self.learn_busy_poll_napi();
+        }
         for slot in 0..received {
             let desc = self.scratch[slot];
             let index = self.umem.index_of(desc.addr());

@@ -1,0 +1,459 @@
+//! Busy polling on a driver that ties a NAPI to its receive queue: the worker runs the queue's
+//! receive path itself. veth (every other test's wire) ties none, so this test boots a guest:
+//! Debian's stock kernel in QEMU (TCG, see `xtask/src/guest.rs`, included here) whose
+//! virtio-net NIC sits on a tap bridged to a veth; the real `aoe-xdp` binary serves in the
+//! guest on that NIC (native XDP, an AF_XDP socket in copy mode), and our initiator
+//! (`aoe-bench load`) drives it from the host side of the veth: two machines, each with its
+//! own receive path.
+//!
+//! The guest's kernel (Linux 6.1 as Debian 12 ships it) ties an AF_XDP socket to its queue's
+//! NAPI only when the first frame arrives, not at bind (Linux 6.13 and later do it at bind,
+//! for drivers that register their queues' NAPIs): the port looks again then. The target runs
+//! six times in one boot ([`RUNS`]: busy polling on and off, `idle = "spin"` and `"poll"`,
+//! the NIC's interrupt deferral (`napi_defer_hard_irqs`, `gro_flush_timeout`, which
+//! preferred busy polling wants: Documentation/networking/napi.rst) on and off, queue depth
+//! 16 and 1), each under `aoe-bench load` (random 1 KiB reads), while the guest traces its
+//! NAPI polls that received frames (`napi:napi_poll`) and sorts the frames by where the poll
+//! ran: in a softirq, or in a task's own system call (the worker's busy polling).
+//! Asserted: every read answered, every run over native XDP and AF_XDP, every frame seen by
+//! the trace; with busy polling the log says the socket was tied to a NAPI at the first
+//! frame, and says how to set the deferral where the NIC lacks it; a spinning worker on a
+//! deferring NIC received at least 70 % of the frames itself (94 % here), more than without
+//! the deferral (5 %); without busy polling none. Printed, not asserted: the rates and
+//! latencies (TCG says nothing about speed), among them what the deferral costs a worker
+//! that sleeps between requests, one request at a time.
+//!
+//! Needs root, `qemu-system-x86_64`, `busybox-static` and the first time the package registry
+//! (the kernel, cached in `target/kernel-initiator/`, shared with the other guest tests).
+//! Prints "skipping: ..." without them, or fails with `AOE_XDP_REQUIRE_PRIV=1`. Hazards: QEMU
+//! is killed by its pid when the test ends or passes its hard timeout; the namespaces (with
+//! the tap and the bridge) are deleted last; no IP address anywhere, IPv6 off.
+
+#[path = "../xtask/src/guest.rs"]
+#[allow(
+    dead_code,
+    reason = "the aoe initiator's init and the host-root boot are not used here"
+)]
+mod guest;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use netns_rig::{Netns, Veth};
+
+/// QEMU is killed this long after boot whatever happens.
+const HARD_TIMEOUT: Duration = Duration::from_secs(300);
+/// Seconds of load per run.
+const LOAD_SECONDS: u32 = 3;
+/// One run of the target in the guest, under `aoe-bench load` at `depth`.
+struct Spec {
+    label: &'static str,
+    /// `busy-poll-usecs` (0: off).
+    busy_poll_usecs: u32,
+    /// `idle`.
+    idle: &'static str,
+    /// The NIC's `napi_defer_hard_irqs` and `gro_flush_timeout` (ns): what preferred busy
+    /// polling asks of it (Documentation/networking/napi.rst); 2 ms rather than the usual
+    /// 200 us because under TCG one turn of the worker's loop can take longer than 200 us,
+    /// after which the kernel's timer hands the queue back to softirqs (with 200 us and
+    /// `idle = "spin"`: 31-45 % of the frames busy polled).
+    deferral: (u32, u32),
+    depth: u32,
+}
+
+/// The runs, in order.
+const RUNS: [Spec; 6] = [
+    // What preferred busy polling is for: a worker that never sleeps, a NIC that defers.
+    Spec {
+        label: "busy",
+        busy_poll_usecs: 20,
+        idle: "spin",
+        deferral: (2, 2_000_000),
+        depth: 16,
+    },
+    // The default idle mode: the worker sleeps when it runs out of work.
+    Spec {
+        label: "busypoll",
+        busy_poll_usecs: 20,
+        idle: "poll",
+        deferral: (2, 2_000_000),
+        depth: 16,
+    },
+    // The target's defaults on a NIC with its defaults (no deferral).
+    Spec {
+        label: "nodefer",
+        busy_poll_usecs: 20,
+        idle: "poll",
+        deferral: (0, 0),
+        depth: 16,
+    },
+    Spec {
+        label: "plain",
+        busy_poll_usecs: 0,
+        idle: "poll",
+        deferral: (0, 0),
+        depth: 16,
+    },
+    // One request at a time: what the deferral costs a worker that sleeps between requests.
+    Spec {
+        label: "busyqd1",
+        busy_poll_usecs: 20,
+        idle: "poll",
+        deferral: (2, 2_000_000),
+        depth: 1,
+    },
+    Spec {
+        label: "plainqd1",
+        busy_poll_usecs: 0,
+        idle: "poll",
+        deferral: (0, 0),
+        depth: 1,
+    },
+];
+
+/// The guest's `/init`: the modules (not `aoe`: the guest is the target here), its NIC up with
+/// interrupt deferral for preferred busy polling, a 16 MiB backing file, then each run: the
+/// target started, the counters reported (`@@ before-LABEL`), a line from the host awaited
+/// (sent when its load is done), the counters reported again (`@@ after-LABEL`), the target
+/// stopped with SIGINT and its log printed (`log-LABEL: ...`).
+fn init(binary: &str) -> String {
+    let nic = guest::GUEST_IF;
+    let marker = guest::RESULT_MARKER;
+    let mut runs = String::new();
+    for spec in &RUNS {
+        let (defer, timeout) = spec.deferral;
+        runs.push_str(&format!(
+            "run {} {} {} {defer} {timeout}\n",
+            spec.label, spec.busy_poll_usecs, spec.idle
+        ));
+    }
+    format!(
+        r#"#!/bin/busybox sh
+# PID 1 of the busy-poll guest (written by tests/busy_poll_guest.rs).
+/bin/busybox --install -s /bin
+export PATH=/bin:/sbin
+mount -t proc proc /proc
+mount -t sysfs sysfs /sys
+mount -t devtmpfs devtmpfs /dev
+mkdir -p /tmp /run
+say() {{ echo "{marker}$*"; }}
+fail() {{
+    say "fail $*"
+    dmesg | tail -n 40 | sed 's/^/dmesg: /'
+    poweroff -f
+}}
+say "booted $(uname -r)"
+for m in $(cat /modules/order); do
+    [ "$m" = aoe ] && continue
+    insmod "/modules/$m.ko" || fail "insmod $m"
+done
+i=0
+while [ ! -e /sys/class/net/{nic} ]; do
+    i=$((i + 1))
+    [ $i -gt 100 ] && fail "no {nic}"
+    sleep 0.1
+done
+ip link set {nic} mtu 1500 up || fail "ip link set {nic} up"
+dd if=/dev/zero of=/tmp/disk.img bs=1M count=16 2>/dev/null || fail "backing file"
+# The NAPI polls that received frames, traced (the event filtered to work > 0, so that a
+# spinning worker's empty polls do not flood the buffer): the receive path.
+T=/sys/kernel/tracing
+mount -t tracefs tracefs $T || fail "mount tracefs"
+echo 16384 > $T/buffer_size_kb || fail "trace buffer"
+echo 'work > 0' > $T/events/napi/napi_poll/filter || fail "napi_poll filter"
+echo 1 > $T/events/napi/napi_poll/enable || fail "napi_poll event"
+# Frames received by NAPI polls in softirq context and in a task's own call (busy polling),
+# and the events the buffer lost.
+polls() {{
+    awk '/napi_poll:/ {{
+        for (i = 1; i <= NF; i++) {{
+            if ($i ~ /^\[[0-9]+\]$/) flags = $(i + 1)
+            if ($i == "work") work = $(i + 1)
+        }}
+        if (substr(flags, 3, 1) == "s") soft += work; else task += work
+    }}
+    END {{ print soft + 0, task + 0 }}' $T/trace
+    awk '/entries-in-buffer/ {{ split($0, a, ":"); split(a[2], b, "/"); print b[2] - b[1] + 0 }}' $T/trace | head -n 1
+}}
+run() {{
+    echo $4 > /sys/class/net/{nic}/napi_defer_hard_irqs || fail "napi_defer_hard_irqs"
+    echo $5 > /sys/class/net/{nic}/gro_flush_timeout || fail "gro_flush_timeout"
+    cat > /tmp/$1.toml <<EOF
+[target]
+interfaces = ["{nic}"]
+state-directory = "/tmp/state-$1"
+control-socket = "/run/aoe-$1.sock"
+busy-poll-usecs = $2
+idle = "$3"
+
+[[device]]
+path = "/tmp/disk.img"
+shelf = 1
+slot = 0
+EOF
+    {binary} --config /tmp/$1.toml > /tmp/$1.log 2>&1 &
+    pid=$!
+    i=0
+    until grep -q "serving;" /tmp/$1.log; do
+        i=$((i + 1))
+        if [ $i -gt 600 ] || ! kill -0 $pid 2>/dev/null; then
+            sed "s/^/log-$1: /" /tmp/$1.log
+            fail "the target did not start ($1)"
+        fi
+        sleep 0.1
+    done
+    echo > $T/trace
+    say "before-$1"
+    read -r reply
+    say "after-$1 $(polls | tr '\n' ' ')"
+    kill -INT $pid
+    wait $pid
+    say "exit-$1 $?"
+    sed "s/^/log-$1: /" /tmp/$1.log
+}}
+{runs}say "end"
+poweroff -f
+"#
+    )
+}
+
+/// The kernel, or `None` after saying why the test cannot run.
+fn prerequisites() -> Option<guest::Kernel> {
+    let tools = [
+        ("qemu-system-x86_64", "qemu-system-x86"),
+        ("busybox", "busybox-static"),
+        ("strip", "binutils"),
+        ("apt-get", "apt"),
+        ("dpkg", "dpkg"),
+    ];
+    guest::kernel_for_test("the busy-poll guest test", &tools)
+}
+
+/// The guest's initramfs in `work`: busybox, the modules, the target (stripped: the release
+/// build carries debug information; at its path in `work`, with its libraries), the init.
+fn initramfs(kernel: &guest::Kernel, work: &Path) -> PathBuf {
+    let mut initramfs = guest::Initramfs::new(kernel).unwrap_or_else(|e| panic!("{e:#}"));
+    let stripped = work.join("aoe-xdp");
+    let strip = Command::new("strip")
+        .arg("-o")
+        .arg(&stripped)
+        .arg(env!("CARGO_BIN_EXE_aoe-xdp"))
+        .status()
+        .expect("run strip");
+    assert!(strip.success(), "strip failed: {strip}");
+    let binary = stripped.to_str().expect("UTF-8 path");
+    initramfs
+        .host_binary(binary)
+        .unwrap_or_else(|e| panic!("{e:#}"));
+    initramfs.init(&init(binary));
+    let image = work.join("initramfs.cpio");
+    initramfs.write(&image).unwrap_or_else(|e| panic!("{e:#}"));
+    image
+}
+
+/// What one run measured.
+#[derive(Debug)]
+struct Run {
+    label: &'static str,
+    /// Reads answered (all of them: no errors).
+    requests: u64,
+    /// Their median latency (µs).
+    p50_us: f64,
+    /// Frames the guest's NAPI polls received in softirq context.
+    softirq_frames: u64,
+    /// Frames received by NAPI polls in a task's own system call: busy polling.
+    task_frames: u64,
+    /// Trace events the buffer lost (then the figures are short).
+    lost: u64,
+}
+
+impl Run {
+    /// The share of received frames that the worker's busy polling received.
+    fn busy_polled(&self) -> f64 {
+        self.task_frames as f64 / (self.task_frames + self.softirq_frames).max(1) as f64
+    }
+}
+
+/// (softirq frames, task frames, lost events) from an `@@ after-` value.
+fn polls(value: &str) -> (u64, u64, u64) {
+    let fields: Vec<u64> = value
+        .split_whitespace()
+        .map(|f| {
+            f.parse()
+                .unwrap_or_else(|_| panic!("unexpected polls {value:?}"))
+        })
+        .collect();
+    match fields[..] {
+        [soft, task, lost] => (soft, task, lost),
+        _ => panic!("unexpected polls {value:?}"),
+    }
+}
+
+#[test]
+fn busy_polling_runs_the_receive_path_in_the_worker() {
+    let Some(kernel) = prerequisites() else {
+        return;
+    };
+    let started = Instant::now();
+    // Declared first, so that they go last: after QEMU has stopped.
+    let host_ns = Netns::unique("bph").unwrap();
+    let guest_ns = Netns::unique("bpg").unwrap();
+    for ns in [&host_ns, &guest_ns] {
+        guest::isolate(ns.name()).unwrap_or_else(|e| panic!("{e:#}"));
+    }
+    let _veth = Veth::new(&host_ns, "aoe0", &guest_ns, "up0")
+        .create()
+        .unwrap();
+    guest::bridge_tap(guest_ns.name(), "up0", "br0", "tap0").unwrap_or_else(|e| panic!("{e:#}"));
+    let work = tempfile::Builder::new()
+        .prefix("aoe-xdp-busy-poll-")
+        .tempdir()
+        .expect("temporary directory");
+    let image = initramfs(&kernel, work.path());
+    let mut vm = guest::Guest::boot(
+        &kernel,
+        &guest::GuestSpec {
+            netns: guest_ns.name(),
+            tap: Some("tap0"),
+            host_root: false,
+            cpus: 1,
+            append: "",
+            initramfs: &image,
+            log_dir: work.path(),
+            memory_mib: 512,
+            core: None,
+            hard_timeout: HARD_TIMEOUT,
+        },
+    )
+    .unwrap_or_else(|e| panic!("{e:#}"));
+    let mut runs = Vec::new();
+    for spec in &RUNS {
+        let label = spec.label;
+        vm.wait_for(&format!("before-{label}"), Duration::from_secs(120))
+            .unwrap_or_else(|e| panic!("{e:#}\n{}", vm.tail(80)));
+        let load = Command::new("ip")
+            .args(["netns", "exec", host_ns.name()])
+            .arg(env!("CARGO_BIN_EXE_aoe-bench"))
+            .args(["load", "-i", "aoe0", "-t", "1.0"])
+            .args(["--depth", &spec.depth.to_string()])
+            .args(["--duration", &LOAD_SECONDS.to_string()])
+            .args(["--json", "--no-progress", "--timeout-ms", "1000"])
+            .output()
+            .expect("run aoe-bench load");
+        vm.send_line("measured").unwrap_or_else(|e| panic!("{e:#}"));
+        let after = vm
+            .wait_for(&format!("after-{label}"), Duration::from_secs(60))
+            .unwrap_or_else(|e| panic!("{e:#}\n{}", vm.tail(80)));
+        assert!(
+            load.status.success(),
+            "aoe-bench load ({label}): {}\n{}",
+            String::from_utf8_lossy(&load.stderr),
+            vm.tail(80)
+        );
+        let report: serde_json::Value =
+            serde_json::from_slice(&load.stdout).expect("aoe-bench load --json");
+        let requests = report["requests"].as_u64().expect("requests");
+        assert_eq!(report["errors"], 0, "{label}: {report}");
+        assert!(requests > 0, "{label}: {report}");
+        let (softirq_frames, task_frames, lost) = polls(&after);
+        runs.push(Run {
+            label,
+            requests,
+            p50_us: report["lat_us"]["p50"].as_f64().expect("p50"),
+            softirq_frames,
+            task_frames,
+            lost,
+        });
+    }
+    vm.wait_for("end", Duration::from_secs(60))
+        .unwrap_or_else(|e| panic!("{e:#}\n{}", vm.tail(80)));
+    let status = vm
+        .wait_exit(Duration::from_secs(20))
+        .unwrap_or_else(|e| panic!("{e:#}"));
+    let console = vm.console();
+    let report = || format!("{runs:?}\n{}", vm.tail(120));
+    assert!(status.success(), "QEMU exited with {status}\n{}", report());
+    let results = guest::results(&console);
+    for label in RUNS.iter().map(|spec| spec.label) {
+        assert!(
+            results
+                .iter()
+                .any(|(k, v)| k == &format!("exit-{label}") && v == "0"),
+            "the target did not stop cleanly ({label})\n{}",
+            report()
+        );
+    }
+    let log = |label: &str| -> String {
+        console
+            .lines()
+            .filter_map(|line| line.strip_prefix(&format!("log-{label}: ")))
+            .collect::<Vec<_>>()
+            .join("\n")
+    };
+    for run in &runs {
+        eprintln!(
+            "{:<8} {:>6} reads (p50 {:>6.0} us), frames received: {:>6} in softirqs, {:>6} by \
+             busy polling ({:.0} %), {} trace events lost",
+            run.label,
+            run.requests,
+            run.p50_us,
+            run.softirq_frames,
+            run.task_frames,
+            run.busy_polled() * 100.0,
+            run.lost
+        );
+    }
+    eprintln!(
+        "Linux {} in the guest; {:?}",
+        kernel.release,
+        started.elapsed()
+    );
+    let [busy, busypoll, nodefer, plain, busyqd1, plainqd1] = &runs[..] else {
+        panic!("six runs: {runs:?}");
+    };
+    for run in &runs {
+        let text = log(run.label);
+        assert!(
+            text.contains("AF_XDP socket ready") && text.contains("mode=Native"),
+            "{}: not served over AF_XDP with native XDP\n{text}",
+            run.label
+        );
+        assert_eq!(run.lost, 0, "the trace lost events: {run:?}");
+        // Every frame was received by some NAPI poll (replies to discovery and the like
+        // add a few).
+        assert!(
+            run.softirq_frames + run.task_frames >= run.requests,
+            "{run:?}"
+        );
+    }
+    let hint = "the NIC does not defer its interrupts";
+    for run in [busy, busypoll, nodefer, busyqd1] {
+        let text = log(run.label);
+        assert!(
+            text.contains("tied the socket to its queue's NAPI at the first frame"),
+            "{}: busy polling found no NAPI\n{text}",
+            run.label
+        );
+        assert_eq!(text.contains(hint), run.label == "nodefer", "{text}");
+    }
+    for run in [plain, plainqd1] {
+        assert!(
+            !log(run.label).contains("busy polling"),
+            "{}",
+            log(run.label)
+        );
+        assert_eq!(run.task_frames, 0, "{run:?}");
+    }
+    // With the NIC's interrupts deferred a spinning worker receives most frames itself (95 %
+    // here); without the deferral a few (4 %).
+    assert!(
+        busy.busy_polled() >= 0.7,
+        "with busy polling the guest still received most frames in softirqs: {busy:?}"
+    );
+    assert!(busy.busy_polled() > nodefer.busy_polled(), "{runs:?}");
+    // The price of the deferral for a worker that sleeps, one request at a time, is printed
+    // above, not asserted: with a release build p50 698 against 281 us (a frame that arrives
+    // while the worker sleeps waits for the kernel's timer), with a debug build 525 against
+    // 468 us (its slower loop seldom sleeps).
+}
