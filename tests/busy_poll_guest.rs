@@ -9,19 +9,18 @@
 //! The guest's kernel (Linux 6.1 as Debian 12 ships it) ties an AF_XDP socket to its queue's
 //! NAPI only when the first frame arrives, not at bind (Linux 6.13 and later do it at bind,
 //! for drivers that register their queues' NAPIs): the port looks again then. The target runs
-//! six times in one boot ([`RUNS`]: busy polling on and off, `idle = "spin"` and `"poll"`,
+//! four times in one boot ([`RUNS`]: busy polling on and off, `idle = "spin"` and `"poll"`,
 //! the NIC's interrupt deferral (`napi_defer_hard_irqs`, `gro_flush_timeout`, which
-//! preferred busy polling wants: Documentation/networking/napi.rst) on and off, queue depth
-//! 16 and 1), each under `aoe-bench load` (random 1 KiB reads), while the guest traces its
+//! preferred busy polling wants: Documentation/networking/napi.rst) on and off), each under `aoe-bench load` (random 1 KiB reads), while the guest traces its
 //! NAPI polls that received frames (`napi:napi_poll`) and sorts the frames by where the poll
 //! ran: in a softirq, or in a task's own system call (the worker's busy polling).
 //! Asserted: every read answered, every run over native XDP and AF_XDP, every frame seen by
 //! the trace; with busy polling the log says the socket was tied to a NAPI at the first
 //! frame, and says how to set the deferral where the NIC lacks it; a spinning worker on a
-//! deferring NIC received at least 70 % of the frames itself (94 % here), more than without
-//! the deferral (5 %); without busy polling none. Printed, not asserted: the rates and
-//! latencies (TCG says nothing about speed), among them what the deferral costs a worker
-//! that sleeps between requests, one request at a time.
+//! deferring NIC received at least 80 % of the frames itself (98-99 % here), more than
+//! without the deferral (4-6 %); without busy polling none. Printed, not asserted: the rates
+//! and latencies (TCG says nothing about speed) and the default idle mode's share, which
+//! depends on how often the worker sleeps.
 //!
 //! Needs root, `qemu-system-x86_64`, `busybox-static` and the first time the package registry
 //! (the kernel, cached in `target/kernel-initiator/`, shared with the other guest tests).
@@ -46,7 +45,7 @@ use netns_rig::{Netns, Veth};
 const HARD_TIMEOUT: Duration = Duration::from_secs(300);
 /// Seconds of load per run.
 const LOAD_SECONDS: u32 = 3;
-/// One run of the target in the guest, under `aoe-bench load` at `depth`.
+/// One run of the target in the guest, under `aoe-bench load` at queue depth `depth`.
 struct Spec {
     label: &'static str,
     /// `busy-poll-usecs` (0: off).
@@ -54,22 +53,23 @@ struct Spec {
     /// `idle`.
     idle: &'static str,
     /// The NIC's `napi_defer_hard_irqs` and `gro_flush_timeout` (ns): what preferred busy
-    /// polling asks of it (Documentation/networking/napi.rst); 2 ms rather than the usual
+    /// polling asks of it (Documentation/networking/napi.rst); 20 ms rather than the usual
     /// 200 us because under TCG one turn of the worker's loop can take longer than 200 us,
-    /// after which the kernel's timer hands the queue back to softirqs (with 200 us and
-    /// `idle = "spin"`: 31-45 % of the frames busy polled).
+    /// and the host may stop the whole guest for milliseconds, after which the kernel's timer
+    /// hands the queue back to softirqs (`idle = "spin"`: with 200 us 31-45 % of the frames
+    /// busy polled; with 2 ms 94-95 % alone on the machine, 37 % beside a compile).
     deferral: (u32, u32),
     depth: u32,
 }
 
 /// The runs, in order.
-const RUNS: [Spec; 6] = [
+const RUNS: [Spec; 4] = [
     // What preferred busy polling is for: a worker that never sleeps, a NIC that defers.
     Spec {
         label: "busy",
         busy_poll_usecs: 20,
         idle: "spin",
-        deferral: (2, 2_000_000),
+        deferral: (2, 20_000_000),
         depth: 16,
     },
     // The default idle mode: the worker sleeps when it runs out of work.
@@ -77,7 +77,7 @@ const RUNS: [Spec; 6] = [
         label: "busypoll",
         busy_poll_usecs: 20,
         idle: "poll",
-        deferral: (2, 2_000_000),
+        deferral: (2, 20_000_000),
         depth: 16,
     },
     // The target's defaults on a NIC with its defaults (no deferral).
@@ -94,21 +94,6 @@ const RUNS: [Spec; 6] = [
         idle: "poll",
         deferral: (0, 0),
         depth: 16,
-    },
-    // One request at a time: what the deferral costs a worker that sleeps between requests.
-    Spec {
-        label: "busyqd1",
-        busy_poll_usecs: 20,
-        idle: "poll",
-        deferral: (2, 2_000_000),
-        depth: 1,
-    },
-    Spec {
-        label: "plainqd1",
-        busy_poll_usecs: 0,
-        idle: "poll",
-        deferral: (0, 0),
-        depth: 1,
     },
 ];
 
@@ -409,8 +394,8 @@ fn busy_polling_runs_the_receive_path_in_the_worker() {
         kernel.release,
         started.elapsed()
     );
-    let [busy, busypoll, nodefer, plain, busyqd1, plainqd1] = &runs[..] else {
-        panic!("six runs: {runs:?}");
+    let [busy, busypoll, nodefer, plain] = &runs[..] else {
+        panic!("four runs: {runs:?}");
     };
     for run in &runs {
         let text = log(run.label);
@@ -428,7 +413,7 @@ fn busy_polling_runs_the_receive_path_in_the_worker() {
         );
     }
     let hint = "the NIC does not defer its interrupts";
-    for run in [busy, busypoll, nodefer, busyqd1] {
+    for run in [busy, busypoll, nodefer] {
         let text = log(run.label);
         assert!(
             text.contains("tied the socket to its queue's NAPI at the first frame"),
@@ -437,23 +422,16 @@ fn busy_polling_runs_the_receive_path_in_the_worker() {
         );
         assert_eq!(text.contains(hint), run.label == "nodefer", "{text}");
     }
-    for run in [plain, plainqd1] {
-        assert!(
-            !log(run.label).contains("busy polling"),
-            "{}",
-            log(run.label)
-        );
-        assert_eq!(run.task_frames, 0, "{run:?}");
-    }
-    // With the NIC's interrupts deferred a spinning worker receives most frames itself (95 %
-    // here); without the deferral a few (4 %).
+    assert!(!log("plain").contains("busy polling"), "{}", log("plain"));
+    assert_eq!(plain.task_frames, 0, "{plain:?}");
+    // With the NIC's interrupts deferred a spinning worker receives nearly every frame itself
+    // (98-99 % here); without the deferral a few (4-6 %). With `idle = "poll"` the worker
+    // sleeps now and then, and a frame that arrives meanwhile waits for the kernel's timer:
+    // printed above, not asserted (28-55 % busy polled here, at a much higher p50).
     assert!(
-        busy.busy_polled() >= 0.7,
-        "with busy polling the guest still received most frames in softirqs: {busy:?}"
+        busy.busy_polled() >= 0.8,
+        "with busy polling the guest still received many frames in softirqs: {busy:?}"
     );
     assert!(busy.busy_polled() > nodefer.busy_polled(), "{runs:?}");
-    // The price of the deferral for a worker that sleeps, one request at a time, is printed
-    // above, not asserted: with a release build p50 698 against 281 us (a frame that arrives
-    // while the worker sleeps waits for the kernel's timer), with a debug build 525 against
-    // 468 us (its slower loop seldom sleeps).
+    assert!(busypoll.task_frames > 0, "{busypoll:?}");
 }
