@@ -260,15 +260,35 @@ fn serve(listener: &UnixListener, control: &Mutex<Control>, stop: &AtomicBool) {
     }
 }
 
-/// Tells a refused client why, without reading what it sent.
+/// Tells a refused client why. What it sent is dropped unparsed, and only what has arrived
+/// (no wait: a refused client cannot hold up the others): a socket closed with unread data
+/// resets its peer, whose read after the refusal would then fail instead of ending.
 fn refuse(stream: &UnixStream) -> std::io::Result<()> {
+    discard_arrived(stream);
     stream.set_nonblocking(false)?;
     stream.set_write_timeout(Some(CLIENT_TIMEOUT))?;
     let mut writer = stream;
     writeln!(
         writer,
         "{{\"error\":\"permission denied: only root or the target's own user may ask\"}}"
-    )
+    )?;
+    let _ = stream.shutdown(std::net::Shutdown::Write);
+    discard_arrived(stream);
+    Ok(())
+}
+
+/// Reads and drops what `stream` holds now (at most a few KiB), without waiting.
+fn discard_arrived(stream: &UnixStream) {
+    if stream.set_nonblocking(true).is_err() {
+        return;
+    }
+    let mut scratch = [0u8; 512];
+    let mut reader = stream;
+    for _ in 0..8 {
+        if !matches!(reader.read(&mut scratch), Ok(count) if count > 0) {
+            break;
+        }
+    }
 }
 
 fn answer(stream: UnixStream, control: &mut Control) -> std::io::Result<()> {
@@ -513,6 +533,20 @@ mod tests {
         assert!(!peer_allowed(other, user));
         assert!(peer_allowed(Uid::ROOT, Uid::ROOT));
         assert!(!peer_allowed(user, Uid::ROOT));
+    }
+
+    /// A refused client (a plain one, as `socat` is) that wrote its command before the
+    /// target looked reads the refusal and then the end of the stream, not a reset: the
+    /// target drops what was sent (unparsed) before it closes.
+    #[test]
+    fn test_a_refused_client_that_wrote_first_reads_the_refusal_and_an_orderly_end() {
+        let (mut client, server) = UnixStream::pair().unwrap();
+        client.write_all(b"stats\n").unwrap();
+        refuse(&server).unwrap();
+        drop(server);
+        let mut answer = String::new();
+        client.read_to_string(&mut answer).unwrap();
+        assert!(answer.contains("permission denied"), "{answer:?}");
     }
 
     /// A refused client whose command is written after the target answered and closed (a
