@@ -24,6 +24,8 @@ pub(super) struct Ticks {
     pub core_steal: u64,
     /// The same for the initiator's core.
     pub initiator_steal: u64,
+    /// Major page faults of the target's processes (a page of theirs read back from disk).
+    pub major_faults: u64,
 }
 
 /// CPU cost from two samples of (ticks, time) and the measured request rate.
@@ -53,6 +55,7 @@ pub(super) fn cpu_sample(
         core_us_per_request: Some(core_utilisation / per_second * 1e6),
         core_steal: Some(steal(first.0.core_steal, last.0.core_steal)),
         initiator_steal: Some(steal(first.0.initiator_steal, last.0.initiator_steal)),
+        major_faults: Some(last.0.major_faults.saturating_sub(first.0.major_faults)),
     }
 }
 
@@ -124,11 +127,14 @@ fn parse_line(stat: &str, prefix: &str) -> Option<StatTicks> {
     })
 }
 
-/// utime + stime of process `pid`, in clock ticks (all its threads, dead ones included).
-pub(super) fn cpu_ticks(pid: u32) -> Result<u64> {
+/// (utime + stime in clock ticks, major page faults) of process `pid` (all its threads, dead
+/// ones included).
+pub(super) fn process_ticks(pid: u32) -> Result<(u64, u64)> {
     let path = format!("/proc/{pid}/stat");
     let stat = fs::read_to_string(&path).with_context(|| format!("reading {path}"))?;
-    parse_stat_ticks(&stat).with_context(|| format!("unexpected {path}: {stat}"))
+    parse_stat_ticks(&stat)
+        .zip(parse_major_faults(&stat))
+        .with_context(|| format!("unexpected {path}: {stat}"))
 }
 
 /// utime (field 14) + stime (field 15) of a `/proc/PID/stat` line. The command name (field 2)
@@ -140,6 +146,12 @@ pub(super) fn parse_stat_ticks(stat: &str) -> Option<u64> {
     let utime: u64 = fields.get(11)?.parse().ok()?;
     let stime: u64 = fields.get(12)?.parse().ok()?;
     Some(utime + stime)
+}
+
+/// majflt (field 12) of a `/proc/PID/stat` line.
+pub(super) fn parse_major_faults(stat: &str) -> Option<u64> {
+    let rest = stat.get(stat.rfind(')')? + 1..)?;
+    rest.split_whitespace().nth(9)?.parse().ok()
 }
 
 /// True when `perf stat -e instructions` counts (it is `<not supported>` on many VMs).
@@ -205,6 +217,10 @@ mod tests {
                     731 269 0 0 20 0 2 0 1000 0 0";
         assert_eq!(parse_stat_ticks(stat), Some(731 + 269));
         assert_eq!(parse_stat_ticks("4242 (short) S 1 2"), None);
+        assert_eq!(parse_major_faults(stat), Some(0));
+        let faulted = "7 (w) S 1 7 7 0 -1 4194560 150 0 37 0 731 269 0 0 20 0 2 0 1000 0 0";
+        assert_eq!(parse_major_faults(faulted), Some(37));
+        assert_eq!(parse_major_faults("4242 (short) S 1 2"), None);
     }
 
     #[test]
@@ -236,15 +252,16 @@ mod tests {
         // 100 ticks of 10 ms over 2 s: half a core; at 50 000 IOPS that is 10 µs a request.
         // The core was busy 160 ticks: 16 µs a request. The host took 20 ticks of it (10 %)
         // and 50 of the initiator's core (25 %).
-        let ticks = |process, core, core_steal, initiator_steal| Ticks {
+        let ticks = |process, core, core_steal, initiator_steal, major_faults| Ticks {
             process,
             core,
             core_steal,
             initiator_steal,
+            major_faults,
         };
         let sample = cpu_sample(
-            (ticks(1000, 5000, 300, 700), t0),
-            (ticks(1100, 5160, 320, 750), t1),
+            (ticks(1000, 5000, 300, 700, 4), t0),
+            (ticks(1100, 5160, 320, 750, 9), t1),
             100,
             50_000.0,
             Some((4_000_000, 2.0)),
@@ -256,5 +273,6 @@ mod tests {
         assert!((sample.core_utilisation.unwrap() - 0.8).abs() < 1e-9);
         assert!((sample.core_steal.unwrap() - 0.1).abs() < 1e-9);
         assert!((sample.initiator_steal.unwrap() - 0.25).abs() < 1e-9);
+        assert_eq!(sample.major_faults, Some(5));
     }
 }

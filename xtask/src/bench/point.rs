@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 
-use super::cpu::{core_ticks, cpu_sample, cpu_ticks, finish_perf, start_perf, Ticks};
+use super::cpu::{core_ticks, cpu_sample, finish_perf, process_ticks, start_perf, Ticks};
 use super::napi::{self, NapiThread};
 use super::profile;
 use super::results::Point;
@@ -43,9 +43,11 @@ impl Target<'_> {
 
     /// utime + stime of every target process, and the target core's busy time.
     fn ticks(&self) -> Result<Ticks> {
-        let mut process = 0;
+        let (mut process, mut major_faults) = (0, 0);
         for daemon in self.daemons.iter() {
-            process += cpu_ticks(daemon.pid())?;
+            let (ticks, faults) = process_ticks(daemon.pid())?;
+            process += ticks;
+            major_faults += faults;
         }
         let core = core_ticks(TARGET_CORE)?;
         Ok(Ticks {
@@ -53,6 +55,7 @@ impl Target<'_> {
             core: core.busy,
             core_steal: core.steal,
             initiator_steal: core_ticks(INITIATOR_CORE)?.steal,
+            major_faults,
         })
     }
 }

@@ -95,6 +95,9 @@ pub fn point_line(point: &Point) -> String {
                 initiator * 100.0
             );
         }
+        if let Some(faults) = cpu.major_faults.filter(|&f| f > 0) {
+            let _ = write!(line, "  majflt {faults}");
+        }
     }
     for napi in &point.napi {
         let _ = write!(
@@ -689,7 +692,10 @@ pub fn summary(results: &Results) -> String {
             disturbed.join(", ")
         );
     }
-    if let Some(note) = steal_note(results) {
+    for note in [steal_note(results), fault_note(results)]
+        .into_iter()
+        .flatten()
+    {
         out.push_str(&note);
     }
     let _ = writeln!(
@@ -796,6 +802,39 @@ fn steal_note(results: &Results) -> Option<String> {
             most * 100.0
         )
     })
+}
+
+/// The summary's line on major page faults of the target's processes during measurements,
+/// when there were any: how many points, how many faults, the worst point.
+fn fault_note(results: &Results) -> Option<String> {
+    let mut faulted = 0;
+    let mut total = 0;
+    let mut worst: Option<(u64, String)> = None;
+    for run in &results.systems {
+        for point in &run.samples {
+            let Some(faults) = point.cpu.as_ref().and_then(|c| c.major_faults) else {
+                continue;
+            };
+            if faults == 0 {
+                continue;
+            }
+            faulted += 1;
+            total += faults;
+            if worst.as_ref().is_none_or(|(w, _)| faults > *w) {
+                worst = Some((
+                    faults,
+                    format!("{} at {}", run.system.label(), point.workload.label()),
+                ));
+            }
+        }
+    }
+    let (most, at) = worst?;
+    Some(format!(
+        "- **Major page faults:** at {faulted} measured points the target's processes waited \
+         for the disk to read back a page of theirs ({total} faults in all; the most: {most}, \
+         {at}): memory the machine had evicted (their code, say) while they were paused. Those \
+         points' latency tails suffer.\n"
+    ))
 }
 
 /// The summary's line on how CPU per request is measured.
@@ -1072,6 +1111,7 @@ mod tests {
                     core_us_per_request: None,
                     core_steal: None,
                     initiator_steal: None,
+                    major_faults: None,
                 }),
                 error: None,
                 profile: Some(Profile {
@@ -1272,6 +1312,29 @@ mod tests {
         assert!(line.contains("at 3 of 6 measured points"), "{line}");
         assert!(
             line.contains("the worst: 30 %, vblade at rand read QD1"),
+            "{line}"
+        );
+    }
+
+    #[test]
+    fn the_summary_counts_major_page_faults_of_the_target() {
+        let mut results = results();
+        assert!(!summary(&results).contains("Major page faults"));
+        for (system, faults) in [(0, [0, 3, 0]), (2, [0, 0, 12])] {
+            let run = &mut results.systems[system];
+            run.samples = run.points.clone();
+            for (point, faults) in run.samples.iter_mut().zip(faults) {
+                point.cpu.as_mut().unwrap().major_faults = Some(faults);
+            }
+        }
+        let text = summary(&results);
+        let line = text
+            .lines()
+            .find(|l| l.contains("Major page faults"))
+            .unwrap_or_else(|| panic!("no fault line:\n{text}"));
+        assert!(line.contains("at 2 measured points"), "{line}");
+        assert!(
+            line.contains("15 faults in all; the most: 12, vblade at rand read QD64"),
             "{line}"
         );
     }

@@ -37,6 +37,10 @@ pub struct CpuSample {
     /// The same for the initiator's core.
     #[serde(default)]
     pub initiator_steal: Option<f64>,
+    /// Major page faults the target's processes took in the window: each waited for a page
+    /// of theirs (code, or a mapped file) to be read back from disk. Absent in older results.
+    #[serde(default)]
+    pub major_faults: Option<u64>,
 }
 
 impl CpuSample {
