@@ -99,6 +99,7 @@ pub(super) fn start_system(env: &Env, system: SystemKind, index: usize) -> Resul
         points: Vec::new(),
         samples: Vec::new(),
         background_cores: 0.0,
+        remeasured: 0,
     };
     let log = env.scratch.join(format!("{key}.log"));
     let log_copy = env.logs.join(format!("{key}.log"));

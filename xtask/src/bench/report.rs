@@ -792,12 +792,22 @@ fn steal_note(results: &Results) -> Option<String> {
         }
     }
     let (most, at) = worst?;
-    (stolen > 0).then(|| {
+    let remeasured: u32 = results.systems.iter().map(|r| r.remeasured).sum();
+    let again = if remeasured > 0 {
         format!(
-            "- **Host steal:** at {stolen} of {points} measured points the host took more than \
-             {:.0} % of the target's or the initiator's core (the VM's neighbours ran; the \
-             worst: {:.0} %, {at}). Steal is not counted as the target's CPU, but it slows \
-             both sides, and sleepers most (each wake-up waits for the host).\n",
+            " {remeasured} measurements were discarded and the point measured again because \
+             the host denied more than 10 % of a core's demand (at most twice per point; the \
+             last measurement counts)."
+        )
+    } else {
+        String::new()
+    };
+    (stolen > 0 || remeasured > 0).then(|| {
+        format!(
+            "- **Host steal:** at {stolen} of {points} kept measurements the host took more \
+             than {:.0} % of the target's or the initiator's core (the VM's neighbours ran; \
+             the worst: {:.0} %, {at}). Steal is not counted as the target's CPU, but it slows \
+             both sides, and sleepers most (each wake-up waits for the host).{again}\n",
             STEAL_NOTE * 100.0,
             most * 100.0
         )
@@ -1132,6 +1142,7 @@ mod tests {
             points,
             samples: Vec::new(),
             background_cores: 0.0,
+            remeasured: 0,
         }
     }
 
@@ -1309,7 +1320,14 @@ mod tests {
             .lines()
             .find(|l| l.contains("Host steal"))
             .unwrap_or_else(|| panic!("no steal line:\n{text}"));
-        assert!(line.contains("at 3 of 6 measured points"), "{line}");
+        assert!(line.contains("at 3 of 6 kept measurements"), "{line}");
+        assert!(!line.contains("measured again"), "{line}");
+        results.systems[2].remeasured = 4;
+        let text = summary(&results);
+        assert!(
+            text.contains("4 measurements were discarded and the point measured again"),
+            "{text}"
+        );
         assert!(
             line.contains("the worst: 30 %, vblade at rand read QD1"),
             "{line}"

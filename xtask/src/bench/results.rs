@@ -91,6 +91,10 @@ pub struct SystemRun {
     /// systems see different background load, which distorts their ratios.
     #[serde(default)]
     pub background_cores: f64,
+    /// Points measured again because the host denied the cores more than 10 % of what they
+    /// asked for (their steal); only the last measurement is kept.
+    #[serde(default)]
+    pub remeasured: u32,
 }
 
 fn one() -> u32 {
