@@ -13,16 +13,20 @@
 //! the NIC's interrupt deferral (`napi_defer_hard_irqs`, `gro_flush_timeout`, which
 //! preferred busy polling wants: Documentation/networking/napi.rst) on and off), each under `aoe-bench load` (random 1 KiB reads), while the guest traces its
 //! NAPI polls that received frames (`napi:napi_poll`) and sorts the frames by where the poll
-//! ran: in a softirq, or in a task's own system call (the worker's busy polling).
+//! ran: in a softirq, or in a task's own system call (the worker's busy polling). In two runs
+//! `perf record -g` (the host's perf, 6.1 like the guest) samples the guest meanwhile, and
+//! the samples in the NIC's receive poll (`virtnet_poll`) are sorted by what called it:
+//! `napi_busy_loop` (the worker's call) or `net_rx_action` (a softirq).
 //! Asserted: every read answered, every run over native XDP and AF_XDP, every frame seen by
 //! the trace; with busy polling the log says the socket was tied to a NAPI at the first
 //! frame, and says how to set the deferral where the NIC lacks it; a spinning worker on a
 //! deferring NIC received at least 80 % of the frames itself (98-99 % here), more than
-//! without the deferral (4-6 %); without busy polling none. Printed, not asserted: the rates
+//! without the deferral (4-6 %); without busy polling none; perf agrees (with busy polling
+//! most `virtnet_poll` samples under `napi_busy_loop`, without none). Printed, not asserted: the rates
 //! and latencies (TCG says nothing about speed) and the default idle mode's share, which
 //! depends on how often the worker sleeps.
 //!
-//! Needs root, `qemu-system-x86_64`, `busybox-static` and the first time the package registry
+//! Needs root, `qemu-system-x86_64`, `busybox-static`, `linux-perf` and the first time the package registry
 //! (the kernel, cached in `target/kernel-initiator/`, shared with the other guest tests).
 //! Prints "skipping: ..." without them, or fails with `AOE_XDP_REQUIRE_PRIV=1`. Hazards: QEMU
 //! is killed by its pid when the test ends or passes its hard timeout; the namespaces (with
@@ -60,6 +64,8 @@ struct Spec {
     /// busy polled; with 2 ms 94-95 % alone on the machine, 37 % beside a compile).
     deferral: (u32, u32),
     depth: u32,
+    /// Whether `perf record -g` samples the guest's CPU meanwhile (2 s).
+    profile: bool,
 }
 
 /// The runs, in order.
@@ -71,6 +77,7 @@ const RUNS: [Spec; 4] = [
         idle: "spin",
         deferral: (2, 20_000_000),
         depth: 16,
+        profile: true,
     },
     // The default idle mode: the worker sleeps when it runs out of work.
     Spec {
@@ -79,6 +86,7 @@ const RUNS: [Spec; 4] = [
         idle: "poll",
         deferral: (2, 20_000_000),
         depth: 16,
+        profile: false,
     },
     // The target's defaults on a NIC with its defaults (no deferral).
     Spec {
@@ -87,6 +95,7 @@ const RUNS: [Spec; 4] = [
         idle: "poll",
         deferral: (0, 0),
         depth: 16,
+        profile: false,
     },
     Spec {
         label: "plain",
@@ -94,6 +103,7 @@ const RUNS: [Spec; 4] = [
         idle: "poll",
         deferral: (0, 0),
         depth: 16,
+        profile: true,
     },
 ];
 
@@ -108,8 +118,9 @@ fn init(binary: &str) -> String {
     let mut runs = String::new();
     for spec in &RUNS {
         let (defer, timeout) = spec.deferral;
+        let profile = if spec.profile { "perf" } else { "-" };
         runs.push_str(&format!(
-            "run {} {} {} {defer} {timeout}\n",
+            "run {} {} {} {defer} {timeout} {profile}\n",
             spec.label, spec.busy_poll_usecs, spec.idle
         ));
     }
@@ -117,7 +128,7 @@ fn init(binary: &str) -> String {
         r#"#!/bin/busybox sh
 # PID 1 of the busy-poll guest (written by tests/busy_poll_guest.rs).
 /bin/busybox --install -s /bin
-export PATH=/bin:/sbin
+export PATH=/bin:/sbin:/usr/bin
 mount -t proc proc /proc
 mount -t sysfs sysfs /sys
 mount -t devtmpfs devtmpfs /dev
@@ -161,6 +172,18 @@ polls() {{
     END {{ print soft + 0, task + 0 }}' $T/trace
     awk '/entries-in-buffer/ {{ split($0, a, ":"); split(a[2], b, "/"); print b[2] - b[1] + 0 }}' $T/trace | head -n 1
 }}
+# Samples of `perf record -g` whose call stack holds the NIC's receive poll (virtnet_poll):
+# all of them, those run by a task's busy poll (napi_busy_loop), those run in a softirq
+# (net_rx_action).
+stacks() {{
+    perf script -i "$1" -F comm,ip,sym 2>/dev/null | awk '
+        function done() {{ if (rx) {{ n++; if (busy) b++; else if (soft) s++ }}; rx = busy = soft = 0 }}
+        NF == 0 {{ done(); next }}
+        /virtnet_poll/ {{ rx = 1 }}
+        /napi_busy_loop/ {{ busy = 1 }}
+        /net_rx_action/ {{ soft = 1 }}
+        END {{ done(); print n + 0, b + 0, s + 0 }}'
+}}
 run() {{
     echo $4 > /sys/class/net/{nic}/napi_defer_hard_irqs || fail "napi_defer_hard_irqs"
     echo $5 > /sys/class/net/{nic}/gro_flush_timeout || fail "gro_flush_timeout"
@@ -189,9 +212,21 @@ EOF
         sleep 0.1
     done
     echo > $T/trace
+    perfpid=""
+    if [ "$6" = perf ]; then
+        perf record -q -g -a -F 499 -o /tmp/perf-$1.data -- sleep 2 > /tmp/perf-$1.log 2>&1 &
+        perfpid=$!
+        # perf takes a while to start under TCG; the load lasts longer than its 2 s.
+        sleep 0.5
+    fi
     say "before-$1"
     read -r reply
     say "after-$1 $(polls | tr '\n' ' ')"
+    if [ -n "$perfpid" ]; then
+        wait $perfpid
+        sed "s/^/perf-log-$1: /" /tmp/perf-$1.log
+        say "perf-$1 $(stacks /tmp/perf-$1.data)"
+    fi
     kill -INT $pid
     wait $pid
     say "exit-$1 $?"
@@ -209,6 +244,7 @@ fn prerequisites() -> Option<guest::Kernel> {
         ("qemu-system-x86_64", "qemu-system-x86"),
         ("busybox", "busybox-static"),
         ("strip", "binutils"),
+        ("perf", "linux-perf"),
         ("apt-get", "apt"),
         ("dpkg", "dpkg"),
     ];
@@ -228,9 +264,11 @@ fn initramfs(kernel: &guest::Kernel, work: &Path) -> PathBuf {
         .expect("run strip");
     assert!(strip.success(), "strip failed: {strip}");
     let binary = stripped.to_str().expect("UTF-8 path");
-    initramfs
-        .host_binary(binary)
-        .unwrap_or_else(|e| panic!("{e:#}"));
+    for binary in [binary, "/usr/bin/perf"] {
+        initramfs
+            .host_binary(binary)
+            .unwrap_or_else(|e| panic!("{e:#}"));
+    }
     initramfs.init(&init(binary));
     let image = work.join("initramfs.cpio");
     initramfs.write(&image).unwrap_or_else(|e| panic!("{e:#}"));
@@ -434,4 +472,36 @@ fn busy_polling_runs_the_receive_path_in_the_worker() {
     );
     assert!(busy.busy_polled() > nodefer.busy_polled(), "{runs:?}");
     assert!(busypoll.task_frames > 0, "{busypoll:?}");
+    // The same seen by `perf record -g`: samples in the NIC's receive poll, by who ran it.
+    let profile = |label: &str| -> [u64; 3] {
+        let key = format!("perf-{label}");
+        let value = results
+            .iter()
+            .find(|(k, _)| *k == key)
+            .map(|(_, v)| v.as_str())
+            .unwrap_or_else(|| panic!("no `@@ {key}`\n{}", report()));
+        let fields: Vec<u64> = value
+            .split_whitespace()
+            .filter_map(|f| f.parse().ok())
+            .collect();
+        fields
+            .try_into()
+            .unwrap_or_else(|_| panic!("unexpected `@@ {key} {value}`"))
+    };
+    let ([busy_rx, busy_polled, busy_soft], [plain_rx, plain_polled, plain_soft]) =
+        (profile("busy"), profile("plain"));
+    eprintln!(
+        "perf record -g, samples in virtnet_poll: busy polling {busy_rx} ({busy_polled} under \
+         napi_busy_loop in the worker's call, {busy_soft} under net_rx_action), without \
+         {plain_rx} ({plain_polled}, {plain_soft})"
+    );
+    assert!(
+        busy_polled > 0 && busy_polled > busy_soft,
+        "perf: the receive poll ran mostly in softirqs despite busy polling: {busy_rx} samples, \
+         {busy_polled} busy polled, {busy_soft} in softirqs"
+    );
+    assert!(
+        plain_rx > 0 && plain_polled == 0,
+        "perf without busy polling: {plain_rx} samples, {plain_polled} busy polled"
+    );
 }

@@ -34,11 +34,14 @@ pub const PACKAGES: &[&str] = &[
     // itself runs the unit in the guest of tests/systemd_unit.rs, where useradd makes its user.
     "systemd",
     "passwd",
+    // perf: copied into the guest of tests/busy_poll_guest.rs (`perf record -g` there); the
+    // bench profiles with it too.
+    "linux-perf",
 ];
 
-/// More for `cargo xtask bench`: `perf` to profile the target, `fincore` to check that the
-/// backing file is cached.
-pub const BENCH_PACKAGES: &[&str] = &["linux-perf", "util-linux-extra"];
+/// More for `cargo xtask bench`: `fincore` to check that the backing file is cached (`perf`,
+/// which profiles the target, is in [`PACKAGES`]).
+pub const BENCH_PACKAGES: &[&str] = &["util-linux-extra"];
 
 fn installed(package: &str) -> bool {
     Command::new("dpkg-query")
