@@ -88,8 +88,9 @@ impl XskPort {
         }
     }
 
-    /// The NAPI the kernel tied this socket to at bind (`SO_INCOMING_NAPI_ID`; Linux takes it
-    /// from the queue's registered NAPI, which some drivers, veth among them, do not register).
+    /// The NAPI the kernel has tied this socket to (`SO_INCOMING_NAPI_ID`; Linux takes it
+    /// from the queue's registered NAPI, which some drivers, veth among them, do not register;
+    /// at bind, or before 6.13 when the first frame arrives).
     pub fn busy_poll_reach(&self) -> Result<BusyPollReach, XskError> {
         let id =
             get_int(self.fd(), libc::SOL_SOCKET, libc::SO_INCOMING_NAPI_ID).map_err(|source| {
