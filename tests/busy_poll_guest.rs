@@ -9,19 +9,19 @@
 //! The guest's kernel (Linux 6.1 as Debian 12 ships it) ties an AF_XDP socket to its queue's
 //! NAPI only when the first frame arrives, not at bind (Linux 6.13 and later do it at bind,
 //! for drivers that register their queues' NAPIs): the port looks again then. The target runs
-//! four times in one boot ([`RUNS`]: busy polling on and off, `idle = "spin"` and `"poll"`,
+//! six times in one boot ([`RUNS`]: busy polling on and off, `idle = "spin"` and `"poll"`,
 //! the NIC's interrupt deferral (`napi_defer_hard_irqs`, `gro_flush_timeout`, which
 //! preferred busy polling wants: Documentation/networking/napi.rst) on and off), each under `aoe-bench load` (random 1 KiB reads), while the guest traces its
 //! NAPI polls that received frames (`napi:napi_poll`) and sorts the frames by where the poll
-//! ran: in a softirq, or in a task's own system call (the worker's busy polling). In two runs
-//! `perf record -g` (the host's perf, 6.1 like the guest) samples the guest meanwhile, and
+//! ran: in a softirq, or in a task's own system call (the worker's busy polling). In two more
+//! runs `perf record -g` (the host's perf, 6.1 like the guest) samples the guest meanwhile, and
 //! the samples in the NIC's receive poll (`virtnet_poll`) are sorted by what called it:
 //! `napi_busy_loop` (the worker's call) or `net_rx_action` (a softirq).
 //! Asserted: every read answered, every run over native XDP and AF_XDP, every frame seen by
 //! the trace; with busy polling the log says the socket was tied to a NAPI at the first
 //! frame, and says how to set the deferral where the NIC lacks it; a spinning worker on a
-//! deferring NIC received at least 80 % of the frames itself (98-99 % here), more than
-//! without the deferral (4-6 %); without busy polling none; perf agrees (with busy polling
+//! deferring NIC received at least 70 % of the frames itself (98-99 % here), more than
+//! without the deferral (0-6 %); without busy polling none; perf agrees (with busy polling
 //! most `virtnet_poll` samples under `napi_busy_loop`, without none). Printed, not asserted: the rates
 //! and latencies (TCG says nothing about speed) and the default idle mode's share, which
 //! depends on how often the worker sleeps.
@@ -69,7 +69,7 @@ struct Spec {
 }
 
 /// The runs, in order.
-const RUNS: [Spec; 4] = [
+const RUNS: [Spec; 6] = [
     // What preferred busy polling is for: a worker that never sleeps, a NIC that defers.
     Spec {
         label: "busy",
@@ -77,7 +77,7 @@ const RUNS: [Spec; 4] = [
         idle: "spin",
         deferral: (2, 20_000_000),
         depth: 16,
-        profile: true,
+        profile: false,
     },
     // The default idle mode: the worker sleeps when it runs out of work.
     Spec {
@@ -99,6 +99,24 @@ const RUNS: [Spec; 4] = [
     },
     Spec {
         label: "plain",
+        busy_poll_usecs: 0,
+        idle: "poll",
+        deferral: (0, 0),
+        depth: 16,
+        profile: false,
+    },
+    // `busy` and `plain` again under `perf record -g` (which slows a TCG guest several
+    // times over, so the shares above come from runs without it).
+    Spec {
+        label: "busyperf",
+        busy_poll_usecs: 20,
+        idle: "spin",
+        deferral: (2, 20_000_000),
+        depth: 16,
+        profile: true,
+    },
+    Spec {
+        label: "plainperf",
         busy_poll_usecs: 0,
         idle: "poll",
         deferral: (0, 0),
@@ -184,6 +202,14 @@ stacks() {{
         /net_rx_action/ {{ soft = 1 }}
         END {{ done(); print n + 0, b + 0, s + 0 }}'
 }}
+# Whether perf (pid $1) runs its workload, `sleep`: it is recording then.
+recording() {{
+    for p in /proc/[0-9]*; do
+        [ "$(cat $p/comm 2>/dev/null)" = sleep ] || continue
+        awk -v parent=$1 '/^PPid:/ {{ exit $2 != parent }}' $p/status 2>/dev/null && return 0
+    done
+    return 1
+}}
 run() {{
     echo $4 > /sys/class/net/{nic}/napi_defer_hard_irqs || fail "napi_defer_hard_irqs"
     echo $5 > /sys/class/net/{nic}/gro_flush_timeout || fail "gro_flush_timeout"
@@ -216,8 +242,14 @@ EOF
     if [ "$6" = perf ]; then
         perf record -q -g -a -F 499 -o /tmp/perf-$1.data -- sleep 2 > /tmp/perf-$1.log 2>&1 &
         perfpid=$!
-        # perf takes a while to start under TCG; the load lasts longer than its 2 s.
-        sleep 0.5
+        # perf takes a while to start under TCG: it records once its `sleep` runs, and the
+        # load, which starts after the next line, lasts longer than those 2 s.
+        i=0
+        until recording $perfpid; do
+            i=$((i + 1))
+            [ $i -gt 600 ] && fail "perf did not start: $(cat /tmp/perf-$1.log)"
+            sleep 0.05
+        done
     fi
     say "before-$1"
     read -r reply
@@ -432,8 +464,8 @@ fn busy_polling_runs_the_receive_path_in_the_worker() {
         kernel.release,
         started.elapsed()
     );
-    let [busy, busypoll, nodefer, plain] = &runs[..] else {
-        panic!("four runs: {runs:?}");
+    let [busy, busypoll, nodefer, plain, busyperf, plainperf] = &runs[..] else {
+        panic!("six runs: {runs:?}");
     };
     for run in &runs {
         let text = log(run.label);
@@ -451,7 +483,7 @@ fn busy_polling_runs_the_receive_path_in_the_worker() {
         );
     }
     let hint = "the NIC does not defer its interrupts";
-    for run in [busy, busypoll, nodefer] {
+    for run in [busy, busypoll, nodefer, busyperf] {
         let text = log(run.label);
         assert!(
             text.contains("tied the socket to its queue's NAPI at the first frame"),
@@ -460,14 +492,20 @@ fn busy_polling_runs_the_receive_path_in_the_worker() {
         );
         assert_eq!(text.contains(hint), run.label == "nodefer", "{text}");
     }
-    assert!(!log("plain").contains("busy polling"), "{}", log("plain"));
-    assert_eq!(plain.task_frames, 0, "{plain:?}");
+    for run in [plain, plainperf] {
+        assert!(
+            !log(run.label).contains("busy polling"),
+            "{}",
+            log(run.label)
+        );
+        assert_eq!(run.task_frames, 0, "{run:?}");
+    }
     // With the NIC's interrupts deferred a spinning worker receives nearly every frame itself
-    // (98-99 % here); without the deferral a few (4-6 %). With `idle = "poll"` the worker
+    // (98-99 % here); without the deferral a few (0-6 %). With `idle = "poll"` the worker
     // sleeps now and then, and a frame that arrives meanwhile waits for the kernel's timer:
-    // printed above, not asserted (28-55 % busy polled here, at a much higher p50).
+    // printed above, not asserted (21-55 % busy polled here, at a much higher p50).
     assert!(
-        busy.busy_polled() >= 0.8,
+        busy.busy_polled() >= 0.7,
         "with busy polling the guest still received many frames in softirqs: {busy:?}"
     );
     assert!(busy.busy_polled() > nodefer.busy_polled(), "{runs:?}");
@@ -489,7 +527,7 @@ fn busy_polling_runs_the_receive_path_in_the_worker() {
             .unwrap_or_else(|_| panic!("unexpected `@@ {key} {value}`"))
     };
     let ([busy_rx, busy_polled, busy_soft], [plain_rx, plain_polled, plain_soft]) =
-        (profile("busy"), profile("plain"));
+        (profile(busyperf.label), profile(plainperf.label));
     eprintln!(
         "perf record -g, samples in virtnet_poll: busy polling {busy_rx} ({busy_polled} under \
          napi_busy_loop in the worker's call, {busy_soft} under net_rx_action), without \

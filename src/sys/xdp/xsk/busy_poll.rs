@@ -122,7 +122,7 @@ impl XskPort {
 /// Logs how to let busy polling keep the receive path when `interface` does not defer its
 /// interrupts: without `napi_defer_hard_irqs` and `gro_flush_timeout` the NIC's interrupt
 /// comes back after every busy poll and most frames are still received in softirqs (a Linux
-/// 6.1 guest's virtio-net, `tests/busy_poll_guest.rs`: 4-6 % of the frames busy polled
+/// 6.1 guest's virtio-net, `tests/busy_poll_guest.rs`: 0-6 % of the frames busy polled
 /// without, 98-99 % with, `idle = "spin"`).
 pub fn check_irq_deferral(interface: &str) {
     match crate::sys::interface::irq_deferral(interface) {
