@@ -43,7 +43,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use netns_rig::{Netns, Veth};
+use netns_rig::Netns;
 
 /// QEMU is killed this long after boot whatever happens.
 const HARD_TIMEOUT: Duration = Duration::from_secs(300);
@@ -354,13 +354,7 @@ fn busy_polling_runs_the_receive_path_in_the_worker() {
     // Declared first, so that they go last: after QEMU has stopped.
     let host_ns = Netns::unique("bph").unwrap();
     let guest_ns = Netns::unique("bpg").unwrap();
-    for ns in [&host_ns, &guest_ns] {
-        guest::isolate(ns.name()).unwrap_or_else(|e| panic!("{e:#}"));
-    }
-    let _veth = Veth::new(&host_ns, "aoe0", &guest_ns, "up0")
-        .create()
-        .unwrap();
-    guest::bridge_tap(guest_ns.name(), "up0", "br0", "tap0").unwrap_or_else(|e| panic!("{e:#}"));
+    guest::tap_wire(&host_ns, "aoe0", &guest_ns).unwrap_or_else(|e| panic!("{e:#}"));
     let work = tempfile::Builder::new()
         .prefix("aoe-xdp-busy-poll-")
         .tempdir()

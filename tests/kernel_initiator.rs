@@ -39,7 +39,7 @@ use std::time::{Duration, Instant};
 use aoe_xdp::wire::{AoeCommand, AoePacket, AtaPacket, EthernetFrame, ETHERTYPE_AOE};
 use common::netns::PacketSocket;
 use common::target::{DeviceSpec, TargetDir};
-use netns_rig::{Netns, Veth};
+use netns_rig::Netns;
 
 /// `e1.1`: raw, the pattern goes at its end.
 const RAW_SECTORS: u64 = 32 * 1024;
@@ -380,13 +380,7 @@ fn linux_aoe_initiator_discovers_writes_and_survives_a_killed_target() {
     // Declared first, so that they go last: after QEMU and the target have stopped.
     let target_ns = Netns::unique("kt").unwrap();
     let guest_ns = Netns::unique("kg").unwrap();
-    for ns in [&target_ns, &guest_ns] {
-        guest::isolate(ns.name()).unwrap_or_else(|e| panic!("{e:#}"));
-    }
-    let _veth = Veth::new(&target_ns, "aoe0", &guest_ns, "up0")
-        .create()
-        .unwrap();
-    guest::bridge_tap(guest_ns.name(), "up0", "br0", "tap0").unwrap_or_else(|e| panic!("{e:#}"));
+    guest::tap_wire(&target_ns, "aoe0", &guest_ns).unwrap_or_else(|e| panic!("{e:#}"));
     let dir = TargetDir::new(
         &["aoe0"],
         "",

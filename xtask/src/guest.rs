@@ -706,6 +706,21 @@ pub fn bridge_tap(ns: &str, uplink: &str, bridge: &str, tap: &str) -> Result<()>
     ip(&["link", "set", bridge, "mtu", "1500", "up"])
 }
 
+/// The wire between a host side and a guest: IPv6 off in both namespaces ([`isolate`]), a
+/// veth pair from `uplink` in `host` to `up0` in `guest`, and there `up0` bridged to the tap
+/// `tap0` that [`GuestSpec::tap`] names for QEMU.
+#[allow(
+    dead_code,
+    reason = "only the tests whose guest has a NIC use it (the bench builds its own)"
+)]
+pub fn tap_wire(host: &netns_rig::Netns, uplink: &str, guest: &netns_rig::Netns) -> Result<()> {
+    for ns in [host, guest] {
+        isolate(ns.name())?;
+    }
+    netns_rig::Veth::new(host, uplink, guest, "up0").create()?;
+    bridge_tap(guest.name(), "up0", "br0", "tap0")
+}
+
 fn run_checked(cmd: &mut Command) -> Result<()> {
     let out = cmd.output().with_context(|| format!("running {cmd:?}"))?;
     ensure!(
