@@ -13,7 +13,7 @@ use plotters::coord::Shift;
 use plotters::prelude::*;
 
 use super::profile::Profile;
-use super::results::{Meta, Point, Results};
+use super::results::{CpuSample, Meta, Point, Results, SystemRun};
 use super::rig::{Topology, BACKGROUND_WARN_CORES};
 use super::system::{SystemKind, NAP_US};
 use super::workload::{Op, Pattern, Workload};
@@ -766,32 +766,41 @@ fn setup(meta: &Meta) -> String {
 /// Share of a point's time above which the host's steal is worth a line in the summary.
 const STEAL_NOTE: f64 = 0.05;
 
+/// Every kept measurement that has CPU figures, with its system's run and its point.
+fn cpu_samples(results: &Results) -> impl Iterator<Item = (&SystemRun, &Point, &CpuSample)> {
+    results.systems.iter().flat_map(|run| {
+        run.samples
+            .iter()
+            .filter_map(move |point| Some((run, point, point.cpu.as_ref()?)))
+    })
+}
+
+/// The first of `values` with the largest figure, as (figure, "system at workload").
+fn largest<T: PartialOrd + Copy>(values: &[(T, &SystemRun, &Point)]) -> Option<(T, String)> {
+    let (most, run, point) =
+        values
+            .iter()
+            .copied()
+            .reduce(|best, next| if next.0 > best.0 { next } else { best })?;
+    Some((
+        most,
+        format!("{} at {}", run.system.label(), point.workload.label()),
+    ))
+}
+
 /// The summary's line on the host's steal, when it took more than [`STEAL_NOTE`] of either
 /// core at some point: how often, and the worst point.
 fn steal_note(results: &Results) -> Option<String> {
-    let mut points = 0;
-    let mut stolen = 0;
-    let mut worst: Option<(f64, String)> = None;
-    for run in &results.systems {
-        for point in &run.samples {
-            let Some(cpu) = &point.cpu else { continue };
-            let (Some(target), Some(initiator)) = (cpu.core_steal, cpu.initiator_steal) else {
-                continue;
-            };
-            points += 1;
-            let most = target.max(initiator);
-            if most > STEAL_NOTE {
-                stolen += 1;
-            }
-            if worst.as_ref().is_none_or(|(w, _)| most > *w) {
-                worst = Some((
-                    most,
-                    format!("{} at {}", run.system.label(), point.workload.label()),
-                ));
-            }
-        }
-    }
-    let (most, at) = worst?;
+    let steals: Vec<(f64, &SystemRun, &Point)> = cpu_samples(results)
+        .filter_map(|(run, point, cpu)| {
+            Some((cpu.core_steal?.max(cpu.initiator_steal?), run, point))
+        })
+        .collect();
+    let stolen = steals
+        .iter()
+        .filter(|(steal, ..)| *steal > STEAL_NOTE)
+        .count();
+    let (most, at) = largest(&steals)?;
     let remeasured: u32 = results.systems.iter().map(|r| r.remeasured).sum();
     let again = if remeasured > 0 {
         format!(
@@ -804,10 +813,11 @@ fn steal_note(results: &Results) -> Option<String> {
     };
     (stolen > 0 || remeasured > 0).then(|| {
         format!(
-            "- **Host steal:** at {stolen} of {points} kept measurements the host took more \
+            "- **Host steal:** at {stolen} of {} kept measurements the host took more \
              than {:.0} % of the target's or the initiator's core (the VM's neighbours ran; \
              the worst: {:.0} %, {at}). Steal is not counted as the target's CPU, but it slows \
              both sides, and sleepers most (each wake-up waits for the host).{again}\n",
+            steals.len(),
             STEAL_NOTE * 100.0,
             most * 100.0
         )
@@ -817,33 +827,17 @@ fn steal_note(results: &Results) -> Option<String> {
 /// The summary's line on major page faults of the target's processes during measurements,
 /// when there were any: how many points, how many faults, the worst point.
 fn fault_note(results: &Results) -> Option<String> {
-    let mut faulted = 0;
-    let mut total = 0;
-    let mut worst: Option<(u64, String)> = None;
-    for run in &results.systems {
-        for point in &run.samples {
-            let Some(faults) = point.cpu.as_ref().and_then(|c| c.major_faults) else {
-                continue;
-            };
-            if faults == 0 {
-                continue;
-            }
-            faulted += 1;
-            total += faults;
-            if worst.as_ref().is_none_or(|(w, _)| faults > *w) {
-                worst = Some((
-                    faults,
-                    format!("{} at {}", run.system.label(), point.workload.label()),
-                ));
-            }
-        }
-    }
-    let (most, at) = worst?;
+    let faults: Vec<(u64, &SystemRun, &Point)> = cpu_samples(results)
+        .filter_map(|(run, point, cpu)| Some((cpu.major_faults.filter(|&f| f > 0)?, run, point)))
+        .collect();
+    let total: u64 = faults.iter().map(|(count, ..)| count).sum();
+    let (most, at) = largest(&faults)?;
     Some(format!(
-        "- **Major page faults:** at {faulted} measured points the target's processes waited \
+        "- **Major page faults:** at {} measured points the target's processes waited \
          for the disk to read back a page of theirs ({total} faults in all; the most: {most}, \
          {at}): memory the machine had evicted (their code, say) while they were paused. Those \
-         points' latency tails suffer.\n"
+         points' latency tails suffer.\n",
+        faults.len()
     ))
 }
 
