@@ -15,6 +15,7 @@ use plotters::prelude::*;
 use super::profile::Profile;
 use super::results::{CpuSample, Meta, Point, Results, SystemRun};
 use super::rig::{Topology, BACKGROUND_WARN_CORES};
+use super::run::{REMEASURE_MAX, REMEASURE_STEAL};
 use super::system::{SystemKind, NAP_US};
 use super::workload::{Op, Pattern, Workload};
 
@@ -805,8 +806,9 @@ fn steal_note(results: &Results) -> Option<String> {
     let again = if remeasured > 0 {
         format!(
             " {remeasured} measurements were discarded and the point measured again because \
-             the host denied more than 10 % of a core's demand (at most twice per point; the \
-             last measurement counts)."
+             the host denied more than {:.0} % of a core's demand (at most {REMEASURE_MAX} \
+             times per point; the last measurement counts).",
+            REMEASURE_STEAL * 100.0
         )
     } else {
         String::new()

@@ -214,9 +214,9 @@ pub(super) fn measure(args: &BenchArgs, out_dir: &Path) -> Result<Results> {
 }
 
 /// Share of a core's demand the host may deny during a point before it is measured again.
-const REMEASURE_STEAL: f64 = 0.10;
+pub(super) const REMEASURE_STEAL: f64 = 0.10;
 /// Most times one point is measured again; the last measurement counts whatever its steal.
-const REMEASURE_MAX: u32 = 2;
+pub(super) const REMEASURE_MAX: u32 = 2;
 
 /// How much of what the cores asked for the host denied during `point`: the larger of the
 /// initiator core's steal (the load generator never sleeps, so its steal is the share of the
