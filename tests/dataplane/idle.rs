@@ -39,36 +39,29 @@ fn cpu_share(pid: u32, window: Duration) -> f64 {
 /// Voluntary context switches so far of every thread of process `pid`
 /// (`/proc/PID/task/*/status`): one per sleep that ended.
 fn wake_ups(pid: u32) -> u64 {
-    per_thread_sum(pid, "status", |text| {
-        text.lines()
-            .find_map(|line| line.strip_prefix("voluntary_ctxt_switches:"))
-            .and_then(|count| count.trim().parse().ok())
-    })
+    per_thread_sum(pid, "status", voluntary_switches)
 }
 
-/// Voluntary context switches so far of each thread of process `pid`, as (`name/tid`,
-/// count), sorted.
-fn wake_ups_by_thread(pid: u32) -> Vec<(String, u64)> {
+/// The `voluntary_ctxt_switches` of a `/proc/.../status` text.
+fn voluntary_switches(status: &str) -> Option<u64> {
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix("voluntary_ctxt_switches:"))
+        .and_then(|count| count.trim().parse().ok())
+}
+
+/// Voluntary context switches so far of each thread of process `pid`, by `name/tid`.
+fn wake_ups_by_thread(pid: u32) -> std::collections::BTreeMap<String, u64> {
     let tasks = std::fs::read_dir(format!("/proc/{pid}/task")).expect("list the target's threads");
-    let mut threads: Vec<(String, u64)> = tasks
+    tasks
         .filter_map(Result::ok)
         .filter_map(|task| {
             let name = std::fs::read_to_string(task.path().join("comm")).ok()?;
             let status = std::fs::read_to_string(task.path().join("status")).ok()?;
-            let count = status
-                .lines()
-                .find_map(|line| line.strip_prefix("voluntary_ctxt_switches:"))?
-                .trim()
-                .parse()
-                .ok()?;
-            Some((
-                format!("{}/{}", name.trim(), task.file_name().to_string_lossy()),
-                count,
-            ))
+            let key = format!("{}/{}", name.trim(), task.file_name().to_string_lossy());
+            Some((key, voluntary_switches(&status)?))
         })
-        .collect();
-    threads.sort();
-    threads
+        .collect()
 }
 
 /// A target whose worker polls (`idle = "poll"`), with these `[target]` lines more.
@@ -204,10 +197,13 @@ fn two_paths_sleep_until_work(tag: &str, lines: &str) {
             let threads_before = wake_ups_by_thread(pid);
             std::thread::sleep(Duration::from_millis(500));
             let idle = wake_ups(pid) - before;
+            // By name and tid: io_uring's workers come and go meanwhile.
             let threads: Vec<(String, u64)> = wake_ups_by_thread(pid)
                 .into_iter()
-                .zip(threads_before)
-                .map(|((name, after), (_, before))| (name, after - before))
+                .map(|(name, after)| {
+                    let before = threads_before.get(&name).copied().unwrap_or(0);
+                    (name, after - before)
+                })
                 .collect();
             // An idle worker sleeps a publication interval (100 ms) at a time: 5 wake-ups
             // (50 with the 10 ms sleeps it had before).
