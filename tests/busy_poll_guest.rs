@@ -125,14 +125,15 @@ const RUNS: [Spec; 6] = [
     },
 ];
 
-/// The guest's `/init`: the modules (not `aoe`: the guest is the target here), its NIC up with
-/// interrupt deferral for preferred busy polling, a 16 MiB backing file, then each run: the
+/// The guest's `/init`: [`guest::init_prologue`] (the modules, not `aoe`: the guest is the
+/// target here; its NIC up), a 16 MiB backing file, then each run: the NIC's interrupt
+/// deferral set, the
 /// target started, the counters reported (`@@ before-LABEL`), a line from the host awaited
 /// (sent when its load is done), the counters reported again (`@@ after-LABEL`), the target
 /// stopped with SIGINT and its log printed (`log-LABEL: ...`).
 fn init(binary: &str) -> String {
     let nic = guest::GUEST_IF;
-    let marker = guest::RESULT_MARKER;
+    let prologue = guest::init_prologue("busy-poll (tests/busy_poll_guest.rs)");
     let mut runs = String::new();
     for spec in &RUNS {
         let (defer, timeout) = spec.deferral;
@@ -143,33 +144,7 @@ fn init(binary: &str) -> String {
         ));
     }
     format!(
-        r#"#!/bin/busybox sh
-# PID 1 of the busy-poll guest (written by tests/busy_poll_guest.rs).
-/bin/busybox --install -s /bin
-export PATH=/bin:/sbin:/usr/bin
-mount -t proc proc /proc
-mount -t sysfs sysfs /sys
-mount -t devtmpfs devtmpfs /dev
-mkdir -p /tmp /run
-say() {{ echo "{marker}$*"; }}
-fail() {{
-    say "fail $*"
-    dmesg | tail -n 40 | sed 's/^/dmesg: /'
-    poweroff -f
-}}
-say "booted $(uname -r)"
-for m in $(cat /modules/order); do
-    [ "$m" = aoe ] && continue
-    insmod "/modules/$m.ko" || fail "insmod $m"
-done
-i=0
-while [ ! -e /sys/class/net/{nic} ]; do
-    i=$((i + 1))
-    [ $i -gt 100 ] && fail "no {nic}"
-    sleep 0.1
-done
-ip link set {nic} mtu 1500 up || fail "ip link set {nic} up"
-dd if=/dev/zero of=/tmp/disk.img bs=1M count=16 2>/dev/null || fail "backing file"
+        r#"{prologue}dd if=/dev/zero of=/tmp/disk.img bs=1M count=16 2>/dev/null || fail "backing file"
 # The NAPI polls that received frames, traced (the event filtered to work > 0, so that a
 # spinning worker's empty polls do not flood the buffer): the receive path.
 T=/sys/kernel/tracing

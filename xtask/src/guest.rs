@@ -608,25 +608,22 @@ fn pad4(out: &mut Vec<u8>) {
     out.resize(out.len().next_multiple_of(4), 0);
 }
 
-/// The guest's `/init`: mounts, loads the modules, brings up [`GUEST_IF`], loads `aoe` bound
-/// to it, then runs `body`. Shell functions for the body:
+/// The start of a guest's `/init` (`who` names the guest in its comment): busybox installed,
+/// `/proc`, `/sys`, `/dev` and a `/tmp`, `/run` mounted or made, the modules loaded but `aoe`,
+/// and [`GUEST_IF`] up. Shell functions for what follows:
 /// - `say KEY VALUE…` prints a result line; `fail WHY` prints `@@ fail WHY`, the end of the
 ///   kernel log, and powers off;
-/// - `wait_dev eS.N` waits (30 s at most, asking for discovery every second) until
-///   `/dev/etherd/eS.N` exists;
 /// - `now` prints the seconds since boot (10 ms resolution).
-///
-/// After `body` the guest prints its `aoe` kernel messages (`dmesg: …`), `@@ end` and powers
-/// off (QEMU runs with `-no-reboot`, so it exits; so it does on a kernel panic).
-pub fn init_script(body: &str) -> String {
+pub fn init_prologue(who: &str) -> String {
     format!(
         r#"#!/bin/busybox sh
-# PID 1 of the kernel-initiator guest (written by xtask/src/guest.rs).
+# PID 1 of the {who} guest.
 /bin/busybox --install -s /bin
-export PATH=/bin:/sbin
+export PATH=/bin:/sbin:/usr/bin
 mount -t proc proc /proc
 mount -t sysfs sysfs /sys
 mount -t devtmpfs devtmpfs /dev
+mkdir -p /tmp /run
 say() {{ echo "{RESULT_MARKER}$*"; }}
 fail() {{
     say "fail $*"
@@ -634,15 +631,6 @@ fail() {{
     poweroff -f
 }}
 now() {{ cut -d' ' -f1 /proc/uptime; }}
-wait_dev() {{
-    i=0
-    while [ ! -b "/dev/etherd/$1" ]; do
-        i=$((i + 1))
-        [ $i -gt 300 ] && fail "no /dev/etherd/$1 after 30 s"
-        [ $((i % 10)) -eq 0 ] && echo > /dev/etherd/discover
-        sleep 0.1
-    done
-}}
 say "booted $(uname -r) $(now)"
 for m in $(cat /modules/order); do
     [ "$m" = aoe ] && continue
@@ -655,13 +643,36 @@ while [ ! -e /sys/class/net/{GUEST_IF} ]; do
     sleep 0.1
 done
 ip link set {GUEST_IF} mtu 1500 up || fail "ip link set {GUEST_IF} up"
+"#
+    )
+}
+
+/// The kernel initiator's `/init`: [`init_prologue`], then `aoe` loaded bound to
+/// [`GUEST_IF`], then `body`, which may also call
+/// - `wait_dev eS.N`, which waits (30 s at most, asking for discovery every second) until
+///   `/dev/etherd/eS.N` exists.
+///
+/// After `body` the guest prints its `aoe` kernel messages (`dmesg: …`), `@@ end` and powers
+/// off (QEMU runs with `-no-reboot`, so it exits; so it does on a kernel panic).
+pub fn init_script(body: &str) -> String {
+    format!(
+        r#"{}wait_dev() {{
+    i=0
+    while [ ! -b "/dev/etherd/$1" ]; do
+        i=$((i + 1))
+        [ $i -gt 300 ] && fail "no /dev/etherd/$1 after 30 s"
+        [ $((i % 10)) -eq 0 ] && echo > /dev/etherd/discover
+        sleep 0.1
+    done
+}}
 insmod /modules/aoe.ko aoe_iflist={GUEST_IF} || fail "insmod aoe"
 say "aoe-loaded $(now)"
 {body}
 dmesg | grep -i aoe | sed 's/^/dmesg: /'
 say "end $(now)"
 poweroff -f
-"#
+"#,
+        init_prologue("kernel-initiator")
     )
 }
 

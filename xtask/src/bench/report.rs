@@ -1293,6 +1293,15 @@ mod tests {
         assert_eq!(rates, [Some(20.0), Some(5.0)]);
     }
 
+    /// The summary's line that holds `marker`.
+    fn summary_line(results: &Results, marker: &str) -> String {
+        let text = summary(results);
+        text.lines()
+            .find(|l| l.contains(marker))
+            .unwrap_or_else(|| panic!("no line with {marker:?}:\n{text}"))
+            .to_owned()
+    }
+
     #[test]
     fn the_summary_names_points_where_the_host_stole_the_cpu() {
         let mut results = results();
@@ -1311,11 +1320,7 @@ mod tests {
         assert!(!summary(&results).contains("Host steal"));
         // The initiator's core counts too; the worst point is named.
         steal(&mut results, 2, 0.02, 0.30);
-        let text = summary(&results);
-        let line = text
-            .lines()
-            .find(|l| l.contains("Host steal"))
-            .unwrap_or_else(|| panic!("no steal line:\n{text}"));
+        let line = summary_line(&results, "Host steal");
         assert!(line.contains("at 3 of 6 kept measurements"), "{line}");
         assert!(!line.contains("measured again"), "{line}");
         results.systems[2].remeasured = 4;
@@ -1341,11 +1346,7 @@ mod tests {
                 point.cpu.as_mut().unwrap().major_faults = Some(faults);
             }
         }
-        let text = summary(&results);
-        let line = text
-            .lines()
-            .find(|l| l.contains("Major page faults"))
-            .unwrap_or_else(|| panic!("no fault line:\n{text}"));
+        let line = summary_line(&results, "Major page faults");
         assert!(line.contains("at 2 measured points"), "{line}");
         assert!(
             line.contains("15 faults in all; the most: 12, vblade at rand read QD64"),
