@@ -186,6 +186,18 @@ impl Results {
         Some((point.load.as_ref()?, point.cpu.as_ref()))
     }
 
+    /// `system`'s rate at `workload` in every round, in run order (`None`: that round
+    /// produced no result).
+    pub fn round_rates(&self, system: SystemKind, workload: &Workload) -> Vec<Option<f64>> {
+        self.ok_run(system).map_or_else(Vec::new, |run| {
+            run.samples
+                .iter()
+                .filter(|p| p.workload == *workload)
+                .map(|p| p.load.as_ref().map(|l| l.iops))
+                .collect()
+        })
+    }
+
     /// Every workload measured by any system, in run order.
     pub fn workloads(&self) -> Vec<Workload> {
         let mut list: Vec<Workload> = Vec::new();
