@@ -21,6 +21,7 @@ use aoe_xdp::config::{
     self, unspanned, Backing, BackingError, Config, DeviceConfig, LogLevel, RawConfig, RawDevice,
 };
 use aoe_xdp::dataplane::supervisor::Supervisor;
+use aoe_xdp::sys::wake::Nudge;
 
 mod cli;
 
@@ -269,9 +270,21 @@ fn run(config: Config, config_path: Option<PathBuf>) -> anyhow::Result<()> {
     let reload = Arc::new(AtomicBool::new(false));
     signal_hook::flag::register(signal_hook::consts::SIGHUP, Arc::clone(&reload))
         .context("cannot install the SIGHUP handler")?;
+    // The signals also wake the supervisor, which otherwise sleeps until a link event or its
+    // next look at the backing stores' sizes.
+    let nudge = Arc::new(Nudge::new().context("cannot create the supervisor's wake-up")?);
+    for signal in [
+        signal_hook::consts::SIGINT,
+        signal_hook::consts::SIGTERM,
+        signal_hook::consts::SIGHUP,
+    ] {
+        nudge
+            .on_signal(signal)
+            .context("cannot install the signal handlers")?;
+    }
     let devices = config.devices.len();
     let mut supervisor =
-        Supervisor::start(config, config_path, reload).context("cannot start serving")?;
+        Supervisor::start(config, config_path, reload, nudge).context("cannot start serving")?;
     let names: Vec<String> = supervisor
         .dataplane()
         .map(|d| d.interfaces().iter().map(|i| i.name.clone()).collect())
@@ -286,7 +299,7 @@ fn run(config: Config, config_path: Option<PathBuf>) -> anyhow::Result<()> {
     let mut failure = None;
     // Acquire: pairs with the signal handler's store.
     while !stop.load(Ordering::Acquire) {
-        match supervisor.round(std::time::Duration::from_millis(50)) {
+        match supervisor.round(watchdog.until_due()) {
             Ok(()) => watchdog.alive(),
             Err(error) => {
                 tracing::error!(%error, "shutting down");
@@ -337,6 +350,14 @@ impl ServiceManager {
             watchdog,
             last_ping: std::time::Instant::now(),
         }
+    }
+
+    /// How long until the next ping is due (a long time without a watchdog).
+    fn until_due(&self) -> std::time::Duration {
+        self.watchdog
+            .map_or(std::time::Duration::from_secs(3600), |interval| {
+                interval.saturating_sub(self.last_ping.elapsed())
+            })
     }
 
     /// Pings the watchdog if it is due; call while the dataplane is healthy.

@@ -19,6 +19,7 @@
 //! refusing to serve storage.
 
 use std::io::{BufRead, BufReader, Read, Write};
+use std::os::fd::AsFd;
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
@@ -33,12 +34,14 @@ use super::server_thread::ServerThread;
 use super::stats::{Report, StatsBoard};
 use crate::aoe::{DeviceParams, SharedState};
 use crate::state_dir::StateDir;
+use crate::sys::wake::{poll_until, pollin, Nudge};
 use crate::wire::MacAddr;
 
 /// How long the server waits for a client's command.
 const CLIENT_TIMEOUT: Duration = Duration::from_secs(1);
-/// How often the server's thread looks at the stop flag.
-const ACCEPT_POLL: Duration = Duration::from_millis(50);
+/// How long the server's thread waits before it accepts again after an error (out of file
+/// descriptors, say), rather than failing in a loop.
+const ACCEPT_RETRY: Duration = Duration::from_millis(50);
 /// Fields of a report that are not counters: `clear-stats` leaves them alone.
 const NOT_COUNTERS: [&str; 3] = ["owner", "fill_depth", "frames_held"];
 
@@ -113,13 +116,27 @@ impl Clearable {
 }
 
 /// How the control socket asks for a reload: the configuration file the target was started
-/// with, and the flag the supervisor watches (SIGHUP sets it too).
+/// with, the flag the supervisor watches (SIGHUP sets it too) and the nudge that wakes it.
 #[derive(Debug, Clone, Default)]
 pub struct ReloadHook {
     /// The `--config` file; `None` for the quick form, which has nothing to reload.
     pub config_path: Option<PathBuf>,
     /// Set to ask the supervisor to reload.
     pub requested: Arc<AtomicBool>,
+    /// Wakes the supervisor (`None`: nobody waits on it; it looks at `requested` in its own
+    /// time). The dataplane's workers nudge it too when one stops or loses a port.
+    pub nudge: Option<Arc<Nudge>>,
+}
+
+impl ReloadHook {
+    /// Asks the supervisor to reload, and wakes it.
+    pub fn request(&self) {
+        // Release: the supervisor's Acquire swap sees the request.
+        self.requested.store(true, Ordering::Release);
+        if let Some(nudge) = &self.nudge {
+            nudge.nudge();
+        }
+    }
 }
 
 /// What the server works on: the board, and every device's parameters and shared state.
@@ -181,9 +198,15 @@ impl CtlSocket {
             reload,
         }));
         let served = Arc::clone(&control);
-        let thread = ServerThread::spawn("aoe-control", move |stop| {
-            serve(&listener, &served, stop);
-        })
+        let wake = Arc::new(Nudge::new().map_err(io)?);
+        let waker = Arc::clone(&wake);
+        let thread = ServerThread::spawn(
+            "aoe-control",
+            move |stop| {
+                serve(&listener, &served, (stop, &wake));
+            },
+            move || waker.nudge(),
+        )
         .map_err(io)?;
         Ok(CtlSocket {
             path: path.to_owned(),
@@ -227,7 +250,9 @@ fn peer_allowed(peer: rustix::process::Uid, own: rustix::process::Uid) -> bool {
     peer.is_root() || peer == own
 }
 
-fn serve(listener: &UnixListener, control: &Mutex<Control>, stop: &AtomicBool) {
+/// Answers clients one at a time until `stop` is set; between clients the thread sleeps in
+/// `poll(2)` until one connects or `wake` is nudged (by the stop).
+fn serve(listener: &UnixListener, control: &Mutex<Control>, (stop, wake): (&AtomicBool, &Nudge)) {
     let own = rustix::process::geteuid();
     while !stop.load(Ordering::Acquire) {
         match listener.accept() {
@@ -250,11 +275,17 @@ fn serve(listener: &UnixListener, control: &Mutex<Control>, stop: &AtomicBool) {
                 Err(error) => tracing::warn!(%error, "control socket: no peer credentials"),
             },
             Err(error) if error.kind() == std::io::ErrorKind::WouldBlock => {
-                std::thread::sleep(ACCEPT_POLL);
+                let mut fds = [pollin(listener.as_fd()), pollin(wake.fd())];
+                if let Err(error) = poll_until(&mut fds, None) {
+                    tracing::warn!(%error, "control socket: poll failed");
+                    std::thread::sleep(ACCEPT_RETRY);
+                }
+                // The stop sets its flag before it nudges: the loop's test sees it.
+                wake.clear();
             }
             Err(error) => {
                 tracing::warn!(%error, "control socket accept failed");
-                std::thread::sleep(ACCEPT_POLL);
+                std::thread::sleep(ACCEPT_RETRY);
             }
         }
     }
@@ -355,8 +386,7 @@ impl Control {
                 problems.join("; ")
             )
         })?;
-        // Release: the supervisor's Acquire swap sees the request.
-        self.reload.requested.store(true, Ordering::Release);
+        self.reload.request();
         Ok(serde_json::json!({
             "ok": format!(
                 "{} checks out ({} device(s)); reloading",

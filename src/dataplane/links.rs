@@ -4,6 +4,7 @@
 //! something changed (it then looks at the interfaces again), so messages are not parsed.
 
 use std::io;
+use std::os::fd::{AsFd, BorrowedFd};
 use std::time::Duration;
 
 use netlink_sys::protocols::NETLINK_ROUTE;
@@ -30,15 +31,20 @@ impl LinkWatcher {
         })
     }
 
-    /// Waits up to `timeout` for link events; true if any arrived (all that are queued are
-    /// consumed). A lost event (the socket's buffer overflowed) counts as one.
-    pub fn wait(&mut self, timeout: Duration) -> io::Result<bool> {
-        let mut fds = [PollFd::new(&self.socket, PollFlags::IN)];
+    /// Waits up to `timeout` for link events, or until `nudge` (if any) is readable; true if
+    /// link events arrived (all that are queued are consumed). A lost event (the socket's
+    /// buffer overflowed) counts as one.
+    pub fn wait(&mut self, timeout: Duration, nudge: Option<BorrowedFd<'_>>) -> io::Result<bool> {
+        let mut fds = [
+            PollFd::new(&self.socket, PollFlags::IN),
+            PollFd::from_borrowed_fd(nudge.unwrap_or(self.socket.as_fd()), PollFlags::IN),
+        ];
+        let count = if nudge.is_some() { 2 } else { 1 };
         let timeout = rustix::event::Timespec {
             tv_sec: i64::try_from(timeout.as_secs()).unwrap_or(i64::MAX),
             tv_nsec: i64::from(timeout.subsec_nanos()),
         };
-        match poll(&mut fds, Some(&timeout)) {
+        match poll(&mut fds[..count], Some(&timeout)) {
             Ok(_) => {}
             Err(rustix::io::Errno::INTR) => return Ok(false),
             Err(error) => return Err(error.into()),

@@ -19,8 +19,8 @@ use serde_json::Value;
 use super::server_thread::ServerThread;
 use super::stats::{ServiceTimeReport, StatsBoard};
 
-/// How often the server's thread looks at the stop flag.
-const STOP_POLL: Duration = Duration::from_millis(100);
+/// How long the server's thread waits after a failed receive before it tries again.
+const RETRY: Duration = Duration::from_millis(100);
 /// Report fields that are gauges (a level, not a count of events).
 const GAUGES: [&str; 3] = ["owner", "fill_depth", "frames_held"];
 /// Upper bounds of the service-time histogram's buckets, in seconds.
@@ -57,15 +57,20 @@ impl MetricsServer {
     ) -> Result<MetricsServer, MetricsError> {
         let configured = address;
         let error = |message: String| MetricsError { address, message };
-        let server = tiny_http::Server::http(address).map_err(|e| error(e.to_string()))?;
+        let server = Arc::new(tiny_http::Server::http(address).map_err(|e| error(e.to_string()))?);
         let address = server
             .server_addr()
             .to_ip()
             .ok_or_else(|| error("not an IP address".into()))?;
         let board = Arc::new(Mutex::new(board));
         let served = Arc::clone(&board);
-        let thread = ServerThread::spawn("aoe-metrics", move |stop| serve(&server, &served, stop))
-            .map_err(|e| error(e.to_string()))?;
+        let unblocked = Arc::clone(&server);
+        let thread = ServerThread::spawn(
+            "aoe-metrics",
+            move |stop| serve(&server, &served, stop),
+            move || unblocked.unblock(),
+        )
+        .map_err(|e| error(e.to_string()))?;
         Ok(MetricsServer {
             configured,
             address,
@@ -90,14 +95,20 @@ impl MetricsServer {
     }
 }
 
+/// Answers requests until `stop` is set; between requests the thread sleeps until one comes
+/// or the stop unblocks it (`tiny_http::Server::unblock`).
 fn serve(server: &tiny_http::Server, board: &Mutex<Arc<StatsBoard>>, stop: &AtomicBool) {
-    while !stop.load(Ordering::Acquire) {
-        let request = match server.recv_timeout(STOP_POLL) {
-            Ok(Some(request)) => request,
-            Ok(None) => continue,
+    loop {
+        let received = server.recv();
+        // Acquire: pairs with the stop's Release store, made before it unblocks `recv`.
+        if stop.load(Ordering::Acquire) {
+            return;
+        }
+        let request = match received {
+            Ok(request) => request,
             Err(error) => {
                 tracing::warn!(%error, "metrics endpoint");
-                std::thread::sleep(STOP_POLL);
+                std::thread::sleep(RETRY);
                 continue;
             }
         };

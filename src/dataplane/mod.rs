@@ -34,6 +34,7 @@ use crate::storage::sync_engine::{SyncEngine, SYNC_QUEUE_DEPTH};
 use crate::storage::uring_engine::{UringConfig, UringEngine};
 use crate::sys::mem::Arena;
 use crate::sys::packet::{PacketConfig, PacketPort, RingVersion};
+use crate::sys::wake::Alarm;
 use crate::sys::xdp::loader::{self, XdpMode, XdpProgram};
 use crate::sys::xdp::xsk::{BindPreference, BusyPoll, BusyPollReach, XskConfig, XskPort};
 use crate::sys::xdp::DstFilter;
@@ -105,8 +106,9 @@ pub struct Dataplane {
     stop: Arc<AtomicBool>,
     /// The workers' queues, whose wake-ups rouse sleeping workers when `stop` is set.
     queues: Arc<Queues>,
-    /// Set by a worker that gave up a failed port and serves its others.
-    port_lost: Arc<AtomicBool>,
+    /// Raised by a worker that gave up a failed port and serves its others (it nudges the
+    /// supervisor, as a worker that stops does).
+    port_lost: Arc<Alarm>,
     workers: Vec<WorkerHandle>,
     /// Per interface (same order as `interfaces`): its XDP program, if it is served over
     /// AF_XDP. Detached on drop, after the workers stopped (field order: workers are joined
@@ -363,7 +365,7 @@ impl Dataplane {
             }
         }
         let stop = Arc::new(AtomicBool::new(false));
-        let port_lost = Arc::new(AtomicBool::new(false));
+        let port_lost = Arc::new(Alarm::new(reload.nudge.clone()));
         let Spawned {
             workers,
             board,
@@ -463,7 +465,7 @@ impl Dataplane {
     /// fails, and gives up a failed port while others work).
     pub fn healthy(&self) -> bool {
         // Acquire: pairs with the worker's Release store.
-        !self.port_lost.load(Ordering::Acquire) && self.workers.iter().all(|w| !w.is_finished())
+        !self.port_lost.is_raised() && self.workers.iter().all(|w| !w.is_finished())
     }
 }
 
@@ -471,6 +473,15 @@ impl Drop for Dataplane {
     fn drop(&mut self) {
         let _ = self.join();
         // `programs` detach in their own Drop.
+    }
+}
+
+/// Nudges the supervisor when dropped: at the end of a worker's thread.
+struct NudgeOnExit<'a>(&'a Alarm);
+
+impl Drop for NudgeOnExit<'_> {
+    fn drop(&mut self) {
+        self.0.nudge();
     }
 }
 
@@ -731,7 +742,7 @@ fn spawn_workers(
     config: &Config,
     devices: &Devices,
     ports: Vec<PendingPort>,
-    (stop, port_lost): (&Arc<AtomicBool>, &Arc<AtomicBool>),
+    (stop, port_lost): (&Arc<AtomicBool>, &Arc<Alarm>),
 ) -> Result<Spawned, DataplaneError> {
     let cores = &config.target.worker_cores;
     let worker_count = cores.len().clamp(1, ports.len().max(1));
@@ -824,6 +835,8 @@ fn spawn_workers(
         let handle = std::thread::Builder::new()
             .name(format!("aoe-worker-{index}"))
             .spawn(move || {
+                // However the worker ends (a panic too), the supervisor hears of it at once.
+                let _exit = NudgeOnExit(&port_lost);
                 if let Some(id) = core {
                     if !core_affinity::set_for_current(core_affinity::CoreId { id }) {
                         tracing::warn!(core = id, "could not pin worker to its core");

@@ -5,19 +5,33 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 
+/// Ends the wait of a server thread that sleeps until a client comes.
+type Unblock = Box<dyn Fn() + Send>;
+
 /// A thread running `serve(&stop)` until `stop` is set; stopped and joined on drop.
-#[derive(Debug)]
 pub struct ServerThread {
     stop: Arc<AtomicBool>,
+    unblock: Unblock,
     thread: Option<JoinHandle<()>>,
 }
 
+impl std::fmt::Debug for ServerThread {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ServerThread")
+            .field("stop", &self.stop)
+            .field("running", &self.thread.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
 impl ServerThread {
-    /// Starts `serve` on a thread named `name`; `serve` returns once the flag it is given is
-    /// set (it must look at it at least every few milliseconds).
+    /// Starts `serve` on a thread named `name`; `serve` may sleep until a client comes and
+    /// returns once the flag it is given is set: stopping sets the flag, then calls `unblock`,
+    /// which must end `serve`'s wait (so an idle server thread never wakes on a timer).
     pub fn spawn(
         name: &str,
         serve: impl FnOnce(&AtomicBool) + Send + 'static,
+        unblock: impl Fn() + Send + 'static,
     ) -> std::io::Result<ServerThread> {
         let stop = Arc::new(AtomicBool::new(false));
         let thread = {
@@ -28,6 +42,7 @@ impl ServerThread {
         };
         Ok(ServerThread {
             stop,
+            unblock: Box::new(unblock),
             thread: Some(thread),
         })
     }
@@ -37,6 +52,7 @@ impl ServerThread {
         // Release: pairs with the serving thread's Acquire load.
         self.stop.store(true, Ordering::Release);
         if let Some(thread) = self.thread.take() {
+            (self.unblock)();
             let _ = thread.join();
         }
     }
@@ -52,26 +68,38 @@ impl Drop for ServerThread {
 mod tests {
     use super::*;
     use std::sync::atomic::AtomicUsize;
-    use std::time::Duration;
+    use std::sync::mpsc;
+    use std::sync::Mutex;
 
     #[test]
-    fn test_stop_waits_for_the_thread_to_finish() {
-        let rounds = Arc::new(AtomicUsize::new(0));
-        let seen = Arc::clone(&rounds);
-        let mut thread = ServerThread::spawn("test-server", move |stop| {
-            while !stop.load(Ordering::Acquire) {
-                seen.fetch_add(1, Ordering::Relaxed);
-                std::thread::sleep(Duration::from_millis(1));
-            }
-            seen.store(usize::MAX, Ordering::Relaxed);
-        })
+    fn test_stop_unblocks_the_wait_and_waits_for_the_thread_to_finish() {
+        let state = Arc::new(AtomicUsize::new(0));
+        let seen = Arc::clone(&state);
+        // The server sleeps until a message comes, as a server sleeps until a client does:
+        // only the unblock can end its wait.
+        let (send, receive) = mpsc::channel::<()>();
+        let send = Mutex::new(send);
+        let mut thread = ServerThread::spawn(
+            "test-server",
+            move |stop| {
+                while !stop.load(Ordering::Acquire) {
+                    seen.store(1, Ordering::Relaxed);
+                    if receive.recv().is_err() {
+                        return;
+                    }
+                }
+                seen.store(usize::MAX, Ordering::Relaxed);
+            },
+            move || {
+                let _ = send.lock().unwrap().send(());
+            },
+        )
         .unwrap();
-        std::thread::sleep(Duration::from_millis(5));
         thread.stop();
         assert_eq!(
-            rounds.load(Ordering::Relaxed),
+            state.load(Ordering::Relaxed),
             usize::MAX,
-            "returned before the thread ended"
+            "returned before the thread ended, or the thread did not see the flag"
         );
         thread.stop();
     }

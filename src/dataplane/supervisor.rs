@@ -37,9 +37,14 @@ use super::interfaces::{self, Interface, InterfaceError};
 use super::links::LinkWatcher;
 use super::{Dataplane, DataplaneError};
 use crate::config::Config;
+use crate::sys::wake::Nudge;
 
-/// How often the backing stores' sizes are looked at.
+/// How often the backing stores' sizes are looked at: with nothing else happening, the
+/// supervisor's thread wakes this often.
 pub const SIZE_CHECK: Duration = Duration::from_secs(1);
+
+/// How soon a restart that met an interface going away is tried again.
+const RETRY_WAIT: Duration = Duration::from_millis(50);
 
 /// What a supervisor round found wrong that it cannot repair.
 #[derive(Debug, thiserror::Error)]
@@ -97,17 +102,21 @@ fn export_sizes(config: &Config) -> Vec<Option<u64>> {
 
 impl Supervisor {
     /// Starts serving `config` (read from `config_path`, if a file) and watching the links; a
-    /// reload is asked for through `requested` (SIGHUP's flag) or the control socket.
+    /// reload is asked for through `requested` (SIGHUP's flag) or the control socket. A round
+    /// ends early when `nudge` is nudged (by the control socket's reload, a worker that stops
+    /// or gives up a port, and whatever else the caller lets nudge it: signals).
     pub fn start(
         config: Config,
         config_path: Option<PathBuf>,
         requested: Arc<AtomicBool>,
+        nudge: Arc<Nudge>,
     ) -> Result<Supervisor, SupervisorError> {
         // Subscribed first, so that no change between start-up and the first wait is missed.
         let watcher = LinkWatcher::open().map_err(SupervisorError::Links)?;
         let reload = ReloadHook {
             config_path,
             requested,
+            nudge: Some(nudge),
         };
         let sizes = export_sizes(&config);
         let dataplane = Dataplane::start_with(&config, &reload)?;
@@ -129,10 +138,25 @@ impl Supervisor {
         self.dataplane.as_ref()
     }
 
-    /// One round: waits up to `wait` for a link event, then applies a requested reload and
-    /// follows the interfaces. `Err` only for what a restart cannot repair.
+    /// One round: waits up to `wait` (less when the next size check, or a retry, is due) for a
+    /// link event or a nudge (a signal, a reload, a worker that stopped or gave up a port),
+    /// then applies a requested reload and follows the interfaces. `Err` only for what a
+    /// restart cannot repair.
     pub fn round(&mut self, wait: Duration) -> Result<(), SupervisorError> {
-        let changed = self.watcher.wait(wait).map_err(SupervisorError::Links)?;
+        let mut wait = wait.min(SIZE_CHECK.saturating_sub(self.last_size_check.elapsed()));
+        if self.retry {
+            wait = wait.min(RETRY_WAIT);
+        }
+        let nudge = self.reload.nudge.clone();
+        let changed = self
+            .watcher
+            .wait(wait, nudge.as_deref().map(Nudge::fd))
+            .map_err(SupervisorError::Links)?;
+        // Before the flags are looked at: whoever nudges sets its flag first, so a nudge
+        // consumed here has its flag seen below (and a later one wakes the next round).
+        if let Some(nudge) = &nudge {
+            nudge.clear();
+        }
         // Acquire: pairs with the Release of SIGHUP's handler and of the control socket.
         if self.reload.requested.swap(false, Ordering::AcqRel) {
             self.reload()?;

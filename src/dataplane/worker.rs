@@ -36,7 +36,7 @@ use super::io::{io_request, to_failure};
 use super::port::{NetPort, Port, PortError};
 use super::queues::{Done, Job, Queues};
 use super::stats::{StatsBoard, PUBLISH_INTERVAL};
-use crate::sys::wake::{poll_fds, pollin, Wakeup};
+use crate::sys::wake::{poll_fds, pollin, Alarm, Wakeup};
 
 /// Most jobs taken from one device's queue per iteration (fairness between devices).
 const DEVICE_BATCH_MAX: usize = 64;
@@ -1071,7 +1071,7 @@ pub fn run<P: NetPort>(
     mut target: Target,
     mut worker: Worker<P>,
     (idle, yield_core): (Idle, bool),
-    (stop, port_lost): (&AtomicBool, &AtomicBool),
+    (stop, port_lost): (&AtomicBool, &Alarm),
 ) -> Result<WorkerExit<P>, PortError> {
     // Since when the worker found nothing to do (`None` while busy).
     let mut idle_since: Option<Instant> = None;
@@ -1104,8 +1104,7 @@ pub fn run<P: NetPort>(
             Ok(worked) => worked,
             Err(error) => {
                 worker.give_up_port(error)?;
-                // Release: pairs with the supervisor's Acquire load.
-                port_lost.store(true, Ordering::Release);
+                port_lost.raise();
                 true
             }
         };
@@ -1124,8 +1123,7 @@ pub fn run<P: NetPort>(
                     if let Err(error) = worker.wait(sleep, stop) {
                         // As after a failed poll: the port is given up if others work.
                         worker.give_up_port(error)?;
-                        // Release: pairs with the supervisor's Acquire load.
-                        port_lost.store(true, Ordering::Release);
+                        port_lost.raise();
                     }
                 } else {
                     // Frames that arrive meanwhile are taken in one go at its end.

@@ -1,6 +1,8 @@
 //! A sleeping worker's wake-up: an eventfd that another worker writes when it hands the
 //! sleeper work (a job for a device it owns, a finished request of one of its ports), and the
-//! `poll(2)` over every file descriptor a sleeping worker waits on.
+//! `poll(2)` over every file descriptor a sleeping worker waits on. [`Nudge`] is the same for
+//! the threads that wait on something else (the supervisor on link events, the control
+//! socket's thread on its listener) and must also hear of a signal or a stop.
 //!
 //! The handshake is the usual one for a sleeper and its wakers: the sleeper *arms* (marks
 //! itself asleep), then looks once more for work, and only then sleeps; a waker *pushes* its
@@ -9,8 +11,9 @@
 //! waker sees the mark: no work is left waiting for a sleep to time out. A busy worker, whose
 //! mark is clear, costs a waker one fence and one load: no system call.
 
-use std::io;
+use std::io::{self, Read as _, Write as _};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
+use std::os::unix::net::UnixStream;
 use std::sync::atomic::{fence, AtomicBool, Ordering};
 use std::time::Duration;
 
@@ -69,10 +72,95 @@ impl Wakeup {
     }
 }
 
+/// A wake-up for a thread that sleeps in `poll(2)` on other file descriptors too: a
+/// non-blocking socket pair whose one end it polls and to whose other end anyone (a signal
+/// handler too) writes a byte. Unlike [`Wakeup`], every nudge is a system call: for rare
+/// events (a signal, a reload, a stop, a worker that lost a port).
+#[derive(Debug)]
+pub struct Nudge {
+    read: UnixStream,
+    write: UnixStream,
+}
+
+impl Nudge {
+    /// A nudge with its socket pair (non-blocking, close-on-exec).
+    pub fn new() -> io::Result<Nudge> {
+        let (read, write) = UnixStream::pair()?;
+        read.set_nonblocking(true)?;
+        write.set_nonblocking(true)?;
+        Ok(Nudge { read, write })
+    }
+
+    /// Wakes the thread polling [`Nudge::fd`] (now, or at its next poll).
+    pub fn nudge(&self) {
+        // Non-blocking: a full buffer means the waiter has unread nudges already.
+        let _ = (&self.write).write(&[1]);
+    }
+
+    /// Nudges at every delivery of `signal`, from its handler (`signal-hook`'s, which only
+    /// sends a byte: async-signal-safe). The handler stays for the life of the process.
+    pub fn on_signal(&self, signal: libc::c_int) -> io::Result<()> {
+        signal_hook::low_level::pipe::register(signal, self.write.try_clone()?).map(|_| ())
+    }
+
+    /// The end to poll for `POLLIN`.
+    pub fn fd(&self) -> BorrowedFd<'_> {
+        self.read.as_fd()
+    }
+
+    /// Consumes the nudges so far: the next poll waits for a new one.
+    pub fn clear(&self) {
+        let mut bytes = [0u8; 64];
+        while matches!((&self.read).read(&mut bytes), Ok(count) if count > 0) {}
+    }
+}
+
+/// A flag that nudges the thread watching it when raised: a worker that gave up a failed
+/// port tells the supervisor so at once.
+#[derive(Debug, Default)]
+pub struct Alarm {
+    raised: AtomicBool,
+    nudge: Option<std::sync::Arc<Nudge>>,
+}
+
+impl Alarm {
+    /// An alarm that nudges `nudge` (if any) when raised.
+    pub fn new(nudge: Option<std::sync::Arc<Nudge>>) -> Alarm {
+        Alarm {
+            raised: AtomicBool::new(false),
+            nudge,
+        }
+    }
+
+    /// Raises the alarm and nudges the watcher.
+    pub fn raise(&self) {
+        // Release: pairs with the Acquire load of `is_raised`.
+        self.raised.store(true, Ordering::Release);
+        self.nudge();
+    }
+
+    /// Nudges the watcher without raising the alarm (to look at something else).
+    pub fn nudge(&self) {
+        if let Some(nudge) = &self.nudge {
+            nudge.nudge();
+        }
+    }
+
+    /// Whether the alarm was raised.
+    pub fn is_raised(&self) -> bool {
+        self.raised.load(Ordering::Acquire)
+    }
+}
+
 /// Waits until one of `fds` has one of its requested events or `timeout` passes (`poll(2)`);
 /// the `revents` of each entry say which. An interrupted wait (`EINTR`) returns as a timeout.
 pub fn poll_fds(fds: &mut [libc::pollfd], timeout: Duration) -> io::Result<usize> {
-    let millis = i32::try_from(timeout.as_millis()).unwrap_or(i32::MAX);
+    poll_until(fds, Some(timeout))
+}
+
+/// [`poll_fds`], with no timeout when `timeout` is `None`.
+pub fn poll_until(fds: &mut [libc::pollfd], timeout: Option<Duration>) -> io::Result<usize> {
+    let millis = timeout.map_or(-1, |t| i32::try_from(t.as_millis()).unwrap_or(i32::MAX));
     let count = libc::nfds_t::try_from(fds.len()).unwrap_or(libc::nfds_t::MAX);
     // SAFETY: `fds` is a valid, writable array of `count` pollfd entries for the duration of
     // the call; an fd that is not open is reported as POLLNVAL, not undefined behaviour.
@@ -143,5 +231,40 @@ mod tests {
             waited < Duration::from_secs(4),
             "woken by the write, not the timeout: {waited:?}"
         );
+    }
+
+    fn nudged(nudge: &Nudge, timeout: Option<Duration>) -> bool {
+        let mut fds = [pollin(nudge.fd())];
+        poll_until(&mut fds, timeout).unwrap() == 1 && fds[0].revents & libc::POLLIN != 0
+    }
+
+    #[test]
+    fn test_a_nudge_wakes_a_poll_without_timeout_until_cleared() {
+        let nudge = Arc::new(Nudge::new().unwrap());
+        assert!(!nudged(&nudge, Some(Duration::ZERO)), "nothing sent yet");
+        let sender = Arc::clone(&nudge);
+        let thread = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(20));
+            sender.nudge();
+        });
+        // No timeout: only the nudge can end this wait.
+        assert!(nudged(&nudge, None));
+        thread.join().unwrap();
+        // Many nudges before the waiter looks: one clear takes them all.
+        for _ in 0..1000 {
+            nudge.nudge();
+        }
+        nudge.clear();
+        assert!(!nudged(&nudge, Some(Duration::ZERO)), "cleared");
+    }
+
+    #[test]
+    fn test_a_signal_nudges() {
+        let nudge = Nudge::new().unwrap();
+        // SIGURG: ignored by default, so an unhandled one elsewhere in the tests does no harm.
+        nudge.on_signal(libc::SIGURG).unwrap();
+        rustix::process::kill_process(rustix::process::getpid(), rustix::process::Signal::URG)
+            .unwrap();
+        assert!(nudged(&nudge, Some(Duration::from_secs(5))));
     }
 }

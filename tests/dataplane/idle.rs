@@ -171,9 +171,12 @@ fn test_spinning_worker_yields_its_core_to_a_woken_thread() {
 /// would cost a 10 ms sleep), and the idle target sleeps until a frame or another worker
 /// wakes it, rather than in 50 µs steps (thousands of wake-ups a second).
 fn two_paths_sleep_until_work(tag: &str, lines: &str) {
+    // With the metrics endpoint, whose thread must sleep too (in the target's namespace).
     Setup::new(tag)
         .paths(2)
-        .target(&format!("idle = \"poll\"\nidle-spin-us = 0\n{lines}"))
+        .target(&format!(
+            "idle = \"poll\"\nidle-spin-us = 0\nmetrics-listen = \"127.0.0.1:9469\"\n{lines}"
+        ))
         .serve(|net, _dir, target| {
             let pid = target.pid();
             let window = Duration::from_millis(300);
@@ -213,6 +216,25 @@ fn two_paths_sleep_until_work(tag: &str, lines: &str) {
                     "idle worker {name} woke {count} times in 500 ms: {threads:?}"
                 );
             }
+            // The supervisor (the main thread) wakes for its look at the backing stores' sizes,
+            // once a second; the control socket's and the metrics endpoint's threads sleep
+            // until a client comes (each woke 10 times in 500 ms when they polled a stop flag).
+            let woke = |thread: &str| -> u64 {
+                threads
+                    .iter()
+                    .filter(|(name, _)| name.split('/').next() == Some(thread))
+                    .map(|(_, count)| count)
+                    .sum()
+            };
+            assert!(woke("aoe-xdp") <= 2, "main thread: {threads:?}");
+            assert_eq!(woke("aoe-control"), 0, "control socket: {threads:?}");
+            assert_eq!(woke("aoe-metrics"), 0, "metrics endpoint: {threads:?}");
+            assert!(
+                threads
+                    .iter()
+                    .any(|(name, _)| name.starts_with("aoe-metrics/")),
+                "the metrics endpoint runs: {threads:?}"
+            );
             assert!(
                 idle < 1000,
                 "an idle target's threads woke {idle} times in 500 ms"
