@@ -186,14 +186,19 @@ impl Results {
         Some((point.load.as_ref()?, point.cpu.as_ref()))
     }
 
-    /// `system`'s rate at `workload` in every round, in run order (`None`: that round
-    /// produced no result).
-    pub fn round_rates(&self, system: SystemKind, workload: &Workload) -> Vec<Option<f64>> {
+    /// `value` of `system`'s point at `workload` in every round, in run order (`None`: that
+    /// round produced no such value).
+    pub fn round_values(
+        &self,
+        system: SystemKind,
+        workload: &Workload,
+        value: impl Fn(&Point) -> Option<f64>,
+    ) -> Vec<Option<f64>> {
         self.ok_run(system).map_or_else(Vec::new, |run| {
             run.samples
                 .iter()
                 .filter(|p| p.workload == *workload)
-                .map(|p| p.load.as_ref().map(|l| l.iops))
+                .map(value)
                 .collect()
         })
     }
