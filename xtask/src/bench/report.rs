@@ -610,13 +610,13 @@ fn fixed_load(results: &Results) -> String {
     let Some(workload) = results.workloads().into_iter().find(|w| w.rate.is_some()) else {
         return String::new();
     };
-    let vblade = cpu_per_request(results, SystemKind::Vblade, &workload);
+    let vblade = round_mean(results, SystemKind::Vblade, &workload, cpu_of);
     let rows: Vec<Vec<String>> = results
         .systems
         .iter()
         .filter(|run| run.status == "ok")
         .map(|run| {
-            let cpu = cpu_per_request(results, run.system, &workload);
+            let cpu = round_mean(results, run.system, &workload, cpu_of);
             let versus = divide(cpu, vblade);
             let without = divide(
                 cpu_without_softirq(results, run.system, &workload),
@@ -633,9 +633,9 @@ fn fixed_load(results: &Results) -> String {
             );
             vec![
                 run.system.label().to_owned(),
-                thousands(iops(results, run.system, &workload).unwrap_or(0.0)),
+                thousands(round_mean(results, run.system, &workload, rate_of).unwrap_or(0.0)),
                 cpu.map_or_else(|| "–".into(), |c| format!("{c:.2}")),
-                ratio(versus),
+                judged_ratio(versus, IDLE_CPU_TARGET),
                 match (is_target, versus) {
                     (true, Some(r)) if r <= IDLE_CPU_TARGET => "met".into(),
                     (true, Some(_)) => "NOT met".into(),
@@ -647,7 +647,7 @@ fn fixed_load(results: &Results) -> String {
         .collect();
     let mut out = format!(
         "\nCPU per request at a fixed offered load ({}, below every system's maximum), where \
-         it measures work rather than polling:\n\n",
+         it measures work rather than polling (means over the rounds):\n\n",
         workload.label()
     );
     out.push_str(&markdown_table(
