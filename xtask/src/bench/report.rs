@@ -13,9 +13,8 @@ use plotters::coord::Shift;
 use plotters::prelude::*;
 
 use super::profile::Profile;
-use super::results::{CpuSample, Meta, Point, Results, SystemRun};
+use super::results::{CpuSample, Meta, Point, Results, SystemRun, REMEASURE_MAX, REMEASURE_STEAL};
 use super::rig::{Topology, BACKGROUND_WARN_CORES};
-use super::run::{REMEASURE_MAX, REMEASURE_STEAL};
 use super::system::{SystemKind, NAP_US};
 use super::workload::{Op, Pattern, Workload};
 

@@ -51,6 +51,11 @@ impl CpuSample {
     }
 }
 
+/// Share of a core's demand the host may deny during a point before it is measured again.
+pub(super) const REMEASURE_STEAL: f64 = 0.10;
+/// Most times one point is measured again; the last measurement counts whatever its steal.
+pub(super) const REMEASURE_MAX: u32 = 2;
+
 /// One measured point.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Point {
@@ -71,6 +76,20 @@ pub struct Point {
     /// The NAPI threads of the two-machine rig over the window (none on the plain rig).
     #[serde(default)]
     pub napi: Vec<NapiSample>,
+}
+
+impl Point {
+    /// How much of what the cores asked for the host denied during the point: the larger of
+    /// the initiator core's steal (the load generator never sleeps, so its steal is the share
+    /// of the time the host took) and the target core's steal over its busy time plus steal (a
+    /// target that sleeps asks for less, and would otherwise look less disturbed).
+    pub fn host_denied(&self) -> Option<f64> {
+        let cpu = self.cpu.as_ref()?;
+        let initiator = cpu.initiator_steal?;
+        let target = cpu.core_steal?;
+        let asked = cpu.core_utilisation? + target;
+        Some(initiator.max(if asked > 0.0 { target / asked } else { 0.0 }))
+    }
 }
 
 /// One system's run.
@@ -249,5 +268,55 @@ impl NapiSample {
     /// True when the thread may run on its own side's core only.
     pub fn pinned(&self) -> bool {
         self.allowed == self.core.to_string() && self.last_cpu.is_none_or(|c| c == self.core)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{CpuSample, Point};
+    use crate::bench::workload::{Op, Pattern, Workload};
+
+    fn point(core_utilisation: f64, core_steal: f64, initiator_steal: f64) -> Point {
+        Point {
+            workload: Workload {
+                op: Op::Read,
+                pattern: Pattern::Random,
+                depth: 16,
+                rate: None,
+            },
+            load: None,
+            cpu: Some(CpuSample {
+                cpu_s: 1.0,
+                wall_s: 1.0,
+                utilisation: 0.5,
+                us_per_request: 1.0,
+                instructions_per_request: None,
+                core_utilisation: Some(core_utilisation),
+                core_us_per_request: Some(1.0),
+                core_steal: Some(core_steal),
+                initiator_steal: Some(initiator_steal),
+                major_faults: Some(0),
+            }),
+            error: None,
+            profile: None,
+            cached: None,
+            napi: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn a_point_is_measured_again_when_the_host_denied_a_core_much_of_its_demand() {
+        let denied = |p: &Point| p.host_denied().unwrap();
+        // A target busy 45 % of the time that lost 5 % to the host was denied 10 % of its
+        // demand; the initiator (never asleep) 3 %.
+        assert!((denied(&point(0.45, 0.05, 0.03)) - 0.10).abs() < 1e-9);
+        // The initiator's steal counts as it is.
+        assert!((denied(&point(0.9, 0.0, 0.2)) - 0.2).abs() < 1e-9);
+        // An idle target with no steal: nothing denied.
+        assert_eq!(denied(&point(0.0, 0.0, 0.0)), 0.0);
+        // Older results: no steal figures, no verdict.
+        let mut old = point(0.5, 0.0, 0.0);
+        old.cpu.as_mut().unwrap().core_steal = None;
+        assert_eq!(old.host_denied(), None);
     }
 }
