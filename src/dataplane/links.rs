@@ -35,11 +35,12 @@ impl LinkWatcher {
     /// link events arrived (all that are queued are consumed). A lost event (the socket's
     /// buffer overflowed) counts as one.
     pub fn wait(&mut self, timeout: Duration, nudge: Option<BorrowedFd<'_>>) -> io::Result<bool> {
+        // Without a nudge the second entry (the socket again) is left out of the poll.
         let mut fds = [
             PollFd::new(&self.socket, PollFlags::IN),
             PollFd::from_borrowed_fd(nudge.unwrap_or(self.socket.as_fd()), PollFlags::IN),
         ];
-        let count = if nudge.is_some() { 2 } else { 1 };
+        let count = 1 + usize::from(nudge.is_some());
         let timeout = rustix::event::Timespec {
             tv_sec: i64::try_from(timeout.as_secs()).unwrap_or(i64::MAX),
             tv_nsec: i64::from(timeout.subsec_nanos()),

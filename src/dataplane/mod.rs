@@ -464,7 +464,6 @@ impl Dataplane {
     /// True while every worker is running with every port (a worker stops when its last port
     /// fails, and gives up a failed port while others work).
     pub fn healthy(&self) -> bool {
-        // Acquire: pairs with the worker's Release store.
         !self.port_lost.is_raised() && self.workers.iter().all(|w| !w.is_finished())
     }
 }

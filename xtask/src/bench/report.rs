@@ -1603,6 +1603,16 @@ mod tests {
             text.contains("Of the 1 missed, 1 had a round at or above 0.90×"),
             "{text}"
         );
+        // CPU per request is judged on means too: 6, 2 and 7 µs against vblade's 10 in every
+        // round is 0.50× (the median round, 6 µs, would say 0.60×).
+        for (sample, us) in results.systems[0].samples.iter_mut().zip([6.0, 2.0, 7.0]) {
+            sample.cpu.as_mut().unwrap().us_per_request = us;
+        }
+        for sample in &mut results.systems[1].samples {
+            sample.cpu.as_mut().unwrap().us_per_request = 10.0;
+        }
+        let cpu = cpu_over_vblade(&results, SystemKind::Xdp, &workload).unwrap();
+        assert!((cpu - 0.5).abs() < 1e-9, "{cpu}");
         // Every round below the target: the miss is not put down to noise.
         results.systems[0] = rounds_of(SystemKind::Xdp, &[70_000.0, 80_000.0, 75_000.0]);
         let text = targets(&results);
