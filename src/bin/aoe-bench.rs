@@ -78,9 +78,10 @@ enum Command {
         /// running).
         #[arg(short, long)]
         interface: String,
-        /// The socket: AF_XDP (busy-polls one core, at most 7 sectors per request) or
-        /// AF_PACKET (a TPACKET_V2 ring and sendmmsg batches, sleeps in poll(2) when idle, as
-        /// many sectors as the MTU carries).
+        /// The socket: AF_XDP (busy-polls one core; as many sectors as the MTU carries where
+        /// the kernel binds multi-buffer sockets, Linux 6.6+, else at most 7) or AF_PACKET (a
+        /// TPACKET_V2 ring and sendmmsg batches, sleeps in poll(2) when idle, as many sectors
+        /// as the MTU carries).
         #[arg(long, value_enum, default_value_t = SocketArg::Xdp)]
         socket: SocketArg,
         /// Stop after this many seconds.

@@ -12,8 +12,11 @@
 //! [`Reflector`] attaches the XDP program to an interface, binds an [`XskPort`] on each of its
 //! RX queues and busy-polls them all from one thread (one core at 100%; an empty poll yields the
 //! core to the threads that share it, as the target's worker does) until told to stop;
-//! it detaches the program when dropped. A UMEM frame holds at most [`REFLECT_SECTORS_MAX`]
-//! sectors, so it answers at most that many per request whatever the MTU.
+//! it detaches the program when dropped. It answers as many sectors as the MTU carries (17 at
+//! MTU 9000) where its ports carry jumbo frames (multi-buffer, Linux 6.6+: a jumbo request is
+//! copied into a slab by the port, as the target's is, and a read whose reply outgrows its
+//! 4 KiB frame is moved into a slab first), otherwise at most [`REFLECT_SECTORS_MAX`], what one
+//! UMEM frame holds.
 //!
 //! [`PacketReflector`] answers the same way on AF_PACKET (a [`BurstSocket`] ring and
 //! `sendmmsg` batches), sleeping in `poll(2)` when idle; it answers as many sectors as the MTU
@@ -21,12 +24,13 @@
 //!
 //! [`BurstSocket`]: crate::sys::packet::burst::BurstSocket
 
+use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 pub use self::packet::{PacketReflectStats, PacketReflector, PACKET_REFLECT_BATCH};
 
-use crate::sys::frame::RX_BURST_MAX;
+use crate::sys::frame::{Frame, RX_BURST_MAX};
 use crate::sys::layout::FRAME_CAPACITY;
 use crate::sys::xdp::loader::{detach_stale, AttachMode, LoaderError, XdpMode, XdpProgram};
 use crate::sys::xdp::xsk::{BindMode, XskConfig, XskError, XskPort, XskStats};
@@ -45,7 +49,8 @@ mod packet;
 pub const REFLECT_CAPACITY_SECTORS: u64 = 1 << 31;
 /// Buffer count the reflector advertises.
 pub const REFLECT_BUFFER_COUNT: u16 = 64;
-/// Most sectors one 4 KiB UMEM frame can carry after the 36-byte headers.
+/// Most sectors one 4 KiB UMEM frame can carry after the 36-byte headers (the AF_XDP
+/// reflector's limit on a port without multi-buffer).
 pub const REFLECT_SECTORS_MAX: u8 = 7;
 
 const _: () =
@@ -130,6 +135,36 @@ impl Reflection {
         Some(end)
     }
 
+    /// Bytes from the packet start that the reply to the request in `frame` (`frame.len()`
+    /// bytes received) needs: more than the request only for a read (or IDENTIFY) whose data
+    /// the reply carries. A frame that holds this much can be reflected in place.
+    pub fn reply_room(&self, frame: &[u8]) -> usize {
+        let len = frame.len();
+        let Ok(eth) = EthernetFrame::new_checked(frame) else {
+            return len;
+        };
+        let arg = eth.header_len() + AOE_HEADER_LEN;
+        let is_ata = eth.ethertype() == ETHERTYPE_AOE
+            && AoePacket::new_checked(&frame[eth.header_len()..])
+                .is_ok_and(|aoe| aoe.command() == AoeCommand::Ata);
+        let Some(request) = is_ata
+            .then(|| AtaPacket::new_checked(&frame[arg..]).ok())
+            .flatten()
+        else {
+            return len;
+        };
+        let sectors = match request.command() {
+            AtaCommand::ReadSectors | AtaCommand::ReadSectorsExt
+                if request.sector_count() <= self.sectors_max =>
+            {
+                usize::from(request.sector_count())
+            }
+            AtaCommand::IdentifyDevice => 1,
+            _ => 0,
+        };
+        len.max(arg + ATA_HEADER_LEN + sectors * SECTOR_SIZE)
+    }
+
     /// Fills the ATA reply whose argument starts at `arg`; returns the reply's end.
     fn ata(&self, frame: &mut [u8], arg: usize, len: usize) -> Option<usize> {
         let request = AtaPacket::new_checked(&frame[arg..len]).ok()?;
@@ -189,6 +224,12 @@ pub fn sectors_for_mtu(mtu: usize, limit: u8) -> u8 {
     u8::try_from(fits).unwrap_or(u8::MAX).clamp(1, limit.max(1))
 }
 
+/// Sectors a frame of `frame_len` bytes (from the Ethernet header) carries after the headers.
+fn sectors_in(frame_len: usize) -> u8 {
+    let sectors = frame_len.saturating_sub(ATA_FRAME_HEADER_LEN) / SECTOR_SIZE;
+    u8::try_from(sectors).unwrap_or(u8::MAX)
+}
+
 /// Errors setting up or running the reflector.
 #[derive(Debug, thiserror::Error)]
 pub enum ReflectError {
@@ -239,6 +280,10 @@ pub struct Reflector {
     ports: Vec<XskPort>,
     program: Option<XdpProgram>,
     reflection: Reflection,
+    /// Per port, read requests waiting for a free slab to be answered in (slabs come back
+    /// with TX completions); answered before new frames are taken. Capacity reserved at
+    /// start, so the loop does not allocate.
+    waiting: Vec<VecDeque<Frame>>,
     interface: String,
 }
 
@@ -285,7 +330,6 @@ impl Reflector {
     /// discovery broadcasts as `address` (shelf, slot).
     pub fn start(interface: &str, address: (u16, u8)) -> Result<Reflector, ReflectError> {
         let (mac, mtu) = mac_and_mtu(interface)?;
-        let sectors = sectors_for_mtu(mtu, REFLECT_SECTORS_MAX);
         let ifindex =
             crate::sys::interface::index(interface).map_err(|source| ReflectError::Interface {
                 interface: interface.to_owned(),
@@ -303,6 +347,9 @@ impl Reflector {
             program.insert_socket(queue, port.fd())?;
             ports.push(port);
         }
+        // What every port carries: all are bound alike, so the first one says.
+        let frame_len = ports.first().map_or(FRAME_CAPACITY, XskPort::max_frame_len);
+        let sectors = sectors_for_mtu(mtu, sectors_in(frame_len));
         Ok(Reflector {
             ports,
             program: Some(program),
@@ -313,6 +360,7 @@ impl Reflector {
                 sectors,
                 REFLECT_CAPACITY_SECTORS,
             ),
+            waiting: Vec::new(),
             interface: interface.to_owned(),
         })
     }
@@ -353,6 +401,11 @@ impl Reflector {
         let mut rounds: u32 = 0;
         // One reusable burst per port: nothing is zeroed or moved per receive.
         let mut bursts: Vec<_> = self.ports.iter().map(XskPort::new_burst).collect();
+        self.waiting = self
+            .ports
+            .iter()
+            .map(|port| VecDeque::with_capacity(port.frame_counts().total() as usize))
+            .collect();
         // Relaxed: the flag carries no data; a late observation only delays the exit.
         while !stop.load(Ordering::Relaxed) {
             rounds = rounds.wrapping_add(1);
@@ -360,23 +413,24 @@ impl Reflector {
                 break;
             }
             let mut received = 0;
-            for (port, burst) in self.ports.iter_mut().zip(&mut bursts) {
+            for ((port, burst), waiting) in self
+                .ports
+                .iter_mut()
+                .zip(&mut bursts)
+                .zip(&mut self.waiting)
+            {
                 port.reap_completions();
                 port.refill()?;
+                // Requests that waited for a slab first, in their order.
+                let held = waiting.len();
+                for _ in 0..held {
+                    let frame = waiting.pop_front().expect("counted above");
+                    Self::answer(&self.reflection, port, frame, waiting, &mut stats);
+                }
                 port.rx_burst_into(burst, RX_BURST_MAX);
                 received += burst.len();
-                for mut frame in burst.by_ref() {
-                    let len = frame.len();
-                    match self.reflection.reflect(port.data_mut(&mut frame), len) {
-                        Some(reply_len) => {
-                            port.transmit(frame, reply_len);
-                            stats.replied += 1;
-                        }
-                        None => {
-                            port.release(frame);
-                            stats.dropped += 1;
-                        }
-                    }
+                for frame in burst.by_ref() {
+                    Self::answer(&self.reflection, port, frame, waiting, &mut stats);
                 }
                 port.flush_tx()?;
             }
@@ -398,8 +452,46 @@ impl Reflector {
         Ok(stats)
     }
 
+    /// Reflects `frame` and queues the reply, or drops a frame that gets none. A read whose
+    /// reply does not fit its frame is first moved into a slab; with none free it joins
+    /// `waiting`, to be answered once a TX completion frees one.
+    fn answer(
+        reflection: &Reflection,
+        port: &mut XskPort,
+        frame: Frame,
+        waiting: &mut VecDeque<Frame>,
+        stats: &mut ReflectStats,
+    ) {
+        let room = reflection
+            .reply_room(port.data(&frame))
+            .min(port.max_frame_len());
+        let mut frame = match port.upgrade(frame, room) {
+            Ok(frame) => frame,
+            Err(frame) => {
+                waiting.push_back(frame);
+                return;
+            }
+        };
+        let len = frame.len();
+        match reflection.reflect(port.data_mut(&mut frame), len) {
+            Some(reply_len) => {
+                port.transmit(frame, reply_len);
+                stats.replied += 1;
+            }
+            None => {
+                port.release(frame);
+                stats.dropped += 1;
+            }
+        }
+    }
+
     /// Closes the sockets and detaches the program, reporting a failed detach.
     pub fn stop(mut self) -> Result<(), ReflectError> {
+        for (port, waiting) in self.ports.iter_mut().zip(&mut self.waiting) {
+            for frame in waiting.drain(..) {
+                port.release(frame);
+            }
+        }
         self.ports.clear();
         if let Some(program) = self.program.take() {
             program.detach();
@@ -510,6 +602,31 @@ mod tests {
         buf[12] = 0x08;
         buf[13] = 0x00;
         assert_eq!(reflection().reflect(&mut buf, len), None);
+    }
+
+    /// The room a reply needs: a read's headers and sectors (if it may have them), IDENTIFY's
+    /// one sector, otherwise the request itself; reflecting in a buffer of exactly that room
+    /// succeeds.
+    #[test]
+    fn test_reply_room() {
+        let jumbo = Reflection::new(TARGET, (1, 0), 64, 17, REFLECT_CAPACITY_SECTORS);
+        let mut buf = vec![0u8; 36 + 17 * SECTOR_SIZE];
+        let len = ata_to_target(&mut buf, 3, AtaCmd::read(0, 17, true), &[]);
+        assert_eq!(jumbo.reply_room(&buf[..len]), 36 + 17 * SECTOR_SIZE);
+        assert_eq!(jumbo.reflect(&mut buf, len), Some(36 + 17 * SECTOR_SIZE));
+        // More sectors than advertised: aborted in place, no room asked for.
+        let len = ata_to_target(&mut buf, 4, AtaCmd::read(0, 18, true), &[]);
+        assert_eq!(jumbo.reply_room(&buf[..len]), len);
+        // A write's reply is shorter than the request.
+        let data = vec![0xCD; 17 * SECTOR_SIZE];
+        let len = ata_to_target(&mut buf, 5, AtaCmd::write(0, 17, true), &data);
+        assert_eq!(jumbo.reply_room(&buf[..len]), len);
+        let len = ata_to_target(&mut buf, 6, AtaCmd::other(AtaCommand::IdentifyDevice, 1, 0), &[]);
+        assert_eq!(jumbo.reply_room(&buf[..len]), 36 + SECTOR_SIZE);
+        // Not AoE, or too short to parse: the frame as it is.
+        assert_eq!(jumbo.reply_room(&buf[..10]), 10);
+        buf[12..14].copy_from_slice(&0x0800u16.to_be_bytes());
+        assert_eq!(jumbo.reply_room(&buf[..100]), 100);
     }
 
     #[test]

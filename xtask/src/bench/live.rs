@@ -12,7 +12,7 @@ use anyhow::{bail, Result};
 use super::napi::{self, NapiThread};
 use super::point::{measure_point, prepare, Target};
 use super::results::{Point, SystemRun};
-use super::rig::{Env, Link, Topology, BUFFER_COUNT, INITIATOR_CORE, TARGET_CORE};
+use super::rig::{request_sectors, Env, Link, Topology, BUFFER_COUNT, INITIATOR_CORE, TARGET_CORE};
 use super::system::{write_config, Program, SystemKind};
 use super::workload::Workload;
 use crate::netns::{veth_pair, Daemon, Netns};
@@ -290,15 +290,43 @@ fn start_per_interface(
         Program::Reflector => {
             let mut cmd = target_ns.exec_pinned(TARGET_CORE, &env.loadgen);
             cmd.args(["reflect", "-i", interface]);
-            Daemon::spawn("aoe-bench reflect", cmd, log)
+            let daemon = Daemon::spawn("aoe-bench reflect", cmd, log)?;
+            reflector_ready(daemon, request_sectors(env.mtu))
         }
         Program::PacketReflector => {
             let mut cmd = target_ns.exec_pinned(TARGET_CORE, &env.loadgen);
             cmd.args(["reflect", "--socket", "packet", "-i", interface]);
-            Daemon::spawn("aoe-bench reflect --socket packet", cmd, log)
+            let daemon = Daemon::spawn("aoe-bench reflect --socket packet", cmd, log)?;
+            reflector_ready(daemon, request_sectors(env.mtu))
         }
         Program::AoeXdp => unreachable!("aoe-xdp serves every interface from one process"),
     }
+}
+
+/// Waits for a reflector's ready line ("..., N sectors per request, ...") and fails unless it
+/// answers the `sectors` every request of the run carries (an AF_XDP reflector whose kernel
+/// cannot bind multi-buffer sockets answers at most 7).
+fn reflector_ready(mut daemon: Daemon, sectors: u32) -> Result<Daemon> {
+    const READY: &str = " sectors per request";
+    daemon.wait_for_log(READY, Duration::from_secs(15))?;
+    let log = daemon.log_text();
+    let answered = advertised_sectors(&log);
+    if answered.is_none_or(|answered| answered < sectors) {
+        bail!(
+            "the reflector answers {} sectors per request, the run's requests carry {sectors}: \
+             {}",
+            answered.map_or("an unknown number of".to_owned(), |n| n.to_string()),
+            log.lines().find(|l| l.contains(READY)).unwrap_or_default()
+        );
+    }
+    Ok(daemon)
+}
+
+/// The sector count in a reflector's ready line ("..., 17 sectors per request, ...").
+fn advertised_sectors(log: &str) -> Option<u32> {
+    let line = log.lines().find(|l| l.contains(" sectors per request"))?;
+    let before = &line[..line.find(" sectors per request")?];
+    before.rsplit([' ', ',']).next()?.parse().ok()
 }
 
 /// Why an aoe-xdp started with `socket = "packet"` is not measuring AF_PACKET, from its log.
@@ -378,6 +406,17 @@ mod tests {
             "aoe-xdp exited with exit status: 1 before it was ready: … error: no such key"
         );
         assert_eq!(summarize("just one line"), "just one line");
+    }
+
+    #[test]
+    fn reflector_ready_lines_give_their_sector_count() {
+        let xdp = "reflecting on vt0a: 1 RX queue(s), XDP native, AF_XDP copy mode, 17 sectors \
+                   per request, buffer count 64";
+        assert_eq!(advertised_sectors(xdp), Some(17));
+        let packet = "log line\nreflecting on vt0a: AF_PACKET (sleeps when idle), MTU 1500, 2 \
+                      sectors per request, buffer count 64";
+        assert_eq!(advertised_sectors(packet), Some(2));
+        assert_eq!(advertised_sectors("reflecting on vt0a"), None);
     }
 
     #[test]

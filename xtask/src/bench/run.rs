@@ -25,10 +25,6 @@ use super::workload::{selected, workloads};
 use crate::deps;
 use crate::util::{cargo, output, run, target_dir, ScratchDir};
 
-/// Most sectors the AF_XDP reflector answers per request (`REFLECT_SECTORS_MAX` in
-/// `src/initiator/load/reflect.rs`: what a 4 KiB UMEM frame holds after the headers).
-const REFLECTOR_MAX_SECTORS: u32 = 7;
-
 pub(super) fn measure(args: &BenchArgs, out_dir: &Path) -> Result<Results> {
     if args.systems.contains(&SystemKind::Baseline) && args.baseline.is_none() {
         bail!("--system baseline needs --baseline PATH");
@@ -92,22 +88,11 @@ pub(super) fn measure(args: &BenchArgs, out_dir: &Path) -> Result<Results> {
         meta.cpu_method
     );
     make_disk(&env.disk)?;
-    let mut systems = if args.systems.is_empty() {
+    let systems = if args.systems.is_empty() {
         SystemKind::ALL.to_vec()
     } else {
         args.systems.clone()
     };
-    if request_sectors(env.mtu) > REFLECTOR_MAX_SECTORS && systems.contains(&SystemKind::Reflector)
-    {
-        // Its frames hold 7 sectors: it cannot answer a jumbo request (and the write points'
-        // preparation through it would fail).
-        systems.retain(|&system| system != SystemKind::Reflector);
-        println!(
-            "left out: reflector (AF_XDP), which carries at most {REFLECTOR_MAX_SECTORS} sectors \
-             per request; at MTU {} the AF_PACKET reflector is the limit",
-            env.mtu
-        );
-    }
     let workloads = selected(workloads(args.quick), &args.workloads)?;
     let (background, steal) = background_cores(Duration::from_secs(1))?;
     println!(
