@@ -462,15 +462,21 @@ impl Reflector {
         waiting: &mut VecDeque<Frame>,
         stats: &mut ReflectStats,
     ) {
-        let room = reflection
-            .reply_room(port.data(&frame))
-            .min(port.max_frame_len());
-        let mut frame = match port.upgrade(frame, room) {
-            Ok(frame) => frame,
-            Err(frame) => {
-                waiting.push_back(frame);
-                return;
+        // Without multi-buffer every answer fits its frame (at most 7 sectors): the request is
+        // not parsed twice where the reflector is the limit at MTU 1500.
+        let mut frame = if port.multi_buffer() {
+            let room = reflection
+                .reply_room(port.data(&frame))
+                .min(port.max_frame_len());
+            match port.upgrade(frame, room) {
+                Ok(frame) => frame,
+                Err(frame) => {
+                    waiting.push_back(frame);
+                    return;
+                }
             }
+        } else {
+            frame
         };
         let len = frame.len();
         match reflection.reflect(port.data_mut(&mut frame), len) {
@@ -621,7 +627,12 @@ mod tests {
         let data = vec![0xCD; 17 * SECTOR_SIZE];
         let len = ata_to_target(&mut buf, 5, AtaCmd::write(0, 17, true), &data);
         assert_eq!(jumbo.reply_room(&buf[..len]), len);
-        let len = ata_to_target(&mut buf, 6, AtaCmd::other(AtaCommand::IdentifyDevice, 1, 0), &[]);
+        let len = ata_to_target(
+            &mut buf,
+            6,
+            AtaCmd::other(AtaCommand::IdentifyDevice, 1, 0),
+            &[],
+        );
         assert_eq!(jumbo.reply_room(&buf[..len]), 36 + SECTOR_SIZE);
         // Not AoE, or too short to parse: the frame as it is.
         assert_eq!(jumbo.reply_room(&buf[..10]), 10);
