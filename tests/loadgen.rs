@@ -196,6 +196,44 @@ fn assert_report_shape(report: &Value) {
     assert!(report["paths"].is_array(), "no paths in {report}");
 }
 
+/// One second each of reads, writes and mixed I/O of `sectors` at `depth` against target
+/// `target`; asserts every request was answered whole (no errors, `sectors` × 512 bytes each)
+/// and returns the reports, labelled by operation.
+fn load_each_op(rig: &Rig, target: &str, sectors: u64, depth: u32) -> Vec<(&'static str, Value)> {
+    let (size, depth) = (sectors.to_string(), depth.to_string());
+    ["read", "write", "mixed"]
+        .into_iter()
+        .map(|op| {
+            let (report, _) = rig.load(&[
+                "-t",
+                target,
+                "--op",
+                op,
+                "--size",
+                &size,
+                "--duration",
+                "1",
+                "--depth",
+                &depth,
+            ]);
+            assert_report_shape(&report);
+            let requests = as_u64(&report, "requests");
+            assert!(requests > 0, "{sectors} sectors, {op}: {report}");
+            assert_eq!(
+                as_u64(&report, "errors"),
+                0,
+                "{sectors} sectors, {op}: {report}"
+            );
+            assert_eq!(
+                as_u64(&report, "bytes"),
+                requests * sectors * 512,
+                "{sectors} sectors, {op}: {report}"
+            );
+            (op, report)
+        })
+        .collect()
+}
+
 fn mac_text(mac: [u8; 6]) -> String {
     mac.map(|byte| format!("{byte:02x}")).join(":")
 }
@@ -341,28 +379,8 @@ fn test_load_against_jumbo_af_xdp_reflector() {
     let (reflector, ready) = start_reflector_ready(&rig.ns_a, "aoelga", &["-t", "4.3"]);
     assert!(ready.contains("AF_XDP"), "{ready}");
     assert!(ready.contains(", 17 sectors per request"), "{ready}");
-    for op in ["read", "write", "mixed"] {
-        let (report, _) = rig.load(&[
-            "-t",
-            "4.3",
-            "--op",
-            op,
-            "--size",
-            "17",
-            "--duration",
-            "1",
-            "--depth",
-            "64",
-        ]);
-        assert_report_shape(&report);
-        let requests = as_u64(&report, "requests");
-        assert!(requests > 1000, "{op}: {report}");
-        assert_eq!(as_u64(&report, "errors"), 0, "{op}: {report}");
-        assert_eq!(
-            as_u64(&report, "bytes"),
-            requests * 17 * 512,
-            "{op}: {report}"
-        );
+    for (op, report) in load_each_op(&rig, "4.3", 17, 64) {
+        assert!(as_u64(&report, "requests") > 1000, "{op}: {report}");
     }
     let output = rig.run_load(&["-t", "4.3", "--size", "18"]);
     assert!(!output.status.success(), "--size 18 at MTU 9000");
@@ -400,29 +418,7 @@ fn test_load_against_packet_reflector() {
             "MTU {mtu}: the idle reflector ran for {idle:?} of 1 s"
         );
 
-        let size = sectors.to_string();
-        for op in ["read", "write", "mixed"] {
-            let (report, _) = rig.load(&[
-                "-t",
-                "4.2",
-                "--op",
-                op,
-                "--size",
-                &size,
-                "--duration",
-                "1",
-                "--depth",
-                "16",
-            ]);
-            assert_report_shape(&report);
-            let requests = as_u64(&report, "requests");
-            assert!(requests > 0, "MTU {mtu} {op}: {report}");
-            assert_eq!(as_u64(&report, "errors"), 0, "MTU {mtu} {op}: {report}");
-            assert_eq!(
-                as_u64(&report, "bytes"),
-                requests * sectors * 512,
-                "MTU {mtu} {op}: {report}"
-            );
+        for (_, report) in load_each_op(&rig, "4.2", sectors, 16) {
             let paths = report["paths"].as_array().unwrap();
             assert_eq!(paths[0]["target_mac"], mac_text(rig.veth.a.mac).as_str());
         }
