@@ -493,16 +493,30 @@ impl Reflector {
 
     /// Closes the sockets and detaches the program, reporting a failed detach.
     pub fn stop(mut self) -> Result<(), ReflectError> {
-        for (port, waiting) in self.ports.iter_mut().zip(&mut self.waiting) {
-            for frame in waiting.drain(..) {
-                port.release(frame);
-            }
-        }
+        self.release_waiting();
         self.ports.clear();
         if let Some(program) = self.program.take() {
             program.detach();
         }
         Ok(())
+    }
+
+    /// Gives the frames still waiting for a slab back to their ports (a frame handle must not
+    /// outlive its port unreleased).
+    fn release_waiting(&mut self) {
+        for (port, waiting) in self.ports.iter_mut().zip(&mut self.waiting) {
+            for frame in waiting.drain(..) {
+                port.release(frame);
+            }
+        }
+    }
+}
+
+impl Drop for Reflector {
+    /// A reflector dropped without [`Reflector::stop`] (a failed run) releases its waiting
+    /// frames before its ports close.
+    fn drop(&mut self) {
+        self.release_waiting();
     }
 }
 
