@@ -281,8 +281,8 @@ pub struct Reflector {
     program: Option<XdpProgram>,
     reflection: Reflection,
     /// Per port, read requests waiting for a free slab to be answered in (slabs come back
-    /// with TX completions); answered before new frames are taken. Capacity reserved at
-    /// start, so the loop does not allocate.
+    /// with TX completions); answered before new frames are taken. Each holds room for all
+    /// of its port's frames from the start, so the loop does not allocate.
     waiting: Vec<VecDeque<Frame>>,
     interface: String,
 }
@@ -351,6 +351,10 @@ impl Reflector {
         let frame_len = ports.first().map_or(FRAME_CAPACITY, XskPort::max_frame_len);
         let sectors = sectors_for_mtu(mtu, sectors_in(frame_len));
         Ok(Reflector {
+            waiting: ports
+                .iter()
+                .map(|port| VecDeque::with_capacity(port.frame_counts().total() as usize))
+                .collect(),
             ports,
             program: Some(program),
             reflection: Reflection::new(
@@ -360,7 +364,6 @@ impl Reflector {
                 sectors,
                 REFLECT_CAPACITY_SECTORS,
             ),
-            waiting: Vec::new(),
             interface: interface.to_owned(),
         })
     }
@@ -401,11 +404,6 @@ impl Reflector {
         let mut rounds: u32 = 0;
         // One reusable burst per port: nothing is zeroed or moved per receive.
         let mut bursts: Vec<_> = self.ports.iter().map(XskPort::new_burst).collect();
-        self.waiting = self
-            .ports
-            .iter()
-            .map(|port| VecDeque::with_capacity(port.frame_counts().total() as usize))
-            .collect();
         // Relaxed: the flag carries no data; a late observation only delays the exit.
         while !stop.load(Ordering::Relaxed) {
             rounds = rounds.wrapping_add(1);
