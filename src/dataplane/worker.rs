@@ -5,14 +5,16 @@
 //! One [`Worker::poll`] does bounded work, in this order:
 //! 1. reap the engine's completions and hand each to its unit's done queue;
 //! 2. per unit: finish the done requests (`Target::complete`, TX on the port they came in on);
-//! 3. per unit: receive at most [`NetPort::rx_batch_max`] frames (never more than the unit's
+//! 3. unit by unit, steps 3 to 5: receive at most [`NetPort::rx_batch_max`] frames (never more than the unit's
 //!    free request slots, so a request is never refused for lack of one) and answer them, or push
 //!    a [`Job`] into the queue of the request's device (into the unit's own list when this
 //!    worker owns the device; its completion comes back the same way);
 //! 4. per owned device, round-robin: pop jobs into the engine while it has room, then the
 //!    units' own lists;
-//! 5. commit to the kernel once, reap and finish again (page-cached reads complete inside the
-//!    commit), flush each port's TX once.
+//! 5. commit to the kernel, reap and finish again (page-cached reads complete inside the
+//!    commit), flush the unit's TX: a port's replies are sent before the next port is read,
+//!    so that over two NICs one path's replies do not wait for the other path's burst;
+//! 6. with more than one unit, flush each once more (replies a later unit's pass completed).
 //!
 //! A bad request fails that request only. The frame of a request is the frame of its reply: a
 //! read lands in it at the ATA data offset (chunk + 512 for an untagged frame), a write goes to
@@ -639,26 +641,46 @@ impl<P: NetPort> Worker<P> {
     ) -> Result<bool, PortError> {
         let mut work = self.reap_io();
         work += self.finish(target);
-        for unit in &mut self.units {
+        // Port by port: a port's requests are answered and its replies sent before the next
+        // port's are read, so that over two NICs one path's replies do not wait for the other
+        // path's burst to be served.
+        for index in 0..self.units.len() {
+            let unit = &mut self.units[index];
             work += unit.receive(target, &self.queues, stopping || unit.failed);
+            work += self.serve(target, now);
+            self.flush_unit(index)?;
         }
-        work += self.take_jobs();
+        match self.units.len() {
+            // A worker that only owns devices serves the other workers' jobs.
+            0 => work += self.serve(target, now),
+            1 => {}
+            // Replies that a later port's pass completed for an earlier port.
+            _ => {
+                for index in 0..self.units.len() {
+                    self.flush_unit(index)?;
+                }
+            }
+        }
+        Ok(work > 0)
+    }
+
+    /// Takes jobs into the engine, commits, and finishes what completed.
+    fn serve(&mut self, target: &mut Target, now: Instant) -> usize {
+        let mut work = self.take_jobs();
         // Always commit: with DEFER_TASKRUN this is also what lets completions be posted.
         if let Err(error) = self.engine.commit(now) {
             tracing::error!(%error, "io_uring commit failed");
         }
         work += self.reap_io();
-        work += self.finish(target);
-        for (index, unit) in self.units.iter_mut().enumerate() {
-            if unit.failed {
-                continue;
-            }
-            if let Err(error) = unit.flush() {
-                self.failing = Some(index);
-                return Err(error);
-            }
+        work + self.finish(target)
+    }
+
+    fn flush_unit(&mut self, index: usize) -> Result<(), PortError> {
+        let unit = &mut self.units[index];
+        if unit.failed {
+            return Ok(());
         }
-        Ok(work > 0)
+        unit.flush().inspect_err(|_| self.failing = Some(index))
     }
 
     /// After `poll` reported `error`: with other ports still working, the failed one is given

@@ -5,7 +5,7 @@
 //! included) and the target run exactly as on a socket. No system call but the one `mmap`.
 
 use std::collections::VecDeque;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use super::{NetPort, PortError};
@@ -29,6 +29,19 @@ pub struct LoopbackStats {
     pub tx_full: u64,
 }
 
+/// What loopback ports did, in the order they did it, shared by the ports that record into it
+/// ([`LoopbackPort::record_into`]): how a test sees the order of a worker's work across ports.
+pub type WireLog = Arc<Mutex<Vec<WireEvent>>>;
+
+/// One entry of a [`WireLog`] (only calls that moved frames are recorded).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WireEvent {
+    /// Port `port` took `frames` packets off its wire (`rx_burst_into`).
+    Received { port: u16, frames: usize },
+    /// Port `port` put `frames` packets on its wire (`flush_tx`).
+    Sent { port: u16, frames: usize },
+}
+
 /// An in-memory port: see the module docs.
 pub struct LoopbackPort {
     frames: FrameArea,
@@ -41,6 +54,8 @@ pub struct LoopbackPort {
     /// What [`NetPort::rx_batch_max`] answers.
     rx_batch: usize,
     stats: LoopbackStats,
+    /// Where this port records what it does, and under which number.
+    log: Option<(u16, WireLog)>,
 }
 
 impl std::fmt::Debug for LoopbackPort {
@@ -74,6 +89,7 @@ impl LoopbackPort {
             tx_room: usize::MAX,
             rx_batch: RX_BURST_MAX,
             stats: LoopbackStats::default(),
+            log: None,
         })
     }
 
@@ -123,6 +139,17 @@ impl LoopbackPort {
     pub fn stats(&self) -> LoopbackStats {
         self.stats
     }
+
+    /// From now on records every receive and send that moves frames into `log`, as port `port`.
+    pub fn record_into(&mut self, port: u16, log: WireLog) {
+        self.log = Some((port, log));
+    }
+
+    fn record(&self, event: impl FnOnce(u16) -> WireEvent) {
+        if let Some((port, log)) = &self.log {
+            log.lock().expect("wire log").push(event(*port));
+        }
+    }
 }
 
 impl NetPort for LoopbackPort {
@@ -157,6 +184,12 @@ impl NetPort for LoopbackPort {
             }
             self.rx.pop_front();
         }
+        if taken > 0 {
+            self.record(|port| WireEvent::Received {
+                port,
+                frames: taken,
+            });
+        }
     }
     fn flush_tx(&mut self) -> Result<usize, PortError> {
         let queued = self.frames.tx_queued().len();
@@ -167,6 +200,12 @@ impl NetPort for LoopbackPort {
         self.frames.sent(moved);
         self.stats.tx_frames += moved as u64;
         self.stats.tx_full += u64::from(moved < queued);
+        if moved > 0 {
+            self.record(|port| WireEvent::Sent {
+                port,
+                frames: moved,
+            });
+        }
         Ok(moved)
     }
     fn reap_completions(&mut self) -> usize {

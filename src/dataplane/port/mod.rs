@@ -107,7 +107,7 @@ use crate::sys::xdp::xsk::XskError;
 
 pub use fault::{FaultCall, FaultConfig, FaultStats, FaultyPort};
 pub use kernel::Port;
-pub use loopback::{LoopbackPort, LoopbackStats};
+pub use loopback::{LoopbackPort, LoopbackStats, WireEvent, WireLog};
 
 /// Receive-side figures that only the kernel has, for the statistics.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
