@@ -5,16 +5,17 @@
 //! One [`Worker::poll`] does bounded work, in this order:
 //! 1. reap the engine's completions and hand each to its unit's done queue;
 //! 2. per unit: finish the done requests (`Target::complete`, TX on the port they came in on);
-//! 3. unit by unit, steps 3 to 5: receive at most [`NetPort::rx_batch_max`] frames (never more than the unit's
-//!    free request slots, so a request is never refused for lack of one) and answer them, or push
-//!    a [`Job`] into the queue of the request's device (into the unit's own list when this
-//!    worker owns the device; its completion comes back the same way);
+//! 3. unit by unit, steps 3 to 5: receive at most [`NetPort::rx_batch_max`] frames (never
+//!    more than the unit's free request slots, so a request is never refused for lack of one)
+//!    and answer them, or push a [`Job`] into the queue of the request's device (into the
+//!    unit's own list when this worker owns the device; its completion comes back the same way);
 //! 4. per owned device, round-robin: pop jobs into the engine while it has room, then the
 //!    units' own lists;
 //! 5. commit to the kernel, reap and finish again (page-cached reads complete inside the
 //!    commit), flush the unit's TX: a port's replies are sent before the next port is read,
 //!    so that over two NICs one path's replies do not wait for the other path's burst;
-//! 6. with more than one unit, flush each once more (replies a later unit's pass completed).
+//! 6. with more than one unit, flush each one's TX once more (replies a later unit's pass
+//!    completed).
 //!
 //! A bad request fails that request only. The frame of a request is the frame of its reply: a
 //! read lands in it at the ATA data offset (chunk + 512 for an untagged frame), a write goes to
@@ -286,9 +287,15 @@ impl<P: NetPort> Unit<P> {
 
     /// Flushes TX, recycles TX completions, refills RX.
     fn flush(&mut self) -> Result<(), PortError> {
-        self.port.flush_tx()?;
+        self.send_queued()?;
         self.port.reap_completions();
         self.port.refill()?;
+        Ok(())
+    }
+
+    /// Flushes TX only.
+    fn send_queued(&mut self) -> Result<(), PortError> {
+        self.port.flush_tx()?;
         Ok(())
     }
 
@@ -648,16 +655,17 @@ impl<P: NetPort> Worker<P> {
             let unit = &mut self.units[index];
             work += unit.receive(target, &self.queues, stopping || unit.failed);
             work += self.serve(target, now);
-            self.flush_unit(index)?;
+            self.flush_unit(index, Unit::flush)?;
         }
         match self.units.len() {
             // A worker that only owns devices serves the other workers' jobs.
             0 => work += self.serve(target, now),
             1 => {}
-            // Replies that a later port's pass completed for an earlier port.
+            // Replies that a later port's pass completed for an earlier port (a no-op, without
+            // a system call, for a port with nothing queued).
             _ => {
                 for index in 0..self.units.len() {
-                    self.flush_unit(index)?;
+                    self.flush_unit(index, Unit::send_queued)?;
                 }
             }
         }
@@ -675,12 +683,17 @@ impl<P: NetPort> Worker<P> {
         work + self.finish(target)
     }
 
-    fn flush_unit(&mut self, index: usize) -> Result<(), PortError> {
+    /// Runs `flush` on unit `index` unless it was given up; its error marks the unit failing.
+    fn flush_unit(
+        &mut self,
+        index: usize,
+        flush: fn(&mut Unit<P>) -> Result<(), PortError>,
+    ) -> Result<(), PortError> {
         let unit = &mut self.units[index];
         if unit.failed {
             return Ok(());
         }
-        unit.flush().inspect_err(|_| self.failing = Some(index))
+        flush(unit).inspect_err(|_| self.failing = Some(index))
     }
 
     /// After `poll` reported `error`: with other ports still working, the failed one is given
