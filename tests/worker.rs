@@ -247,6 +247,19 @@ fn single(disks: &Disks) -> (Worker<LoopbackPort>, Target) {
     )
 }
 
+/// One worker over two ports made by `port(id)` (two NICs), serving device 0.
+fn two_ports<P: NetPort>(disks: &Disks, port: impl Fn(u16) -> P) -> (Worker<P>, Target) {
+    let units: Vec<_> = (0..2u16)
+        .map(|id| Unit::new(id, port(id), PORT, CAPACITY, Arc::clone(&disks.state_dir)))
+        .collect();
+    let arenas: Vec<_> = units
+        .iter()
+        .flat_map(|unit| unit.port().io_arenas().cloned())
+        .collect();
+    let queues = Arc::new(Queues::new(vec![0], &[CAPACITY, CAPACITY]));
+    (disks.worker(0, units, &arenas, &queues), disks.target())
+}
+
 /// The loopback port of the first worker's first unit.
 fn port(workers: &mut [(Worker<LoopbackPort>, Target)]) -> &mut LoopbackPort {
     workers[0].0.units_mut()[0].port_mut()
@@ -525,20 +538,11 @@ fn test_dropped_frames_go_unanswered_and_their_retransmissions_are_served() {
 fn test_each_port_is_answered_before_the_next_is_read() {
     let disks = Disks::new(1);
     let log = WireLog::default();
-    let units: Vec<_> = (0..2u16)
-        .map(|id| {
-            let mut port = LoopbackPort::new(FRAMES).unwrap();
-            port.record_into(id, Arc::clone(&log));
-            Unit::new(id, port, PORT, CAPACITY, Arc::clone(&disks.state_dir))
-        })
-        .collect();
-    let arenas: Vec<_> = units
-        .iter()
-        .flat_map(|unit| unit.port().io_arenas().cloned())
-        .collect();
-    let queues = Arc::new(Queues::new(vec![0], &[CAPACITY, CAPACITY]));
-    let mut worker = disks.worker(0, units, &arenas, &queues);
-    let mut target = disks.target();
+    let (mut worker, mut target) = two_ports(&disks, |id| {
+        let mut port = LoopbackPort::new(FRAMES).unwrap();
+        port.record_into(id, Arc::clone(&log));
+        port
+    });
     let data = pattern(3, 1024);
     for (id, unit) in (0u32..).zip(worker.units_mut()) {
         let port = unit.port_mut();
@@ -588,19 +592,9 @@ fn test_each_port_is_answered_before_the_next_is_read() {
 #[test]
 fn test_a_failed_port_is_given_up_and_the_other_serves_on() {
     let disks = Disks::new(1);
-    let units: Vec<_> = (0..2u16)
-        .map(|id| {
-            let port = FaultyPort::new(LoopbackPort::new(FRAMES).unwrap(), FaultConfig::default());
-            Unit::new(id, port, PORT, CAPACITY, Arc::clone(&disks.state_dir))
-        })
-        .collect();
-    let arenas: Vec<_> = units
-        .iter()
-        .flat_map(|unit| unit.port().io_arenas().cloned())
-        .collect();
-    let queues = Arc::new(Queues::new(vec![0], &[CAPACITY, CAPACITY]));
-    let mut worker = disks.worker(0, units, &arenas, &queues);
-    let mut target = disks.target();
+    let (mut worker, mut target) = two_ports(&disks, |_| {
+        FaultyPort::new(LoopbackPort::new(FRAMES).unwrap(), FaultConfig::default())
+    });
     worker.units_mut()[0]
         .port_mut()
         .fail_next(FaultCall::FlushTx);
