@@ -145,6 +145,10 @@ pub struct TargetConfig {
     /// again before it sleeps until a frame arrives (0 = no nap): under a steady moderate
     /// load it then wakes once per nap rather than once per request.
     pub idle_nap_us: u32,
+    /// With `IdleMode::Poll`: whether `idle_spin_us` is the longest spin, the spin shrinking
+    /// while sleeps follow it anyway and growing back when a longer spin would have found the
+    /// work (see `dataplane::worker::AdaptiveSpin`).
+    pub idle_spin_adaptive: bool,
     /// Whether a polling worker (`IdleMode::Spin`, or `IdleMode::Poll` during its spin)
     /// yields its core to other runnable threads on it after each poll that found nothing.
     pub idle_yield: bool,

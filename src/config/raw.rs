@@ -60,6 +60,8 @@ pub struct RawTarget {
     pub idle_spin_us: Option<Spanned<i64>>,
     /// With idle = "poll": microseconds of a nap after the spin, before sleeping until a frame.
     pub idle_nap_us: Option<Spanned<i64>>,
+    /// With idle = "poll": whether idle-spin-us is the longest spin, the spin adapting below it.
+    pub idle_spin_adaptive: Option<Spanned<bool>>,
     /// Whether a worker yields its core after a poll that found nothing.
     pub idle_yield: Option<Spanned<bool>>,
     /// SO_BUSY_POLL_BUDGET: packets per busy-poll round.

@@ -67,6 +67,10 @@ pub(super) fn target(raw: &RawTarget, system: &System, p: &mut Problems) -> Targ
         idle: keyword(p, "target.idle", raw.idle.as_ref(), IdleMode::Poll),
         idle_spin_us: int(p, "idle-spin-us", &raw.idle_spin_us, IDLE_SPIN_US),
         idle_nap_us: int(p, "idle-nap-us", &raw.idle_nap_us, IDLE_NAP_US),
+        idle_spin_adaptive: raw
+            .idle_spin_adaptive
+            .as_ref()
+            .is_some_and(|v| *v.get_ref()),
         idle_yield: raw.idle_yield.as_ref().is_none_or(|v| *v.get_ref()),
         busy_poll_budget: int(
             p,

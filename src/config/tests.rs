@@ -270,6 +270,21 @@ fn test_idle_nap_us() {
 }
 
 #[test]
+fn test_idle_spin_adaptive() {
+    assert!(
+        accept(&target_with("idle-spin-adaptive = true"))
+            .target
+            .idle_spin_adaptive
+    );
+    assert!(
+        !accept(&target_with("idle-spin-adaptive = false"))
+            .target
+            .idle_spin_adaptive
+    );
+    reject_target("idle-spin-adaptive = \"yes\"", &["expected a boolean"]);
+}
+
+#[test]
 fn test_idle_yield() {
     assert!(!accept(&target_with("idle-yield = false")).target.idle_yield);
     assert!(accept(&target_with("idle-yield = true")).target.idle_yield);
@@ -997,6 +1012,7 @@ fn test_defaults() {
     assert_eq!(target.idle, IdleMode::Poll);
     assert_eq!(target.idle_spin_us, 50);
     assert_eq!(target.idle_nap_us, 0);
+    assert!(!target.idle_spin_adaptive);
     assert!(target.idle_yield);
     assert_eq!((target.busy_poll_budget, target.busy_poll_usecs), (64, 20));
     assert_eq!(target.socket, SocketKind::Auto);

@@ -803,6 +803,7 @@ fn spawn_workers(
         IdleMode::Poll => Idle::Poll {
             spin: Duration::from_micros(u64::from(config.target.idle_spin_us)),
             nap: Duration::from_micros(u64::from(config.target.idle_nap_us)),
+            adaptive: config.target.idle_spin_adaptive,
         },
     };
     let idle_yield = config.target.idle_yield;

@@ -146,8 +146,8 @@ pub fn recv_empty(fd: BorrowedFd<'_>) -> io::Result<()> {
     Ok(())
 }
 
-/// `poll(2)` on `fd` alone for `events` (`POLLIN`), for at most `timeout` (truncated to whole
-/// milliseconds, capped at `i32::MAX` ms); returns the events the kernel reported, 0 if the
+/// `poll(2)` on `fd` alone for `events` (`POLLIN`), for at most `timeout` ([`poll_millis`]:
+/// rounded up to whole milliseconds, capped at `i32::MAX` ms); returns the events the kernel reported, 0 if the
 /// timeout passed. A signal during the wait is an error of kind `Interrupted`.
 pub fn poll_one(
     fd: BorrowedFd<'_>,
@@ -159,7 +159,7 @@ pub fn poll_one(
         events,
         revents: 0,
     };
-    let millis = i32::try_from(timeout.as_millis()).unwrap_or(i32::MAX);
+    let millis = poll_millis(timeout);
     // SAFETY: one valid pollfd, which lives on this stack frame for the duration of the call;
     // the fd is open (borrowed).
     let ready = unsafe { libc::poll(&mut pollfd, 1, millis) };
@@ -169,11 +169,29 @@ pub fn poll_one(
     Ok(pollfd.revents)
 }
 
+/// `timeout` as poll(2)'s milliseconds: rounded up, so that a wait shorter than 1 ms sleeps
+/// 1 ms rather than returning at once (only zero polls without waiting), capped at
+/// `i32::MAX`.
+pub fn poll_millis(timeout: Duration) -> i32 {
+    let millis = timeout.as_nanos().div_ceil(1_000_000);
+    i32::try_from(millis).unwrap_or(i32::MAX)
+}
+
 #[cfg(test)]
 mod tests {
     use std::os::fd::AsFd;
 
     use super::*;
+
+    #[test]
+    fn test_poll_millis_rounds_up_so_that_only_zero_does_not_wait() {
+        assert_eq!(poll_millis(Duration::ZERO), 0);
+        assert_eq!(poll_millis(Duration::from_nanos(1)), 1);
+        assert_eq!(poll_millis(Duration::from_micros(700)), 1);
+        assert_eq!(poll_millis(Duration::from_millis(1)), 1);
+        assert_eq!(poll_millis(Duration::from_micros(1_200)), 2);
+        assert_eq!(poll_millis(Duration::from_secs(1 << 40)), i32::MAX);
+    }
 
     #[test]
     fn test_syscall_error_names_the_call() {

@@ -160,7 +160,7 @@ pub fn poll_fds(fds: &mut [libc::pollfd], timeout: Duration) -> io::Result<usize
 
 /// [`poll_fds`], with no timeout when `timeout` is `None`.
 pub fn poll_until(fds: &mut [libc::pollfd], timeout: Option<Duration>) -> io::Result<usize> {
-    let millis = timeout.map_or(-1, |t| i32::try_from(t.as_millis()).unwrap_or(i32::MAX));
+    let millis = timeout.map_or(-1, crate::sys::syscall::poll_millis);
     let count = libc::nfds_t::try_from(fds.len()).unwrap_or(libc::nfds_t::MAX);
     // SAFETY: `fds` is a valid, writable array of `count` pollfd entries for the duration of
     // the call; an fd that is not open is reported as POLLNVAL, not undefined behaviour.

@@ -113,6 +113,80 @@ fn test_poll_mode_spins_for_idle_spin_us_then_sleeps() {
     });
 }
 
+/// The share of a core the target used over five reads 60 ms apart, after ten such reads,
+/// with a 20 ms `idle-spin-us` (the longest spin when `adaptive`); then, if `grow`, after 18
+/// reads 15 ms apart, the share over 10 ms right after one more read. `None` where the test
+/// is skipped (not root, outside CI).
+fn sparse_reads(tag: &str, adaptive: bool, grow: bool) -> Option<(f64, Option<f64>)> {
+    let longest = Duration::from_millis(20);
+    let apart = 3 * longest;
+    // Without the yield, as in the fixed-spin test above: the CPU share then shows the spin.
+    let lines = format!(
+        "idle-spin-us = {}\nidle-spin-adaptive = {adaptive}\nidle-yield = false",
+        longest.as_micros()
+    );
+    let mut shares = None;
+    polling(tag, &lines).serve(|net, _dir, target| {
+        let pid = target.pid();
+        let (mut client, device) = net.discover(0);
+        let mut read = |lba: u64| client.read(&device, lba, 2, true).expect("read");
+        // Adaptive: each sleep after a spin lasts past 20 ms, so the spin halves after each
+        // read, to 20 µs after ten.
+        for lba in 0..10 {
+            read(2 * lba);
+            std::thread::sleep(apart);
+        }
+        let (before, started) = (cpu_ns(pid), Instant::now());
+        for lba in 10..15 {
+            read(2 * lba);
+            std::thread::sleep(apart);
+        }
+        let sparse = (cpu_ns(pid) - before) as f64 / started.elapsed().as_nanos() as f64;
+        let mut grown = None;
+        if grow {
+            // Each sleep ends within 20 ms, so the spin doubles from 10 µs after each read
+            // until it outlasts the gap (10 µs, 20 µs, ..., 10.24 ms, then 20 ms: the
+            // twelfth); a spin that finds the work does not change it.
+            for lba in 15..33 {
+                read(2 * lba);
+                std::thread::sleep(Duration::from_millis(15));
+            }
+            // One more, then a window well inside the 20 ms spin that follows it.
+            read(70);
+            grown = Some(cpu_share(pid, longest / 2));
+        }
+        shares = Some((sparse, grown));
+        target.stop();
+    });
+    shares
+}
+
+/// `idle-spin-adaptive = true`: under requests that come further apart than `idle-spin-us`
+/// the spin after each one shrinks (halved after each sleep that lasted longer than the
+/// longest spin), so the worker then sleeps almost at once where a fixed spin spends a third
+/// of a core; requests that come within the longest spin but after the current one grow it
+/// back.
+#[test]
+fn test_adaptive_spin_shrinks_when_sleeps_follow_anyway_and_grows_back() {
+    let Some((fixed, _)) = sparse_reads("dp-fixspin", false, false) else {
+        return;
+    };
+    let (shrunk, grown) = sparse_reads("dp-adspin", true, true).expect("privileged");
+    assert!(
+        fixed > 0.2,
+        "a fixed 20 ms spin after reads 60 ms apart cost only {fixed:.2} of a core"
+    );
+    assert!(
+        shrunk < 0.1,
+        "reads 60 ms apart still cost {shrunk:.2} of a core: the spin did not shrink"
+    );
+    let grown = grown.expect("measured");
+    assert!(
+        grown > 0.2,
+        "the worker used only {grown:.2} of a core after the spin grew back"
+    );
+}
+
 /// `idle = "poll"` with `idle-nap-us`: a request that finds the worker asleep in `poll()` is
 /// answered at once; after that work the worker naps, and a request that arrives during the
 /// nap waits for its end.

@@ -108,7 +108,7 @@ impl XskPort {
     /// the ring drain back to [`Self::fill_target`] (hot frames).
     pub fn wait_rx(&mut self, timeout: Duration) -> Result<bool, XskError> {
         self.fill_all()?;
-        let millis = i32::try_from(timeout.as_millis()).unwrap_or(i32::MAX);
+        let millis = crate::sys::syscall::poll_millis(timeout);
         self.rx.poll(millis).map_err(|source| XskError::Syscall {
             call: "poll",
             source,
