@@ -1118,7 +1118,8 @@ impl AdaptiveSpin {
         self.current
     }
 
-    /// After an idle period of `idle_for` that ended in a sleep (found work or timed out).
+    /// After an idle period of `idle_for` in which the worker slept and which ended with work
+    /// (sleeps that time out without work only lengthen the period).
     pub fn after_sleep(&mut self, idle_for: Duration) {
         self.current = if idle_for <= self.longest {
             (self.current * 2).clamp(SPIN_GROW_START.min(self.longest), self.longest)
