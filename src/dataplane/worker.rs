@@ -51,9 +51,9 @@ const IDLE_SLEEP: Duration = PUBLISH_INTERVAL;
 /// An idle worker about to sleep publishes first unless it published less than this long
 /// ago; then it sleeps no longer than until this long after that publication, and publishes
 /// when it wakes. A publication costs three system calls (its ports' kernel figures, the
-/// `bpf` count of frames for other hosts, its page-fault count; 7 µs together on a 2-vCPU
-/// VM): a worker that sleeps between bursts, thousands of times a second under a moderate
-/// load, made them at every sleep (3 % of its core at 5k sleeps/s, 2026-12-07).
+/// `bpf` count of frames for other hosts, its page-fault count): a worker that sleeps between
+/// bursts, thousands of times a second under a moderate load, made them at every sleep (3 %
+/// of its core at random 1 KiB reads at queue depth 16 on a 2-vCPU VM, 2026-12-07).
 const IDLE_PUBLISH_AFTER: Duration = Duration::from_millis(5);
 /// Sleep of an idle worker whose publication before sleeping found a reader holding its slot:
 /// it tries again soon rather than leave the board stale for a whole [`IDLE_SLEEP`].
