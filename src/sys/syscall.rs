@@ -147,8 +147,9 @@ pub fn recv_empty(fd: BorrowedFd<'_>) -> io::Result<()> {
 }
 
 /// `poll(2)` on `fd` alone for `events` (`POLLIN`), for at most `timeout` ([`poll_millis`]:
-/// rounded up to whole milliseconds, capped at `i32::MAX` ms); returns the events the kernel reported, 0 if the
-/// timeout passed. A signal during the wait is an error of kind `Interrupted`.
+/// rounded up to whole milliseconds, capped at `i32::MAX` ms); returns the events the kernel
+/// reported, 0 if the timeout passed. A signal during the wait is an error of kind
+/// `Interrupted`.
 pub fn poll_one(
     fd: BorrowedFd<'_>,
     events: libc::c_short,

@@ -152,8 +152,9 @@ impl Alarm {
     }
 }
 
-/// Waits until one of `fds` has one of its requested events or `timeout` passes (`poll(2)`);
-/// the `revents` of each entry say which. An interrupted wait (`EINTR`) returns as a timeout.
+/// Waits until one of `fds` has one of its requested events or `timeout` (rounded up to whole
+/// milliseconds, see [`crate::sys::syscall::poll_millis`]) passes (`poll(2)`); the `revents`
+/// of each entry say which. An interrupted wait (`EINTR`) returns as a timeout.
 pub fn poll_fds(fds: &mut [libc::pollfd], timeout: Duration) -> io::Result<usize> {
     poll_until(fds, Some(timeout))
 }
