@@ -72,7 +72,7 @@ pub mod defaults {
     /// (one every 25 µs) a worker with 50 µs never sleeps, like a spinning one (the core 24-25
     /// µs busy per request against 19 with 5 µs); with no spin at all it used as much as with
     /// 5 µs (2026-11-22): the cost there is the wake-ups, syscalls and veth work per request.
-    /// An adaptive spin was tried and removed: no gain.
+    /// An adaptive spin (`idle-spin-adaptive`) saves core but costs rate here: off by default.
     pub const IDLE_SPIN_US: u32 = 50;
     /// Largest `idle-spin-us` (1 s).
     pub const IDLE_SPIN_US_MAX: i64 = 1_000_000;

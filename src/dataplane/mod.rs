@@ -45,7 +45,7 @@ use interfaces::Interface;
 use port::{NetPort, Port};
 use queues::Queues;
 use stats::StatsBoard;
-use worker::{Idle, Unit, Worker};
+use worker::{Idle, SpinBeforeSleep, Unit, Worker};
 
 /// Why the dataplane could not start.
 #[derive(Debug, thiserror::Error)]
@@ -800,11 +800,17 @@ fn spawn_workers(
     }
     let idle = match config.target.idle {
         IdleMode::Spin => Idle::Spin,
-        IdleMode::Poll => Idle::Poll {
-            spin: Duration::from_micros(u64::from(config.target.idle_spin_us)),
-            nap: Duration::from_micros(u64::from(config.target.idle_nap_us)),
-            adaptive: config.target.idle_spin_adaptive,
-        },
+        IdleMode::Poll => {
+            let spin = Duration::from_micros(u64::from(config.target.idle_spin_us));
+            Idle::Poll {
+                spin: if config.target.idle_spin_adaptive {
+                    SpinBeforeSleep::adaptive(spin)
+                } else {
+                    SpinBeforeSleep::fixed(spin)
+                },
+                nap: Duration::from_micros(u64::from(config.target.idle_nap_us)),
+            }
+        }
     };
     let idle_yield = config.target.idle_yield;
     let advertise = config.target.advertise;

@@ -1077,39 +1077,48 @@ pub enum Idle {
     /// then sleep in `poll()` until a frame arrives.
     Poll {
         /// How long to keep polling without work before sleeping.
-        spin: Duration,
+        spin: SpinBeforeSleep,
         /// How long to nap before the sleep until a frame: under a steady load the worker
         /// then wakes once per nap for every request that arrived meanwhile, rather than once
         /// per request, and each such request waits up to `nap` longer.
         nap: Duration,
-        /// Whether `spin` is the longest spin rather than the spin: see [`AdaptiveSpin`].
-        adaptive: bool,
     },
 }
 
-/// The spin before a sleep in poll mode, adjusted after every idle period that ended in a
-/// sleep, by the rule of the kernel's haltpoll cpuidle governor: if the whole period (spin
-/// and sleep) was no longer than the longest spin, a longer spin would have found the work
-/// without a wake-up, so the spin doubles (to at least [`SPIN_GROW_START`], at most the
-/// longest); if it was longer, the spin found nothing and would not have, so it halves.
-/// Under a load that leaves the worker idle longer than the longest spin between bursts
-/// (a fixed moderate rate) the spin shrinks towards nothing and the worker sleeps at once;
-/// where the next burst comes within the longest spin it stays long.
+/// The spin before a sleep in poll mode: fixed (`idle-spin-us`), or adaptive
+/// (`idle-spin-adaptive`), adjusted after every idle period that ended in a sleep by the rule
+/// of the kernel's haltpoll cpuidle governor: if the whole period (spin and sleep) was no
+/// longer than the longest spin, a longer spin would have found the work without a wake-up,
+/// so the spin doubles (to at least [`SPIN_GROW_START`], at most the longest); if it was
+/// longer, the spin found nothing and would not have, so it halves. Under a load that leaves
+/// the worker idle longer than the longest spin between bursts (a fixed moderate rate) the
+/// spin shrinks towards nothing and the worker sleeps at once; where the next burst comes
+/// within the longest spin it stays long.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct AdaptiveSpin {
+pub struct SpinBeforeSleep {
     longest: Duration,
     current: Duration,
+    adapts: bool,
 }
 
-/// The shortest spin an [`AdaptiveSpin`] grows to from below.
+/// The shortest spin an adaptive [`SpinBeforeSleep`] grows to from below.
 pub const SPIN_GROW_START: Duration = Duration::from_micros(10);
 
-impl AdaptiveSpin {
-    /// Starts at the longest spin.
-    pub fn new(longest: Duration) -> Self {
+impl SpinBeforeSleep {
+    /// Always `spin`.
+    pub fn fixed(spin: Duration) -> Self {
         Self {
-            longest,
-            current: longest,
+            longest: spin,
+            current: spin,
+            adapts: false,
+        }
+    }
+
+    /// Starts at the longest spin and adapts.
+    pub fn adaptive(longest: Duration) -> Self {
+        Self {
+            adapts: true,
+            ..Self::fixed(longest)
         }
     }
 
@@ -1119,8 +1128,11 @@ impl AdaptiveSpin {
     }
 
     /// After an idle period of `idle_for` in which the worker slept and which ended with work
-    /// (sleeps that time out without work only lengthen the period).
+    /// (sleeps that time out without work only lengthen the period). A fixed spin stays.
     pub fn after_sleep(&mut self, idle_for: Duration) {
+        if !self.adapts {
+            return;
+        }
         self.current = if idle_for <= self.longest {
             (self.current * 2).clamp(SPIN_GROW_START.min(self.longest), self.longest)
         } else {
@@ -1178,11 +1190,7 @@ pub fn run<P: NetPort>(
     let mut napped = false;
     // Whether the worker slept since its last work (the spin then adapts).
     let mut slept = false;
-    let mut spin = match idle {
-        Idle::Poll { spin, .. } => AdaptiveSpin::new(spin),
-        Idle::Spin => AdaptiveSpin::new(Duration::ZERO),
-    };
-    let adaptive = matches!(idle, Idle::Poll { adaptive: true, .. });
+    let mut idle = idle;
     if let Idle::Poll { nap, .. } = idle {
         set_timer_slack(nap);
     }
@@ -1209,7 +1217,7 @@ pub fn run<P: NetPort>(
             }
         };
         if worked {
-            if let (Some(since), true, true) = (idle_since, slept, adaptive) {
+            if let (Some(since), true, Idle::Poll { spin, .. }) = (idle_since, slept, &mut idle) {
                 spin.after_sleep(now.duration_since(since));
             }
             (idle_since, napped, slept, worker.unpublished) = (None, false, false, true);
@@ -1217,7 +1225,7 @@ pub fn run<P: NetPort>(
         }
         let since = *idle_since.get_or_insert(now);
         match idle {
-            Idle::Poll { nap, .. } if now.duration_since(since) >= spin.current() => {
+            Idle::Poll { spin, nap } if now.duration_since(since) >= spin.current() => {
                 // `idle_since` stays: after a sleep that ends without work (a timeout), the
                 // worker sleeps again at once instead of polling for `spin` once more, which
                 // with a long spin would keep an idle worker busy.
@@ -1277,7 +1285,7 @@ mod tests {
 
     #[test]
     fn test_adaptive_spin_starts_at_the_longest_and_halves_after_long_sleeps() {
-        let mut spin = AdaptiveSpin::new(LONGEST);
+        let mut spin = SpinBeforeSleep::adaptive(LONGEST);
         assert_eq!(spin.current(), LONGEST);
         spin.after_sleep(Duration::from_micros(51));
         assert_eq!(spin.current(), Duration::from_micros(25));
@@ -1291,7 +1299,7 @@ mod tests {
 
     #[test]
     fn test_adaptive_spin_grows_from_the_start_value_to_the_longest_after_short_sleeps() {
-        let mut spin = AdaptiveSpin::new(LONGEST);
+        let mut spin = SpinBeforeSleep::adaptive(LONGEST);
         for _ in 0..40 {
             spin.after_sleep(Duration::from_millis(1));
         }
@@ -1307,9 +1315,18 @@ mod tests {
     }
 
     #[test]
+    fn test_fixed_spin_stays_after_any_sleep() {
+        let mut spin = SpinBeforeSleep::fixed(LONGEST);
+        for idle_for in [Duration::from_micros(1), Duration::from_millis(100), LONGEST] {
+            spin.after_sleep(idle_for);
+            assert_eq!(spin.current(), LONGEST);
+        }
+    }
+
+    #[test]
     fn test_adaptive_spin_below_the_start_value_and_of_zero() {
         let short = Duration::from_micros(4);
-        let mut spin = AdaptiveSpin::new(short);
+        let mut spin = SpinBeforeSleep::adaptive(short);
         spin.after_sleep(Duration::from_micros(9));
         assert_eq!(spin.current(), Duration::from_micros(2));
         spin.after_sleep(Duration::from_micros(3));
@@ -1318,7 +1335,7 @@ mod tests {
             short,
             "grows to the longest when it is below the start"
         );
-        let mut none = AdaptiveSpin::new(Duration::ZERO);
+        let mut none = SpinBeforeSleep::adaptive(Duration::ZERO);
         none.after_sleep(Duration::ZERO);
         assert_eq!(none.current(), Duration::ZERO);
         none.after_sleep(Duration::from_micros(1));
