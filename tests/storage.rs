@@ -1683,3 +1683,141 @@ fn test_a_full_file_system_fails_each_request_of_a_merged_write_with_its_own_err
         );
     }
 }
+
+/// Drops every cached page of `file` (it must be clean: synced).
+fn drop_cached(file: &NamedTempFile) {
+    file.as_file().sync_all().unwrap();
+    rustix::fs::fadvise(file.as_file(), 0, None, rustix::fs::Advice::DontNeed).unwrap();
+}
+
+/// Reads sectors `[first, first + count)` of export 0 in 1 KiB requests, `depth` at a time,
+/// each in reverse order within its batch (as requests in flight may be served), checking the
+/// data of a `patterned_file`.
+fn read_through(engine: &mut Engine, pool: &mut ChunkPool, first: u64, count: u64, depth: u64) {
+    let mut sector = first;
+    while sector < first + count {
+        let batch: Vec<u64> = (0..depth)
+            .map(|i| sector + 2 * i)
+            .filter(|s| *s < first + count)
+            .rev()
+            .collect();
+        let reads = batch
+            .iter()
+            .zip(1..)
+            .map(|(s, tag)| req(pool, IoOp::Read, *s, 1024, 0, tag))
+            .collect();
+        // Completions come sorted by tag: in `batch` order.
+        let done = submit_all(engine, reads);
+        for (c, s) in done.iter().zip(&batch) {
+            assert_patterned(pool, c, 0, *s, 1024);
+        }
+        recycle(pool, done);
+        sector += 2 * depth;
+    }
+}
+
+#[test]
+fn test_reads_fill_the_page_cache_in_small_folios_and_streams_are_read_ahead() {
+    const MIB: u64 = 1 << 20;
+    let sectors = 32 * MIB / 512;
+    let file = patterned_file(sectors);
+    let cached = |file: &NamedTempFile, from: u64, len: u64| {
+        let len = usize::try_from(len).unwrap();
+        aoe_xdp::sys::pagecache::cached_pages(file.as_file(), from, len).unwrap()
+    };
+    // What the kernel's own readahead does with 4 MiB read sequentially in 1 KiB reads: on
+    // this kernel it fills the cache in large folios (the cost this test is about).
+    drop_cached(&file);
+    let plain = std::fs::File::open(file.path()).unwrap();
+    let mut buf = [0u8; 1024];
+    for offset in (0..4 * MIB).step_by(1024) {
+        plain.read_exact_at(&mut buf, offset).unwrap();
+    }
+    let kernel = cached(&file, 0, 4 * MIB);
+    assert!(
+        kernel.in_large_folios > kernel.cached / 2,
+        "the kernel's readahead made large folios here: {kernel:?}"
+    );
+
+    // The same reads through an export with its defaults: its own readahead, with either
+    // engine.
+    let exports = open(&[spec(file.path())]);
+    assert!(
+        exports[0].own_readahead(),
+        "no read mapping: readahead of our own"
+    );
+    let mut pool = pool();
+    for uring_engine in [true, false] {
+        drop_cached(&file);
+        assert!(cached(&file, 0, 8 * MIB).cached < 64, "dropped");
+        let mut engine = if uring_engine {
+            uring(Arc::clone(&exports), &pool)
+        } else {
+            sync(Arc::clone(&exports), &pool)
+        };
+        read_through(&mut engine, &mut pool, 0, 4 * MIB / 512, 16);
+        let readaheads = engine.stats().readaheads;
+        assert!(
+            (4..=16).contains(&readaheads),
+            "about one window per half window read (io_uring: {uring_engine}): {readaheads}"
+        );
+        // Read ahead past the last read (the kernel reads a window in the background: give
+        // it a moment), and all of it in one-page folios.
+        let deadline = Instant::now() + Duration::from_secs(5);
+        let ahead = loop {
+            let ahead = cached(&file, 4 * MIB, MIB / 2);
+            if ahead.cached == 128 || Instant::now() > deadline {
+                break ahead;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        };
+        assert_eq!(ahead.cached, 128, "the half MiB after the reads is cached");
+        let ours = cached(&file, 0, 6 * MIB);
+        assert!(ours.cached >= 1024, "the 4 MiB read: {ours:?}");
+        assert_eq!(
+            ours.in_large_folios, 0,
+            "io_uring: {uring_engine}: {ours:?}"
+        );
+    }
+
+    // Random reads (2-3 MiB apart) ask for nothing, and bring in just their pages.
+    drop_cached(&file);
+    let mut engine = uring(Arc::clone(&exports), &pool);
+    let scattered: Vec<u64> = (0..10u64)
+        .map(|i| (i * 5 * MIB / 2 + i * 4096) / 512)
+        .collect();
+    for chunk in scattered.chunks(4) {
+        let reads = chunk
+            .iter()
+            .zip(1..)
+            .map(|(s, tag)| req(&mut pool, IoOp::Read, *s, 1024, 0, tag))
+            .collect();
+        let done = submit_all(&mut engine, reads);
+        for (c, s) in done.iter().zip(chunk) {
+            assert_patterned(&pool, c, 0, *s, 1024);
+        }
+        recycle(&mut pool, done);
+    }
+    assert_eq!(engine.stats().readaheads, 0);
+    let random = cached(&file, 0, 32 * MIB);
+    assert!(random.cached <= 2 * scattered.len(), "{random:?}");
+}
+
+#[test]
+fn test_mapped_exports_keep_the_kernels_readahead() {
+    let file = temp_file(64);
+    for (resident, mapped_reads, own) in [
+        (false, false, true),
+        (false, true, false),
+        (true, false, false),
+    ] {
+        let mut s = spec(file.path());
+        (s.resident, s.mapped_reads) = (resident, mapped_reads);
+        let exports = open(&[s]);
+        assert_eq!(
+            exports[0].own_readahead(),
+            own,
+            "resident {resident}, mapped {mapped_reads}"
+        );
+    }
+}

@@ -313,7 +313,7 @@ fn print_report(report: &Report) {
         );
     }
     println!(
-        "\n{:<7} {:>12} {:>10} {:>9} {:>12} {:>10} {:>12} {:>12} {:>8} {:>8} {:>10} {:>8}",
+        "\n{:<7} {:>12} {:>10} {:>9} {:>12} {:>10} {:>12} {:>12} {:>8} {:>8} {:>10} {:>9} {:>8}",
         "WORKER",
         "JOBS",
         "REMOTE",
@@ -325,12 +325,13 @@ fn print_report(report: &Report) {
         "BOUNCED",
         "IO-ERR",
         "SYNCS",
+        "READAHEAD",
         "MAJFLT"
     );
     for (index, worker) in report.workers.iter().enumerate() {
         let e = &worker.engine;
         println!(
-            "{:<7} {:>12} {:>10} {:>9} {:>12} {:>10} {:>12} {:>12} {:>8} {:>8} {:>10} {:>8}",
+            "{:<7} {:>12} {:>10} {:>9} {:>12} {:>10} {:>12} {:>12} {:>8} {:>8} {:>10} {:>9} {:>8}",
             index,
             worker.jobs,
             worker.remote_jobs,
@@ -342,6 +343,7 @@ fn print_report(report: &Report) {
             e.bounced,
             e.errors,
             e.syncs,
+            e.readaheads,
             worker.major_faults
         );
     }

@@ -895,6 +895,7 @@ fn spawn_workers(
                         syncs = stats.engine.syncs,
                         sync_covered = stats.engine.sync_covered,
                         sync_failures = stats.engine.sync_failures,
+                        readaheads = stats.engine.readaheads,
                         major_faults = stats.major_faults,
                         "worker stopped"
                     );

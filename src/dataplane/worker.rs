@@ -1317,7 +1317,11 @@ mod tests {
     #[test]
     fn test_fixed_spin_stays_after_any_sleep() {
         let mut spin = SpinBeforeSleep::fixed(LONGEST);
-        for idle_for in [Duration::from_micros(1), Duration::from_millis(100), LONGEST] {
+        for idle_for in [
+            Duration::from_micros(1),
+            Duration::from_millis(100),
+            LONGEST,
+        ] {
             spin.after_sleep(idle_for);
             assert_eq!(spin.current(), LONGEST);
         }

@@ -180,6 +180,10 @@ pub struct EngineStats {
     /// gets an outcome of its own.
     #[serde(default)]
     pub retried: u64,
+    /// Windows read ahead of sequential streams (`POSIX_FADV_WILLNEED`) for exports whose
+    /// kernel readahead is off (see `storage::readahead`).
+    #[serde(default)]
+    pub readaheads: u64,
 }
 
 /// Errors building or driving an engine.

@@ -11,6 +11,7 @@
 //! - [`uring_engine`]: io_uring with fixed buffers, registered files and merging.
 //! - [`sync_engine`]: pread/pwrite, the test oracle and fallback.
 //! - [`merge`]: pure merge planning.
+//! - [`readahead`]: pure readahead planning for exports whose kernel readahead is off.
 //! - [`group`]: pure group-commit bookkeeping (one data sync acknowledges many writes).
 //!
 //! Invariants: no I/O outside an export's window (checked at submit, asserted at issue); a
@@ -23,5 +24,6 @@ pub mod export;
 pub mod group;
 pub mod io;
 pub mod merge;
+pub mod readahead;
 pub mod sync_engine;
 pub mod uring_engine;

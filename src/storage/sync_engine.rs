@@ -19,6 +19,7 @@ use crate::storage::io::{
     assert_in_window, check, Arenas, Checked, EngineError, EngineStats, IoCompletion, IoError,
     IoOp, IoRequest, RequestError, SubmitError, READ_ONLY,
 };
+use crate::storage::readahead::Readahead;
 use crate::sys::mem::{Arena, ChunkPool};
 
 /// Completions the engine holds before `submit` reports the queue full.
@@ -34,6 +35,8 @@ pub struct SyncEngine {
     ready: VecDeque<IoCompletion>,
     capacity: usize,
     stats: EngineStats,
+    /// Per export whose kernel readahead is off: its sequential streams.
+    readahead: Box<[Option<Readahead>]>,
 }
 
 impl SyncEngine {
@@ -65,6 +68,10 @@ impl SyncEngine {
         let bounce = ChunkPool::new(Arc::new(Arena::new(bounce_size, 1)?))?;
         let ready = VecDeque::with_capacity(capacity);
         let stats = EngineStats::default();
+        let readahead = exports
+            .iter()
+            .map(|e| e.own_readahead().then(|| Readahead::new(e.window_end())))
+            .collect();
         Ok(SyncEngine {
             exports,
             arena: arenas,
@@ -72,6 +79,7 @@ impl SyncEngine {
             ready,
             capacity,
             stats,
+            readahead,
         })
     }
 
@@ -159,9 +167,28 @@ impl SyncEngine {
                 self.stats.buffered +=
                     u64::from(checked.route.lane == Lane::Buffered && export.dio_align().is_some());
                 self.stats.ios += 1;
+                if req.op == IoOp::Read && checked.route.lane == Lane::Buffered {
+                    self.read_ahead(req.export, checked.file_offset, req.len.into());
+                }
                 self.transfer(req, checked)
             }
         }
+    }
+
+    /// As the io_uring engine's: asks the kernel to read the next window of a sequential
+    /// stream (`POSIX_FADV_WILLNEED` starts the reads and returns).
+    fn read_ahead(&mut self, export: u16, offset: u64, len: u64) {
+        let Some(streams) = self.readahead[usize::from(export)].as_mut() else {
+            return;
+        };
+        let Some(window) = streams.on_read(offset, len) else {
+            return;
+        };
+        let fd = self.exports[usize::from(export)].fd(Lane::Buffered);
+        let len = std::num::NonZeroU64::new(window.end - window.start);
+        // Best effort: a failure only costs the wait for the disk it would have spared.
+        let _ = rustix::fs::fadvise(fd, window.start, len, rustix::fs::Advice::WillNeed);
+        self.stats.readaheads += 1;
     }
 
     /// Moves the bytes, through the bounce chunk when the route says so.

@@ -62,6 +62,7 @@ use crate::storage::io::{
     IoOp, IoRequest, RequestError, SubmitError, READ_ONLY,
 };
 use crate::storage::merge::{self, Pending, Run};
+use crate::storage::readahead::Readahead;
 use crate::storage::sync_engine::write_all;
 use crate::sys::cpu::prefetch_range;
 use crate::sys::filemap::FileMap;
@@ -85,6 +86,10 @@ const NONE: u32 = u32::MAX;
 /// Ring `user_data` of an export's group sync: this bit plus the export index (request
 /// I/Os carry their head slot index, below 2^31).
 const SYNC_TAG: u64 = 1 << 32;
+
+/// Ring `user_data` of a readahead (`POSIX_FADV_WILLNEED`) of an export whose kernel
+/// readahead is off (see [`crate::storage::readahead`]); its completion says nothing.
+const READAHEAD_TAG: u64 = 1 << 33;
 
 /// io_uring engine settings.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -150,6 +155,8 @@ pub struct UringEngine {
     syncing: usize,
     /// Per export: buffered reads are tried inline with `RWF_NOWAIT` first.
     nowait_reads: Box<[bool]>,
+    /// Per export whose kernel readahead is off: its sequential streams.
+    readahead: Box<[Option<Readahead>]>,
     /// Scratch of [`Self::inline`]: the run's buffers, and per-request results of writes.
     inline_segs: Vec<Seg>,
     inline_results: Vec<Result<(), IoError>>,
@@ -194,12 +201,13 @@ impl UringEngine {
             max_segments: cfg.merge_max_segments,
             ..RingOptions::default()
         };
-        // Room for every request slot's I/O and a group sync per export (up to as many again;
-        // a sync that finds no room goes out with a later commit).
-        let syncs = u32::try_from(exports.len())
+        // Room for every request slot's I/O, a group sync per export and a readahead per
+        // export (each up to as many again; a sync that finds no room goes out with a later
+        // commit, a readahead that finds none is skipped).
+        let per_export = u32::try_from(exports.len())
             .unwrap_or(u32::MAX)
             .min(cfg.entries);
-        let mut ring = Ring::new(cfg.entries + syncs, opts)?;
+        let mut ring = Ring::new(cfg.entries + 2 * per_export, opts)?;
         // Bounce chunks are at least a page so their addresses meet any `dio_mem_align` we use.
         let bounce_size = arena.max_chunk_size().max(4096);
         let bounce_arena = Arc::new(Arena::new(bounce_size, capacity.min(BOUNCE_CHUNKS_MAX))?);
@@ -220,6 +228,10 @@ impl UringEngine {
         }
         let count = u32::try_from(capacity).expect("checked above");
         let nowait_reads = exports.iter().map(|_| true).collect();
+        let readahead = exports
+            .iter()
+            .map(|e| e.own_readahead().then(|| Readahead::new(e.window_end())))
+            .collect();
         let groups = exports
             .iter()
             .map(|_| GroupCommit::with_capacity(capacity))
@@ -237,6 +249,7 @@ impl UringEngine {
             grouped: 0,
             syncing: 0,
             nowait_reads,
+            readahead,
             inline_segs: Vec::with_capacity(cfg.merge_max_segments),
             inline_results: Vec::with_capacity(cfg.merge_max_segments),
             nowait_batch: 0,
@@ -308,6 +321,9 @@ impl UringEngine {
             ..
         } = self;
         ring.reap(|user_data, res, segs| {
+            if user_data & READAHEAD_TAG != 0 {
+                return;
+            }
             if user_data & SYNC_TAG != 0 {
                 *syncing -= 1;
                 let export = usize::from(u16::try_from(user_data & !SYNC_TAG).expect("export"));
@@ -492,9 +508,12 @@ impl UringEngine {
                 start,
                 end: merge::run_end(&self.pending, start, max),
             };
+            let read = self.buffered_read(run);
             if self.hold(run, now) || !self.issue(run) {
                 self.pending.copy_within(run.start..run.end, kept);
                 kept += run.len();
+            } else if let Some((export, offset, len)) = read {
+                self.read_ahead(export, offset, len);
             }
             start = run.end;
         }
@@ -502,6 +521,46 @@ impl UringEngine {
         if self.grouped > 0 {
             self.issue_syncs();
         }
+    }
+
+    /// The export, file offset and length of `run` if it is a buffered read of an export
+    /// that reads ahead itself.
+    fn buffered_read(&self, run: Run) -> Option<(u16, u64, u64)> {
+        let first = self.pending[run.start];
+        if first.op != IoOp::Read
+            || first.lane != Lane::Buffered
+            || self.readahead[usize::from(first.export)].is_none()
+        {
+            return None;
+        }
+        let slot = self.slots[first.slot as usize].as_ref()?;
+        let len = self.pending[run.start..run.end]
+            .iter()
+            .map(|p| u64::from(p.len))
+            .sum();
+        Some((first.export, slot.file_offset, len))
+    }
+
+    /// Records a buffered read of `export` and, if it continues a sequential stream that
+    /// needs it, asks the kernel to read the next window (skipped when the ring is full).
+    fn read_ahead(&mut self, export: u16, offset: u64, len: u64) {
+        if !self.ring.has_room(1) {
+            return;
+        }
+        let Some(streams) = self.readahead[usize::from(export)].as_mut() else {
+            return;
+        };
+        let Some(window) = streams.on_read(offset, len) else {
+            return;
+        };
+        let buffered = u32::from(export) * 2 + 1;
+        let len = u32::try_from(window.end - window.start).expect("a window is 1 MiB at most");
+        let user_data = READAHEAD_TAG | u64::from(export);
+        let pushed = self
+            .ring
+            .push_willneed(buffered, window.start, len, user_data);
+        assert!(pushed.is_ok(), "has_room promised space");
+        self.stats.readaheads += 1;
     }
 
     /// Issues a data sync for every export whose group has requests waiting and no sync in

@@ -125,6 +125,60 @@ fn device_served_through_mappings(transport: Transport, tag: &str, option: &str,
         });
 }
 
+/// A device with the defaults (no mapping) reads ahead of a sequential stream itself, in
+/// one-page page-cache folios (the kernel's readahead is off for its file), and `ctl stats`
+/// counts the windows.
+#[test]
+fn test_sequential_reads_of_a_cold_device_are_read_ahead() {
+    let Some((net, dir)) = Setup::new("dp-ra").build() else {
+        return;
+    };
+    let seed = 5;
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(dir.disk(0))
+        .expect("open the backing file");
+    std::io::Write::write_all(&mut &file, &pattern(0, SECTORS, seed)).expect("write");
+    file.sync_all().expect("sync");
+    rustix::fs::fadvise(&file, 0, None, rustix::fs::Advice::DontNeed).expect("fadvise");
+    let target = dir.start(&net.target_ns);
+    let socket = dir.control_socket();
+    let mut client = net.client(0);
+    let devices = client.discover(DISCOVER_WAIT).expect("discover");
+    // The first 32 KiB, one 1 KiB read after another.
+    for lba in (0..64).step_by(2) {
+        let data = client.read(&devices[0], lba, 2, true).expect("read");
+        assert!(data == pattern(lba, 2, seed), "sectors {lba}..{}", lba + 2);
+    }
+    let report = wait_stats(&socket, |r| r["workers"][0]["jobs"] == 32);
+    let readaheads = report["workers"][0]["engine"]["readaheads"].as_u64();
+    assert_eq!(
+        readaheads,
+        Some(1),
+        "one window (the file is 1 MiB): {report:#}"
+    );
+    assert!(
+        stats(&socket, false).contains("READAHEAD"),
+        "the table shows them"
+    );
+    // The window reaches the end of the 1 MiB file: the last 512 KiB, never read by the
+    // client, come into the cache, one page per folio.
+    let bytes = SECTORS * SECTOR_SIZE as u64;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    let cached = |from: u64| {
+        let len = usize::try_from(bytes - from).expect("small");
+        aoe_xdp::sys::pagecache::cached_pages(&file, from, len).expect("page cache")
+    };
+    while cached(bytes / 2).cached < 128 && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    assert_eq!(cached(bytes / 2).cached, 128, "read ahead to the end");
+    let whole = cached(0);
+    assert_eq!(whole.in_large_folios, 0, "{whole:?}");
+    target.stop();
+}
+
 /// A device with mapped reads whose pages are not in memory makes the worker wait for the
 /// disk, and the statistics count those waits (major faults); a device without the mapping
 /// hands such reads to io_uring, and the worker does not wait.

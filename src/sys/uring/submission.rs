@@ -113,6 +113,31 @@ impl Ring {
         Ok(())
     }
 
+    /// Queues a `POSIX_FADV_WILLNEED` of `len` bytes at `file_offset` of registered file
+    /// `file`: the kernel starts reading them into the page cache (in an io-wq thread, not
+    /// the submitter's) and completes without waiting for the disk.
+    pub fn push_willneed(
+        &mut self,
+        file: u32,
+        file_offset: u64,
+        len: u32,
+        user_data: u64,
+    ) -> Result<(), Full<()>> {
+        let Some(op) = self.reserve(0) else {
+            return Err(Full(()));
+        };
+        self.park(op, user_data, std::iter::empty());
+        let entry = opcode::Fadvise::new(
+            types::Fixed(file),
+            libc::off_t::from(len),
+            libc::POSIX_FADV_WILLNEED,
+        )
+        .offset(file_offset)
+        .build();
+        self.push_entry(op, entry);
+        Ok(())
+    }
+
     /// Whether `count` more operations fit right now.
     pub fn has_room(&mut self, count: usize) -> bool {
         let sq = self.ring.submission();
