@@ -21,8 +21,11 @@
 //!   go through the ring instead: one `io_uring_enter` for all of them costs less than a
 //!   `preadv2` each. A read that misses the cache (`EAGAIN` or a short count) goes through the ring;
 //!   `EOPNOTSUPP` turns inline reads off for that export. Where the export has a shared
-//!   mapping ([`Export::map`]: write-back writes of every buffered export; reads too when it is
-//!   resident, locked in memory) these are copies through it, one per request, no syscall.
+//!   mapping ([`Export::write_map`]: write-back writes of a `mapped-writes` export;
+//!   [`Export::read_map`]: reads of a resident or `mapped-reads` one) these are copies through
+//!   it, one per request, no syscall. Buffered reads of an export without a read mapping also
+//!   feed its readahead ([`crate::storage::readahead`]: an `IORING_OP_FADVISE(WILLNEED)` per
+//!   window ahead of a sequential stream; the kernel's own readahead is off for its file).
 //! - **Group commit.** Writes never carry `RWF_DSYNC`. A write of a `Durability::Sync`
 //!   export whose I/O completed waits in its export's [`GroupCommit`]; one
 //!   `IORING_OP_FSYNC` with `DATASYNC` (on the buffered descriptor, also for `direct-io`
@@ -554,7 +557,7 @@ impl UringEngine {
             return;
         };
         let buffered = u32::from(export) * 2 + 1;
-        let len = u32::try_from(window.end - window.start).expect("a window is 1 MiB at most");
+        let len = u32::try_from(window.end - window.start).expect("a window is 4 MiB at most");
         let user_data = READAHEAD_TAG | u64::from(export);
         let pushed = self
             .ring
@@ -713,10 +716,10 @@ impl UringEngine {
     ///   the cache gives `EAGAIN` or a short count, and the run goes through the ring, which
     ///   waits for the disk without holding up the worker.
     ///
-    /// Writes of an export with a shared mapping (every buffered write-back export), and reads
-    /// of a resident one (mapping locked in memory), are copies through the mapping instead,
-    /// one per request, with no system call at all (see [`crate::sys::filemap`] and
-    /// [`Export::map`]).
+    /// Write-back writes of a `mapped-writes` export, and reads of a resident or `mapped-reads`
+    /// one, are copies through the export's mapping instead, one per request, with no system
+    /// call at all (see [`crate::sys::filemap`], [`Export::write_map`] and
+    /// [`Export::read_map`]).
     fn inline(&mut self, run: Run) -> bool {
         let first = self.pending[run.start];
         let export = &self.exports[usize::from(first.export)];

@@ -146,35 +146,32 @@ fn test_sequential_reads_of_a_cold_device_are_read_ahead() {
     let socket = dir.control_socket();
     let mut client = net.client(0);
     let devices = client.discover(DISCOVER_WAIT).expect("discover");
-    // The first 32 KiB, one 1 KiB read after another.
-    for lba in (0..64).step_by(2) {
+    // The first 128 KiB, one 1 KiB read after another.
+    const KIB: u64 = 1024;
+    for lba in (0..256).step_by(2) {
         let data = client.read(&devices[0], lba, 2, true).expect("read");
         assert!(data == pattern(lba, 2, seed), "sectors {lba}..{}", lba + 2);
     }
-    let report = wait_stats(&socket, |r| r["workers"][0]["jobs"] == 32);
+    let report = wait_stats(&socket, |r| r["workers"][0]["jobs"] == 128);
     let readaheads = report["workers"][0]["engine"]["readaheads"].as_u64();
-    assert_eq!(
-        readaheads,
-        Some(1),
-        "one window (the file is 1 MiB): {report:#}"
-    );
+    // At the eighth read 128 KiB from 8 KiB on, at the ninth 256 KiB more (to 392 KiB).
+    assert_eq!(readaheads, Some(2), "two windows: {report:#}");
     assert!(
         stats(&socket, false).contains("READAHEAD"),
         "the table shows them"
     );
-    // The window reaches the end of the 1 MiB file: the last 512 KiB, never read by the
-    // client, come into the cache, one page per folio.
-    let bytes = SECTORS * SECTOR_SIZE as u64;
+    // The 256 KiB after the reads, never read by the client, come into the cache, one page
+    // per folio.
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
-    let cached = |from: u64| {
-        let len = usize::try_from(bytes - from).expect("small");
+    let cached = |from: u64, len: u64| {
+        let len = usize::try_from(len).expect("small");
         aoe_xdp::sys::pagecache::cached_pages(&file, from, len).expect("page cache")
     };
-    while cached(bytes / 2).cached < 128 && std::time::Instant::now() < deadline {
+    while cached(128 * KIB, 256 * KIB).cached < 64 && std::time::Instant::now() < deadline {
         std::thread::sleep(std::time::Duration::from_millis(10));
     }
-    assert_eq!(cached(bytes / 2).cached, 128, "read ahead to the end");
-    let whole = cached(0);
+    assert_eq!(cached(128 * KIB, 256 * KIB).cached, 64, "read ahead");
+    let whole = cached(0, SECTORS * SECTOR_SIZE as u64);
     assert_eq!(whole.in_large_folios, 0, "{whole:?}");
     target.stop();
 }
