@@ -125,6 +125,20 @@ fn device_served_through_mappings(transport: Transport, tag: &str, option: &str,
         });
 }
 
+/// Writes the `seed` pattern over the backing file at `path`, syncs it and drops it from the
+/// page cache: data on the disk, not in memory (nobody maps it yet). Returns the file.
+fn cold_disk(path: &std::path::Path, seed: u64) -> std::fs::File {
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(path)
+        .expect("open the backing file");
+    std::io::Write::write_all(&mut &file, &pattern(0, SECTORS, seed)).expect("write");
+    file.sync_all().expect("sync");
+    rustix::fs::fadvise(&file, 0, None, rustix::fs::Advice::DontNeed).expect("fadvise");
+    file
+}
+
 /// A device with the defaults (no mapping) reads ahead of a sequential stream itself, in
 /// one-page page-cache folios (the kernel's readahead is off for its file), and `ctl stats`
 /// counts the windows.
@@ -134,14 +148,7 @@ fn test_sequential_reads_of_a_cold_device_are_read_ahead() {
         return;
     };
     let seed = 5;
-    let file = std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open(dir.disk(0))
-        .expect("open the backing file");
-    std::io::Write::write_all(&mut &file, &pattern(0, SECTORS, seed)).expect("write");
-    file.sync_all().expect("sync");
-    rustix::fs::fadvise(&file, 0, None, rustix::fs::Advice::DontNeed).expect("fadvise");
+    let file = cold_disk(dir.disk(0), seed);
     let target = dir.start(&net.target_ns);
     let socket = dir.control_socket();
     let mut client = net.client(0);
@@ -191,13 +198,7 @@ fn test_major_faults_of_mapped_reads_are_counted() {
     // (nobody maps it yet).
     let seed = 3;
     for disk in 0..2 {
-        let file = std::fs::OpenOptions::new()
-            .write(true)
-            .open(dir.disk(disk))
-            .expect("open the backing file");
-        std::io::Write::write_all(&mut &file, &pattern(0, SECTORS, seed)).expect("write");
-        file.sync_all().expect("sync");
-        rustix::fs::fadvise(&file, 0, None, rustix::fs::Advice::DontNeed).expect("fadvise");
+        cold_disk(dir.disk(disk), seed);
     }
     let target = dir.start(&net.target_ns);
     let socket = dir.control_socket();
