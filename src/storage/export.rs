@@ -25,6 +25,7 @@ use std::path::{Path, PathBuf};
 
 use rustix::fs::{AtFlags, SeekFrom, StatxFlags};
 
+use crate::storage::readahead::Readahead;
 use crate::sys::filemap::{FileMap, MapError};
 
 /// Bytes per sector.
@@ -280,9 +281,11 @@ impl Export {
         self.own_readahead
     }
 
-    /// The file offset where the window ends.
-    pub fn window_end(&self) -> u64 {
-        self.start_bytes + self.sectors * SECTOR_SIZE
+    /// A readahead for this export's buffered reads, if it reads ahead itself
+    /// ([`Self::own_readahead`]), bounded by the end of its window.
+    pub fn readahead(&self) -> Option<Readahead> {
+        self.own_readahead
+            .then(|| Readahead::new(self.start_bytes + self.sectors * SECTOR_SIZE))
     }
 
     /// The mapping, if `Writeback` writes are copies through it (`mapped_writes`: writable

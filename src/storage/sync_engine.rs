@@ -68,10 +68,7 @@ impl SyncEngine {
         let bounce = ChunkPool::new(Arc::new(Arena::new(bounce_size, 1)?))?;
         let ready = VecDeque::with_capacity(capacity);
         let stats = EngineStats::default();
-        let readahead = exports
-            .iter()
-            .map(|e| e.own_readahead().then(|| Readahead::new(e.window_end())))
-            .collect();
+        let readahead = exports.iter().map(Export::readahead).collect();
         Ok(SyncEngine {
             exports,
             arena: arenas,

@@ -231,10 +231,7 @@ impl UringEngine {
         }
         let count = u32::try_from(capacity).expect("checked above");
         let nowait_reads = exports.iter().map(|_| true).collect();
-        let readahead = exports
-            .iter()
-            .map(|e| e.own_readahead().then(|| Readahead::new(e.window_end())))
-            .collect();
+        let readahead = exports.iter().map(Export::readahead).collect();
         let groups = exports
             .iter()
             .map(|_| GroupCommit::with_capacity(capacity))

@@ -99,18 +99,15 @@ impl Ring {
         datasync: bool,
         user_data: u64,
     ) -> Result<(), Full<()>> {
-        let Some(op) = self.reserve(0) else {
-            return Err(Full(()));
-        };
-        self.park(op, user_data, std::iter::empty());
         let flags = if datasync {
             types::FsyncFlags::DATASYNC
         } else {
             types::FsyncFlags::empty()
         };
-        let entry = opcode::Fsync::new(types::Fixed(file)).flags(flags).build();
-        self.push_entry(op, entry);
-        Ok(())
+        self.push_unbuffered(
+            user_data,
+            opcode::Fsync::new(types::Fixed(file)).flags(flags).build(),
+        )
     }
 
     /// Queues a `POSIX_FADV_WILLNEED` of `len` bytes at `file_offset` of registered file
@@ -123,10 +120,6 @@ impl Ring {
         len: u32,
         user_data: u64,
     ) -> Result<(), Full<()>> {
-        let Some(op) = self.reserve(0) else {
-            return Err(Full(()));
-        };
-        self.park(op, user_data, std::iter::empty());
         let entry = opcode::Fadvise::new(
             types::Fixed(file),
             libc::off_t::from(len),
@@ -134,6 +127,15 @@ impl Ring {
         )
         .offset(file_offset)
         .build();
+        self.push_unbuffered(user_data, entry)
+    }
+
+    /// Queues `entry`, an operation on no buffer of ours (a sync, an advice).
+    fn push_unbuffered(&mut self, user_data: u64, entry: squeue::Entry) -> Result<(), Full<()>> {
+        let Some(op) = self.reserve(0) else {
+            return Err(Full(()));
+        };
+        self.park(op, user_data, std::iter::empty());
         self.push_entry(op, entry);
         Ok(())
     }
