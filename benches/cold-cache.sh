@@ -9,7 +9,9 @@
 # worker on core 0) serves it on a veth pair between two network namespaces of its own;
 # `aoe-bench load` on core 1 reads it through sequentially at queue depth 16 (cold: the
 # target's reads fill the cache), writes 1 KiB at random places at queue depth 16 for 8 s,
-# and, after the file is dropped again, reads sequentially at queue depth 1 for 8 s. Plain
+# and, after the file is dropped again, reads sequentially at queue depth 1 for 8 s, and,
+# after it is dropped once more, writes 1 KiB at random places at queue depth 16 for 8 s
+# (each write into a page that is not cached: the kernel reads the page first). Plain
 # veth (not the two-machine topology of `cargo xtask bench`): what differs here is the disk
 # and page-cache path. Prints each measurement and the means.
 set -eu
@@ -53,15 +55,17 @@ os.close(fd)" "$IMG"
         write16=$(load --op write --pattern random --depth 16 --duration 8 | field iops)
         drop
         seq1=$(load --op read --pattern sequential --depth 1 --duration 8 | field mb_per_s)
+        drop
+        cold16=$(load --op write --pattern random --depth 16 --duration 8 | field iops)
         kill "$TARGET_PID"; wait "$TARGET_PID" 2>/dev/null || true; TARGET_PID=
-        echo "round $round $side: cold sequential reads QD 16 $seq16 MB/s, then random 1 KiB writes QD 16 $write16 IOPS; cold sequential reads QD 1 $seq1 MB/s"
-        echo "$side $seq16 $write16 $seq1" >> "$RESULTS"
+        echo "round $round $side: cold sequential reads QD 16 $seq16 MB/s, then random 1 KiB writes QD 16 $write16 IOPS; cold sequential reads QD 1 $seq1 MB/s; cold random 1 KiB writes QD 16 $cold16 IOPS"
+        echo "$side $seq16 $write16 $seq1 $cold16" >> "$RESULTS"
     done
 done
 python3 - "$RESULTS" <<'PY'
 import sys, statistics as st
 rows = [l.split() for l in open(sys.argv[1])]
 mean = lambda side, i: st.mean(float(r[i]) for r in rows if r[0] == side)
-for i, name in [(1, "cold sequential reads QD 16, MB/s"), (2, "random writes QD 16 after them, IOPS"), (3, "cold sequential reads QD 1, MB/s")]:
+for i, name in [(1, "cold sequential reads QD 16, MB/s"), (2, "random writes QD 16 after them, IOPS"), (3, "cold sequential reads QD 1, MB/s"), (4, "cold random writes QD 16, IOPS")]:
     print(f"{name:40s} old {mean('old', i):9.1f}  new {mean('new', i):9.1f}  new/old {mean('new', i) / mean('old', i):.2f}x")
 PY

@@ -313,7 +313,7 @@ fn print_report(report: &Report) {
         );
     }
     println!(
-        "\n{:<7} {:>12} {:>10} {:>9} {:>12} {:>10} {:>12} {:>12} {:>8} {:>8} {:>10} {:>9} {:>8}",
+        "\n{:<7} {:>12} {:>10} {:>9} {:>12} {:>10} {:>12} {:>12} {:>8} {:>8} {:>10} {:>9} {:>8} {:>8}",
         "WORKER",
         "JOBS",
         "REMOTE",
@@ -326,12 +326,13 @@ fn print_report(report: &Report) {
         "IO-ERR",
         "SYNCS",
         "READAHEAD",
+        "COLD-WR",
         "MAJFLT"
     );
     for (index, worker) in report.workers.iter().enumerate() {
         let e = &worker.engine;
         println!(
-            "{:<7} {:>12} {:>10} {:>9} {:>12} {:>10} {:>12} {:>12} {:>8} {:>8} {:>10} {:>9} {:>8}",
+            "{:<7} {:>12} {:>10} {:>9} {:>12} {:>10} {:>12} {:>12} {:>8} {:>8} {:>10} {:>9} {:>8} {:>8}",
             index,
             worker.jobs,
             worker.remote_jobs,
@@ -344,6 +345,7 @@ fn print_report(report: &Report) {
             e.errors,
             e.syncs,
             e.readaheads,
+            e.uncached_writes,
             worker.major_faults
         );
     }

@@ -896,6 +896,7 @@ fn spawn_workers(
                         sync_covered = stats.engine.sync_covered,
                         sync_failures = stats.engine.sync_failures,
                         readaheads = stats.engine.readaheads,
+                        uncached_writes = stats.engine.uncached_writes,
                         major_faults = stats.major_faults,
                         "worker stopped"
                     );

@@ -25,6 +25,7 @@ use std::path::{Path, PathBuf};
 
 use rustix::fs::{AtFlags, SeekFrom, StatxFlags};
 
+use crate::storage::cached::CachedPages;
 use crate::storage::readahead::Readahead;
 use crate::sys::filemap::{FileMap, MapError};
 
@@ -203,6 +204,8 @@ pub struct Export {
     write_map: Option<FileMap>,
     /// The kernel's readahead is off for `buffered`; the engine reads ahead itself.
     own_readahead: bool,
+    /// The window is locked in memory (`read_map` is its locked mapping).
+    resident: bool,
 }
 
 impl Export {
@@ -271,6 +274,7 @@ impl Export {
             read_map,
             write_map,
             own_readahead,
+            resident: spec.resident,
         })
     }
 
@@ -288,6 +292,16 @@ impl Export {
             .then(|| Readahead::new(self.start_bytes + self.sectors * SECTOR_SIZE))
     }
 
+    /// A table of the pages its buffered writes found in the page cache (see
+    /// [`crate::storage::cached`]), for an export whose writes may find a page missing and
+    /// read it from the disk first: every writable one but a resident one, whose window is
+    /// locked in memory.
+    pub fn cached_pages(&self) -> Option<CachedPages> {
+        let page_size = u64::try_from(rustix::param::page_size()).unwrap_or(4096);
+        (!self.read_only && !self.resident)
+            .then(|| CachedPages::new(self.start_bytes + self.sectors * SECTOR_SIZE, page_size))
+    }
+
     /// The mapping, if `Writeback` writes are copies through it (`mapped_writes`: writable
     /// only then). Such a copy costs well under 1 µs where a 1 KiB `pwritev2` into a large
     /// page-cache folio costs 5-13 µs on ext4, but the first write to a clean folio dirties
@@ -303,6 +317,8 @@ impl Export {
     /// that path.
     pub fn without_map(mut self) -> Export {
         (self.read_map, self.write_map) = (None, None);
+        // Unmapped, a resident window is no longer locked.
+        self.resident = false;
         self
     }
 

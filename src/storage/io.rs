@@ -184,6 +184,10 @@ pub struct EngineStats {
     /// kernel readahead is off (see `storage::readahead`).
     #[serde(default)]
     pub readaheads: u64,
+    /// Buffered writes sent through the ring rather than written on the worker's thread
+    /// because a page they needed was not in the page cache (see `storage::cached`).
+    #[serde(default)]
+    pub uncached_writes: u64,
 }
 
 /// Errors building or driving an engine.

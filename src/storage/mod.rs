@@ -12,6 +12,7 @@
 //! - [`sync_engine`]: pread/pwrite, the test oracle and fallback.
 //! - [`merge`]: pure merge planning.
 //! - [`readahead`]: pure readahead planning for exports whose kernel readahead is off.
+//! - [`cached`]: pure bookkeeping of the pages a buffered write found in the page cache.
 //! - [`group`]: pure group-commit bookkeeping (one data sync acknowledges many writes).
 //!
 //! Invariants: no I/O outside an export's window (checked at submit, asserted at issue); a
@@ -19,6 +20,7 @@
 //! does not allocate; this module stays under `deny(unsafe_code)` (memory and ring live in
 //! `sys::mem` and `sys::uring`).
 
+pub mod cached;
 pub mod engine;
 pub mod export;
 pub mod group;

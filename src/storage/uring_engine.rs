@@ -26,6 +26,11 @@
 //!   it, one per request, no syscall. Buffered reads of an export without a read mapping also
 //!   feed its readahead ([`crate::storage::readahead`]: an `IORING_OP_FADVISE(WILLNEED)` per
 //!   window ahead of a sequential stream; the kernel's own readahead is off for its file).
+//! - An inline write first makes sure it cannot wait for the disk: a page it covers in part
+//!   (through a mapping: any page it touches) that is not in the page cache would be read in
+//!   on this thread. Pages not seen cached before are asked about (a one-byte
+//!   `preadv2(RWF_NOWAIT)`, see [`crate::storage::cached`]); a run with a missing page goes
+//!   through the ring (`uncached_writes`), where ext4 punts it to an io-wq thread.
 //! - **Group commit.** Writes never carry `RWF_DSYNC`. A write of a `Durability::Sync`
 //!   export whose I/O completed waits in its export's [`GroupCommit`]; one
 //!   `IORING_OP_FSYNC` with `DATASYNC` (on the buffered descriptor, also for `direct-io`
@@ -43,7 +48,8 @@
 //!   the ring can never run out of submission entries for them.
 //!
 //! Hazards:
-//! - Inline writes can block in dirty-page throttling, as any buffered writer does.
+//! - Inline writes can block in dirty-page throttling, as any buffered writer does, and on
+//!   the disk when a page seen cached was evicted since (the table is a hint).
 //! - With `merge_delay > 0`, `commit` may hold a run back hoping for a neighbour; the caller
 //!   must keep calling `commit` (once per loop iteration) or `wait`, which flushes everything.
 //! - The ring is single-issuer: after the first `commit`, use the engine from that thread only.
@@ -58,6 +64,7 @@ use std::os::fd::{AsRawFd, BorrowedFd, RawFd};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use crate::storage::cached::CachedPages;
 use crate::storage::export::{Durability, Export, Lane, Route};
 use crate::storage::group::GroupCommit;
 use crate::storage::io::{
@@ -160,6 +167,9 @@ pub struct UringEngine {
     nowait_reads: Box<[bool]>,
     /// Per export whose kernel readahead is off: its sequential streams.
     readahead: Box<[Option<Readahead>]>,
+    /// Per export whose buffered writes may find a page missing: the pages they found cached
+    /// (`None` where asking is not possible: the file system has no `RWF_NOWAIT` reads).
+    cached: Box<[Option<CachedPages>]>,
     /// Scratch of [`Self::inline`]: the run's buffers, and per-request results of writes.
     inline_segs: Vec<Seg>,
     inline_results: Vec<Result<(), IoError>>,
@@ -232,6 +242,7 @@ impl UringEngine {
         let count = u32::try_from(capacity).expect("checked above");
         let nowait_reads = exports.iter().map(|_| true).collect();
         let readahead = exports.iter().map(Export::readahead).collect();
+        let cached = exports.iter().map(Export::cached_pages).collect();
         let groups = exports
             .iter()
             .map(|_| GroupCommit::with_capacity(capacity))
@@ -250,6 +261,7 @@ impl UringEngine {
             syncing: 0,
             nowait_reads,
             readahead,
+            cached,
             inline_segs: Vec::with_capacity(cfg.merge_max_segments),
             inline_results: Vec::with_capacity(cfg.merge_max_segments),
             nowait_batch: 0,
@@ -680,6 +692,10 @@ impl UringEngine {
         assert!(pushed, "has_room promised space");
         self.stats.ios += 1;
         self.stats.merged += run.len() as u64 - 1;
+        if first.op == IoOp::Write && first.lane == Lane::Buffered {
+            // Buffered writes go inline unless a page they need is not cached.
+            self.stats.uncached_writes += run.len() as u64;
+        }
         true
     }
 
@@ -706,6 +722,8 @@ impl UringEngine {
     /// - Writeback writes are copies into the page cache: io_uring would punt each to an io-wq
     ///   thread (ext4 has no non-blocking buffered-write path), which then competes with the
     ///   busy-polling worker for a core (random 1 KiB writes ran at 0.4x vblade that way).
+    ///   Unless a page they need is not cached ([`Self::pages_cached`]): then the kernel
+    ///   would read it from the disk on this thread, and the ring takes them.
     ///   Hazard: dirty-page throttling can block here, as it blocks any writer.
     /// - Reads try `preadv2(RWF_NOWAIT)`, a copy out of the page cache that never waits for
     ///   the disk: one syscall per run instead of an SQE, a share of an `io_uring_enter`, a
@@ -738,6 +756,10 @@ impl UringEngine {
         let (offset, total) = self.link(run);
         let export = &self.exports[usize::from(first.export)];
         assert_in_window(export, first.sector, total, offset);
+        if first.op == IoOp::Write && !self.pages_cached(first.export, offset, total, use_map) {
+            return false;
+        }
+        let export = &self.exports[usize::from(first.export)];
         let mapped = mapping(export, first.op).filter(|_| use_map);
         // The chunks leave their slots for the syscalls (one slice per request) and return.
         self.inline_segs.clear();
@@ -803,6 +825,49 @@ impl UringEngine {
                 self.grouped += 1;
             } else {
                 self.ready.push_back(completion);
+            }
+        }
+        true
+    }
+
+    /// Whether a buffered write of `len` bytes at `offset` to `export` (a copy through its
+    /// mapping if `mapped`) finds every page it needs in the page cache, so that it cannot
+    /// wait for the disk on this thread (see [`crate::storage::cached`]). Pages not seen
+    /// before are asked about with a one-byte `preadv2(RWF_NOWAIT)`, which also starts
+    /// reading a missing page in. A file system without `RWF_NOWAIT` reads (`EOPNOTSUPP`)
+    /// cannot be asked: its writes stay inline, as before.
+    fn pages_cached(&mut self, export: u16, offset: u64, len: u64, mapped: bool) -> bool {
+        let index = usize::from(export);
+        let Some(pages) = self.cached[index].as_mut() else {
+            return true;
+        };
+        let fd = self.exports[index].fd(Lane::Buffered);
+        for page in pages.needed(offset, len, mapped) {
+            if pages.contains(page) {
+                continue;
+            }
+            let mut byte = [0u8; 1];
+            let at = page * pages.page_size();
+            let answer = loop {
+                match rustix::io::preadv2(
+                    fd,
+                    &mut [IoSliceMut::new(&mut byte)],
+                    at,
+                    ReadWriteFlags::NOWAIT,
+                ) {
+                    Err(Errno::INTR) => {}
+                    other => break other,
+                }
+            };
+            match answer {
+                // Cached, or past the end of the file (nothing to read there).
+                Ok(_) => pages.insert(page),
+                Err(Errno::OPNOTSUPP) => {
+                    self.cached[index] = None;
+                    return true;
+                }
+                // Not cached (`EAGAIN`), or failing: the ring's write finds out which.
+                Err(_) => return false,
             }
         }
         true

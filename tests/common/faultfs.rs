@@ -1,6 +1,7 @@
 //! A disk with bad sectors, or a slow one: a FUSE file system (the `fuser` crate, no libfuse)
 //! holding one file, `disk`, in memory, whose reads and writes fail with `EIO` wherever they
-//! touch a bad byte range, and whose data syncs (`fsync`, `fdatasync`) take as long as asked.
+//! touch a bad byte range, and whose reads and data syncs (`fsync`, `fdatasync`) take as long
+//! as asked.
 //! Needs root (`/dev/fuse`, `mount(2)`).
 //!
 //! A request that overlaps the bad range fails whole: FUSE fills a short read up with zeros,
@@ -31,6 +32,8 @@ const TTL: Duration = Duration::from_secs(60);
 struct Disk {
     bytes: Arc<Mutex<Vec<u8>>>,
     bad: Range<u64>,
+    /// How long each read takes.
+    read_delay: Duration,
     /// How long each sync takes.
     sync_delay: Duration,
     /// Syncs answered so far.
@@ -103,6 +106,7 @@ impl Filesystem for Disk {
         if self.touches_bad(offset, u64::from(size)) {
             return reply.error(Errno::EIO);
         }
+        std::thread::sleep(self.read_delay);
         let bytes = self.bytes.lock().expect("disk lock");
         let start = usize::try_from(offset)
             .unwrap_or(usize::MAX)
@@ -176,22 +180,36 @@ pub struct FaultFs {
 impl FaultFs {
     /// Mounts a file system whose `disk` has `size` zero bytes and fails in `bad`.
     pub fn mount(size: usize, bad: Range<u64>) -> FaultFs {
-        FaultFs::mount_with(size, bad, Duration::ZERO)
+        FaultFs::mount_with(size, bad, Duration::ZERO, Duration::ZERO)
+    }
+
+    /// Mounts a file system whose `disk` holds `bytes` and takes `read_delay` per read (the
+    /// file system's thread sleeps meanwhile: other requests wait too), like a spinning disk.
+    pub fn mount_slow_reads(bytes: Vec<u8>, read_delay: Duration) -> FaultFs {
+        let fs = FaultFs::mount_with(bytes.len(), 0..0, read_delay, Duration::ZERO);
+        *fs.bytes.lock().expect("disk lock") = bytes;
+        fs
     }
 
     /// Mounts a file system whose `disk` has `size` zero bytes and takes `sync_delay` per
     /// data sync (the file system's thread sleeps meanwhile: other requests wait too).
     pub fn mount_slow_syncs(size: usize, sync_delay: Duration) -> FaultFs {
-        FaultFs::mount_with(size, 0..0, sync_delay)
+        FaultFs::mount_with(size, 0..0, Duration::ZERO, sync_delay)
     }
 
-    fn mount_with(size: usize, bad: Range<u64>, sync_delay: Duration) -> FaultFs {
+    fn mount_with(
+        size: usize,
+        bad: Range<u64>,
+        read_delay: Duration,
+        sync_delay: Duration,
+    ) -> FaultFs {
         let dir = tempfile::tempdir_in("/var/tmp").expect("temporary directory");
         let bytes = Arc::new(Mutex::new(vec![0u8; size]));
         let syncs = Arc::new(AtomicU64::new(0));
         let disk = Disk {
             bytes: Arc::clone(&bytes),
             bad,
+            read_delay,
             sync_delay,
             syncs: Arc::clone(&syncs),
         };

@@ -1,10 +1,11 @@
 //! Small file systems for fault tests: a tmpfs of a given size mounted on a temporary
-//! directory (a full file system gives `ENOSPC`). Needs root (`mount`).
+//! directory (a full file system gives `ENOSPC`), and loop devices. Needs root (`mount`,
+//! `losetup`).
 //!
 //! Hazard: the unmount on drop is lazy (`umount -l`): a loop device over a file in it, or a
 //! process that still has a file open, lets go a moment later.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 
 /// A temporary directory under /var/tmp to mount a file system on; unmounted (lazily) and
@@ -59,5 +60,29 @@ impl SmallTmpfs {
     /// Where it is mounted.
     pub fn path(&self) -> &Path {
         self.mount.path()
+    }
+}
+
+/// Attaches a loop device of `block_size`-byte blocks over `backing`; returns its path.
+pub fn losetup(backing: &Path, block_size: u32) -> PathBuf {
+    let out = Command::new("losetup")
+        .args(["-b", &block_size.to_string(), "-f", "--show"])
+        .arg(backing)
+        .output();
+    let out = out.expect("losetup must be installed (util-linux)");
+    assert!(
+        out.status.success(),
+        "losetup failed (needs root): {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    PathBuf::from(String::from_utf8(out.stdout).unwrap().trim())
+}
+
+/// Detaches a loop device on drop.
+pub struct Detach(pub PathBuf);
+
+impl Drop for Detach {
+    fn drop(&mut self) {
+        let _ = Command::new("losetup").arg("-d").arg(&self.0).status();
     }
 }

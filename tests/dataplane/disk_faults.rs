@@ -1,10 +1,13 @@
-//! A backing file that fails under the target: a full file system, a bad range.
+//! A backing file that fails under the target: a full file system, a bad range, a slow disk.
+
+use std::time::{Duration, Instant};
 
 use aoe_xdp::initiator::client::ClientError;
 use aoe_xdp::wire::ata::error as ata_error;
 
 use crate::common::faultfs::FaultFs;
-use crate::common::mounts::SmallTmpfs;
+use crate::common::mounts::{losetup, Detach, SmallTmpfs};
+use crate::counters::wait_stats;
 use crate::fixture::{Setup, SECTORS};
 use crate::patterns::pattern;
 
@@ -123,4 +126,88 @@ fn test_bad_range_fails_only_its_requests() {
             "the disk at {lba}"
         );
     }
+}
+
+/// A slow disk (a FUSE file whose reads take 400 ms, behind a loop device) under the default
+/// configuration: a 1 KiB write into a page the page cache does not hold makes the kernel
+/// read the page first, and that read waits in io_uring, not on the worker. A read of a
+/// cached sector sent while the write waits is answered at once (it waited for the write's
+/// 400 ms before), the write once its page was read and synced, with its data and the page's
+/// other sectors intact; `--stats` counts it (`uncached_writes`).
+#[test]
+fn test_a_write_that_must_read_the_disk_does_not_hold_up_the_worker() {
+    let delay = Duration::from_millis(400);
+    // 8 MiB, so that the FUSE file's own readahead around sector 0 stays far from the page
+    // written (4 MiB in).
+    let sectors = 16_384;
+    let Some((net, dir)) = Setup::new("dp-coldwr").sectors(sectors).build() else {
+        return;
+    };
+    let fs = FaultFs::mount_slow_reads(pattern(0, sectors, 4), delay);
+    let dev = losetup(&fs.disk(), 512);
+    let detach = Detach(dev.clone());
+    dir.back_first_device_with(&dev);
+    let target = dir.start(&net.target_ns);
+    let patient =
+        |client: aoe_xdp::initiator::client::Client| client.with_retry(Duration::from_secs(5), 1);
+    let (reader, device) = net.discover(0);
+    let mut reader = patient(reader);
+    // Sector 0's page cached: one slow read.
+    assert!(reader.read(&device, 0, 2, false).expect("read") == pattern(0, 2, 4));
+    // Each client counts its tags from 1 and sees every frame on the interface: the reader
+    // moves on to tags the writer will not use, before the writer's socket exists.
+    for _ in 0..16 {
+        reader.identify(&device).expect("identify");
+    }
+    let (writer, _) = net.discover(0);
+    let mut writer = patient(writer);
+    let lba = 8194; // 1 KiB into the page at 4 MiB
+    let written = pattern(lba, 2, 5);
+    let write = std::thread::spawn({
+        let (device, written) = (device.clone(), written.clone());
+        move || {
+            let sent = Instant::now();
+            writer
+                .write(&device, lba, &written, false)
+                .map(|()| sent.elapsed())
+        }
+    });
+    std::thread::sleep(Duration::from_millis(100));
+    let sent = Instant::now();
+    let data = reader
+        .read(&device, 2, 2, false)
+        .expect("read of a cached page");
+    let read_took = sent.elapsed();
+    assert!(data == pattern(2, 2, 4));
+    let write_took = write
+        .join()
+        .expect("writer thread")
+        .expect("the write into the page that was not cached");
+    assert!(
+        write_took >= delay * 3 / 4,
+        "the write did not wait for the disk's read ({write_took:?})"
+    );
+    assert!(
+        read_took < delay / 4,
+        "the read of a cached page waited {read_took:?} behind the write"
+    );
+    let report = wait_stats(&dir.control_socket(), |r| {
+        r["devices"][0]["write_cmds"].as_u64() == Some(1)
+    });
+    assert_eq!(
+        report["workers"][0]["engine"]["uncached_writes"], 1,
+        "{report:#}"
+    );
+    let page: Vec<u8> = (8192..8200)
+        .step_by(2)
+        .flat_map(|lba| reader.read(&device, lba, 2, false).expect("read back"))
+        .collect();
+    let mut expected = pattern(8192, 8, 4);
+    expected[1024..2048].copy_from_slice(&written);
+    assert!(page == expected, "the page around the write");
+    let log = target.stop();
+    assert!(log.contains("stopped cleanly"), "{log}");
+    drop(detach);
+    let bytes = fs.bytes();
+    assert!(bytes[8192 * 512..8200 * 512] == expected[..], "the disk");
 }
