@@ -8,7 +8,7 @@
 //! spinning disk). The io_uring engine therefore asks the kernel (`preadv2(RWF_NOWAIT)` of
 //! one byte) whether such a page is cached before it writes inline, and sends the write
 //! through the ring when it is not. Asking costs a system call, so the answers are kept:
-//! [`CachedPages`] is a direct-mapped table of the pages seen cached, one `u32` tag per slot,
+//! [`SeenPages`] is a direct-mapped table of the pages seen cached, one `u32` tag per slot,
 //! at most [`SLOTS_MAX`] slots (256 KiB, every page of a 256 MiB export).
 //!
 //! Hazard: the table is a hint. A page the kernel evicts after it was seen stays "seen", and
@@ -19,7 +19,7 @@ pub const SLOTS_MAX: usize = 1 << 16;
 
 /// Pages seen in the page cache, by page number (file offset ÷ page size).
 #[derive(Debug)]
-pub struct CachedPages {
+pub struct SeenPages {
     /// Per slot: 0 for nothing, else the page's number above the slot bits, plus one.
     tags: Box<[u32]>,
     /// log2 of the slot count.
@@ -28,14 +28,14 @@ pub struct CachedPages {
     page_shift: u32,
 }
 
-impl CachedPages {
+impl SeenPages {
     /// A table for a file of `len` bytes in pages of `page_size` bytes (a power of two).
-    pub fn new(len: u64, page_size: u64) -> CachedPages {
+    pub fn new(len: u64, page_size: u64) -> SeenPages {
         assert!(page_size.is_power_of_two(), "page size {page_size}");
         let page_shift = page_size.trailing_zeros();
         let pages = usize::try_from(len.div_ceil(page_size)).unwrap_or(usize::MAX);
         let slots = pages.clamp(1, SLOTS_MAX).next_power_of_two();
-        CachedPages {
+        SeenPages {
             tags: vec![0; slots].into_boxed_slice(),
             bits: slots.trailing_zeros(),
             page_shift,
@@ -103,7 +103,7 @@ impl CachedPages {
     }
 }
 
-/// Page numbers from [`CachedPages::needed`].
+/// Page numbers from [`SeenPages::needed`].
 #[derive(Clone, Copy, Debug)]
 pub struct Needed {
     next: u64,
@@ -155,7 +155,7 @@ mod tests {
     const PAGE: u64 = 4096;
 
     fn needed(offset: u64, len: u64, whole: bool) -> Vec<u64> {
-        CachedPages::new(1 << 30, PAGE)
+        SeenPages::new(1 << 30, PAGE)
             .needed(offset, len, whole)
             .collect()
     }
@@ -190,7 +190,7 @@ mod tests {
     #[test]
     fn test_pages_are_remembered_until_another_takes_their_slot() {
         // A 64 KiB file: 16 slots, one per page.
-        let mut pages = CachedPages::new(64 << 10, PAGE);
+        let mut pages = SeenPages::new(64 << 10, PAGE);
         assert!(!pages.contains(3));
         pages.insert(3);
         assert!(pages.contains(3));
@@ -206,12 +206,12 @@ mod tests {
 
     #[test]
     fn test_the_table_grows_with_the_file_up_to_its_cap() {
-        assert_eq!(CachedPages::new(0, PAGE).tags.len(), 1);
-        assert_eq!(CachedPages::new(5 * PAGE, PAGE).tags.len(), 8);
-        assert_eq!(CachedPages::new(256 << 20, PAGE).tags.len(), SLOTS_MAX);
-        assert_eq!(CachedPages::new(1 << 40, PAGE).tags.len(), SLOTS_MAX);
+        assert_eq!(SeenPages::new(0, PAGE).tags.len(), 1);
+        assert_eq!(SeenPages::new(5 * PAGE, PAGE).tags.len(), 8);
+        assert_eq!(SeenPages::new(256 << 20, PAGE).tags.len(), SLOTS_MAX);
+        assert_eq!(SeenPages::new(1 << 40, PAGE).tags.len(), SLOTS_MAX);
         // Every page of a 256 MiB file has a slot of its own.
-        let mut pages = CachedPages::new(256 << 20, PAGE);
+        let mut pages = SeenPages::new(256 << 20, PAGE);
         (0..SLOTS_MAX as u64).for_each(|page| pages.insert(page));
         assert!((0..SLOTS_MAX as u64).all(|page| pages.contains(page)));
         // Pages far out still get tags; the farthest ones are never recorded.

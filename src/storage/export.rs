@@ -25,7 +25,7 @@ use std::path::{Path, PathBuf};
 
 use rustix::fs::{AtFlags, SeekFrom, StatxFlags};
 
-use crate::storage::cached::CachedPages;
+use crate::storage::cached::SeenPages;
 use crate::storage::readahead::Readahead;
 use crate::sys::filemap::{FileMap, MapError};
 
@@ -296,10 +296,10 @@ impl Export {
     /// [`crate::storage::cached`]), for an export whose writes may find a page missing and
     /// read it from the disk first: every writable one but a resident one, whose window is
     /// locked in memory.
-    pub fn cached_pages(&self) -> Option<CachedPages> {
-        let page_size = u64::try_from(rustix::param::page_size()).unwrap_or(4096);
+    pub fn seen_pages(&self) -> Option<SeenPages> {
+        let page_size = crate::sys::mem::page_size() as u64;
         (!self.read_only && !self.resident)
-            .then(|| CachedPages::new(self.start_bytes + self.sectors * SECTOR_SIZE, page_size))
+            .then(|| SeenPages::new(self.start_bytes + self.sectors * SECTOR_SIZE, page_size))
     }
 
     /// The mapping, if `Writeback` writes are copies through it (`mapped_writes`: writable

@@ -64,7 +64,7 @@ use std::os::fd::{AsRawFd, BorrowedFd, RawFd};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::storage::cached::CachedPages;
+use crate::storage::cached::SeenPages;
 use crate::storage::export::{Durability, Export, Lane, Route};
 use crate::storage::group::GroupCommit;
 use crate::storage::io::{
@@ -169,7 +169,7 @@ pub struct UringEngine {
     readahead: Box<[Option<Readahead>]>,
     /// Per export whose buffered writes may find a page missing: the pages they found cached
     /// (`None` where asking is not possible: the file system has no `RWF_NOWAIT` reads).
-    cached: Box<[Option<CachedPages>]>,
+    seen: Box<[Option<SeenPages>]>,
     /// Scratch of [`Self::inline`]: the run's buffers, and per-request results of writes.
     inline_segs: Vec<Seg>,
     inline_results: Vec<Result<(), IoError>>,
@@ -242,7 +242,7 @@ impl UringEngine {
         let count = u32::try_from(capacity).expect("checked above");
         let nowait_reads = exports.iter().map(|_| true).collect();
         let readahead = exports.iter().map(Export::readahead).collect();
-        let cached = exports.iter().map(Export::cached_pages).collect();
+        let seen = exports.iter().map(Export::seen_pages).collect();
         let groups = exports
             .iter()
             .map(|_| GroupCommit::with_capacity(capacity))
@@ -261,7 +261,7 @@ impl UringEngine {
             syncing: 0,
             nowait_reads,
             readahead,
-            cached,
+            seen,
             inline_segs: Vec::with_capacity(cfg.merge_max_segments),
             inline_results: Vec::with_capacity(cfg.merge_max_segments),
             nowait_batch: 0,
@@ -838,7 +838,7 @@ impl UringEngine {
     /// cannot be asked: its writes stay inline, as before.
     fn pages_cached(&mut self, export: u16, offset: u64, len: u64, mapped: bool) -> bool {
         let index = usize::from(export);
-        let Some(pages) = self.cached[index].as_mut() else {
+        let Some(pages) = self.seen[index].as_mut() else {
             return true;
         };
         let fd = self.exports[index].fd(Lane::Buffered);
@@ -863,7 +863,7 @@ impl UringEngine {
                 // Cached, or past the end of the file (nothing to read there).
                 Ok(_) => pages.insert(page),
                 Err(Errno::OPNOTSUPP) => {
-                    self.cached[index] = None;
+                    self.seen[index] = None;
                     return true;
                 }
                 // Not cached (`EAGAIN`), or failing: the ring's write finds out which.

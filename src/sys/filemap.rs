@@ -501,11 +501,7 @@ fn release(index: usize) {
 /// Installs [`on_sigbus`] for `SIGBUS`, keeping the previous disposition for other faults.
 fn install_handler() {
     INSTALL.call_once(|| {
-        // SAFETY: sysconf has no preconditions.
-        let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
-        if let Ok(page) = usize::try_from(page) {
-            PAGE.store(page, Ordering::Relaxed);
-        }
+        PAGE.store(crate::sys::mem::page_size(), Ordering::Relaxed);
         // SAFETY: a zeroed sigaction is a valid starting point; the handler is an
         // `extern "C"` function with the SA_SIGINFO signature; `PREVIOUS` is written here,
         // once, before our handler is installed (so before it can read it).

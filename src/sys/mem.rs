@@ -509,6 +509,12 @@ pub(crate) fn parse_maps_line(line: &str) -> Option<MapsLine> {
     })
 }
 
+/// The size of a memory page (4096 where `sysconf` cannot say).
+pub fn page_size() -> usize {
+    // SAFETY: sysconf only reads a system constant.
+    usize::try_from(unsafe { libc::sysconf(libc::_SC_PAGESIZE) }).unwrap_or(4096)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -29,9 +29,7 @@ pub struct CachedPages {
 /// What the page cache holds of the `len` bytes at `offset` of `file` (`offset` page-aligned).
 /// Pages not in the cache are left alone (never read in).
 pub fn cached_pages(file: &File, offset: u64, len: usize) -> io::Result<CachedPages> {
-    // SAFETY: sysconf only reads a system constant.
-    let page = usize::try_from(unsafe { libc::sysconf(libc::_SC_PAGESIZE) })
-        .map_err(|_| io::Error::last_os_error())?;
+    let page = crate::sys::mem::page_size();
     if offset % page as u64 != 0 || len == 0 {
         return Err(io::Error::from(io::ErrorKind::InvalidInput));
     }
