@@ -204,8 +204,6 @@ pub struct Export {
     write_map: Option<FileMap>,
     /// The kernel's readahead is off for `buffered`; the engine reads ahead itself.
     own_readahead: bool,
-    /// The window is locked in memory (`read_map` is its locked mapping).
-    resident: bool,
 }
 
 impl Export {
@@ -274,7 +272,6 @@ impl Export {
             read_map,
             write_map,
             own_readahead,
-            resident: spec.resident,
         })
     }
 
@@ -289,7 +286,7 @@ impl Export {
     /// ([`Self::own_readahead`]), bounded by the end of its window.
     pub fn readahead(&self) -> Option<Readahead> {
         self.own_readahead
-            .then(|| Readahead::new(self.start_bytes + self.sectors * SECTOR_SIZE))
+            .then(|| Readahead::new(self.window_end()))
     }
 
     /// A table of the pages its buffered writes found in the page cache (see
@@ -297,9 +294,14 @@ impl Export {
     /// read it from the disk first: every writable one but a resident one, whose window is
     /// locked in memory.
     pub fn seen_pages(&self) -> Option<SeenPages> {
+        let resident = self.read_map.as_ref().is_some_and(FileMap::locked);
         let page_size = crate::sys::mem::page_size() as u64;
-        (!self.read_only && !self.resident)
-            .then(|| SeenPages::new(self.start_bytes + self.sectors * SECTOR_SIZE, page_size))
+        (!self.read_only && !resident).then(|| SeenPages::new(self.window_end(), page_size))
+    }
+
+    /// The file offset where the window ends.
+    fn window_end(&self) -> u64 {
+        self.start_bytes + self.sectors * SECTOR_SIZE
     }
 
     /// The mapping, if `Writeback` writes are copies through it (`mapped_writes`: writable
@@ -317,8 +319,6 @@ impl Export {
     /// that path.
     pub fn without_map(mut self) -> Export {
         (self.read_map, self.write_map) = (None, None);
-        // Unmapped, a resident window is no longer locked.
-        self.resident = false;
         self
     }
 
