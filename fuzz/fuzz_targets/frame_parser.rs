@@ -4,8 +4,8 @@
 
 use std::sync::Arc;
 
-use aoe_xdp::initiator::frames::Reply;
 use aoe_xdp::aoe::{DeviceParams, Outcome, PortInfo, Request, SharedState, Target};
+use aoe_xdp::initiator::frames::Reply;
 use aoe_xdp::wire::MacAddr;
 use libfuzzer_sys::fuzz_target;
 
@@ -21,10 +21,19 @@ fn target() -> Target {
 
 fuzz_target!(|data: &[u8]| {
     if let Some(reply) = Reply::parse(data) {
-        let _ = (reply.ata(), reply.query_config(), reply.mac_mask(), reply.reserve());
+        let _ = (
+            reply.ata(),
+            reply.query_config(),
+            reply.mac_mask(),
+            reply.reserve(),
+        );
     }
     let mut target = target();
-    let port = PortInfo { index: 0, mac: MacAddr([2, 0, 0, 0, 0, 1]), mtu: 9000 };
+    let port = PortInfo {
+        index: 0,
+        mac: MacAddr([2, 0, 0, 0, 0, 1]),
+        mtu: 9000,
+    };
     let mut buf = vec![0u8; 9100];
     if data.len() > buf.len() {
         return;

@@ -5,11 +5,13 @@
 //! mode (bit 0 set) reads up to [`REQUESTS_MAX`] requests from the input: each picks an
 //! initiator, a port, an address, a command and its fields (biased towards edges: last sector,
 //! window ends, LBA28/LBA48 limits, MTU sector limits, 1024-byte strings, 255-entry lists),
-//! encodes a valid frame with the initiator encoders, then flips bytes and may truncate it.
+//! encodes a valid frame with the initiator encoders, then flips bytes and may truncate it;
+//! with bit 2 set, the cache of one buffered device's file is dropped first (see [`UNCACHED`]).
 //!
-//! The world is built once per process (static): three devices on small files under /var/tmp
-//! (a plain O_DIRECT export, a windowed export with sentinel sectors around its window, a
-//! read-only export) and a state directory on /dev/shm (tmpfs: saving state on every control
+//! The world is built once per process (static): five devices on small files under /var/tmp
+//! (a plain O_DIRECT export, a resident windowed export with sentinel sectors around its
+//! window, a read-only export, a buffered export read through a mapping whose cache an input
+//! may drop, a windowed export written through a mapping) and a state directory on /dev/shm (tmpfs: saving state on every control
 //! command would otherwise be bounded by fsync). Each input starts from empty AoE state so a
 //! crash reproduces from its input alone; file contents carry over, which the checks allow.
 //!
@@ -30,19 +32,19 @@ use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use aoe_xdp::aoe::{DeviceParams, DeviceState, PortInfo, SharedState, Target};
 use aoe_xdp::initiator::frames::{self, AtaCmd, Reply, Route};
 use aoe_xdp::service::LocalTarget;
 use aoe_xdp::state_dir::StateDir;
 use aoe_xdp::storage::engine::Engine;
 use aoe_xdp::storage::export::{Durability, Export, ExportSpec};
 use aoe_xdp::storage::uring_engine::{UringConfig, UringEngine};
-use aoe_xdp::aoe::{DeviceParams, DeviceState, PortInfo, SharedState, Target};
+use aoe_xdp::sys::mem::Arena;
 use aoe_xdp::wire::{
     AoeCommand, AoePacket, AtaCommand, AtaPacket, ConfigCommand, DirectiveCommand, DirectiveRepr,
     EthernetFrame, MacAddr, MacMaskCommand, ReserveCommand, AOE_VERSION, SHELF_BROADCAST,
     SLOT_BROADCAST,
 };
-use aoe_xdp::sys::mem::Arena;
 use libfuzzer_sys::fuzz_target;
 
 /// Requests per structured input.
@@ -84,7 +86,7 @@ struct DeviceSpec {
     resident: bool,
 }
 
-const DEVICES: [DeviceSpec; 3] = [
+const DEVICES: [DeviceSpec; 5] = [
     // Whole file, O_DIRECT (misaligned VLAN-tagged payloads take the bounce path).
     DeviceSpec {
         shelf: 1,
@@ -121,7 +123,37 @@ const DEVICES: [DeviceSpec; 3] = [
         durability: Durability::Writeback,
         resident: false,
     },
+    // Buffered, not resident: reads copy out of an unlocked mapping, writes are `pwritev2`
+    // after asking whether the pages they cover in part are cached (`SeenPages`); inputs
+    // with bit 2 of their first byte drop the file's cache first, so such writes go through
+    // the ring.
+    DeviceSpec {
+        shelf: 2,
+        slot: 1,
+        file_sectors: 64,
+        offset: 0,
+        length: None,
+        read_only: false,
+        direct_io: false,
+        durability: Durability::Writeback,
+        resident: false,
+    },
+    // Sectors 8..56 of a 64-sector file through a mapping for writes, group-committed.
+    DeviceSpec {
+        shelf: 3,
+        slot: 0,
+        file_sectors: 64,
+        offset: 8,
+        length: Some(48),
+        read_only: false,
+        direct_io: false,
+        durability: Durability::Sync,
+        resident: false,
+    },
 ];
+
+/// The device whose cache an input may drop (see [`DEVICES`]).
+const UNCACHED: usize = 3;
 
 impl DeviceSpec {
     fn window_sectors(&self) -> u64 {
@@ -180,7 +212,7 @@ fn build_world() -> World {
         let path = data_dir.join(format!("disk{index}.img"));
         let len = usize::try_from(spec.file_sectors * SECTOR).expect("small file");
         let bytes: Vec<u8> = (0..len)
-            .map(|i| (i as u8) ^ (i / 512) as u8 ^ (index as u8 * 0x55))
+            .map(|i| (i as u8) ^ (i / 512) as u8 ^ (index as u8).wrapping_mul(0x55))
             .collect();
         std::fs::write(&path, &bytes).expect("write backing file");
         files.push(File::open(&path).expect("open backing file"));
@@ -207,7 +239,11 @@ fn build_world() -> World {
     let engine_exports = Arc::clone(&exports);
     let engine = move |arenas: &[Arc<Arena>]| {
         let cfg = UringConfig::default();
-        Ok(Engine::Uring(UringEngine::with_arenas(engine_exports, arenas, cfg)?))
+        Ok(Engine::Uring(UringEngine::with_arenas(
+            engine_exports,
+            arenas,
+            cfg,
+        )?))
     };
     let devices = DEVICES.iter().enumerate().map(|(index, spec)| {
         let params = DeviceParams {
@@ -219,7 +255,7 @@ fn build_world() -> World {
             buffer_count: 16,
             model: "fuzz".into(),
             serial: format!("fuzz-{index}"),
-            export: u16::try_from(index).expect("three devices"),
+            export: u16::try_from(index).expect("five devices"),
             accept: Vec::new(),
             deny: Vec::new(),
             port_mask: u64::MAX,
@@ -311,12 +347,14 @@ fn lba(input: &mut Input<'_>) -> u64 {
 /// Encodes one structured request into `buf`; returns the frame length and the port index.
 fn structured(input: &mut Input<'_>, buf: &mut [u8]) -> (usize, usize) {
     let port = usize::from(input.byte() & 1);
-    let address = match input.byte() % 8 {
+    let address = match input.byte() % 10 {
         0..=2 => (1, 0),
         3 => (1, 1),
         4 => (2, 0),
-        5 => (SHELF_BROADCAST, SLOT_BROADCAST),
-        6 => {
+        5 => (2, 1),
+        6 => (3, 0),
+        7 => (SHELF_BROADCAST, SLOT_BROADCAST),
+        8 => {
             let shelf = input.pick(&[1, SHELF_BROADCAST]);
             (shelf, input.pick(&[0, SLOT_BROADCAST]))
         }
@@ -464,7 +502,7 @@ impl World {
     fn reset(&mut self) {
         let target = self.local.target();
         for (index, spec) in DEVICES.iter().enumerate() {
-            let index = u16::try_from(index).expect("three devices");
+            let index = u16::try_from(index).expect("five devices");
             target.shared_state(index).update(|state| {
                 let changed = *state != DeviceState::default();
                 *state = DeviceState::default();
@@ -472,6 +510,13 @@ impl World {
             });
             let _ = std::fs::remove_file(self.state.file_for(spec.shelf, spec.slot));
         }
+    }
+
+    /// Drops every cached page of device `index`'s file (synced first: only clean pages go).
+    fn drop_cache(&self, index: usize) {
+        let file = &self.files[index];
+        file.sync_data().expect("sync backing file");
+        rustix::fs::fadvise(file, 0, None, rustix::fs::Advice::DontNeed).expect("fadvise");
     }
 
     fn send(&mut self, frame: &[u8], port: &PortInfo) {
@@ -577,7 +622,7 @@ impl World {
         let target = self.local.target();
         for (index, spec) in DEVICES.iter().enumerate() {
             let live = target
-                .shared_state(u16::try_from(index).expect("three devices"))
+                .shared_state(u16::try_from(index).expect("five devices"))
                 .snapshot()
                 .0;
             let saved = self
@@ -604,6 +649,9 @@ fuzz_target!(|data: &[u8]| {
             let frame = input.take(usize::from(port.mtu) + 18);
             world.send(frame, &port);
             return;
+        }
+        if mode & 4 != 0 {
+            world.drop_cache(UNCACHED);
         }
         for _ in 0..REQUESTS_MAX {
             if input.is_empty() {
