@@ -1,6 +1,8 @@
 //! `cargo xtask soak`: the real target under a long, verified load, watched for leaks.
 //!
-//! Two network namespaces joined by two veth pairs; aoe-xdp (release build, its defaults but
+//! Two network namespaces joined by two veth pairs (MTU `--mtu`, 1500 by default; each request
+//! carries as many sectors as a frame holds, so at 9000 every request and read reply is a
+//! jumbo frame in several AF_XDP buffers); aoe-xdp (release build, its defaults but
 //! for the interfaces, the state and statistics paths) exports two 64 MiB devices on both
 //! interfaces. Two initiators, `aoe-bench load --op mixed --verify --depth 64`, one per path
 //! and device, run for `--minutes` (each writes its whole range first, then mixes reads and
@@ -34,8 +36,8 @@ use crate::util::{cargo, output, run, target_dir, ScratchDir};
 
 /// Size of each device.
 const DEVICE_MIB: u64 = 64;
-/// Sectors per request (what an MTU-1500 frame carries).
-const REQUEST_SECTORS: u64 = 2;
+/// Bytes of an ATA request's headers (Ethernet, AoE, ATA) before its sectors.
+const HEADERS: u64 = 14 + 10 + 12;
 /// How often the target is sampled.
 const SAMPLE: Duration = Duration::from_secs(5);
 /// How much resident memory may grow between the first sample under load and the last.
@@ -47,6 +49,10 @@ pub struct SoakArgs {
     /// Minutes of load after the pre-write.
     #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..=600))]
     minutes: u32,
+    /// MTU of both veth pairs; each request carries as many sectors as one frame holds (2 at
+    /// 1500, 17 at 9000: jumbo frames, received in several AF_XDP buffers).
+    #[arg(long, default_value_t = 1500, value_parser = clap::value_parser!(u16).range(1500..=9000))]
+    mtu: u16,
 }
 
 /// One sample of the target process.
@@ -110,7 +116,7 @@ pub fn soak(args: &SoakArgs) -> Result<()> {
             &format!("st{path}"),
             &client_ns,
             &format!("sc{path}"),
-            1500,
+            args.mtu,
         )?;
     }
     let mut devices = String::new();
@@ -144,22 +150,17 @@ pub fn soak(args: &SoakArgs) -> Result<()> {
     )?;
     target.wait_for_log("serving; SIGINT or SIGTERM stops", Duration::from_secs(15))?;
     let seconds = u64::from(args.minutes) * 60;
-    let range = (DEVICE_MIB << 20) / 512;
+    let sectors = (u64::from(args.mtu) - HEADERS) / 512;
+    // Whole requests: the pre-write covers the range exactly.
+    let range = (DEVICE_MIB << 20) / 512 / sectors * sectors;
     let mut loads = Vec::new();
     for path in 0..2 {
         let mut cmd = client_ns.exec(bin.join("aoe-bench"));
         let (interface, target) = (format!("sc{path}"), format!("1.{path}"));
-        loadgen::load(
-            &mut cmd,
-            &[&interface],
-            &target,
-            "mixed",
-            64,
-            REQUEST_SECTORS,
-        )
-        .arg("--verify")
-        .args(["--range-sectors", &range.to_string()])
-        .args(["--duration", &seconds.to_string()]);
+        loadgen::load(&mut cmd, &[&interface], &target, "mixed", 64, sectors)
+            .arg("--verify")
+            .args(["--range-sectors", &range.to_string()])
+            .args(["--duration", &seconds.to_string()]);
         let name = format!("initiator {path}");
         let report = dir.join(format!("load{path}.json"));
         loads.push((
@@ -168,8 +169,9 @@ pub fn soak(args: &SoakArgs) -> Result<()> {
         ));
     }
     println!(
-        "soak: 2 initiators, mixed verified 1 KiB I/O at QD 64 on two paths for {} min",
-        args.minutes
+        "soak: 2 initiators, mixed verified I/O of {sectors} sectors at QD 64 on two paths \
+         (MTU {}) for {} min",
+        args.mtu, args.minutes
     );
     let start = Instant::now();
     let mut samples = Vec::new();
@@ -210,6 +212,7 @@ pub fn soak(args: &SoakArgs) -> Result<()> {
             .arg(&socket)
             .arg("--json"),
     )?)?;
+    print_drops(&stats)?;
     let status = target.stop()?;
     ensure!(status.success(), "aoe-xdp exited with {status} at SIGTERM");
     // Frame accounting at exit: every frame back with its port (a request holds its frame
@@ -220,11 +223,34 @@ pub fn soak(args: &SoakArgs) -> Result<()> {
         "frames or requests left at exit:\n{log}"
     );
     println!("target: every frame returned at exit (frames_held=0)");
-    check(&reports, &stats, &samples, range)
+    check(&reports, &stats, &samples, range / sectors)
+}
+
+/// Prints, per port, the frames the target dropped or could not take (what an initiator's
+/// retransmissions may come from): no free frame, no slab for a jumbo frame (or one too long),
+/// the kernel's drops for a full RX ring or an empty fill ring, and its TX drops.
+fn print_drops(stats: &Value) -> Result<()> {
+    let count = |v: &Value| v.as_u64().unwrap_or(0);
+    for port in stats["ports"].as_array().context("no ports in the stats")? {
+        let (jumbo, kernel) = (&port["jumbo"], &port["kernel"]);
+        println!(
+            "port {}: no frame {}, jumbo no slab {} (upgrade {}), too long {}; kernel RX drops \
+             {}, fill ring empty {}, TX drops {}",
+            port["name"].as_str().unwrap_or("?"),
+            count(&port["no_frame"]),
+            count(&jumbo["rx_no_slab"]),
+            count(&jumbo["upgrade_no_slab"]),
+            count(&jumbo["rx_too_long"]),
+            count(&kernel["rx_dropped"]),
+            count(&kernel["fill_empty"]),
+            count(&kernel["tx_dropped"]),
+        );
+    }
+    Ok(())
 }
 
 /// The checks of the module docs; prints what it compared.
-fn check(reports: &[Report], stats: &Value, samples: &[Sample], range: u64) -> Result<()> {
+fn check(reports: &[Report], stats: &Value, samples: &[Sample], prewrite: u64) -> Result<()> {
     let number = |v: &Value, key: &str| v[key].as_u64().with_context(|| format!("no {key}"));
     for (path, report) in reports.iter().enumerate() {
         let (requests, errors) = (report.requests, report.errors);
@@ -234,7 +260,6 @@ fn check(reports: &[Report], stats: &Value, samples: &[Sample], range: u64) -> R
             .and_then(|d| d.iter().find(|d| d["name"] == format!("e1.{path}")))
             .with_context(|| format!("no device e1.{path} in the statistics"))?;
         let served = number(device, "read_cmds")? + number(device, "write_cmds")?;
-        let prewrite = range / REQUEST_SECTORS;
         println!(
             "initiator {path}: {requests} requests, {errors} errors, {failures} verification \
              failures, {retransmits} retransmissions; target served {served} (pre-write \
