@@ -1,13 +1,14 @@
 //! `cargo xtask soak`: the real target under a long, verified load, watched for leaks.
 //!
 //! Two network namespaces joined by two veth pairs (MTU `--mtu`, 1500 by default; each request
-//! carries as many sectors as a frame holds, so at 9000 every request and read reply is a
-//! jumbo frame in several AF_XDP buffers); aoe-xdp (release build, its defaults but
-//! for the interfaces, the state and statistics paths) exports two 64 MiB devices on both
-//! interfaces. Two initiators, `aoe-bench load --op mixed --verify --depth 64`, one per path
-//! and device, run for `--minutes` (each writes its whole range first, then mixes reads and
-//! writes and checks every byte it reads back). Every [`SAMPLE`] the target's resident memory
-//! and open descriptors are sampled. At the end it checks:
+//! carries as many sectors as a frame holds, so at 9000 every write request and read reply
+//! is a jumbo frame, in XDP mode in several AF_XDP buffers); aoe-xdp (release build, its
+//! defaults but for the interfaces, the state and statistics paths, and `socket` from
+//! `--socket`) exports two 64 MiB devices on both interfaces. Two initiators, `aoe-bench load
+//! --op mixed --verify --depth 64`, one per path and device, run for `--minutes` (each writes
+//! its whole range first, then mixes reads and writes and checks every byte it reads back).
+//! Every [`SAMPLE`] the target's resident memory and open descriptors are sampled. At the
+//! end it checks:
 //! - zero verification failures and zero failed requests on both initiators;
 //! - resident memory and descriptors flat: the last sample within [`RSS_SLACK_KIB`] of the one
 //!   taken once the load ran, and the same number of descriptors;
@@ -53,6 +54,10 @@ pub struct SoakArgs {
     /// 1500, 17 at 9000: jumbo frames, received in several AF_XDP buffers).
     #[arg(long, default_value_t = 1500, value_parser = clap::value_parser!(u16).range(1500..=9000))]
     mtu: u16,
+    /// The target's `socket` setting: "auto" (its default: AF_XDP where it works), "xdp" or
+    /// "packet" (the AF_PACKET fallback).
+    #[arg(long, default_value = "auto", value_parser = ["auto", "xdp", "packet"])]
+    socket: String,
 }
 
 /// One sample of the target process.
@@ -133,8 +138,9 @@ pub fn soak(args: &SoakArgs) -> Result<()> {
     fs::write(
         &config,
         format!(
-            "[target]\ninterfaces = [\"st0\", \"st1\"]\nstate-directory = \"{}\"\n\
-             control-socket = \"{}\"\n\n{devices}",
+            "[target]\ninterfaces = [\"st0\", \"st1\"]\nsocket = \"{}\"\n\
+             state-directory = \"{}\"\ncontrol-socket = \"{}\"\n\n{devices}",
+            args.socket,
             dir.join("state").display(),
             socket.display()
         ),
@@ -170,8 +176,8 @@ pub fn soak(args: &SoakArgs) -> Result<()> {
     }
     println!(
         "soak: 2 initiators, mixed verified I/O of {sectors} sectors at QD 64 on two paths \
-         (MTU {}) for {} min",
-        args.mtu, args.minutes
+         (MTU {}, socket = \"{}\") for {} min",
+        args.mtu, args.socket, args.minutes
     );
     let start = Instant::now();
     let mut samples = Vec::new();
