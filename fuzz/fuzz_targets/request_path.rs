@@ -11,9 +11,10 @@
 //! The world is built once per process (static): five devices on small files under /var/tmp
 //! (a plain O_DIRECT export, a resident windowed export with sentinel sectors around its
 //! window, a read-only export, a buffered export read through a mapping whose cache an input
-//! may drop, a windowed export written through a mapping) and a state directory on /dev/shm (tmpfs: saving state on every control
-//! command would otherwise be bounded by fsync). Each input starts from empty AoE state so a
-//! crash reproduces from its input alone; file contents carry over, which the checks allow.
+//! may drop, a windowed export written through a mapping) and a state directory on /dev/shm
+//! (tmpfs: saving state on every control command would otherwise be bounded by fsync). Each
+//! input starts from empty AoE state so a crash reproduces from its input alone; file contents
+//! carry over, which the checks allow.
 //!
 //! Invariants, after every frame:
 //! - `process` succeeds and nothing panics;

@@ -236,20 +236,21 @@ pub fn soak(args: &SoakArgs) -> Result<()> {
 /// retransmissions may come from): no free frame, no slab for a jumbo frame (or one too long),
 /// the kernel's drops for a full RX ring or an empty fill ring, and its TX drops.
 fn print_drops(stats: &Value) -> Result<()> {
-    let count = |v: &Value| v.as_u64().unwrap_or(0);
+    // A missing counter is an error, not a 0: the line must not claim drops it did not read.
+    let count = |v: &Value, key: &str| v[key].as_u64().with_context(|| format!("no {key}"));
     for port in stats["ports"].as_array().context("no ports in the stats")? {
         let (jumbo, kernel) = (&port["jumbo"], &port["kernel"]);
         println!(
             "port {}: no frame {}, jumbo no slab {} (upgrade {}), too long {}; kernel RX drops \
              {}, fill ring empty {}, TX drops {}",
-            port["name"].as_str().unwrap_or("?"),
-            count(&port["no_frame"]),
-            count(&jumbo["rx_no_slab"]),
-            count(&jumbo["upgrade_no_slab"]),
-            count(&jumbo["rx_too_long"]),
-            count(&kernel["rx_dropped"]),
-            count(&kernel["fill_empty"]),
-            count(&kernel["tx_dropped"]),
+            port["name"].as_str().context("no port name")?,
+            count(port, "no_frame")?,
+            count(jumbo, "rx_no_slab")?,
+            count(jumbo, "upgrade_no_slab")?,
+            count(jumbo, "rx_too_long")?,
+            count(kernel, "rx_dropped")?,
+            count(kernel, "fill_empty")?,
+            count(kernel, "tx_dropped")?,
         );
     }
     Ok(())
