@@ -12,6 +12,14 @@ pub mod report;
 
 pub use report::Report;
 
+/// Bytes of the Ethernet, AoE and ATA headers in front of a request's sectors.
+const HEADERS_LEN: u16 = 36;
+
+/// Sectors per request at `mtu`: as many as one frame carries (as `aoe-bench load` counts).
+pub fn request_sectors(mtu: u16) -> u32 {
+    u32::from(mtu.saturating_sub(HEADERS_LEN) / 512)
+}
+
 /// Adds to `cmd` (the `aoe-bench` binary) a load from `interfaces` (one path each) to device
 /// `target` ("SHELF.SLOT"): `op` requests of `sectors` sectors, `depth` in flight per path,
 /// the report as JSON on stdout and no progress lines. The caller adds when to stop, and the

@@ -37,8 +37,6 @@ use crate::util::{cargo, output, run, target_dir, ScratchDir};
 
 /// Size of each device.
 const DEVICE_MIB: u64 = 64;
-/// Bytes of an ATA request's headers (Ethernet, AoE, ATA) before its sectors.
-const HEADERS: u64 = 14 + 10 + 12;
 /// How often the target is sampled.
 const SAMPLE: Duration = Duration::from_secs(5);
 /// How much resident memory may grow between the first sample under load and the last.
@@ -156,7 +154,7 @@ pub fn soak(args: &SoakArgs) -> Result<()> {
     )?;
     target.wait_for_log("serving; SIGINT or SIGTERM stops", Duration::from_secs(15))?;
     let seconds = u64::from(args.minutes) * 60;
-    let sectors = (u64::from(args.mtu) - HEADERS) / 512;
+    let sectors = u64::from(loadgen::request_sectors(args.mtu));
     // Whole requests: the pre-write covers the range exactly.
     let range = (DEVICE_MIB << 20) / 512 / sectors * sectors;
     let mut loads = Vec::new();

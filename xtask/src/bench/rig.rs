@@ -7,12 +7,12 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
+pub(super) use crate::loadgen::request_sectors;
+
 /// Size of the backing file.
 pub(super) const DISK_BYTES: u64 = 256 << 20;
 /// Link MTU by default: two 512-byte sectors per request.
 pub(super) const MTU: u16 = 1500;
-/// Bytes of the Ethernet, AoE and ATA headers in front of a request's sectors.
-const HEADERS_LEN: u16 = 36;
 /// Core of the target.
 pub(super) const TARGET_CORE: u32 = 0;
 /// Core of the initiator.
@@ -21,11 +21,6 @@ pub(super) const INITIATOR_CORE: u32 = 1;
 pub(super) const BUFFER_COUNT: u32 = 64;
 /// Background load above which the run is flagged as disturbed.
 pub const BACKGROUND_WARN_CORES: f64 = 0.25;
-
-/// Sectors per request at `mtu`: as many as one frame carries (as `aoe-bench load` counts).
-pub(super) fn request_sectors(mtu: u16) -> u32 {
-    u32::from(mtu.saturating_sub(HEADERS_LEN) / 512)
-}
 
 /// How the two sides share the machine.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
