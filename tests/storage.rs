@@ -1328,6 +1328,100 @@ fn write_into_an_uncached_page(mapped_writes: bool) {
     assert!(bytes[page.end..] == original[page.end..]);
 }
 
+/// A direct write drops the pages it covers from the page cache (`O_DIRECT`), and the engine
+/// forgets them: on a slow disk with 4 KiB logical blocks (so a 1 KiB write is buffered and a
+/// 4 KiB one direct), a 1 KiB write into a page written inline before, after a 4 KiB direct
+/// write of that page, goes through the ring again (the kernel reads the page back on an
+/// io-wq thread) instead of waiting 400 ms for it in `commit`.
+#[test]
+fn test_a_direct_write_makes_the_engine_forget_the_pages_it_covers() {
+    let len = 8u64 << 20;
+    let original: Vec<u8> = (0..len).map(|i| (i % 251) as u8).collect();
+    let fs = FaultFs::mount_slow_reads(original.clone(), SLOW_READ);
+    let dev = losetup(&fs.disk(), 4096);
+    let detach = Detach(dev.clone());
+    let spec = ExportSpec {
+        direct_io: true,
+        ..spec(&dev)
+    };
+    let exports = open(&[spec]);
+    let align = exports[0]
+        .dio_align()
+        .expect("a loop device supports O_DIRECT");
+    assert_eq!(
+        align.offset_align, 4096,
+        "the loop device's logical block size"
+    );
+    let mut pool = pool();
+    let mut engine = uring(exports, &pool);
+    let page = 4096u64; // sector of the page at 2 MiB
+    let write = |engine: &mut Engine, pool: &mut ChunkPool, sector, len, fill| {
+        assert!(engine
+            .submit(req(pool, IoOp::Write, sector, len, 0, fill))
+            .is_ok());
+        let started = Instant::now();
+        engine.commit(started).unwrap();
+        let commit_took = started.elapsed();
+        let done = drain(engine);
+        assert_eq!(done.len(), 1);
+        assert!(done[0].result.is_ok(), "{:?}", done[0].result);
+        recycle(pool, done);
+        (commit_took, started.elapsed())
+    };
+    // The page is not cached: through the ring, which waits for the disk.
+    let (commit_took, took) = write(&mut engine, &mut pool, page + 2, 1024, 0x5A);
+    assert!(commit_took < SLOW_READ / 4, "commit waited {commit_took:?}");
+    assert!(
+        took >= SLOW_READ / 2,
+        "the write did not read the disk ({took:?})"
+    );
+    // Cached now: inline, and the page is remembered.
+    let (_, took) = write(&mut engine, &mut pool, page + 4, 1024, 0x6B);
+    assert!(
+        took < SLOW_READ / 4,
+        "the write into a cached page took {took:?}"
+    );
+    let stats = engine.stats();
+    assert_eq!((stats.uncached_writes, stats.buffered > 0), (1, true));
+    // The whole page, directly: the kernel writes the dirty page back and drops it.
+    let (_, took) = write(&mut engine, &mut pool, page, 4096, 0x7C);
+    assert!(took < SLOW_READ / 4, "the direct write took {took:?}");
+    let file = std::fs::File::open(&dev).unwrap();
+    let cached = aoe_xdp::sys::pagecache::cached_pages(&file, page * 512, 4096).unwrap();
+    assert_eq!(
+        cached.cached, 0,
+        "the direct write left the page in the page cache"
+    );
+    // The FUSE file under the loop device keeps its own copy; without it, reading the page
+    // back is a trip to the slow disk again.
+    let disk = std::fs::File::open(fs.disk()).unwrap();
+    rustix::fs::fadvise(&disk, 0, None, rustix::fs::Advice::DontNeed).unwrap();
+    // Into the dropped page: through the ring again, `commit` does not wait.
+    let (commit_took, took) = write(&mut engine, &mut pool, page + 6, 1024, 0x8D);
+    assert!(
+        commit_took < SLOW_READ / 4,
+        "commit waited {commit_took:?} for the disk"
+    );
+    assert!(
+        took >= SLOW_READ / 2,
+        "the write did not read the disk ({took:?})"
+    );
+    assert_eq!(engine.stats().uncached_writes, 2);
+    assert!(engine
+        .submit(req(&mut pool, IoOp::Flush, 0, 0, 0, 3))
+        .is_ok());
+    recycle(&mut pool, drain(&mut engine));
+    drop(engine);
+    drop(detach);
+    let at = usize::try_from(page * 512).unwrap();
+    let mut expected = vec![0x7C; 4096];
+    expected[3072..].fill(0x8D);
+    assert!(
+        fs.bytes()[at..at + 4096] == expected[..],
+        "the page on the disk"
+    );
+}
+
 /// A file of `sectors` sectors whose sector `i` is filled with `i as u8`, synced to disk.
 fn patterned_file(sectors: u64) -> NamedTempFile {
     let file = temp_file(sectors);

@@ -897,6 +897,7 @@ fn spawn_workers(
                         sync_failures = stats.engine.sync_failures,
                         readaheads = stats.engine.readaheads,
                         uncached_writes = stats.engine.uncached_writes,
+                        seen_resets = stats.engine.seen_resets,
                         major_faults = stats.major_faults,
                         "worker stopped"
                     );

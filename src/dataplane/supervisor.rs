@@ -15,6 +15,10 @@
 //!   new size from that), and requests beyond a shrunken end get ATA IDNF. A device whose
 //!   window has a fixed `length` does not change.
 //!
+//! On the same beat it looks at how often the kernel evicted page-cache pages
+//! ([`crate::sys::pagecache::evictions`]) and, when that moved, tells the workers' engines
+//! to forget which pages they saw cached ([`crate::storage::cached::pages_evicted`]).
+//!
 //! A restart hands over to a new dataplane ([`Dataplane::serve_on`]): new interfaces get their
 //! sockets first, while the old workers serve on; then the old workers stop the way shutdown
 //! does (every request in flight answered), the interfaces that are still there unchanged keep
@@ -37,6 +41,8 @@ use super::interfaces::{self, Interface, InterfaceError};
 use super::links::LinkWatcher;
 use super::{Dataplane, DataplaneError};
 use crate::config::Config;
+use crate::storage::cached;
+use crate::sys::pagecache;
 use crate::sys::wake::Nudge;
 
 /// How often the backing stores' sizes are looked at: with nothing else happening, the
@@ -86,6 +92,8 @@ pub struct Supervisor {
     /// Sectors each device exports, as the running dataplane serves them.
     sizes: Vec<Option<u64>>,
     last_size_check: Instant,
+    /// [`pagecache::evictions`] at the last size check (`None`: not readable).
+    evictions: Option<u64>,
     /// The last restart met an interface that went away meanwhile: the next round tries again.
     retry: bool,
 }
@@ -119,6 +127,13 @@ impl Supervisor {
             nudge: Some(nudge),
         };
         let sizes = export_sizes(&config);
+        let evictions = pagecache::evictions();
+        if evictions.is_none() {
+            tracing::warn!(
+                "/proc/vmstat has no pgsteal_file or drop_pagecache: a write into a page the \
+                 kernel evicted after a worker saw it cached may wait for the disk on the worker"
+            );
+        }
         let dataplane = Dataplane::start_with(&config, &reload)?;
         let serving = links(dataplane.interfaces());
         Ok(Supervisor {
@@ -129,6 +144,7 @@ impl Supervisor {
             reload,
             sizes,
             last_size_check: Instant::now(),
+            evictions,
             retry: false,
         })
     }
@@ -163,6 +179,7 @@ impl Supervisor {
         }
         if self.last_size_check.elapsed() >= SIZE_CHECK {
             self.last_size_check = Instant::now();
+            self.follow_evictions();
             self.follow_sizes()?;
         }
         let failed = self.dataplane.as_ref().is_some_and(|d| !d.healthy());
@@ -190,6 +207,20 @@ impl Supervisor {
             Some(dataplane) => dataplane.shutdown(),
             None => Ok(Vec::new()),
         }
+    }
+
+    /// Tells the engines when the kernel evicted page-cache pages since the last look.
+    fn follow_evictions(&mut self) {
+        let now = pagecache::evictions();
+        if now.is_some() && now != self.evictions {
+            tracing::debug!(
+                before = ?self.evictions,
+                now = ?now,
+                "the kernel evicted page-cache pages: the workers forget which they saw cached"
+            );
+            cached::pages_evicted();
+        }
+        self.evictions = now.or(self.evictions);
     }
 
     /// Restarts the dataplane if a device's backing store changed size.

@@ -11,11 +11,37 @@
 //! [`SeenPages`] is a direct-mapped table of the pages seen cached, one `u32` tag per slot,
 //! at most [`SLOTS_MAX`] slots (256 KiB, every page of a 256 MiB export).
 //!
-//! Hazard: the table is a hint. A page the kernel evicts after it was seen stays "seen", and
-//! a write into it reads the disk on the worker's thread, as every write did before.
+//! The table is a hint, kept honest two ways: the engine forgets the pages of every write it
+//! sends to the disk directly (`O_DIRECT`, which drops them from the page cache), and every
+//! table is cleared when the kernel evicted page-cache pages anywhere: the supervisor watches
+//! `/proc/vmstat` ([`crate::sys::pagecache::evictions`]) and calls [`pages_evicted`], and each
+//! engine clears its tables before its next write asks ([`eviction_epoch`]).
+//!
+//! Hazard: between an eviction and the supervisor's next look (at most a second), and after
+//! one the kernel does not count (`POSIX_FADV_DONTNEED`, another process's `O_DIRECT` write
+//! or truncation of the backing file), a page seen cached may be gone, and a write into it
+//! reads the disk on the worker's thread, as every write did before the table.
+
+use std::sync::atomic::{AtomicU64, Ordering};
 
 /// Most slots of one table.
 pub const SLOTS_MAX: usize = 1 << 16;
+
+/// Times the supervisor saw the kernel evict page-cache pages (see [`pages_evicted`]). The page
+/// cache is the machine's, so this is the process's.
+static EVICTIONS: AtomicU64 = AtomicU64::new(0);
+
+/// Tells every engine's tables that the kernel evicted page-cache pages since the last call:
+/// each clears its tables before its next write asks about a page.
+pub fn pages_evicted() {
+    // Relaxed: a hint; an engine that reads the old value clears at its next write.
+    EVICTIONS.fetch_add(1, Ordering::Relaxed);
+}
+
+/// Changes with every [`pages_evicted`]: an engine that saw another value last clears its tables.
+pub fn eviction_epoch() -> u64 {
+    EVICTIONS.load(Ordering::Relaxed)
+}
 
 /// Pages seen in the page cache, by page number (file offset ÷ page size).
 #[derive(Debug)]
@@ -64,6 +90,22 @@ impl SeenPages {
     pub fn insert(&mut self, page: u64) {
         let (slot, tag) = self.slot_and_tag(page);
         self.tags[slot] = tag;
+    }
+
+    /// Forgets every page the `len` bytes at file offset `offset` touch (they left the page
+    /// cache, or may have).
+    pub fn forget(&mut self, offset: u64, len: u64) {
+        for page in self.needed(offset, len, true) {
+            if self.contains(page) {
+                let (slot, _) = self.slot_and_tag(page);
+                self.tags[slot] = 0;
+            }
+        }
+    }
+
+    /// Forgets every page.
+    pub fn clear(&mut self) {
+        self.tags.fill(0);
     }
 
     /// The pages a buffered write of `len` bytes at file offset `offset` needs cached not to
@@ -202,6 +244,31 @@ mod tests {
         assert!(!pages.contains(0));
         pages.insert(0);
         assert!(pages.contains(0));
+    }
+
+    #[test]
+    fn test_forget_drops_the_pages_touched_and_clear_drops_all() {
+        let mut pages = SeenPages::new(64 << 10, PAGE);
+        (0..16).for_each(|page| pages.insert(page));
+        // 512 B into page 2 through 512 B into page 4: pages 2, 3 and 4.
+        pages.forget(2 * PAGE + 512, 2 * PAGE);
+        let seen: Vec<u64> = (0..16).filter(|&page| pages.contains(page)).collect();
+        assert_eq!(seen, [0, 1, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15]);
+        // A page of the same slot that another took is left alone.
+        pages.insert(7 + 16);
+        pages.forget(7 * PAGE, PAGE);
+        assert!(pages.contains(7 + 16));
+        pages.forget(0, 0);
+        assert!(pages.contains(0));
+        pages.clear();
+        assert!((0..32).all(|page| !pages.contains(page)));
+    }
+
+    #[test]
+    fn test_an_eviction_changes_the_epoch() {
+        let before = eviction_epoch();
+        pages_evicted();
+        assert_ne!(eviction_epoch(), before);
     }
 
     #[test]

@@ -188,6 +188,11 @@ pub struct EngineStats {
     /// because a page they needed was not in the page cache (see `storage::cached`).
     #[serde(default)]
     pub uncached_writes: u64,
+    /// Times the worker forgot every page it had seen in the page cache because the kernel
+    /// evicted pages (see `storage::cached`): each is followed by a one-byte read per page a
+    /// write needs, as at start.
+    #[serde(default)]
+    pub seen_resets: u64,
 }
 
 /// Errors building or driving an engine.

@@ -30,7 +30,10 @@
 //!   (through a mapping: any page it touches) that is not in the page cache would be read in
 //!   on this thread. Pages not seen cached before are asked about (a one-byte
 //!   `preadv2(RWF_NOWAIT)`, see [`crate::storage::cached`]); a run with a missing page goes
-//!   through the ring (`uncached_writes`), where ext4 punts it to an io-wq thread.
+//!   through the ring (`uncached_writes`), where ext4 punts it to an io-wq thread. The pages
+//!   of a write sent to the disk directly are forgotten (`O_DIRECT` drops them from the page
+//!   cache), and every page once the kernel evicted any ([`cached::eviction_epoch`]:
+//!   `seen_resets`).
 //! - **Group commit.** Writes never carry `RWF_DSYNC`. A write of a `Durability::Sync`
 //!   export whose I/O completed waits in its export's [`GroupCommit`]; one
 //!   `IORING_OP_FSYNC` with `DATASYNC` (on the buffered descriptor, also for `direct-io`
@@ -49,7 +52,8 @@
 //!
 //! Hazards:
 //! - Inline writes can block in dirty-page throttling, as any buffered writer does, and on
-//!   the disk when a page seen cached was evicted since (the table is a hint).
+//!   the disk when a page seen cached was evicted in a way the kernel does not count, or less
+//!   than a second ago (see [`crate::storage::cached`]).
 //! - With `merge_delay > 0`, `commit` may hold a run back hoping for a neighbour; the caller
 //!   must keep calling `commit` (once per loop iteration) or `wait`, which flushes everything.
 //! - The ring is single-issuer: after the first `commit`, use the engine from that thread only.
@@ -64,7 +68,7 @@ use std::os::fd::{AsRawFd, BorrowedFd, RawFd};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::storage::cached::SeenPages;
+use crate::storage::cached::{self, SeenPages};
 use crate::storage::export::{Durability, Export, Lane, Route};
 use crate::storage::group::GroupCommit;
 use crate::storage::io::{
@@ -170,6 +174,8 @@ pub struct UringEngine {
     /// Per export whose buffered writes may find a page missing: the pages they found cached
     /// (`None` where asking is not possible: the file system has no `RWF_NOWAIT` reads).
     seen: Box<[Option<SeenPages>]>,
+    /// [`cached::eviction_epoch`] when `seen` was last cleared (or made).
+    seen_epoch: u64,
     /// Scratch of [`Self::inline`]: the run's buffers, and per-request results of writes.
     inline_segs: Vec<Seg>,
     inline_results: Vec<Result<(), IoError>>,
@@ -262,6 +268,7 @@ impl UringEngine {
             nowait_reads,
             readahead,
             seen,
+            seen_epoch: cached::eviction_epoch(),
             inline_segs: Vec::with_capacity(cfg.merge_max_segments),
             inline_results: Vec::with_capacity(cfg.merge_max_segments),
             nowait_batch: 0,
@@ -692,9 +699,16 @@ impl UringEngine {
         assert!(pushed, "has_room promised space");
         self.stats.ios += 1;
         self.stats.merged += run.len() as u64 - 1;
-        if first.op == IoOp::Write && first.lane == Lane::Buffered {
+        match (first.op, first.lane) {
             // Buffered writes go inline unless a page they need is not cached.
-            self.stats.uncached_writes += run.len() as u64;
+            (IoOp::Write, Lane::Buffered) => self.stats.uncached_writes += run.len() as u64,
+            // The kernel drops the pages a direct write covers from the page cache.
+            (IoOp::Write, Lane::Direct) => {
+                if let Some(pages) = self.seen[usize::from(first.export)].as_mut() {
+                    pages.forget(offset, total);
+                }
+            }
+            _ => {}
         }
         true
     }
@@ -837,6 +851,12 @@ impl UringEngine {
     /// reading a missing page in. A file system without `RWF_NOWAIT` reads (`EOPNOTSUPP`)
     /// cannot be asked: its writes stay inline, as before.
     fn pages_cached(&mut self, export: u16, offset: u64, len: u64, mapped: bool) -> bool {
+        let epoch = cached::eviction_epoch();
+        if epoch != self.seen_epoch {
+            self.seen_epoch = epoch;
+            self.seen.iter_mut().flatten().for_each(SeenPages::clear);
+            self.stats.seen_resets += 1;
+        }
         let index = usize::from(export);
         let Some(pages) = self.seen[index].as_mut() else {
             return true;

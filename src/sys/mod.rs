@@ -19,7 +19,8 @@
 //!   socket of its own), and the plain and burst sockets the initiator side uses.
 //! - [`uring`]: the io_uring ring the storage engine submits through.
 //! - [`filemap`]: shared file mappings and the SIGBUS handler that turns a fault into an error.
-//! - [`pagecache`]: which pages of a file the page cache holds, in which folio sizes (tests).
+//! - [`pagecache`]: which pages of a file the page cache holds, in which folio sizes (tests),
+//!   and how often the kernel evicted page-cache pages (`/proc/vmstat`, for the supervisor).
 //! - [`syscall`]: the small helpers every other file uses: the one error type that names the
 //!   failed call, `socklen`, the `sockaddr_ll` bind, the `poll` of one socket.
 //! - [`interface`]: facts about a network interface (index, MAC, MTU, RX queues).

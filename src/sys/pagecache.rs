@@ -1,7 +1,8 @@
 //! What the page cache holds of a file: which pages, and whether in folios of one page or
 //! larger ones. For tests and diagnostics of the storage path, not the data path: it maps the
 //! range, reads `/proc/self/pagemap` and `/proc/kpageflags` (page frame numbers need
-//! `CAP_SYS_ADMIN`) and unmaps it again.
+//! `CAP_SYS_ADMIN`) and unmaps it again. And how often the kernel evicted page-cache pages
+//! ([`evictions`], read by the supervisor once a second).
 
 use std::fs::File;
 use std::io;
@@ -16,6 +17,31 @@ const KPF_COMPOUND_TAIL: u64 = 1 << 16;
 const PM_PRESENT: u64 = 1 << 63;
 /// `/proc/self/pagemap`: the page frame number.
 const PM_PFN: u64 = (1 << 55) - 1;
+
+/// A count that grows whenever the kernel evicts page-cache pages, from `/proc/vmstat`: file
+/// pages reclaimed (`pgsteal_file`: by kswapd, by direct reclaim, and by a memory cgroup's
+/// limit or forced reclaim, which the other `pgsteal_*` counters leave out) plus writes to
+/// `/proc/sys/vm/drop_caches` (`drop_pagecache`, one per write, not per page). `None` where
+/// `/proc/vmstat` cannot be read or lacks either counter. Not counted: pages dropped by
+/// `POSIX_FADV_DONTNEED`, truncation or an `O_DIRECT` write.
+pub fn evictions() -> Option<u64> {
+    evictions_in(&std::fs::read_to_string("/proc/vmstat").ok()?)
+}
+
+/// [`evictions`] from the text of `/proc/vmstat`.
+pub fn evictions_in(vmstat: &str) -> Option<u64> {
+    let counter = |name: &str| {
+        vmstat.lines().find_map(|line| {
+            let (key, value) = line.split_once(' ')?;
+            if key == name {
+                value.trim().parse::<u64>().ok()
+            } else {
+                None
+            }
+        })
+    };
+    Some(counter("pgsteal_file")?.wrapping_add(counter("drop_pagecache")?))
+}
 
 /// The page cache's hold on a byte range of a file.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -99,4 +125,32 @@ fn inspect(addr: *mut u8, pages: usize, page: usize) -> io::Result<CachedPages> 
         }
     }
     Ok(found)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn test_evictions_add_reclaimed_file_pages_and_cache_drops() {
+        let vmstat = "nr_file_pages 180874\npgsteal_kswapd 7\npgsteal_anon 3\n\
+                      pgsteal_file 40\ndrop_pagecache 2\ndrop_slab 5\n";
+        assert_eq!(evictions_in(vmstat), Some(42));
+        // A name that only starts like a counter's is not it.
+        assert_eq!(
+            evictions_in("pgsteal_file_x 9\npgsteal_file 1\ndrop_pagecache 0\n"),
+            Some(1)
+        );
+        assert_eq!(evictions_in("pgsteal_file 40\n"), None);
+        assert_eq!(evictions_in("pgsteal_file x\ndrop_pagecache 1\n"), None);
+        assert_eq!(evictions_in(""), None);
+    }
+
+    #[test]
+    fn test_this_kernel_counts_evictions() {
+        assert!(
+            evictions().is_some(),
+            "pgsteal_file and drop_pagecache in /proc/vmstat"
+        );
+    }
 }

@@ -5,6 +5,7 @@
     reason = "each test binary uses a different subset of the helpers"
 )]
 
+pub mod cgroup;
 pub mod faultfs;
 pub mod frames;
 pub mod mounts;

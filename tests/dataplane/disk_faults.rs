@@ -5,6 +5,7 @@ use std::time::{Duration, Instant};
 use aoe_xdp::initiator::client::ClientError;
 use aoe_xdp::wire::ata::error as ata_error;
 
+use crate::common::cgroup::MemCgroup;
 use crate::common::faultfs::FaultFs;
 use crate::common::mounts::{losetup, Detach, SmallTmpfs};
 use crate::counters::wait_stats;
@@ -210,4 +211,129 @@ fn test_a_write_that_must_read_the_disk_does_not_hold_up_the_worker() {
     drop(detach);
     let bytes = fs.bytes();
     assert!(bytes[8192 * 512..8200 * 512] == expected[..], "the disk");
+}
+
+/// The same slow disk, with the target in a memory cgroup of its own: after the kernel
+/// evicted the device's pages (a forced reclaim of the cgroup, as a `MemoryMax` limit does
+/// under memory pressure), the worker forgets the pages it had seen cached. A write into a
+/// page it wrote inline before, gone now, goes through io_uring again, and a read of a cached
+/// page sent meanwhile is answered at once; without that, the worker would believe the page
+/// cached, write inline and wait 400 ms for the kernel to read the page back.
+#[test]
+fn test_a_write_into_a_page_evicted_since_does_not_hold_up_the_worker() {
+    let delay = Duration::from_millis(400);
+    let sectors = 16_384;
+    let Some((net, dir)) = Setup::new("dp-evict").sectors(sectors).build() else {
+        return;
+    };
+    let fs = FaultFs::mount_slow_reads(pattern(0, sectors, 4), delay);
+    let dev = losetup(&fs.disk(), 512);
+    let detach = Detach(dev.clone());
+    dir.back_first_device_with(&dev);
+    // Before the target: dropped after it (a cgroup with a process in it stays).
+    let cgroup = MemCgroup::new("aoe-xdp-test-evict");
+    let target = dir.start(&net.target_ns);
+    cgroup.add(target.pid());
+    let patient =
+        |client: aoe_xdp::initiator::client::Client| client.with_retry(Duration::from_secs(5), 1);
+    let (reader, device) = net.discover(0);
+    let mut reader = patient(reader);
+    assert!(reader.read(&device, 0, 2, false).expect("read") == pattern(0, 2, 4));
+    // Tags apart, as in the test above.
+    for _ in 0..16 {
+        reader.identify(&device).expect("identify");
+    }
+    let (writer, _) = net.discover(0);
+    let mut writer = patient(writer);
+    let timed_write = |writer: &mut aoe_xdp::initiator::client::Client, lba: u64, data: &[u8]| {
+        let sent = Instant::now();
+        writer.write(&device, lba, data, false).expect("write");
+        sent.elapsed()
+    };
+    // The page at 4 MiB: not cached (through io_uring, 400 ms), then cached (inline, seen).
+    let (first, second) = (pattern(8194, 2, 5), pattern(8196, 2, 6));
+    let took = timed_write(&mut writer, 8194, &first);
+    assert!(
+        took >= delay * 3 / 4,
+        "the first write did not read the disk ({took:?})"
+    );
+    let took = timed_write(&mut writer, 8196, &second);
+    assert!(
+        took < delay / 4,
+        "the write into a cached page took {took:?}"
+    );
+    let report = wait_stats(&dir.control_socket(), |r| {
+        r["devices"][0]["write_cmds"].as_u64() == Some(2)
+    });
+    assert_eq!(
+        report["workers"][0]["engine"]["uncached_writes"], 1,
+        "{report:#}"
+    );
+    // Evict the target's page cache: the page is gone from the loop device's cache.
+    cgroup.reclaim();
+    let file = std::fs::File::open(&dev).expect("open the loop device");
+    let cached = aoe_xdp::sys::pagecache::cached_pages(&file, 8192 * 512, 4096).expect("mincore");
+    assert_eq!(
+        cached.cached, 0,
+        "the reclaim left the page in the page cache"
+    );
+    // The FUSE file under the loop device keeps a copy of its own (charged to whichever
+    // cgroup the loop worker ran in; a real disk has no such layer): dropped too, so that
+    // reading the page back takes the slow disk again.
+    let disk = std::fs::File::open(fs.disk()).expect("open the FUSE file");
+    rustix::fs::fadvise(&disk, 0, None, rustix::fs::Advice::DontNeed).expect("fadvise");
+    // The supervisor looks at /proc/vmstat once a second; sector 0's page back in the cache.
+    std::thread::sleep(Duration::from_millis(1500));
+    assert!(reader.read(&device, 0, 2, false).expect("read") == pattern(0, 2, 4));
+    let third = pattern(8198, 2, 7);
+    let write = std::thread::spawn({
+        let (device, third) = (device.clone(), third.clone());
+        move || {
+            let sent = Instant::now();
+            writer
+                .write(&device, 8198, &third, false)
+                .map(|()| sent.elapsed())
+        }
+    });
+    std::thread::sleep(Duration::from_millis(100));
+    let sent = Instant::now();
+    let data = reader
+        .read(&device, 2, 2, false)
+        .expect("read of a cached page");
+    let read_took = sent.elapsed();
+    assert!(data == pattern(2, 2, 4));
+    let write_took = write
+        .join()
+        .expect("writer thread")
+        .expect("the write into the evicted page");
+    assert!(
+        write_took >= delay * 3 / 4,
+        "the write did not wait for the disk's read ({write_took:?})"
+    );
+    assert!(
+        read_took < delay / 4,
+        "the read of a cached page waited {read_took:?} behind the write"
+    );
+    let report = wait_stats(&dir.control_socket(), |r| {
+        r["devices"][0]["write_cmds"].as_u64() == Some(3)
+    });
+    let engine = &report["workers"][0]["engine"];
+    assert_eq!(engine["uncached_writes"], 2, "{report:#}");
+    assert!(engine["seen_resets"].as_u64() >= Some(1), "{report:#}");
+    let page: Vec<u8> = (8192..8200)
+        .step_by(2)
+        .flat_map(|lba| reader.read(&device, lba, 2, false).expect("read back"))
+        .collect();
+    let mut expected = pattern(8192, 8, 4);
+    expected[1024..2048].copy_from_slice(&first);
+    expected[2048..3072].copy_from_slice(&second);
+    expected[3072..].copy_from_slice(&third);
+    assert!(page == expected, "the page around the writes");
+    let log = target.stop();
+    assert!(log.contains("stopped cleanly"), "{log}");
+    drop(detach);
+    assert!(
+        fs.bytes()[8192 * 512..8200 * 512] == expected[..],
+        "the disk"
+    );
 }
