@@ -126,8 +126,8 @@ const DEVICES: [DeviceSpec; 5] = [
     },
     // Buffered, not resident: reads copy out of an unlocked mapping, writes are `pwritev2`
     // after asking whether the pages they cover in part are cached (`SeenPages`); inputs
-    // with bit 2 of their first byte drop the file's cache first, so such writes go through
-    // the ring.
+    // with bit 2 of their first byte drop the file's cache first (and the engine's table of
+    // pages seen cached), so such writes go through the ring.
     DeviceSpec {
         shelf: 2,
         slot: 1,
@@ -513,11 +513,14 @@ impl World {
         }
     }
 
-    /// Drops every cached page of device `index`'s file (synced first: only clean pages go).
+    /// Drops every cached page of device `index`'s file (synced first: only clean pages go),
+    /// and tells the engine, as the supervisor does when the kernel counted an eviction, so
+    /// that pages it saw cached before are asked about again.
     fn drop_cache(&self, index: usize) {
         let file = &self.files[index];
         file.sync_data().expect("sync backing file");
         rustix::fs::fadvise(file, 0, None, rustix::fs::Advice::DontNeed).expect("fadvise");
+        aoe_xdp::storage::cached::pages_evicted();
     }
 
     fn send(&mut self, frame: &[u8], port: &PortInfo) {

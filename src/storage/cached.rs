@@ -17,10 +17,12 @@
 //! `/proc/vmstat` ([`crate::sys::pagecache::evictions`]) and calls [`pages_evicted`], and each
 //! engine clears its tables before its next write asks ([`eviction_epoch`]).
 //!
-//! Hazard: between an eviction and the supervisor's next look (at most a second), and after
-//! one the kernel does not count (`POSIX_FADV_DONTNEED`, another process's `O_DIRECT` write
-//! or truncation of the backing file), a page seen cached may be gone, and a write into it
-//! reads the disk on the worker's thread, as every write did before the table.
+//! Hazard: between an eviction and the supervisor's next look (at most a second), after one
+//! the kernel does not count (`POSIX_FADV_DONTNEED`, another process's `O_DIRECT` write or
+//! truncation of the backing file), and when a buffered write asks about a page while a
+//! direct write of it is in flight (forgotten when the direct write is issued, dropped from
+//! the cache when it completes), a page seen cached may be gone, and a write into it reads
+//! the disk on the worker's thread, as every write did before the table.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
