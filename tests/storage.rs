@@ -1217,6 +1217,17 @@ fn test_writeback_buffered_writes_complete_inline() {
 /// cache reads a whole 4 KiB page in before a 1 KiB write into it.
 const SLOW_READ: Duration = Duration::from_millis(400);
 
+/// An 8 MiB slow disk (byte `i` is `i % 251`) behind a loop device of `block_size`-byte blocks:
+/// its contents, the file system, the device and its detaching guard. 8 MiB, so that the FUSE
+/// file's own readahead around page 0 stays far from the pages the tests write (2 MiB in).
+fn slow_disk(block_size: u32) -> (Vec<u8>, FaultFs, PathBuf, Detach) {
+    let original: Vec<u8> = (0..8u64 << 20).map(|i| (i % 251) as u8).collect();
+    let fs = FaultFs::mount_slow_reads(original.clone(), SLOW_READ);
+    let dev = losetup(&fs.disk(), block_size);
+    let detach = Detach(dev.clone());
+    (original, fs, dev, detach)
+}
+
 /// A write into a page the page cache does not hold (the kernel must read the page from the
 /// disk first) goes through io_uring, where the read waits in an io-wq thread, instead of
 /// holding up the worker's thread in `pwritev2`, or in a page fault through the
@@ -1233,13 +1244,7 @@ fn test_writes_into_uncached_pages_go_through_the_ring() {
 }
 
 fn write_into_an_uncached_page(mapped_writes: bool) {
-    // 8 MiB, so that the FUSE file's own readahead around page 0 stays far from the page
-    // written (2 MiB in).
-    let len = 8u64 << 20;
-    let original: Vec<u8> = (0..len).map(|i| (i % 251) as u8).collect();
-    let fs = FaultFs::mount_slow_reads(original.clone(), SLOW_READ);
-    let dev = losetup(&fs.disk(), 512);
-    let detach = Detach(dev.clone());
+    let (original, fs, dev, detach) = slow_disk(512);
     let spec = ExportSpec {
         mapped_writes,
         ..spec(&dev)
@@ -1335,11 +1340,7 @@ fn write_into_an_uncached_page(mapped_writes: bool) {
 /// io-wq thread) instead of waiting 400 ms for it in `commit`.
 #[test]
 fn test_a_direct_write_makes_the_engine_forget_the_pages_it_covers() {
-    let len = 8u64 << 20;
-    let original: Vec<u8> = (0..len).map(|i| (i % 251) as u8).collect();
-    let fs = FaultFs::mount_slow_reads(original.clone(), SLOW_READ);
-    let dev = losetup(&fs.disk(), 4096);
-    let detach = Detach(dev.clone());
+    let (_, fs, dev, detach) = slow_disk(4096);
     let spec = ExportSpec {
         direct_io: true,
         ..spec(&dev)

@@ -2,7 +2,7 @@
 
 use std::time::{Duration, Instant};
 
-use aoe_xdp::initiator::client::ClientError;
+use aoe_xdp::initiator::client::{Client, ClientError, Found};
 use aoe_xdp::wire::ata::error as ata_error;
 
 use crate::common::cgroup::MemCgroup;
@@ -149,8 +149,7 @@ fn test_a_write_that_must_read_the_disk_does_not_hold_up_the_worker() {
     let detach = Detach(dev.clone());
     dir.back_first_device_with(&dev);
     let target = dir.start(&net.target_ns);
-    let patient =
-        |client: aoe_xdp::initiator::client::Client| client.with_retry(Duration::from_secs(5), 1);
+    let patient = |client: Client| client.with_retry(Duration::from_secs(5), 1);
     let (reader, device) = net.discover(0);
     let mut reader = patient(reader);
     // Sector 0's page cached: one slow read.
@@ -161,37 +160,10 @@ fn test_a_write_that_must_read_the_disk_does_not_hold_up_the_worker() {
         reader.identify(&device).expect("identify");
     }
     let (writer, _) = net.discover(0);
-    let mut writer = patient(writer);
+    let writer = patient(writer);
     let lba = 8194; // 1 KiB into the page at 4 MiB
     let written = pattern(lba, 2, 5);
-    let write = std::thread::spawn({
-        let (device, written) = (device.clone(), written.clone());
-        move || {
-            let sent = Instant::now();
-            writer
-                .write(&device, lba, &written, false)
-                .map(|()| sent.elapsed())
-        }
-    });
-    std::thread::sleep(Duration::from_millis(100));
-    let sent = Instant::now();
-    let data = reader
-        .read(&device, 2, 2, false)
-        .expect("read of a cached page");
-    let read_took = sent.elapsed();
-    assert!(data == pattern(2, 2, 4));
-    let write_took = write
-        .join()
-        .expect("writer thread")
-        .expect("the write into the page that was not cached");
-    assert!(
-        write_took >= delay * 3 / 4,
-        "the write did not wait for the disk's read ({write_took:?})"
-    );
-    assert!(
-        read_took < delay / 4,
-        "the read of a cached page waited {read_took:?} behind the write"
-    );
+    write_beside_a_cached_read(&mut reader, writer, &device, lba, &written, delay);
     let report = wait_stats(&dir.control_socket(), |r| {
         r["devices"][0]["write_cmds"].as_u64() == Some(1)
     });
@@ -234,8 +206,7 @@ fn test_a_write_into_a_page_evicted_since_does_not_hold_up_the_worker() {
     let cgroup = MemCgroup::new("aoe-xdp-test-evict");
     let target = dir.start(&net.target_ns);
     cgroup.add(target.pid());
-    let patient =
-        |client: aoe_xdp::initiator::client::Client| client.with_retry(Duration::from_secs(5), 1);
+    let patient = |client: Client| client.with_retry(Duration::from_secs(5), 1);
     let (reader, device) = net.discover(0);
     let mut reader = patient(reader);
     assert!(reader.read(&device, 0, 2, false).expect("read") == pattern(0, 2, 4));
@@ -245,7 +216,7 @@ fn test_a_write_into_a_page_evicted_since_does_not_hold_up_the_worker() {
     }
     let (writer, _) = net.discover(0);
     let mut writer = patient(writer);
-    let timed_write = |writer: &mut aoe_xdp::initiator::client::Client, lba: u64, data: &[u8]| {
+    let timed_write = |writer: &mut Client, lba: u64, data: &[u8]| {
         let sent = Instant::now();
         writer.write(&device, lba, data, false).expect("write");
         sent.elapsed()
@@ -286,34 +257,7 @@ fn test_a_write_into_a_page_evicted_since_does_not_hold_up_the_worker() {
     std::thread::sleep(Duration::from_millis(1500));
     assert!(reader.read(&device, 0, 2, false).expect("read") == pattern(0, 2, 4));
     let third = pattern(8198, 2, 7);
-    let write = std::thread::spawn({
-        let (device, third) = (device.clone(), third.clone());
-        move || {
-            let sent = Instant::now();
-            writer
-                .write(&device, 8198, &third, false)
-                .map(|()| sent.elapsed())
-        }
-    });
-    std::thread::sleep(Duration::from_millis(100));
-    let sent = Instant::now();
-    let data = reader
-        .read(&device, 2, 2, false)
-        .expect("read of a cached page");
-    let read_took = sent.elapsed();
-    assert!(data == pattern(2, 2, 4));
-    let write_took = write
-        .join()
-        .expect("writer thread")
-        .expect("the write into the evicted page");
-    assert!(
-        write_took >= delay * 3 / 4,
-        "the write did not wait for the disk's read ({write_took:?})"
-    );
-    assert!(
-        read_took < delay / 4,
-        "the read of a cached page waited {read_took:?} behind the write"
-    );
+    write_beside_a_cached_read(&mut reader, writer, &device, 8198, &third, delay);
     let report = wait_stats(&dir.control_socket(), |r| {
         r["devices"][0]["write_cmds"].as_u64() == Some(3)
     });
@@ -335,5 +279,47 @@ fn test_a_write_into_a_page_evicted_since_does_not_hold_up_the_worker() {
     assert!(
         fs.bytes()[8192 * 512..8200 * 512] == expected[..],
         "the disk"
+    );
+}
+
+/// Writes `data` at `lba`, into a page the page cache does not hold, from a thread of its own
+/// and, 100 ms into it, reads sectors 2-3 (whose page is cached) with `reader`: the write must
+/// wait for the disk's read of its page (at least 3/4 of `delay`), the read must not wait
+/// behind it (less than 1/4).
+fn write_beside_a_cached_read(
+    reader: &mut Client,
+    mut writer: Client,
+    device: &Found,
+    lba: u64,
+    data: &[u8],
+    delay: Duration,
+) {
+    let write = std::thread::spawn({
+        let (device, data) = (device.clone(), data.to_vec());
+        move || {
+            let sent = Instant::now();
+            writer
+                .write(&device, lba, &data, false)
+                .map(|()| sent.elapsed())
+        }
+    });
+    std::thread::sleep(Duration::from_millis(100));
+    let sent = Instant::now();
+    let read = reader
+        .read(device, 2, 2, false)
+        .expect("read of a cached page");
+    let read_took = sent.elapsed();
+    assert!(read == pattern(2, 2, 4));
+    let write_took = write
+        .join()
+        .expect("writer thread")
+        .expect("the write into the page that was not cached");
+    assert!(
+        write_took >= delay * 3 / 4,
+        "the write did not wait for the disk's read ({write_took:?})"
+    );
+    assert!(
+        read_took < delay / 4,
+        "the read of a cached page waited {read_took:?} behind the write"
     );
 }
