@@ -1356,18 +1356,11 @@ fn test_a_direct_write_makes_the_engine_forget_the_pages_it_covers() {
     let mut pool = pool();
     let mut engine = uring(exports, &pool);
     let page = 4096u64; // sector of the page at 2 MiB
+                        // One clock for every commit: the engine's sample of the pages it saw cached (once a
+                        // second by that clock) never runs after the first write, so only the forgetting counts.
+    let clock = Instant::now();
     let write = |engine: &mut Engine, pool: &mut ChunkPool, sector, len, fill| {
-        assert!(engine
-            .submit(req(pool, IoOp::Write, sector, len, 0, fill))
-            .is_ok());
-        let started = Instant::now();
-        engine.commit(started).unwrap();
-        let commit_took = started.elapsed();
-        let done = drain(engine);
-        assert_eq!(done.len(), 1);
-        assert!(done[0].result.is_ok(), "{:?}", done[0].result);
-        recycle(pool, done);
-        (commit_took, started.elapsed())
+        timed_write(engine, pool, (sector, len, fill), clock)
     };
     // The page is not cached: through the ring, which waits for the disk.
     let (commit_took, took) = write(&mut engine, &mut pool, page + 2, 1024, 0x5A);
@@ -1393,10 +1386,7 @@ fn test_a_direct_write_makes_the_engine_forget_the_pages_it_covers() {
         cached.cached, 0,
         "the direct write left the page in the page cache"
     );
-    // The FUSE file under the loop device keeps its own copy; without it, reading the page
-    // back is a trip to the slow disk again.
-    let disk = std::fs::File::open(fs.disk()).unwrap();
-    rustix::fs::fadvise(&disk, 0, None, rustix::fs::Advice::DontNeed).unwrap();
+    drop_fuse_copy(&fs);
     // Into the dropped page: through the ring again, `commit` does not wait.
     let (commit_took, took) = write(&mut engine, &mut pool, page + 6, 1024, 0x8D);
     assert!(
@@ -1421,6 +1411,116 @@ fn test_a_direct_write_makes_the_engine_forget_the_pages_it_covers() {
         fs.bytes()[at..at + 4096] == expected[..],
         "the page on the disk"
     );
+}
+
+/// A page evicted in a way the kernel does not count in `/proc/vmstat` (here
+/// `POSIX_FADV_DONTNEED`; on a machine like this one, DAMON's `pageout` too) is noticed by the
+/// engine's sample of the pages it saw cached, once a second by the clock `commit` is given:
+/// a write into it less than a second after the last sample is done inline and waits for the
+/// disk in `commit` (the hazard), one after that goes through the ring.
+#[test]
+fn test_a_sample_notices_a_page_evicted_without_a_count() {
+    let (original, fs, dev, detach) = slow_disk(512);
+    let mut pool = pool();
+    let mut engine = uring(open(&[spec(&dev)]), &pool);
+    let page = 4096u64; // sector of the page at 2 MiB
+    let clock = Instant::now();
+    // Not cached: the ring. Cached then: inline, and remembered.
+    let (_, took) = timed_write(&mut engine, &mut pool, (page + 2, 1024, 0x5A), clock);
+    assert!(
+        took >= SLOW_READ / 2,
+        "the write did not read the disk ({took:?})"
+    );
+    let (_, took) = timed_write(&mut engine, &mut pool, (page + 4, 1024, 0x6B), clock);
+    assert!(
+        took < SLOW_READ / 4,
+        "the write into a cached page took {took:?}"
+    );
+    let device = std::fs::File::open(&dev).unwrap();
+    let evict = || {
+        device.sync_data().unwrap();
+        rustix::fs::fadvise(&device, 0, None, rustix::fs::Advice::DontNeed).unwrap();
+        let cached = aoe_xdp::sys::pagecache::cached_pages(&device, page * 512, 4096).unwrap();
+        assert_eq!(cached.cached, 0, "the page is still cached");
+        drop_fuse_copy(&fs);
+    };
+    // Half a second after the last sample: the engine believes the page cached.
+    evict();
+    let half = clock + Duration::from_millis(500);
+    let (commit_took, _) = timed_write(&mut engine, &mut pool, (page + 6, 1024, 0x7C), half);
+    assert!(
+        commit_took >= SLOW_READ / 2,
+        "the inline write did not wait for the disk ({commit_took:?})"
+    );
+    assert_eq!(
+        (engine.stats().uncached_writes, engine.stats().seen_resets),
+        (1, 0)
+    );
+    // A second after it: the sample finds the page gone, and the write goes to the ring.
+    evict();
+    let later = clock + Duration::from_secs(1);
+    let (commit_took, took) = timed_write(&mut engine, &mut pool, (page + 2, 1024, 0x8D), later);
+    assert!(
+        commit_took < SLOW_READ / 4,
+        "commit waited {commit_took:?} for the disk"
+    );
+    assert!(
+        took >= SLOW_READ / 2,
+        "the write did not read the disk ({took:?})"
+    );
+    let stats = engine.stats();
+    assert_eq!(
+        (
+            stats.uncached_writes,
+            stats.seen_resets,
+            stats.seen_sample_misses
+        ),
+        (2, 1, 1)
+    );
+    assert!(engine
+        .submit(req(&mut pool, IoOp::Flush, 0, 0, 0, 3))
+        .is_ok());
+    recycle(&mut pool, drain(&mut engine));
+    drop(engine);
+    drop(detach);
+    let at = usize::try_from(page * 512).unwrap();
+    let mut expected = original[at..at + 4096].to_vec();
+    expected[1024..2048].fill(0x8D);
+    expected[2048..3072].fill(0x6B);
+    expected[3072..].fill(0x7C);
+    assert!(
+        fs.bytes()[at..at + 4096] == expected[..],
+        "the page on the disk"
+    );
+}
+
+/// Submits a write (`sector`, `len` bytes, filled with `fill`), commits it with `clock` as the
+/// engine's idea of now, and waits for it; returns how long `commit` took and how long the
+/// whole write did.
+fn timed_write(
+    engine: &mut Engine,
+    pool: &mut ChunkPool,
+    (sector, len, fill): (u64, u32, u8),
+    clock: Instant,
+) -> (Duration, Duration) {
+    assert!(engine
+        .submit(req(pool, IoOp::Write, sector, len, 0, fill))
+        .is_ok());
+    let started = Instant::now();
+    engine.commit(clock).unwrap();
+    let commit_took = started.elapsed();
+    let done = drain(engine);
+    assert_eq!(done.len(), 1);
+    assert!(done[0].result.is_ok(), "{:?}", done[0].result);
+    recycle(pool, done);
+    (commit_took, started.elapsed())
+}
+
+/// Drops the slow disk's FUSE file from the page cache: the file under the loop device keeps
+/// a copy of its own, without which reading a page back is a trip to the slow disk again.
+fn drop_fuse_copy(fs: &FaultFs) {
+    let disk = std::fs::File::open(fs.disk()).unwrap();
+    rustix::fs::fadvise(&disk, 0, None, rustix::fs::Advice::DontNeed).unwrap();
 }
 
 /// A file of `sectors` sectors whose sector `i` is filled with `i as u8`, synced to disk.

@@ -898,6 +898,7 @@ fn spawn_workers(
                         readaheads = stats.engine.readaheads,
                         uncached_writes = stats.engine.uncached_writes,
                         seen_resets = stats.engine.seen_resets,
+                        seen_sample_misses = stats.engine.seen_sample_misses,
                         major_faults = stats.major_faults,
                         "worker stopped"
                     );

@@ -11,23 +11,46 @@
 //! [`SeenPages`] is a direct-mapped table of the pages seen cached, one `u32` tag per slot,
 //! at most [`SLOTS_MAX`] slots (256 KiB, every page of a 256 MiB export).
 //!
-//! The table is a hint, kept honest two ways: the engine forgets the pages of every write it
-//! sends to the disk directly (`O_DIRECT`, which drops them from the page cache), and every
-//! table is cleared when the kernel evicted page-cache pages anywhere: the supervisor watches
-//! `/proc/vmstat` ([`crate::sys::pagecache::evictions`]) and calls [`pages_evicted`], and each
-//! engine clears its tables before its next write asks ([`eviction_epoch`]).
+//! The table is a hint, kept honest three ways:
+//! - the engine forgets the pages of every write it sends to the disk directly (`O_DIRECT`,
+//!   which drops them from the page cache);
+//! - every table is cleared when the kernel counted an eviction of page-cache pages: the
+//!   supervisor watches `/proc/vmstat` ([`crate::sys::pagecache::evictions`]: reclaim, by
+//!   kswapd, direct or a memory cgroup's, and `drop_caches`) and calls [`pages_evicted`], and
+//!   each engine clears its tables before its next write asks ([`eviction_epoch`]);
+//! - for evictions the kernel does not count there (DAMON's `pageout`, `POSIX_FADV_DONTNEED`,
+//!   another process's `O_DIRECT` write), each engine asks again about [`SAMPLE_PAGES`] of
+//!   a table's pages at most once every [`SAMPLE_EVERY`], before a write that needs the table
+//!   ([`SeenPages::sample`]), and clears the table if one is gone.
 //!
-//! Hazard: between an eviction and the supervisor's next look (at most a second), after one
-//! the kernel does not count (`POSIX_FADV_DONTNEED`, another process's `O_DIRECT` write or
-//! truncation of the backing file), and when a buffered write asks about a page while a
-//! direct write of it is in flight (forgotten when the direct write is issued, dropped from
-//! the cache when it completes), a page seen cached may be gone, and a write into it reads
-//! the disk on the worker's thread, as every write did before the table.
+//! Hazard: a write into a page evicted since it was seen still reads the disk on the worker's
+//! thread, as every write did before the table, until one of those notices: up to a second
+//! after an eviction the kernel counts, and after one it does not, until a sample happens on
+//! a page gone (likely within a second or two when a good share of the table went, as a
+//! long-idle export's pages do; the first write after an idle second takes a sample). And when
+//! a buffered write asks about a page while a direct write of it is in flight (forgotten when
+//! the direct write is issued, dropped from the cache when it completes).
+
+use std::time::Duration;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
 /// Most slots of one table.
 pub const SLOTS_MAX: usize = 1 << 16;
+
+/// Pages of a table asked about again per sample (see the module documentation).
+pub const SAMPLE_PAGES: usize = 16;
+
+/// Least time between two samples of an engine's tables.
+pub const SAMPLE_EVERY: Duration = Duration::from_secs(1);
+
+/// Most slots one sample looks at for pages to ask about: a sparse table is sampled whole (a
+/// 16 MiB export has 4096 pages), a full one in a spread of its slots.
+const SAMPLE_SLOTS_MAX: usize = 4096;
+
+/// A step through the slots that visits every one (odd, so coprime with any power of two),
+/// and spreads a sample's pages over the table: about 0.618 of 2^32, as Fibonacci hashing.
+const SAMPLE_STRIDE: usize = 0x9E37_79B9;
 
 /// Times the supervisor saw the kernel evict page-cache pages (see [`pages_evicted`]). The page
 /// cache is the machine's, so this is the process's.
@@ -108,6 +131,27 @@ impl SeenPages {
     /// Forgets every page.
     pub fn clear(&mut self) {
         self.tags.fill(0);
+    }
+
+    /// Up to `out.len()` pages of the table, from the slot `seed` picks on through a spread
+    /// of slots (at most [`SAMPLE_SLOTS_MAX`] looked at); returns how many it wrote.
+    pub fn sample(&self, seed: u64, out: &mut [u64]) -> usize {
+        let slots = self.tags.len();
+        let mask = slots - 1;
+        let mut slot = usize::try_from(seed & mask as u64).expect("below SLOTS_MAX");
+        let mut found = 0;
+        for _ in 0..slots.min(SAMPLE_SLOTS_MAX) {
+            if found == out.len() {
+                break;
+            }
+            let tag = self.tags[slot];
+            if tag != 0 {
+                out[found] = (u64::from(tag - 1) << self.bits) | slot as u64;
+                found += 1;
+            }
+            slot = slot.wrapping_add(SAMPLE_STRIDE) & mask;
+        }
+        found
     }
 
     /// The pages a buffered write of `len` bytes at file offset `offset` needs cached not to
@@ -264,6 +308,36 @@ mod tests {
         assert!(pages.contains(0));
         pages.clear();
         assert!((0..32).all(|page| !pages.contains(page)));
+    }
+
+    #[test]
+    fn test_a_sample_finds_the_pages_of_a_sparse_table_and_spreads_over_a_full_one() {
+        let mut out = [0u64; SAMPLE_PAGES];
+        // A 16 MiB file (4096 slots): three pages, one beyond the slot bits, all found.
+        let mut pages = SeenPages::new(16 << 20, PAGE);
+        assert_eq!(pages.sample(7, &mut out), 0);
+        for page in [5, 4000, 4096 + 9] {
+            pages.insert(page);
+        }
+        for seed in [0, 1, 4095, u64::MAX] {
+            let found = pages.sample(seed, &mut out);
+            let mut sampled = out[..found].to_vec();
+            sampled.sort_unstable();
+            assert_eq!(sampled, [5, 4000, 4096 + 9], "seed {seed}");
+        }
+        // A full table of 65,536 slots: SAMPLE_PAGES pages, each one it holds, far apart.
+        let mut pages = SeenPages::new(256 << 20, PAGE);
+        (0..SLOTS_MAX as u64).for_each(|page| pages.insert(page));
+        assert_eq!(pages.sample(12_345, &mut out), SAMPLE_PAGES);
+        assert!(out.iter().all(|&page| pages.contains(page)));
+        let mut sorted = out.to_vec();
+        sorted.sort_unstable();
+        sorted.dedup();
+        assert_eq!(sorted.len(), SAMPLE_PAGES, "no page twice");
+        assert!(
+            sorted.last().unwrap() - sorted[0] > SLOTS_MAX as u64 / 2,
+            "{sorted:?}"
+        );
     }
 
     #[test]

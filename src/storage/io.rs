@@ -188,11 +188,15 @@ pub struct EngineStats {
     /// because a page they needed was not in the page cache (see `storage::cached`).
     #[serde(default)]
     pub uncached_writes: u64,
-    /// Times the worker forgot every page it had seen in the page cache because the kernel
-    /// evicted pages (see `storage::cached`): each is followed by a one-byte read per page a
-    /// write needs, as at start.
+    /// Times the worker forgot the pages it had seen in the page cache (see
+    /// `storage::cached`), after the kernel counted an eviction or when a sample found one
+    /// gone: each is followed by a one-byte read per page a write needs, as at start.
     #[serde(default)]
     pub seen_resets: u64,
+    /// Of `seen_resets`, those after a sample of a table's pages found one gone (an eviction
+    /// the kernel does not count in `/proc/vmstat`, such as DAMON's `pageout`).
+    #[serde(default)]
+    pub seen_sample_misses: u64,
 }
 
 /// Errors building or driving an engine.

@@ -32,8 +32,9 @@
 //!   `preadv2(RWF_NOWAIT)`, see [`crate::storage::cached`]); a run with a missing page goes
 //!   through the ring (`uncached_writes`), where ext4 punts it to an io-wq thread. The pages
 //!   of a write sent to the disk directly are forgotten (`O_DIRECT` drops them from the page
-//!   cache), and every page once the kernel evicted any ([`cached::eviction_epoch`]:
-//!   `seen_resets`).
+//!   cache); every page once the kernel counted an eviction ([`cached::eviction_epoch`]), or
+//!   once a sample of a table's pages, asked about again at most once a second, found one
+//!   gone (`seen_resets`).
 //! - **Group commit.** Writes never carry `RWF_DSYNC`. A write of a `Durability::Sync`
 //!   export whose I/O completed waits in its export's [`GroupCommit`]; one
 //!   `IORING_OP_FSYNC` with `DATASYNC` (on the buffered descriptor, also for `direct-io`
@@ -176,6 +177,11 @@ pub struct UringEngine {
     seen: Box<[Option<SeenPages>]>,
     /// [`cached::eviction_epoch`] when `seen` was last cleared (or made).
     seen_epoch: u64,
+    /// The clock of the last `commit` (for [`cached::SAMPLE_EVERY`]).
+    clock: Option<Instant>,
+    /// When `seen` was last sampled, and the next sample's seed.
+    sampled_at: Option<Instant>,
+    sample_seed: u64,
     /// Scratch of [`Self::inline`]: the run's buffers, and per-request results of writes.
     inline_segs: Vec<Seg>,
     inline_results: Vec<Result<(), IoError>>,
@@ -269,6 +275,9 @@ impl UringEngine {
             readahead,
             seen,
             seen_epoch: cached::eviction_epoch(),
+            clock: None,
+            sampled_at: None,
+            sample_seed: 0x2545_F491_4F6C_DD1D,
             inline_segs: Vec::with_capacity(cfg.merge_max_segments),
             inline_results: Vec::with_capacity(cfg.merge_max_segments),
             nowait_batch: 0,
@@ -314,6 +323,7 @@ impl UringEngine {
 
     /// Plans merges and pushes queued requests to the kernel with one `io_uring_enter`.
     pub fn commit(&mut self, now: Instant) -> Result<(), EngineError> {
+        self.clock = Some(now);
         self.dispatch(Some(now));
         self.ring.submit()?;
         Ok(())
@@ -857,6 +867,15 @@ impl UringEngine {
             self.seen.iter_mut().flatten().for_each(SeenPages::clear);
             self.stats.seen_resets += 1;
         }
+        if let Some(now) = self.clock {
+            if self
+                .sampled_at
+                .is_none_or(|at| now.duration_since(at) >= cached::SAMPLE_EVERY)
+            {
+                self.sampled_at = Some(now);
+                self.sample_seen();
+            }
+        }
         let index = usize::from(export);
         let Some(pages) = self.seen[index].as_mut() else {
             return true;
@@ -866,22 +885,9 @@ impl UringEngine {
             if pages.contains(page) {
                 continue;
             }
-            let mut byte = [0u8; 1];
-            let at = page * pages.page_size();
-            let answer = loop {
-                match rustix::io::preadv2(
-                    fd,
-                    &mut [IoSliceMut::new(&mut byte)],
-                    at,
-                    ReadWriteFlags::NOWAIT,
-                ) {
-                    Err(Errno::INTR) => {}
-                    other => break other,
-                }
-            };
-            match answer {
+            match page_cached(fd, page * pages.page_size()) {
                 // Cached, or past the end of the file (nothing to read there).
-                Ok(_) => pages.insert(page),
+                Ok(()) => pages.insert(page),
                 Err(Errno::OPNOTSUPP) => {
                     self.seen[index] = None;
                     return true;
@@ -891,6 +897,34 @@ impl UringEngine {
             }
         }
         true
+    }
+
+    /// Asks again about [`cached::SAMPLE_PAGES`] pages of each table, and clears a table one
+    /// of whose pages is gone from the page cache (evicted in a way the kernel does not count
+    /// in `/proc/vmstat`; see [`crate::storage::cached`]).
+    fn sample_seen(&mut self) {
+        let mut sampled = [0u64; cached::SAMPLE_PAGES];
+        for (index, table) in self.seen.iter_mut().enumerate() {
+            let Some(pages) = table.as_mut() else {
+                continue;
+            };
+            // xorshift64: a new place in every table each time.
+            let mut seed = self.sample_seed;
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            self.sample_seed = seed;
+            let found = pages.sample(seed, &mut sampled);
+            let fd = self.exports[index].fd(Lane::Buffered);
+            let gone = sampled[..found]
+                .iter()
+                .any(|&page| page_cached(fd, page * pages.page_size()) == Err(Errno::AGAIN));
+            if gone {
+                pages.clear();
+                self.stats.seen_resets += 1;
+                self.stats.seen_sample_misses += 1;
+            }
+        }
     }
 
     /// Pushes `run` as one read or write (never `RWF_DSYNC`: durability comes from the
@@ -931,6 +965,24 @@ impl std::fmt::Debug for UringEngine {
             .field("cfg", &self.cfg)
             .field("stats", &self.stats)
             .finish_non_exhaustive()
+    }
+}
+
+/// Whether the page at `at` of `fd` is in the page cache: a one-byte `preadv2(RWF_NOWAIT)`
+/// (which starts reading a missing page in). `Ok` also past the end of the file; `EAGAIN`
+/// when not cached; `EOPNOTSUPP` where the file system cannot tell.
+fn page_cached(fd: BorrowedFd<'_>, at: u64) -> Result<(), Errno> {
+    let mut byte = [0u8; 1];
+    loop {
+        match rustix::io::preadv2(
+            fd,
+            &mut [IoSliceMut::new(&mut byte)],
+            at,
+            ReadWriteFlags::NOWAIT,
+        ) {
+            Err(Errno::INTR) => {}
+            other => return other.map(drop),
+        }
     }
 }
 
