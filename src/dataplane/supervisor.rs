@@ -15,7 +15,7 @@
 //!   new size from that), and requests beyond a shrunken end get ATA IDNF. A device whose
 //!   window has a fixed `length` does not change.
 //!
-//! On the same beat it looks at how often the kernel evicted page-cache pages
+//! On the same beat it reads the kernel's count of page-cache evictions
 //! ([`crate::sys::pagecache::evictions`]) and, when that moved, tells the workers' engines
 //! to forget which pages they saw cached ([`crate::storage::cached::pages_evicted`]).
 //!
@@ -209,14 +209,14 @@ impl Supervisor {
         }
     }
 
-    /// Tells the engines when the kernel evicted page-cache pages since the last look.
+    /// Tells the engines when the kernel counted page-cache evictions since the last look.
     fn follow_evictions(&mut self) {
         let now = pagecache::evictions();
         if now.is_some() && now != self.evictions {
             tracing::debug!(
                 before = ?self.evictions,
                 now = ?now,
-                "the kernel evicted page-cache pages: the workers forget which they saw cached"
+                "page-cache evictions counted: the workers forget the pages they saw cached"
             );
             cached::pages_evicted();
         }

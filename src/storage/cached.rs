@@ -26,14 +26,13 @@
 //! Hazard: a write into a page evicted since it was seen still reads the disk on the worker's
 //! thread, as every write did before the table, until one of those notices: up to a second
 //! after an eviction the kernel counts, and after one it does not, until a sample happens on
-//! a page gone (likely within a second or two when a good share of the table went, as a
-//! long-idle export's pages do; the first write after an idle second takes a sample). And when
+//! a page gone (likely within a second or two when a good share of the table went; the first
+//! write after an idle second takes a sample). And when
 //! a buffered write asks about a page while a direct write of it is in flight (forgotten when
 //! the direct write is issued, dropped from the cache when it completes).
 
-use std::time::Duration;
-
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
 
 /// Most slots of one table.
 pub const SLOTS_MAX: usize = 1 << 16;

@@ -1,7 +1,7 @@
 //! What the page cache holds of a file: which pages, and whether in folios of one page or
 //! larger ones. For tests and diagnostics of the storage path, not the data path: it maps the
 //! range, reads `/proc/self/pagemap` and `/proc/kpageflags` (page frame numbers need
-//! `CAP_SYS_ADMIN`) and unmaps it again. And how often the kernel evicted page-cache pages
+//! `CAP_SYS_ADMIN`) and unmaps it again. And the kernel's count of page-cache evictions
 //! ([`evictions`], read by the supervisor once a second).
 
 use std::fs::File;
@@ -18,12 +18,14 @@ const PM_PRESENT: u64 = 1 << 63;
 /// `/proc/self/pagemap`: the page frame number.
 const PM_PFN: u64 = (1 << 55) - 1;
 
-/// A count that grows whenever the kernel evicts page-cache pages, from `/proc/vmstat`: file
-/// pages reclaimed (`pgsteal_file`: by kswapd, by direct reclaim, and by a memory cgroup's
-/// limit or forced reclaim, which the other `pgsteal_*` counters leave out) plus writes to
-/// `/proc/sys/vm/drop_caches` (`drop_pagecache`, one per write, not per page). `None` where
-/// `/proc/vmstat` cannot be read or lacks either counter. Not counted: pages dropped by
-/// `POSIX_FADV_DONTNEED`, truncation or an `O_DIRECT` write.
+/// A count that grows whenever the kernel's reclaim evicts page-cache pages or its caches are
+/// dropped, from `/proc/vmstat`: file pages reclaimed (`pgsteal_file`: by kswapd, by direct
+/// reclaim, and by a memory cgroup's limit or forced reclaim, which the other `pgsteal_*`
+/// counters leave out) plus writes to `/proc/sys/vm/drop_caches` (`drop_pagecache`, one per
+/// write, not per page). `None` where `/proc/vmstat` cannot be read or lacks either counter.
+/// Not counted (seen on 6.18): pages DAMON's `pageout` evicts (`pgsteal_file` stayed flat
+/// while it took tens of thousands), and pages dropped by `POSIX_FADV_DONTNEED`, truncation
+/// or an `O_DIRECT` write.
 pub fn evictions() -> Option<u64> {
     evictions_in(&std::fs::read_to_string("/proc/vmstat").ok()?)
 }
