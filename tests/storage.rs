@@ -1363,12 +1363,7 @@ fn test_a_direct_write_makes_the_engine_forget_the_pages_it_covers() {
         timed_write(engine, pool, (sector, len, fill), clock)
     };
     // The page is not cached: through the ring, which waits for the disk.
-    let (commit_took, took) = write(&mut engine, &mut pool, page + 2, 1024, 0x5A);
-    assert!(commit_took < SLOW_READ / 4, "commit waited {commit_took:?}");
-    assert!(
-        took >= SLOW_READ / 2,
-        "the write did not read the disk ({took:?})"
-    );
+    assert_through_the_ring(write(&mut engine, &mut pool, page + 2, 1024, 0x5A));
     // Cached now: inline, and the page is remembered.
     let (_, took) = write(&mut engine, &mut pool, page + 4, 1024, 0x6B);
     assert!(
@@ -1388,15 +1383,7 @@ fn test_a_direct_write_makes_the_engine_forget_the_pages_it_covers() {
     );
     drop_fuse_copy(&fs);
     // Into the dropped page: through the ring again, `commit` does not wait.
-    let (commit_took, took) = write(&mut engine, &mut pool, page + 6, 1024, 0x8D);
-    assert!(
-        commit_took < SLOW_READ / 4,
-        "commit waited {commit_took:?} for the disk"
-    );
-    assert!(
-        took >= SLOW_READ / 2,
-        "the write did not read the disk ({took:?})"
-    );
+    assert_through_the_ring(write(&mut engine, &mut pool, page + 6, 1024, 0x8D));
     assert_eq!(engine.stats().uncached_writes, 2);
     assert!(engine
         .submit(req(&mut pool, IoOp::Flush, 0, 0, 0, 3))
@@ -1426,11 +1413,12 @@ fn test_a_sample_notices_a_page_evicted_without_a_count() {
     let page = 4096u64; // sector of the page at 2 MiB
     let clock = Instant::now();
     // Not cached: the ring. Cached then: inline, and remembered.
-    let (_, took) = timed_write(&mut engine, &mut pool, (page + 2, 1024, 0x5A), clock);
-    assert!(
-        took >= SLOW_READ / 2,
-        "the write did not read the disk ({took:?})"
-    );
+    assert_through_the_ring(timed_write(
+        &mut engine,
+        &mut pool,
+        (page + 2, 1024, 0x5A),
+        clock,
+    ));
     let (_, took) = timed_write(&mut engine, &mut pool, (page + 4, 1024, 0x6B), clock);
     assert!(
         took < SLOW_READ / 4,
@@ -1459,15 +1447,12 @@ fn test_a_sample_notices_a_page_evicted_without_a_count() {
     // A second after it: the sample finds the page gone, and the write goes to the ring.
     evict();
     let later = clock + Duration::from_secs(1);
-    let (commit_took, took) = timed_write(&mut engine, &mut pool, (page + 2, 1024, 0x8D), later);
-    assert!(
-        commit_took < SLOW_READ / 4,
-        "commit waited {commit_took:?} for the disk"
-    );
-    assert!(
-        took >= SLOW_READ / 2,
-        "the write did not read the disk ({took:?})"
-    );
+    assert_through_the_ring(timed_write(
+        &mut engine,
+        &mut pool,
+        (page + 2, 1024, 0x8D),
+        later,
+    ));
     let stats = engine.stats();
     assert_eq!(
         (
@@ -1514,6 +1499,19 @@ fn timed_write(
     assert!(done[0].result.is_ok(), "{:?}", done[0].result);
     recycle(pool, done);
     (commit_took, started.elapsed())
+}
+
+/// A write on the slow disk that went through the ring, given how long its `commit` took and
+/// how long the write did: `commit` did not wait, the write waited for the disk's read.
+fn assert_through_the_ring((commit_took, took): (Duration, Duration)) {
+    assert!(
+        commit_took < SLOW_READ / 4,
+        "commit waited {commit_took:?} for the disk"
+    );
+    assert!(
+        took >= SLOW_READ / 2,
+        "the write did not read the disk ({took:?})"
+    );
 }
 
 /// Drops the slow disk's FUSE file from the page cache: the file under the loop device keeps
