@@ -217,6 +217,15 @@ pub fn soak(args: &SoakArgs) -> Result<()> {
             .arg("--json"),
     )?)?;
     print_drops(&stats)?;
+    // The target's own tables (service times per device, the workers' disk I/O), for what
+    // the numbers above do not say (a retransmission's stall, say).
+    let tables = output(
+        target_ns
+            .exec(bin.join("aoe-xdp"))
+            .arg("--stats")
+            .arg(&socket),
+    )?;
+    println!("{}", tables.trim_end());
     let status = target.stop()?;
     ensure!(status.success(), "aoe-xdp exited with {status} at SIGTERM");
     // Frame accounting at exit: every frame back with its port (a request holds its frame
