@@ -1313,12 +1313,7 @@ fn write_into_an_uncached_page(mapped_writes: bool) {
         if mapped_writes { (0, 1) } else { (1, 0) }
     );
     // Durable, then on the disk: both writes and the rest of the page around them.
-    assert!(engine
-        .submit(req(&mut pool, IoOp::Flush, 0, 0, 0, 3))
-        .is_ok());
-    recycle(&mut pool, drain(&mut engine));
-    drop(engine);
-    drop(detach);
+    flush_and_detach(engine, &mut pool, detach);
     let bytes = fs.bytes();
     let page = (at as usize & !4095)..(at as usize & !4095) + 4096;
     let mut expected = original[page.clone()].to_vec();
@@ -1385,12 +1380,7 @@ fn test_a_direct_write_makes_the_engine_forget_the_pages_it_covers() {
     // Into the dropped page: through the ring again, `commit` does not wait.
     assert_through_the_ring(write(&mut engine, &mut pool, page + 6, 1024, 0x8D));
     assert_eq!(engine.stats().uncached_writes, 2);
-    assert!(engine
-        .submit(req(&mut pool, IoOp::Flush, 0, 0, 0, 3))
-        .is_ok());
-    recycle(&mut pool, drain(&mut engine));
-    drop(engine);
-    drop(detach);
+    flush_and_detach(engine, &mut pool, detach);
     let at = usize::try_from(page * 512).unwrap();
     let mut expected = vec![0x7C; 4096];
     expected[3072..].fill(0x8D);
@@ -1462,12 +1452,7 @@ fn test_a_sample_notices_a_page_evicted_without_a_count() {
         ),
         (2, 1, 1)
     );
-    assert!(engine
-        .submit(req(&mut pool, IoOp::Flush, 0, 0, 0, 3))
-        .is_ok());
-    recycle(&mut pool, drain(&mut engine));
-    drop(engine);
-    drop(detach);
+    flush_and_detach(engine, &mut pool, detach);
     let at = usize::try_from(page * 512).unwrap();
     let mut expected = original[at..at + 4096].to_vec();
     expected[1024..2048].fill(0x8D);
@@ -1512,6 +1497,15 @@ fn assert_through_the_ring((commit_took, took): (Duration, Duration)) {
         took >= SLOW_READ / 2,
         "the write did not read the disk ({took:?})"
     );
+}
+
+/// Flushes the engine's writes to the slow disk, then lets go of the engine and the loop
+/// device (their data is then in the FUSE file).
+fn flush_and_detach(mut engine: Engine, pool: &mut ChunkPool, detach: Detach) {
+    assert!(engine.submit(req(pool, IoOp::Flush, 0, 0, 0, 3)).is_ok());
+    recycle(pool, drain(&mut engine));
+    drop(engine);
+    drop(detach);
 }
 
 /// Drops the slow disk's FUSE file from the page cache: the file under the loop device keeps

@@ -8,8 +8,9 @@ use aoe_xdp::wire::ata::error as ata_error;
 use crate::common::cgroup::MemCgroup;
 use crate::common::faultfs::FaultFs;
 use crate::common::mounts::{losetup, Detach, SmallTmpfs};
+use crate::common::target::TargetDir;
 use crate::counters::wait_stats;
-use crate::fixture::{Setup, SECTORS};
+use crate::fixture::{Net, Setup, SECTORS};
 use crate::patterns::pattern;
 
 /// A device whose file lives on a full file system (a 1 MiB tmpfs holding a 4 MiB sparse
@@ -137,30 +138,12 @@ fn test_bad_range_fails_only_its_requests() {
 /// other sectors intact; `--stats` counts it (`uncached_writes`).
 #[test]
 fn test_a_write_that_must_read_the_disk_does_not_hold_up_the_worker() {
-    let delay = Duration::from_millis(400);
-    // 8 MiB, so that the FUSE file's own readahead around sector 0 stays far from the page
-    // written (4 MiB in).
-    let sectors = 16_384;
-    let Some((net, dir)) = Setup::new("dp-coldwr").sectors(sectors).build() else {
+    let delay = SLOW_READ;
+    let Some((net, dir, fs, detach)) = slow_device("dp-coldwr") else {
         return;
     };
-    let fs = FaultFs::mount_slow_reads(pattern(0, sectors, 4), delay);
-    let dev = losetup(&fs.disk(), 512);
-    let detach = Detach(dev.clone());
-    dir.back_first_device_with(&dev);
     let target = dir.start(&net.target_ns);
-    let patient = |client: Client| client.with_retry(Duration::from_secs(5), 1);
-    let (reader, device) = net.discover(0);
-    let mut reader = patient(reader);
-    // Sector 0's page cached: one slow read.
-    assert!(reader.read(&device, 0, 2, false).expect("read") == pattern(0, 2, 4));
-    // Each client counts its tags from 1 and sees every frame on the interface: the reader
-    // moves on to tags the writer will not use, before the writer's socket exists.
-    for _ in 0..16 {
-        reader.identify(&device).expect("identify");
-    }
-    let (writer, _) = net.discover(0);
-    let writer = patient(writer);
+    let (mut reader, writer, device) = reader_and_writer(&net);
     let lba = 8194; // 1 KiB into the page at 4 MiB
     let written = pattern(lba, 2, 5);
     write_beside_a_cached_read(&mut reader, writer, &device, lba, &written, delay);
@@ -193,29 +176,16 @@ fn test_a_write_that_must_read_the_disk_does_not_hold_up_the_worker() {
 /// cached, write inline and wait 400 ms for the kernel to read the page back.
 #[test]
 fn test_a_write_into_a_page_evicted_since_does_not_hold_up_the_worker() {
-    let delay = Duration::from_millis(400);
-    let sectors = 16_384;
-    let Some((net, dir)) = Setup::new("dp-evict").sectors(sectors).build() else {
+    let delay = SLOW_READ;
+    let Some((net, dir, fs, detach)) = slow_device("dp-evict") else {
         return;
     };
-    let fs = FaultFs::mount_slow_reads(pattern(0, sectors, 4), delay);
-    let dev = losetup(&fs.disk(), 512);
-    let detach = Detach(dev.clone());
-    dir.back_first_device_with(&dev);
+    let dev = detach.0.clone();
     // Before the target: dropped after it (a cgroup with a process in it stays).
     let cgroup = MemCgroup::new("aoe-xdp-test-evict");
     let target = dir.start(&net.target_ns);
     cgroup.add(target.pid());
-    let patient = |client: Client| client.with_retry(Duration::from_secs(5), 1);
-    let (reader, device) = net.discover(0);
-    let mut reader = patient(reader);
-    assert!(reader.read(&device, 0, 2, false).expect("read") == pattern(0, 2, 4));
-    // Tags apart, as in the test above.
-    for _ in 0..16 {
-        reader.identify(&device).expect("identify");
-    }
-    let (writer, _) = net.discover(0);
-    let mut writer = patient(writer);
+    let (mut reader, mut writer, device) = reader_and_writer(&net);
     let timed_write = |writer: &mut Client, lba: u64, data: &[u8]| {
         let sent = Instant::now();
         writer.write(&device, lba, data, false).expect("write");
@@ -325,4 +295,37 @@ fn write_beside_a_cached_read(
         read_took < delay / 4,
         "the read of a cached page waited {read_took:?} behind the write"
     );
+}
+
+/// How long a read of the slow disk takes.
+const SLOW_READ: Duration = Duration::from_millis(400);
+
+/// The network and a target directory whose first device is a slow disk: an 8 MiB FUSE file
+/// (sector `i` holds `pattern(i, 1, 4)`) whose reads take [`SLOW_READ`], behind a loop device
+/// of 512-byte blocks (detached when the guard drops). 8 MiB, so that the FUSE file's own
+/// readahead around sector 0 stays far from the page the tests write (4 MiB in). `None`
+/// where the fixture skips.
+fn slow_device(name: &str) -> Option<(Net, TargetDir, FaultFs, Detach)> {
+    let sectors = 16_384;
+    let (net, dir) = Setup::new(name).sectors(sectors).build()?;
+    let fs = FaultFs::mount_slow_reads(pattern(0, sectors, 4), SLOW_READ);
+    let dev = losetup(&fs.disk(), 512);
+    dir.back_first_device_with(&dev);
+    Some((net, dir, fs, Detach(dev)))
+}
+
+/// Two patient clients of the slow device (5 s per try, once): a reader that has read sectors
+/// 0-1 (one slow read; their page is cached now) and a writer.
+fn reader_and_writer(net: &Net) -> (Client, Client, Found) {
+    let patient = |client: Client| client.with_retry(Duration::from_secs(5), 1);
+    let (reader, device) = net.discover(0);
+    let mut reader = patient(reader);
+    assert!(reader.read(&device, 0, 2, false).expect("read") == pattern(0, 2, 4));
+    // Each client counts its tags from 1 and sees every frame on the interface: the reader
+    // moves on to tags the writer will not use, before the writer's socket exists.
+    for _ in 0..16 {
+        reader.identify(&device).expect("identify");
+    }
+    let (writer, _) = net.discover(0);
+    (reader, patient(writer), device)
 }
