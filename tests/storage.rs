@@ -1376,7 +1376,7 @@ fn test_a_direct_write_makes_the_engine_forget_the_pages_it_covers() {
         cached.cached, 0,
         "the direct write left the page in the page cache"
     );
-    drop_fuse_copy(&fs);
+    fs.drop_page_cache();
     // Into the dropped page: through the ring again, `commit` does not wait.
     assert_through_the_ring(write(&mut engine, &mut pool, page + 6, 1024, 0x8D));
     assert_eq!(engine.stats().uncached_writes, 2);
@@ -1420,7 +1420,7 @@ fn test_a_sample_notices_a_page_evicted_without_a_count() {
         rustix::fs::fadvise(&device, 0, None, rustix::fs::Advice::DontNeed).unwrap();
         let cached = aoe_xdp::sys::pagecache::cached_pages(&device, page * 512, 4096).unwrap();
         assert_eq!(cached.cached, 0, "the page is still cached");
-        drop_fuse_copy(&fs);
+        fs.drop_page_cache();
     };
     // Half a second after the last sample: the engine believes the page cached.
     evict();
@@ -1506,13 +1506,6 @@ fn flush_and_detach(mut engine: Engine, pool: &mut ChunkPool, detach: Detach) {
     recycle(pool, drain(&mut engine));
     drop(engine);
     drop(detach);
-}
-
-/// Drops the slow disk's FUSE file from the page cache: the file under the loop device keeps
-/// a copy of its own, without which reading a page back is a trip to the slow disk again.
-fn drop_fuse_copy(fs: &FaultFs) {
-    let disk = std::fs::File::open(fs.disk()).unwrap();
-    rustix::fs::fadvise(&disk, 0, None, rustix::fs::Advice::DontNeed).unwrap();
 }
 
 /// A file of `sectors` sectors whose sector `i` is filled with `i as u8`, synced to disk.

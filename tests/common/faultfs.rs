@@ -241,4 +241,12 @@ impl FaultFs {
     pub fn bytes(&self) -> Vec<u8> {
         self.bytes.lock().expect("disk lock").clone()
     }
+
+    /// Drops `disk` from the page cache: a loop device over it keeps a copy of its own in the
+    /// FUSE file's cache (a real disk has no such layer), without which reading a page back
+    /// after the loop device's cache lost it is not a trip to the slow disk.
+    pub fn drop_page_cache(&self) {
+        let disk = std::fs::File::open(self.disk()).expect("open the FUSE file");
+        rustix::fs::fadvise(&disk, 0, None, rustix::fs::Advice::DontNeed).expect("fadvise");
+    }
 }

@@ -138,7 +138,6 @@ fn test_bad_range_fails_only_its_requests() {
 /// other sectors intact; `--stats` counts it (`uncached_writes`).
 #[test]
 fn test_a_write_that_must_read_the_disk_does_not_hold_up_the_worker() {
-    let delay = SLOW_READ;
     let Some((net, dir, fs, detach)) = slow_device("dp-coldwr") else {
         return;
     };
@@ -146,7 +145,7 @@ fn test_a_write_that_must_read_the_disk_does_not_hold_up_the_worker() {
     let (mut reader, writer, device) = reader_and_writer(&net);
     let lba = 8194; // 1 KiB into the page at 4 MiB
     let written = pattern(lba, 2, 5);
-    write_beside_a_cached_read(&mut reader, writer, &device, lba, &written, delay);
+    write_beside_a_cached_read(&mut reader, writer, &device, lba, &written);
     let report = wait_stats(&dir.control_socket(), |r| {
         r["devices"][0]["write_cmds"].as_u64() == Some(1)
     });
@@ -176,7 +175,6 @@ fn test_a_write_that_must_read_the_disk_does_not_hold_up_the_worker() {
 /// cached, write inline and wait 400 ms for the kernel to read the page back.
 #[test]
 fn test_a_write_into_a_page_evicted_since_does_not_hold_up_the_worker() {
-    let delay = SLOW_READ;
     let Some((net, dir, fs, detach)) = slow_device("dp-evict") else {
         return;
     };
@@ -195,12 +193,12 @@ fn test_a_write_into_a_page_evicted_since_does_not_hold_up_the_worker() {
     let (first, second) = (pattern(8194, 2, 5), pattern(8196, 2, 6));
     let took = timed_write(&mut writer, 8194, &first);
     assert!(
-        took >= delay * 3 / 4,
+        took >= SLOW_READ * 3 / 4,
         "the first write did not read the disk ({took:?})"
     );
     let took = timed_write(&mut writer, 8196, &second);
     assert!(
-        took < delay / 4,
+        took < SLOW_READ / 4,
         "the write into a cached page took {took:?}"
     );
     let report = wait_stats(&dir.control_socket(), |r| {
@@ -218,16 +216,13 @@ fn test_a_write_into_a_page_evicted_since_does_not_hold_up_the_worker() {
         cached.cached, 0,
         "the reclaim left the page in the page cache"
     );
-    // The FUSE file under the loop device keeps a copy of its own (charged to whichever
-    // cgroup the loop worker ran in; a real disk has no such layer): dropped too, so that
-    // reading the page back takes the slow disk again.
-    let disk = std::fs::File::open(fs.disk()).expect("open the FUSE file");
-    rustix::fs::fadvise(&disk, 0, None, rustix::fs::Advice::DontNeed).expect("fadvise");
+    // The FUSE file's own copy (charged to whichever cgroup the loop worker ran in) too.
+    fs.drop_page_cache();
     // The supervisor looks at /proc/vmstat once a second; sector 0's page back in the cache.
     std::thread::sleep(Duration::from_millis(1500));
     assert!(reader.read(&device, 0, 2, false).expect("read") == pattern(0, 2, 4));
     let third = pattern(8198, 2, 7);
-    write_beside_a_cached_read(&mut reader, writer, &device, 8198, &third, delay);
+    write_beside_a_cached_read(&mut reader, writer, &device, 8198, &third);
     let report = wait_stats(&dir.control_socket(), |r| {
         r["devices"][0]["write_cmds"].as_u64() == Some(3)
     });
@@ -257,7 +252,7 @@ fn test_a_write_into_a_page_evicted_since_does_not_hold_up_the_worker() {
 
 /// Writes `data` at `lba`, into a page the page cache does not hold, from a thread of its own
 /// and, 100 ms into it, reads sectors 2-3 (whose page is cached) with `reader`: the write must
-/// wait for the disk's read of its page (at least 3/4 of `delay`), the read must not wait
+/// wait for the disk's read of its page (at least 3/4 of [`SLOW_READ`]), the read must not wait
 /// behind it (less than 1/4).
 fn write_beside_a_cached_read(
     reader: &mut Client,
@@ -265,7 +260,6 @@ fn write_beside_a_cached_read(
     device: &Found,
     lba: u64,
     data: &[u8],
-    delay: Duration,
 ) {
     let write = std::thread::spawn({
         let (device, data) = (device.clone(), data.to_vec());
@@ -288,11 +282,11 @@ fn write_beside_a_cached_read(
         .expect("writer thread")
         .expect("the write into the page that was not cached");
     assert!(
-        write_took >= delay * 3 / 4,
+        write_took >= SLOW_READ * 3 / 4,
         "the write did not wait for the disk's read ({write_took:?})"
     );
     assert!(
-        read_took < delay / 4,
+        read_took < SLOW_READ / 4,
         "the read of a cached page waited {read_took:?} behind the write"
     );
 }
