@@ -2,9 +2,14 @@
 //!
 //! Contract: `probe` opens and closes the backing file or block device without reading or
 //! writing data, and reports every problem it can find for the device (a missing file or a
-//! wrong file type stops the checks that need the file). A block device's size is found by
-//! seeking to its end; block devices are also opened with O_EXCL, which fails while the
-//! device is mounted or claimed, as the dataplane will open them.
+//! wrong file type stops the checks that need the file). A block device's size is read from
+//! sysfs (`/sys/dev/block/MAJOR:MINOR/size`; where that is missing, by seeking to its end);
+//! block devices are also opened with O_EXCL, which fails while the device is mounted or
+//! claimed, as the dataplane will open them. `export_sectors_now` only looks at the size:
+//! what a running target, which holds its block devices with O_EXCL, asks once a second.
+//! Neither takes the block device's inode lock (seeking does, exclusively, and so waits for
+//! a buffered read or write of the device that holds it shared: one paused by dirty-page
+//! throttling holds it for up to 200 ms, and the dataplane's reads queue behind the seek).
 //!
 //! Hazard: the checks are a snapshot; a file can shrink or vanish after them. The dataplane
 //! still range-checks every request against the extent found when it opens the file.
@@ -125,11 +130,8 @@ pub(crate) fn probe(device: &DeviceConfig) -> Result<Backing, Vec<BackingError>>
         vec![error(problem)]
     })?;
     let kind = kind(&metadata).map_err(|problem| vec![error(problem)])?;
-    let size_bytes = match kind {
-        BackingKind::File => metadata.len(),
-        BackingKind::BlockDevice => block_device_size(device)
-            .map_err(|err| vec![error(BackingProblem::Inaccessible(err))])?,
-    };
+    let size_bytes = size_bytes(device, kind, &metadata)
+        .map_err(|err| vec![error(BackingProblem::Inaccessible(err))])?;
     let total_sectors = size_bytes / SECTOR_SIZE;
     let mut problems = Vec::new();
     let export_sectors = extent_problem(device, total_sectors, &mut problems);
@@ -171,19 +173,74 @@ fn kind(metadata: &Metadata) -> Result<BackingKind, BackingProblem> {
     }
 }
 
-/// st_size of a block device is 0; its size is where seeking to the end lands.
-fn block_device_size(device: &DeviceConfig) -> io::Result<u64> {
+/// The sectors `device` exports as its backing store is now, without opening it; `None`
+/// where the store cannot be looked at, the device's extent no longer fits in it, or a
+/// `resident` window would no longer fit in memory (see [`probe`] for why).
+pub(crate) fn export_sectors_now(device: &DeviceConfig) -> Option<u64> {
+    let metadata = std::fs::metadata(&device.path).ok()?;
+    let kind = kind(&metadata).ok()?;
+    let total_sectors = size_bytes(device, kind, &metadata).ok()? / SECTOR_SIZE;
+    let mut problems = Vec::new();
+    let export_sectors = extent_problem(device, total_sectors, &mut problems);
+    let fits = !device.resident || memory_shortfall(export_sectors).is_none();
+    (problems.is_empty() && fits).then_some(export_sectors)
+}
+
+/// The size of the file or block device in bytes.
+fn size_bytes(device: &DeviceConfig, kind: BackingKind, metadata: &Metadata) -> io::Result<u64> {
+    match kind {
+        BackingKind::File => Ok(metadata.len()),
+        BackingKind::BlockDevice => match block_device_sysfs_size(metadata) {
+            Some(bytes) => Ok(bytes),
+            None => block_device_seek_size(device),
+        },
+    }
+}
+
+/// A block device's size from sysfs, which counts it in 512-byte units whatever the
+/// device's block size; no lock taken.
+fn block_device_sysfs_size(metadata: &Metadata) -> Option<u64> {
+    let path = format!("{}/size", block_device_sysfs_dir(metadata));
+    let units: u64 = std::fs::read_to_string(path).ok()?.trim().parse().ok()?;
+    units.checked_mul(512)
+}
+
+/// st_size of a block device is 0; its size is also where seeking to the end lands (which
+/// takes the device's inode lock).
+fn block_device_seek_size(device: &DeviceConfig) -> io::Result<u64> {
     let mut file = File::open(&device.path)?;
     file.seek(SeekFrom::End(0))
+}
+
+/// Whether this process has the block device at `path` open (the dataplane opens block
+/// devices with O_EXCL only, so such a device is claimed by this process, not by a mount or
+/// another program).
+fn claimed_by_this_process(path: &std::path::Path) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    let Ok(wanted) = std::fs::metadata(path) else {
+        return false;
+    };
+    let Ok(fds) = std::fs::read_dir("/proc/self/fd") else {
+        return false;
+    };
+    fds.flatten().any(|fd| {
+        std::fs::metadata(fd.path())
+            .is_ok_and(|open| open.file_type().is_block_device() && open.rdev() == wanted.rdev())
+    })
+}
+
+/// `/sys/dev/block/MAJOR:MINOR` of a block device.
+fn block_device_sysfs_dir(metadata: &Metadata) -> String {
+    use std::os::unix::fs::MetadataExt;
+    let rdev = metadata.rdev();
+    let (major, minor) = (rustix::fs::major(rdev), rustix::fs::minor(rdev));
+    format!("/sys/dev/block/{major}:{minor}")
 }
 
 /// True if sysfs says the block device is read-only. Opening such a device for writing
 /// succeeds on current kernels (only the writes fail), so the open test cannot tell.
 fn block_device_read_only(metadata: &Metadata) -> bool {
-    use std::os::unix::fs::MetadataExt;
-    let rdev = metadata.rdev();
-    let (major, minor) = (rustix::fs::major(rdev), rustix::fs::minor(rdev));
-    std::fs::read_to_string(format!("/sys/dev/block/{major}:{minor}/ro"))
+    std::fs::read_to_string(format!("{}/ro", block_device_sysfs_dir(metadata)))
         .is_ok_and(|text| text.trim() == "1")
 }
 
@@ -225,7 +282,21 @@ fn open_problems(device: &DeviceConfig, kind: BackingKind) -> Vec<BackingProblem
     if kind == BackingKind::BlockDevice {
         options.custom_flags(libc::O_EXCL);
     }
-    match options.open(&device.path) {
+    let mut opened = options.open(&device.path);
+    if kind == BackingKind::BlockDevice
+        && opened
+            .as_ref()
+            .is_err_and(|err| err.kind() == io::ErrorKind::ResourceBusy)
+        && claimed_by_this_process(&device.path)
+    {
+        // This process serves the device (a running target checking a configuration to
+        // reload): the claim is its own. The rest of the check, without O_EXCL.
+        opened = OpenOptions::new()
+            .read(true)
+            .write(!device.read_only)
+            .open(&device.path);
+    }
+    match opened {
         Ok(_) => {}
         Err(err) => problems.push(match err.kind() {
             io::ErrorKind::ReadOnlyFilesystem => BackingProblem::ReadOnlyFileSystem,
@@ -307,6 +378,15 @@ mod tests {
         assert_eq!(backing.export_sectors, 2000);
         let backing = device(&path, "offset = 48\nlength = 2000").probe().unwrap();
         assert_eq!(backing.export_sectors, 2000);
+        assert_eq!(
+            device(&path, "offset = 48\nlength = 2000").export_sectors_now(),
+            Some(2000)
+        );
+        assert_eq!(
+            device(&path, "offset = 48\nlength = 2001").export_sectors_now(),
+            None,
+            "the window no longer fits"
+        );
         let backing = device(&path, "read-only = true\ndirect-io = true")
             .probe()
             .unwrap();
@@ -523,14 +603,41 @@ mod tests {
         assert_eq!(backing.kind, BackingKind::BlockDevice);
         assert_eq!(backing.size_bytes, 3 * 1024 * 1024);
         assert_eq!(backing.export_sectors, 6144 - 2048);
-        // Held exclusively by someone else (as when mounted): reported as in use.
-        let _holder = OpenOptions::new()
+        // Held exclusively by this process (as a running target holds the devices it serves,
+        // and then checks a configuration to reload): not a problem.
+        let holder = OpenOptions::new()
             .read(true)
             .custom_flags(libc::O_EXCL)
             .open(&loop_device.path)
             .unwrap();
+        assert!(device.probe().is_ok());
+        // What a running target asks once a second of a device it holds so: the size.
+        assert_eq!(device.export_sectors_now(), Some(6144 - 2048));
+        drop(holder);
+        // Mounted: reported as in use.
+        let mkfs = Command::new("mkfs.ext4")
+            .args(["-q", "-F"])
+            .arg(&loop_device.path)
+            .status()
+            .expect("mkfs.ext4 (e2fsprogs)");
+        assert!(mkfs.success());
+        let mount = tempfile::tempdir().unwrap();
+        let mounted = Command::new("mount")
+            .arg(&loop_device.path)
+            .arg(mount.path())
+            .status()
+            .expect("mount");
+        assert!(mounted.success());
         let found = problems(&device);
+        let _ = Command::new("umount").arg(mount.path()).status();
         assert!(matches!(found[..], [BackingProblem::InUse]), "{found:?}");
+        // The size, all the same.
+        assert_eq!(device.export_sectors_now(), Some(6144 - 2048));
+        assert_eq!(
+            self::device(&loop_device.path, "offset = 6144").export_sectors_now(),
+            None,
+            "nothing left after the offset"
+        );
     }
 
     #[test]

@@ -240,6 +240,14 @@ impl DeviceConfig {
     pub fn probe(&self) -> Result<Backing, Vec<BackingError>> {
         backing::probe(self)
     }
+
+    /// The sectors the device exports as its backing store is now, without opening it (what
+    /// a running target, which holds its block devices exclusively, can ask); `None` where the
+    /// store cannot be looked at, the device's extent no longer fits in it, or a `resident`
+    /// window would no longer fit in memory.
+    pub fn export_sectors_now(&self) -> Option<u64> {
+        backing::export_sectors_now(self)
+    }
 }
 
 impl Config {

@@ -104,7 +104,7 @@ fn export_sizes(config: &Config) -> Vec<Option<u64>> {
     config
         .devices
         .iter()
-        .map(|device| device.probe().ok().map(|backing| backing.export_sectors))
+        .map(|device| device.export_sectors_now())
         .collect()
 }
 

@@ -11,6 +11,7 @@ use aoe_xdp::sys::packet::raw::RawSocket;
 use aoe_xdp::wire::{AoeCommand, MacAddr};
 use netns_rig::Veth;
 
+use crate::common::mounts::{losetup, Detach};
 use crate::common::netns::{in_netns, PacketSocket};
 use crate::common::target::{TargetDir, TargetProcess};
 use crate::fixture::{discover_one, Net, Setup, SECTORS, SHELF, SLOT};
@@ -376,6 +377,63 @@ fn test_a_backing_file_that_grows_or_shrinks_is_followed() {
         client.read(&device, 4, 2, true).expect("read"),
         data,
         "intact"
+    );
+    pauses(&target.stop());
+}
+
+/// A block device (a loop device over a file) that grows while served: the running target,
+/// which holds it with `O_EXCL`, still sees its new size (from sysfs), and IDENTIFY reports it;
+/// the new workers open it again with `O_EXCL` at once (the old engine's ring let go of it),
+/// and so does a reload that adds a device.
+#[test]
+fn test_a_block_device_that_grows_is_followed() {
+    let Some((net, dir, _capture)) = watched("dp-bresize") else {
+        return;
+    };
+    let image = tempfile::NamedTempFile::new_in("/var/tmp").expect("image file");
+    image.as_file().set_len(SECTORS * 512).expect("size");
+    let dev = losetup(image.path(), 512);
+    let _detach = Detach(dev.clone());
+    dir.back_first_device_with(&dev);
+    let target = dir.start(&net.target_ns);
+    let (mut client, device) = net.discover(0);
+    assert_eq!(identified_sectors(&mut client, &device), SECTORS);
+    let data = pattern(4, 2, 11);
+    client.write(&device, 4, &data, true).expect("write");
+
+    image.as_file().set_len(2 * SECTORS * 512).expect("grow");
+    let out = Command::new("losetup")
+        .arg("-c")
+        .arg(&dev)
+        .output()
+        .expect("losetup");
+    assert!(out.status.success(), "losetup -c: {out:?}");
+    let log = wait_log(&target, "backing store resized", 1);
+    assert!(
+        log.contains(&format!("{SECTORS} -> {} sectors", 2 * SECTORS)),
+        "{log}"
+    );
+    wait_log(&target, "serving again", 1);
+    let (mut client, device) = net.discover(0);
+    assert_eq!(identified_sectors(&mut client, &device), 2 * SECTORS);
+    assert_eq!(
+        client.read(&device, 4, 2, true).expect("read"),
+        data,
+        "intact"
+    );
+    let (_, grown) = with_second_device(&dir, u16::from(SLOT) + 1);
+    std::fs::write(dir.config(), grown).unwrap();
+    rustix::process::kill_process(
+        rustix::process::Pid::from_raw(i32::try_from(target.pid()).unwrap()).unwrap(),
+        rustix::process::Signal::HUP,
+    )
+    .expect("SIGHUP");
+    wait_log(&target, "serving again", 2);
+    assert_eq!(
+        client
+            .read(&device, 4, 2, true)
+            .expect("read after the reload"),
+        data
     );
     pauses(&target.stop());
 }

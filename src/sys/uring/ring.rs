@@ -217,6 +217,12 @@ impl Drop for Ring {
             }
             self.reap(|_, _, segs| segs.for_each(drop));
         }
+        // The kernel lets go of registered files only when it frees the ring, later and on a
+        // thread of its own; until then a block device stays claimed (`O_EXCL`) and a new
+        // engine's open of it fails with EBUSY. Unregistered now, they are released before
+        // this returns (the caller's close of its own descriptors is then the last).
+        // Fails harmlessly where none were registered, or on another thread than the issuer.
+        let _ = self.ring.submitter().unregister_files();
     }
 }
 
