@@ -313,7 +313,7 @@ fn print_report(report: &Report) {
         );
     }
     println!(
-        "\n{:<7} {:>12} {:>10} {:>9} {:>12} {:>10} {:>12} {:>12} {:>8} {:>8} {:>10} {:>9} {:>8} {:>8}",
+        "\n{:<7} {:>12} {:>10} {:>9} {:>12} {:>10} {:>12} {:>12} {:>8} {:>8} {:>10} {:>9} {:>8} {:>7} {:>8}",
         "WORKER",
         "JOBS",
         "REMOTE",
@@ -327,12 +327,13 @@ fn print_report(report: &Report) {
         "SYNCS",
         "READAHEAD",
         "COLD-WR",
+        "STALLS",
         "MAJFLT"
     );
     for (index, worker) in report.workers.iter().enumerate() {
         let e = &worker.engine;
         println!(
-            "{:<7} {:>12} {:>10} {:>9} {:>12} {:>10} {:>12} {:>12} {:>8} {:>8} {:>10} {:>9} {:>8} {:>8}",
+            "{:<7} {:>12} {:>10} {:>9} {:>12} {:>10} {:>12} {:>12} {:>8} {:>8} {:>10} {:>9} {:>8} {:>7} {:>8}",
             index,
             worker.jobs,
             worker.remote_jobs,
@@ -346,6 +347,7 @@ fn print_report(report: &Report) {
             e.syncs,
             e.readaheads,
             e.uncached_writes,
+            e.inline_stalls,
             worker.major_faults
         );
     }

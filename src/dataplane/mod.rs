@@ -899,6 +899,8 @@ fn spawn_workers(
                         uncached_writes = stats.engine.uncached_writes,
                         seen_resets = stats.engine.seen_resets,
                         seen_sample_misses = stats.engine.seen_sample_misses,
+                        inline_stalls = stats.engine.inline_stalls,
+                        paused_writes = stats.engine.paused_writes,
                         major_faults = stats.major_faults,
                         "worker stopped"
                     );

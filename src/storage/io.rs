@@ -197,6 +197,15 @@ pub struct EngineStats {
     /// the kernel does not count in `/proc/vmstat`, such as DAMON's `pageout`).
     #[serde(default)]
     pub seen_sample_misses: u64,
+    /// Inline write runs that held the worker for 2 ms or more (the kernel paused them:
+    /// dirty-page throttling, most likely); each sends its device's buffered writes through
+    /// the ring for a while (see `storage::stall`).
+    #[serde(default)]
+    pub inline_stalls: u64,
+    /// Buffered writes sent through the ring because an inline write of their device had
+    /// stalled shortly before (see `inline_stalls`).
+    #[serde(default)]
+    pub paused_writes: u64,
 }
 
 /// Errors building or driving an engine.

@@ -14,6 +14,8 @@
 //! - [`readahead`]: pure readahead planning for exports whose kernel readahead is off.
 //! - [`cached`]: pure bookkeeping of the pages a buffered write found in the page cache.
 //! - [`group`]: pure group-commit bookkeeping (one data sync acknowledges many writes).
+//! - [`stall`]: pure bookkeeping of inline writes the kernel held up (dirty-page throttling):
+//!   when an export's writes go through the ring instead.
 //!
 //! Invariants: no I/O outside an export's window (checked at submit, asserted at issue); a
 //! submitted request is completed exactly once or handed back; the submit/commit/reap path
@@ -27,5 +29,6 @@ pub mod group;
 pub mod io;
 pub mod merge;
 pub mod readahead;
+pub mod stall;
 pub mod sync_engine;
 pub mod uring_engine;

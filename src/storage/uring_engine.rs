@@ -35,6 +35,10 @@
 //!   cache); every page once the kernel counted an eviction ([`cached::eviction_epoch`]), or
 //!   once a sample of a table's pages, asked about again at most once a second, found one
 //!   gone (`seen_resets`).
+//! - An inline write run that held the worker for [`stall::STALL`] or more (the kernel paused
+//!   it: dirty-page throttling) sends its export's buffered writes through the ring for a
+//!   while ([`stall::WritePause`]; `inline_stalls`, and `paused_writes` for the writes that
+//!   went through the ring meanwhile), where an io-wq thread waits in the throttling instead.
 //! - **Group commit.** Writes never carry `RWF_DSYNC`. A write of a `Durability::Sync`
 //!   export whose I/O completed waits in its export's [`GroupCommit`]; one
 //!   `IORING_OP_FSYNC` with `DATASYNC` (on the buffered descriptor, also for `direct-io`
@@ -52,9 +56,10 @@
 //!   the ring can never run out of submission entries for them.
 //!
 //! Hazards:
-//! - Inline writes can block in dirty-page throttling, as any buffered writer does, and on
-//!   the disk when a page seen cached was evicted in a way the kernel does not count, or less
-//!   than a second ago (see [`crate::storage::cached`]).
+//! - Inline writes can block in dirty-page throttling, as any buffered writer does: the first
+//!   pause of an export, and one per pause after it while its disk keeps falling behind (see
+//!   [`crate::storage::stall`]); and on the disk when a page seen cached was evicted in a way
+//!   the kernel does not count, or less than a second ago (see [`crate::storage::cached`]).
 //! - With `merge_delay > 0`, `commit` may hold a run back hoping for a neighbour; the caller
 //!   must keep calling `commit` (once per loop iteration) or `wait`, which flushes everything.
 //! - The ring is single-issuer: after the first `commit`, use the engine from that thread only.
@@ -78,6 +83,7 @@ use crate::storage::io::{
 };
 use crate::storage::merge::{self, Pending, Run};
 use crate::storage::readahead::Readahead;
+use crate::storage::stall::{self, WritePause};
 use crate::storage::sync_engine::write_all;
 use crate::sys::cpu::prefetch_range;
 use crate::sys::filemap::FileMap;
@@ -177,6 +183,9 @@ pub struct UringEngine {
     seen: Box<[Option<SeenPages>]>,
     /// [`cached::eviction_epoch`] when `seen` was last cleared (or made).
     seen_epoch: u64,
+    /// Per export: whether its buffered writes go through the ring for now (see
+    /// [`crate::storage::stall`]).
+    write_pauses: Box<[WritePause]>,
     /// The clock of the last `commit` (for [`cached::SAMPLE_EVERY`]).
     clock: Option<Instant>,
     /// When `seen` was last sampled, and the next sample's seed.
@@ -255,6 +264,7 @@ impl UringEngine {
         let nowait_reads = exports.iter().map(|_| true).collect();
         let readahead = exports.iter().map(Export::readahead).collect();
         let seen = exports.iter().map(Export::seen_pages).collect();
+        let write_pauses = exports.iter().map(|_| WritePause::default()).collect();
         let groups = exports
             .iter()
             .map(|_| GroupCommit::with_capacity(capacity))
@@ -275,6 +285,7 @@ impl UringEngine {
             readahead,
             seen,
             seen_epoch: cached::eviction_epoch(),
+            write_pauses,
             clock: None,
             sampled_at: None,
             sample_seed: 0x2545_F491_4F6C_DD1D,
@@ -710,7 +721,11 @@ impl UringEngine {
         self.stats.ios += 1;
         self.stats.merged += run.len() as u64 - 1;
         match (first.op, first.lane) {
-            // Buffered writes go inline unless a page they need is not cached.
+            // Buffered writes go inline unless their export's inline writes are paused, or a
+            // page they need is not cached.
+            (IoOp::Write, Lane::Buffered) if self.writes_paused(first.export) => {
+                self.stats.paused_writes += run.len() as u64;
+            }
             (IoOp::Write, Lane::Buffered) => self.stats.uncached_writes += run.len() as u64,
             // The kernel drops the pages a direct write covers from the page cache.
             (IoOp::Write, Lane::Direct) => {
@@ -780,7 +795,10 @@ impl UringEngine {
         let (offset, total) = self.link(run);
         let export = &self.exports[usize::from(first.export)];
         assert_in_window(export, first.sector, total, offset);
-        if first.op == IoOp::Write && !self.pages_cached(first.export, offset, total, use_map) {
+        if first.op == IoOp::Write
+            && (self.writes_paused(first.export)
+                || !self.pages_cached(first.export, offset, total, use_map))
+        {
             return false;
         }
         let export = &self.exports[usize::from(first.export)];
@@ -795,6 +813,7 @@ impl UringEngine {
             self.inline_segs.push(lend(slot));
         }
         let fd = export.fd(Lane::Buffered);
+        let started = (first.op == IoOp::Write).then(Instant::now);
         let outcome = match (mapped, first.op) {
             (Some(map), op) => {
                 let results = &mut self.inline_results;
@@ -808,6 +827,15 @@ impl UringEngine {
                 Nowait::Done(Ok(()))
             }
         };
+        if let Some(took) = started.map(|started| started.elapsed()) {
+            if took >= stall::STALL {
+                self.stats.inline_stalls += 1;
+                // By the clock `commit` was given (the runs after this one see the pause).
+                let ended = self.clock.map_or_else(Instant::now, |now| now + took);
+                self.write_pauses[usize::from(first.export)].stalled(ended);
+                self.clock = Some(ended);
+            }
+        }
         let ios = self.inline_segs.len().div_ceil(INLINE_IOVECS_MAX) as u64;
         for (p, seg) in self.pending[run.start..run.end]
             .iter()
@@ -852,6 +880,13 @@ impl UringEngine {
             }
         }
         true
+    }
+
+    /// Whether `export`'s buffered writes go through the ring for now, since an inline one
+    /// was held up (see [`crate::storage::stall`]).
+    fn writes_paused(&self, export: u16) -> bool {
+        self.clock
+            .is_some_and(|now| self.write_pauses[usize::from(export)].active(now))
     }
 
     /// Whether a buffered write of `len` bytes at `offset` to `export` (a copy through its

@@ -1,7 +1,7 @@
 //! A disk with bad sectors, or a slow one: a FUSE file system (the `fuser` crate, no libfuse)
 //! holding one file, `disk`, in memory, whose reads and writes fail with `EIO` wherever they
-//! touch a bad byte range, and whose reads and data syncs (`fsync`, `fdatasync`) take as long
-//! as asked.
+//! touch a bad byte range, and whose reads, writes and data syncs (`fsync`, `fdatasync`) take
+//! as long as asked.
 //! Needs root (`/dev/fuse`, `mount(2)`).
 //!
 //! A request that overlaps the bad range fails whole: FUSE fills a short read up with zeros,
@@ -32,10 +32,7 @@ const TTL: Duration = Duration::from_secs(60);
 struct Disk {
     bytes: Arc<Mutex<Vec<u8>>>,
     bad: Range<u64>,
-    /// How long each read takes.
-    read_delay: Duration,
-    /// How long each sync takes.
-    sync_delay: Duration,
+    delays: Delays,
     /// Syncs answered so far.
     syncs: Arc<AtomicU64>,
 }
@@ -106,7 +103,7 @@ impl Filesystem for Disk {
         if self.touches_bad(offset, u64::from(size)) {
             return reply.error(Errno::EIO);
         }
-        std::thread::sleep(self.read_delay);
+        std::thread::sleep(self.delays.read);
         let bytes = self.bytes.lock().expect("disk lock");
         let start = usize::try_from(offset)
             .unwrap_or(usize::MAX)
@@ -133,6 +130,7 @@ impl Filesystem for Disk {
         if self.touches_bad(offset, data.len() as u64) {
             return reply.error(Errno::EIO);
         }
+        std::thread::sleep(self.delays.write);
         let mut bytes = self.bytes.lock().expect("disk lock");
         let start = usize::try_from(offset).expect("offset fits");
         if start + data.len() > bytes.len() {
@@ -162,10 +160,19 @@ impl Filesystem for Disk {
         _datasync: bool,
         reply: ReplyEmpty,
     ) {
-        std::thread::sleep(self.sync_delay);
+        std::thread::sleep(self.delays.sync);
         self.syncs.fetch_add(1, Ordering::Relaxed);
         reply.ok();
     }
+}
+
+/// How long each kind of request takes (the file system's thread sleeps meanwhile: other
+/// requests wait too).
+#[derive(Clone, Copy, Default)]
+struct Delays {
+    read: Duration,
+    write: Duration,
+    sync: Duration,
 }
 
 /// The mounted file system; unmounted on drop.
@@ -180,13 +187,17 @@ pub struct FaultFs {
 impl FaultFs {
     /// Mounts a file system whose `disk` has `size` zero bytes and fails in `bad`.
     pub fn mount(size: usize, bad: Range<u64>) -> FaultFs {
-        FaultFs::mount_with(size, bad, Duration::ZERO, Duration::ZERO)
+        FaultFs::mount_with(size, bad, Delays::default())
     }
 
     /// Mounts a file system whose `disk` holds `bytes` and takes `read_delay` per read (the
     /// file system's thread sleeps meanwhile: other requests wait too), like a spinning disk.
     pub fn mount_slow_reads(bytes: Vec<u8>, read_delay: Duration) -> FaultFs {
-        let fs = FaultFs::mount_with(bytes.len(), 0..0, read_delay, Duration::ZERO);
+        let delays = Delays {
+            read: read_delay,
+            ..Delays::default()
+        };
+        let fs = FaultFs::mount_with(bytes.len(), 0..0, delays);
         *fs.bytes.lock().expect("disk lock") = bytes;
         fs
     }
@@ -194,23 +205,34 @@ impl FaultFs {
     /// Mounts a file system whose `disk` has `size` zero bytes and takes `sync_delay` per
     /// data sync (the file system's thread sleeps meanwhile: other requests wait too).
     pub fn mount_slow_syncs(size: usize, sync_delay: Duration) -> FaultFs {
-        FaultFs::mount_with(size, 0..0, Duration::ZERO, sync_delay)
+        let delays = Delays {
+            sync: sync_delay,
+            ..Delays::default()
+        };
+        FaultFs::mount_with(size, 0..0, delays)
     }
 
-    fn mount_with(
-        size: usize,
-        bad: Range<u64>,
-        read_delay: Duration,
-        sync_delay: Duration,
-    ) -> FaultFs {
+    /// Mounts a file system whose `disk` holds `bytes` and takes `write_delay` per write (the
+    /// file system's thread sleeps meanwhile: other requests wait too): a disk that takes
+    /// data more slowly than a writer gives it.
+    pub fn mount_slow_writes(bytes: Vec<u8>, write_delay: Duration) -> FaultFs {
+        let delays = Delays {
+            write: write_delay,
+            ..Delays::default()
+        };
+        let fs = FaultFs::mount_with(bytes.len(), 0..0, delays);
+        *fs.bytes.lock().expect("disk lock") = bytes;
+        fs
+    }
+
+    fn mount_with(size: usize, bad: Range<u64>, delays: Delays) -> FaultFs {
         let dir = tempfile::tempdir_in("/var/tmp").expect("temporary directory");
         let bytes = Arc::new(Mutex::new(vec![0u8; size]));
         let syncs = Arc::new(AtomicU64::new(0));
         let disk = Disk {
             bytes: Arc::clone(&bytes),
             bad,
-            read_delay,
-            sync_delay,
+            delays,
             syncs: Arc::clone(&syncs),
         };
         let mut config = fuser::Config::default();

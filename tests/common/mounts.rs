@@ -86,3 +86,46 @@ impl Drop for Detach {
         let _ = Command::new("losetup").arg("-d").arg(&self.0).status();
     }
 }
+
+/// A block device's write-back limit made small and strict (`/sys/class/bdi/*/strict_limit`
+/// and `max_bytes`, Linux 6.2+): once that much of its data is dirty, a process writing to it
+/// is paused in dirty-page throttling until the disk takes some, as a writer on a slow disk is
+/// once the system's dirty limit is reached. The device's old limits come back on drop (a
+/// loop device's limits outlive its detach).
+pub struct DirtyLimit {
+    bdi: PathBuf,
+    max_ratio: String,
+    strict_limit: String,
+}
+
+impl DirtyLimit {
+    /// Limits the block device `device` (e.g. `/dev/loop3`) to `bytes` of dirty data.
+    pub fn new(device: &Path, bytes: u64) -> DirtyLimit {
+        let name = device.file_name().expect("a device name");
+        let bdi = Path::new("/sys/block").join(name).join("bdi");
+        let read = |file: &str| {
+            std::fs::read_to_string(bdi.join(file))
+                .unwrap_or_else(|error| panic!("read {file} of {}: {error}", bdi.display()))
+        };
+        let limit = DirtyLimit {
+            max_ratio: read("max_ratio"),
+            strict_limit: read("strict_limit"),
+            bdi: bdi.clone(),
+        };
+        limit.set("strict_limit", "1");
+        limit.set("max_bytes", &bytes.to_string());
+        limit
+    }
+
+    fn set(&self, file: &str, value: &str) {
+        std::fs::write(self.bdi.join(file), value)
+            .unwrap_or_else(|error| panic!("write {value} to {file}: {error}"));
+    }
+}
+
+impl Drop for DirtyLimit {
+    fn drop(&mut self) {
+        let _ = std::fs::write(self.bdi.join("max_ratio"), self.max_ratio.trim());
+        let _ = std::fs::write(self.bdi.join("strict_limit"), self.strict_limit.trim());
+    }
+}

@@ -1,5 +1,8 @@
 //! A backing file that fails under the target: a full file system, a bad range, a slow disk.
 
+use std::os::unix::fs::FileExt;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use aoe_xdp::initiator::client::{Client, ClientError, Found};
@@ -7,9 +10,9 @@ use aoe_xdp::wire::ata::error as ata_error;
 
 use crate::common::cgroup::MemCgroup;
 use crate::common::faultfs::FaultFs;
-use crate::common::mounts::{losetup, Detach, SmallTmpfs};
+use crate::common::mounts::{losetup, Detach, DirtyLimit, SmallTmpfs};
 use crate::common::target::TargetDir;
-use crate::counters::wait_stats;
+use crate::counters::{stats, wait_stats};
 use crate::fixture::{Net, Setup, SECTORS};
 use crate::patterns::pattern;
 
@@ -246,6 +249,118 @@ fn test_a_write_into_a_page_evicted_since_does_not_hold_up_the_worker() {
     drop(detach);
     assert!(
         fs.bytes()[8192 * 512..8200 * 512] == expected[..],
+        "the disk"
+    );
+}
+
+/// A disk that takes data more slowly than the initiator writes it (a FUSE file whose writes
+/// take 200 ms, behind a loop device allowed 64 KiB of dirty data), under `durability =
+/// "writeback"`: once the dirty limit is reached the kernel pauses whoever writes to it, for
+/// up to 200 ms a time. The range written is in the page cache, so the writes are carried out
+/// on the worker's thread, and the worker's first such pause tells it (`inline_stalls`); from then on
+/// the device's writes go through io_uring (`paused_writes`), whose thread is paused instead,
+/// and reads of a cached sector sent meanwhile, every 10 ms, are answered at once (but the one
+/// sent during a stall: one at first, and one after each pause while the disk is behind). Every write arrives. Two paths: the reader has an
+/// interface of its own, so that its socket is not flooded with the writer's replies.
+#[test]
+fn test_a_write_paused_by_dirty_page_throttling_does_not_hold_up_the_worker() {
+    let sectors = 16_384;
+    let Some((net, dir)) = Setup::new("dp-dirty")
+        .paths(2)
+        .sectors(sectors)
+        .device_with("durability = \"writeback\"")
+        .build()
+    else {
+        return;
+    };
+    let fs = FaultFs::mount_slow_writes(pattern(0, sectors, 4), Duration::from_millis(200));
+    let dev = losetup(&fs.disk(), 512);
+    let detach = Detach(dev.clone());
+    let _limit = DirtyLimit::new(&dev, 64 << 10);
+    dir.back_first_device_with(&dev);
+    let target = dir.start(&net.target_ns);
+    let patient = |client: Client| client.with_retry(Duration::from_secs(5), 1);
+    let (reader, device) = net.discover(1);
+    let mut reader = patient(reader);
+    assert!(reader.read(&device, 0, 2, false).expect("read") == pattern(0, 2, 4));
+    let (writer, written) = net.discover(0);
+    let mut writer = patient(writer);
+    // 1 MiB from sector 4096 on, 1 KiB at a time (16 times the dirty limit), over and over
+    // until 3 s after the worker first stalled (the kernel's throttling starts when it likes).
+    // Read into the page cache first, so that every write is carried out inline (none needs a
+    // page read).
+    let (first, count) = (4096u64, 1024u64);
+    let mut cached = vec![0u8; usize::try_from(2 * count * 512).expect("in memory")];
+    std::fs::File::open(&dev)
+        .and_then(|file| file.read_exact_at(&mut cached, first * 512))
+        .expect("read the range into the page cache");
+    let stop = Arc::new(AtomicBool::new(false));
+    let writes = std::thread::spawn({
+        let stop = Arc::clone(&stop);
+        move || {
+            let mut sent = 0u64;
+            while !stop.load(Ordering::Relaxed) {
+                let lba = first + 2 * (sent % count);
+                writer
+                    .write(&written, lba, &pattern(lba, 2, 9), false)
+                    .unwrap_or_else(|error| panic!("write at {lba}: {error:?}"));
+                sent += 1;
+            }
+            sent
+        }
+    });
+    let engine = |report: &serde_json::Value| {
+        let owner = report["devices"][0]["owner"].as_u64().expect("owner");
+        report["workers"][usize::try_from(owner).expect("index")]["engine"].clone()
+    };
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let (mut waits, mut stalled_at, mut looked_at) = (Vec::new(), None, Instant::now());
+    while stalled_at.is_none_or(|at: Instant| at.elapsed() < Duration::from_secs(3)) {
+        assert!(Instant::now() < deadline, "no inline write stalled in 20 s");
+        let sent = Instant::now();
+        let read = reader
+            .read(&device, 0, 2, false)
+            .expect("read of a cached page");
+        waits.push(sent.elapsed());
+        assert!(read == pattern(0, 2, 4));
+        std::thread::sleep(Duration::from_millis(10));
+        if stalled_at.is_none() && looked_at.elapsed() >= Duration::from_millis(100) {
+            looked_at = Instant::now();
+            let report: serde_json::Value =
+                serde_json::from_str(&stats(&dir.control_socket(), true)).expect("JSON report");
+            if engine(&report)["inline_stalls"].as_u64() >= Some(1) {
+                stalled_at = Some(Instant::now());
+            }
+        }
+    }
+    stop.store(true, Ordering::Relaxed);
+    let sent = writes.join().expect("writer thread");
+    let report = wait_stats(&dir.control_socket(), |r| {
+        r["devices"][0]["write_cmds"].as_u64() == Some(sent)
+    });
+    let engine = engine(&report);
+    // Each stall held up at most the one read sent meanwhile (10 ms is 50 times a read's
+    // round trip here); without the pauses every throttled write would (over a hundred).
+    let stalls = engine["inline_stalls"].as_u64().expect("inline_stalls");
+    let held = waits
+        .iter()
+        .filter(|wait| **wait >= Duration::from_millis(10))
+        .count();
+    eprintln!("{stalls} stalls, {held} of {} reads held", waits.len());
+    assert!(
+        held as u64 <= stalls && stalls <= 4,
+        "{held} of {} reads waited 10 ms or more behind writes, {stalls} stalls: {waits:?}",
+        waits.len()
+    );
+    assert!(engine["paused_writes"].as_u64() > Some(0), "{report:#}");
+    let log = target.stop();
+    assert!(log.contains("stopped cleanly"), "{log}");
+    drop(detach);
+    let start = usize::try_from(first * 512).expect("in memory");
+    // Every sector written at least once (with the same data each pass).
+    let expected = pattern(first, 2 * count.min(sent), 9);
+    assert!(
+        fs.bytes()[start..start + expected.len()] == expected[..],
         "the disk"
     );
 }
