@@ -35,10 +35,12 @@
 //!   cache); every page once the kernel counted an eviction ([`cached::eviction_epoch`]), or
 //!   once a sample of a table's pages, asked about again at most once a second, found one
 //!   gone (`seen_resets`).
-//! - An inline write run that held the worker for [`stall::STALL`] or more (the kernel paused
-//!   it: dirty-page throttling) sends its export's buffered writes through the ring for a
-//!   while ([`stall::WritePause`]; `inline_stalls`, and `paused_writes` for the writes that
-//!   went through the ring meanwhile), where an io-wq thread waits in the throttling instead.
+//! - An inline write run that held the worker for [`stall::STALL`] or more while it waited in
+//!   the kernel (dirty-page throttling, most likely; told from a preemption by the worker's
+//!   voluntary context switches, counted once per commit for a while after a first slow run:
+//!   [`stall::StallWatch`]) sends its export's buffered writes through the ring for a while
+//!   ([`stall::WritePause`]; `inline_stalls`, and `paused_writes` for the writes that went
+//!   through the ring meanwhile), where an io-wq thread waits in the throttling instead.
 //! - **Group commit.** Writes never carry `RWF_DSYNC`. A write of a `Durability::Sync`
 //!   export whose I/O completed waits in its export's [`GroupCommit`]; one
 //!   `IORING_OP_FSYNC` with `DATASYNC` (on the buffered descriptor, also for `direct-io`
@@ -83,10 +85,10 @@ use crate::storage::io::{
 };
 use crate::storage::merge::{self, Pending, Run};
 use crate::storage::readahead::Readahead;
-use crate::storage::stall::{self, WritePause};
+use crate::storage::stall::{self, StallWatch, WritePause};
 use crate::storage::sync_engine::write_all;
 use crate::sys::cpu::prefetch_range;
-use crate::sys::filemap::FileMap;
+use crate::sys::filemap::{self, FileMap};
 use crate::sys::mem::{Arena, Chunk, ChunkPool};
 use crate::sys::uring::{Ring, RingOptions, Seg, Segs, SEGMENTS_MAX};
 use rustix::io::{Errno, ReadWriteFlags};
@@ -186,6 +188,8 @@ pub struct UringEngine {
     /// Per export: whether its buffered writes go through the ring for now (see
     /// [`crate::storage::stall`]).
     write_pauses: Box<[WritePause]>,
+    /// Tells inline write runs the kernel held up from preempted ones.
+    stalls: StallWatch,
     /// The clock of the last `commit` (for [`cached::SAMPLE_EVERY`]).
     clock: Option<Instant>,
     /// When `seen` was last sampled, and the next sample's seed.
@@ -286,6 +290,7 @@ impl UringEngine {
             seen,
             seen_epoch: cached::eviction_epoch(),
             write_pauses,
+            stalls: StallWatch::default(),
             clock: None,
             sampled_at: None,
             sample_seed: 0x2545_F491_4F6C_DD1D,
@@ -535,6 +540,7 @@ impl UringEngine {
     /// Pushes every runnable run to the ring; `now == None` forces held runs out too.
     fn dispatch(&mut self, now: Option<Instant>) {
         let max = self.cfg.merge_max_segments;
+        self.stalls.start_commit();
         self.prefetch_mapped();
         merge::sort(&mut self.pending);
         self.nowait_batch = self
@@ -801,6 +807,14 @@ impl UringEngine {
         {
             return false;
         }
+        if first.op == IoOp::Write
+            && self
+                .clock
+                .is_some_and(|now| self.stalls.needs_baseline(now))
+        {
+            self.stalls
+                .set_baseline(filemap::thread_voluntary_switches());
+        }
         let export = &self.exports[usize::from(first.export)];
         let mapped = mapping(export, first.op).filter(|_| use_map);
         // The chunks leave their slots for the syscalls (one slice per request) and return.
@@ -827,15 +841,7 @@ impl UringEngine {
                 Nowait::Done(Ok(()))
             }
         };
-        if let Some(took) = started.map(|started| started.elapsed()) {
-            if took >= stall::STALL {
-                self.stats.inline_stalls += 1;
-                // By the clock `commit` was given (the runs after this one see the pause).
-                let ended = self.clock.map_or_else(Instant::now, |now| now + took);
-                self.write_pauses[usize::from(first.export)].stalled(ended);
-                self.clock = Some(ended);
-            }
-        }
+        let took = started.map(|started| started.elapsed());
         let ios = self.inline_segs.len().div_ceil(INLINE_IOVECS_MAX) as u64;
         for (p, seg) in self.pending[run.start..run.end]
             .iter()
@@ -855,7 +861,11 @@ impl UringEngine {
                 return false;
             }
         };
-        if mapped.is_some() {
+        let mapped = mapped.is_some();
+        if let Some(took) = took.filter(|took| *took >= stall::STALL) {
+            self.write_stalled(first.export, took);
+        }
+        if mapped {
             self.stats.mapped += run.len() as u64;
         } else {
             self.stats.ios += ios;
@@ -880,6 +890,32 @@ impl UringEngine {
             }
         }
         true
+    }
+
+    /// An inline write run to `export` took `took`, [`stall::STALL`] or more: if the worker
+    /// blocked in it (dirty-page throttling, most likely), `export`'s buffered writes go
+    /// through the ring for a while (see [`crate::storage::stall`]).
+    fn write_stalled(&mut self, export: u16, took: Duration) {
+        // By the clock `commit` was given (the runs after this one in the commit see it).
+        let ended = self.clock.map_or_else(Instant::now, |now| now + took);
+        self.clock = Some(ended);
+        let switches = self
+            .stalls
+            .counting()
+            .then(filemap::thread_voluntary_switches);
+        if !self.stalls.held(ended, switches) {
+            return;
+        }
+        self.stats.inline_stalls += 1;
+        let pause = &mut self.write_pauses[usize::from(export)];
+        pause.stalled(ended);
+        tracing::info!(
+            path = %self.exports[usize::from(export)].path().display(),
+            took_us = took.as_micros(),
+            pause_ms = pause.length().as_millis(),
+            "a write on the worker's thread waited in the kernel (dirty-page throttling?): \
+             the device's writes go through io_uring for a while"
+        );
     }
 
     /// Whether `export`'s buffered writes go through the ring for now, since an inline one

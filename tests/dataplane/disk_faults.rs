@@ -257,11 +257,13 @@ fn test_a_write_into_a_page_evicted_since_does_not_hold_up_the_worker() {
 /// take 200 ms, behind a loop device allowed 64 KiB of dirty data), under `durability =
 /// "writeback"`: once the dirty limit is reached the kernel pauses whoever writes to it, for
 /// up to 200 ms a time. The range written is in the page cache, so the writes are carried out
-/// on the worker's thread, and the worker's first such pause tells it (`inline_stalls`); from then on
-/// the device's writes go through io_uring (`paused_writes`), whose thread is paused instead,
-/// and reads of a cached sector sent meanwhile, every 10 ms, are answered at once (but the one
-/// sent during a stall: one at first, and one after each pause while the disk is behind). Every write arrives. Two paths: the reader has an
-/// interface of its own, so that its socket is not flooded with the writer's replies.
+/// on the worker's thread. The first pause makes the worker watchful, the second tells it
+/// (`inline_stalls`: it blocked in the kernel, was not preempted); from then on the device's
+/// writes go through io_uring (`paused_writes`), whose thread is paused instead, and reads of
+/// a cached sector sent meanwhile, every 10 ms, are answered at once (but the one sent during
+/// a stall: one at first, and one after each pause while the disk is behind). Every write
+/// arrives. Two paths: the reader has an interface of its own, so that its socket is not
+/// flooded with the writer's replies.
 #[test]
 fn test_a_write_paused_by_dirty_page_throttling_does_not_hold_up_the_worker() {
     let sectors = 16_384;
@@ -286,7 +288,7 @@ fn test_a_write_paused_by_dirty_page_throttling_does_not_hold_up_the_worker() {
     let (writer, written) = net.discover(0);
     let mut writer = patient(writer);
     // 1 MiB from sector 4096 on, 1 KiB at a time (16 times the dirty limit), over and over
-    // until 3 s after the worker first stalled (the kernel's throttling starts when it likes).
+    // until 3 s after the worker first stalled (the throttling started after 1 to 15 s here).
     // Read into the page cache first, so that every write is carried out inline (none needs a
     // page read).
     let (first, count) = (4096u64, 1024u64);
@@ -340,7 +342,8 @@ fn test_a_write_paused_by_dirty_page_throttling_does_not_hold_up_the_worker() {
     });
     let engine = engine(&report);
     // Each stall held up at most the one read sent meanwhile (10 ms is 50 times a read's
-    // round trip here); without the pauses every throttled write would (over a hundred).
+    // round trip here), and so did the first slow write, which only made the worker watchful
+    // (see `storage::stall`); without the pauses every throttled write would (over fifty).
     let stalls = engine["inline_stalls"].as_u64().expect("inline_stalls");
     let held = waits
         .iter()
@@ -348,7 +351,7 @@ fn test_a_write_paused_by_dirty_page_throttling_does_not_hold_up_the_worker() {
         .count();
     eprintln!("{stalls} stalls, {held} of {} reads held", waits.len());
     assert!(
-        held as u64 <= stalls && stalls <= 4,
+        held as u64 <= stalls + 1 && stalls <= 4,
         "{held} of {} reads waited 10 ms or more behind writes, {stalls} stalls: {waits:?}",
         waits.len()
     );
