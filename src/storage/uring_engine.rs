@@ -58,9 +58,9 @@
 //!   the ring can never run out of submission entries for them.
 //!
 //! Hazards:
-//! - Inline writes can block in dirty-page throttling, as any buffered writer does: the first
-//!   pause of an export, and one per pause after it while its disk keeps falling behind (see
-//!   [`crate::storage::stall`]); and on the disk when a page seen cached was evicted in a way
+//! - Inline writes can block in dirty-page throttling, as any buffered writer does: twice
+//!   at first (the first slow run only makes the engine count), then once per pause while the
+//!   export's disk keeps falling behind (see [`crate::storage::stall`]); and on the disk when a page seen cached was evicted in a way
 //!   the kernel does not count, or less than a second ago (see [`crate::storage::cached`]).
 //! - With `merge_delay > 0`, `commit` may hold a run back hoping for a neighbour; the caller
 //!   must keep calling `commit` (once per loop iteration) or `wait`, which flushes everything.
