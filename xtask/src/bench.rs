@@ -64,7 +64,8 @@
 //!
 //! Output: a table on stdout, `target/bench/results.json` (raw), `target/bench/qd.svg` (IOPS
 //! and latency against queue depth), `target/bench/summary.md`, per-system target logs under
-//! `target/bench/logs/`; `--update-readme` rewrites README.md between the bench markers.
+//! `target/bench/logs/` (emptied at the start of each run); `--update-readme` rewrites
+//! README.md between the bench markers.
 //!
 //! Everything created (namespaces, processes, the scratch directory) is removed at the end,
 //! also on failure or Ctrl-C: each is a guard, and only processes started here are signalled.

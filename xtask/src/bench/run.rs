@@ -46,6 +46,10 @@ pub(super) fn measure(args: &BenchArgs, out_dir: &Path) -> Result<Results> {
     )));
     fs::create_dir_all(&scratch.0)?;
     let logs = out_dir.join("logs");
+    // Only this run's logs: one left by an earlier run (another system index) misleads.
+    if logs.exists() {
+        fs::remove_dir_all(&logs).with_context(|| format!("remove {}", logs.display()))?;
+    }
     fs::create_dir_all(&logs)?;
     let clk_tck: u64 = output(Command::new("getconf").arg("CLK_TCK"))?
         .parse()
