@@ -343,15 +343,18 @@ fn test_a_write_paused_by_dirty_page_throttling_does_not_hold_up_the_worker() {
     let engine = engine(&report);
     // Each stall held up at most the one read sent meanwhile (10 ms is 50 times a read's
     // round trip here), and so did the first slow write, which only made the worker watchful
-    // (see `storage::stall`); without the pauses every throttled write would (over fifty).
+    // (see `storage::stall`): stalls + 1 (seen: 1-3), and two more for a hiccup of the rig's
+    // own; without the pauses every throttled write would (53 of 54 reads, 20-130 ms each).
+    // A pause of 1 s, then 2 s: at most 3 stalls in the 3 s after the first, and one more
+    // if the last pause ends right then.
     let stalls = engine["inline_stalls"].as_u64().expect("inline_stalls");
     let held = waits
         .iter()
         .filter(|wait| **wait >= Duration::from_millis(10))
-        .count();
+        .count() as u64;
     eprintln!("{stalls} stalls, {held} of {} reads held", waits.len());
     assert!(
-        held as u64 <= stalls + 1 && stalls <= 4,
+        held <= stalls + 3 && held <= 8 && stalls <= 4,
         "{held} of {} reads waited 10 ms or more behind writes, {stalls} stalls: {waits:?}",
         waits.len()
     );
