@@ -18,10 +18,10 @@
 //! (its voluntary context switches, `getrusage`, about 1 µs): not on every write, but once
 //! per commit for [`SUSPECT_FOR`] after a first slow run. A slow run during which the worker
 //! blocked marks its export [`WritePause::stalled`], and the export's buffered writes go
-//! through the ring for [`PAUSE_MIN`]. A stall soon after a pause ended (within the pause's own length) doubles
-//! the next one, up to [`PAUSE_MAX`]; a later one starts again from [`PAUSE_MIN`]. So a disk
-//! that keeps falling behind costs the worker one held write run per [`PAUSE_MAX`], and one
-//! that caught up gets its inline writes back within the pause. The worker stays watchful
+//! through the ring for [`PAUSE_MIN`]. A stall soon after a pause ended (within the pause's
+//! own length) doubles the next one, up to [`PAUSE_MAX`]; a later one starts again from
+//! [`PAUSE_MIN`]. So a disk that keeps falling behind costs the worker one held write run per
+//! [`PAUSE_MAX`], and one that caught up gets its inline writes back within the pause. The worker stays watchful
 //! for [`SUSPECT_FOR`] after the longest pause, so a stall after a pause is known at once;
 //! the very first one is only a suspicion, so the worker is held up twice before its first
 //! pause.
@@ -30,8 +30,9 @@
 
 use std::time::{Duration, Instant};
 
-/// An inline write run that kept the worker this long or longer was paused by the kernel
-/// (a copy of 32 requests into cached pages takes tens of microseconds).
+/// An inline write run that kept the worker this long or longer was held up (a copy of 32
+/// requests into cached pages takes tens of microseconds): by the kernel if the worker
+/// blocked meanwhile (see [`StallWatch`]), otherwise by a preemption.
 pub const STALL: Duration = Duration::from_millis(2);
 
 /// How long an export's writes first go through the ring after a stall.
