@@ -95,13 +95,6 @@ impl Client {
         self
     }
 
-    /// Numbers the following requests' tags from `tag` on (bit 31 cleared): two clients on
-    /// one interface see each other's replies, and tell theirs apart by tag only.
-    pub fn with_tags_from(mut self, tag: u32) -> Client {
-        self.tag = tag.wrapping_sub(1) & 0x7FFF_FFFF;
-        self
-    }
-
     /// Our MAC.
     pub fn mac(&self) -> MacAddr {
         self.mac
