@@ -14,6 +14,7 @@ use aoe_xdp::sys::layout::{
     payload_is_aligned, AOE_ATA_HEADERS_LEN, FRAME_CAPACITY, FRAME_SIZE, PACKET_OFFSET,
     PAYLOAD_ALIGN, PAYLOAD_OFFSET, SLAB_CAPACITY,
 };
+use aoe_xdp::sys::napi::NapiWait;
 use aoe_xdp::sys::xdp::loader::{attached_program, detach_stale, AttachMode, XdpMode, XdpProgram};
 use aoe_xdp::sys::xdp::xsk::{
     BindMode, BindPreference, BusyPoll, BusyPollReach, XskConfig, XskPort,
@@ -456,6 +457,34 @@ fn test_burst_reflects_all_without_leaks() {
     };
     let (stats, _) = beside(&rig.ns_a, reflect, || rig.round_trips(COUNT, WINDOW));
     assert_eq!(stats.rx_dropped + stats.rx_ring_full, 0, "{stats:?}");
+}
+
+/// veth's one NAPI, listed through netlink once XDP turned it on, can be busy-polled by a
+/// [`NapiWait`] although the socket is tied to none: each of 300 requests sent one at a time
+/// wakes the wait (which polls that NAPI before it sleeps), and is reflected.
+#[test]
+fn test_a_napi_wait_on_veth_wakes_for_each_frame() {
+    const COUNT: u32 = 300;
+    let Some(rig) = Rig::new("napiw") else { return };
+    let serve = |ready: &dyn Fn()| {
+        let (_program, mut port) = setup_a(&rig, XdpMode::Native);
+        let ids = aoe_xdp::sys::napi::interface_napis(rig.veth.a.ifindex).unwrap();
+        assert_eq!(ids.len(), 1, "one NAPI for veth's one queue: {ids:?}");
+        let mut wait = NapiWait::new(&ids, Duration::from_micros(200)).unwrap();
+        ready();
+        let mut woken = 0;
+        for _ in 0..COUNT {
+            let mut fds = aoe_xdp::sys::napi::pollfds([port.fd()]);
+            if wait.poll(&mut fds, Duration::from_secs(5)).unwrap() == 1 {
+                assert_ne!(fds[0].revents & libc::POLLIN, 0);
+                woken += 1;
+            }
+            reflect_count(&mut port, 1);
+        }
+        woken
+    };
+    let (woken, _) = beside(&rig.ns_a, serve, || rig.round_trips(COUNT, 1));
+    assert_eq!(woken, COUNT, "a wait ended without a frame");
 }
 
 /// Receives exactly `count` frames without refilling (each checked to be the AoE request with

@@ -91,6 +91,11 @@ enum Command {
         /// are answered as that device).
         #[arg(short, long, default_value = "1.0")]
         target: String,
+        /// AF_XDP: microseconds an idle reflector busy-polls its interface's NAPI before it
+        /// sleeps, where the socket is tied to none (veth), as the target's idle worker does
+        /// with its default idle-spin-us; 0: it polls its rings and yields the core instead.
+        #[arg(long, default_value_t = 50)]
+        napi_spin_us: u64,
     },
 }
 
@@ -208,11 +213,13 @@ fn run(cli: Cli) -> Result<()> {
             socket,
             duration,
             target,
+            napi_spin_us,
         } => {
             let duration = duration.map(|d| seconds(d, "--duration")).transpose()?;
             let address = parse_target(&target)?;
+            let napi_spin = Duration::from_micros(napi_spin_us);
             match socket {
-                SocketArg::Xdp => reflect(&interface, duration, address),
+                SocketArg::Xdp => reflect(&interface, duration, address, napi_spin),
                 SocketArg::Packet => reflect_packet(&interface, duration, address),
             }
         }
@@ -232,9 +239,14 @@ fn seconds(value: f64, what: &str) -> Result<Duration> {
     Duration::try_from_secs_f64(value).with_context(|| format!("bad {what}: {value}"))
 }
 
-fn reflect(interface: &str, duration: Option<Duration>, address: (u16, u8)) -> Result<()> {
+fn reflect(
+    interface: &str,
+    duration: Option<Duration>,
+    address: (u16, u8),
+    napi_spin: Duration,
+) -> Result<()> {
     let stop = stop_flag()?;
-    let mut reflector = Reflector::start(interface, address)
+    let mut reflector = Reflector::start(interface, address, napi_spin)
         .with_context(|| format!("cannot reflect on {interface}"))?;
     // The first line on stdout tells scripts and tests that the reflector is ready.
     println!("{}", reflector.describe());

@@ -693,7 +693,10 @@ fn open_xdp(config: &Config, interface: &Interface) -> Result<Opened, DataplaneE
                     crate::sys::xdp::xsk::check_irq_deferral(&interface.name);
                 }
                 Ok(BusyPollReach::NoNapi) => {
-                    tracing::info!(interface = %interface.name, queue, "busy polling: the socket is tied to no NAPI yet; looked for again at its first frame (Linux before 6.13 ties it then; veth never does)");
+                    port.set_wait_napi(napi_for_wait(interface));
+                    if port.wait_napi().is_none() {
+                        tracing::info!(interface = %interface.name, queue, "busy polling: the socket is tied to no NAPI yet; looked for again at its first frame (Linux before 6.13 ties it then; veth never does)");
+                    }
                 }
                 Err(error) => {
                     tracing::warn!(interface = %interface.name, queue, %error, "busy-poll options refused");
@@ -707,6 +710,28 @@ fn open_xdp(config: &Config, interface: &Interface) -> Result<Opened, DataplaneE
         ports.push(Port::Xsk(port));
     }
     Ok((Some(program), ports))
+}
+
+/// The NAPI a worker waiting on `interface`'s one queue busy-polls in its wait, for a socket
+/// the kernel tied to none (veth: see [`crate::sys::napi`]); `None`, logged, where the
+/// interface's NAPIs cannot be listed (Linux before 6.9), it has none, or it has several
+/// queues (which NAPI serves which queue is then not known).
+fn napi_for_wait(interface: &Interface) -> Option<u32> {
+    let name = &interface.name;
+    match crate::sys::napi::interface_napis(interface.ifindex) {
+        Ok(ids) if ids.len() == 1 && interface.rx_queues == 1 => {
+            tracing::info!(interface = %name, napi = ids[0], "busy polling: the socket is tied to no NAPI (the driver registers none for its queue), so the worker busy-polls the interface's NAPI through io_uring while it waits for frames: the receive path runs in the worker");
+            Some(ids[0])
+        }
+        Ok(ids) => {
+            tracing::info!(interface = %name, napis = ?ids, queues = interface.rx_queues, "busy polling: the socket is tied to no NAPI, and which of the interface's NAPIs serves which queue is not known; receiving stays in the kernel's NAPI context");
+            None
+        }
+        Err(error) => {
+            tracing::info!(interface = %name, %error, "busy polling: the socket is tied to no NAPI and the interface's NAPIs cannot be listed (Linux 6.9+); receiving stays in the kernel's NAPI context");
+            None
+        }
+    }
 }
 
 /// An io_uring engine over every port's frame memory (a worker submits the requests of its

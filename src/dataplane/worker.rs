@@ -39,6 +39,7 @@ use super::io::{io_request, to_failure};
 use super::port::{NetPort, Port, PortError};
 use super::queues::{Done, Job, Queues};
 use super::stats::{StatsBoard, PUBLISH_INTERVAL};
+use crate::sys::napi::{NapiWait, POLL_RINGS_FIRST};
 use crate::sys::wake::{poll_fds, pollin, Alarm, Wakeup};
 
 /// Most jobs taken from one device's queue per iteration (fairness between devices).
@@ -465,8 +466,22 @@ pub struct Worker<P: NetPort = Port> {
     /// Whether the engine could not give a completion eventfd to sleep on (logged once; the
     /// worker then yields while its I/O is in flight).
     no_completion_fd: bool,
+    /// The wait that busy-polls its ports' NAPIs (every working port names one, see
+    /// [`NetPort::wait_napi`]), set up at the first idle moment ([`Worker::napi_wait_ready`]).
+    napi_wait: NapiWaitState,
     /// Whether the worker worked since its counters last reached the board.
     unpublished: bool,
+}
+
+/// Where a worker's NAPI-polling wait stands.
+#[derive(Debug)]
+enum NapiWaitState {
+    /// Not looked at yet (or the ports changed).
+    Unknown,
+    /// Some working port names no NAPI, or the wait could not be set up.
+    Unavailable,
+    /// In use (boxed: the ring's handles are large and most workers have none).
+    Ready(Box<NapiWait>),
 }
 
 /// What a worker needs to advertise its devices on request.
@@ -514,6 +529,7 @@ impl<P: NetPort> Worker<P> {
             service,
             pollfds: Vec::with_capacity(units_len + 2),
             no_completion_fd: false,
+            napi_wait: NapiWaitState::Unknown,
             unpublished: false,
         }
     }
@@ -721,6 +737,8 @@ impl<P: NetPort> Worker<P> {
         if working <= 1 {
             return Err(error);
         }
+        // The NAPI wait is set up again for the ports that remain.
+        self.napi_wait = NapiWaitState::Unknown;
         let unit = &mut self.units[index];
         unit.failed = true;
         tracing::error!(
@@ -851,7 +869,10 @@ impl<P: NetPort> Worker<P> {
             }
         }
         self.pollfds.extend(completion);
-        let polled = poll_fds(&mut self.pollfds, timeout);
+        let polled = match &mut self.napi_wait {
+            NapiWaitState::Ready(napi) => napi.poll(&mut self.pollfds, timeout),
+            _ => poll_fds(&mut self.pollfds, timeout),
+        };
         wakeup.disarm();
         if completion.is_some() {
             self.engine.disarm_completion_fd();
@@ -875,6 +896,59 @@ impl<P: NetPort> Worker<P> {
             }
         }
         Ok(())
+    }
+
+    /// Whether this worker's idle polling is a [`NapiWait`] that busy-polls its ports' NAPIs
+    /// for up to `spin` before it sleeps (set up at the first call, or after its ports
+    /// changed): where every working port names a NAPI ([`NetPort::wait_napi`]), the wait
+    /// replaces the poll loop of `idle-spin-us`, so that the receive path runs in this thread
+    /// instead of a kernel thread woken per burst.
+    /// Not for a spin of zero (sleep at once) or longer than io_uring busy-polls in one wait
+    /// ([`crate::sys::napi::BUSY_MAX`]): the worker then polls its rings as without.
+    pub fn napi_wait_ready(&mut self, spin: Duration) -> bool {
+        if spin.is_zero() || spin > crate::sys::napi::BUSY_MAX {
+            return false;
+        }
+        if let NapiWaitState::Unknown = self.napi_wait {
+            self.napi_wait = self.napi_wait_for_ports(spin);
+        }
+        match &mut self.napi_wait {
+            NapiWaitState::Ready(napi) => {
+                if let Err(error) = napi.set_busy(spin) {
+                    tracing::warn!(worker = self.index, %error, "busy polling: the NAPI wait's poll time cannot change; the worker polls its rings instead");
+                    self.napi_wait = NapiWaitState::Unavailable;
+                    return false;
+                }
+                true
+            }
+            _ => false,
+        }
+    }
+
+    fn napi_wait_for_ports(&self, spin: Duration) -> NapiWaitState {
+        let mut ids = Vec::new();
+        for unit in self.units.iter().filter(|u| !u.failed) {
+            match unit.port.wait_napi() {
+                Some(id) => ids.push(id),
+                None => return NapiWaitState::Unavailable,
+            }
+        }
+        ids.sort_unstable();
+        ids.dedup();
+        if ids.is_empty() {
+            return NapiWaitState::Unavailable;
+        }
+        match NapiWait::new(&ids, spin) {
+            Ok(napi) => {
+                let napi = Box::new(napi);
+                tracing::info!(worker = self.index, napis = ?ids, spin_us = spin.as_micros(), "busy polling: an idle worker busy-polls its interfaces' NAPIs in its wait (io_uring) before it sleeps");
+                NapiWaitState::Ready(napi)
+            }
+            Err(error) => {
+                tracing::info!(worker = self.index, %error, "busy polling: no io_uring NAPI busy polling (Linux 6.13+); receiving stays in the kernel's NAPI context");
+                NapiWaitState::Unavailable
+            }
+        }
     }
 
     /// Naps for `nap` without polling: frames that arrive meanwhile wait in the rings, which
@@ -1225,6 +1299,23 @@ pub fn run<P: NetPort>(
         }
         let since = *idle_since.get_or_insert(now);
         match idle {
+            // The spin happens in the wait, in the kernel, polling the NAPIs.
+            // After a short poll of the rings: a gap shorter than that is cheaper to poll out
+            // here than to enter the wait for. The rest of the spin happens in the wait, in
+            // the kernel, polling the NAPIs.
+            Idle::Poll { spin, nap }
+                if nap.is_zero()
+                    && now.duration_since(since) >= POLL_RINGS_FIRST
+                    && spin.current() > POLL_RINGS_FIRST
+                    && worker.napi_wait_ready(spin.current() - POLL_RINGS_FIRST) =>
+            {
+                slept = true;
+                let sleep = worker.publish_before_sleep(&mut target, now);
+                if let Err(error) = worker.wait(sleep, stop) {
+                    worker.give_up_port(error)?;
+                    port_lost.raise();
+                }
+            }
             Idle::Poll { spin, nap } if now.duration_since(since) >= spin.current() => {
                 // `idle_since` stays: after a sleep that ends without work (a timeout), the
                 // worker sleeps again at once instead of polling for `spin` once more, which

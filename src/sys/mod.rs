@@ -25,6 +25,8 @@
 //!   failed call, `socklen`, the `sockaddr_ll` bind, the `poll` of one socket.
 //! - [`interface`]: facts about a network interface (index, MAC, MTU, RX queues).
 //! - [`cpu`]: cache prefetch hints.
+//! - [`napi`]: an interface's NAPIs (generic netlink) and a `poll` that busy-polls them first
+//!   (io_uring), for drivers that tie no NAPI to a socket (veth).
 //! - [`wake`]: a sleeping worker's eventfd wake-up and the `poll` over all it waits on.
 #![allow(
     unsafe_code,
@@ -38,6 +40,7 @@ pub mod frame_area;
 pub mod interface;
 pub mod layout;
 pub mod mem;
+pub mod napi;
 pub mod packet;
 pub mod pagecache;
 pub mod syscall;

@@ -411,3 +411,118 @@ fn test_a_worker_publishes_what_it_did_before_it_sleeps() {
         target.stop();
     });
 }
+
+/// The process id of the kernel thread of NAPI `id` (`napi/IF-ID`, made by
+/// `echo 1 > /sys/class/net/IF/threaded`), waiting up to 3 s for it to appear.
+fn napi_thread(interface: &str, id: u32) -> u32 {
+    let name = format!("napi/{interface}-{id}");
+    let deadline = Instant::now() + Duration::from_secs(3);
+    loop {
+        let found = std::fs::read_dir("/proc")
+            .expect("list /proc")
+            .filter_map(Result::ok)
+            .find_map(|entry| {
+                let pid: u32 = entry.file_name().to_str()?.parse().ok()?;
+                let comm = std::fs::read_to_string(entry.path().join("comm")).ok()?;
+                (comm.trim() == name).then_some(pid)
+            });
+        if let Some(pid) = found {
+            return pid;
+        }
+        assert!(Instant::now() < deadline, "no {name} kernel thread");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Serves `READS` reads at queue depth 1 from one client on a veth whose NAPI runs in a kernel
+/// thread (threaded NAPI), with these `[target]` lines more; returns how often that thread
+/// woke (its voluntary context switches) during the reads, and the target's log.
+fn napi_thread_wake_ups(tag: &str, lines: &str) -> Option<(u64, String)> {
+    const READS: u64 = 2000;
+    let mut result = None;
+    polling(tag, &format!("worker-cores = [0]\n{lines}")).serve(|net, _dir, target| {
+        let end = net.target_end(0);
+        // The NAPI that veth turned on for the XDP program, as the target found it.
+        let ids = crate::common::netns::in_netns(&net.target_ns, || {
+            aoe_xdp::sys::napi::interface_napis(end.ifindex).expect("list the NAPIs")
+        });
+        assert_eq!(
+            ids.len(),
+            1,
+            "veth with XDP has one NAPI per queue: {ids:?}"
+        );
+        let status = net
+            .target_ns
+            .exec("sh")
+            .arg("-c")
+            .arg(format!("echo 1 > /sys/class/net/{}/threaded", end.name))
+            .status()
+            .expect("run sh");
+        assert!(status.success(), "threaded NAPI on {}", end.name);
+        let thread = napi_thread(&end.name, ids[0]);
+        // As in the bench: the NAPI thread on the worker's core, the client on the other.
+        let pinned = std::process::Command::new("taskset")
+            .args(["-pc", "0", &thread.to_string()])
+            .stdout(std::process::Stdio::null())
+            .status()
+            .expect("run taskset");
+        assert!(pinned.success(), "pin the NAPI thread");
+        assert!(
+            core_affinity::set_for_current(core_affinity::CoreId { id: 1 }),
+            "pin the test thread to core 1"
+        );
+        let switches = || {
+            let status = std::fs::read_to_string(format!("/proc/{thread}/status"))
+                .expect("the NAPI thread's status");
+            voluntary_switches(&status).expect("voluntary_ctxt_switches")
+        };
+        let (mut client, device) = net.discover(0);
+        // The worker and the NAPI thread share no core with the client's sends only by
+        // chance: what counts is whether the thread wakes per request.
+        for lba in 0..100 {
+            client.read(&device, lba % SECTORS, 2, true).expect("read");
+        }
+        let before = switches();
+        for lba in 0..READS {
+            client
+                .read(&device, (2 * lba) % SECTORS, 2, true)
+                .expect("read");
+        }
+        let woke = switches() - before;
+        result = Some((woke, target.stop()));
+    });
+    result.map(|(woke, log)| (woke * 1000 / READS, log))
+}
+
+/// Where the driver ties no NAPI to an AF_XDP socket (veth), an idle worker busy-polls the
+/// interface's NAPI in its wait (io_uring, `crate::sys::napi` in the target), so a lone
+/// initiator's requests are received in the worker's thread: the NAPI's kernel thread hardly
+/// wakes. With `busy-poll-usecs = 0` the worker only polls its rings, and that thread wakes
+/// for nearly every request (per mille of the reads below).
+#[test]
+fn test_an_idle_worker_on_veth_runs_the_receive_path_itself() {
+    // A spin long enough that the next request comes while the worker still polls, however
+    // slowly this test's client (a blocking one, on whichever core) answers.
+    let spin = "idle-spin-us = 2000\n";
+    let Some((with, log)) = napi_thread_wake_ups("dp-napi", spin) else {
+        return;
+    };
+    let (without, _) = napi_thread_wake_ups("dp-nonapi", &format!("{spin}busy-poll-usecs = 0\n"))
+        .expect("privileged, as the first");
+    eprintln!(
+        "NAPI thread wake-ups per mille of requests: {with} with the NAPI wait, {without} without"
+    );
+    assert!(
+        log.contains("busy-polls its interfaces' NAPIs in its wait"),
+        "the worker did not say it busy-polls: {log}"
+    );
+    assert!(
+        without >= 500,
+        "without busy polling the NAPI thread woke for only {without}‰ of the requests"
+    );
+    assert!(
+        with <= 250,
+        "busy polling in the wait, the NAPI thread still woke for {with}‰ of the requests \
+         ({without}‰ without)"
+    );
+}

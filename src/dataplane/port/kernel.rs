@@ -71,6 +71,9 @@ impl NetPort for XskPort {
     fn prepare_nap(&mut self) -> Result<(), PortError> {
         Ok(self.fill_all()?)
     }
+    fn wait_napi(&self) -> Option<u32> {
+        XskPort::wait_napi(self)
+    }
     fn kernel_counters(&self) -> Result<KernelCounters, PortError> {
         let stats = self.stats()?;
         Ok(KernelCounters {
@@ -185,6 +188,9 @@ impl NetPort for Port {
     }
     fn poll_fd(&self) -> Option<BorrowedFd<'_>> {
         delegate!(self, p => NetPort::poll_fd(p))
+    }
+    fn wait_napi(&self) -> Option<u32> {
+        delegate!(self, p => NetPort::wait_napi(p))
     }
     fn io_arena(&self) -> &Arc<Arena> {
         delegate!(self, p => NetPort::io_arena(p))

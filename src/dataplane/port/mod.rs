@@ -216,6 +216,13 @@ pub trait NetPort {
         None
     }
 
+    /// A NAPI that a worker waiting on this port busy-polls during its wait
+    /// ([`crate::sys::napi::NapiWait`]): the interface's receive path, where the socket itself
+    /// is tied to none (veth); `None` otherwise.
+    fn wait_napi(&self) -> Option<u32> {
+        None
+    }
+
     /// Before the worker stops polling for a while without waiting on this port (a nap):
     /// gives the kernel room for a burst, as [`NetPort::wait_rx`] does.
     fn prepare_nap(&mut self) -> Result<(), PortError> {

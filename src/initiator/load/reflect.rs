@@ -32,8 +32,9 @@ pub use self::packet::{PacketReflectStats, PacketReflector, PACKET_REFLECT_BATCH
 
 use crate::sys::frame::{Frame, RX_BURST_MAX};
 use crate::sys::layout::FRAME_CAPACITY;
+use crate::sys::napi::{NapiWait, POLL_RINGS_FIRST};
 use crate::sys::xdp::loader::{detach_stale, AttachMode, LoaderError, XdpMode, XdpProgram};
-use crate::sys::xdp::xsk::{BindMode, XskConfig, XskError, XskPort, XskStats};
+use crate::sys::xdp::xsk::{BindMode, BusyPollReach, XskConfig, XskError, XskPort, XskStats};
 use crate::sys::xdp::DstFilter;
 use crate::wire::ata::{error as ata_error, status};
 use crate::wire::{
@@ -58,6 +59,13 @@ const _: () =
 
 /// Firmware version in Query Config replies ("reflector 1").
 const FIRMWARE_VERSION: u16 = 0x5201;
+
+/// The longest sleep of an idle reflector waiting in its [`NapiWait`] (a stop or the end of
+/// its duration is seen after at most this).
+const NAPI_SLEEP: Duration = Duration::from_millis(10);
+
+/// The reflector's default NAPI busy-poll time: the target's default `idle-spin-us`.
+pub const NAPI_SPIN_DEFAULT: Duration = Duration::from_micros(50);
 
 /// What the reflector answers with.
 #[derive(Clone, Debug)]
@@ -259,6 +267,13 @@ pub enum ReflectError {
         #[source]
         source: std::io::Error,
     },
+    /// The wait for frames failed.
+    #[error("waiting for frames failed")]
+    Poll {
+        /// The underlying error.
+        #[source]
+        source: std::io::Error,
+    },
 }
 
 /// Counters of a reflector run.
@@ -285,6 +300,11 @@ pub struct Reflector {
     /// of its port's frames from the start, so the loop does not allocate.
     waiting: Vec<VecDeque<Frame>>,
     interface: String,
+    /// Where the socket is tied to no NAPI (veth) but the interface's one NAPI is known: a
+    /// round that found nothing waits in this, busy-polling that NAPI for up to the spin
+    /// given to [`Reflector::start`] before it sleeps, as the target's idle worker does
+    /// (see `crate::sys::napi`).
+    napi: Option<NapiWait>,
 }
 
 fn read_sys(interface: &str, file: &str, what: &'static str) -> Result<String, ReflectError> {
@@ -328,7 +348,17 @@ impl Reflector {
     /// one socket per RX queue. The reflector advertises [`REFLECT_BUFFER_COUNT`] buffers and
     /// [`sectors_for_mtu`]`(MTU, REFLECT_SECTORS_MAX)` sectors per request, and answers
     /// discovery broadcasts as `address` (shelf, slot).
-    pub fn start(interface: &str, address: (u16, u8)) -> Result<Reflector, ReflectError> {
+    ///
+    /// With `napi_spin` non-zero, a socket tied to no NAPI (veth) whose interface has one
+    /// NAPI and one queue waits for frames in a [`NapiWait`] that busy-polls that NAPI for up
+    /// to `napi_spin` (then sleeps until a frame comes), as the target's idle worker does;
+    /// otherwise, and where io_uring's NAPI busy polling is missing, a round that found
+    /// nothing yields the core and polls on.
+    pub fn start(
+        interface: &str,
+        address: (u16, u8),
+        napi_spin: Duration,
+    ) -> Result<Reflector, ReflectError> {
         let (mac, mtu) = mac_and_mtu(interface)?;
         let ifindex =
             crate::sys::interface::index(interface).map_err(|source| ReflectError::Interface {
@@ -347,6 +377,17 @@ impl Reflector {
             program.insert_socket(queue, port.fd())?;
             ports.push(port);
         }
+        let napi = match ports.as_slice() {
+            [port] if !napi_spin.is_zero() && port.busy_poll_reach()? == BusyPollReach::NoNapi => {
+                match crate::sys::napi::interface_napis(ifindex) {
+                    Ok(ids) if ids.len() == 1 && napi_spin > POLL_RINGS_FIRST => {
+                        NapiWait::new(&ids, napi_spin - POLL_RINGS_FIRST).ok()
+                    }
+                    _ => None,
+                }
+            }
+            _ => None,
+        };
         // What every port carries: all are bound alike, so the first one says.
         let frame_len = ports.first().map_or(FRAME_CAPACITY, XskPort::max_frame_len);
         let sectors = sectors_for_mtu(mtu, sectors_in(frame_len));
@@ -365,6 +406,7 @@ impl Reflector {
                 REFLECT_CAPACITY_SECTORS,
             ),
             interface: interface.to_owned(),
+            napi,
         })
     }
 
@@ -374,7 +416,7 @@ impl Reflector {
         let bind = self.ports.first().map(XskPort::bind_mode);
         format!(
             "reflecting on {}: {} RX queue(s), XDP {}, AF_XDP {}, {} sectors per request, \
-             buffer count {}",
+             buffer count {}, {}",
             self.interface,
             self.ports.len(),
             match attach {
@@ -389,6 +431,16 @@ impl Reflector {
             },
             self.reflection.sectors_max,
             self.reflection.buffer_count,
+            match &self.napi {
+                Some(napi) => format!(
+                    "idle: polls its rings for {} us, then busy-polls NAPI {:?} for {} us, \
+                     then sleeps",
+                    POLL_RINGS_FIRST.as_micros(),
+                    napi.ids(),
+                    napi.busy().as_micros()
+                ),
+                None => "idle: polls its rings and yields the core".to_owned(),
+            },
         )
     }
 
@@ -404,6 +456,8 @@ impl Reflector {
         let mut rounds: u32 = 0;
         // One reusable burst per port: nothing is zeroed or moved per receive.
         let mut bursts: Vec<_> = self.ports.iter().map(XskPort::new_burst).collect();
+        // Since when rounds found nothing (`None` after one that received).
+        let mut idle_since: Option<Instant> = None;
         // Relaxed: the flag carries no data; a late observation only delays the exit.
         while !stop.load(Ordering::Relaxed) {
             rounds = rounds.wrapping_add(1);
@@ -432,10 +486,29 @@ impl Reflector {
                 }
                 port.flush_tx()?;
             }
-            if received == 0 {
+            if received > 0 {
+                idle_since = None;
+                continue;
+            }
+            let since = *idle_since.get_or_insert_with(Instant::now);
+            match &mut self.napi {
+                // As the target's idle worker: its rings first, then the wait.
+                Some(napi)
+                    if self.waiting.iter().all(VecDeque::is_empty)
+                        && since.elapsed() >= POLL_RINGS_FIRST =>
+                {
+                    let port = &mut self.ports[0];
+                    port.fill_all()?;
+                    let mut fds = crate::sys::napi::pollfds([port.fd()]);
+                    napi.poll(&mut fds, NAPI_SLEEP)
+                        .map_err(|source| ReflectError::Poll { source })?;
+                    if duration.is_some_and(|limit| started.elapsed() >= limit) {
+                        break;
+                    }
+                }
                 // As the target's worker does: an empty poll gives the core to the NAPI
                 // threads and others that share it, instead of holding it to the tick.
-                std::thread::yield_now();
+                _ => std::thread::yield_now(),
             }
         }
         for port in &self.ports {

@@ -152,6 +152,11 @@ pub struct Meta {
     /// found nothing (older results: they spun without yielding).
     #[serde(default)]
     pub yielding_pollers: bool,
+    /// aoe-xdp's polling workers and the AF_XDP reflector waited for frames in an io_uring
+    /// that busy-polls the target end's NAPI after 10 µs of polling their rings (older
+    /// results: they polled their rings only).
+    #[serde(default)]
+    pub napi_wait: bool,
     /// aoe-xdp's systems ran with the default idle mode (`idle = "poll"`, a 50 µs spin) and
     /// the `xdp-spin` system with `idle = "spin"` (older results: every system but
     /// `xdp-poll` and `xdp-nap` spun).

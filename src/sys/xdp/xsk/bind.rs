@@ -215,6 +215,7 @@ impl XskPort {
             multi_buffer: bound.multi_buffer,
             busy_poll: false,
             busy_poll_pending: false,
+            wait_napi: None,
             fill_target: FILL_TARGET_START.min(config.fill_ring_size.min(frame_count)),
             fill_max: config.fill_ring_size.min(frame_count),
             fill_held: 0,

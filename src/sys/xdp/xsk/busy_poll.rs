@@ -62,6 +62,18 @@ impl XskPort {
         Ok(reach)
     }
 
+    /// Names the NAPI that receives this port's frames, for a socket the kernel tied to none
+    /// (veth): a worker waiting on the port then busy-polls it in its wait
+    /// ([`crate::sys::napi::NapiWait`]).
+    pub fn set_wait_napi(&mut self, napi: Option<u32>) {
+        self.wait_napi = napi;
+    }
+
+    /// The NAPI set by [`Self::set_wait_napi`].
+    pub fn wait_napi(&self) -> Option<u32> {
+        self.wait_napi
+    }
+
     /// Whether the port's receive bursts drive the queue's NAPI (busy polling asked for and
     /// the socket tied to a NAPI, at bind or at its first frame).
     pub fn busy_polling(&self) -> bool {
@@ -79,6 +91,7 @@ impl XskPort {
                 tracing::info!(interface = %self.interface, queue = self.queue_id, napi, "busy polling: the kernel tied the socket to its queue's NAPI at the first frame; the worker runs that NAPI (its receive path) itself");
                 check_irq_deferral(&self.interface);
             }
+            Ok(BusyPollReach::NoNapi) if self.wait_napi.is_some() => {}
             Ok(BusyPollReach::NoNapi) => {
                 tracing::info!(interface = %self.interface, queue = self.queue_id, "busy polling cannot reach this queue: its driver ties no NAPI to it (veth does not), so receiving stays in the kernel's NAPI context");
             }

@@ -128,6 +128,9 @@ pub struct XskPort {
     /// looked for once more when the first frame has arrived (Linux before 6.13 makes it
     /// then, from the frame's receive queue).
     busy_poll_pending: bool,
+    /// The interface's NAPI that a worker waiting on this port busy-polls in its wait
+    /// ([`crate::sys::napi::NapiWait`]), where the socket itself is tied to none.
+    wait_napi: Option<u32>,
     interface: String,
     queue_id: u32,
     /// The XDP program's counters of this queue, once the program it is registered with
