@@ -789,6 +789,17 @@ impl<P: NetPort> Worker<P> {
     /// while its own I/O is in flight).
     /// A sleep also ends when `stop` is set and the dataplane calls [`Queues::wake_all`].
     pub fn wait(&mut self, timeout: Duration, stop: &AtomicBool) -> Result<(), PortError> {
+        self.wait_busy_polling(timeout, stop, false)
+    }
+
+    /// As [`Self::wait`]; with `napi` and a [`NapiWait`] ready ([`Self::napi_wait_ready`]),
+    /// the sleep busy-polls the ports' NAPIs first.
+    pub fn wait_busy_polling(
+        &mut self,
+        timeout: Duration,
+        stop: &AtomicBool,
+        napi: bool,
+    ) -> Result<(), PortError> {
         let own_io = self.engine.in_flight() > 0;
         if self.retries_pending() || (own_io && self.no_completion_fd) {
             std::thread::yield_now();
@@ -800,7 +811,7 @@ impl<P: NetPort> Worker<P> {
             .all(|u| u.failed || u.port.poll_fd().is_some());
         let queues = Arc::clone(&self.queues);
         match queues.wakeup(self.index) {
-            Some(wakeup) if waitable => self.wait_for_any(wakeup, timeout, stop, own_io),
+            Some(wakeup) if waitable => self.wait_for_any(wakeup, timeout, stop, own_io, napi),
             _ if own_io => {
                 std::thread::yield_now();
                 Ok(())
@@ -827,6 +838,7 @@ impl<P: NetPort> Worker<P> {
         timeout: Duration,
         stop: &AtomicBool,
         own_io: bool,
+        napi: bool,
     ) -> Result<(), PortError> {
         for unit in self.units.iter_mut().filter(|u| !u.failed) {
             unit.port.prepare_nap()?;
@@ -870,10 +882,15 @@ impl<P: NetPort> Worker<P> {
         }
         self.pollfds.extend(completion);
         let polled = match &mut self.napi_wait {
-            NapiWaitState::Ready(napi) => napi.poll(&mut self.pollfds, timeout),
+            NapiWaitState::Ready(wait) if napi => wait.poll(&mut self.pollfds, timeout),
             _ => poll_fds(&mut self.pollfds, timeout),
         };
-        wakeup.disarm();
+        // The eventfd is read (a system call) only when the poll saw it written; a wake-up
+        // written after the poll returned ends the next sleep early, once.
+        match polled {
+            Ok(_) if self.pollfds[0].revents == 0 => wakeup.disarm_unread(),
+            _ => wakeup.disarm(),
+        }
         if completion.is_some() {
             self.engine.disarm_completion_fd();
         }
@@ -1309,9 +1326,12 @@ pub fn run<P: NetPort>(
                     && spin.current() > POLL_RINGS_FIRST
                     && worker.napi_wait_ready(spin.current() - POLL_RINGS_FIRST) =>
             {
+                // Only the first wait of an idle spell busy-polls: after one that ended with
+                // nothing to do the worker sleeps at once, as without the NAPI wait.
+                let busy_poll = !slept;
                 slept = true;
                 let sleep = worker.publish_before_sleep(&mut target, now);
-                if let Err(error) = worker.wait(sleep, stop) {
+                if let Err(error) = worker.wait_busy_polling(sleep, stop, busy_poll) {
                     worker.give_up_port(error)?;
                     port_lost.raise();
                 }

@@ -55,6 +55,13 @@ impl Wakeup {
         let _ = rustix::io::read(&self.fd, &mut count);
     }
 
+    /// As [`Self::disarm`], but leaves the eventfd's count alone: for an owner whose poll
+    /// saw the eventfd unwritten (saves the read). A wake-up written since makes the next
+    /// sleep end at once, with nothing to do.
+    pub fn disarm_unread(&self) {
+        self.sleeping.store(false, Ordering::Relaxed);
+    }
+
     /// A waker, after it pushed work for the owner: wakes the owner if it sleeps.
     pub fn wake(&self) {
         // Orders the caller's push before the load of the mark (see the module).

@@ -901,11 +901,11 @@ fn setup(meta: &Meta) -> String {
             " The load generator polls without sleeping and yields its core after a round that \
              found nothing, so that its side's NAPI thread runs at once, as softirq receive \
              would, rather than up to a scheduler tick (4 ms) later; aoe-xdp's workers do the \
-             same for 10 µs after their last work (`idle-yield`, on by default), and so does the \
+             same for 5 µs after their last work (`idle-yield`, on by default), and so does the \
              AF_XDP reflector. Then, as the socket is tied to no NAPI on veth, both wait for \
              frames in an io_uring that busy-polls the target end's NAPI for the rest of their \
-             50 µs spin (aoe-xdp's default `busy-poll-usecs`; not with `idle = \"spin\"` or a \
-             nap) before they sleep: a frame that comes meanwhile is received in their own \
+             50 µs spin (aoe-xdp's default `idle-spin-us`; `busy-poll-usecs = 0` turns it off, \
+             and `idle = \"spin\"` or a nap do without) before they sleep: a frame that comes meanwhile is received in their own \
              thread, with no wake-up of the NAPI thread."
         }
         (true, false) if meta.topology == Topology::TwoMachine => {

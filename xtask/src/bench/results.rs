@@ -153,7 +153,7 @@ pub struct Meta {
     #[serde(default)]
     pub yielding_pollers: bool,
     /// aoe-xdp's polling workers and the AF_XDP reflector waited for frames in an io_uring
-    /// that busy-polls the target end's NAPI after 10 µs of polling their rings (older
+    /// that busy-polls the target end's NAPI after 5 µs of polling their rings (older
     /// results: they polled their rings only).
     #[serde(default)]
     pub napi_wait: bool,
