@@ -1316,7 +1316,6 @@ pub fn run<P: NetPort>(
         }
         let since = *idle_since.get_or_insert(now);
         match idle {
-            // The spin happens in the wait, in the kernel, polling the NAPIs.
             // After a short poll of the rings: a gap shorter than that is cheaper to poll out
             // here than to enter the wait for. The rest of the spin happens in the wait, in
             // the kernel, polling the NAPIs.

@@ -366,9 +366,13 @@ impl NapiWait {
             self.ring.submit()?;
         }
         self.generation = self.generation.wrapping_add(1);
-        self.fds = fds.iter().map(|entry| entry.fd).collect();
-        self.armed = vec![false; fds.len()];
-        self.revents = vec![0; fds.len()];
+        // Refilled in place: after the first few changes, no allocation.
+        self.fds.clear();
+        self.fds.extend(fds.iter().map(|entry| entry.fd));
+        self.armed.clear();
+        self.armed.resize(fds.len(), false);
+        self.revents.clear();
+        self.revents.resize(fds.len(), 0);
         Ok(())
     }
 

@@ -64,9 +64,6 @@ const FIRMWARE_VERSION: u16 = 0x5201;
 /// its duration is seen after at most this).
 const NAPI_SLEEP: Duration = Duration::from_millis(10);
 
-/// The reflector's default NAPI busy-poll time: the target's default `idle-spin-us`.
-pub const NAPI_SPIN_DEFAULT: Duration = Duration::from_micros(50);
-
 /// What the reflector answers with.
 #[derive(Clone, Debug)]
 pub struct Reflection {
