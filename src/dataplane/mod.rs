@@ -641,12 +641,17 @@ fn open_packet(
         ..defaults
     };
     let dst = dst_filter(config, interface);
-    let port = PacketPort::bind(&interface.name, &packet_config, dst).map_err(|source| {
+    let mut port = PacketPort::bind(&interface.name, &packet_config, dst).map_err(|source| {
         DataplaneError::Packet {
             interface: interface.name.clone(),
             source,
         }
     })?;
+    // A packet socket is tied to no NAPI (it takes frames from every queue), so busy polling
+    // reaches the receive path only through the wait's NAPI.
+    if config.target.busy_poll_usecs > 0 {
+        port.set_wait_napi(napi_for_wait(interface));
+    }
     Ok(Port::Packet(port))
 }
 
@@ -713,15 +718,20 @@ fn open_xdp(config: &Config, interface: &Interface) -> Result<Opened, DataplaneE
 }
 
 /// The NAPI a worker waiting on `interface`'s one queue busy-polls in its wait, for a socket
-/// the kernel tied to none (veth: see [`crate::sys::napi`]); `None`, logged, where the
-/// interface's NAPIs cannot be listed (Linux before 6.9), it has none, or it has several
-/// queues (which NAPI serves which queue is then not known).
+/// the kernel tied to none (an AF_XDP socket on veth, any packet socket: see
+/// [`crate::sys::napi`]); `None`, logged, where the interface's NAPIs cannot be listed (Linux
+/// before 6.9), it has none, or it has several queues (which NAPI serves which queue is then
+/// not known).
 fn napi_for_wait(interface: &Interface) -> Option<u32> {
     let name = &interface.name;
     match crate::sys::napi::interface_napis(interface.ifindex) {
         Ok(ids) if ids.len() == 1 && interface.rx_queues == 1 => {
-            tracing::info!(interface = %name, napi = ids[0], "busy polling: the socket is tied to no NAPI (the driver registers none for its queue), so the worker busy-polls the interface's NAPI through io_uring while it waits for frames: the receive path runs in the worker");
+            tracing::info!(interface = %name, napi = ids[0], "busy polling: the socket is tied to no NAPI (the driver registers none for its queue, or a packet socket), so the worker busy-polls the interface's NAPI through io_uring while it waits for frames: the receive path runs in the worker");
             Some(ids[0])
+        }
+        Ok(ids) if ids.is_empty() => {
+            tracing::info!(interface = %name, "busy polling: the socket is tied to no NAPI and the interface has none; receiving stays in the kernel");
+            None
         }
         Ok(ids) => {
             tracing::info!(interface = %name, napis = ?ids, queues = interface.rx_queues, "busy polling: the socket is tied to no NAPI, and which of the interface's NAPIs serves which queue is not known; receiving stays in the kernel's NAPI context");

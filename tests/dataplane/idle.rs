@@ -8,7 +8,7 @@ use aoe_xdp::initiator::client::Client;
 use crate::common::faultfs::FaultFs;
 use crate::common::sched::late_wake_ups;
 use crate::counters::stats;
-use crate::fixture::{discover_one, Setup, SECTORS};
+use crate::fixture::{discover_one, Setup, Transport, SECTORS};
 use crate::patterns::pattern;
 
 /// The sum over every thread of process `pid` of what `field` reads from that thread's
@@ -435,63 +435,85 @@ fn napi_thread(interface: &str, id: u32) -> u32 {
 }
 
 /// Serves `READS` reads at queue depth 1 from one client on a veth whose NAPI runs in a kernel
-/// thread (threaded NAPI), with these `[target]` lines more; returns how often that thread
-/// woke (its voluntary context switches) during the reads, and the target's log.
-fn napi_thread_wake_ups(tag: &str, lines: &str) -> Option<(u64, String)> {
+/// thread (threaded NAPI), over `transport` with these `[target]` lines more; returns how
+/// often that thread woke (its voluntary context switches) during the reads, and the target's
+/// log.
+fn napi_thread_wake_ups(tag: &str, lines: &str, transport: Transport) -> Option<(u64, String)> {
     const READS: u64 = 2000;
-    let mut result = None;
-    polling(tag, &format!("worker-cores = [0]\n{lines}")).serve(|net, _dir, target| {
-        let end = net.target_end(0);
-        // The NAPI that veth turned on for the XDP program, as the target found it.
-        let ids = crate::common::netns::in_netns(&net.target_ns, || {
-            aoe_xdp::sys::napi::interface_napis(end.ifindex).expect("list the NAPIs")
-        });
-        assert_eq!(
-            ids.len(),
-            1,
-            "veth with XDP has one NAPI per queue: {ids:?}"
-        );
-        let status = net
-            .target_ns
-            .exec("sh")
-            .arg("-c")
-            .arg(format!("echo 1 > /sys/class/net/{}/threaded", end.name))
-            .status()
-            .expect("run sh");
-        assert!(status.success(), "threaded NAPI on {}", end.name);
-        let thread = napi_thread(&end.name, ids[0]);
-        // As in the bench: the NAPI thread on the worker's core, the client on the other.
-        let pinned = std::process::Command::new("taskset")
-            .args(["-pc", "0", &thread.to_string()])
-            .stdout(std::process::Stdio::null())
-            .status()
-            .expect("run taskset");
-        assert!(pinned.success(), "pin the NAPI thread");
-        assert!(
-            core_affinity::set_for_current(core_affinity::CoreId { id: 1 }),
-            "pin the test thread to core 1"
-        );
-        let switches = || {
-            let status = std::fs::read_to_string(format!("/proc/{thread}/status"))
-                .expect("the NAPI thread's status");
-            voluntary_switches(&status).expect("voluntary_ctxt_switches")
-        };
-        let (mut client, device) = net.discover(0);
-        // The worker and the NAPI thread share no core with the client's sends only by
-        // chance: what counts is whether the thread wakes per request.
-        for lba in 0..100 {
-            client.read(&device, lba % SECTORS, 2, true).expect("read");
+    let config = transport.config(&format!("worker-cores = [0]\n{lines}"));
+    let (net, dir) = polling(&transport.tag(tag), &config).build()?;
+    if transport != Transport::Xdp {
+        // Without an XDP program veth runs its NAPI only with GRO on at the receiving end,
+        // and for frames a packet socket sends only with TSO off at the sending end (as the
+        // bench's two-machine rig sets them): before the target starts, which looks for it.
+        for (ns, end, feature) in [
+            (&net.target_ns, net.target_end(0), "gro"),
+            (&net.client_ns, net.client_end(0), "tso"),
+        ] {
+            let value = if feature == "gro" { "on" } else { "off" };
+            let status = ns
+                .exec("ethtool")
+                .args(["-K", &end.name, feature, value])
+                .stdout(std::process::Stdio::null())
+                .status()
+                .expect("run ethtool");
+            assert!(
+                status.success(),
+                "ethtool -K {} {feature} {value}",
+                end.name
+            );
         }
-        let before = switches();
-        for lba in 0..READS {
-            client
-                .read(&device, (2 * lba) % SECTORS, 2, true)
-                .expect("read");
-        }
-        let woke = switches() - before;
-        result = Some((woke, target.stop()));
+    }
+    let target = dir.start(&net.target_ns);
+    let end = net.target_end(0);
+    // The NAPI that veth turned on (for the XDP program, or GRO), as the target found it.
+    let ids = crate::common::netns::in_netns(&net.target_ns, || {
+        aoe_xdp::sys::napi::interface_napis(end.ifindex).expect("list the NAPIs")
     });
-    result.map(|(woke, log)| (woke * 1000 / READS, log))
+    assert_eq!(
+        ids.len(),
+        1,
+        "veth with XDP or GRO has one NAPI per queue: {ids:?}"
+    );
+    let status = net
+        .target_ns
+        .exec("sh")
+        .arg("-c")
+        .arg(format!("echo 1 > /sys/class/net/{}/threaded", end.name))
+        .status()
+        .expect("run sh");
+    assert!(status.success(), "threaded NAPI on {}", end.name);
+    let thread = napi_thread(&end.name, ids[0]);
+    // As in the bench: the NAPI thread on the worker's core, the client on the other.
+    let pinned = std::process::Command::new("taskset")
+        .args(["-pc", "0", &thread.to_string()])
+        .stdout(std::process::Stdio::null())
+        .status()
+        .expect("run taskset");
+    assert!(pinned.success(), "pin the NAPI thread");
+    assert!(
+        core_affinity::set_for_current(core_affinity::CoreId { id: 1 }),
+        "pin the test thread to core 1"
+    );
+    let switches = || {
+        let status = std::fs::read_to_string(format!("/proc/{thread}/status"))
+            .expect("the NAPI thread's status");
+        voluntary_switches(&status).expect("voluntary_ctxt_switches")
+    };
+    let (mut client, device) = net.discover(0);
+    // The worker and the NAPI thread share no core with the client's sends only by
+    // chance: what counts is whether the thread wakes per request.
+    for lba in 0..100 {
+        client.read(&device, lba % SECTORS, 2, true).expect("read");
+    }
+    let before = switches();
+    for lba in 0..READS {
+        client
+            .read(&device, (2 * lba) % SECTORS, 2, true)
+            .expect("read");
+    }
+    let woke = switches() - before;
+    Some((woke * 1000 / READS, target.stop()))
 }
 
 /// Where the driver ties no NAPI to an AF_XDP socket (veth), an idle worker busy-polls the
@@ -501,6 +523,25 @@ fn napi_thread_wake_ups(tag: &str, lines: &str) -> Option<(u64, String)> {
 /// for nearly every request (per mille of the reads below).
 #[test]
 fn test_an_idle_worker_on_veth_runs_the_receive_path_itself() {
+    the_worker_runs_the_receive_path_itself(Transport::Xdp);
+}
+
+/// The same with the AF_PACKET port: a packet socket is tied to no NAPI either, and the
+/// worker's wait busy-polls veth's NAPI (GRO on) as with AF_XDP.
+#[test]
+fn test_an_idle_worker_on_veth_runs_the_receive_path_itself_over_af_packet() {
+    the_worker_runs_the_receive_path_itself(Transport::Packet);
+}
+
+/// The two tests above, one at a time: each pins a worker and a NAPI thread to core 0, and
+/// one's worker there ends the other's busy polls.
+static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn the_worker_runs_the_receive_path_itself(transport: Transport) {
+    // A test that failed while holding it poisons it; the next still runs alone.
+    let _alone = ONE_AT_A_TIME
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
     // A spin long enough that the next request comes while the worker still polls, however
     // slowly this test's client (a blocking one, on whichever core) answers.
     let spin = "idle-spin-us = 2000\n";
@@ -511,7 +552,9 @@ fn test_an_idle_worker_on_veth_runs_the_receive_path_itself() {
     let mut tries = Vec::new();
     let mut log = String::new();
     for attempt in 0..3 {
-        let Some((woke, text)) = napi_thread_wake_ups(&format!("dp-napi{attempt}"), spin) else {
+        let Some((woke, text)) =
+            napi_thread_wake_ups(&format!("dp-napi{attempt}"), spin, transport)
+        else {
             return;
         };
         tries.push(woke);
@@ -521,10 +564,15 @@ fn test_an_idle_worker_on_veth_runs_the_receive_path_itself() {
         }
     }
     let with = *tries.iter().min().expect("one try at least");
-    let (without, _) = napi_thread_wake_ups("dp-nonapi", &format!("{spin}busy-poll-usecs = 0\n"))
-        .expect("privileged, as the first");
+    let (without, _) = napi_thread_wake_ups(
+        "dp-nonapi",
+        &format!("{spin}busy-poll-usecs = 0\n"),
+        transport,
+    )
+    .expect("privileged, as the first");
     eprintln!(
-        "NAPI thread wake-ups per mille of requests: {tries:?} with the NAPI wait, {without} without"
+        "{transport:?}: NAPI thread wake-ups per mille of requests: {tries:?} with the NAPI \
+         wait, {without} without"
     );
     assert!(
         log.contains("busy-polls its interfaces' NAPIs in its wait"),

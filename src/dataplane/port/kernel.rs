@@ -108,6 +108,9 @@ impl NetPort for PacketPort {
     fn refill(&mut self) -> Result<usize, PortError> {
         Ok(0)
     }
+    fn wait_napi(&self) -> Option<u32> {
+        PacketPort::wait_napi(self)
+    }
     fn kernel_counters(&self) -> Result<KernelCounters, PortError> {
         let stats = self.stats()?;
         Ok(KernelCounters {

@@ -96,6 +96,8 @@ pub struct PacketPort {
     pub(super) ifindex: u32,
     /// Which destination MACs are served.
     pub(super) dst_filter: DstFilter,
+    /// The NAPI a worker waiting on this port busy-polls ([`Self::set_wait_napi`]).
+    pub(super) wait_napi: Option<u32>,
 }
 
 impl std::fmt::Debug for PacketPort {
@@ -157,7 +159,21 @@ impl PacketPort {
             interface: interface.to_owned(),
             ifindex,
             dst_filter: dst,
+            wait_napi: None,
         })
+    }
+
+    /// Names the NAPI that receives this port's frames: a worker waiting on the port then
+    /// busy-polls it in its wait ([`crate::sys::napi::NapiWait`]), so that the receive path
+    /// (the packet socket's copy into the ring) runs in the worker rather than in a softirq or
+    /// NAPI thread woken for every burst.
+    pub fn set_wait_napi(&mut self, napi: Option<u32>) {
+        self.wait_napi = napi;
+    }
+
+    /// The NAPI set by [`Self::set_wait_napi`].
+    pub fn wait_napi(&self) -> Option<u32> {
+        self.wait_napi
     }
 
     /// Which destination MACs the port serves.

@@ -898,23 +898,33 @@ fn setup(meta: &Meta) -> String {
     };
     let pollers = match (meta.yielding_pollers, meta.napi_wait) {
         (true, true) if meta.topology == Topology::TwoMachine => {
-            " The load generator polls without sleeping and yields its core after a round that \
-             found nothing, so that its side's NAPI thread runs at once, as softirq receive \
-             would, rather than up to a scheduler tick (4 ms) later; aoe-xdp's workers do the \
-             same for 5 µs after their last work (`idle-yield`, on by default), and so does the \
-             AF_XDP reflector. Then, as the socket is tied to no NAPI on veth, both wait for \
-             frames in an io_uring that busy-polls the target end's NAPI for the rest of their \
-             50 µs spin (aoe-xdp's default `idle-spin-us`; `busy-poll-usecs = 0` turns it off, \
-             and `idle = \"spin\"` or a nap do without) before they sleep: a frame that comes meanwhile is received in their own \
-             thread, with no wake-up of the NAPI thread."
+            let sockets = if meta.packet_napi_wait {
+                "their socket is tied to no NAPI (an AF_XDP socket on veth, a packet socket \
+                 anywhere: aoe-xdp in either mode)"
+            } else {
+                "the socket is tied to no NAPI on veth (AF_XDP mode only)"
+            };
+            format!(
+                " The load generator polls without sleeping and yields its core after a round \
+                 that found nothing, so that its side's NAPI thread runs at once, as softirq \
+                 receive would, rather than up to a scheduler tick (4 ms) later; aoe-xdp's \
+                 workers do the same for 5 µs after their last work (`idle-yield`, on by \
+                 default), and so does the AF_XDP reflector. Then, as {sockets}, both wait for \
+                 frames in an io_uring that busy-polls the target end's NAPI for the rest of \
+                 their 50 µs spin (aoe-xdp's default `idle-spin-us`; `busy-poll-usecs = 0` \
+                 turns it off, and `idle = \"spin\"` or a nap do without) before they sleep: a \
+                 frame that comes meanwhile is received in their own thread, with no wake-up \
+                 of the NAPI thread."
+            )
         }
         (true, false) if meta.topology == Topology::TwoMachine => {
             " The load generator (and the AF_XDP reflector) poll without sleeping and yield \
              their core after a round that found nothing, so that their side's NAPI thread runs \
              at once, as softirq receive would, rather than up to a scheduler tick (4 ms) \
              later; aoe-xdp's workers do the same (`idle-yield`, on by default)."
+                .to_owned()
         }
-        _ => "",
+        _ => String::new(),
     };
     format!(
         "- Set-up: two network namespaces joined by {pairs} (MTU {}, one queue), one initiator \
@@ -1321,6 +1331,7 @@ mod tests {
                 napi_fifo: false,
                 yielding_pollers: true,
                 napi_wait: true,
+                packet_napi_wait: true,
                 poll_default: true,
                 nics: 1,
                 request_bytes: 1024,

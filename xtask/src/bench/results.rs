@@ -157,6 +157,9 @@ pub struct Meta {
     /// results: they polled their rings only).
     #[serde(default)]
     pub napi_wait: bool,
+    /// aoe-xdp's AF_PACKET mode waited so too (older results: only AF_XDP did).
+    #[serde(default)]
+    pub packet_napi_wait: bool,
     /// aoe-xdp's systems ran with the default idle mode (`idle = "poll"`, a 50 µs spin) and
     /// the `xdp-spin` system with `idle = "spin"` (older results: every system but
     /// `xdp-poll` and `xdp-nap` spun).

@@ -235,6 +235,7 @@ pub(super) fn meta(env: &Env, quick: bool, rounds: u32) -> Result<Meta> {
         napi_fifo: env.napi_fifo,
         yielding_pollers: true,
         napi_wait: true,
+        packet_napi_wait: true,
         poll_default: true,
         nics: env.nics,
         request_bytes: request_sectors(env.mtu) * 512,
