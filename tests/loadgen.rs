@@ -440,6 +440,62 @@ fn test_load_against_packet_reflector() {
     }
 }
 
+/// On veth with GRO on (its NAPI running, as on the bench's two-machine rig) the AF_PACKET
+/// reflector waits as aoe-xdp's idle worker does: it busy-polls that NAPI before it sleeps
+/// (`--napi-spin-us`, 50 by default), still sleeps when idle, and answers every request;
+/// `--napi-spin-us 0` sleeps at once.
+#[test]
+fn test_packet_reflector_busy_polls_the_napi_of_veth_with_gro() {
+    let _serial = one_at_a_time();
+    let Some(rig) = Rig::new("lg-pktnapi") else {
+        return;
+    };
+    // GRO at the receiving end turns veth's NAPI on; TSO off at the sending end sends a
+    // packet socket's frames through it.
+    for (ns, interface, feature, value) in [
+        (&rig.ns_a, "aoelga", "gro", "on"),
+        (&rig.ns_b, "aoelgb", "tso", "off"),
+    ] {
+        let status = Rig::command(ns, "ethtool", &["-K", interface, feature, value])
+            .stdout(std::process::Stdio::null())
+            .status()
+            .expect("run ethtool");
+        assert!(status.success(), "ethtool -K {interface} {feature} {value}");
+    }
+    let (off, ready) = start_reflector_ready(
+        &rig.ns_a,
+        "aoelga",
+        &["--socket", "packet", "-t", "4.4", "--napi-spin-us", "0"],
+    );
+    assert!(ready.contains("poll when idle"), "{ready}");
+    drop(off);
+    let (reflector, ready) =
+        start_reflector_ready(&rig.ns_a, "aoelga", &["--socket", "packet", "-t", "4.4"]);
+    assert!(ready.contains("then busy-polls NAPI ["), "{ready}");
+    assert!(ready.contains("for 45 us, then sleeps in poll"), "{ready}");
+
+    // Idle, it still sleeps: each 10 ms sleep follows at most 45 us of busy polling.
+    let pid = reflector.child.id();
+    let before = cpu_time(pid);
+    std::thread::sleep(Duration::from_secs(1));
+    let idle = cpu_time(pid) - before;
+    assert!(
+        idle < Duration::from_millis(100),
+        "the idle reflector ran for {idle:?} of 1 s"
+    );
+
+    for depth in [1, 16] {
+        load_each_op(&rig, "4.4", 2, depth);
+    }
+    let (status, stderr) = reflector.terminate();
+    assert!(status.success(), "reflector exited with {status}: {stderr}");
+    assert!(
+        stderr.contains("(0 frames dropped, 0 replies unsent;"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("reflected 0 "), "{stderr}");
+}
+
 #[test]
 fn test_load_spreads_over_paths() {
     let _serial = one_at_a_time();

@@ -91,9 +91,11 @@ enum Command {
         /// are answered as that device).
         #[arg(short, long, default_value = "1.0")]
         target: String,
-        /// AF_XDP: microseconds an idle reflector busy-polls its interface's NAPI before it
-        /// sleeps, where the socket is tied to none (veth), as the target's idle worker does
-        /// with its default idle-spin-us; 0: it polls its rings and yields the core instead.
+        /// Microseconds an idle reflector busy-polls its interface's NAPI before it sleeps,
+        /// where the socket is tied to none (AF_XDP on veth; AF_PACKET on an interface with
+        /// one queue and one NAPI, e.g. veth with GRO on), as the target's idle worker does with
+        /// its default idle-spin-us; 0: AF_XDP polls its rings and yields the core instead,
+        /// AF_PACKET sleeps in poll(2) at once.
         #[arg(long, default_value_t = 50)]
         napi_spin_us: u64,
     },
@@ -220,7 +222,7 @@ fn run(cli: Cli) -> Result<()> {
             let napi_spin = Duration::from_micros(napi_spin_us);
             match socket {
                 SocketArg::Xdp => reflect(&interface, duration, address, napi_spin),
-                SocketArg::Packet => reflect_packet(&interface, duration, address),
+                SocketArg::Packet => reflect_packet(&interface, duration, address, napi_spin),
             }
         }
     }
@@ -266,15 +268,20 @@ fn reflect(
     Ok(())
 }
 
-fn reflect_packet(interface: &str, duration: Option<Duration>, address: (u16, u8)) -> Result<()> {
+fn reflect_packet(
+    interface: &str,
+    duration: Option<Duration>,
+    address: (u16, u8),
+    napi_spin: Duration,
+) -> Result<()> {
     let stop = stop_flag()?;
-    let mut reflector = PacketReflector::start(interface, address)
+    let mut reflector = PacketReflector::start(interface, address, napi_spin)
         .with_context(|| format!("cannot reflect on {interface}"))?;
     // The first line on stdout tells scripts and tests that the reflector is ready.
     println!("{}", reflector.describe());
     let stats = reflector.run(&stop, duration).context("reflector failed")?;
     eprintln!(
-        "reflected {} requests ({} frames dropped, {} replies unsent; slept in poll {} times)",
+        "reflected {} requests ({} frames dropped, {} replies unsent; waited {} times)",
         stats.replied, stats.dropped, stats.unsent, stats.waits
     );
     Ok(())

@@ -803,6 +803,12 @@ pub fn summary(results: &Results) -> String {
             meta.target_core, NAP_US
         )
     };
+    let packet_reflector_idle = if meta.packet_napi_wait {
+        "on veth, whose NAPI runs with GRO on, it polls its ring for 5 µs, then busy-polls that \
+         NAPI for 45 µs before it sleeps, as aoe-xdp's worker does in AF_PACKET mode"
+    } else {
+        "sleeping when idle"
+    };
     let _ = writeln!(
         out,
         "- Systems: aoe-xdp with `socket = \"xdp\"` and with `socket = \"packet\"` \
@@ -812,7 +818,7 @@ pub fn summary(results: &Results) -> String {
          system call or an io_uring request per read and per write, every write acknowledged \
          once durable, by a data sync shared with the writes completed before it); Debian's `vblade -b 64`; the bare AF_XDP reflector `aoe-bench reflect` (no storage: the \
          ceiling of the path) and the bare AF_PACKET reflector `aoe-bench reflect --socket \
-         packet` (a `TPACKET_V2` ring and `sendmmsg`, sleeping when idle): the faster of the \
+         packet` (a `TPACKET_V2` ring and `sendmmsg`, {packet_reflector_idle}): the faster of the \
          two at a point is \
          \"the machine's limit\" there. One point offers a fixed load (`aoe-bench load --rate`) below \
          every system's maximum, where CPU per request measures work rather than polling."

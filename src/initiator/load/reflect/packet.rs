@@ -7,7 +7,11 @@
 //! the batch's replies leave in one `sendmmsg`. When the ring is empty the reflector sleeps in
 //! `poll(2)` ([`BurstSocket::wait_rx`]) instead of spinning, as a target that shares its core
 //! with the kernel's receive path must; a signal or [`IDLE_WAIT`] ends the sleep, so the stop
-//! flag and the duration are looked at.
+//! flag and the duration are looked at. Where the interface has one queue and one NAPI (veth
+//! with GRO on, as on the bench's rig) and a NAPI spin is given, it waits as aoe-xdp's idle
+//! worker does in AF_PACKET mode: it polls its ring for [`POLL_RINGS_FIRST`], then waits in a
+//! [`NapiWait`] that busy-polls that NAPI for the rest of the spin before it sleeps, so that
+//! it stays the ceiling of that mode's path.
 //!
 //! Buffers are sized from the MTU, and the reflector answers as many sectors per request as
 //! the MTU carries ([`sectors_for_mtu`] without the UMEM's limit): 2 at 1500, 17 at 9000.
@@ -24,9 +28,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use super::{
-    mac_and_mtu, sectors_for_mtu, ReflectError, Reflection, REFLECT_BUFFER_COUNT,
+    mac_and_mtu, rx_queue_count, sectors_for_mtu, ReflectError, Reflection, REFLECT_BUFFER_COUNT,
     REFLECT_CAPACITY_SECTORS,
 };
+use crate::sys::napi::{self, NapiWait, POLL_RINGS_FIRST};
 use crate::sys::packet::burst::{BurstConfig, BurstSocket};
 use crate::sys::xdp::DstFilter;
 use crate::wire::{pad_to_min, VLAN_HEADER_LEN};
@@ -54,7 +59,7 @@ pub struct PacketReflectStats {
     pub dropped: u64,
     /// Replies lost because every staging buffer was still staged.
     pub unsent: u64,
-    /// Times the reflector found the ring empty and slept in `poll(2)`.
+    /// Times the reflector found the ring empty and slept in `poll(2)` (or in its NAPI wait).
     pub waits: u64,
 }
 
@@ -67,13 +72,23 @@ pub struct PacketReflector {
     dst_filter: DstFilter,
     interface: String,
     mtu: usize,
+    /// The wait that busy-polls the interface's NAPI, where there is one.
+    napi: Option<NapiWait>,
 }
 
 impl PacketReflector {
     /// Opens the socket on `interface` (needs CAP_NET_RAW) with buffers for its MTU. The
     /// reflector advertises [`REFLECT_BUFFER_COUNT`] buffers and `sectors_for_mtu(MTU)`
     /// sectors per request, and answers discovery broadcasts as `address` (shelf, slot).
-    pub fn start(interface: &str, address: (u16, u8)) -> Result<PacketReflector, ReflectError> {
+    ///
+    /// With `napi_spin` above [`POLL_RINGS_FIRST`], on an interface with one queue and one
+    /// NAPI, an idle reflector busy-polls that NAPI before it sleeps (see the module);
+    /// otherwise, and where io_uring's NAPI busy polling is missing, it sleeps at once.
+    pub fn start(
+        interface: &str,
+        address: (u16, u8),
+        napi_spin: Duration,
+    ) -> Result<PacketReflector, ReflectError> {
         let (mac, mtu) = mac_and_mtu(interface)?;
         let config = BurstConfig {
             batch: PACKET_REFLECT_BATCH,
@@ -84,6 +99,14 @@ impl PacketReflector {
                 interface: interface.to_owned(),
                 source,
             })?;
+        let napi = if napi_spin > POLL_RINGS_FIRST && rx_queue_count(interface)? == 1 {
+            match napi::interface_napis(socket.ifindex()) {
+                Ok(ids) if ids.len() == 1 => NapiWait::new(&ids, napi_spin - POLL_RINGS_FIRST).ok(),
+                _ => None,
+            }
+        } else {
+            None
+        };
         Ok(PacketReflector {
             socket,
             reflection: Reflection::new(
@@ -96,14 +119,25 @@ impl PacketReflector {
             dst_filter: DstFilter::Own(mac.0),
             interface: interface.to_owned(),
             mtu,
+            napi,
         })
     }
 
     /// One line saying what runs where.
     pub fn describe(&self) -> String {
+        let idle = match &self.napi {
+            Some(napi) => format!(
+                "idle: polls its ring for {} us, then busy-polls NAPI {:?} for {} us, then \
+                 sleeps in poll",
+                POLL_RINGS_FIRST.as_micros(),
+                napi.ids(),
+                napi.busy().as_micros()
+            ),
+            None => "poll when idle".to_owned(),
+        };
         format!(
-            "reflecting on {}: AF_PACKET (TPACKET_V2 ring, sendmmsg batches of {}, poll when \
-             idle), MTU {}, {} sectors per request, buffer count {}",
+            "reflecting on {}: AF_PACKET (TPACKET_V2 ring, sendmmsg batches of {}, {idle}), MTU \
+             {}, {} sectors per request, buffer count {}",
             self.interface,
             self.socket.batch(),
             self.mtu,
@@ -121,6 +155,8 @@ impl PacketReflector {
     ) -> Result<PacketReflectStats, ReflectError> {
         let started = Instant::now();
         let mut stats = PacketReflectStats::default();
+        // Since when the ring was found empty (`None` after a batch), for the NAPI wait.
+        let mut idle_since: Option<Instant> = None;
         // Relaxed: the flag carries no data; a late observation only delays the exit.
         while !stop.load(Ordering::Relaxed) {
             // One clock read per batch or wake-up (a vDSO call): a sleeping loop has no round
@@ -139,10 +175,30 @@ impl PacketReflector {
             self.flush()?;
             // Replies the kernel did not take yet are retried at once rather than after a
             // sleep.
-            if received == 0 && self.socket.tx_pending() == 0 {
+            if received > 0 || self.socket.tx_pending() > 0 {
+                idle_since = None;
+                continue;
+            }
+            let Some(napi) = &mut self.napi else {
                 stats.waits += 1;
                 self.socket
                     .wait_rx(left.min(IDLE_WAIT))
+                    .map_err(|e| self.error(e))?;
+                continue;
+            };
+            // As aoe-xdp's idle worker: its ring first (yielding the core), then the wait.
+            if idle_since.get_or_insert_with(Instant::now).elapsed() < POLL_RINGS_FIRST {
+                std::thread::yield_now();
+                continue;
+            }
+            stats.waits += 1;
+            let mut fds = napi::pollfds([self.socket.fd()]);
+            let waited = napi.poll(&mut fds, left.min(IDLE_WAIT));
+            waited.map_err(|e| self.error(e))?;
+            if fds[0].revents & (libc::POLLERR | libc::POLLHUP | libc::POLLNVAL) != 0 {
+                // `wait_rx` says what the error is.
+                self.socket
+                    .wait_rx(Duration::ZERO)
                     .map_err(|e| self.error(e))?;
             }
         }
