@@ -24,7 +24,7 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Measure aoe-xdp against vblade and two bare reflectors, as between two machines (run as root, about 22 minutes; --quick about 1).
+    /// Measure aoe-xdp against vblade and two bare reflectors, as between two machines (run as root, about 40 minutes on a 2-vCPU VM; --quick about 1).
     ///
     /// Two network namespaces, one initiator, one page-cached backing file; prints a table and
     /// writes target/bench/{results.json,qd.svg,summary.md}.

@@ -866,8 +866,8 @@ pub fn summary(results: &Results) -> String {
     let _ = writeln!(
         out,
         "\nPlot: `target/bench/qd.svg` (random-read IOPS and latency against queue depth); raw \
-         numbers: `target/bench/results.json` (every round). Regenerate (as root, about 22 \
-         minutes): `cargo xtask bench`; `cargo xtask bench --update-readme` also rewrites this section; `cargo \
+         numbers: `target/bench/results.json` (every round). Regenerate (as root, about 40 \
+         minutes on a 2-vCPU VM: 38 on 2026-12-08): `cargo xtask bench`; `cargo xtask bench --update-readme` also rewrites this section; `cargo \
          xtask bench --quick` is a 1-minute smoke run."
     );
     out
