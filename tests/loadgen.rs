@@ -356,6 +356,13 @@ fn start_reflector_under(
 }
 
 /// CPU time process `pid`'s main thread has run for (`/proc/PID/schedstat`, first field).
+/// CPU time process `pid` uses over the next second.
+fn cpu_time_over_a_second(pid: u32) -> Duration {
+    let before = cpu_time(pid);
+    std::thread::sleep(Duration::from_secs(1));
+    cpu_time(pid) - before
+}
+
 fn cpu_time(pid: u32) -> Duration {
     let text = std::fs::read_to_string(format!("/proc/{pid}/schedstat")).expect("schedstat");
     let ns = text
@@ -409,10 +416,7 @@ fn test_load_against_packet_reflector() {
         );
 
         // Idle: the reflector sleeps in poll(2) (a spinning one would use the whole second).
-        let pid = reflector.child.id();
-        let before = cpu_time(pid);
-        std::thread::sleep(Duration::from_secs(1));
-        let idle = cpu_time(pid) - before;
+        let idle = cpu_time_over_a_second(reflector.child.id());
         assert!(
             idle < Duration::from_millis(100),
             "MTU {mtu}: the idle reflector ran for {idle:?} of 1 s"
@@ -475,10 +479,7 @@ fn test_packet_reflector_busy_polls_the_napi_of_veth_with_gro() {
     assert!(ready.contains("for 45 us, then sleeps in poll"), "{ready}");
 
     // Idle, it still sleeps: each 10 ms sleep follows at most 45 us of busy polling.
-    let pid = reflector.child.id();
-    let before = cpu_time(pid);
-    std::thread::sleep(Duration::from_secs(1));
-    let idle = cpu_time(pid) - before;
+    let idle = cpu_time_over_a_second(reflector.child.id());
     assert!(
         idle < Duration::from_millis(100),
         "the idle reflector ran for {idle:?} of 1 s"
