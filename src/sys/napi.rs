@@ -416,13 +416,17 @@ impl NapiWait {
 
 /// `pollfd` entries for [`NapiWait::poll`] from borrowed descriptors.
 pub fn pollfds<'a>(fds: impl IntoIterator<Item = BorrowedFd<'a>>) -> Vec<libc::pollfd> {
-    fds.into_iter()
-        .map(|fd| libc::pollfd {
-            fd: fd.as_raw_fd(),
-            events: libc::POLLIN,
-            revents: 0,
-        })
-        .collect()
+    fds.into_iter().map(pollfd).collect()
+}
+
+/// One `pollfd` entry for [`NapiWait::poll`] (`POLLIN`), for a caller that waits on one
+/// descriptor and allocates nothing per wait.
+pub fn pollfd(fd: BorrowedFd<'_>) -> libc::pollfd {
+    libc::pollfd {
+        fd: fd.as_raw_fd(),
+        events: libc::POLLIN,
+        revents: 0,
+    }
 }
 
 #[cfg(test)]

@@ -496,7 +496,7 @@ impl Reflector {
                 {
                     let port = &mut self.ports[0];
                     port.fill_all()?;
-                    let mut fds = crate::sys::napi::pollfds([port.fd()]);
+                    let mut fds = [crate::sys::napi::pollfd(port.fd())];
                     napi.poll(&mut fds, NAPI_SLEEP)
                         .map_err(|source| ReflectError::Poll { source })?;
                     if duration.is_some_and(|limit| started.elapsed() >= limit) {

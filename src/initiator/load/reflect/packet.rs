@@ -192,7 +192,7 @@ impl PacketReflector {
                 continue;
             }
             stats.waits += 1;
-            let mut fds = napi::pollfds([self.socket.fd()]);
+            let mut fds = [napi::pollfd(self.socket.fd())];
             let waited = napi.poll(&mut fds, left.min(IDLE_WAIT));
             waited.map_err(|e| self.error(e))?;
             if fds[0].revents & (libc::POLLERR | libc::POLLHUP | libc::POLLNVAL) != 0 {
