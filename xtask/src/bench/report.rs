@@ -896,6 +896,19 @@ fn setup(meta: &Meta) -> String {
              core and the initiator's to the target's."
         }
     };
+    let halt_poll = match meta.halt_poll_ns {
+        Some((ns, machine)) => format!(
+            " The VM's idle vCPUs polled {} µs before they halted (`guest_halt_poll_ns`, {machine} \
+             on this machine otherwise, put back after the run), so that a send that wakes the \
+             other side's idle core sets a flag instead of sending an IPI that the host must \
+             deliver to a halted vCPU: between two machines a frame sent costs the sender \
+             nothing of the receiver's wake-up (with the VM's own setting, 0, that IPI under \
+             `veth_xmit` took a third of aoe-xdp's core at 40k requests/s, a cost paid per \
+             frame by a target that sends one frame per call).",
+            ns / 1000
+        ),
+        None => String::new(),
+    };
     let fifo = if meta.napi_fifo {
         " `--napi-fifo`: the NAPI threads ran at SCHED_FIFO 1, so receive work preempted any \
          thread on its core at once, as softirq receive does on a machine with a NIC."
@@ -935,7 +948,7 @@ fn setup(meta: &Meta) -> String {
     format!(
         "- Set-up: two network namespaces joined by {pairs} (MTU {}, one queue), one initiator \
          (`aoe-bench load`) for every system; {} B requests (the most one {}-byte frame \
-         carries). Target pinned to core {}, initiator to core {}. {topology}{fifo}{pollers}\n",
+         carries). Target pinned to core {}, initiator to core {}. {topology}{halt_poll}{fifo}{pollers}\n",
         meta.mtu, meta.request_bytes, meta.mtu, meta.target_core, meta.initiator_core
     )
 }
@@ -1335,6 +1348,7 @@ mod tests {
                 mtu: 1500,
                 topology: Topology::Plain,
                 napi_fifo: false,
+                halt_poll_ns: None,
                 yielding_pollers: true,
                 napi_wait: true,
                 packet_napi_wait: true,
@@ -1529,6 +1543,19 @@ mod tests {
         assert!(
             line.contains("15 faults in all; the most: 12, vblade at rand read QD64"),
             "{line}"
+        );
+    }
+
+    #[test]
+    fn the_set_up_says_how_long_idle_vcpus_polled_where_the_run_set_it() {
+        let mut results = results();
+        results.meta.topology = Topology::TwoMachine;
+        assert!(!setup(&results.meta).contains("guest_halt_poll_ns"));
+        results.meta.halt_poll_ns = Some((200_000, 0));
+        let text = setup(&results.meta);
+        assert!(
+            text.contains("polled 200 µs before they halted (`guest_halt_poll_ns`, 0 on this"),
+            "{text}"
         );
     }
 

@@ -148,6 +148,11 @@ pub struct Meta {
     /// `--napi-fifo`: the NAPI threads ran at SCHED_FIFO 1.
     #[serde(default)]
     pub napi_fifo: bool,
+    /// The VM's idle vCPUs polled this long (ns) before they halted (`guest_halt_poll_ns`,
+    /// set for the run), and what the machine had; `None`: the machine's own setting
+    /// (older results: 0 on the VMs they came from).
+    #[serde(default)]
+    pub halt_poll_ns: Option<(u64, u64)>,
     /// The load generator and the AF_XDP reflector yielded their core after a round that
     /// found nothing (older results: they spun without yielding).
     #[serde(default)]

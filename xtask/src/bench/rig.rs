@@ -98,6 +98,8 @@ pub(super) struct Env {
     pub profile: bool,
     pub topology: Topology,
     pub napi_fifo: bool,
+    /// `guest_halt_poll_ns` for the run and what the machine had, where it was set.
+    pub halt_poll: Option<(u64, u64)>,
     pub nics: u32,
     pub mtu: u16,
     pub stop: Arc<AtomicBool>,

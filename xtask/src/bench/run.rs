@@ -13,6 +13,7 @@ use anyhow::{bail, Context, Result};
 
 use super::args::BenchArgs;
 use super::cpu::{background_cores, perf_instructions_supported};
+use super::haltpoll::{HaltPoll, GUEST_HALT_POLL_NS};
 use super::live::start_system;
 use super::profile;
 use super::report;
@@ -54,6 +55,11 @@ pub(super) fn measure(args: &BenchArgs, out_dir: &Path) -> Result<Results> {
     let clk_tck: u64 = output(Command::new("getconf").arg("CLK_TCK"))?
         .parse()
         .context("getconf CLK_TCK")?;
+    // Held to the end of the run: the setting is the machine's, put back when dropped.
+    let halt_poll = match args.halt_poll_us {
+        0 => None,
+        us => HaltPoll::set(Path::new(GUEST_HALT_POLL_NS), u64::from(us) * 1000)?,
+    };
     let perf = perf_instructions_supported();
     let profile = !args.no_profile && profile::supported(&scratch.0);
     let env = Env {
@@ -73,12 +79,25 @@ pub(super) fn measure(args: &BenchArgs, out_dir: &Path) -> Result<Results> {
         profile,
         topology: args.topology,
         napi_fifo: args.napi_fifo,
+        halt_poll: halt_poll.as_ref().map(|h| (h.current(), h.previous())),
         nics: args.nics,
         mtu: args.mtu,
         stop,
     };
     let rounds = if args.quick { 1 } else { args.rounds };
     let meta = meta(&env, args.quick, rounds)?;
+    match &halt_poll {
+        Some(h) => println!(
+            "idle vCPUs poll {} us before they halt for this run (guest_halt_poll_ns {} → {}, put back after)",
+            h.current() / 1000,
+            h.previous(),
+            h.current()
+        ),
+        None if args.halt_poll_us > 0 => {
+            println!("no {GUEST_HALT_POLL_NS}: the machine's idle loop stays as it is")
+        }
+        None => {}
+    }
     println!(
         "aoe-xdp bench: {} topology, {} NIC(s), MTU {} ({} B requests); {} s per point after \
          {} s warm-up; backing: {}; CPU: {}",
@@ -233,6 +252,7 @@ pub(super) fn meta(env: &Env, quick: bool, rounds: u32) -> Result<Meta> {
         mtu: env.mtu,
         topology: env.topology,
         napi_fifo: env.napi_fifo,
+        halt_poll_ns: env.halt_poll,
         yielding_pollers: true,
         napi_wait: true,
         packet_napi_wait: true,
