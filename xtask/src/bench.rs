@@ -8,8 +8,8 @@
 //!   `--topology plain`: each end's receive path in a NAPI kernel thread pinned to its own
 //!   side's core ([`napi`]), read back at every point;
 //! - in a KVM guest idling through the haltpoll cpuidle driver, idle vCPUs poll for
-//!   `--halt-poll-us` (200) before they halt, for the run ([`haltpoll`]): a send that wakes
-//!   the other side's idle core then costs the sender a flag, not an IPI to a halted vCPU;
+//!   `--halt-poll-us` (200) before they halt, for the run ([`haltpoll`]): a system whose core
+//!   idles between frames (vblade) is then woken by a flag, not by an IPI to a halted vCPU;
 //! - every system is started first and paused (`SIGSTOP`); each point is then measured on
 //!   every system in turn (the first one rotating from point to point), the one measured
 //!   running alone: the figures compared in a row were taken within seconds of each other;

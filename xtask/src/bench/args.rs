@@ -56,10 +56,10 @@ pub struct BenchArgs {
     #[arg(long)]
     pub napi_fifo: bool,
     /// In a KVM guest that idles through the haltpoll cpuidle driver: an idle vCPU polls
-    /// this long before it halts, for the run (`guest_halt_poll_ns`, put back after), so
-    /// that a send that wakes the other side's idle core sets a flag instead of sending an
-    /// IPI the host must deliver to a halted vCPU: as between two machines, where a frame
-    /// sent costs the sender nothing of the receiver's wake-up. 0: the machine's own setting.
+    /// this long before it halts, for the run (`guest_halt_poll_ns`, put back after), so that
+    /// a system whose core idles between frames (vblade) is woken by a flag rather than by an
+    /// IPI the host must deliver to a halted vCPU: as on a machine whose idle cores sleep
+    /// lightly. 0: the machine's own setting.
     #[arg(long, default_value_t = 200, value_parser = clap::value_parser!(u32).range(0..=10_000))]
     pub halt_poll_us: u32,
     /// veth pairs between target and initiator: one target serves them all, `aoe-bench load`

@@ -1,15 +1,19 @@
 //! Guest halt polling for the length of a run: in a KVM guest whose idle loop is the haltpoll
 //! cpuidle driver, an idle vCPU polls for `guest_halt_poll_ns` before it halts.
 //!
-//! Why the bench sets it: between two machines, a frame sent costs the sender nothing of the
-//! receiver's wake-up (the NIC raises the peer's interrupt). On one VM, the sender's
-//! `veth_xmit` wakes the peer's NAPI thread itself, and when the peer's vCPU has halted that
-//! wake-up is an IPI which the host must deliver to a descheduled vCPU, inside the sender's
-//! system call: 33 % of the target core at 40k requests/s in `__napi_schedule` under
-//! `veth_xmit` (`perf record -C 0 -g`, 2026-12-08, `guest_halt_poll_ns = 0`, this VM's boot
-//! setting), a cost paid once per frame by a target that sends one frame per call. A vCPU that
-//! polls before it halts marks itself polling, so a wake-up is a flag the waker sets, no IPI:
-//! close to what a send between two machines costs the sender.
+//! Why the bench sets it: a system whose core idles between frames (vblade; aoe-xdp's
+//! workers once they sleep) is woken by the other side's send, which on one VM wakes the
+//! receiving end's NAPI thread on that core. With this VM's boot setting (0) the woken vCPU
+//! has halted: the wake-up is an IPI which the host must deliver to a descheduled vCPU, slow to
+//! arrive and paid for in the sender's call. In an A/B on 2026-12-08 (two runs each way,
+//! alternating) vblade answered random reads at queue depth 1 at a p50 of 72-78 µs with 0 and
+//! 38-40 µs with 200 µs, at 12-13k against 23-24k requests/s, and at depth 16 at 140k against
+//! 164-214k; aoe-xdp's polling worker and the AF_PACKET reflector, which do not idle under
+//! load, moved within the noise. With polling, an idle vCPU marks itself polling and a
+//! wake-up is a flag the waker sets: as on a machine whose idle cores sleep lightly, the
+//! strongest case for a target that sleeps. (It does not touch the wake-up of a core that is
+//! running: the load generator never idles, so a target's send still wakes its NAPI thread
+//! with an IPI.)
 //!
 //! The value is machine-wide; [`HaltPoll`] puts back what it found when dropped (at the end
 //! of the run, on failure or on Ctrl-C).

@@ -899,12 +899,10 @@ fn setup(meta: &Meta) -> String {
     let halt_poll = match meta.halt_poll_ns {
         Some((ns, machine)) => format!(
             " The VM's idle vCPUs polled {} µs before they halted (`guest_halt_poll_ns`, {machine} \
-             on this machine otherwise, put back after the run), so that a send that wakes the \
-             other side's idle core sets a flag instead of sending an IPI that the host must \
-             deliver to a halted vCPU: between two machines a frame sent costs the sender \
-             nothing of the receiver's wake-up (with the VM's own setting, 0, that IPI under \
-             `veth_xmit` took a third of aoe-xdp's core at 40k requests/s, a cost paid per \
-             frame by a target that sends one frame per call).",
+             on this machine otherwise, put back after the run), so that a system whose core \
+             idles between frames (vblade) is woken by a flag rather than by an IPI that the \
+             host must deliver to a halted vCPU: as on a machine whose idle cores sleep \
+             lightly (with 0, vblade's p50 at queue depth 1 was about twice as long).",
             ns / 1000
         ),
         None => String::new(),
