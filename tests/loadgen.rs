@@ -498,6 +498,57 @@ fn test_packet_reflector_busy_polls_the_napi_of_veth_with_gro() {
 }
 
 #[test]
+fn test_load_busy_polls_its_napi_where_asked_and_says_when_there_is_none() {
+    let _serial = one_at_a_time();
+    let Some(rig) = Rig::new("lg-loadnapi") else {
+        return;
+    };
+    let reflector = start_reflector(&rig.ns_a, "aoelga", &[]);
+    // Without GRO at the initiator's end veth has no NAPI there: a clear error, no run.
+    let output = rig.run_load(&["-t", "1.0", "--duration", "0.2", "--napi-poll-us", "10"]);
+    assert!(!output.status.success(), "loaded without a NAPI to poll");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("aoelgb has no NAPI to busy-poll (on veth: GRO off)"),
+        "{stderr}"
+    );
+    // GRO on where the replies arrive, TSO off where they are sent: every reply through NAPI.
+    for (ns, interface, feature, value) in [
+        (&rig.ns_b, "aoelgb", "gro", "on"),
+        (&rig.ns_a, "aoelga", "tso", "off"),
+    ] {
+        let status = Rig::command(ns, "ethtool", &["-K", interface, feature, value])
+            .stdout(std::process::Stdio::null())
+            .status()
+            .expect("run ethtool");
+        assert!(status.success(), "ethtool -K {interface} {feature} {value}");
+    }
+    for (op, depth) in [("read", "1"), ("write", "16"), ("read", "64")] {
+        let (report, _) = rig.load(&[
+            "-t",
+            "1.0",
+            "--op",
+            op,
+            "--depth",
+            depth,
+            "--duration",
+            "0.5",
+            "--napi-poll-us",
+            "10",
+        ]);
+        assert!(as_u64(&report, "requests") > 0, "{op} QD{depth}: {report}");
+        assert_eq!(as_u64(&report, "errors"), 0, "{op} QD{depth}: {report}");
+        assert_eq!(
+            as_u64(&report, "retransmits"),
+            0,
+            "{op} QD{depth}: {report}"
+        );
+    }
+    let (status, stderr) = reflector.terminate();
+    assert!(status.success(), "reflector exited with {status}: {stderr}");
+}
+
+#[test]
 fn test_load_spreads_over_paths() {
     let _serial = one_at_a_time();
     let Some(rig) = Rig::new("lg-multi") else {

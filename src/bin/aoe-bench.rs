@@ -178,6 +178,11 @@ struct LoadArgs {
     /// Seed of the random pattern.
     #[arg(long, default_value_t = 1)]
     seed: u64,
+    /// After a round that found nothing, busy-poll the interfaces' NAPIs (io_uring, Linux
+    /// 6.13+) for up to this many microseconds, so that replies are received in this thread
+    /// rather than by a NAPI thread the target's send wakes (0: yield the core instead).
+    #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u64).range(0..=10_000))]
+    napi_poll_us: u64,
 }
 
 fn main() -> ExitCode {
@@ -423,6 +428,7 @@ fn load(args: &LoadArgs) -> Result<()> {
         tries: args.tries.max(1),
         progress: !args.no_progress,
         seed: args.seed,
+        napi_poll: Duration::from_micros(args.napi_poll_us),
     };
     if !args.no_progress {
         for path in &paths {

@@ -42,6 +42,7 @@ pub mod verify;
 pub mod window;
 pub mod workload;
 
+mod napi;
 mod port;
 mod request;
 mod runner;

@@ -82,6 +82,9 @@ pub struct LoadConfig {
     pub progress: bool,
     /// Seed of the random pattern.
     pub seed: u64,
+    /// After a round that found nothing, busy-poll the interfaces' NAPIs for up to this long
+    /// (zero: do not; see `napi`).
+    pub napi_poll: Duration,
 }
 
 pub(super) fn validate(paths: &[PathSpec], config: &LoadConfig) -> Result<(), LoadError> {
@@ -163,6 +166,7 @@ mod tests {
             progress: false,
             seed: 1,
             rate: None,
+            napi_poll: Duration::ZERO,
         }
     }
 

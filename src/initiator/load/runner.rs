@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 use hdrhistogram::Histogram;
 
 use super::config::{validate, LoadConfig, PathSpec, Stop};
+use super::napi::NapiPoll;
 use super::port::Port;
 use super::report::{Latency, PathReport, Report};
 use super::state::{Counters, Path, State};
@@ -32,6 +33,7 @@ pub fn run(
 ) -> Result<Report, LoadError> {
     validate(paths, config)?;
     let (mut ports, path_states) = open(paths, config)?;
+    let mut napi = NapiPoll::open(&ports, config.napi_poll)?;
     let histogram = Histogram::new_with_bounds(1, 60_000_000_000, 3)
         .map_err(|error| LoadError::Config(format!("histogram: {error}")))?;
     let ledger = config.verify.then(|| {
@@ -65,7 +67,7 @@ pub fn run(
             progress: false,
         };
         run_phase(
-            &mut ports,
+            (&mut ports, &mut napi),
             &mut state,
             &mut prefill,
             &phase,
@@ -95,7 +97,7 @@ pub fn run(
         progress: config.progress,
     };
     let measured_ns = run_phase(
-        &mut ports,
+        (&mut ports, &mut napi),
         &mut state,
         &mut workloads,
         &phase,
@@ -175,7 +177,7 @@ fn duration_ns(duration: Duration) -> u64 {
 
 /// Runs one phase to its end and drains it; returns the measured nanoseconds.
 fn run_phase(
-    ports: &mut [Port],
+    (ports, napi): (&mut [Port], &mut Option<NapiPoll>),
     state: &mut State,
     workloads: &mut [Workload],
     phase: &Phase,
@@ -269,11 +271,20 @@ fn run_phase(
             next_progress += 1_000_000_000;
         }
         if !round_busy {
-            // A round that moved nothing gives the core to whatever else is runnable on it:
-            // with threaded NAPI (the two-machine bench rig) that is this initiator's own
-            // receive path, which a machine with a NIC runs in softirq context at once, but
-            // which the scheduler left waiting up to a tick (4 ms) behind this loop.
-            std::thread::yield_now();
+            // A round that moved nothing busy-polls this initiator's own receive path, where
+            // asked to (`napi`): replies then come in this thread, without a wake-up of the
+            // NAPI thread paid in the target's send. If that finds nothing, or without it,
+            // the round gives the core to whatever else is runnable on it: with threaded
+            // NAPI (the two-machine bench rig) that is this initiator's own receive path,
+            // which a machine with a NIC runs in softirq context at once, but which the
+            // scheduler left waiting up to a tick (4 ms) behind this loop.
+            let received = match napi.as_mut() {
+                Some(napi) => napi.poll(ports)?,
+                None => false,
+            };
+            if !received {
+                std::thread::yield_now();
+            }
         }
     }
 }
