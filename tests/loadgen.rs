@@ -317,6 +317,17 @@ fn test_load_against_reflector() {
 }
 
 /// Starts `aoe-bench reflect -i <interface> <extra>` in `ns` and waits for its ready line.
+/// `ethtool -K INTERFACE FEATURE VALUE` in each namespace, which must succeed.
+fn ethtool_k(settings: &[(&Netns, &str, &str, &str)]) {
+    for &(ns, interface, feature, value) in settings {
+        let status = Rig::command(ns, "ethtool", &["-K", interface, feature, value])
+            .stdout(std::process::Stdio::null())
+            .status()
+            .expect("run ethtool");
+        assert!(status.success(), "ethtool -K {interface} {feature} {value}");
+    }
+}
+
 fn start_reflector(ns: &Netns, interface: &str, extra: &[&str]) -> Guard {
     start_reflector_ready(ns, interface, extra).0
 }
@@ -456,16 +467,10 @@ fn test_packet_reflector_busy_polls_the_napi_of_veth_with_gro() {
     };
     // GRO at the receiving end turns veth's NAPI on; TSO off at the sending end sends a
     // packet socket's frames through it.
-    for (ns, interface, feature, value) in [
+    ethtool_k(&[
         (&rig.ns_a, "aoelga", "gro", "on"),
         (&rig.ns_b, "aoelgb", "tso", "off"),
-    ] {
-        let status = Rig::command(ns, "ethtool", &["-K", interface, feature, value])
-            .stdout(std::process::Stdio::null())
-            .status()
-            .expect("run ethtool");
-        assert!(status.success(), "ethtool -K {interface} {feature} {value}");
-    }
+    ]);
     let (off, ready) = start_reflector_ready(
         &rig.ns_a,
         "aoelga",
@@ -513,16 +518,10 @@ fn test_load_busy_polls_its_napi_where_asked_and_says_when_there_is_none() {
         "{stderr}"
     );
     // GRO on where the replies arrive, TSO off where they are sent: every reply through NAPI.
-    for (ns, interface, feature, value) in [
+    ethtool_k(&[
         (&rig.ns_b, "aoelgb", "gro", "on"),
         (&rig.ns_a, "aoelga", "tso", "off"),
-    ] {
-        let status = Rig::command(ns, "ethtool", &["-K", interface, feature, value])
-            .stdout(std::process::Stdio::null())
-            .status()
-            .expect("run ethtool");
-        assert!(status.success(), "ethtool -K {interface} {feature} {value}");
-    }
+    ]);
     for (op, depth) in [("read", "1"), ("write", "16"), ("read", "64")] {
         let (report, _) = rig.load(&[
             "-t",
