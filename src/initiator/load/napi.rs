@@ -23,7 +23,6 @@ use crate::sys::napi::{pollfd, NapiWait};
 pub(super) struct NapiPoll {
     wait: NapiWait,
     fds: Vec<libc::pollfd>,
-    busy: Duration,
 }
 
 impl NapiPoll {
@@ -60,20 +59,21 @@ impl NapiPoll {
             .collect::<Vec<_>>();
         let wait = NapiWait::new(&ids, busy).map_err(|e| fail(&interfaces.join(","), e))?;
         let fds = ports.iter().map(|p| pollfd(p.socket.fd())).collect();
-        Ok(Some(NapiPoll { wait, fds, busy }))
+        Ok(Some(NapiPoll { wait, fds }))
     }
 
-    /// Busy-polls until a socket has frames or `busy` passes; whether one has.
+    /// Busy-polls until a socket has frames or the busy time passes; whether one has.
     pub(super) fn poll(&mut self, ports: &[Port]) -> Result<bool, LoadError> {
-        let ready =
-            self.wait
-                .poll(&mut self.fds, self.busy)
-                .map_err(|source| LoadError::Socket {
-                    interface: ports
-                        .first()
-                        .map_or_else(String::new, |p| p.interface.clone()),
-                    source,
-                })?;
+        let busy = self.wait.busy();
+        let ready = self
+            .wait
+            .poll(&mut self.fds, busy)
+            .map_err(|source| LoadError::Socket {
+                interface: ports
+                    .first()
+                    .map_or_else(String::new, |p| p.interface.clone()),
+                source,
+            })?;
         Ok(ready > 0)
     }
 }
